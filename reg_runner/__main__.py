@@ -1,0 +1,3 @@
+from reg_runner.cli import main
+
+main()

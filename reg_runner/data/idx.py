@@ -1,0 +1,59 @@
+"""Reading and writing IDX files (LeCun's MNIST format), plain or gzip-compressed.
+
+Format: two zero bytes, a type byte (0x08 = uint8), the number of dimensions, then
+one big-endian uint32 per dimension, then the data in C order.
+"""
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from reg_runner.errors import DataError
+
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
+
+
+def read_bytes(path: Path) -> bytes:
+    """The uncompressed content of an IDX file (``.gz`` is decompressed)."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as e:  # EOFError: truncated gzip stream
+        raise DataError(f"cannot read {path}: {e}") from None
+
+
+def parse(raw: bytes, source: Path) -> np.ndarray:
+    """Decode IDX bytes into an array; ``source`` only names the file in errors."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
+        raise DataError(f"{source} is not an IDX file (wrong magic number {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{source} is truncated (header cut short)")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_DTYPES[raw[2]])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{source} is truncated or corrupt: header says shape {tuple(shape)} "
+            f"({expected} bytes of data), file has {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+def read(path: Path) -> np.ndarray:
+    return parse(read_bytes(path), path)
+
+
+def write(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8 or int8) as IDX; gzip-compressed if ``path`` ends in ``.gz``."""
+    array = np.ascontiguousarray(array)
+    header = bytes([0, 0, _CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())

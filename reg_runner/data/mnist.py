@@ -1,0 +1,161 @@
+"""Where MNIST comes from.
+
+In order:
+1. ``data.root=DIR``: any folder holding the four IDX files (``.gz`` or not, LeCun's names or
+   datamaestro's), read as they are.
+2. Otherwise datamaestro (``prepare_dataset("com.lecun.mnist")``, as in the course). Its store
+   (``$DATAMAESTRO_DIR``, default ``~/datamaestro``) is filled, when it lacks the files, from the
+   copy shipped inside this package, checksum-verified: nothing is ever downloaded, so a run
+   never waits on the network (HPC compute nodes have none).
+3. If the store cannot be written (read-only home), the package copy is read directly.
+"""
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reg_runner import atomic
+from reg_runner.data import idx
+from reg_runner.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DATASET_ID = "com.lecun.mnist"
+EMBEDDED = Path(__file__).parent / "mnist"
+N_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class MnistFile:
+    key: str  # datamaestro's name, stored as <key>.idx
+    original: str  # LeCun's name, shipped as <original>.gz
+    md5: str  # of the uncompressed IDX bytes
+    size: int  # of the uncompressed IDX bytes
+
+
+FILES = (
+    MnistFile("train_images", "train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", 47040016),
+    MnistFile("train_labels", "train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624", 60008),
+    MnistFile("test_images", "t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea", 7840016),
+    MnistFile("test_labels", "t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", 10008),
+)
+
+HOW_TO_SUPPLY = (
+    "give data.root=<folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+    "t10k-labels-idx1-ubyte (.gz or not)>, or leave data.root unset to use the copy shipped with reg_runner"
+)
+
+
+@dataclass
+class RawMnist:
+    """The four arrays as stored (uint8 images N x H x W, integer labels N), and where they came from."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+
+
+def load(root: str | None) -> RawMnist:
+    if root is not None:
+        folder = Path(root).expanduser()
+        arrays = {key: idx.read(path) for key, path in find_files(folder).items()}
+        return _checked(RawMnist(**arrays, source=f"folder {folder}"))
+    try:
+        store = ensure_store()
+    except OSError as e:
+        log.warning("cannot fill the datamaestro store (%s); reading the copy shipped with reg_runner", e)
+        arrays = {key: idx.read(path) for key, path in find_files(EMBEDDED).items()}
+        return _checked(RawMnist(**arrays, source=f"package copy {EMBEDDED}"))
+    from datamaestro import prepare_dataset  # imported late: it is only needed here
+
+    ds = prepare_dataset(DATASET_ID)
+    arrays = dict(
+        train_images=ds.train.images.data(),
+        train_labels=ds.train.labels.data(),
+        test_images=ds.test.images.data(),
+        test_labels=ds.test.labels.data(),
+    )
+    return _checked(RawMnist(**arrays, source=f"datamaestro {DATASET_ID} ({store})"))
+
+
+def find_files(folder: Path) -> dict[str, Path]:
+    """The path of each of the four files in ``folder``, under any of the names they go by."""
+    if not folder.is_dir():
+        raise DataError(f"data.root={str(folder)!r} is not a folder; {HOW_TO_SUPPLY}")
+    found, missing = {}, []
+    for f in FILES:
+        names = [f.original, f.key, f"{f.key}.idx", f.original.replace("-idx", ".idx")]
+        candidates = [folder / n for n in names] + [folder / f"{n}.gz" for n in names]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            missing.append(f.original)
+        else:
+            found[f.key] = path
+    if missing:
+        raise DataError(f"data.root={str(folder)!r} lacks {', '.join(missing)} (.gz or not); {HOW_TO_SUPPLY}")
+    return found
+
+
+def _checked(raw: RawMnist) -> RawMnist:
+    for split in ("train", "test"):
+        images, labels = getattr(raw, f"{split}_images"), getattr(raw, f"{split}_labels")
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise DataError(
+                f"{raw.source}: {split} images must be uint8 N x H x W, got {images.dtype} {images.shape}"
+            )
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(f"{raw.source}: {len(images)} {split} images but labels of shape {labels.shape}")
+        bad = (labels < 0) | (labels >= N_CLASSES)
+        if bad.any():
+            raise DataError(
+                f"{raw.source}: {split} label {int(labels[bad][0])} out of range; labels must be 0-{N_CLASSES - 1}"
+            )
+    if raw.train_images.shape[1:] != raw.test_images.shape[1:]:
+        raise DataError(f"{raw.source}: train images {raw.train_images.shape[1:]} vs test {raw.test_images.shape[1:]}")
+    return raw
+
+
+def store_dir() -> Path:
+    """Where datamaestro keeps MNIST: ``$DATAMAESTRO_DIR/data/image/com/lecun/mnist``."""
+    from datamaestro.context import Context
+
+    return Path(Context.instance().dataset(DATASET_ID).datapath)
+
+
+def ensure_store(source: Path = EMBEDDED) -> Path:
+    """Put into the datamaestro store any of the four files it lacks (or holds damaged), verified.
+
+    A file already there is trusted if its size is right (a full checksum on every run would cost
+    a tenth of a second for nothing); ``python -m reg_runner.data check`` verifies them all.
+    """
+    dest = store_dir()
+    todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
+    if todo:
+        sources = find_files(source)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in todo:
+            raw = verified_bytes(f, sources[f.key])
+            atomic.write_bytes(dest / f"{f.key}.idx", raw)
+            log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key])
+    return dest
+
+
+def verified_bytes(f: MnistFile, path: Path) -> bytes:
+    raw = idx.read_bytes(path)
+    digest = hashlib.md5(raw).hexdigest()
+    if digest != f.md5:
+        raise DataError(f"{path} is not MNIST's {f.original}: md5 {digest}, expected {f.md5}")
+    return raw
+
+
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+

@@ -1,0 +1,142 @@
+"""Optimizers and learning-rate schedules.
+
+An optimizer preset names its class in ``_target_`` and every other key is passed to its
+constructor, so any ``torch.optim`` class (or a library's) is one YAML file away.
+
+A schedule preset names a scheduler in ``name``. ``onecycle`` and ``cyclic`` step after every
+optimizer step (their cycle is defined in steps); the others step once per epoch, ``plateau``
+on each evaluation of its monitored metric. ``warmup_epochs > 0`` puts a linear warmup from
+``warmup_start_factor * lr`` to ``lr`` in front of any of them; the main schedule then runs over
+the remaining epochs.
+"""
+
+import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+from torch.optim import lr_scheduler as sched
+
+from reg_runner.errors import UserError
+
+SCHEDULERS = ("none", "step", "exponential", "linear", "cosine", "onecycle", "cyclic", "plateau")
+PER_BATCH = ("onecycle", "cyclic")
+
+
+def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+    kwargs = OmegaConf.to_container(cfg, resolve=True)
+    target = kwargs.pop("_target_")
+    try:
+        cls = get_class(target)
+    except Exception as e:
+        raise UserError(f"optimizer._target_={target!r} cannot be imported: {e}") from None
+    try:
+        return cls(params, **kwargs)
+    except (TypeError, ValueError) as e:  # torch's own checks (bad betas, unknown argument...)
+        raise UserError(f"optimizer: {target} rejects {kwargs}: {e}") from None
+
+
+class Schedule:
+    """Steps a torch LR scheduler at the right moments; ``name=none`` without warmup is a no-op."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg, epochs: int, steps_per_epoch: int):
+        self.optimizer = optimizer
+        self.per_batch = cfg.name in PER_BATCH
+        unit = steps_per_epoch if self.per_batch else 1  # scheduler steps per epoch
+        warmup = cfg.warmup_epochs * unit
+        length = epochs * unit - warmup  # steps left to the main schedule
+        try:
+            warm = sched.LinearLR(optimizer, cfg.warmup_start_factor, 1.0, total_iters=warmup) if warmup else None
+            main = _main_scheduler(optimizer, cfg, length, unit)
+        except ValueError as e:
+            raise UserError(f"scheduler={cfg.name}: {e}") from None
+        self.plateau = main if isinstance(main, sched.ReduceLROnPlateau) else None
+        self.monitor = cfg.monitor if self.plateau is not None else None  # metric the plateau rule watches
+        self.warmup_steps = warmup
+        if self.plateau is not None:
+            self.scheduler = warm  # the warmup runs alone; then the plateau rule takes over
+        elif warm is not None and main is not None:
+            self.scheduler = sched.SequentialLR(optimizer, [warm, main], milestones=[warmup])
+        else:
+            self.scheduler = warm or main
+        self.steps = 0
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def after_batch(self) -> None:
+        if self.per_batch:
+            self._step()
+
+    def after_epoch(self, metric: float | None) -> None:
+        """``metric``: the monitored value if this epoch was evaluated, else None."""
+        if self.per_batch:
+            return
+        if self.plateau is not None and self.steps >= self.warmup_steps:
+            if metric is not None:
+                self.plateau.step(metric)
+            return
+        self._step()
+
+    def _step(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.steps += 1
+
+    def state_dict(self) -> dict:
+        return dict(
+            steps=self.steps,
+            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+            plateau=self.plateau.state_dict() if self.plateau is not None else None,
+        )
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = state["steps"]
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.plateau is not None:
+            self.plateau.load_state_dict(state["plateau"])
+
+
+def _main_scheduler(optimizer, cfg, length: int, unit: int):
+    name = cfg.name
+    lr = optimizer.param_groups[0]["lr"]
+    if name == "none":
+        return None
+    if name == "step":
+        return sched.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if name == "exponential":
+        return sched.ExponentialLR(optimizer, gamma=cfg.gamma)
+    if name == "linear":
+        return sched.LinearLR(optimizer, start_factor=1.0, end_factor=cfg.end_factor, total_iters=length)
+    if name == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=length, eta_min=cfg.eta_min)
+    if name == "onecycle":
+        return sched.OneCycleLR(
+            optimizer,
+            max_lr=cfg.max_lr if cfg.max_lr is not None else lr,
+            total_steps=length,
+            pct_start=cfg.pct_start,
+            anneal_strategy=cfg.anneal_strategy,
+            div_factor=cfg.div_factor,
+            final_div_factor=cfg.final_div_factor,
+            cycle_momentum=cfg.cycle_momentum,
+        )
+    if name == "cyclic":
+        return sched.CyclicLR(
+            optimizer,
+            base_lr=cfg.base_lr if cfg.base_lr is not None else lr / 10,
+            max_lr=cfg.max_lr if cfg.max_lr is not None else lr,
+            step_size_up=max(1, round(cfg.step_size_up_epochs * unit)),
+            mode=cfg.mode,
+            cycle_momentum=cfg.cycle_momentum,
+        )
+    if name == "plateau":
+        return sched.ReduceLROnPlateau(
+            optimizer,
+            mode="max" if cfg.monitor.endswith("acc") else "min",
+            factor=cfg.factor,
+            patience=cfg.patience,
+            threshold=cfg.threshold,
+            min_lr=cfg.min_lr,
+        )
+    raise ValueError(f"unknown scheduler {name!r}")

@@ -1,0 +1,163 @@
+"""One run, top to bottom: check the config, seed, load data, build, train, record."""
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from reg_runner import data as data_lib
+from reg_runner import model as model_lib
+from reg_runner.data.mnist import N_CLASSES
+from reg_runner.errors import ConfigError
+from reg_runner.optim import Schedule, build_optimizer
+from reg_runner.records import RunFolder
+from reg_runner.regularization import Penalty
+from reg_runner.seeding import batch_generator, resolve_seed, rng_state, seed_everything
+from reg_runner.tblog import TBLogger
+from reg_runner.train import Trainer, TrainState, steps_per_epoch
+from reg_runner.validate import validate
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.device", name, "CUDA is not available on this machine; use auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device", name, "MPS is not available on this machine; use auto or cpu")
+    return torch.device(name)
+
+
+def run(cfg, run_dir: Path, multirun: bool = False) -> float:
+    """Train as ``cfg`` says, record everything in ``run_dir``; return the best validation objective."""
+    t0 = time.perf_counter()
+    validate(cfg)
+    folder = RunFolder(run_dir)
+    folder.refuse_finished()
+    folder.prepare()
+    cfg.seed = resolve_seed(cfg.seed)  # the seed actually used is what gets recorded
+    device = resolve_device(cfg.trainer.device)
+    folder.write_config(cfg)
+    folder.write_environment(device)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+
+    data = data_lib.load(cfg.data, device)
+    model = model_lib.build(data.in_features, N_CLASSES, cfg.model, device)
+    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
+    tc = cfg.trainer
+    schedule = Schedule(
+        optimizer, cfg.scheduler, tc.epochs, steps_per_epoch(len(data.train), tc.batch_size, tc.accumulate, tc.drop_last)
+    )
+    penalty = Penalty(model, cfg.reg.l1, cfg.reg.l2, cfg.reg.apply_to)
+    generator = batch_generator(cfg.seed, device)
+    trainer = Trainer(model, data, optimizer, schedule, penalty, tc, cfg.objective, generator)
+    tb = TBLogger(run_dir, cfg.logging.tensorboard)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    state = TrainState()
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %s, %d parameters, on %s; seed %d", _describe(cfg.model), n_params, device, cfg.seed)
+
+    def record() -> None:
+        timing = dict(wall_s=time.perf_counter() - t0, train_s=time.perf_counter() - t_train, epochs_per_s=None)
+        if state.epoch:
+            timing["epochs_per_s"] = state.epoch / timing["train_s"]
+        folder.write_metrics(metrics(cfg, state, data.info, n_params, timing))
+        folder.write_history(state.history)
+        payload = dict(
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=schedule.state_dict(),
+            epoch=state.epoch,
+            rng=rng_state(generator),
+            config=config,
+        )
+        folder.save_checkpoint(folder.last, payload)
+        if state.best_snapshot is not None:
+            folder.save_checkpoint(folder.best, dict(**state.best_snapshot, epoch=state.best["epoch"], config=config))
+
+    show = cfg.logging.progress if cfg.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
+    bar = tqdm(total=tc.epochs, disable=not show, unit="epoch", dynamic_ncols=True, leave=False)
+    t_train = time.perf_counter()
+    folder.write_metrics(metrics(cfg, state, data.info, n_params, {}))
+    try:
+        while state.status == "running":
+            row = trainer.run_epoch(state)
+            bar.update(1)
+            if row is not None:
+                tb.scalars(row)
+                bar.set_postfix_str(f"train/loss {row['train/loss']:.4f}  val/acc {row['val/acc']:.4f}", refresh=False)
+            if state.status == "running" and state.epoch % tc.checkpoint_every == 0:
+                record()
+    finally:
+        bar.close()
+        tb.close()
+    record()
+    return _summarize(cfg, state, run_dir, time.perf_counter() - t0)
+
+
+def metrics(cfg, state: TrainState, data_info: dict, n_params: int, timing: dict) -> dict:
+    """The content of metrics.json; only ``timing`` differs between two runs of the same config on CPU."""
+    final = state.history[-1] if state.history else None
+    return dict(
+        status=state.status,
+        seed=cfg.seed,
+        objective=cfg.objective,
+        epochs_run=state.epoch,
+        epochs_planned=cfg.trainer.epochs,
+        stopped_at=state.stopped_at,
+        best_epoch=state.best["epoch"] if state.best else None,
+        best_val=state.best[cfg.objective] if state.best else None,
+        test_at_best=_split_metrics(state.best, "test"),
+        best=state.best,
+        final=final,
+        n_parameters=n_params,
+        data=data_info,
+        timing=timing,
+    )
+
+
+def _split_metrics(row: dict | None, split: str) -> dict | None:
+    if row is None:
+        return None
+    return {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith(f"{split}/")}
+
+
+def _describe(m) -> str:
+    parts = [f"MLP {m.depth}x{m.width} {m.activation}"]
+    if m.norm != "none":
+        parts.append(f"{m.norm} ({m.norm_position.replace('_', ' ')})")
+    if m.dropout > 0:
+        parts.append(f"dropout {m.dropout:g}")
+    if m.residual:
+        parts.append("residual")
+    if m.init != "default":
+        parts.append(f"init {m.init}")
+    return ", ".join(parts)
+
+
+def _summarize(cfg, state: TrainState, run_dir: Path, wall: float) -> float:
+    if state.best is None:
+        value = math.nan
+        line = f"{state.status} at epoch {state.stopped_at} before any evaluation"
+    else:
+        value = state.best[cfg.objective]
+        if state.status == "diverged":
+            value = math.nan  # a sweeper must see the trial as failed
+        test, final = state.best["test/acc"], state.history[-1]["test/acc"]
+        line = (
+            f"{state.status}: best {cfg.objective} {state.best[cfg.objective]:.4f} at epoch {state.best['epoch']}, "
+            f"test/acc {test:.4f} there (final epoch {state.history[-1]['epoch']}: {final:.4f})"
+        )
+    print(f"{line}; {wall:.1f} s; {run_dir}", flush=True)
+    return value

@@ -1,0 +1,161 @@
+"""The training loop: per-epoch permutation of on-device tensors, evaluation in large batches.
+
+Protocol (as in the course): ``model.train()`` for the training steps (dropout active, BatchNorm
+uses batch statistics and updates its running ones), ``model.eval()`` under ``inference_mode``
+for evaluation (dropout off, BatchNorm uses running statistics). The train metrics of an epoch
+are the means over its training batches, in train mode; validation and test are evaluated on the
+whole sets every ``eval_every`` epochs and at the last epoch. The best epoch is chosen on the
+validation metric named by ``objective`` only; test metrics are only reported, never used to choose.
+"""
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from reg_runner.data import Data, Split
+
+
+@dataclass
+class TrainState:
+    """Everything the loop carries from epoch to epoch (and what a checkpoint must restore)."""
+
+    epoch: int = 0  # epochs completed
+    history: list[dict] = field(default_factory=list)  # one row per evaluation
+    best: dict | None = None  # the history row of the best epoch so far
+    best_snapshot: dict | None = None  # model / optimizer / scheduler state at the best epoch
+    stale_evals: int = 0  # evaluations since the early-stopping monitor last improved
+    monitor_best: float | None = None
+    status: str = "running"  # running | completed | early_stopped | diverged | interrupted
+    stopped_at: int | None = None
+
+
+def better(metric: str, new: float, old: float | None, min_delta: float = 0.0) -> bool:
+    """Whether ``new`` improves on ``old`` for ``metric`` (accuracies go up, losses down)."""
+    if old is None or math.isnan(old):
+        return not math.isnan(new)
+    return new > old + min_delta if metric.endswith("acc") else new < old - min_delta
+
+
+def steps_per_epoch(n_train: int, batch_size: int, accumulate: int, drop_last: bool) -> int:
+    n_batches = n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
+    return math.ceil(max(n_batches, 1) / accumulate)
+
+
+class Trainer:
+    def __init__(self, model, data: Data, optimizer, schedule, penalty, cfg, objective: str, generator):
+        self.model, self.data, self.optimizer = model, data, optimizer
+        self.schedule, self.penalty, self.cfg, self.objective = schedule, penalty, cfg, objective
+        self.generator = generator  # orders the batches; separate from the global RNG used by dropout
+
+    def train_epoch(self) -> dict[str, torch.Tensor]:
+        cfg, train = self.cfg, self.data.train
+        n = len(train)
+        n_batches = max(n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size), 1)
+        perm = torch.randperm(n, device=train.x.device, generator=self.generator)
+        self.model.train()
+        loss_sum = train.x.new_zeros(())
+        penalty_sum = train.x.new_zeros(())
+        correct = torch.zeros((), dtype=torch.long, device=train.x.device)
+        seen = 0
+        for i in range(n_batches):
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            x, y = train.x[idx], train.y[idx]
+            logits = self.model(x)
+            data_loss = F.cross_entropy(logits, y)
+            loss = data_loss
+            if self.penalty.active:
+                penalty = self.penalty()
+                loss = loss + penalty
+                penalty_sum += penalty.detach()
+            group_start = i - i % cfg.accumulate  # micro-batches in this optimizer step
+            group_size = min(cfg.accumulate, n_batches - group_start)
+            (loss / group_size if group_size > 1 else loss).backward()
+            if i - group_start == group_size - 1:
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.schedule.after_batch()
+            loss_sum += data_loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+        return {
+            "train/loss": loss_sum / seen,
+            "train/acc": correct.double() / seen,
+            "train/penalty": penalty_sum / n_batches,
+        }
+
+    @torch.inference_mode()
+    def evaluate(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss and accuracy over ``split`` (NaN for an empty split), as 0-d tensors."""
+        self.model.eval()
+        bs = self.cfg.eval_batch_size
+        loss_sum = split.x.new_zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+        for start in range(0, len(split), bs):
+            logits = self.model(split.x[start : start + bs])
+            y = split.y[start : start + bs]
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+        n = len(split) or float("nan")
+        return loss_sum / n, correct.double() / n
+
+    def epoch_row(self, epoch: int, train_metrics: dict) -> dict:
+        """Evaluate val and test and gather the epoch's metrics, with a single device sync."""
+        val_loss, val_acc = self.evaluate(self.data.val)
+        test_loss, test_acc = self.evaluate(self.data.test)
+        names = [*train_metrics, "val/loss", "val/acc", "test/loss", "test/acc"]
+        values = torch.stack(
+            [t.double() for t in (*train_metrics.values(), val_loss, val_acc, test_loss, test_acc)]
+        ).tolist()
+        row = {"epoch": epoch, **dict(zip(names, values)), "lr": self.schedule.lr}
+        if not self.penalty.active:
+            del row["train/penalty"]
+        return row
+
+    def snapshot(self) -> dict:
+        """A detached copy of the model / optimizer / scheduler state, kept in memory."""
+        return copy.deepcopy(
+            dict(
+                model=self.model.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.schedule.state_dict(),
+            )
+        )
+
+    def run_epoch(self, state: TrainState) -> dict | None:
+        """Train one epoch and evaluate if due; update ``state``. Returns the history row, if evaluated."""
+        epoch = state.epoch + 1
+        train_metrics = self.train_epoch()
+        state.epoch = epoch
+        evaluated = epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs
+        row = self.epoch_row(epoch, train_metrics) if evaluated else None
+        train_loss = row["train/loss"] if row else train_metrics["train/loss"].item()
+        if not math.isfinite(train_loss):
+            state.status, state.stopped_at = "diverged", epoch
+            return row
+        if row is not None:
+            state.history.append(row)
+            if state.best is None or better(self.objective, row[self.objective], state.best[self.objective]):
+                state.best, state.best_snapshot = row, self.snapshot()
+            self._early_stopping(state, row)
+        monitored = row[self.schedule.monitor] if (row and self.schedule.monitor) else None
+        self.schedule.after_epoch(monitored)
+        if state.status == "running" and epoch >= self.cfg.epochs:
+            state.status = "completed"
+        return row
+
+    def _early_stopping(self, state: TrainState, row: dict) -> None:
+        es = self.cfg.early_stopping
+        if not es.enabled:
+            return
+        value = row[es.monitor]
+        if better(es.monitor, value, state.monitor_best, es.min_delta):
+            state.monitor_best, state.stale_evals = value, 0
+        else:
+            state.stale_evals += 1
+            if state.stale_evals >= es.patience:
+                state.status, state.stopped_at = "early_stopped", state.epoch
