@@ -5,6 +5,10 @@ Anything a user can get wrong (a config value, a data folder, a resume path) rai
 Every other exception is a bug in reg_runner and keeps its traceback.
 """
 
+import contextlib
+import os
+import sys
+
 EXIT_USER_ERROR = 2
 
 
@@ -20,3 +24,19 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Data that is missing, unreadable or not what it claims to be."""
+
+
+@contextlib.contextmanager
+def exit_on_user_error():
+    """Turn a ``UserError`` into one line on stderr and exit code 2 (``HYDRA_FULL_ERROR=1``: re-raise).
+
+    ``SystemExit`` passes through Hydra's error reporting, which would print a traceback for
+    any ``Exception``.
+    """
+    try:
+        yield
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)

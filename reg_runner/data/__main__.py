@@ -1,0 +1,73 @@
+"""Manage MNIST in the datamaestro store.
+
+    python -m reg_runner.data check          # where the store is; verify the four files' checksums
+    python -m reg_runner.data import DIR     # copy MNIST from DIR (.gz or not) into the store, verified
+    python -m reg_runner.data place          # fill the store from the copy shipped with reg_runner
+
+The store is $DATAMAESTRO_DIR (default ~/datamaestro); MNIST lives in data/image/com/lecun/mnist.
+"""
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+from reg_runner import atomic
+from reg_runner.data import mnist
+from reg_runner.errors import EXIT_USER_ERROR, UserError
+
+
+def check() -> int:
+    store = mnist.store_dir()
+    print(f"datamaestro store for {mnist.DATASET_ID}: {store}")
+    bad = 0
+    for f in mnist.FILES:
+        path = store / f"{f.key}.idx"
+        if not path.exists():
+            state, bad = "missing", bad + 1
+        elif hashlib.md5(path.read_bytes()).hexdigest() != f.md5:
+            state, bad = "WRONG CHECKSUM", bad + 1
+        else:
+            state = "ok"
+        print(f"  {f.key + '.idx':18} {state}")
+    if bad:
+        print("fill it with: python -m reg_runner.data place   (or: import DIR)")
+    return 1 if bad else 0
+
+
+def import_folder(folder: Path) -> int:
+    sources = mnist.find_files(folder)
+    verified = {f: mnist.verified_bytes(f, sources[f.key]) for f in mnist.FILES}  # all four before any write
+    store = mnist.store_dir()
+    store.mkdir(parents=True, exist_ok=True)
+    for f, raw in verified.items():
+        atomic.write_bytes(store / f"{f.key}.idx", raw)
+        print(f"imported {sources[f.key]} -> {store / (f.key + '.idx')} (md5 ok)")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reg_runner.data", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="verify the store")
+    imp = sub.add_parser("import", help="copy MNIST from a folder into the store, verified")
+    imp.add_argument("folder", type=Path)
+    sub.add_parser("place", help="fill the store from the copy shipped with reg_runner")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            return check()
+        if args.command == "import":
+            return import_folder(args.folder)
+        print(f"store ready: {mnist.ensure_store()}")
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        print(f"error: cannot write the datamaestro store: {e}; set DATAMAESTRO_DIR to a writable folder", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

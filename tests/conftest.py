@@ -1,0 +1,92 @@
+"""Shared fixtures: tiny IDX data written by the tests, and the real CLI in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reg_runner.data import idx
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+N_CLASSES = 10
+
+
+def make_tiny_mnist(folder: Path, n_train=500, n_test=200, side=8, seed=0, gz=True) -> Path:
+    """Learnable fake MNIST: each class is a fixed random pattern plus noise, side x side uint8."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 256, size=(N_CLASSES, side, side))
+
+    def draw(n):
+        labels = np.arange(n) % N_CLASSES
+        rng.shuffle(labels)
+        noise = rng.normal(0, 60, size=(n, side, side))
+        images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+        return images, labels.astype(np.uint8)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if gz else ""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images, labels = draw(n)
+        idx.write(folder / f"{prefix}-images-idx3-ubyte{ext}", images)
+        idx.write(folder / f"{prefix}-labels-idx1-ubyte{ext}", labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))
+
+
+# Small, fast settings for the tiny data: 100 training images in batches of 25, 400 validation.
+TINY = ("data.train_fraction=0.2", "trainer.batch_size=25", "trainer.epochs=2")
+
+
+class CLI:
+    """Runs ``python -m reg_runner`` for real, with the datamaestro store in a temp folder."""
+
+    def __init__(self, tmp_path: Path, data: Path | None):
+        self.tmp_path, self.data = tmp_path, data
+        self.env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+        self.env["DATAMAESTRO_DIR"] = str(tmp_path / "datamaestro")
+        self.count = 0
+
+    def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300):
+        args = list(overrides)
+        multirun = "--multirun" in args or "-m" in args
+        if self.data is not None and tiny:
+            args = [f"data.root={self.data}", *TINY, *args]
+        if run_dir is None:
+            self.count += 1
+            run_dir = self.tmp_path / f"run{self.count}"
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        args.append(f"{key}={run_dir}")
+        proc = subprocess.run(
+            [sys.executable, "-m", "reg_runner", *args],
+            cwd=self.tmp_path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        proc.run_dir = Path(run_dir)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"reg_runner {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        return proc
+
+
+@pytest.fixture
+def cli(tmp_path, tiny_data) -> CLI:
+    return CLI(tmp_path, tiny_data)
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def without_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "timing"}

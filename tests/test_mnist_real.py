@@ -1,0 +1,55 @@
+"""Claims about learning, on the real MNIST the package ships (through datamaestro)."""
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+from conftest import CLI, SHARED_MNIST, read_metrics
+
+from reg_runner.data import mnist
+
+pytestmark = pytest.mark.slow
+
+
+def test_defaults_learn_mnist_through_datamaestro(tmp_path):
+    cli = CLI(tmp_path, data=None)
+    m = read_metrics(cli("trainer.epochs=20", tiny=False).run_dir)
+    assert m["status"] == "completed" and m["data"]["n_train"] == 3000 and m["data"]["n_val"] == 57000
+    assert m["data"]["n_test"] == 10000 and m["data"]["source"].startswith("datamaestro com.lecun.mnist")
+    assert m["test_at_best"]["acc"] >= 0.88, m["test_at_best"]
+    # the empty store was filled from the package copy, verified
+    store = tmp_path / "datamaestro" / "data" / "image" / "com" / "lecun" / "mnist"
+    for f in mnist.FILES:
+        assert hashlib.md5((store / f"{f.key}.idx").read_bytes()).hexdigest() == f.md5
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist is not beside the checkout")
+def test_data_root_reads_the_same_images(tmp_path):
+    cli = CLI(tmp_path, data=None)
+    common = ("trainer.epochs=1", "data.val_size=2000")
+    a = read_metrics(cli(*common, tiny=False).run_dir)["data"]
+    b = read_metrics(cli(f"data.root={SHARED_MNIST}", *common, tiny=False).run_dir)["data"]
+    assert b["source"] == f"folder {SHARED_MNIST}"
+    assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist is not beside the checkout")
+def test_import_command_verifies_then_fills_the_store(tmp_path):
+    env = {"DATAMAESTRO_DIR": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
+
+    def data_cmd(*args):
+        return subprocess.run([sys.executable, "-m", "reg_runner.data", *args], env=env, capture_output=True, text=True)
+
+    assert data_cmd("check").returncode == 1
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    for f in SHARED_MNIST.iterdir():
+        (fake / f.name).write_bytes(f.read_bytes())
+    (fake / "t10k-labels-idx1-ubyte.gz").write_bytes((SHARED_MNIST / "train-labels-idx1-ubyte.gz").read_bytes())
+    bad = data_cmd("import", str(fake))
+    assert bad.returncode == 2 and "is not MNIST's t10k-labels-idx1-ubyte" in bad.stderr
+    assert not (tmp_path / "store").exists()  # nothing written before all four are verified
+    assert data_cmd("import", str(SHARED_MNIST)).returncode == 0
+    ok = data_cmd("check")
+    assert ok.returncode == 0 and ok.stdout.count(" ok") == 4
