@@ -15,6 +15,7 @@ from reg_runner import model as model_lib
 from reg_runner.data.mnist import N_CLASSES
 from reg_runner.errors import ConfigError
 from reg_runner.optim import Schedule, build_optimizer
+from reg_runner.probe import StepWatcher
 from reg_runner.records import RunFolder
 from reg_runner.regularization import Penalty
 from reg_runner.seeding import batch_generator, resolve_seed, rng_state, seed_everything
@@ -62,7 +63,8 @@ def run(cfg, run_dir: Path, multirun: bool = False) -> float:
     penalty = Penalty(model, cfg.reg.l1, cfg.reg.l2, cfg.reg.apply_to)
     generator = batch_generator(cfg.seed, device)
     trainer = Trainer(model, data, optimizer, schedule, penalty, tc, cfg.objective, generator)
-    tb = TBLogger(run_dir, cfg.logging.tensorboard)
+    tb = TBLogger(run_dir, cfg.logging, model, data, tc.epochs, tc.eval_batch_size)
+    watcher = StepWatcher(model)
     config = OmegaConf.to_container(cfg, resolve=True)
     state = TrainState()
     n_params = sum(p.numel() for p in model.parameters())
@@ -90,19 +92,24 @@ def run(cfg, run_dir: Path, multirun: bool = False) -> float:
     bar = tqdm(total=tc.epochs, disable=not show, unit="epoch", dynamic_ncols=True, leave=False)
     t_train = time.perf_counter()
     folder.write_metrics(metrics(cfg, state, data.info, n_params, {}))
+    tb.start(config)
     try:
         while state.status == "running":
-            row = trainer.run_epoch(state)
+            histograms = tb.wants_histograms(state.epoch + 1)
+            row = trainer.run_epoch(state, watcher if histograms else None)
             bar.update(1)
             if row is not None:
                 tb.scalars(row)
+            if histograms and state.status != "diverged":
+                tb.histograms(state.epoch, watcher.stats)
                 bar.set_postfix_str(f"train/loss {row['train/loss']:.4f}  val/acc {row['val/acc']:.4f}", refresh=False)
             if state.status == "running" and state.epoch % tc.checkpoint_every == 0:
                 record()
+        record()
+        tb.finish(metrics(cfg, state, data.info, n_params, {}))
     finally:
         bar.close()
         tb.close()
-    record()
     return _summarize(cfg, state, run_dir, time.perf_counter() - t0)
 
 

@@ -1,24 +1,98 @@
-"""TensorBoard logging of a run, into the run's own folder.
+"""TensorBoard: everything a run records, in the run's own folder.
 
-Tags are grouped by kind so that TensorBoard's layout reads well: ``loss/train``, ``loss/val``,
-``acc/test``, ``lr``... (a history row's ``train/loss`` becomes ``loss/train``).
+Tags are grouped so TensorBoard's layout reads well:
+
+    loss/train loss/val loss/test      data loss (train: mean over the epoch's batches, train mode)
+    acc/train acc/val acc/test
+    penalty/train                      λ1‖θ‖₁ + λ2‖θ‖₂² (only with reg.l1 / reg.l2)
+    gap/loss gap/acc                   generalization gap: val − train loss, train − val accuracy
+    lr                                 learning rate of the first parameter group
+    grad_norm/<layer>                  ‖∂L/∂W‖ at the last step of a histogram epoch
+    update_ratio/<layer>               ‖ΔW‖/‖W‖ of that step
+    entropy/val_mean                   mean output entropy on the validation sample; entropy/max = ln 10
+    hist/weight/<layer>                weights of each Linear layer (layer1..3, output)
+    hist/input_grad/<layer>            ∂L/∂(input of the layer) on a fixed training batch
+    hist/activation/<layer>            output of each hidden block on that batch
+    hist/entropy/val                   output entropy per validation image; step 0 = the untrained model
+    hist/bn_running_mean|var/<layer>   BatchNorm running statistics
+
+Histograms are recorded at ``logging.histograms`` epochs evenly spaced over the run, first and
+last included; scalars at every evaluation. The HParams dashboard gets one entry per run, written
+into this same event file (``SummaryWriter.add_hparams`` would make a separate run folder).
 """
 
 from pathlib import Path
 
+from reg_runner import probe
+
+HPARAM_METRICS = {
+    "hparams/best_val_acc": lambda m: m["best"]["val/acc"],
+    "hparams/best_val_loss": lambda m: m["best"]["val/loss"],
+    "hparams/test_acc_at_best": lambda m: m["best"]["test/acc"],
+    "hparams/best_epoch": lambda m: m["best"]["epoch"],
+    "hparams/final_train_loss": lambda m: m["final"]["train/loss"],
+    "hparams/final_val_loss": lambda m: m["final"]["val/loss"],
+    "hparams/final_test_acc": lambda m: m["final"]["test/acc"],
+}
+# What the HParams table shows: the keys that define an experiment (not paths, devices or logging).
+HPARAM_KEYS = ("seed", "objective", "data", "model", "reg", "optimizer", "scheduler", "trainer")
+HPARAM_SKIP = ("data.root", "trainer.device", "trainer.eval_batch_size", "trainer.checkpoint_every",
+               "trainer.deterministic", "trainer.eval_every")
+
 
 def tag(metric: str) -> str:
+    """A history row's ``train/loss`` becomes TensorBoard's ``loss/train``."""
     split, _, kind = metric.partition("/")
-    return f"{kind}/{split}" if kind else metric
+    return f"{kind}/{split}" if kind and split in ("train", "val", "test") else metric
+
+
+def flat_hparams(config: dict) -> dict:
+    out = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif prefix not in HPARAM_SKIP:
+            if prefix == "optimizer._target_":
+                prefix, value = "optimizer", str(value).rsplit(".", 1)[-1]
+            out[prefix] = value if isinstance(value, (bool, int, float, str)) else str(value)
+
+    for key in HPARAM_KEYS:
+        walk(key, config.get(key))
+    return out
 
 
 class TBLogger:
-    def __init__(self, log_dir: Path, enabled: bool = True):
+    def __init__(self, log_dir: Path, cfg, model, data, epochs: int, eval_batch_size: int):
         self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
+        self.hist_epochs = probe.histogram_epochs(epochs, cfg.histograms) if cfg.tensorboard else set()
+        if not cfg.tensorboard:
+            return
+        from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.model, self.eval_batch_size = model, eval_batch_size
+        n = min(cfg.probe_size, len(data.train))
+        self.probe_x, self.probe_y = data.train.x[:n], data.train.y[:n]  # fixed: the same images every time
+        self.entropy_x = data.val.x[: cfg.entropy_samples]
+
+    def wants_histograms(self, epoch: int) -> bool:
+        return epoch in self.hist_epochs
+
+    def start(self, config: dict) -> None:
+        """The HParams entry, and the entropy of the untrained model at step 0."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        for summary in hparams(flat_hparams(config), {k: 0.0 for k in HPARAM_METRICS}):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.add_scalar("entropy/max", probe.MAX_ENTROPY, 0)
+        if self.hist_epochs and len(self.entropy_x):
+            ent = probe.output_entropy(self.model, self.entropy_x, self.eval_batch_size)
+            self.writer.add_histogram("hist/entropy/val", ent, 0)
+            self.writer.add_scalar("entropy/val_mean", ent.mean().item(), 0)
 
     def scalars(self, row: dict) -> None:
         if self.writer is None:
@@ -27,9 +101,36 @@ class TBLogger:
         for metric, value in row.items():
             if metric != "epoch":
                 self.writer.add_scalar(tag(metric), value, step)
-        if "train/loss" in row and "val/loss" in row:
-            self.writer.add_scalar("gap/loss_val_minus_train", row["val/loss"] - row["train/loss"], step)
+        self.writer.add_scalar("gap/loss", row["val/loss"] - row["train/loss"], step)
+        self.writer.add_scalar("gap/acc", row["train/acc"] - row["val/acc"], step)
+
+    def histograms(self, epoch: int, step_stats: dict) -> None:
+        if self.writer is None:
+            return
+        w = self.writer
+        for name, layer in probe.linear_layers(self.model).items():
+            w.add_histogram(f"hist/weight/{name}", layer.weight.detach(), epoch)
+        for name, bn in probe.batchnorm_layers(self.model).items():
+            w.add_histogram(f"hist/bn_running_mean/{name}", bn.running_mean, epoch)
+            w.add_histogram(f"hist/bn_running_var/{name}", bn.running_var, epoch)
+        for name, values in probe.layer_probe(self.model, self.probe_x, self.probe_y).items():
+            w.add_histogram(f"hist/{name}", values, epoch)
+        if len(self.entropy_x):
+            ent = probe.output_entropy(self.model, self.entropy_x, self.eval_batch_size)
+            w.add_histogram("hist/entropy/val", ent, epoch)
+            w.add_scalar("entropy/val_mean", ent.mean().item(), epoch)
+        for name, value in step_stats.items():
+            w.add_scalar(name, value, epoch)
+
+    def finish(self, metrics: dict) -> None:
+        """The HParams metrics of the run (its best and final numbers)."""
+        if self.writer is None or metrics["best"] is None:
+            return
+        step = metrics["epochs_run"]
+        for name, get in HPARAM_METRICS.items():
+            self.writer.add_scalar(name, get(metrics), step)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+

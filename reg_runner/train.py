@@ -50,7 +50,8 @@ class Trainer:
         self.schedule, self.penalty, self.cfg, self.objective = schedule, penalty, cfg, objective
         self.generator = generator  # orders the batches; separate from the global RNG used by dropout
 
-    def train_epoch(self) -> dict[str, torch.Tensor]:
+    def train_epoch(self, watcher=None) -> dict[str, torch.Tensor]:
+        """One pass over the training set; ``watcher`` (a probe.StepWatcher) sees the last optimizer step."""
         cfg, train = self.cfg, self.data.train
         n = len(train)
         n_batches = max(n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size), 1)
@@ -76,7 +77,12 @@ class Trainer:
             if i - group_start == group_size - 1:
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                last_step = watcher is not None and i == n_batches - 1
+                if last_step:
+                    watcher.before_step()
                 self.optimizer.step()
+                if last_step:
+                    watcher.after_step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.schedule.after_batch()
             loss_sum += data_loss.detach() * len(y)
@@ -126,10 +132,10 @@ class Trainer:
             )
         )
 
-    def run_epoch(self, state: TrainState) -> dict | None:
+    def run_epoch(self, state: TrainState, watcher=None) -> dict | None:
         """Train one epoch and evaluate if due; update ``state``. Returns the history row, if evaluated."""
         epoch = state.epoch + 1
-        train_metrics = self.train_epoch()
+        train_metrics = self.train_epoch(watcher)
         state.epoch = epoch
         evaluated = epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs
         row = self.epoch_row(epoch, train_metrics) if evaluated else None

@@ -98,6 +98,9 @@ RULES: dict[str, Rule] = {
     "trainer.checkpoint_every": integer(1),
     "logging.progress": one_of("auto", True, False),
     "logging.tensorboard": BOOL,
+    "logging.histograms": integer(0),
+    "logging.probe_size": integer(1),
+    "logging.entropy_samples": integer(1),
 }
 
 

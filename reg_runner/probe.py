@@ -1,0 +1,122 @@
+"""What the histograms show: weights, input gradients, activations, output entropy, BatchNorm statistics.
+
+Recording never changes a run's numbers: probes run in ``eval()`` mode on fixed batches (no
+dropout draw, no BatchNorm running-statistics update), take gradients with ``torch.autograd.grad``
+(nothing accumulates in ``.grad``) and use no random number.
+
+- ``input_grad``: the gradient of the loss with respect to the input of every Linear layer, on a
+  fixed probe batch of training images, so snapshots compare over time.
+- ``activation``: each hidden block's output on the same batch.
+- ``entropy``: the entropy of the predicted class distribution on a fixed sample of the validation
+  set; a uniform guess over 10 classes has the maximum, ln 10 = 2.303.
+- Per-layer gradient norm and ‖update‖/‖weight‖ of one optimizer step (the last of the epoch),
+  measured by ``StepWatcher``.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_ENTROPY = math.log(10)
+
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    """The Linear layers by display name: layer1, layer2, ... for hidden blocks, output for the classifier."""
+    names = {}
+    for i, block in enumerate(model.blocks):
+        names[f"layer{i + 1}"] = block.linear
+    names["output"] = model.classifier
+    return names
+
+
+def batchnorm_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {
+        f"layer{i + 1}": m
+        for i, block in enumerate(model.blocks)
+        for m in block.post
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    }
+
+
+def histogram_epochs(epochs: int, count: int) -> set[int]:
+    """``count`` epochs evenly spaced over 1..epochs, first and last included (all epochs if fewer)."""
+    if count <= 0:
+        return set()
+    if count == 1:
+        return {epochs}
+    return {int(e) for e in np.unique(np.round(np.linspace(1, epochs, min(count, epochs))))}
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = F.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
+@torch.inference_mode()
+def output_entropy(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    out = torch.cat([entropy(model(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Input gradients of every Linear layer and activations of every hidden block, on (x, y)."""
+    layers = linear_layers(model)
+    inputs, activations, handles = {}, {}, []
+    for name, layer in layers.items():
+        handles.append(layer.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, args[0])))
+    for i, block in enumerate(model.blocks):
+        handles.append(
+            block.register_forward_hook(lambda m, args, out, i=i: activations.__setitem__(f"layer{i + 1}", out))
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            loss = F.cross_entropy(model(x), y)
+            names = list(inputs)
+            grads = torch.autograd.grad(loss, [inputs[n] for n in names])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    out = {f"input_grad/{n}": g.detach() for n, g in zip(names, grads)}
+    out.update({f"activation/{n}": a.detach() for n, a in activations.items()})
+    return out
+
+
+class StepWatcher:
+    """Per-layer gradient norm and ‖ΔW‖/‖W‖ of one optimizer step.
+
+    ‖ΔW‖/‖W‖ around 1e-3 is the usual sign of a healthy learning rate (much higher: too large,
+    much lower: the layer barely learns).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = linear_layers(model)
+        self.stats: dict[str, float] = {}
+        self._before: dict[str, torch.Tensor] = {}
+
+    def before_step(self) -> None:
+        self._before = {n: m.weight.detach().clone() for n, m in self.layers.items()}
+        self._grad_norms = {
+            n: m.weight.grad.norm() if m.weight.grad is not None else torch.zeros(()) for n, m in self.layers.items()
+        }
+
+    def after_step(self) -> None:
+        values = []
+        for n, m in self.layers.items():
+            values.append(self._grad_norms[n])
+            values.append((m.weight.detach() - self._before[n]).norm() / self._before[n].norm().clamp_min(1e-12))
+        flat = torch.stack([v.float().cpu() for v in values]).tolist()
+        self.stats = {}
+        for i, n in enumerate(self.layers):
+            self.stats[f"grad_norm/{n}"] = flat[2 * i]
+            self.stats[f"update_ratio/{n}"] = flat[2 * i + 1]
+        self._before = {}
