@@ -42,7 +42,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             for name, override in VARIANTS.items():
-                times[name].append(one_run(override, args.epochs, Path(tmp) / f"{r}-{len(times[name])}-{override}", extra))
+                times[name].append(one_run(override, args.epochs, Path(tmp) / f"run{r}-{override.split('=')[1]}", extra))
     base_train = statistics.median(t for t, _ in times["histograms=0"])
     base_wall = statistics.median(w for _, w in times["histograms=0"])
     print(f"{args.epochs} epochs, defaults, median of {args.repeats}:")

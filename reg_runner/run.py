@@ -101,7 +101,7 @@ def run(cfg, run_dir: Path, multirun: bool = False) -> float:
             if row is not None:
                 tb.scalars(row)
             if histograms and state.status != "diverged":
-                tb.histograms(state.epoch, watcher.stats)
+                tb.histograms(state.epoch, watcher.stats, trainer.val_entropy)
                 bar.set_postfix_str(f"train/loss {row['train/loss']:.4f}  val/acc {row['val/acc']:.4f}", refresh=False)
             if state.status == "running" and state.epoch % tc.checkpoint_every == 0:
                 record()

@@ -13,7 +13,7 @@ Tags are grouped so TensorBoard's layout reads well:
     hist/weight/<layer>                weights of each Linear layer (layer1..3, output)
     hist/input_grad/<layer>            ∂L/∂(input of the layer) on a fixed training batch
     hist/activation/<layer>            output of each hidden block on that batch
-    hist/entropy/val                   output entropy per validation image; step 0 = the untrained model
+    hist/entropy/val                   output entropy of every validation image; step 0 = the untrained model
     hist/bn_running_mean|var/<layer>   BatchNorm running statistics
 
 Histograms are recorded at ``logging.histograms`` epochs evenly spaced over the run, first and
@@ -75,7 +75,7 @@ class TBLogger:
         self.model, self.eval_batch_size = model, eval_batch_size
         n = min(cfg.probe_size, len(data.train))
         self.probe_x, self.probe_y = data.train.x[:n], data.train.y[:n]  # fixed: the same images every time
-        self.entropy_x = data.val.x[: cfg.entropy_samples]
+        self.val_x = data.val.x
 
     def wants_histograms(self, epoch: int) -> bool:
         return epoch in self.hist_epochs
@@ -89,10 +89,8 @@ class TBLogger:
         for summary in hparams(flat_hparams(config), {k: 0.0 for k in HPARAM_METRICS}):
             self.writer.file_writer.add_summary(summary)
         self.writer.add_scalar("entropy/max", probe.MAX_ENTROPY, 0)
-        if self.hist_epochs and len(self.entropy_x):
-            ent = probe.output_entropy(self.model, self.entropy_x, self.eval_batch_size)
-            self.writer.add_histogram("hist/entropy/val", ent, 0)
-            self.writer.add_scalar("entropy/val_mean", ent.mean().item(), 0)
+        if self.hist_epochs and len(self.val_x):
+            self._entropy(probe.output_entropy(self.model, self.val_x, self.eval_batch_size), 0)
 
     def scalars(self, row: dict) -> None:
         if self.writer is None:
@@ -104,23 +102,31 @@ class TBLogger:
         self.writer.add_scalar("gap/loss", row["val/loss"] - row["train/loss"], step)
         self.writer.add_scalar("gap/acc", row["train/acc"] - row["val/acc"], step)
 
-    def histograms(self, epoch: int, step_stats: dict) -> None:
+    def histograms(self, epoch: int, step_stats: dict, val_entropy=None) -> None:
+        """``val_entropy``: the entropies the epoch's evaluation computed, if it had one."""
         if self.writer is None:
             return
-        w = self.writer
+        hist = self._histogram
         for name, layer in probe.linear_layers(self.model).items():
-            w.add_histogram(f"hist/weight/{name}", layer.weight.detach(), epoch)
+            hist(f"hist/weight/{name}", layer.weight, epoch)
         for name, bn in probe.batchnorm_layers(self.model).items():
-            w.add_histogram(f"hist/bn_running_mean/{name}", bn.running_mean, epoch)
-            w.add_histogram(f"hist/bn_running_var/{name}", bn.running_var, epoch)
+            hist(f"hist/bn_running_mean/{name}", bn.running_mean, epoch)
+            hist(f"hist/bn_running_var/{name}", bn.running_var, epoch)
         for name, values in probe.layer_probe(self.model, self.probe_x, self.probe_y).items():
-            w.add_histogram(f"hist/{name}", values, epoch)
-        if len(self.entropy_x):
-            ent = probe.output_entropy(self.model, self.entropy_x, self.eval_batch_size)
-            w.add_histogram("hist/entropy/val", ent, epoch)
-            w.add_scalar("entropy/val_mean", ent.mean().item(), epoch)
+            hist(f"hist/{name}", values, epoch)
+        if val_entropy is None and len(self.val_x):
+            val_entropy = probe.output_entropy(self.model, self.val_x, self.eval_batch_size)
+        if val_entropy is not None:
+            self._entropy(val_entropy, epoch)
         for name, value in step_stats.items():
-            w.add_scalar(name, value, epoch)
+            self.writer.add_scalar(name, value, epoch)
+
+    def _histogram(self, tag: str, values, step: int) -> None:
+        self.writer.add_histogram_raw(tag, global_step=step, **probe.histogram(values))
+
+    def _entropy(self, values, step: int) -> None:
+        self._histogram("hist/entropy/val", values, step)
+        self.writer.add_scalar("entropy/val_mean", values.mean().item(), step)
 
     def finish(self, metrics: dict) -> None:
         """The HParams metrics of the run (its best and final numbers)."""

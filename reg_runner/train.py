@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from reg_runner import probe
 from reg_runner.data import Data, Split
 
 
@@ -49,6 +50,7 @@ class Trainer:
         self.model, self.data, self.optimizer = model, data, optimizer
         self.schedule, self.penalty, self.cfg, self.objective = schedule, penalty, cfg, objective
         self.generator = generator  # orders the batches; separate from the global RNG used by dropout
+        self.val_entropy = None  # set by an evaluation asked to keep the validation output entropies
 
     def train_epoch(self, watcher=None) -> dict[str, torch.Tensor]:
         """One pass over the training set; ``watcher`` (a probe.StepWatcher) sees the last optimizer step."""
@@ -95,24 +97,29 @@ class Trainer:
         }
 
     @torch.inference_mode()
-    def evaluate(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean loss and accuracy over ``split`` (NaN for an empty split), as 0-d tensors."""
+    def evaluate(self, split: Split, entropy: bool = False):
+        """Mean loss and accuracy over ``split`` (NaN for an empty split), as 0-d tensors, and with
+        ``entropy`` the output entropy of every example (from the same logits: no extra pass)."""
         self.model.eval()
         bs = self.cfg.eval_batch_size
         loss_sum = split.x.new_zeros((), dtype=torch.float64)
         correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+        entropies = []
         for start in range(0, len(split), bs):
             logits = self.model(split.x[start : start + bs])
             y = split.y[start : start + bs]
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
+            if entropy:
+                entropies.append(probe.entropy(logits))
         n = len(split) or float("nan")
-        return loss_sum / n, correct.double() / n
+        return loss_sum / n, correct.double() / n, (torch.cat(entropies) if entropies else None)
 
-    def epoch_row(self, epoch: int, train_metrics: dict) -> dict:
-        """Evaluate val and test and gather the epoch's metrics, with a single device sync."""
-        val_loss, val_acc = self.evaluate(self.data.val)
-        test_loss, test_acc = self.evaluate(self.data.test)
+    def epoch_row(self, epoch: int, train_metrics: dict, entropy: bool = False) -> dict:
+        """Evaluate val and test and gather the epoch's metrics, with a single device sync.
+        With ``entropy``, keeps the validation output entropies in ``self.val_entropy``."""
+        val_loss, val_acc, self.val_entropy = self.evaluate(self.data.val, entropy)
+        test_loss, test_acc, _ = self.evaluate(self.data.test)
         names = [*train_metrics, "val/loss", "val/acc", "test/loss", "test/acc"]
         values = torch.stack(
             [t.double() for t in (*train_metrics.values(), val_loss, val_acc, test_loss, test_acc)]
@@ -133,12 +140,17 @@ class Trainer:
         )
 
     def run_epoch(self, state: TrainState, watcher=None) -> dict | None:
-        """Train one epoch and evaluate if due; update ``state``. Returns the history row, if evaluated."""
+        """Train one epoch and evaluate if due; update ``state``. Returns the history row, if evaluated.
+
+        ``watcher`` (a probe.StepWatcher) marks an epoch with histograms: it sees the last optimizer
+        step, and the evaluation keeps the validation output entropies.
+        """
         epoch = state.epoch + 1
         train_metrics = self.train_epoch(watcher)
         state.epoch = epoch
         evaluated = epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs
-        row = self.epoch_row(epoch, train_metrics) if evaluated else None
+        self.val_entropy = None
+        row = self.epoch_row(epoch, train_metrics, entropy=watcher is not None) if evaluated else None
         train_loss = row["train/loss"] if row else train_metrics["train/loss"].item()
         if not math.isfinite(train_loss):
             state.status, state.stopped_at = "diverged", epoch

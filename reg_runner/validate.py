@@ -100,7 +100,6 @@ RULES: dict[str, Rule] = {
     "logging.tensorboard": BOOL,
     "logging.histograms": integer(0),
     "logging.probe_size": integer(1),
-    "logging.entropy_samples": integer(1),
 }
 
 
