@@ -5,9 +5,11 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
 from reg_runner.errors import exit_on_user_error
+from reg_runner.sweeper import StudySweeper
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
@@ -27,6 +29,7 @@ def run_name(num, overrides: str) -> str:
     return f"{num}_{name}" if name else str(num)
 
 
+Plugins.instance().register(StudySweeper)  # Hydra instantiates only the sweepers it knows
 # OmegaConf 2.4 renamed register_new_resolver; keep both working
 getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)("run_name", run_name, replace=True)
 

@@ -14,6 +14,7 @@
 import csv
 import io
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -98,6 +99,7 @@ def environment(device: torch.device) -> dict:
         torch_threads=torch.get_num_threads(),
         platform=platform.platform(),
         host=socket.gethostname(),
+        pid=os.getpid(),
         argv=sys.argv,
         git=git_state(Path(__file__).resolve().parent),
     )

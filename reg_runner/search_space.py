@@ -1,0 +1,22 @@
+"""Conditional search spaces for the Optuna sweeper (``hydra.sweeper.custom_search_space``).
+
+A parameter that only matters when another is on is only suggested then: a trial without
+dropout has no ``model.dropout`` value, so the sampler never learns from a meaningless number.
+The switches are config keys of their own (``search.*``, declared by the preset), so each run
+records which branches its trial took.
+"""
+
+
+def regularization(cfg, trial) -> None:
+    """The course's study: which regularizers, how strong, with which optimizer and learning rate."""
+    trial.suggest_categorical("model.norm", ["none", "batchnorm", "layernorm"])
+    if trial.suggest_categorical("search.dropout", [False, True]):
+        trial.suggest_float("model.dropout", 0.05, 0.6)
+    if trial.suggest_categorical("search.l1", [False, True]):
+        trial.suggest_float("reg.l1", 1e-7, 1e-3, log=True)
+    if trial.suggest_categorical("search.l2", [False, True]):
+        trial.suggest_float("reg.l2", 1e-6, 1e-2, log=True)
+    optimizer = trial.suggest_categorical("optimizer", ["adam", "adamw", "sgd"])
+    trial.suggest_float("optimizer.lr", 1e-4, 3e-1, log=True)
+    if optimizer == "sgd":
+        trial.suggest_float("optimizer.momentum", 0.0, 0.99)

@@ -1,0 +1,210 @@
+"""Optuna sweeps through the real CLI: conditional spaces, resume, parallel trials, PostgreSQL, divergence."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import read_metrics
+
+from reg_runner.sweeper import HOST, INTERRUPTED, PID, RUN_DIR
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+QUICK = ("--multirun", "hparams_search=quick", "trainer.epochs=2")
+
+
+def load_study(sweep_dir: Path, name="quick") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'study.db'}")
+
+
+def states(study) -> dict:
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def test_tiny_sweep_records_conditional_params_and_a_summary(cli):
+    proc = cli(*QUICK, "hydra.sweeper.n_trials=6")
+    sweep = proc.run_dir
+    study = load_study(sweep)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
+    branches = set()
+    for t in trials:
+        p = t.params
+        for switch, key in (("search.dropout", "model.dropout"), ("search.l1", "reg.l1"), ("search.l2", "reg.l2")):
+            assert (key in p) == p[switch], (switch, p)  # a value only when its switch is on
+            branches.add((switch, p[switch]))
+        assert ("optimizer.momentum" in p) == (p["optimizer"] == "sgd"), p
+        run = Path(t.user_attrs[RUN_DIR])
+        assert run.parent == sweep.resolve() and run.name.startswith(f"{t.number}_")
+        m = read_metrics(run)
+        assert t.value == m["best_val"]  # the objective is the run's own best validation accuracy
+        cfg = yaml.safe_load((run / "resolved_config.yaml").read_text())
+        assert cfg["model"]["norm"] == p["model.norm"] and cfg["search"]["dropout"] == p["search.dropout"]
+        if p["search.dropout"]:
+            assert cfg["model"]["dropout"] == pytest.approx(p["model.dropout"])
+        else:
+            assert cfg["model"]["dropout"] == 0.0
+    assert len(branches) == 6  # both sides of every switch were explored (seeded TPE)
+
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    best = max(trials, key=lambda t: t.value)
+    assert summary["n_complete"] == 6 and summary["n_failed"] == 0 and summary["best"]["number"] == best.number
+    assert summary["best"]["test_acc_at_best"] == read_metrics(best.user_attrs[RUN_DIR])["test_at_best"]["acc"]
+    assert [t["number"] for t in summary["top"]] == [t.number for t in sorted(trials, key=lambda t: -t.value)]
+    md = (sweep / "sweep_summary.md").read_text()
+    assert f"## Best: trial {best.number}" in md and summary["best"]["command"] in md
+    assert f"best trial {best.number}: val/acc {best.value:.4f}" in proc.stdout
+
+    # the printed command re-runs the best trial as a single run, with the same numbers
+    command = summary["best"]["command"].split()[3:]
+    again = cli(*command, tiny=False)
+    assert read_metrics(again.run_dir)["best_val"] == best.value
+
+
+def test_rerunning_a_finished_sweep_runs_nothing_more(cli, tmp_path):
+    sweep = tmp_path / "done"
+    cli(*QUICK, "hydra.sweeper.n_trials=2", run_dir=sweep)
+    proc = cli(*QUICK, "hydra.sweeper.n_trials=2", run_dir=sweep)
+    assert len(load_study(sweep).trials) == 2 and "0 to run" in proc.stdout + proc.stderr
+    cli(*QUICK, "hydra.sweeper.n_trials=3", run_dir=sweep)  # a larger total continues the same study
+    study = load_study(sweep)
+    assert states(study) == {"COMPLETE": 3}
+    assert len({t.params["model.norm"] + str(t.params) for t in study.trials}) == 3  # reseeded: no repeat
+
+
+def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
+    sweep = tmp_path / "killed"
+    args = [*QUICK, "trainer.epochs=4", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1"]
+    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.train_fraction=0.2",
+            "trainer.batch_size=25", *args, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if (sweep / "study.db").exists():
+            try:
+                if states(load_study(sweep)).get("COMPLETE", 0) >= 2:
+                    break
+            except Exception:  # the study is being created
+                pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = states(load_study(sweep))
+    assert 2 <= before.get("COMPLETE", 0) < 6
+
+    cli(*args, run_dir=sweep)
+    study = load_study(sweep)
+    after = states(study)
+    assert after["COMPLETE"] == 6  # exactly the requested number, the cut-off trial run again
+    cut = study.user_attrs.get(INTERRUPTED, [])
+    assert after.get("FAIL", 0) == len(cut) and after.get("RUNNING", 0) == 0
+    runs = [p for p in sweep.iterdir() if p.is_dir()]
+    assert len(runs) == len(study.trials)  # one folder per trial, none overwritten
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["n_complete"] == 6 and summary["n_interrupted"] == len(cut)
+
+
+def test_a_diverging_trial_fails_and_the_sweep_goes_on(cli):
+    proc = cli("--multirun", "hparams_search=quick", "hydra.sweeper.custom_search_space=null", "optimizer=sgd",
+               "optimizer.lr=choice(0.01,1e7)", "hydra.sweeper.n_trials=6", "trainer.epochs=3")
+    study = load_study(proc.run_dir)
+    by_lr = {}
+    for t in study.trials:
+        by_lr.setdefault(t.params["optimizer.lr"], set()).add(t.state.name)
+    assert by_lr[1e7] == {"FAIL"} and by_lr[0.01] == {"COMPLETE"}
+    for t in study.trials:
+        if t.state.name == "FAIL":
+            assert read_metrics(t.user_attrs[RUN_DIR])["status"] == "diverged"
+    summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
+    assert summary["n_failed"] == len([t for t in study.trials if t.state.name == "FAIL"]) > 0
+    assert summary["best"]["params"]["optimizer.lr"] == 0.01
+
+
+def test_joblib_runs_trials_in_parallel(cli):
+    proc = cli(*QUICK, "hydra/launcher=joblib", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+               "trainer.epochs=6")
+    study = load_study(proc.run_dir)
+    trials = study.get_trials(deepcopy=False)
+    assert states(study) == {"COMPLETE": 4}
+    runs = {Path(t.user_attrs[RUN_DIR]) for t in trials}
+    assert len(runs) == 4 and all(read_metrics(r)["status"] == "completed" for r in runs)
+    pids = {json.loads((r / "environment.json").read_text())["pid"] for r in runs}
+    assert len(pids) >= 2  # trials ran in worker processes, not one after another in the sweeper
+
+
+# --- PostgreSQL: several sweeper processes share one study -----------------------------------
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else (Path(shutil.which("initdb")).parent if shutil.which("initdb") else None)
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on loopback, in a temp dir, stopped afterwards."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed here (no initdb)")
+    root = Path(tempfile.mkdtemp(prefix="reg_runner_pg_"))
+    root.chmod(0o755)
+    as_user = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+
+    def pg(*args):
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-U", "reg", "--auth=trust")
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+       f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+    try:
+        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "reg", "studies")
+        yield f"postgresql+psycopg2://reg@127.0.0.1:{port}/studies"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_sweepers_share_one_postgresql_study(cli, tmp_path, postgres):
+    # the recipe: create the study once, then start any number of sweepers against it
+    optuna.create_study(study_name="shared", storage=postgres, direction="maximize")
+    sweep = tmp_path / "shared"
+    procs = []
+    for seed in (0, 1):
+        argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.train_fraction=0.2",
+                "trainer.batch_size=25", *QUICK, "hydra.sweeper.n_jobs=1", "hydra.sweeper.n_trials=4",
+                "hydra.sweeper.study_name=shared", f"hydra.sweeper.storage={postgres}",
+                f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweep.dir={sweep}"]
+        procs.append(subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+
+    study = optuna.load_study(study_name="shared", storage=postgres)
+    trials = study.get_trials(deepcopy=False)
+    per_process = {}
+    for t in trials:
+        per_process.setdefault((t.user_attrs[HOST], t.user_attrs[PID]), []).append(t.number)
+    assert len(per_process) == 2  # both sweepers ran trials
+    assert sum(len(v) for v in per_process.values()) == len(trials) >= 4  # the sum of theirs, no loss
+    assert sorted(t.number for t in trials) == list(range(len(trials)))  # no duplicate, no gap
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    for t in trials:
+        assert read_metrics(t.user_attrs[RUN_DIR])["best_val"] == t.value
