@@ -208,3 +208,17 @@ def test_two_sweepers_share_one_postgresql_study(cli, tmp_path, postgres):
     assert all(t.state.name == "COMPLETE" for t in trials)
     for t in trials:
         assert read_metrics(t.user_attrs[RUN_DIR])["best_val"] == t.value
+
+
+def test_submitit_runs_trials_as_jobs(cli):
+    """The submitit machinery the SLURM preset uses, for real, with its local executor."""
+    proc = cli(*QUICK, "hydra/launcher=submitit_local", "hydra.sweeper.n_trials=2", "hydra.launcher.timeout_min=5")
+    study = load_study(proc.run_dir)
+    assert states(study) == {"COMPLETE": 2}
+    assert all(read_metrics(t.user_attrs[RUN_DIR])["best_val"] == t.value for t in study.trials)
+
+
+def test_slurm_preset_composes(cli):
+    proc = cli("hparams_search=regularization", "hydra/launcher=slurm", "--cfg", "hydra", tiny=False)
+    launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("SlurmLauncher") and launcher["cpus_per_task"] == 2
