@@ -26,7 +26,7 @@ class EarlyChecks(Callback):
 
         with exit_on_user_error():
             validate(config)
-            RunFolder(config.hydra.run.dir).refuse_finished()
+            RunFolder(config.hydra.run.dir).refuse_existing()
             _creatable("hydra.run.dir", config.hydra.run.dir)
 
     def on_multirun_start(self, config, **kwargs) -> None:

@@ -44,18 +44,48 @@ class RunFolder:
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
 
-    def refuse_finished(self) -> None:
-        """Never overwrite a finished run: a new run needs a new folder."""
-        if self.metrics.exists():
-            try:
-                status = json.loads(self.metrics.read_text()).get("status")
-            except (OSError, ValueError):
-                status = None
-            if status in FINISHED:
-                raise UserError(
-                    f"hydra.run.dir={str(self.path)!r} already holds a finished run (status {status}); "
-                    "choose another hydra.run.dir"
-                )
+    def status(self) -> str | None:
+        """The recorded status of the run in this folder, None if the folder holds no run."""
+        if not self.metrics.exists():
+            return None
+        try:
+            return json.loads(self.metrics.read_text()).get("status", "unknown")
+        except (OSError, ValueError):
+            return "unreadable"
+
+    def refuse_existing(self) -> None:
+        """Never overwrite a run: a new run needs a new folder; an unfinished one can be resumed."""
+        status = self.status()
+        if status in FINISHED:
+            raise UserError(
+                f"hydra.run.dir={str(self.path)!r} already holds a finished run (status {status}); "
+                "choose another hydra.run.dir"
+            )
+        if status is not None:
+            raise UserError(
+                f"hydra.run.dir={str(self.path)!r} already holds a run (status {status}); resume it with "
+                f"python -m reg_runner.resume {self.path}, or choose another hydra.run.dir"
+            )
+
+    def load_last(self) -> dict:
+        """The checkpoint to resume from, checked: one clear line for anything that is not one."""
+        status = self.status()
+        if status is None or not self.config.exists():
+            raise UserError(f"{self.path} is not a reg_runner run folder (no metrics.json / resolved_config.yaml)")
+        if status in FINISHED:
+            raise UserError(f"{self.path} holds a finished run (status {status}): there is nothing to resume")
+        if not self.last.exists():
+            raise UserError(f"{self.path} has no checkpoints/last.pt yet (killed before its first checkpoint); "
+                            "start the run again")
+        try:
+            checkpoint = torch.load(self.last, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated, corrupted or foreign file: torch raises many kinds
+            raise UserError(f"{self.last} cannot be loaded ({type(e).__name__}): it is damaged or not a "
+                            "reg_runner checkpoint") from None
+        missing = {"model", "optimizer", "scheduler", "rng", "state", "timing"} - set(checkpoint)
+        if not isinstance(checkpoint, dict) or missing:
+            raise UserError(f"{self.last} is not a reg_runner checkpoint (missing {sorted(missing)})")
+        return checkpoint
 
     def prepare(self) -> None:
         try:
@@ -66,8 +96,10 @@ class RunFolder:
     def write_config(self, cfg) -> None:
         atomic.write_text(self.config, OmegaConf.to_yaml(cfg, resolve=True))
 
-    def write_environment(self, device: torch.device) -> None:
-        atomic.write_json(self.environment, environment(device))
+    def write_environment(self, device: torch.device, resumed_at: int | None = None) -> None:
+        """environment.json; a resumed run adds environment_resumed_<epoch>.json (it may be another machine)."""
+        path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
+        atomic.write_json(path, environment(device))
 
     def write_metrics(self, metrics: dict) -> None:
         atomic.write_json(self.metrics, metrics)

@@ -2,7 +2,9 @@
 
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from reg_runner.optim import Schedule, build_optimizer
 from reg_runner.probe import StepWatcher
 from reg_runner.records import RunFolder
 from reg_runner.regularization import Penalty
-from reg_runner.seeding import batch_generator, resolve_seed, rng_state, seed_everything
+from reg_runner.seeding import batch_generator, resolve_seed, rng_state, seed_everything, set_rng_state
 from reg_runner.tblog import TBLogger
 from reg_runner.train import Trainer, TrainState, steps_per_epoch
 from reg_runner.validate import validate
@@ -40,17 +42,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run(cfg, run_dir: Path, multirun: bool = False) -> float:
-    """Train as ``cfg`` says, record everything in ``run_dir``; return the best validation objective."""
+def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> float:
+    """Train as ``cfg`` says, record everything in ``run_dir``; return the best validation objective.
+
+    ``resume``: continue the run in ``run_dir`` from its ``checkpoints/last.pt`` (``cfg`` is the
+    run's own resolved config): model, optimizer, scheduler, loop and early-stopping state, every
+    RNG state and the TensorBoard step, so the run ends with the numbers it would have had.
+    """
     t0 = time.perf_counter()
     validate(cfg)
     folder = RunFolder(run_dir)
-    folder.refuse_finished()
-    folder.prepare()
-    cfg.seed = resolve_seed(cfg.seed)  # the seed actually used is what gets recorded
+    checkpoint = folder.load_last() if resume else None
+    if checkpoint is None:
+        folder.refuse_existing()
+        folder.prepare()
+        cfg.seed = resolve_seed(cfg.seed)  # the seed actually used is what gets recorded
+        folder.write_config(cfg)
     device = resolve_device(cfg.trainer.device)
-    folder.write_config(cfg)
-    folder.write_environment(device)
+    folder.write_environment(device, resumed_at=checkpoint["state"]["epoch"] if checkpoint else None)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
 
     data = data_lib.load(cfg.data, device)
@@ -63,54 +72,113 @@ def run(cfg, run_dir: Path, multirun: bool = False) -> float:
     penalty = Penalty(model, cfg.reg.l1, cfg.reg.l2, cfg.reg.apply_to)
     generator = batch_generator(cfg.seed, device)
     trainer = Trainer(model, data, optimizer, schedule, penalty, tc, cfg.objective, generator)
-    tb = TBLogger(run_dir, cfg.logging, model, data, tc.epochs, tc.eval_batch_size)
-    watcher = StepWatcher(model)
     config = OmegaConf.to_container(cfg, resolve=True)
-    state = TrainState()
+    state, before = TrainState(), {}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["scheduler"])
+        set_rng_state(checkpoint["rng"], generator)
+        state, before = TrainState(**checkpoint["state"]), checkpoint["timing"]
+        state.status = "running"  # it was running or interrupted; finished runs are refused by load_last
+        log.info("resuming %s at epoch %d of %d", run_dir, state.epoch, tc.epochs)
+    # a resumed run drops what the killed process logged after its checkpoint
+    tb = TBLogger(run_dir, cfg.logging, model, data, tc.epochs, tc.eval_batch_size,
+                  purge_step=state.epoch + 1 if checkpoint else None)
+    watcher = StepWatcher(model)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s, %d parameters, on %s; seed %d", _describe(cfg.model), n_params, device, cfg.seed)
 
+    def timing() -> dict:
+        now = time.perf_counter()
+        train_s = before.get("train_s", 0.0) + now - t_train
+        return dict(
+            wall_s=before.get("wall_s", 0.0) + now - t0,
+            train_s=train_s,
+            epochs_per_s=state.epoch / train_s if state.epoch else None,
+            resumed_at=before.get("resumed_at", []) + ([checkpoint["state"]["epoch"]] if checkpoint else []),
+        )
+
     def record() -> None:
-        timing = dict(wall_s=time.perf_counter() - t0, train_s=time.perf_counter() - t_train, epochs_per_s=None)
-        if state.epoch:
-            timing["epochs_per_s"] = state.epoch / timing["train_s"]
-        folder.write_metrics(metrics(cfg, state, data.info, n_params, timing))
-        folder.write_history(state.history)
+        """Checkpoint first, then history, then metrics.json: a kill between two writes never
+        leaves metrics.json claiming epochs the checkpoint does not hold."""
+        t = timing()
         payload = dict(
             model=model.state_dict(),
             optimizer=optimizer.state_dict(),
             scheduler=schedule.state_dict(),
-            epoch=state.epoch,
             rng=rng_state(generator),
+            state=vars(state),
+            timing=t,
             config=config,
         )
         folder.save_checkpoint(folder.last, payload)
         if state.best_snapshot is not None:
             folder.save_checkpoint(folder.best, dict(**state.best_snapshot, epoch=state.best["epoch"], config=config))
+        folder.write_history(state.history)
+        folder.write_metrics(metrics(cfg, state, data.info, n_params, t))
 
     show = cfg.logging.progress if cfg.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
-    bar = tqdm(total=tc.epochs, disable=not show, unit="epoch", dynamic_ncols=True, leave=False)
+    bar = tqdm(total=tc.epochs, initial=state.epoch, disable=not show, unit="epoch", dynamic_ncols=True, leave=False)
     t_train = time.perf_counter()
-    folder.write_metrics(metrics(cfg, state, data.info, n_params, {}))
-    tb.start(config)
+    if checkpoint is None:
+        folder.write_metrics(metrics(cfg, state, data.info, n_params, timing()))
+        tb.start(config)
     try:
-        while state.status == "running":
-            histograms = tb.wants_histograms(state.epoch + 1)
-            row = trainer.run_epoch(state, watcher if histograms else None)
-            bar.update(1)
-            if row is not None:
-                tb.scalars(row)
-            if histograms and state.status != "diverged":
-                tb.histograms(state.epoch, watcher.stats, trainer.val_entropy)
-                bar.set_postfix_str(f"train/loss {row['train/loss']:.4f}  val/acc {row['val/acc']:.4f}", refresh=False)
-            if state.status == "running" and state.epoch % tc.checkpoint_every == 0:
-                record()
+        with StopSignals() as stop:
+            while state.status == "running":
+                histograms = tb.wants_histograms(state.epoch + 1)
+                row = trainer.run_epoch(state, watcher if histograms else None)
+                bar.update(1)
+                if row is not None:
+                    tb.scalars(row)
+                    bar.set_postfix_str(f"train/loss {row['train/loss']:.4f}  val/acc {row['val/acc']:.4f}",
+                                        refresh=False)
+                if histograms and state.status != "diverged":
+                    tb.histograms(state.epoch, watcher.stats, trainer.val_entropy)
+                if state.status == "running" and stop.signal is not None:
+                    state.status = "interrupted"
+                if state.status == "running" and state.epoch % tc.checkpoint_every == 0:
+                    record()
         record()
-        tb.finish(metrics(cfg, state, data.info, n_params, {}))
+        if state.status != "interrupted":
+            tb.finish(metrics(cfg, state, data.info, n_params, {}))
     finally:
         bar.close()
         tb.close()
+    if state.status == "interrupted":
+        print(f"interrupted by {stop.name} after epoch {state.epoch}; checkpoint saved. "
+              f"Resume with: python -m reg_runner.resume {run_dir}", file=sys.stderr, flush=True)
+        sys.exit(128 + stop.signal)
     return _summarize(cfg, state, run_dir, time.perf_counter() - t0)
+
+
+class StopSignals:
+    """SIGTERM (SLURM's warning before a time limit) and Ctrl-C end the run after the current epoch,
+    with a checkpoint; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.signal, self.previous = None, {}
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal else ""
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def metrics(cfg, state: TrainState, data_info: dict, n_params: int, timing: dict) -> dict:

@@ -64,14 +64,15 @@ def flat_hparams(config: dict) -> dict:
 
 
 class TBLogger:
-    def __init__(self, log_dir: Path, cfg, model, data, epochs: int, eval_batch_size: int):
+    def __init__(self, log_dir: Path, cfg, model, data, epochs: int, eval_batch_size: int, purge_step=None):
         self.writer = None
         self.hist_epochs = probe.histogram_epochs(epochs, cfg.histograms) if cfg.tensorboard else set()
         if not cfg.tensorboard:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        # purge_step: TensorBoard drops earlier events at or after this step (a resumed run's overlap)
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.model, self.eval_batch_size = model, eval_batch_size
         n = min(cfg.probe_size, len(data.train))
         self.probe_x, self.probe_y = data.train.x[:n], data.train.y[:n]  # fixed: the same images every time

@@ -110,8 +110,9 @@ def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     assert after["COMPLETE"] == 6  # exactly the requested number, the cut-off trial run again
     cut = study.user_attrs.get(INTERRUPTED, [])
     assert after.get("FAIL", 0) == len(cut) and after.get("RUNNING", 0) == 0
-    runs = [p for p in sweep.iterdir() if p.is_dir()]
-    assert len(runs) == len(study.trials)  # one folder per trial, none overwritten
+    folders = [t.user_attrs[RUN_DIR] for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(set(folders)) == 6 and all(read_metrics(f)["status"] == "completed" for f in folders)
+    assert len([p for p in sweep.iterdir() if p.is_dir()]) <= len(study.trials)  # none shared or overwritten
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert summary["n_complete"] == 6 and summary["n_interrupted"] == len(cut)
 

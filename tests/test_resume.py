@@ -1,0 +1,151 @@
+"""Nothing lost: a killed run resumes to the same numbers; records are never half-written."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY, read_metrics, without_timing
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from test_tensorboard import hparams_sessions
+
+# every kind of state a resume must restore: dropout RNG, BatchNorm running stats, Adam moments,
+# a plateau schedule, early-stopping counters, the batch order, histograms on a schedule
+STATEFUL = ("model.dropout=0.2", "model.norm=batchnorm", "scheduler=plateau", "scheduler.patience=3",
+            "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=10000",
+            "trainer.checkpoint_every=10", "logging.histograms=10", "trainer.epochs=150")
+
+
+def start(cli, run_dir: Path, *overrides) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *TINY, *overrides, f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(argv, cwd=cli.tmp_path, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for_epoch(run_dir: Path, epoch: int, proc: subprocess.Popen, timeout=120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((run_dir / "metrics.json").read_text())["epochs_run"] >= epoch:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"the run did not reach epoch {epoch}: {proc.poll()}")
+
+
+def resume(cli, run_dir: Path, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "reg_runner.resume", str(run_dir)], cwd=cli.tmp_path,
+                          env=cli.env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def assert_each_epoch_once(run_dir: Path, epochs: int) -> None:
+    history = [int(r["epoch"]) for r in csv.DictReader((run_dir / "history.csv").open())]
+    assert history == list(range(1, epochs + 1))
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0}).Reload()
+    assert [e.step for e in ea.Scalars("loss/val")] == list(range(1, epochs + 1))
+    assert len(hparams_sessions(run_dir)) == 1
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_data):
+    from conftest import CLI
+
+    cli = CLI(tmp_path_factory.mktemp("reference"), tiny_data)
+    return read_metrics(cli(*STATEFUL).run_dir)
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_numbers(cli, tmp_path, reference):
+    run_dir = tmp_path / "killed"
+    proc = start(cli, run_dir, *STATEFUL)
+    wait_for_epoch(run_dir, 40, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = read_metrics(run_dir)["epochs_run"]
+    assert read_metrics(run_dir)["status"] == "running" and 40 <= killed_at < 150
+
+    out = resume(cli, run_dir)
+    assert "completed" in out.stdout
+    m = read_metrics(run_dir)
+    assert without_timing(m) == without_timing(reference)
+    resumed_at = m["timing"]["resumed_at"]  # last.pt is written before metrics.json: at or after it
+    assert len(resumed_at) == 1 and resumed_at[0] in (killed_at, killed_at + 10)
+    assert_each_epoch_once(run_dir, 150)
+    assert (run_dir / f"environment_resumed_{resumed_at[0]}.json").exists()
+
+
+def test_sigterm_checkpoints_and_exits_then_resumes(cli, tmp_path, reference):
+    run_dir = tmp_path / "terminated"
+    proc = start(cli, run_dir, *STATEFUL)
+    wait_for_epoch(run_dir, 20, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert f"Resume with: python -m reg_runner.resume {run_dir}" in err and "Traceback" not in err
+    m = read_metrics(run_dir)
+    assert m["status"] == "interrupted" and 20 <= m["epochs_run"] < 150
+
+    # a new run never overwrites it
+    again = cli(*STATEFUL, run_dir=run_dir, check=False)
+    assert again.returncode == 2 and "already holds a run (status interrupted); resume it with" in again.stderr
+
+    resume(cli, run_dir)
+    assert without_timing(read_metrics(run_dir)) == without_timing(reference)
+    assert_each_epoch_once(run_dir, 150)
+
+
+def test_bad_resume_folders(cli, tmp_path):
+    def one_line(proc, expected):
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
+
+    one_line(resume(cli, tmp_path, check=False), "is not a reg_runner run folder")
+    finished = cli("trainer.epochs=2").run_dir
+    one_line(resume(cli, finished, check=False), "holds a finished run (status completed): there is nothing")
+
+    broken = tmp_path / "broken"
+    proc = start(cli, broken, "trainer.epochs=100000", "trainer.checkpoint_every=5")
+    wait_for_epoch(broken, 5, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    last = broken / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: len(last.read_bytes()) // 2])
+    one_line(resume(cli, broken, check=False), "checkpoints/last.pt cannot be loaded")
+    last.write_bytes(b"not a checkpoint at all")
+    one_line(resume(cli, broken, check=False), "it is damaged or not a reg_runner checkpoint")
+
+
+# spends its time in write + fsync (the dangerous part), rewriting a 20 MB JSON record in a loop
+WRITER = """
+import sys
+from reg_runner import atomic
+padding = b"x" * 20_000_000
+i = 0
+while True:
+    atomic.write_bytes(sys.argv[1], b'{"version": %d, "padding": "' % i + padding + b'"}')
+    i += 1
+"""
+
+
+def test_a_kill_during_a_write_leaves_the_previous_complete_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    complete, mid_write = 0, 0
+    for delay in (0.05, 0.11, 0.17, 0.23, 0.31):
+        leftovers = set(tmp_path.glob(".metrics.json.*.tmp"))
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
+        time.sleep(0.4 + delay)  # imports, then some writes, then a kill at an arbitrary moment
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        mid_write += bool(set(tmp_path.glob(".metrics.json.*.tmp")) - leftovers)  # killed inside a write
+        record = json.loads(target.read_text())  # never truncated, never missing
+        assert len(record["padding"]) == 20_000_000 and isinstance(record["version"], int)
+        complete += 1
+    assert complete == 5 and mid_write >= 1  # the kills did land inside writes, and the file stayed whole
