@@ -107,6 +107,7 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
             model=model.state_dict(),
             optimizer=optimizer.state_dict(),
             scheduler=schedule.state_dict(),
+            epoch=state.epoch,
             rng=rng_state(generator),
             state=vars(state),
             timing=t,
