@@ -46,12 +46,12 @@ class Augment:
         images = x.view(n, 1, *self.shape)
         if self.affine:
             theta = affine_theta(self.cfg, n, x.device, generator, apply)
-            images = warp(images, theta, self.black)
+            images = torch.where(apply.view(n, 1, 1, 1), warp(images, theta, self.black), images)
         if self.noise:
-            noise = torch.randn(images.shape, device=x.device, generator=generator) * self.cfg.sigma
-            images = images + noise * apply.view(n, 1, 1, 1)
+            noisy = images + torch.randn(images.shape, device=x.device, generator=generator) * self.cfg.sigma
             if self.cfg.clamp:
-                images = images.clamp(self.black, self.white)
+                noisy = noisy.clamp(self.black, self.white)
+            images = torch.where(apply.view(n, 1, 1, 1), noisy, images)  # only the images drawn by p
         if self.transforms is not None:
             pixels = images * self.std + self.mean  # torchvision expects [0, 1] images
             out = self.transforms(pixels)
@@ -71,12 +71,17 @@ def affine_theta(cfg, n: int, device, generator, apply: torch.Tensor) -> torch.T
     shift = torch.stack([uniform(-cfg.translate, cfg.translate), uniform(-cfg.translate, cfg.translate)], 1) * 2
     angle, shear = angle * apply, shear * apply  # normalized coordinates span 2 across the image
     scale = torch.where(apply, scale, torch.ones_like(scale))
-    shift = shift * apply.unsqueeze(1)
+    return theta_from(angle, scale, shear, shift * apply.unsqueeze(1))
+
+
+def theta_from(angle: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``affine_grid`` matrices for a forward map that, on screen (x right, y down), shears, zooms,
+    rotates counterclockwise by ``angle`` (radians) and shifts by ``shift`` (normalized units)."""
+    n = len(angle)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    # forward map in (x right, y down) coordinates: rotate counterclockwise on screen, shear, zoom
     rotate = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
-    shear_m = torch.stack([torch.stack([torch.ones_like(shear), torch.tan(shear)], 1),
-                           torch.stack([torch.zeros_like(shear), torch.ones_like(shear)], 1)], 1)
+    ones, zeros = torch.ones_like(shear), torch.zeros_like(shear)
+    shear_m = torch.stack([torch.stack([ones, torch.tan(shear)], 1), torch.stack([zeros, ones], 1)], 1)
     forward = rotate @ shear_m * scale.view(n, 1, 1)
     inverse = torch.linalg.inv(forward)  # grid_sample looks up, for each output pixel, where it came from
     return torch.cat([inverse, -(inverse @ shift.unsqueeze(2))], 2)

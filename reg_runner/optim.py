@@ -10,6 +10,9 @@ on each evaluation of its monitored metric. ``warmup_epochs > 0`` puts a linear 
 the remaining epochs.
 """
 
+import logging
+import math
+
 import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
@@ -17,13 +20,25 @@ from torch.optim import lr_scheduler as sched
 
 from reg_runner.errors import UserError
 
+log = logging.getLogger(__name__)
 SCHEDULERS = ("none", "step", "exponential", "linear", "cosine", "onecycle", "cyclic", "plateau")
 PER_BATCH = ("onecycle", "cyclic")
 
 
-def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+def scaled_lr(lr: float, rule: str, batch: int, base: int) -> float:
+    """The large-batch rule: lr x (batch / base) for linear, lr x sqrt(batch / base) for sqrt."""
+    ratio = batch / base
+    return lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
+
+
+def build_optimizer(params, cfg, batch_size: int) -> torch.optim.Optimizer:
+    """``batch_size``: the effective batch (batch size x accumulation), for ``lr_scaling``."""
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     target = kwargs.pop("_target_")
+    rule, base = kwargs.pop("lr_scaling", "none"), kwargs.pop("base_batch_size", batch_size)
+    kwargs["lr"] = scaled_lr(kwargs["lr"], rule, batch_size, base)
+    if rule != "none":
+        log.info("lr %g scaled by the %s rule (batch %d / base %d): %g", cfg.lr, rule, batch_size, base, kwargs["lr"])
     try:
         cls = get_class(target)
     except Exception as e:

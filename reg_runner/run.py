@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from reg_runner import augment as augment_lib
 from reg_runner import data as data_lib
 from reg_runner import model as model_lib
 from reg_runner.data.mnist import N_CLASSES
@@ -20,7 +21,7 @@ from reg_runner.optim import Schedule, build_optimizer
 from reg_runner.probe import StepWatcher
 from reg_runner.records import RunFolder
 from reg_runner.regularization import Penalty
-from reg_runner.seeding import batch_generator, resolve_seed, rng_state, seed_everything, set_rng_state
+from reg_runner.seeding import generators, resolve_seed, rng_state, seed_everything, set_rng_state
 from reg_runner.tblog import TBLogger
 from reg_runner.train import Trainer, TrainState, steps_per_epoch
 from reg_runner.validate import validate
@@ -64,21 +65,22 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
 
     data = data_lib.load(cfg.data, device)
     model = model_lib.build(data.in_features, N_CLASSES, cfg.model, device)
-    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     tc = cfg.trainer
+    optimizer = build_optimizer(model.parameters(), cfg.optimizer, tc.batch_size * tc.accumulate)
     schedule = Schedule(
         optimizer, cfg.scheduler, tc.epochs, steps_per_epoch(len(data.train), tc.batch_size, tc.accumulate, tc.drop_last)
     )
     penalty = Penalty(model, cfg.reg.l1, cfg.reg.l2, cfg.reg.apply_to)
-    generator = batch_generator(cfg.seed, device)
-    trainer = Trainer(model, data, optimizer, schedule, penalty, tc, cfg.objective, generator)
+    gens = generators(cfg.seed, device)
+    augment = augment_lib.build(cfg.augmentation, data)
+    trainer = Trainer(model, data, optimizer, schedule, penalty, tc, cfg.objective, gens, augment)
     config = OmegaConf.to_container(cfg, resolve=True)
     state, before = TrainState(), {}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         schedule.load_state_dict(checkpoint["scheduler"])
-        set_rng_state(checkpoint["rng"], generator)
+        set_rng_state(checkpoint["rng"], gens)
         state, before = TrainState(**checkpoint["state"]), checkpoint["timing"]
         state.status = "running"  # it was running or interrupted; finished runs are refused by load_last
         log.info("resuming %s at epoch %d of %d", run_dir, state.epoch, tc.epochs)
@@ -108,7 +110,7 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
             optimizer=optimizer.state_dict(),
             scheduler=schedule.state_dict(),
             epoch=state.epoch,
-            rng=rng_state(generator),
+            rng=rng_state(gens),
             state=vars(state),
             timing=t,
             config=config,
@@ -125,6 +127,7 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
     if checkpoint is None:
         folder.write_metrics(metrics(cfg, state, data.info, n_params, timing()))
         tb.start(config)
+        tb.augmentation_examples(augment, cfg.seed)
     try:
         with StopSignals() as stop:
             while state.status == "running":

@@ -1,8 +1,8 @@
 """Seeds and random-number state.
 
-Three streams, seeded from the run's ``seed``: the model's initialization and dropout use torch's
-global generator, and the batch order has a generator of its own, so that switching dropout on
-does not also change which images form each batch. ``seed=null`` draws a seed, which is recorded
+Streams seeded from the run's ``seed``: the model's initialization and dropout use torch's global
+generator; the batch order and the augmentation draws have generators of their own, so that
+switching dropout or augmentation on does not also change which images form each batch. ``seed=null`` draws a seed, which is recorded
 like any other: every run can be repeated.
 """
 
@@ -24,21 +24,28 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def batch_generator(seed: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed + 1)  # a stream distinct from the global one, still a function of `seed` only
-    return g
+STREAMS = {"batches": 1, "augment": 2}  # offsets from `seed`: distinct streams, each a function of `seed` only
 
 
-def rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
+def generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
+    """The run's own generators: ``batches`` orders the training set, ``augment`` draws augmentations."""
+    out = {}
+    for name, offset in STREAMS.items():
+        out[name] = torch.Generator(device=device)
+        out[name].manual_seed(seed + offset)
+    return out
+
+
+def rng_state(gens: dict[str, torch.Generator]) -> dict:
+    state = {"torch": torch.get_rng_state(), **{name: g.get_state() for name, g in gens.items()}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
+def set_rng_state(state: dict, gens: dict[str, torch.Generator]) -> None:
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["batches"])
+    for name, g in gens.items():
+        g.set_state(state[name])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

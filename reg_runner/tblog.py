@@ -15,6 +15,7 @@ Tags are grouped so TensorBoard's layout reads well:
     hist/activation/<layer>            output of each hidden block on that batch
     hist/entropy/val                   output entropy of every validation image; step 0 = the untrained model
     hist/bn_running_mean|var/<layer>   BatchNorm running statistics
+    augmentation/original|augmented    16 training images before and after augmentation (images, once)
 
 Histograms are recorded at ``logging.histograms`` epochs evenly spaced over the run, first and
 last included; scalars at every evaluation. The HParams dashboard gets one entry per run, written
@@ -22,6 +23,8 @@ into this same event file (``SummaryWriter.add_hparams`` would make a separate r
 """
 
 from pathlib import Path
+
+import torch
 
 from reg_runner import probe
 
@@ -35,7 +38,7 @@ HPARAM_METRICS = {
     "hparams/final_test_acc": lambda m: m["final"]["test/acc"],
 }
 # What the HParams table shows: the keys that define an experiment (not paths, devices or logging).
-HPARAM_KEYS = ("seed", "objective", "data", "model", "reg", "optimizer", "scheduler", "trainer")
+HPARAM_KEYS = ("seed", "objective", "data", "model", "reg", "augmentation", "optimizer", "scheduler", "trainer")
 HPARAM_SKIP = ("data.root", "trainer.device", "trainer.eval_batch_size", "trainer.checkpoint_every",
                "trainer.deterministic", "trainer.eval_every")
 
@@ -92,6 +95,19 @@ class TBLogger:
         self.writer.add_scalar("entropy/max", probe.MAX_ENTROPY, 0)
         if self.hist_epochs and len(self.val_x):
             self._entropy(probe.output_entropy(self.model, self.val_x, self.eval_batch_size), 0)
+
+    def augmentation_examples(self, augment, seed: int, n: int = 16) -> None:
+        """The same training images before and after augmentation, once, drawn with a throwaway
+        generator so that logging them changes no training number."""
+        if self.writer is None or augment is None:
+            return
+        x = self.probe_x[:n]
+        g = torch.Generator(device=x.device)
+        g.manual_seed(seed)
+        shape = (len(x), 1, *augment.shape)
+        for tag, images in (("augmentation/original", x), ("augmentation/augmented", augment(x, g))):
+            pixels = (images.reshape(shape) * augment.std + augment.mean).clamp(0, 1)
+            self.writer.add_images(tag, pixels.cpu(), 0)
 
     def scalars(self, row: dict) -> None:
         if self.writer is None:

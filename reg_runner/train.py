@@ -46,10 +46,11 @@ def steps_per_epoch(n_train: int, batch_size: int, accumulate: int, drop_last: b
 
 
 class Trainer:
-    def __init__(self, model, data: Data, optimizer, schedule, penalty, cfg, objective: str, generator):
+    def __init__(self, model, data: Data, optimizer, schedule, penalty, cfg, objective: str, generators, augment=None):
         self.model, self.data, self.optimizer = model, data, optimizer
         self.schedule, self.penalty, self.cfg, self.objective = schedule, penalty, cfg, objective
-        self.generator = generator  # orders the batches; separate from the global RNG used by dropout
+        self.generators = generators  # "batches" and "augment"; separate from the global RNG used by dropout
+        self.augment = augment  # training batches only
         self.val_entropy = None  # set by an evaluation asked to keep the validation output entropies
 
     def train_epoch(self, watcher=None) -> dict[str, torch.Tensor]:
@@ -57,7 +58,7 @@ class Trainer:
         cfg, train = self.cfg, self.data.train
         n = len(train)
         n_batches = max(n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size), 1)
-        perm = torch.randperm(n, device=train.x.device, generator=self.generator)
+        perm = torch.randperm(n, device=train.x.device, generator=self.generators["batches"])
         self.model.train()
         loss_sum = train.x.new_zeros(())
         penalty_sum = train.x.new_zeros(())
@@ -66,6 +67,8 @@ class Trainer:
         for i in range(n_batches):
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             x, y = train.x[idx], train.y[idx]
+            if self.augment is not None:
+                x = self.augment(x, self.generators["augment"])
             logits = self.model(x)
             data_loss = F.cross_entropy(logits, y)
             loss = data_loss

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
+from reg_runner.augment import NAMES as AUGMENTATIONS
 from reg_runner.errors import ConfigError
 from reg_runner.model import ACTIVATIONS, INITS, NORM_POSITIONS, NORMS
 from reg_runner.optim import SCHEDULERS
@@ -74,8 +75,11 @@ RULES: dict[str, Rule] = {
     "reg.l1": number(0),
     "reg.l2": number(0),
     "reg.apply_to": one_of("weights", "all"),
+    "augmentation.name": one_of(*AUGMENTATIONS),
     "optimizer.lr": number(0, lo_open=True),
     "optimizer.weight_decay": optional(number(0)),
+    "optimizer.lr_scaling": one_of("none", "linear", "sqrt"),
+    "optimizer.base_batch_size": integer(1),
     "scheduler.name": one_of(*SCHEDULERS),
     "scheduler.warmup_epochs": integer(0),
     "scheduler.warmup_start_factor": number(0, 1, lo_open=True, hi_open=False),
@@ -103,11 +107,29 @@ RULES: dict[str, Rule] = {
 }
 
 
+# the keys an augmentation option has (each option has some of them)
+AUGMENTATION_RULES: dict[str, Rule] = {
+    "p": number(0, 1, hi_open=False),
+    "sigma": number(0),
+    "clamp": BOOL,
+    "degrees": number(0, 180, hi_open=False),
+    "scale": Rule(lambda v: isinstance(v, (list, tuple)) or OmegaConf.is_list(v), "a list [low, high]"),
+    "translate": number(0, 1),
+    "shear": number(0, 90),
+}
+
+
 def validate(cfg) -> None:
     for key, rule in RULES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if not rule.ok(value):
             raise ConfigError(key, value, rule.allowed)
+    for key, rule in AUGMENTATION_RULES.items():
+        if key in cfg.augmentation and not rule.ok(cfg.augmentation[key]):
+            raise ConfigError(f"augmentation.{key}", cfg.augmentation[key], rule.allowed)
+    scale = cfg.augmentation.get("scale")
+    if scale is not None and not (len(scale) == 2 and all(_is_number(v) for v in scale) and 0 < scale[0] <= scale[1]):
+        raise ConfigError("augmentation.scale", list(scale), "[low, high] with 0 < low <= high")
     epochs = cfg.trainer.epochs
     if cfg.scheduler.warmup_epochs >= epochs:
         raise ConfigError(

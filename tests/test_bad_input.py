@@ -31,6 +31,10 @@ CONFIG_CASES = [
     ("objective=test/acc", "objective='test/acc' is not allowed: one of val/acc, val/loss"),
     ("scheduler.warmup_epochs=5", "scheduler.warmup_epochs=5 is not allowed: fewer than trainer.epochs=2"),
     ("optimizer.betas=[0.9,2.0]", "optimizer: torch.optim.Adam rejects"),
+    ("augmentation=noise augmentation.p=1.5", "augmentation.p=1.5 is not allowed: a number in [0, 1]"),
+    ("augmentation=noise augmentation.sigma=-1", "augmentation.sigma=-1 is not allowed: a number in [0, inf)"),
+    ("augmentation=affine augmentation.scale=[1.2,0.8]", "augmentation.scale=[1.2, 0.8] is not allowed: [low, high]"),
+    ("augmentation=affine augmentation.translate=1", "augmentation.translate=1 is not allowed: a number in [0, 1)"),
 ]
 
 
@@ -44,7 +48,7 @@ def assert_one_line_error(proc, expected: str):
 
 @pytest.mark.parametrize("override,expected", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
 def test_bad_config_value(cli, override, expected):
-    proc = cli(override, check=False)
+    proc = cli(*override.split(), check=False)
     assert_one_line_error(proc, expected)
     assert not (proc.run_dir / "metrics.json").exists()
 
@@ -55,6 +59,16 @@ def test_cuda_when_there_is_none(cli):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert_one_line_error(cli("trainer.device=cuda", check=False), "CUDA is not available on this machine")
+
+
+def test_torchvision_augmentation_without_torchvision(cli):
+    try:
+        import torchvision  # noqa: F401
+        pytest.skip("torchvision imports here")
+    except Exception:
+        pass
+    proc = cli("augmentation=torchvision", check=False)
+    assert_one_line_error(proc, "augmentation=torchvision needs torchvision, which cannot be imported here")
 
 
 def _data_folder(tmp_path, name):

@@ -95,6 +95,7 @@ SWEEPS = {
     "optimizer": "adam,adamw,sgd,rmsprop",
     "scheduler": "none,step,exponential,linear,cosine,onecycle,cyclic,plateau",
     "reg.apply_to": "weights,all",
+    "augmentation": "none,noise,affine,noise_affine",
 }
 
 

@@ -14,9 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from test_tensorboard import hparams_sessions
 
-# every kind of state a resume must restore: dropout RNG, BatchNorm running stats, Adam moments,
+# every kind of state a resume must restore: dropout and augmentation RNGs, BatchNorm running stats, Adam moments,
 # a plateau schedule, early-stopping counters, the batch order, histograms on a schedule
-STATEFUL = ("model.dropout=0.2", "model.norm=batchnorm", "scheduler=plateau", "scheduler.patience=3",
+STATEFUL = ("model.dropout=0.2", "model.norm=batchnorm", "augmentation=noise_affine", "scheduler=plateau", "scheduler.patience=3",
             "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=10000",
             "trainer.checkpoint_every=10", "logging.histograms=10", "trainer.epochs=150")
 

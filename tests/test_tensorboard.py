@@ -33,7 +33,8 @@ def instrumented(tmp_path_factory, tiny_data):
     from conftest import CLI
 
     cli = CLI(tmp_path_factory.mktemp("tb"), tiny_data)
-    return cli("model.norm=batchnorm", "reg.l1=1e-4", "trainer.epochs=12", "logging.histograms=5").run_dir
+    return cli("model.norm=batchnorm", "reg.l1=1e-4", "augmentation=noise_affine", "trainer.epochs=12",
+               "logging.histograms=5").run_dir
 
 
 def test_every_tag_for_every_layer(instrumented):
@@ -48,6 +49,7 @@ def test_every_tag_for_every_layer(instrumented):
     for layer in HIDDEN:
         assert {f"hist/activation/{layer}", f"hist/bn_running_mean/{layer}", f"hist/bn_running_var/{layer}"} <= hists
     assert "hist/entropy/val" in hists
+    assert {"augmentation/original", "augmentation/augmented"} <= set(tags["images"])
 
 
 def test_histograms_at_the_configured_number_of_epochs(instrumented):
@@ -92,7 +94,7 @@ def test_hparams_entry_once_per_run_with_metrics(instrumented):
 
 
 def test_recording_does_not_change_the_numbers(cli):
-    common = ("model.dropout=0.2", "model.norm=batchnorm", "trainer.epochs=4")
+    common = ("model.dropout=0.2", "model.norm=batchnorm", "augmentation=noise_affine", "trainer.epochs=4")
     a = read_metrics(cli(*common, "logging.histograms=4").run_dir)
     b = read_metrics(cli(*common, "logging.histograms=0").run_dir)
     c = read_metrics(cli(*common, "logging.tensorboard=false").run_dir)
