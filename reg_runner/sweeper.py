@@ -127,15 +127,25 @@ def count_finished(study) -> int:
     )
 
 
+UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseconds
+
+
 def fail_orphans(study) -> None:
-    """Mark failed the RUNNING trials whose sweeper process, on this host, is gone, and note them
-    as interrupted so they do not count towards ``n_trials``."""
+    """Mark failed the RUNNING trials whose sweeper process is gone, and note them as interrupted
+    so they do not count towards ``n_trials``: trials of a dead process on this host, and trials
+    never tagged (a sweeper killed between asking and tagging) once older than a grace period."""
+    import datetime
+
     from optuna.trial import TrialState
 
     cut = set(study.user_attrs.get(INTERRUPTED, []))
+    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get(HOST) == socket.gethostname() and not _alive(attrs.get(PID)):
+        dead_here = attrs.get(HOST) == socket.gethostname() and not _alive(attrs.get(PID))
+        untagged = HOST not in attrs and trial.datetime_start is not None and (
+            now - trial.datetime_start).total_seconds() > UNTAGGED_GRACE_S
+        if dead_here or untagged:
             study.tell(trial.number, state=TrialState.FAIL)
             cut.add(trial.number)
             log.warning("trial %d was cut off (its sweeper process %s is gone): marked failed, run again",

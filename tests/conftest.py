@@ -53,6 +53,8 @@ class CLI:
         self.tmp_path, self.data = tmp_path, data
         self.env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
         self.env["DATAMAESTRO_DIR"] = str(tmp_path / "datamaestro")
+        if os.environ.get("PYTEST_XDIST_WORKER"):  # tests run in parallel: one torch thread per run
+            self.env.setdefault("OMP_NUM_THREADS", "1")
         self.count = 0
 
     def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300):

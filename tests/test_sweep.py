@@ -109,12 +109,16 @@ def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     after = states(study)
     assert after["COMPLETE"] == 6  # exactly the requested number, the cut-off trial run again
     cut = study.user_attrs.get(INTERRUPTED, [])
-    assert after.get("FAIL", 0) == len(cut) and after.get("RUNNING", 0) == 0
+    assert after.get("FAIL", 0) == len(cut)
+    # a kill between asking a trial and tagging it leaves it RUNNING and never launched; it is
+    # failed by a sweeper that starts after the grace period, and never counts as finished
+    stuck = [t for t in study.trials if t.state.name == "RUNNING"]
+    assert len(stuck) <= 1 and all(RUN_DIR not in t.user_attrs for t in stuck)
     folders = [t.user_attrs[RUN_DIR] for t in study.trials if t.state.name == "COMPLETE"]
     assert len(set(folders)) == 6 and all(read_metrics(f)["status"] == "completed" for f in folders)
     assert len([p for p in sweep.iterdir() if p.is_dir()]) <= len(study.trials)  # none shared or overwritten
     summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert summary["n_complete"] == 6 and summary["n_interrupted"] == len(cut)
+    assert summary["n_complete"] == 6 and summary["n_interrupted"] == len(cut) and summary["n_running"] == len(stuck)
 
 
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(cli):

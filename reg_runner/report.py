@@ -1,0 +1,325 @@
+"""Compare runs: tables with mean ± std over seeds, and plots, from the runs' own records.
+
+    python -m reg_runner.report outputs/multirun/<date>/<time>     # or any folder: it finds the runs below it
+    python -m reg_runner.report outputs/ --out /tmp/report --baseline experiment=baseline
+
+Every run folder below the path (single runs and multiruns alike) is read from its own files:
+``.hydra/overrides.yaml`` (what was changed), ``metrics.json`` (status, best epoch, test at best,
+final, timing) and ``history.csv`` (the curves). Unfinished, failed or unreadable folders are listed
+with their status, never fatal.
+
+- Table 1, one row per run: the overrides that differ between runs, seed, best val acc, test acc at
+  the best-validation epoch, final train / val loss, best epoch, wall time, status.
+- Table 2, runs grouped by those overrides with the seed left out: n, mean ± std of val and test
+  accuracy, and the difference to the baseline group with Welch's t-test p-value (two-sided).
+- Plots: validation accuracy and loss per epoch per group (mean, min-max band over seeds);
+  test accuracy per group (each seed, and mean ± std).
+
+Written to the terminal (markdown) and to ``report.md``, ``report.csv``, ``curves.png`` and
+``test_acc.png`` in the folder (or ``--out``).
+"""
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from reg_runner import atomic
+
+FINISHED = ("completed", "early_stopped")
+IGNORED_KEYS = ("seed", "data.root", "hparams_search")  # never a grouping key
+SKIP_DIRS = {"checkpoints", ".hydra", ".submitit", "__pycache__"}
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str  # relative to the report's root
+    status: str
+    overrides: dict = field(default_factory=dict)
+    seed: int | None = None
+    metrics: dict | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def history(self) -> list[dict]:
+        try:
+            with open(self.path / "history.csv") as f:
+                return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        except (OSError, ValueError):
+            return []
+
+
+def is_run_folder(path: Path) -> bool:
+    return (path / "metrics.json").exists() or (path / "resolved_config.yaml").exists() or (
+        path / ".hydra" / "overrides.yaml"
+    ).exists()
+
+
+def find_runs(root: Path) -> list[Run]:
+    runs = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        path = Path(dirpath)
+        if is_run_folder(path):
+            runs.append(read_run(path, root))
+            dirnames[:] = []  # a run folder holds no other run
+    return runs
+
+
+def read_run(path: Path, root: Path) -> Run:
+    name = str(path.relative_to(root)) if path != root else path.name
+    run = Run(path, name, status="unknown")
+    try:
+        items = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+        for item in items:
+            key, _, value = str(item).partition("=")
+            run.overrides[key.lstrip("+~")] = value
+    except (OSError, yaml.YAMLError):
+        pass
+    try:
+        run.metrics = json.loads((path / "metrics.json").read_text())
+        run.status = str(run.metrics.get("status", "unknown"))
+        run.seed = run.metrics.get("seed")
+    except FileNotFoundError:
+        run.status = "no metrics.json (stopped before training)"
+    except (OSError, ValueError):
+        run.status = "unreadable metrics.json"
+    if run.status in ("running", "interrupted"):
+        run.status += " (resume: python -m reg_runner.resume <folder>)"
+    if run.seed is None and "seed" in run.overrides:
+        run.seed = _number(run.overrides["seed"])
+    return run
+
+
+def _number(text):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def varying_keys(runs: list[Run]) -> list[str]:
+    keys = sorted({k for r in runs for k in r.overrides if k not in IGNORED_KEYS and not k.startswith("hydra.")})
+    return [k for k in keys if len({r.overrides.get(k, "-") for r in runs}) > 1]
+
+
+def group_label(run: Run, keys: list[str]) -> str:
+    return ",".join(f"{k}={run.overrides.get(k, '-')}" for k in keys) or "all runs"
+
+
+def _get(m: dict | None, *path):
+    for p in path:
+        if not isinstance(m, dict) or m.get(p) is None:
+            return None
+        m = m[p]
+    return m
+
+
+def run_row(run: Run, keys: list[str]) -> dict:
+    m = run.metrics
+    return {
+        "run": run.name,
+        **{k: run.overrides.get(k, "-") for k in keys},
+        "seed": run.seed,
+        "best_val_acc": _get(m, "best", "val/acc"),
+        "test_acc_at_best": _get(m, "test_at_best", "acc"),
+        "final_train_loss": _get(m, "final", "train/loss"),
+        "final_val_loss": _get(m, "final", "val/loss"),
+        "best_epoch": _get(m, "best_epoch"),
+        "wall_s": _get(m, "timing", "wall_s"),
+        "status": run.status,
+    }
+
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
+        return 1.0 if statistics.mean(a) == statistics.mean(b) else 0.0
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def group_rows(runs: list[Run], keys: list[str], baseline: str | None) -> tuple[list[dict], str | None]:
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(group_label(r, keys), []).append(r)
+    labels = list(groups)
+    if baseline is None:
+        baseline = next((g for g in labels if "experiment=baseline" in g), None)
+    if baseline is None:
+        baseline = next((g for g in labels if all(v == "-" for v in _values(g))), labels[0] if labels else None)
+    elif not any(baseline == g or baseline in g.split(",") for g in labels):
+        raise SystemExit(f"error: --baseline {baseline!r} matches no group; groups: {', '.join(labels)}")
+    else:
+        baseline = next(g for g in labels if baseline == g or baseline in g.split(","))
+
+    def accs(group, key):
+        return [_get(r.metrics, *key) for r in groups[group] if r.finished and _get(r.metrics, *key) is not None]
+
+    base_val, base_test = accs(baseline, ("best", "val/acc")), accs(baseline, ("test_at_best", "acc"))
+    rows = []
+    for g in labels:
+        val, test = accs(g, ("best", "val/acc")), accs(g, ("test_at_best", "acc"))
+        row = {"group": g, "n": len(test), "of": len(groups[g]),
+               "val_mean": _mean(val), "val_std": _std(val), "test_mean": _mean(test), "test_std": _std(test)}
+        if g != baseline and test and base_test:
+            row.update(d_val=_mean(val) - _mean(base_val), p_val=welch_p(val, base_val),
+                       d_test=_mean(test) - _mean(base_test), p_test=welch_p(test, base_test))
+        rows.append(row)
+    return rows, baseline
+
+
+def _values(label: str) -> list[str]:
+    return [item.partition("=")[2] for item in label.split(",")]
+
+
+def _mean(xs):
+    return statistics.mean(xs) if xs else None
+
+
+def _std(xs):
+    return statistics.stdev(xs) if len(xs) > 1 else (0.0 if xs else None)
+
+
+def _f(v, digits=4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _pm(mean, std) -> str:
+    return "-" if mean is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def _p(p) -> str:
+    if p is None:
+        return "-"
+    stars = "**" if p < 0.01 else "*" if p < 0.05 else ""
+    return f"{p:.3g}{stars}"
+
+
+def markdown(runs, keys, table1, table2, baseline, root) -> str:
+    out = [f"# Report: {root}", "",
+           f"{len(runs)} runs, {sum(r.finished for r in runs)} finished. Grouped by: {', '.join(keys) or '(nothing differs)'}."
+           " Test accuracy is measured at each run's best-validation epoch.", "", "## Runs", ""]
+    cols = ["run", *keys, "seed", "best val acc", "test acc at best", "final train loss", "final val loss",
+            "best epoch", "wall s", "status"]
+    out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in table1:
+        vals = list(row.values())
+        out.append("| " + " | ".join(_f(v, 1) if c == "wall s" else _f(v) for c, v in zip(cols, vals)) + " |")
+    out += ["", f"## Groups (seed left out; baseline: `{baseline}`)", "",
+            "| group | n | val acc | test acc | Δ val | p (val) | Δ test | p (test) |", "|---|---|---|---|---|---|---|---|"]
+    for g in table2:
+        n = f"{g['n']}" if g["n"] == g["of"] else f"{g['n']} of {g['of']}"
+        name = f"**{g['group']}** (baseline)" if g["group"] == baseline else g["group"]
+        out.append(f"| {name} | {n} | {_pm(g['val_mean'], g['val_std'])} | {_pm(g['test_mean'], g['test_std'])} | "
+                   f"{_f(g.get('d_val'))} | {_p(g.get('p_val'))} | {_f(g.get('d_test'))} | {_p(g.get('p_test'))} |")
+    out += ["", "Mean ± sample std over the finished runs of each group. p: Welch's two-sided t-test against the "
+            "baseline group (* p < 0.05, ** p < 0.01); with few seeds, read it as a hint, not a verdict."]
+    return "\n".join(out) + "\n"
+
+
+def plot(runs: list[Run], keys: list[str], table2: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.finished:
+            groups.setdefault(group_label(r, keys), []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for label, members in groups.items():
+        histories = [h for h in (r.history() for r in members) if h]
+        if not histories:
+            continue
+        epochs = sorted(set.intersection(*({int(row["epoch"]) for row in h} for h in histories)))
+        for ax, metric in zip(axes, ("val/acc", "val/loss")):
+            series = [[{int(row["epoch"]): row[metric] for row in h}[e] for e in epochs] for h in histories]
+            mean = [statistics.mean(col) for col in zip(*series)]
+            line = ax.plot(epochs, mean, label=f"{label} (n={len(series)})", linewidth=1.4)[0]
+            ax.fill_between(epochs, [min(c) for c in zip(*series)], [max(c) for c in zip(*series)],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    for ax, title in zip(axes, ("validation accuracy", "validation loss")):
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{title} (mean, min-max over seeds)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    curves = out / "curves.png"
+    fig.savefig(curves, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(table2) + 2), 4.5))
+    for i, g in enumerate(table2):
+        members = groups.get(g["group"], [])
+        points = [_get(r.metrics, "test_at_best", "acc") for r in members]
+        points = [p for p in points if p is not None]
+        ax.scatter([i] * len(points), points, s=12, color="gray", alpha=0.7, zorder=2)
+        if g["test_mean"] is not None:
+            ax.errorbar([i], [g["test_mean"]], yerr=[g["test_std"]], fmt="o", color="C0", capsize=5, zorder=3)
+    ax.set_xticks(range(len(table2)), [g["group"] for g in table2], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy at best validation epoch")
+    ax.set_title("test accuracy per group (each seed; mean ± std)")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    points = out / "test_acc.png"
+    fig.savefig(points, dpi=110)
+    plt.close(fig)
+    return [curves, points]
+
+
+def report(root: Path, out: Path | None = None, baseline: str | None = None, plots: bool = True) -> str:
+    runs = find_runs(root)
+    if not runs:
+        raise SystemExit(f"error: no run folder below {root} (a run folder holds metrics.json or .hydra/)")
+    out = out or root
+    out.mkdir(parents=True, exist_ok=True)
+    keys = varying_keys(runs)
+    table1 = [run_row(r, keys) for r in runs]
+    table2, baseline = group_rows(runs, keys, baseline)
+    text = markdown(runs, keys, table1, table2, baseline, root)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(table1[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table1)
+    atomic.write_text(out / "report.csv", buf.getvalue())
+    if plots and any(r.finished for r in runs):
+        for png in plot(runs, keys, table2, out):
+            text += f"\n![{png.stem}]({png.name})\n"
+    atomic.write_text(out / "report.md", text)
+    return text
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m reg_runner.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path, help="a run folder, a sweep folder, or any folder above runs")
+    parser.add_argument("--out", type=Path, default=None, help="where to write report.md/csv/png (default: path)")
+    parser.add_argument("--baseline", default=None, help="the group, or one key=value of it, to compare against")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.path.is_dir():
+        raise SystemExit(f"error: {args.path} is not a folder")
+    print(report(args.path, args.out, args.baseline, plots=not args.no_plots))
+    print(f"written: {(args.out or args.path) / 'report.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The report over run folders made by the real CLI: both tables against the runs' own records."""
+
+import csv
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+
+import pytest
+from conftest import read_metrics
+from PIL import Image
+from scipy.stats import ttest_ind
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_data):
+    from conftest import CLI
+
+    cli = CLI(tmp_path_factory.mktemp("study"), tiny_data)
+    sweep = cli("--multirun", "+experiment=baseline,l2,dropout", "seed=0,1,2", "trainer.epochs=4").run_dir
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    # folders a report must survive: unreadable record, stopped before training, unfinished, foreign
+    broken = sweep / "90_broken"
+    shutil.copytree(runs[0], broken)
+    (broken / "metrics.json").write_text("{ not json")
+    early = sweep / "91_early"
+    (early / ".hydra").mkdir(parents=True)
+    (early / ".hydra" / "overrides.yaml").write_text("- +experiment=l2\n- seed=7\n")
+    unfinished = sweep / "92_unfinished"
+    shutil.copytree(runs[1], unfinished)
+    m = read_metrics(unfinished)
+    (unfinished / "metrics.json").write_text(json.dumps({**m, "status": "running"}))
+    (sweep / "notes").mkdir()
+    (sweep / "notes" / "todo.txt").write_text("not a run")
+    return sweep, runs
+
+
+def report(path, *args):
+    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(path), *args], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_table_1_matches_every_run_record(study, tmp_path):
+    sweep, runs = study
+    proc = report(sweep, "--out", str(tmp_path))
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "report.csv").open())}
+    assert len(rows) == 12  # 9 runs + 3 broken ones; the foreign folder is not a run
+    for run in runs:
+        m, row = read_metrics(run), rows[run.name]
+        assert float(row["best_val_acc"]) == m["best"]["val/acc"]
+        assert float(row["test_acc_at_best"]) == m["test_at_best"]["acc"]
+        assert float(row["final_train_loss"]) == m["final"]["train/loss"]
+        assert float(row["final_val_loss"]) == m["final"]["val/loss"]
+        assert int(row["best_epoch"]) == m["best_epoch"] and int(row["seed"]) == m["seed"]
+        assert row["experiment"] in ("baseline", "l2", "dropout") and f"+experiment={row['experiment']}" in run.name
+        assert row["status"] == "completed"
+    assert rows["90_broken"]["status"] == "unreadable metrics.json"
+    assert rows["91_early"]["status"].startswith("no metrics.json") and rows["91_early"]["experiment"] == "l2"
+    assert rows["92_unfinished"]["status"].startswith("running (resume:")
+    assert "| 90_broken |" in proc.stdout and "notes" not in proc.stdout
+
+
+def test_table_2_groups_by_experiment_with_seeds_left_out(study, tmp_path):
+    sweep, runs = study
+    text = report(sweep, "--out", str(tmp_path)).stdout
+    by = {}
+    for run in runs:
+        m = read_metrics(run)
+        by.setdefault(m and run.name.split("+experiment=")[1].split(",")[0], []).append(m)
+    base_test = [m["test_at_best"]["acc"] for m in by["baseline"]]
+    for name, ms in by.items():
+        val = [m["best"]["val/acc"] for m in ms]
+        test = [m["test_at_best"]["acc"] for m in ms]
+        line = next(line for line in text.splitlines() if line.startswith(("| experiment=" + name, "| **experiment=" + name)))
+        n = "3" if name != "baseline" else "3 of 4"  # the baseline group also holds the unreadable copy
+        assert f"| {n} |" in line
+        assert f"{statistics.mean(val):.4f} ± {statistics.stdev(val):.4f}" in line
+        assert f"{statistics.mean(test):.4f} ± {statistics.stdev(test):.4f}" in line
+        if name == "baseline":
+            assert "(baseline)" in line
+        else:
+            assert f"{statistics.mean(test) - statistics.mean(base_test):.4f}" in line
+            p = ttest_ind(test, base_test, equal_var=False).pvalue
+            assert f"{p:.3g}" in line
+
+
+def test_pngs_are_valid_images(study, tmp_path):
+    report(study[0], "--out", str(tmp_path))
+    for name in ("curves.png", "test_acc.png"):
+        with Image.open(tmp_path / name) as img:
+            img.verify()
+            assert img.format == "PNG" and img.size[0] > 400
+    assert "![curves](curves.png)" in (tmp_path / "report.md").read_text()
+
+
+def test_a_single_run_folder_and_a_baseline_choice(study, tmp_path):
+    sweep, runs = study
+    text = report(runs[3], "--out", str(tmp_path / "one")).stdout
+    assert "1 runs, 1 finished" in text
+    text = report(sweep, "--out", str(tmp_path / "b"), "--baseline", "experiment=l2").stdout
+    assert "baseline: `experiment=l2`" in text
+
+
+def test_no_runs_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode != 0 and proc.stderr.strip() == f"error: no run folder below {tmp_path} (a run folder holds metrics.json or .hydra/)"
