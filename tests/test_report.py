@@ -24,9 +24,11 @@ def study(tmp_path_factory, tiny_data):
     broken = sweep / "90_broken"
     shutil.copytree(runs[0], broken)
     (broken / "metrics.json").write_text("{ not json")
-    early = sweep / "91_early"
+    early = sweep / "91_early"  # what a run stopped by a bad value before training leaves
     (early / ".hydra").mkdir(parents=True)
-    (early / ".hydra" / "overrides.yaml").write_text("- +experiment=l2\n- seed=7\n")
+    overrides = (runs[3] / ".hydra" / "overrides.yaml").read_text()  # an l2 run's, seed 0
+    assert "+experiment=l2" in overrides
+    (early / ".hydra" / "overrides.yaml").write_text(overrides.replace("seed=0", "seed=7"))
     unfinished = sweep / "92_unfinished"
     shutil.copytree(runs[1], unfinished)
     m = read_metrics(unfinished)
@@ -75,7 +77,8 @@ def test_table_2_groups_by_experiment_with_seeds_left_out(study, tmp_path):
         val = [m["best"]["val/acc"] for m in ms]
         test = [m["test_at_best"]["acc"] for m in ms]
         line = next(line for line in text.splitlines() if line.startswith(("| experiment=" + name, "| **experiment=" + name)))
-        n = "3" if name != "baseline" else "3 of 4"  # the baseline group also holds the unreadable copy
+        # the baseline group also holds the unreadable and the unfinished copies; l2 the early-stopped folder
+        n = {"baseline": "3 of 5", "l2": "3 of 4", "dropout": "3"}[name]
         assert f"| {n} |" in line
         assert f"{statistics.mean(val):.4f} ± {statistics.stdev(val):.4f}" in line
         assert f"{statistics.mean(test):.4f} ± {statistics.stdev(test):.4f}" in line

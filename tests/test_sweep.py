@@ -89,9 +89,11 @@ def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     args = [*QUICK, "trainer.epochs=4", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1"]
     argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.train_fraction=0.2",
             "trainer.batch_size=25", *args, f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (tmp_path / "killed.log").open("w")
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline:
+        assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
         time.sleep(0.2)
         if (sweep / "study.db").exists():
             try:
