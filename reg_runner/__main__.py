@@ -1,3 +1,3 @@
-from reg_runner.cli import main
+from reg_runner.cli import entry
 
-main()
+entry()

@@ -21,7 +21,10 @@ def _creatable(key: str, folder: str) -> None:
 
 class EarlyChecks(Callback):
     def on_run_start(self, config, **kwargs) -> None:
+        from reg_runner.cli import release_stderr
         from reg_runner.records import RunFolder
+
+        release_stderr()  # Hydra has composed the config: its own errors are behind us
         from reg_runner.validate import validate
 
         with exit_on_user_error():
@@ -30,5 +33,8 @@ class EarlyChecks(Callback):
             _creatable("hydra.run.dir", config.hydra.run.dir)
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        from reg_runner.cli import release_stderr
+
+        release_stderr()
         with exit_on_user_error():
             _creatable("hydra.sweep.dir", config.hydra.sweep.dir)

@@ -1,5 +1,8 @@
 """``python -m reg_runner [overrides]``: Hydra composes ``conf/config.yaml`` with the overrides, then one run."""
 
+import io
+import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -38,6 +41,52 @@ getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)("run_na
 def main(cfg) -> float:
     from reg_runner.run import run  # torch is imported here, after Hydra has parsed the command line
 
+    release_stderr()
     hc = HydraConfig.get()
     with exit_on_user_error():
         return run(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN)
+
+
+# Hydra reports a mistake in the command line (unknown group option, misspelled key) on several
+# lines, from its own code, before any of ours runs. Its stderr is held until Hydra hands over (our
+# callback or task calls ``release_stderr``); if Hydra exits first, its message becomes one line.
+_held: dict = {}
+HYDRA_NOISE = ("Config search path", "full_key:", "object_type=", "reference_type=", "provider=",
+               "Set the environment variable HYDRA_FULL_ERROR", "\t")
+
+
+def release_stderr() -> None:
+    real = _held.pop("real", None)
+    if real is not None:
+        held, sys.stderr = sys.stderr, real
+        real.write(held.getvalue())
+
+
+def one_line(text: str) -> str:
+    text = text.split("Config search path", 1)[0]
+    raw = [line for line in text.splitlines() if line.strip()]
+    options = [line.strip() for line in raw if line.startswith("\t")]  # Hydra lists group options tab-indented
+    lines = [line.strip().removeprefix("In 'config': ") for line in raw if not line.startswith("\t")]
+    lines = [line.rstrip(".:") for line in lines if not line.startswith(HYDRA_NOISE)]
+    if options:
+        lines[-1] += ": " + ", ".join(options)
+    return "; ".join(lines)
+
+
+def entry() -> None:
+    """The command line: ``python -m reg_runner``, ``reg-runner``."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return main()
+    _held["real"] = sys.stderr
+    sys.stderr = io.StringIO()
+    try:
+        main()
+    except SystemExit as e:
+        if "real" in _held and e.code not in (0, None):  # Hydra stopped before handing over
+            text = sys.stderr.getvalue()
+            sys.stderr = _held.pop("real")
+            print(f"error: {one_line(text)}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        raise
+    finally:
+        release_stderr()

@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -66,10 +67,15 @@ def is_run_folder(path: Path) -> bool:
     ).exists()
 
 
+def natural(name: str) -> list:
+    """Sort key: ``2_...`` before ``10_...`` (multirun job numbers)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
 def find_runs(root: Path) -> list[Run]:
     runs = []
     for dirpath, dirnames, _ in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        dirnames[:] = sorted((d for d in dirnames if d not in SKIP_DIRS), key=natural)
         path = Path(dirpath)
         if is_run_folder(path):
             runs.append(read_run(path, root))

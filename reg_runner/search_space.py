@@ -8,7 +8,7 @@ records which branches its trial took.
 
 
 def regularization(cfg, trial) -> None:
-    """The course's study: which regularizers, how strong, with which optimizer and learning rate."""
+    """The course's study: which regularizers and augmentation, how strong, with which optimizer and lr."""
     trial.suggest_categorical("model.norm", ["none", "batchnorm", "layernorm"])
     if trial.suggest_categorical("search.dropout", [False, True]):
         trial.suggest_float("model.dropout", 0.05, 0.6)
@@ -16,6 +16,7 @@ def regularization(cfg, trial) -> None:
         trial.suggest_float("reg.l1", 1e-7, 1e-3, log=True)
     if trial.suggest_categorical("search.l2", [False, True]):
         trial.suggest_float("reg.l2", 1e-6, 1e-2, log=True)
+    trial.suggest_categorical("augmentation", ["none", "affine", "noise_affine"])
     optimizer = trial.suggest_categorical("optimizer", ["adam", "adamw", "sgd"])
     trial.suggest_float("optimizer.lr", 1e-4, 3e-1, log=True)
     if optimizer == "sgd":

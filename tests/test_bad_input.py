@@ -35,6 +35,12 @@ CONFIG_CASES = [
     ("augmentation=noise augmentation.sigma=-1", "augmentation.sigma=-1 is not allowed: a number in [0, inf)"),
     ("augmentation=affine augmentation.scale=[1.2,0.8]", "augmentation.scale=[1.2, 0.8] is not allowed: [low, high]"),
     ("augmentation=affine augmentation.translate=1", "augmentation.translate=1 is not allowed: a number in [0, 1)"),
+    # Hydra's own: composition and grammar errors, made one line too
+    ("model=resnet", "Could not find 'model/resnet'; Available options in 'model': mlp"),
+    ("optimizer=lbfgs", "Could not find 'optimizer/lbfgs'; Available options in 'optimizer': adagrad, adam,"),
+    ("reg.l3=1", "Could not override 'reg.l3'; To append to your config use +reg.l3=1; Key 'l3' is not in struct"),
+    ("model.norm=batchnorm,layernorm", "Ambiguous value for argument 'model.norm=batchnorm,layernorm'"),
+    ("reg.l2=[1,2", "no viable alternative at input '[1,2'"),
 ]
 
 
@@ -51,6 +57,12 @@ def test_bad_config_value(cli, override, expected):
     proc = cli(*override.split(), check=False)
     assert_one_line_error(proc, expected)
     assert not (proc.run_dir / "metrics.json").exists()
+
+
+def test_hydra_full_error_keeps_hydras_own_report(cli):
+    cli.env["HYDRA_FULL_ERROR"] = "1"
+    proc = cli("model=resnet", check=False)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "Config search path" in proc.stderr
 
 
 def test_cuda_when_there_is_none(cli):
