@@ -40,9 +40,13 @@ def better(metric: str, new: float, old: float | None, min_delta: float = 0.0) -
     return new > old + min_delta if metric.endswith("acc") else new < old - min_delta
 
 
+def batches_per_epoch(n_train: int, batch_size: int, drop_last: bool) -> int:
+    return max(n_train // batch_size if drop_last else math.ceil(n_train / batch_size), 1)
+
+
 def steps_per_epoch(n_train: int, batch_size: int, accumulate: int, drop_last: bool) -> int:
-    n_batches = n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
-    return math.ceil(max(n_batches, 1) / accumulate)
+    """Optimizer steps per epoch: what per-batch schedules (onecycle, cyclic) are sized by."""
+    return math.ceil(batches_per_epoch(n_train, batch_size, drop_last) / accumulate)
 
 
 class Trainer:
@@ -57,7 +61,7 @@ class Trainer:
         """One pass over the training set; ``watcher`` (a probe.StepWatcher) sees the last optimizer step."""
         cfg, train = self.cfg, self.data.train
         n = len(train)
-        n_batches = max(n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size), 1)
+        n_batches = batches_per_epoch(n, cfg.batch_size, cfg.drop_last)
         perm = torch.randperm(n, device=train.x.device, generator=self.generators["batches"])
         self.model.train()
         loss_sum = train.x.new_zeros(())
