@@ -18,6 +18,7 @@ from reg_runner import model as model_lib
 from reg_runner.data.mnist import N_CLASSES
 from reg_runner.errors import ConfigError
 from reg_runner.optim import Schedule, build_optimizer
+from reg_runner.precision import warn_if_slow
 from reg_runner.probe import StepWatcher
 from reg_runner.records import RunFolder
 from reg_runner.regularization import Penalty
@@ -60,6 +61,7 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
         cfg.seed = resolve_seed(cfg.seed)  # the seed actually used is what gets recorded
         folder.write_config(cfg)
     device = resolve_device(cfg.trainer.device)
+    warn_if_slow(cfg.trainer.eval_precision, device)
     folder.write_environment(device, resumed_at=checkpoint["state"]["epoch"] if checkpoint else None)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
 
@@ -93,12 +95,15 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
 
     def timing() -> dict:
         now = time.perf_counter()
-        train_s = before.get("train_s", 0.0) + now - t_train
+        loop_s = before.get("loop_s", 0.0) + (now - t_loop if t_loop is not None else 0.0)
         return dict(
             wall_s=before.get("wall_s", 0.0) + now - t0,
-            train_s=train_s,
-            epochs_per_s=state.epoch / train_s if state.epoch else None,
+            train_s=before.get("train_s", 0.0) + now - t_train,  # the loop, with what is written before and after
+            loop_s=loop_s,  # the epochs alone, with their logging and checkpoints
+            epochs_per_s=(state.epoch - first_epoch) / (now - t_loop) if t_loop is not None and state.epoch > first_epoch else None,
             resumed_at=before.get("resumed_at", []) + ([checkpoint["state"]["epoch"]] if checkpoint else []),
+            # unix time this process began its first epoch: with the launch time, the start-up cost
+            loop_started_at=loop_started_at,
         )
 
     def record() -> None:
@@ -123,13 +128,14 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
 
     show = cfg.logging.progress if cfg.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
     bar = tqdm(total=tc.epochs, initial=state.epoch, disable=not show, unit="epoch", dynamic_ncols=True, leave=False)
-    t_train = time.perf_counter()
+    t_train, t_loop, loop_started_at, first_epoch = time.perf_counter(), None, None, state.epoch
     if checkpoint is None:
         folder.write_metrics(metrics(cfg, state, data.info, n_params, timing()))
         tb.start(config)
         tb.augmentation_examples(augment, cfg.seed)
     try:
         with StopSignals() as stop:
+            loop_started_at, t_loop = time.time(), time.perf_counter()
             while state.status == "running":
                 histograms = tb.wants_histograms(state.epoch + 1)
                 row = trainer.run_epoch(state, watcher if histograms else None)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from reg_runner import probe
 from reg_runner.data import Data, Split
+from reg_runner.precision import EvalPrecision
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Trainer:
         self.generators = generators  # "batches" and "augment"; separate from the global RNG used by dropout
         self.augment = augment  # training batches only
         self.val_entropy = None  # set by an evaluation asked to keep the validation output entropies
+        self.eval_precision = EvalPrecision(cfg.eval_precision)
 
     def train_epoch(self, watcher=None) -> dict[str, torch.Tensor]:
         """One pass over the training set; ``watcher`` (a probe.StepWatcher) sees the last optimizer step."""
@@ -106,14 +108,19 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self, split: Split, entropy: bool = False):
         """Mean loss and accuracy over ``split`` (NaN for an empty split), as 0-d tensors, and with
-        ``entropy`` the output entropy of every example (from the same logits: no extra pass)."""
+        ``entropy`` the output entropy of every example (from the same logits: no extra pass).
+        The forward pass runs at ``trainer.eval_precision``; loss and accuracy are float32 of its logits."""
         self.model.eval()
         bs = self.cfg.eval_batch_size
         loss_sum = split.x.new_zeros((), dtype=torch.float64)
         correct = torch.zeros((), dtype=torch.long, device=split.x.device)
         entropies = []
+        precision = self.eval_precision
+        x = precision.inputs(split.x)
         for start in range(0, len(split), bs):
-            logits = self.model(split.x[start : start + bs])
+            with precision.autocast(x.device):
+                logits = self.model(x[start : start + bs])
+            logits = logits.float()  # a no-op in float32
             y = split.y[start : start + bs]
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()

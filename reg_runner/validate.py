@@ -14,6 +14,7 @@ from reg_runner.augment import NAMES as AUGMENTATIONS
 from reg_runner.errors import ConfigError
 from reg_runner.model import ACTIVATIONS, INITS, NORM_POSITIONS, NORMS
 from reg_runner.optim import SCHEDULERS
+from reg_runner.precision import PRECISIONS
 
 METRICS = ("val/acc", "val/loss")
 
@@ -87,6 +88,7 @@ RULES: dict[str, Rule] = {
     "trainer.batch_size": integer(1),
     "trainer.eval_every": integer(1),
     "trainer.eval_batch_size": integer(1),
+    "trainer.eval_precision": one_of(*PRECISIONS),
     "trainer.accumulate": integer(1),
     "trainer.drop_last": BOOL,
     "trainer.grad_clip": optional(number(0, lo_open=True)),

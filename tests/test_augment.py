@@ -84,7 +84,7 @@ def test_noise_is_clamped_to_real_pixels():
 def test_evaluation_never_sees_augmentation():
     x, y = images(64), torch.arange(64) % 10
     model = torch.nn.Linear(81, 10)
-    cfg = OmegaConf.create({"eval_batch_size": 16})
+    cfg = OmegaConf.create({"eval_batch_size": 16, "eval_precision": "fp32"})
     plain = Trainer(model, None, None, None, None, cfg, "val/acc", {})
     noisy = Trainer(model, None, None, None, None, cfg, "val/acc", {"augment": gen()}, augment("noise", sigma=5.0))
     assert [t.item() for t in plain.evaluate(Split(x, y))[:2]] == [t.item() for t in noisy.evaluate(Split(x, y))[:2]]

@@ -1,0 +1,271 @@
+"""How fast is the runner? Against the loops users would write and the hardware's floor, in one run.
+
+    python benchmarks/bench.py            # real MNIST, 30 epochs, 3 repeats (about 4 min on 2 CPU cores)
+    python benchmarks/bench.py --full     # and the full default 1000-epoch run, measured
+    python benchmarks/bench.py --tiny --data-root DIR   # seconds: keeps this script working (tests)
+
+Every implementation runs alone in a fresh process, in alternation, ``--repeats`` times, so a drift
+of the machine hits them alike; the table gives medians. Each trains the reference study's
+workload on the same data (see loops.py): 10 steps of 300 images and an evaluation of the 57,000
+validation and 10,000 test images per epoch.
+
+- ``runner``: ``python -m reg_runner trainer.epochs=N``, the real entry point at its defaults (TensorBoard
+  scalars every epoch, histograms, a checkpoint every 10 epochs, history, metrics). Its 20 histogram
+  epochs per run are scaled to the N epochs (at least 2, first and last), so that histograms weigh
+  per epoch what they weigh in the 1000-epoch reference run. ``runner, no histograms`` sets
+  ``logging.histograms=0``; ``runner, bf16 eval`` adds ``trainer.eval_precision=bf16`` (where the
+  hardware has fast bf16).
+- ``lean``, ``typical``, ``lightning``: loops.py.
+- ``compute floor``: the workload's matmul FLOPs (forward for evaluation; forward, weight gradients
+  and input gradients but the first layer's for training; elementwise ops not counted) over the
+  best matmul rate this machine reaches in this run (square float32 matmuls; bfloat16 for the
+  bf16 row's evaluation).
+
+Columns: seconds per epoch (first epoch's start to the last evaluation's end, over the epochs;
+the runner's from its metrics.json ``timing.loop_s``, which holds its logging and checkpoints);
+its ratio to the runner's; the whole process (start-up, data, the N epochs, exit); the time
+from launch to the first training step; peak resident memory; a 1000-epoch run estimated as the
+process's fixed cost plus 1000 epochs; the final validation accuracy (the same workload learns
+the same).
+"""
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from loops import mlp  # noqa: E402
+
+REFERENCE_EPOCHS = 1000  # conf/trainer/default.yaml: what a default run trains
+RUNNER_EVAL_BATCH_SIZE = None  # read from conf/trainer/default.yaml: the lean loop evaluates as the runner does
+TARGETS = (  # (numerator, denominator, bound, what the issue asks)
+    ("runner", "lean", 1.15, "at most"),
+    ("typical", "runner", 3.0, "at least"),
+    ("lightning", "runner", 4.0, "at least"),
+)
+
+
+def launch(argv: list[str], env: dict, log: Path) -> dict:
+    """Run ``argv``; its wall time, launch time and peak resident memory (from wait4's rusage)."""
+    launched, t0 = time.time(), time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log.read_text()[-3000:]
+        sys.exit(f"{' '.join(argv[:4])}... exited {proc.returncode}:\n{tail}")
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return dict(process_s=time.perf_counter() - t0, launched=launched, peak_mb=usage.ru_maxrss * scale / 2**20)
+
+
+def run_runner(name: str, overrides: list[str], epochs: int, args, work: Path, env: dict) -> dict:
+    out = work / name.replace(" ", "_").replace(",", "")
+    argv = [sys.executable, "-m", "reg_runner", f"trainer.epochs={epochs}", f"trainer.device={args.device}",
+            *common_data_overrides(args), *overrides, f"hydra.run.dir={out}"]
+    r = launch(argv, env, work / f"{out.name}.log")
+    m = json.loads((out / "metrics.json").read_text())
+    return dict(r, epoch_s=m["timing"]["loop_s"] / m["epochs_run"],
+                first_step_s=m["timing"]["loop_started_at"] - r["launched"],
+                val_acc=m["final"]["val/acc"], run_dir=str(out))
+
+
+def run_loop(name: str, args, work: Path, env: dict) -> dict:
+    out = work / f"{name}.json"
+    eval_bs = RUNNER_EVAL_BATCH_SIZE if name == "lean" else 300  # typical: the training batch size, as the course
+    argv = [sys.executable, str(HERE / "loops.py"), name, "--epochs", str(args.epochs), "--device", args.device,
+            "--eval-batch-size", str(eval_bs), "--out", str(out)]
+    if args.data_root:
+        argv += ["--data-root", args.data_root]
+    if args.val_size:
+        argv += ["--val-size", str(args.val_size)]
+    r = launch(argv, env, work / f"{name}.log")
+    m = json.loads(out.read_text())
+    return dict(r, epoch_s=m["epoch_s"], first_step_s=m["first_step_at"] - r["launched"], val_acc=m["val_acc"],
+                sizes=(m["n_train"], m["n_val"], m["n_test"]))
+
+
+def common_data_overrides(args) -> list[str]:
+    out = []
+    if args.data_root:
+        out.append(f"data.root={args.data_root}")
+    if args.val_size:
+        out.append(f"data.val_size={args.val_size}")
+    return out
+
+
+def matmul_rate(dtype: torch.dtype, n: int, device: torch.device, seconds: float = 2.0) -> float:
+    """The best FLOP/s of square n x n matmuls over about ``seconds``."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best, end = float("inf"), time.perf_counter() + seconds
+    for _ in range(3):
+        a @ b  # warm-up
+    while time.perf_counter() < end:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def workload_flops(n_train: int, n_eval: int) -> tuple[float, float]:
+    """Matmul FLOPs per epoch: (training, evaluation) of the reference MLP."""
+    macs = [m.in_features * m.out_features for m in mlp().modules() if isinstance(m, torch.nn.Linear)]
+    forward = 2 * sum(macs)
+    backward = 2 * sum(macs) + 2 * sum(macs[1:])  # weight gradients; input gradients but the first layer's
+    return n_train * (forward + backward), n_eval * forward
+
+
+def bf16_supported(device: torch.device) -> str | None:
+    """Why bf16 evaluation would not be fast here, or None."""
+    from reg_runner.precision import bf16_unsupported
+
+    return bf16_unsupported(device)
+
+
+def compare_histories(fp32_dir: str, bf16_dir: str) -> dict:
+    """The change bf16 evaluation makes to the same run's validation numbers (training is the same)."""
+    def read(d):
+        with open(Path(d) / "history.csv") as f:
+            return list(csv.DictReader(f))
+
+    a, b = read(fp32_dir), read(bf16_dir)
+    same_training = all(x["train/loss"] == y["train/loss"] for x, y in zip(a, b)) and len(a) == len(b)
+    acc = [float(y["val/acc"]) - float(x["val/acc"]) for x, y in zip(a, b)]
+    loss = [float(y["val/loss"]) - float(x["val/loss"]) for x, y in zip(a, b)]
+    return dict(same_training=same_training, epochs=len(acc), val_acc_mean=statistics.fmean(acc),
+                val_acc_max_abs=max(abs(d) for d in acc), val_loss_mean=statistics.fmean(loss))
+
+
+def main() -> None:
+    global RUNNER_EVAL_BATCH_SIZE
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    parser.add_argument("--data-root", default=None, help="MNIST IDX folder; default: the datamaestro store")
+    parser.add_argument("--val-size", type=int, default=None, help="cap on the validation set (default: all 57,000)")
+    parser.add_argument("--full", action="store_true", help="also time the runner's full default 1000-epoch run")
+    parser.add_argument("--tiny", action="store_true", help="2 epochs, 1 repeat, small matmuls: a smoke test")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    args = parser.parse_args()
+    if args.tiny:
+        args.epochs, args.repeats, args.full = 2, 1, False
+    from omegaconf import OmegaConf
+
+    from reg_runner.run import resolve_device
+
+    RUNNER_EVAL_BATCH_SIZE = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size
+    device = resolve_device(args.device)
+    args.device = device.type
+    no_bf16 = bf16_supported(device)
+    have_lightning = importlib.util.find_spec("lightning") is not None
+    env = dict(os.environ)
+    env.pop("HYDRA_FULL_ERROR", None)
+
+    histograms = OmegaConf.load(HERE.parent / "conf" / "logging" / "default.yaml").histograms
+    at_default_density = [f"logging.histograms={max(2, round(histograms * args.epochs / REFERENCE_EPOCHS))}"]
+    runners = {"runner": at_default_density, "runner, no histograms": ["logging.histograms=0"]}
+    if no_bf16 is None:
+        runners["runner, bf16 eval"] = [*at_default_density, "trainer.eval_precision=bf16"]
+    loops = ["lean", "typical"] + (["lightning"] if have_lightning else [])
+    results: dict[str, list[dict]] = {name: [] for name in [*runners, *loops]}
+    print(f"{args.epochs} epochs x {args.repeats} repeats on {device} "
+          f"({torch.get_num_threads()} threads, torch {torch.__version__})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="reg_runner_bench_") as tmp:
+        for rep in range(args.repeats):
+            work = Path(tmp) / f"r{rep}"
+            work.mkdir()
+            for name, overrides in runners.items():
+                results[name].append(run_runner(name, overrides, args.epochs, args, work, env))
+            for name in loops:
+                results[name].append(run_loop(name, args, work, env))
+            print(f"  repeat {rep + 1}/{args.repeats}: " + ", ".join(
+                f"{k} {v[-1]['epoch_s']:.3f}" for k, v in results.items()), flush=True)
+        bf16_change = (compare_histories(results["runner"][-1]["run_dir"], results["runner, bf16 eval"][-1]["run_dir"])
+                       if "runner, bf16 eval" in results else None)
+        full = None
+        if args.full:
+            work = Path(tmp) / "full"
+            work.mkdir()
+            full = run_runner("runner", [], REFERENCE_EPOCHS, args, work, env)
+            full.update(json.loads((Path(full["run_dir"]) / "metrics.json").read_text())["test_at_best"])
+
+    n_train, n_val, n_test = results["lean"][0]["sizes"]
+    train_flops, eval_flops = workload_flops(n_train, n_val + n_test)
+    size = 256 if args.tiny else 2048
+    seconds = 0.2 if args.tiny else 2.0
+    fp32_rate = matmul_rate(torch.float32, size, device, seconds)
+    bf16_rate = matmul_rate(torch.bfloat16, size, device, seconds) if no_bf16 is None else None
+
+    rows = {}
+    for name, runs in results.items():
+        epoch_s = statistics.median(r["epoch_s"] for r in runs)
+        process_s = statistics.median(r["process_s"] for r in runs)
+        fixed_s = statistics.median(r["process_s"] - r["epoch_s"] * args.epochs for r in runs)
+        rows[name] = dict(epoch_s=epoch_s, process_s=process_s,
+                          first_step_s=statistics.median(r["first_step_s"] for r in runs),
+                          peak_mb=max(r["peak_mb"] for r in runs), val_acc=runs[-1]["val_acc"],
+                          est_1000_s=fixed_s + 1000 * epoch_s)
+    rows["compute floor (fp32)"] = dict(epoch_s=(train_flops + eval_flops) / fp32_rate)
+    if bf16_rate:
+        rows["compute floor (bf16 eval)"] = dict(epoch_s=train_flops / fp32_rate + eval_flops / bf16_rate)
+    base = rows["runner"]["epoch_s"]
+    print_table(rows, base, args)
+    print(f"\nworkload: {(train_flops + eval_flops) / 1e9:.2f} GFLOP per epoch ({train_flops / 1e9:.2f} training, "
+          f"{eval_flops / 1e9:.2f} evaluation); matmul rate here: {fp32_rate / 1e9:.0f} GFLOP/s float32"
+          + (f", {bf16_rate / 1e9:.0f} GFLOP/s bfloat16" if bf16_rate else f"; bf16: {no_bf16}"))
+    if not have_lightning:
+        print("lightning: not installed (pip install -c constraints.txt -e '.[bench]')")
+    checks = []
+    for num, den, bound, how in TARGETS:
+        if num in rows and den in rows:
+            ratio = rows[num]["epoch_s"] / rows[den]["epoch_s"]
+            ok = ratio <= bound if how == "at most" else ratio >= bound
+            checks.append(dict(ratio=f"{num} / {den}", value=ratio, target=f"{how} {bound}", met=ok))
+            print(f"{num} / {den} per epoch: {ratio:.2f} (target: {how} {bound:g}) {'met' if ok else 'NOT MET'}")
+    if bf16_change:
+        c = bf16_change
+        print(f"bf16 evaluation vs float32, same run (training {'identical' if c['same_training'] else 'DIFFERENT'}, "
+              f"{c['epochs']} epochs): val/acc change mean {c['val_acc_mean']:+.5f}, max |change| "
+              f"{c['val_acc_max_abs']:.5f}; val/loss change mean {c['val_loss_mean']:+.5f}")
+    if full:
+        print(f"full default run (1000 epochs): {full['process_s']:.1f} s wall, first step after "
+              f"{full['first_step_s']:.2f} s, peak memory {full['peak_mb']:.0f} MB, {full['epoch_s']:.4f} s/epoch, "
+              f"test/acc at best {full['acc']:.4f}")
+    if args.json:
+        args.json.write_text(json.dumps(dict(epochs=args.epochs, repeats=args.repeats, device=str(device),
+                                             rows=rows, checks=checks, bf16_change=bf16_change, full=full,
+                                             fp32_flops=fp32_rate, bf16_flops=bf16_rate), indent=2) + "\n")
+
+
+def print_table(rows: dict, base: float, args) -> None:
+    head = (f"\n{'implementation':26} {'s/epoch':>8} {'x runner':>8} {'process s':>9} {'1st step':>8} "
+            f"{'peak MB':>8} {'1000 ep (est.)':>14} {'val acc':>8}")
+    print(head)
+    print("-" * (len(head) - 1))
+    for name, r in rows.items():
+        cells = [f"{r['epoch_s']:8.4f}", f"{r['epoch_s'] / base:8.2f}"]
+        if "process_s" in r:
+            cells += [f"{r['process_s']:9.1f}", f"{r['first_step_s']:8.2f}", f"{r['peak_mb']:8.0f}",
+                      f"{r['est_1000_s']:13.0f}s", f"{r['val_acc']:8.4f}"]
+        print(f"{name:26} " + " ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
