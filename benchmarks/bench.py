@@ -93,7 +93,7 @@ def run_loop(name: str, args, work: Path, env: dict) -> dict:
     r = launch(argv, env, work / f"{name}.log")
     m = json.loads(out.read_text())
     return dict(r, epoch_s=m["epoch_s"], first_step_s=m["first_step_at"] - r["launched"], val_acc=m["val_acc"],
-                sizes=(m["n_train"], m["n_val"], m["n_test"]))
+                sizes=(m["in_features"], m["n_train"], m["n_val"], m["n_test"]))
 
 
 def common_data_overrides(args) -> list[str]:
@@ -123,9 +123,9 @@ def matmul_rate(dtype: torch.dtype, n: int, device: torch.device, seconds: float
     return 2 * n**3 / best
 
 
-def workload_flops(n_train: int, n_eval: int) -> tuple[float, float]:
+def workload_flops(in_features: int, n_train: int, n_eval: int) -> tuple[float, float]:
     """Matmul FLOPs per epoch: (training, evaluation) of the reference MLP."""
-    macs = [m.in_features * m.out_features for m in mlp().modules() if isinstance(m, torch.nn.Linear)]
+    macs = [m.in_features * m.out_features for m in mlp(in_features).modules() if isinstance(m, torch.nn.Linear)]
     forward = 2 * sum(macs)
     backward = 2 * sum(macs) + 2 * sum(macs[1:])  # weight gradients; input gradients but the first layer's
     return n_train * (forward + backward), n_eval * forward
@@ -206,8 +206,8 @@ def main() -> None:
             full = run_runner("runner", [], REFERENCE_EPOCHS, args, work, env)
             full.update(json.loads((Path(full["run_dir"]) / "metrics.json").read_text())["test_at_best"])
 
-    n_train, n_val, n_test = results["lean"][0]["sizes"]
-    train_flops, eval_flops = workload_flops(n_train, n_val + n_test)
+    in_features, n_train, n_val, n_test = results["lean"][0]["sizes"]
+    train_flops, eval_flops = workload_flops(in_features, n_train, n_val + n_test)
     size = 256 if args.tiny else 2048
     seconds = 0.2 if args.tiny else 2.0
     fp32_rate = matmul_rate(torch.float32, size, device, seconds)

@@ -246,7 +246,8 @@ def main() -> None:
     clock = Clock(device)
     result = LOOPS[args.loop](data, args.epochs, device, args.eval_batch_size, clock)
     result.update(epoch_s=(clock.end - clock.start) / args.epochs, first_step_at=clock.first_step_at,
-                  device=str(device), n_train=len(data.train), n_val=len(data.val), n_test=len(data.test))
+                  device=str(device), in_features=data.in_features, n_train=len(data.train), n_val=len(data.val),
+                  n_test=len(data.test))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 

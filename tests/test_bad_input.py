@@ -25,6 +25,7 @@ CONFIG_CASES = [
     ("data.val_size=0", "data.val_size=0 is not allowed: null or an integer >= 1"),
     ("trainer.batch_size=0", "trainer.batch_size=0 is not allowed: an integer >= 1"),
     ("trainer.epochs=0", "trainer.epochs=0 is not allowed: an integer >= 1"),
+    ("trainer.eval_precision=fp16", "trainer.eval_precision='fp16' is not allowed: one of fp32, bf16"),
     ("trainer.device=tpu", "trainer.device='tpu' is not allowed: one of auto, cpu, cuda, cuda:N, mps"),
     ("optimizer.lr=0", "optimizer.lr=0 is not allowed: a number in (0, inf)"),
     ("seed=-1", "seed=-1 is not allowed: null or an integer >= 0"),

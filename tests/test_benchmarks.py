@@ -1,8 +1,12 @@
 """The benchmark scripts keep working (tiny mode; their timings are not part of the tests)."""
 
+import importlib.util
+import json
+import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, TINY
 
 
@@ -16,3 +20,34 @@ def test_compare_runs_variants_and_prints_ratios(tiny_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.startswith("augmentation=")}
     assert rows["augmentation=none"][2] == "1.000" and float(rows["augmentation=noise_affine"][2]) > 0
+
+
+def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--data-root", str(tiny_data),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    measured = {"runner", "runner, no histograms", "lean", "typical"}
+    if importlib.util.find_spec("lightning"):
+        measured.add("lightning")
+    assert measured <= rows.keys() and "compute floor (fp32)" in rows
+    for name in measured:
+        r = rows[name]
+        assert 0 < r["epoch_s"] < r["process_s"] and 0 < r["first_step_s"] < r["process_s"], name
+        assert r["peak_mb"] > 50 and 0 <= r["val_acc"] <= 1, name
+        assert r["est_1000_s"] > 1000 * r["epoch_s"], name
+        assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
+    # the floor is a floor: far below any loop that does the same arithmetic
+    assert rows["compute floor (fp32)"]["epoch_s"] < min(rows[n]["epoch_s"] for n in measured)
+    assert {c["ratio"] for c in result["checks"]} >= {"runner / lean", "typical / runner"}
+    if "lightning" in measured:
+        # Lightning fits the typical loop's model on the typical loop's loaders: the same training
+        assert rows["lightning"]["val_acc"] == pytest.approx(rows["typical"]["val_acc"], abs=1e-4)
+    if result["bf16_change"] is not None:
+        assert result["bf16_change"]["same_training"] and result["bf16_change"]["val_acc_max_abs"] < 0.05
