@@ -106,6 +106,10 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
             loop_started_at=loop_started_at,
         )
 
+    # the best epoch this process wrote to checkpoints/best.pt; a resumed run rewrites it once, as a
+    # kill between last.pt and best.pt may have left it behind
+    saved_best = [None]
+
     def record() -> None:
         """Checkpoint first, then history, then metrics.json: a kill between two writes never
         leaves metrics.json claiming epochs the checkpoint does not hold."""
@@ -121,8 +125,9 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
             config=config,
         )
         folder.save_checkpoint(folder.last, payload)
-        if state.best_snapshot is not None:
+        if state.best_snapshot is not None and state.best["epoch"] != saved_best[0]:  # unchanged: already on disk
             folder.save_checkpoint(folder.best, dict(**state.best_snapshot, epoch=state.best["epoch"], config=config))
+            saved_best[0] = state.best["epoch"]
         folder.write_history(state.history)
         folder.write_metrics(metrics(cfg, state, data.info, n_params, t))
 
