@@ -4,8 +4,8 @@
     python benchmarks/bench.py --full     # and the full default 1000-epoch run, measured
     python benchmarks/bench.py --tiny --data-root DIR   # seconds: keeps this script working (tests)
 
-Every implementation runs alone in a fresh process, in alternation, ``--repeats`` times, so a drift
-of the machine hits them alike; the table gives medians. Each trains the reference study's
+Every implementation runs alone in a fresh process, in alternation and in a shuffled order,
+``--repeats`` times, so a drift of the machine hits them alike; the table gives medians. Each trains the reference study's
 workload on the same data (see loops.py): 10 steps of 300 images and an evaluation of the 57,000
 validation and 10,000 test images per epoch.
 
@@ -34,6 +34,7 @@ import csv
 import importlib.util
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -191,10 +192,13 @@ def main() -> None:
         for rep in range(args.repeats):
             work = Path(tmp) / f"r{rep}"
             work.mkdir()
-            for name, overrides in runners.items():
-                results[name].append(run_runner(name, overrides, args.epochs, args, work, env))
-            for name in loops:
-                results[name].append(run_loop(name, args, work, env))
+            order = [*runners, *loops]
+            random.Random(rep).shuffle(order)  # no implementation always follows the same one
+            for name in order:
+                if name in runners:
+                    results[name].append(run_runner(name, runners[name], args.epochs, args, work, env))
+                else:
+                    results[name].append(run_loop(name, args, work, env))
             print(f"  repeat {rep + 1}/{args.repeats}: " + ", ".join(
                 f"{k} {v[-1]['epoch_s']:.3f}" for k, v in results.items()), flush=True)
         bf16_change = (compare_histories(results["runner"][-1]["run_dir"], results["runner, bf16 eval"][-1]["run_dir"])
