@@ -169,10 +169,14 @@ def main() -> None:
         args.epochs, args.repeats, args.full = 2, 1, False
     from omegaconf import OmegaConf
 
+    from reg_runner.errors import UserError
     from reg_runner.run import resolve_device
 
     RUNNER_EVAL_BATCH_SIZE = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except UserError as e:
+        sys.exit(f"error: --device {args.device}: {e}")
     args.device = device.type
     no_bf16 = bf16_supported(device)
     have_lightning = importlib.util.find_spec("lightning") is not None
