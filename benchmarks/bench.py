@@ -49,7 +49,6 @@ sys.path.insert(0, str(HERE))
 from loops import mlp  # noqa: E402
 
 REFERENCE_EPOCHS = 1000  # conf/trainer/default.yaml: what a default run trains
-RUNNER_EVAL_BATCH_SIZE = None  # read from conf/trainer/default.yaml: the lean loop evaluates as the runner does
 TARGETS = (  # (numerator, denominator, bound, what the issue asks)
     ("runner", "lean", 1.15, "at most"),
     ("typical", "runner", 3.0, "at least"),
@@ -82,9 +81,10 @@ def run_runner(name: str, overrides: list[str], epochs: int, args, work: Path, e
                 val_acc=m["final"]["val/acc"], run_dir=str(out))
 
 
-def run_loop(name: str, args, work: Path, env: dict) -> dict:
+def run_loop(name: str, runner_eval_batch_size: int, args, work: Path, env: dict) -> dict:
     out = work / f"{name}.json"
-    eval_bs = RUNNER_EVAL_BATCH_SIZE if name == "lean" else 300  # typical: the training batch size, as the course
+    # lean evaluates as the runner does; typical and lightning at the training batch size, as the course
+    eval_bs = runner_eval_batch_size if name == "lean" else 300
     argv = [sys.executable, str(HERE / "loops.py"), name, "--epochs", str(args.epochs), "--device", args.device,
             "--eval-batch-size", str(eval_bs), "--out", str(out)]
     if args.data_root:
@@ -154,7 +154,6 @@ def compare_histories(fp32_dir: str, bf16_dir: str) -> dict:
 
 
 def main() -> None:
-    global RUNNER_EVAL_BATCH_SIZE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
@@ -172,7 +171,7 @@ def main() -> None:
     from reg_runner.errors import UserError
     from reg_runner.run import resolve_device
 
-    RUNNER_EVAL_BATCH_SIZE = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size
+    eval_batch_size = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size
     try:
         device = resolve_device(args.device)
     except UserError as e:
@@ -202,7 +201,7 @@ def main() -> None:
                 if name in runners:
                     results[name].append(run_runner(name, runners[name], args.epochs, args, work, env))
                 else:
-                    results[name].append(run_loop(name, args, work, env))
+                    results[name].append(run_loop(name, eval_batch_size, args, work, env))
             print(f"  repeat {rep + 1}/{args.repeats}: " + ", ".join(
                 f"{k} {v[-1]['epoch_s']:.3f}" for k, v in results.items()), flush=True)
         bf16_change = (compare_histories(results["runner"][-1]["run_dir"], results["runner, bf16 eval"][-1]["run_dir"])
