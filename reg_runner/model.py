@@ -32,14 +32,19 @@ class Block(nn.Module):
     def __init__(self, n_in: int, n_out: int, cfg):
         super().__init__()
         self.linear = nn.Linear(n_in, n_out)
-        norm = NORMS[cfg.norm](n_out) if NORMS[cfg.norm] is not None else nn.Identity()
+        norm = NORMS[cfg.norm](n_out) if NORMS[cfg.norm] is not None else None
         act = ACTIVATIONS[cfg.activation]()
         layers = [norm, act] if cfg.norm_position == "before_activation" else [act, norm]
-        self.post = nn.Sequential(*layers, nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity())
+        layers.append(nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None)
+        # no Identity placeholders: each module call costs ~15 us of Python, 43 forward passes an epoch
+        # (the state_dict keys are the same: only parameter-free modules are left out)
+        self.post = nn.Sequential(*(m for m in layers if m is not None))
         self.residual = cfg.residual and n_in == n_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.post(self.linear(x))
+        out = self.linear(x)
+        for module in self.post:  # not self.post(...): one module call less per block
+            out = module(out)
         return x + out if self.residual else out
 
 
