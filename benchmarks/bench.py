@@ -132,13 +132,6 @@ def workload_flops(in_features: int, n_train: int, n_eval: int) -> tuple[float, 
     return n_train * (forward + backward), n_eval * forward
 
 
-def bf16_supported(device: torch.device) -> str | None:
-    """Why bf16 evaluation would not be fast here, or None."""
-    from reg_runner.precision import bf16_unsupported
-
-    return bf16_unsupported(device)
-
-
 def compare_histories(fp32_dir: str, bf16_dir: str) -> dict:
     """The change bf16 evaluation makes to the same run's validation numbers (training is the same)."""
     def read(d):
@@ -169,6 +162,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from reg_runner.errors import UserError
+    from reg_runner.precision import bf16_unsupported
     from reg_runner.run import resolve_device
 
     eval_batch_size = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size
@@ -177,7 +171,7 @@ def main() -> None:
     except UserError as e:
         sys.exit(f"error: --device {args.device}: {e}")
     args.device = device.type
-    no_bf16 = bf16_supported(device)
+    no_bf16 = bf16_unsupported(device)  # why bf16 evaluation would not be fast here, or None
     have_lightning = importlib.util.find_spec("lightning") is not None
     env = dict(os.environ)
     env.pop("HYDRA_FULL_ERROR", None)

@@ -100,7 +100,8 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False) -> flo
             wall_s=before.get("wall_s", 0.0) + now - t0,
             train_s=before.get("train_s", 0.0) + now - t_train,  # the loop, with what is written before and after
             loop_s=loop_s,  # the epochs alone, with their logging and checkpoints
-            epochs_per_s=(state.epoch - first_epoch) / (now - t_loop) if t_loop is not None and state.epoch > first_epoch else None,
+            epochs_per_s=(state.epoch - first_epoch) / (now - t_loop)
+            if t_loop is not None and state.epoch > first_epoch else None,  # this process's epochs
             resumed_at=before.get("resumed_at", []) + ([checkpoint["state"]["epoch"]] if checkpoint else []),
             # unix time this process began its first epoch: with the launch time, the start-up cost
             loop_started_at=loop_started_at,
