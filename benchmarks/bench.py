@@ -161,6 +161,7 @@ def main() -> None:
         args.epochs, args.repeats, args.full = 2, 1, False
     from omegaconf import OmegaConf
 
+    from reg_runner.data.mnist import find_files
     from reg_runner.errors import UserError
     from reg_runner.precision import bf16_unsupported
     from reg_runner.run import resolve_device
@@ -168,8 +169,10 @@ def main() -> None:
     eval_batch_size = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size
     try:
         device = resolve_device(args.device)
+        if args.data_root:
+            find_files(Path(args.data_root).expanduser())  # a bad folder: one line now, not in every process
     except UserError as e:
-        sys.exit(f"error: --device {args.device}: {e}")
+        sys.exit(f"error: {e}")
     args.device = device.type
     no_bf16 = bf16_unsupported(device)  # why bf16 evaluation would not be fast here, or None
     have_lightning = importlib.util.find_spec("lightning") is not None

@@ -238,11 +238,15 @@ def main() -> None:
     parser.add_argument("--eval-batch-size", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    from reg_runner.errors import UserError
     from reg_runner.run import resolve_device
 
-    device = resolve_device(args.device)
-    torch.manual_seed(0)
-    data = load_data(args.data_root, args.val_size, device)
+    try:
+        device = resolve_device(args.device)
+        torch.manual_seed(0)
+        data = load_data(args.data_root, args.val_size, device)
+    except UserError as e:  # a bad --device or --data-root: one line, as the runner gives
+        sys.exit(f"error: {e}")
     clock = Clock(device)
     result = LOOPS[args.loop](data, args.epochs, device, args.eval_batch_size, clock)
     result.update(epoch_s=(clock.end - clock.start) / args.epochs, first_step_at=clock.first_step_at,

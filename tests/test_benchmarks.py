@@ -51,3 +51,13 @@ def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
         assert rows["lightning"]["val_acc"] == pytest.approx(rows["typical"]["val_acc"], abs=1e-4)
     if result["bf16_change"] is not None:
         assert result["bf16_change"]["same_training"] and result["bf16_change"]["val_acc_max_abs"] < 0.05
+
+
+def test_bench_with_a_missing_data_folder_says_so_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--data-root", str(tmp_path / "nowhere")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: data.root=") and "is not a folder" in lines[0]
