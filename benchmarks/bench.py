@@ -91,6 +91,8 @@ def run_loop(name: str, runner_eval_batch_size: int, args, work: Path, env: dict
         argv += ["--data-root", args.data_root]
     if args.val_size:
         argv += ["--val-size", str(args.val_size)]
+    if args.train_fraction:
+        argv += ["--train-fraction", str(args.train_fraction)]
     r = launch(argv, env, work / f"{name}.log")
     m = json.loads(out.read_text())
     return dict(r, epoch_s=m["epoch_s"], first_step_s=m["first_step_at"] - r["launched"], val_acc=m["val_acc"],
@@ -103,6 +105,8 @@ def common_data_overrides(args) -> list[str]:
         out.append(f"data.root={args.data_root}")
     if args.val_size:
         out.append(f"data.val_size={args.val_size}")
+    if args.train_fraction:
+        out.append(f"data.train_fraction={args.train_fraction}")
     return out
 
 
@@ -155,15 +159,18 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=None, help="cap on the validation set (default: all 57,000)")
     parser.add_argument("--full", action="store_true", help="also time the runner's full default 1000-epoch run")
     parser.add_argument("--tiny", action="store_true", help="2 epochs, 1 repeat, small matmuls: a smoke test")
+    parser.add_argument("--train-fraction", type=float, default=None,
+                        help="of the training set (default: the config's 5%%; --tiny: 60%%, a batch of 300 on tiny data)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
     if args.tiny:
         args.epochs, args.repeats, args.full = 2, 1, False
+        args.train_fraction = args.train_fraction or 0.6
     from omegaconf import OmegaConf
 
     from reg_runner.data.mnist import find_files
     from reg_runner.errors import UserError
-    from reg_runner.precision import bf16_unsupported
+    from reg_runner.trainer.precision import bf16_unsupported
     from reg_runner.run import resolve_device
 
     eval_batch_size = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size

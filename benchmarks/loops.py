@@ -47,12 +47,14 @@ def mlp(in_features: int = 784, width: int = 100, depth: int = 3, n_classes: int
     return nn.Sequential(*layers, nn.Linear(n, n_classes))
 
 
-def load_data(data_root: str | None, val_size: int | None, device: torch.device):
+def load_data(data_root: str | None, val_size: int | None, device: torch.device, train_fraction: float | None = None):
     """The runner's own data: conf/data/mnist.yaml with the given root and validation cap."""
-    from reg_runner import data as data_lib
+    from reg_runner.data import tensors as data_lib
 
     cfg = OmegaConf.load(CONF / "data" / "mnist.yaml")
     cfg.root, cfg.val_size = data_root, val_size
+    if train_fraction is not None:
+        cfg.train_fraction = train_fraction
     return data_lib.load(cfg, device)
 
 
@@ -234,6 +236,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--data-root", default=None, help="a folder with the four MNIST IDX files")
     parser.add_argument("--val-size", type=int, default=None)
+    parser.add_argument("--train-fraction", type=float, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--eval-batch-size", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -244,7 +247,7 @@ def main() -> None:
     try:
         device = resolve_device(args.device)
         torch.manual_seed(0)
-        data = load_data(args.data_root, args.val_size, device)
+        data = load_data(args.data_root, args.val_size, device, args.train_fraction)
     except UserError as e:  # a bad --device or --data-root: one line, as the runner gives
         sys.exit(f"error: {e}")
     clock = Clock(device)

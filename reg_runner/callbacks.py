@@ -1,8 +1,10 @@
-"""Hydra callbacks: check a run before Hydra creates its folder.
+"""Hydra callbacks: check a run, or a whole multirun, before Hydra makes any folder.
 
 Hydra makes the run folder and writes ``.hydra/`` before the task starts. Checking here first
 means a mistyped value or an unusable folder leaves nothing behind, and a finished run's
-``.hydra/`` files are never rewritten by a new run aimed at the same folder.
+``.hydra/`` files are never rewritten by a new run aimed at the same folder. A multirun's jobs are
+checked by its sweeper (``reg_runner.sweep``), which knows them; here, the config they share and the
+sweeper's and launcher's own settings.
 """
 
 from pathlib import Path
@@ -12,29 +14,46 @@ from hydra.experimental.callback import Callback
 from reg_runner.errors import UserError, exit_on_user_error
 
 
-def _creatable(key: str, folder: str) -> None:
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{key}={folder!r} cannot be created ({e.strerror}); choose a writable folder") from None
+def _folder_key(key: str, folder) -> Path:
+    """A folder that can be made: not empty, not under a file, in a writable place."""
+    if folder is None or not str(folder).strip():
+        raise UserError(f"{key}={str(folder or '')!r} is not allowed: a folder path (empty would mean the "
+                        "current folder)")
+    path = Path(str(folder)).absolute()
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a file; choose a folder elsewhere")
+    import os
+
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is not writable; choose a writable "
+                        "folder")
+    return path
 
 
 class EarlyChecks(Callback):
     def on_run_start(self, config, **kwargs) -> None:
+        from reg_runner import config as config_lib
         from reg_runner.cli import release_stderr
         from reg_runner.records import RunFolder
 
         release_stderr()  # Hydra has composed the config: its own errors are behind us
-        from reg_runner.validate import validate
-
         with exit_on_user_error():
-            validate(config)
-            RunFolder(config.hydra.run.dir).refuse_existing()
-            _creatable("hydra.run.dir", config.hydra.run.dir)
+            run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
+            config_lib.check(config, config.hydra.overrides.task)
+            RunFolder(run_dir).refuse_existing()
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        from reg_runner import config as config_lib
         from reg_runner.cli import release_stderr
+        from reg_runner.sweep import check_hydra
 
         release_stderr()
         with exit_on_user_error():
-            _creatable("hydra.sweep.dir", config.hydra.sweep.dir)
+            _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)
+            check_hydra(config.hydra, config.get("objective"))
+            # each value every job shares, alone (rules across keys may depend on what a job sweeps: the
+            # sweeper checks each job whole before it runs)
+            config_lib.check(config, through=1)

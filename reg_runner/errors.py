@@ -17,9 +17,24 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
+    """``key=value is not allowed: <what is allowed>``, the value written as on a command line."""
+
     def __init__(self, key: str, value, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+        super().__init__(f"{key}={show(value)} is not allowed: {allowed}")
+
+
+def show(value) -> str:
+    """A value as YAML and Hydra's command line write it: true, null, 'text', [0.9, 2.0]."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 class DataError(UserError):

@@ -9,9 +9,15 @@
     checkpoints/best.pt     the same at the best-validation epoch
     events.out.tfevents.*   TensorBoard
     reg_runner.log          the log
+    .lock                   held by the process writing the run (fcntl lock): tells a live run from a killed one
+
+``metrics.json``'s status: running, completed, early_stopped, diverged, interrupted (SIGTERM or
+Ctrl-C: resumable), failed (an error after the run started; ``error`` says which, resumable). A
+``running`` run whose lock no process holds was killed: ``status()`` reports it as ``killed``.
 """
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -22,7 +28,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from reg_runner import atomic
@@ -30,7 +35,9 @@ from reg_runner.errors import UserError
 
 PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper",
             "tensorboard", "datamaestro", "datamaestro-image")
-FINISHED = ("completed", "early_stopped", "diverged")
+FINISHED = ("completed", "early_stopped", "diverged")  # final: never resumed, never overwritten
+# what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
+BEFORE_START = (".hydra", "reg_runner.log", ".lock")
 
 
 class RunFolder:
@@ -44,59 +51,136 @@ class RunFolder:
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
 
-    def status(self) -> str | None:
-        """The recorded status of the run in this folder, None if the folder holds no run."""
-        if not self.metrics.exists():
-            return None
+        self.lockfile = self.path / ".lock"
+        self._lock_fd: int | None = None
+
+    def recorded(self) -> dict | None:
+        """metrics.json as recorded, None if there is none; ``{"status": "unreadable"}`` if damaged."""
         try:
-            return json.loads(self.metrics.read_text()).get("status", "unknown")
+            record = json.loads(self.metrics.read_text())
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError):
-            return "unreadable"
+            return {"status": "unreadable"}
+        return record if isinstance(record, dict) else {"status": "unreadable"}
 
-    def refuse_existing(self) -> None:
-        """Never overwrite a run: a new run needs a new folder; an unfinished one can be resumed."""
+    def status(self) -> str | None:
+        """The run's status, None if the folder holds no run; ``killed`` for a run recorded as
+        running that no live process is writing."""
+        record = self.recorded()
+        if record is None:
+            return None
+        status = str(record.get("status", "unknown"))
+        if status == "running" and not self.in_use():
+            return "killed"
+        return status
+
+    def refuse_existing(self, key: str = "hydra.run.dir") -> None:
+        """Never overwrite a run, nor write into a folder of other files: a new run needs a new or empty
+        folder (or one where Hydra alone has written); an unfinished run is resumed, not restarted."""
         status = self.status()
+        where = f"{key}={str(self.path)!r}" if key == "hydra.run.dir" else str(self.path)
         if status in FINISHED:
-            raise UserError(
-                f"hydra.run.dir={str(self.path)!r} already holds a finished run (status {status}); "
-                "choose another hydra.run.dir"
-            )
+            raise UserError(f"{where} already holds a finished run (status {status}); choose another {key}")
+        if status == "running":
+            raise UserError(f"{where} holds a run that a live process is training ({self.owner()}); "
+                            f"choose another {key}")
         if status is not None:
-            raise UserError(
-                f"hydra.run.dir={str(self.path)!r} already holds a run (status {status}); resume it with "
-                f"python -m reg_runner.resume {self.path}, or choose another hydra.run.dir"
-            )
+            raise UserError(f"{where} already holds a run (status {status}); resume it with "
+                            f"python -m reg_runner.resume {self.path}, or choose another {key}")
+        if self.path.is_dir():
+            others = sorted(p.name for p in self.path.iterdir() if p.name not in BEFORE_START)
+            if others:
+                raise UserError(f"{where} already holds other files ({', '.join(others[:3])}"
+                                f"{', ...' if len(others) > 3 else ''}); choose a new or empty folder")
+        elif self.path.exists():
+            raise UserError(f"{where} is a file, not a folder; choose a folder")
 
-    def load_last(self) -> dict:
-        """The checkpoint to resume from, checked: one clear line for anything that is not one."""
+    def load_last(self) -> dict | None:
+        """The checkpoint to resume from, checked; None for a run stopped before its first one
+        (it restarts from its first epoch). One clear line for anything that is not one."""
         status = self.status()
         if status is None or not self.config.exists():
-            raise UserError(f"{self.path} is not a reg_runner run folder (no metrics.json / resolved_config.yaml)")
+            raise UserError(f"{self.path} is not a reg_runner run folder (no metrics.json / resolved_config.yaml); "
+                            "give the folder of a run, e.g. outputs/<date>/<time>")
         if status in FINISHED:
             raise UserError(f"{self.path} holds a finished run (status {status}): there is nothing to resume")
+        if status == "running":
+            raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
+                            "write into the same folder; wait for it, or stop it first")
         if not self.last.exists():
-            raise UserError(f"{self.path} has no checkpoints/last.pt yet (killed before its first checkpoint); "
-                            "start the run again")
+            return None
+        import torch
+
         try:
             checkpoint = torch.load(self.last, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated, corrupted or foreign file: torch raises many kinds
             raise UserError(f"{self.last} cannot be loaded ({type(e).__name__}): it is damaged or not a "
                             "reg_runner checkpoint") from None
-        missing = {"model", "optimizer", "scheduler", "rng", "state", "timing"} - set(checkpoint)
+        missing = {"model", "optimizer", "scheduler", "rng", "state", "timing", "config"} - set(
+            checkpoint if isinstance(checkpoint, dict) else {})
         if not isinstance(checkpoint, dict) or missing:
             raise UserError(f"{self.last} is not a reg_runner checkpoint (missing {sorted(missing)})")
         return checkpoint
 
+    def lock(self) -> None:
+        """Hold this folder's lock for the life of this process (or until ``unlock``): a second
+        process is refused, and a run recorded as running without a holder is known to be dead."""
+        try:
+            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable folder") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"{self.path} is being written by another process ({self.owner()}); wait for it, "
+                            "or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname())).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
+
+    def in_use(self) -> bool:
+        """Whether another process holds the folder's lock (never while this one holds it)."""
+        if self._lock_fd is not None:
+            return False
+        try:
+            fd = os.open(self.lockfile, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def owner(self) -> str:
+        try:
+            who = json.loads(self.lockfile.read_text())
+            return f"pid {who['pid']} on {who['host']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
     def prepare(self) -> None:
+        """The folder and checkpoints/, writable; temp files a killed writer left are removed."""
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
+            for leftover in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:
+                leftover.unlink(missing_ok=True)
         except OSError as e:
-            raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable hydra.run.dir")
+            raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable folder") from None
 
     def write_config(self, cfg) -> None:
         atomic.write_text(self.config, OmegaConf.to_yaml(cfg, resolve=True))
 
-    def write_environment(self, device: torch.device, resumed_at: int | None = None) -> None:
+    def write_environment(self, device, resumed_at: int | None = None) -> None:
         """environment.json; a resumed run adds environment_resumed_<epoch>.json (it may be another machine)."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
         atomic.write_json(path, environment(device))
@@ -116,7 +200,9 @@ class RunFolder:
         atomic.torch_save(path, payload)
 
 
-def environment(device: torch.device) -> dict:
+def environment(device) -> dict:
+    import torch
+
     versions = {}
     for name in PACKAGES:
         try:
@@ -137,8 +223,10 @@ def environment(device: torch.device) -> dict:
     )
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device) -> str:
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
         try:

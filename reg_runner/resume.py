@@ -1,11 +1,13 @@
-"""Continue a killed or interrupted run where its last checkpoint left it.
+"""Continue a killed, interrupted or failed run where its last checkpoint left it.
 
     python -m reg_runner.resume outputs/2026-11-22/18-40-01
 
-The run continues in its own folder with its own resolved config, from ``checkpoints/last.pt``
-(written every ``trainer.checkpoint_every`` epochs, and on SIGTERM / Ctrl-C). On CPU it ends with
-the metrics.json an uninterrupted run would have written (all but ``timing``); history.csv and
-TensorBoard hold each epoch once.
+The run continues in its own folder with the config it started with, from ``checkpoints/last.pt``
+(written every ``trainer.checkpoint_every`` epochs, and on SIGTERM / Ctrl-C); a run stopped before
+its first checkpoint starts again from its first epoch. On CPU it ends with the metrics.json an
+uninterrupted run would have written (all but ``timing``); history.csv and TensorBoard hold each
+epoch once. A run whose resolved_config.yaml was edited is refused: its numbers would belong to
+neither config.
 """
 
 import argparse
@@ -13,9 +15,26 @@ import logging
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from reg_runner.errors import UserError, exit_on_user_error
+
+
+def load_config(run_dir: Path):
+    """The run's resolved_config.yaml, read and checked as a config."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / "resolved_config.yaml"
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a folder; give the folder of a run, e.g. outputs/<date>/<time>")
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a reg_runner run folder (no resolved_config.yaml); "
+                        "give the folder of a run, e.g. outputs/<date>/<time>")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # YAML syntax, or not text at all
+        raise UserError(f"{path} cannot be read as YAML ({str(e).splitlines()[0]}); restore the file") from None
+    if not OmegaConf.is_dict(cfg):
+        raise UserError(f"{path} holds a {type(cfg).__name__}, not a config of keys; restore the file")
+    return cfg
 
 
 def main(argv=None) -> None:
@@ -23,15 +42,19 @@ def main(argv=None) -> None:
     parser.add_argument("run_dir", type=Path, help="the folder of the run to continue")
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        config = args.run_dir / "resolved_config.yaml"
-        if not config.is_file():
-            raise UserError(f"{args.run_dir} is not a reg_runner run folder (no resolved_config.yaml); "
-                            "give the folder of a run, e.g. outputs/<date>/<time>")
-        cfg = OmegaConf.load(config)
+        cfg = load_config(args.run_dir)
+        from reg_runner import config as config_lib
+
+        config_lib.check(cfg, through=3)  # a damaged config gets one line before torch loads
+        try:
+            handler = logging.FileHandler(args.run_dir / "reg_runner.log")
+        except OSError as e:
+            raise UserError(f"cannot write the run folder {args.run_dir}: {e.strerror}; resume needs to write "
+                            "into it") from None
         logging.basicConfig(
             level=logging.INFO,
             format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-            handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(args.run_dir / "reg_runner.log")],
+            handlers=[logging.StreamHandler(sys.stdout), handler],
         )
         from reg_runner.run import run  # torch is imported here, after the arguments are checked
 

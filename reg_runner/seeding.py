@@ -1,39 +1,58 @@
 """Seeds and random-number state.
 
-Streams seeded from the run's ``seed``: the model's initialization and dropout use torch's global
-generator; the batch order and the augmentation draws have generators of their own, so that
-switching dropout or augmentation on does not also change which images form each batch. ``seed=null`` draws a seed, which is recorded
-like any other: every run can be repeated.
+A run's ``seed`` seeds independent streams, one per use, derived with numpy's ``SeedSequence``
+(the stream's index as its spawn key): ``init`` (the weights), ``dropout`` (the masks),
+``batches`` (the order of the training set), ``augment`` (the augmentations' draws) and
+``examples`` (TensorBoard's augmented examples). Switching one use on or off therefore moves no
+other stream, and seed s's streams share nothing with seed s+1's: each derived seed is a hash of
+(seed, stream), not ``seed + offset``. Torch's global generator is seeded too, for code outside
+reg_runner, but nothing of reg_runner draws from it. ``seed=null`` draws a seed, which is
+recorded like any other: every run can be repeated.
 """
 
+import contextlib
 import os
 import secrets
 
+import numpy as np
 import torch
+
+STREAMS = ("init", "dropout", "batches", "augment", "examples")  # append only: the index is part of the seed
 
 
 def resolve_seed(seed: int | None) -> int:
     return secrets.randbelow(2**31) if seed is None else seed
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    torch.manual_seed(seed)  # also seeds every CUDA device
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-
-
-STREAMS = {"batches": 1, "augment": 2}  # offsets from `seed`: distinct streams, each a function of `seed` only
+def stream_seed(seed: int, stream: str) -> int:
+    """The 64-bit seed of ``stream`` for the run seed ``seed``."""
+    sequence = np.random.SeedSequence(entropy=seed, spawn_key=(STREAMS.index(stream),))
+    return int(sequence.generate_state(1, np.uint64)[0])
 
 
 def generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
-    """The run's own generators: ``batches`` orders the training set, ``augment`` draws augmentations."""
+    """The run's generators, one per stream."""
     out = {}
-    for name, offset in STREAMS.items():
+    for name in STREAMS:
         out[name] = torch.Generator(device=device)
-        out[name].manual_seed(seed + offset)
+        out[name].manual_seed(stream_seed(seed, name))
     return out
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool):
+    """``torch.use_deterministic_algorithms`` for the run, restored after it (the next job of a
+    multirun in the same process starts from the setting it had before)."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
 
 
 def rng_state(gens: dict[str, torch.Generator]) -> dict:

@@ -93,7 +93,7 @@ SWEEPS = {
     "model.activation": "relu,leaky_relu,gelu,silu,elu,tanh,sigmoid",
     "model.init": "default,xavier_uniform,xavier_normal,kaiming_uniform,kaiming_normal,orthogonal",
     "optimizer": "adam,adamw,sgd,rmsprop",
-    "scheduler": "none,step,exponential,linear,cosine,onecycle,cyclic,plateau",
+    "scheduler": "none,exponential,linear,cosine,onecycle,cyclic,plateau",  # step: below, with a step inside the run
     "reg.apply_to": "weights,all",
     "augmentation": "none,noise,affine,noise_affine",
 }
@@ -127,7 +127,8 @@ def test_every_option_of_every_group_trains(cli, key):
         ("trainer.grad_clip=1.0", "trainer.accumulate=2", "trainer.drop_last=true"),
         ("scheduler=cosine", "scheduler.warmup_epochs=1"),
         ("scheduler=plateau", "scheduler.warmup_epochs=1"),
-        ("scheduler=onecycle", "scheduler.warmup_epochs=1"),
+        ("scheduler=linear", "scheduler.warmup_epochs=1"),
+        ("scheduler=step", "scheduler.step_size=1"),
         ("trainer.deterministic=true", "objective=val/loss"),
         ("optimizer=sgd", "optimizer.nesterov=true", "data.normalize=false"),
     ],

@@ -8,7 +8,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from reg_runner.optim import Schedule, scaled_lr
+from reg_runner.optimizer import scaled_lr
+from reg_runner.scheduler.schedule import Schedule
 
 LR, EPOCHS, STEPS = 0.1, 12, 5  # 12 epochs of 5 optimizer steps
 CONF = Path(__file__).resolve().parent.parent / "conf" / "scheduler"

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from conftest import read_metrics
 
-from reg_runner.sweeper import HOST, INTERRUPTED, PID, RUN_DIR
+from reg_runner.sweep.study import HOST, INTERRUPTED, PID, RUN_DIR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-QUICK = ("--multirun", "hparams_search=quick", "trainer.epochs=2")
+QUICK = ("--multirun", "hparams_search=quick", "trainer.epochs=2", "data.val_size=null")  # the tiny data has 400
 
 
 def load_study(sweep_dir: Path, name="quick") -> optuna.Study:
@@ -128,7 +128,7 @@ def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
 
 
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(cli):
-    proc = cli("--multirun", "hparams_search=quick", "hydra.sweeper.custom_search_space=null", "optimizer=sgd",
+    proc = cli("--multirun", "hparams_search=quick", "data.val_size=null", "hydra.sweeper.custom_search_space=null", "optimizer=sgd",
                "optimizer.lr=choice(0.01,1e7)", "hydra.sweeper.n_trials=6", "trainer.epochs=3")
     study = load_study(proc.run_dir)
     by_lr = {}

@@ -1,86 +1,85 @@
-"""The data of a run: MNIST split into train / validation / test, normalized, on the device.
+"""The ``data`` group: which images train, validate and test, and how pixels are scaled.
 
-Everything is a tensor on the training device from the start: batches are slices of a
-per-epoch permutation, so no per-sample Python runs on the hot path.
+``split(cfg)`` reads MNIST (no torch), draws the training subset and the validation set and computes
+the normalization; the run's checks use its sizes before anything is made, and
+``reg_runner.data.tensors`` puts the same split on the device.
 """
 
+import functools
 import hashlib
-import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from reg_runner.data import mnist
-from reg_runner.data.split import split_indices
-
-log = logging.getLogger(__name__)
+from reg_runner.errors import ConfigError
+from reg_runner.schema import Bool, Group, Text, integer, number, optional
 
 
-@dataclass
+class DataConfig(Group):
+    root: optional(Text)  # a folder with the four IDX files; null: the datamaestro store
+    train_fraction: number(0, 1, lo_open=True)  # of MNIST's training set; the rest is the validation set
+    val_size: optional(integer(1))  # a random subset of the rest, for speed; null: all of it
+    split_seed: integer(0, 2**63 - 1)  # draws the training subset, independently of the run's seed
+    stratified: Bool  # the same fraction of every class
+    normalize: Bool  # standardize with the training subset's pixel mean and std
+
+
+@dataclass(frozen=True)
 class Split:
-    x: torch.Tensor  # float32, N x (H*W), normalized
-    y: torch.Tensor  # int64, N
+    """What a run trains and evaluates on, as indices into MNIST's arrays, with its statistics."""
 
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass
-class Data:
-    train: Split
-    val: Split
-    test: Split
-    info: dict  # what a run records about its data: source, sizes, normalization, split digest
+    raw: object  # mnist.RawMnist
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    mean: float  # of the training subset's pixels in [0, 1] (0 without normalization)
+    std: float  # likewise (1 without normalization)
 
     @property
-    def in_features(self) -> int:
-        return self.train.x.shape[1]
+    def n_train(self) -> int:
+        return len(self.train_idx)
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        return tuple(self.info["image_shape"])
+        return tuple(self.raw.train_images.shape[1:])
 
+    @property
+    def in_features(self) -> int:
+        return int(np.prod(self.image_shape))
 
-def load(cfg, device: torch.device) -> Data:
-    """Load MNIST as configured by the ``data`` group and put it on ``device``."""
-    raw = mnist.load(cfg.root)
-    train_idx, val_idx = split_indices(
-        raw.train_labels, cfg.train_fraction, cfg.split_seed, cfg.stratified, cfg.val_size
-    )
-    train_images = torch.as_tensor(np.array(raw.train_images), device=device)  # a writable copy
-    test_images = torch.as_tensor(np.array(raw.test_images), device=device)
-    train_labels = torch.from_numpy(raw.train_labels.astype(np.int64)).to(device)
-    test_labels = torch.from_numpy(raw.test_labels.astype(np.int64)).to(device)
-    ti, vi = torch.from_numpy(train_idx).to(device), torch.from_numpy(val_idx).to(device)
-
-    mean, std = 0.0, 1.0
-    if cfg.normalize:  # statistics of the training subset only: nothing leaks from val or test
-        pixels = train_images[ti].double() / 255.0
-        mean, std = pixels.mean().item(), pixels.std().item()
-
-    def split(images: torch.Tensor, labels: torch.Tensor) -> Split:
-        x = images.reshape(len(images), -1).float()  # (pixel / 255 - mean) / std, in place
-        x.sub_(255.0 * mean).mul_(1.0 / (255.0 * std))
-        return Split(x, labels.contiguous())
-
-    data = Data(
-        train=split(train_images[ti], train_labels[ti]),
-        val=split(train_images[vi], train_labels[vi]),
-        test=split(test_images, test_labels),
-        info=dict(
-            source=raw.source,
-            image_shape=list(raw.train_images.shape[1:]),
-            n_train=len(train_idx),
-            n_val=len(val_idx),
-            n_test=len(raw.test_labels),
-            mean=mean,
-            std=std,
+    def info(self) -> dict:
+        """What a run records about its data."""
+        return dict(
+            source=self.raw.source,
+            image_shape=list(self.image_shape),
+            n_train=self.n_train,
+            n_val=len(self.val_idx),
+            n_test=len(self.raw.test_labels),
+            mean=self.mean,
+            std=self.std,
             # the same digest across runs means the same training images
-            train_indices_sha256=hashlib.sha256(train_idx.astype(np.int64).tobytes()).hexdigest(),
-        ),
-    )
-    log.info(
-        "data: %d train / %d val / %d test images from %s", len(data.train), len(data.val), len(data.test), raw.source
-    )
-    return data
+            train_indices_sha256=hashlib.sha256(self.train_idx.astype(np.int64).tobytes()).hexdigest(),
+        )
+
+
+def split(cfg: DataConfig) -> Split:
+    """The split ``cfg`` asks for, checked against the data: one ``ConfigError`` for a split that
+    selects no training image, leaves none to validate on, or a validation size that is not there."""
+    return _split(cfg.root, cfg.train_fraction, cfg.val_size, cfg.split_seed, cfg.stratified, cfg.normalize)
+
+
+@functools.lru_cache(maxsize=8)  # the checks and the run, and every job of a multirun, share one read
+def _split(root, fraction, val_size, split_seed, stratified, normalize) -> Split:
+    from reg_runner.data import mnist
+    from reg_runner.data.indices import split_indices
+
+    raw = mnist.load(root)
+    train_idx, val_idx = split_indices(raw.train_labels, fraction, split_seed, stratified, val_size)
+    mean, std = 0.0, 1.0
+    if normalize:  # statistics of the training subset only: nothing leaks from val or test
+        images = raw.train_images[train_idx]
+        if images.min() == images.max():
+            raise ConfigError("data.normalize", True, f"false for these images: the {len(train_idx)} training images "
+                              "all have one pixel value (std 0), which cannot be standardized")
+        pixels = images.astype(np.float64) / 255.0
+        mean, std = float(pixels.mean()), float(pixels.std(ddof=1))
+    return Split(raw, train_idx, val_idx, mean, std)

@@ -10,6 +10,7 @@ In order:
 3. If the store cannot be written (read-only home), the package copy is read directly.
 """
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class RawMnist:
     source: str
 
 
+@functools.lru_cache(maxsize=2)  # read once per process: the checks, the run and every job of a multirun
 def load(root: str | None) -> RawMnist:
     if root is not None:
         folder = Path(root).expanduser()

@@ -1,52 +1,17 @@
-"""Optimizers and learning-rate schedules.
-
-An optimizer preset names its class in ``_target_`` and every other key is passed to its
-constructor, so any ``torch.optim`` class (or a library's) is one YAML file away.
+"""Learning-rate schedules: torch's schedulers, stepped at the right moments.
 
 A schedule preset names a scheduler in ``name``. ``onecycle`` and ``cyclic`` step after every
 optimizer step (their cycle is defined in steps); the others step once per epoch, ``plateau``
 on each evaluation of its monitored metric. ``warmup_epochs > 0`` puts a linear warmup from
-``warmup_start_factor * lr`` to ``lr`` in front of any of them; the main schedule then runs over
-the remaining epochs.
+``warmup_start_factor * lr`` to ``lr`` in front; the main schedule then runs over the remaining
+epochs.
 """
 
-import logging
-import math
-
 import torch
-from hydra.utils import get_class
-from omegaconf import OmegaConf
 from torch.optim import lr_scheduler as sched
 
 from reg_runner.errors import UserError
-
-log = logging.getLogger(__name__)
-SCHEDULERS = ("none", "step", "exponential", "linear", "cosine", "onecycle", "cyclic", "plateau")
-PER_BATCH = ("onecycle", "cyclic")
-
-
-def scaled_lr(lr: float, rule: str, batch: int, base: int) -> float:
-    """The large-batch rule: lr x (batch / base) for linear, lr x sqrt(batch / base) for sqrt."""
-    ratio = batch / base
-    return lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
-
-
-def build_optimizer(params, cfg, batch_size: int) -> torch.optim.Optimizer:
-    """``batch_size``: the effective batch (batch size x accumulation), for ``lr_scaling``."""
-    kwargs = OmegaConf.to_container(cfg, resolve=True)
-    target = kwargs.pop("_target_")
-    rule, base = kwargs.pop("lr_scaling", "none"), kwargs.pop("base_batch_size", batch_size)
-    kwargs["lr"] = scaled_lr(kwargs["lr"], rule, batch_size, base)
-    if rule != "none":
-        log.info("lr %g scaled by the %s rule (batch %d / base %d): %g", cfg.lr, rule, batch_size, base, kwargs["lr"])
-    try:
-        cls = get_class(target)
-    except Exception as e:
-        raise UserError(f"optimizer._target_={target!r} cannot be imported: {e}") from None
-    try:
-        return cls(params, **kwargs)
-    except (TypeError, ValueError) as e:  # torch's own checks (bad betas, unknown argument...)
-        raise UserError(f"optimizer: {target} rejects {kwargs}: {e}") from None
+from reg_runner.scheduler import PER_BATCH
 
 
 class Schedule:
@@ -112,6 +77,11 @@ class Schedule:
             self.plateau.load_state_dict(state["plateau"])
 
 
+def cycle_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Half a cyclic cycle in optimizer steps (the checks refuse less than one)."""
+    return round(epochs * steps_per_epoch)
+
+
 def _main_scheduler(optimizer, cfg, length: int, unit: int):
     name = cfg.name
     lr = optimizer.param_groups[0]["lr"]
@@ -135,15 +105,20 @@ def _main_scheduler(optimizer, cfg, length: int, unit: int):
             div_factor=cfg.div_factor,
             final_div_factor=cfg.final_div_factor,
             cycle_momentum=cfg.cycle_momentum,
+            base_momentum=cfg.base_momentum,
+            max_momentum=cfg.max_momentum,
         )
     if name == "cyclic":
         return sched.CyclicLR(
             optimizer,
             base_lr=cfg.base_lr if cfg.base_lr is not None else lr / 10,
             max_lr=cfg.max_lr if cfg.max_lr is not None else lr,
-            step_size_up=max(1, round(cfg.step_size_up_epochs * unit)),
+            step_size_up=cycle_steps(cfg.step_size_up_epochs, unit),
             mode=cfg.mode,
+            gamma=cfg.gamma,
             cycle_momentum=cfg.cycle_momentum,
+            base_momentum=cfg.base_momentum,
+            max_momentum=cfg.max_momentum,
         )
     if name == "plateau":
         return sched.ReduceLROnPlateau(

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from reg_runner import probe
-from reg_runner.data import Data, Split
-from reg_runner.precision import EvalPrecision
+from reg_runner.config import batches_per_epoch
+from reg_runner.data.tensors import Data, Split
+from reg_runner.logging import probe
+from reg_runner.trainer.precision import EvalPrecision
 
 
 @dataclass
@@ -41,13 +42,18 @@ def better(metric: str, new: float, old: float | None, min_delta: float = 0.0) -
     return new > old + min_delta if metric.endswith("acc") else new < old - min_delta
 
 
-def batches_per_epoch(n_train: int, batch_size: int, drop_last: bool) -> int:
-    return max(n_train // batch_size if drop_last else math.ceil(n_train / batch_size), 1)
-
-
-def steps_per_epoch(n_train: int, batch_size: int, accumulate: int, drop_last: bool) -> int:
-    """Optimizer steps per epoch: what per-batch schedules (onecycle, cyclic) are sized by."""
-    return math.ceil(batches_per_epoch(n_train, batch_size, drop_last) / accumulate)
+def host_means(sums: dict[str, tuple[torch.Tensor, int]]) -> dict[str, float]:
+    """``{name: (per-batch sums, count)}`` -> ``{name: total / count}``: one transfer to the host,
+    the totals added up there in float64, in batch order."""
+    names = list(sums)
+    parts = [sums[n][0].float() for n in names]
+    values = torch.cat(parts).cpu().tolist() if parts else []
+    out, at = {}, 0
+    for name, part in zip(names, parts):
+        total = math.fsum(values[at : at + len(part)])
+        at += len(part)
+        out[name] = total / sums[name][1] if sums[name][1] else math.nan
+    return out
 
 
 class Trainer:
@@ -60,16 +66,16 @@ class Trainer:
         self.eval_precision = EvalPrecision(cfg.eval_precision)
 
     def train_epoch(self, watcher=None) -> dict[str, torch.Tensor]:
-        """One pass over the training set; ``watcher`` (a probe.StepWatcher) sees the last optimizer step."""
+        """One pass over the training set; ``watcher`` (a probe.StepWatcher) sees the last optimizer step.
+
+        The epoch's sums are kept per batch in float32 and added up on the host in float64 when the
+        row is read: nothing float64 is made on the device (MPS has no float64)."""
         cfg, train = self.cfg, self.data.train
         n = len(train)
         n_batches = batches_per_epoch(n, cfg.batch_size, cfg.drop_last)
         perm = torch.randperm(n, device=train.x.device, generator=self.generators["batches"])
         self.model.train()
-        loss_sum = train.x.new_zeros(())
-        penalty_sum = train.x.new_zeros(())
-        correct = torch.zeros((), dtype=torch.long, device=train.x.device)
-        seen = 0
+        losses, penalties, corrects = [], [], []
         for i in range(n_batches):
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             x, y = train.x[idx], train.y[idx]
@@ -81,40 +87,38 @@ class Trainer:
             if self.penalty.active:
                 penalty = self.penalty()
                 loss = loss + penalty
-                penalty_sum += penalty.detach()
+                penalties.append(penalty.detach())
             group_start = i - i % cfg.accumulate  # micro-batches in this optimizer step
             group_size = min(cfg.accumulate, n_batches - group_start)
             (loss / group_size if group_size > 1 else loss).backward()
             if i - group_start == group_size - 1:
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 last_step = watcher is not None and i == n_batches - 1
                 if last_step:
-                    watcher.before_step()
+                    watcher.before_step()  # the gradient as computed, before any clipping
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
                 if last_step:
                     watcher.after_step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.schedule.after_batch()
-            loss_sum += data_loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
+            losses.append(data_loss.detach() * len(y))
+            corrects.append((logits.detach().argmax(1) == y).sum())
         return {
-            "train/loss": loss_sum / seen,
-            "train/acc": correct.double() / seen,
-            "train/penalty": penalty_sum / n_batches,
+            "train/loss": (torch.stack(losses), n),
+            "train/acc": (torch.stack(corrects), n),
+            "train/penalty": (torch.stack(penalties), n_batches) if penalties else None,
         }
 
     @torch.inference_mode()
-    def evaluate(self, split: Split, entropy: bool = False):
-        """Mean loss and accuracy over ``split`` (NaN for an empty split), as 0-d tensors, and with
-        ``entropy`` the output entropy of every example (from the same logits: no extra pass).
-        The forward pass runs at ``trainer.eval_precision``; loss and accuracy are float32 of its logits."""
+    def evaluate(self, split: Split, entropy: bool = False) -> dict:
+        """Per-batch sums of the loss and of the correct predictions over ``split`` (float32 and
+        int64 on the device), and with ``entropy`` the output entropy of every example (from the same
+        logits: no extra pass). The forward pass runs at ``trainer.eval_precision``; the loss is
+        computed in float32 from its logits."""
         self.model.eval()
         bs = self.cfg.eval_batch_size
-        loss_sum = split.x.new_zeros((), dtype=torch.float64)
-        correct = torch.zeros((), dtype=torch.long, device=split.x.device)
-        entropies = []
+        losses, corrects, entropies = [], [], []
         precision = self.eval_precision
         x = precision.inputs(split.x)
         for start in range(0, len(split), bs):
@@ -123,25 +127,22 @@ class Trainer:
             logits = logits.float()  # a no-op in float32
             y = split.y[start : start + bs]
             # cross-entropy as logsumexp - target logit: log_softmax's kernel is slow for 10 classes on CPU
-            loss_sum += (torch.logsumexp(logits, 1) - logits.gather(1, y[:, None]).squeeze(1)).sum(dtype=torch.float64)
-            correct += (logits.argmax(1) == y).sum()
+            losses.append((torch.logsumexp(logits, 1) - logits.gather(1, y[:, None]).squeeze(1)).sum())
+            corrects.append((logits.argmax(1) == y).sum())
             if entropy:
                 entropies.append(probe.entropy(logits))
-        n = len(split) or float("nan")
-        return loss_sum / n, correct.double() / n, (torch.cat(entropies) if entropies else None)
+        return dict(loss=(torch.stack(losses), len(split)), acc=(torch.stack(corrects), len(split)),
+                    entropy=torch.cat(entropies) if entropies else None)
 
     def epoch_row(self, epoch: int, train_metrics: dict, entropy: bool = False) -> dict:
         """Evaluate val and test and gather the epoch's metrics, with a single device sync.
         With ``entropy``, keeps the validation output entropies in ``self.val_entropy``."""
-        val_loss, val_acc, self.val_entropy = self.evaluate(self.data.val, entropy)
-        test_loss, test_acc, _ = self.evaluate(self.data.test)
-        names = [*train_metrics, "val/loss", "val/acc", "test/loss", "test/acc"]
-        values = torch.stack(
-            [t.double() for t in (*train_metrics.values(), val_loss, val_acc, test_loss, test_acc)]
-        ).tolist()
-        row = {"epoch": epoch, **dict(zip(names, values)), "lr": self.schedule.lr}
-        if not self.penalty.active:
-            del row["train/penalty"]
+        val = self.evaluate(self.data.val, entropy)
+        test = self.evaluate(self.data.test)
+        self.val_entropy = val["entropy"]
+        sums = {**{k: v for k, v in train_metrics.items() if v is not None},
+                "val/loss": val["loss"], "val/acc": val["acc"], "test/loss": test["loss"], "test/acc": test["acc"]}
+        row = {"epoch": epoch, **host_means(sums), "lr": self.schedule.lr}
         return row
 
     def snapshot(self) -> dict:
@@ -166,7 +167,7 @@ class Trainer:
         evaluated = epoch % self.cfg.eval_every == 0 or epoch == self.cfg.epochs
         self.val_entropy = None
         row = self.epoch_row(epoch, train_metrics, entropy=watcher is not None) if evaluated else None
-        train_loss = row["train/loss"] if row else train_metrics["train/loss"].item()
+        train_loss = row["train/loss"] if row else host_means({"l": train_metrics["train/loss"]})["l"]
         if not math.isfinite(train_loss):
             state.status, state.stopped_at = "diverged", epoch
             return row

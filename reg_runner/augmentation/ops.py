@@ -26,9 +26,6 @@ import torch.nn.functional as F
 
 from reg_runner.errors import UserError
 
-NAMES = ("none", "noise", "affine", "noise_affine", "torchvision")
-
-
 class Augment:
     """Callable on a batch of flattened normalized images (B, H*W): returns an augmented copy."""
 
@@ -38,7 +35,7 @@ class Augment:
         self.mean, self.std = mean, std
         self.affine = cfg.name in ("affine", "noise_affine")
         self.noise = cfg.name in ("noise", "noise_affine")
-        self.transforms = _torchvision_transforms(cfg) if cfg.name == "torchvision" else None
+        self.transforms = torchvision_transforms(cfg) if cfg.name == "torchvision" else None
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n = len(x)
@@ -54,7 +51,12 @@ class Augment:
             images = torch.where(apply.view(n, 1, 1, 1), noisy, images)  # only the images drawn by p
         if self.transforms is not None:
             pixels = images * self.std + self.mean  # torchvision expects [0, 1] images
-            out = self.transforms(pixels)
+            # torchvision draws from torch's global generator: seed it from this augmentation's own stream,
+            # and restore it after, so that torchvision neither depends on nor moves anything else's draws
+            seed = int(torch.randint(2**62, (1,), device=x.device, generator=generator))
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                out = self.transforms(pixels)
             images = torch.where(apply.view(n, 1, 1, 1), (out - self.mean) / self.std, images)
         return images.reshape(n, -1)
 
@@ -94,7 +96,7 @@ def warp(images: torch.Tensor, theta: torch.Tensor, background: float) -> torch.
                          align_corners=False) + background
 
 
-def _torchvision_transforms(cfg):
+def torchvision_transforms(cfg):
     try:
         import torchvision  # noqa: F401  (only for augmentation=torchvision)
     except Exception as e:  # ImportError, or RuntimeError from a torchvision built for another torch
@@ -106,7 +108,10 @@ def _torchvision_transforms(cfg):
     from hydra.utils import instantiate
     from torchvision.transforms import v2
 
-    return v2.Compose([instantiate(t, _execution_whitelist_=("torchvision.transforms.*",)) for t in cfg.transforms])
+    try:
+        return v2.Compose([instantiate(t, _execution_whitelist_=("torchvision.transforms.*",)) for t in cfg.transforms])
+    except Exception as e:  # a misspelled class or argument
+        raise UserError(f"augmentation.transforms cannot be built: {str(e).splitlines()[0]}") from None
 
 
 def build(cfg, data) -> Augment | None:

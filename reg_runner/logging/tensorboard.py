@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from reg_runner import probe
+from reg_runner.logging import probe
 
 HPARAM_METRICS = {
     "hparams/best_val_acc": lambda m: m["best"]["val/acc"],
@@ -96,14 +96,13 @@ class TBLogger:
         if self.hist_epochs and len(self.val_x):
             self._entropy(probe.output_entropy(self.model, self.val_x, self.eval_batch_size), 0)
 
-    def augmentation_examples(self, augment, seed: int, n: int = 16) -> None:
-        """The same training images before and after augmentation, once, drawn with a throwaway
-        generator so that logging them changes no training number."""
+    def augmentation_examples(self, augment, generator: torch.Generator, n: int = 16) -> None:
+        """The same training images before and after augmentation, once, drawn from the run's
+        ``examples`` stream, so that logging them changes no training number."""
         if self.writer is None or augment is None:
             return
         x = self.probe_x[:n]
-        g = torch.Generator(device=x.device)
-        g.manual_seed(seed)
+        g = generator
         shape = (len(x), 1, *augment.shape)
         for tag, images in (("augmentation/original", x), ("augmentation/augmented", augment(x, g))):
             pixels = (images.reshape(shape) * augment.std + augment.mean).clamp(0, 1)

@@ -1,0 +1,70 @@
+"""The ``augmentation`` group: transforms of the training batches, on the device
+(``reg_runner.augmentation.ops``). Each option has its own keys, and only those."""
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, PlainValidator
+
+from reg_runner.schema import Bool, Group, Probability, is_number, reject, number
+
+NAMES = ("none", "noise", "affine", "noise_affine", "torchvision")
+
+
+def _scale(v):
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(x) for x in v) and 0 < v[0] <= v[1] <= 10):
+        raise reject("[low, high] with 0 < low <= high <= 10")
+    return [float(x) for x in v]
+
+
+def _transforms(v):
+    if not isinstance(v, list) or not v or not all(isinstance(t, dict) and isinstance(t.get("_target_"), str) for t in v):
+        raise reject("a non-empty list of transforms, each with a _target_ (torchvision.transforms.v2.*)")
+    return v
+
+
+Degrees = number(0, 180)
+Translate = number(0, 1, hi_open=True)
+Shear = number(0, 90, hi_open=True)
+Sigma = number(0)
+
+
+class NoAugmentation(Group):
+    name: Literal["none"]
+
+
+class Noise(Group):
+    name: Literal["noise"]
+    p: Probability  # probability that an image is augmented
+    sigma: Sigma  # noise std, in normalized pixel units
+    clamp: Bool  # back to the range of real pixels
+
+
+class Affine(Group):
+    name: Literal["affine"]
+    p: Probability
+    degrees: Degrees  # rotation uniform in ±degrees
+    scale: Annotated[list, PlainValidator(_scale)]  # zoom uniform in [low, high]
+    translate: Translate  # shift uniform in ±translate of the image size, per axis
+    shear: Shear  # shear uniform in ±shear degrees
+
+
+class NoiseAffine(Group):
+    name: Literal["noise_affine"]
+    p: Probability
+    degrees: Degrees
+    scale: Annotated[list, PlainValidator(_scale)]
+    translate: Translate
+    shear: Shear
+    sigma: Sigma
+    clamp: Bool
+
+
+class Torchvision(Group):
+    name: Literal["torchvision"]
+    p: Probability
+    transforms: Annotated[list[Any], PlainValidator(_transforms)]
+
+
+AugmentationConfig = Annotated[
+    Union[NoAugmentation, Noise, Affine, NoiseAffine, Torchvision], Field(discriminator="name")
+]

@@ -1,0 +1,289 @@
+"""A run's config, checked whole before anything is made.
+
+Hydra composes the config; ``check`` then takes it through four stages, each raising a
+``ConfigError`` (one line: the key, the value, what is allowed) at the first problem:
+
+1. the schema of every group (``reg_runner.<group>``): types, ranges, choices, unknown keys;
+2. rules across groups (a warmup shorter than the run, a cosine floor under the lr...), and keys
+   set on the command line that the run would not read (``model.norm_position`` without a norm);
+3. rules that need the data's sizes (a batch larger than the training set, BatchNorm meeting a
+   batch of one image), with the split itself, read once per process;
+4. what needs torch: the device exists, the model fits in memory, the optimizer class takes every
+   argument and accepts its values, the schedule can be built.
+
+Stages 1-3 import no torch, so most mistakes are reported in about a second.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+
+from reg_runner import data as data_group
+from reg_runner.augmentation import AugmentationConfig
+from reg_runner.data import DataConfig
+from reg_runner.errors import ConfigError, UserError
+from reg_runner.logging import LoggingConfig
+from reg_runner.model import ModelConfig, n_parameters
+from reg_runner.optimizer import OptimizerConfig, scaled_lr
+from reg_runner.reg import RegConfig
+from reg_runner.scheduler import PER_BATCH, SchedulerConfig
+from reg_runner.schema import Bool, Group, Monitor, Seed, parse
+from reg_runner.trainer import TrainerConfig
+
+N_CLASSES = 10
+
+
+class SearchSwitches(Group):
+    """Which branches of a conditional search space a trial took (set by the search, recorded)."""
+
+    dropout: Bool
+    l1: Bool
+    l2: Bool
+
+
+class RunConfig(Group):
+    seed: Seed  # null: draw one (and record it)
+    objective: Monitor  # what picks the best epoch and what a sweeper optimizes: a validation metric
+    search: SearchSwitches | None = None  # only in a search
+    data: DataConfig
+    model: ModelConfig
+    reg: RegConfig
+    augmentation: AugmentationConfig
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig
+    trainer: TrainerConfig
+    logging: LoggingConfig
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A config that passed every stage, and the data split it describes."""
+
+    cfg: RunConfig
+    split: data_group.Split
+
+
+def as_data(cfg) -> dict:
+    """The composed config as plain data, interpolations resolved, Hydra's own node left out."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        try:
+            data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+        except Exception as e:  # an interpolation that does not resolve
+            raise UserError(f"the config does not resolve: {str(e).splitlines()[0]}") from None
+    else:
+        data = dict(cfg)
+    if not isinstance(data, dict):
+        raise UserError(f"a run's config is a mapping of keys, not {type(data).__name__}")
+    data.pop("hydra", None)
+    return data
+
+
+def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
+    """The stages, in order, up to ``through``; ``overrides``: the command line's ``key=value``
+    items, for stage 2. Returns the typed config alone when stopping before the data stage."""
+    chosen_by_group(overrides)
+    run = parse(RunConfig, as_data(cfg))
+    if through < 2:
+        return run
+    rules(run)
+    unread_overrides(run, overrides)
+    if through < 3:
+        return run
+    split = against_data(run)
+    if through >= 4:
+        against_machine(run, split)
+    return Checked(run, split)
+
+
+def effective_lr(c: RunConfig) -> float:
+    """The lr the optimizer starts with, after the large-batch rule."""
+    o = c.optimizer
+    return scaled_lr(o.lr, o.lr_scaling, c.trainer.batch_size * c.trainer.accumulate, o.base_batch_size)
+
+
+def rules(c: RunConfig) -> None:
+    """Stage 2: rules across keys and groups."""
+    s, t, m = c.scheduler, c.trainer, c.model
+    lr = effective_lr(c)
+    if s.warmup_epochs >= t.epochs:
+        raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs, f"fewer than trainer.epochs={t.epochs}")
+    if s.name in PER_BATCH and s.warmup_epochs:
+        raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs,
+                          f"0 with scheduler={s.name}: it starts from its own low learning rate and has no warmup")
+    if s.name == "step" and s.step_size > t.epochs - s.warmup_epochs:
+        raise ConfigError("scheduler.step_size", s.step_size, f"at most {t.epochs - s.warmup_epochs}, the epochs "
+                          "after warmup: a longer step never lowers the lr")
+    if s.name == "cosine" and s.eta_min > lr:
+        raise ConfigError("scheduler.eta_min", s.eta_min, f"at most the lr ({lr:g}): cosine annealing goes down to it")
+    if s.name == "plateau" and s.min_lr >= lr:
+        raise ConfigError("scheduler.min_lr", s.min_lr, f"less than the lr ({lr:g}): the plateau rule lowers the lr "
+                          "towards it")
+    if s.name == "cyclic":
+        base = s.base_lr if s.base_lr is not None else lr / 10
+        top = s.max_lr if s.max_lr is not None else lr
+        if base >= top:
+            raise ConfigError("scheduler.base_lr", s.base_lr, f"less than the cycle's max_lr ({top:g})")
+    if s.name in PER_BATCH and s.cycle_momentum:
+        args = c.optimizer.arguments
+        if "momentum" not in args and "betas" not in args:
+            raise ConfigError("scheduler.cycle_momentum", True, f"false with optimizer {c.optimizer.target}: it has "
+                              "neither momentum nor betas to cycle")
+        if s.base_momentum > s.max_momentum:
+            raise ConfigError("scheduler.base_momentum", s.base_momentum,
+                              f"at most scheduler.max_momentum={s.max_momentum:g}")
+    if c.search is not None:
+        for switch, key, value in (("dropout", "model.dropout", m.dropout), ("l1", "reg.l1", c.reg.l1),
+                                   ("l2", "reg.l2", c.reg.l2)):
+            if getattr(c.search, switch) != (value > 0):
+                raise ConfigError(key, value, f"{'> 0' if getattr(c.search, switch) else '0'} while "
+                                  f"search.{switch}={str(getattr(c.search, switch)).lower()}: the switch records "
+                                  "whether the trial uses it")
+
+
+# key set on the command line -> (when the run reads it, why not)
+DEPENDENT = {
+    "model.norm_position": (lambda c: c.model.norm != "none", "model.norm=none: there is no norm to place"),
+    "model.residual": (lambda c: c.model.depth >= 2, "model.depth < 2: no block has equal input and output widths"),
+    "reg.apply_to": (lambda c: c.reg.l1 > 0 or c.reg.l2 > 0, "reg.l1 = reg.l2 = 0: there is no penalty"),
+    "scheduler.warmup_start_factor": (lambda c: c.scheduler.warmup_epochs > 0, "scheduler.warmup_epochs=0"),
+    "scheduler.base_momentum": (lambda c: getattr(c.scheduler, "cycle_momentum", False),
+                                "scheduler.cycle_momentum=false"),
+    "scheduler.max_momentum": (lambda c: getattr(c.scheduler, "cycle_momentum", False),
+                               "scheduler.cycle_momentum=false"),
+    "scheduler.gamma": (lambda c: c.scheduler.name != "cyclic" or c.scheduler.mode == "exp_range",
+                        "scheduler.mode is not exp_range"),
+    "optimizer.base_batch_size": (lambda c: c.optimizer.lr_scaling != "none", "optimizer.lr_scaling=none"),
+    "optimizer.momentum": (lambda c: not getattr(c.scheduler, "cycle_momentum", False),
+                           f"scheduler.cycle_momentum=true: the cycle sets the momentum"),
+    "trainer.early_stopping.monitor": (lambda c: c.trainer.early_stopping.enabled,
+                                       "trainer.early_stopping.enabled=false"),
+    "trainer.early_stopping.patience": (lambda c: c.trainer.early_stopping.enabled,
+                                        "trainer.early_stopping.enabled=false"),
+    "trainer.early_stopping.min_delta": (lambda c: c.trainer.early_stopping.enabled,
+                                         "trainer.early_stopping.enabled=false"),
+    "logging.histograms": (lambda c: c.logging.tensorboard, "logging.tensorboard=false"),
+    "logging.probe_size": (lambda c: c.logging.tensorboard and c.logging.histograms > 0,
+                           "no histograms are recorded (logging.tensorboard=false or logging.histograms=0)"),
+}
+# chosen by the group (scheduler=plateau), which brings the option's keys: a name typed as a key would not
+CHOSEN_BY_GROUP = {"scheduler.name": "scheduler", "augmentation.name": "augmentation"}
+
+
+def override_items(overrides) -> list[tuple[str, str]]:
+    """``(key, value)`` of each ``key=value`` on the command line, without ``+``/``++``/``~``."""
+    items = []
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            items.append((key.lstrip("+~"), value))
+    return items
+
+
+def chosen_by_group(overrides) -> None:
+    """An option's ``name`` typed as a key (``scheduler.name=plateau``) would bring none of its keys."""
+    for key, value in override_items(overrides):
+        if key in CHOSEN_BY_GROUP:
+            group = CHOSEN_BY_GROUP[key]
+            raise ConfigError(key, value, f"set by the {group} group: choose the option with {group}={value}, "
+                              "which brings its keys")
+
+
+def unread_overrides(c: RunConfig, overrides) -> None:
+    """Stage 2: a value typed on the command line that the run would not read is an error."""
+    for key, value in override_items(overrides):
+        if key in DEPENDENT:
+            reads, why = DEPENDENT[key]
+            if not reads(c):
+                raise ConfigError(key, _typed(value), f"not set while {why} (the run would not read it)")
+
+
+def _typed(text: str):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(f"k={text}").value()
+    except Exception:
+        return text
+
+
+def batches_per_epoch(n_train: int, batch_size: int, drop_last: bool) -> int:
+    return n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
+
+
+def steps_per_epoch(n_train: int, batch_size: int, accumulate: int, drop_last: bool) -> int:
+    """Optimizer steps per epoch: what per-batch schedules (onecycle, cyclic) are sized by."""
+    return math.ceil(batches_per_epoch(n_train, batch_size, drop_last) / accumulate)
+
+
+def against_data(c: RunConfig) -> data_group.Split:
+    """Stage 3: the split, and the rules that need its sizes."""
+    split = data_group.split(c.data)
+    t, n = c.trainer, split.n_train
+    if t.batch_size > n:
+        raise ConfigError("trainer.batch_size", t.batch_size, f"at most {n}, the training images")
+    batches = batches_per_epoch(n, t.batch_size, t.drop_last)
+    if t.accumulate > batches:
+        raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch")
+    if c.model.norm == "batchnorm" and (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)):
+        raise ConfigError("trainer.batch_size", t.batch_size,
+                          f"a size that leaves no batch of 1 image with model.norm=batchnorm ({n} training images "
+                          f"make a last batch of {n % t.batch_size or t.batch_size}), as BatchNorm cannot normalize "
+                          "a single image; or trainer.drop_last=true")
+    s = c.scheduler
+    if s.name == "cyclic":
+        from reg_runner.scheduler.schedule import cycle_steps
+
+        if cycle_steps(s.step_size_up_epochs, steps_per_epoch(n, t.batch_size, t.accumulate, t.drop_last)) < 1:
+            raise ConfigError("scheduler.step_size_up_epochs", s.step_size_up_epochs,
+                              "at least one optimizer step's worth of an epoch")
+    return split
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory, or None where it cannot be told."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> None:
+    """Stage 4: the device, the model's size, the optimizer class and its arguments, the schedule."""
+    import torch
+
+    from reg_runner.optimizer import build as optimizer_build
+    from reg_runner.scheduler.schedule import Schedule
+
+    device = c.trainer.device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.device", device, "auto or cpu: CUDA is not available on this machine")
+        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
+            raise ConfigError("trainer.device", device, f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device", device, "auto or cpu: MPS is not available on this machine")
+
+    params = n_parameters(c.model, split.in_features, N_CLASSES) * members
+    # weights, gradients, two optimizer moments and the best epoch's copy, in float32
+    need = params * 4 * 5
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        have, where = torch.cuda.get_device_properties(torch.device(device if ":" in device else "cuda")).total_memory, "GPU"
+    else:
+        have, where = memory_bytes(), "machine"
+    if have is not None and need > have:
+        key = "model.width" if c.model.depth else "model.depth"
+        raise ConfigError(key, getattr(c.model, key.split(".")[1]),
+                          f"a smaller model: this one has {params:.3g} parameters, about {need / 2**30:.3g} GiB with "
+                          f"their gradients and optimizer state, more than this {where}'s {have / 2**30:.3g} GiB")
+
+    batch = c.trainer.batch_size * c.trainer.accumulate
+    optimizer_build.check(c.optimizer, batch)
+    probe = optimizer_build.build([torch.zeros(1, requires_grad=True)], c.optimizer, batch)
+    t = c.trainer
+    Schedule(probe, c.scheduler, t.epochs, steps_per_epoch(split.n_train, t.batch_size, t.accumulate, t.drop_last))
+    if c.augmentation.name == "torchvision":
+        from reg_runner.augmentation.ops import torchvision_transforms
+
+        torchvision_transforms(c.augmentation)

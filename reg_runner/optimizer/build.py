@@ -1,0 +1,63 @@
+"""The optimizer a config names: its class imported, its arguments checked against its signature."""
+
+import importlib
+import inspect
+import logging
+
+import torch
+
+from reg_runner.errors import ConfigError, UserError, show
+from reg_runner.optimizer import OptimizerConfig, scaled_lr
+
+log = logging.getLogger(__name__)
+
+
+def optimizer_class(target: str) -> type:
+    module, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except Exception as e:  # ImportError, AttributeError, or whatever the module raises on import
+        raise ConfigError("optimizer._target_", target, f"an importable optimizer class ({type(e).__name__}: {e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError("optimizer._target_", target, "a subclass of torch.optim.Optimizer")
+    return cls
+
+
+def named_arguments(cls: type) -> list[str]:
+    """The keyword arguments ``cls`` declares by name (not what a ``**kwargs`` would swallow)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.name not in ("self", "params")
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def arguments(cfg: OptimizerConfig, batch_size: int) -> dict:
+    """The constructor's arguments, lr scaled by the large-batch rule (``batch_size``: the effective batch)."""
+    kwargs = dict(cfg.arguments)
+    kwargs["lr"] = scaled_lr(cfg.lr, cfg.lr_scaling, batch_size, cfg.base_batch_size)
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    return kwargs
+
+
+def check(cfg: OptimizerConfig, batch_size: int) -> None:
+    """Before anything is made: every key is an argument of the class, and the class accepts the values."""
+    cls = optimizer_class(cfg.target)
+    named = named_arguments(cls)
+    for name, value in cfg.arguments.items():
+        if name not in named:
+            raise ConfigError(f"optimizer.{name}", value, f"{cfg.target} takes no argument {name!r}; "
+                              f"its arguments are {', '.join(named)}")
+    build([torch.zeros(1, requires_grad=True)], cfg, batch_size)
+
+
+def build(params, cfg: OptimizerConfig, batch_size: int) -> torch.optim.Optimizer:
+    kwargs = arguments(cfg, batch_size)
+    if cfg.lr_scaling != "none":
+        log.info("lr %g scaled by the %s rule (batch %d / base %d): %g", cfg.lr, cfg.lr_scaling, batch_size,
+                 cfg.base_batch_size, kwargs["lr"])
+    cls = optimizer_class(cfg.target)
+    try:
+        return cls(params, **kwargs)
+    except (TypeError, ValueError) as e:  # the class's own checks (an argument out of its range...)
+        shown = ", ".join(f"{k}={show(v)}" for k, v in kwargs.items())
+        raise UserError(f"optimizer: {cfg.target} rejects {shown}: {e}") from None

@@ -1,0 +1,233 @@
+"""The building blocks of every config group's schema, and the one way a bad value is reported.
+
+Each config group declares its schema in its own package (``reg_runner.model`` for ``conf/model/``,
+and so on) as a pydantic model built from the field types below. Why pydantic and not Hydra's
+structured configs: a structured config checks types only, so ranges, choices that depend on
+another key (``scheduler.name``), and rules across groups would still need code of their own,
+and Hydra reports its own errors over several lines. A pydantic model states type, range and
+unknown keys in one declaration, validates the composed config as plain data (so the same schema
+checks a command line, a sweep's trial and a resumed run's recorded config), and reports every
+problem with its location, which becomes ``key=value is not allowed: <what is allowed>``.
+
+The schemas import no torch: a mistyped value is rejected in about a second, before torch loads.
+"""
+
+import difflib
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
+from pydantic_core import PydanticCustomError
+
+from reg_runner.errors import ConfigError
+
+SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence takes anything
+
+
+class Group(BaseModel):
+    """A config group: every key declared, none unknown, frozen once checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def reject(allowed: str):
+    return PydanticCustomError("reg_runner", "{allowed}", {"allowed": allowed})
+
+
+def is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _interval(lo, hi, lo_open, hi_open) -> str:
+    if hi == math.inf:
+        return f"a number {'>' if lo_open else '>='} {lo:g}"
+    return f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_open=False, allowed: str = ""):
+    """A finite float in the interval (ints are taken as floats)."""
+    text = allowed or _interval(lo, hi, lo_open, hi_open)
+
+    def check(v):
+        if not is_number(v) or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+            raise reject(text)
+        return float(v)
+
+    return Annotated[float, PlainValidator(check)]
+
+
+def integer(lo: int = 0, hi: int | None = None):
+    text = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+
+    def check(v):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+            raise reject(text)
+        return v
+
+    return Annotated[int, PlainValidator(check)]
+
+
+def one_of(*choices):
+    text = "one of " + ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+
+    def check(v):
+        # True == 1 in Python: compare types too, so that 1 is not taken for true
+        if not any(v == c and type(v) is type(c) for c in choices):
+            raise reject(text)
+        return v
+
+    return Annotated[Any, PlainValidator(check)]
+
+
+def optional(field, what: str = "null"):
+    """``field``, or None (``null`` in YAML)."""
+    inner = field.__metadata__[0].func
+
+    def check(v):
+        if v is None:
+            return None
+        try:
+            return inner(v)
+        except PydanticCustomError as e:
+            raise reject(f"{what} or {e.context['allowed']}") from None
+
+    return Annotated[Any, PlainValidator(check)]
+
+
+def _boolean(v):
+    if not isinstance(v, bool):
+        raise reject("true or false")
+    return v
+
+
+def _text(v):
+    if not isinstance(v, str) or not v.strip():
+        raise reject("a non-empty string")
+    return v
+
+
+def _seed(v):
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < SEED_LIMIT):
+        raise reject(f"null or an integer in [0, 2^63)")
+    return v
+
+
+Bool = Annotated[bool, PlainValidator(_boolean)]
+Text = Annotated[str, PlainValidator(_text)]
+Seed = Annotated[int | None, PlainValidator(_seed)]
+ValMetric = Literal["val/acc", "val/loss"]  # what chooses anything: validation only, never test
+VAL_METRICS = ("val/acc", "val/loss")
+
+
+def val_metric(v):
+    if v not in VAL_METRICS:
+        raise reject("val/acc or val/loss (a validation metric: the test set never chooses anything)")
+    return v
+
+
+Monitor = Annotated[str, PlainValidator(val_metric)]
+Positive = number(0, lo_open=True)
+NonNegative = number(0)
+Fraction01 = number(0, 1, hi_open=True)  # [0, 1)
+Probability = number(0, 1)  # [0, 1]
+
+
+def pair(lo: float, hi: float, hi_open=True):
+    """A list of two numbers, each in [lo, hi) (Adam's betas)."""
+    text = f"a list of two numbers, each in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def check(v):
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            raise reject(text)
+        if not all(is_number(x) and lo <= x and (x < hi if hi_open else x <= hi) for x in v):
+            raise reject(text)
+        return [float(x) for x in v]
+
+    return Annotated[list, PlainValidator(check)]
+
+
+def parse(model: type[BaseModel], data: Any, prefix: str = ""):
+    """Validate ``data`` (plain dicts and lists) against ``model``; the first problem becomes a
+    ``ConfigError`` naming the dotted key, the value given and what is allowed."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise _config_error(model, e.errors()[0], data, prefix) from None
+
+
+def _config_error(model, err: dict, data, prefix: str) -> ConfigError:
+    path = _key_path(err["loc"], data, err["type"])
+    key = ".".join(str(p) for p in ([prefix] if prefix else []) + path)
+    kind, value = err["type"], err.get("input")
+    if kind == "reg_runner":
+        return ConfigError(key, value, err["ctx"]["allowed"])
+    if kind == "extra_forbidden":
+        parent = ".".join(key.split(".")[:-1]) or "the config"
+        known = _known_keys(model, path[:-1], data)
+        hint = difflib.get_close_matches(str(path[-1]), known, n=1)
+        return ConfigError(key, value, f"{parent} has no key {path[-1]!r}"
+                           + (f" (did you mean {hint[0]}?)" if hint else "")
+                           + (f"; its keys are {', '.join(known)}" if known else ""))
+    if kind == "missing":
+        return ConfigError(key, None, "a value is required (the key is missing)")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tags = err.get("ctx", {}).get("expected_tags", "")
+        name = value.get("name") if isinstance(value, dict) else value
+        return ConfigError(f"{key}.name", name, f"one of {tags.replace(chr(39), '')}")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return ConfigError(key, value, "a group of keys (a mapping), not a single value")
+    return ConfigError(key, value, err["msg"])
+
+
+def _key_path(loc: tuple, data, kind: str) -> list:
+    """The keys of ``loc`` as the user wrote them: pydantic puts a discriminated union's tag
+    (``scheduler.plateau.factor``) into the location, and the config has no such level."""
+    path, here = [], data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(here, dict) and part in here:
+            path.append(part)
+            here = here[part]
+        elif isinstance(here, list) and isinstance(part, int):
+            path.append(part)
+            here = here[part] if part < len(here) else None
+        elif last and kind in ("missing", "extra_forbidden", "reg_runner"):
+            path.append(part)
+        # otherwise: a union's tag, which is no key of the config
+    return path
+
+
+def _known_keys(model, path: list, data) -> list[str]:
+    """The keys the schema declares at ``path`` (for a suggestion in the message)."""
+    here_model, here = model, data
+    for part in path:
+        here = here.get(part) if isinstance(here, dict) else None
+        field = here_model.model_fields.get(part) if here_model is not None else None
+        here_model = _model_of(field.annotation, here) if field is not None else None
+    return list(here_model.model_fields) if here_model is not None else []
+
+
+def _model_of(annotation, value):
+    """The pydantic model an annotation stands for, picking a union's member by its ``name``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg, value)
+        if found is not None:
+            tag = found.model_fields.get("name")
+            if tag is None or not isinstance(value, dict) or value.get("name") in getattr(tag.annotation, "__args__", ()):
+                return found
+    return None
+
+
+_TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def _dotted(v):
+    if not isinstance(v, str) or not _TARGET.match(v):
+        raise reject("a dotted Python path to a class, e.g. torch.optim.Adam")
+    return v
+
+
+Target = Annotated[str, PlainValidator(_dotted)]

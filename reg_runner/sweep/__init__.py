@@ -1,0 +1,122 @@
+"""Sweeps: many runs from one command (``--multirun``), as Hydra's sweepers and launchers run them.
+
+- ``grid``: the default multirun sweeper. Hydra's basic sweeper (the product of ``a=1,2 b=x,y``),
+  which checks every job's config and folder before the first job trains, and lets a failed job
+  fail alone.
+- ``study``: the Optuna sweeper of the ``hparams_search`` presets (resumable studies, trial-numbered
+  folders, a summary); its search spaces are in ``spaces``.
+
+This module declares the keys of both sweepers (``hydra.sweeper.*``) and checks the launcher;
+``check_hydra`` runs before a multirun makes anything.
+"""
+
+import os
+import shutil
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, PlainValidator
+
+from reg_runner.errors import ConfigError, UserError
+from reg_runner.schema import Group, Text, integer, one_of, optional, parse, reject
+
+GRID = "reg_runner.sweep.grid.GridSweeper"
+STUDY = "reg_runner.sweep.study.StudySweeper"
+DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize"}
+
+
+def direction_of(objective: str) -> str:
+    """The direction a search optimizes ``objective`` in (the ``sweep_direction`` resolver)."""
+    return DIRECTIONS.get(objective, "maximize")
+
+
+def _storage(v):
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v.strip():
+        raise reject("null (in memory) or a database URL such as sqlite:///study.db")
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(v)
+    except Exception:
+        raise reject("a database URL such as sqlite:///path/study.db or postgresql+psycopg2://user@host/db") from None
+    try:
+        dialect = url.get_dialect()
+    except Exception:
+        raise reject(f"a database SQLAlchemy knows: {url.drivername!r} is none (sqlite, postgresql, mysql...)") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise reject(f"a URL whose database driver is installed: {url.drivername} needs {e.name}, which is not "
+                     f"(pip install {e.name}, or name an installed driver, e.g. postgresql+psycopg2://...)") from None
+    return v
+
+
+class _Sweeper(Group):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    target: str = Field(alias="_target_")
+
+
+class GridConfig(_Sweeper):
+    max_batch_size: optional(integer(1))  # jobs handed to the launcher at once; null: all
+    params: dict[str, Any] | None = None  # sweeps declared in a config, as on the command line
+
+
+class Sampler(Group):
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, populate_by_name=True)
+    target: str = Field(alias="_target_")
+    seed: optional(integer(0, 2**32 - 1))  # TPE's and the other samplers' seed
+
+
+class StudyConfig(_Sweeper):
+    sampler: Sampler
+    direction: one_of("maximize", "minimize")  # follows the objective
+    storage: Annotated[Any, PlainValidator(_storage)]
+    study_name: Text
+    n_trials: integer(1)  # finished trials the study should hold in total
+    n_jobs: integer(1)  # trials asked and launched together
+    custom_search_space: optional(Text)
+    params: dict[str, Any] | None = None
+
+
+def check_hydra(hydra_cfg, objective) -> None:
+    """The sweeper's and the launcher's settings, before a multirun makes anything."""
+    from omegaconf import OmegaConf
+
+    def plain(node) -> dict:
+        if node is None:
+            return {}
+        try:
+            return OmegaConf.to_container(node, resolve=True)
+        except Exception as e:
+            raise UserError(f"the sweeper's config does not resolve: {str(e).splitlines()[0]}") from None
+
+    sweeper = plain(hydra_cfg.get("sweeper"))
+    target = sweeper.get("_target_")
+    if target == GRID:
+        parse(GridConfig, sweeper, "hydra.sweeper")
+    elif target == STUDY:
+        study = parse(StudyConfig, sweeper, "hydra.sweeper")
+        wanted = direction_of(objective)
+        if study.direction != wanted:
+            raise ConfigError("hydra.sweeper.direction", study.direction,
+                              f"{wanted}, as objective={objective} is {'maximized' if wanted == 'maximize' else 'minimized'}"
+                              " (leave the direction out: it follows the objective)")
+    launcher = plain(hydra_cfg.get("launcher"))
+    kind = str(launcher.get("_target_", ""))
+    if kind.endswith("JoblibLauncher"):
+        n = launcher.get("n_jobs")
+        if not isinstance(n, int) or isinstance(n, bool) or n == 0 or n < -(os.cpu_count() or 1):
+            raise ConfigError("hydra.launcher.n_jobs", n, f"a number of worker processes >= 1, or -1 for one per "
+                              f"core ({os.cpu_count()} here)")
+    if kind.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+        raise UserError("hydra/launcher=slurm submits jobs with SLURM's sbatch, which this machine does not have; "
+                        "run the sweep from a SLURM login node, or use hydra/launcher=basic or joblib here")
+
+
+def joblib_workers(launcher) -> int | None:
+    """How many worker processes the joblib launcher runs at once, or None for another launcher."""
+    if not str((launcher or {}).get("_target_", "")).endswith("JoblibLauncher"):
+        return None
+    n, cores = launcher.get("n_jobs", -1), os.cpu_count() or 1
+    return max(1, n if n > 0 else cores + 1 + n)

@@ -1,0 +1,62 @@
+"""A multirun job's config, composed as Hydra's launchers compose it, and checked before it runs."""
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf, open_dict
+
+from reg_runner import config as config_lib
+from reg_runner.errors import UserError
+from reg_runner.records import RunFolder
+
+
+def compose(config_loader, master, overrides, num: int):
+    """The config the launcher will give job ``num`` (``hydra.job.num`` set, as launchers do)."""
+    job = config_loader.load_sweep_config(master, list(overrides))
+    with open_dict(job):
+        job.hydra.job.id = str(num)
+        job.hydra.job.num = num
+    return job
+
+
+def output_dir(job) -> Path:
+    """The job's folder: ``hydra.sweep.dir/hydra.sweep.subdir``, resolved as Hydra's run_job does."""
+    from hydra.core.hydra_config import HydraConfig
+
+    before = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(job)  # the subdir interpolates ${hydra:...} values
+    try:
+        return Path(os.path.abspath(os.path.join(str(OmegaConf.select(job, "hydra.sweep.dir")),
+                                                 str(OmegaConf.select(job, "hydra.sweep.subdir")))))
+    finally:
+        HydraConfig.instance().cfg = before
+
+
+def check(job, overrides, through: int = 4) -> config_lib.Checked:
+    """The job's config, every stage, and its folder: new, or empty."""
+    checked = config_lib.check(job, overrides, through=through)
+    RunFolder(output_dir(job)).refuse_existing("hydra.sweep.dir")
+    return checked
+
+
+def label(num: int, overrides) -> str:
+    return f"job {num} ({' '.join(str(o) for o in overrides) or 'no overrides'})"
+
+
+def check_all(config_loader, master, job_overrides, first_num: int = 0) -> list:
+    """Every job's config composed and checked, before the first trains: one line for the first bad one."""
+    checked, machine_checked = [], set()
+    for i, overrides in enumerate(job_overrides):
+        job = compose(config_loader, master, overrides, first_num + i)
+        try:
+            c = check(job, overrides, through=3)
+            # the machine stage (torch's device, the optimizer class) once per distinct setting of what it reads
+            key = (c.cfg.trainer.model_dump_json(), c.cfg.optimizer.model_dump_json(),
+                   c.cfg.scheduler.model_dump_json(), c.cfg.model.model_dump_json(), c.split.n_train)
+            if key not in machine_checked:
+                config_lib.against_machine(c.cfg, c.split)
+                machine_checked.add(key)
+        except UserError as e:
+            raise UserError(f"{label(first_num + i, overrides)}: {e}") from None
+        checked.append((job, c))
+    return checked

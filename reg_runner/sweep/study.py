@@ -1,0 +1,383 @@
+"""The Optuna sweeper: a resumable study whose trials are runs, launched by any Hydra launcher.
+
+    python -m reg_runner --multirun hparams_search=regularization
+
+Optuna's storage holds the study (SQLite, PostgreSQL, or memory) and its samplers choose the
+trials; Hydra's launchers run them (in process, joblib, submitit/SLURM). The loop that asks, checks,
+launches and tells is ours, built on hydra-optuna-sweeper's parsing of sweep overrides:
+
+1. ``n_trials`` is the number of finished trials the study should hold in total, not a number to
+   add: re-running the same command continues an interrupted sweep up to it, and a finished sweep
+   runs nothing more. Finished means complete or failed (a diverging configuration is a result);
+   a trial cut off by a kill is run again.
+2. Every trial's config is composed and checked before it is launched: a trial the checks reject
+   (a search space that reaches a bad combination) is told failed with the reason, and makes no
+   folder. The base config is checked before the first trial is asked.
+3. Each run folder is numbered by its Optuna trial number (``<number>_<overrides>``), recorded on
+   the trial before launch, so a resumed sweep knows each trial's folder.
+4. A trial left RUNNING by a sweeper that died is adopted if its run finished (the study is told
+   its value: the work of a killed batch is not redone), and otherwise marked failed and run again.
+5. A seeded sampler is re-seeded with ``seed + trials already in the study`` on resume, so it does
+   not draw the first trials' parameters again.
+6. A value fixed on the command line (``optimizer.lr=0.01``) wins over the search space: the space
+   is told the fixed value where it would have suggested one.
+7. At the end, ``sweep_summary.json`` and ``sweep_summary.md`` in the sweep folder: best trial, its
+   parameters, validation and test accuracy (read from its run's metrics.json), counts, wall time,
+   the command that re-runs it, and the top 10.
+"""
+
+import datetime
+import json
+import logging
+import math
+import os
+import shlex
+import socket
+import time
+from pathlib import Path
+
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from reg_runner import atomic
+from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.records import FINISHED, RunFolder
+from reg_runner.sweep import jobs
+
+log = logging.getLogger(__name__)
+HOST, PID, RUN_DIR = "reg_runner.host", "reg_runner.pid", "reg_runner.run_dir"
+REJECTED = "reg_runner.rejected"  # the checks' one line, for a trial whose config was refused
+INTERRUPTED = "reg_runner.interrupted"  # study attribute: numbers of the trials cut off by a kill
+UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseconds
+
+
+class StudySweeper(Sweeper):
+    def __init__(self, sampler, direction, storage, study_name, n_trials, n_jobs, custom_search_space=None,
+                 params=None):
+        self.sampler_cfg, self.direction, self.storage = sampler, direction, storage
+        self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
+        self.space = instantiate({"_target_": custom_search_space, "_partial_": True}) if custom_search_space else None
+        self.params = params or {}
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def study(self, n_before: int = 0):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log says what its INFO lines would
+        sampler_cfg = OmegaConf.to_container(self.sampler_cfg, resolve=True)
+        if n_before and sampler_cfg.get("seed") is not None:
+            sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
+        sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
+        if self.storage is None and not hasattr(self, "_memory"):
+            self._memory = optuna.storages.InMemoryStorage()  # kept, so the summary can read it
+        return optuna.create_study(study_name=self.study_name, storage=self.storage or self._memory,
+                                   sampler=sampler, direction=self.direction, load_if_exists=True)
+
+    def sweep(self, arguments: list[str]) -> None:
+        with exit_on_user_error():
+            self._sweep(arguments)
+
+    def _sweep(self, arguments: list[str]) -> None:
+        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+        t0 = time.time()
+        params = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        try:
+            space, fixed, fixed_overrides = create_params_from_overrides(params)
+        except (ValueError, AssertionError, NotImplementedError) as e:
+            raise UserError(f"a sweep override cannot be searched: {e}") from None
+        fixed_values = _typed_values(fixed)
+        for name in fixed:
+            space.pop(name, None)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        study = self.study()
+        adopt_orphans(study)
+        done = count_finished(study)
+        if done:
+            study = self.study(n_before=len(study.trials))
+        to_run = max(0, self.n_trials - done)
+        log.info("study %r: %d finished trials, %d requested in total, %d to run", self.study_name, done,
+                 self.n_trials, to_run)
+        launched_any = False
+        while to_run > 0:
+            trials = [study.ask() for _ in range(min(self.n_jobs, to_run))]
+            for trial in trials:
+                trial.set_user_attr(HOST, socket.gethostname())
+                trial.set_user_attr(PID, os.getpid())
+            batch, reasons = [], set()
+            for trial in trials:
+                overrides = self.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
+                reason = self.rejected(study, trial, overrides)
+                if reason is None:
+                    batch.append((trial, overrides))
+                reasons.add(reason)
+            if not launched_any and not batch and len(reasons) == 1:
+                # the first trials all refused for one reason: the base config is at fault, not the space
+                raise UserError(f"every trial is rejected: {reasons.pop()}")
+            launched_any |= bool(batch)
+            returns = self.launch(batch)
+            for (trial, _), ret in zip(batch, returns):
+                tell(study, trial, ret)
+            to_run -= len(trials)
+        summary = summarize(study, self.n_trials, time.time() - t0, self.direction)
+        write_summary(self.sweep_dir, summary)
+        print_summary(summary, self.sweep_dir)
+
+    def trial_overrides(self, trial, space, fixed, fixed_values, fixed_overrides) -> list[str]:
+        for name, distribution in space.items():
+            trial._suggest(name, distribution)
+        if self.space is not None:
+            self.space(self.config, FixedAware(trial, fixed_values))
+        return [f"{k}={v}" for k, v in trial.params.items()] + [f"{k}={v}" for k, v in fixed.items()] + list(
+            fixed_overrides)
+
+    def rejected(self, study, trial, overrides) -> str | None:
+        """Compose and check the trial's config: None if it may run; else the reason, and the trial is
+        told failed with it (it makes no folder)."""
+        from optuna.trial import TrialState
+
+        try:
+            job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, trial.number)
+            jobs.check(job, overrides)
+        except UserError as e:
+            trial.set_user_attr(REJECTED, str(e))
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning("trial %d rejected (told failed, no folder made): %s", trial.number, e)
+            return str(e)
+        trial.set_user_attr(RUN_DIR, str(jobs.output_dir(job)))
+        return None
+
+    def launch(self, batch) -> list:
+        """Launch each run of consecutive trial numbers together, numbered by trial."""
+        returns, start = [], 0
+        numbers = [trial.number for trial, _ in batch]
+        for end in range(1, len(batch) + 1):
+            if end == len(batch) or numbers[end] != numbers[end - 1] + 1:
+                group = [overrides for _, overrides in batch[start:end]]
+                returns += self.launcher.launch(group, initial_job_idx=numbers[start])
+                start = end
+        return returns
+
+
+class FixedAware:
+    """A trial as a search space sees it: a parameter fixed on the command line is not suggested,
+    its fixed value is returned (so conditional branches follow it)."""
+
+    def __init__(self, trial, fixed: dict):
+        self._trial, self._fixed = trial, fixed
+
+    def _suggest(self, kind: str, name: str, *args, **kwargs):
+        if name in self._fixed:
+            return self._fixed[name]
+        return getattr(self._trial, kind)(name, *args, **kwargs)
+
+    def suggest_float(self, name, *args, **kwargs):
+        return self._suggest("suggest_float", name, *args, **kwargs)
+
+    def suggest_int(self, name, *args, **kwargs):
+        return self._suggest("suggest_int", name, *args, **kwargs)
+
+    def suggest_categorical(self, name, *args, **kwargs):
+        return self._suggest("suggest_categorical", name, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._trial, name)
+
+
+def _typed_values(fixed: dict) -> dict:
+    """``{"optimizer.lr": "0.01"}`` -> ``{"optimizer.lr": 0.01}``, as Hydra parses a value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    return {k: parser.parse_override(f"{k}={v}").value() for k, v in fixed.items()}
+
+
+def run_status(run_dir) -> str | None:
+    return RunFolder(Path(run_dir)).status() if run_dir else None
+
+
+def tell(study, trial, ret) -> str:
+    """Tell the study how the trial's run ended; returns the run's status."""
+    from optuna.trial import TrialState
+
+    status = run_status(trial.user_attrs.get(RUN_DIR)) or "failed"
+    try:
+        value = float(ret.return_value)
+    except Exception:  # the job raised: its run recorded the failure
+        value = math.nan
+    if status in ("completed", "early_stopped") and math.isfinite(value):
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+        if status == "interrupted":
+            _mark_interrupted(study, trial.number)
+    return status
+
+
+def _mark_interrupted(study, number: int) -> None:
+    cut = set(study.user_attrs.get(INTERRUPTED, []))
+    cut.add(number)
+    study.set_user_attr(INTERRUPTED, sorted(cut))
+
+
+def count_finished(study) -> int:
+    """Trials that ran to an end: complete, pruned, or failed (diverged, or rejected by the checks),
+    but not cut off by a kill."""
+    cut = set(study.user_attrs.get(INTERRUPTED, []))
+    return sum(
+        t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and t.number not in cut)
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+def adopt_orphans(study) -> None:
+    """Settle the RUNNING trials whose sweeper process is gone (a dead process on this host, or never
+    tagged and older than a grace period): a trial whose run finished is told its result (adopted);
+    the others are marked failed and noted as cut off, so they are run again."""
+    from optuna.trial import TrialState
+
+    now = datetime.datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        dead_here = attrs.get(HOST) == socket.gethostname() and not _alive(attrs.get(PID))
+        untagged = HOST not in attrs and trial.datetime_start is not None and (
+            now - trial.datetime_start).total_seconds() > UNTAGGED_GRACE_S
+        if not (dead_here or untagged):
+            continue
+        run_dir = attrs.get(RUN_DIR)
+        status = run_status(run_dir)
+        if status in ("completed", "early_stopped"):
+            value = json.loads((Path(run_dir) / "metrics.json").read_text())["best_val"]
+            study.tell(trial.number, value)
+            log.warning("trial %d: its sweeper died after the run finished; adopted with value %s", trial.number,
+                        value)
+        elif status in FINISHED:  # diverged: a result, not a cut
+            study.tell(trial.number, state=TrialState.FAIL)
+        else:
+            study.tell(trial.number, state=TrialState.FAIL)
+            _mark_interrupted(study, trial.number)
+            log.warning("trial %d was cut off (its sweeper process %s is gone): marked failed, run again",
+                        trial.number, attrs.get(PID))
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run_record(trial) -> dict:
+    run_dir = trial.user_attrs.get(RUN_DIR)
+    record = dict(number=trial.number, state=trial.state.name, value=trial.value, params=trial.params,
+                  run_dir=run_dir, test_acc_at_best=None, best_epoch=None, command=None)
+    if run_dir is None:
+        return record
+    metrics = RunFolder(Path(run_dir)).recorded() or {}
+    record["test_acc_at_best"] = (metrics.get("test_at_best") or {}).get("acc")
+    record["best_epoch"] = metrics.get("best_epoch")
+    record["run_status"] = metrics.get("status")
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / ".hydra" / "overrides.yaml"))
+        record["command"] = "python -m reg_runner " + " ".join(shlex.quote(o) for o in overrides)
+    except (OSError, ValueError):
+        pass
+    return record
+
+
+def summarize(study, requested: int, wall_s: float, direction: str) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    cut = set(study.user_attrs.get(INTERRUPTED, []))
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    complete.sort(key=lambda t: t.value, reverse=direction == "maximize")
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    rejected = [t for t in trials if REJECTED in t.user_attrs]
+    return dict(
+        study_name=study.study_name,
+        objective=_objective(trials),
+        direction=direction,
+        n_trials_requested=requested,
+        n_complete=len(complete),
+        n_failed=sum(t.state.name == "FAIL" and t.number not in cut and REJECTED not in t.user_attrs for t in trials),
+        n_rejected=len(rejected),
+        n_interrupted=len(cut),
+        n_running=sum(t.state.name == "RUNNING" for t in trials),
+        rejected=[dict(number=t.number, reason=t.user_attrs[REJECTED]) for t in rejected[:10]],
+        wall_s_this_invocation=wall_s,
+        wall_s_study=(max(ends) - min(starts)).total_seconds() if starts and ends else None,
+        best=_run_record(complete[0]) if complete else None,
+        top=[_run_record(t) for t in complete[:10]],
+    )
+
+
+def _objective(trials) -> str | None:
+    """The metric the trials' runs optimized, from their own records."""
+    for t in trials:
+        record = RunFolder(Path(t.user_attrs[RUN_DIR])).recorded() if RUN_DIR in t.user_attrs else None
+        if record and record.get("objective"):
+            return record["objective"]
+    return None
+
+
+def write_summary(sweep_dir: Path, s: dict) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(sweep_dir / "sweep_summary.json", s)
+    metric = s["objective"] or "the objective"
+    lines = [f"# Sweep summary: study `{s['study_name']}`", ""]
+    lines.append(
+        f"{s['n_complete']} complete, {s['n_failed']} failed (diverged or crashed), {s['n_rejected']} rejected by "
+        f"the checks, {s['n_interrupted']} cut off by a kill and run again, {s['n_running']} running; "
+        f"{s['n_trials_requested']} requested. Objective: the best {metric} of each run ({s['direction']}d)."
+    )
+    if s["wall_s_study"] is not None:
+        lines.append(f"Wall time: {s['wall_s_this_invocation']:.0f} s this invocation, "
+                     f"{s['wall_s_study']:.0f} s from the study's first trial to its last.")
+    best = s["best"]
+    if best:
+        lines += ["", f"## Best: trial {best['number']}", "",
+                  f"- {metric} (objective): {best['value']:.4f}",
+                  f"- test accuracy at its best-validation epoch: {_fmt(best['test_acc_at_best'])}",
+                  f"- parameters: `{best['params']}`",
+                  f"- run folder: `{best['run_dir']}`",
+                  f"- re-run: `{best['command']}`"]
+    lines += ["", "## Top 10", "", f"| trial | {metric} | test acc at best | best epoch | parameters |",
+              "|---|---|---|---|---|"]
+    for t in s["top"]:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
+        lines.append(f"| {t['number']} | {t['value']:.4f} | {_fmt(t['test_acc_at_best'])} | "
+                     f"{_fmt(t['best_epoch'])} | {params} |")
+    if s["rejected"]:
+        lines += ["", "## Rejected by the checks", ""] + [f"- trial {r['number']}: {r['reason']}" for r in s["rejected"]]
+    atomic.write_text(sweep_dir / "sweep_summary.md", "\n".join(lines) + "\n")
+
+
+def print_summary(s: dict, sweep_dir: Path) -> None:
+    rejected = f", {s['n_rejected']} rejected" if s["n_rejected"] else ""
+    print(f"study {s['study_name']}: {s['n_complete']} complete, {s['n_failed']} failed{rejected}", flush=True)
+    best = s["best"]
+    if best:
+        print(f"best trial {best['number']}: {s['objective'] or 'objective'} {best['value']:.4f}, test/acc at best "
+              f"{_fmt(best['test_acc_at_best'])}; {best['params']}")
+        print(f"re-run: {best['command']}")
+    print(f"summary: {sweep_dir / 'sweep_summary.md'}", flush=True)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
