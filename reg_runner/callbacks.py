@@ -39,7 +39,10 @@ class EarlyChecks(Callback):
         from reg_runner.cli import release_stderr
         from reg_runner.records import RunFolder
 
+        from reg_runner.signals import STOP
+
         release_stderr()  # Hydra has composed the config: its own errors are behind us
+        STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
         with exit_on_user_error():
             run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
             config_lib.check(config, config.hydra.overrides.task)
@@ -50,7 +53,10 @@ class EarlyChecks(Callback):
         from reg_runner.cli import release_stderr
         from reg_runner.sweep import check_hydra
 
+        from reg_runner.signals import STOP
+
         release_stderr()
+        STOP.install()
         with exit_on_user_error():
             _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)
             check_hydra(config.hydra, config.get("objective"))

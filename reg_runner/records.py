@@ -127,6 +127,7 @@ class RunFolder:
         """Hold this folder's lock for the life of this process (or until ``unlock``): a second
         process is refused, and a run recorded as running without a holder is known to be dead."""
         try:
+            self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable folder") from None
@@ -134,8 +135,8 @@ class RunFolder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UserError(f"{self.path} is being written by another process ({self.owner()}); wait for it, "
-                            "or stop it first") from None
+            raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
+                            "write into the same folder; wait for it, or stop it first") from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname())).encode())
         self._lock_fd = fd

@@ -22,7 +22,6 @@ Written to the terminal (markdown) and to ``report.md``, ``report.csv``, ``curve
 import argparse
 import csv
 import io
-import json
 import os
 import re
 import statistics
@@ -33,8 +32,10 @@ from pathlib import Path
 import yaml
 
 from reg_runner import atomic
+from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.records import RunFolder
 
-FINISHED = ("completed", "early_stopped")
+FINISHED = ("completed", "early_stopped")  # the runs a group's mean is taken over
 IGNORED_KEYS = ("seed", "data.root", "hparams_search")  # never a grouping key
 SKIP_DIRS = {"checkpoints", ".hydra", ".submitit", "__pycache__"}
 
@@ -87,20 +88,22 @@ def read_run(path: Path, root: Path) -> Run:
     run = Run(path, name, status="unknown")
     try:
         items = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
-        for item in items:
+        for item in items if isinstance(items, list) else []:
             key, _, value = str(item).partition("=")
             run.overrides[key.lstrip("+~")] = value
     except (OSError, yaml.YAMLError):
         pass
-    try:
-        run.metrics = json.loads((path / "metrics.json").read_text())
-        run.status = str(run.metrics.get("status", "unknown"))
-        run.seed = run.metrics.get("seed")
-    except FileNotFoundError:
+    folder = RunFolder(path)
+    record = folder.recorded()
+    if record is None:
         run.status = "no metrics.json (stopped before training)"
-    except (OSError, ValueError):
+    elif record.get("status") == "unreadable":
         run.status = "unreadable metrics.json"
-    if run.status in ("running", "interrupted"):
+    else:
+        run.metrics = record
+        run.status = folder.status()
+        run.seed = record.get("seed")
+    if run.status in ("killed", "interrupted", "failed"):
         run.status += " (resume: python -m reg_runner.resume <folder>)"
     if run.seed is None and "seed" in run.overrides:
         run.seed = _number(run.overrides["seed"])
@@ -167,7 +170,7 @@ def group_rows(runs: list[Run], keys: list[str], baseline: str | None) -> tuple[
     if baseline is None:
         baseline = next((g for g in labels if all(v == "-" for v in _values(g))), labels[0] if labels else None)
     elif not any(baseline == g or baseline in g.split(",") for g in labels):
-        raise SystemExit(f"error: --baseline {baseline!r} matches no group; groups: {', '.join(labels)}")
+        raise UserError(f"--baseline {baseline!r} matches no group; groups: {', '.join(labels)}")
     else:
         baseline = next(g for g in labels if baseline == g or baseline in g.split(","))
 
@@ -178,7 +181,9 @@ def group_rows(runs: list[Run], keys: list[str], baseline: str | None) -> tuple[
     rows = []
     for g in labels:
         val, test = accs(g, ("best", "val/acc")), accs(g, ("test_at_best", "acc"))
+        left_out = [r for r in groups[g] if not (r.finished and _get(r.metrics, "test_at_best", "acc") is not None)]
         row = {"group": g, "n": len(test), "of": len(groups[g]),
+               "left_out": [f"seed {r.seed if r.seed is not None else '?'} {r.status.split(' (')[0]}" for r in left_out],
                "val_mean": _mean(val), "val_std": _std(val), "test_mean": _mean(test), "test_std": _std(test)}
         if g != baseline and test and base_test:
             row.update(d_val=_mean(val) - _mean(base_val), p_val=welch_p(val, base_val),
@@ -231,7 +236,7 @@ def markdown(runs, keys, table1, table2, baseline, root) -> str:
     out += ["", f"## Groups (seed left out; baseline: `{baseline}`)", "",
             "| group | n | val acc | test acc | Δ val | p (val) | Δ test | p (test) |", "|---|---|---|---|---|---|---|---|"]
     for g in table2:
-        n = f"{g['n']}" if g["n"] == g["of"] else f"{g['n']} of {g['of']}"
+        n = f"{g['n']}" if g["n"] == g["of"] else f"{g['n']} of {g['of']} (left out: {', '.join(g['left_out'])})"
         name = f"**{g['group']}** (baseline)" if g["group"] == baseline else g["group"]
         out.append(f"| {name} | {n} | {_pm(g['val_mean'], g['val_std'])} | {_pm(g['test_mean'], g['test_std'])} | "
                    f"{_f(g.get('d_val'))} | {_p(g.get('p_val'))} | {_f(g.get('d_test'))} | {_p(g.get('p_test'))} |")
@@ -291,12 +296,24 @@ def plot(runs: list[Run], keys: list[str], table2: list[dict], out: Path) -> lis
     return [curves, points]
 
 
+def writable_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for report.md, report.csv and the plots")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".reg_runner_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"--out {out} cannot be written ({e.strerror}); give a writable folder") from None
+
+
 def report(root: Path, out: Path | None = None, baseline: str | None = None, plots: bool = True) -> str:
     runs = find_runs(root)
     if not runs:
-        raise SystemExit(f"error: no run folder below {root} (a run folder holds metrics.json or .hydra/)")
+        raise UserError(f"no run folder below {root} (a run folder holds metrics.json or .hydra/)")
     out = out or root
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out)
     keys = varying_keys(runs)
     table1 = [run_row(r, keys) for r in runs]
     table2, baseline = group_rows(runs, keys, baseline)
@@ -320,9 +337,11 @@ def main(argv=None) -> None:
     parser.add_argument("--baseline", default=None, help="the group, or one key=value of it, to compare against")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
-    if not args.path.is_dir():
-        raise SystemExit(f"error: {args.path} is not a folder")
-    print(report(args.path, args.out, args.baseline, plots=not args.no_plots))
+    with exit_on_user_error():
+        if not args.path.is_dir():
+            raise UserError(f"{args.path} is not a folder; give a run folder, a sweep folder, or any folder above runs")
+        text = report(args.path, args.out, args.baseline, plots=not args.no_plots)
+    print(text)
     print(f"written: {(args.out or args.path) / 'report.md'}", file=sys.stderr)
 
 

@@ -2,10 +2,7 @@
 
 import logging
 import math
-import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from reg_runner.optimizer import build as optimizer_lib
 from reg_runner.records import RunFolder
 from reg_runner.reg.penalty import Penalty
 from reg_runner.scheduler.schedule import Schedule
+from reg_runner.signals import STOP
 from reg_runner.seeding import deterministic, generators, resolve_seed, rng_state, set_rng_state
 from reg_runner.trainer.loop import Trainer, TrainState
 from reg_runner.trainer.precision import warn_if_slow
@@ -52,11 +50,12 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overri
     stopped before its first checkpoint starts again from its first epoch.
     """
     t0 = time.perf_counter()
-    stop = StopSignals(run_dir)  # from the start: a SIGTERM while loading is recorded, not lost
+    stop = STOP.install()  # already installed by the CLI's first callback, before the folder existed
+    stop.resume_hint = f"python -m reg_runner.resume {run_dir}"
+    checked = config_lib.check(cfg, overrides)  # nothing is written before this passes
+    folder = RunFolder(run_dir)
+    folder.lock()
     try:
-        checked = config_lib.check(cfg, overrides)  # nothing is written before this passes
-        folder = RunFolder(run_dir)
-        folder.lock()
         checkpoint = folder.load_last() if resume else None
         if not resume:
             folder.refuse_existing()
@@ -70,7 +69,7 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overri
         with deterministic(checked.cfg.trainer.deterministic):
             return _train(checked, config, folder, checkpoint, resume, stop, multirun, t0)
     finally:
-        stop.restore()
+        folder.unlock()
 
 
 def _same_config(folder: RunFolder, config: dict, checkpoint: dict | None) -> None:
@@ -220,40 +219,11 @@ def _train(checked, config: dict, folder: RunFolder, checkpoint, resume: bool, s
     finally:
         bar.close()
         tb.close()
-        folder.unlock()
     if state.status == "interrupted":
         print(f"interrupted by {stop.name} after epoch {state.epoch}; checkpoint saved. "
               f"Resume with: python -m reg_runner.resume {run_dir}", file=sys.stderr, flush=True)
         sys.exit(128 + stop.signal)  # a multirun stops with its run: the signal was meant for the whole command
     return _summarize(cfg, state, run_dir, time.perf_counter() - t0)
-
-
-class StopSignals:
-    """SIGTERM (SLURM's warning before a time limit) and Ctrl-C end the run after the current epoch,
-    with a checkpoint; a second Ctrl-C stops at once: every record is written whole (temp file, then
-    rename), so the last checkpoint stands, and the run resumes from it."""
-
-    def __init__(self, run_dir: Path):
-        self.signal, self.previous, self.run_dir = None, {}, run_dir
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signal).name if self.signal else ""
-
-    def _handle(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:
-            print(f"stopped at once by a second Ctrl-C; the last checkpoint stands. Resume with: "
-                  f"python -m reg_runner.resume {self.run_dir}", file=sys.stderr, flush=True)
-            os._exit(128 + signal.SIGINT)
-        self.signal = signum
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
 
 
 def metrics(cfg, seed: int, state: TrainState, data_info: dict | None, n_params: int | None, timing: dict) -> dict:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -61,7 +62,8 @@ def test_table_1_matches_every_run_record(study, tmp_path):
         assert row["status"] == "completed"
     assert rows["90_broken"]["status"] == "unreadable metrics.json"
     assert rows["91_early"]["status"].startswith("no metrics.json") and rows["91_early"]["experiment"] == "l2"
-    assert rows["92_unfinished"]["status"].startswith("running (resume:")
+    # recorded as running, but no process holds its lock: killed, and resumable
+    assert rows["92_unfinished"]["status"].startswith("killed (resume:")
     assert "| 90_broken |" in proc.stdout and "notes" not in proc.stdout
 
 
@@ -78,8 +80,9 @@ def test_table_2_groups_by_experiment_with_seeds_left_out(study, tmp_path):
         test = [m["test_at_best"]["acc"] for m in ms]
         line = next(line for line in text.splitlines() if line.startswith(("| experiment=" + name, "| **experiment=" + name)))
         # the baseline group also holds the unreadable and the unfinished copies; l2 the early-stopped folder
-        n = {"baseline": "3 of 5", "l2": "3 of 4", "dropout": "3"}[name]
-        assert f"| {n} |" in line
+        n = {"baseline": "3 of 5 (left out: seed 0 unreadable metrics.json, seed 1 killed)",
+             "l2": "3 of 4 (left out: seed 7 no metrics.json", "dropout": "3 |"}[name]
+        assert f"| {n}" in line
         assert f"{statistics.mean(val):.4f} ± {statistics.stdev(val):.4f}" in line
         assert f"{statistics.mean(test):.4f} ± {statistics.stdev(test):.4f}" in line
         if name == "baseline":
@@ -107,6 +110,50 @@ def test_a_single_run_folder_and_a_baseline_choice(study, tmp_path):
     assert "baseline: `experiment=l2`" in text
 
 
+def test_a_diverged_seed_is_named_not_silently_dropped(study, tmp_path):
+    sweep, runs = study
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    dropout_seed2 = next(p for p in copy.iterdir() if "experiment=dropout" in p.name and "seed=2" in p.name)
+    m = read_metrics(dropout_seed2)
+    (dropout_seed2 / "metrics.json").write_text(json.dumps({**m, "status": "diverged"}))
+    text = report(copy, "--out", str(tmp_path / "out")).stdout
+    line = next(line for line in text.splitlines() if line.startswith("| experiment=dropout"))
+    assert "| 2 of 3 (left out: seed 2 diverged) |" in line
+
+
+def test_bad_records_and_bad_out_folders_are_one_line(study, tmp_path):
+    sweep, runs = study
+    odd = tmp_path / "odd"
+    shutil.copytree(runs[0], odd / "a_list")
+    (odd / "a_list" / "metrics.json").write_text("[1, 2, 3]")
+    (odd / "a_list" / ".hydra" / "overrides.yaml").write_text("{not: a list}")
+    rows = {r["run"]: r for r in csv.DictReader(_ok(odd).joinpath("report.csv").open())}
+    assert rows["a_list"]["status"] == "unreadable metrics.json"
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, expected in ((a_file, f"error: --out {a_file} is a file"), (a_file / "sub", "cannot be written")):
+        proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(sweep), "--out", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(sweep), "--out", str(read_only)],
+                              capture_output=True, text=True)
+        if os.geteuid() != 0:  # root writes anywhere
+            assert proc.returncode == 2 and "cannot be written" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        read_only.chmod(0o755)
+
+
+def _ok(path):
+    report(path)
+    return path
+
+
 def test_no_runs_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode != 0 and proc.stderr.strip() == f"error: no run folder below {tmp_path} (a run folder holds metrics.json or .hydra/)"
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: no run folder below {tmp_path} (a run folder holds metrics.json or .hydra/)"

@@ -21,10 +21,27 @@ STATEFUL = ("model.dropout=0.2", "model.norm=batchnorm", "augmentation=noise_aff
             "trainer.checkpoint_every=10", "logging.histograms=10", "trainer.epochs=150")
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_run_outlives_its_test():
+    """A test that fails half-way must not leave a run training in the background (it would slow every
+    later test)."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start(cli, run_dir: Path, *overrides) -> subprocess.Popen:
     argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *TINY, *overrides, f"hydra.run.dir={run_dir}"]
-    return subprocess.Popen(argv, cwd=cli.tmp_path, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(argv, cwd=cli.tmp_path, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    STARTED.append(proc)
+    return proc
 
 
 def wait_for_epoch(run_dir: Path, epoch: int, proc: subprocess.Popen, timeout=120) -> None:
@@ -100,6 +117,70 @@ def test_sigterm_checkpoints_and_exits_then_resumes(cli, tmp_path, reference):
     resume(cli, run_dir)
     assert without_timing(read_metrics(run_dir)) == without_timing(reference)
     assert_each_epoch_once(run_dir, 150)
+
+
+def test_sigterm_during_start_up_is_recorded_and_resumes_from_the_first_epoch(cli, tmp_path, reference):
+    run_dir = tmp_path / "early"
+    proc = start(cli, run_dir, *STATEFUL)
+    deadline = time.time() + 60
+    while not run_dir.exists() and time.time() < deadline:  # Hydra made the folder: torch is still loading
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    m = read_metrics(run_dir)
+    assert m["status"] == "interrupted" and m["epochs_run"] == 0
+    assert f"Resume with: python -m reg_runner.resume {run_dir}" in err
+    resume(cli, run_dir)
+    assert without_timing(read_metrics(run_dir)) == without_timing(reference)
+    assert_each_epoch_once(run_dir, 150)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_run_resumes(cli, tmp_path, reference):
+    run_dir = tmp_path / "ctrl_c"
+    proc = start(cli, run_dir, *STATEFUL)
+    wait_for_epoch(run_dir, 20, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip() and "[INFO]" not in line]
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
+    assert lines == [f"stopped at once by a second Ctrl-C; the last checkpoint stands. Resume with: "
+                     f"python -m reg_runner.resume {run_dir}"], err
+    assert read_metrics(run_dir)["status"] == "running"  # as recorded; no process holds it: killed
+    resume(cli, run_dir)
+    assert without_timing(read_metrics(run_dir)) == without_timing(reference)
+    assert_each_epoch_once(run_dir, 150)
+
+
+def test_a_run_resumes_with_the_config_it_started_with_or_not_at_all(cli, tmp_path):
+    def one_line(proc, expected):
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
+
+    run_dir = tmp_path / "edited"
+    proc = start(cli, run_dir, "trainer.epochs=100000", "trainer.checkpoint_every=5")
+    wait_for_epoch(run_dir, 5, proc)
+    # a second process may not write into a folder a live process is training
+    one_line(resume(cli, run_dir, check=False), "is being trained right now (pid ")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    config = run_dir / "resolved_config.yaml"
+    original = config.read_text()
+    for edit, expected in (
+        (original.replace("epochs: 100000", "epochs: 10"), "was edited after the run started (trainer.epochs: 100000 "
+                                                          "in its checkpoint, 10 in the file)"),
+        (original.replace("width: 100", "width: 50"), "(model.width: 100 in its checkpoint, 50 in the file)"),
+        (original.replace("  lr: 0.001", "  lr: 0.1"), "(optimizer.lr: 0.001 in its checkpoint, 0.1 in the file)"),
+        ("seed: [unclosed", "resolved_config.yaml cannot be read as YAML"),
+        ("- a\n- list\n", "resolved_config.yaml holds a ListConfig, not a config of keys"),
+        (original.replace("  norm: none", "  norm: groupnorm"), "model.norm='groupnorm' is not allowed"),
+    ):
+        config.write_text(edit)
+        one_line(resume(cli, run_dir, check=False), expected)
+    config.write_text(original)
+    assert read_metrics(run_dir)["status"] == "running"  # untouched by the refusals
 
 
 def test_bad_resume_folders(cli, tmp_path):

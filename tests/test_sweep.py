@@ -127,6 +127,41 @@ def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     assert summary["n_complete"] == 6 and summary["n_interrupted"] == len(cut) and summary["n_running"] == len(stuck)
 
 
+def test_a_sweep_killed_mid_batch_adopts_the_trial_that_finished(cli, tmp_path):
+    """Trials 0 and 1 are one batch (n_jobs=2): killed while trial 1 trains, the study still has trial 0
+    RUNNING although its run completed. On resume, trial 0 is adopted with its run's value, not run again."""
+    sweep = tmp_path / "mid_batch"
+    args = [*QUICK, "trainer.epochs=8", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.train_fraction=0.2",
+            "trainer.batch_size=25", *args, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            first = [json.loads(p.read_text()) for p in sweep.glob("0_*/metrics.json")]
+            second = list(sweep.glob("1_*/metrics.json"))
+            if first and first[0]["status"] == "completed" and second:
+                break  # trial 0 done, trial 1 training: the batch is not told yet
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = load_study(sweep)
+    assert [t.state.name for t in before.trials] == ["RUNNING", "RUNNING"]
+    (trial0_dir,) = sweep.glob("0_*")
+    record = (trial0_dir / "metrics.json").read_text()
+
+    cli(*args, run_dir=sweep)
+    study = load_study(sweep)
+    t0 = study.trials[0]
+    assert t0.state.name == "COMPLETE" and t0.value == json.loads(record)["best_val"]  # adopted
+    assert (trial0_dir / "metrics.json").read_text() == record  # and not run again
+    assert study.trials[1].state.name == "FAIL" and 1 in study.user_attrs[INTERRUPTED]
+    assert states(study) == {"COMPLETE": 4, "FAIL": 1}
+
+
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(cli):
     proc = cli("--multirun", "hparams_search=quick", "data.val_size=null", "hydra.sweeper.custom_search_space=null", "optimizer=sgd",
                "optimizer.lr=choice(0.01,1e7)", "hydra.sweeper.n_trials=6", "trainer.epochs=3")

@@ -1,0 +1,94 @@
+"""What makes a number trustworthy beyond a valid config: no float64 on the device, independent
+random streams, the gradient logged as computed, and runs that do not depend on what ran beside them."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, read_metrics
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from reg_runner.seeding import STREAMS, deterministic, generators, stream_seed
+
+
+class NoFloat64(TorchDispatchMode):
+    """Fails on any operation that makes a float64 tensor (MPS has no float64)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                raise AssertionError(f"{func} made a float64 tensor")
+        return out
+
+
+def test_a_whole_run_makes_no_float64_tensor(tiny_data, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from reg_runner import cli
+    from reg_runner.run import run
+
+    with pytest.raises(AssertionError, match="float64"), NoFloat64():  # the guard does catch one
+        torch.zeros(3).sum(dtype=torch.float64)
+    overrides = [f"data.root={tiny_data}", *TINY, "model.norm=batchnorm", "model.dropout=0.2", "reg.l1=1e-4",
+                 "augmentation=noise_affine", "scheduler=plateau", "logging.histograms=2", "trainer.grad_clip=1.0"]
+    with initialize_config_dir(config_dir=cli.CONFIG_DIR, version_base=None):
+        cfg = compose("config", overrides=overrides)
+    with NoFloat64():  # training, evaluation, TensorBoard, histograms, checkpoints
+        run(cfg, tmp_path / "run")
+    assert read_metrics(tmp_path / "run")["status"] == "completed"
+
+
+def test_random_streams_share_nothing_across_seeds_and_uses():
+    derived = {}
+    for seed in range(500):
+        for stream in STREAMS:
+            value = stream_seed(seed, stream)
+            assert value not in derived, (seed, stream, derived.get(value))
+            derived[value] = (seed, stream)
+    # seed s's batch order is not seed s+1's initialization (as seed + offset made it)
+    a, b = generators(0, torch.device("cpu")), generators(1, torch.device("cpu"))
+    first = {(s, name): torch.rand(4, generator=g).tolist() for s, gens in ((0, a), (1, b)) for name, g in gens.items()}
+    assert len({tuple(v) for v in first.values()}) == len(first)
+
+
+def _weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def test_switching_a_technique_on_moves_no_other_stream(cli):
+    """Dropout and augmentation draw from their own streams: switched on, they leave the initialization
+    as it was (runs at lr 1e-12, so one epoch moves no weight by more than 1e-11)."""
+    runs = {name: cli(*o, "trainer.epochs=1", "optimizer.lr=1e-12").run_dir for name, o in
+            (("plain", ()), ("dropout", ("model.dropout=0.3",)), ("augmented", ("augmentation=noise",)),
+             ("seed 1", ("seed=1",)))}
+    weights = {name: _weights(run) for name, run in runs.items()}
+    for name in ("dropout", "augmented"):
+        for key, value in weights["plain"].items():
+            torch.testing.assert_close(weights[name][key], value, atol=1e-9, rtol=0, msg=f"{name}: {key}")
+    assert (weights["seed 1"]["classifier.weight"] - weights["plain"]["classifier.weight"]).abs().max() > 1e-3
+
+
+def test_the_gradient_norm_is_logged_before_clipping(cli):
+    run = cli("trainer.grad_clip=1e-4", "logging.histograms=2").run_dir
+    ea = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
+    norms = [e.value for tag in ea.Tags()["scalars"] if tag.startswith("grad_norm/") for e in ea.Scalars(tag)]
+    # clipped, every layer's norm would be at most the global 1e-4; as computed, it is far above
+    assert norms and max(norms) > 1e-2
+
+
+def test_deterministic_algorithms_are_restored_after_a_run():
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic(True):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_joblib_workers_share_the_cores(cli):
+    proc = cli("--multirun", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.epochs=1")
+    runs = [p for p in proc.run_dir.iterdir() if p.is_dir()]
+    threads = {json.loads((r / "environment.json").read_text())["torch_threads"] for r in runs}
+    assert threads == {max(1, (os.cpu_count() or 1) // 2)}
