@@ -97,6 +97,36 @@ def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
     return Checked(run, split)
 
 
+# what several runs must share to train as one stack (``reg_runner.run.run_stack``): the data, the
+# architecture, and the shape of the loop. Everything else (seed, init, dropout, L1/L2, augmentation,
+# optimizer and its every argument, schedule, clipping, early stopping, objective, logging,
+# checkpoints) is each run's own.
+STRUCTURAL = ("data", "model.depth", "model.width", "model.activation", "model.norm", "model.norm_position",
+              "model.residual", "trainer.epochs", "trainer.batch_size", "trainer.accumulate", "trainer.drop_last",
+              "trainer.eval_every", "trainer.eval_batch_size", "trainer.eval_precision", "trainer.device",
+              "trainer.deterministic")
+
+
+def structure(c: RunConfig) -> tuple:
+    """The values of the ``STRUCTURAL`` keys: runs with equal structures can train as one stack."""
+    values = []
+    for key in STRUCTURAL:
+        node = c
+        for part in key.split("."):
+            node = getattr(node, part)
+        values.append(node.model_dump_json() if hasattr(node, "model_dump_json") else repr(node))
+    return tuple(values)
+
+
+def structural_difference(cfgs: list[RunConfig]) -> str | None:
+    """The first structural key on which ``cfgs`` differ, or None."""
+    shapes = [structure(c) for c in cfgs]
+    for i, key in enumerate(STRUCTURAL):
+        if len({s[i] for s in shapes}) > 1:
+            return key
+    return None
+
+
 def effective_lr(c: RunConfig) -> float:
     """The lr the optimizer starts with, after the large-batch rule."""
     o = c.optimizer

@@ -181,10 +181,11 @@ class RunFolder:
     def write_config(self, cfg) -> None:
         atomic.write_text(self.config, OmegaConf.to_yaml(cfg, resolve=True))
 
-    def write_environment(self, device, resumed_at: int | None = None) -> None:
-        """environment.json; a resumed run adds environment_resumed_<epoch>.json (it may be another machine)."""
+    def write_environment(self, device, resumed_at: int | None = None, stack: list[str] | None = None) -> None:
+        """environment.json; a resumed run adds environment_resumed_<epoch>.json (it may be another machine).
+        ``stack``: the folders of the runs trained together with this one, in one process."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
-        atomic.write_json(path, environment(device))
+        atomic.write_json(path, dict(environment(device), stack=stack))
 
     def write_metrics(self, metrics: dict) -> None:
         atomic.write_json(self.metrics, metrics)

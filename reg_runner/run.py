@@ -1,33 +1,45 @@
-"""One run, top to bottom: check the config, seed, load data, build, train, record."""
+"""Runs, top to bottom: check the configs, lock and prepare the folders, load the data, build the
+stacked model and its members, train, record.
+
+``run`` is one run; ``run_stack`` trains several runs of one architecture as one (a single run is a
+stack of one: there is one engine). Each run's folder and records are exactly what it would have
+alone, and on CPU so are its numbers.
+"""
 
 import logging
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from reg_runner import config as config_lib
-from reg_runner.augmentation import ops as augment_lib
-from reg_runner.config import N_CLASSES, steps_per_epoch
+from reg_runner.config import N_CLASSES
 from reg_runner.data import tensors as data_lib
 from reg_runner.errors import UserError
-from reg_runner.logging.probe import StepWatcher
-from reg_runner.logging.tensorboard import TBLogger
-from reg_runner.model import mlp as model_lib
-from reg_runner.optimizer import build as optimizer_lib
+from reg_runner.logging.tensorboard import TensorBoard
+from reg_runner.model.mlp import MLP, StackedMLP, initialize
 from reg_runner.records import RunFolder
-from reg_runner.reg.penalty import Penalty
-from reg_runner.scheduler.schedule import Schedule
+from reg_runner.seeding import deterministic, resolve_seed
 from reg_runner.signals import STOP
-from reg_runner.seeding import deterministic, generators, resolve_seed, rng_state, set_rng_state
-from reg_runner.trainer.loop import Trainer, TrainState
+from reg_runner.trainer.engine import Engine
+from reg_runner.trainer.listeners import Clock, Progress, Records
+from reg_runner.trainer.member import Member
 from reg_runner.trainer.precision import warn_if_slow
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """A run to train: its composed config, its folder, and the command line's overrides (for the checks)."""
+
+    cfg: object
+    run_dir: Path
+    overrides: tuple = field(default_factory=tuple)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,30 +58,45 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overri
 
     ``resume``: continue the run in ``run_dir`` from its ``checkpoints/last.pt`` (``cfg`` is the
     run's own resolved config): model, optimizer, scheduler, loop and early-stopping state, every
-    RNG state and the TensorBoard step, so the run ends with the numbers it would have had. A run
-    stopped before its first checkpoint starts again from its first epoch.
+    RNG state and the TensorBoard step, so the run ends with the numbers it would have had.
     """
+    return run_stack([Job(cfg, Path(run_dir), tuple(overrides))], multirun=multirun, resume=resume)[0]
+
+
+def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> list[float]:
+    """Train ``jobs`` as one stack (they must share their structure: ``config.STRUCTURAL``)."""
     t0 = time.perf_counter()
-    stop = STOP.install()  # already installed by the CLI's first callback, before the folder existed
-    stop.resume_hint = f"python -m reg_runner.resume {run_dir}"
-    checked = config_lib.check(cfg, overrides)  # nothing is written before this passes
-    folder = RunFolder(run_dir)
-    folder.lock()
+    STOP.install()  # already installed by the CLI's first callback, before any folder existed
+    checked = [config_lib.check(job.cfg, job.overrides) for job in jobs]  # nothing is written before this passes
+    differing = config_lib.structural_difference([c.cfg for c in checked])
+    if differing:
+        raise UserError(f"these runs cannot train as one stack: they differ in {differing}")
+    folders = [RunFolder(job.run_dir) for job in jobs]
+    locked = []
     try:
-        checkpoint = folder.load_last() if resume else None
-        if not resume:
-            folder.refuse_existing()
-        folder.prepare()
-        config = config_lib.as_data(cfg)
-        if resume:
-            _same_config(folder, config, checkpoint)
-        else:
-            config["seed"] = resolve_seed(config["seed"])  # the seed actually used is what gets recorded
-            folder.write_config(OmegaConf.create(config))
-        with deterministic(checked.cfg.trainer.deterministic):
-            return _train(checked, config, folder, checkpoint, resume, stop, multirun, t0)
+        for folder in folders:
+            folder.lock()
+            locked.append(folder)
+        STOP.resume_hint = "python -m reg_runner.resume " + " ".join(str(f.path) for f in folders)
+        configs, checkpoints = [], []
+        for job, folder in zip(jobs, folders):
+            checkpoint = folder.load_last() if resume else None
+            if not resume:
+                folder.refuse_existing()
+            folder.prepare()
+            config = config_lib.as_data(job.cfg)
+            if resume:
+                _same_config(folder, config, checkpoint)
+            else:
+                config["seed"] = resolve_seed(config["seed"])  # the seed actually used is what gets recorded
+                folder.write_config(OmegaConf.create(config))
+            configs.append(config)
+            checkpoints.append(checkpoint)
+        with deterministic(checked[0].cfg.trainer.deterministic):
+            return _train([c.cfg for c in checked], configs, folders, checkpoints, multirun, t0)
     finally:
-        folder.unlock()
+        for folder in locked:
+            folder.unlock()
 
 
 def _same_config(folder: RunFolder, config: dict, checkpoint: dict | None) -> None:
@@ -96,188 +123,93 @@ def _at(d, dotted: str):
     return d
 
 
-def _train(checked, config: dict, folder: RunFolder, checkpoint, resume: bool, stop, multirun: bool,
-           t0: float) -> float:
-    cfg, run_dir = checked.cfg, folder.path
-    seed, tc = config["seed"], cfg.trainer
-    state, before, n_params, data = TrainState(), {}, None, None
+def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: list, multirun: bool,
+           t0: float) -> list[float]:
+    cfg0 = cfgs[0]
+    tc = cfg0.trainer
+    members, data, n_params = [], None, None
 
     def record_failure(error: str) -> None:
-        folder.write_metrics(dict(metrics(cfg, seed, state, data.info if data else None, n_params, {}),
-                                  status="failed", error=error))
+        for i, folder in enumerate(folders):
+            if i < len(members):
+                record = members[i].metrics(data.info if data else None, n_params, {})
+            else:
+                record = dict(status=None, seed=configs[i]["seed"], objective=cfgs[i].objective, epochs_run=0)
+            folder.write_metrics(dict(record, status="failed", error=error))
 
     try:
         device = resolve_device(tc.device)
         warn_if_slow(tc.eval_precision, device)
-        folder.write_environment(device, resumed_at=checkpoint["state"]["epoch"] if checkpoint else None)
-        torch.manual_seed(seed)  # torch's global generator, for code outside reg_runner; ours draw from `gens`
-        gens = generators(seed, device)
-        data = data_lib.load(cfg.data, device)
-        model = model_lib.build(data.in_features, N_CLASSES, cfg.model, device, gens)
-        batch = tc.batch_size * tc.accumulate
-        optimizer = optimizer_lib.build(model.parameters(), cfg.optimizer, batch)
-        schedule = Schedule(optimizer, cfg.scheduler, tc.epochs,
-                            steps_per_epoch(len(data.train), tc.batch_size, tc.accumulate, tc.drop_last))
-        penalty = Penalty(model, cfg.reg.l1, cfg.reg.l2, cfg.reg.apply_to)
-        augment = augment_lib.build(cfg.augmentation, data)
-        trainer = Trainer(model, data, optimizer, schedule, penalty, tc, cfg.objective, gens, augment)
-        n_params = sum(p.numel() for p in model.parameters())
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            schedule.load_state_dict(checkpoint["scheduler"])
-            set_rng_state(checkpoint["rng"], gens)
-            state, before = TrainState(**checkpoint["state"]), checkpoint["timing"]
-            state.status = "running"  # it was running, interrupted or failed; finished runs are refused
-            log.info("resuming %s at epoch %d of %d", run_dir, state.epoch, tc.epochs)
-        # a resumed run drops what an earlier process logged after its checkpoint (all of it, without one)
-        tb = TBLogger(run_dir, cfg.logging, model, data, tc.epochs, tc.eval_batch_size,
-                      purge_step=state.epoch + 1 if checkpoint else (0 if resume else None))
+        stack = [str(f.path) for f in folders] if len(folders) > 1 else None
+        for folder, checkpoint in zip(folders, checkpoints):
+            folder.write_environment(device, resumed_at=checkpoint["state"]["epoch"] if checkpoint else None,
+                                     stack=stack)
+        torch.manual_seed(configs[0]["seed"])  # torch's global generator, for code outside reg_runner
+        data = data_lib.load(cfg0.data, device)
+        members = [Member(c, config, f.path, config["seed"], data, device) for c, config, f in zip(cfgs, configs, folders)]
+        with torch.device(device):
+            model = StackedMLP(data.in_features, N_CLASSES, cfg0.model, [m.cfg.model.dropout for m in members],
+                               [m.gens["dropout"] for m in members])
+            plain = MLP(data.in_features, N_CLASSES, cfg0.model)  # TensorBoard's probes see one member through it
+        params = list(model.parameters())
+        resumed = set()
+        for k, (m, checkpoint) in enumerate(zip(members, checkpoints)):
+            if checkpoint is None:
+                initialize(model, k, m.cfg.model.init, m.cfg.model.activation, m.gens["init"])
+            else:
+                model.load_member_state(k, checkpoint["model"])
+            m.attach(params, k)
+            m.extra["stack_size"] = len(members)
+            if checkpoint is not None:
+                m.restore(checkpoint)
+                resumed.add(m)
+                m.extra.update(resumed=True, timing_before=checkpoint["timing"], first_epoch=m.state.epoch)
+                log.info("resuming %s at epoch %d of %d", m.run_dir, m.state.epoch, tc.epochs)
+        n_params = sum(p[0].numel() for p in params)
+        show = cfg0.logging.progress if cfg0.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
+        tensorboard = TensorBoard(data, plain, resumed)
+        listeners = [Records(data.info, n_params, Clock(t0), resumed), tensorboard,
+                     Progress(show, tc.epochs, min(m.state.epoch for m in members))]
+        engine = Engine(model, data, members, listeners, detail=tensorboard.wants_histograms)
+        seeds = ", ".join(str(m.seed) for m in members)
+        log.info("model: %s, %d parameters, on %s; %s %s", _describe(cfg0.model), n_params, device,
+                 "seed" if len(members) == 1 else f"{len(members)} runs as one stack, seeds", seeds)
+        engine.run()
     except UserError as e:
         record_failure(str(e))
         raise
     except Exception as e:
         record_failure(f"{type(e).__name__}: {e}")
         raise
-    watcher = StepWatcher(model)
-    log.info("model: %s, %d parameters, on %s; seed %d", _describe(cfg.model), n_params, device, seed)
-
-    t_train, t_loop, loop_started_at, first_epoch = time.perf_counter(), None, None, state.epoch
-
-    def timing() -> dict:
-        now = time.perf_counter()
-        loop_s = before.get("loop_s", 0.0) + (now - t_loop if t_loop is not None else 0.0)
-        return dict(
-            wall_s=before.get("wall_s", 0.0) + now - t0,
-            train_s=before.get("train_s", 0.0) + now - t_train,  # the loop, with what is written before and after
-            loop_s=loop_s,  # the epochs alone, with their logging and checkpoints
-            epochs_per_s=(state.epoch - first_epoch) / (now - t_loop)
-            if t_loop is not None and state.epoch > first_epoch else None,  # this process's epochs
-            resumed_at=before.get("resumed_at", []) + ([checkpoint["state"]["epoch"]] if checkpoint else []),
-            # unix time this process began its first epoch: with the launch time, the start-up cost
-            loop_started_at=loop_started_at,
-        )
-
-    # the best epoch this process wrote to checkpoints/best.pt; a resumed run rewrites it once, as a
-    # kill between last.pt and best.pt may have left it behind
-    saved_best = [None]
-
-    def record() -> None:
-        """Checkpoint first, then history, then metrics.json: a kill between two writes never
-        leaves metrics.json claiming epochs the checkpoint does not hold."""
-        t = timing()
-        payload = dict(
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scheduler=schedule.state_dict(),
-            epoch=state.epoch,
-            rng=rng_state(gens),
-            state=vars(state),
-            timing=t,
-            config=config,
-        )
-        folder.save_checkpoint(folder.last, payload)
-        if state.best_snapshot is not None and state.best["epoch"] != saved_best[0]:  # unchanged: already on disk
-            folder.save_checkpoint(folder.best, dict(**state.best_snapshot, epoch=state.best["epoch"], config=config))
-            saved_best[0] = state.best["epoch"]
-        folder.write_history(state.history)
-        folder.write_metrics(metrics(cfg, seed, state, data.info, n_params, t))
-
-    show = cfg.logging.progress if cfg.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
-    bar = tqdm(total=tc.epochs, initial=state.epoch, disable=not show, unit="epoch", dynamic_ncols=True, leave=False)
-    try:
-        if checkpoint is None:
-            record()  # epoch 0: every run can be resumed, and knows the config it started with
-            tb.start(config)
-            tb.augmentation_examples(augment, gens["examples"])
-        loop_started_at, t_loop = time.time(), time.perf_counter()
-        if stop.signal is not None:  # during start-up: a checkpoint of the untrained state, resumable
-            state.status = "interrupted"
-        while state.status == "running":
-            histograms = tb.wants_histograms(state.epoch + 1)
-            row = trainer.run_epoch(state, watcher if histograms else None)
-            bar.update(1)
-            if row is not None:
-                tb.scalars(row)
-                bar.set_postfix_str(f"train/loss {row['train/loss']:.4f}  val/acc {row['val/acc']:.4f}",
-                                    refresh=False)
-            if histograms and state.status != "diverged":
-                tb.histograms(state.epoch, watcher.stats, trainer.val_entropy)
-            if state.status == "running" and stop.signal is not None:
-                state.status = "interrupted"
-            if state.status == "running" and state.epoch % tc.checkpoint_every == 0:
-                record()
-        record()
-        if state.status != "interrupted":
-            tb.finish(metrics(cfg, seed, state, data.info, n_params, {}))
-    except UserError as e:
-        record_failure(str(e))
-        raise
-    except Exception as e:
-        record_failure(f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        bar.close()
-        tb.close()
-    if state.status == "interrupted":
-        print(f"interrupted by {stop.name} after epoch {state.epoch}; checkpoint saved. "
-              f"Resume with: python -m reg_runner.resume {run_dir}", file=sys.stderr, flush=True)
-        sys.exit(128 + stop.signal)  # a multirun stops with its run: the signal was meant for the whole command
-    return _summarize(cfg, state, run_dir, time.perf_counter() - t0)
-
-
-def metrics(cfg, seed: int, state: TrainState, data_info: dict | None, n_params: int | None, timing: dict) -> dict:
-    """The content of metrics.json; only ``timing`` differs between two runs of the same config on CPU."""
-    final = state.history[-1] if state.history else None
-    return dict(
-        status=state.status,
-        seed=seed,
-        objective=cfg.objective,
-        epochs_run=state.epoch,
-        epochs_planned=cfg.trainer.epochs,
-        stopped_at=state.stopped_at,
-        best_epoch=state.best["epoch"] if state.best else None,
-        best_val=state.best[cfg.objective] if state.best else None,
-        test_at_best=_split_metrics(state.best, "test"),
-        best=state.best,
-        final=final,
-        n_parameters=n_params,
-        data=data_info,
-        timing=timing,
-    )
-
-
-def _split_metrics(row: dict | None, split: str) -> dict | None:
-    if row is None:
-        return None
-    return {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith(f"{split}/")}
+    if engine.interrupted:
+        print(f"interrupted by {STOP.name} after epoch {max(m.state.epoch for m in members)}; checkpoint saved. "
+              f"Resume with: {STOP.resume_hint}", file=sys.stderr, flush=True)
+        sys.exit(128 + STOP.signal)  # a multirun stops with its run: the signal was meant for the whole command
+    return [_summarize(m, time.perf_counter() - t0) for m in members]
 
 
 def _describe(m) -> str:
     parts = [f"MLP {m.depth}x{m.width} {m.activation}"]
     if m.norm != "none":
         parts.append(f"{m.norm} ({m.norm_position.replace('_', ' ')})")
-    if m.dropout > 0:
-        parts.append(f"dropout {m.dropout:g}")
     if m.residual:
         parts.append("residual")
-    if m.init != "default":
-        parts.append(f"init {m.init}")
     return ", ".join(parts)
 
 
-def _summarize(cfg, state: TrainState, run_dir: Path, wall: float) -> float:
+def _summarize(member, wall: float) -> float:
+    state, objective = member.state, member.cfg.objective
     if state.best is None:
         value = math.nan
         line = f"{state.status} at epoch {state.stopped_at} before any evaluation"
     else:
-        value = state.best[cfg.objective]
+        value = state.best[objective]
         if state.status == "diverged":
             value = math.nan  # a sweeper must see the trial as failed
         test, final = state.best["test/acc"], state.history[-1]["test/acc"]
         line = (
-            f"{state.status}: best {cfg.objective} {state.best[cfg.objective]:.4f} at epoch {state.best['epoch']}, "
+            f"{state.status}: best {objective} {state.best[objective]:.4f} at epoch {state.best['epoch']}, "
             f"test/acc {test:.4f} there (final epoch {state.history[-1]['epoch']}: {final:.4f})"
         )
-    print(f"{line}; {wall:.1f} s; {run_dir}", flush=True)
+    print(f"{line}; {wall:.1f} s; {member.run_dir}", flush=True)
     return value

@@ -74,8 +74,8 @@ def histogram(values: torch.Tensor, bins: int = 64) -> dict:
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    logp = F.log_softmax(logits.float(), dim=1)
-    return -(logp.exp() * logp).sum(dim=1)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
 
 
 @torch.inference_mode()
@@ -115,31 +115,30 @@ def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str,
 
 
 class StepWatcher:
-    """Per-layer gradient norm and ‖ΔW‖/‖W‖ of one optimizer step.
+    """Per-layer gradient norm and ‖ΔW‖/‖W‖ of one optimizer step, on ``weights`` ({layer: tensor},
+    a member's slices of the stacked weights).
 
     ‖ΔW‖/‖W‖ around 1e-3 is the usual sign of a healthy learning rate (much higher: too large,
     much lower: the layer barely learns).
     """
 
-    def __init__(self, model: nn.Module):
-        self.layers = linear_layers(model)
+    def __init__(self, weights: dict[str, torch.Tensor]):
+        self.weights = weights
         self.stats: dict[str, float] = {}
         self._before: dict[str, torch.Tensor] = {}
 
     def before_step(self) -> None:
-        self._before = {n: m.weight.detach().clone() for n, m in self.layers.items()}
-        self._grad_norms = {
-            n: m.weight.grad.norm() if m.weight.grad is not None else torch.zeros(()) for n, m in self.layers.items()
-        }
+        self._before = {n: w.detach().clone() for n, w in self.weights.items()}
+        self._grad_norms = {n: w.grad.norm() if w.grad is not None else torch.zeros(()) for n, w in self.weights.items()}
 
     def after_step(self) -> None:
         values = []
-        for n, m in self.layers.items():
+        for n, w in self.weights.items():
             values.append(self._grad_norms[n])
-            values.append((m.weight.detach() - self._before[n]).norm() / self._before[n].norm().clamp_min(1e-12))
+            values.append((w.detach() - self._before[n]).norm() / self._before[n].norm().clamp_min(1e-12))
         flat = torch.stack([v.float().cpu() for v in values]).tolist()
         self.stats = {}
-        for i, n in enumerate(self.layers):
+        for i, n in enumerate(self.weights):
             self.stats[f"grad_norm/{n}"] = flat[2 * i]
             self.stats[f"update_ratio/{n}"] = flat[2 * i + 1]
         self._before = {}

@@ -67,6 +67,9 @@ def flat_hparams(config: dict) -> dict:
 
 
 class TBLogger:
+    """One run's event file. ``model`` is a plain ``MLP`` that holds the run's current weights whenever
+    a histogram or the untrained model's entropy is taken (the listener below loads it)."""
+
     def __init__(self, log_dir: Path, cfg, model, data, epochs: int, eval_batch_size: int, purge_step=None):
         self.writer = None
         self.hist_epochs = probe.histogram_epochs(epochs, cfg.histograms) if cfg.tensorboard else set()
@@ -156,3 +159,54 @@ class TBLogger:
         if self.writer is not None:
             self.writer.close()
 
+
+
+class TensorBoard:
+    """The engine's listener: a ``TBLogger`` per member, in the member's folder. ``plain`` is one plain
+    ``MLP`` of the stack's architecture, loaded with a member's weights before its probes run."""
+
+    def __init__(self, data, plain, resumed: set):
+        self.data, self.plain, self.resumed = data, plain, resumed
+
+    def _load(self, engine, k: int):
+        self.plain.load_state_dict(engine.model.member_state(k))
+        return self.plain
+
+    def wants_histograms(self, member, epoch: int) -> bool:
+        tb = member.extra.get("tb")
+        return tb is not None and tb.wants_histograms(epoch)
+
+    def start(self, engine) -> None:
+        for k, m in enumerate(engine.members):
+            resumed = m in self.resumed
+            # a resumed run drops what an earlier process logged after its checkpoint
+            tb = TBLogger(m.run_dir, m.cfg.logging, self.plain, self.data, m.cfg.trainer.epochs,
+                          m.cfg.trainer.eval_batch_size, purge_step=m.state.epoch + 1 if resumed else None)
+            m.extra["tb"] = tb
+            if not resumed and tb.writer is not None:
+                self._load(engine, k)
+                tb.start(m.config)
+                tb.augmentation_examples(m.augment, m.gens["examples"])
+
+    def epoch(self, engine, result) -> None:
+        for k, m in enumerate(engine.members):
+            tb, row = m.extra["tb"], result.rows.get(m)
+            if row is not None:
+                tb.scalars(row)
+            if m in result.steps and m.state.status != "diverged" and tb.writer is not None:
+                self._load(engine, k)
+                tb.histograms(result.number, result.steps[m], result.entropies.get(m))
+
+    def member_end(self, engine, member, k: int) -> None:
+        tb = member.extra.pop("tb", None)
+        if tb is None:
+            return
+        if member.state.status != "interrupted":
+            tb.finish(member.metrics(None, None, {}))
+        tb.close()
+
+    def close(self, engine) -> None:
+        for m in engine.members:  # after an error: whatever is still open
+            tb = m.extra.pop("tb", None)
+            if tb is not None:
+                tb.close()

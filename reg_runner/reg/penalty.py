@@ -1,4 +1,4 @@
-"""Explicit L1 / L2 penalties added to the loss: the MAP view of regularization.
+"""Explicit L1 / L2 penalties: the MAP view of regularization.
 
     loss = CE(θ) + λ1 ‖θ‖₁ + λ2 ‖θ‖₂²
 
@@ -11,33 +11,74 @@ the gradient, which for SGD equals an L2 penalty with λ2 = w/2 but for Adam is 
 adaptive denominator (so it is neither the penalty above nor true decay). AdamW decouples it:
 ``θ ← θ - lr·w·θ`` outside the adaptive step. Here the penalty is part of the loss that every
 optimizer sees; it is logged separately from the data loss.
+
+In a stack every member has its own λ1, λ2 and ``apply_to``. The penalty's gradient,
+λ1·sign(θ) + 2λ2·θ, is added to each member's gradient once per optimizer step (elementwise, so
+each member's is what it would be alone); its value, for the logs, is summed over each member's own
+slices.
 """
 
 import torch
-from torch import nn
+
+from reg_runner.model.mlp import StackedLinear
 
 
-def penalized_parameters(model: nn.Module, apply_to: str) -> list[torch.Tensor]:
-    if apply_to == "all":
-        return list(model.parameters())
-    return [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+def penalized(model, apply_to: str) -> list[bool]:
+    """For each of ``model.parameters()``: whether ``apply_to`` covers it."""
+    weights = {id(m.weight) for m in model.modules() if isinstance(m, StackedLinear)}
+    return [apply_to == "all" or id(p) in weights for p in model.parameters()]
 
 
-class Penalty:
-    """λ1‖θ‖₁ + λ2‖θ‖₂² over a fixed list of parameters; zero (and free) when both λ are 0."""
+class Penalties:
+    """λ1‖θ‖₁ + λ2‖θ‖₂² per member; free when every λ is 0."""
 
-    def __init__(self, model: nn.Module, l1: float, l2: float, apply_to: str):
-        self.l1, self.l2 = l1, l2
-        self.params = penalized_parameters(model, apply_to)
+    def __init__(self, model, coefficients: list[tuple[float, float, str]]):
+        """``coefficients``: (l1, l2, apply_to) of each member, in stack order."""
+        self.l1 = [c[0] for c in coefficients]
+        self.l2 = [c[1] for c in coefficients]
+        self.covers = [penalized(model, c[2]) for c in coefficients]  # [member][param]
+        self.active = any(self.l1) or any(self.l2)
+        self.scales = None
 
-    @property
-    def active(self) -> bool:
-        return self.l1 > 0 or self.l2 > 0
+    def on(self, k: int) -> bool:
+        """Whether member k has a penalty (its rows then log it)."""
+        return self.l1[k] > 0 or self.l2[k] > 0
 
-    def __call__(self) -> torch.Tensor:
-        total = self.params[0].new_zeros(())
-        if self.l1 > 0:
-            total = total + self.l1 * sum(p.abs().sum() for p in self.params)
-        if self.l2 > 0:
-            total = total + self.l2 * sum(p.square().sum() for p in self.params)
-        return total
+    def keep(self, members: list[int]) -> None:
+        self.l1, self.l2 = [self.l1[i] for i in members], [self.l2[i] for i in members]
+        self.covers = [self.covers[i] for i in members]
+        self.active = any(self.l1) or any(self.l2)
+        self.scales = None
+
+    def _scales(self, params: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per parameter: λ1 and 2λ2 of every member as (K, 1, ...) tensors, 0 where it is not covered."""
+        if self.scales is None:
+            self.scales = []
+            for j, p in enumerate(params):
+                shape = (len(self.l1),) + (1,) * (p.dim() - 1)
+                l1 = [self.l1[k] if self.covers[k][j] else 0.0 for k in range(len(self.l1))]
+                l2 = [2 * self.l2[k] if self.covers[k][j] else 0.0 for k in range(len(self.l2))]
+                self.scales.append((torch.tensor(l1, dtype=p.dtype, device=p.device).view(shape),
+                                    torch.tensor(l2, dtype=p.dtype, device=p.device).view(shape)))
+        return self.scales
+
+    @torch.no_grad()
+    def add_gradients(self, params: list[torch.Tensor]) -> None:
+        for p, (l1, l2) in zip(params, self._scales(params)):
+            if p.grad is not None:
+                p.grad.add_(torch.sign(p) * l1 + p * l2)
+
+    @torch.no_grad()
+    def values(self, params: list[torch.Tensor]) -> torch.Tensor:
+        """(K,) float32: each member's penalty at the current weights (0 for a member without one)."""
+        out = []
+        for k in range(len(self.l1)):
+            total = params[0].new_zeros(())
+            if self.l1[k] > 0 or self.l2[k] > 0:
+                covered = [p[k] for p, c in zip(params, self.covers[k]) if c]
+                if self.l1[k] > 0:
+                    total = total + self.l1[k] * sum(t.abs().sum() for t in covered)
+                if self.l2[k] > 0:
+                    total = total + self.l2[k] * sum(t.square().sum() for t in covered)
+            out.append(total)
+        return torch.stack(out)

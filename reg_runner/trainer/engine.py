@@ -1,0 +1,216 @@
+"""The training loop, for a stack of K runs: one stacked model, one step, one evaluation, K records.
+
+A single run is a stack of one; there is no other loop.
+
+Protocol (as in the course): ``model.train()`` for the training steps (dropout active, BatchNorm
+uses batch statistics and updates its running ones), ``model.eval()`` under ``inference_mode``
+for evaluation (dropout off, BatchNorm uses running statistics). The train metrics of an epoch
+are the means over its training batches, in train mode; validation and test are evaluated on the
+whole sets every ``eval_every`` epochs and at the last epoch. The best epoch is chosen on the
+validation metric named by ``objective`` only; test metrics are only reported, never used to choose.
+
+Each member draws its own batch order and augmentations, so the batch is (K, B, features), one batch
+per member; evaluation sends the one validation and test set through every member at once. Each
+member's loss is its own mean; the gradient of their sum is each member's own gradient. The epoch's
+sums stay on the device in float32, one value per batch and member, and are added up on the host
+in float64 once per epoch (nothing float64 is made on the device: MPS has none). After each epoch
+the listeners (records, TensorBoard, progress) see every member's row, and the members that
+finished (completed, early-stopped, diverged) leave the stack: they cost nothing more.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from reg_runner.config import batches_per_epoch
+from reg_runner.logging import probe
+from reg_runner.reg.penalty import Penalties
+from reg_runner.signals import STOP
+from reg_runner.trainer.precision import EvalPrecision
+
+CHUNK = 16384  # columns per row reduction: below torch's grain size, so a row's sum never depends on K
+
+
+def row_sums(t: torch.Tensor) -> torch.Tensor:
+    """(K, n) -> (K,): each row's sum, computed the same way whatever K is (torch splits one long
+    row over threads, but not K rows)."""
+    parts = [t[:, i : i + CHUNK].sum(1) for i in range(0, t.shape[1], CHUNK)]
+    return parts[0] if len(parts) == 1 else torch.stack(parts, 1).sum(1)
+
+
+@dataclass
+class Epoch:
+    """What the listeners see of an epoch."""
+
+    number: int
+    rows: dict = field(default_factory=dict)  # member -> its history row, or None if not evaluated
+    steps: dict = field(default_factory=dict)  # member -> StepWatcher stats (histogram epochs)
+    entropies: dict = field(default_factory=dict)  # member -> validation output entropies (histogram epochs)
+
+
+class Engine:
+    def __init__(self, model, data, members: list, listeners: list, detail=lambda member, epoch: False):
+        """``detail(member, epoch)``: whether the epoch records histograms for the member."""
+        self.model, self.data, self.members, self.listeners, self.detail = model, data, members, listeners, detail
+        self.tc = members[0].cfg.trainer  # every member has the same trainer structure
+        self.params = list(model.parameters())
+        self.penalty = Penalties(model, [(m.cfg.reg.l1, m.cfg.reg.l2, m.cfg.reg.apply_to) for m in members])
+        self.precision = EvalPrecision(self.tc.eval_precision)
+        self.interrupted = False
+
+    def member_weights(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's slices of the Linear weights, by layer name."""
+        index = {id(p): i for i, p in enumerate(self.params)}
+        return {name: self.members[k].proxies[index[id(layer.weight)]] for name, layer in self.model.linears().items()}
+
+    def run(self) -> None:
+        for listener in self.listeners:
+            listener.start(self)
+        try:
+            if STOP.signal is not None:  # during start-up: every member keeps its untrained state
+                self.stop_all("interrupted")
+            while self.members:
+                self.epoch()
+        finally:
+            for listener in self.listeners:
+                listener.close(self)
+
+    def stop_all(self, status: str) -> None:
+        for m in self.members:
+            m.state.status = status
+        self.interrupted = status == "interrupted"
+        self.leave([k for k in range(len(self.members))])
+
+    def epoch(self) -> None:
+        members = self.members
+        number = members[0].state.epoch + 1
+        watchers = {k: probe.StepWatcher(self.member_weights(k)) for k, m in enumerate(members)
+                    if self.detail(m, number)}
+        sums = self.train_epoch(watchers)
+        evaluated = number % self.tc.eval_every == 0 or number == self.tc.epochs
+        entropies = None
+        if evaluated:
+            val = self.evaluate(self.data.val, entropy=bool(watchers))
+            test = self.evaluate(self.data.test)
+            sums.update({"val/loss": val["loss"], "val/acc": val["acc"], "test/loss": test["loss"],
+                         "test/acc": test["acc"]})
+            entropies = val["entropy"]
+        means = host_means(sums)
+        result = Epoch(number)
+        for k, m in enumerate(members):
+            row = None
+            if evaluated:
+                row = {"epoch": number, **{name: values[k] for name, values in means.items()
+                                           if name != "train/penalty" or self.penalty.on(k)}, "lr": m.schedule.lr}
+            m.end_epoch(number, row, means["train/loss"][k], lambda k=k, m=m: m.snapshot(self.model.member_state(k)))
+            result.rows[m] = row
+            if k in watchers:
+                result.steps[m] = watchers[k].stats
+                if entropies is not None:
+                    result.entropies[m] = entropies[k]
+        for listener in self.listeners:
+            listener.epoch(self, result)
+        if STOP.signal is not None:
+            for m in members:
+                if m.state.status == "running":
+                    m.state.status = "interrupted"
+            self.interrupted = True
+        self.leave([k for k, m in enumerate(members) if m.state.status != "running"])
+
+    def leave(self, done: list[int]) -> None:
+        """The members ``done`` (indices) end: listeners record them, then their slices are dropped."""
+        if not done:
+            return
+        for k in done:
+            for listener in self.listeners:
+                listener.member_end(self, self.members[k], k)
+        keep = [k for k in range(len(self.members)) if k not in done]
+        self.members = [self.members[k] for k in keep]
+        if not self.members:
+            return
+        self.model.keep(keep)
+        self.penalty.keep(keep)
+        self.params = list(self.model.parameters())
+        for k, m in enumerate(self.members):
+            m.attach(self.params, k)
+
+    def train_epoch(self, watchers: dict) -> dict:
+        """One pass over the training set for every member: per-batch, per-member sums."""
+        members, tc, train, model, params = self.members, self.tc, self.data.train, self.model, self.params
+        n, size, k_members = len(train), tc.batch_size, len(self.members)
+        n_batches = batches_per_epoch(n, size, tc.drop_last)
+        device = train.x.device
+        perms = torch.stack([torch.randperm(n, device=device, generator=m.gens["batches"]) for m in members])
+        augmented = [(k, m) for k, m in enumerate(members) if m.augment is not None]
+        model.train()
+        losses, corrects, penalties = [], [], []
+        for i in range(n_batches):
+            idx = perms[:, i * size : (i + 1) * size]
+            x, y = train.x[idx], train.y[idx]  # (K, b, features), (K, b)
+            for k, m in augmented:
+                x[k] = m.augment(x[k], m.gens["augment"])
+            logits = model(x)
+            b = y.shape[1]
+            per_example = F.cross_entropy(logits.reshape(k_members * b, -1), y.reshape(-1), reduction="none")
+            data_loss = row_sums(per_example.view(k_members, b)) / b  # each member's mean
+            if self.penalty.active:
+                penalties.append(self.penalty.values(params))
+            group_start = i - i % tc.accumulate  # micro-batches in this optimizer step
+            group_size = min(tc.accumulate, n_batches - group_start)
+            total = data_loss.sum()  # its gradient is each member's own
+            (total / group_size if group_size > 1 else total).backward()
+            if i - group_start == group_size - 1:
+                if self.penalty.active:
+                    self.penalty.add_gradients(params)
+                last = i == n_batches - 1
+                for k, m in enumerate(members):
+                    m.take_gradients(params, k)
+                    m.step(watchers.get(k) if last else None)
+                model.zero_grad(set_to_none=True)
+            losses.append(data_loss.detach() * b)
+            corrects.append((logits.detach().argmax(2) == y).sum(1))
+        sums = {"train/loss": (torch.stack(losses), n), "train/acc": (torch.stack(corrects), n)}
+        if penalties:
+            sums["train/penalty"] = (torch.stack(penalties), n_batches)
+        return sums
+
+    @torch.inference_mode()
+    def evaluate(self, split, entropy: bool = False) -> dict:
+        """Per-batch, per-member sums of the loss and of the correct predictions over ``split``, and with
+        ``entropy`` every member's output entropy for every example (from the same logits). The forward
+        pass runs at ``trainer.eval_precision``; the loss is computed in float32 from its logits."""
+        self.model.eval()
+        bs, precision = self.tc.eval_batch_size, self.precision
+        x = precision.inputs(split.x)
+        losses, corrects, entropies = [], [], []
+        for start in range(0, len(split), bs):
+            with precision.autocast(x.device):
+                logits = self.model(x[start : start + bs])
+            logits = logits.float()  # (K, n, classes); a no-op in float32
+            y = split.y[start : start + bs]
+            target = logits.gather(2, y.view(1, -1, 1).expand(len(logits), -1, 1)).squeeze(2)
+            # cross-entropy as logsumexp - target logit: log_softmax's kernel is slow for 10 classes on CPU
+            losses.append(row_sums(torch.logsumexp(logits, 2) - target))
+            corrects.append((logits.argmax(2) == y).sum(1))
+            if entropy:
+                entropies.append(probe.entropy(logits))
+        return dict(loss=(torch.stack(losses), len(split)), acc=(torch.stack(corrects), len(split)),
+                    entropy=torch.cat(entropies, 1) if entropies else None)
+
+
+def host_means(sums: dict[str, tuple[torch.Tensor, int]]) -> dict[str, list[float]]:
+    """``{name: ((batches, K) sums, count)}`` -> ``{name: [each member's total / count]}``: one transfer
+    to the host, the totals added up there exactly (``math.fsum``), whatever the order."""
+    names = list(sums)
+    parts = [sums[n][0].float() for n in names]
+    flat = torch.cat([p.reshape(-1) for p in parts]).cpu().tolist() if parts else []
+    out, at = {}, 0
+    for name, part in zip(names, parts):
+        rows, k = part.shape
+        values = flat[at : at + rows * k]
+        at += rows * k
+        count = sums[name][1]
+        out[name] = [math.fsum(values[j::k]) / count if count else math.nan for j in range(k)]
+    return out
