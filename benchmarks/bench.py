@@ -16,6 +16,11 @@ validation and 10,000 test images per epoch.
   ``logging.histograms=0``; ``runner, bf16 eval`` adds ``trainer.eval_precision=bf16`` (where the
   hardware has fast bf16).
 - ``lean``, ``typical``, ``lightning``: loops.py.
+- many runs of the reference config, differing in their seed (``--stacked-epochs`` epochs each): ``K lone
+  runs`` in one ``--multirun`` process (Hydra's basic launcher: one after the other), and ``stacked K``
+  (``hydra/launcher=stacked``: one stack of K) for each K of ``--stacks``. Their figure is model-epochs
+  per second (K x epochs over the process's wall time, start-up included, as a user waits for it)
+  and per second of the epochs alone; the ratio that matters is stacked K over K lone runs.
 - ``compute floor``: the workload's matmul FLOPs (forward for evaluation; forward, weight gradients
   and input gradients but the first layer's for training; elementwise ops not counted) over the
   best matmul rate this machine reaches in this run (square float32 matmuls; bfloat16 for the
@@ -79,6 +84,23 @@ def run_runner(name: str, overrides: list[str], epochs: int, args, work: Path, e
     return dict(r, epoch_s=m["timing"]["loop_s"] / m["epochs_run"],
                 first_step_s=m["timing"]["loop_started_at"] - r["launched"],
                 val_acc=m["final"]["val/acc"], run_dir=str(out))
+
+
+def run_many(name: str, k: int, stacked: bool, args, work: Path, env: dict) -> dict:
+    """K runs of the reference config (seeds 0..K-1) in one multirun process, stacked or one by one."""
+    out = work / name.replace(" ", "_")
+    argv = [sys.executable, "-m", "reg_runner", "--multirun", f"seed=range(0,{k})",
+            f"trainer.epochs={args.stacked_epochs}", f"trainer.device={args.device}", *common_data_overrides(args),
+            *(["hydra/launcher=stacked"] if stacked else []), f"hydra.sweep.dir={out}"]
+    r = launch(argv, env, work / f"{out.name}.log")
+    metrics = [json.loads(p.read_text()) for p in out.glob("*/metrics.json")]
+    assert len(metrics) == k, f"{name}: {len(metrics)} of {k} runs recorded"
+    # a stack's members share one loop: its time once; lone runs' loops add up
+    loop_s = metrics[0]["timing"]["loop_s"] if stacked else sum(m["timing"]["loop_s"] for m in metrics)
+    model_epochs = sum(m["epochs_run"] for m in metrics)
+    return dict(r, members=k, model_epochs_per_s=model_epochs / r["process_s"],
+                loop_model_epochs_per_s=model_epochs / loop_s,
+                val_acc=statistics.fmean(m["final"]["val/acc"] for m in metrics))
 
 
 def run_loop(name: str, runner_eval_batch_size: int, args, work: Path, env: dict) -> dict:
@@ -161,11 +183,15 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="2 epochs, 1 repeat, small matmuls: a smoke test")
     parser.add_argument("--train-fraction", type=float, default=None,
                         help="of the training set (default: the config's 5%%; --tiny: 60%%, a batch of 300 on tiny data)")
+    parser.add_argument("--stacks", default="8,32", help="stack sizes K to time (comma-separated; 0: none)")
+    parser.add_argument("--stacked-epochs", type=int, default=10, help="epochs of each run in the K-run rows")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
     if args.tiny:
-        args.epochs, args.repeats, args.full = 2, 1, False
+        args.epochs, args.repeats, args.full, args.stacked_epochs = 2, 1, False, 2
         args.train_fraction = args.train_fraction or 0.6
+        args.stacks = "2,3" if args.stacks == "8,32" else args.stacks
+    stack_sizes = [int(k) for k in args.stacks.split(",") if int(k) > 0]
     from omegaconf import OmegaConf
 
     from reg_runner.data.mnist import find_files
@@ -192,22 +218,29 @@ def main() -> None:
     if no_bf16 is None:
         runners["runner, bf16 eval"] = [*at_default_density, "trainer.eval_precision=bf16"]
     loops = ["lean", "typical"] + (["lightning"] if have_lightning else [])
-    results: dict[str, list[dict]] = {name: [] for name in [*runners, *loops]}
+    many = {}  # name -> (K, stacked)
+    if stack_sizes:
+        many[f"{stack_sizes[0]} lone runs"] = (stack_sizes[0], False)
+        many.update({f"stacked {k}": (k, True) for k in stack_sizes})
+    results: dict[str, list[dict]] = {name: [] for name in [*runners, *loops, *many]}
     print(f"{args.epochs} epochs x {args.repeats} repeats on {device} "
           f"({torch.get_num_threads()} threads, torch {torch.__version__})", flush=True)
     with tempfile.TemporaryDirectory(prefix="reg_runner_bench_") as tmp:
         for rep in range(args.repeats):
             work = Path(tmp) / f"r{rep}"
             work.mkdir()
-            order = [*runners, *loops]
+            order = [*runners, *loops, *many]
             random.Random(rep).shuffle(order)  # no implementation always follows the same one
             for name in order:
                 if name in runners:
                     results[name].append(run_runner(name, runners[name], args.epochs, args, work, env))
+                elif name in many:
+                    results[name].append(run_many(name, *many[name], args, work, env))
                 else:
                     results[name].append(run_loop(name, eval_batch_size, args, work, env))
             print(f"  repeat {rep + 1}/{args.repeats}: " + ", ".join(
-                f"{k} {v[-1]['epoch_s']:.3f}" for k, v in results.items()), flush=True)
+                f"{k} {v[-1]['epoch_s']:.3f}" if "epoch_s" in v[-1] else f"{k} {v[-1]['model_epochs_per_s']:.2f}/s"
+                for k, v in results.items()), flush=True)
         bf16_change = (compare_histories(results["runner"][-1]["run_dir"], results["runner, bf16 eval"][-1]["run_dir"])
                        if "runner, bf16 eval" in results else None)
         full = None
@@ -225,6 +258,14 @@ def main() -> None:
     bf16_rate = matmul_rate(torch.bfloat16, size, device, seconds) if no_bf16 is None else None
 
     rows = {}
+    stacked_rows = {}
+    for name in many:
+        runs = results.pop(name)
+        stacked_rows[name] = dict(members=runs[0]["members"],
+                                  model_epochs_per_s=statistics.median(r["model_epochs_per_s"] for r in runs),
+                                  loop_model_epochs_per_s=statistics.median(r["loop_model_epochs_per_s"] for r in runs),
+                                  process_s=statistics.median(r["process_s"] for r in runs),
+                                  peak_mb=max(r["peak_mb"] for r in runs), val_acc=runs[-1]["val_acc"])
     for name, runs in results.items():
         epoch_s = statistics.median(r["epoch_s"] for r in runs)
         process_s = statistics.median(r["process_s"] for r in runs)
@@ -238,6 +279,9 @@ def main() -> None:
         rows["compute floor (bf16 eval)"] = dict(epoch_s=train_flops / fp32_rate + eval_flops / bf16_rate)
     base = rows["runner"]["epoch_s"]
     print_table(rows, base, args)
+    if stacked_rows:
+        floor = rows["compute floor (fp32)"]["epoch_s"]
+        print_stacked(stacked_rows, floor, args)
     print(f"\nworkload: {(train_flops + eval_flops) / 1e9:.2f} GFLOP per epoch ({train_flops / 1e9:.2f} training, "
           f"{eval_flops / 1e9:.2f} evaluation); matmul rate here: {fp32_rate / 1e9:.0f} GFLOP/s float32"
           + (f", {bf16_rate / 1e9:.0f} GFLOP/s bfloat16" if bf16_rate else f"; bf16: {no_bf16}"))
@@ -250,6 +294,17 @@ def main() -> None:
             ok = ratio <= bound if how == "at most" else ratio >= bound
             checks.append(dict(ratio=f"{num} / {den}", value=ratio, target=f"{how} {bound}", met=ok))
             print(f"{num} / {den} per epoch: {ratio:.2f} (target: {how} {bound:g}) {'met' if ok else 'NOT MET'}")
+    if stacked_rows:
+        lone = next(n for n in stacked_rows if n.endswith("lone runs"))
+        k = stacked_rows[lone]["members"]
+        for basis in ("model_epochs_per_s", "loop_model_epochs_per_s"):
+            ratio = stacked_rows[f"stacked {k}"][basis] / stacked_rows[lone][basis]
+            what = "process" if basis == "model_epochs_per_s" else "epochs alone"
+            ok = ratio >= 1.4
+            checks.append(dict(ratio=f"stacked {k} / {k} lone runs ({what})", value=ratio, target="at least 1.4",
+                               met=ok))
+            print(f"stacked {k} / {k} lone runs, model-epochs per second ({what}): {ratio:.2f} (target: at least 1.4) "
+                  f"{'met' if ok else 'NOT MET'}")
     if bf16_change:
         c = bf16_change
         print(f"bf16 evaluation vs float32, same run (training {'identical' if c['same_training'] else 'DIFFERENT'}, "
@@ -261,7 +316,7 @@ def main() -> None:
               f"test/acc at best {full['acc']:.4f}")
     if args.json:
         args.json.write_text(json.dumps(dict(epochs=args.epochs, repeats=args.repeats, device=str(device),
-                                             rows=rows, checks=checks, bf16_change=bf16_change, full=full,
+                                             rows=rows, stacked=stacked_rows, checks=checks, bf16_change=bf16_change, full=full,
                                              fp32_flops=fp32_rate, bf16_flops=bf16_rate), indent=2) + "\n")
 
 
@@ -276,6 +331,18 @@ def print_table(rows: dict, base: float, args) -> None:
             cells += [f"{r['process_s']:9.1f}", f"{r['first_step_s']:8.2f}", f"{r['peak_mb']:8.0f}",
                       f"{r['est_1000_s']:13.0f}s", f"{r['val_acc']:8.4f}"]
         print(f"{name:26} " + " ".join(cells))
+
+
+def print_stacked(rows: dict, floor_epoch_s: float, args) -> None:
+    head = (f"\n{'K runs, ' + str(args.stacked_epochs) + ' epochs each':26} {'model-ep/s':>10} {'(epochs)':>9} "
+            f"{'% floor':>8} {'process s':>9} {'peak MB':>8} {'val acc':>8}")
+    print(head)
+    print("-" * (len(head) - 1))
+    for name, r in rows.items():
+        # the floor: K models' arithmetic at the best matmul rate, per model-epoch
+        print(f"{name:26} {r['model_epochs_per_s']:10.2f} {r['loop_model_epochs_per_s']:9.2f} "
+              f"{100 * r['loop_model_epochs_per_s'] * floor_epoch_s:8.1f} {r['process_s']:9.1f} {r['peak_mb']:8.0f} "
+              f"{r['val_acc']:8.4f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from reg_runner.errors import UserError, exit_on_user_error
 from reg_runner.sweep import direction_of
 from reg_runner.sweep.grid import GridSweeper
+from reg_runner.sweep.stacked import StackedLauncher
 from reg_runner.sweep.study import StudySweeper
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -35,8 +36,8 @@ def run_name(num, overrides: str) -> str:
     return f"{num}_{name}" if name else str(num)
 
 
-for _sweeper in (GridSweeper, StudySweeper):
-    Plugins.instance().register(_sweeper)  # Hydra instantiates only the sweepers it knows
+for _plugin in (GridSweeper, StudySweeper, StackedLauncher):
+    Plugins.instance().register(_plugin)  # Hydra instantiates only the sweepers and launchers it knows
 # OmegaConf 2.4 renamed register_new_resolver; keep both working
 _register = getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)
 _register("run_name", run_name, replace=True)

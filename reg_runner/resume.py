@@ -1,13 +1,14 @@
-"""Continue a killed, interrupted or failed run where its last checkpoint left it.
+"""Continue killed, interrupted or failed runs where their last checkpoints left them.
 
     python -m reg_runner.resume outputs/2026-11-22/18-40-01
+    python -m reg_runner.resume outputs/multirun/2026-11-22/18-40-01/*/     # the runs of a stacked multirun
 
 The run continues in its own folder with the config it started with, from ``checkpoints/last.pt``
 (written every ``trainer.checkpoint_every`` epochs, and on SIGTERM / Ctrl-C); a run stopped before
 its first checkpoint starts again from its first epoch. On CPU it ends with the metrics.json an
 uninterrupted run would have written (all but ``timing``); history.csv and TensorBoard hold each
 epoch once. A run whose resolved_config.yaml was edited is refused: its numbers would belong to
-neither config.
+neither config. Several folders resume as stacks: those that share their structure train as one.
 """
 
 import argparse
@@ -39,26 +40,32 @@ def load_config(run_dir: Path):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m reg_runner.resume", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, help="the folder of the run to continue")
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir", help="the folders of the runs to continue")
     args = parser.parse_args(argv)
     with exit_on_user_error():
-        cfg = load_config(args.run_dir)
         from reg_runner import config as config_lib
 
-        config_lib.check(cfg, through=3)  # a damaged config gets one line before torch loads
-        try:
-            handler = logging.FileHandler(args.run_dir / "reg_runner.log")
-        except OSError as e:
-            raise UserError(f"cannot write the run folder {args.run_dir}: {e.strerror}; resume needs to write "
-                            "into it") from None
-        logging.basicConfig(
-            level=logging.INFO,
-            format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-            handlers=[logging.StreamHandler(sys.stdout), handler],
-        )
-        from reg_runner.run import run  # torch is imported here, after the arguments are checked
+        stacks: dict[tuple, list] = {}
+        for run_dir in dict.fromkeys(args.run_dirs):  # each folder once
+            cfg = load_config(run_dir)
+            try:
+                checked = config_lib.check(cfg, through=3)  # a damaged config gets one line before torch loads
+            except UserError as e:
+                raise UserError(f"{run_dir}: {e}") from None
+            stacks.setdefault(config_lib.structure(checked.cfg), []).append((cfg, run_dir))
+        handlers = [logging.StreamHandler(sys.stdout)]
+        for run_dir in args.run_dirs:
+            try:
+                handlers.append(logging.FileHandler(run_dir / "reg_runner.log"))
+            except OSError as e:
+                raise UserError(f"cannot write the run folder {run_dir}: {e.strerror}; resume needs to write "
+                                "into it") from None
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+                            handlers=handlers)
+        from reg_runner.run import Job, run_stack  # torch is imported here, after the arguments are checked
 
-        run(cfg, args.run_dir, resume=True)
+        for stack in stacks.values():
+            run_stack([Job(cfg, run_dir) for cfg, run_dir in stack], resume=True)
 
 
 if __name__ == "__main__":

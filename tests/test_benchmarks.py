@@ -49,6 +49,12 @@ def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
     if "lightning" in measured:
         # Lightning fits the typical loop's model on the typical loop's loaders: the same training
         assert rows["lightning"]["val_acc"] == pytest.approx(rows["typical"]["val_acc"], abs=1e-4)
+    # many runs in one process: one by one, and as stacks; the same seeds learn the same, stacked or not
+    stacked = result["stacked"]
+    assert set(stacked) == {"2 lone runs", "stacked 2", "stacked 3"}
+    assert all(r["model_epochs_per_s"] > 0 and r["peak_mb"] > 50 for r in stacked.values())
+    assert stacked["stacked 2"]["val_acc"] == stacked["2 lone runs"]["val_acc"]
+    assert "stacked 2 / 2 lone runs (process)" in {c["ratio"] for c in result["checks"]}
     if result["bf16_change"] is not None:
         assert result["bf16_change"]["same_training"] and result["bf16_change"]["val_acc_max_abs"] < 0.05
 

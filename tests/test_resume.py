@@ -56,8 +56,8 @@ def wait_for_epoch(run_dir: Path, epoch: int, proc: subprocess.Popen, timeout=12
     raise AssertionError(f"the run did not reach epoch {epoch}: {proc.poll()}")
 
 
-def resume(cli, run_dir: Path, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "reg_runner.resume", str(run_dir)], cwd=cli.tmp_path,
+def resume(cli, *run_dirs: Path, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "reg_runner.resume", *map(str, run_dirs)], cwd=cli.tmp_path,
                           env=cli.env, capture_output=True, text=True, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -97,6 +97,35 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(cli, tmp_path, refe
     assert len(resumed_at) == 1 and resumed_at[0] in (killed_at, killed_at + 10)
     assert_each_epoch_once(run_dir, 150)
     assert (run_dir / f"environment_resumed_{resumed_at[0]}.json").exists()
+
+
+def test_a_killed_stack_resumes_to_the_numbers_of_its_lone_runs(cli, tmp_path, reference):
+    sweep = tmp_path / "stack"
+    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *TINY, *STATEFUL, "--multirun", "seed=0,1",
+            "hydra/launcher=stacked", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(argv, cwd=cli.tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    STARTED.append(proc)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        runs = sorted(p for p in sweep.glob("*") if p.is_dir())
+        try:
+            if len(runs) == 2 and all(read_metrics(r)["epochs_run"] >= 40 for r in runs):
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    runs = sorted(p for p in sweep.glob("*") if p.is_dir())
+    assert all(read_metrics(r)["status"] == "running" and read_metrics(r)["epochs_run"] < 150 for r in runs)
+    resume(cli, *runs)  # the two runs resume as one stack again
+    seed0, seed1 = (next(r for r in runs if f"seed={s}" in r.name) for s in (0, 1))
+    assert without_timing(read_metrics(seed0)) == without_timing(reference)
+    alone = cli(*STATEFUL, "seed=1").run_dir
+    assert without_timing(read_metrics(seed1)) == without_timing(read_metrics(alone))
+    for run in runs:
+        assert_each_epoch_once(run, 150)
+        assert read_metrics(run)["timing"]["stack_size"] == 2
 
 
 def test_sigterm_checkpoints_and_exits_then_resumes(cli, tmp_path, reference):

@@ -195,7 +195,7 @@ class TensorBoard:
                 tb.scalars(row)
             if m in result.steps and m.state.status != "diverged" and tb.writer is not None:
                 self._load(engine, k)
-                tb.histograms(result.number, result.steps[m], result.entropies.get(m))
+                tb.histograms(m.state.epoch, result.steps[m], result.entropies.get(m))
 
     def member_end(self, engine, member, k: int) -> None:
         tb = member.extra.pop("tb", None)

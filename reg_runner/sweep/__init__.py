@@ -20,6 +20,7 @@ from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Group, Text, integer, one_of, optional, parse, reject
 
 GRID = "reg_runner.sweep.grid.GridSweeper"
+STACKED = "reg_runner.sweep.stacked.StackedLauncher"
 STUDY = "reg_runner.sweep.study.StudySweeper"
 DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize"}
 
@@ -79,6 +80,10 @@ class StudyConfig(_Sweeper):
     params: dict[str, Any] | None = None
 
 
+class StackedConfig(_Sweeper):
+    max_members: integer(1)  # runs in one stack at most (memory: each adds its weights, optimizer state and activations)
+
+
 def check_hydra(hydra_cfg, objective) -> None:
     """The sweeper's and the launcher's settings, before a multirun makes anything."""
     from omegaconf import OmegaConf
@@ -109,6 +114,8 @@ def check_hydra(hydra_cfg, objective) -> None:
         if not isinstance(n, int) or isinstance(n, bool) or n == 0 or n < -(os.cpu_count() or 1):
             raise ConfigError("hydra.launcher.n_jobs", n, f"a number of worker processes >= 1, or -1 for one per "
                               f"core ({os.cpu_count()} here)")
+    if kind == STACKED:
+        parse(StackedConfig, launcher, "hydra.launcher")
     if kind.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
         raise UserError("hydra/launcher=slurm submits jobs with SLURM's sbatch, which this machine does not have; "
                         "run the sweep from a SLURM login node, or use hydra/launcher=basic or joblib here")

@@ -12,7 +12,12 @@ from reg_runner.records import RunFolder
 
 def compose(config_loader, master, overrides, num: int):
     """The config the launcher will give job ``num`` (``hydra.job.num`` set, as launchers do)."""
-    job = config_loader.load_sweep_config(master, list(overrides))
+    try:
+        job = config_loader.load_sweep_config(master, list(overrides))
+    except Exception as e:  # Hydra's own: an unknown group option, a key not in the config...
+        from reg_runner.cli import one_line
+
+        raise UserError(f"{label(num, overrides)}: {one_line(str(e))}") from None
     with open_dict(job):
         job.hydra.job.id = str(num)
         job.hydra.job.num = num

@@ -42,9 +42,9 @@ def row_sums(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Epoch:
-    """What the listeners see of an epoch."""
+    """What the listeners see of an epoch (each member's number is its ``state.epoch``: members resumed
+    from different checkpoints train side by side)."""
 
-    number: int
     rows: dict = field(default_factory=dict)  # member -> its history row, or None if not evaluated
     steps: dict = field(default_factory=dict)  # member -> StepWatcher stats (histogram epochs)
     entropies: dict = field(default_factory=dict)  # member -> validation output entropies (histogram epochs)
@@ -85,11 +85,12 @@ class Engine:
 
     def epoch(self) -> None:
         members = self.members
-        number = members[0].state.epoch + 1
+        numbers = [m.state.epoch + 1 for m in members]
         watchers = {k: probe.StepWatcher(self.member_weights(k)) for k, m in enumerate(members)
-                    if self.detail(m, number)}
+                    if self.detail(m, numbers[k])}
         sums = self.train_epoch(watchers)
-        evaluated = number % self.tc.eval_every == 0 or number == self.tc.epochs
+        due = [n % self.tc.eval_every == 0 or n == self.tc.epochs for n in numbers]
+        evaluated = any(due)
         entropies = None
         if evaluated:
             val = self.evaluate(self.data.val, entropy=bool(watchers))
@@ -98,13 +99,14 @@ class Engine:
                          "test/acc": test["acc"]})
             entropies = val["entropy"]
         means = host_means(sums)
-        result = Epoch(number)
+        result = Epoch()
         for k, m in enumerate(members):
             row = None
-            if evaluated:
-                row = {"epoch": number, **{name: values[k] for name, values in means.items()
-                                           if name != "train/penalty" or self.penalty.on(k)}, "lr": m.schedule.lr}
-            m.end_epoch(number, row, means["train/loss"][k], lambda k=k, m=m: m.snapshot(self.model.member_state(k)))
+            if due[k]:
+                row = {"epoch": numbers[k], **{name: values[k] for name, values in means.items()
+                                               if name != "train/penalty" or self.penalty.on(k)}, "lr": m.schedule.lr}
+            m.end_epoch(numbers[k], row, means["train/loss"][k],
+                        lambda k=k, m=m: m.snapshot(self.model.member_state(k)))
             result.rows[m] = row
             if k in watchers:
                 result.steps[m] = watchers[k].stats

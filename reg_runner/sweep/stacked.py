@@ -1,0 +1,127 @@
+"""``hydra/launcher=stacked``: the jobs of a multirun train as stacks, many runs in one model.
+
+    python -m reg_runner --multirun seed=0,1,2,3,4 hydra/launcher=stacked
+    python -m reg_runner --multirun +experiment=baseline,l1,l2,dropout,batchnorm,layernorm seed=0,1,2,3,4 \\
+        hydra/launcher=stacked
+    python -m reg_runner --multirun hparams_search=regularization hydra/launcher=stacked   # each batch of trials
+
+The launcher receives a batch of jobs from any sweeper (every job of a grid; ``n_jobs`` trials of an
+Optuna study), composes each job's config as Hydra's launchers do, and puts the jobs that share their
+structure (``reg_runner.config.STRUCTURAL``: the data, the architecture, the batch and the loop's
+shape) into one stack, at most ``max_members`` runs each; a stack of one is fine. The log states the
+grouping before anything trains. Each job gets the folder Hydra would have made (with ``.hydra/``) and,
+in it, exactly the records a lone run writes; ``environment.json`` names the stack's other runs.
+"""
+
+import copy
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
+from hydra.plugins.launcher import Launcher
+from omegaconf import OmegaConf, open_dict, read_write
+
+from reg_runner import config as config_lib
+from reg_runner.errors import UserError
+from reg_runner.sweep import jobs as jobs_lib
+
+log = logging.getLogger(__name__)
+
+
+class StackedLauncher(Launcher):
+    def __init__(self, max_members: int = 64):
+        self.max_members = max_members
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        from reg_runner.run import Job, run_stack
+
+        setup_globals()
+        jobs = []
+        for i, overrides in enumerate(job_overrides):
+            num = initial_job_idx + i
+            cfg = jobs_lib.compose(self.hydra_context.config_loader, self.config, overrides, num)
+            out = jobs_lib.output_dir(cfg)
+            with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+                cfg.hydra.runtime.output_dir = str(out)
+            try:
+                checked = config_lib.check(cfg, overrides, through=3)
+            except UserError as e:
+                raise UserError(f"{jobs_lib.label(num, overrides)}: {e}") from None
+            jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg)))
+        stacks = group(jobs, self.max_members)
+        log.info("stacked launcher: %d jobs in %d stacks (at most %d runs each)", len(jobs), len(stacks),
+                 self.max_members)
+        for i, stack in enumerate(stacks):
+            log.info("  stack %d: jobs %s", i + 1, ", ".join(str(j["num"]) for j in stack))
+        returns = {}
+        for i, stack in enumerate(stacks):
+            handlers = [self._prepare(j) for j in stack]
+            try:
+                values = run_stack([Job(j["cfg"], j["out"], tuple(j["overrides"])) for j in stack], multirun=True)
+                failure = None
+            except UserError as e:  # every run of the stack failed alone, recorded in its folder; the sweep goes on
+                print(f"error: stack {i + 1} (jobs {', '.join(str(j['num']) for j in stack)}): {e}", file=sys.stderr,
+                      flush=True)
+                values, failure = [math.nan] * len(stack), None
+            except Exception as e:  # a bug: each job reports it
+                values, failure = [None] * len(stack), e
+            finally:
+                for handler in handlers:
+                    logging.getLogger().removeHandler(handler)
+                    handler.close()
+            for j, value in zip(stack, values):
+                returns[j["num"]] = self._job_return(j, value, failure)
+        return [returns[j["num"]] for j in jobs]
+
+    def _prepare(self, job) -> logging.Handler:
+        """The job's folder as Hydra's run_job makes it: ``.hydra/`` and a log file."""
+        cfg, out = job["cfg"], job["out"]
+        out.mkdir(parents=True, exist_ok=True)
+        if cfg.hydra.output_subdir is not None:
+            hydra_dir = out / str(cfg.hydra.output_subdir)
+            _save_config(_task_config(cfg), "config.yaml", hydra_dir)
+            _save_config(_hydra_config(cfg), "hydra.yaml", hydra_dir)
+            _save_config(cfg.hydra.overrides.task, "overrides.yaml", hydra_dir)
+        handler = logging.FileHandler(out / f"{cfg.hydra.job.name}.log")
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        logging.getLogger().addHandler(handler)
+        return handler
+
+    def _job_return(self, job, value, failure) -> JobReturn:
+        ret = JobReturn()
+        ret.cfg = _task_config(job["cfg"])
+        ret.hydra_cfg = _hydra_config(job["cfg"])
+        ret.overrides = job["overrides"]
+        ret.working_dir = os.getcwd()
+        ret.task_name = job["cfg"].hydra.job.name
+        if failure is not None:
+            ret.status, ret.return_value = JobStatus.FAILED, failure
+        else:
+            ret.status, ret.return_value = JobStatus.COMPLETED, value
+        return ret
+
+
+def group(jobs: list[dict], max_members: int) -> list[list[dict]]:
+    """Jobs with equal structures, in order of first appearance, in stacks of at most ``max_members``."""
+    by_structure: dict = {}
+    for job in jobs:
+        by_structure.setdefault(job["structure"], []).append(job)
+    return [same[i : i + max_members] for same in by_structure.values() for i in range(0, len(same), max_members)]
+
+
+def _task_config(cfg):
+    task = copy.deepcopy(cfg)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def _hydra_config(cfg):
+    hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra, resolve=False)})
+    return hydra_cfg

@@ -1,0 +1,106 @@
+"""Many runs, one process: every member of a stack records exactly what it records alone."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import read_metrics, without_timing
+
+# members differing in what a member may differ in: seed, lr, dropout p, L1/L2, augmentation, optimizer
+MEMBERS = {
+    "m0": {"seed": 0},
+    "m1": {"seed": 1, "optimizer": {"lr": 0.004}, "model": {"dropout": 0.3}},
+    "m2": {"seed": 2, "reg": {"l1": 1e-4, "l2": 1e-3}, "trainer": {"grad_clip": 0.5}},
+    "m3": {"seed": 3, "model": {"dropout": 0.5, "init": "xavier_uniform"}, "defaults": [{"override /augmentation": "noise"}]},
+    "m4": {"seed": 4, "defaults": [{"override /optimizer": "sgd"}], "optimizer": {"lr": 1.0e7}},  # diverges
+}
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory) -> Path:
+    """Each member as an experiment preset, in a config folder added to Hydra's search path."""
+    root = tmp_path_factory.mktemp("presets")
+    (root / "experiment").mkdir()
+    for name, preset in MEMBERS.items():
+        body = {k: v for k, v in preset.items() if k != "defaults"}
+        defaults = preset.get("defaults", [])
+        text = "# @package _global_\n" + (yaml.safe_dump({"defaults": defaults}) if defaults else "")
+        (root / "experiment" / f"{name}.yaml").write_text(text + yaml.safe_dump(body))
+    return root
+
+
+def lone_and_stacked(cli, presets, structure, names, tmp_path):
+    search = f"hydra.searchpath=[file://{presets}]"
+    sweep = cli("--multirun", f"+experiment={','.join(names)}", search, *structure, "hydra/launcher=stacked",
+                "trainer.epochs=4", run_dir=tmp_path / "stacked")
+    stacked = {name: next(p for p in sweep.run_dir.iterdir() if f"experiment={name}" in p.name) for name in names}
+    lone = {name: cli(f"+experiment={name}", search, *structure, "trainer.epochs=4", run_dir=tmp_path / name).run_dir
+            for name in names}
+    return sweep, stacked, lone
+
+
+def test_every_member_records_what_it_records_alone(cli, presets, tmp_path):
+    names = list(MEMBERS)
+    sweep, stacked, lone = lone_and_stacked(cli, presets, ["model.norm=batchnorm"], names, tmp_path)
+    assert "stacked launcher: 5 jobs in 1 stacks" in sweep.stdout + sweep.stderr
+    for name in names:
+        a, b = read_metrics(stacked[name]), read_metrics(lone[name])
+        assert without_timing(a) == without_timing(b), name
+        assert (stacked[name] / "history.csv").read_text() == (lone[name] / "history.csv").read_text()
+        env = json.loads((stacked[name] / "environment.json").read_text())
+        assert len(env["stack"]) == 5 and str(stacked[name]) in env["stack"]
+        assert a["timing"]["stack_size"] == 5 and b["timing"]["stack_size"] == 1
+        for ckpt in ("last.pt", "best.pt"):
+            if name == "m4" and ckpt == "best.pt" and not (lone[name] / "checkpoints" / ckpt).exists():
+                continue
+            x = torch.load(stacked[name] / "checkpoints" / ckpt, weights_only=True)
+            y = torch.load(lone[name] / "checkpoints" / ckpt, weights_only=True)
+            assert x["model"].keys() == y["model"].keys()
+            for k in x["model"]:  # bitwise, NaN for NaN (the diverged member's weights)
+                torch.testing.assert_close(x["model"][k], y["model"][k], rtol=0, atol=0, equal_nan=True,
+                                           msg=f"{name} {ckpt} {k}")
+        assert (stacked[name] / ".hydra" / "overrides.yaml").is_file() and (stacked[name] / "reg_runner.log").is_file()
+    # the absurd lr diverged alone, early, and took no other member with it
+    m4 = read_metrics(stacked["m4"])
+    assert m4["status"] == "diverged" and m4["stopped_at"] < 4
+    assert all(read_metrics(stacked[n])["status"] == "completed" for n in names if n != "m4")
+
+
+def test_a_member_checkpoint_loads_into_the_plain_network(cli, presets, tmp_path):
+    """A stacked member's best.pt is a lone run's: reg_runner.model.mlp.load gives a plain MLP that
+    reproduces the recorded validation accuracy."""
+    from reg_runner.data import DataConfig
+    from reg_runner.data import tensors
+    from reg_runner.model.mlp import load
+
+    sweep = cli("--multirun", "seed=0,1", "model.norm=layernorm", "hydra/launcher=stacked", "trainer.epochs=3",
+                run_dir=tmp_path / "s")
+    for run in (p for p in sweep.run_dir.iterdir() if p.is_dir()):
+        model = load(run, "best")
+        config = yaml.safe_load((run / "resolved_config.yaml").read_text())
+        data = tensors.load(DataConfig.model_validate(config["data"]), torch.device("cpu"))
+        with torch.no_grad():
+            acc = (model(data.val.x).argmax(1) == data.val.y).float().mean().item()
+        assert acc == pytest.approx(read_metrics(run)["best"]["val/acc"], abs=1e-6)
+
+
+def test_stacks_follow_the_structure(cli, tmp_path):
+    proc = cli("--multirun", "model.norm=none,batchnorm", "optimizer=adam,sgd", "seed=0,1", "hydra/launcher=stacked",
+               "hydra.launcher.max_members=3", "trainer.epochs=1")
+    out = proc.stdout + proc.stderr
+    # the norm is structural; the optimizer and the seed are each run's own: 2 groups of 4, at most 3 per stack
+    assert "stacked launcher: 8 jobs in 4 stacks (at most 3 runs each)" in out
+    runs = [p for p in proc.run_dir.iterdir() if p.is_dir()]
+    assert len(runs) == 8
+    for run in runs:
+        assert read_metrics(run)["status"] == "completed"
+        stack = json.loads((run / "environment.json").read_text())["stack"] or [str(run)]
+        norms = {yaml.safe_load((Path(p) / "resolved_config.yaml").read_text())["model"]["norm"] for p in stack}
+        assert len(norms) == 1 and 1 <= len(stack) <= 3
+
+
+def history(run: Path) -> list[dict]:
+    return list(csv.DictReader((run / "history.csv").open()))
