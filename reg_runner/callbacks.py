@@ -21,8 +21,14 @@ def _folder_key(key: str, folder) -> Path:
                         "current folder)")
     path = Path(str(folder)).absolute()
     parent = path
-    while not parent.exists():
-        parent = parent.parent
+    try:
+        while not parent.exists():
+            if parent.is_symlink():
+                raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a link to nothing; choose "
+                                "another folder")
+            parent = parent.parent
+    except OSError as e:  # a name too long, a loop of links
+        raise UserError(f"{key}={str(folder)[:80]!r}... cannot be created: {e.strerror}; choose another folder") from None
     if not parent.is_dir():
         raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a file; choose a folder elsewhere")
     import os
@@ -31,6 +37,14 @@ def _folder_key(key: str, folder) -> Path:
         raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is not writable; choose a writable "
                         "folder")
     return path
+
+
+def make_folder(key: str, path: Path) -> None:
+    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{key}={str(path)!r} cannot be created: {e.strerror}; choose another folder") from None
 
 
 class EarlyChecks(Callback):
@@ -47,6 +61,7 @@ class EarlyChecks(Callback):
             run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
             config_lib.check(config, config.hydra.overrides.task)
             RunFolder(run_dir).refuse_existing()
+            make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib

@@ -68,10 +68,18 @@ def as_data(cfg) -> dict:
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
+        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         try:
-            data = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+            data = OmegaConf.to_container(job, resolve=True)
         except Exception as e:  # an interpolation that does not resolve
-            raise UserError(f"the config does not resolve: {str(e).splitlines()[0]}") from None
+            key = getattr(e, "full_key", None)
+            reason = str(e).splitlines()[0]
+            if key:
+                raw = OmegaConf.to_container(job, resolve=False)
+                for part in str(key).split("."):
+                    raw = raw.get(part) if isinstance(raw, dict) else None
+                raise ConfigError(str(key), raw, f"a value or an interpolation that resolves ({reason})") from None
+            raise UserError(f"the config does not resolve: {reason}") from None
     else:
         data = dict(cfg)
     if not isinstance(data, dict):
@@ -201,10 +209,19 @@ DEPENDENT = {
 CHOSEN_BY_GROUP = {"scheduler.name": "scheduler", "augmentation.name": "augmentation"}
 
 
+def plain_overrides(overrides) -> list[str]:
+    """The command line's overrides as strings (a ListConfig would resolve a ``${...}`` in them)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_list(overrides):
+        return [str(o) for o in OmegaConf.to_container(overrides, resolve=False)]
+    return [str(o) for o in overrides]
+
+
 def override_items(overrides) -> list[tuple[str, str]]:
     """``(key, value)`` of each ``key=value`` on the command line, without ``+``/``++``/``~``."""
     items = []
-    for item in overrides:
+    for item in plain_overrides(overrides):
         key, sep, value = str(item).partition("=")
         if sep:
             items.append((key.lstrip("+~"), value))

@@ -98,6 +98,10 @@ CONFIG_CASES = [
     ("optimizer.base_batch_size=0", "optimizer.base_batch_size=0 is not allowed: an integer >= 1"),
     ("optimizer.base_batch_size=600", "optimizer.base_batch_size=600 is not allowed: not set while "
      "optimizer.lr_scaling=none"),
+    ("optimizer._target_=torch.optim.SparseAdam ~optimizer.weight_decay", "optimizer._target_='torch.optim.SparseAdam'"
+     " is not allowed: an optimizer that steps this model's dense gradients"),
+    ("+optimizer.fused=true +optimizer.foreach=true", "`fused` and `foreach` cannot be `True` together"),
+    ("model.width=${oops}", "model.width='${oops}' is not allowed: a value or an interpolation that resolves"),
     # top level
     ("seed=-1", "seed=-1 is not allowed: null or an integer in [0, 2^63)"),
     ("seed=99999999999999999999999", "seed=99999999999999999999999 is not allowed: null or an integer in [0, 2^63)"),
@@ -217,6 +221,10 @@ MULTIRUN_CASES = [
     ("hparams_search=quick model.width=0", "model.width=0 is not allowed: an integer >= 1"),
     ("hparams_search=quick", "every trial is rejected: data.val_size=10000 is not allowed: at most 400"),
     ("hparams_search=quick data.val_size=null optimizer.lr=interval(0.1,0.01)", "a sweep override cannot be searched"),
+    ("seed=range(0,2,0)", "the sweep cannot be made: range() arg 3 must not be zero"),
+    ("seed=interval(0,1)", "the sweep cannot be made: BasicSweeper does not support sweep type : INTERVAL_SWEEP"),
+    ("seed=range(0,1000000000)", "the sweep makes more than 100,000 jobs"),
+    ("optimizer=adam,lbfgs", "job 1 (optimizer=lbfgs): Could not find 'optimizer/lbfgs'"),
 ]
 
 
@@ -289,6 +297,14 @@ def test_empty_output_folder(cli, tmp_path, key):
     proc = cli(*multirun, run_dir="", check=False)
     assert_one_line_error(proc, f"{key}='' is not allowed: a folder path")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written into the current folder
+
+
+def test_output_folder_the_file_system_refuses(cli, tmp_path):
+    assert_one_line_error(cli(run_dir=tmp_path / ("x" * 300), check=False), "cannot be created: File name too long")
+    assert_one_line_error(cli(run_dir="/proc/reg_runner_test", check=False), "hydra.run.dir='/proc/reg_runner_test' "
+                                                                            "cannot be created")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert_one_line_error(cli(run_dir=tmp_path / "dangling", check=False), "is a link to nothing")
 
 
 def test_output_folder_under_a_file_or_among_other_files(cli, tmp_path):

@@ -47,7 +47,14 @@ def check(cfg: OptimizerConfig, batch_size: int) -> None:
         if name not in named:
             raise ConfigError(f"optimizer.{name}", value, f"{cfg.target} takes no argument {name!r}; "
                               f"its arguments are {', '.join(named)}")
-    build([torch.zeros(1, requires_grad=True)], cfg, batch_size)
+    probe = torch.zeros(2, requires_grad=True)
+    optimizer = build([probe], cfg, batch_size)
+    probe.grad = torch.ones_like(probe)
+    try:  # one step on a dense gradient: SparseAdam, LBFGS's closure, capturable on a CPU... say so now
+        optimizer.step()
+    except Exception as e:
+        raise ConfigError("optimizer._target_", cfg.target, f"an optimizer that steps this model's dense gradients "
+                          f"with its arguments ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e})") from None
 
 
 def build(params, cfg: OptimizerConfig, batch_size: int) -> torch.optim.Optimizer:
@@ -58,6 +65,6 @@ def build(params, cfg: OptimizerConfig, batch_size: int) -> torch.optim.Optimize
     cls = optimizer_class(cfg.target)
     try:
         return cls(params, **kwargs)
-    except (TypeError, ValueError) as e:  # the class's own checks (an argument out of its range...)
+    except Exception as e:  # the class's own checks (an argument out of its range, fused with foreach...)
         shown = ", ".join(f"{k}={show(v)}" for k, v in kwargs.items())
         raise UserError(f"optimizer: {cfg.target} rejects {shown}: {e}") from None

@@ -9,8 +9,10 @@ in its own folder while the others run on; the sweep then ends with a line namin
 and exit code 1.
 """
 
+import itertools
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -18,24 +20,28 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from reg_runner.errors import exit_on_user_error
+from reg_runner.errors import UserError, exit_on_user_error
 from reg_runner.sweep import jobs
 
 log = logging.getLogger(__name__)
 
 
+MAX_JOBS = 100_000  # a grid larger than this is a typo (range(0,1000000000)), not a plan
+
+
 class GridSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]):
-        params = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        batches = self.split_arguments(parser.parse_overrides(params), self.max_batch_size)
-        all_jobs = [job for batch in batches for job in batch]
         with exit_on_user_error():
+            batches = self.batches(arguments)
+            all_jobs = [job for batch in batches for job in batch]
             jobs.check_all(self.hydra_context.config_loader, self.config, all_jobs)
-        log.info("checked the configs and folders of %d jobs", len(all_jobs))
-
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+            log.info("checked the configs and folders of %d jobs", len(all_jobs))
+            sweep_dir = Path(self.config.hydra.sweep.dir)
+            try:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} cannot be created: {e.strerror}; choose another "
+                                "folder") from None
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns, first = [], 0
         for batch in batches:
@@ -52,6 +58,29 @@ class GridSweeper(BasicSweeper):
                     _ = ret.return_value
             sys.exit(1)
         return returns
+
+
+    def batches(self, arguments: list[str]) -> list:
+        """The jobs, as Hydra's basic sweeper makes them; one line for a sweep it cannot make."""
+        params = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        try:
+            overrides = parser.parse_overrides(params)
+            sizes = {}
+            for o in overrides:
+                if o.is_sweep_override() and o.is_discrete_sweep():
+                    sizes[o.get_key_element()] = sum(1 for _ in itertools.islice(o.sweep_string_iterator(), MAX_JOBS + 1))
+            if math.prod(sizes.values()) > MAX_JOBS:
+                raise UserError(f"the sweep makes more than {MAX_JOBS:,} jobs ({' x '.join(f'{k}: {n:,}' for k, n in sizes.items())}); "
+                                "check its ranges, or split it")
+            return self.split_arguments(overrides, self.max_batch_size)
+        except UserError:
+            raise
+        except Exception as e:  # Hydra's: a range with step 0, an interval the basic sweeper cannot enumerate...
+            from reg_runner.cli import one_line
+
+            raise UserError(f"the sweep cannot be made: {one_line(str(e))} (the basic sweeper takes lists a,b,c, "
+                            "range() and choice(); intervals need an Optuna search)") from None
 
 
 def _failed(ret) -> bool:

@@ -10,14 +10,15 @@ from reg_runner.errors import UserError
 from reg_runner.records import RunFolder
 
 
-def compose(config_loader, master, overrides, num: int):
-    """The config the launcher will give job ``num`` (``hydra.job.num`` set, as launchers do)."""
+def compose(config_loader, master, overrides, num: int, name: str | None = None):
+    """The config the launcher will give job ``num`` (``hydra.job.num`` set, as launchers do); ``name``
+    names the job in an error (default: its number and overrides)."""
     try:
         job = config_loader.load_sweep_config(master, list(overrides))
     except Exception as e:  # Hydra's own: an unknown group option, a key not in the config...
         from reg_runner.cli import one_line
 
-        raise UserError(f"{label(num, overrides)}: {one_line(str(e))}") from None
+        raise UserError(f"{name or label(num, overrides)}: {one_line(str(e))}") from None
     with open_dict(job):
         job.hydra.job.id = str(num)
         job.hydra.job.num = num
@@ -48,11 +49,21 @@ def label(num: int, overrides) -> str:
     return f"job {num} ({' '.join(str(o) for o in overrides) or 'no overrides'})"
 
 
+def varying(job_overrides) -> list[list[str]]:
+    """Each job's overrides that differ between jobs (what names a job in a message)."""
+    values: dict[str, set] = {}
+    for overrides in job_overrides:
+        for o in overrides:
+            values.setdefault(str(o).partition("=")[0], set()).add(str(o))
+    return [[o for o in overrides if len(values[str(o).partition("=")[0]]) > 1] for overrides in job_overrides]
+
+
 def check_all(config_loader, master, job_overrides, first_num: int = 0) -> list:
     """Every job's config composed and checked, before the first trains: one line for the first bad one."""
     checked, machine_checked = [], set()
+    names = varying(job_overrides)
     for i, overrides in enumerate(job_overrides):
-        job = compose(config_loader, master, overrides, first_num + i)
+        job = compose(config_loader, master, overrides, first_num + i, label(first_num + i, names[i]))
         try:
             c = check(job, overrides, through=3)
             # the machine stage (torch's device, the optimizer class) once per distinct setting of what it reads
@@ -62,6 +73,6 @@ def check_all(config_loader, master, job_overrides, first_num: int = 0) -> list:
                 config_lib.against_machine(c.cfg, c.split)
                 machine_checked.add(key)
         except UserError as e:
-            raise UserError(f"{label(first_num + i, overrides)}: {e}") from None
+            raise UserError(f"{label(first_num + i, names[i])}: {e}") from None
         checked.append((job, c))
     return checked

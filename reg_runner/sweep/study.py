@@ -96,7 +96,7 @@ class StudySweeper(Sweeper):
         fixed_values = _typed_values(fixed)
         for name in fixed:
             space.pop(name, None)
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.make_folders()
         study = self.study()
         adopt_orphans(study)
         done = count_finished(study)
@@ -129,6 +129,21 @@ class StudySweeper(Sweeper):
         summary = summarize(study, self.n_trials, time.time() - t0, self.direction)
         write_summary(self.sweep_dir, summary)
         print_summary(summary, self.sweep_dir)
+
+    def make_folders(self) -> None:
+        """The sweep folder, and an SQLite database's folder."""
+        folders = [("hydra.sweep.dir", self.sweep_dir)]
+        if isinstance(self.storage, str) and self.storage.startswith("sqlite"):
+            from sqlalchemy.engine import make_url
+
+            database = make_url(self.storage).database
+            if database and database != ":memory:":
+                folders.append(("hydra.sweeper.storage", Path(database).absolute().parent))
+        for key, folder in folders:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"{key}: the folder {folder} cannot be created ({e.strerror}); choose another") from None
 
     def trial_overrides(self, trial, space, fixed, fixed_values, fixed_overrides) -> list[str]:
         for name, distribution in space.items():
