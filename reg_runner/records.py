@@ -121,6 +121,10 @@ class RunFolder:
             checkpoint if isinstance(checkpoint, dict) else {})
         if not isinstance(checkpoint, dict) or missing:
             raise UserError(f"{self.last} is not a reg_runner checkpoint (missing {sorted(missing)})")
+        bad = [k for k in ("model", "optimizer", "scheduler", "rng", "state", "timing", "config")
+               if not isinstance(checkpoint[k], dict)]
+        if bad:
+            raise UserError(f"{self.last} is damaged: its {bad[0]} is not what reg_runner writes; start the run again")
         return checkpoint
 
     def lock(self) -> None:

@@ -54,11 +54,13 @@ class Run:
         return self.status in FINISHED
 
     def history(self) -> list[dict]:
+        """The rows of history.csv that hold an epoch and the curves' metrics ([] if unreadable)."""
         try:
             with open(self.path / "history.csv") as f:
-                return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-        except (OSError, ValueError):
+                rows = [{k: float(v) for k, v in row.items() if k and v not in ("", None)} for row in csv.DictReader(f)]
+        except (OSError, ValueError, TypeError, csv.Error):
             return []
+        return [r for r in rows if {"epoch", "val/acc", "val/loss"} <= r.keys()]
 
 
 def is_run_folder(path: Path) -> bool:
@@ -102,7 +104,7 @@ def read_run(path: Path, root: Path) -> Run:
     else:
         run.metrics = record
         run.status = folder.status()
-        run.seed = record.get("seed")
+        run.seed = record.get("seed") if isinstance(record.get("seed"), int) else None
     if run.status in ("killed", "interrupted", "failed"):
         run.status += " (resume: python -m reg_runner.resume <folder>)"
     if run.seed is None and "seed" in run.overrides:
@@ -127,10 +129,13 @@ def group_label(run: Run, keys: list[str]) -> str:
 
 
 def _get(m: dict | None, *path):
+    """A number recorded at ``path`` in ``m``; None if absent or not a number (a damaged record)."""
     for p in path:
         if not isinstance(m, dict) or m.get(p) is None:
             return None
         m = m[p]
+    if isinstance(m, bool) or not isinstance(m, (int, float)):
+        return None
     return m
 
 

@@ -157,11 +157,15 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
             if checkpoint is None:
                 initialize(model, k, m.cfg.model.init, m.cfg.model.activation, m.gens["init"])
             else:
-                model.load_member_state(k, checkpoint["model"])
+                _load_model(model, k, checkpoint["model"], m.run_dir)
             m.attach(params, k)
             m.extra["stack_size"] = len(members)
             if checkpoint is not None:
-                m.restore(checkpoint)
+                try:
+                    m.restore(checkpoint)
+                except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+                    raise UserError(f"{m.run_dir}/checkpoints/last.pt is damaged ({type(e).__name__} restoring its "
+                                    "optimizer, schedule or loop state); start the run again") from None
                 resumed.add(m)
                 m.extra.update(resumed=True, timing_before=checkpoint["timing"], first_epoch=m.state.epoch)
                 log.info("resuming %s at epoch %d of %d", m.run_dir, m.state.epoch, tc.epochs)
@@ -186,6 +190,16 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
               f"Resume with: {STOP.resume_hint}", file=sys.stderr, flush=True)
         sys.exit(128 + STOP.signal)  # a multirun stops with its run: the signal was meant for the whole command
     return [_summarize(m, time.perf_counter() - t0) for m in members]
+
+
+def _load_model(model, k: int, state, run_dir) -> None:
+    """Member k's weights from its checkpoint, which must be this architecture's."""
+    expected = model.member_state(k)
+    shapes = {name: tuple(t.shape) for name, t in state.items()} if isinstance(state, dict) else {}
+    if shapes != {name: tuple(t.shape) for name, t in expected.items()}:
+        raise UserError(f"{run_dir}/checkpoints/last.pt does not hold this run's network (its weights' names or "
+                        "shapes differ from the config's): it is damaged or another run's; start the run again")
+    model.load_member_state(k, state)
 
 
 def _describe(m) -> str:

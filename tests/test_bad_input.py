@@ -221,6 +221,12 @@ MULTIRUN_CASES = [
     ("hparams_search=quick model.width=0", "model.width=0 is not allowed: an integer >= 1"),
     ("hparams_search=quick", "every trial is rejected: data.val_size=10000 is not allowed: at most 400"),
     ("hparams_search=quick data.val_size=null optimizer.lr=interval(0.1,0.01)", "a sweep override cannot be searched"),
+    ("hparams_search=quick +hydra.sweeper.sampler.bogus=1", "hydra.sweeper.sampler.bogus=1 is not allowed: "
+     "TPESampler takes no argument 'bogus'"),
+    ("hparams_search=quick hydra.sweeper.sampler._target_=os.system", "hydra.sweeper.sampler._target_='os.system' is "
+     "not allowed: an Optuna sampler"),
+    ("seed=0,1 hydra/launcher=joblib hydra.launcher.backend=threading", "hydra.launcher.backend='threading' is not "
+     "allowed: loky or multiprocessing"),
     ("seed=range(0,2,0)", "the sweep cannot be made: range() arg 3 must not be zero"),
     ("seed=interval(0,1)", "the sweep cannot be made: BasicSweeper does not support sweep type : INTERVAL_SWEEP"),
     ("seed=range(0,1000000000)", "the sweep makes more than 100,000 jobs"),

@@ -128,8 +128,14 @@ def test_bad_records_and_bad_out_folders_are_one_line(study, tmp_path):
     shutil.copytree(runs[0], odd / "a_list")
     (odd / "a_list" / "metrics.json").write_text("[1, 2, 3]")
     (odd / "a_list" / ".hydra" / "overrides.yaml").write_text("{not: a list}")
+    shutil.copytree(runs[1], odd / "strings")
+    m = read_metrics(odd / "strings")
+    (odd / "strings" / "metrics.json").write_text(json.dumps({**m, "best": {"val/acc": "high"}, "seed": "x",
+                                                               "test_at_best": {"acc": "0.9"}}))
+    (odd / "strings" / "history.csv").write_text("epoch,loss\n1,2\n")  # no curve columns
     rows = {r["run"]: r for r in csv.DictReader(_ok(odd).joinpath("report.csv").open())}
     assert rows["a_list"]["status"] == "unreadable metrics.json"
+    assert rows["strings"]["best_val_acc"] == "" and rows["strings"]["test_acc_at_best"] == ""
 
     a_file = tmp_path / "a_file"
     a_file.write_text("x")

@@ -1,6 +1,7 @@
 """Nothing lost: a killed run resumes to the same numbers; records are never half-written."""
 
 import csv
+import io
 import json
 import signal
 import subprocess
@@ -227,7 +228,18 @@ def test_bad_resume_folders(cli, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     last = broken / "checkpoints" / "last.pt"
-    last.write_bytes(last.read_bytes()[: len(last.read_bytes()) // 2])
+    good = last.read_bytes()
+    import torch
+
+    checkpoint = torch.load(last, weights_only=True)
+    del checkpoint["model"]["blocks.0.linear.weight"]  # whole, but not this run's network
+    torch.save(checkpoint, last)
+    one_line(resume(cli, broken, check=False), "does not hold this run's network")
+    checkpoint["model"] = torch.load(io.BytesIO(good), weights_only=True)["model"]
+    checkpoint["optimizer"]["param_groups"] = []
+    torch.save(checkpoint, last)
+    one_line(resume(cli, broken, check=False), "checkpoints/last.pt is damaged (ValueError restoring")
+    last.write_bytes(good[: len(good) // 2])
     one_line(resume(cli, broken, check=False), "checkpoints/last.pt cannot be loaded")
     last.write_bytes(b"not a checkpoint at all")
     one_line(resume(cli, broken, check=False), "it is damaged or not a reg_runner checkpoint")

@@ -69,6 +69,27 @@ class Sampler(Group):
     seed: optional(integer(0, 2**32 - 1))  # TPE's and the other samplers' seed
 
 
+def check_sampler(sampler: Sampler) -> None:
+    """An Optuna sampler class, and only arguments it takes by name."""
+    import importlib
+    import inspect
+
+    if not sampler.target.startswith(("optuna.samplers.", "hydra_plugins.hydra_optuna_sweeper.")):
+        raise ConfigError("hydra.sweeper.sampler._target_", sampler.target, "an Optuna sampler (optuna.samplers.*)")
+    module, _, name = sampler.target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except Exception:
+        raise ConfigError("hydra.sweeper.sampler._target_", sampler.target,
+                          "an Optuna sampler that exists, e.g. optuna.samplers.TPESampler") from None
+    params = inspect.signature(cls).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        for key, value in {"seed": sampler.seed, **sampler.model_extra}.items():
+            if key not in params and not key.startswith("_"):
+                raise ConfigError(f"hydra.sweeper.sampler.{key}", value, f"{name} takes no argument {key!r}; its "
+                                  f"arguments are {', '.join(p for p in params if p not in ('self', 'kwargs'))}")
+
+
 class StudyConfig(_Sweeper):
     sampler: Sampler
     direction: one_of("maximize", "minimize")  # follows the objective
@@ -102,6 +123,7 @@ def check_hydra(hydra_cfg, objective) -> None:
         parse(GridConfig, sweeper, "hydra.sweeper")
     elif target == STUDY:
         study = parse(StudyConfig, sweeper, "hydra.sweeper")
+        check_sampler(study.sampler)
         wanted = direction_of(objective)
         if study.direction != wanted:
             raise ConfigError("hydra.sweeper.direction", study.direction,
@@ -110,6 +132,9 @@ def check_hydra(hydra_cfg, objective) -> None:
     launcher = plain(hydra_cfg.get("launcher"))
     kind = str(launcher.get("_target_", ""))
     if kind.endswith("JoblibLauncher"):
+        if launcher.get("backend") not in (None, "loky", "multiprocessing"):
+            raise ConfigError("hydra.launcher.backend", launcher.get("backend"), "loky or multiprocessing (the "
+                              "backends Hydra's joblib launcher supports)")
         n = launcher.get("n_jobs")
         if not isinstance(n, int) or isinstance(n, bool) or n == 0 or n < -(os.cpu_count() or 1):
             raise ConfigError("hydra.launcher.n_jobs", n, f"a number of worker processes >= 1, or -1 for one per "

@@ -77,8 +77,12 @@ class StudySweeper(Sweeper):
         sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
         if self.storage is None and not hasattr(self, "_memory"):
             self._memory = optuna.storages.InMemoryStorage()  # kept, so the summary can read it
-        return optuna.create_study(study_name=self.study_name, storage=self.storage or self._memory,
-                                   sampler=sampler, direction=self.direction, load_if_exists=True)
+        try:
+            return optuna.create_study(study_name=self.study_name, storage=self.storage or self._memory,
+                                       sampler=sampler, direction=self.direction, load_if_exists=True)
+        except Exception as e:  # not a database, a server that refuses, a study of another direction...
+            raise UserError(f"hydra.sweeper.storage={self.storage!r}: the study {self.study_name!r} cannot be opened "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
     def sweep(self, arguments: list[str]) -> None:
         with exit_on_user_error():
@@ -191,6 +195,8 @@ class FixedAware:
     def _suggest(self, kind: str, name: str, *args, **kwargs):
         if name in self._fixed:
             return self._fixed[name]
+        if name in self._trial.params:  # searched on the command line (interval(...), choice(...)): that wins
+            return self._trial.params[name]
         return getattr(self._trial, kind)(name, *args, **kwargs)
 
     def suggest_float(self, name, *args, **kwargs):
