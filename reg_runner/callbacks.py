@@ -58,6 +58,9 @@ class EarlyChecks(Callback):
         release_stderr()  # Hydra has composed the config: its own errors are behind us
         STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
         with exit_on_user_error():
+            from reg_runner.sweep import check_job_name
+
+            check_job_name(config.hydra)
             run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
             config_lib.check(config, config.hydra.overrides.task)
             RunFolder(run_dir).refuse_existing()

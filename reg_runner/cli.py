@@ -3,6 +3,7 @@
 import io
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -86,6 +87,12 @@ def release_stderr() -> None:
 
 def one_line(text: str) -> str:
     text = text.split("Config search path", 1)[0]
+    missing = re.search(r"Could not override '([^']+)'.*?use \+\1=(.*?)\n.*?is not in struct", text, re.S)
+    if missing:
+        return no_such_key(missing.group(1), missing.group(2))
+    if "Traceback (most recent call last)" in text:  # Hydra printed an exception: its message is the last line
+        last = [line for line in text.splitlines() if line.strip() and not line.startswith(" ")][-1]
+        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
     raw = [line for line in text.splitlines() if line.strip()]
     options = [line.strip() for line in raw if line.startswith("\t")]  # Hydra lists group options tab-indented
     lines = [line.strip().removeprefix("In 'config': ") for line in raw if not line.startswith("\t")]
@@ -93,6 +100,26 @@ def one_line(text: str) -> str:
     if options:
         lines[-1] += ": " + ", ".join(options)
     return "; ".join(lines)
+
+
+def no_such_key(key: str, value: str) -> str:
+    """A key the composed config lacks: which options of its group have it (Hydra would suggest ``+key``,
+    which the group's schema then refuses)."""
+    group, _, rest = key.partition(".")
+    having = [path.stem for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")) if rest and _has(path, rest)]
+    where = f"; the {group} options that have it: {', '.join(f'{group}={h}' for h in having)}" if having else ""
+    return f"{key}={value} is not allowed: the config has no key {key}{where}"
+
+
+def _has(path: Path, dotted: str) -> bool:
+    import yaml
+
+    node = yaml.safe_load(path.read_text()) or {}
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def entry() -> None:

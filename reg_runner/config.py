@@ -181,9 +181,29 @@ def rules(c: RunConfig) -> None:
 
 
 # key set on the command line -> (when the run reads it, why not)
+def _hidden(c: RunConfig) -> bool:
+    return c.model.depth >= 1
+
+
+def _lr_read(c: RunConfig) -> bool:
+    """Whether optimizer.lr sets any learning rate (one-cycle with its own max_lr, and a cyclic schedule
+    with both bounds, replace it)."""
+    s = c.scheduler
+    return not ((s.name == "onecycle" and s.max_lr is not None)
+                or (s.name == "cyclic" and s.base_lr is not None and s.max_lr is not None))
+
+
 DEPENDENT = {
-    "model.norm_position": (lambda c: c.model.norm != "none", "model.norm=none: there is no norm to place"),
-    "model.residual": (lambda c: c.model.depth >= 2, "model.depth < 2: no block has equal input and output widths"),
+    "model.width": (_hidden, "model.depth=0: there is no hidden layer"),
+    "model.activation": (_hidden, "model.depth=0: there is no hidden layer"),
+    "model.norm": (_hidden, "model.depth=0: there is no hidden layer"),
+    "model.dropout": (_hidden, "model.depth=0: there is no hidden layer"),
+    "model.norm_position": (lambda c: c.model.norm != "none" and _hidden(c), "model.norm=none (or model.depth=0): "
+                            "there is no norm to place"),
+    "optimizer.lr": (_lr_read, "the schedule sets every learning rate itself (scheduler.max_lr, and base_lr for "
+                     "cyclic): set those instead"),
+    "optimizer.dampening": (lambda c: c.optimizer.arguments.get("momentum", 0) > 0, "optimizer.momentum=0: "
+                            "dampening acts on the momentum"),
     "reg.apply_to": (lambda c: c.reg.l1 > 0 or c.reg.l2 > 0, "reg.l1 = reg.l2 = 0: there is no penalty"),
     "scheduler.warmup_start_factor": (lambda c: c.scheduler.warmup_epochs > 0, "scheduler.warmup_epochs=0"),
     "scheduler.base_momentum": (lambda c: getattr(c.scheduler, "cycle_momentum", False),
@@ -229,8 +249,16 @@ def override_items(overrides) -> list[tuple[str, str]]:
 
 
 def chosen_by_group(overrides) -> None:
-    """An option's ``name`` typed as a key (``scheduler.name=plateau``) would bring none of its keys."""
+    """An option's ``name`` typed as a key (``scheduler.name=plateau``) would bring none of its keys; a
+    key given twice keeps only its last value; Hydra's own runtime keys are not settings."""
+    seen = {}
     for key, value in override_items(overrides):
+        if key in seen:
+            raise ConfigError(key, value, f"one value: it is given twice ({key}={seen[key]}, then {key}={value}), "
+                              "and only the last would count")
+        seen[key] = value
+        if key.startswith(("hydra.runtime.", "hydra.job.num", "hydra.job.id")) or key == "hydra.mode":
+            raise ConfigError(key, value, "set by Hydra, not on the command line (--multirun chooses the mode)")
         if key in CHOSEN_BY_GROUP:
             group = CHOSEN_BY_GROUP[key]
             raise ConfigError(key, value, f"set by the {group} group: choose the option with {group}={value}, "
@@ -273,6 +301,11 @@ def against_data(c: RunConfig) -> data_group.Split:
     batches = batches_per_epoch(n, t.batch_size, t.drop_last)
     if t.accumulate > batches:
         raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch")
+    m = c.model
+    if m.residual and not (m.depth >= 2 or (m.depth == 1 and m.width == split.in_features)):
+        raise ConfigError("model.residual", True, f"false with model.depth={m.depth}, model.width={m.width}: no "
+                          f"block has equal input and output widths ({split.in_features} inputs), so none would "
+                          "add its input")
     if c.model.norm == "batchnorm" and (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)):
         raise ConfigError("trainer.batch_size", t.batch_size,
                           f"a size that leaves no batch of 1 image with model.norm=batchnorm ({n} training images "
@@ -334,3 +367,37 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
         from reg_runner.augmentation.ops import torchvision_transforms
 
         torchvision_transforms(c.augmentation)
+
+
+# keys that change no number a run records (where it runs, what it shows, how often it checkpoints)
+NOT_RESULTS = ("logging", "trainer.device", "trainer.checkpoint_every", "trainer.eval_batch_size", "data.root")
+
+
+def results_config(config: dict) -> dict:
+    """``config`` without the ``NOT_RESULTS`` keys: what must match for two runs' numbers to compare."""
+    import copy
+
+    out = copy.deepcopy(config)
+    for key in NOT_RESULTS:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
+def first_difference(a, b, prefix="") -> str:
+    """The dotted key of the first value that differs between two nested configs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k) != b.get(k):
+                return first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+    return prefix.rstrip(".")
+
+
+def value_at(d, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d

@@ -125,6 +125,14 @@ class RunFolder:
                if not isinstance(checkpoint[k], dict)]
         if bad:
             raise UserError(f"{self.last} is damaged: its {bad[0]} is not what reg_runner writes; start the run again")
+        state = checkpoint["state"]
+        if state.get("status") in FINISHED:  # metrics.json may be damaged; the checkpoint says what the run did
+            raise UserError(f"{self.path} holds a finished run (its checkpoint says {state['status']}): there is "
+                            "nothing to resume")
+        epochs = (checkpoint["config"].get("trainer") or {}).get("epochs")
+        epoch = state.get("epoch")
+        if not isinstance(epoch, int) or not isinstance(epochs, int) or not 0 <= epoch < epochs:
+            raise UserError(f"{self.last} is damaged: it is at epoch {epoch!r} of {epochs!r}; start the run again")
         return checkpoint
 
     def lock(self) -> None:
@@ -175,6 +183,8 @@ class RunFolder:
 
     def prepare(self) -> None:
         """The folder and checkpoints/, writable; temp files a killed writer left are removed."""
+        if self.checkpoints.exists() and not self.checkpoints.is_dir():
+            raise UserError(f"{self.checkpoints} is a file, where the run keeps its checkpoints; move it away")
         try:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             for leftover in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:

@@ -22,6 +22,7 @@ Written to the terminal (markdown) and to ``report.md``, ``report.csv``, ``curve
 import argparse
 import csv
 import io
+import json
 import os
 import re
 import statistics
@@ -45,9 +46,10 @@ class Run:
     path: Path
     name: str  # relative to the report's root
     status: str
-    overrides: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # what sets its group apart: its overrides, or its config's values
     seed: int | None = None
     metrics: dict | None = None
+    config: dict | None = None  # resolved_config.yaml, flattened, without seed and what changes no number
 
     @property
     def finished(self) -> bool:
@@ -92,7 +94,17 @@ def read_run(path: Path, root: Path) -> Run:
         items = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
         for item in items if isinstance(items, list) else []:
             key, _, value = str(item).partition("=")
-            run.overrides[key.lstrip("+~")] = value
+            run.settings[key.lstrip("+~")] = value
+    except (OSError, yaml.YAMLError):
+        pass
+    try:
+        config = yaml.safe_load((path / "resolved_config.yaml").read_text())
+        if isinstance(config, dict):
+            from reg_runner.config import results_config
+
+            config = results_config(config)
+            config.pop("seed", None)
+            run.config = _flatten(config)
     except (OSError, yaml.YAMLError):
         pass
     folder = RunFolder(path)
@@ -107,8 +119,8 @@ def read_run(path: Path, root: Path) -> Run:
         run.seed = record.get("seed") if isinstance(record.get("seed"), int) else None
     if run.status in ("killed", "interrupted", "failed"):
         run.status += " (resume: python -m reg_runner.resume <folder>)"
-    if run.seed is None and "seed" in run.overrides:
-        run.seed = _number(run.overrides["seed"])
+    if run.seed is None and "seed" in run.settings:
+        run.seed = _number(run.settings["seed"])
     return run
 
 
@@ -119,13 +131,42 @@ def _number(text):
         return text
 
 
+def _flatten(node, prefix="") -> dict:
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return out
+
+
+def choose_settings(runs: list[Run]) -> str:
+    """Group runs by their overrides where those tell every group's configs apart, else by the values of
+    their resolved configs that differ (runs without .hydra/, or overrides that hide a difference).
+    Returns what the groups are by."""
+    keys = varying_keys(runs)
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(group_label(r, keys), []).append(r)
+    consistent = all(len({json.dumps(r.config, sort_keys=True) for r in g if r.config is not None}) <= 1
+                     for g in groups.values())
+    if consistent:
+        return "overrides"
+    configs = [r.config for r in runs if r.config is not None]
+    differ = sorted({k for c in configs for k in c if len({c2.get(k) for c2 in configs}) > 1})
+    for r in runs:
+        r.settings = {k: (r.config or {}).get(k, "-") for k in differ}
+    return "resolved configs"
+
+
 def varying_keys(runs: list[Run]) -> list[str]:
-    keys = sorted({k for r in runs for k in r.overrides if k not in IGNORED_KEYS and not k.startswith("hydra.")})
-    return [k for k in keys if len({r.overrides.get(k, "-") for r in runs}) > 1]
+    keys = sorted({k for r in runs for k in r.settings if k not in IGNORED_KEYS and not k.startswith("hydra.")})
+    return [k for k in keys if len({r.settings.get(k, "-") for r in runs}) > 1]
 
 
 def group_label(run: Run, keys: list[str]) -> str:
-    return ",".join(f"{k}={run.overrides.get(k, '-')}" for k in keys) or "all runs"
+    return ",".join(f"{k}={run.settings.get(k, '-')}" for k in keys) or "all runs"
 
 
 def _get(m: dict | None, *path):
@@ -143,7 +184,7 @@ def run_row(run: Run, keys: list[str]) -> dict:
     m = run.metrics
     return {
         "run": run.name,
-        **{k: run.overrides.get(k, "-") for k in keys},
+        **{k: run.settings.get(k, "-") for k in keys},
         "seed": run.seed,
         "best_val_acc": _get(m, "best", "val/acc"),
         "test_acc_at_best": _get(m, "test_at_best", "acc"),
@@ -174,10 +215,13 @@ def group_rows(runs: list[Run], keys: list[str], baseline: str | None) -> tuple[
         baseline = next((g for g in labels if "experiment=baseline" in g), None)
     if baseline is None:
         baseline = next((g for g in labels if all(v == "-" for v in _values(g))), labels[0] if labels else None)
-    elif not any(baseline == g or baseline in g.split(",") for g in labels):
-        raise UserError(f"--baseline {baseline!r} matches no group; groups: {', '.join(labels)}")
     else:
-        baseline = next(g for g in labels if baseline == g or baseline in g.split(","))
+        matches = [g for g in labels if baseline == g or baseline in g.split(",")]
+        if len(matches) != 1:
+            which = "no group" if not matches else f"{len(matches)} groups ({'; '.join(matches)})"
+            raise UserError(f"--baseline {baseline!r} matches {which}: give one group's whole label; groups: "
+                            f"{'; '.join(labels)}")
+        baseline = matches[0]
 
     def accs(group, key):
         return [_get(r.metrics, *key) for r in groups[group] if r.finished and _get(r.metrics, *key) is not None]
@@ -319,10 +363,13 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
         raise UserError(f"no run folder below {root} (a run folder holds metrics.json or .hydra/)")
     out = out or root
     writable_folder(out)
+    grouped_by = choose_settings(runs)
     keys = varying_keys(runs)
     table1 = [run_row(r, keys) for r in runs]
     table2, baseline = group_rows(runs, keys, baseline)
     text = markdown(runs, keys, table1, table2, baseline, root)
+    if grouped_by != "overrides":
+        text = text.replace("Grouped by:", "Grouped by (their resolved configs differ where their overrides do not):", 1)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(table1[0]), lineterminator="\n")
     writer.writeheader()

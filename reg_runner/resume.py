@@ -45,16 +45,22 @@ def main(argv=None) -> None:
     with exit_on_user_error():
         from reg_runner import config as config_lib
 
+        from reg_runner.records import FINISHED, RunFolder
+
+        run_dirs = list(dict.fromkeys(p.resolve() for p in args.run_dirs))  # each folder once, however written
         stacks: dict[tuple, list] = {}
-        for run_dir in dict.fromkeys(args.run_dirs):  # each folder once
+        for run_dir in run_dirs:
             cfg = load_config(run_dir)
             try:
                 checked = config_lib.check(cfg, through=3)  # a damaged config gets one line before torch loads
             except UserError as e:
                 raise UserError(f"{run_dir}: {e}") from None
+            status = RunFolder(run_dir).status()
+            if status in FINISHED or status == "running":  # before any log file is touched
+                RunFolder(run_dir).load_last()  # says why, in one line
             stacks.setdefault(config_lib.structure(checked.cfg), []).append((cfg, run_dir))
         handlers = [logging.StreamHandler(sys.stdout)]
-        for run_dir in args.run_dirs:
+        for run_dir in run_dirs:
             try:
                 handlers.append(logging.FileHandler(run_dir / "reg_runner.log"))
             except OSError as e:

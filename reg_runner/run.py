@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from reg_runner import config as config_lib
-from reg_runner.config import N_CLASSES
+from reg_runner.config import N_CLASSES, first_difference, value_at
 from reg_runner.data import tensors as data_lib
 from reg_runner.errors import UserError
 from reg_runner.logging.tensorboard import TensorBoard
@@ -103,24 +103,10 @@ def _same_config(folder: RunFolder, config: dict, checkpoint: dict | None) -> No
     """A run resumes with the config it started with (every run checkpoints its epoch 0), or not at all."""
     started = checkpoint["config"] if checkpoint is not None else config
     if started != config:
-        key = _first_difference(started, config)
-        raise UserError(f"{folder.config} was edited after the run started ({key}: {_at(started, key)!r} in its "
-                        f"checkpoint, {_at(config, key)!r} in the file); a run resumes with the config it started "
+        key = first_difference(started, config)
+        raise UserError(f"{folder.config} was edited after the run started ({key}: {value_at(started, key)!r} in its "
+                        f"checkpoint, {value_at(config, key)!r} in the file); a run resumes with the config it started "
                         "with: restore the file")
-
-
-def _first_difference(a, b, prefix="") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b), key=str):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-    return prefix.rstrip(".")
-
-
-def _at(d, dotted: str):
-    for part in dotted.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d
 
 
 def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: list, multirun: bool,

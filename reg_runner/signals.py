@@ -20,7 +20,7 @@ import threading
 class StopSignals:
     def __init__(self):
         self.signal, self.previous = None, {}
-        self.resume_hint = "python -m reg_runner.resume <run folder>"
+        self.resume_hint = None  # set once a run exists: the command that continues it
 
     @property
     def name(self) -> str:
@@ -34,8 +34,9 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         if self.signal is not None and signum == signal.SIGINT:
-            os.write(2, f"stopped at once by a second Ctrl-C; the last checkpoint stands. Resume with: "
-                        f"{self.resume_hint}\n".encode())
+            hint = (f"; the last checkpoint stands. Resume with: {self.resume_hint}" if self.resume_hint
+                    else ", before any run started")
+            os.write(2, f"stopped at once by a second Ctrl-C{hint}\n".encode())
             os._exit(128 + signal.SIGINT)
         self.signal = signum
 
@@ -48,5 +49,8 @@ class StopSignals:
 STOP = StopSignals()  # one per process: installed early, read by the run
 
 
-def exit_code() -> int:
-    return 128 + (STOP.signal or 0)
+def stop_if_signalled(what: str) -> None:
+    """Where no run exists yet (checking a sweep's jobs): a signal ends the command at once."""
+    if STOP.signal is not None:
+        print(f"interrupted by {STOP.name} while {what}; nothing was started", file=sys.stderr, flush=True)
+        sys.exit(128 + STOP.signal)

@@ -42,8 +42,15 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))
 
 
-# Small, fast settings for the tiny data: 100 training images in batches of 25, 400 validation.
+# Small, fast settings for the tiny data: 100 training images in batches of 25, 400 validation (a test's own
+# value of one of these keys replaces it: a key given twice on a command line is refused).
 TINY = ("data.train_fraction=0.2", "trainer.batch_size=25", "trainer.epochs=2")
+
+
+def tiny(*overrides) -> list[str]:
+    """TINY, less the keys ``overrides`` sets, then ``overrides``."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [*(t for t in TINY if t.split("=", 1)[0] not in given), *overrides]
 
 
 class CLI:
@@ -61,7 +68,9 @@ class CLI:
         args = list(overrides)
         multirun = "--multirun" in args or "-m" in args
         if self.data is not None and tiny:
-            args = [f"data.root={self.data}", *TINY, *args]
+            given = {a.split("=", 1)[0].lstrip("+~") for a in args}
+            own = [f"data.root={self.data}", *TINY]
+            args = [*(t for t in own if t.split("=", 1)[0] not in given), *args]
         if run_dir is None:
             self.count += 1
             run_dir = self.tmp_path / f"run{self.count}"

@@ -7,8 +7,6 @@ import torch
 from omegaconf import OmegaConf
 
 from reg_runner.augmentation.ops import Augment, theta_from, warp
-from reg_runner.data.tensors import Split
-from reg_runner.trainer.loop import Trainer, host_means
 
 
 def augment(name="affine", **over) -> Augment:
@@ -81,14 +79,13 @@ def test_noise_is_clamped_to_real_pixels():
     assert out.min().item() >= a.black - 1e-6 and out.max().item() <= a.white + 1e-6
 
 
-def test_evaluation_never_sees_augmentation():
-    x, y = images(64), torch.arange(64) % 10
-    model = torch.nn.Linear(81, 10)
-    cfg = OmegaConf.create({"eval_batch_size": 16, "eval_precision": "fp32"})
-    plain = Trainer(model, None, None, None, None, cfg, "val/acc", {})
-    noisy = Trainer(model, None, None, None, None, cfg, "val/acc", {"augment": gen()}, augment("noise", sigma=5.0))
-    def means(trainer):
-        r = trainer.evaluate(Split(x, y))
-        return host_means({"loss": r["loss"], "acc": r["acc"]})
+def test_evaluation_never_sees_augmentation(cli):
+    """Noise of 50 standard deviations on every training image, and an lr too small to move a weight: the
+    training loss is that of noise, the validation and test numbers are those of the clean images."""
+    from conftest import read_metrics
 
-    assert means(plain) == means(noisy)
+    clean, noisy = (read_metrics(cli(*o, "optimizer.lr=1e-12", "trainer.epochs=1").run_dir)["final"] for o in
+                    ((), ("augmentation=noise", "augmentation.sigma=50", "augmentation.clamp=false")))
+    assert abs(noisy["train/loss"] - clean["train/loss"]) > 1.0
+    for key in ("val/loss", "val/acc", "test/loss", "test/acc"):
+        assert noisy[key] == pytest.approx(clean[key], abs=1e-6), key

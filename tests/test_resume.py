@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, read_metrics, without_timing
+from conftest import read_metrics, tiny, without_timing
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from test_tensorboard import hparams_sessions
@@ -38,7 +38,7 @@ def no_run_outlives_its_test():
 
 
 def start(cli, run_dir: Path, *overrides) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *TINY, *overrides, f"hydra.run.dir={run_dir}"]
+    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *tiny(*overrides), f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen(argv, cwd=cli.tmp_path, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     STARTED.append(proc)
@@ -102,7 +102,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(cli, tmp_path, refe
 
 def test_a_killed_stack_resumes_to_the_numbers_of_its_lone_runs(cli, tmp_path, reference):
     sweep = tmp_path / "stack"
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *TINY, *STATEFUL, "--multirun", "seed=0,1",
+    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *tiny(*STATEFUL), "--multirun", "seed=0,1",
             "hydra/launcher=stacked", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen(argv, cwd=cli.tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     STARTED.append(proc)
@@ -118,9 +118,10 @@ def test_a_killed_stack_resumes_to_the_numbers_of_its_lone_runs(cli, tmp_path, r
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     runs = sorted(p for p in sweep.glob("*") if p.is_dir())
+    assert len(runs) == 2
     assert all(read_metrics(r)["status"] == "running" and read_metrics(r)["epochs_run"] < 150 for r in runs)
     resume(cli, *runs)  # the two runs resume as one stack again
-    seed0, seed1 = (next(r for r in runs if f"seed={s}" in r.name) for s in (0, 1))
+    seed0, seed1 = (next(r for r in runs if read_metrics(r)["seed"] == s) for s in (0, 1))
     assert without_timing(read_metrics(seed0)) == without_timing(reference)
     alone = cli(*STATEFUL, "seed=1").run_dir
     assert without_timing(read_metrics(seed1)) == without_timing(read_metrics(alone))

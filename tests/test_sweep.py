@@ -19,7 +19,7 @@ from conftest import read_metrics
 from reg_runner.sweep.study import HOST, INTERRUPTED, PID, RUN_DIR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-QUICK = ("--multirun", "hparams_search=quick", "trainer.epochs=2", "data.val_size=null")  # the tiny data has 400
+QUICK = ("--multirun", "hparams_search=quick", "data.val_size=null")  # the tiny data has 400 validation images
 
 
 def load_study(sweep_dir: Path, name="quick") -> optuna.Study:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, read_metrics
+from conftest import read_metrics, tiny
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -33,7 +33,7 @@ def test_a_whole_run_makes_no_float64_tensor(tiny_data, tmp_path):
 
     with pytest.raises(AssertionError, match="float64"), NoFloat64():  # the guard does catch one
         torch.zeros(3).sum(dtype=torch.float64)
-    overrides = [f"data.root={tiny_data}", *TINY, "model.norm=batchnorm", "model.dropout=0.2", "reg.l1=1e-4",
+    overrides = [f"data.root={tiny_data}", *tiny(), "model.norm=batchnorm", "model.dropout=0.2", "reg.l1=1e-4",
                  "augmentation=noise_affine", "scheduler=plateau", "logging.histograms=2", "trainer.grad_clip=1.0"]
     with initialize_config_dir(config_dir=cli.CONFIG_DIR, version_base=None):
         cfg = compose("config", overrides=overrides)

@@ -36,7 +36,7 @@ def check() -> int:
 
 
 def import_folder(folder: Path) -> int:
-    sources = mnist.find_files(folder)
+    sources = mnist.find_files(folder, key=None)
     verified = {f: mnist.verified_bytes(f, sources[f.key]) for f in mnist.FILES}  # all four before any write
     store = mnist.store_dir()
     store.mkdir(parents=True, exist_ok=True)

@@ -85,10 +85,16 @@ def load(root: str | None) -> RawMnist:
     return _checked(RawMnist(**arrays, source=f"datamaestro {DATASET_ID} ({store})"))
 
 
-def find_files(folder: Path) -> dict[str, Path]:
-    """The path of each of the four files in ``folder``, under any of the names they go by."""
+FOLDER_HINT = "give a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, " \
+              "t10k-labels-idx1-ubyte (.gz or not)"
+
+
+def find_files(folder: Path, key: str | None = "data.root") -> dict[str, Path]:
+    """The path of each of the four files in ``folder``, under any of the names they go by. ``key``: what
+    named the folder, for the message (None: the ``import`` command's argument)."""
+    where, hint = (f"{key}={str(folder)!r}", HOW_TO_SUPPLY) if key else (str(folder), FOLDER_HINT)
     if not folder.is_dir():
-        raise DataError(f"data.root={str(folder)!r} is not a folder; {HOW_TO_SUPPLY}")
+        raise DataError(f"{where} is not a folder; {hint}")
     found, missing = {}, []
     for f in FILES:
         names = [f.original, f.key, f"{f.key}.idx", f.original.replace("-idx", ".idx")]
@@ -99,7 +105,7 @@ def find_files(folder: Path) -> dict[str, Path]:
         else:
             found[f.key] = path
     if missing:
-        raise DataError(f"data.root={str(folder)!r} lacks {', '.join(missing)} (.gz or not); {HOW_TO_SUPPLY}")
+        raise DataError(f"{where} lacks {', '.join(missing)} (.gz or not); {hint}")
     return found
 
 
@@ -110,6 +116,8 @@ def _checked(raw: RawMnist) -> RawMnist:
             raise DataError(
                 f"{raw.source}: {split} images must be uint8 N x H x W, got {images.dtype} {images.shape}"
             )
+        if 0 in images.shape:
+            raise DataError(f"{raw.source}: the {split} images are empty (shape {images.shape}); {HOW_TO_SUPPLY}")
         if labels.ndim != 1 or len(labels) != len(images):
             raise DataError(f"{raw.source}: {len(images)} {split} images but labels of shape {labels.shape}")
         bad = (labels < 0) | (labels >= N_CLASSES)
@@ -124,6 +132,10 @@ def _checked(raw: RawMnist) -> RawMnist:
 
 def store_dir() -> Path:
     """Where datamaestro keeps MNIST: ``$DATAMAESTRO_DIR/data/image/com/lecun/mnist``."""
+    import os
+
+    if os.environ.get("DATAMAESTRO_DIR") == "":  # datamaestro would use the current folder
+        raise DataError("DATAMAESTRO_DIR is set but empty: unset it (the store is then ~/datamaestro) or give a folder")
     from datamaestro.context import Context
 
     return Path(Context.instance().dataset(DATASET_ID).datapath)

@@ -22,11 +22,14 @@ last included; scalars at every evaluation. The HParams dashboard gets one entry
 into this same event file (``SummaryWriter.add_hparams`` would make a separate run folder).
 """
 
+import logging
 from pathlib import Path
 
 import torch
 
 from reg_runner.logging import probe
+
+log = logging.getLogger(__name__)
 
 HPARAM_METRICS = {
     "hparams/best_val_acc": lambda m: m["best"]["val/acc"],
@@ -81,6 +84,13 @@ class TBLogger:
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.model, self.eval_batch_size = model, eval_batch_size
         n = min(cfg.probe_size, len(data.train))
+        # "up to": said in the log, not capped in silence
+        if cfg.histograms > epochs:
+            log.warning("logging.histograms=%d is more than trainer.epochs=%d: histograms at every epoch",
+                        cfg.histograms, epochs)
+        if cfg.histograms and cfg.probe_size > len(data.train):
+            log.warning("logging.probe_size=%d is more than the %d training images: the probe batch is all of them",
+                        cfg.probe_size, len(data.train))
         self.probe_x, self.probe_y = data.train.x[:n], data.train.y[:n]  # fixed: the same images every time
         self.val_x = data.val.x
 

@@ -48,19 +48,15 @@ def _storage(v):
     try:
         dialect.import_dbapi()
     except ImportError as e:
-        raise reject(f"a URL whose database driver is installed: {url.drivername} needs {e.name}, which is not "
-                     f"(pip install {e.name}, or name an installed driver, e.g. postgresql+psycopg2://...)") from None
+        raise reject(f"a URL whose database driver is installed: {url.drivername} needs the Python module {e.name}, "
+                     "which is not installed (install its driver, or name an installed one, e.g. "
+                     "postgresql+psycopg2://...)") from None
     return v
 
 
 class _Sweeper(Group):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
     target: str = Field(alias="_target_")
-
-
-class GridConfig(_Sweeper):
-    max_batch_size: optional(integer(1))  # jobs handed to the launcher at once; null: all
-    params: dict[str, Any] | None = None  # sweeps declared in a config, as on the command line
 
 
 class Sampler(Group):
@@ -90,6 +86,60 @@ def check_sampler(sampler: Sampler) -> None:
                                   f"arguments are {', '.join(p for p in params if p not in ('self', 'kwargs'))}")
 
 
+TRUSTED_SPACES = ("reg_runner.",)  # what Hydra may instantiate from this config (reg_runner.cli.TRUSTED)
+
+
+def _space(v):
+    """A function (cfg, trial) that suggests a trial's parameters."""
+    if v is None:
+        return None
+    import importlib
+    import inspect
+
+    allowed = "null or a function (cfg, trial) in reg_runner, e.g. reg_runner.sweep.spaces.regularization"
+    if not isinstance(v, str) or not v.startswith(TRUSTED_SPACES) or "." not in v:
+        raise reject(allowed)
+    module, _, name = v.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+        if len(inspect.signature(fn).parameters) != 2:
+            raise TypeError
+    except Exception:
+        raise reject(allowed) from None
+    return v
+
+
+def flat_params(v):
+    """Search spaces declared in the config: ``{dotted key: sweep}``, as on the command line."""
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise reject("null or a mapping of keys to sweeps, e.g. {optimizer.lr: 'interval(1e-4, 1e-1)'}")
+    flat = {}
+
+    def walk(prefix, node):
+        for k, val in node.items():
+            if isinstance(val, dict):
+                walk(f"{prefix}{k}.", val)
+            else:
+                flat[f"{prefix}{k}"] = val
+
+    walk("", v)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for k, val in flat.items():
+        try:
+            OverridesParser.create().parse_override(f"{k}={val}")
+        except Exception:
+            raise reject(f"sweeps Hydra's override grammar can read ({k}={val} is not one)") from None
+    return flat
+
+
+class GridConfig(_Sweeper):
+    max_batch_size: optional(integer(1))  # jobs handed to the launcher at once; null: all
+    params: Annotated[Any, PlainValidator(flat_params)] = None  # sweeps declared in a config
+
+
 class StudyConfig(_Sweeper):
     sampler: Sampler
     direction: one_of("maximize", "minimize")  # follows the objective
@@ -97,16 +147,34 @@ class StudyConfig(_Sweeper):
     study_name: Text
     n_trials: integer(1)  # finished trials the study should hold in total
     n_jobs: integer(1)  # trials asked and launched together
-    custom_search_space: optional(Text)
-    params: dict[str, Any] | None = None
+    custom_search_space: Annotated[Any, PlainValidator(_space)]
+    params: Annotated[Any, PlainValidator(flat_params)] = None
 
 
 class StackedConfig(_Sweeper):
     max_members: integer(1)  # runs in one stack at most (memory: each adds its weights, optimizer state and activations)
 
 
+def _job_name(v):
+    import re
+
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v) or v in (".", ".."):
+        raise reject("a name of letters, digits, '_', '.' and '-' (it names the log file)")
+    return v
+
+
+class JobNames(Group):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Annotated[str, PlainValidator(_job_name)]
+
+
+def check_job_name(hydra_cfg) -> None:
+    parse(JobNames, {"name": hydra_cfg.job.name}, "hydra.job")
+
+
 def check_hydra(hydra_cfg, objective) -> None:
     """The sweeper's and the launcher's settings, before a multirun makes anything."""
+    check_job_name(hydra_cfg)
     from omegaconf import OmegaConf
 
     def plain(node) -> dict:

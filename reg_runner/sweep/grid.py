@@ -26,7 +26,7 @@ from reg_runner.sweep import jobs
 log = logging.getLogger(__name__)
 
 
-MAX_JOBS = 100_000  # a grid larger than this is a typo (range(0,1000000000)), not a plan
+MAX_JOBS = 10_000  # a grid larger than this is a typo (range(0,1000000000)), not a plan: each job is checked first
 
 
 class GridSweeper(BasicSweeper):
@@ -69,10 +69,18 @@ class GridSweeper(BasicSweeper):
             sizes = {}
             for o in overrides:
                 if o.is_sweep_override() and o.is_discrete_sweep():
-                    sizes[o.get_key_element()] = sum(1 for _ in itertools.islice(o.sweep_string_iterator(), MAX_JOBS + 1))
+                    values = list(itertools.islice(o.sweep_string_iterator(), MAX_JOBS + 1))
+                    key = o.get_key_element()
+                    if not values:
+                        raise UserError(f"{o.input_line} sweeps no value: the sweep would make no job")
+                    twice = sorted({v for v in values if values.count(v) > 1})
+                    if twice and len(values) <= MAX_JOBS:
+                        raise UserError(f"{o.input_line} lists {', '.join(twice)} more than once: each value once "
+                                        "(seeds are what repeat a run)")
+                    sizes[key] = len(values)
             if math.prod(sizes.values()) > MAX_JOBS:
-                raise UserError(f"the sweep makes more than {MAX_JOBS:,} jobs ({' x '.join(f'{k}: {n:,}' for k, n in sizes.items())}); "
-                                "check its ranges, or split it")
+                raise UserError(f"the sweep makes more than {MAX_JOBS:,} jobs "
+                                f"({' x '.join(f'{k}: {n:,}' for k, n in sizes.items())}); check its ranges, or split it")
             return self.split_arguments(overrides, self.max_batch_size)
         except UserError:
             raise

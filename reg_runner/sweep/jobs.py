@@ -60,10 +60,18 @@ def varying(job_overrides) -> list[list[str]]:
 
 def check_all(config_loader, master, job_overrides, first_num: int = 0) -> list:
     """Every job's config composed and checked, before the first trains: one line for the first bad one."""
-    checked, machine_checked = [], set()
+    from reg_runner.signals import stop_if_signalled
+
+    checked, machine_checked, folders = [], set(), {}
     names = varying(job_overrides)
     for i, overrides in enumerate(job_overrides):
+        stop_if_signalled("checking the sweep's jobs")
         job = compose(config_loader, master, overrides, first_num + i, label(first_num + i, names[i]))
+        folder = output_dir(job)
+        if folder in folders:
+            raise UserError(f"{label(first_num + i, names[i])} and job {folders[folder]} would share the folder "
+                            f"{folder}: hydra.sweep.subdir must tell the jobs apart")
+        folders[folder] = first_num + i
         try:
             c = check(job, overrides, through=3)
             # the machine stage (torch's device, the optimizer class) once per distinct setting of what it reads

@@ -42,24 +42,29 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from reg_runner import atomic
-from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner import config as config_lib
+from reg_runner.errors import ConfigError, UserError, exit_on_user_error
 from reg_runner.records import FINISHED, RunFolder
-from reg_runner.sweep import jobs
+from reg_runner.sweep import flat_params, jobs
 
 log = logging.getLogger(__name__)
 HOST, PID, RUN_DIR = "reg_runner.host", "reg_runner.pid", "reg_runner.run_dir"
 REJECTED = "reg_runner.rejected"  # the checks' one line, for a trial whose config was refused
 INTERRUPTED = "reg_runner.interrupted"  # study attribute: numbers of the trials cut off by a kill
 UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseconds
+MAX_REFUSED = 10  # trials refused in a row before a search is stopped: its space reaches no valid config
+SIGNATURE = "reg_runner.signature"  # study attribute: the objective, direction and shared config of its trials
 
 
 class StudySweeper(Sweeper):
     def __init__(self, sampler, direction, storage, study_name, n_trials, n_jobs, custom_search_space=None,
-                 params=None):
+                 params=None, seeds_per_trial=1):
         self.sampler_cfg, self.direction, self.storage = sampler, direction, storage
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
+        self.seeds_per_trial = seeds_per_trial
         self.space = instantiate({"_target_": custom_search_space, "_partial_": True}) if custom_search_space else None
-        self.params = params or {}
+        self.params = flat_params(OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params)
+                              else params) or {}
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -100,8 +105,16 @@ class StudySweeper(Sweeper):
         fixed_values = _typed_values(fixed)
         for name in fixed:
             space.pop(name, None)
-        self.make_folders()
-        study = self.study()
+        base = self.precheck(space, fixed, fixed_values, fixed_overrides)
+        created = self.make_folders()
+        try:
+            study = self.study()
+            same_study(study, base, self.direction)
+        except UserError:
+            for folder in reversed(created):  # refused before anything ran: leave nothing behind
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            raise
         adopt_orphans(study)
         done = count_finished(study)
         if done:
@@ -109,45 +122,86 @@ class StudySweeper(Sweeper):
         to_run = max(0, self.n_trials - done)
         log.info("study %r: %d finished trials, %d requested in total, %d to run", self.study_name, done,
                  self.n_trials, to_run)
-        launched_any = False
+        refused: list[str] = []  # the reasons of the trials refused in a row
         while to_run > 0:
             trials = [study.ask() for _ in range(min(self.n_jobs, to_run))]
             for trial in trials:
                 trial.set_user_attr(HOST, socket.gethostname())
                 trial.set_user_attr(PID, os.getpid())
-            batch, reasons = [], set()
+            batch, folders = [], set()
             for trial in trials:
                 overrides = self.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
-                reason = self.rejected(study, trial, overrides)
+                reason = self.rejected(study, trial, overrides, folders)
                 if reason is None:
                     batch.append((trial, overrides))
-                reasons.add(reason)
-            if not launched_any and not batch and len(reasons) == 1:
-                # the first trials all refused for one reason: the base config is at fault, not the space
-                raise UserError(f"every trial is rejected: {reasons.pop()}")
-            launched_any |= bool(batch)
+                    refused.clear()
+                else:
+                    refused.append(reason)
+            if len(refused) >= max(MAX_REFUSED, 2 * self.n_jobs):
+                # a rejected trial is no result and does not count: a space that reaches no valid config would
+                # otherwise ask forever
+                raise UserError(f"the last {len(refused)} trials were all refused ({'; '.join(sorted(set(refused))[:3])}"
+                                "): the search space reaches no valid config")
             returns = self.launch(batch)
             for (trial, _), ret in zip(batch, returns):
                 tell(study, trial, ret)
-            to_run -= len(trials)
+            to_run -= len(batch)
         summary = summarize(study, self.n_trials, time.time() - t0, self.direction)
         write_summary(self.sweep_dir, summary)
         print_summary(summary, self.sweep_dir)
 
-    def make_folders(self) -> None:
-        """The sweep folder, and an SQLite database's folder."""
-        folders = [("hydra.sweep.dir", self.sweep_dir)]
+    def precheck(self, space, fixed, fixed_values, fixed_overrides) -> dict:
+        """Before the study is opened: a trial drawn from a throwaway study must search something, and must
+        not be refused for a value the search does not set, which every trial would share. Returns the base
+        config the trials share (what a resumed study must still have)."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction=self.direction)
+        trial = dry.ask()
+        overrides = self.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
+        if not trial.params:
+            raise UserError("the search has nothing to search: give hydra.sweeper.custom_search_space or sweep a key "
+                            "(optimizer.lr=tag(log,interval(1e-4,1e-1)), model.norm=choice(none,batchnorm))")
+        job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, 0, "the search")
+        try:
+            config_lib.check(job, overrides)
+        except ConfigError as e:
+            if e.key not in trial.params:
+                raise UserError(f"every trial would be refused: {e}") from None
+        shared = config_lib.results_config(config_lib.as_data(job))
+        for name in trial.params:  # what the trials search is theirs; the rest is the study's
+            node = shared
+            *parents, leaf = name.split(".")
+            for part in parents:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(leaf, None)
+        return shared
+
+    def make_folders(self) -> list[Path]:
+        """The sweep folder (the folders made, to remove if the study then cannot be opened). An SQLite
+        database elsewhere must be in a folder that exists."""
         if isinstance(self.storage, str) and self.storage.startswith("sqlite"):
             from sqlalchemy.engine import make_url
 
             database = make_url(self.storage).database
             if database and database != ":memory:":
-                folders.append(("hydra.sweeper.storage", Path(database).absolute().parent))
-        for key, folder in folders:
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"{key}: the folder {folder} cannot be created ({e.strerror}); choose another") from None
+                folder = Path(database).absolute().parent
+                inside = folder == self.sweep_dir.absolute() or self.sweep_dir.absolute() in folder.parents
+                if not inside and not folder.is_dir():
+                    raise UserError(f"hydra.sweeper.storage={self.storage!r}: the folder {folder} does not exist; "
+                                    "create it first, or keep the database in the sweep folder")
+        created, folder = [], self.sweep_dir.absolute()
+        while not folder.exists():
+            created.append(folder)
+            folder = folder.parent
+        try:
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"hydra.sweep.dir: the folder {self.sweep_dir} cannot be created ({e.strerror}); "
+                            "choose another") from None
+        return list(reversed(created))
 
     def trial_overrides(self, trial, space, fixed, fixed_values, fixed_overrides) -> list[str]:
         for name, distribution in space.items():
@@ -157,14 +211,19 @@ class StudySweeper(Sweeper):
         return [f"{k}={v}" for k, v in trial.params.items()] + [f"{k}={v}" for k, v in fixed.items()] + list(
             fixed_overrides)
 
-    def rejected(self, study, trial, overrides) -> str | None:
+    def rejected(self, study, trial, overrides, folders: set) -> str | None:
         """Compose and check the trial's config: None if it may run; else the reason, and the trial is
-        told failed with it (it makes no folder)."""
+        told failed with it (it makes no folder). ``folders``: the batch's, which must differ."""
         from optuna.trial import TrialState
 
         try:
             job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, trial.number)
             jobs.check(job, overrides)
+            folder = jobs.output_dir(job)
+            if folder in folders:
+                raise UserError(f"its folder {folder} is another trial's of this batch: hydra.sweep.subdir must tell "
+                                "trials apart")
+            folders.add(folder)
         except UserError as e:
             trial.set_user_attr(REJECTED, str(e))
             study.tell(trial, state=TrialState.FAIL)
@@ -249,13 +308,33 @@ def _mark_interrupted(study, number: int) -> None:
 
 
 def count_finished(study) -> int:
-    """Trials that ran to an end: complete, pruned, or failed (diverged, or rejected by the checks),
-    but not cut off by a kill."""
+    """Trials that ran to an end: complete, pruned, or failed (diverged), but not cut off by a kill, nor
+    refused by the checks (a refused trial is no result: a corrected command runs its share again)."""
     cut = set(study.user_attrs.get(INTERRUPTED, []))
     return sum(
-        t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and t.number not in cut)
+        t.state.name in ("COMPLETE", "PRUNED")
+        or (t.state.name == "FAIL" and t.number not in cut and REJECTED not in t.user_attrs)
         for t in study.get_trials(deepcopy=False)
     )
+
+
+def same_study(study, base: dict, direction: str) -> None:
+    """A study continues with the settings it started with: another objective, direction, budget or data
+    would rank incomparable values together. The first invocation records them."""
+    signature = study.user_attrs.get(SIGNATURE)
+    mine = dict(direction=direction, config=base)
+    if signature is None:
+        if not study.trials:
+            study.set_user_attr(SIGNATURE, mine)
+        return
+    if signature != mine:
+        key = "direction" if signature.get("direction") != direction else config_lib.first_difference(
+            signature.get("config"), base)
+        before = signature.get("direction") if key == "direction" else config_lib.value_at(signature.get("config"), key)
+        now = direction if key == "direction" else config_lib.value_at(base, key)
+        raise UserError(f"the study {study.study_name!r} was started with {key}={before!r}; this command has "
+                        f"{now!r}: its trials would not compare. Use another hydra.sweeper.study_name, or the study's "
+                        "own settings")
 
 
 def adopt_orphans(study) -> None:
