@@ -190,7 +190,7 @@ def main() -> None:
     if args.tiny:
         args.epochs, args.repeats, args.full, args.stacked_epochs = 2, 1, False, 2
         args.train_fraction = args.train_fraction or 0.6
-        args.stacks = "2,3" if args.stacks == "8,32" else args.stacks
+        args.stacks = "2" if args.stacks == "8,32" else args.stacks
     stack_sizes = [int(k) for k in args.stacks.split(",") if int(k) > 0]
     from omegaconf import OmegaConf
 

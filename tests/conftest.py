@@ -101,3 +101,27 @@ def read_metrics(run_dir: Path) -> dict:
 
 def without_timing(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "timing"}
+
+
+def write_presets(folder: Path, group: str, presets: dict[str, list[str]]) -> str:
+    """Each list of command-line overrides as a preset ``+group=name`` in ``folder``: one multirun process
+    then runs variants that differ in several keys (``a.b=v`` sets a value, ``group=option`` chooses one).
+    Returns the override that adds ``folder`` to Hydra's search path."""
+    import yaml
+
+    (folder / group).mkdir(parents=True, exist_ok=True)
+    for name, overrides in presets.items():
+        body, defaults = {}, []
+        for item in overrides:
+            key, _, value = item.partition("=")
+            if (ROOT / "conf" / key).is_dir():  # a config group: choose its option
+                defaults.append({f"override /{key}": value})
+                continue
+            node = body
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value)
+        text = "# @package _global_\n" + (yaml.safe_dump({"defaults": defaults}) if defaults else "")
+        (folder / group / f"{name}.yaml").write_text(text + (yaml.safe_dump(body) if body else ""))
+    return f"hydra.searchpath=[file://{folder}]"

@@ -51,7 +51,7 @@ def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
         assert rows["lightning"]["val_acc"] == pytest.approx(rows["typical"]["val_acc"], abs=1e-4)
     # many runs in one process: one by one, and as stacks; the same seeds learn the same, stacked or not
     stacked = result["stacked"]
-    assert set(stacked) == {"2 lone runs", "stacked 2", "stacked 3"}
+    assert set(stacked) == {"2 lone runs", "stacked 2"}
     assert all(r["model_epochs_per_s"] > 0 and r["peak_mb"] > 50 for r in stacked.values())
     assert stacked["stacked 2"]["val_acc"] == stacked["2 lone runs"]["val_acc"]
     assert "stacked 2 / 2 lone runs (process)" in {c["ratio"] for c in result["checks"]}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import yaml
-from conftest import read_metrics, without_timing
+from conftest import read_metrics, without_timing, write_presets
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -118,25 +118,37 @@ def test_every_option_of_every_group_trains(cli, key):
         assert len(set(losses)) == len(losses), dict(zip(options, losses))
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ("model.dropout=0.3", "model.residual=true", "model.depth=2"),
-        ("model.depth=0",),
-        ("data.stratified=true", "data.val_size=50"),
-        ("trainer.grad_clip=1.0", "trainer.accumulate=2", "trainer.drop_last=true"),
-        ("scheduler=cosine", "scheduler.warmup_epochs=1"),
-        ("scheduler=plateau", "scheduler.warmup_epochs=1"),
-        ("scheduler=linear", "scheduler.warmup_epochs=1"),
-        ("scheduler=step", "scheduler.step_size=1"),
-        ("trainer.deterministic=true", "objective=val/loss"),
-        ("optimizer=sgd", "optimizer.nesterov=true", "data.normalize=false"),
-    ],
-    ids=lambda o: " ".join(o),
-)
-def test_trainer_and_data_options(cli, overrides):
-    m = read_metrics(cli(*overrides, "trainer.epochs=2").run_dir)
-    assert m["status"] == "completed" and m["epochs_run"] == 2
+VARIANTS = {
+    "dropout_residual": ["model.dropout=0.3", "model.residual=true", "model.depth=2"],
+    "depth0": ["model.depth=0"],
+    "stratified": ["data.stratified=true", "data.val_size=50"],
+    "clip_accumulate": ["trainer.grad_clip=1.0", "trainer.accumulate=2", "trainer.drop_last=true"],
+    "cosine_warmup": ["scheduler=cosine", "scheduler.warmup_epochs=1"],
+    "plateau_warmup": ["scheduler=plateau", "scheduler.warmup_epochs=1"],
+    "linear_warmup": ["scheduler=linear", "scheduler.warmup_epochs=1"],
+    "step": ["scheduler=step", "scheduler.step_size=1"],
+    "deterministic_loss": ["trainer.deterministic=true", "objective=val/loss"],
+    "nesterov_raw": ["optimizer=sgd", "optimizer.nesterov=true", "data.normalize=false"],
+}
+
+
+def test_trainer_and_data_options(cli, tmp_path):
+    """Each variant, one after another in one multirun process (which also shows that a job's
+    deterministic mode does not leak into the next)."""
+    search = write_presets(tmp_path / "presets", "variant", VARIANTS)
+    proc = cli("--multirun", f"+variant={','.join(VARIANTS)}", search)
+    runs = {name: next(p for p in proc.run_dir.iterdir() if f"variant={name}" in p.name) for name in VARIANTS}
+    for name, run in runs.items():
+        m = read_metrics(run)
+        assert m["status"] == "completed" and m["epochs_run"] == 2, name
+        config = yaml.safe_load((run / "resolved_config.yaml").read_text())
+        for item in VARIANTS[name]:
+            key, _, value = item.partition("=")
+            if "." in key:
+                node = config
+                for part in key.split("."):
+                    node = node[part]
+                assert node == yaml.safe_load(value), (name, key)
 
 
 def test_eval_every_and_early_stopping(cli):

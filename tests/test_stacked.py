@@ -7,33 +7,26 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import read_metrics, without_timing
+from conftest import read_metrics, without_timing, write_presets
 
 # members differing in what a member may differ in: seed, lr, dropout p, L1/L2, augmentation, optimizer
 MEMBERS = {
-    "m0": {"seed": 0},
-    "m1": {"seed": 1, "optimizer": {"lr": 0.004}, "model": {"dropout": 0.3}},
-    "m2": {"seed": 2, "reg": {"l1": 1e-4, "l2": 1e-3}, "trainer": {"grad_clip": 0.5}},
-    "m3": {"seed": 3, "model": {"dropout": 0.5, "init": "xavier_uniform"}, "defaults": [{"override /augmentation": "noise"}]},
-    "m4": {"seed": 4, "defaults": [{"override /optimizer": "sgd"}], "optimizer": {"lr": 1.0e7}},  # diverges
+    "m0": ["seed=0"],
+    "m1": ["seed=1", "optimizer.lr=0.004", "model.dropout=0.3"],
+    "m2": ["seed=2", "reg.l1=1e-4", "reg.l2=1e-3", "trainer.grad_clip=0.5"],
+    "m3": ["seed=3", "model.dropout=0.5", "model.init=xavier_uniform", "augmentation=noise"],
+    "m4": ["seed=4", "optimizer=sgd", "optimizer.lr=1.0e7"],  # diverges
 }
 
 
 @pytest.fixture(scope="module")
-def presets(tmp_path_factory) -> Path:
+def presets(tmp_path_factory) -> str:
     """Each member as an experiment preset, in a config folder added to Hydra's search path."""
-    root = tmp_path_factory.mktemp("presets")
-    (root / "experiment").mkdir()
-    for name, preset in MEMBERS.items():
-        body = {k: v for k, v in preset.items() if k != "defaults"}
-        defaults = preset.get("defaults", [])
-        text = "# @package _global_\n" + (yaml.safe_dump({"defaults": defaults}) if defaults else "")
-        (root / "experiment" / f"{name}.yaml").write_text(text + yaml.safe_dump(body))
-    return root
+    return write_presets(tmp_path_factory.mktemp("presets"), "experiment", MEMBERS)
 
 
 def lone_and_stacked(cli, presets, structure, names, tmp_path):
-    search = f"hydra.searchpath=[file://{presets}]"
+    search = presets
     sweep = cli("--multirun", f"+experiment={','.join(names)}", search, *structure, "hydra/launcher=stacked",
                 "trainer.epochs=4", run_dir=tmp_path / "stacked")
     stacked = {name: next(p for p in sweep.run_dir.iterdir() if f"experiment={name}" in p.name) for name in names}

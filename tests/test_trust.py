@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics, tiny
+from conftest import read_metrics, tiny, write_presets
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -59,17 +59,21 @@ def _weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
-def test_switching_a_technique_on_moves_no_other_stream(cli):
+def test_switching_a_technique_on_moves_no_other_stream(cli, tmp_path):
     """Dropout and augmentation draw from their own streams: switched on, they leave the initialization
-    as it was (runs at lr 1e-12, so one epoch moves no weight by more than 1e-11)."""
-    runs = {name: cli(*o, "trainer.epochs=1", "optimizer.lr=1e-12").run_dir for name, o in
-            (("plain", ()), ("dropout", ("model.dropout=0.3",)), ("augmented", ("augmentation=noise",)),
-             ("seed 1", ("seed=1",)))}
+    as it was (runs at lr 1e-12, so one epoch moves no weight by more than 1e-11). One stack of four: each
+    run's numbers are its own (test_stacked)."""
+    variants = {"plain": [], "dropout": ["model.dropout=0.3"], "augmented": ["augmentation=noise"],
+                "seed_1": ["seed=1"]}
+    search = write_presets(tmp_path / "presets", "variant", variants)
+    sweep = cli("--multirun", f"+variant={','.join(variants)}", search, "hydra/launcher=stacked", "trainer.epochs=1",
+                "optimizer.lr=1e-12").run_dir
+    runs = {name: next(p for p in sweep.iterdir() if f"variant={name}" in p.name) for name in variants}
     weights = {name: _weights(run) for name, run in runs.items()}
     for name in ("dropout", "augmented"):
         for key, value in weights["plain"].items():
             torch.testing.assert_close(weights[name][key], value, atol=1e-9, rtol=0, msg=f"{name}: {key}")
-    assert (weights["seed 1"]["classifier.weight"] - weights["plain"]["classifier.weight"]).abs().max() > 1e-3
+    assert (weights["seed_1"]["classifier.weight"] - weights["plain"]["classifier.weight"]).abs().max() > 1e-3
 
 
 def test_the_gradient_norm_is_logged_before_clipping(cli):
