@@ -63,8 +63,10 @@ def main(cfg) -> float:
     if not multirun:
         with exit_on_user_error():
             return run(cfg, Path(hc.runtime.output_dir), overrides=overrides)
+    from reg_runner.sweep.trial import from_process
+
     try:
-        return run(cfg, Path(hc.runtime.output_dir), multirun=True, overrides=overrides)
+        return run(cfg, Path(hc.runtime.output_dir), multirun=True, overrides=overrides, trial=from_process(hc))
     except UserError as e:  # this job fails alone, recorded in its folder; the sweep goes on
         print(f"error: job {hc.job.num}: {e}", file=sys.stderr, flush=True)
         return math.nan

@@ -11,7 +11,8 @@
     reg_runner.log          the log
     .lock                   held by the process writing the run (fcntl lock): tells a live run from a killed one
 
-``metrics.json``'s status: running, completed, early_stopped, diverged, interrupted (SIGTERM or
+``metrics.json``'s status: running, completed, early_stopped, pruned (its Optuna trial's pruner
+stopped it), diverged, interrupted (SIGTERM or
 Ctrl-C: resumable), failed (an error after the run started; ``error`` says which, resumable). A
 ``running`` run whose lock no process holds was killed: ``status()`` reports it as ``killed``.
 """
@@ -35,7 +36,7 @@ from reg_runner.errors import UserError
 
 PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper",
             "tensorboard", "datamaestro", "datamaestro-image")
-FINISHED = ("completed", "early_stopped", "diverged")  # final: never resumed, never overwritten
+FINISHED = ("completed", "early_stopped", "pruned", "diverged")  # final: never resumed, never overwritten
 # what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
 BEFORE_START = (".hydra", "reg_runner.log", ".lock")
 
@@ -195,11 +196,13 @@ class RunFolder:
     def write_config(self, cfg) -> None:
         atomic.write_text(self.config, OmegaConf.to_yaml(cfg, resolve=True))
 
-    def write_environment(self, device, resumed_at: int | None = None, stack: list[str] | None = None) -> None:
+    def write_environment(self, device, resumed_at: int | None = None, stack: list[str] | None = None,
+                          trial: dict | None = None) -> None:
         """environment.json; a resumed run adds environment_resumed_<epoch>.json (it may be another machine).
-        ``stack``: the folders of the runs trained together with this one, in one process."""
+        ``stack``: the folders of the runs trained together with this one, in one process; ``trial``: the
+        Optuna study and trial it ran for, in a study sweep."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
-        atomic.write_json(path, dict(environment(device), stack=stack))
+        atomic.write_json(path, dict(environment(device), stack=stack, trial=trial))
 
     def write_metrics(self, metrics: dict) -> None:
         atomic.write_json(self.metrics, metrics)

@@ -25,6 +25,7 @@ from reg_runner.model.mlp import MLP, StackedMLP, initialize
 from reg_runner.records import RunFolder
 from reg_runner.seeding import deterministic, resolve_seed
 from reg_runner.signals import STOP
+from reg_runner.sweep.trial import Pruning
 from reg_runner.trainer.engine import Engine
 from reg_runner.trainer.listeners import Clock, Progress, Records
 from reg_runner.trainer.member import Member
@@ -40,6 +41,7 @@ class Job:
     cfg: object
     run_dir: Path
     overrides: tuple = field(default_factory=tuple)
+    trial: object = None  # its Optuna trial (reg_runner.sweep.trial.TrialLink), in a study sweep
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,14 +55,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overrides=()) -> float:
+def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overrides=(), trial=None) -> float:
     """Train as ``cfg`` says, record everything in ``run_dir``; return the best validation objective.
 
     ``resume``: continue the run in ``run_dir`` from its ``checkpoints/last.pt`` (``cfg`` is the
     run's own resolved config): model, optimizer, scheduler, loop and early-stopping state, every
     RNG state and the TensorBoard step, so the run ends with the numbers it would have had.
     """
-    return run_stack([Job(cfg, Path(run_dir), tuple(overrides))], multirun=multirun, resume=resume)[0]
+    return run_stack([Job(cfg, Path(run_dir), tuple(overrides), trial)], multirun=multirun, resume=resume)[0]
 
 
 def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> list[float]:
@@ -93,7 +95,8 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
             configs.append(config)
             checkpoints.append(checkpoint)
         with deterministic(checked[0].cfg.trainer.deterministic):
-            return _train([c.cfg for c in checked], configs, folders, checkpoints, multirun, t0)
+            return _train([c.cfg for c in checked], configs, folders, checkpoints, [job.trial for job in jobs],
+                          multirun, t0)
     finally:
         for folder in locked:
             folder.unlock()
@@ -109,7 +112,7 @@ def _same_config(folder: RunFolder, config: dict, checkpoint: dict | None) -> No
                         "with: restore the file")
 
 
-def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: list, multirun: bool,
+def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: list, trials: list, multirun: bool,
            t0: float) -> list[float]:
     cfg0 = cfgs[0]
     tc = cfg0.trainer
@@ -127,12 +130,13 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
         device = resolve_device(tc.device)
         warn_if_slow(tc.eval_precision, device)
         stack = [str(f.path) for f in folders] if len(folders) > 1 else None
-        for folder, checkpoint in zip(folders, checkpoints):
+        for folder, checkpoint, trial in zip(folders, checkpoints, trials):
             folder.write_environment(device, resumed_at=checkpoint["state"]["epoch"] if checkpoint else None,
-                                     stack=stack)
+                                     stack=stack, trial=trial.describe() if trial else None)
         torch.manual_seed(configs[0]["seed"])  # torch's global generator, for code outside reg_runner
         data = data_lib.load(cfg0.data, device)
-        members = [Member(c, config, f.path, config["seed"], data, device) for c, config, f in zip(cfgs, configs, folders)]
+        members = [Member(c, config, f.path, config["seed"], data, device, trial)
+                   for c, config, f, trial in zip(cfgs, configs, folders, trials)]
         with torch.device(device):
             model = StackedMLP(data.in_features, N_CLASSES, cfg0.model, [m.cfg.model.dropout for m in members],
                                [m.gens["dropout"] for m in members])
@@ -158,8 +162,10 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
         n_params = sum(p[0].numel() for p in params)
         show = cfg0.logging.progress if cfg0.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
         tensorboard = TensorBoard(data, plain, resumed)
-        listeners = [Records(data.info, n_params, Clock(t0), resumed), tensorboard,
-                     Progress(show, tc.epochs, min(m.state.epoch for m in members))]
+        pruning = Pruning(members)  # first: a run it stops is recorded as pruned at this epoch
+        listeners = [pruning] if pruning.active else []
+        listeners += [Records(data.info, n_params, Clock(t0), resumed), tensorboard,
+                      Progress(show, tc.epochs, min(m.state.epoch for m in members))]
         engine = Engine(model, data, members, listeners, detail=tensorboard.wants_histograms)
         seeds = ", ".join(str(m.seed) for m in members)
         log.info("model: %s, %d parameters, on %s; %s %s", _describe(cfg0.model), n_params, device,

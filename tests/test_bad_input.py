@@ -243,6 +243,21 @@ MULTIRUN_CASES = [
     ("seed=range(0,1000000000)", "the sweep makes more than 10,000 jobs"),
     ("seed=range(3,0)", "seed=range(3,0) sweeps no value: the sweep would make no job"),
     ("model.width=10,10", "model.width=10,10 lists 10 more than once"),
+    # pruning and seeds per trial: settings that cannot work together
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra/launcher=joblib hydra.sweeper.storage=null",
+     "hydra.sweeper.storage=null is not allowed: a database URL (sqlite:///...) to prune with JoblibLauncher"),
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.seeds_per_trial=3",
+     "hydra.sweeper.seeds_per_trial=3 is not allowed: 1 to prune with BasicLauncher; with hydra/launcher=stacked"),
+    ("hparams_search=quick hydra/sweeper/pruner=percentile hydra.sweeper.pruner.percentile=120",
+     "arguments PercentilePruner accepts (ValueError: Percentile must be between 0 and 100"),
+    ("hparams_search=quick hydra/sweeper/pruner=median +hydra.sweeper.pruner.patience=3",
+     "hydra.sweeper.pruner.patience=3 is not allowed: MedianPruner takes no argument 'patience'"),
+    ("hparams_search=quick hydra.sweeper.pruner._target_=os.system",
+     "hydra.sweeper.pruner._target_='os.system' is not allowed: an Optuna pruner (optuna.pruners.*)"),
+    ("hparams_search=quick hydra.sweeper.seeds_per_trial=3 seed=null",
+     "seed=null is not allowed: a number with hydra.sweeper.seeds_per_trial=3"),
+    ("hparams_search=quick hydra.sweeper.seeds_per_trial=3 hydra/launcher=stacked hydra.launcher.max_members=2",
+     "hydra.sweeper.seeds_per_trial=3 is not allowed: at most hydra.launcher.max_members=2"),
     ("optimizer=adam,lbfgs", "job 1 (optimizer=lbfgs): Could not find 'optimizer/lbfgs'"),
 ]
 

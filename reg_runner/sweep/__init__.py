@@ -65,25 +65,53 @@ class Sampler(Group):
     seed: optional(integer(0, 2**32 - 1))  # TPE's and the other samplers' seed
 
 
+class Pruner(Group):
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, populate_by_name=True)
+    target: str = Field(alias="_target_")
+
+
+NO_PRUNER = "optuna.pruners.NopPruner"
+
+
 def check_sampler(sampler: Sampler) -> None:
     """An Optuna sampler class, and only arguments it takes by name."""
+    _check_optuna_class("sampler", sampler.target, {"seed": sampler.seed, **sampler.model_extra},
+                        ("optuna.samplers.", "hydra_plugins.hydra_optuna_sweeper."), "TPESampler")
+
+
+def check_pruner(pruner: Pruner) -> None:
+    """An Optuna pruner class, and only arguments it takes by name."""
+    _check_optuna_class("pruner", pruner.target, dict(pruner.model_extra), ("optuna.pruners.",), "MedianPruner")
+
+
+def _check_optuna_class(kind: str, target: str, arguments: dict, packages: tuple, example: str) -> None:
     import importlib
     import inspect
 
-    if not sampler.target.startswith(("optuna.samplers.", "hydra_plugins.hydra_optuna_sweeper.")):
-        raise ConfigError("hydra.sweeper.sampler._target_", sampler.target, "an Optuna sampler (optuna.samplers.*)")
-    module, _, name = sampler.target.rpartition(".")
+    package = packages[0].rstrip(".")
+    if not target.startswith(packages):
+        raise ConfigError(f"hydra.sweeper.{kind}._target_", target, f"an Optuna {kind} ({package}.*)")
+    module, _, name = target.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
     except Exception:
-        raise ConfigError("hydra.sweeper.sampler._target_", sampler.target,
-                          "an Optuna sampler that exists, e.g. optuna.samplers.TPESampler") from None
+        raise ConfigError(f"hydra.sweeper.{kind}._target_", target,
+                          f"an Optuna {kind} that exists, e.g. {package}.{example}") from None
     params = inspect.signature(cls).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        for key, value in {"seed": sampler.seed, **sampler.model_extra}.items():
+        for key, value in arguments.items():
             if key not in params and not key.startswith("_"):
-                raise ConfigError(f"hydra.sweeper.sampler.{key}", value, f"{name} takes no argument {key!r}; its "
-                                  f"arguments are {', '.join(p for p in params if p not in ('self', 'kwargs'))}")
+                raise ConfigError(f"hydra.sweeper.{kind}.{key}", value, f"{name} takes no argument {key!r}; its "
+                                  f"arguments are {', '.join(p for p in params if p not in ('self', 'kwargs')) or 'none'}")
+    try:
+        cls(**{k: v for k, v in arguments.items() if not k.startswith("_")})
+    except Exception as e:  # a value its own checks refuse (a percentile of 120, a reduction factor of 1...)
+        raise ConfigError(f"hydra.sweeper.{kind}", arguments, f"arguments {name} accepts ({one_line(e)})") from None
+
+
+def one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 TRUSTED_SPACES = ("reg_runner.",)  # what Hydra may instantiate from this config (reg_runner.cli.TRUSTED)
@@ -149,6 +177,8 @@ class StudyConfig(_Sweeper):
     n_jobs: integer(1)  # trials asked and launched together
     custom_search_space: Annotated[Any, PlainValidator(_space)]
     params: Annotated[Any, PlainValidator(flat_params)] = None
+    pruner: Pruner  # hydra/sweeper/pruner: none, median, percentile, successive_halving, hyperband
+    seeds_per_trial: integer(1, 64)  # runs per trial, seeds seed..seed+K-1; the trial's value is their mean
 
 
 class StackedConfig(_Sweeper):
@@ -192,6 +222,7 @@ def check_hydra(hydra_cfg, objective) -> None:
     elif target == STUDY:
         study = parse(StudyConfig, sweeper, "hydra.sweeper")
         check_sampler(study.sampler)
+        check_pruner(study.pruner)
         wanted = direction_of(objective)
         if study.direction != wanted:
             raise ConfigError("hydra.sweeper.direction", study.direction,
@@ -208,7 +239,20 @@ def check_hydra(hydra_cfg, objective) -> None:
             raise ConfigError("hydra.launcher.n_jobs", n, f"a number of worker processes >= 1, or -1 for one per "
                               f"core ({os.cpu_count()} here)")
     if kind == STACKED:
-        parse(StackedConfig, launcher, "hydra.launcher")
+        stacked = parse(StackedConfig, launcher, "hydra.launcher")
+        if target == STUDY and study.seeds_per_trial > stacked.max_members:
+            raise ConfigError("hydra.sweeper.seeds_per_trial", study.seeds_per_trial, f"at most hydra.launcher."
+                              f"max_members={stacked.max_members}: a trial's seeds train in one stack")
+    if target == STUDY and study.pruner.target != NO_PRUNER:
+        in_process = kind == STACKED or kind.endswith("BasicLauncher")
+        launcher_name = kind.rpartition(".")[2] or "this launcher"
+        if study.storage is None and not in_process:
+            raise ConfigError("hydra.sweeper.storage", None, f"a database URL (sqlite:///...) to prune with "
+                              f"{launcher_name}: its runs, in other processes, report to the study through it")
+        if study.seeds_per_trial > 1 and kind != STACKED:
+            raise ConfigError("hydra.sweeper.seeds_per_trial", study.seeds_per_trial, f"1 to prune with "
+                              f"{launcher_name}; with hydra/launcher=stacked a trial's seeds train as one stack and "
+                              "the pruner sees their mean")
     if kind.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
         raise UserError("hydra/launcher=slurm submits jobs with SLURM's sbatch, which this machine does not have; "
                         "run the sweep from a SLURM login node, or use hydra/launcher=basic or joblib here")

@@ -27,13 +27,21 @@ def compose(config_loader, master, overrides, num: int, name: str | None = None)
 
 def output_dir(job) -> Path:
     """The job's folder: ``hydra.sweep.dir/hydra.sweep.subdir``, resolved as Hydra's run_job does."""
+    return Path(os.path.abspath(os.path.join(_resolved(job, "hydra.sweep.dir"), subdir(job))))
+
+
+def subdir(job) -> str:
+    """``hydra.sweep.subdir``, resolved: e.g. ``3_model.norm=batchnorm,seed=1``."""
+    return _resolved(job, "hydra.sweep.subdir")
+
+
+def _resolved(job, key: str) -> str:
     from hydra.core.hydra_config import HydraConfig
 
     before = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(job)  # the subdir interpolates ${hydra:...} values
     try:
-        return Path(os.path.abspath(os.path.join(str(OmegaConf.select(job, "hydra.sweep.dir")),
-                                                 str(OmegaConf.select(job, "hydra.sweep.subdir")))))
+        return str(OmegaConf.select(job, key))
     finally:
         HydraConfig.instance().cfg = before
 

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError
 from reg_runner.sweep import jobs as jobs_lib
+from reg_runner.sweep import trial as trial_lib
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class StackedLauncher(Launcher):
                 checked = config_lib.check(cfg, overrides, through=3)
             except UserError as e:
                 raise UserError(f"{jobs_lib.label(num, overrides)}: {e}") from None
-            jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg)))
+            jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg),
+                             trial=trial_lib.link(cfg.hydra)))
         stacks = group(jobs, self.max_members)
         log.info("stacked launcher: %d jobs in %d stacks (at most %d runs each)", len(jobs), len(stacks),
                  self.max_members)
@@ -63,7 +65,8 @@ class StackedLauncher(Launcher):
         for i, stack in enumerate(stacks):
             handlers = [self._prepare(j) for j in stack]
             try:
-                values = run_stack([Job(j["cfg"], j["out"], tuple(j["overrides"])) for j in stack], multirun=True)
+                values = run_stack([Job(j["cfg"], j["out"], tuple(j["overrides"]), j["trial"]) for j in stack],
+                                   multirun=True)
                 failure = None
             except UserError as e:  # every run of the stack failed alone, recorded in its folder; the sweep goes on
                 print(f"error: stack {i + 1} (jobs {', '.join(str(j['num']) for j in stack)}): {e}", file=sys.stderr,
@@ -108,11 +111,23 @@ class StackedLauncher(Launcher):
 
 
 def group(jobs: list[dict], max_members: int) -> list[list[dict]]:
-    """Jobs with equal structures, in order of first appearance, in stacks of at most ``max_members``."""
+    """Jobs with equal structures, in order of first appearance, in stacks of at most ``max_members``;
+    the runs of one Optuna trial (its seeds) stay in one stack, where the pruner sees their mean."""
     by_structure: dict = {}
     for job in jobs:
-        by_structure.setdefault(job["structure"], []).append(job)
-    return [same[i : i + max_members] for same in by_structure.values() for i in range(0, len(same), max_members)]
+        trial = job.get("trial")
+        units = by_structure.setdefault(job["structure"], {})
+        units.setdefault(("trial", trial.number) if trial is not None else ("job", job["num"]), []).append(job)
+    stacks = []
+    for units in by_structure.values():
+        stack: list[dict] = []
+        for unit in units.values():
+            if stack and len(stack) + len(unit) > max_members:
+                stacks.append(stack)
+                stack = []
+            stack += unit
+        stacks.append(stack)
+    return stacks
 
 
 def _task_config(cfg):

@@ -46,9 +46,11 @@ from reg_runner import config as config_lib
 from reg_runner.errors import ConfigError, UserError, exit_on_user_error
 from reg_runner.records import FINISHED, RunFolder
 from reg_runner.sweep import flat_params, jobs
+from reg_runner.sweep import trial as trial_lib
 
 log = logging.getLogger(__name__)
 HOST, PID, RUN_DIR = "reg_runner.host", "reg_runner.pid", "reg_runner.run_dir"
+RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders
 REJECTED = "reg_runner.rejected"  # the checks' one line, for a trial whose config was refused
 INTERRUPTED = "reg_runner.interrupted"  # study attribute: numbers of the trials cut off by a kill
 UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseconds
@@ -58,10 +60,10 @@ SIGNATURE = "reg_runner.signature"  # study attribute: the objective, direction 
 
 class StudySweeper(Sweeper):
     def __init__(self, sampler, direction, storage, study_name, n_trials, n_jobs, custom_search_space=None,
-                 params=None, seeds_per_trial=1):
+                 params=None, seeds_per_trial=1, pruner=None):
         self.sampler_cfg, self.direction, self.storage = sampler, direction, storage
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
-        self.seeds_per_trial = seeds_per_trial
+        self.seeds_per_trial, self.pruner_cfg = seeds_per_trial, pruner
         self.space = instantiate({"_target_": custom_search_space, "_partial_": True}) if custom_search_space else None
         self.params = flat_params(OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params)
                               else params) or {}
@@ -80,11 +82,14 @@ class StudySweeper(Sweeper):
         if n_before and sampler_cfg.get("seed") is not None:
             sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
         sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
+        pruner = instantiate(self.pruner_cfg, _execution_whitelist_=("optuna.pruners.*",)) if self.pruner_cfg else None
         if self.storage is None and not hasattr(self, "_memory"):
             self._memory = optuna.storages.InMemoryStorage()  # kept, so the summary can read it
+            trial_lib.MEMORY[self.study_name] = self._memory  # the runs of this process report to it
         try:
             return optuna.create_study(study_name=self.study_name, storage=self.storage or self._memory,
-                                       sampler=sampler, direction=self.direction, load_if_exists=True)
+                                       sampler=sampler, pruner=pruner, direction=self.direction,
+                                       load_if_exists=True)
         except Exception as e:  # not a database, a server that refuses, a study of another direction...
             raise UserError(f"hydra.sweeper.storage={self.storage!r}: the study {self.study_name!r} cannot be opened "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
@@ -109,7 +114,7 @@ class StudySweeper(Sweeper):
         created = self.make_folders()
         try:
             study = self.study()
-            same_study(study, base, self.direction)
+            same_study(study, base, self.direction, self.seeds_per_trial)
         except UserError:
             for folder in reversed(created):  # refused before anything ran: leave nothing behind
                 if folder.is_dir() and not any(folder.iterdir()):
@@ -123,6 +128,7 @@ class StudySweeper(Sweeper):
         log.info("study %r: %d finished trials, %d requested in total, %d to run", self.study_name, done,
                  self.n_trials, to_run)
         refused: list[str] = []  # the reasons of the trials refused in a row
+        self.waits = []  # per batch: how long its runs waited for the batch's slowest
         while to_run > 0:
             trials = [study.ask() for _ in range(min(self.n_jobs, to_run))]
             for trial in trials:
@@ -131,22 +137,27 @@ class StudySweeper(Sweeper):
             batch, folders = [], set()
             for trial in trials:
                 overrides = self.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
-                reason = self.rejected(study, trial, overrides, folders)
-                if reason is None:
-                    batch.append((trial, overrides))
+                runs = self.rejected(study, trial, overrides, folders)
+                if isinstance(runs, list):
+                    batch.append((trial, runs))
                     refused.clear()
                 else:
-                    refused.append(reason)
+                    refused.append(runs)
             if len(refused) >= max(MAX_REFUSED, 2 * self.n_jobs):
                 # a rejected trial is no result and does not count: a space that reaches no valid config would
                 # otherwise ask forever
                 raise UserError(f"the last {len(refused)} trials were all refused ({'; '.join(sorted(set(refused))[:3])}"
                                 "): the search space reaches no valid config")
+            started = time.time()
             returns = self.launch(batch)
-            for (trial, _), ret in zip(batch, returns):
-                tell(study, trial, ret)
+            self.waits.append(batch_wait([dirs for _, dirs in self.batch_dirs(batch)], time.time() - started,
+                                         self.parallel_runs()))
+            at = 0
+            for trial, runs in batch:
+                tell(study, trial, returns[at : at + len(runs)])
+                at += len(runs)
             to_run -= len(batch)
-        summary = summarize(study, self.n_trials, time.time() - t0, self.direction)
+        summary = summarize(study, self.n_trials, time.time() - t0, self.direction, self.waits)
         write_summary(self.sweep_dir, summary)
         print_summary(summary, self.sweep_dir)
 
@@ -164,6 +175,13 @@ class StudySweeper(Sweeper):
             raise UserError("the search has nothing to search: give hydra.sweeper.custom_search_space or sweep a key "
                             "(optimizer.lr=tag(log,interval(1e-4,1e-1)), model.norm=choice(none,batchnorm))")
         job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, 0, "the search")
+        if self.seeds_per_trial > 1:
+            if "seed" in trial.params:
+                raise UserError(f"hydra.sweeper.seeds_per_trial={self.seeds_per_trial} runs each trial over its own "
+                                "seeds: seed cannot be searched as well")
+            if not isinstance(job.get("seed"), int):
+                raise ConfigError("seed", job.get("seed"), f"a number with hydra.sweeper.seeds_per_trial="
+                                  f"{self.seeds_per_trial}: a trial runs seeds seed..seed+{self.seeds_per_trial - 1}")
         try:
             config_lib.check(job, overrides)
         except ConfigError as e:
@@ -211,35 +229,73 @@ class StudySweeper(Sweeper):
         return [f"{k}={v}" for k, v in trial.params.items()] + [f"{k}={v}" for k, v in fixed.items()] + list(
             fixed_overrides)
 
-    def rejected(self, study, trial, overrides, folders: set) -> str | None:
-        """Compose and check the trial's config: None if it may run; else the reason, and the trial is
-        told failed with it (it makes no folder). ``folders``: the batch's, which must differ."""
+    def rejected(self, study, trial, overrides, folders: set) -> list[list[str]] | str:
+        """Compose and check the trial's runs: their overrides if they may run; else the reason, and the
+        trial is told failed with it (it makes no folder). ``folders``: the batch's, which must differ."""
         from optuna.trial import TrialState
 
         try:
-            job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, trial.number)
-            jobs.check(job, overrides)
-            folder = jobs.output_dir(job)
-            if folder in folders:
-                raise UserError(f"its folder {folder} is another trial's of this batch: hydra.sweep.subdir must tell "
-                                "trials apart")
-            folders.add(folder)
+            runs, dirs = self.trial_runs(trial, overrides)
+            for run, folder in zip(runs, dirs):
+                jobs.check(jobs.compose(self.hydra_context.config_loader, self.config, run, trial.number), run)
+                if folder in folders:
+                    raise UserError(f"its folder {folder} is another trial's of this batch: hydra.sweep.subdir must "
+                                    "tell trials apart")
+                folders.add(folder)
         except UserError as e:
             trial.set_user_attr(REJECTED, str(e))
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d rejected (told failed, no folder made): %s", trial.number, e)
             return str(e)
-        trial.set_user_attr(RUN_DIR, str(jobs.output_dir(job)))
-        return None
+        if self.seeds_per_trial == 1:
+            trial.set_user_attr(RUN_DIR, str(dirs[0]))
+        else:
+            trial.set_user_attr(RUN_DIRS, [str(d) for d in dirs])
+        return runs
+
+    def trial_runs(self, trial, overrides) -> tuple[list[list[str]], list[Path]]:
+        """The overrides and folders of a trial's runs: one run, or with ``seeds_per_trial`` = K the
+        seeds ``seed``, ``seed`` + 1, ... + K - 1, each in ``<trial's folder>/seed=<seed>``. Every run
+        carries its trial's number (``hydra.job.env_set``), through which it reports to the study."""
+        link = [f"++hydra.job.env_set.{trial_lib.ENV}={trial.number}"]
+        if self.seeds_per_trial == 1:
+            job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, trial.number)
+            return [list(overrides) + link], [jobs.output_dir(job)]
+        first = jobs.compose(self.hydra_context.config_loader, self.config, overrides, trial.number).seed
+        overrides = [o for o in overrides if o.partition("=")[0].lstrip("+") != "seed"]  # the trial's folder name
+        job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, trial.number)
+        folder = jobs.subdir(job)
+        runs, dirs = [], []
+        for seed in range(first, first + self.seeds_per_trial):
+            subdir = f"{folder}/seed={seed}".replace("'", "\\'")  # quoted for Hydra's override grammar
+            runs.append(overrides + [f"seed={seed}", f"hydra.sweep.subdir='{subdir}'"] + link)
+            dirs.append(jobs.output_dir(job) / f"seed={seed}")
+        return runs, dirs
+
+    def batch_dirs(self, batch):
+        return [(trial, trial_dirs(trial)) for trial, _ in batch]
+
+    def parallel_runs(self) -> int:
+        """How many runs of a batch the launcher runs side by side (1: one after the other, or one stack)."""
+        from reg_runner.sweep import joblib_workers
+
+        launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
+        workers = joblib_workers(launcher)
+        if workers is not None:
+            return workers
+        return 1 if str(launcher.get("_target_", "")).endswith(("BasicLauncher", "StackedLauncher")) else 10**6
 
     def launch(self, batch) -> list:
-        """Launch each run of consecutive trial numbers together, numbered by trial."""
+        """Launch the batch's runs together. A trial of one run is numbered by its trial (``hydra.job.num``
+        names its folder); the seeds of a trial have folders named for it already."""
+        runs = [run for _, trial_runs in batch for run in trial_runs]
+        if self.seeds_per_trial > 1:
+            return list(self.launcher.launch(runs, initial_job_idx=batch[0][0].number * self.seeds_per_trial))
         returns, start = [], 0
         numbers = [trial.number for trial, _ in batch]
         for end in range(1, len(batch) + 1):
             if end == len(batch) or numbers[end] != numbers[end - 1] + 1:
-                group = [overrides for _, overrides in batch[start:end]]
-                returns += self.launcher.launch(group, initial_job_idx=numbers[start])
+                returns += self.launcher.launch(runs[start:end], initial_job_idx=numbers[start])
                 start = end
         return returns
 
@@ -283,22 +339,43 @@ def run_status(run_dir) -> str | None:
     return RunFolder(Path(run_dir)).status() if run_dir else None
 
 
-def tell(study, trial, ret) -> str:
-    """Tell the study how the trial's run ended; returns the run's status."""
+def trial_dirs(trial) -> list[str]:
+    """The folders of a trial's runs (one, or one per seed)."""
+    attrs = trial.user_attrs
+    return list(attrs[RUN_DIRS]) if RUN_DIRS in attrs else [attrs[RUN_DIR]] if RUN_DIR in attrs else []
+
+
+def outcome(dirs: list[str]) -> tuple[str, float | None]:
+    """How a trial's runs ended, from their records: ``complete`` with the mean of their best objectives,
+    ``pruned``, ``failed`` (a run diverged or failed: the configuration is a result, a failed one), or
+    ``cut`` (a run was interrupted or killed: the trial is run again)."""
+    statuses = [run_status(d) or "failed" for d in dirs] or ["failed"]
+    if any(s not in FINISHED and s != "failed" for s in statuses):
+        return "cut", None
+    if all(s in ("completed", "early_stopped") for s in statuses):
+        values = [RunFolder(Path(d)).recorded().get("best_val") for d in dirs]
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return "complete", math.fsum(values) / len(values)
+        return "failed", None
+    if any(s == "pruned" for s in statuses) and all(s in ("completed", "early_stopped", "pruned") for s in statuses):
+        return "pruned", None
+    return "failed", None
+
+
+def tell(study, trial, returns) -> str:
+    """Tell the study how the trial's runs ended (their records say; a job that raised recorded it)."""
     from optuna.trial import TrialState
 
-    status = run_status(trial.user_attrs.get(RUN_DIR)) or "failed"
-    try:
-        value = float(ret.return_value)
-    except Exception:  # the job raised: its run recorded the failure
-        value = math.nan
-    if status in ("completed", "early_stopped") and math.isfinite(value):
+    result, value = outcome(trial_dirs(trial))
+    if result == "complete":
         study.tell(trial, value)
+    elif result == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, state=TrialState.FAIL)
-        if status == "interrupted":
+        if result == "cut":
             _mark_interrupted(study, trial.number)
-    return status
+    return result
 
 
 def _mark_interrupted(study, number: int) -> None:
@@ -318,11 +395,17 @@ def count_finished(study) -> int:
     )
 
 
-def same_study(study, base: dict, direction: str) -> None:
-    """A study continues with the settings it started with: another objective, direction, budget or data
-    would rank incomparable values together. The first invocation records them."""
+def same_study(study, base: dict, direction: str, seeds_per_trial: int = 1) -> None:
+    """A study continues with the settings it started with: another objective, direction, budget, data or
+    number of seeds per trial would rank incomparable values together. The first invocation records them."""
     signature = study.user_attrs.get(SIGNATURE)
     mine = dict(direction=direction, config=base)
+    if seeds_per_trial != 1:
+        mine["seeds_per_trial"] = seeds_per_trial
+    if signature is not None and signature.get("seeds_per_trial", 1) != seeds_per_trial:
+        raise UserError(f"the study {study.study_name!r} was started with hydra.sweeper.seeds_per_trial="
+                        f"{signature.get('seeds_per_trial', 1)}; this command has {seeds_per_trial}: its trials' "
+                        "values would not compare. Use another hydra.sweeper.study_name, or the study's own setting")
     if signature is None:
         if not study.trials:
             study.set_user_attr(SIGNATURE, mine)
@@ -351,14 +434,14 @@ def adopt_orphans(study) -> None:
             now - trial.datetime_start).total_seconds() > UNTAGGED_GRACE_S
         if not (dead_here or untagged):
             continue
-        run_dir = attrs.get(RUN_DIR)
-        status = run_status(run_dir)
-        if status in ("completed", "early_stopped"):
-            value = json.loads((Path(run_dir) / "metrics.json").read_text())["best_val"]
+        result, value = outcome(trial_dirs(trial))
+        if result == "complete":
             study.tell(trial.number, value)
-            log.warning("trial %d: its sweeper died after the run finished; adopted with value %s", trial.number,
+            log.warning("trial %d: its sweeper died after its runs finished; adopted with value %s", trial.number,
                         value)
-        elif status in FINISHED:  # diverged: a result, not a cut
+        elif result == "pruned":
+            study.tell(trial.number, state=TrialState.PRUNED)
+        elif result == "failed":  # diverged: a result, not a cut
             study.tell(trial.number, state=TrialState.FAIL)
         else:
             study.tell(trial.number, state=TrialState.FAIL)
@@ -380,24 +463,82 @@ def _alive(pid) -> bool:
 
 
 def _run_record(trial) -> dict:
-    run_dir = trial.user_attrs.get(RUN_DIR)
+    """A finished trial as the summary shows it: its value and parameters; its runs' best epochs and test
+    accuracy at them; over several seeds, mean and standard deviation; the command that re-runs it."""
+    dirs = trial_dirs(trial)
     record = dict(number=trial.number, state=trial.state.name, value=trial.value, params=trial.params,
-                  run_dir=run_dir, test_acc_at_best=None, best_epoch=None, command=None)
-    if run_dir is None:
+                  run_dir=dirs[0] if len(dirs) == 1 else None, run_dirs=dirs, test_acc_at_best=None,
+                  best_epoch=None, command=None)
+    if not dirs:
         return record
-    metrics = RunFolder(Path(run_dir)).recorded() or {}
-    record["test_acc_at_best"] = (metrics.get("test_at_best") or {}).get("acc")
-    record["best_epoch"] = metrics.get("best_epoch")
-    record["run_status"] = metrics.get("status")
+    runs = [RunFolder(Path(d)).recorded() or {} for d in dirs]
+    tests = [(m.get("test_at_best") or {}).get("acc") for m in runs]
+    epochs = [m.get("best_epoch") for m in runs]
+    record["run_status"] = runs[0].get("status") if len(runs) == 1 else [m.get("status") for m in runs]
+    if len(dirs) == 1:
+        record["test_acc_at_best"], record["best_epoch"] = tests[0], epochs[0]
+    else:
+        vals = [m.get("best_val") for m in runs]
+        record["seeds"] = [dict(seed=m.get("seed"), best_val=v, test_acc_at_best=t, best_epoch=e)
+                           for m, v, t, e in zip(runs, vals, tests, epochs)]
+        record["val_mean"], record["val_std"] = _mean_std(vals)
+        record["test_acc_mean"], record["test_acc_std"] = _mean_std(tests)
+        record["test_acc_at_best"] = record["test_acc_mean"]
+        record["best_epoch"] = epochs
     try:
-        overrides = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / ".hydra" / "overrides.yaml"))
-        record["command"] = "python -m reg_runner " + " ".join(shlex.quote(o) for o in overrides)
+        overrides = OmegaConf.to_container(OmegaConf.load(Path(dirs[0]) / ".hydra" / "overrides.yaml"))
     except (OSError, ValueError):
-        pass
+        return record
+    if len(dirs) == 1:
+        record["command"] = "python -m reg_runner " + " ".join(shlex.quote(o) for o in overrides)
+    else:  # each seed alone gives back its run's numbers (a search preset's sweeper settings rule out a grid)
+        kept = " ".join(shlex.quote(o) for o in overrides if o.partition("=")[0].lstrip("+") != "seed")
+        record["commands"] = [f"python -m reg_runner {kept} seed={m.get('seed')}" for m in runs]
+        record["command"] = (f"for seed in {' '.join(str(m.get('seed')) for m in runs)}; do python -m reg_runner "
+                             f"{kept} seed=$seed; done")
     return record
 
 
-def summarize(study, requested: int, wall_s: float, direction: str) -> dict:
+def _mean_std(values) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1) of the values, or None if one is missing."""
+    if not values or any(not isinstance(v, (int, float)) for v in values):
+        return None, None
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1:
+        return mean, None
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def epochs_spent(trials) -> dict:
+    """Epochs the finished trials' runs trained, against what they would have trained unpruned."""
+    run, planned = 0, 0
+    for t in trials:
+        if t.state.name not in ("COMPLETE", "PRUNED", "FAIL") or REJECTED in t.user_attrs:
+            continue
+        for d in trial_dirs(t):
+            m = RunFolder(Path(d)).recorded() or {}
+            if isinstance(m.get("epochs_run"), int) and isinstance(m.get("epochs_planned"), int):
+                run += m["epochs_run"]
+                planned += m["epochs_planned"]
+    return dict(run=run, unpruned=planned, share=run / planned if planned else None)
+
+
+def batch_wait(dirs: list[list[str]], wall_s: float, parallel: int) -> dict:
+    """What waiting for a batch's slowest run cost: with runs side by side (joblib, SLURM), a worker
+    whose run ended early (pruned, early-stopped) idles until the batch's last run ends. ``idle_s``:
+    the worker-seconds idle; ``busy_s``: the runs' own wall time."""
+    walls = []
+    for trial_dirs_ in dirs:
+        for d in trial_dirs_:
+            timing = (RunFolder(Path(d)).recorded() or {}).get("timing") or {}
+            if isinstance(timing.get("wall_s"), (int, float)):
+                walls.append(timing["wall_s"])
+    if parallel <= 1 or len(walls) < 2 or len(walls) > parallel:
+        return dict(wall_s=wall_s, busy_s=sum(walls), idle_s=0.0)
+    return dict(wall_s=wall_s, busy_s=sum(walls), idle_s=sum(max(walls) - w for w in walls))
+
+
+def summarize(study, requested: int, wall_s: float, direction: str, waits: list | None = None) -> dict:
     trials = study.get_trials(deepcopy=False)
     cut = set(study.user_attrs.get(INTERRUPTED, []))
     complete = [t for t in trials if t.state.name == "COMPLETE"]
@@ -411,6 +552,7 @@ def summarize(study, requested: int, wall_s: float, direction: str) -> dict:
         direction=direction,
         n_trials_requested=requested,
         n_complete=len(complete),
+        n_pruned=sum(t.state.name == "PRUNED" for t in trials),
         n_failed=sum(t.state.name == "FAIL" and t.number not in cut and REJECTED not in t.user_attrs for t in trials),
         n_rejected=len(rejected),
         n_interrupted=len(cut),
@@ -418,15 +560,20 @@ def summarize(study, requested: int, wall_s: float, direction: str) -> dict:
         rejected=[dict(number=t.number, reason=t.user_attrs[REJECTED]) for t in rejected[:10]],
         wall_s_this_invocation=wall_s,
         wall_s_study=(max(ends) - min(starts)).total_seconds() if starts and ends else None,
+        epochs=epochs_spent(trials),
+        batch_wait=dict(batches=len(waits or []), idle_worker_s=sum(w["idle_s"] for w in waits or []),
+                        busy_worker_s=sum(w["busy_s"] for w in waits or [])),
         best=_run_record(complete[0]) if complete else None,
         top=[_run_record(t) for t in complete[:10]],
     )
 
 
+
 def _objective(trials) -> str | None:
     """The metric the trials' runs optimized, from their own records."""
     for t in trials:
-        record = RunFolder(Path(t.user_attrs[RUN_DIR])).recorded() if RUN_DIR in t.user_attrs else None
+        dirs = trial_dirs(t)
+        record = RunFolder(Path(dirs[0])).recorded() if dirs else None
         if record and record.get("objective"):
             return record["objective"]
     return None
@@ -435,24 +582,37 @@ def _objective(trials) -> str | None:
 def write_summary(sweep_dir: Path, s: dict) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(sweep_dir / "sweep_summary.json", s)
-    metric = s["objective"] or "the objective"
+    metric, best = s["objective"] or "the objective", s["best"]
     lines = [f"# Sweep summary: study `{s['study_name']}`", ""]
+    pruned = f"{s['n_pruned']} pruned, " if s.get("n_pruned") else ""
     lines.append(
-        f"{s['n_complete']} complete, {s['n_failed']} failed (diverged or crashed), {s['n_rejected']} rejected by "
-        f"the checks, {s['n_interrupted']} cut off by a kill and run again, {s['n_running']} running; "
-        f"{s['n_trials_requested']} requested. Objective: the best {metric} of each run ({s['direction']}d)."
+        f"{s['n_complete']} complete, {pruned}{s['n_failed']} failed (diverged or crashed), {s['n_rejected']} "
+        f"rejected by the checks, {s['n_interrupted']} cut off by a kill and run again, {s['n_running']} running; "
+        f"{s['n_trials_requested']} requested. Objective: the best {metric} of each run ({s['direction']}d)"
+        + (", a trial's value the mean over its seeds." if best and best.get("seeds") else ".")
     )
+    epochs = s.get("epochs") or {}
+    if epochs.get("unpruned"):
+        lines.append(f"Epochs trained: {epochs['run']:,} of the {epochs['unpruned']:,} the runs would have trained "
+                     f"unpruned ({epochs['share']:.0%}).")
+    wait = s.get("batch_wait") or {}
+    if wait.get("idle_worker_s"):
+        total = wait["idle_worker_s"] + wait["busy_worker_s"]
+        lines.append(f"Waiting for each batch's slowest run: {wait['idle_worker_s']:.0f} worker-seconds idle, "
+                     f"{wait['idle_worker_s'] / total:.0%} of the workers' time (hydra/launcher=stacked wastes none).")
     if s["wall_s_study"] is not None:
         lines.append(f"Wall time: {s['wall_s_this_invocation']:.0f} s this invocation, "
                      f"{s['wall_s_study']:.0f} s from the study's first trial to its last.")
-    best = s["best"]
     if best:
-        lines += ["", f"## Best: trial {best['number']}", "",
-                  f"- {metric} (objective): {best['value']:.4f}",
-                  f"- test accuracy at its best-validation epoch: {_fmt(best['test_acc_at_best'])}",
-                  f"- parameters: `{best['params']}`",
-                  f"- run folder: `{best['run_dir']}`",
-                  f"- re-run: `{best['command']}`"]
+        lines += ["", f"## Best: trial {best['number']}", "", f"- {metric} (objective): {best['value']:.4f}"]
+        if best.get("seeds"):
+            lines += [f"- over its {len(best['seeds'])} seeds: {metric} {_pm(best['val_mean'], best['val_std'])}, "
+                      f"test accuracy at each run's best-validation epoch {_pm(best['test_acc_mean'], best['test_acc_std'])}",
+                      f"- runs: " + ", ".join(f"`{d}`" for d in best["run_dirs"])]
+        else:
+            lines += [f"- test accuracy at its best-validation epoch: {_fmt(best['test_acc_at_best'])}",
+                      f"- run folder: `{best['run_dir']}`"]
+        lines += [f"- parameters: `{best['params']}`", f"- re-run: `{best['command']}`"]
     lines += ["", "## Top 10", "", f"| trial | {metric} | test acc at best | best epoch | parameters |",
               "|---|---|---|---|---|"]
     for t in s["top"]:
@@ -466,13 +626,28 @@ def write_summary(sweep_dir: Path, s: dict) -> None:
 
 def print_summary(s: dict, sweep_dir: Path) -> None:
     rejected = f", {s['n_rejected']} rejected" if s["n_rejected"] else ""
-    print(f"study {s['study_name']}: {s['n_complete']} complete, {s['n_failed']} failed{rejected}", flush=True)
+    pruned = f", {s['n_pruned']} pruned" if s.get("n_pruned") else ""
+    print(f"study {s['study_name']}: {s['n_complete']} complete{pruned}, {s['n_failed']} failed{rejected}", flush=True)
+    epochs = s.get("epochs") or {}
+    if s.get("n_pruned") and epochs.get("unpruned"):
+        print(f"epochs trained: {epochs['run']} of {epochs['unpruned']} unpruned ({epochs['share']:.0%})")
     best = s["best"]
     if best:
-        print(f"best trial {best['number']}: {s['objective'] or 'objective'} {best['value']:.4f}, test/acc at best "
-              f"{_fmt(best['test_acc_at_best'])}; {best['params']}")
+        if best.get("seeds"):
+            print(f"best trial {best['number']}: {s['objective'] or 'objective'} {_pm(best['val_mean'], best['val_std'])}"
+                  f", test/acc at best {_pm(best['test_acc_mean'], best['test_acc_std'])} over "
+                  f"{len(best['seeds'])} seeds; {best['params']}")
+        else:
+            print(f"best trial {best['number']}: {s['objective'] or 'objective'} {best['value']:.4f}, test/acc at best "
+                  f"{_fmt(best['test_acc_at_best'])}; {best['params']}")
         print(f"re-run: {best['command']}")
     print(f"summary: {sweep_dir / 'sweep_summary.md'}", flush=True)
+
+
+def _pm(mean, std) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
 def _fmt(v) -> str:

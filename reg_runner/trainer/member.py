@@ -32,7 +32,7 @@ class TrainState:
     best_snapshot: dict | None = None  # model / optimizer / scheduler state at the best epoch
     stale_evals: int = 0  # evaluations since the early-stopping monitor last improved
     monitor_best: float | None = None
-    status: str = "running"  # running | completed | early_stopped | diverged | interrupted
+    status: str = "running"  # running | completed | early_stopped | pruned | diverged | interrupted
     stopped_at: int | None = None
 
 
@@ -44,8 +44,10 @@ def better(metric: str, new: float, old: float | None, min_delta: float = 0.0) -
 
 
 class Member:
-    def __init__(self, cfg: RunConfig, config: dict, run_dir: Path, seed: int, data, device: torch.device):
+    def __init__(self, cfg: RunConfig, config: dict, run_dir: Path, seed: int, data, device: torch.device,
+                 trial=None):
         self.cfg, self.config, self.run_dir, self.seed = cfg, config, Path(run_dir), seed
+        self.trial = trial  # its Optuna trial in a study sweep (reg_runner.sweep.trial.TrialLink), else None
         self.gens = generators(seed, device)
         self.augment = augment_lib.build(cfg.augmentation, data)
         self.state = TrainState()

@@ -1,0 +1,108 @@
+"""Pruning and seeds per trial, through the real CLI: what the study holds, what the folders say, and
+that the values the pruner saw are the runs' own curves. (joblib, PostgreSQL and kill-and-resume with
+a pruner are in test_sweep.py.)"""
+
+import csv
+import json
+import math
+import shlex
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import read_metrics
+
+from reg_runner.sweep.study import RUN_DIR, RUN_DIRS
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# a median pruner that may act early on tiny runs: after 2 finished trials, from epoch 2
+MEDIAN = ("hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2",
+          "hydra.sweeper.pruner.n_warmup_steps=2")
+SEARCH = ("--multirun", "hparams_search=quick", "data.val_size=null", "trainer.epochs=12", "logging.tensorboard=false")
+
+
+def best_so_far(run_dir) -> list[float]:
+    """The run's best val/acc after each evaluated epoch, from its history.csv."""
+    with open(Path(run_dir) / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    best, out = -math.inf, []
+    for row in rows:
+        best = max(best, float(row["val/acc"]))
+        out.append(best)
+    return out
+
+
+def check_trials(study) -> dict:
+    """Every trial's state agrees with its runs' records, and the values its pruner saw are the mean
+    of its runs' best-so-far curves. Returns the count of each state."""
+    counts = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        dirs = t.user_attrs.get(RUN_DIRS) or [t.user_attrs[RUN_DIR]]
+        runs = [read_metrics(d) for d in dirs]
+        if t.state.name == "PRUNED":
+            assert {m["status"] for m in runs} == {"pruned"}
+            assert all(m["epochs_run"] < m["epochs_planned"] for m in runs)
+            assert max(t.intermediate_values) == runs[0]["epochs_run"]  # stopped at the step it was pruned
+        else:
+            assert t.state.name == "COMPLETE", t
+            assert {m["status"] for m in runs} == {"completed"}
+            assert t.value == pytest.approx(math.fsum(m["best_val"] for m in runs) / len(runs), abs=1e-12)
+        curves = [best_so_far(d) for d in dirs]
+        assert all(len(c) == m["epochs_run"] for c, m in zip(curves, runs))
+        for step, value in t.intermediate_values.items():
+            assert value == pytest.approx(math.fsum(c[step - 1] for c in curves) / len(curves), abs=1e-12)
+        if t.intermediate_values:
+            assert sorted(t.intermediate_values) == list(range(1, len(curves[0]) + 1))  # every evaluation
+    return counts
+
+
+def test_median_pruner_stops_trials_in_the_sweepers_own_process(cli):
+    """In-memory study, basic launcher: the runs report to the sweeper's study in this process."""
+    proc = cli(*SEARCH, *MEDIAN, "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=6")
+    summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
+    assert summary["n_pruned"] >= 1 and summary["n_complete"] >= 2
+    assert summary["n_pruned"] + summary["n_complete"] == 6
+    folders = [p for p in proc.run_dir.iterdir() if p.is_dir()]
+    records = [read_metrics(f) for f in folders]
+    assert sum(m["status"] == "pruned" for m in records) == summary["n_pruned"]
+    assert summary["epochs"]["run"] == sum(m["epochs_run"] for m in records) < summary["epochs"]["unpruned"] == 72
+    for folder, m in zip(folders, records):
+        env = json.loads((folder / "environment.json").read_text())
+        assert env["trial"]["study"] == "quick" and env["trial"]["pruner"] == "optuna.pruners.MedianPruner"
+        assert folder.name.startswith(f"{env['trial']['number']}_")
+        if m["status"] == "pruned":  # a pruned run ends as any run does: its checkpoint at its last epoch
+            import torch
+
+            last = torch.load(folder / "checkpoints" / "last.pt", weights_only=False)
+            assert last["epoch"] == m["epochs_run"] == m["stopped_at"] and last["state"]["status"] == "pruned"
+    assert f"{summary['n_pruned']} pruned" in proc.stdout
+
+
+def test_seeds_per_trial_train_as_one_stack_and_the_trial_is_their_mean(cli):
+    proc = cli(*SEARCH, *MEDIAN, "trainer.epochs=12", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
+               "hydra.sweeper.seeds_per_trial=3", "hydra/launcher=stacked", "seed=4")
+    study = optuna.load_study(study_name="quick", storage=f"sqlite:///{proc.run_dir / 'study.db'}")
+    counts = check_trials(study)
+    assert counts.get("PRUNED", 0) >= 1 and counts.get("COMPLETE", 0) >= 2
+    for t in study.trials:
+        dirs = [Path(d) for d in t.user_attrs[RUN_DIRS]]
+        assert [d.name for d in dirs] == ["seed=4", "seed=5", "seed=6"]  # one sub-folder per seed
+        assert len({d.parent for d in dirs}) == 1 and dirs[0].parent.name.startswith(f"{t.number}_")
+        assert [read_metrics(d)["seed"] for d in dirs] == [4, 5, 6]
+        stacks = {tuple(json.loads((d / "environment.json").read_text())["stack"]) for d in dirs}
+        assert len(stacks) == 1 and {str(d) for d in dirs} <= set(next(iter(stacks)))  # its seeds, one stack
+
+    summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
+    best = summary["best"]
+    assert best["val_mean"] == pytest.approx(study.best_value, abs=1e-12)
+    tests = [read_metrics(d)["test_at_best"]["acc"] for d in best["run_dirs"]]
+    assert best["test_acc_mean"] == pytest.approx(sum(tests) / 3, abs=1e-12)
+    assert f"over 3 seeds" in proc.stdout
+
+    # the printed command re-runs the best trial's seeds, each with the same numbers
+    assert best["command"].startswith("for seed in 4 5 6; do python -m reg_runner ") and len(best["commands"]) == 3
+    command = shlex.split(best["commands"][1])[3:]
+    assert command[-1] == "seed=5"
+    again = cli(*command, tiny=False)
+    assert read_metrics(again.run_dir)["best_val"] == read_metrics(best["run_dirs"][1])["best_val"]
