@@ -1,13 +1,14 @@
 """Every mistake a user can make gets one line naming the key, the value and what is allowed, exit
 code 2, no traceback, and leaves no folder behind: the real CLI, in a subprocess, on tiny data
-(100 training images in batches of 25, 400 validation images, 2 epochs)."""
+(100 training images in batches of 25, 400 validation images, 2 epochs). Every config case also goes
+through the same checks in this process."""
 
 import gzip
 import shutil
 
 import numpy as np
 import pytest
-from conftest import make_tiny_mnist
+from conftest import TINY, make_tiny_mnist
 
 from reg_runner.data import idx
 
@@ -270,8 +271,49 @@ def assert_one_line_error(proc, expected: str):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def rejection(overrides: list[str], data_root) -> str | None:
+    """The message the run's checks give ``overrides`` (Hydra's compose, then every stage of
+    ``config.check``), in this process; None if they pass."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from reg_runner.cli import CONFIG_DIR, one_line
+    from reg_runner.config import check
+    from reg_runner.errors import UserError
+
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    own = [f"data.root={data_root}", *TINY]
+    full = [*(t for t in own if t.split("=", 1)[0] not in given), *overrides]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR):
+        try:
+            cfg = compose("config", overrides=full)
+        except Exception as e:  # Hydra's own: the CLI turns its report into one line the same way
+            return one_line(f"{e}\n{e.__cause__ or ''}")
+        try:
+            check(cfg, overrides)
+        except UserError as e:
+            return str(e)
+    return None
+
+
+IN_CLI_ONLY = {"hydra.job.name="}  # checked by the CLI's callback, before the config checks
+IN_PROCESS = [c for c in CONFIG_CASES if c[0] not in IN_CLI_ONLY]
+
+
+# Every case through the checks in this process (fast); every third also through the real CLI in a
+# subprocess, which shows that a refused config becomes one line, exit 2, and no folder
+@pytest.mark.parametrize("overrides,expected", IN_PROCESS, ids=[c[0] for c in IN_PROCESS])
+def test_the_checks_refuse(tiny_data, overrides, expected):
+    message = rejection(overrides.split(), tiny_data)
+    assert message is not None and expected in message, message
+
+
+CLI_CASES = [c for i, c in enumerate(CONFIG_CASES) if i % 3 == 0 or c[0] in IN_CLI_ONLY]
+
+
 class TestConfigA:  # two classes: xdist spreads them over its two workers
-    @pytest.mark.parametrize("overrides,expected", CONFIG_CASES[::2], ids=[c[0] for c in CONFIG_CASES[::2]])
+    @pytest.mark.parametrize("overrides,expected", CLI_CASES[::2], ids=[c[0] for c in CLI_CASES[::2]])
     def test_bad_value(self, cli, overrides, expected):
         proc = cli(*overrides.split(), check=False)
         assert_one_line_error(proc, expected)
@@ -279,7 +321,7 @@ class TestConfigA:  # two classes: xdist spreads them over its two workers
 
 
 class TestConfigB:
-    @pytest.mark.parametrize("overrides,expected", CONFIG_CASES[1::2], ids=[c[0] for c in CONFIG_CASES[1::2]])
+    @pytest.mark.parametrize("overrides,expected", CLI_CASES[1::2], ids=[c[0] for c in CLI_CASES[1::2]])
     def test_bad_value(self, cli, overrides, expected):
         proc = cli(*overrides.split(), check=False)
         assert_one_line_error(proc, expected)
