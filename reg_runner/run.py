@@ -164,7 +164,9 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
         tensorboard = TensorBoard(data, plain, resumed)
         pruning = Pruning(members)  # first: a run it stops is recorded as pruned at this epoch
         listeners = [pruning] if pruning.active else []
-        listeners += [Records(data.info, n_params, Clock(t0), resumed), tensorboard,
+        # TensorBoard before Records: an epoch's events are written (and flushed at a checkpoint) before its
+        # checkpoint, so a kill between the two never loses them
+        listeners += [tensorboard, Records(data.info, n_params, Clock(t0), resumed),
                       Progress(show, tc.epochs, min(m.state.epoch for m in members))]
         engine = Engine(model, data, members, listeners, detail=tensorboard.wants_histograms)
         seeds = ", ".join(str(m.seed) for m in members)

@@ -197,6 +197,7 @@ class TensorBoard:
                 self._load(engine, k)
                 tb.start(m.config)
                 tb.augmentation_examples(m.augment, m.gens["examples"])
+                tb.writer.flush()  # on disk before the epoch-0 checkpoint: a resume starts after it
 
     def epoch(self, engine, result) -> None:
         for k, m in enumerate(engine.members):
@@ -206,6 +207,10 @@ class TensorBoard:
             if m in result.steps and m.state.status != "diverged" and tb.writer is not None:
                 self._load(engine, k)
                 tb.histograms(m.state.epoch, result.steps[m], result.entropies.get(m))
+            if tb.writer is not None and m.state.epoch % m.cfg.trainer.checkpoint_every == 0:
+                # the events up to a checkpoint are on disk before it: a run killed after writing it resumes
+                # after this epoch, and TensorBoard would otherwise miss the epoch for good
+                tb.writer.flush()
 
     def member_end(self, engine, member, k: int) -> None:
         tb = member.extra.pop("tb", None)
