@@ -345,11 +345,12 @@ def trial_dirs(trial) -> list[str]:
     return list(attrs[RUN_DIRS]) if RUN_DIRS in attrs else [attrs[RUN_DIR]] if RUN_DIR in attrs else []
 
 
-def outcome(dirs: list[str]) -> tuple[str, float | None]:
+def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | None]:
     """How a trial's runs ended, from their records: ``complete`` with the mean of their best objectives,
     ``pruned``, ``failed`` (a run diverged or failed: the configuration is a result, a failed one), or
-    ``cut`` (a run was interrupted or killed: the trial is run again)."""
-    statuses = [run_status(d) or "failed" for d in dirs] or ["failed"]
+    ``cut`` (a run was interrupted or killed: the trial is run again). ``unrecorded``: what a run without
+    a record counts as (after its launcher returned, a crash: failed; after the sweeper died, a kill: cut)."""
+    statuses = [run_status(d) or unrecorded for d in dirs] or [unrecorded]
     if any(s not in FINISHED and s != "failed" for s in statuses):
         return "cut", None
     if all(s in ("completed", "early_stopped") for s in statuses):
@@ -434,7 +435,7 @@ def adopt_orphans(study) -> None:
             now - trial.datetime_start).total_seconds() > UNTAGGED_GRACE_S
         if not (dead_here or untagged):
             continue
-        result, value = outcome(trial_dirs(trial))
+        result, value = outcome(trial_dirs(trial), unrecorded="interrupted")
         if result == "complete":
             study.tell(trial.number, value)
             log.warning("trial %d: its sweeper died after its runs finished; adopted with value %s", trial.number,
