@@ -98,7 +98,7 @@ def test_seeds_per_trial_train_as_one_stack_and_the_trial_is_their_mean(cli):
     assert best["val_mean"] == pytest.approx(study.best_value, abs=1e-12)
     tests = [read_metrics(d)["test_at_best"]["acc"] for d in best["run_dirs"]]
     assert best["test_acc_mean"] == pytest.approx(sum(tests) / 3, abs=1e-12)
-    assert f"over 3 seeds" in proc.stdout
+    assert "over 3 seeds" in proc.stdout
 
     # the printed command re-runs the best trial's seeds, each with the same numbers
     assert best["command"].startswith("for seed in 4 5 6; do python -m reg_runner ") and len(best["commands"]) == 3

@@ -106,10 +106,10 @@ def _check_optuna_class(kind: str, target: str, arguments: dict, packages: tuple
     try:
         cls(**{k: v for k, v in arguments.items() if not k.startswith("_")})
     except Exception as e:  # a value its own checks refuse (a percentile of 120, a reduction factor of 1...)
-        raise ConfigError(f"hydra.sweeper.{kind}", arguments, f"arguments {name} accepts ({one_line(e)})") from None
+        raise ConfigError(f"hydra.sweeper.{kind}", arguments, f"arguments {name} accepts ({_first_line(e)})") from None
 
 
-def one_line(e: Exception) -> str:
+def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 

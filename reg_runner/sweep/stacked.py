@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
 from hydra.plugins.launcher import Launcher

@@ -27,7 +27,6 @@ launches and tells is ours, built on hydra-optuna-sweeper's parsing of sweep ove
 """
 
 import datetime
-import json
 import logging
 import math
 import os
@@ -149,13 +148,11 @@ class StudySweeper(Sweeper):
                 raise UserError(f"the last {len(refused)} trials were all refused ({'; '.join(sorted(set(refused))[:3])}"
                                 "): the search space reaches no valid config")
             started = time.time()
-            returns = self.launch(batch)
-            self.waits.append(batch_wait([dirs for _, dirs in self.batch_dirs(batch)], time.time() - started,
+            self.launch(batch)
+            self.waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], time.time() - started,
                                          self.parallel_runs()))
-            at = 0
-            for trial, runs in batch:
-                tell(study, trial, returns[at : at + len(runs)])
-                at += len(runs)
+            for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)
+                tell(study, trial)
             to_run -= len(batch)
         summary = summarize(study, self.n_trials, time.time() - t0, self.direction, self.waits)
         write_summary(self.sweep_dir, summary)
@@ -235,9 +232,10 @@ class StudySweeper(Sweeper):
         from optuna.trial import TrialState
 
         try:
-            runs, dirs = self.trial_runs(trial, overrides)
-            for run, folder in zip(runs, dirs):
-                jobs.check(jobs.compose(self.hydra_context.config_loader, self.config, run, trial.number), run)
+            runs = self.trial_runs(trial, overrides)
+            for run, job in runs:
+                jobs.check(job, run)
+                folder = jobs.output_dir(job)
                 if folder in folders:
                     raise UserError(f"its folder {folder} is another trial's of this batch: hydra.sweep.subdir must "
                                     "tell trials apart")
@@ -247,33 +245,34 @@ class StudySweeper(Sweeper):
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d rejected (told failed, no folder made): %s", trial.number, e)
             return str(e)
+        dirs = [str(jobs.output_dir(job)) for _, job in runs]
         if self.seeds_per_trial == 1:
-            trial.set_user_attr(RUN_DIR, str(dirs[0]))
+            trial.set_user_attr(RUN_DIR, dirs[0])
         else:
-            trial.set_user_attr(RUN_DIRS, [str(d) for d in dirs])
-        return runs
+            trial.set_user_attr(RUN_DIRS, dirs)
+        return [run for run, _ in runs]
 
-    def trial_runs(self, trial, overrides) -> tuple[list[list[str]], list[Path]]:
-        """The overrides and folders of a trial's runs: one run, or with ``seeds_per_trial`` = K the
-        seeds ``seed``, ``seed`` + 1, ... + K - 1, each in ``<trial's folder>/seed=<seed>``. Every run
+    def trial_runs(self, trial, overrides) -> list[tuple[list[str], object]]:
+        """The overrides and composed config of each of a trial's runs: one run, or with ``seeds_per_trial``
+        = K the seeds ``seed``, ``seed`` + 1, ... + K - 1, each in ``<trial's folder>/seed=<seed>``. Every run
         carries its trial's number (``hydra.job.env_set``), through which it reports to the study."""
         link = [f"++hydra.job.env_set.{trial_lib.ENV}={trial.number}"]
-        if self.seeds_per_trial == 1:
-            job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, trial.number)
-            return [list(overrides) + link], [jobs.output_dir(job)]
-        first = jobs.compose(self.hydra_context.config_loader, self.config, overrides, trial.number).seed
-        overrides = [o for o in overrides if o.partition("=")[0].lstrip("+") != "seed"]  # the trial's folder name
-        job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, trial.number)
-        folder = jobs.subdir(job)
-        runs, dirs = [], []
-        for seed in range(first, first + self.seeds_per_trial):
-            subdir = f"{folder}/seed={seed}".replace("'", "\\'")  # quoted for Hydra's override grammar
-            runs.append(overrides + [f"seed={seed}", f"hydra.sweep.subdir='{subdir}'"] + link)
-            dirs.append(jobs.output_dir(job) / f"seed={seed}")
-        return runs, dirs
 
-    def batch_dirs(self, batch):
-        return [(trial, trial_dirs(trial)) for trial, _ in batch]
+        def compose(run):
+            return jobs.compose(self.hydra_context.config_loader, self.config, run, trial.number)
+
+        if self.seeds_per_trial == 1:
+            run = list(overrides) + link
+            return [(run, compose(run))]
+        trial_job = compose(list(overrides))  # its seed is the first; its folder, less the seed, the trial's
+        unseeded = [o for o in overrides if o.partition("=")[0].lstrip("+") != "seed"]
+        folder = jobs.subdir(compose(unseeded))
+        runs = []
+        for seed in range(trial_job.seed, trial_job.seed + self.seeds_per_trial):
+            subdir = f"{folder}/seed={seed}".replace("'", "\\'")  # quoted for Hydra's override grammar
+            run = unseeded + [f"seed={seed}", f"hydra.sweep.subdir='{subdir}'"] + link
+            runs.append((run, compose(run)))
+        return runs
 
     def parallel_runs(self) -> int:
         """How many runs of a batch the launcher runs side by side (1: one after the other, or one stack)."""
@@ -285,19 +284,18 @@ class StudySweeper(Sweeper):
             return workers
         return 1 if str(launcher.get("_target_", "")).endswith(("BasicLauncher", "StackedLauncher")) else 10**6
 
-    def launch(self, batch) -> list:
-        """Launch the batch's runs together. A trial of one run is numbered by its trial (``hydra.job.num``
-        names its folder); the seeds of a trial have folders named for it already."""
+    def launch(self, batch) -> None:
+        """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered
+        by its trial (``hydra.job.num`` names its folder); the seeds of a trial have folders named for it."""
         runs = [run for _, trial_runs in batch for run in trial_runs]
         if self.seeds_per_trial > 1:
-            return list(self.launcher.launch(runs, initial_job_idx=batch[0][0].number * self.seeds_per_trial))
-        returns, start = [], 0
-        numbers = [trial.number for trial, _ in batch]
+            self.launcher.launch(runs, initial_job_idx=batch[0][0].number * self.seeds_per_trial)
+            return
+        start, numbers = 0, [trial.number for trial, _ in batch]
         for end in range(1, len(batch) + 1):
             if end == len(batch) or numbers[end] != numbers[end - 1] + 1:
-                returns += self.launcher.launch(runs[start:end], initial_job_idx=numbers[start])
+                self.launcher.launch(runs[start:end], initial_job_idx=numbers[start])
                 start = end
-        return returns
 
 
 class FixedAware:
@@ -363,8 +361,8 @@ def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | N
     return "failed", None
 
 
-def tell(study, trial, returns) -> str:
-    """Tell the study how the trial's runs ended (their records say; a job that raised recorded it)."""
+def tell(study, trial) -> str:
+    """Tell the study how the trial's runs ended, as their records say."""
     from optuna.trial import TrialState
 
     result, value = outcome(trial_dirs(trial))
@@ -609,7 +607,7 @@ def write_summary(sweep_dir: Path, s: dict) -> None:
         if best.get("seeds"):
             lines += [f"- over its {len(best['seeds'])} seeds: {metric} {_pm(best['val_mean'], best['val_std'])}, "
                       f"test accuracy at each run's best-validation epoch {_pm(best['test_acc_mean'], best['test_acc_std'])}",
-                      f"- runs: " + ", ".join(f"`{d}`" for d in best["run_dirs"])]
+                      "- runs: " + ", ".join(f"`{d}`" for d in best["run_dirs"])]
         else:
             lines += [f"- test accuracy at its best-validation epoch: {_fmt(best['test_acc_at_best'])}",
                       f"- run folder: `{best['run_dir']}`"]
