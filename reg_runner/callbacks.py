@@ -48,8 +48,13 @@ def make_folder(key: str, path: Path) -> None:
 
 
 class EarlyChecks(Callback):
-    def on_run_start(self, config, **kwargs) -> None:
+    def check_config(self, config, overrides) -> None:
+        """A run's config, through every stage (``reg_runner.config.check``)."""
         from reg_runner import config as config_lib
+
+        config_lib.check(config, overrides)
+
+    def on_run_start(self, config, **kwargs) -> None:
         from reg_runner.cli import release_stderr
         from reg_runner.records import RunFolder
 
@@ -62,7 +67,7 @@ class EarlyChecks(Callback):
 
             check_job_name(config.hydra)
             run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
-            config_lib.check(config, config.hydra.overrides.task)
+            self.check_config(config, config.hydra.overrides.task)
             RunFolder(run_dir).refuse_existing()
             make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
 

@@ -124,14 +124,16 @@ def _has(path: Path, dotted: str) -> bool:
     return True
 
 
-def entry() -> None:
-    """The command line: ``python -m reg_runner``, ``reg-runner``."""
+def entry(task=None) -> None:
+    """The command line: ``python -m reg_runner``, ``reg-runner`` (``task``: another Hydra main of this
+    config tree, e.g. ``reg_runner.lr_find``'s)."""
+    task = task or main
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return main()
+        return task()
     _held["real"] = sys.stderr
     sys.stderr = io.StringIO()
     try:
-        main()
+        task()
     except SystemExit as e:
         if "real" in _held and e.code not in (0, None):  # Hydra stopped before handing over
             text = sys.stderr.getvalue()

@@ -51,6 +51,7 @@ class RunFolder:
         self.checkpoints = self.path / "checkpoints"
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
+        self.init = self.checkpoints / "init.pt"  # the weights before the first step (loss landscape's path)
 
         self.lockfile = self.path / ".lock"
         self._lock_fd: int | None = None

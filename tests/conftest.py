@@ -64,12 +64,14 @@ class CLI:
             self.env.setdefault("OMP_NUM_THREADS", "1")
         self.count = 0
 
-    def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300):
+    def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300, module="reg_runner"):
         args = list(overrides)
         multirun = "--multirun" in args or "-m" in args
         if self.data is not None and tiny:
             given = {a.split("=", 1)[0].lstrip("+~") for a in args}
             own = [f"data.root={self.data}", *TINY]
+            if module == "reg_runner.lr_find":  # it trains for lr_find.steps, not epochs
+                own = [o for o in own if not o.startswith("trainer.epochs=")]
             args = [*(t for t in own if t.split("=", 1)[0] not in given), *args]
         if run_dir is None:
             self.count += 1
@@ -77,7 +79,7 @@ class CLI:
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         args.append(f"{key}={run_dir}")
         proc = subprocess.run(
-            [sys.executable, "-m", "reg_runner", *args],
+            [sys.executable, "-m", module, *args],
             cwd=self.tmp_path,
             env=self.env,
             capture_output=True,
@@ -86,7 +88,7 @@ class CLI:
         )
         proc.run_dir = Path(run_dir)
         if check and proc.returncode != 0:
-            raise AssertionError(f"reg_runner {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+            raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         return proc
 
 

@@ -178,28 +178,31 @@ class Engine:
             sums["train/penalty"] = (torch.stack(penalties), n_batches)
         return sums
 
-    @torch.inference_mode()
     def evaluate(self, split, entropy: bool = False) -> dict:
-        """Per-batch, per-member sums of the loss and of the correct predictions over ``split``, and with
-        ``entropy`` every member's output entropy for every example (from the same logits). The forward
-        pass runs at ``trainer.eval_precision``; the loss is computed in float32 from its logits."""
-        self.model.eval()
-        bs, precision = self.tc.eval_batch_size, self.precision
-        x = precision.inputs(split.x)
-        losses, corrects, entropies = [], [], []
-        for start in range(0, len(split), bs):
-            with precision.autocast(x.device):
-                logits = self.model(x[start : start + bs])
-            logits = logits.float()  # (K, n, classes); a no-op in float32
-            y = split.y[start : start + bs]
-            target = logits.gather(2, y.view(1, -1, 1).expand(len(logits), -1, 1)).squeeze(2)
-            # cross-entropy as logsumexp - target logit: log_softmax's kernel is slow for 10 classes on CPU
-            losses.append(row_sums(torch.logsumexp(logits, 2) - target))
-            corrects.append((logits.argmax(2) == y).sum(1))
-            if entropy:
-                entropies.append(probe.entropy(logits))
-        return dict(loss=(torch.stack(losses), len(split)), acc=(torch.stack(corrects), len(split)),
-                    entropy=torch.cat(entropies, 1) if entropies else None)
+        return evaluate(self.model, split, self.tc.eval_batch_size, self.precision, entropy)
+
+
+@torch.inference_mode()
+def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy: bool = False) -> dict:
+    """Per-batch, per-member sums of the loss and of the correct predictions of a stacked ``model`` over
+    ``split``, and with ``entropy`` every member's output entropy for every example (from the same
+    logits). The forward pass runs at ``precision``; the loss is computed in float32 from its logits."""
+    model.eval()
+    x = precision.inputs(split.x)
+    losses, corrects, entropies = [], [], []
+    for start in range(0, len(split), batch_size):
+        with precision.autocast(x.device):
+            logits = model(x[start : start + batch_size])
+        logits = logits.float()  # (K, n, classes); a no-op in float32
+        y = split.y[start : start + batch_size]
+        target = logits.gather(2, y.view(1, -1, 1).expand(len(logits), -1, 1)).squeeze(2)
+        # cross-entropy as logsumexp - target logit: log_softmax's kernel is slow for 10 classes on CPU
+        losses.append(row_sums(torch.logsumexp(logits, 2) - target))
+        corrects.append((logits.argmax(2) == y).sum(1))
+        if entropy:
+            entropies.append(probe.entropy(logits))
+    return dict(loss=(torch.stack(losses), len(split)), acc=(torch.stack(corrects), len(split)),
+                entropy=torch.cat(entropies, 1) if entropies else None)
 
 
 def host_means(sums: dict[str, tuple[torch.Tensor, int]]) -> dict[str, list[float]]:

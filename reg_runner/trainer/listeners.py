@@ -54,6 +54,8 @@ class Records:
             # between last.pt and best.pt may have left it behind
             m.extra["saved_best"] = None
             if m not in self.resumed:
+                folder = RunFolder(m.run_dir)  # the initial weights, kept for the landscape's linear path
+                folder.save_checkpoint(folder.init, dict(model=engine.model.member_state(k), epoch=0, config=m.config))
                 self.record(engine, k, m)  # epoch 0: every run can be resumed, and knows its starting config
 
     def epoch(self, engine, result) -> None:

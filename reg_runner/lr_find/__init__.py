@@ -1,0 +1,175 @@
+"""The ``lr_find`` group: the learning-rate range test's settings, its checks, and how it reads a curve.
+
+``python -m reg_runner.lr_find [overrides]`` (``reg_runner.lr_find.__main__``) trains the configured
+model, optimizer and data with the lr growing exponentially from ``min_lr`` to ``max_lr`` over
+``steps`` optimizer steps, records each step's training loss, and reads suggestions off the curve.
+The curve is smoothed as fastai and Lightning smooth it: an exponential moving average with bias
+correction (``smoothing`` = β = 0.98). The test stops once the smoothed loss exceeds ``stop_factor``
+times its best (Smith; fastai and torch-lr-finder stop at 4x).
+
+The suggestions are read off the smoothed curve, its first tenth and its last five points left out
+(fastai's window; what comes before the first steps move anything, and after the blow-up, says
+nothing):
+
+- ``valley`` (fastai's default since 2021): the longest stretch over which the loss keeps falling,
+  two thirds of the way down it; the lr this prints as ``optimizer.lr=``.
+- ``steepest``: where the loss falls fastest per decade of lr (torch-lr-finder, Lightning).
+- ``minimum``: the lowest loss; a tenth of its lr is fastai's ``lr_min``, and what this prints as
+  one-cycle's ``max_lr`` and the cyclic schedule's upper bound (Smith: the upper bound is near
+  where the loss stops falling; a tenth of the minimum stays clear of the blow-up). The cyclic
+  lower bound is a quarter of it (Smith 2017 puts the ratio at 3 to 4).
+
+Nothing here imports torch: the checks run before it loads.
+"""
+
+import bisect
+import math
+
+from reg_runner.callbacks import EarlyChecks
+from reg_runner.errors import ConfigError, UserError
+from reg_runner.schema import Group, integer, number, optional, parse
+
+SKIP_END = 5  # points left out at the end of the curve (fastai)
+
+
+class LrFindConfig(Group):
+    min_lr: number(0, lo_open=True)  # the first step's lr (the lr the optimizer uses, after lr_scaling)
+    max_lr: number(0, lo_open=True)  # the last step's
+    steps: integer(10, 100_000)  # optimizer steps; suggestions need a curve of at least this many points
+    smoothing: number(0, 1, hi_open=True)  # β of the moving average; 0: none
+    stop_factor: optional(number(1, lo_open=True), "null (run every step)")
+
+
+# keys of the run config the range test does not read: it sets the lr itself, trains for a fixed number
+# of steps and evaluates nothing (no validation, no test, no checkpoints, no TensorBoard)
+UNREAD = {
+    "optimizer.lr": "the range test sets the lr itself, from lr_find.min_lr to lr_find.max_lr",
+    "scheduler": "the range test sets the lr itself: no schedule runs (its suggestions for onecycle and cyclic "
+                 "are printed whatever the config's schedule)",
+    "objective": "the range test evaluates nothing",
+    "trainer.epochs": "the range test runs lr_find.steps optimizer steps",
+    "trainer.eval_every": "the range test evaluates nothing",
+    "trainer.eval_batch_size": "the range test evaluates nothing",
+    "trainer.eval_precision": "the range test evaluates nothing",
+    "trainer.early_stopping": "the range test stops on lr_find.stop_factor",
+    "trainer.checkpoint_every": "the range test writes no checkpoint",
+    "logging": "the range test writes lr_find.json and lr_find.png, no TensorBoard",
+    "data.val_size": "the range test evaluates nothing",
+    "hparams_search": "the range test is one run, not a search",
+}
+
+
+def unread(key: str) -> str | None:
+    """Why the range test does not read ``key`` (a dotted key or a group), or None if it does."""
+    for prefix, why in UNREAD.items():
+        if key == prefix or key.startswith(prefix + "."):
+            return why
+    return None
+
+
+class Checks(EarlyChecks):
+    """The run's checks (every stage of ``reg_runner.config.check``) on the config less ``lr_find``,
+    then the range test's own keys; and the command-line keys it would not read are refused."""
+
+    def check_config(self, config, overrides) -> None:
+        from omegaconf import OmegaConf
+
+        from reg_runner import config as config_lib
+
+        items = config_lib.override_items(overrides)
+        for key, value in items:
+            why = unread(key)
+            if why:
+                raise ConfigError(key, config_lib._typed(value), f"not set for lr_find: {why}")
+        settings(config)
+        run = OmegaConf.masked_copy(config, [k for k in config if k != "lr_find"])
+        config_lib.check(run, [o for o in config_lib.plain_overrides(overrides)
+                               if not o.lstrip("+~").startswith("lr_find.")])
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from reg_runner.cli import release_stderr
+        from reg_runner.errors import exit_on_user_error
+
+        release_stderr()
+        with exit_on_user_error():
+            raise UserError("lr_find runs one range test: run it once per config, without --multirun")
+
+
+def settings(config) -> LrFindConfig:
+    """The ``lr_find`` keys of a composed config, checked."""
+    from reg_runner.config import as_data
+
+    data = as_data(config).get("lr_find")
+    s = parse(LrFindConfig, data, "lr_find")
+    if s.max_lr <= s.min_lr:
+        raise ConfigError("lr_find.max_lr", s.max_lr, f"a number > lr_find.min_lr={s.min_lr:g}")
+    return s
+
+
+def lrs(s: LrFindConfig) -> list[float]:
+    """The lr of each step: ``min_lr * q**j``, q such that the last is ``max_lr``."""
+    q = (s.max_lr / s.min_lr) ** (1 / (s.steps - 1))
+    return [s.min_lr * q**j for j in range(s.steps)]
+
+
+def smooth(losses: list[float], beta: float) -> list[float]:
+    """The bias-corrected exponential moving average (fastai's and Lightning's ``smooth_loss``)."""
+    out, avg = [], 0.0
+    for j, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (j + 1)))
+    return out
+
+
+def diverged_at(smoothed: list[float], factor: float | None) -> int | None:
+    """The first step whose smoothed loss exceeds ``factor`` times the best before it, or None."""
+    if factor is None:
+        return None
+    best = math.inf
+    for j, value in enumerate(smoothed):
+        if value > factor * best:
+            return j
+        best = min(best, value)
+    return None
+
+
+def valley(losses: list[float]) -> int:
+    """fastai's valley: the longest strictly decreasing run of points (not necessarily adjacent), two
+    thirds of the way from its start to its end. fastai finds it in O(n^2); the same indices in
+    O(n log n): ``lds[i]``, the longest decreasing subsequence ending at i, by patience sorting."""
+    tails: list[float] = []  # tails[l]: the largest last value (negated, smallest) of a run of length l + 1
+    best_len, max_end = 0, 0
+    for i, loss in enumerate(losses):
+        at = bisect.bisect_left(tails, -loss)
+        if at == len(tails):
+            tails.append(-loss)
+        else:
+            tails[at] = -loss
+        if at + 1 > best_len:  # fastai keeps the first index reaching the longest length
+            best_len, max_end = at + 1, i
+    max_start = max_end - best_len  # fastai's: one before the run's first point (-1 for a run from point 0,
+    sections = (max_end - max_start) / 3
+    return max(0, max_start + int(sections) + int(sections / 2))  # which fastai would read as its last point)
+
+
+def steepest(lrs_: list[float], losses: list[float]) -> int:
+    """The point where the loss falls fastest against log lr (the forward difference, as fastai's
+    ``steep``; the lr grid is geometric, so this is the steepest slope per step too)."""
+    slopes = [(losses[j + 1] - losses[j]) / (math.log(lrs_[j + 1]) - math.log(lrs_[j])) for j in range(len(losses) - 1)]
+    return min(range(len(slopes)), key=slopes.__getitem__)
+
+
+def suggest(lrs_: list[float], smoothed: list[float], planned: int) -> dict:
+    """The suggestions (lrs the optimizer would use) from the curve; ``planned``: the steps asked for."""
+    start, end = planned // 10, len(smoothed) - SKIP_END
+    if end - start < 3:
+        return dict(reason=f"only {len(smoothed)} steps before the loss blew up: too few to read (lower "
+                    "lr_find.min_lr, or raise lr_find.steps)")
+    window_lrs, window = lrs_[start:end], smoothed[start:end]
+    at = dict(valley=valley(window), steepest=steepest(window_lrs, window),
+              minimum=min(range(len(window)), key=window.__getitem__))
+    out = {name: dict(step=start + j, lr=window_lrs[j], loss=window[j]) for name, j in at.items()}
+    top = out["minimum"]["lr"] / 10
+    out["onecycle"] = dict(max_lr=top)
+    out["cyclic"] = dict(base_lr=top / 4, max_lr=top)
+    return out

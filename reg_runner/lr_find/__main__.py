@@ -1,0 +1,198 @@
+"""``python -m reg_runner.lr_find [overrides]``: the learning-rate range test on the run config.
+
+The same config tree as ``python -m reg_runner`` (``conf/lr_find.yaml`` adds the ``lr_find`` keys),
+the same checks, the same engine: one member, the configured model, optimizer, penalties,
+augmentation and batches (its seed's batch order, epoch after epoch), with the lr of optimizer step
+j set to ``lrs[j]``. Its folder (``outputs/lr_find/<date>/<time>/``, or ``hydra.run.dir``) gets
+``resolved_config.yaml``, ``lr_find.json`` (lrs, losses, smoothed losses, suggestions), ``lr_find.png``
+and ``lr_find.log``.
+"""
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from reg_runner import lr_find
+from reg_runner.cli import CONFIG_DIR, TRUSTED, entry, release_stderr
+from reg_runner.errors import exit_on_user_error
+
+log = logging.getLogger("reg_runner.lr_find")
+CONSTANT = dict(name="none", warmup_epochs=0, warmup_start_factor=0.01)  # the range test sets every lr itself
+
+
+class LrRange:
+    """Stands for the member's schedule: optimizer step j uses ``lrs[j]`` (then the last, if the epoch
+    runs past the planned steps: those steps are not recorded)."""
+
+    def __init__(self, optimizer, lrs: list[float]):
+        self.optimizer, self.lrs, self.steps = optimizer, lrs, 0
+        self._set()
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _set(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lrs[min(self.steps, len(self.lrs) - 1)]
+
+    def after_batch(self) -> None:
+        self.steps += 1
+        self._set()
+
+
+def step_losses(batch_sums: list[float], n: int, batch_size: int, accumulate: int) -> list[float]:
+    """An epoch's per-batch loss sums -> the mean loss of each optimizer step (its micro-batches')."""
+    sizes = [min(batch_size, n - i * batch_size) for i in range(len(batch_sums))]
+    out = []
+    for start in range(0, len(batch_sums), accumulate):
+        out.append(math.fsum(batch_sums[start : start + accumulate]) / sum(sizes[start : start + accumulate]))
+    return out
+
+
+def range_test(cfg, out: Path) -> dict:
+    import torch
+
+    from reg_runner import atomic
+    from reg_runner.config import N_CLASSES, RunConfig, as_data, effective_lr
+    from reg_runner.data import tensors as data_lib
+    from reg_runner.model.mlp import StackedMLP, initialize
+    from reg_runner.run import _describe, resolve_device
+    from reg_runner.schema import parse
+    from reg_runner.seeding import deterministic, resolve_seed
+    from reg_runner.signals import STOP
+    from reg_runner.trainer.engine import Engine
+    from reg_runner.trainer.member import Member
+
+    settings = lr_find.settings(cfg)
+    config = as_data(cfg)
+    config.pop("lr_find")
+    config.update(seed=resolve_seed(config["seed"]), scheduler=CONSTANT)
+    run_cfg = parse(RunConfig, config)
+    atomic.write_text(out / "resolved_config.yaml",
+                      OmegaConf.to_yaml(OmegaConf.create(dict(config, lr_find=settings.model_dump()))))
+    scale = effective_lr(run_cfg) / run_cfg.optimizer.lr  # the large-batch rule: the lr used / optimizer.lr
+    tc = run_cfg.trainer
+    device = resolve_device(tc.device)
+    torch.manual_seed(config["seed"])
+    data = data_lib.load(run_cfg.data, device)
+    member = Member(run_cfg, config, out, config["seed"], data, device)
+    with torch.device(device):
+        model = StackedMLP(data.in_features, N_CLASSES, run_cfg.model, [run_cfg.model.dropout],
+                           [member.gens["dropout"]])
+    initialize(model, 0, run_cfg.model.init, run_cfg.model.activation, member.gens["init"])
+    member.attach(list(model.parameters()), 0)
+    planned = lr_find.lrs(settings)
+    member.schedule = LrRange(member.optimizer, planned)
+    engine = Engine(model, data, [member], listeners=[])
+    log.info("model: %s on %s; seed %d; lr %g to %g over %d steps", _describe(run_cfg.model), device,
+             config["seed"], settings.min_lr, settings.max_lr, settings.steps)
+    losses, smoothed, stop = [], [], None
+    with deterministic(tc.deterministic):
+        while stop is None and len(losses) < settings.steps:
+            sums = engine.train_epoch({})["train/loss"][0][:, 0].tolist()
+            for loss in step_losses(sums, len(data.train), tc.batch_size, tc.accumulate):
+                if len(losses) == settings.steps:
+                    break
+                if not math.isfinite(loss):
+                    stop = f"the loss became {loss} at step {len(losses)} (lr {planned[len(losses)]:.3g})"
+                    break
+                losses.append(loss)
+                smoothed = lr_find.smooth(losses, settings.smoothing)
+                if lr_find.diverged_at(smoothed, settings.stop_factor) is not None:
+                    stop = (f"the smoothed loss passed {settings.stop_factor:g}x its best at step {len(losses) - 1} "
+                            f"(lr {planned[len(losses) - 1]:.3g})")
+                    break
+            if STOP.signal is not None and stop is None:
+                stop = f"interrupted by {STOP.name}"
+    recorded = planned[: len(losses)]
+    suggestions = lr_find.suggest(recorded, smoothed, settings.steps)
+    result = dict(
+        settings=settings.model_dump(),
+        seed=config["seed"],
+        lr_scale=scale,  # optimizer.lr = the lr used / lr_scale
+        initial_loss=losses[0] if losses else None,
+        stopped=stop,
+        lrs=recorded,
+        losses=losses,
+        smoothed=smoothed,
+        suggestions=suggestions,
+    )
+    atomic.write_json(out / "lr_find.json", result)
+    plot(result, out / "lr_find.png", _describe(run_cfg.model) + f", {run_cfg.optimizer.target.rsplit('.', 1)[-1]}")
+    if STOP.signal is not None:
+        print(f"interrupted by {STOP.name}: the curve so far is in {out}", file=sys.stderr, flush=True)
+        sys.exit(128 + STOP.signal)
+    return result
+
+
+def lines(result: dict, out: Path) -> list[str]:
+    """What the test prints: what ran, and the suggestions as overrides to paste."""
+    s, scale = result["settings"], result["lr_scale"]
+    head = f"lr_find: {len(result['losses'])} of {s['steps']} steps, lr {s['min_lr']:g} to {s['max_lr']:g}"
+    text = [head + (f"; stopped: {result['stopped']}" if result["stopped"] else "")]
+    sug = result["suggestions"]
+    if "reason" in sug:
+        return text + [f"no suggestion: {sug['reason']}", f"written: {out}/lr_find.json, lr_find.png"]
+    lr = {name: sug[name]["lr"] / scale for name in ("valley", "steepest", "minimum")}
+    note = " (before the lr_scaling rule)" if scale != 1 else ""
+    text += [
+        f"suggested: optimizer.lr={lr['valley']:.2g}   # valley{note}; steepest descent {lr['steepest']:.2g}, "
+        f"lowest loss {lr['minimum']:.2g}",
+        f"onecycle:  scheduler=onecycle scheduler.max_lr={sug['onecycle']['max_lr']:.2g}",
+        f"cyclic:    scheduler=cyclic scheduler.base_lr={sug['cyclic']['base_lr']:.2g} "
+        f"scheduler.max_lr={sug['cyclic']['max_lr']:.2g}",
+        f"written: {out}/lr_find.json, lr_find.png",
+    ]
+    return text
+
+
+def plot(result: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from reg_runner import atomic
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if result["losses"]:
+        ax.plot(result["lrs"], result["losses"], color="0.75", lw=1, label="loss of the step's batch")
+        ax.plot(result["lrs"], result["smoothed"], color="C0", lw=2, label=f"smoothed (β={result['settings']['smoothing']:g})")
+    sug = result["suggestions"]
+    for name, color in (("valley", "C3"), ("steepest", "C2"), ("minimum", "C1")):
+        if name in sug:
+            ax.plot(sug[name]["lr"], sug[name]["loss"], "o", color=color, ms=8, label=f"{name}: {sug[name]['lr']:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (as the optimizer uses it)")
+    ax.set_ylabel("training loss (cross-entropy)")
+    if result["smoothed"]:  # from the lowest loss to a little above the start: the blow-up leaves the frame
+        lo, first = min(result["losses"] + result["smoothed"]), result["smoothed"][0]
+        ax.set_ylim(lo - 0.05 * (first - lo + 1e-9), first + 0.3 * (first - lo + 1e-9))
+    ax.set_title(f"LR range test: {title}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="lr_find", execution_whitelist=TRUSTED)
+def main(cfg) -> None:
+    release_stderr()
+    out = Path(HydraConfig.get().runtime.output_dir)
+    with exit_on_user_error():
+        result = range_test(cfg, out)
+    print("\n".join(lines(result, out)), flush=True)
+
+
+if __name__ == "__main__":
+    entry(main)
