@@ -1,0 +1,257 @@
+"""Loss landscapes of trained runs: the loss around a checkpoint, and on the way to it from the init.
+
+    python -m reg_runner.landscape RUN_DIR [RUN_DIR ...] [--checkpoint best|last] [--grid 41] [--span 1.0]
+                                   [--split train|val] [--dims 1|2] [--seed 0] [--out DIR]
+
+For each run: the loss and accuracy at ``theta + a d1`` (``--dims 1``) or ``theta + a d1 + b d2``
+(``--dims 2``, a ``grid x grid`` surface) for a, b in [-span, span], with d1, d2 filter-normalized
+random directions (``reg_runner.landscape.surface``) drawn from ``--seed``: runs of one architecture
+get the same raw directions, each normalized to its own weights. And the linear path
+``(1 - t) theta_0 + t theta`` from the run's initial weights (``checkpoints/init.pt``; for runs made
+before it was kept, the initial weights are drawn again from the run's seed, as the run drew them)
+for t in [-0.5, 1.5], about as many points as the grid (Goodfellow, Vinyals & Saxe 2015, "Qualitatively characterizing neural network
+optimization problems").
+
+Sharpness: the mean rise of the loss from the checkpoint to the four points at filter-normalized
+distance ``SHARPNESS_RADIUS`` along +-d1 and +-d2 (evaluated exactly, off the grid). Why this and not
+the Hessian's eigenvalues: it is the quantity the plots show, so the number and the picture agree;
+filter normalization makes it comparable across networks whose weights have different scales (a
+raw-radius figure is not: BatchNorm networks can be rescaled without changing their function); and it
+costs four forward passes. It measures the loss at a finite distance, not the curvature at the point.
+
+Output: ``landscape.json`` and PNGs (``landscape_1d.png``, with ``--dims 2`` also ``landscape_2d.png``)
+in the run's folder, and the images in its TensorBoard; several runs also get one figure of all of
+them side by side, on a common scale, in ``--out`` (default ``outputs/landscape/<date>/<time>/``).
+With ``--out``, everything goes there and the run folders are left as they are.
+"""
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from reg_runner.errors import UserError, exit_on_user_error
+
+SHARPNESS_RADIUS = 0.25  # a quarter of the plots' axis: the quadratic rise is well above float noise
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its mistakes on one line (``error: ...``, exit 2) instead of usage and a message."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see python -m reg_runner.landscape --help)", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _int_in(lo: int, hi: int, odd: bool = False):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: an integer in [{lo}, {hi}]") from None
+        if not lo <= v <= hi or (odd and v % 2 == 0):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: an {'odd ' if odd else ''}integer in "
+                                             f"[{lo}, {hi}]{' (the checkpoint is the centre point)' if odd else ''}")
+        return v
+
+    return parse
+
+
+def _span(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v <= 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a number in (0, 10] (1 = a step as long as each "
+                                         "weight row)")
+    return v
+
+
+def arguments(argv=None) -> argparse.Namespace:
+    p = Parser(prog="python -m reg_runner.landscape", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="the folders of finished runs")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="best.pt (default) or last.pt")
+    p.add_argument("--grid", type=_int_in(3, 201, odd=True), default=41, help="points per axis, odd (default 41)")
+    p.add_argument("--span", type=_span, default=1.0, help="the axes run over [-span, span] (default 1)")
+    p.add_argument("--split", choices=("train", "val"), default="train",
+                   help="train: the run's training images (default); val: a sample of its validation set")
+    p.add_argument("--val-size", type=_int_in(1, 10_000_000), default=10_000, help="the sample for --split val")
+    p.add_argument("--dims", type=int, choices=(1, 2), default=2, help="1: a curve; 2: a surface (default)")
+    p.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=0, help="draws the directions (default 0)")
+    p.add_argument("--out", type=Path, default=None, help="write everything here, not into the run folders")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    return p.parse_args(argv)
+
+
+def load_run(run_dir: Path, which: str) -> dict:
+    """A finished run's config and checkpoint, or one line saying why not."""
+    import torch
+
+    from reg_runner import config as config_lib
+    from reg_runner.resume import load_config
+
+    cfg = load_config(run_dir)
+    try:
+        checked = config_lib.check(cfg, through=3)
+    except UserError as e:
+        raise UserError(f"{run_dir}: {e}") from None
+    path = run_dir / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no checkpoints/{which}.pt (a run writes best.pt at its first evaluation); "
+                        f"choose --checkpoint {'last' if which == 'best' else 'best'} or a run that trained")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state = checkpoint["model"]
+        epoch = checkpoint.get("epoch")
+    except Exception as e:  # truncated, not a checkpoint, another format
+        raise UserError(f"{path} cannot be read as a checkpoint ({type(e).__name__}); it is damaged") from None
+    return dict(dir=run_dir, cfg=checked.cfg, config=config_lib.as_data(cfg), state=state, epoch=epoch)
+
+
+def initial_state(run: dict) -> tuple[dict, str]:
+    """The run's weights before its first step: init.pt, or drawn again from its seed."""
+    import torch
+
+    from reg_runner.config import N_CLASSES
+    from reg_runner.model.mlp import StackedMLP, initialize
+    from reg_runner.seeding import generators
+
+    path = run["dir"] / "checkpoints" / "init.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)["model"], "checkpoints/init.pt"
+        except Exception:
+            raise UserError(f"{path} cannot be read as a checkpoint; it is damaged") from None
+    c = run["cfg"]
+    gens = generators(run["config"]["seed"], torch.device("cpu"))
+    in_features = run["state"]["blocks.0.linear.weight"].shape[1] if c.model.depth else run["state"]["classifier.weight"].shape[1]
+    model = StackedMLP(in_features, N_CLASSES, c.model, [0.0], [None])
+    initialize(model, 0, c.model.init, c.model.activation, gens["init"])
+    return model.member_state(0), "drawn again from the run's seed (no init.pt)"
+
+
+def landscape(run: dict, args, data, device) -> dict:
+    """The curve, surface, path and sharpness of one run."""
+    import torch
+
+    from reg_runner.landscape import surface
+
+    t0 = time.perf_counter()
+    theta = run["state"]
+    gen = torch.Generator().manual_seed(args.seed)
+    d1, d2 = surface.direction(theta, gen), surface.direction(theta, gen)
+    in_features = data.x.shape[1]
+    axis = [args.span * (2 * i / (args.grid - 1) - 1) for i in range(args.grid)]
+    r = SHARPNESS_RADIUS
+    dirs = [[1.0, 0.0, 0.0], [1.0, r, 0.0], [1.0, -r, 0.0], [1.0, 0.0, r], [1.0, 0.0, -r]]
+    grid = [[1.0, a, 0.0] for a in axis] if args.dims == 1 else [[1.0, a, b] for b in axis for a in axis]
+    loss, acc = surface.points(run["cfg"].model, in_features, [theta, d1, d2], dirs + grid, data, device)
+    init, init_source = initial_state(run)
+    h = max(2, 2 * ((args.grid - 1) // 4))  # points per unit of t, even: t = 0, 1/2 and 1 are on the path
+    ts = [k / h for k in range(-h // 2, 3 * h // 2 + 1)]  # [-0.5, 1.5]
+    path_loss, path_acc = surface.points(run["cfg"].model, in_features, [theta, init], [[t, 1 - t] for t in ts], data,
+                                         device)
+    center, rises = loss[0], [v - loss[0] for v in loss[1:5]]
+    g_loss, g_acc = loss[5:], acc[5:]
+    n = args.grid
+    out = dict(
+        run=str(run["dir"]), checkpoint=args.checkpoint, epoch=run["epoch"], split=args.split, n_images=len(data),
+        seed=args.seed, span=args.span, grid=n, dims=args.dims, axis=axis,
+        center=dict(loss=center, acc=acc[0]),
+        sharpness=dict(value=sum(rises) / 4, radius=r, rises=rises,
+                       what="mean rise of the loss at filter-normalized distance radius along +-d1, +-d2"),
+        curve=dict(loss=surface.nan_to_none(g_loss[:n] if args.dims == 1 else g_loss[(n // 2) * n : (n // 2 + 1) * n]),
+                   acc=g_acc[:n] if args.dims == 1 else g_acc[(n // 2) * n : (n // 2 + 1) * n]),
+        surface=None if args.dims == 1 else dict(loss=[surface.nan_to_none(g_loss[i * n : (i + 1) * n]) for i in range(n)],
+                                                 acc=[g_acc[i * n : (i + 1) * n] for i in range(n)]),
+        path=dict(t=ts, loss=surface.nan_to_none(path_loss), acc=path_acc, init=init_source),
+        seconds=time.perf_counter() - t0,
+        networks_evaluated=len(loss) + len(path_loss),
+    )
+    return out
+
+
+def evaluation_split(data, args):
+    """The training images, or a seeded sample of the validation set (never the test set)."""
+    import torch
+
+    from reg_runner.data.tensors import Split
+
+    if args.split == "train":
+        return data.train
+    val = data.val
+    if len(val) <= args.val_size:
+        return val
+    index = torch.randperm(len(val), generator=torch.Generator().manual_seed(args.seed))[: args.val_size]
+    return Split(val.x[index.to(val.x.device)], val.y[index.to(val.y.device)])
+
+
+def main(argv=None) -> None:
+    args = arguments(argv)
+    with exit_on_user_error():
+        run_dirs = list(dict.fromkeys(p.resolve() for p in args.run_dirs))
+        for d in run_dirs:
+            if not d.is_dir():
+                raise UserError(f"{d} is not a folder; give the folder of a run, e.g. outputs/<date>/<time>")
+        out = args.out
+        if out is None and len(run_dirs) > 1:
+            out_all = Path("outputs/landscape") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+        else:
+            out_all = out
+        from reg_runner.callbacks import _folder_key, make_folder
+
+        if out_all is not None:
+            _folder_key("--out", out_all)
+        runs = [load_run(d, args.checkpoint) for d in run_dirs]  # every folder checked before any work
+        if out is None:
+            for run in runs:
+                if not _writable(run["dir"]):
+                    raise UserError(f"{run['dir']} is not writable; give --out DIR to write the landscape elsewhere")
+        import torch
+
+        from reg_runner.data import tensors as data_lib
+        from reg_runner.landscape import plots
+        from reg_runner.run import resolve_device
+
+        if args.device not in ("cpu", "cuda", "mps", "auto") and not args.device.startswith("cuda:"):
+            raise UserError(f"--device={args.device!r} is not allowed: cpu, cuda, cuda:N, mps or auto")
+        device = resolve_device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device={args.device!r} is not allowed here: this machine has no CUDA device")
+        torch.set_grad_enabled(False)
+        results, cache = [], {}
+        for run in runs:
+            key = json.dumps(run["config"]["data"], sort_keys=True)
+            if key not in cache:
+                cache[key] = data_lib.load(run["cfg"].data, device)
+            result = landscape(run, args, evaluation_split(cache[key], args), device)
+            results.append(result)
+            print(f"{run['dir']}: {args.checkpoint}.pt (epoch {result['epoch']}), {args.split} loss "
+                  f"{result['center']['loss']:.4g}, sharpness {result['sharpness']['value']:.4g} "
+                  f"({result['networks_evaluated']} networks in {result['seconds']:.1f} s)", flush=True)
+        if out is None:
+            for run, result in zip(runs, results):
+                _write(run["dir"], [result], tensorboard=run["cfg"].logging.tensorboard)
+        if out_all is not None:
+            make_folder("--out", out_all)
+            _write(out_all, results, tensorboard=False)
+        print(f"written: {', '.join(str(p) for p in ([r['dir'] for r in runs] if out is None else []) + ([out_all] if out_all else []))}")
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _write(folder: Path, results: list[dict], tensorboard: bool) -> None:
+    from reg_runner import atomic
+    from reg_runner.landscape import plots
+
+    atomic.write_json(folder / "landscape.json", results[0] if len(results) == 1 else dict(runs=results))
+    images = plots.draw(results, folder)
+    if tensorboard:
+        plots.to_tensorboard(folder, images, results[0]["epoch"] or 0)

@@ -1,0 +1,3 @@
+from reg_runner.landscape import main
+
+main()

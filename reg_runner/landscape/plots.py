@@ -1,0 +1,98 @@
+"""The landscape's figures: curves of several runs on one set of axes, surfaces side by side on one scale."""
+
+import io
+import math
+from pathlib import Path
+
+from reg_runner import atomic
+
+
+def label(result: dict) -> str:
+    """A run's name in a legend: its folder's last two parts (a sweep's folder and the job)."""
+    parts = Path(result["run"]).parts
+    return "/".join(parts[-2:])
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic.write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _log10(v):
+    return math.log10(v) if v is not None and v > 0 else math.nan
+
+
+def draw(results: list[dict], folder: Path) -> dict[str, Path]:
+    """``landscape_1d.png`` (the curve along d1 and the path from the init) and, for surfaces,
+    ``landscape_2d.png`` (contours and 3D, one column per run); returns {TensorBoard tag: file}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    split = results[0]["split"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    for i, r in enumerate(results):
+        color, name = f"C{i % 10}", label(r)
+        axes[0, 0].plot(r["axis"], [v if v is not None else math.nan for v in r["curve"]["loss"]], color=color,
+                        label=f"{name} (sharpness {r['sharpness']['value']:.3g})")
+        axes[0, 1].plot(r["axis"], r["curve"]["acc"], color=color, label=name)
+        axes[1, 0].plot(r["path"]["t"], [v if v is not None else math.nan for v in r["path"]["loss"]], color=color,
+                        label=name)
+        axes[1, 1].plot(r["path"]["t"], r["path"]["acc"], color=color, label=name)
+    axes[0, 0].set(yscale="log", xlabel="a  (theta + a d1, d1 filter-normalized)", ylabel=f"{split} loss",
+                   title="loss along a random direction")
+    axes[0, 1].set(xlabel="a", ylabel=f"{split} accuracy", title="accuracy along the same direction")
+    axes[1, 0].set(yscale="log", xlabel="t  ((1 - t) theta_init + t theta)", ylabel=f"{split} loss",
+                   title="linear path from the initial weights (t = 1: the checkpoint)")
+    axes[1, 1].set(xlabel="t", ylabel=f"{split} accuracy", title="accuracy along the path")
+    for ax in axes.flat:
+        ax.grid(True, alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.axvline(0 if ax is axes[0, 0] else 1, color="0.5", lw=0.8, ls=":")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"{results[0]['checkpoint']}.pt, {results[0]['n_images']} {split} images, directions seed "
+                 f"{results[0]['seed']}", fontsize=10)
+    fig.tight_layout()
+    images = {"landscape/1d": _save(fig, folder / "landscape_1d.png")}
+    if results[0]["surface"] is None:
+        return images
+    surfaces = [np.array([[_log10(v) for v in row] for row in r["surface"]["loss"]]) for r in results]
+    finite = np.concatenate([s[np.isfinite(s)] for s in surfaces])
+    lo, hi = float(finite.min()), float(finite.max())
+    levels = np.linspace(lo, hi, 25)
+    n = len(results)
+    fig = plt.figure(figsize=(4.6 * n, 8.6))
+    for i, (r, z) in enumerate(zip(results, surfaces)):
+        a = np.array(r["axis"])
+        x, y = np.meshgrid(a, a)
+        ax = fig.add_subplot(2, n, i + 1)
+        cs = ax.contourf(x, y, np.clip(z, lo, hi), levels=levels, cmap="viridis")
+        ax.contour(x, y, np.clip(z, lo, hi), levels=levels[::3], colors="k", linewidths=0.4)
+        ax.plot(0, 0, "r+", ms=10)
+        ax.set(title=f"{label(r)}\nsharpness {r['sharpness']['value']:.3g}", xlabel="d1", ylabel="d2", aspect="equal")
+        ax3 = fig.add_subplot(2, n, n + i + 1, projection="3d")
+        ax3.plot_surface(x, y, np.clip(z, lo, hi), cmap="viridis", vmin=lo, vmax=hi, linewidth=0, antialiased=True)
+        ax3.set(zlim=(lo, hi), xlabel="d1", ylabel="d2", zlabel=f"log10 {split} loss")
+    fig.colorbar(cs, ax=fig.axes[0::2], shrink=0.6, label=f"log10 {split} loss (one scale for every run)")
+    images["landscape/2d"] = _save(fig, folder / "landscape_2d.png")
+    return images
+
+
+def to_tensorboard(folder: Path, images: dict[str, Path], step: int) -> None:
+    """The figures as images in the run's TensorBoard (an event file of their own beside the run's)."""
+    import matplotlib.pyplot as plt
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(folder), filename_suffix=".landscape")
+    try:
+        for tag, path in images.items():
+            writer.add_image(tag, plt.imread(path)[..., :3], step, dataformats="HWC")
+    finally:
+        writer.close()

@@ -1,0 +1,162 @@
+"""Loss landscapes: the real CLI on tiny runs, its numbers checked against the checkpoint's own loss."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reg_runner.landscape import surface
+from reg_runner.model.mlp import MLP
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def landscape(cli, *args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "reg_runner.landscape", *map(str, args)], cwd=cli.tmp_path,
+                          env=cli.env, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    return proc
+
+
+def checkpoint_loss(run_dir, which="best", split="train"):
+    """The loss and accuracy of a run's checkpoint on its training images, with torch.nn and nothing of ours."""
+    from reg_runner import config as config_lib
+    from reg_runner.data import tensors
+    from reg_runner.resume import load_config
+
+    cfg = config_lib.check(load_config(run_dir), through=3).cfg
+    data = tensors.load(cfg.data, torch.device("cpu"))
+    checkpoint = torch.load(run_dir / "checkpoints" / f"{which}.pt", weights_only=True)
+    model = MLP(data.in_features, 10, cfg.model)
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    part = getattr(data, split)
+    with torch.no_grad():
+        logits = model(part.x)
+    return F.cross_entropy(logits, part.y).item(), (logits.argmax(1) == part.y).float().mean().item()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_data):
+    """Two finished tiny runs: a plain MLP and one with BatchNorm (evaluated with its running statistics)."""
+    from conftest import CLI
+
+    cli = CLI(tmp_path_factory.mktemp("landscape"), tiny_data)
+    plain = cli("trainer.epochs=3").run_dir
+    bn = cli("trainer.epochs=3", "model.norm=batchnorm", "model.dropout=0.2").run_dir
+    return cli, plain, bn
+
+
+def test_the_centre_is_the_checkpoint_and_the_path_ends_at_the_init(runs):
+    cli, plain, _ = runs
+    proc = landscape(cli, plain, "--grid", 7, "--span", 0.5)
+    result = json.loads((plain / "landscape.json").read_text())
+    loss, acc = checkpoint_loss(plain)
+    assert result["center"]["loss"] == pytest.approx(loss, abs=1e-5)
+    assert result["center"]["acc"] == pytest.approx(acc, abs=1e-6)
+    n = 7
+    assert len(result["surface"]["loss"]) == n and all(len(row) == n for row in result["surface"]["loss"])
+    assert result["surface"]["loss"][n // 2][n // 2] == pytest.approx(loss, abs=1e-5)  # the grid's centre
+    assert result["curve"]["loss"][n // 2] == pytest.approx(loss, abs=1e-5)
+    assert result["axis"][0] == -0.5 and result["axis"][-1] == 0.5
+    # the path: t = 1 is the checkpoint, t = 0 the weights the run started from (its init.pt)
+    path = result["path"]
+    assert path["init"] == "checkpoints/init.pt"
+    t = path["t"]
+    init = torch.load(plain / "checkpoints" / "init.pt", weights_only=True)["model"]
+    best = torch.load(plain / "checkpoints" / "best.pt", weights_only=True)
+    torch.save(dict(best, model=init), plain / "checkpoints" / "init_as_best.pt")
+    init_loss, _ = checkpoint_loss(plain, "init_as_best")
+    assert path["loss"][t.index(1.0)] == pytest.approx(loss, abs=1e-5)
+    assert path["loss"][t.index(0.0)] == pytest.approx(init_loss, abs=1e-5)
+    assert init_loss > loss  # it trained
+    # the loss rises away from the minimum it trained into
+    assert result["sharpness"]["value"] > 0 and result["sharpness"]["radius"] > 0
+    for name in ("landscape_1d.png", "landscape_2d.png"):
+        assert (plain / name).read_bytes()[:8] == PNG
+    assert "sharpness" in proc.stdout
+
+
+def test_images_reach_the_runs_tensorboard(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli, plain, _ = runs
+    landscape(cli, plain, "--grid", 5, "--dims", 1)
+    files = sorted(plain.glob("events.out.tfevents.*.landscape"))
+    assert files
+    acc = EventAccumulator(str(files[-1]), size_guidance={"images": 0})
+    acc.Reload()
+    assert "landscape/1d" in acc.Tags()["images"]
+    image = acc.Images("landscape/1d")[-1]
+    assert image.encoded_image_string[:8] == PNG and image.width > 100
+    assert json.loads((plain / "landscape.json").read_text())["surface"] is None  # --dims 1: a curve only
+
+
+def test_directions_are_filter_normalized():
+    state = MLP(12, 10, _model_cfg()).state_dict()
+    d = surface.direction(state, torch.Generator().manual_seed(0))
+    for name, t in state.items():
+        if t.dim() == 2:
+            assert torch.allclose(d[name].norm(dim=1), t.norm(dim=1), rtol=1e-5)
+            assert not torch.allclose(d[name], t)  # a random direction, not the weights
+        elif t.dtype.is_floating_point:
+            assert torch.count_nonzero(d[name]) == 0  # biases, norm gains, running statistics: not moved
+        else:
+            assert name not in d  # BatchNorm's batch counter
+
+
+def _model_cfg():
+    from reg_runner.model import ModelConfig
+
+    return ModelConfig(depth=2, width=7, activation="relu", norm="batchnorm", norm_position="before_activation",
+                       dropout=0.0, residual=False, init="default")
+
+
+def test_two_runs_in_one_figure_and_batchnorm_uses_running_statistics(runs, tmp_path):
+    cli, plain, bn = runs
+    out = tmp_path / "compare"
+    proc = landscape(cli, plain, bn, "--grid", 5, "--split", "val", "--val-size", 150, "--out", out)
+    both = json.loads((out / "landscape.json").read_text())["runs"]
+    assert [r["run"] for r in both] == [str(plain), str(bn)]
+    assert all(r["n_images"] == 150 and r["split"] == "val" for r in both)
+    assert (out / "landscape_2d.png").read_bytes()[:8] == PNG
+    # the BatchNorm run's centre, on its whole training set, is its eval-mode loss (running statistics)
+    proc = landscape(cli, bn, "--grid", 3, "--dims", 1, "--out", tmp_path / "bn")
+    result = json.loads((tmp_path / "bn" / "landscape.json").read_text())
+    assert result["center"]["loss"] == pytest.approx(checkpoint_loss(bn)[0], abs=1e-5)
+    assert not (bn / "landscape.json").exists()  # --out: the run folder is left as it was
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("args, says", [
+    (["{missing}"], "is not a folder"),
+    (["{empty}"], "not a reg_runner run folder"),
+    (["{plain}", "--grid", "4"], "'4' is not allowed: an odd integer in [3, 201]"),
+    (["{plain}", "--span", "0"], "'0' is not allowed: a number in (0, 10]"),
+    (["{plain}", "--checkpoint", "first"], "invalid choice: 'first'"),
+    (["{plain}", "--device", "tpu"], "--device='tpu' is not allowed"),
+])
+def test_bad_arguments_get_one_line(runs, tmp_path, args, says):
+    cli, plain, _ = runs
+    (tmp_path / "empty").mkdir()
+    values = dict(missing=tmp_path / "nope", empty=tmp_path / "empty", plain=plain)
+    proc = landscape(cli, *[a.format(**values) for a in args], check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert says in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_damaged_checkpoint_gets_one_line(runs, tmp_path):
+    import shutil
+
+    cli, plain, _ = runs
+    copy = tmp_path / "copy"
+    shutil.copytree(plain, copy, ignore=shutil.ignore_patterns("landscape*", "events*"))
+    (copy / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
+    proc = landscape(cli, copy, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: {copy}/checkpoints/best.pt cannot be read as a checkpoint (UnpicklingError); it is damaged"]
