@@ -50,6 +50,7 @@ class Run:
     seed: int | None = None
     metrics: dict | None = None
     config: dict | None = None  # resolved_config.yaml, flattened, without seed and what changes no number
+    sharpness: float | None = None  # from landscape.json (python -m reg_runner.landscape), if it was run
 
     @property
     def finished(self) -> bool:
@@ -117,6 +118,11 @@ def read_run(path: Path, root: Path) -> Run:
         run.metrics = record
         run.status = folder.status()
         run.seed = record.get("seed") if isinstance(record.get("seed"), int) else None
+    try:
+        sharpness = json.loads((path / "landscape.json").read_text())["sharpness"]
+        run.sharpness = float(sharpness["value"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     if run.status in ("killed", "interrupted", "failed"):
         run.status += " (resume: python -m reg_runner.resume <folder>)"
     if run.seed is None and "seed" in run.settings:
@@ -180,9 +186,9 @@ def _get(m: dict | None, *path):
     return m
 
 
-def run_row(run: Run, keys: list[str]) -> dict:
+def run_row(run: Run, keys: list[str], sharpness: bool = False) -> dict:
     m = run.metrics
-    return {
+    row = {
         "run": run.name,
         **{k: run.settings.get(k, "-") for k in keys},
         "seed": run.seed,
@@ -194,6 +200,9 @@ def run_row(run: Run, keys: list[str]) -> dict:
         "wall_s": _get(m, "timing", "wall_s"),
         "status": run.status,
     }
+    if sharpness:  # the loss rise at a fixed filter-normalized radius around the checkpoint (landscape.json)
+        row = {**{k: v for k, v in row.items() if k != "status"}, "sharpness": run.sharpness, "status": run.status}
+    return row
 
 
 def welch_p(a: list[float], b: list[float]) -> float | None:
@@ -277,7 +286,7 @@ def markdown(runs, keys, table1, table2, baseline, root) -> str:
            f"{len(runs)} runs, {sum(r.finished for r in runs)} finished. Grouped by: {', '.join(keys) or '(nothing differs)'}."
            " Test accuracy is measured at each run's best-validation epoch.", "", "## Runs", ""]
     cols = ["run", *keys, "seed", "best val acc", "test acc at best", "final train loss", "final val loss",
-            "best epoch", "wall s", "status"]
+            "best epoch", "wall s", *(["sharpness"] if "sharpness" in table1[0] else []), "status"]
     out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in table1:
         vals = list(row.values())
@@ -365,7 +374,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     writable_folder(out)
     grouped_by = choose_settings(runs)
     keys = varying_keys(runs)
-    table1 = [run_row(r, keys) for r in runs]
+    table1 = [run_row(r, keys, sharpness=any(r.sharpness is not None for r in runs)) for r in runs]
     table2, baseline = group_rows(runs, keys, baseline)
     text = markdown(runs, keys, table1, table2, baseline, root)
     if grouped_by != "overrides":

@@ -160,3 +160,20 @@ def test_a_damaged_checkpoint_gets_one_line(runs, tmp_path):
     proc = landscape(cli, copy, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: {copy}/checkpoints/best.pt cannot be read as a checkpoint (UnpicklingError); it is damaged"]
+
+
+def test_the_report_shows_each_runs_sharpness(runs, tmp_path):
+    from reg_runner.report import report
+
+    cli, plain, bn = runs
+    landscape(cli, plain, "--grid", 3, "--dims", 1)
+    sharpness = json.loads((plain / "landscape.json").read_text())["sharpness"]["value"]
+    text = report(cli.tmp_path, out=tmp_path, plots=False)
+    header = next(line for line in text.splitlines() if line.startswith("| run |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert "sharpness" in columns
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in text.splitlines() if line.startswith(("| run1", "| run2"))}
+    at = columns.index("sharpness")
+    assert float(rows[plain.name][at]) == pytest.approx(sharpness, abs=1e-4)
+    assert rows[bn.name][at] == "-" or bn.joinpath("landscape.json").exists()
