@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import TINY, make_tiny_mnist
+from conftest import ROOT, TINY, make_tiny_mnist
 
 from reg_runner.data import idx
 
@@ -467,3 +467,8 @@ def test_a_value_fixed_on_the_command_line_wins_over_the_search_space(cli):
 
     for run in (p for p in proc.run_dir.iterdir() if p.is_dir()):
         assert yaml.safe_load((run / "resolved_config.yaml").read_text())["optimizer"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_preset_passes_the_checks(tiny_data, preset):
+    assert rejection([f"+experiment={preset}", "data.val_size=100"], tiny_data) is None
