@@ -129,7 +129,25 @@ def test_two_runs_in_one_figure_and_batchnorm_uses_running_statistics(runs, tmp_
     result = json.loads((tmp_path / "bn" / "landscape.json").read_text())
     assert result["center"]["loss"] == pytest.approx(checkpoint_loss(bn)[0], abs=1e-5)
     assert not (bn / "landscape.json").exists()  # --out: the run folder is left as it was
-    assert proc.returncode == 0
+
+
+
+def test_the_path_never_extrapolates_a_variance_below_zero(runs, tmp_path):
+    """Past the checkpoint (t > 1) the path keeps its BatchNorm statistics: mixing a running variance of
+    0.05 with the init's 1 at t = 1.5 would give -0.425, and NaN losses."""
+    import shutil
+
+    cli, _, bn = runs
+    copy = tmp_path / "small_variance"
+    shutil.copytree(bn, copy, ignore=shutil.ignore_patterns("landscape*", "events*"))
+    best = torch.load(copy / "checkpoints" / "best.pt", weights_only=True)
+    for name in best["model"]:
+        if name.endswith("running_var"):
+            best["model"][name].fill_(0.05)
+    torch.save(best, copy / "checkpoints" / "best.pt")
+    landscape(cli, copy, "--grid", 5, "--dims", 1)
+    path = json.loads((copy / "landscape.json").read_text())["path"]
+    assert path["t"][-1] == 1.5 and all(v is not None for v in path["loss"]), path
 
 
 @pytest.mark.parametrize("args, says", [

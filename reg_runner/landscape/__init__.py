@@ -9,7 +9,8 @@ random directions (``reg_runner.landscape.surface``) drawn from ``--seed``: runs
 get the same raw directions, each normalized to its own weights. And the linear path
 ``(1 - t) theta_0 + t theta`` from the run's initial weights (``checkpoints/init.pt``; for runs made
 before it was kept, the initial weights are drawn again from the run's seed, as the run drew them)
-for t in [-0.5, 1.5], about as many points as the grid (Goodfellow, Vinyals & Saxe 2015, "Qualitatively characterizing neural network
+for t in [-0.5, 1.5], about as many points as the grid, BatchNorm's running statistics mixed alike
+between the ends and the nearest end's beyond them (Goodfellow, Vinyals & Saxe 2015, "Qualitatively characterizing neural network
 optimization problems").
 
 Sharpness: the mean rise of the loss from the checkpoint to the four points at filter-normalized
@@ -152,8 +153,9 @@ def landscape(run: dict, args, data, device) -> dict:
     init, init_source = initial_state(run)
     h = max(2, 2 * ((args.grid - 1) // 4))  # points per unit of t, even: t = 0, 1/2 and 1 are on the path
     ts = [k / h for k in range(-h // 2, 3 * h // 2 + 1)]  # [-0.5, 1.5]
+    inside = [min(max(t, 0.0), 1.0) for t in ts]  # BatchNorm's statistics: the nearest end's beyond the ends
     path_loss, path_acc = surface.points(run["cfg"].model, in_features, [theta, init], [[t, 1 - t] for t in ts], data,
-                                         device)
+                                         device, buffer_coefs=[[t, 1 - t] for t in inside])
     center, rises = loss[0], [v - loss[0] for v in loss[1:5]]
     g_loss, g_acc = loss[5:], acc[5:]
     n = args.grid

@@ -2,15 +2,23 @@
 
 import io
 import math
+import re
 from pathlib import Path
 
 from reg_runner import atomic
 
 
-def label(result: dict) -> str:
-    """A run's name in a legend: its folder's last two parts (a sweep's folder and the job)."""
-    parts = Path(result["run"]).parts
-    return "/".join(parts[-2:])
+def labels(results: list[dict]) -> list[str]:
+    """Each run's name in a legend: its folder's name, less a multirun's job number and the overrides every
+    run shares (``0_+experiment=deep,model.depth=10`` and ``1_+experiment=deep,model.depth=20``: ``model.depth=10``
+    and ``model.depth=20``)."""
+    names = [Path(r["run"]).name for r in results]
+    items = [re.sub(r"^\d+_", "", n).split(",") for n in names]
+    shared = set.intersection(*(set(i) for i in items)) if len(items) > 1 else set()
+    out = [",".join(x for x in i if x not in shared) for i in items]
+    if len(set(out)) < len(out) or not all(out):  # not told apart by their overrides: their folders' paths
+        out = ["/".join(Path(r["run"]).parts[-2:]) for r in results]
+    return out
 
 
 def _save(fig, path: Path) -> Path:
@@ -38,8 +46,9 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
 
     split = results[0]["split"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    names = labels(results)
     for i, r in enumerate(results):
-        color, name = f"C{i % 10}", label(r)
+        color, name = f"C{i % 10}", names[i]
         axes[0, 0].plot(r["axis"], [v if v is not None else math.nan for v in r["curve"]["loss"]], color=color,
                         label=f"{name} (sharpness {r['sharpness']['value']:.3g})")
         axes[0, 1].plot(r["axis"], r["curve"]["acc"], color=color, label=name)
@@ -56,7 +65,8 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
         ax.grid(True, alpha=0.3)
     for ax in axes[:, 0]:
         ax.axvline(0 if ax is axes[0, 0] else 1, color="0.5", lw=0.8, ls=":")
-    axes[0, 0].legend(fontsize=8)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=min(len(results), 2), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02 * ((len(results) + 1) // 2)))
     fig.suptitle(f"{results[0]['checkpoint']}.pt, {results[0]['n_images']} {split} images, directions seed "
                  f"{results[0]['seed']}", fontsize=10)
     fig.tight_layout()
@@ -69,14 +79,15 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
     levels = np.linspace(lo, hi, 25)
     n = len(results)
     fig = plt.figure(figsize=(4.6 * n, 8.6))
-    for i, (r, z) in enumerate(zip(results, surfaces)):
+    for i, (r, z, name) in enumerate(zip(results, surfaces, names)):
         a = np.array(r["axis"])
         x, y = np.meshgrid(a, a)
         ax = fig.add_subplot(2, n, i + 1)
         cs = ax.contourf(x, y, np.clip(z, lo, hi), levels=levels, cmap="viridis")
         ax.contour(x, y, np.clip(z, lo, hi), levels=levels[::3], colors="k", linewidths=0.4)
         ax.plot(0, 0, "r+", ms=10)
-        ax.set(title=f"{label(r)}\nsharpness {r['sharpness']['value']:.3g}", xlabel="d1", ylabel="d2", aspect="equal")
+        ax.set(xlabel="d1", ylabel="d2", aspect="equal")
+        ax.set_title(f"{name}\nsharpness {r['sharpness']['value']:.3g}", fontsize=9)
         ax3 = fig.add_subplot(2, n, n + i + 1, projection="3d")
         ax3.plot_surface(x, y, np.clip(z, lo, hi), cmap="viridis", vmin=lo, vmax=hi, linewidth=0, antialiased=True)
         ax3.set(zlim=(lo, hi), xlabel="d1", ylabel="d2", zlabel=f"log10 {split} loss")

@@ -46,23 +46,28 @@ def row_norms(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def points(model_cfg, in_features: int, basis: list[dict[str, torch.Tensor]], coefs: list[list[float]], split,
-           device) -> tuple[list[float], list[float]]:
+           device, buffer_coefs: list[list[float]] | None = None) -> tuple[list[float], list[float]]:
     """The mean loss and accuracy on ``split`` of the networks ``sum_b coefs[p][b] * basis[b]``, one per p.
 
-    Tensors that are not floating point (BatchNorm's batch counter) are the first basis state's.
+    BatchNorm's running statistics are combined with ``buffer_coefs`` where given (a path extrapolated past
+    its ends must not extrapolate a variance below zero), else with ``coefs``; tensors that are not floating
+    point (BatchNorm's batch counter) are the first basis state's.
     """
+    buffer_coefs = coefs if buffer_coefs is None else buffer_coefs
     names = list(basis[0])
     stacked = {n: torch.stack([b[n].to(device) for b in basis]) for n in names if basis[0][n].dtype.is_floating_point}
     losses, accs = [], []
     precision = EvalPrecision("fp32")
     for start in range(0, len(coefs), CHUNK):
         c = torch.tensor(coefs[start : start + CHUNK], dtype=torch.float32, device=device)
+        cb = torch.tensor(buffer_coefs[start : start + CHUNK], dtype=torch.float32, device=device)
         with torch.device(device):
             model = StackedMLP(in_features, N_CLASSES, model_cfg, [0.0] * len(c), [None] * len(c))
+        buffers = {name for name, _ in model.named_buffers()}
         with torch.no_grad():
             for name, t in model.state_dict().items():
                 if name in stacked:
-                    t.copy_(torch.tensordot(c, stacked[name], dims=1))
+                    t.copy_(torch.tensordot(cb if name in buffers else c, stacked[name], dims=1))
                 else:
                     t.copy_(basis[0][name].to(device).expand_as(t))
         means = host_means({k: v for k, v in evaluate(model, split, EVAL_BATCH, precision).items() if k != "entropy"})
