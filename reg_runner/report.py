@@ -50,7 +50,7 @@ class Run:
     seed: int | None = None
     metrics: dict | None = None
     config: dict | None = None  # resolved_config.yaml, flattened, without seed and what changes no number
-    sharpness: float | None = None  # from landscape.json (python -m reg_runner.landscape), if it was run
+    sharpness: float | None = None  # from landscape.json (python -m reg_runner.landscape), of best.pt on train images
 
     @property
     def finished(self) -> bool:
@@ -119,8 +119,9 @@ def read_run(path: Path, root: Path) -> Run:
         run.status = folder.status()
         run.seed = record.get("seed") if isinstance(record.get("seed"), int) else None
     try:
-        sharpness = json.loads((path / "landscape.json").read_text())["sharpness"]
-        run.sharpness = float(sharpness["value"])
+        recorded = json.loads((path / "landscape.json").read_text())
+        if recorded["split"] == "train" and recorded["checkpoint"] == "best":  # one column, comparable numbers
+            run.sharpness = float(recorded["sharpness"]["value"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     if run.status in ("killed", "interrupted", "failed"):

@@ -157,15 +157,56 @@ def test_the_path_never_extrapolates_a_variance_below_zero(runs, tmp_path):
     (["{plain}", "--span", "0"], "'0' is not allowed: a number in (0, 10]"),
     (["{plain}", "--checkpoint", "first"], "invalid choice: 'first'"),
     (["{plain}", "--device", "tpu"], "--device='tpu' is not allowed"),
+    (["{plain}", "--device", "mps"], "no MPS device"),
+    (["{plain}", "--out", ""], "empty would mean the current folder"),
+    (["{plain}", "--out", "{plain}"], "it already holds files"),
+    (["{plain}", "{plain}/"], "is given twice"),
+    (["{plain}", "--grid", "5", "--grid", "7"], "--grid is given twice"),
+    (["{plain}", "--val-size", "50"], "--val-size=50 is not allowed with --split train"),
+    (["{plain}", "--split", "val", "--val-size", "100000"], "at most 400, the run's validation images"),
 ])
 def test_bad_arguments_get_one_line(runs, tmp_path, args, says):
     cli, plain, _ = runs
     (tmp_path / "empty").mkdir()
     values = dict(missing=tmp_path / "nope", empty=tmp_path / "empty", plain=plain)
+    before = sorted(p.name for p in plain.iterdir())
     proc = landscape(cli, *[a.format(**values) for a in args], check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert says in lines[0] and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in plain.iterdir()) == before and not (cli.tmp_path / "outputs").exists()
+
+
+def _copy_with(run, tmp_path, name, change):
+    """A copy of ``run`` whose best.pt's weights ``change`` has edited."""
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("landscape*", "events*"))
+    best = torch.load(copy / "checkpoints" / "best.pt", weights_only=True)
+    best["model"] = change(best["model"])
+    torch.save(best, copy / "checkpoints" / "best.pt")
+    return copy
+
+
+def test_checkpoints_that_do_not_fit_get_one_line(runs, tmp_path):
+    cli, plain, bn = runs
+    bn_weights = torch.load(bn / "checkpoints" / "best.pt", weights_only=True)["model"]
+    other = _copy_with(plain, tmp_path, "other", lambda state: bn_weights)
+    diverged = _copy_with(plain, tmp_path, "diverged", lambda state: {k: v.fill_(float("nan")) for k, v in state.items()})
+    lrf = cli("lr_find.steps=10", module="reg_runner.lr_find").run_dir
+    for folder, says in ((other, "does not hold the network of"), (diverged, "loss of nan (the run diverged)"),
+                         (lrf, "is a learning-rate range test's folder")):
+        proc = landscape(cli, folder, "--grid", 3, "--out", tmp_path / f"out_{folder.name}", check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], proc.stderr
+        assert not (tmp_path / f"out_{folder.name}").exists()  # nothing written, not even an empty folder
+
+
+def test_a_tiny_span_draws_a_flat_surface(runs, tmp_path):
+    cli, plain, _ = runs
+    landscape(cli, plain, "--grid", 3, "--span", "1e-12", "--out", tmp_path / "flat")
+    assert (tmp_path / "flat" / "landscape_2d.png").read_bytes()[:8] == PNG
 
 
 def test_a_damaged_checkpoint_gets_one_line(runs, tmp_path):
@@ -195,3 +236,15 @@ def test_the_report_shows_each_runs_sharpness(runs, tmp_path):
     at = columns.index("sharpness")
     assert float(rows[plain.name][at]) == pytest.approx(sharpness, abs=1e-4)
     assert rows[bn.name][at] == "-" or bn.joinpath("landscape.json").exists()
+
+
+def test_a_run_without_init_pt_gets_its_init_drawn_again_from_its_seed(runs, tmp_path):
+    cli, plain, _ = runs
+    copy = _copy_with(plain, tmp_path, "no_init", lambda state: state)
+    (copy / "checkpoints" / "init.pt").unlink()
+    landscape(cli, plain, "--grid", 5, "--dims", 1, "--out", tmp_path / "with")
+    landscape(cli, copy, "--grid", 5, "--dims", 1, "--out", tmp_path / "without")
+    with_init = json.loads((tmp_path / "with" / "landscape.json").read_text())["path"]
+    redrawn = json.loads((tmp_path / "without" / "landscape.json").read_text())["path"]
+    assert redrawn["init"].startswith("drawn again") and with_init["init"] == "checkpoints/init.pt"
+    assert redrawn["loss"] == with_init["loss"]  # the same weights, bit for bit

@@ -28,6 +28,7 @@ With ``--out``, everything goes there and the run folders are left as they are.
 
 import argparse
 import json
+import math
 import sys
 import time
 from datetime import datetime
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from reg_runner.errors import UserError, exit_on_user_error
 
+DEFAULT_VAL_SIZE = 10_000
 SHARPNESS_RADIUS = 0.25  # a quarter of the plots' axis: the quadratic rise is well above float noise
 
 
@@ -79,12 +81,36 @@ def arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--span", type=_span, default=1.0, help="the axes run over [-span, span] (default 1)")
     p.add_argument("--split", choices=("train", "val"), default="train",
                    help="train: the run's training images (default); val: a sample of its validation set")
-    p.add_argument("--val-size", type=_int_in(1, 10_000_000), default=10_000, help="the sample for --split val")
+    p.add_argument("--val-size", type=_int_in(1, 10_000_000), default=None,
+                   help="the sample for --split val (default: 10,000, or all the run's validation images if fewer)")
     p.add_argument("--dims", type=int, choices=(1, 2), default=2, help="1: a curve; 2: a surface (default)")
     p.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=0, help="draws the directions (default 0)")
-    p.add_argument("--out", type=Path, default=None, help="write everything here, not into the run folders")
+    p.add_argument("--out", type=_new_folder, default=None, help="a new folder: write everything there, not into "
+                   "the run folders")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
-    return p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    given = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
+    for option in given:
+        if given.count(option) > 1:
+            p.error(f"{option} is given twice: give it once")
+    args = p.parse_args(argv)
+    if args.val_size is not None and args.split != "val":
+        p.error(f"--val-size={args.val_size} is not allowed with --split {args.split}: it sizes the validation sample "
+                "(--split val)")
+    return args
+
+
+def _new_folder(text: str) -> Path:
+    """``--out``: a folder that is empty or does not exist yet (a run's folder, or an earlier landscape's, is
+    never written over)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a folder path (empty would mean the current "
+                                         "folder)")
+    path = Path(text)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {'a file' if not path.is_dir() else 'it already holds files'}; "
+                                         "choose a new folder")
+    return path
 
 
 def load_run(run_dir: Path, which: str) -> dict:
@@ -94,6 +120,9 @@ def load_run(run_dir: Path, which: str) -> dict:
     from reg_runner import config as config_lib
     from reg_runner.resume import load_config
 
+    if (run_dir / "lr_find.json").is_file():
+        raise UserError(f"{run_dir} is a learning-rate range test's folder (lr_find.json), not a run; give the "
+                        "folder of a run")
     cfg = load_config(run_dir)
     try:
         checked = config_lib.check(cfg, through=3)
@@ -109,7 +138,25 @@ def load_run(run_dir: Path, which: str) -> dict:
         epoch = checkpoint.get("epoch")
     except Exception as e:  # truncated, not a checkpoint, another format
         raise UserError(f"{path} cannot be read as a checkpoint ({type(e).__name__}); it is damaged") from None
-    return dict(dir=run_dir, cfg=checked.cfg, config=config_lib.as_data(cfg), state=state, epoch=epoch)
+    run = dict(dir=run_dir, cfg=checked.cfg, config=config_lib.as_data(cfg), in_features=checked.split.in_features,
+               epoch=epoch)
+    run["state"] = network(run, state, path)
+    return run
+
+
+def network(run: dict, state, path: Path) -> dict:
+    """``state``, if it holds the network of the run's config (names and shapes); else one line."""
+    import torch
+
+    from reg_runner.config import N_CLASSES
+    from reg_runner.model.mlp import StackedMLP
+
+    expected = StackedMLP(run["in_features"], N_CLASSES, run["cfg"].model, [0.0], [None]).member_state(0)
+    shapes = {n: tuple(t.shape) for n, t in state.items() if isinstance(t, torch.Tensor)} if isinstance(state, dict) else {}
+    if shapes != {n: tuple(t.shape) for n, t in expected.items()}:
+        raise UserError(f"{path} does not hold the network of {run['dir']}/resolved_config.yaml (its weights' names "
+                        "or shapes differ): it is another run's, or the config was edited")
+    return state
 
 
 def initial_state(run: dict) -> tuple[dict, str]:
@@ -123,15 +170,26 @@ def initial_state(run: dict) -> tuple[dict, str]:
     path = run["dir"] / "checkpoints" / "init.pt"
     if path.is_file():
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)["model"], "checkpoints/init.pt"
+            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
         except Exception:
             raise UserError(f"{path} cannot be read as a checkpoint; it is damaged") from None
+        return network(run, state, path), "checkpoints/init.pt"
     c = run["cfg"]
+    trained_on = _recorded_device(run["dir"])
+    if trained_on != "cpu":  # CUDA's and MPS's generators draw other numbers than the CPU's from one seed
+        raise UserError(f"{run['dir']} has no checkpoints/init.pt and trained on {trained_on}: its initial weights "
+                        "can be drawn again only where they were drawn; run the landscape there")
     gens = generators(run["config"]["seed"], torch.device("cpu"))
-    in_features = run["state"]["blocks.0.linear.weight"].shape[1] if c.model.depth else run["state"]["classifier.weight"].shape[1]
-    model = StackedMLP(in_features, N_CLASSES, c.model, [0.0], [None])
+    model = StackedMLP(run["in_features"], N_CLASSES, c.model, [0.0], [None])
     initialize(model, 0, c.model.init, c.model.activation, gens["init"])
     return model.member_state(0), "drawn again from the run's seed (no init.pt)"
+
+
+def _recorded_device(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "environment.json").read_text())["device"]).split(":")[0]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "an unrecorded device"
 
 
 def landscape(run: dict, args, data, device) -> dict:
@@ -157,13 +215,16 @@ def landscape(run: dict, args, data, device) -> dict:
     path_loss, path_acc = surface.points(run["cfg"].model, in_features, [theta, init], [[t, 1 - t] for t in ts], data,
                                          device, buffer_coefs=[[t, 1 - t] for t in inside])
     center, rises = loss[0], [v - loss[0] for v in loss[1:5]]
+    if not math.isfinite(center):
+        raise UserError(f"{run['dir']}/checkpoints/{args.checkpoint}.pt has a {args.split} loss of {center} (the run "
+                        "diverged): its landscape has no floor to measure from; choose another checkpoint or run")
     g_loss, g_acc = loss[5:], acc[5:]
     n = args.grid
     out = dict(
         run=str(run["dir"]), checkpoint=args.checkpoint, epoch=run["epoch"], split=args.split, n_images=len(data),
         seed=args.seed, span=args.span, grid=n, dims=args.dims, axis=axis,
         center=dict(loss=center, acc=acc[0]),
-        sharpness=dict(value=sum(rises) / 4, radius=r, rises=rises,
+        sharpness=dict(value=surface.nan_to_none([sum(rises) / 4])[0], radius=r, rises=surface.nan_to_none(rises),
                        what="mean rise of the loss at filter-normalized distance radius along +-d1, +-d2"),
         curve=dict(loss=surface.nan_to_none(g_loss[:n] if args.dims == 1 else g_loss[(n // 2) * n : (n // 2 + 1) * n]),
                    acc=g_acc[:n] if args.dims == 1 else g_acc[(n // 2) * n : (n // 2 + 1) * n]),
@@ -185,16 +246,21 @@ def evaluation_split(data, args):
     if args.split == "train":
         return data.train
     val = data.val
-    if len(val) <= args.val_size:
+    if args.val_size is not None and args.val_size > len(val):
+        raise UserError(f"--val-size={args.val_size} is not allowed: at most {len(val)}, the run's validation images")
+    if len(val) <= (args.val_size or DEFAULT_VAL_SIZE):
         return val
-    index = torch.randperm(len(val), generator=torch.Generator().manual_seed(args.seed))[: args.val_size]
+    index = torch.randperm(len(val), generator=torch.Generator().manual_seed(args.seed))[: args.val_size or DEFAULT_VAL_SIZE]
     return Split(val.x[index.to(val.x.device)], val.y[index.to(val.y.device)])
 
 
 def main(argv=None) -> None:
     args = arguments(argv)
     with exit_on_user_error():
-        run_dirs = list(dict.fromkeys(p.resolve() for p in args.run_dirs))
+        run_dirs = [p.resolve() for p in args.run_dirs]
+        for d in run_dirs:
+            if run_dirs.count(d) > 1:
+                raise UserError(f"{d} is given twice: give each run once")
         for d in run_dirs:
             if not d.is_dir():
                 raise UserError(f"{d} is not a folder; give the folder of a run, e.g. outputs/<date>/<time>")
@@ -216,31 +282,51 @@ def main(argv=None) -> None:
 
         from reg_runner.data import tensors as data_lib
         from reg_runner.landscape import plots
-        from reg_runner.run import resolve_device
 
-        if args.device not in ("cpu", "cuda", "mps", "auto") and not args.device.startswith("cuda:"):
-            raise UserError(f"--device={args.device!r} is not allowed: cpu, cuda, cuda:N, mps or auto")
-        device = resolve_device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device={args.device!r} is not allowed here: this machine has no CUDA device")
+        device = _device(args.device)
+        made = out_all is not None and not out_all.exists()
+        if out_all is not None:
+            make_folder("--out", out_all)  # before the work: a folder the file system refuses is one line now
         torch.set_grad_enabled(False)
         results, cache = [], {}
-        for run in runs:
-            key = json.dumps(run["config"]["data"], sort_keys=True)
-            if key not in cache:
-                cache[key] = data_lib.load(run["cfg"].data, device)
-            result = landscape(run, args, evaluation_split(cache[key], args), device)
-            results.append(result)
-            print(f"{run['dir']}: {args.checkpoint}.pt (epoch {result['epoch']}), {args.split} loss "
-                  f"{result['center']['loss']:.4g}, sharpness {result['sharpness']['value']:.4g} "
-                  f"({result['networks_evaluated']} networks in {result['seconds']:.1f} s)", flush=True)
+        try:
+            for run in runs:
+                key = json.dumps(run["config"]["data"], sort_keys=True)
+                if key not in cache:
+                    cache[key] = data_lib.load(run["cfg"].data, device)
+                result = landscape(run, args, evaluation_split(cache[key], args), device)
+                results.append(result)
+                sharp = result["sharpness"]["value"]
+                print(f"{run['dir']}: {args.checkpoint}.pt (epoch {result['epoch']}), {args.split} loss "
+                      f"{result['center']['loss']:.4g}, sharpness {'overflow' if sharp is None else f'{sharp:.4g}'} "
+                      f"({result['networks_evaluated']} networks in {result['seconds']:.1f} s)", flush=True)
+        except UserError:
+            if made and not any(out_all.iterdir()):
+                out_all.rmdir()  # nothing was written: no empty folder is left behind
+            raise
         if out is None:
             for run, result in zip(runs, results):
                 _write(run["dir"], [result], tensorboard=run["cfg"].logging.tensorboard)
         if out_all is not None:
-            make_folder("--out", out_all)
             _write(out_all, results, tensorboard=False)
         print(f"written: {', '.join(str(p) for p in ([r['dir'] for r in runs] if out is None else []) + ([out_all] if out_all else []))}")
+
+
+def _device(name: str):
+    import torch
+
+    from reg_runner.run import resolve_device
+
+    allowed = "cpu, cuda, cuda:N, mps or auto"
+    if name not in ("cpu", "cuda", "mps", "auto") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise UserError(f"--device={name!r} is not allowed: {allowed}")
+    device = resolve_device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--device={name!r} is not allowed here: this machine has {torch.cuda.device_count()} CUDA "
+                        f"devices; {allowed}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device={name!r} is not allowed here: this machine has no MPS device; {allowed}")
+    return device
 
 
 def _writable(folder: Path) -> bool:

@@ -31,6 +31,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _g(v) -> str:
+    return "overflow" if v is None else f"{v:.3g}"
+
+
 def _log10(v):
     return math.log10(v) if v is not None and v > 0 else math.nan
 
@@ -50,7 +54,7 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
     for i, r in enumerate(results):
         color, name = f"C{i % 10}", names[i]
         axes[0, 0].plot(r["axis"], [v if v is not None else math.nan for v in r["curve"]["loss"]], color=color,
-                        label=f"{name} (sharpness {r['sharpness']['value']:.3g})")
+                        label=f"{name} (sharpness {_g(r['sharpness']['value'])})")
         axes[0, 1].plot(r["axis"], r["curve"]["acc"], color=color, label=name)
         axes[1, 0].plot(r["path"]["t"], [v if v is not None else math.nan for v in r["path"]["loss"]], color=color,
                         label=name)
@@ -75,7 +79,10 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
         return images
     surfaces = [np.array([[_log10(v) for v in row] for row in r["surface"]["loss"]]) for r in results]
     finite = np.concatenate([s[np.isfinite(s)] for s in surfaces])
+    if not finite.size:  # every point overflowed: nothing to draw but the curves
+        return images
     lo, hi = float(finite.min()), float(finite.max())
+    hi = max(hi, lo + 1e-6)  # a flat surface (a tiny --span) still gets increasing contour levels
     levels = np.linspace(lo, hi, 25)
     n = len(results)
     fig = plt.figure(figsize=(4.6 * n, 8.6))
@@ -87,7 +94,7 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
         ax.contour(x, y, np.clip(z, lo, hi), levels=levels[::3], colors="k", linewidths=0.4)
         ax.plot(0, 0, "r+", ms=10)
         ax.set(xlabel="d1", ylabel="d2", aspect="equal")
-        ax.set_title(f"{name}\nsharpness {r['sharpness']['value']:.3g}", fontsize=9)
+        ax.set_title(f"{name}\nsharpness {_g(r['sharpness']['value'])}", fontsize=9)
         ax3 = fig.add_subplot(2, n, n + i + 1, projection="3d")
         ax3.plot_surface(x, y, np.clip(z, lo, hi), cmap="viridis", vmin=lo, vmax=hi, linewidth=0, antialiased=True)
         ax3.set(zlim=(lo, hi), xlabel="d1", ylabel="d2", zlabel=f"log10 {split} loss")

@@ -76,6 +76,7 @@ class Checks(EarlyChecks):
 
         from reg_runner import config as config_lib
 
+        config_lib.chosen_by_group(overrides)  # a key given twice, lr_find's included
         items = config_lib.override_items(overrides)
         for key, value in items:
             why = unread(key)
@@ -107,30 +108,38 @@ def settings(config) -> LrFindConfig:
 
 
 def lrs(s: LrFindConfig) -> list[float]:
-    """The lr of each step: ``min_lr * q**j``, q such that the last is ``max_lr``."""
-    q = (s.max_lr / s.min_lr) ** (1 / (s.steps - 1))
-    return [s.min_lr * q**j for j in range(s.steps)]
+    """The lr of each step: geometric from ``min_lr`` to ``max_lr``, computed in log space (their ratio may
+    overflow a float)."""
+    lo, hi = math.log(s.min_lr), math.log(s.max_lr)
+    return [math.exp(lo + (hi - lo) * j / (s.steps - 1)) for j in range(s.steps)]
+
+
+class Curve:
+    """The losses of the steps so far, their smoothed values (the bias-corrected exponential moving average
+    of fastai and Lightning) and whether the smoothed loss has passed ``factor`` times its best: O(1) a step."""
+
+    def __init__(self, beta: float, factor: float | None = None):
+        self.beta, self.factor = beta, factor
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self._avg, self._best = 0.0, math.inf
+
+    def add(self, loss: float) -> bool:
+        """Record a step's loss; True if the smoothed loss now exceeds ``factor`` times the best before it."""
+        self.losses.append(loss)
+        self._avg = self.beta * self._avg + (1 - self.beta) * loss
+        value = self._avg / (1 - self.beta ** len(self.losses))
+        self.smoothed.append(value)
+        blew_up = self.factor is not None and value > self.factor * self._best
+        self._best = min(self._best, value)
+        return blew_up
 
 
 def smooth(losses: list[float], beta: float) -> list[float]:
-    """The bias-corrected exponential moving average (fastai's and Lightning's ``smooth_loss``)."""
-    out, avg = [], 0.0
-    for j, loss in enumerate(losses):
-        avg = beta * avg + (1 - beta) * loss
-        out.append(avg / (1 - beta ** (j + 1)))
-    return out
-
-
-def diverged_at(smoothed: list[float], factor: float | None) -> int | None:
-    """The first step whose smoothed loss exceeds ``factor`` times the best before it, or None."""
-    if factor is None:
-        return None
-    best = math.inf
-    for j, value in enumerate(smoothed):
-        if value > factor * best:
-            return j
-        best = min(best, value)
-    return None
+    curve = Curve(beta)
+    for loss in losses:
+        curve.add(loss)
+    return curve.smoothed
 
 
 def valley(losses: list[float]) -> int:

@@ -92,7 +92,8 @@ def range_test(cfg, out: Path) -> dict:
     engine = Engine(model, data, [member], listeners=[])
     log.info("model: %s on %s; seed %d; lr %g to %g over %d steps", _describe(run_cfg.model), device,
              config["seed"], settings.min_lr, settings.max_lr, settings.steps)
-    losses, smoothed, stop = [], [], None
+    curve, stop = lr_find.Curve(settings.smoothing, settings.stop_factor), None
+    losses, smoothed = curve.losses, curve.smoothed
     with deterministic(tc.deterministic):
         while stop is None and len(losses) < settings.steps:
             sums = engine.train_epoch({})["train/loss"][0][:, 0].tolist()
@@ -102,9 +103,7 @@ def range_test(cfg, out: Path) -> dict:
                 if not math.isfinite(loss):
                     stop = f"the loss became {loss} at step {len(losses)} (lr {planned[len(losses)]:.3g})"
                     break
-                losses.append(loss)
-                smoothed = lr_find.smooth(losses, settings.smoothing)
-                if lr_find.diverged_at(smoothed, settings.stop_factor) is not None:
+                if curve.add(loss):
                     stop = (f"the smoothed loss passed {settings.stop_factor:g}x its best at step {len(losses) - 1} "
                             f"(lr {planned[len(losses) - 1]:.3g})")
                     break
