@@ -7,6 +7,8 @@
     history.csv             one row per evaluation (the curves)
     checkpoints/last.pt     model, optimizer, scheduler, loop state, RNG states, config
     checkpoints/best.pt     the same at the best-validation epoch
+    checkpoints/init.pt     the weights before the first step (the loss landscape's linear path)
+    landscape.json, *.png   written later by python -m reg_runner.landscape, if it is run on the folder
     events.out.tfevents.*   TensorBoard
     reg_runner.log          the log
     .lock                   held by the process writing the run (fcntl lock): tells a live run from a killed one
