@@ -271,10 +271,10 @@ def unread_overrides(c: RunConfig, overrides) -> None:
         if key in DEPENDENT:
             reads, why = DEPENDENT[key]
             if not reads(c):
-                raise ConfigError(key, _typed(value), f"not set while {why} (the run would not read it)")
+                raise ConfigError(key, typed_value(value), f"not set while {why} (the run would not read it)")
 
 
-def _typed(text: str):
+def typed_value(text: str):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:

@@ -81,7 +81,7 @@ class Checks(EarlyChecks):
         for key, value in items:
             why = unread(key)
             if why:
-                raise ConfigError(key, config_lib._typed(value), f"not set for lr_find: {why}")
+                raise ConfigError(key, config_lib.typed_value(value), f"not set for lr_find: {why}")
         settings(config)
         run = OmegaConf.masked_copy(config, [k for k in config if k != "lr_find"])
         config_lib.check(run, [o for o in config_lib.plain_overrides(overrides)
