@@ -106,3 +106,62 @@ def test_seeds_per_trial_train_as_one_stack_and_the_trial_is_their_mean(cli):
     assert command[-1] == "seed=5"
     again = cli(*command, tiny=False)
     assert read_metrics(again.run_dir)["best_val"] == read_metrics(best["run_dirs"][1])["best_val"]
+
+
+def _replay_module():
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("prune_replay", ROOT / "benchmarks" / "prune_replay.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("pruner", [
+    ("hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=2",
+     "hydra.sweeper.pruner.reduction_factor=2"),
+    ("hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.min_resource=2",
+     "hydra.sweeper.pruner.reduction_factor=2"),
+])
+def test_the_replay_of_an_unpruned_search_gives_the_pruned_searchs_epochs(cli, pruner):
+    """benchmarks/prune_replay.py picks the pruners' defaults from an unpruned search's curves: it must
+    prune exactly what the real stacked search prunes (the first 8 trials are TPE's random start-up, so
+    both searches run the same trials). The hyperband preset's max_resource is the runs' epochs: it
+    prunes in the first batch, before any trial has finished ("auto" would wait for one)."""
+    common = (*SEARCH, "hydra/launcher=stacked", "hydra.sweeper.n_jobs=4", "hydra.sweeper.storage=null")
+    unpruned = cli(*common)
+    pruned = cli(*common, *pruner)
+    replay = _replay_module()
+    study, search = replay.trials(unpruned.run_dir, "val/acc")
+    assert study == "quick" and len({t.stack for t in search}) >= 2  # the batches trained as stacks
+    keys = {o.split("=", 1)[0].rpartition(".")[2]: int(o.split("=", 1)[1]) for o in pruner[1:]}
+    name = pruner[0].rpartition("=")[2]
+    if name == "hyperband":
+        keys["max_resource"] = 12
+    result = replay.replay(study, search, replay.pruner_from(name, keys), 4)
+    summary = json.loads((pruned.run_dir / "sweep_summary.json").read_text())
+    assert summary["n_pruned"] >= 1
+    assert (result["pruned"], result["trained"]) == (summary["n_pruned"], summary["epochs"]["run"])
+    if name == "successive_halving":  # its rungs compare trials still running: it prunes in the first batch
+        first = [read_metrics(f) for f in pruned.run_dir.iterdir() if f.is_dir() and int(f.name.split("_")[0]) < 4]
+        assert any(m["status"] == "pruned" for m in first)
+
+
+def test_hyperbands_max_resource_is_the_runs_epochs():
+    """Optuna's "auto" waits for a finished trial, so a first batch would run unpruned; the preset
+    gives hyperband the runs' epochs, resolved in the job's config as the sweeper sees it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from reg_runner.cli import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("config", overrides=["hparams_search=regularization", "hydra/sweeper/pruner=hyperband",
+                                           "trainer.epochs=37"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    pruner = instantiate(cfg.hydra.sweeper.pruner, _execution_whitelist_=("optuna.pruners.*",))
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner) and pruner._max_resource == 37
