@@ -165,3 +165,21 @@ def test_hyperbands_max_resource_is_the_runs_epochs():
     GlobalHydra.instance().clear()
     pruner = instantiate(cfg.hydra.sweeper.pruner, _execution_whitelist_=("optuna.pruners.*",))
     assert isinstance(pruner, optuna.pruners.HyperbandPruner) and pruner._max_resource == 37
+
+
+def test_the_showcase_preset_searches_its_space_over_three_seeds_in_stacks(cli):
+    """hparams_search=showcase as a user types it (here 2 epochs, 2 trials): every key its space suggests
+    is a key a run reads, each trial is 3 seeds in one stack, successive halving is its pruner."""
+    proc = cli("--multirun", "hparams_search=showcase", "data.val_size=null", "trainer.epochs=2",
+               "logging.tensorboard=false", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+               "hydra.sweeper.storage=null")
+    summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
+    assert summary["n_complete"] == 2 and len(summary["best"]["run_dirs"]) == 3
+    for run in summary["best"]["run_dirs"]:
+        cfg = (Path(run) / "resolved_config.yaml").read_text()
+        assert "name: noise_affine" in cfg and "epochs: 2" in cfg
+        env = json.loads((Path(run) / "environment.json").read_text())
+        assert env["trial"]["pruner"] == "optuna.pruners.SuccessiveHalvingPruner"
+        assert {str(Path(r)) for r in summary["best"]["run_dirs"]} <= set(env["stack"])
+    params = summary["best"]["params"]
+    assert {"augmentation.degrees", "augmentation.sigma", "optimizer.weight_decay", "scheduler"} <= params.keys()
