@@ -141,5 +141,11 @@ def entry(task=None) -> None:
             print(f"error: {one_line(text)}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         raise
+    except ValueError as e:  # Hydra's own argument rules (--multirun with --cfg...), before handing over
+        if "real" not in _held:
+            raise
+        sys.stderr = _held.pop("real")
+        print(f"error: {one_line(str(e))}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     finally:
         release_stderr()

@@ -260,6 +260,7 @@ MULTIRUN_CASES = [
     ("hparams_search=quick hydra.sweeper.seeds_per_trial=3 hydra/launcher=stacked hydra.launcher.max_members=2",
      "hydra.sweeper.seeds_per_trial=3 is not allowed: at most hydra.launcher.max_members=2"),
     ("optimizer=adam,lbfgs", "job 1 (optimizer=lbfgs): Could not find 'optimizer/lbfgs'"),
+    ("--cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
 ]
 
 
