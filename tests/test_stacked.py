@@ -35,6 +35,16 @@ def lone_and_stacked(cli, presets, structure, names, tmp_path):
     return sweep, stacked, lone
 
 
+def tensorboard_values(run) -> dict:
+    """Every scalar and histogram of a run's event files: tag -> [(step, value)], values as text (NaN == NaN)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run), size_guidance={"histograms": 0, "scalars": 0}).Reload()
+    out = {t: [(e.step, repr(e.value)) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+    out.update({t: [(e.step, str(e.histogram_value)) for e in ea.Histograms(t)] for t in ea.Tags()["histograms"]})
+    return out
+
+
 def test_every_member_records_what_it_records_alone(cli, presets, tmp_path):
     names = list(MEMBERS)
     sweep, stacked, lone = lone_and_stacked(cli, presets, ["model.norm=batchnorm"], names, tmp_path)
@@ -56,6 +66,10 @@ def test_every_member_records_what_it_records_alone(cli, presets, tmp_path):
                 torch.testing.assert_close(x["model"][k], y["model"][k], rtol=0, atol=0, equal_nan=True,
                                            msg=f"{name} {ckpt} {k}")
         assert (stacked[name] / ".hydra" / "overrides.yaml").is_file() and (stacked[name] / "reg_runner.log").is_file()
+        # TensorBoard too: scalars and histograms, the untrained model's entropy at step 0 included
+        tb = tensorboard_values(stacked[name])
+        assert tb == tensorboard_values(lone[name]), name
+        assert name == "m4" or tb["hist/entropy/val"][0][0] == 0
     # the absurd lr diverged alone, early, and took no other member with it
     m4 = read_metrics(stacked["m4"])
     assert m4["status"] == "diverged" and m4["stopped_at"] < 4

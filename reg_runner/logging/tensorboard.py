@@ -97,8 +97,13 @@ class TBLogger:
     def wants_histograms(self, epoch: int) -> bool:
         return epoch in self.hist_epochs
 
-    def start(self, config: dict) -> None:
-        """The HParams entry, and the entropy of the untrained model at step 0."""
+    @property
+    def wants_entropy(self) -> bool:
+        return self.writer is not None and bool(self.hist_epochs) and len(self.val_x) > 0
+
+    def start(self, config: dict, val_entropy=None) -> None:
+        """The HParams entry, and the entropy of the untrained model at step 0 (``val_entropy``: its
+        entropies on the validation images, when the stack's evaluation computed them)."""
         if self.writer is None:
             return
         from torch.utils.tensorboard.summary import hparams
@@ -106,8 +111,10 @@ class TBLogger:
         for summary in hparams(flat_hparams(config), {k: 0.0 for k in HPARAM_METRICS}):
             self.writer.file_writer.add_summary(summary)
         self.writer.add_scalar("entropy/max", probe.MAX_ENTROPY, 0)
-        if self.hist_epochs and len(self.val_x):
-            self._entropy(probe.output_entropy(self.model, self.val_x, self.eval_batch_size), 0)
+        if self.wants_entropy:
+            if val_entropy is None:
+                val_entropy = probe.output_entropy(self.model, self.val_x, self.eval_batch_size)
+            self._entropy(val_entropy, 0)
 
     def augmentation_examples(self, augment, generator: torch.Generator, n: int = 16) -> None:
         """The same training images before and after augmentation, once, drawn from the run's
@@ -187,15 +194,21 @@ class TensorBoard:
         return tb is not None and tb.wants_histograms(epoch)
 
     def start(self, engine) -> None:
-        for k, m in enumerate(engine.members):
+        fresh = []
+        for m in engine.members:
             resumed = m in self.resumed
             # a resumed run drops what an earlier process logged after its checkpoint
-            tb = TBLogger(m.run_dir, m.cfg.logging, self.plain, self.data, m.cfg.trainer.epochs,
-                          m.cfg.trainer.eval_batch_size, purge_step=m.state.epoch + 1 if resumed else None)
-            m.extra["tb"] = tb
-            if not resumed and tb.writer is not None:
+            m.extra["tb"] = TBLogger(m.run_dir, m.cfg.logging, self.plain, self.data, m.cfg.trainer.epochs,
+                                     m.cfg.trainer.eval_batch_size, purge_step=m.state.epoch + 1 if resumed else None)
+            fresh.append(not resumed and m.extra["tb"].writer is not None)
+        # the untrained models' entropies: one evaluation of the stack, as at every histogram epoch
+        wanted = any(new and m.extra["tb"].wants_entropy for new, m in zip(fresh, engine.members))
+        entropies = engine.evaluate(self.data.val, entropy=True)["entropy"] if wanted else None
+        for k, (new, m) in enumerate(zip(fresh, engine.members)):
+            if new:
+                tb = m.extra["tb"]
                 self._load(engine, k)
-                tb.start(m.config)
+                tb.start(m.config, entropies[k] if entropies is not None else None)
                 tb.augmentation_examples(m.augment, m.gens["examples"])
                 tb.writer.flush()  # on disk before the epoch-0 checkpoint: a resume starts after it
 
