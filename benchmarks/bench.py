@@ -1,6 +1,6 @@
 """How fast is the runner? Against the loops users would write and the hardware's floor, in one run.
 
-    python benchmarks/bench.py            # real MNIST, 30 epochs, 3 repeats (about 4 min on 2 CPU cores)
+    python benchmarks/bench.py            # real MNIST, 30 epochs, 3 repeats (about 17 min on 2 CPU cores)
     python benchmarks/bench.py --full     # and the full default 1000-epoch run, measured
     python benchmarks/bench.py --tiny --data-root DIR   # seconds: keeps this script working (tests)
 
@@ -18,7 +18,8 @@ validation and 10,000 test images per epoch.
 - ``lean``, ``typical``, ``lightning``: loops.py.
 - many runs of the reference config, differing in their seed (``--stacked-epochs`` epochs each): ``K lone
   runs`` in one ``--multirun`` process (Hydra's basic launcher: one after the other), and ``stacked K``
-  (``hydra/launcher=stacked``: one stack of K) for each K of ``--stacks``. Their figure is model-epochs
+  (``hydra/launcher=stacked``: one stack of K) for each K of ``--stacks``, histograms at the runner
+  row's density. Their figure is model-epochs
   per second (K x epochs over the process's wall time, start-up included, as a user waits for it)
   and per second of the epochs alone; the ratio that matters is stacked K over K lone runs.
 - ``compute floor``: the workload's matmul FLOPs (forward for evaluation; forward, weight gradients
@@ -86,11 +87,22 @@ def run_runner(name: str, overrides: list[str], epochs: int, args, work: Path, e
                 val_acc=m["final"]["val/acc"], run_dir=str(out))
 
 
+def at_default_density(epochs: int) -> list[str]:
+    """The default's histogram epochs per run scaled to ``epochs`` (at least 2, the first and last), so
+    that histograms weigh per epoch about what they weigh in the 1000-epoch reference run."""
+    from omegaconf import OmegaConf
+
+    histograms = OmegaConf.load(HERE.parent / "conf" / "logging" / "default.yaml").histograms
+    return [f"logging.histograms={max(2, round(histograms * epochs / REFERENCE_EPOCHS))}"]
+
+
 def run_many(name: str, k: int, stacked: bool, args, work: Path, env: dict) -> dict:
-    """K runs of the reference config (seeds 0..K-1) in one multirun process, stacked or one by one."""
+    """K runs of the reference config (seeds 0..K-1) in one multirun process, stacked or one by one,
+    histograms at the runner row's density."""
     out = work / name.replace(" ", "_")
     argv = [sys.executable, "-m", "reg_runner", "--multirun", f"seed=range(0,{k})",
             f"trainer.epochs={args.stacked_epochs}", f"trainer.device={args.device}", *common_data_overrides(args),
+            *at_default_density(args.stacked_epochs),
             *(["hydra/launcher=stacked"] if stacked else []), f"hydra.sweep.dir={out}"]
     r = launch(argv, env, work / f"{out.name}.log")
     metrics = [json.loads(p.read_text()) for p in out.glob("*/metrics.json")]
@@ -184,7 +196,7 @@ def main() -> None:
     parser.add_argument("--train-fraction", type=float, default=None,
                         help="of the training set (default: the config's 5%%; --tiny: 60%%, a batch of 300 on tiny data)")
     parser.add_argument("--stacks", default="8,32", help="stack sizes K to time (comma-separated; 0: none)")
-    parser.add_argument("--stacked-epochs", type=int, default=10, help="epochs of each run in the K-run rows")
+    parser.add_argument("--stacked-epochs", type=int, default=30, help="epochs of each run in the K-run rows")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
     if args.tiny:
@@ -212,11 +224,9 @@ def main() -> None:
     env = dict(os.environ)
     env.pop("HYDRA_FULL_ERROR", None)
 
-    histograms = OmegaConf.load(HERE.parent / "conf" / "logging" / "default.yaml").histograms
-    at_default_density = [f"logging.histograms={max(2, round(histograms * args.epochs / REFERENCE_EPOCHS))}"]
-    runners = {"runner": at_default_density, "runner, no histograms": ["logging.histograms=0"]}
+    runners = {"runner": at_default_density(args.epochs), "runner, no histograms": ["logging.histograms=0"]}
     if no_bf16 is None:
-        runners["runner, bf16 eval"] = [*at_default_density, "trainer.eval_precision=bf16"]
+        runners["runner, bf16 eval"] = [*at_default_density(args.epochs), "trainer.eval_precision=bf16"]
     loops = ["lean", "typical"] + (["lightning"] if have_lightning else [])
     many = {}  # name -> (K, stacked)
     if stack_sizes:

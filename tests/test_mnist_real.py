@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 
 def test_defaults_learn_mnist_through_datamaestro(tmp_path):
     cli = CLI(tmp_path, data=None)
-    m = read_metrics(cli("trainer.epochs=20", tiny=False).run_dir)
+    proc = cli("trainer.epochs=20", tiny=False)
+    m = read_metrics(proc.run_dir)
+    assert "Materializing" not in proc.stdout + proc.stderr  # datamaestro's info lines stay out of the run's output
     assert m["status"] == "completed" and m["data"]["n_train"] == 3000 and m["data"]["n_val"] == 57000
     assert m["data"]["n_test"] == 10000 and m["data"]["source"].startswith("datamaestro com.lecun.mnist")
     assert m["test_at_best"]["acc"] >= 0.88, m["test_at_best"]

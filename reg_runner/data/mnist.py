@@ -75,7 +75,12 @@ def load(root: str | None) -> RawMnist:
         return _checked(RawMnist(**arrays, source=f"package copy {EMBEDDED}"))
     from datamaestro import prepare_dataset  # imported late: it is only needed here
 
-    ds = prepare_dataset(DATASET_ID)
+    quiet = _QuietDatamaestro()  # its "Materializing 4 resources" on the root logger, in every run's output
+    logging.getLogger().addFilter(quiet)
+    try:
+        ds = prepare_dataset(DATASET_ID)
+    finally:
+        logging.getLogger().removeFilter(quiet)
     arrays = dict(
         train_images=ds.train.images.data(),
         train_labels=ds.train.labels.data(),
@@ -83,6 +88,13 @@ def load(root: str | None) -> RawMnist:
         test_labels=ds.test.labels.data(),
     )
     return _checked(RawMnist(**arrays, source=f"datamaestro {DATASET_ID} ({store})"))
+
+
+class _QuietDatamaestro(logging.Filter):
+    """Drops datamaestro's info lines (its warnings and errors pass): our own log says where the data is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
 
 
 FOLDER_HINT = "give a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, " \
