@@ -23,6 +23,7 @@ import csv
 import itertools
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +60,10 @@ def trials(sweep: Path, objective: str) -> tuple[str, list[Trial]]:
             seeds = sorted(folder.glob("seed=*"))  # hydra.sweeper.seeds_per_trial > 1: one folder per seed
             runs[number] = seeds or [folder]
     numbers = sorted(runs)
-    if not numbers or numbers != list(range(len(numbers))):
-        raise SystemExit(f"{sweep}: trial folders {numbers} are not 0..N-1")
+    if not numbers:
+        raise ValueError("no trial folders (<number>_<parameters>/) in it")
+    if numbers != list(range(len(numbers))):
+        raise ValueError(f"trial folders {numbers[:10]}... are not 0..N-1 (a search cut short?)")
     study, out = None, []
     for n in numbers:
         curves = []
@@ -70,7 +73,7 @@ def trials(sweep: Path, objective: str) -> tuple[str, list[Trial]]:
             curves.append(list(itertools.accumulate(values, max)))
         if len({len(c) for c in curves}) != 1 or json.loads((runs[n][0] / "metrics.json").read_text())["status"] \
                 != "completed":
-            raise SystemExit(f"{runs[n][0]}: not a completed run; replay a search without a pruner")
+            raise ValueError(f"{runs[n][0].relative_to(sweep)} is not a completed run: replay a search without a pruner")
         env = json.loads((runs[n][0] / "environment.json").read_text())
         study = env["trial"]["study"]
         stack = tuple(sorted({_number(Path(p)) for p in env.get("stack") or [runs[n][0]]}))
@@ -144,6 +147,11 @@ SETTINGS = [  # (pruner file, keys changed): the presets as they were, then the 
 ]
 
 
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="folder of a finished search run without a pruner")
@@ -153,7 +161,16 @@ def main() -> None:
     parser.add_argument("--objective", default="val/acc")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study, search = trials(args.sweep, args.objective)
+    if not args.sweep.is_dir():
+        fail(f"{args.sweep}: not a folder")
+    if args.n_jobs < 1:
+        fail(f"--n-jobs {args.n_jobs}: an integer >= 1")
+    try:
+        study, search = trials(args.sweep, args.objective)
+    except ValueError as e:
+        fail(f"{args.sweep}: {e}")
+    except (OSError, KeyError) as e:
+        fail(f"{args.sweep}: not the folder of a finished search ({type(e).__name__}: {e})")
     if args.lone:
         search = [Trial(t.number, t.curve, (t.number,), t.runs) for t in search]
     epochs = len(search[0].curve)
