@@ -103,7 +103,7 @@ class TBLogger:
 
     def start(self, config: dict, val_entropy=None) -> None:
         """The HParams entry, and the entropy of the untrained model at step 0 (``val_entropy``: its
-        entropies on the validation images, when the stack's evaluation computed them)."""
+        entropies on the validation images, from the stack's evaluation; given when ``wants_entropy``)."""
         if self.writer is None:
             return
         from torch.utils.tensorboard.summary import hparams
@@ -112,8 +112,6 @@ class TBLogger:
             self.writer.file_writer.add_summary(summary)
         self.writer.add_scalar("entropy/max", probe.MAX_ENTROPY, 0)
         if self.wants_entropy:
-            if val_entropy is None:
-                val_entropy = probe.output_entropy(self.model, self.val_x, self.eval_batch_size)
             self._entropy(val_entropy, 0)
 
     def augmentation_examples(self, augment, generator: torch.Generator, n: int = 16) -> None:
@@ -208,7 +206,7 @@ class TensorBoard:
             if new:
                 tb = m.extra["tb"]
                 self._load(engine, k)
-                tb.start(m.config, entropies[k] if entropies is not None else None)
+                tb.start(m.config, entropies[k] if tb.wants_entropy else None)
                 tb.augmentation_examples(m.augment, m.gens["examples"])
                 tb.writer.flush()  # on disk before the epoch-0 checkpoint: a resume starts after it
 
