@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import read_metrics
 
-from reg_runner.sweep.study import HOST, INTERRUPTED, PID, RUN_DIR
+from reg_runner.sweep.study import HOST, INTERRUPTED, PID, RUN_DIR, adopt_orphans
 from test_prune import MEDIAN, check_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -197,6 +197,26 @@ def test_joblib_runs_trials_in_parallel_and_prunes_through_sqlite(cli):
     summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
     wait = summary["batch_wait"]  # what waiting for each batch's slower run cost the workers
     assert wait["batches"] == 3 and wait["busy_worker_s"] > 0 and wait["idle_worker_s"] >= 0
+
+
+def test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan():
+    # a sweeper writes its host, then its pid, after asking: another sweeper looking between the two writes
+    # must not mark the trial cut off (it did, and the first sweeper then failed on its own finished trial)
+    study = optuna.create_study(direction="maximize")
+    half = study.ask()
+    half.set_user_attr(HOST, socket.gethostname())  # no pid yet
+    mine = study.ask()
+    mine.set_user_attr(HOST, socket.gethostname())
+    mine.set_user_attr(PID, os.getpid())
+    gone = study.ask()
+    gone.set_user_attr(HOST, socket.gethostname())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone.set_user_attr(PID, dead.pid)
+    adopt_orphans(study)
+    by_number = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+    assert by_number == {half.number: "RUNNING", mine.number: "RUNNING", gone.number: "FAIL"}
+    assert study.user_attrs[INTERRUPTED] == [gone.number]  # cut off: it runs again
 
 
 # --- PostgreSQL: several sweeper processes share one study -----------------------------------

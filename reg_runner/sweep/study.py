@@ -425,14 +425,10 @@ def adopt_orphans(study) -> None:
     the others are marked failed and noted as cut off, so they are run again."""
     from optuna.trial import TrialState
 
-    now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        dead_here = attrs.get(HOST) == socket.gethostname() and not _alive(attrs.get(PID))
-        untagged = HOST not in attrs and trial.datetime_start is not None and (
-            now - trial.datetime_start).total_seconds() > UNTAGGED_GRACE_S
-        if not (dead_here or untagged):
+        if not _orphaned(trial):
             continue
+        attrs = trial.user_attrs
         result, value = outcome(trial_dirs(trial), unrecorded="interrupted")
         if result == "complete":
             study.tell(trial.number, value)
@@ -447,6 +443,17 @@ def adopt_orphans(study) -> None:
             _mark_interrupted(study, trial.number)
             log.warning("trial %d was cut off (its sweeper process %s is gone): marked failed, run again",
                         trial.number, attrs.get(PID))
+
+
+def _orphaned(trial) -> bool:
+    """Whether a RUNNING trial's sweeper is gone. Its host and pid are two writes after ``ask``: a trial with
+    one of them only is a live sweeper between the two (another sweeper sharing the study can look then),
+    so only both name a process, and a trial without both is given the grace period."""
+    attrs = trial.user_attrs
+    if HOST in attrs and PID in attrs:
+        return attrs[HOST] == socket.gethostname() and not _alive(attrs[PID])
+    started = trial.datetime_start
+    return started is not None and (datetime.datetime.now() - started).total_seconds() > UNTAGGED_GRACE_S
 
 
 def _alive(pid) -> bool:
