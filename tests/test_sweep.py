@@ -16,7 +16,8 @@ import pytest
 import yaml
 from conftest import read_metrics
 
-from reg_runner.sweep.study import HOST, INTERRUPTED, PID, RUN_DIR, adopt_orphans
+from reg_runner.sweep.study import (CUT, HOST, INTERRUPTED, PID, RUN_DIR, adopt_orphans, count_finished,
+                                   cut_numbers)
 from test_prune import MEDIAN, check_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -116,7 +117,7 @@ def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     after = states(study)
     assert after["COMPLETE"] + after.get("PRUNED", 0) == 6  # exactly the requested number, the cut one run again
     assert after.get("PRUNED", 0) >= 1
-    cut = study.user_attrs.get(INTERRUPTED, [])
+    cut = [t.number for t in study.trials if t.user_attrs.get(CUT)]
     assert after.get("FAIL", 0) == len(cut)
     # a kill between asking a trial and tagging it leaves it RUNNING and never launched; it is
     # failed by a sweeper that starts after the grace period, and never counts as finished
@@ -164,7 +165,7 @@ def test_a_sweep_killed_mid_batch_adopts_the_trial_that_finished(cli, tmp_path):
     t0 = study.trials[0]
     assert t0.state.name == "COMPLETE" and t0.value == json.loads(record)["best_val"]  # adopted
     assert (trial0_dir / "metrics.json").read_text() == record  # and not run again
-    assert study.trials[1].state.name == "FAIL" and 1 in study.user_attrs[INTERRUPTED]
+    assert study.trials[1].state.name == "FAIL" and study.trials[1].user_attrs[CUT]
     assert states(study) == {"COMPLETE": 4, "FAIL": 1}
 
 
@@ -216,7 +217,10 @@ def test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan():
     adopt_orphans(study)
     by_number = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
     assert by_number == {half.number: "RUNNING", mine.number: "RUNNING", gone.number: "FAIL"}
-    assert study.user_attrs[INTERRUPTED] == [gone.number]  # cut off: it runs again
+    assert [t.number for t in study.get_trials() if t.user_attrs.get(CUT)] == [gone.number]  # cut off: runs again
+    assert count_finished(study) == 0 and cut_numbers(study) == {gone.number}
+    study.set_user_attr(INTERRUPTED, [half.number])  # a study from before kept the cut trials in a list
+    assert cut_numbers(study) == {half.number, gone.number}
 
 
 # --- PostgreSQL: several sweeper processes share one study -----------------------------------

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 HOST, PID, RUN_DIR = "reg_runner.host", "reg_runner.pid", "reg_runner.run_dir"
 RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders
 REJECTED = "reg_runner.rejected"  # the checks' one line, for a trial whose config was refused
-INTERRUPTED = "reg_runner.interrupted"  # study attribute: numbers of the trials cut off by a kill
+CUT = "reg_runner.cut"  # on a trial told failed because a kill cut it off: it is run again
+INTERRUPTED = "reg_runner.interrupted"  # the same as a study attribute (a list of numbers), as studies before kept it
 UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseconds
 MAX_REFUSED = 10  # trials refused in a row before a search is stopped: its space reaches no valid config
 SIGNATURE = "reg_runner.signature"  # study attribute: the objective, direction and shared config of its trials
@@ -371,26 +372,33 @@ def tell(study, trial) -> str:
     elif result == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, state=TrialState.FAIL)
         if result == "cut":
-            _mark_interrupted(study, trial.number)
+            _mark_cut(study, trial)
+        study.tell(trial, state=TrialState.FAIL)
     return result
 
 
-def _mark_interrupted(study, number: int) -> None:
-    cut = set(study.user_attrs.get(INTERRUPTED, []))
-    cut.add(number)
-    study.set_user_attr(INTERRUPTED, sorted(cut))
+def _mark_cut(study, trial) -> None:
+    """Mark a trial cut off, on the trial itself before it is told failed: sweepers sharing a study each
+    mark their own trials, so no mark is lost to another's write (a list on the study was)."""
+    study._storage.set_trial_user_attr(trial._trial_id, CUT, True)
+
+
+def cut_numbers(study, trials=None) -> set[int]:
+    """The numbers of the trials cut off by a kill (and run again)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    return set(study.user_attrs.get(INTERRUPTED, [])) | {t.number for t in trials if t.user_attrs.get(CUT)}
 
 
 def count_finished(study) -> int:
     """Trials that ran to an end: complete, pruned, or failed (diverged), but not cut off by a kill, nor
     refused by the checks (a refused trial is no result: a corrected command runs its share again)."""
-    cut = set(study.user_attrs.get(INTERRUPTED, []))
+    trials = study.get_trials(deepcopy=False)
+    cut = cut_numbers(study, trials)
     return sum(
         t.state.name in ("COMPLETE", "PRUNED")
         or (t.state.name == "FAIL" and t.number not in cut and REJECTED not in t.user_attrs)
-        for t in study.get_trials(deepcopy=False)
+        for t in trials
     )
 
 
@@ -439,8 +447,8 @@ def adopt_orphans(study) -> None:
         elif result == "failed":  # diverged: a result, not a cut
             study.tell(trial.number, state=TrialState.FAIL)
         else:
+            _mark_cut(study, trial)
             study.tell(trial.number, state=TrialState.FAIL)
-            _mark_interrupted(study, trial.number)
             log.warning("trial %d was cut off (its sweeper process %s is gone): marked failed, run again",
                         trial.number, attrs.get(PID))
 
@@ -546,7 +554,7 @@ def batch_wait(dirs: list[list[str]], wall_s: float, parallel: int) -> dict:
 
 def summarize(study, requested: int, wall_s: float, direction: str, waits: list | None = None) -> dict:
     trials = study.get_trials(deepcopy=False)
-    cut = set(study.user_attrs.get(INTERRUPTED, []))
+    cut = cut_numbers(study, trials)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     complete.sort(key=lambda t: t.value, reverse=direction == "maximize")
     starts = [t.datetime_start for t in trials if t.datetime_start]
