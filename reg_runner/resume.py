@@ -8,7 +8,9 @@ The run continues in its own folder with the config it started with, from ``chec
 its first checkpoint starts again from its first epoch. On CPU it ends with the metrics.json an
 uninterrupted run would have written (all but ``timing``); history.csv and TensorBoard hold each
 epoch once. A run whose resolved_config.yaml was edited is refused: its numbers would belong to
-neither config. Several folders resume as stacks: those that share their structure train as one.
+neither config. Several folders resume as stacks: those that share their structure train as one;
+among several, a run that had already finished (a stack's member that early-stopped, diverged or was
+pruned before the kill) is named and left as it is.
 """
 
 import argparse
@@ -49,6 +51,7 @@ def main(argv=None) -> None:
 
         run_dirs = list(dict.fromkeys(p.resolve() for p in args.run_dirs))  # each folder once, however written
         stacks: dict[tuple, list] = {}
+        finished = []
         for run_dir in run_dirs:
             cfg = load_config(run_dir)
             try:
@@ -56,9 +59,18 @@ def main(argv=None) -> None:
             except UserError as e:
                 raise UserError(f"{run_dir}: {e}") from None
             status = RunFolder(run_dir).status()
+            if status in FINISHED and len(run_dirs) > 1:  # the members of a killed stack that had already ended
+                finished.append((run_dir, status))
+                continue
             if status in FINISHED or status == "running":  # before any log file is touched
                 RunFolder(run_dir).load_last()  # says why, in one line
             stacks.setdefault(config_lib.structure(checked.cfg), []).append((cfg, run_dir))
+        if not stacks:
+            raise UserError(f"all {len(run_dirs)} runs are finished ({', '.join(sorted({s for _, s in finished}))}): "
+                            "there is nothing to resume")
+        for run_dir, status in finished:
+            print(f"{run_dir}: finished ({status}), left as it is", flush=True)
+        run_dirs = [d for d in run_dirs if d not in {f for f, _ in finished}]
         handlers = [logging.StreamHandler(sys.stdout)]
         for run_dir in run_dirs:
             try:

@@ -120,7 +120,11 @@ def test_a_killed_stack_resumes_to_the_numbers_of_its_lone_runs(cli, tmp_path, r
     runs = sorted(p for p in sweep.glob("*") if p.is_dir())
     assert len(runs) == 2
     assert all(read_metrics(r)["status"] == "running" and read_metrics(r)["epochs_run"] < 150 for r in runs)
-    resume(cli, *runs)  # the two runs resume as one stack again
+    ended = cli("trainer.epochs=2").run_dir  # as a member that early-stopped before the kill: named, left as it is
+    record = (ended / "metrics.json").read_bytes()
+    out = resume(cli, *runs, ended).stdout  # the two runs resume as one stack again
+    assert f"{ended}: finished (completed), left as it is" in out
+    assert (ended / "metrics.json").read_bytes() == record
     seed0, seed1 = (next(r for r in runs if read_metrics(r)["seed"] == s) for s in (0, 1))
     assert without_timing(read_metrics(seed0)) == without_timing(reference)
     alone = cli(*STATEFUL, "seed=1").run_dir
@@ -226,6 +230,8 @@ def test_bad_resume_folders(cli, tmp_path):
     one_line(resume(cli, tmp_path, check=False), "is not a reg_runner run folder")
     finished = cli("trainer.epochs=2").run_dir
     one_line(resume(cli, finished, check=False), "holds a finished run (status completed): there is nothing")
+    other = cli("trainer.epochs=1").run_dir
+    one_line(resume(cli, finished, other, check=False), "all 2 runs are finished (completed): there is nothing")
 
     broken = tmp_path / "broken"
     proc = start(cli, broken, "trainer.epochs=100000", "trainer.checkpoint_every=5")
