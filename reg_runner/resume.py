@@ -64,7 +64,7 @@ def main(argv=None) -> None:
                 continue
             if status in FINISHED or status == "running":  # before any log file is touched
                 RunFolder(run_dir).load_last()  # says why, in one line
-            stacks.setdefault(config_lib.structure(checked.cfg), []).append((cfg, run_dir))
+            stacks.setdefault(config_lib.structure(checked.cfg), []).append((cfg, run_dir, checked))
         if not stacks:
             raise UserError(f"all {len(run_dirs)} runs are finished ({', '.join(sorted({s for _, s in finished}))}): "
                             "there is nothing to resume")
@@ -80,10 +80,17 @@ def main(argv=None) -> None:
                                 "into it") from None
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                             handlers=handlers)
-        from reg_runner.run import Job, run_stack  # torch is imported here, after the arguments are checked
+        from reg_runner.model import exactness  # torch is imported here, after the arguments are checked
+        from reg_runner.run import Job, run_stack
 
         for stack in stacks.values():
-            run_stack([Job(cfg, run_dir) for cfg, run_dir in stack], resume=True)
+            why = exactness.for_runs(stack[0][2], len(stack)) if len(stack) > 1 else None
+            if why is not None:  # as the stacked launcher does: each run's numbers are its lone run's
+                logging.getLogger(__name__).warning(
+                    "%d runs resume one at a time, not as a stack: on this machine a stack of their shapes does not "
+                    "give each run bitwise its lone numbers (%s)", len(stack), why)
+            for part in [stack] if why is None else [[run] for run in stack]:
+                run_stack([Job(cfg, run_dir) for cfg, run_dir, _ in part], resume=True)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,8 @@ class StackedLauncher(Launcher):
             except UserError as e:
                 raise UserError(f"{jobs_lib.label(num, overrides)}: {e}") from None
             jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg),
-                             trial=trial_lib.link(cfg.hydra)))
-        stacks = group(jobs, self.max_members)
+                             trial=trial_lib.link(cfg.hydra), checked=checked))
+        stacks = exact(group(jobs, self.max_members))
         log.info("stacked launcher: %d jobs in %d stacks (at most %d runs each)", len(jobs), len(stacks),
                  self.max_members)
         for i, stack in enumerate(stacks):
@@ -127,6 +127,36 @@ def group(jobs: list[dict], max_members: int) -> list[list[dict]]:
             stack += unit
         stacks.append(stack)
     return stacks
+
+
+def exact(stacks: list[list[dict]]) -> list[list[dict]]:
+    """The stacks, less those whose members would not each get their lone run's numbers to the bit on this
+    machine (``model.exactness``): their runs train one at a time, as lone runs. A trial's seeds that a pruner
+    watches stay together (it ranks their mean), and the log says that they may differ by rounding."""
+    from reg_runner.model import exactness
+
+    out = []
+    for stack in stacks:
+        why = exactness.for_runs(stack[0]["checked"], len(stack)) if len(stack) > 1 else None
+        if why is None:
+            out.append(stack)
+            continue
+        units: dict = {}
+        for job in stack:
+            trial = job.get("trial")
+            together = trial is not None and trial.prunes
+            units.setdefault(("trial", trial.number) if together else ("job", job["num"]), []).append(job)
+        log.warning("jobs %s train one at a time, not as a stack: on this machine a stack of their shapes does not "
+                    "give each run bitwise its lone numbers (%s)", ", ".join(str(j["num"]) for j in stack), why)
+        for unit in units.values():
+            if len(unit) > 1 and exactness.for_runs(unit[0]["checked"], len(unit)) is not None:
+                log.warning("jobs %s (the seeds of trial %d) still train as one stack, for the pruner to see their "
+                            "mean: each may differ from its lone run by rounding", ", ".join(str(j["num"]) for j in unit),
+                            unit[0]["trial"].number)
+                out.append(unit)
+            else:
+                out += [[job] for job in unit]
+    return out
 
 
 def _task_config(cfg):
