@@ -360,6 +360,9 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
 
     batch = c.trainer.batch_size * c.trainer.accumulate
     optimizer_build.check(c.optimizer, batch)
+    max_lr = getattr(c.scheduler, "max_lr", None)
+    if max_lr is not None:  # one-cycle's and the cyclic schedule's peak: the step must hold it too
+        optimizer_build.step_at(c.optimizer, batch, max_lr, "scheduler.max_lr", max_lr)
     probe = optimizer_build.build([torch.zeros(1, requires_grad=True)], c.optimizer, batch)
     t = c.trainer
     Schedule(probe, c.scheduler, t.epochs, steps_per_epoch(split.n_train, t.batch_size, t.accumulate, t.drop_last))

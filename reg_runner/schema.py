@@ -128,6 +128,9 @@ def val_metric(v):
 
 Monitor = Annotated[str, PlainValidator(val_metric)]
 Positive = number(0, lo_open=True)
+FLOAT32_MAX = 3.4028234663852886e38
+# the optimizers step in float32: a larger rate overflows there (a traceback mid-run, not a divergence)
+LearningRate = number(0, FLOAT32_MAX, lo_open=True)
 NonNegative = number(0)
 Fraction01 = number(0, 1, hi_open=True)  # [0, 1)
 Probability = number(0, 1)  # [0, 1]

@@ -76,9 +76,17 @@ CONFIG_CASES = [
     ("trainer.checkpoint_every=0", "trainer.checkpoint_every=0 is not allowed: an integer >= 1"),
     ("trainer.deterministic=sure", "trainer.deterministic='sure' is not allowed: true or false"),
     # optimizer
-    ("optimizer.lr=0", "optimizer.lr=0 is not allowed: a number > 0"),
-    ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed: a number > 0"),
-    ("optimizer.lr=nan", "optimizer.lr=nan is not allowed: a number > 0"),
+    ("optimizer.lr=0", "optimizer.lr=0 is not allowed: a number in (0, 3.40282e+38]"),
+    ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed: a number in (0, 3.40282e+38]"),
+    ("optimizer.lr=nan", "optimizer.lr=nan is not allowed: a number in (0, 3.40282e+38]"),
+    # rates the optimizers' float32 steps cannot hold: refused, not a traceback mid-run
+    ("optimizer.lr=1e300", "optimizer.lr=1e+300 is not allowed: a number in (0, 3.40282e+38]"),
+    ("optimizer.lr=1e38", "optimizer.lr=1e+38 is not allowed: a smaller rate: one step of torch.optim.Adam at 1e+38 "
+     "overflows float32"),
+    ("optimizer.lr=1e38 optimizer.lr_scaling=linear optimizer.base_batch_size=1",
+     "optimizer.lr=1e+38 is not allowed: at most 1.361e+37 with optimizer.lr_scaling=linear and a batch of 25"),
+    ("scheduler=onecycle scheduler.max_lr=1e38", "scheduler.max_lr=1e+38 is not allowed: a smaller rate: one step of "
+     "torch.optim.Adam at 1e+38 overflows float32"),
     ("optimizer.betas=[0.9,2.0]", "optimizer.betas=[0.9, 2.0] is not allowed: a list of two numbers, each in [0, 1)"),
     ("optimizer.betas=0.9", "optimizer.betas=0.9 is not allowed: a list of two numbers, each in [0, 1)"),
     ("optimizer.betas=[0.9]", "optimizer.betas=[0.9] is not allowed: a list of two numbers"),
@@ -136,7 +144,7 @@ CONFIG_CASES = [
     ("scheduler=cosine scheduler.eta_min=-1", "scheduler.eta_min=-1 is not allowed: a number >= 0"),
     ("scheduler=cosine scheduler.eta_min=0.5", "scheduler.eta_min=0.5 is not allowed: at most the lr (0.001)"),
     ("scheduler=linear scheduler.end_factor=5", "scheduler.end_factor=5 is not allowed: a number in [0, 1]"),
-    ("scheduler=onecycle scheduler.max_lr=nan", "scheduler.max_lr=nan is not allowed: null or a number > 0"),
+    ("scheduler=onecycle scheduler.max_lr=nan", "scheduler.max_lr=nan is not allowed: null or a number in (0, 3.40282e+38]"),
     ("scheduler=onecycle scheduler.div_factor=0", "scheduler.div_factor=0 is not allowed: a number >= 1"),
     ("scheduler=onecycle scheduler.pct_start=null", "scheduler.pct_start=null is not allowed: a number in (0, 1)"),
     ("scheduler=onecycle scheduler.pct_start=1.0", "scheduler.pct_start=1.0 is not allowed: a number in (0, 1)"),
@@ -153,7 +161,7 @@ CONFIG_CASES = [
     ("scheduler=cyclic scheduler.step_size_up_epochs=abc", "scheduler.step_size_up_epochs='abc' is not allowed"),
     ("scheduler=cyclic scheduler.step_size_up_epochs=0.01", "scheduler.step_size_up_epochs=0.01 is not allowed: at "
      "least one optimizer step"),
-    ("scheduler=cyclic scheduler.base_lr=-1", "scheduler.base_lr=-1 is not allowed: null or a number > 0"),
+    ("scheduler=cyclic scheduler.base_lr=-1", "scheduler.base_lr=-1 is not allowed: null or a number in (0, 3.40282e+38]"),
     ("scheduler=cyclic scheduler.base_lr=0.01", "scheduler.base_lr=0.01 is not allowed: less than the cycle's max_lr"),
     ("scheduler=cyclic scheduler.mode=sawtooth", "scheduler.mode='sawtooth' is not allowed: one of triangular,"),
     ("scheduler=cyclic scheduler.gamma=0.9", "scheduler.gamma=0.9 is not allowed: not set while scheduler.mode is not "

@@ -27,14 +27,14 @@ import math
 
 from reg_runner.callbacks import EarlyChecks
 from reg_runner.errors import ConfigError, UserError
-from reg_runner.schema import Group, integer, number, optional, parse
+from reg_runner.schema import Group, LearningRate, integer, number, optional, parse
 
 SKIP_END = 5  # points left out at the end of the curve (fastai)
 
 
 class LrFindConfig(Group):
-    min_lr: number(0, lo_open=True)  # the first step's lr (the lr the optimizer uses, after lr_scaling)
-    max_lr: number(0, lo_open=True)  # the last step's
+    min_lr: LearningRate  # the first step's lr (the lr the optimizer uses, after lr_scaling)
+    max_lr: LearningRate  # the last step's
     steps: integer(10, 100_000)  # optimizer steps; suggestions need a curve of at least this many points
     smoothing: number(0, 1, hi_open=True)  # β of the moving average; 0: none
     stop_factor: optional(number(1, lo_open=True), "null (run every step)")
@@ -82,10 +82,15 @@ class Checks(EarlyChecks):
             why = unread(key)
             if why:
                 raise ConfigError(key, config_lib.typed_value(value), f"not set for lr_find: {why}")
-        settings(config)
+        s = settings(config)
         run = OmegaConf.masked_copy(config, [k for k in config if k != "lr_find"])
-        config_lib.check(run, [o for o in config_lib.plain_overrides(overrides)
-                               if not o.lstrip("+~").startswith("lr_find.")])
+        checked = config_lib.check(run, [o for o in config_lib.plain_overrides(overrides)
+                                         if not o.lstrip("+~").startswith("lr_find.")])
+        from reg_runner.optimizer import build as optimizer_build
+
+        t = checked.cfg.trainer  # the last step's rate must be one the optimizer can step at
+        optimizer_build.step_at(checked.cfg.optimizer, t.batch_size * t.accumulate, s.max_lr, "lr_find.max_lr",
+                                s.max_lr)
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner.cli import release_stderr

@@ -13,8 +13,8 @@ from pydantic import ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from reg_runner.errors import ConfigError
-from reg_runner.schema import (Bool, Fraction01, Group, NonNegative, Positive, Probability, Target, integer, one_of,
-                               optional, pair)
+from reg_runner.schema import (Bool, Fraction01, Group, LearningRate, NonNegative, Positive, Probability, Target,
+                               integer, one_of, optional, pair)
 
 # constructor arguments that torch's optimizers (and pytorch-optimizer's) share, with their ranges
 ARGUMENTS = {
@@ -52,7 +52,7 @@ class OptimizerConfig(Group):
     model_config = ConfigDict(extra="allow", frozen=True, strict=True, populate_by_name=True)
 
     target: Target = Field(alias="_target_")  # the optimizer class
-    lr: Positive  # before lr_scaling
+    lr: LearningRate  # before lr_scaling
     lr_scaling: one_of("none", "linear", "sqrt")  # the large-batch rule
     base_batch_size: integer(1)  # the batch at which lr is used as given; read only with lr_scaling
 

@@ -8,6 +8,7 @@ import torch
 
 from reg_runner.errors import ConfigError, UserError, show
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
+from reg_runner.schema import FLOAT32_MAX
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,28 @@ def check(cfg: OptimizerConfig, batch_size: int) -> None:
         if name not in named:
             raise ConfigError(f"optimizer.{name}", value, f"{cfg.target} takes no argument {name!r}; "
                               f"its arguments are {', '.join(named)}")
+    lr = arguments(cfg, batch_size)["lr"]
+    if lr > FLOAT32_MAX:  # the large-batch rule scaled it past what the optimizer's float32 step can hold
+        raise ConfigError("optimizer.lr", cfg.lr, f"at most {FLOAT32_MAX * cfg.lr / lr:.4g} with optimizer.lr_scaling="
+                          f"{cfg.lr_scaling} and a batch of {batch_size}: it scales to {lr:.4g}, past float32's "
+                          f"{FLOAT32_MAX:.4g}")
+    step_at(cfg, batch_size, lr, "optimizer.lr", cfg.lr)
+
+
+def step_at(cfg: OptimizerConfig, batch_size: int, lr: float, key: str, value) -> None:
+    """One step of the optimizer at ``lr`` on a dense gradient (SparseAdam, LBFGS's closure, capturable on a
+    CPU, a rate whose step overflows float32... say so now); ``key=value``: what set that rate."""
     probe = torch.zeros(2, requires_grad=True)
     optimizer = build([probe], cfg, batch_size)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
     probe.grad = torch.ones_like(probe)
-    try:  # one step on a dense gradient: SparseAdam, LBFGS's closure, capturable on a CPU... say so now
+    try:
         optimizer.step()
     except Exception as e:
+        if "overflow" in str(e):  # the rate (a float32 scalar in the step's arithmetic) is what overflowed
+            raise ConfigError(key, value, f"a smaller rate: one step of {cfg.target} at {lr:.4g} overflows float32 "
+                              f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         raise ConfigError("optimizer._target_", cfg.target, f"an optimizer that steps this model's dense gradients "
                           f"with its arguments ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e})") from None
 

@@ -10,7 +10,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
-from reg_runner.schema import Bool, Fraction01, Group, Monitor, NonNegative, Positive, integer, number, one_of, optional
+from reg_runner.schema import (Bool, Fraction01, Group, LearningRate, Monitor, NonNegative, integer, number, one_of,
+                               optional)
 
 Decay = number(0, 1, lo_open=True)  # a factor that lowers the lr: (0, 1]
 PER_BATCH = ("onecycle", "cyclic")
@@ -48,7 +49,7 @@ class Cosine(Warmup):
 
 class OneCycle(Warmup):
     name: Literal["onecycle"]
-    max_lr: optional(Positive)  # null: optimizer.lr
+    max_lr: optional(LearningRate)  # null: optimizer.lr
     pct_start: number(0, 1, lo_open=True, hi_open=True)  # of the steps spent going up
     anneal_strategy: one_of("cos", "linear")
     div_factor: number(1)  # starts at max_lr / div_factor
@@ -60,8 +61,8 @@ class OneCycle(Warmup):
 
 class Cyclic(Warmup):
     name: Literal["cyclic"]
-    base_lr: optional(Positive)  # null: optimizer.lr / 10
-    max_lr: optional(Positive)  # null: optimizer.lr
+    base_lr: optional(LearningRate)  # null: optimizer.lr / 10
+    max_lr: optional(LearningRate)  # null: optimizer.lr
     step_size_up_epochs: number(0, lo_open=True)  # half a cycle, in epochs (at least one optimizer step)
     mode: one_of("triangular", "triangular2", "exp_range")
     gamma: Decay  # exp_range's decay per step; read only with mode=exp_range
