@@ -150,9 +150,9 @@ def rules(c: RunConfig) -> None:
     if s.name in PER_BATCH and s.warmup_epochs:
         raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs,
                           f"0 with scheduler={s.name}: it starts from its own low learning rate and has no warmup")
-    if s.name == "step" and s.step_size > t.epochs - s.warmup_epochs:
-        raise ConfigError("scheduler.step_size", s.step_size, f"at most {t.epochs - s.warmup_epochs}, the epochs "
-                          "after warmup: a longer step never lowers the lr")
+    if s.name == "step" and s.step_size >= t.epochs - s.warmup_epochs:
+        raise ConfigError("scheduler.step_size", s.step_size, f"less than {t.epochs - s.warmup_epochs}, the epochs "
+                          "after warmup: the lr first drops after step_size epochs, so a step as long never lowers it")
     if s.name == "cosine" and s.eta_min > lr:
         raise ConfigError("scheduler.eta_min", s.eta_min, f"at most the lr ({lr:g}): cosine annealing goes down to it")
     if s.name == "plateau" and s.min_lr >= lr:

@@ -138,7 +138,9 @@ CONFIG_CASES = [
     ("scheduler=step scheduler.step_size=0", "scheduler.step_size=0 is not allowed: an integer >= 1"),
     ("scheduler=step scheduler.step_size=abc", "scheduler.step_size='abc' is not allowed: an integer >= 1"),
     ("scheduler=step scheduler.step_size=-3", "scheduler.step_size=-3 is not allowed: an integer >= 1"),
-    ("scheduler=step", "scheduler.step_size=200 is not allowed: at most 2, the epochs after warmup"),
+    ("scheduler=step", "scheduler.step_size=200 is not allowed: less than 2, the epochs after warmup"),
+    ("scheduler=step scheduler.step_size=2", "scheduler.step_size=2 is not allowed: less than 2, the epochs after "
+     "warmup: the lr first drops after step_size epochs"),
     ("scheduler=exponential scheduler.gamma=0", "scheduler.gamma=0 is not allowed: a number in (0, 1]"),
     ("scheduler=exponential scheduler.gamma=1.5", "scheduler.gamma=1.5 is not allowed: a number in (0, 1]"),
     ("scheduler=cosine scheduler.eta_min=-1", "scheduler.eta_min=-1 is not allowed: a number >= 0"),
