@@ -110,7 +110,38 @@ def no_such_key(key: str, value: str) -> str:
     group, _, rest = key.partition(".")
     having = [path.stem for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")) if rest and _has(path, rest)]
     where = f"; the {group} options that have it: {', '.join(f'{group}={h}' for h in having)}" if having else ""
-    return f"{key}={value} is not allowed: the config has no key {key}{where}"
+    near = None if having else closest_key(key)
+    return f"{key}={value} is not allowed: the config has no key {key}" + (f" (did you mean {near}?)" if near else
+                                                                           where)
+
+
+def closest_key(key: str) -> str | None:
+    """The key of the config tree nearest to a mistyped one (``model.dropuot``: model.dropout; ``modle.depth``:
+    model.depth; ``optimiser``: optimizer), from the groups' option files; None if nothing is near."""
+    import difflib
+
+    import yaml
+
+    def dotted(node, prefix=""):
+        for k, v in node.items() if isinstance(node, dict) else ():
+            if k == "defaults" or str(k).startswith("_"):
+                continue
+            yield f"{prefix}{k}"
+            yield from dotted(v, f"{prefix}{k}.")
+
+    root = Path(CONFIG_DIR)
+    top = yaml.safe_load((root / "config.yaml").read_text()) or {}
+    groups = sorted({p.name for p in root.iterdir() if p.is_dir() and p.name != "hydra"} | {str(k) for k in top
+                                                                                           if k != "defaults"})
+    group, _, rest = key.partition(".")
+    if group not in groups:
+        near = difflib.get_close_matches(group, groups, n=1)
+        return f"{near[0]}.{rest}" if near and rest else (near[0] if near else None)
+    keys = set(dotted(top.get(group)))
+    for path in (root / group).glob("*.yaml") if (root / group).is_dir() else ():
+        keys |= set(dotted(yaml.safe_load(path.read_text()) or {}))
+    near = difflib.get_close_matches(rest, sorted(keys), n=1) if rest else []
+    return f"{group}.{near[0]}" if near else None
 
 
 def _has(path: Path, dotted: str) -> bool:

@@ -202,6 +202,12 @@ CONFIG_CASES = [
     ("model=resnet", "Could not find 'model/resnet'; Available options in 'model': mlp"),
     ("optimizer=lbfgs", "Could not find 'optimizer/lbfgs'; Available options in 'optimizer': adagrad, adam,"),
     ("reg.l3=1", "reg.l3=1 is not allowed: the config has no key reg.l3"),
+    # a typo without + gets the nearest key, as one with + does
+    ("model.dropuot=0.5", "model.dropuot=0.5 is not allowed: the config has no key model.dropuot (did you mean "
+     "model.dropout?)"),
+    ("modle.depth=2", "modle.depth=2 is not allowed: the config has no key modle.depth (did you mean model.depth?)"),
+    ("optimiser=sgd", "optimiser=sgd is not allowed: the config has no key optimiser (did you mean optimizer?)"),
+    ("trainer.early_stoping.patience=3", "(did you mean trainer.early_stopping.patience?)"),
     ("scheduler.step_size=1", "scheduler.step_size=1 is not allowed: the config has no key scheduler.step_size; the "
      "scheduler options that have it: scheduler=step"),
     ("model.norm=batchnorm,layernorm", "Ambiguous value for argument 'model.norm=batchnorm,layernorm'"),
