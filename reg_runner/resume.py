@@ -81,7 +81,11 @@ def main(argv=None) -> None:
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                             handlers=handlers)
         from reg_runner.model import exactness  # torch is imported here, after the arguments are checked
-        from reg_runner.run import Job, run_stack
+        from reg_runner.run import Job, check_resumable, run_stack
+
+        for stack in stacks.values():  # every checkpoint and config before any run trains
+            for cfg, run_dir, _ in stack:
+                check_resumable(cfg, run_dir)
 
         for stack in stacks.values():
             why = exactness.for_runs(stack[0][2], len(stack)) if len(stack) > 1 else None

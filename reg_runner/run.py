@@ -102,6 +102,13 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
             folder.unlock()
 
 
+def check_resumable(cfg, run_dir: Path) -> None:
+    """What ``run_stack(..., resume=True)`` checks of a run before it trains: its checkpoint loads and its config
+    is the one it started with (so that among several runs, a damaged one is named before the others train)."""
+    folder = RunFolder(run_dir)
+    _same_config(folder, config_lib.as_data(cfg), folder.load_last())
+
+
 def _same_config(folder: RunFolder, config: dict, checkpoint: dict | None) -> None:
     """A run resumes with the config it started with (every run checkpoints its epoch 0), or not at all."""
     started = checkpoint["config"] if checkpoint is not None else config

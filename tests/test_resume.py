@@ -255,6 +255,16 @@ def test_bad_resume_folders(cli, tmp_path):
     last.write_bytes(b"not a checkpoint at all")
     one_line(resume(cli, broken, check=False), "it is damaged or not a reg_runner checkpoint")
 
+    # among several folders of other structures, the damaged one is named before any other trains
+    other = tmp_path / "other"
+    proc = start(cli, other, "trainer.epochs=400", "trainer.checkpoint_every=5", "model.width=20")
+    wait_for_epoch(other, 5, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = read_metrics(other)["epochs_run"]
+    one_line(resume(cli, other, broken, check=False), "it is damaged or not a reg_runner checkpoint")
+    assert read_metrics(other)["epochs_run"] == before and read_metrics(other)["status"] == "running"
+
 
 # spends its time in write + fsync (the dangerous part), rewriting a 20 MB JSON record in a loop
 WRITER = """
