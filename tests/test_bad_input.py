@@ -249,6 +249,12 @@ MULTIRUN_CASES = [
      "allowed: an integer >= 1"),
     ("seed=0,1 hydra.job.name=x/y", "hydra.job.name='x/y' is not allowed: a name of letters, digits"),
     ("hparams_search=quick data.val_size=null optimizer.lr=interval(0.1,0.01)", "a sweep override cannot be searched"),
+    # a searched range is checked at its ends before any trial: not run where it is valid, refused where not
+    ("hparams_search=quick data.val_size=null model.dropout=interval(0.5,1.5)", "model.dropout=interval(0.5,1.5) is "
+     "not allowed: its upper end 1.5 is not a number in [0, 1)"),
+    ("hparams_search=quick data.val_size=null model.width=int(interval(0,10))", "model.width=int(interval(0,10)) is "
+     "not allowed: its lower end 0 is not an integer >= 1"),
+    ("hparams_search=quick data.val_size=null augmentation=choice(none,noize)", "Could not find 'augmentation/noize'"),
     ("hparams_search=quick +hydra.sweeper.sampler.bogus=1", "hydra.sweeper.sampler.bogus=1 is not allowed: "
      "TPESampler takes no argument 'bogus'"),
     ("hparams_search=quick hydra.sweeper.sampler._target_=os.system", "hydra.sweeper.sampler._target_='os.system' is "

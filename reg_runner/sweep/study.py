@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 
 from reg_runner import atomic
 from reg_runner import config as config_lib
-from reg_runner.errors import ConfigError, UserError, exit_on_user_error
+from reg_runner.errors import ConfigError, UserError, exit_on_user_error, show
 from reg_runner.records import FINISHED, RunFolder
 from reg_runner.sweep import flat_params, jobs
 from reg_runner.sweep import trial as trial_lib
@@ -111,6 +111,7 @@ class StudySweeper(Sweeper):
         for name in fixed:
             space.pop(name, None)
         base = self.precheck(space, fixed, fixed_values, fixed_overrides)
+        self.check_ranges(space, fixed, fixed_values, fixed_overrides, dict(p.split("=", 1) for p in params if "=" in p))
         created = self.make_folders()
         try:
             study = self.study()
@@ -194,6 +195,38 @@ class StudySweeper(Sweeper):
             if isinstance(node, dict):
                 node.pop(leaf, None)
         return shared
+
+    def check_ranges(self, space, fixed, fixed_values, fixed_overrides, texts: dict) -> None:
+        """Each range swept on the command line, at its ends (each choice of a ``choice``), must be a value its
+        key allows: ``model.dropout=interval(0.5,1.5)`` would otherwise run the trials that fall inside and
+        refuse the others one by one. The upper end of a float range is checked just below it (a draw never
+        reaches it), so ``interval(0,1)`` for a probability in [0, 1) is fine."""
+        import optuna
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+        base = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction=self.direction).ask()
+        self.trial_overrides(base, space, fixed, fixed_values, fixed_overrides)
+        for name, dist in space.items():
+            if isinstance(dist, CategoricalDistribution):
+                ends = [(f"its choice {show(c)}", c) for c in dist.choices]
+            else:
+                top = math.nextafter(dist.high, dist.low) if isinstance(dist, FloatDistribution) and not dist.step \
+                    else dist.high
+                ends = [(f"its lower end {show(dist.low)}", dist.low), (f"its upper end {show(dist.high)}", top)]
+            for which, value in ends:
+                trial = optuna.trial.FixedTrial({**base.params, name: value})
+                try:
+                    overrides = self.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
+                    job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, 0, "the search")
+                    config_lib.check(job, overrides)
+                except ConfigError as e:  # another key's: a rule between it and the others' drawn values
+                    if e.key == name:
+                        raise UserError(f"{name}={texts.get(name, '...')} is not allowed: {which} is not "
+                                        f"{e.allowed}") from None
+                except UserError as e:  # the config cannot be composed with it (a group option that is not there)
+                    raise UserError(f"{name}={texts.get(name, '...')} is not allowed: {which}: {e}") from None
+                except ValueError:  # a conditional space asks for a parameter this combination does not have
+                    continue
 
     def make_folders(self) -> list[Path]:
         """The sweep folder (the folders made, to remove if the study then cannot be opened). An SQLite
