@@ -184,41 +184,142 @@ def compare_histories(fp32_dir: str, bf16_dir: str) -> dict:
                 val_acc_max_abs=max(abs(d) for d in acc), val_loss_mean=statistics.fmean(loss))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
-    parser.add_argument("--data-root", default=None, help="MNIST IDX folder; default: the datamaestro store")
-    parser.add_argument("--val-size", type=int, default=None, help="cap on the validation set (default: all 57,000)")
-    parser.add_argument("--full", action="store_true", help="also time the runner's full default 1000-epoch run")
-    parser.add_argument("--tiny", action="store_true", help="2 epochs, 1 repeat, small matmuls: a smoke test")
-    parser.add_argument("--train-fraction", type=float, default=None,
-                        help="of the training set (default: the config's 5%%; --tiny: 60%%, a batch of 300 on tiny data)")
-    parser.add_argument("--stacks", default="8,32", help="stack sizes K to time (comma-separated; 0: none)")
-    parser.add_argument("--stacked-epochs", type=int, default=30, help="epochs of each run in the K-run rows")
-    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
-    args = parser.parse_args()
-    if args.tiny:
-        args.epochs, args.repeats, args.full, args.stacked_epochs = 2, 1, False, 2
-        args.train_fraction = args.train_fraction or 0.6
-        args.stacks = "2" if args.stacks == "8,32" else args.stacks
-    stack_sizes = [int(k) for k in args.stacks.split(",") if int(k) > 0]
+def _integer(lo: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: an integer >= {lo}")
+        return v
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 1:  # 1 would leave no image to validate on, and validation picks the best epoch
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a number in (0, 1), of the training set")
+    return v
+
+
+def _stacks(text: str) -> list[int]:
+    """``8,32``: the stack sizes; ``0``: none."""
+    allowed = "comma-separated integers >= 1, each once (e.g. 8,32), or 0 for none"
+    if text.strip() == "0":
+        return []
+    try:
+        sizes = [int(k) for k in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}")
+    return sizes
+
+
+TINY = dict(epochs=2, repeats=1, stacked_epochs=2, stacks=[2], train_fraction=0.6)  # what --tiny sets unless given
+DEFAULTS = dict(epochs=30, repeats=3, stacked_epochs=30, stacks=[8, 32], train_fraction=None)
+
+
+def arguments(parser) -> argparse.Namespace:
+    """The command line, every value checked before anything runs: one line ``error: ...`` and exit 2
+    for a value the benchmark could not use, rather than a traceback minutes into it."""
     from omegaconf import OmegaConf
 
+    from reg_runner.data import split
     from reg_runner.data.mnist import find_files
-    from reg_runner.errors import UserError
+    from reg_runner.errors import ConfigError, UserError, show
+
+    args = parser.parse_args()
+    for key, value in (TINY if args.tiny else DEFAULTS).items():
+        if getattr(args, key) is None:  # --tiny's values are defaults: what is given explicitly is run
+            setattr(args, key, value)
+    if args.tiny and args.full:
+        parser.error("--full and --tiny cannot be combined: --tiny is a smoke test of seconds, --full adds the "
+                     f"{REFERENCE_EPOCHS}-epoch run")
+    if args.device not in ("auto", "cpu", "cuda", "mps") and not (args.device.startswith("cuda:")
+                                                                   and args.device[5:].isdigit()):
+        parser.error(f"argument --device: {args.device!r} is not allowed: one of auto, cpu, cuda, cuda:N, mps")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"argument --device: {args.device!r} is not allowed: auto or cpu: CUDA is not available "
+                     "on this machine")
+    if args.device.startswith("cuda:") and int(args.device[5:]) >= torch.cuda.device_count():
+        parser.error(f"argument --device: {args.device!r} is not allowed: cuda:0 to "
+                     f"cuda:{torch.cuda.device_count() - 1}")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        parser.error(f"argument --device: {args.device!r} is not allowed: auto or cpu: MPS is not available "
+                     "on this machine")
+    if args.json is not None:  # the figures are written at the end: a path that cannot take them, now
+        folder = args.json.parent
+        if args.json.is_dir():
+            parser.error(f"argument --json: {str(args.json)!r} is a folder; give a file path")
+        if not folder.is_dir():
+            parser.error(f"argument --json: {str(args.json)!r} cannot be written: {str(folder)!r} is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK) or (args.json.exists() and not os.access(args.json, os.W_OK)):
+            parser.error(f"argument --json: {str(args.json)!r} cannot be written (permission denied); "
+                         "give a writable path")
+    # the split each process will ask for, checked against the data: a fraction that selects no image, a
+    # --val-size larger than what is left; and a bad --data-root, in one line now, not in every process
+    cfg = OmegaConf.load(HERE.parent / "conf" / "data" / "mnist.yaml")
+    cfg.root, cfg.val_size = args.data_root, args.val_size
+    if args.train_fraction is not None:
+        cfg.train_fraction = args.train_fraction
+    try:
+        if args.data_root:
+            find_files(Path(args.data_root).expanduser(), key=None)
+        split(cfg)
+    except ConfigError as e:
+        flag = {"data.train_fraction": "--train-fraction", "data.val_size": "--val-size"}.get(e.key)
+        allowed = e.allowed.replace("or null for all", "or no --val-size for all")  # the option, not the key
+        fail(f"argument {flag}: {show(e.value)!r} is not allowed: {allowed}" if flag else str(e))
+    except UserError as e:  # the data: missing, unreadable, not MNIST's four files
+        fail(f"argument --data-root: {e}" if args.data_root else str(e))
+    return args
+
+
+def fail(message: str) -> None:
+    """One line and exit 2, as argparse's own mistakes (reg_runner.errors.Parser)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def main() -> None:
+    from reg_runner.errors import Parser
+
+    parser = Parser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=_integer(1), default=None, help="default 30; --tiny: 2")
+    parser.add_argument("--repeats", type=_integer(1), default=None, help="default 3; --tiny: 1")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--data-root", default=None, help="MNIST IDX folder; default: the datamaestro store")
+    parser.add_argument("--val-size", type=_integer(1), default=None,
+                        help="cap on the validation set (default: all 57,000)")
+    parser.add_argument("--full", action="store_true", help="also time the runner's full default 1000-epoch run")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a smoke test of seconds: 2 epochs, 1 repeat, stacks of 2, small matmuls; --epochs, "
+                             "--repeats, --stacks, --stacked-epochs and --train-fraction given with it are used as "
+                             "given (not with --full)")
+    parser.add_argument("--train-fraction", type=_fraction, default=None,
+                        help="of the training set, in (0, 1) (default: the config's 5%%; --tiny: 60%%, a batch of "
+                             "300 on tiny data)")
+    parser.add_argument("--stacks", type=_stacks, default=None,
+                        help="stack sizes K to time (comma-separated, default 8,32; --tiny: 2; 0: none)")
+    parser.add_argument("--stacked-epochs", type=_integer(1), default=None,
+                        help="epochs of each run in the K-run rows (default 30; --tiny: 2)")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    args = arguments(parser)
+    stack_sizes = args.stacks
+    from omegaconf import OmegaConf
+
     from reg_runner.trainer.precision import bf16_unsupported
     from reg_runner.run import resolve_device
 
     eval_batch_size = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size
-    try:
-        device = resolve_device(args.device)
-        if args.data_root:
-            find_files(Path(args.data_root).expanduser())  # a bad folder: one line now, not in every process
-    except UserError as e:
-        sys.exit(f"error: {e}")
-    args.device = device.type
+    device = resolve_device(args.device)  # checked in arguments()
+    args.device = str(device)
     no_bf16 = bf16_unsupported(device)  # why bf16 evaluation would not be fast here, or None
     have_lightning = importlib.util.find_spec("lightning") is not None
     env = dict(os.environ)

@@ -22,7 +22,6 @@ Each writes one JSON record: seconds per epoch (first epoch's start to the last 
 over the number of epochs), the unix time of the first training step, and the final accuracies.
 """
 
-import argparse
 import json
 import sys
 import tempfile
@@ -231,7 +230,10 @@ LOOPS = {"lean": lean, "typical": typical, "lightning": lightning}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from reg_runner.errors import EXIT_USER_ERROR, Parser, UserError
+    from reg_runner.run import resolve_device
+
+    parser = Parser(prog="python benchmarks/loops.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("loop", choices=LOOPS)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--data-root", default=None, help="a folder with the four MNIST IDX files")
@@ -241,15 +243,16 @@ def main() -> None:
     parser.add_argument("--eval-batch-size", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    from reg_runner.errors import UserError
-    from reg_runner.run import resolve_device
-
+    for flag, value in (("--epochs", args.epochs), ("--eval-batch-size", args.eval_batch_size)):
+        if value < 1:  # 0 epochs would time nothing (and divide by zero)
+            parser.error(f"argument {flag}: {value!r} is not allowed: an integer >= 1")
     try:
         device = resolve_device(args.device)
         torch.manual_seed(0)
         data = load_data(args.data_root, args.val_size, device, args.train_fraction)
     except UserError as e:  # a bad --device or --data-root: one line, as the runner gives
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
     clock = Clock(device)
     result = LOOPS[args.loop](data, args.epochs, device, args.eval_batch_size, clock)
     result.update(epoch_s=(clock.end - clock.start) / args.epochs, first_step_at=clock.first_step_at,

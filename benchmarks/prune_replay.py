@@ -30,6 +30,10 @@ from pathlib import Path
 import optuna
 import yaml
 
+from reg_runner.errors import Parser
+from reg_runner.schema import VAL_METRICS
+from reg_runner.sweep import direction_of
+
 ROOT = Path(__file__).resolve().parents[1]
 PRUNERS = ROOT / "conf" / "hydra" / "sweeper" / "pruner"
 
@@ -52,7 +56,9 @@ def _number(folder: Path) -> int | None:
 
 
 def trials(sweep: Path, objective: str) -> tuple[str, list[Trial]]:
-    """The study's name and its trials, from the run folders of a finished unpruned search."""
+    """The study's name and its trials, from the run folders of a finished unpruned search. ``objective``
+    is one of ``VAL_METRICS``; its curves are the best so far in its direction, as the sweeper records them."""
+    best = max if direction_of(objective) == "maximize" else min
     runs: dict[int, list[Path]] = {}
     for folder in sweep.iterdir():
         number = _number(folder)
@@ -66,15 +72,18 @@ def trials(sweep: Path, objective: str) -> tuple[str, list[Trial]]:
         raise ValueError(f"trial folders {numbers[:10]}... are not 0..N-1 (a search cut short?)")
     study, out = None, []
     for n in numbers:
+        env = json.loads((runs[n][0] / "environment.json").read_text())
+        if not isinstance(env.get("trial"), dict):  # a grid multirun's runs record "trial": null
+            raise ValueError("not an Optuna search: its runs record no trial (environment.json \"trial\": null, as a "
+                             "grid multirun's); give the folder of an hparams_search=... run without a pruner")
         curves = []
         for run in runs[n]:
             with open(run / "history.csv") as f:
                 values = [float(r[objective]) for r in csv.DictReader(f)]
-            curves.append(list(itertools.accumulate(values, max)))
+            curves.append(list(itertools.accumulate(values, best)))
         if len({len(c) for c in curves}) != 1 or json.loads((runs[n][0] / "metrics.json").read_text())["status"] \
                 != "completed":
             raise ValueError(f"{runs[n][0].relative_to(sweep)} is not a completed run: replay a search without a pruner")
-        env = json.loads((runs[n][0] / "environment.json").read_text())
         study = env["trial"]["study"]
         stack = tuple(sorted({_number(Path(p)) for p in env.get("stack") or [runs[n][0]]}))
         out.append(Trial(n, [math.fsum(v) / len(v) for v in zip(*curves)], stack, len(curves)))
@@ -90,11 +99,11 @@ def pruner_from(name: str, keys: dict) -> optuna.pruners.BasePruner:
     return cls(**spec)
 
 
-def replay(study_name: str, search: list[Trial], pruner, n_jobs: int) -> dict:
+def replay(study_name: str, search: list[Trial], pruner, n_jobs: int, direction: str = "maximize") -> dict:
     """The search again as reg_runner's sweeper runs it: batches of ``n_jobs`` trials, told when the whole
     batch is done; in a batch, each stack in turn (a lone run is a stack of one); in a stack, epoch by
     epoch, each live trial in number order records its value and asks the pruner."""
-    study = optuna.create_study(direction="maximize", pruner=pruner, study_name=study_name,
+    study = optuna.create_study(direction=direction, pruner=pruner, study_name=study_name,
                                 storage=optuna.storages.InMemoryStorage())
     trained, finished = 0, {}
     for start in range(0, len(search), n_jobs):
@@ -118,8 +127,9 @@ def replay(study_name: str, search: list[Trial], pruner, n_jobs: int) -> dict:
             else:
                 study.tell(asked, trial.curve[-1])
                 finished[n] = trial.curve[-1]
-    top = max(finished, key=finished.get)
-    ranking = sorted(range(len(search)), key=lambda n: -search[n].curve[-1])
+    sign = 1 if direction == "maximize" else -1  # val/loss: the lowest is the best
+    top = max(finished, key=lambda n: sign * finished[n])
+    ranking = sorted(range(len(search)), key=lambda n: -sign * search[n].curve[-1])
     return dict(pruned=len(search) - len(finished), trained=trained, total=sum(len(t.curve) * t.runs for t in search),
                 best=finished[top], best_trial=top, rank=ranking.index(top) + 1)
 
@@ -152,13 +162,22 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def _objective(text: str) -> str:
+    # what the sweeper itself may optimize: a validation metric; the test set never chooses or ranks anything
+    if text not in VAL_METRICS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {' or '.join(VAL_METRICS)} (a validation "
+                                         "metric: the test set never chooses or ranks anything)")
+    return text
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="python benchmarks/prune_replay.py", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="folder of a finished search run without a pruner")
     parser.add_argument("--n-jobs", type=int, default=8, help="trials per batch, as hydra.sweeper.n_jobs")
     parser.add_argument("--lone", action="store_true",
                         help="replay every run alone, one after another (the basic launcher), not in its stack")
-    parser.add_argument("--objective", default="val/acc")
+    parser.add_argument("--objective", type=_objective, default="val/acc",
+                        help=f"the search's objective: {' or '.join(VAL_METRICS)} (default val/acc)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if not args.sweep.is_dir():
@@ -174,15 +193,16 @@ def main() -> None:
     if args.lone:
         search = [Trial(t.number, t.curve, (t.number,), t.runs) for t in search]
     epochs = len(search[0].curve)
+    best = max if direction_of(args.objective) == "maximize" else min
     print(f"study {study}: {len(search)} trials, {sum(len(t.curve) * t.runs for t in search)} epochs, best {args.objective} "
-          f"{max(t.curve[-1] for t in search):.4f}; batches of {args.n_jobs}, "
+          f"{best(t.curve[-1] for t in search):.4f}; batches of {args.n_jobs}, "
           f"{'each run alone' if args.lone else 'stacks as they trained'}\n")
     print("| pruner | keys | pruned | epochs | of unpruned | best kept | its rank |")
     print("|---|---|---|---|---|---|---|")
     for name, keys in SETTINGS:
         if keys.get("max_resource") == "epochs":  # the preset's ${trainer.epochs}
             keys = {**keys, "max_resource": epochs}
-        r = replay(study, search, pruner_from(name, keys), args.n_jobs)
+        r = replay(study, search, pruner_from(name, keys), args.n_jobs, direction_of(args.objective))
         shown = ", ".join(f"{k}={v}" for k, v in keys.items())
         print(f"| {name} | {shown} | {r['pruned']} | {r['trained']:,} | {r['trained'] / r['total']:.0%} "
               f"| {r['best']:.4f} (trial {r['best_trial']}) | {r['rank']} |")

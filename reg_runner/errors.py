@@ -5,11 +5,23 @@ Anything a user can get wrong (a config value, a data folder, a resume path) rai
 Every other exception is a bug in reg_runner and keeps its traceback.
 """
 
+import argparse
 import contextlib
 import os
 import sys
 
 EXIT_USER_ERROR = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its mistakes on one line (``error: ...``, exit 2) instead of usage and a message.
+
+    Its sub-commands' parsers are of this class too (argparse makes them with ``type(self)``).
+    """
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
 
 
 class UserError(Exception):

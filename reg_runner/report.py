@@ -19,7 +19,6 @@ Written to the terminal (markdown) and to ``report.md``, ``report.csv``, ``curve
 ``test_acc.png`` in the folder (or ``--out``).
 """
 
-import argparse
 import csv
 import io
 import json
@@ -33,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from reg_runner import atomic
-from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.errors import Parser, UserError, exit_on_user_error
 from reg_runner.records import RunFolder
 
 FINISHED = ("completed", "early_stopped")  # the runs a group's mean is taken over
@@ -371,12 +370,12 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     runs = find_runs(root)
     if not runs:
         raise UserError(f"no run folder below {root} (a run folder holds metrics.json or .hydra/)")
-    out = out or root
-    writable_folder(out)
     grouped_by = choose_settings(runs)
     keys = varying_keys(runs)
     table1 = [run_row(r, keys, sharpness=any(r.sharpness is not None for r in runs)) for r in runs]
-    table2, baseline = group_rows(runs, keys, baseline)
+    table2, baseline = group_rows(runs, keys, baseline)  # a --baseline that matches no group: before --out is made
+    out = out or root
+    writable_folder(out)
     text = markdown(runs, keys, table1, table2, baseline, root)
     if grouped_by != "overrides":
         text = text.replace("Grouped by:", "Grouped by (their resolved configs differ where their overrides do not):", 1)
@@ -393,7 +392,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reg_runner.report", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m reg_runner.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run folder, a sweep folder, or any folder above runs")
     parser.add_argument("--out", type=Path, default=None, help="where to write report.md/csv/png (default: path)")
     parser.add_argument("--baseline", default=None, help="the group, or one key=value of it, to compare against")

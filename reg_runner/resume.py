@@ -13,12 +13,11 @@ among several, a run that had already finished (a stack's member that early-stop
 pruned before the kill) is named and left as it is.
 """
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
-from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.errors import Parser, UserError, exit_on_user_error
 
 
 def load_config(run_dir: Path):
@@ -41,7 +40,7 @@ def load_config(run_dir: Path):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reg_runner.resume", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m reg_runner.resume", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir", help="the folders of the runs to continue")
     args = parser.parse_args(argv)
     with exit_on_user_error():

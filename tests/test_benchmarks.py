@@ -27,11 +27,12 @@ def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
     env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--data-root", str(tiny_data),
-         "--json", str(out)],
+         "--json", str(out), "--epochs", "3"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(out.read_text())
+    assert (result["epochs"], result["repeats"]) == (3, 1)  # --tiny's epochs give way to the ones given
     rows = result["rows"]
     measured = {"runner", "runner, no histograms", "lean", "typical"}
     if importlib.util.find_spec("lightning"):
@@ -65,5 +66,39 @@ def test_bench_with_a_missing_data_folder_says_so_in_one_line(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr
-    assert lines[0].startswith("error: data.root=") and "is not a folder" in lines[0]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith(f"error: argument --data-root: {tmp_path / 'nowhere'} is not a folder"), lines
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--device", "tpu"], "argument --device: 'tpu' is not allowed: one of auto, cpu, cuda, cuda:N, mps"),
+    (["--device", "cuda:99"], "argument --device: 'cuda:99' is not allowed: "),  # no CUDA, or not that many GPUs
+    (["--stacks", "abc"], "argument --stacks: 'abc' is not allowed: comma-separated integers >= 1"),
+    (["--stacks", "-2"], "argument --stacks: '-2' is not allowed: "),  # not a silent "none"
+    (["--json", "{a_file}/bench.json"], "argument --json: '{a_file}/bench.json' cannot be written: "),
+    (["--epochs", "0"], "argument --epochs: '0' is not allowed: an integer >= 1"),
+    (["--epochs", "-3"], "argument --epochs: '-3' is not allowed: an integer >= 1"),
+    (["--repeats", "0"], "argument --repeats: '0' is not allowed: an integer >= 1"),
+    (["--stacked-epochs", "0"], "argument --stacked-epochs: '0' is not allowed: an integer >= 1"),
+    (["--train-fraction", "0"], "argument --train-fraction: '0' is not allowed: a number in (0, 1)"),
+    (["--train-fraction", "1.5"], "argument --train-fraction: '1.5' is not allowed: a number in (0, 1)"),
+    (["--val-size", "0"], "argument --val-size: '0' is not allowed: an integer >= 1"),
+    (["--val-size", "1000"], "argument --val-size: '1000' is not allowed: at most 200"),  # of the tiny data's 500
+    (["--full"], "--full and --tiny cannot be combined"),
+    (["--nope"], "unrecognized arguments: --nope"),
+])
+def test_bench_refuses_a_bad_argument_in_one_line_before_any_work(tiny_data, tmp_path, args, expected):
+    """Exit 2 and one line naming the argument, its value and what is allowed, before the first timing
+    (nothing printed on stdout, no temporary folder made), never a traceback minutes into the run."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro"), "TMPDIR": str(tmp_path / "tmp")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--data-root", str(tiny_data),
+         *(a.format(a_file=a_file) for a in args)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: " + expected.format(a_file=a_file)), proc.stderr
+    assert proc.stdout == "" and not any((tmp_path / "tmp").iterdir())

@@ -183,3 +183,58 @@ def test_the_showcase_preset_searches_its_space_over_three_seeds_in_stacks(cli):
         assert {str(Path(r)) for r in summary["best"]["run_dirs"]} <= set(env["stack"])
     params = summary["best"]["params"]
     assert {"augmentation.degrees", "augmentation.sigma", "optimizer.weight_decay", "scheduler"} <= params.keys()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_data):
+    """A tiny unpruned search (2 trials of 3 epochs) and a plain grid multirun, for the replay's refusals."""
+    from conftest import CLI
+
+    cli = CLI(tmp_path_factory.mktemp("replay"), tiny_data)
+    search = cli("--multirun", "hparams_search=quick", "data.val_size=null", "trainer.epochs=3",
+                 "logging.tensorboard=false", "hydra.sweeper.n_trials=2", "hydra.sweeper.storage=null").run_dir
+    grid = cli("--multirun", "seed=0,1", "logging.tensorboard=false").run_dir
+    return search, grid
+
+
+def _replay_cli(*args):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prune_replay.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_replay_refuses_a_grid_multirun_in_one_line(finished):
+    _, grid = finished
+    proc = _replay_cli(grid)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"error: {grid}: not an Optuna search") and proc.stdout == ""
+
+
+@pytest.mark.parametrize("objective", ["test/acc", "test/loss", "val/f1"])
+def test_the_replays_objective_is_a_validation_metric(finished, objective):
+    """The test set never ranks anything; a name the runner cannot optimize is the option's fault, not the folder's."""
+    search, _ = finished
+    proc = _replay_cli(search, "--objective", objective)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith(f"error: argument --objective: '{objective}' is not allowed: val/acc or val/loss")
+
+
+def test_the_replay_of_val_loss_minimizes_it(finished):
+    """val/loss is a search objective the sweeper minimizes: its curves are the lowest loss so far, and the best
+    kept trial is the lowest."""
+    search, _ = finished
+    replay = _replay_module()
+    study, trials = replay.trials(search, "val/loss")
+    for t in trials:
+        assert t.curve == sorted(t.curve, reverse=True)  # the best so far only goes down
+        rows = list(csv.DictReader((next(search.glob(f"{t.number}_*")) / "history.csv").open()))
+        assert t.curve[-1] == min(float(r["val/loss"]) for r in rows)
+    result = replay.replay(study, trials, replay.pruner_from("median", {}), 8, "minimize")
+    assert result["best"] == min(t.curve[-1] for t in trials) and result["rank"] == 1
+    proc = _replay_cli(search, "--objective", "val/loss")
+    assert proc.returncode == 0, proc.stderr
+    assert f"best val/loss {min(t.curve[-1] for t in trials):.4f}" in proc.stdout

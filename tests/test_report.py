@@ -110,6 +110,33 @@ def test_a_single_run_folder_and_a_baseline_choice(study, tmp_path):
     assert "baseline: `experiment=l2`" in text
 
 
+def test_a_baseline_that_matches_no_group_is_refused_before_out_is_made(study, tmp_path):
+    sweep, _ = study
+    out = tmp_path / "new" / "report"
+    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(sweep), "--baseline", "seed=7",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: --baseline 'seed=7' matches no group") and proc.stdout == ""
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["reg_runner.report"], "the following arguments are required: path"),
+    (["reg_runner.report", "{tmp}", "--nope"], "unrecognized arguments: --nope"),
+    (["reg_runner.data", "frobnicate"], "argument command: invalid choice: 'frobnicate'"),
+    (["reg_runner.data", "import"], "the following arguments are required: folder"),
+    (["reg_runner.resume"], "the following arguments are required: run_dir"),
+    (["reg_runner.resume", "--epochs", "5", "{tmp}"], "unrecognized arguments: --epochs"),
+])
+def test_a_command_line_mistake_is_one_line(tmp_path, argv, expected):
+    """The tools' argparse mistakes (reg_runner.errors.Parser): one line, exit 2, not usage and a message."""
+    proc = subprocess.run([sys.executable, "-m", *(a.format(tmp=tmp_path) for a in argv)], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stdout == "", proc.stderr
+    prog = " ".join(argv[:2] if argv[:2] == ["reg_runner.data", "import"] else argv[:1])
+    assert proc.stderr.startswith(f"error: {expected}") and proc.stderr.endswith(f"(see python -m {prog} --help)\n")
+
+
 def test_a_diverged_seed_is_named_not_silently_dropped(study, tmp_path):
     sweep, runs = study
     copy = tmp_path / "sweep"

@@ -7,14 +7,13 @@
 The store is $DATAMAESTRO_DIR (default ~/datamaestro); MNIST lives in data/image/com/lecun/mnist.
 """
 
-import argparse
 import hashlib
 import sys
 from pathlib import Path
 
 from reg_runner import atomic
 from reg_runner.data import mnist
-from reg_runner.errors import EXIT_USER_ERROR, UserError
+from reg_runner.errors import EXIT_USER_ERROR, Parser, UserError
 
 
 def check() -> int:
@@ -47,7 +46,7 @@ def import_folder(folder: Path) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reg_runner.data", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m reg_runner.data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="verify the store")
     imp = sub.add_parser("import", help="copy MNIST from a folder into the store, verified")

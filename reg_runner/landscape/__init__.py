@@ -34,18 +34,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.errors import Parser, UserError, exit_on_user_error
 
 DEFAULT_VAL_SIZE = 10_000
 SHARPNESS_RADIUS = 0.25  # a quarter of the plots' axis: the quadratic rise is well above float noise
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with its mistakes on one line (``error: ...``, exit 2) instead of usage and a message."""
-
-    def error(self, message: str):
-        print(f"error: {message} (see python -m reg_runner.landscape --help)", file=sys.stderr, flush=True)
-        sys.exit(2)
 
 
 def _int_in(lo: int, hi: int, odd: bool = False):
