@@ -184,29 +184,6 @@ def compare_histories(fp32_dir: str, bf16_dir: str) -> dict:
                 val_acc_max_abs=max(abs(d) for d in acc), val_loss_mean=statistics.fmean(loss))
 
 
-def _integer(lo: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < lo:
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: an integer >= {lo}")
-        return v
-
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v < 1:  # 1 would leave no image to validate on, and validation picks the best epoch
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a number in (0, 1), of the training set")
-    return v
-
-
 def _stacks(text: str) -> list[int]:
     """``8,32``: the stack sizes; ``0``: none."""
     allowed = "comma-separated integers >= 1, each once (e.g. 8,32), or 0 for none"
@@ -288,26 +265,27 @@ def fail(message: str) -> None:
 
 
 def main() -> None:
-    from reg_runner.errors import Parser
+    from reg_runner.errors import Parser, integer_arg, number_arg
 
     parser = Parser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=_integer(1), default=None, help="default 30; --tiny: 2")
-    parser.add_argument("--repeats", type=_integer(1), default=None, help="default 3; --tiny: 1")
+    parser.add_argument("--epochs", type=integer_arg(1), default=None, help="default 30; --tiny: 2")
+    parser.add_argument("--repeats", type=integer_arg(1), default=None, help="default 3; --tiny: 1")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     parser.add_argument("--data-root", default=None, help="MNIST IDX folder; default: the datamaestro store")
-    parser.add_argument("--val-size", type=_integer(1), default=None,
+    parser.add_argument("--val-size", type=integer_arg(1), default=None,
                         help="cap on the validation set (default: all 57,000)")
     parser.add_argument("--full", action="store_true", help="also time the runner's full default 1000-epoch run")
     parser.add_argument("--tiny", action="store_true",
                         help="a smoke test of seconds: 2 epochs, 1 repeat, stacks of 2, small matmuls; --epochs, "
                              "--repeats, --stacks, --stacked-epochs and --train-fraction given with it are used as "
                              "given (not with --full)")
-    parser.add_argument("--train-fraction", type=_fraction, default=None,
+    parser.add_argument("--train-fraction", type=number_arg(0, 1, hi_open=True, note=", of the training set"),
+                        default=None,
                         help="of the training set, in (0, 1) (default: the config's 5%%; --tiny: 60%%, a batch of "
                              "300 on tiny data)")
     parser.add_argument("--stacks", type=_stacks, default=None,
                         help="stack sizes K to time (comma-separated, default 8,32; --tiny: 2; 0: none)")
-    parser.add_argument("--stacked-epochs", type=_integer(1), default=None,
+    parser.add_argument("--stacked-epochs", type=integer_arg(1), default=None,
                         help="epochs of each run in the K-run rows (default 30; --tiny: 2)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = arguments(parser)

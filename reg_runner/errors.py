@@ -67,3 +67,35 @@ def exit_on_user_error():
             raise
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+
+
+def integer_arg(lo: int, hi: int | None = None, odd: bool = False, note: str = ""):
+    """An argparse ``type``: an integer >= ``lo`` (and <= ``hi``; odd), refused in the Parser's one line."""
+    allowed = (f"an {'odd ' if odd else ''}integer " + (f"in [{lo}, {hi}]" if hi is not None else f">= {lo}")) + note
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo or (hi is not None and v > hi) or (odd and v % 2 == 0):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}")
+        return v
+
+    return parse
+
+
+def number_arg(lo: float, hi: float, lo_open: bool = True, hi_open: bool = False, note: str = ""):
+    """An argparse ``type``: a number in the interval, refused in the Parser's one line."""
+    allowed = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}{note}"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not ((lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}")
+        return v
+
+    return parse

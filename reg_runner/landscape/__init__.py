@@ -34,49 +34,26 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from reg_runner.errors import Parser, UserError, exit_on_user_error
+from reg_runner.errors import Parser, UserError, exit_on_user_error, integer_arg, number_arg
 
 DEFAULT_VAL_SIZE = 10_000
 SHARPNESS_RADIUS = 0.25  # a quarter of the plots' axis: the quadratic rise is well above float noise
-
-
-def _int_in(lo: int, hi: int, odd: bool = False):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: an integer in [{lo}, {hi}]") from None
-        if not lo <= v <= hi or (odd and v % 2 == 0):
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: an {'odd ' if odd else ''}integer in "
-                                             f"[{lo}, {hi}]{' (the checkpoint is the centre point)' if odd else ''}")
-        return v
-
-    return parse
-
-
-def _span(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v <= 10:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a number in (0, 10] (1 = a step as long as each "
-                                         "weight row)")
-    return v
 
 
 def arguments(argv=None) -> argparse.Namespace:
     p = Parser(prog="python -m reg_runner.landscape", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="the folders of finished runs")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="best.pt (default) or last.pt")
-    p.add_argument("--grid", type=_int_in(3, 201, odd=True), default=41, help="points per axis, odd (default 41)")
-    p.add_argument("--span", type=_span, default=1.0, help="the axes run over [-span, span] (default 1)")
+    p.add_argument("--grid", type=integer_arg(3, 201, odd=True, note=" (the checkpoint is the centre point)"), default=41,
+                   help="points per axis, odd (default 41)")
+    p.add_argument("--span", type=number_arg(0, 10, note=" (1 = a step as long as each weight row)"), default=1.0,
+                   help="the axes run over [-span, span] (default 1)")
     p.add_argument("--split", choices=("train", "val"), default="train",
                    help="train: the run's training images (default); val: a sample of its validation set")
-    p.add_argument("--val-size", type=_int_in(1, 10_000_000), default=None,
+    p.add_argument("--val-size", type=integer_arg(1, 10_000_000), default=None,
                    help="the sample for --split val (default: 10,000, or all the run's validation images if fewer)")
     p.add_argument("--dims", type=int, choices=(1, 2), default=2, help="1: a curve; 2: a surface (default)")
-    p.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=0, help="draws the directions (default 0)")
+    p.add_argument("--seed", type=integer_arg(0, 2**63 - 1), default=0, help="draws the directions (default 0)")
     p.add_argument("--out", type=_new_folder, default=None, help="a new folder: write everything there, not into "
                    "the run folders")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
