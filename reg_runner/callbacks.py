@@ -51,10 +51,16 @@ class EarlyChecks(Callback):
     def check_config(self, config, overrides) -> None:
         """A run's config, through every stage (``reg_runner.config.check``)."""
         from reg_runner import config as config_lib
+        from reg_runner.errors import ConfigError
 
+        for key, value in config_lib.override_items(overrides):
+            if key == "hparams_search" and value != "null":  # its sweeper and trials exist only in a multirun
+                raise ConfigError(key, value, f"a search, which runs with --multirun: python -m reg_runner --multirun "
+                                  f"hparams_search={value}")
         config_lib.check(config, overrides)
 
     def on_run_start(self, config, **kwargs) -> None:
+        from reg_runner import config as config_lib
         from reg_runner.cli import release_stderr
         from reg_runner.records import RunFolder
 
@@ -66,6 +72,7 @@ class EarlyChecks(Callback):
             from reg_runner.sweep import check_job_name
 
             check_job_name(config.hydra)
+            config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=False)
             run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
             self.check_config(config, config.hydra.overrides.task)
             RunFolder(run_dir).refuse_existing()
@@ -81,6 +88,7 @@ class EarlyChecks(Callback):
         release_stderr()
         STOP.install()
         with exit_on_user_error():
+            config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)
             _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)
             check_hydra(config.hydra, config.get("objective"))
             # each value every job shares, alone (rules across keys may depend on what a job sweeps: the

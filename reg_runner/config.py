@@ -265,6 +265,25 @@ def chosen_by_group(overrides) -> None:
                               "which brings its keys")
 
 
+MULTIRUN_ONLY = ("hydra.sweep.", "hydra.sweeper", "hydra/sweeper", "hydra.launcher", "hydra/launcher")
+
+
+def hydra_overrides(overrides, multirun: bool) -> None:
+    """Hydra's own keys on the command line (``config.hydra.overrides.hydra``): each once, none that Hydra
+    sets itself, and none that this mode does not read (a single run has no sweeper, launcher or sweep
+    folder; a multirun's folder is ``hydra.sweep.dir``, not ``hydra.run.dir``). ``hydra.mode=MULTIRUN`` is
+    Hydra's own spelling of --multirun, which Hydra adds to this list itself."""
+    overrides = [o for o in plain_overrides(overrides) if str(o).partition("=")[0].lstrip("+~") != "hydra.mode"]
+    chosen_by_group(overrides)
+    for key, value in override_items(overrides):
+        if multirun and key.startswith("hydra.run."):
+            raise ConfigError(key, typed_value(value), "not read by a --multirun: its folder is hydra.sweep.dir")
+        if not multirun and key.startswith(MULTIRUN_ONLY):
+            raise ConfigError(key, typed_value(value), "not read by a single run, which has no sweep, sweeper or "
+                              "launcher: add --multirun" + (" (its folder is hydra.sweep.dir)"
+                                                            if key.startswith("hydra.sweep.") else ""))
+
+
 def unread_overrides(c: RunConfig, overrides) -> None:
     """Stage 2: a value typed on the command line that the run would not read is an error."""
     for key, value in override_items(overrides):

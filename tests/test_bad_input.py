@@ -387,6 +387,24 @@ def test_torchvision_augmentation_without_torchvision(cli):
     assert not proc.run_dir.exists()
 
 
+@pytest.mark.parametrize("overrides,expected", [
+    ("hydra.sweep.dir=elsewhere", "hydra.sweep.dir='elsewhere' is not allowed: not read by a single run, which has no "
+     "sweep, sweeper or launcher: add --multirun (its folder is hydra.sweep.dir)"),
+    ("hydra/launcher=stacked", "hydra/launcher='stacked' is not allowed: not read by a single run"),
+    ("hydra.runtime.output_dir=/tmp/x", "hydra.runtime.output_dir='/tmp/x' is not allowed: set by Hydra"),
+    ("hydra.job.name=a hydra.job.name=b", "hydra.job.name='b' is not allowed: one value: it is given twice"),
+    ("hparams_search=quick", "hparams_search='quick' is not allowed: a search, which runs with --multirun"),
+    ("--multirun seed=0,1 hydra.run.dir=elsewhere", "hydra.run.dir='elsewhere' is not allowed: not read by a "
+     "--multirun: its folder is hydra.sweep.dir"),
+])
+def test_hydras_keys_this_mode_would_not_read(cli, tmp_path, overrides, expected):
+    # Hydra itself ignores them silently: the run would go to another folder than the one typed, or search nothing
+    proc = cli(*overrides.split(), check=False)
+    assert_one_line_error(proc, expected)
+    assert not any(tmp_path.glob("run*")) and not (tmp_path / "outputs").exists()
+    assert not (tmp_path / "elsewhere").exists()
+
+
 @pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
 def test_empty_output_folder(cli, tmp_path, key):
     multirun = ["--multirun"] if key == "hydra.sweep.dir" else []
