@@ -51,12 +51,6 @@ class EarlyChecks(Callback):
     def check_config(self, config, overrides) -> None:
         """A run's config, through every stage (``reg_runner.config.check``)."""
         from reg_runner import config as config_lib
-        from reg_runner.errors import ConfigError
-
-        for key, value in config_lib.override_items(overrides):
-            if key == "hparams_search" and value != "null":  # its sweeper and trials exist only in a multirun
-                raise ConfigError(key, value, f"a search, which runs with --multirun: python -m reg_runner --multirun "
-                                  f"hparams_search={value}")
         config_lib.check(config, overrides)
 
     def on_run_start(self, config, **kwargs) -> None:

@@ -282,6 +282,7 @@ def hydra_overrides(overrides, multirun: bool) -> None:
             raise ConfigError(key, typed_value(value), "not read by a single run, which has no sweep, sweeper or "
                               "launcher: add --multirun" + (" (its folder is hydra.sweep.dir)"
                                                             if key.startswith("hydra.sweep.") else ""))
+    # hparams_search=... in a single run is the search's base config: a sweep summary's re-run command uses it
 
 
 def unread_overrides(c: RunConfig, overrides) -> None:

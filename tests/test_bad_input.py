@@ -393,7 +393,6 @@ def test_torchvision_augmentation_without_torchvision(cli):
     ("hydra/launcher=stacked", "hydra/launcher='stacked' is not allowed: not read by a single run"),
     ("hydra.runtime.output_dir=/tmp/x", "hydra.runtime.output_dir='/tmp/x' is not allowed: set by Hydra"),
     ("hydra.job.name=a hydra.job.name=b", "hydra.job.name='b' is not allowed: one value: it is given twice"),
-    ("hparams_search=quick", "hparams_search='quick' is not allowed: a search, which runs with --multirun"),
     ("--multirun seed=0,1 hydra.run.dir=elsewhere", "hydra.run.dir='elsewhere' is not allowed: not read by a "
      "--multirun: its folder is hydra.sweep.dir"),
 ])
