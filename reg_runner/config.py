@@ -272,7 +272,8 @@ def hydra_overrides(overrides, multirun: bool) -> None:
     """Hydra's own keys on the command line (``config.hydra.overrides.hydra``): each once, none that Hydra
     sets itself, and none that this mode does not read (a single run has no sweeper, launcher or sweep
     folder; a multirun's folder is ``hydra.sweep.dir``, not ``hydra.run.dir``). ``hydra.mode=MULTIRUN`` is
-    Hydra's own spelling of --multirun, which Hydra adds to this list itself."""
+    Hydra's own spelling of --multirun, which Hydra adds to this list itself. (``hparams_search=...`` is a task
+    key, allowed in a single run: there it is the search's base config, as a sweep summary's re-run command uses it.)"""
     overrides = [o for o in plain_overrides(overrides) if str(o).partition("=")[0].lstrip("+~") != "hydra.mode"]
     chosen_by_group(overrides)
     for key, value in override_items(overrides):
@@ -282,7 +283,6 @@ def hydra_overrides(overrides, multirun: bool) -> None:
             raise ConfigError(key, typed_value(value), "not read by a single run, which has no sweep, sweeper or "
                               "launcher: add --multirun" + (" (its folder is hydra.sweep.dir)"
                                                             if key.startswith("hydra.sweep.") else ""))
-    # hparams_search=... in a single run is the search's base config: a sweep summary's re-run command uses it
 
 
 def unread_overrides(c: RunConfig, overrides) -> None:

@@ -75,6 +75,7 @@ class Checks(EarlyChecks):
         from omegaconf import OmegaConf
 
         from reg_runner import config as config_lib
+        from reg_runner.optimizer import build as optimizer_build
 
         config_lib.chosen_by_group(overrides)  # a key given twice, lr_find's included
         items = config_lib.override_items(overrides)
@@ -86,8 +87,6 @@ class Checks(EarlyChecks):
         run = OmegaConf.masked_copy(config, [k for k in config if k != "lr_find"])
         checked = config_lib.check(run, [o for o in config_lib.plain_overrides(overrides)
                                          if not o.lstrip("+~").startswith("lr_find.")])
-        from reg_runner.optimizer import build as optimizer_build
-
         t = checked.cfg.trainer  # the last step's rate must be one the optimizer can step at
         optimizer_build.step_at(checked.cfg.optimizer, t.batch_size * t.accumulate, s.max_lr, "lr_find.max_lr",
                                 s.max_lr)
