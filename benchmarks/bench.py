@@ -207,7 +207,7 @@ def arguments(parser) -> argparse.Namespace:
     for a value the benchmark could not use, rather than a traceback minutes into it."""
     from omegaconf import OmegaConf
 
-    from reg_runner.data import split
+    from reg_runner.data import parse_config, split
     from reg_runner.data.mnist import find_files
     from reg_runner.errors import ConfigError, UserError, show
 
@@ -248,7 +248,7 @@ def arguments(parser) -> argparse.Namespace:
     try:
         if args.data_root:
             find_files(Path(args.data_root).expanduser(), key=None)
-        split(cfg)
+        split(parse_config(OmegaConf.to_container(cfg)))
     except ConfigError as e:
         flag = {"data.train_fraction": "--train-fraction", "data.val_size": "--val-size"}.get(e.key)
         allowed = e.allowed.replace("or null for all", "or no --val-size for all")  # the option, not the key
@@ -293,7 +293,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from reg_runner.trainer.precision import bf16_unsupported
-    from reg_runner.run import resolve_device
+    from reg_runner.device import resolve as resolve_device
 
     eval_batch_size = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size
     device = resolve_device(args.device)  # checked in arguments()

@@ -48,13 +48,17 @@ def mlp(in_features: int = 784, width: int = 100, depth: int = 3, n_classes: int
 
 def load_data(data_root: str | None, val_size: int | None, device: torch.device, train_fraction: float | None = None):
     """The runner's own data: conf/data/mnist.yaml with the given root and validation cap."""
+    from reg_runner.data import parse_config
     from reg_runner.data import tensors as data_lib
 
     cfg = OmegaConf.load(CONF / "data" / "mnist.yaml")
     cfg.root, cfg.val_size = data_root, val_size
     if train_fraction is not None:
         cfg.train_fraction = train_fraction
-    return data_lib.load(cfg, device)
+    data = data_lib.load(parse_config(OmegaConf.to_container(cfg)), device)
+    for split in (data.train, data.val, data.test):  # the loops below take flattened images, as a user's MLP does
+        split.x = split.x.flatten(1)
+    return data
 
 
 def sync(device: torch.device) -> None:
@@ -231,7 +235,7 @@ LOOPS = {"lean": lean, "typical": typical, "lightning": lightning}
 
 def main() -> None:
     from reg_runner.errors import EXIT_USER_ERROR, Parser, UserError
-    from reg_runner.run import resolve_device
+    from reg_runner.device import resolve as resolve_device
 
     parser = Parser(prog="python benchmarks/loops.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("loop", choices=LOOPS)

@@ -23,15 +23,12 @@ from reg_runner.augmentation import AugmentationConfig
 from reg_runner.data import DataConfig
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.logging import LoggingConfig
-from reg_runner.model import ModelConfig, n_parameters
+from reg_runner.model import ModelConfig
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.reg import RegConfig
 from reg_runner.scheduler import PER_BATCH, SchedulerConfig
 from reg_runner.schema import Bool, Group, Monitor, Seed, parse
 from reg_runner.trainer import TrainerConfig
-
-N_CLASSES = 10
-
 
 class SearchSwitches(Group):
     """Which branches of a conditional search space a trial took (set by the search, recorded)."""
@@ -105,20 +102,24 @@ def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
     return Checked(run, split)
 
 
-# what several runs must share to train as one stack (``reg_runner.run.run_stack``): the data, the
-# architecture, and the shape of the loop. Everything else (seed, init, dropout, L1/L2, augmentation,
-# optimizer and its every argument, schedule, clipping, early stopping, objective, logging,
-# checkpoints) is each run's own.
-STRUCTURAL = ("data", "model.depth", "model.width", "model.activation", "model.norm", "model.norm_position",
-              "model.residual", "trainer.epochs", "trainer.batch_size", "trainer.accumulate", "trainer.drop_last",
-              "trainer.eval_every", "trainer.eval_batch_size", "trainer.eval_precision", "trainer.device",
-              "trainer.deterministic")
+# what several runs must share to train as one stack (``reg_runner.run.run_stack``): the data, the model
+# family's structural keys (``ModelFamily.STRUCTURAL``), and the shape of the loop. Everything else (seed,
+# the family's other keys such as init and dropout, L1/L2, augmentation, optimizer and its every argument,
+# schedule, clipping, early stopping, objective, logging, checkpoints) is each run's own.
+STRUCTURAL_TRAINER = ("trainer.epochs", "trainer.batch_size", "trainer.accumulate", "trainer.drop_last",
+                      "trainer.eval_every", "trainer.eval_batch_size", "trainer.eval_precision", "trainer.device",
+                      "trainer.deterministic")
+
+
+def structural_keys(c: RunConfig) -> tuple[str, ...]:
+    """The keys whose values decide which runs can share a stack with ``c``."""
+    return ("data", "model._target_", *(f"model.{k}" for k in c.model.structural_keys()), *STRUCTURAL_TRAINER)
 
 
 def structure(c: RunConfig) -> tuple:
-    """The values of the ``STRUCTURAL`` keys: runs with equal structures can train as one stack."""
-    values = []
-    for key in STRUCTURAL:
+    """The values of ``structural_keys``: runs with equal structures can train as one stack."""
+    values = [c.data.model_dump_json(by_alias=True), repr(c.model.structure())]
+    for key in STRUCTURAL_TRAINER:
         node = c
         for part in key.split("."):
             node = getattr(node, part)
@@ -128,10 +129,17 @@ def structure(c: RunConfig) -> tuple:
 
 def structural_difference(cfgs: list[RunConfig]) -> str | None:
     """The first structural key on which ``cfgs`` differ, or None."""
-    shapes = [structure(c) for c in cfgs]
-    for i, key in enumerate(STRUCTURAL):
-        if len({s[i] for s in shapes}) > 1:
-            return key
+    first = cfgs[0]
+    for c in cfgs[1:]:
+        if structure(c) == structure(first):
+            continue
+        if c.data != first.data:
+            return "data"
+        if c.model.target != first.model.target:
+            return "model._target_"
+        for key in structural_keys(first)[2:]:
+            if value_at(c.model_dump(by_alias=True), key) != value_at(first.model_dump(by_alias=True), key):
+                return key
     return None
 
 
@@ -172,7 +180,7 @@ def rules(c: RunConfig) -> None:
             raise ConfigError("scheduler.base_momentum", s.base_momentum,
                               f"at most scheduler.max_momentum={s.max_momentum:g}")
     if c.search is not None:
-        for switch, key, value in (("dropout", "model.dropout", m.dropout), ("l1", "reg.l1", c.reg.l1),
+        for switch, key, value in (("dropout", "model.dropout", getattr(m, "dropout", 0.0)), ("l1", "reg.l1", c.reg.l1),
                                    ("l2", "reg.l2", c.reg.l2)):
             if getattr(c.search, switch) != (value > 0):
                 raise ConfigError(key, value, f"{'> 0' if getattr(c.search, switch) else '0'} while "
@@ -180,11 +188,7 @@ def rules(c: RunConfig) -> None:
                                   "whether the trial uses it")
 
 
-# key set on the command line -> (when the run reads it, why not)
-def _hidden(c: RunConfig) -> bool:
-    return c.model.depth >= 1
-
-
+# key set on the command line -> (when the run reads it, why not); ``model.*`` keys: the family's ``unread``
 def _lr_read(c: RunConfig) -> bool:
     """Whether optimizer.lr sets any learning rate (one-cycle with its own max_lr, and a cyclic schedule
     with both bounds, replace it)."""
@@ -194,12 +198,6 @@ def _lr_read(c: RunConfig) -> bool:
 
 
 DEPENDENT = {
-    "model.width": (_hidden, "model.depth=0: there is no hidden layer"),
-    "model.activation": (_hidden, "model.depth=0: there is no hidden layer"),
-    "model.norm": (_hidden, "model.depth=0: there is no hidden layer"),
-    "model.dropout": (_hidden, "model.depth=0: there is no hidden layer"),
-    "model.norm_position": (lambda c: c.model.norm != "none" and _hidden(c), "model.norm=none (or model.depth=0): "
-                            "there is no norm to place"),
     "optimizer.lr": (_lr_read, "the schedule sets every learning rate itself (scheduler.max_lr, and base_lr for "
                      "cyclic): set those instead"),
     "optimizer.dampening": (lambda c: c.optimizer.arguments.get("momentum", 0) > 0, "optimizer.momentum=0: "
@@ -224,6 +222,7 @@ DEPENDENT = {
     "logging.histograms": (lambda c: c.logging.tensorboard, "logging.tensorboard=false"),
     "logging.probe_size": (lambda c: c.logging.tensorboard and c.logging.histograms > 0,
                            "no histograms are recorded (logging.tensorboard=false or logging.histograms=0)"),
+    "augmentation.fill": (lambda c: c.augmentation.pad > 0, "augmentation.pad=0: nothing is shifted in"),
 }
 # chosen by the group (scheduler=plateau), which brings the option's keys: a name typed as a key would not
 CHOSEN_BY_GROUP = {"scheduler.name": "scheduler", "augmentation.name": "augmentation"}
@@ -288,10 +287,14 @@ def hydra_overrides(overrides, multirun: bool) -> None:
 def unread_overrides(c: RunConfig, overrides) -> None:
     """Stage 2: a value typed on the command line that the run would not read is an error."""
     for key, value in override_items(overrides):
+        why = None
         if key in DEPENDENT:
             reads, why = DEPENDENT[key]
-            if not reads(c):
-                raise ConfigError(key, typed_value(value), f"not set while {why} (the run would not read it)")
+            why = None if reads(c) else why
+        elif key.startswith("model."):
+            why = c.model.unread(key.removeprefix("model."))
+        if why is not None:
+            raise ConfigError(key, typed_value(value), f"not set while {why} (the run would not read it)")
 
 
 def typed_value(text: str):
@@ -321,16 +324,15 @@ def against_data(c: RunConfig) -> data_group.Split:
     batches = batches_per_epoch(n, t.batch_size, t.drop_last)
     if t.accumulate > batches:
         raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch")
-    m = c.model
-    if m.residual and not (m.depth >= 2 or (m.depth == 1 and m.width == split.in_features)):
-        raise ConfigError("model.residual", True, f"false with model.depth={m.depth}, model.width={m.width}: no "
-                          f"block has equal input and output widths ({split.in_features} inputs), so none would "
-                          "add its input")
-    if c.model.norm == "batchnorm" and (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)):
+    c.model.check(split.shape, split.n_classes)
+    if c.model.uses_batch_statistics() and (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)):
         raise ConfigError("trainer.batch_size", t.batch_size,
                           f"a size that leaves no batch of 1 image with model.norm=batchnorm ({n} training images "
                           f"make a last batch of {n % t.batch_size or t.batch_size}), as BatchNorm cannot normalize "
                           "a single image; or trainer.drop_last=true")
+    a = c.augmentation
+    if a.name == "crop" and a.pad >= min(split.shape[1:]):
+        raise ConfigError("augmentation.pad", a.pad, f"less than the images' side ({min(split.shape[1:])} pixels)")
     s = c.scheduler
     if s.name == "cyclic":
         from reg_runner.scheduler.schedule import cycle_steps
@@ -365,7 +367,7 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.device", device, "auto or cpu: MPS is not available on this machine")
 
-    params = n_parameters(c.model, split.in_features, N_CLASSES) * members
+    params = c.model.n_parameters(split.shape, split.n_classes) * members
     # weights, gradients, two optimizer moments and the best epoch's copy, in float32
     need = params * 4 * 5
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
@@ -373,8 +375,8 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
     else:
         have, where = memory_bytes(), "machine"
     if have is not None and need > have:
-        key = "model.width" if c.model.depth else "model.depth"
-        raise ConfigError(key, getattr(c.model, key.split(".")[1]),
+        key = c.model.size_key()
+        raise ConfigError(f"model.{key}", getattr(c.model, key),
                           f"a smaller model: this one has {params:.3g} parameters, about {need / 2**30:.3g} GiB with "
                           f"their gradients and optimizer state, more than this {where}'s {have / 2**30:.3g} GiB")
 

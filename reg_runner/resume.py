@@ -36,7 +36,12 @@ def load_config(run_dir: Path):
         raise UserError(f"{path} cannot be read as YAML ({str(e).splitlines()[0]}); restore the file") from None
     if not OmegaConf.is_dict(cfg):
         raise UserError(f"{path} holds a {type(cfg).__name__}, not a config of keys; restore the file")
-    return cfg
+    from reg_runner.records import upgrade
+
+    try:
+        return OmegaConf.create(upgrade(OmegaConf.to_container(cfg, resolve=False)))
+    except Exception as e:  # keys OmegaConf cannot hold
+        raise UserError(f"{path} cannot be read as a config ({str(e).splitlines()[0]}); restore the file") from None
 
 
 def main(argv=None) -> None:
@@ -79,7 +84,7 @@ def main(argv=None) -> None:
                                 "into it") from None
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                             handlers=handlers)
-        from reg_runner.model import exactness  # torch is imported here, after the arguments are checked
+        from reg_runner import exactness  # torch is imported here, after the arguments are checked
         from reg_runner.run import Job, check_resumable, run_stack
 
         for stack in stacks.values():  # every checkpoint and config before any run trains

@@ -1,5 +1,5 @@
-"""Runs, top to bottom: check the configs, lock and prepare the folders, load the data, build the
-stacked model and its members, train, record.
+"""Runs, top to bottom: check the configs, lock and prepare the folders, assemble the data, the stacked
+model and its members (``reg_runner.assembly``), train, record.
 
 ``run`` is one run; ``run_stack`` trains several runs of one architecture as one (a single run is a
 stack of one: there is one engine). Each run's folder and records are exactly what it would have
@@ -17,18 +17,17 @@ import torch
 from omegaconf import OmegaConf
 
 from reg_runner import config as config_lib
-from reg_runner.config import N_CLASSES, first_difference, value_at
-from reg_runner.data import tensors as data_lib
+from reg_runner.assembly import Assembly, assemble
+from reg_runner.config import first_difference, value_at
+from reg_runner.device import resolve as resolve_device
 from reg_runner.errors import UserError
 from reg_runner.logging.tensorboard import TensorBoard
-from reg_runner.model.mlp import MLP, StackedMLP, initialize
 from reg_runner.records import RunFolder
 from reg_runner.seeding import deterministic, resolve_seed
 from reg_runner.signals import STOP
 from reg_runner.sweep.trial import Pruning
 from reg_runner.trainer.engine import Engine
 from reg_runner.trainer.listeners import Clock, Progress, Records
-from reg_runner.trainer.member import Member
 from reg_runner.trainer.precision import warn_if_slow
 
 log = logging.getLogger(__name__)
@@ -42,17 +41,6 @@ class Job:
     run_dir: Path
     overrides: tuple = field(default_factory=tuple)
     trial: object = None  # its Optuna trial (reg_runner.sweep.trial.TrialLink), in a study sweep
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA, then MPS, then the CPU (the checks have made sure a named device exists)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overrides=(), trial=None) -> float:
@@ -123,12 +111,13 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
            t0: float) -> list[float]:
     cfg0 = cfgs[0]
     tc = cfg0.trainer
-    members, data, n_params = [], None, None
+    built: Assembly | None = None
+    data_info = {}
 
     def record_failure(error: str) -> None:
         for i, folder in enumerate(folders):
-            if i < len(members):
-                record = members[i].metrics(data.info if data else None, n_params, {})
+            if built is not None:
+                record = built.members[i].metrics(data_info or None, built.n_parameters, {})
             else:
                 record = dict(status=None, seed=configs[i]["seed"], objective=cfgs[i].objective, epochs_run=0)
             folder.write_metrics(dict(record, status="failed", error=error))
@@ -140,44 +129,20 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
         for folder, checkpoint, trial in zip(folders, checkpoints, trials):
             folder.write_environment(device, resumed_at=checkpoint["state"]["epoch"] if checkpoint else None,
                                      stack=stack, trial=trial.describe() if trial else None)
-        torch.manual_seed(configs[0]["seed"])  # torch's global generator, for code outside reg_runner
-        data = data_lib.load(cfg0.data, device)
-        members = [Member(c, config, f.path, config["seed"], data, device, trial)
-                   for c, config, f, trial in zip(cfgs, configs, folders, trials)]
-        with torch.device(device):
-            model = StackedMLP(data.in_features, N_CLASSES, cfg0.model, [m.cfg.model.dropout for m in members],
-                               [m.gens["dropout"] for m in members])
-            plain = MLP(data.in_features, N_CLASSES, cfg0.model)  # TensorBoard's probes see one member through it
-        params = list(model.parameters())
-        resumed = set()
-        for k, (m, checkpoint) in enumerate(zip(members, checkpoints)):
-            if checkpoint is None:
-                initialize(model, k, m.cfg.model.init, m.cfg.model.activation, m.gens["init"])
-            else:
-                _load_model(model, k, checkpoint["model"], m.run_dir)
-            m.attach(params, k)
-            m.extra["stack_size"] = len(members)
-            if checkpoint is not None:
-                try:
-                    m.restore(checkpoint)
-                except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
-                    raise UserError(f"{m.run_dir}/checkpoints/last.pt is damaged ({type(e).__name__} restoring its "
-                                    "optimizer, schedule or loop state); start the run again") from None
-                resumed.add(m)
-                m.extra.update(resumed=True, timing_before=checkpoint["timing"], first_epoch=m.state.epoch)
-                log.info("resuming %s at epoch %d of %d", m.run_dir, m.state.epoch, tc.epochs)
-        n_params = sum(p[0].numel() for p in params)
+        built = assemble(cfgs, configs, [f.path for f in folders], checkpoints, trials,
+                         on_data=lambda data: data_info.update(data.info))
+        members, data, n_params = built.members, built.data, built.n_parameters
         show = cfg0.logging.progress if cfg0.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
-        tensorboard = TensorBoard(data, plain, resumed)
+        tensorboard = TensorBoard(data, built.plain, built.resumed)
         pruning = Pruning(members)  # first: a run it stops is recorded as pruned at this epoch
         listeners = [pruning] if pruning.active else []
         # TensorBoard before Records: an epoch's events are written (and flushed at a checkpoint) before its
         # checkpoint, so a kill between the two never loses them
-        listeners += [tensorboard, Records(data.info, n_params, Clock(t0), resumed),
+        listeners += [tensorboard, Records(data.info, n_params, Clock(t0), built.resumed),
                       Progress(show, tc.epochs, min(m.state.epoch for m in members))]
-        engine = Engine(model, data, members, listeners, detail=tensorboard.wants_histograms)
+        engine = Engine(built.model, data, members, listeners, detail=tensorboard.wants_histograms)
         seeds = ", ".join(str(m.seed) for m in members)
-        log.info("model: %s, %d parameters, on %s; %s %s", _describe(cfg0.model), n_params, device,
+        log.info("model: %s, %d parameters, on %s; %s %s", cfg0.model.describe(), n_params, built.device,
                  "seed" if len(members) == 1 else f"{len(members)} runs as one stack, seeds", seeds)
         engine.run()
     except UserError as e:
@@ -191,25 +156,6 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
               f"Resume with: {STOP.resume_hint}", file=sys.stderr, flush=True)
         sys.exit(128 + STOP.signal)  # a multirun stops with its run: the signal was meant for the whole command
     return [_summarize(m, time.perf_counter() - t0) for m in members]
-
-
-def _load_model(model, k: int, state, run_dir) -> None:
-    """Member k's weights from its checkpoint, which must be this architecture's."""
-    expected = model.member_state(k)
-    shapes = {name: tuple(t.shape) for name, t in state.items()} if isinstance(state, dict) else {}
-    if shapes != {name: tuple(t.shape) for name, t in expected.items()}:
-        raise UserError(f"{run_dir}/checkpoints/last.pt does not hold this run's network (its weights' names or "
-                        "shapes differ from the config's): it is damaged or another run's; start the run again")
-    model.load_member_state(k, state)
-
-
-def _describe(m) -> str:
-    parts = [f"MLP {m.depth}x{m.width} {m.activation}"]
-    if m.norm != "none":
-        parts.append(f"{m.norm} ({m.norm_position.replace('_', ' ')})")
-    if m.residual:
-        parts.append("residual")
-    return ", ".join(parts)
 
 
 def _summarize(member, wall: float) -> float:

@@ -17,7 +17,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAny, ValidationError
 from pydantic_core import PydanticCustomError
 
 from reg_runner.errors import ConfigError
@@ -208,7 +208,7 @@ def _known_keys(model, path: list, data) -> list[str]:
         here = here.get(part) if isinstance(here, dict) else None
         field = here_model.model_fields.get(part) if here_model is not None else None
         here_model = _model_of(field.annotation, here) if field is not None else None
-    return list(here_model.model_fields) if here_model is not None else []
+    return [f.alias or name for name, f in here_model.model_fields.items()] if here_model is not None else []
 
 
 def _model_of(annotation, value):
@@ -234,3 +234,50 @@ def _dotted(v):
 
 
 Target = Annotated[str, PlainValidator(_dotted)]
+
+
+class FamilyGroup(Group):
+    """A group whose option is a *family* chosen by ``_target_`` (``conf/model/*.yaml``, ``conf/data/*.yaml``):
+    ``_target_`` names a subclass of the group's base, which is the schema of the option's other keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    target: str = Field(alias="_target_")
+
+
+def family(base: type[FamilyGroup], key: str, example: str):
+    """The field type of the group ``key`` whose options are subclasses of ``base``: the mapping is checked
+    against the schema of the class its ``_target_`` names, and becomes an instance of that class."""
+    return SerializeAsAny[Annotated[base, PlainValidator(family_parser(base, key, example))]]
+
+
+def family_parser(base: type[FamilyGroup], key: str, example: str):
+    """``parse(value)`` for the group ``key``: an instance of the family its ``_target_`` names, checked."""
+
+    def check(v):
+        if isinstance(v, base):
+            return v
+        if not isinstance(v, dict):
+            raise ConfigError(key, v, "a group of keys (a mapping), not a single value")
+        return parse(family_class(base, key, v.get("_target_"), example), v, prefix=key)
+
+    return check
+
+
+def family_class(base: type, key: str, target, example: str) -> type:
+    """The class ``target`` names, if it is one of ``base``'s families; else one line naming ``key._target_``."""
+    import importlib
+
+    allowed = f"a {key} family: the dotted path of a subclass of {base.__module__}.{base.__name__}, e.g. {example}"
+    if target is None:
+        raise ConfigError(f"{key}._target_", None, f"a value is required (the key is missing): {allowed}")
+    if not isinstance(target, str) or not _TARGET.match(target):
+        raise ConfigError(f"{key}._target_", target, allowed)
+    module, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except Exception as e:  # no such module or class, or the module fails to import
+        raise ConfigError(f"{key}._target_", target, f"{allowed} ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not (isinstance(cls, type) and issubclass(cls, base) and cls is not base):
+        raise ConfigError(f"{key}._target_", target, allowed)
+    return cls

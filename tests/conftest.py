@@ -37,6 +37,40 @@ def make_tiny_mnist(folder: Path, n_train=500, n_test=200, side=8, seed=0, gz=Tr
     return folder
 
 
+def make_tiny_cifar(folder: Path, per_batch=20, n_test=40, seed=0, archive=False) -> Path:
+    """Learnable fake CIFAR-10 in its original python format: five pickled training batches of ``per_batch``
+    images and a test batch, 3 x 32 x 32 uint8 rows of 3072 bytes (as ``cifar-10-python.tar.gz`` if
+    ``archive``, else its ``cifar-10-batches-py`` folder)."""
+    import io
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 256, size=(N_CLASSES, 3 * 32 * 32))
+
+    def batch(n, name):
+        labels = np.arange(n) % N_CLASSES
+        rng.shuffle(labels)
+        data = np.clip(prototypes[labels] + rng.normal(0, 60, size=(n, 3 * 32 * 32)), 0, 255).astype(np.uint8)
+        return pickle.dumps({b"batch_label": name.encode(), b"labels": labels.tolist(), b"data": data,
+                             b"filenames": [f"{i}.png".encode() for i in range(n)]}, protocol=2)
+
+    batches = {f"data_batch_{i}": batch(per_batch, f"training batch {i} of 5") for i in range(1, 6)}
+    batches["test_batch"] = batch(n_test, "testing batch 1 of 1")
+    folder.mkdir(parents=True, exist_ok=True)
+    if archive:
+        with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as tar:
+            for name, raw in batches.items():
+                info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+                info.size = len(raw)
+                tar.addfile(info, io.BytesIO(raw))
+    else:
+        (folder / "cifar-10-batches-py").mkdir(exist_ok=True)
+        for name, raw in batches.items():
+            (folder / "cifar-10-batches-py" / name).write_bytes(raw)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))

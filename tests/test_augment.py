@@ -89,3 +89,37 @@ def test_evaluation_never_sees_augmentation(cli):
     assert abs(noisy["train/loss"] - clean["train/loss"]) > 1.0
     for key in ("val/loss", "val/acc", "test/loss", "test/acc"):
         assert noisy[key] == pytest.approx(clean[key], abs=1e-6), key
+
+
+def crop(pad=2, flip=False, fill="black", p=1.0, shape=(3, 9, 9)) -> Augment:
+    return Augment(OmegaConf.create(dict(name="crop", p=p, pad=pad, flip=flip, fill=fill)), shape,
+                   mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
+
+
+def test_crop_shifts_each_image_by_whole_pixels_and_fills_black():
+    a = crop(pad=2)
+    x = torch.zeros(64, 3, 9, 9)
+    x[:, :, 4, 4] = 1.0  # one bright pixel at the centre of every image
+    out = a(x, gen())
+    black = a.black.view(3, 1, 1).expand(3, 9, 9)
+    moved = set()
+    for image in out:
+        ys, xs = torch.nonzero(image[0] == 1.0, as_tuple=True)
+        assert len(ys) == 1 and abs(ys.item() - 4) <= 2 and abs(xs.item() - 4) <= 2  # moved, by whole pixels
+        moved.add((ys.item(), xs.item()))
+        border = (image != 0.0) & (image != 1.0)  # what came in from outside: black, in every channel's units
+        assert border.any() or (ys.item(), xs.item()) == (4, 4)
+        torch.testing.assert_close(image[border], black[border], rtol=0, atol=0)
+    assert len(moved) > 12  # each image drew its own shift (25 possible)
+
+
+def test_crop_flips_half_the_images_and_reflect_fills_with_the_image():
+    x = torch.arange(2 * 3 * 9 * 9, dtype=torch.float32).view(2, 3, 9, 9).repeat(200, 1, 1, 1)
+    out = crop(pad=0, flip=True)(x, gen())
+    mirrored = (out == x.flip(3)).flatten(1).all(1)
+    assert ((out == x).flatten(1).all(1) | mirrored).all()
+    assert mirrored.float().mean().item() == pytest.approx(0.5, abs=0.06)
+    reflected = crop(pad=3, fill="reflect")(x, gen())
+    values = set(x[0].flatten().tolist()) | set(x[1].flatten().tolist())
+    assert set(reflected.flatten().tolist()) <= values  # every pixel is one of the images' own
+    assert torch.equal(crop(pad=3, p=0.0)(x, gen()), x)

@@ -31,6 +31,29 @@ CONFIG_CASES = [
      "model.norm=none"),
     ("model.residual=true model.depth=1", "model.residual=true is not allowed: false with model.depth=1, "
      "model.width=100: no block has equal input and output widths (64 inputs)"),
+    ("model=cnn model.norm=groupnorm model.groups=3", "model.groups=3 is not allowed: a divisor of every block's "
+     "channels (model.channels=[16, 32]: 16 is not a multiple of it)"),
+    ("model=cnn model.channels=[8,8,8,8]", "model.channels=[8, 8, 8, 8] is not allowed: at most 3 blocks with "
+     "model.pool=max: each halves the 8x8 images"),
+    ("model=cnn model.groups=2", "model.groups=2 is not allowed: not set while model.norm=none: only groupnorm has "
+     "groups"),
+    ("model=cnn model.kernel=4", "model.kernel=4 is not allowed: an odd integer in [1, 11]"),
+    ("model=cnn model.channels=16", "model.channels=16 is not allowed: a list of 1 to 16 channel counts"),
+    ("model=cnn model.norm=rmsnorm", "model.norm='rmsnorm' is not allowed: one of none, batchnorm, layernorm, "
+     "groupnorm"),
+    ("model._target_=reg_runner.model.mlp_net.MLPNet", "model._target_='reg_runner.model.mlp_net.MLPNet' is not "
+     "allowed: a model family: the dotted path of a subclass of reg_runner.model.ModelFamily"),
+    ("data._target_=reg_runner.data.nope.Nope", "data._target_='reg_runner.data.nope.Nope' is not allowed: a data "
+     "family: the dotted path of a subclass of reg_runner.data.DataFamily, e.g. reg_runner.data.mnist.MNIST "
+     "(ModuleNotFoundError"),
+    ("data=cifar10", "holds neither cifar-10-python.tar.gz nor cifar-10-batches-py/ of CIFAR-10; download "
+     "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    # augmentation
+    ("augmentation=crop augmentation.pad=8", "augmentation.pad=8 is not allowed: less than the images' side (8 "
+     "pixels)"),
+    ("augmentation=crop augmentation.pad=0 augmentation.fill=reflect", "augmentation.fill='reflect' is not allowed: "
+     "not set while augmentation.pad=0"),
+    ("augmentation=crop augmentation.fill=white", "augmentation.fill='white' is not allowed: one of black, reflect"),
     # reg
     ("reg.l2=-1e-4", "reg.l2=-0.0001 is not allowed: a number >= 0"),
     ("reg.l1=abc", "reg.l1='abc' is not allowed: a number >= 0"),
@@ -199,7 +222,7 @@ CONFIG_CASES = [
     ("logging.tensorboard=false logging.histograms=5", "logging.histograms=5 is not allowed: not set while "
      "logging.tensorboard=false"),
     # Hydra's own: composition and grammar errors, made one line too
-    ("model=resnet", "Could not find 'model/resnet'; Available options in 'model': mlp"),
+    ("model=resnet", "Could not find 'model/resnet'; Available options in 'model': cnn, mlp"),
     ("optimizer=lbfgs", "Could not find 'optimizer/lbfgs'; Available options in 'optimizer': adagrad, adam,"),
     ("reg.l3=1", "reg.l3=1 is not allowed: the config has no key reg.l3"),
     # a typo without + gets the nearest key, as one with + does

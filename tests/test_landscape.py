@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from reg_runner.landscape import surface
-from reg_runner.model.mlp import MLP
+from reg_runner.model.mlp_net import MLPNet as MLP
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -98,7 +98,7 @@ def test_images_reach_the_runs_tensorboard(runs):
 
 def test_directions_are_filter_normalized():
     state = MLP(12, 10, _model_cfg()).state_dict()
-    d = surface.direction(state, torch.Generator().manual_seed(0))
+    d = surface.direction(state, surface.weight_names(_model_cfg(), (1, 3, 4), 10), torch.Generator().manual_seed(0))
     for name, t in state.items():
         if t.dim() == 2:
             assert torch.allclose(d[name].norm(dim=1), t.norm(dim=1), rtol=1e-5)
@@ -110,9 +110,9 @@ def test_directions_are_filter_normalized():
 
 
 def _model_cfg():
-    from reg_runner.model import ModelConfig
+    from reg_runner.model.mlp import MLP as ModelConfig
 
-    return ModelConfig(depth=2, width=7, activation="relu", norm="batchnorm", norm_position="before_activation",
+    return ModelConfig(_target_="reg_runner.model.mlp.MLP", depth=2, width=7, activation="relu", norm="batchnorm", norm_position="before_activation",
                        dropout=0.0, residual=False, init="default")
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from reg_runner import lr_find
-from reg_runner.model.mlp import MLP
+from reg_runner.model.mlp_net import MLPNet as MLP
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

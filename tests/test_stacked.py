@@ -79,16 +79,16 @@ def test_every_member_records_what_it_records_alone(cli, presets, tmp_path):
 def test_a_member_checkpoint_loads_into_the_plain_network(cli, presets, tmp_path):
     """A stacked member's best.pt is a lone run's: reg_runner.model.mlp.load gives a plain MLP that
     reproduces the recorded validation accuracy."""
-    from reg_runner.data import DataConfig
+    from reg_runner.data import parse_config
     from reg_runner.data import tensors
-    from reg_runner.model.mlp import load
+    from reg_runner.model import load
 
     sweep = cli("--multirun", "seed=0,1", "model.norm=layernorm", "hydra/launcher=stacked", "trainer.epochs=3",
                 run_dir=tmp_path / "s")
     for run in (p for p in sweep.run_dir.iterdir() if p.is_dir()):
         model = load(run, "best")
         config = yaml.safe_load((run / "resolved_config.yaml").read_text())
-        data = tensors.load(DataConfig.model_validate(config["data"]), torch.device("cpu"))
+        data = tensors.load(parse_config(config["data"]), torch.device("cpu"))
         with torch.no_grad():
             acc = (model(data.val.x).argmax(1) == data.val.y).float().mean().item()
         assert acc == pytest.approx(read_metrics(run)["best"]["val/acc"], abs=1e-6)

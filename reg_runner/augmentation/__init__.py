@@ -5,9 +5,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, PlainValidator
 
-from reg_runner.schema import Bool, Group, Probability, is_number, reject, number
+from reg_runner.schema import Bool, Group, Probability, integer, is_number, number, one_of, reject
 
-NAMES = ("none", "noise", "affine", "noise_affine", "torchvision")
+NAMES = ("none", "noise", "affine", "noise_affine", "crop", "torchvision")
 
 
 def _scale(v):
@@ -59,6 +59,14 @@ class NoiseAffine(Group):
     clamp: Bool
 
 
+class Crop(Group):
+    name: Literal["crop"]
+    p: Probability
+    pad: integer(0, 64)  # pixels: the shift is uniform in [-pad, pad] per axis (less than the image's side)
+    fill: one_of("black", "reflect")  # what the border shifted in shows
+    flip: Bool  # mirror left-right with probability 1/2 (images whose class survives it: not digits)
+
+
 class Torchvision(Group):
     name: Literal["torchvision"]
     p: Probability
@@ -66,5 +74,5 @@ class Torchvision(Group):
 
 
 AugmentationConfig = Annotated[
-    Union[NoAugmentation, Noise, Affine, NoiseAffine, Torchvision], Field(discriminator="name")
+    Union[NoAugmentation, Noise, Affine, NoiseAffine, Crop, Torchvision], Field(discriminator="name")
 ]

@@ -11,6 +11,9 @@ every image drawing its own parameters:
   degrees), as one affine map per image through ``affine_grid`` + ``grid_sample``; pixels that come
   from outside the image are black.
 - ``noise_affine``: affine, then noise.
+- ``crop``: a shift by whole pixels, uniform in ±``pad`` per axis (the random crop of an image padded by
+  ``pad``, black or reflected), and with ``flip`` a left-right mirror with probability 1/2: the standard
+  augmentation of CIFAR-10 (flip and 4-pixel crops); without ``flip`` for digits and characters.
 - ``torchvision``: a list of ``torchvision.transforms.v2`` transforms from the config, imported only
   when chosen. Note that v2 transforms applied to a batch tensor draw one set of parameters for the
   whole batch; the built-in ones above draw per image, which is the point.
@@ -26,39 +29,87 @@ import torch.nn.functional as F
 
 from reg_runner.errors import UserError
 
-class Augment:
-    """Callable on a batch of flattened normalized images (B, H*W): returns an augmented copy."""
 
-    def __init__(self, cfg, image_shape: tuple[int, int], mean: float, std: float):
-        self.cfg, self.shape = cfg, tuple(image_shape)
-        self.black, self.white = (0.0 - mean) / std, (1.0 - mean) / std  # real pixels' range, normalized
-        self.mean, self.std = mean, std
+class Augment:
+    """Callable on a batch of normalized images: returns an augmented copy of the same shape. ``shape``: one
+    image's (channels, height, width) ((height, width): one channel); ``mean`` and ``std``: the normalization,
+    per channel (a number: every channel's). Any input whose trailing dimensions hold that many values works
+    (an MLP's flattened rows as well as images)."""
+
+    def __init__(self, cfg, shape: tuple[int, ...], mean, std):
+        self.cfg = cfg
+        self.shape = tuple(shape) if len(shape) == 3 else (1, *shape)
+        channels = self.shape[0]
+        self.mean = _per_channel(mean, channels)
+        self.std = _per_channel(std, channels)
+        # real pixels' range (black..white), normalized, per channel
+        self.black = torch.tensor([(0.0 - m) / s for m, s in zip(self.mean, self.std)])
+        self.white = torch.tensor([(1.0 - m) / s for m, s in zip(self.mean, self.std)])
         self.affine = cfg.name in ("affine", "noise_affine")
         self.noise = cfg.name in ("noise", "noise_affine")
+        self.crop = cfg.name == "crop"
         self.transforms = torchvision_transforms(cfg) if cfg.name == "torchvision" else None
+
+    def _channels(self, values, like: torch.Tensor) -> torch.Tensor:
+        """Per-channel values as a (1, C, 1, 1) tensor on ``like``'s device."""
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n = len(x)
         apply = torch.rand(n, device=x.device, generator=generator) < self.cfg.p
-        images = x.view(n, 1, *self.shape)
+        images = x.reshape(n, *self.shape)
+        black = self._channels(self.black, x)
+        if self.crop:
+            images = torch.where(apply.view(n, 1, 1, 1), crop(images, self.cfg, generator, black), images)
         if self.affine:
             theta = affine_theta(self.cfg, n, x.device, generator, apply)
-            images = torch.where(apply.view(n, 1, 1, 1), warp(images, theta, self.black), images)
+            images = torch.where(apply.view(n, 1, 1, 1), warp(images, theta, black), images)
         if self.noise:
             noisy = images + torch.randn(images.shape, device=x.device, generator=generator) * self.cfg.sigma
             if self.cfg.clamp:
-                noisy = noisy.clamp(self.black, self.white)
+                noisy = noisy.clamp(black, self._channels(self.white, x))
             images = torch.where(apply.view(n, 1, 1, 1), noisy, images)  # only the images drawn by p
         if self.transforms is not None:
-            pixels = images * self.std + self.mean  # torchvision expects [0, 1] images
+            mean, std = self._channels(self.mean, x), self._channels(self.std, x)
+            pixels = images * std + mean  # torchvision expects [0, 1] images
             # torchvision draws from torch's global generator: seed it from this augmentation's own stream,
             # and restore it after, so that torchvision neither depends on nor moves anything else's draws
             seed = int(torch.randint(2**62, (1,), device=x.device, generator=generator))
             with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
                 torch.manual_seed(seed)
                 out = self.transforms(pixels)
-            images = torch.where(apply.view(n, 1, 1, 1), (out - self.mean) / self.std, images)
-        return images.reshape(n, -1)
+            images = torch.where(apply.view(n, 1, 1, 1), (out - mean) / std, images)
+        return images.reshape(x.shape)
+
+
+def _per_channel(value, channels: int) -> tuple[float, ...]:
+    values = tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else (float(value),) * channels
+    if len(values) != channels:
+        raise ValueError(f"{len(values)} values for {channels} channels")
+    return values
+
+
+def crop(images: torch.Tensor, cfg, generator: torch.Generator, black: torch.Tensor) -> torch.Tensor:
+    """Each image shifted by a whole number of pixels, uniform in [-pad, pad] per axis (a random crop of the image
+    padded by ``pad``: black, or its reflection), and with ``flip`` mirrored left-right with probability 1/2."""
+    n, c, h, w = images.shape
+    pad = cfg.pad
+    if pad:
+        if cfg.fill == "reflect":
+            padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+        else:  # each channel's black (F.pad fills every channel with one value)
+            padded = black.expand(n, c, h + 2 * pad, w + 2 * pad).clone()
+            padded[:, :, pad : pad + h, pad : pad + w] = images
+        dy = torch.randint(0, 2 * pad + 1, (n, 1), device=images.device, generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n, 1), device=images.device, generator=generator)
+        rows = (dy + torch.arange(h, device=images.device)).view(n, 1, h, 1)
+        cols = (dx + torch.arange(w, device=images.device)).view(n, 1, 1, w)
+        band = padded.gather(2, rows.expand(n, c, h, w + 2 * pad))  # each image's h rows, then its w columns
+        images = band.gather(3, cols.expand(n, c, h, w))
+    if cfg.flip:
+        mirror = torch.rand(n, device=images.device, generator=generator) < 0.5
+        images = torch.where(mirror.view(n, 1, 1, 1), images.flip(3), images)
+    return images
 
 
 def affine_theta(cfg, n: int, device, generator, apply: torch.Tensor) -> torch.Tensor:
@@ -117,4 +168,4 @@ def torchvision_transforms(cfg):
 def build(cfg, data) -> Augment | None:
     if cfg.name == "none":
         return None
-    return Augment(cfg, data.image_shape, data.info["mean"], data.info["std"])
+    return Augment(cfg, data.shape, data.info["mean"], data.info["std"])

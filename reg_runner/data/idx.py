@@ -57,3 +57,32 @@ def write(path: Path, array: np.ndarray) -> None:
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wb") as f:
         f.write(header + array.tobytes())
+
+
+def read_images(path: Path, dataset: str) -> np.ndarray:
+    """An IDX file of images as (N, 1, H, W) uint8, or one line saying what is wrong with it."""
+    array = read(path)
+    if array.dtype != np.uint8:
+        raise DataError(f"{path} holds {array.dtype} values: {dataset}'s images are unsigned bytes (IDX type 0x08)")
+    if array.ndim != 3:
+        raise DataError(f"{path} holds an array of shape {array.shape}: {dataset}'s images are N x height x width")
+    return array[:, None]
+
+
+def read_labels(path: Path, dataset: str, n_classes: int, split: str) -> np.ndarray:
+    """An IDX file of ``split``'s labels as int64, each an integer in [0, n_classes), or one line naming the
+    first bad one."""
+    array = read(path)
+    if array.ndim != 1:
+        raise DataError(f"{path} holds an array of shape {array.shape}: {dataset}'s labels are one number per image")
+    allowed = f"labels must be the integers 0-{n_classes - 1}"
+    if array.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+        if len(bad):
+            raise DataError(f"{path}: {split} label {array[bad[0]].item()!r} is not an integer; {allowed} (index "
+                            f"{bad[0]} is the first bad one)")
+    bad = np.flatnonzero((array < 0) | (array >= n_classes))
+    if len(bad):
+        raise DataError(f"{path}: {split} label {array[bad[0]].item()!r} out of range; labels must be 0-{n_classes - 1} "
+                        f"(index {bad[0]} is the first bad one)")
+    return array.astype(np.int64)

@@ -1,6 +1,6 @@
-"""Where MNIST comes from.
+"""MNIST (``data=mnist``, the default): LeCun, Cortes & Burges' handwritten digits, 28x28, 10 classes.
 
-In order:
+Where its files come from, in order:
 1. ``data.root=DIR``: any folder holding the four IDX files (``.gz`` or not, LeCun's names or
    datamaestro's), read as they are.
 2. Otherwise datamaestro (``prepare_dataset("com.lecun.mnist")``, as in the course). Its store
@@ -10,23 +10,21 @@ In order:
 3. If the store cannot be written (read-only home), the package copy is read directly.
 """
 
-import functools
 import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from reg_runner import atomic
 from reg_runner.data import idx
+from reg_runner.data.idx_dataset import IdxDataset
+from reg_runner.data.idx_dataset import find_files as find_idx_files
 from reg_runner.errors import DataError
 
 log = logging.getLogger(__name__)
 
 DATASET_ID = "com.lecun.mnist"
 EMBEDDED = Path(__file__).parent / "mnist"
-N_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -48,98 +46,41 @@ HOW_TO_SUPPLY = (
     "give data.root=<folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
     "t10k-labels-idx1-ubyte (.gz or not)>, or leave data.root unset to use the copy shipped with reg_runner"
 )
-
-
-@dataclass
-class RawMnist:
-    """The four arrays as stored (uint8 images N x H x W, integer labels N), and where they came from."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    source: str
-
-
-@functools.lru_cache(maxsize=2)  # read once per process: the checks, the run and every job of a multirun
-def load(root: str | None) -> RawMnist:
-    if root is not None:
-        folder = Path(root).expanduser()
-        arrays = {key: idx.read(path) for key, path in find_files(folder).items()}
-        return _checked(RawMnist(**arrays, source=f"folder {folder}"))
-    try:
-        store = ensure_store()
-    except OSError as e:
-        log.warning("cannot fill the datamaestro store (%s); reading the copy shipped with reg_runner", e)
-        arrays = {key: idx.read(path) for key, path in find_files(EMBEDDED).items()}
-        return _checked(RawMnist(**arrays, source=f"package copy {EMBEDDED}"))
-    from datamaestro import prepare_dataset  # imported late: it is only needed here
-
-    quiet = _QuietDatamaestro()  # its "Materializing 4 resources" on the root logger, in every run's output
-    logging.getLogger().addFilter(quiet)
-    try:
-        ds = prepare_dataset(DATASET_ID)
-    finally:
-        logging.getLogger().removeFilter(quiet)
-    arrays = dict(
-        train_images=ds.train.images.data(),
-        train_labels=ds.train.labels.data(),
-        test_images=ds.test.images.data(),
-        test_labels=ds.test.labels.data(),
-    )
-    return _checked(RawMnist(**arrays, source=f"datamaestro {DATASET_ID} ({store})"))
-
-
-class _QuietDatamaestro(logging.Filter):
-    """Drops datamaestro's info lines (its warnings and errors pass): our own log says where the data is."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
-
-
 FOLDER_HINT = "give a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, " \
               "t10k-labels-idx1-ubyte (.gz or not)"
 
 
+class MNIST(IdxDataset):
+    NAME = "MNIST"
+    CLASSES = tuple("0123456789")
+    URL = "http://yann.lecun.com/exdb/mnist/"
+
+    @classmethod
+    def hint(cls) -> str:
+        return HOW_TO_SUPPLY
+
+    @classmethod
+    def store_files(cls) -> tuple[dict[str, Path], str]:
+        try:
+            store = ensure_store()
+        except OSError as e:
+            log.warning("cannot fill the datamaestro store (%s); reading the copy shipped with reg_runner", e)
+            return find_files(EMBEDDED), f"package copy {EMBEDDED}"
+        from datamaestro import prepare_dataset  # imported late: it is only needed here
+
+        from reg_runner.data.store import quiet
+
+        with quiet():  # its "Materializing 4 resources" on the root logger, in every run's output
+            ds = prepare_dataset(DATASET_ID)
+        paths = dict(train_images=ds.train.images.path, train_labels=ds.train.labels.path,
+                     test_images=ds.test.images.path, test_labels=ds.test.labels.path)
+        return paths, f"datamaestro {DATASET_ID} ({store})"
+
+
 def find_files(folder: Path, key: str | None = "data.root") -> dict[str, Path]:
-    """The path of each of the four files in ``folder``, under any of the names they go by. ``key``: what
-    named the folder, for the message (None: the ``import`` command's argument)."""
-    where, hint = (f"{key}={str(folder)!r}", HOW_TO_SUPPLY) if key else (str(folder), FOLDER_HINT)
-    if not folder.is_dir():
-        raise DataError(f"{where} is not a folder; {hint}")
-    found, missing = {}, []
-    for f in FILES:
-        names = [f.original, f.key, f"{f.key}.idx", f.original.replace("-idx", ".idx")]
-        candidates = [folder / n for n in names] + [folder / f"{n}.gz" for n in names]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            missing.append(f.original)
-        else:
-            found[f.key] = path
-    if missing:
-        raise DataError(f"{where} lacks {', '.join(missing)} (.gz or not); {hint}")
-    return found
-
-
-def _checked(raw: RawMnist) -> RawMnist:
-    for split in ("train", "test"):
-        images, labels = getattr(raw, f"{split}_images"), getattr(raw, f"{split}_labels")
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise DataError(
-                f"{raw.source}: {split} images must be uint8 N x H x W, got {images.dtype} {images.shape}"
-            )
-        if 0 in images.shape:
-            raise DataError(f"{raw.source}: the {split} images are empty (shape {images.shape}); {HOW_TO_SUPPLY}")
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise DataError(f"{raw.source}: {len(images)} {split} images but labels of shape {labels.shape}")
-        bad = (labels < 0) | (labels >= N_CLASSES)
-        if bad.any():
-            raise DataError(
-                f"{raw.source}: {split} label {int(labels[bad][0])} out of range; labels must be 0-{N_CLASSES - 1}"
-            )
-    if raw.train_images.shape[1:] != raw.test_images.shape[1:]:
-        raise DataError(f"{raw.source}: train images {raw.train_images.shape[1:]} vs test {raw.test_images.shape[1:]}")
-    return raw
+    """The path of each of the four files in ``folder``, under any of the names they go by. ``key``: what named
+    the folder, for the message (None: the ``import`` command's argument)."""
+    return find_idx_files(folder, "MNIST", HOW_TO_SUPPLY if key else FOLDER_HINT, key)
 
 
 def store_dir() -> Path:
@@ -184,4 +125,3 @@ def _has_size(path: Path, size: int) -> bool:
         return path.stat().st_size == size
     except FileNotFoundError:
         return False
-

@@ -107,22 +107,17 @@ def load_run(run_dir: Path, which: str) -> dict:
         epoch = checkpoint.get("epoch")
     except Exception as e:  # truncated, not a checkpoint, another format
         raise UserError(f"{path} cannot be read as a checkpoint ({type(e).__name__}); it is damaged") from None
-    run = dict(dir=run_dir, cfg=checked.cfg, config=config_lib.as_data(cfg), in_features=checked.split.in_features,
-               epoch=epoch)
+    run = dict(dir=run_dir, cfg=checked.cfg, config=config_lib.as_data(cfg), shape=checked.split.shape,
+               n_classes=checked.split.n_classes, epoch=epoch)
     run["state"] = network(run, state, path)
     return run
 
 
 def network(run: dict, state, path: Path) -> dict:
     """``state``, if it holds the network of the run's config (names and shapes); else one line."""
-    import torch
+    from reg_runner.assembly import holds_network
 
-    from reg_runner.config import N_CLASSES
-    from reg_runner.model.mlp import StackedMLP
-
-    expected = StackedMLP(run["in_features"], N_CLASSES, run["cfg"].model, [0.0], [None]).member_state(0)
-    shapes = {n: tuple(t.shape) for n, t in state.items() if isinstance(t, torch.Tensor)} if isinstance(state, dict) else {}
-    if shapes != {n: tuple(t.shape) for n, t in expected.items()}:
+    if not holds_network(run["cfg"].model, run["shape"], run["n_classes"], state):
         raise UserError(f"{path} does not hold the network of {run['dir']}/resolved_config.yaml (its weights' names "
                         "or shapes differ): it is another run's, or the config was edited")
     return state
@@ -132,8 +127,7 @@ def initial_state(run: dict) -> tuple[dict, str]:
     """The run's weights before its first step: init.pt, or drawn again from its seed."""
     import torch
 
-    from reg_runner.config import N_CLASSES
-    from reg_runner.model.mlp import StackedMLP, initialize
+    from reg_runner.assembly import stacked
     from reg_runner.seeding import generators
 
     path = run["dir"] / "checkpoints" / "init.pt"
@@ -149,8 +143,8 @@ def initial_state(run: dict) -> tuple[dict, str]:
         raise UserError(f"{run['dir']} has no checkpoints/init.pt and trained on {trained_on}: its initial weights "
                         "can be drawn again only where they were drawn; run the landscape there")
     gens = generators(run["config"]["seed"], torch.device("cpu"))
-    model = StackedMLP(run["in_features"], N_CLASSES, c.model, [0.0], [None])
-    initialize(model, 0, c.model.init, c.model.activation, gens["init"])
+    model = stacked([c.model], run["shape"], run["n_classes"], torch.device("cpu"))
+    c.model.initialize(model, 0, gens["init"])
     return model.member_state(0), "drawn again from the run's seed (no init.pt)"
 
 
@@ -170,19 +164,20 @@ def landscape(run: dict, args, data, device) -> dict:
     t0 = time.perf_counter()
     theta = run["state"]
     gen = torch.Generator().manual_seed(args.seed)
-    d1, d2 = surface.direction(theta, gen), surface.direction(theta, gen)
-    in_features = data.x.shape[1]
+    weights = surface.weight_names(run["cfg"].model, run["shape"], run["n_classes"])
+    d1, d2 = surface.direction(theta, weights, gen), surface.direction(theta, weights, gen)
+    network = (run["cfg"].model, run["shape"], run["n_classes"])
     axis = [args.span * (2 * i / (args.grid - 1) - 1) for i in range(args.grid)]
     r = SHARPNESS_RADIUS
     dirs = [[1.0, 0.0, 0.0], [1.0, r, 0.0], [1.0, -r, 0.0], [1.0, 0.0, r], [1.0, 0.0, -r]]
     grid = [[1.0, a, 0.0] for a in axis] if args.dims == 1 else [[1.0, a, b] for b in axis for a in axis]
-    loss, acc = surface.points(run["cfg"].model, in_features, [theta, d1, d2], dirs + grid, data, device)
+    loss, acc = surface.points(network, [theta, d1, d2], dirs + grid, data, device)
     init, init_source = initial_state(run)
     h = max(2, 2 * ((args.grid - 1) // 4))  # points per unit of t, even: t = 0, 1/2 and 1 are on the path
     ts = [k / h for k in range(-h // 2, 3 * h // 2 + 1)]  # [-0.5, 1.5]
     inside = [min(max(t, 0.0), 1.0) for t in ts]  # BatchNorm's statistics: the nearest end's beyond the ends
-    path_loss, path_acc = surface.points(run["cfg"].model, in_features, [theta, init], [[t, 1 - t] for t in ts], data,
-                                         device, buffer_coefs=[[t, 1 - t] for t in inside])
+    path_loss, path_acc = surface.points(network, [theta, init], [[t, 1 - t] for t in ts], data, device,
+                                         buffer_coefs=[[t, 1 - t] for t in inside])
     center, rises = loss[0], [v - loss[0] for v in loss[1:5]]
     if not math.isfinite(center):
         raise UserError(f"{run['dir']}/checkpoints/{args.checkpoint}.pt has a {args.split} loss of {center} (the run "
@@ -284,7 +279,7 @@ def main(argv=None) -> None:
 def _device(name: str):
     import torch
 
-    from reg_runner.run import resolve_device
+    from reg_runner.device import resolve as resolve_device
 
     allowed = "cpu, cuda, cuda:N, mps or auto"
     if name not in ("cpu", "cuda", "mps", "auto") and not (name.startswith("cuda:") and name[5:].isdigit()):

@@ -1,58 +1,70 @@
 """The loss around a trained network: filter-normalized directions, and many networks evaluated as stacks.
 
-Directions (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", arXiv 1712.09913): a
-Gaussian direction with each output row of each weight matrix rescaled to the norm of that row in
-the checkpoint; biases, normalization gains and BatchNorm's running statistics get zero, so a point
-``theta + a d1 + b d2`` keeps the checkpoint's biases and statistics (BatchNorm is evaluated with
-them, in eval mode). Scaling each row to its own weights' norm makes the picture independent of the
-scale invariance that BatchNorm (and ReLU's positive homogeneity) give a network, so two networks'
-plots can be compared.
+Directions (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", arXiv 1712.09913): a Gaussian
+direction with each filter of each weight rescaled to the norm of that filter in the checkpoint, a filter
+being what one output unit or channel reads (a row of a Linear weight; one output channel's kernel of a
+convolution, all its input channels and positions, Li et al.'s own definition); biases, normalization gains
+and BatchNorm's running statistics get zero, so a point ``theta + a d1 + b d2`` keeps the checkpoint's biases
+and statistics (BatchNorm is evaluated with them, in eval mode). Scaling each filter to its own weights' norm
+makes the picture independent of the scale invariance that BatchNorm (and ReLU's positive homogeneity) give a
+network, so two networks' plots can be compared. The weights are the model family's weight layers'.
 
-Every point of a grid is a network of the run's shape: ``points`` loads a chunk of them as the
-members of one ``StackedMLP`` (each member's parameters a combination of the checkpoint and the
-directions) and sends the split through all of them at once, the first layer as one wide matrix
-product, as the training engine evaluates its stack.
+Every point of a grid is a network of the run's shape: ``points`` loads a chunk of them as the members of one
+stacked model (each member's parameters a combination of the checkpoint and the directions) and sends the
+split through all of them at once, as the training engine evaluates its stack.
 """
 
 import math
 
 import torch
 
-from reg_runner.config import N_CLASSES
-from reg_runner.model.mlp import StackedMLP
 from reg_runner.trainer.engine import evaluate, host_means
 from reg_runner.trainer.precision import EvalPrecision
 
-CHUNK = 64  # networks per stack: (64, 2048, 100) activations, about 50 MB per layer
+CHUNK = 64  # networks per stack: (64, 2048, 100) activations, about 50 MB per layer of the MLP
 EVAL_BATCH = 2048
 
 
-def direction(state: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """A filter-normalized random direction for the network ``state`` (a plain MLP state_dict)."""
+def weight_names(model_cfg, shape, n_classes: int) -> set[str]:
+    """The state_dict names of the family's weight-layer weights (what the directions perturb)."""
+    from reg_runner.model.stack import weight_names as names
+
+    with torch.device("meta"):
+        return set(names(model_cfg.plain(tuple(shape), n_classes)).values())
+
+
+def direction(state: dict[str, torch.Tensor], weights: set[str], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A filter-normalized random direction for the network ``state`` (a plain state_dict); ``weights``: the
+    names of its weights, each (out, ...): one filter per output unit or channel."""
     out = {}
     for name, t in state.items():
-        if t.dtype.is_floating_point and t.dim() == 2:  # a Linear weight: (out, in), one filter per row
+        if name in weights:
             d = torch.randn(t.shape, generator=generator, dtype=torch.float32).to(t.device)
-            d.mul_(t.norm(dim=1, keepdim=True) / d.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            scale = t.flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-12)
+            d.mul_(scale.view(-1, *([1] * (t.dim() - 1))))
             out[name] = d
         elif t.dtype.is_floating_point:
             out[name] = torch.zeros_like(t)
     return out
 
 
-def row_norms(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each weight matrix's row norms (what ``direction`` matches)."""
-    return {name: t.norm(dim=1) for name, t in state.items() if t.dtype.is_floating_point and t.dim() == 2}
+def filter_norms(state: dict[str, torch.Tensor], weights: set[str]) -> dict[str, torch.Tensor]:
+    """Each weight's filter norms (what ``direction`` matches)."""
+    return {name: t.flatten(1).norm(dim=1) for name, t in state.items() if name in weights}
 
 
-def points(model_cfg, in_features: int, basis: list[dict[str, torch.Tensor]], coefs: list[list[float]], split,
-           device, buffer_coefs: list[list[float]] | None = None) -> tuple[list[float], list[float]]:
-    """The mean loss and accuracy on ``split`` of the networks ``sum_b coefs[p][b] * basis[b]``, one per p.
+def points(network, basis: list[dict[str, torch.Tensor]], coefs: list[list[float]], split, device,
+           buffer_coefs: list[list[float]] | None = None) -> tuple[list[float], list[float]]:
+    """The mean loss and accuracy on ``split`` of the networks ``sum_b coefs[p][b] * basis[b]``, one per p;
+    ``network``: the (model config, image shape, classes) they all have.
 
     BatchNorm's running statistics are combined with ``buffer_coefs`` where given (a path extrapolated past
     its ends must not extrapolate a variance below zero), else with ``coefs``; tensors that are not floating
     point (BatchNorm's batch counter) are the first basis state's.
     """
+    from reg_runner.assembly import stacked as build
+
+    model_cfg, shape, n_classes = network
     buffer_coefs = coefs if buffer_coefs is None else buffer_coefs
     names = list(basis[0])
     stacked = {n: torch.stack([b[n].to(device) for b in basis]) for n in names if basis[0][n].dtype.is_floating_point}
@@ -61,8 +73,7 @@ def points(model_cfg, in_features: int, basis: list[dict[str, torch.Tensor]], co
     for start in range(0, len(coefs), CHUNK):
         c = torch.tensor(coefs[start : start + CHUNK], dtype=torch.float32, device=device)
         cb = torch.tensor(buffer_coefs[start : start + CHUNK], dtype=torch.float32, device=device)
-        with torch.device(device):
-            model = StackedMLP(in_features, N_CLASSES, model_cfg, [0.0] * len(c), [None] * len(c))
+        model = build([model_cfg] * len(c), shape, n_classes, device)
         buffers = {name for name, _ in model.named_buffers()}
         with torch.no_grad():
             for name, t in model.state_dict().items():

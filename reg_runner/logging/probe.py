@@ -4,41 +4,28 @@ Recording never changes a run's numbers: probes run in ``eval()`` mode on fixed 
 dropout draw, no BatchNorm running-statistics update), take gradients with ``torch.autograd.grad``
 (nothing accumulates in ``.grad``) and use no random number.
 
-- ``input_grad``: the gradient of the loss with respect to the input of every Linear layer, on a
-  fixed probe batch of training images, so snapshots compare over time.
-- ``activation``: each hidden block's output on the same batch.
+- ``input_grad``: the gradient of the loss with respect to the input of every weight layer (the model
+  family's ``layers()``: Linear and convolution layers), on a fixed probe batch of training images, so
+  snapshots compare over time.
+- ``activation``: each hidden block's output (the family's ``hidden()``) on the same batch.
 - ``entropy``: the entropy of the predicted class distribution of every validation image (taken
   from the evaluation's own logits); a uniform guess over 10 classes has the maximum, ln 10 = 2.303.
 - Per-layer gradient norm and ‖update‖/‖weight‖ of one optimizer step (the last of the epoch),
   measured by ``StepWatcher``.
 """
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-MAX_ENTROPY = math.log(10)
-
-
-def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    """The Linear layers by display name: layer1, layer2, ... for hidden blocks, output for the classifier."""
-    names = {}
-    for i, block in enumerate(model.blocks):
-        names[f"layer{i + 1}"] = block.linear
-    names["output"] = model.classifier
-    return names
+from reg_runner.model.stack import hidden_blocks, weight_layers
 
 
 def batchnorm_layers(model: nn.Module) -> dict[str, nn.Module]:
-    return {
-        f"layer{i + 1}": m
-        for i, block in enumerate(model.blocks)
-        for m in block.post
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-    }
+    """The BatchNorm layers of each hidden block, by the block's display name."""
+    return {name: m for name, block in hidden_blocks(model).items() for m in block.modules()
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))}
 
 
 def histogram_epochs(epochs: int, count: int) -> set[int]:
@@ -88,15 +75,13 @@ def output_entropy(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.
 
 
 def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Input gradients of every Linear layer and activations of every hidden block, on (x, y)."""
-    layers = linear_layers(model)
+    """Input gradients of every weight layer and activations of every hidden block, on (x, y)."""
+    layers = weight_layers(model)
     inputs, activations, handles = {}, {}, []
     for name, layer in layers.items():
         handles.append(layer.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, args[0])))
-    for i, block in enumerate(model.blocks):
-        handles.append(
-            block.register_forward_hook(lambda m, args, out, i=i: activations.__setitem__(f"layer{i + 1}", out))
-        )
+    for name, block in hidden_blocks(model).items():
+        handles.append(block.register_forward_hook(lambda m, args, out, name=name: activations.__setitem__(name, out)))
     was_training = model.training
     model.eval()
     try:

@@ -9,8 +9,8 @@ Tags are grouped so TensorBoard's layout reads well:
     lr                                 learning rate of the first parameter group
     grad_norm/<layer>                  ‖∂L/∂W‖ at the last step of a histogram epoch
     update_ratio/<layer>               ‖ΔW‖/‖W‖ of that step
-    entropy/val_mean                   mean output entropy on the validation sample; entropy/max = ln 10
-    hist/weight/<layer>                weights of each Linear layer (layer1..3, output)
+    entropy/val_mean                   mean output entropy on the validation sample; entropy/max = ln(classes)
+    hist/weight/<layer>                weights of each weight layer (the MLP's layer1..3 and output)
     hist/input_grad/<layer>            ∂L/∂(input of the layer) on a fixed training batch
     hist/activation/<layer>            output of each hidden block on that batch
     hist/entropy/val                   output entropy of every validation image; step 0 = the untrained model
@@ -23,11 +23,13 @@ into this same event file (``SummaryWriter.add_hparams`` would make a separate r
 """
 
 import logging
+import math
 from pathlib import Path
 
 import torch
 
 from reg_runner.logging import probe
+from reg_runner.model.stack import weight_layers
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,8 @@ def flat_hparams(config: dict) -> dict:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else k, v)
         elif prefix not in HPARAM_SKIP:
-            if prefix == "optimizer._target_":
-                prefix, value = "optimizer", str(value).rsplit(".", 1)[-1]
+            if prefix.endswith("._target_"):  # the optimizer's, the model's and the data's class, by its name
+                prefix, value = prefix.removesuffix("._target_"), str(value).rsplit(".", 1)[-1]
             out[prefix] = value if isinstance(value, (bool, int, float, str)) else str(value)
 
     for key in HPARAM_KEYS:
@@ -70,7 +72,7 @@ def flat_hparams(config: dict) -> dict:
 
 
 class TBLogger:
-    """One run's event file. ``model`` is a plain ``MLP`` that holds the run's current weights whenever
+    """One run's event file. ``model`` is a plain network of the run's family that holds the run's current weights whenever
     a histogram or the untrained model's entropy is taken (the listener below loads it)."""
 
     def __init__(self, log_dir: Path, cfg, model, data, epochs: int, eval_batch_size: int, purge_step=None):
@@ -92,6 +94,7 @@ class TBLogger:
             log.warning("logging.probe_size=%d is more than the %d training images: the probe batch is all of them",
                         cfg.probe_size, len(data.train))
         self.probe_x, self.probe_y = data.train.x[:n], data.train.y[:n]  # fixed: the same images every time
+        self.n_classes = data.n_classes
         self.val_x = data.val.x
 
     def wants_histograms(self, epoch: int) -> bool:
@@ -110,7 +113,7 @@ class TBLogger:
 
         for summary in hparams(flat_hparams(config), {k: 0.0 for k in HPARAM_METRICS}):
             self.writer.file_writer.add_summary(summary)
-        self.writer.add_scalar("entropy/max", probe.MAX_ENTROPY, 0)
+        self.writer.add_scalar("entropy/max", math.log(self.n_classes), 0)
         if self.wants_entropy:
             self._entropy(val_entropy, 0)
 
@@ -121,9 +124,9 @@ class TBLogger:
             return
         x = self.probe_x[:n]
         g = generator
-        shape = (len(x), 1, *augment.shape)
+        mean, std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (augment.mean, augment.std))
         for tag, images in (("augmentation/original", x), ("augmentation/augmented", augment(x, g))):
-            pixels = (images.reshape(shape) * augment.std + augment.mean).clamp(0, 1)
+            pixels = (images.reshape(len(x), *augment.shape) * std + mean).clamp(0, 1)
             self.writer.add_images(tag, pixels.cpu(), 0)
 
     def scalars(self, row: dict) -> None:
@@ -141,7 +144,7 @@ class TBLogger:
         if self.writer is None:
             return
         hist = self._histogram
-        for name, layer in probe.linear_layers(self.model).items():
+        for name, layer in weight_layers(self.model).items():
             hist(f"hist/weight/{name}", layer.weight, epoch)
         for name, bn in probe.batchnorm_layers(self.model).items():
             hist(f"hist/bn_running_mean/{name}", bn.running_mean, epoch)
@@ -178,7 +181,7 @@ class TBLogger:
 
 class TensorBoard:
     """The engine's listener: a ``TBLogger`` per member, in the member's folder. ``plain`` is one plain
-    ``MLP`` of the stack's architecture, loaded with a member's weights before its probes run."""
+    network of the stack's architecture, loaded with a member's weights before its probes run."""
 
     def __init__(self, data, plain, resumed: set):
         self.data, self.plain, self.resumed = data, plain, resumed

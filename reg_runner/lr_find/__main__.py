@@ -59,15 +59,12 @@ def range_test(cfg, out: Path) -> dict:
     import torch
 
     from reg_runner import atomic
-    from reg_runner.config import N_CLASSES, RunConfig, as_data, effective_lr
-    from reg_runner.data import tensors as data_lib
-    from reg_runner.model.mlp import StackedMLP, initialize
-    from reg_runner.run import _describe, resolve_device
+    from reg_runner.assembly import assemble
+    from reg_runner.config import RunConfig, as_data, effective_lr
     from reg_runner.schema import parse
     from reg_runner.seeding import deterministic, resolve_seed
     from reg_runner.signals import STOP
     from reg_runner.trainer.engine import Engine
-    from reg_runner.trainer.member import Member
 
     settings = lr_find.settings(cfg)
     config = as_data(cfg)
@@ -78,19 +75,12 @@ def range_test(cfg, out: Path) -> dict:
                       OmegaConf.to_yaml(OmegaConf.create(dict(config, lr_find=settings.model_dump()))))
     scale = effective_lr(run_cfg) / run_cfg.optimizer.lr  # the large-batch rule: the lr used / optimizer.lr
     tc = run_cfg.trainer
-    device = resolve_device(tc.device)
-    torch.manual_seed(config["seed"])
-    data = data_lib.load(run_cfg.data, device)
-    member = Member(run_cfg, config, out, config["seed"], data, device)
-    with torch.device(device):
-        model = StackedMLP(data.in_features, N_CLASSES, run_cfg.model, [run_cfg.model.dropout],
-                           [member.gens["dropout"]])
-    initialize(model, 0, run_cfg.model.init, run_cfg.model.activation, member.gens["init"])
-    member.attach(list(model.parameters()), 0)
+    built = assemble([run_cfg], [config], [out], [None], [None])  # the run's data, model and member
+    data, member = built.data, built.members[0]
     planned = lr_find.lrs(settings)
     member.schedule = LrRange(member.optimizer, planned)
-    engine = Engine(model, data, [member], listeners=[])
-    log.info("model: %s on %s; seed %d; lr %g to %g over %d steps", _describe(run_cfg.model), device,
+    engine = Engine(built.model, data, [member], listeners=[])
+    log.info("model: %s on %s; seed %d; lr %g to %g over %d steps", run_cfg.model.describe(), built.device,
              config["seed"], settings.min_lr, settings.max_lr, settings.steps)
     curve, stop = lr_find.Curve(settings.smoothing, settings.stop_factor), None
     losses, smoothed = curve.losses, curve.smoothed
@@ -123,7 +113,7 @@ def range_test(cfg, out: Path) -> dict:
         suggestions=suggestions,
     )
     atomic.write_json(out / "lr_find.json", result)
-    plot(result, out / "lr_find.png", _describe(run_cfg.model) + f", {run_cfg.optimizer.target.rsplit('.', 1)[-1]}")
+    plot(result, out / "lr_find.png", run_cfg.model.describe() + f", {run_cfg.optimizer.target.rsplit('.', 1)[-1]}")
     if STOP.signal is not None:
         print(f"interrupted by {STOP.name}: the curve so far is in {out}", file=sys.stderr, flush=True)
         sys.exit(128 + STOP.signal)

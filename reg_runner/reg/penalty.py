@@ -3,7 +3,7 @@
     loss = CE(θ) + λ1 ‖θ‖₁ + λ2 ‖θ‖₂²
 
 λ2‖θ‖₂² is a Gaussian prior on θ, λ1‖θ‖₁ a Laplace prior. By default the penalty covers the
-weight matrices of the Linear layers only (``reg.apply_to=weights``), as is usual: penalizing
+weights of the weight layers only (Linear and convolution weights) (``reg.apply_to=weights``), as is usual: penalizing
 biases and normalization gains rarely helps. ``apply_to=all`` covers every parameter.
 
 This is not an optimizer's ``weight_decay``. In SGD and Adam, ``weight_decay=w`` adds ``w·θ`` to
@@ -20,12 +20,11 @@ slices.
 
 import torch
 
-from reg_runner.model.mlp import StackedLinear
-
 
 def penalized(model, apply_to: str) -> list[bool]:
-    """For each of ``model.parameters()``: whether ``apply_to`` covers it."""
-    weights = {id(m.weight) for m in model.modules() if isinstance(m, StackedLinear)}
+    """For each of ``model.parameters()``: whether ``apply_to`` covers it (``weights``: the family's weight
+    layers' weights, ``model.weights()``)."""
+    weights = {id(w) for w in model.weights().values()}
     return [apply_to == "all" or id(p) in weights for p in model.parameters()]
 
 

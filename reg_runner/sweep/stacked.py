@@ -131,9 +131,9 @@ def group(jobs: list[dict], max_members: int) -> list[list[dict]]:
 
 def exact(stacks: list[list[dict]]) -> list[list[dict]]:
     """The stacks, less those whose members would not each get their lone run's numbers to the bit on this
-    machine (``model.exactness``): their runs train one at a time, as lone runs. A trial's seeds that a pruner
+    machine (``reg_runner.exactness``): their runs train one at a time, as lone runs. A trial's seeds that a pruner
     watches stay together (it ranks their mean), and the log says that they may differ by rounding."""
-    from reg_runner.model import exactness
+    from reg_runner import exactness
 
     out = []
     for stack in stacks:

@@ -61,9 +61,9 @@ class Engine:
         self.interrupted = False
 
     def member_weights(self, k: int) -> dict[str, torch.Tensor]:
-        """Member k's slices of the Linear weights, by layer name."""
+        """Member k's slices of the weight layers' weights, by layer name."""
         index = {id(p): i for i, p in enumerate(self.params)}
-        return {name: self.members[k].proxies[index[id(layer.weight)]] for name, layer in self.model.linears().items()}
+        return {name: self.members[k].proxies[index[id(w)]] for name, w in self.model.weights().items()}
 
     def run(self) -> None:
         for listener in self.listeners:

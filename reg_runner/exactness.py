@@ -15,11 +15,7 @@ compares each member's outputs and gradients with the same member's alone. Where
 launcher trains those runs one at a time (a stack of one is a lone run by definition) and says why.
 """
 
-import functools
-
 import torch
-
-from reg_runner.model.mlp import StackedMLP, initialize
 
 
 def shapes(n_train: int, batch_size: int, drop_last: bool, eval_sizes: list[int], eval_batch_size: int):
@@ -37,40 +33,43 @@ def shapes(n_train: int, batch_size: int, drop_last: bool, eval_sizes: list[int]
 
 def for_runs(checked, members: int) -> str | None:
     """``difference`` for a stack of ``members`` runs of ``checked``'s structure (``config.Checked``)."""
-    from reg_runner.config import N_CLASSES
-    from reg_runner.run import resolve_device
+    from reg_runner.device import resolve
 
     c, split = checked.cfg, checked.split
     t = c.trainer
-    train_rows, eval_rows = shapes(split.n_train, t.batch_size, t.drop_last,
-                                   [len(split.val_idx), len(split.raw.test_labels)], t.eval_batch_size)
-    return difference(c.model, split.in_features, N_CLASSES, members, train_rows, eval_rows, resolve_device(t.device))
+    train_rows, eval_rows = shapes(split.n_train, t.batch_size, t.drop_last, [len(split.val_idx), split.n_test],
+                                   t.eval_batch_size)
+    return difference(c.model, split.shape, split.n_classes, members, train_rows, eval_rows, resolve(t.device))
 
 
-def difference(model_cfg, in_features: int, n_classes: int, members: int, train_rows, eval_rows,
+def difference(model_cfg, shape: tuple[int, ...], n_classes: int, members: int, train_rows, eval_rows,
                device: torch.device) -> str | None:
     """None if a stack of ``members`` (and of every smaller size) gives each member bitwise its lone
     outputs and gradients at these shapes; else where it first differs. Only CPU is checked: on other
     devices a stacked member is not claimed to equal its lone run to the bit."""
     if members < 2 or device.type != "cpu":
         return None
-    arch = (model_cfg.depth, model_cfg.width, model_cfg.activation, model_cfg.norm, model_cfg.norm_position,
-            model_cfg.residual)
-    return _difference(arch, in_features, n_classes, members, tuple(train_rows), tuple(eval_rows),
-                       torch.get_num_threads())
+    key = (model_cfg.model_dump_json(by_alias=True), tuple(shape), n_classes, members, tuple(train_rows),
+           tuple(eval_rows), torch.get_num_threads())
+    if key not in _FOUND:
+        _FOUND[key] = _difference(model_cfg, tuple(shape), n_classes, members, tuple(train_rows), tuple(eval_rows))
+    return _FOUND[key]
 
 
-@functools.lru_cache(maxsize=64)
-def _difference(arch, in_features, n_classes, members, train_rows, eval_rows, threads) -> str | None:
-    from types import SimpleNamespace
+_FOUND: dict = {}  # what the probe found, per architecture, shapes and thread count (a multirun asks again)
 
-    depth, width, activation, norm, norm_position, residual = arch
-    cfg = SimpleNamespace(depth=depth, width=width, activation=activation, norm=norm, norm_position=norm_position,
-                          residual=residual, dropout=0.0)
+
+def _difference(model_cfg, shape, n_classes, members, train_rows, eval_rows) -> str | None:
+    from reg_runner.assembly import stacked
+
+    cpu = torch.device("cpu")
     g = torch.Generator().manual_seed(0)  # its own numbers: the runs' random streams are not touched
 
-    def build(k):
-        return StackedMLP(in_features, n_classes, cfg, [0.0] * k, [None] * k)
+    def build(indices):
+        """A stack of the members ``indices``, each with a dropout generator seeded by its index, fresh: a member
+        draws the same masks in any stack."""
+        return stacked([model_cfg] * len(indices), shape, n_classes, cpu,
+                       [torch.Generator().manual_seed(1 + i) for i in indices])
 
     def step(model, x, grad):
         model.train()
@@ -79,35 +78,42 @@ def _difference(arch, in_features, n_classes, members, train_rows, eval_rows, th
         out.backward(grad.clone())
         return out.detach(), [p.grad for p in model.parameters()]
 
-    master = build(members)
+    master = build(range(members))
     for i in range(members):
-        initialize(master, i, "default", activation, g)
+        model_cfg.initialize(master, i, g)
     states = [master.member_state(i) for i in range(members)]
-    train = {rows: (torch.randn(members, rows, in_features, generator=g),
+    train = {rows: (torch.randn(members, rows, *shape, generator=g),
                     torch.randn(members, rows, n_classes, generator=g)) for rows in train_rows}
-    shared = {rows: torch.randn(rows, in_features, generator=g) for rows in eval_rows}
+    shared = {rows: torch.randn(rows, *shape, generator=g) for rows in eval_rows}
+    names = [name for name, _ in master.named_parameters()]
     alone = []  # each member's outputs and gradients alone: they do not depend on the stack's size
     for i, state in enumerate(states):
-        lone = build(1)
+        trained = {}
+        for rows, (x, grad) in train.items():
+            lone = build([i])
+            lone.load_member_state(0, state)
+            trained[rows] = step(lone, x[i : i + 1], grad[i : i + 1])
+        lone = build([i])
         lone.load_member_state(0, state)
-        trained = {rows: step(lone, x[i : i + 1], grad[i : i + 1]) for rows, (x, grad) in train.items()}
         with torch.inference_mode():
             evaluated = {rows: lone.eval()(x)[0] for rows, x in shared.items()}
         alone.append((trained, evaluated))
-    names = [name for name, _ in master.named_parameters()]
     for k in range(2, members + 1):  # members leave a stack as they end: every size it passes through
-        stack = build(k)
-        for i in range(k):
-            stack.load_member_state(i, states[i])
         for rows, (x, grad) in train.items():
+            stack = build(range(k))
+            for i in range(k):
+                stack.load_member_state(i, states[i])
             out, grads = step(stack, x[:k], grad[:k])
             for i in range(k):
                 own_out, own_grads = alone[i][0][rows]
                 if not torch.equal(own_out[0], out[i]):
                     return f"training outputs, stack of {k}, member {i}, batches of {rows}"
                 for name, a, b in zip(names, grads, own_grads):
-                    if not torch.equal(a[i], b[0]):
+                    if (a is None) != (b is None) or (a is not None and not torch.equal(a[i], b[0])):
                         return f"the gradient of {name}, stack of {k}, member {i}, batches of {rows}"
+        stack = build(range(k))
+        for i in range(k):
+            stack.load_member_state(i, states[i])
         with torch.inference_mode():
             stack.eval()
             for rows, x in shared.items():

@@ -1,0 +1,99 @@
+"""The assembly seam: checked run configs in; data on the device, a model (stacked and plain) and its members out.
+
+Every entry point builds through here: runs and their resumption (``reg_runner.run``), the range test
+(``reg_runner.lr_find``), the landscapes (``reg_runner.landscape``) and the exactness probe
+(``reg_runner.model.exactness``). Data flows one way: config -> data -> model -> members; the model is the
+data family's images (their shape, its classes) through the model family's networks, and nothing in
+``reg_runner.model`` or ``reg_runner.data`` knows of runs, configs or the loop.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from reg_runner.data import tensors
+from reg_runner.device import resolve as resolve_device
+from reg_runner.errors import UserError
+from reg_runner.trainer.member import Member
+
+log = logging.getLogger(__name__)
+
+
+def stacked(model_cfgs: list, shape: tuple[int, ...], n_classes: int, device: torch.device,
+            dropout_generators: list | None = None):
+    """K networks as one (member k configured by ``model_cfgs[k]``), on ``device``, not yet initialized."""
+    with torch.device(device):
+        return model_cfgs[0].stacked(tuple(shape), n_classes, list(model_cfgs),
+                                     dropout_generators or [None] * len(model_cfgs))
+
+
+def plain(model_cfg, shape: tuple[int, ...], n_classes: int, device: torch.device | None = None):
+    """One network of the family as ``torch.nn`` modules (what a checkpoint loads into)."""
+    with torch.device(device or "cpu"):
+        return model_cfg.plain(tuple(shape), n_classes)
+
+
+def holds_network(model_cfg, shape: tuple[int, ...], n_classes: int, state) -> bool:
+    """Whether ``state`` (a checkpoint's model) holds the network of ``model_cfg``: its names and shapes."""
+    with torch.device("meta"):
+        expected = model_cfg.plain(tuple(shape), n_classes).state_dict()
+    shapes = ({n: tuple(t.shape) for n, t in state.items() if isinstance(t, torch.Tensor)}
+              if isinstance(state, dict) else {})
+    return shapes == {n: tuple(t.shape) for n, t in expected.items()}
+
+
+@dataclass
+class Assembly:
+    device: torch.device
+    data: tensors.Data
+    model: torch.nn.Module  # the stacked form: every member's slice
+    plain: torch.nn.Module  # one plain network of the architecture: TensorBoard's probes see a member through it
+    members: list[Member]
+    resumed: set  # the members restored from a checkpoint
+
+    @property
+    def n_parameters(self) -> int:
+        """One member's parameter count."""
+        return sum(p[0].numel() for p in self.model.parameters())
+
+
+def assemble(cfgs: list, configs: list[dict], run_dirs: list[Path], checkpoints: list, trials: list,
+             on_data=lambda data: None) -> Assembly:
+    """The runs ``cfgs`` (checked ``RunConfig``s of one structure; ``configs``: their recorded configs) as one
+    stack: data on the device, the stacked model with each member initialized from its seed or restored from
+    its checkpoint (``checkpoints[k]``, or None), and the members attached to their slices. ``on_data``: called
+    once the data is loaded (a run records what it trains on even if what follows fails)."""
+    cfg0 = cfgs[0]
+    device = resolve_device(cfg0.trainer.device)
+    torch.manual_seed(configs[0]["seed"])  # torch's global generator, for code outside reg_runner
+    data = tensors.load(cfg0.data, device)
+    on_data(data)
+    members = [Member(c, config, d, config["seed"], data, device, trial)
+               for c, config, d, trial in zip(cfgs, configs, run_dirs, trials)]
+    model = stacked([m.cfg.model for m in members], data.shape, data.n_classes, device,
+                    [m.gens["dropout"] for m in members])
+    params = list(model.parameters())
+    resumed = set()
+    for k, (m, checkpoint) in enumerate(zip(members, checkpoints)):
+        if checkpoint is None:
+            m.cfg.model.initialize(model, k, m.gens["init"])
+        else:
+            if not holds_network(m.cfg.model, data.shape, data.n_classes, checkpoint["model"]):
+                raise UserError(f"{m.run_dir}/checkpoints/last.pt does not hold this run's network (its weights' names "
+                                "or shapes differ from the config's): it is damaged or another run's; start the run "
+                                "again")
+            model.load_member_state(k, checkpoint["model"])
+        m.attach(params, k)
+        m.extra["stack_size"] = len(members)
+        if checkpoint is not None:
+            try:
+                m.restore(checkpoint)
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+                raise UserError(f"{m.run_dir}/checkpoints/last.pt is damaged ({type(e).__name__} restoring its "
+                                "optimizer, schedule or loop state); start the run again") from None
+            resumed.add(m)
+            m.extra.update(resumed=True, timing_before=checkpoint["timing"], first_epoch=m.state.epoch)
+            log.info("resuming %s at epoch %d of %d", m.run_dir, m.state.epoch, m.cfg.trainer.epochs)
+    return Assembly(device, data, model, plain(cfg0.model, data.shape, data.n_classes, device), members, resumed)

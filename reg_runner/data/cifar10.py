@@ -1,0 +1,139 @@
+"""CIFAR-10 (``data=cifar10``): 32x32 colour images in 10 classes, 50,000 to train and 10,000 to test
+(Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html), in its "python version": pickled batches.
+
+Read from ``data.root``: a folder holding ``cifar-10-python.tar.gz`` as published (read inside the archive,
+nothing extracted), its ``cifar-10-batches-py`` folder, or that folder's files (``data_batch_1`` to
+``data_batch_5``, ``test_batch``). Otherwise from datamaestro's store, downloaded there on first use and
+checked against the published md5 of the archive.
+
+The batches are pickles; a pickle can run code when loaded, so they are read with an unpickler that builds
+nothing but dicts, lists, bytes, numbers and numpy arrays.
+"""
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from reg_runner.data import DataFamily, Images, checked
+from reg_runner.errors import DataError
+
+ARCHIVE = "cifar-10-python.tar.gz"
+FOLDER = "cifar-10-batches-py"
+TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST = "test_batch"
+SIDE, CHANNELS = 32, 3
+
+
+class CIFAR10(DataFamily):
+    NAME = "CIFAR-10"
+    CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    URL: ClassVar[str] = "https://www.cs.toronto.edu/~kriz/" + ARCHIVE
+    TAR_MD5: ClassVar[str] = "c58f30108f718f92721af3b95e74349a"  # as published; torchvision.datasets.CIFAR10's too
+
+    @classmethod
+    def hint(cls) -> str:
+        return f"download {ARCHIVE} from {cls.URL} into a folder and give data.root=<that folder>"
+
+    @classmethod
+    def read(cls, root: str | None) -> Images:
+        if root is not None:
+            folder = Path(root).expanduser()
+            batches, source = find_batches(folder, cls.hint()), f"folder {folder}"
+        else:
+            from reg_runner.data import datasets, store
+
+            definition = datasets.DEFINITIONS[cls.NAME]
+            config = store.fetch(definition, cls.NAME, {}, cls.hint())
+            batches, source = find_batches(Path(config.path), cls.hint(), key=None), \
+                f"datamaestro {definition.id} ({definition.datapath})"
+        n = len(cls.CLASSES)
+        parts = [read_batch(name, batches[name], n) for name in TRAIN]
+        train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        return checked(cls.NAME, n, train, read_batch(TEST, batches[TEST], n), source)
+
+
+def find_batches(folder: Path, hint: str, key: str | None = "data.root") -> dict:
+    """Each batch's bytes, lazily: ``{name: callable() -> (bytes, where)}`` from the archive, the batches' folder,
+    or the folder itself."""
+    where = f"{key}={str(folder)!r}" if key else str(folder)
+    if not folder.is_dir():
+        raise DataError(f"{where} is not a folder; {hint}")
+    names = (*TRAIN, TEST)
+    for place in (folder, folder / FOLDER):
+        if all((place / name).is_file() for name in names):
+            return {name: (lambda p=place / name: (_read(p), str(p))) for name in names}
+    archive = folder / ARCHIVE
+    if archive.is_file():
+        return {name: (lambda name=name: _member(archive, name)) for name in names}
+    found = [name for name in names if (folder / name).is_file() or (folder / FOLDER / name).is_file()]
+    lacking = f"lacks {', '.join(n for n in names if n not in found)}" if found else f"holds neither {ARCHIVE} nor " \
+                                                                                     f"{FOLDER}/"
+    raise DataError(f"{where} {lacking} of CIFAR-10; {hint}")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _member(archive: Path, name: str) -> tuple[bytes, str]:
+    where = f"{archive}:{FOLDER}/{name}"
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            member = tar.extractfile(f"{FOLDER}/{name}")
+            return member.read(), where
+    except KeyError:
+        raise DataError(f"{archive} lacks {FOLDER}/{name}: it is not CIFAR-10's {ARCHIVE}") from None
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"cannot read {archive} as a tar.gz archive ({type(e).__name__}: {e}); it is damaged or not "
+                        f"CIFAR-10's {ARCHIVE}") from None
+
+
+class _Batch(pickle.Unpickler):
+    """Builds only what a CIFAR batch holds: containers, bytes, numbers and numpy arrays."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # bytes, in pickles made by Python 3
+
+    def find_class(self, module, name):
+        module = module.replace("numpy.core.", "numpy._core.")  # pickles made with numpy 1
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never holds")
+
+
+def read_batch(name: str, source, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One batch as (N, 3, 32, 32) uint8 images and int64 labels, or one line naming the file and what is wrong."""
+    raw, where = source()
+    try:
+        batch = _Batch(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as e:  # not a pickle, a truncated one, or one that refers to anything else
+        raise DataError(f"{where} is not a CIFAR-10 batch ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{where} is not a CIFAR-10 batch (it holds a {type(batch).__name__}, not a dict)")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    data, labels = batch.get("data"), batch.get("labels")
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise DataError(f"{where} is not a CIFAR-10 batch (it lacks 'data' or 'labels')")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CHANNELS * SIDE * SIDE:
+        raise DataError(f"{where}: its images are {data.dtype} {data.shape}; CIFAR-10's are uint8 rows of "
+                        f"{CHANNELS * SIDE * SIDE} bytes (3 x 32 x 32)")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(data):
+        raise DataError(f"{where}: {len(data)} images but labels of shape {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        bad = next((i for i, v in enumerate(labels.tolist()) if not (isinstance(v, int) and not isinstance(v, bool))),
+                   0)
+        raise DataError(f"{where}: label {labels[bad].item()!r} is not an integer; labels must be the integers "
+                        f"0-{n_classes - 1} (index {bad} is the first bad one)")
+    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    if len(bad):
+        raise DataError(f"{where}: {'test' if name == TEST else 'train'} label {labels[bad[0]].item()} out of range; "
+                        f"labels must be 0-{n_classes - 1} (index {bad[0]} is the first bad one)")
+    return data.reshape(len(data), CHANNELS, SIDE, SIDE), labels.astype(np.int64)

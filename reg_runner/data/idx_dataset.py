@@ -1,0 +1,72 @@
+"""Datasets in MNIST's format: four IDX files (train and test images, train and test labels).
+
+``IdxDataset`` reads them from ``data.root`` (any folder holding the four files, gzip-compressed or not,
+under the dataset's own names or datamaestro's) or from datamaestro's store, and checks them as data:
+images of the size the header says, unsigned bytes; labels integers in [0, classes). MNIST, Fashion-MNIST
+and KMNIST are subclasses that name their dataset, classes and store.
+"""
+
+from pathlib import Path
+from typing import ClassVar
+
+from reg_runner.data import DataFamily, Images, checked, idx
+from reg_runner.errors import DataError
+
+# datamaestro's names (stored as <key>.idx) and the datasets' own (LeCun's), in the order of ``Images``
+FILES = (("train_images", "train-images-idx3-ubyte"), ("train_labels", "train-labels-idx1-ubyte"),
+         ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte"))
+ORIGINALS = ", ".join(original for _, original in FILES)
+
+
+class IdxDataset(DataFamily):
+    # the four .gz files' published md5 (what a download is checked against), by datamaestro's name
+    GZ_MD5: ClassVar[dict[str, str]] = {}
+    URL: ClassVar[str] = ""  # where the files are published
+
+    @classmethod
+    def hint(cls) -> str:
+        return (f"download {ORIGINALS} (.gz) from {cls.URL} into a folder and give data.root=<that folder>")
+
+    @classmethod
+    def read(cls, root: str | None) -> Images:
+        if root is not None:
+            folder = Path(root).expanduser()
+            paths, source = find_files(folder, cls.NAME, cls.hint()), f"folder {folder}"
+        else:
+            paths, source = cls.store_files()
+        n = len(cls.CLASSES)
+        train = (idx.read_images(paths["train_images"], cls.NAME),
+                 idx.read_labels(paths["train_labels"], cls.NAME, n, "train"))
+        test = (idx.read_images(paths["test_images"], cls.NAME), idx.read_labels(paths["test_labels"], cls.NAME, n, "test"))
+        return checked(cls.NAME, n, train, test, source)
+
+    @classmethod
+    def store_files(cls) -> tuple[dict[str, Path], str]:
+        """The four files in datamaestro's store (downloaded first if it lacks them), and the source's name."""
+        from reg_runner.data import datasets, store
+
+        definition = datasets.DEFINITIONS[cls.NAME]
+        config = store.fetch(definition, cls.NAME, cls.GZ_MD5, cls.hint())
+        paths = {"train_images": config.train.images.path, "train_labels": config.train.labels.path,
+                 "test_images": config.test.images.path, "test_labels": config.test.labels.path}
+        return paths, f"datamaestro {definition.id} ({definition.datapath})"
+
+
+def find_files(folder: Path, dataset: str, hint: str, key: str | None = "data.root") -> dict[str, Path]:
+    """The path of each of the four files in ``folder``, under any of the names they go by. ``key``: what named
+    the folder, for the message (None: a command's argument)."""
+    where = f"{key}={str(folder)!r}" if key else str(folder)
+    if not folder.is_dir():
+        raise DataError(f"{where} is not a folder; {hint}")
+    found, missing = {}, []
+    for name, original in FILES:
+        names = [original, name, f"{name}.idx", original.replace("-idx", ".idx")]
+        candidates = [folder / n for n in names] + [folder / f"{n}.gz" for n in names]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            missing.append(original)
+        else:
+            found[name] = path
+    if missing:
+        raise DataError(f"{where} lacks {', '.join(missing)} (.gz or not) of {dataset}; {hint}")
+    return found

@@ -1,0 +1,20 @@
+"""Kuzushiji-MNIST (``data=kmnist``): 28x28 grey images of 10 cursive Japanese (Kuzushiji) characters, in
+MNIST's format and sizes (Clanuwat et al. 2018, https://github.com/rois-codh/kmnist).
+
+Read from ``data.root`` (a folder holding the four IDX files, .gz or not), or from datamaestro's store,
+downloaded there on first use from the URL below and checked against the published md5 of each .gz.
+"""
+
+from reg_runner.data.idx_dataset import IdxDataset
+
+
+class KMNIST(IdxDataset):
+    NAME = "KMNIST"
+    CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+    URL = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
+    GZ_MD5 = {  # as published by ROIS-DS CODH and used by torchvision.datasets.KMNIST
+        "train_images": "bdb82020997e1d708af4cf47b453dcf7",
+        "train_labels": "e144d726b3acfaa3e44228e80efcd344",
+        "test_images": "5c965bf0a639b31b8f53240b1b52f4d7",
+        "test_labels": "7320c461ea6c1c855c0b718fb2a4b134",
+    }

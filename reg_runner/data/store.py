@@ -1,0 +1,96 @@
+"""datamaestro's store: where a data family's files live when no ``data.root`` is given, and how they get there.
+
+``fetch`` prepares a datamaestro dataset definition (``reg_runner.data.datasets``, or datamaestro-image's
+MNIST) and downloads the resources the store lacks, each checked against its published checksum; a failed
+download (no network, a wrong checksum) is one line naming the dataset and the files to place in
+``data.root`` instead, and leaves no partial file behind.
+"""
+
+import hashlib
+import logging
+import re
+import socket
+from pathlib import Path
+
+from reg_runner.errors import DataError
+
+TIMEOUT_S = 30  # a download that waits this long for a byte fails, rather than hanging the run's checks
+
+
+def md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _QuietDatamaestro(logging.Filter):
+    """Drops datamaestro's info lines (its warnings and errors pass): the run's own log says where the data is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
+
+
+def quiet():
+    """A context in which datamaestro's info lines stay out of the run's output."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def manager():
+        f = _QuietDatamaestro()
+        logging.getLogger().addFilter(f)
+        try:
+            yield
+        finally:
+            logging.getLogger().removeFilter(f)
+
+    return manager()
+
+
+def reason(e: BaseException) -> str:
+    """The innermost cause of a failed download, in a few words (requests wraps the one that says it)."""
+    while (e.__cause__ or e.__context__) is not None and not isinstance(e, OSError | ValueError):
+        e = e.__cause__ or e.__context__
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = text.split("(Caused by ")[-1].strip(")") if "(Caused by " in text else text
+    digest = re.search(r"Digest do not match \(expected (\w+), got (\w+)\)", text)  # datamaestro's HashCheck
+    if digest:
+        return f"a file arrived with md5 {digest.group(2)}, not the published {digest.group(1)}"
+    return f"{type(e).__name__}: {text[:120]}" if text else type(e).__name__
+
+
+def fetch(definition, dataset: str, checksums: dict[str, str], hint: str):
+    """``definition``'s datamaestro config, every resource in the store. ``checksums``: the md5 each resource's
+    stored file must have (by resource name), checked after a download; ``hint``: what to place in ``data.root``
+    instead, for the message."""
+    with quiet():
+        config = definition.prepare(download=False)
+        missing = [r for r in definition.ordered_resources if not Path(r.prepare()).exists()]
+        if not missing:
+            return config
+        before = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(TIMEOUT_S)
+        try:
+            for resource in missing:
+                resource.download()
+                path = Path(resource.prepare())
+                expected = checksums.get(resource.varname)
+                got = md5(path) if expected is not None and path.is_file() else expected
+                if got != expected:
+                    path.unlink()
+                    raise DataError(f"{getattr(resource, 'url', resource.varname)} arrived with md5 {got}, not the "
+                                    f"published {expected}")
+        except DataError as e:
+            raise DataError(f"{dataset} is not in the datamaestro store ({definition.datapath}) and its download "
+                            f"failed: {e}; {hint}") from None
+        except Exception as e:  # no network, a refused connection, a server error, a full disk, a wrong checksum
+            for resource in missing:
+                path = Path(resource.prepare())
+                if path.is_file() and checksums.get(resource.varname) and md5(path) != checksums[resource.varname]:
+                    path.unlink()  # a file the failed download left half-written
+            raise DataError(f"{dataset} is not in the datamaestro store ({definition.datapath}) and cannot be "
+                            f"downloaded here ({reason(e)}); {hint}") from None
+        finally:
+            socket.setdefaulttimeout(before)
+    return config

@@ -1,0 +1,123 @@
+"""The CNN family (``model=cnn``): a small convolutional network for 1- or 3-channel images.
+
+One block per entry of ``channels``: ``Conv2d(kernel, 'same' padding) -> [norm] -> activation -> [2x2 pool]
+-> [dropout]``, then the head: the last feature map flattened (``head=flatten``) or averaged over space
+(``head=avgpool``), an optional fully connected layer of ``hidden`` units (``-> activation -> [dropout]``),
+and a linear classifier. The norms: BatchNorm (Ioffe & Szegedy 2015; running statistics in evaluation),
+LayerNorm over each image's (channels, height, width) with a gain and bias per channel (Ba et al. 2016; it
+is GroupNorm with one group), and GroupNorm of ``groups`` groups (Wu & He 2018).
+
+This module is the family's schema and declarations (no torch); its networks are in
+``reg_runner.model.cnn_net``.
+"""
+
+from typing import Annotated
+
+from pydantic import PlainValidator, model_validator
+
+from reg_runner.errors import ConfigError
+from reg_runner.model import ModelFamily
+from reg_runner.model.mlp import ACTIVATIONS, INITS
+from reg_runner.schema import integer, number, one_of, reject
+
+NORMS = ("none", "batchnorm", "layernorm", "groupnorm")
+POOLS = ("max", "avg", "none")
+HEADS = ("flatten", "avgpool")
+
+
+def _channels(v):
+    if not (isinstance(v, list) and 1 <= len(v) <= 16 and all(isinstance(c, int) and not isinstance(c, bool)
+                                                                and 1 <= c <= 4096 for c in v)):
+        raise reject("a list of 1 to 16 channel counts, each an integer in [1, 4096] (one conv block each)")
+    return list(v)
+
+
+def _kernel(v):
+    if not (isinstance(v, int) and not isinstance(v, bool) and v in (1, 3, 5, 7, 9, 11)):
+        raise reject("an odd integer in [1, 11] (the padding keeps the image's size)")
+    return v
+
+
+class CNN(ModelFamily):
+    channels: Annotated[list, PlainValidator(_channels)]  # output channels of each conv block, in order
+    kernel: Annotated[int, PlainValidator(_kernel)]  # square kernels, odd: 'same' padding
+    pool: one_of(*POOLS)  # 2x2 pooling after each block (halves the image)
+    norm: one_of(*NORMS)
+    groups: integer(1)  # GroupNorm's groups: divides every block's channels; read only with norm=groupnorm
+    activation: one_of(*ACTIVATIONS)
+    dropout: number(0, 1, hi_open=True)  # probability of zeroing a unit after each block and the hidden layer
+    hidden: integer(0, 1_000_000)  # units of the fully connected layer before the classifier; 0: none
+    head: one_of(*HEADS)  # flatten the last feature map, or average it over space (one value per channel)
+    init: one_of(*INITS)
+
+    # dropout and init are each run's own: runs that differ only in them train as one stack
+    STRUCTURAL = ("channels", "kernel", "pool", "norm", "groups", "activation", "hidden", "head")
+
+    @model_validator(mode="after")
+    def _groups_divide(self):
+        if self.norm == "groupnorm":
+            bad = next((c for c in self.channels if c % self.groups), None)
+            if bad is not None:
+                raise ConfigError("model.groups", self.groups, f"a divisor of every block's channels "
+                                  f"(model.channels={self.channels}: {bad} is not a multiple of it)")
+        return self
+
+    def feature_map(self, shape) -> tuple[int, int, int]:
+        """The (channels, height, width) the last block gives for images of ``shape``."""
+        _, h, w = shape
+        if self.pool != "none":
+            h, w = h >> len(self.channels), w >> len(self.channels)
+        return self.channels[-1], h, w
+
+    def features(self, shape) -> int:
+        """What the head's first layer reads: the flattened feature map, or its channels' averages."""
+        c, h, w = self.feature_map(shape)
+        return c * h * w if self.head == "flatten" else c
+
+    def n_parameters(self, shape, n_classes: int) -> int:
+        sizes = [shape[0], *self.channels]
+        conv = sum(a * b * self.kernel**2 + b for a, b in zip(sizes, sizes[1:]))
+        norm = 0 if self.norm == "none" else 2 * sum(self.channels)
+        top = self.hidden or self.features(shape)
+        fc = self.features(shape) * self.hidden + self.hidden if self.hidden else 0
+        return conv + norm + fc + top * n_classes + n_classes
+
+    def size_key(self) -> str:
+        return "channels"
+
+    def check(self, shape, n_classes: int) -> None:
+        _, h, w = self.feature_map(shape)
+        if h < 1 or w < 1:
+            raise ConfigError("model.channels", self.channels, f"at most {min(shape[1:]).bit_length() - 1} blocks "
+                              f"with model.pool={self.pool}: each halves the {shape[1]}x{shape[2]} images")
+
+    def unread(self, key: str) -> str | None:
+        if key == "groups" and self.norm != "groupnorm":
+            return f"model.norm={self.norm}: only groupnorm has groups"
+        return None
+
+    def uses_batch_statistics(self) -> bool:
+        return self.norm == "batchnorm"
+
+    def describe(self) -> str:
+        parts = [f"CNN {'-'.join(map(str, self.channels))} ({self.kernel}x{self.kernel}"
+                 + (f", {self.pool} pool" if self.pool != "none" else "") + f") {self.activation}"]
+        if self.norm != "none":
+            parts.append(self.norm + (f" ({self.groups} groups)" if self.norm == "groupnorm" else ""))
+        parts.append(f"{self.head} head" + (f", fc {self.hidden}" if self.hidden else ""))
+        return ", ".join(parts)
+
+    def plain(self, shape, n_classes: int):
+        from reg_runner.model.cnn_net import CNNNet
+
+        return CNNNet(tuple(shape), n_classes, self)
+
+    def stacked(self, shape, n_classes: int, members: list, dropout_generators: list):
+        from reg_runner.model.cnn_net import StackedCNN
+
+        return StackedCNN(tuple(shape), n_classes, self, [m.dropout for m in members], dropout_generators)
+
+    def initialize(self, model, k: int, generator) -> None:
+        from reg_runner.model.init import initialize
+
+        initialize(model, k, self.init, self.activation, generator)

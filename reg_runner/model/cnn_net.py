@@ -1,0 +1,207 @@
+"""The CNN family's networks (``reg_runner.model.cnn`` declares the family).
+
+``CNNNet`` is one network as ``torch.nn`` modules: a run's checkpoint loads into it. ``StackedCNN`` is K of
+them trained as one. On a GPU its convolutions are grouped (``groups=K``: every member's batch in one
+kernel; a wide convolution with K x channels outputs when every member sees the same images, as in
+evaluation) and its linear layers batched. On a CPU the convolutions and linear layers run member by member,
+each a lone run's own kernel: oneDNN's grouped convolutions, and OpenBLAS's batched products of 784 or more
+inputs, round differently from a lone run's (by about 1e-7) and are no faster there. The norms run member by
+member; activations, pooling and dropout act on the whole stack.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDropout, StackedLinear
+
+BN_MOMENTUM, NORM_EPS = 0.1, 1e-5  # nn.BatchNorm2d's and nn.GroupNorm's defaults
+
+
+def _norm(kind: str, channels: int, groups: int) -> nn.Module | None:
+    if kind == "batchnorm":
+        return nn.BatchNorm2d(channels)
+    if kind == "layernorm":  # over (C, H, W) of each image, a gain and a bias per channel
+        return nn.GroupNorm(1, channels)
+    if kind == "groupnorm":
+        return nn.GroupNorm(groups, channels)
+    return None
+
+
+def _pool(kind: str) -> nn.Module | None:
+    return {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2)}.get(kind)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, cfg):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, cfg.kernel, padding=cfg.kernel // 2)
+        self.norm = _norm(cfg.norm, c_out, cfg.groups)
+        self.act = ACTIVATIONS[cfg.activation]()
+        self.pool = _pool(cfg.pool)
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        x = self.act(x)
+        if self.pool is not None:
+            x = self.pool(x)
+        return self.dropout(x) if self.dropout is not None else x
+
+
+class Hidden(nn.Module):
+    """The head's fully connected layer: Linear -> activation -> [dropout]."""
+
+    def __init__(self, n_in: int, n_out: int, cfg):
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out)
+        self.act = ACTIVATIONS[cfg.activation]()
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.linear(x))
+        return self.dropout(x) if self.dropout is not None else x
+
+
+class CNNNet(nn.Module):
+    """One network: load a run's ``checkpoints/best.pt`` model into it. Takes images (B, C, H, W)."""
+
+    def __init__(self, shape: tuple[int, int, int], n_classes: int, cfg):
+        super().__init__()
+        sizes = [shape[0], *cfg.channels]
+        self.blocks = nn.Sequential(*(ConvBlock(a, b, cfg) for a, b in zip(sizes, sizes[1:])))
+        self.avgpool = cfg.head == "avgpool"
+        features = cfg.features(shape)
+        self.fc = Hidden(features, cfg.hidden, cfg) if cfg.hidden else None
+        self.classifier = nn.Linear(cfg.hidden or features, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(x)
+        x = x.mean((2, 3)) if self.avgpool else x.flatten(1)
+        if self.fc is not None:
+            x = self.fc(x)
+        return self.classifier(x)
+
+    def layers(self) -> dict[str, nn.Module]:
+        """The weight layers by display name: conv1, conv2, ..., fc (the hidden layer) and output."""
+        out = {f"conv{i + 1}": b.conv for i, b in enumerate(self.blocks)}
+        if self.fc is not None:
+            out["fc"] = self.fc.linear
+        return {**out, "output": self.classifier}
+
+    def hidden(self) -> dict[str, nn.Module]:
+        out = {f"conv{i + 1}": b for i, b in enumerate(self.blocks)}
+        return {**out, "fc": self.fc} if self.fc is not None else out
+
+
+# --- K networks as one ---------------------------------------------------------------------------------
+
+
+class StackedConv2d(nn.Module):
+    def __init__(self, members: int, c_in: int, c_out: int, kernel: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, c_out, c_in, kernel, kernel))
+        self.bias = nn.Parameter(torch.empty(members, c_out))
+        self.padding = kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, C, H, W) -> (K, B, C_out, H, W), one batch per member; or a shared (N, C, H, W)."""
+        k, c_out, c_in = self.weight.shape[:3]
+        if x.device.type == "cpu":  # each member's own convolution: a lone run's kernel, a lone run's rounding
+            inputs = [x] * k if x.dim() == 4 else x.unbind(0)
+            return torch.stack([F.conv2d(xk, wk, bk, padding=self.padding)
+                                for xk, wk, bk in zip(inputs, self.weight.unbind(0), self.bias.unbind(0))])
+        if x.dim() == 4:  # one wide convolution for all members: the images are read once
+            out = F.conv2d(x, self.weight.reshape(k * c_out, *self.weight.shape[2:]), self.bias.reshape(-1),
+                           padding=self.padding)
+            return out.view(len(x), k, c_out, *out.shape[2:]).transpose(0, 1).contiguous()
+        b = x.shape[1]
+        grouped = x.transpose(0, 1).reshape(b, k * c_in, *x.shape[3:])
+        out = F.conv2d(grouped, self.weight.reshape(k * c_out, *self.weight.shape[2:]), self.bias.reshape(-1),
+                       padding=self.padding, groups=k)
+        return out.view(b, k, c_out, *out.shape[2:]).transpose(0, 1).contiguous()
+
+
+class StackedNorm2d(nn.Module):
+    """BatchNorm or GroupNorm (LayerNorm: one group) with a gain and bias per member and channel, member by
+    member."""
+
+    def __init__(self, kind: str, members: int, channels: int, groups: int):
+        super().__init__()
+        self.kind, self.groups = kind, 1 if kind == "layernorm" else groups
+        self.weight = nn.Parameter(torch.ones(members, channels))
+        self.bias = nn.Parameter(torch.zeros(members, channels))
+        if kind == "batchnorm":
+            self.register_buffer("running_mean", torch.zeros(members, channels))
+            self.register_buffer("running_var", torch.ones(members, channels))
+            self.register_buffer("num_batches_tracked", torch.zeros(members, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members = zip(x.unbind(0), self.weight.unbind(0), self.bias.unbind(0))
+        if self.kind == "batchnorm":
+            out = torch.stack([F.batch_norm(xk, self.running_mean[k], self.running_var[k], wk, bk, self.training,
+                                            BN_MOMENTUM, NORM_EPS) for k, (xk, wk, bk) in enumerate(members)])
+            if self.training:
+                self.num_batches_tracked.add_(1)
+            return out
+        return torch.stack([F.group_norm(xk, self.groups, wk, bk, NORM_EPS) for xk, wk, bk in members])
+
+
+class StackedConvBlock(nn.Module):
+    def __init__(self, members: int, c_in: int, c_out: int, cfg, dropout: StackedDropout):
+        super().__init__()
+        self.conv = StackedConv2d(members, c_in, c_out, cfg.kernel)
+        self.norm = StackedNorm2d(cfg.norm, members, c_out, cfg.groups) if cfg.norm != "none" else None
+        self.act = Activation(cfg.activation)
+        self.pool = cfg.pool
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        x = self.act(x)
+        if self.pool != "none":
+            pool = F.max_pool2d if self.pool == "max" else F.avg_pool2d
+            k, b = x.shape[:2]
+            x = pool(x.flatten(0, 1), 2).unflatten(0, (k, b))
+        return self.dropout(x)
+
+
+class StackedHidden(nn.Module):
+    def __init__(self, members: int, n_in: int, n_out: int, cfg, dropout: StackedDropout):
+        super().__init__()
+        self.linear = StackedLinear(members, n_in, n_out, looped=True)
+        self.act = Activation(cfg.activation)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.act(self.linear(x)))
+
+
+class StackedCNN(Stacked):
+    """K CNNs of one architecture, each with its own dropout probability and generator."""
+
+    def __init__(self, shape: tuple[int, int, int], n_classes: int, cfg, dropout_p: list[float], dropout_generators):
+        with torch.device("meta"):
+            template = cfg.plain(shape, n_classes)
+        super().__init__(template, shape, n_classes)
+        k = len(dropout_p)
+        self.dropout = StackedDropout(dropout_p, dropout_generators)
+        sizes = [shape[0], *cfg.channels]
+        self.blocks = nn.ModuleList(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:]))
+        self.avgpool = cfg.head == "avgpool"
+        features = cfg.features(shape)
+        self.fc = StackedHidden(k, features, cfg.hidden, cfg, self.dropout) if cfg.hidden else None
+        self.classifier = StackedLinear(k, cfg.hidden or features, n_classes, looped=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, C, H, W) -> (K, B, classes); or a shared (N, C, H, W) -> (K, N, classes)."""
+        for block in self.blocks:
+            x = block(x)
+        x = x.mean((3, 4)) if self.avgpool else x.flatten(2)
+        if self.fc is not None:
+            x = self.fc(x)
+        return self.classifier(x)

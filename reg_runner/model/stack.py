@@ -1,0 +1,222 @@
+"""K networks of one architecture as one module, and the stacked layers the families build them from.
+
+Every parameter and buffer of a ``Stacked`` module has a leading member dimension; member k's network is
+slice ``[k]`` of each, and the state_dict has the plain network's names, so member k's slice is a checkpoint
+the plain network loads. A single run is a stack of one.
+
+Member k's numbers must not depend on the other members: every operation either acts on each member's slice
+alone, or is one whose per-member result is bitwise the same whatever else is stacked beside it (batched
+matrix products, a wide product on a shared input, elementwise ops on exact arithmetic). Which operations
+keep that promise depends on the kernels of the machine; ``reg_runner.model.exactness`` checks a stack's
+shapes before it trains.
+
+``Looped`` is the form every family has: each member's own plain network, called on its slice of the
+parameters (``torch.func.functional_call``) and its own batch, so each member runs exactly its lone
+operations, on any device. A family with a faster form (``mlp``, ``cnn``) builds it from the layers below.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def weight_layers(net: nn.Module) -> dict[str, nn.Module]:
+    """A plain network's weight layers by display name: its ``layers()`` if it declares them, else every
+    module with a weight of two or more dimensions (Linear and convolution weights), by module path."""
+    if hasattr(net, "layers"):
+        return net.layers()
+    return {name: m for name, m in net.named_modules()
+            if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() >= 2}
+
+
+def hidden_blocks(net: nn.Module) -> dict[str, nn.Module]:
+    """The modules whose outputs are a plain network's hidden activations, by display name (``hidden()``)."""
+    return net.hidden() if hasattr(net, "hidden") else {}
+
+
+def weight_names(net: nn.Module) -> dict[str, str]:
+    """Display name -> state_dict name of each weight layer's weight."""
+    names = {id(p): n for n, p in net.named_parameters()}
+    return {display: names[id(layer.weight)] for display, layer in weight_layers(net).items()}
+
+
+class Stacked(nn.Module):
+    """Base of every stacked form: ``shape`` and ``n_classes`` of its networks, and ``template``, one plain
+    network of the architecture (built without memory), which names the weights."""
+
+    def __init__(self, template: nn.Module, shape: tuple[int, ...], n_classes: int):
+        super().__init__()
+        self.shape, self.n_classes = tuple(shape), n_classes
+        self.weight_names = weight_names(template)
+
+    @property
+    def members(self) -> int:
+        return next(iter(self.parameters())).shape[0]
+
+    def weights(self) -> dict[str, nn.Parameter]:
+        """The stacked weights of the weight layers, by display name (what L1/L2 and the probes act on)."""
+        return {display: self.get_parameter(name) for display, name in self.weight_names.items()}
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's network as a plain state_dict (copies)."""
+        return {name: t[k].clone() for name, t in self.state_dict().items()}
+
+    def load_member_state(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, t in self.state_dict().items():
+                t[k].copy_(state[name])
+
+    @torch.no_grad()
+    def keep(self, members: list[int]) -> None:
+        """Only ``members`` (indices, in order) stay in the stack: the others' slices are dropped."""
+        index = torch.tensor(members, device=next(iter(self.parameters())).device)
+        for module in self.modules():
+            for name, p in list(module.named_parameters(recurse=False)):
+                setattr(module, name, nn.Parameter(p.index_select(0, index)))
+            for name, b in list(module.named_buffers(recurse=False)):
+                module.register_buffer(name, b.index_select(0, index))
+            if module is not self and hasattr(module, "keep_members"):
+                module.keep_members(members)
+        self.keep_members(members)
+
+    def keep_members(self, members: list[int]) -> None:
+        """What a stacked form keeps per member besides its tensors (dropout probabilities, generators...)."""
+
+
+class Looped(Stacked):
+    """Each member's own plain network, configured by its own config, run on its slice of the stacked
+    parameters: (K, B, ...) -> (K, B, classes); a shared (N, ...) -> (K, N, classes).
+
+    The stacked tensors live in a copy of member 0's network whose every parameter and buffer got a leading
+    member dimension (so the state_dict names are the plain network's); the members' own networks are built
+    without memory and only lend their ``forward``. Random draws in training (dropout) come from each member's
+    ``dropout`` generator: the global generator is seeded from it around the member's call, and restored."""
+
+    def __init__(self, members: list, shape: tuple[int, ...], n_classes: int, generators: list):
+        template = members[0].plain(shape, n_classes)
+        super().__init__(template, shape, n_classes)
+        with torch.device("meta"):
+            self.nets = [m.plain(shape, n_classes) for m in members]  # a plain list: not registered, not moved
+        self.generators = list(generators)
+        for name, child in template.named_children():
+            self.add_module(name, child)
+        for name, p in template.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+        for name, b in template.named_buffers(recurse=False):
+            self.register_buffer(name, b)
+        k = len(members)
+        with torch.no_grad():
+            for module in self.modules():
+                for name, p in list(module.named_parameters(recurse=False)):
+                    setattr(module, name, nn.Parameter(p.detach().unsqueeze(0).repeat(k, *[1] * p.dim())))
+                for name, b in list(module.named_buffers(recurse=False)):
+                    module.register_buffer(name, b.unsqueeze(0).repeat(k, *[1] * b.dim()))
+
+    def keep_members(self, members: list[int]) -> None:
+        self.nets = [self.nets[i] for i in members]
+        self.generators = [self.generators[i] for i in members]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shared = x.dim() == len(self.shape) + 1
+        tensors = self.state_dict(keep_vars=True)
+        outs = []
+        for k, net in enumerate(self.nets):
+            net.train(self.training)
+            member = {name: t[k] for name, t in tensors.items()}
+            args = (x if shared else x[k],)
+            g = self.generators[k]
+            if self.training and g is not None:
+                seed = int(torch.randint(2**62, (1,), generator=g, device=g.device))
+                with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                    torch.manual_seed(seed)
+                    outs.append(torch.func.functional_call(net, member, args))
+            else:
+                outs.append(torch.func.functional_call(net, member, args))
+        return torch.stack(outs)
+
+
+def initialize_as_plain(model: Stacked, k: int, build, generator: torch.Generator) -> None:
+    """Member k's weights as ``build()`` (a plain network) initializes them, its draws seeded from ``generator``
+    and made on the CPU (so the weights do not depend on the device)."""
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.manual_seed(seed)
+        net = build()
+    model.load_member_state(k, net.state_dict())
+
+
+# --- layers the families' stacked forms share ---------------------------------------------------------
+
+
+class StackedLinear(nn.Module):
+    """K linear layers: batched matrix products, or (``looped`` on a CPU) each member's own product, as a lone
+    run computes it (OpenBLAS's batched kernels round some shapes differently, e.g. 784 or more inputs)."""
+
+    def __init__(self, members: int, n_in: int, n_out: int, looped: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, n_out, n_in))
+        self.bias = nn.Parameter(torch.empty(members, n_out))
+        self.looped = looped
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, n_in) -> (K, B, n_out), one batch per member; or (N, n_in), one input every member sees."""
+        if self.looped and x.device.type == "cpu":
+            return torch.stack([torch.addmm(bk, x if x.dim() == 2 else xk, wk.t()) for bk, xk, wk in
+                                zip(self.bias.unbind(0), x.expand(len(self.weight), *x.shape).unbind(0)
+                                    if x.dim() == 2 else x.unbind(0), self.weight.unbind(0))])
+        if x.dim() == 2:  # one wide matrix product for all members: x is read once
+            k, n_out, n_in = self.weight.shape
+            out = torch.addmm(self.bias.reshape(-1), x, self.weight.reshape(k * n_out, n_in).t())
+            return out.view(len(x), k, n_out).transpose(0, 1).contiguous()
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+
+class StackedDropout(nn.Module):
+    """Per-member probability and masks, each member's drawn from its own generator: member k's mask is the
+    one a lone run draws for a tensor of member k's slice's shape."""
+
+    def __init__(self, p: list[float], generators: list[torch.Generator | None]):
+        super().__init__()
+        self.p, self.generators = list(p), list(generators)
+
+    def keep_members(self, members: list[int]) -> None:
+        self.p = [self.p[i] for i in members]
+        self.generators = [self.generators[i] for i in members]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not any(self.p):
+            return x
+        mask = torch.ones_like(x)
+        for k, (p, g) in enumerate(zip(self.p, self.generators)):
+            if p > 0:
+                mask[k].bernoulli_(1.0 - p, generator=g)
+        scale = torch.tensor([1.0 / (1.0 - p) for p in self.p], dtype=x.dtype, device=x.device)
+        return x * mask * scale.view(-1, *([1] * (x.dim() - 1)))
+
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+EXACT = {"relu": torch.relu, "leaky_relu": F.leaky_relu}  # exact arithmetic: applied to the whole stack
+
+
+class Activation(nn.Module):
+    """An activation on a stack: the exact ones on the whole stack at once; the transcendental ones member by
+    member (their vectorized and scalar paths round differently depending on where a member's elements fall,
+    which depends on K)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.exact = EXACT.get(name)
+        self.module = ACTIVATIONS[name]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.exact is not None:
+            return self.exact(x)
+        return torch.stack([self.module(member) for member in x.unbind(0)])  # backward: one stack, not K copies
