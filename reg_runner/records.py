@@ -35,25 +35,13 @@ from omegaconf import OmegaConf
 
 from reg_runner import atomic
 from reg_runner.errors import UserError
+from reg_runner.schema import upgrade
 
-# the families of runs recorded before model and data families had a ``_target_``: the only ones there were
-LEGACY_TARGETS = {"model": "reg_runner.model.mlp.MLP", "data": "reg_runner.data.mnist.MNIST"}
 PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper",
             "tensorboard", "datamaestro", "datamaestro-image")
 FINISHED = ("completed", "early_stopped", "pruned", "diverged")  # final: never resumed, never overwritten
 # what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
 BEFORE_START = (".hydra", "reg_runner.log", ".lock")
-
-
-def upgrade(config: dict) -> dict:
-    """A recorded config as this version reads it: a model or data group without ``_target_`` (recorded before
-    families existed) is the MLP's or MNIST's."""
-    out = dict(config)
-    for group, target in LEGACY_TARGETS.items():
-        node = out.get(group)
-        if isinstance(node, dict) and "_target_" not in node:
-            out[group] = {"_target_": target, **node}
-    return out
 
 
 class RunFolder:

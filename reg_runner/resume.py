@@ -36,7 +36,7 @@ def load_config(run_dir: Path):
         raise UserError(f"{path} cannot be read as YAML ({str(e).splitlines()[0]}); restore the file") from None
     if not OmegaConf.is_dict(cfg):
         raise UserError(f"{path} holds a {type(cfg).__name__}, not a config of keys; restore the file")
-    from reg_runner.records import upgrade
+    from reg_runner.schema import upgrade
 
     try:
         return OmegaConf.create(upgrade(OmegaConf.to_container(cfg, resolve=False)))

@@ -281,3 +281,18 @@ def family_class(base: type, key: str, target, example: str) -> type:
     if not (isinstance(cls, type) and issubclass(cls, base) and cls is not base):
         raise ConfigError(f"{key}._target_", target, allowed)
     return cls
+
+
+# the families of runs recorded before model and data families had a ``_target_``: the only ones there were
+LEGACY_TARGETS = {"model": "reg_runner.model.mlp.MLP", "data": "reg_runner.data.mnist.MNIST"}
+
+
+def upgrade(config: dict) -> dict:
+    """A recorded config as this version reads it: a model or data group without ``_target_`` (recorded before
+    families existed) is the MLP's or MNIST's."""
+    out = dict(config)
+    for group, target in LEGACY_TARGETS.items():
+        node = out.get(group)
+        if isinstance(node, dict) and "_target_" not in node:
+            out[group] = {"_target_": target, **node}
+    return out

@@ -156,7 +156,14 @@ def _recorded_device(run_dir: Path) -> str:
 
 
 def landscape(run: dict, args, data, device) -> dict:
-    """The curve, surface, path and sharpness of one run."""
+    """The curve, surface, path and sharpness of one run (no gradient is taken)."""
+    import torch
+
+    with torch.no_grad():
+        return _landscape(run, args, data, device)
+
+
+def _landscape(run: dict, args, data, device) -> dict:
     import torch
 
     from reg_runner.landscape import surface
@@ -251,7 +258,6 @@ def main(argv=None) -> None:
         made = out_all is not None and not out_all.exists()
         if out_all is not None:
             make_folder("--out", out_all)  # before the work: a folder the file system refuses is one line now
-        torch.set_grad_enabled(False)
         results, cache = [], {}
         try:
             for run in runs:

@@ -97,7 +97,7 @@ def load(run_dir, which: str = "best"):
 
     import torch
 
-    from reg_runner.records import upgrade
+    from reg_runner.schema import upgrade
 
     run_dir = Path(run_dir)
     checkpoint = torch.load(run_dir / "checkpoints" / f"{which}.pt", map_location="cpu", weights_only=True)

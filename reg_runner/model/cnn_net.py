@@ -111,8 +111,9 @@ class StackedConv2d(nn.Module):
         k, c_out, c_in = self.weight.shape[:3]
         if x.device.type == "cpu":  # each member's own convolution: a lone run's kernel, a lone run's rounding
             inputs = [x] * k if x.dim() == 4 else x.unbind(0)
-            return torch.stack([F.conv2d(xk, wk, bk, padding=self.padding)
-                                for xk, wk, bk in zip(inputs, self.weight.unbind(0), self.bias.unbind(0))])
+            outs = [F.conv2d(xk, wk, bk, padding=self.padding)
+                    for xk, wk, bk in zip(inputs, self.weight.unbind(0), self.bias.unbind(0))]
+            return outs[0].unsqueeze(0) if k == 1 else torch.stack(outs)
         if x.dim() == 4:  # one wide convolution for all members: the images are read once
             out = F.conv2d(x, self.weight.reshape(k * c_out, *self.weight.shape[2:]), self.bias.reshape(-1),
                            padding=self.padding)
@@ -162,11 +163,17 @@ class StackedConvBlock(nn.Module):
         x = self.conv(x)
         if self.norm is not None:
             x = self.norm(x)
-        x = self.act(x)
+        # max pooling commutes with ReLU and LeakyReLU (max(f(a), f(b)) = f(max(a, b)), exactly, for a monotone f
+        # computed exactly): pooling first gives the same numbers, and the activation touches a quarter of them
+        first = self.pool == "max" and self.act.exact is not None
+        if not first:
+            x = self.act(x)
         if self.pool != "none":
             pool = F.max_pool2d if self.pool == "max" else F.avg_pool2d
             k, b = x.shape[:2]
             x = pool(x.flatten(0, 1), 2).unflatten(0, (k, b))
+        if first:
+            x = self.act(x)
         return self.dropout(x)
 
 
