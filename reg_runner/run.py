@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from reg_runner import config as config_lib

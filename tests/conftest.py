@@ -131,6 +131,21 @@ def cli(tmp_path, tiny_data) -> CLI:
     return CLI(tmp_path, tiny_data)
 
 
+def wait_for_epoch(run_dir: Path, epoch: int, proc, timeout=120) -> None:
+    """Until the run ``proc`` trains in ``run_dir`` has recorded ``epoch`` epochs (or fail)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((Path(run_dir) / "metrics.json").read_text())["epochs_run"] >= epoch:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"the run did not reach epoch {epoch}: {proc.poll()}")
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 

@@ -5,11 +5,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from conftest import ROOT, read_metrics, tiny, without_timing, write_presets
+from conftest import ROOT, read_metrics, tiny, wait_for_epoch, without_timing, write_presets
 from omegaconf import OmegaConf
 
 CNN = ("model=cnn", "model.norm=batchnorm")
@@ -39,14 +38,7 @@ def test_a_killed_cnn_run_resumes_to_the_uninterrupted_numbers(cli, tmp_path):
     argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *tiny(*settings), f"hydra.run.dir={killed}"]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if read_metrics(killed)["epochs_run"] >= 10:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.02)
+        wait_for_epoch(killed, 10, proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()

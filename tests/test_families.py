@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CLI, ROOT, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny, without_timing
+from conftest import CLI, ROOT, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny, wait_for_epoch, without_timing
 
 from reg_runner.data import idx
 from reg_runner.errors import DataError
@@ -296,16 +295,11 @@ def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data)
     argv = [sys.executable, "-m", "reg_runner", f"data.root={tiny_data}", *tiny("trainer.epochs=40"), *family,
             "model.dropout=0.3", "trainer.checkpoint_every=5", f"hydra.run.dir={tmp_path / 'killed'}"]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if read_metrics(tmp_path / "killed")["epochs_run"] >= 10:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_for_epoch(tmp_path / "killed", 10, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
     assert read_metrics(tmp_path / "killed")["epochs_run"] < 40
     resumed = subprocess.run([sys.executable, "-m", "reg_runner.resume", str(tmp_path / "killed")], cwd=tmp_path,
                              env=cli.env, capture_output=True, text=True, timeout=300)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_metrics, tiny, without_timing
+from conftest import read_metrics, tiny, wait_for_epoch, without_timing
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from test_tensorboard import hparams_sessions
@@ -43,18 +43,6 @@ def start(cli, run_dir: Path, *overrides) -> subprocess.Popen:
                             text=True)
     STARTED.append(proc)
     return proc
-
-
-def wait_for_epoch(run_dir: Path, epoch: int, proc: subprocess.Popen, timeout=120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if json.loads((run_dir / "metrics.json").read_text())["epochs_run"] >= epoch:
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.02)
-    raise AssertionError(f"the run did not reach epoch {epoch}: {proc.poll()}")
 
 
 def resume(cli, *run_dirs: Path, check=True) -> subprocess.CompletedProcess:

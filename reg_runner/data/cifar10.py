@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from reg_runner.data import DataFamily, Images, checked
+from reg_runner.data import labels as checked_labels
 from reg_runner.errors import DataError
 
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -127,13 +128,5 @@ def read_batch(name: str, source, n_classes: int) -> tuple[np.ndarray, np.ndarra
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(data):
         raise DataError(f"{where}: {len(data)} images but labels of shape {labels.shape}")
-    if labels.dtype.kind not in "iu":
-        bad = next((i for i, v in enumerate(labels.tolist()) if not (isinstance(v, int) and not isinstance(v, bool))),
-                   0)
-        raise DataError(f"{where}: label {labels[bad].item()!r} is not an integer; labels must be the integers "
-                        f"0-{n_classes - 1} (index {bad} is the first bad one)")
-    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
-    if len(bad):
-        raise DataError(f"{where}: {'test' if name == TEST else 'train'} label {labels[bad[0]].item()} out of range; "
-                        f"labels must be 0-{n_classes - 1} (index {bad[0]} is the first bad one)")
-    return data.reshape(len(data), CHANNELS, SIDE, SIDE), labels.astype(np.int64)
+    labels = checked_labels(labels, where, "test" if name == TEST else "train", n_classes)
+    return data.reshape(len(data), CHANNELS, SIDE, SIDE), labels

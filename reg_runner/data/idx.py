@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reg_runner.data import labels
 from reg_runner.errors import DataError
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -75,14 +76,4 @@ def read_labels(path: Path, dataset: str, n_classes: int, split: str) -> np.ndar
     array = read(path)
     if array.ndim != 1:
         raise DataError(f"{path} holds an array of shape {array.shape}: {dataset}'s labels are one number per image")
-    allowed = f"labels must be the integers 0-{n_classes - 1}"
-    if array.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
-        if len(bad):
-            raise DataError(f"{path}: {split} label {array[bad[0]].item()!r} is not an integer; {allowed} (index "
-                            f"{bad[0]} is the first bad one)")
-    bad = np.flatnonzero((array < 0) | (array >= n_classes))
-    if len(bad):
-        raise DataError(f"{path}: {split} label {array[bad[0]].item()!r} out of range; labels must be 0-{n_classes - 1} "
-                        f"(index {bad[0]} is the first bad one)")
-    return array.astype(np.int64)
+    return labels(array, str(path), split, n_classes)

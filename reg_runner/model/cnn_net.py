@@ -13,10 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDropout, StackedLinear
-
-BN_MOMENTUM, NORM_EPS = 0.1, 1e-5  # nn.BatchNorm2d's and nn.GroupNorm's defaults
-
+from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDropout, StackedLinear, StackedNorm
 
 def _norm(kind: str, channels: int, groups: int) -> nn.Module | None:
     if kind == "batchnorm":
@@ -125,36 +122,12 @@ class StackedConv2d(nn.Module):
         return out.view(b, k, c_out, *out.shape[2:]).transpose(0, 1).contiguous()
 
 
-class StackedNorm2d(nn.Module):
-    """BatchNorm or GroupNorm (LayerNorm: one group) with a gain and bias per member and channel, member by
-    member."""
-
-    def __init__(self, kind: str, members: int, channels: int, groups: int):
-        super().__init__()
-        self.kind, self.groups = kind, 1 if kind == "layernorm" else groups
-        self.weight = nn.Parameter(torch.ones(members, channels))
-        self.bias = nn.Parameter(torch.zeros(members, channels))
-        if kind == "batchnorm":
-            self.register_buffer("running_mean", torch.zeros(members, channels))
-            self.register_buffer("running_var", torch.ones(members, channels))
-            self.register_buffer("num_batches_tracked", torch.zeros(members, dtype=torch.long))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        members = zip(x.unbind(0), self.weight.unbind(0), self.bias.unbind(0))
-        if self.kind == "batchnorm":
-            out = torch.stack([F.batch_norm(xk, self.running_mean[k], self.running_var[k], wk, bk, self.training,
-                                            BN_MOMENTUM, NORM_EPS) for k, (xk, wk, bk) in enumerate(members)])
-            if self.training:
-                self.num_batches_tracked.add_(1)
-            return out
-        return torch.stack([F.group_norm(xk, self.groups, wk, bk, NORM_EPS) for xk, wk, bk in members])
-
-
 class StackedConvBlock(nn.Module):
     def __init__(self, members: int, c_in: int, c_out: int, cfg, dropout: StackedDropout):
         super().__init__()
         self.conv = StackedConv2d(members, c_in, c_out, cfg.kernel)
-        self.norm = StackedNorm2d(cfg.norm, members, c_out, cfg.groups) if cfg.norm != "none" else None
+        kind, groups = ("groupnorm", 1) if cfg.norm == "layernorm" else (cfg.norm, cfg.groups)  # one group: LayerNorm
+        self.norm = StackedNorm(kind, members, c_out, groups) if cfg.norm != "none" else None
         self.act = Activation(cfg.activation)
         self.pool = cfg.pool
         self.dropout = dropout

@@ -11,13 +11,11 @@ where a member's elements fall, which depends on K).
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDropout, StackedLinear
+from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDropout, StackedLinear, StackedNorm
 
 NORMS = {"none": None, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
-BN_MOMENTUM, NORM_EPS = 0.1, 1e-5  # nn.BatchNorm1d's and nn.LayerNorm's defaults
 
 
 class Block(nn.Module):
@@ -55,34 +53,6 @@ class MLPNet(nn.Module):
 
     def hidden(self) -> dict[str, nn.Module]:
         return {f"layer{i + 1}": b for i, b in enumerate(self.blocks)}
-
-
-class StackedNorm(nn.Module):
-    """BatchNorm, LayerNorm or RMSNorm with a gain (and bias) per member."""
-
-    def __init__(self, kind: str, members: int, width: int):
-        super().__init__()
-        self.kind = kind
-        self.weight = nn.Parameter(torch.ones(members, width))
-        if kind != "rmsnorm":
-            self.bias = nn.Parameter(torch.zeros(members, width))
-        if kind == "batchnorm":
-            self.register_buffer("running_mean", torch.zeros(members, width))
-            self.register_buffer("running_var", torch.ones(members, width))
-            self.register_buffer("num_batches_tracked", torch.zeros(members, dtype=torch.long))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = x.shape[-1]
-        if self.kind == "batchnorm":  # member by member: batch_norm's backward over K*F channels depends on K
-            out = torch.stack([
-                F.batch_norm(xk, self.running_mean[k], self.running_var[k], wk, bk, self.training, BN_MOMENTUM, NORM_EPS)
-                for k, (xk, wk, bk) in enumerate(zip(x.unbind(0), self.weight.unbind(0), self.bias.unbind(0)))])
-            if self.training:
-                self.num_batches_tracked.add_(1)
-            return out
-        if self.kind == "layernorm":
-            return F.layer_norm(x, (f,), eps=NORM_EPS) * self.weight.unsqueeze(1) + self.bias.unsqueeze(1)
-        return F.rms_norm(x, (f,)) * self.weight.unsqueeze(1)
 
 
 class StackedBlock(nn.Module):

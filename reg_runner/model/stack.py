@@ -194,6 +194,40 @@ class StackedDropout(nn.Module):
         return x * mask * scale.view(-1, *([1] * (x.dim() - 1)))
 
 
+BN_MOMENTUM, NORM_EPS = 0.1, 1e-5  # torch's BatchNorm and LayerNorm / GroupNorm defaults
+
+
+class StackedNorm(nn.Module):
+    """A norm with a gain (and bias) per member and feature: ``batchnorm`` and ``groupnorm`` (``groups`` groups of
+    channels; one: LayerNorm over each image) member by member, since batch_norm's backward over K x F channels
+    depends on K; ``layernorm`` and ``rmsnorm`` over each row's last dimension, on the whole stack."""
+
+    def __init__(self, kind: str, members: int, features: int, groups: int = 1):
+        super().__init__()
+        self.kind, self.groups = kind, groups
+        self.weight = nn.Parameter(torch.ones(members, features))
+        if kind != "rmsnorm":
+            self.bias = nn.Parameter(torch.zeros(members, features))
+        if kind == "batchnorm":
+            self.register_buffer("running_mean", torch.zeros(members, features))
+            self.register_buffer("running_var", torch.ones(members, features))
+            self.register_buffer("num_batches_tracked", torch.zeros(members, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layernorm":
+            return F.layer_norm(x, x.shape[-1:], eps=NORM_EPS) * self.weight.unsqueeze(1) + self.bias.unsqueeze(1)
+        if self.kind == "rmsnorm":
+            return F.rms_norm(x, x.shape[-1:]) * self.weight.unsqueeze(1)
+        members = zip(x.unbind(0), self.weight.unbind(0), self.bias.unbind(0))
+        if self.kind == "groupnorm":
+            return torch.stack([F.group_norm(xk, self.groups, wk, bk, NORM_EPS) for xk, wk, bk in members])
+        out = torch.stack([F.batch_norm(xk, self.running_mean[k], self.running_var[k], wk, bk, self.training,
+                                        BN_MOMENTUM, NORM_EPS) for k, (xk, wk, bk) in enumerate(members)])
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return out
+
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
