@@ -53,7 +53,7 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overri
 
 
 def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> list[float]:
-    """Train ``jobs`` as one stack (they must share their structure: ``config.STRUCTURAL``)."""
+    """Train ``jobs`` as one stack (they must share their structure: ``config.structural_keys``)."""
     t0 = time.perf_counter()
     STOP.install()  # already installed by the CLI's first callback, before any folder existed
     checked = [config_lib.check(job.cfg, job.overrides) for job in jobs]  # nothing is written before this passes

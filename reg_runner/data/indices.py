@@ -1,4 +1,4 @@
-"""The train / validation split of MNIST's training set.
+"""The train / validation split of a data family's training set.
 
 The training subset is drawn with its own seed (``data.split_seed``), not the run's ``seed``:
 runs with different seeds then train on the same images, so seed-to-seed spread measures the

@@ -7,7 +7,7 @@
 
 The launcher receives a batch of jobs from any sweeper (every job of a grid; ``n_jobs`` trials of an
 Optuna study), composes each job's config as Hydra's launchers do, and puts the jobs that share their
-structure (``reg_runner.config.STRUCTURAL``: the data, the architecture, the batch and the loop's
+structure (``reg_runner.config.structural_keys``: the data, the architecture, the batch and the loop's
 shape) into one stack, at most ``max_members`` runs each; a stack of one is fine. The log states the
 grouping before anything trains. Each job gets the folder Hydra would have made (with ``.hydra/``) and,
 in it, exactly the records a lone run writes; ``environment.json`` names the stack's other runs.
