@@ -49,15 +49,20 @@ def quiet():
 
 
 def reason(e: BaseException) -> str:
-    """The innermost cause of a failed download, in a few words (requests wraps the one that says it)."""
-    while (e.__cause__ or e.__context__) is not None and not isinstance(e, OSError | ValueError):
-        e = e.__cause__ or e.__context__
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    text = text.split("(Caused by ")[-1].strip(")") if "(Caused by " in text else text
+    """Why a download failed, in a few words (requests wraps the exception that says it)."""
+    text = " ".join(str(x) for x in (e, e.__cause__, e.__context__) if x is not None)
+    host = re.search(r"Failed to resolve '([^']+)'", text)
+    if host:
+        return f"{host.group(1)} cannot be resolved: no network, or no DNS"
     digest = re.search(r"Digest do not match \(expected (\w+), got (\w+)\)", text)  # datamaestro's HashCheck
     if digest:
         return f"a file arrived with md5 {digest.group(2)}, not the published {digest.group(1)}"
-    return f"{type(e).__name__}: {text[:120]}" if text else type(e).__name__
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "the connection was refused"
+    if "timed out" in text.lower():
+        return f"no answer within {TIMEOUT_S} s"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first[:120]}" if first else type(e).__name__
 
 
 def fetch(definition, dataset: str, checksums: dict[str, str], hint: str):
