@@ -77,6 +77,7 @@ from bench import at_default_density  # noqa: E402  (histograms at a 1000-epoch 
 
 FULL = dict(
     option_epochs=3,  # each option's short run: its code runs on the device and its loss stays finite
+    option_logging=(),  # at the defaults: TensorBoard's histograms at every epoch of the short runs
     stack_members=8,  # the stack compared with its lone runs
     stack_epochs=10,  # long enough for a rounding difference to grow into the metrics
     resume_epochs=60,  # the run killed and resumed: 60 epochs, a checkpoint every 5, killed once it recorded 20
@@ -91,9 +92,10 @@ FULL = dict(
     study_epochs=1000,
     study_probe_epochs=10,  # the study's first, short run: what its start-up and its epochs cost
 )
-DRY = dict(option_epochs=2, stack_members=3, stack_epochs=2, resume_epochs=10, checkpoint_every=2, kill_at=2,
-           lr_find_steps=10, grid=5, ks=(1, 2), speed_epochs=2, reference_epochs=2, study_seeds=1, study_epochs=2,
+DRY = dict(option_epochs=2, option_logging=("logging.histograms=0",), stack_members=3, stack_epochs=2,
+           resume_epochs=10, checkpoint_every=2, kill_at=2, lr_find_steps=10, grid=5, ks=(1, 2), speed_epochs=2, reference_epochs=2, study_seeds=1, study_epochs=2,
            study_probe_epochs=None)  # None: no probe, the study's 2 epochs at once
+# (the dry run's options write no histograms, for the CPU's time: its other runs write them)
 DRY_IMAGES = 100  # --dry-run's training images (in batches of 25) and validation images, whatever the data's size
 SHARES = {  # the most of --budget-s each section may take; precision (instant) and the study: what is left
     "options": 0.12, "stack vs lone": 0.10, "kill and resume": 0.08, "lr_find and landscape": 0.05,
@@ -153,17 +155,17 @@ class Report:
     def row(self, section: str, item: str, status: str, result: str = "", seconds: float | None = None, **figures):
         self.rows.append(dict(section=section, item=item, status=status, seconds=seconds, result=result, **figures))
         time_text = f"{seconds:7.1f} s" if seconds is not None else " " * 9
-        print(f"  {section:22} {item[:40]:40} {status:8} {time_text}  {result}", file=self.out, flush=True)
+        print(f"  {section:22} {item[:46]:46} {status:8} {time_text}  {result}", file=self.out, flush=True)
 
     def section(self, name: str, **fields) -> None:
         self.sections.setdefault(name, {}).update(fields)
 
     def table(self) -> None:
-        print(f"\n{'section':22} {'item':40} {'status':8} {'seconds':>9}  result", file=self.out)
+        print(f"\n{'section':22} {'item':46} {'status':8} {'seconds':>9}  result", file=self.out)
         print("-" * 120, file=self.out)
         for r in self.rows:
             time_text = f"{r['seconds']:9.1f}" if r["seconds"] is not None else " " * 9
-            print(f"{r['section']:22} {r['item'][:40]:40} {r['status']:8} {time_text}  {r['result']}", file=self.out)
+            print(f"{r['section']:22} {r['item'][:46]:46} {r['status']:8} {time_text}  {r['result']}", file=self.out)
 
 
 class Context:
@@ -193,12 +195,16 @@ def compose(overrides, config_name: str = "config"):
         return hydra_compose(config_name, overrides=list(overrides))
 
 
-def train(ctx: Context, runs: list[tuple[list[str], Path]], resume: bool = False) -> float:
-    """``runs`` (overrides, folder) as one stack in this process; its seconds. Output goes to the log."""
+def train(ctx: Context, runs: list[tuple], resume: bool = False) -> float:
+    """``runs`` (overrides, folder, and the config composed from them if it is at hand) as one stack in this
+    process; its seconds. What the runs print goes to the log."""
     from reg_runner.resume import load_config
     from reg_runner.run import Job, run_stack
 
-    jobs = [Job(load_config(d) if resume else compose(o), d, () if resume else tuple(o)) for o, d in runs]
+    jobs = []
+    for overrides, folder, *composed in runs:
+        cfg = load_config(folder) if resume else composed[0] if composed else compose(overrides)
+        jobs.append(Job(cfg, folder, () if resume else tuple(overrides)))
     t0 = time.perf_counter()
     with ctx.log.open("a") as log, contextlib.redirect_stdout(log):
         run_stack(jobs, multirun=True, resume=resume)
@@ -341,7 +347,7 @@ def precision(ctx: Context, limit: float) -> None:
           + ("may use TF32 on this GPU)" if tf32_units and found["cudnn_allow_tf32"] else "run in float32 here)"))
 
 
-def option_runs(epochs: int) -> dict[str, list[str]]:
+def option_runs(epochs: int, logging: tuple = ()) -> dict[str, list[str]]:
     """Every option's short run, by name: its overrides."""
     runs = {f"model.norm={n}": [f"model.norm={n}"] for n in ("none", "batchnorm", "layernorm", "rmsnorm")}
     runs["model.dropout=0.2"] = ["model.dropout=0.2"]
@@ -352,53 +358,54 @@ def option_runs(epochs: int) -> dict[str, list[str]]:
     for group in ("optimizer", "scheduler"):
         for path in sorted((ROOT / "conf" / group).glob("*.yaml")):
             runs[f"{group}={path.stem}"] = [f"{group}={path.stem}", *SHORT_SCHEDULES.get(path.stem, [])]
-    return {name: [*o, f"trainer.epochs={epochs}"] for name, o in runs.items()}
+    return {name: [*o, f"trainer.epochs={epochs}", *logging] for name, o in runs.items()}
 
 
 def options(ctx: Context, limit: float) -> None:
     """A short run of every option; the options of one structure as one stack, run by run if the stack fails."""
     from reg_runner import config as config_lib
 
-    r, runs = ctx.report, option_runs(ctx.sizes["option_epochs"])
+    r, runs = ctx.report, option_runs(ctx.sizes["option_epochs"], ctx.sizes["option_logging"])
     stacks: dict = {}
     for name, overrides in runs.items():  # each config checked alone: a refused one is named, the rest train
         o = [*ctx.common, *overrides]
         try:
-            checked = config_lib.check(compose(o), o, through=3)
+            cfg = compose(o)
+            checked = config_lib.check(cfg, o, through=3)
         except Exception as e:
             r.row("options", name, "failed", f"refused: {e}")
             continue
-        stacks.setdefault(config_lib.structure(checked.cfg), []).append((name, o))
+        stacks.setdefault(config_lib.structure(checked.cfg), []).append((name, o, cfg))
     per_run = 0.0  # the most a run has cost so far (a stack's time over its runs)
     for members in stacks.values():
         need = max(MIN_ITEM_S, 2 * per_run * len(members))
         if ctx.budget.left(limit) < need:
-            for name, _ in members:
+            for name, *_ in members:
                 r.row("options", name, "skipped", left_text(ctx, limit, need))
             continue
-        folders = {name: ctx.work / "options" / name.replace(" ", "_") for name, _ in members}
+        folders = {name: ctx.work / "options" / name.replace(" ", "_") for name, *_ in members}
         try:
             with counting_syncs(ctx.device) as seen:
-                seconds = train(ctx, [(o, folders[name]) for name, o in members])
+                seconds = train(ctx, [(o, folders[name], cfg) for name, o, cfg in members])
             per_run = max(per_run, seconds / len(members))
-            outcome = {name: None for name, _ in members}
+            outcome = {name: None for name, *_ in members}
             if len(members) > 1:
                 r.row("options", f"stack of {len(members)}", "ok", "the runs below, each the run it is alone", seconds)
         except Exception as e:  # which run fails: each alone
             outcome = {}
-            for name, o in members:
+            for name, o, cfg in members:
                 folder = ctx.work / "options_alone" / name.replace(" ", "_")
                 folders[name] = folder
                 try:
                     with counting_syncs(ctx.device) as seen:
-                        train(ctx, [(o, folder)])
+                        train(ctx, [(o, folder, cfg)])
                     outcome[name] = None
                 except Exception as e_alone:
                     outcome[name] = f"{type(e_alone).__name__}: {e_alone}"
             seconds = None
             r.row("options", f"stack of {len(members)}", "failed", f"{type(e).__name__}: {e}; its runs alone below")
         per_epoch, sync_text = syncs_text(seen)
-        for name, _ in members:
+        for name, *_ in members:
             if outcome[name] is not None:
                 r.row("options", name, "failed", outcome[name])
                 continue
@@ -860,6 +867,12 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="reg_runner_device_check_") as tmp:
         work = Path(tmp)
         ctx = Context(args, sizes, args.device, args.data, work, report, budget)
+        threads = torch.get_num_threads()
+        if args.dry_run and args.device.type == "cpu":
+            # tiny tensors: one thread, here and in the processes it starts (on a busy CPU, threads that wait for
+            # each other cost more than they give)
+            torch.set_num_threads(1)
+            ctx.env["OMP_NUM_THREADS"] = "1"
         root, handler = logging.getLogger(), logging.FileHandler(ctx.log)
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         level = root.level
@@ -872,6 +885,7 @@ def main(argv=None) -> None:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            torch.set_num_threads(threads)
             logging.captureWarnings(False)
             root.removeHandler(handler)
             root.setLevel(level)

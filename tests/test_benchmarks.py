@@ -128,7 +128,8 @@ def test_the_device_check_runs_every_section_at_tiny_sizes(tiny_data, tmp_path):
     rows = result["rows"]
     # a short run of every option: each norm of both families, each augmentation, optimizer and schedule preset
     options = {r["item"]: r["status"] for r in rows if r["section"] == "options"}
-    expected = {f"{group}={p.stem}" for group in ("optimizer", "scheduler") for p in (ROOT / "conf" / group).glob("*.yaml")}
+    expected = {f"{group}={p.stem}" for group in ("optimizer", "scheduler")
+                for p in (ROOT / "conf" / group).glob("*.yaml")}
     expected |= {f"model.norm={n}" for n in ("none", "batchnorm", "layernorm", "rmsnorm")}
     expected |= {f"model=cnn model.norm={n}" for n in ("none", "batchnorm", "layernorm", "groupnorm")}
     expected |= {f"augmentation={a}" for a in ("noise", "affine", "noise_affine", "crop")}

@@ -13,7 +13,8 @@ import torch
 from conftest import read_metrics, tiny, without_timing
 from test_device_path import FAMILIES, MEMBERS, compose
 from test_landscape import landscape
-from test_resume import STATEFUL, no_run_outlives_its_test, resume, start, wait_for_epoch  # noqa: F401 (a fixture)
+from test_resume import no_run_outlives_its_test  # noqa: F401 (an autouse fixture: no killed run outlives its test)
+from test_resume import STATEFUL, resume, start, wait_for_epoch
 from test_trust import NoFloat64
 
 from reg_runner import config as config_lib

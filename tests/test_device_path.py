@@ -129,7 +129,8 @@ def test_the_hot_path_reads_nothing_back_and_copies_nothing_in_per_batch(monkeyp
     assert len(few) == len(many) == 2
     for epoch, (a, b) in enumerate(zip(few, many), 1):
         grows = {site: (a[site], b[site]) for site in a.keys() | b.keys() if a[site] != b[site]}
-        assert not grows, f"epoch {epoch}: host traffic that grows with the batches (call, site): (4, 8 batches): {grows}"
+        assert not grows, f"epoch {epoch}: host traffic that grows with the batches, (call, site): (4, 8 batches): " \
+                          f"{grows}"
 
 
 class OnDevice(TorchDispatchMode):
