@@ -227,8 +227,7 @@ def weights(run_dir: Path) -> dict:
 def difference(a, b) -> float:
     """The largest absolute difference between two records' numbers (inf where their structure differs)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return max((difference(a[k], b[k]) if k in b else math.inf for k in a), default=0.0) if a.keys() == b.keys() \
-            else math.inf
+        return max((difference(a[k], b[k]) for k in a), default=0.0) if a.keys() == b.keys() else math.inf
     if isinstance(a, list) and isinstance(b, list):
         return max((difference(x, y) for x, y in zip(a, b)), default=0.0) if len(a) == len(b) else math.inf
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
@@ -410,10 +409,11 @@ def options(ctx: Context, limit: float) -> None:
                 r.row("options", name, "failed", outcome[name])
                 continue
             m = metrics(folders[name])
-            loss = (m.get("final") or {}).get("train/loss", math.nan)
+            final = m.get("final") or {}
+            loss, acc = final.get("train/loss", math.nan), final.get("val/acc", math.nan)
             ok = m["status"] == "completed" and math.isfinite(loss)
             r.row("options", name, "ok" if ok else "failed",
-                  f"{m['status']}, train/loss {loss:.3f}, val/acc {m['final']['val/acc']:.3f}; {sync_text}"
+                  f"{m['status']}, train/loss {loss:.3f}, val/acc {acc:.3f}; {sync_text}"
                   + (f"; stack of {len(members)}" if len(members) > 1 else ""),
                   seconds if len(members) == 1 else None, syncs_per_epoch=per_epoch, stack=len(members))
 
@@ -444,6 +444,14 @@ def stack_vs_lone(ctx: Context, limit: float) -> None:
         found.append(c)
         r.row("stack vs lone", " ".join(members[k]), "bitwise" if c["bitwise"] else "differs", described(c), seconds,
               **c)
+    again = None  # the first member alone once more: is a run on this device the same run to run?
+    if found and ctx.budget.left(limit) >= MIN_ITEM_S:
+        repeat = ctx.work / "lone" / "m0_again"
+        seconds = train(ctx, [(runs[0][0], repeat)])
+        again = compare(ctx.work / "lone" / "m0", repeat)
+        r.row("stack vs lone", f"{' '.join(members[0])}, alone again", "bitwise" if again["bitwise"] else "differs",
+              described(again) + ("" if again["bitwise"] else ": not the same run to run on this device"), seconds,
+              **again)
     # where a stack of this architecture first departs from its members alone, on random inputs
     if ctx.budget.left(limit) < MIN_ITEM_S:
         r.row("stack vs lone", "probe on random inputs", "skipped", left_text(ctx, limit, MIN_ITEM_S))
@@ -454,13 +462,23 @@ def stack_vs_lone(ctx: Context, limit: float) -> None:
                                              [len(split.val_idx), split.n_test], t.eval_batch_size)
     where = exactness.probe(checked.cfg.model, split.shape, split.n_classes, len(members), train_rows, eval_rows,
                             ctx.device)
-    why = None if where is None else f"first difference on random inputs: {where}. {WHY_ROUNDING}"
     r.row("stack vs lone", "probe on random inputs", "bitwise" if where is None else "differs",
           where or "every member's outputs and gradients bitwise its own, at every stack size")
-    ctx.report.section("stack vs lone", members=[" ".join(m) for m in members], compared=found, probe=where, why=why,
-                       tf32=dict(matmul=torch.backends.cuda.matmul.allow_tf32, cudnn=torch.backends.cudnn.allow_tf32))
-    if why and any(not c["bitwise"] for c in found):
+    why = None
+    if any(not c["bitwise"] for c in found):
+        if again is not None and not again["bitwise"]:
+            why = ("a lone run is not the same twice on this device: some kernel is not deterministic (atomic adds in "
+                   "a backward pass, or cuBLAS's split-K); trainer.deterministic=true asks torch for deterministic ones")
+        elif where is not None:
+            why = f"first difference on random inputs: {where}. {WHY_ROUNDING}"
+        else:
+            why = ("the stack's products are each member's own on random inputs, and a lone run repeats itself: the "
+                   "difference comes from an operation the probe does not run (dropout's masks, the penalties, the "
+                   "optimizer's step): compare the members' first epochs")
         r.row("stack vs lone", "why they differ", "info", why)
+    ctx.report.section("stack vs lone", members=[" ".join(m) for m in members], compared=found, again=again,
+                       probe=where, why=why, tf32=dict(matmul=torch.backends.cuda.matmul.allow_tf32,
+                                                       cudnn=torch.backends.cudnn.allow_tf32))
 
 
 def kill_and_resume(ctx: Context, limit: float) -> None:
@@ -529,9 +547,10 @@ def lr_find_and_landscape(ctx: Context, limit: float) -> None:
         landscape([str(run_dir), "--grid", str(s["grid"]), "--device", str(ctx.device),
                    "--out", str(ctx.work / "landscape")])
     result = json.loads((ctx.work / "landscape" / "landscape.json").read_text())
+    sharpness = result["sharpness"]["value"]  # None: the loss overflowed at the sharpness radius
     r.row("lr_find and landscape", f"landscape {s['grid']} x {s['grid']}", "ok",
           f"{result['networks_evaluated']} networks in {result['seconds']:.1f} s, sharpness "
-          f"{result['sharpness']['value']:.3g}", time.perf_counter() - t0)
+          + ("overflow" if sharpness is None else f"{sharpness:.3g}"), time.perf_counter() - t0)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -705,8 +724,11 @@ def study(ctx: Context, limit: float) -> None:
     e1 = min(full, affordable)
     main = None
     if e1 >= 2 * e0:
-        main = run_study(ctx, e1, "study_main", limit)
-        r.row("study", f"{e1} epochs", "ok", f"{main['loop_s'] / e1:.2f} s/epoch", main["process_s"], **main)
+        try:
+            main = run_study(ctx, e1, "study_main", limit)
+            r.row("study", f"{e1} epochs", "ok", f"{main['loop_s'] / e1:.2f} s/epoch", main["process_s"], **main)
+        except RuntimeError as e:  # stopped at the limit (its epochs cost more than the probe's): the probe stands
+            r.row("study", f"{e1} epochs", "failed", f"{e}; extrapolated from the probe")
     else:
         r.row("study", f"{full} epochs", "skipped", f"only {affordable} epochs would fit; extrapolated from the probe")
     if main and e1 == full:

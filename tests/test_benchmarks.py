@@ -209,3 +209,34 @@ def _device_check():
     import device_check
 
     return device_check
+
+
+@pytest.mark.parametrize("budget_s", [100.0, 10_000.0])
+def test_the_study_is_measured_whole_or_extrapolated_from_a_probe_and_a_longer_run(monkeypatch, tmp_path, budget_s):
+    """The study's plan on a GPU, with its processes stood in for by runs whose epochs cost a + b E (start-up f):
+    a probe of 10 epochs, then as many as the time left allows; all 1000 measured if they fit, else the 1000
+    extrapolated from the two runs with the start-up counted once."""
+    from types import SimpleNamespace
+
+    device_check = _device_check()
+    f, a, b = 10.0, 2.0, 0.5
+    launched = []
+
+    def run_study(ctx, epochs, name, limit):
+        launched.append(epochs)
+        loop = a + b * epochs
+        return dict(epochs=epochs, process_s=f + loop, loop_s=loop, fixed_s=f, stacks=[5, 5, 20], runs=30,
+                    peak_rss_mb=0.0)
+
+    monkeypatch.setattr(device_check, "run_study", run_study)
+    report = device_check.Report(sys.stdout)
+    ctx = device_check.Context(SimpleNamespace(dry_run=False), device_check.FULL, device_check.torch.device("cpu"),
+                               [], tmp_path, report, device_check.Budget(budget_s))
+    device_check.study(ctx, ctx.budget.limit(None))
+    result = report.sections["study"]
+    assert launched[0] == device_check.FULL["study_probe_epochs"] and len(launched) == 2
+    if launched[1] == device_check.FULL["study_epochs"]:
+        assert budget_s > f + a + b * 1000 and result["how"] == "measured"
+    else:
+        assert 2 * launched[0] <= launched[1] < 1000 and result["how"].startswith("extrapolated linearly")
+    assert result["seconds"] == pytest.approx(f + a + b * 1000)
