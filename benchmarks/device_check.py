@@ -260,23 +260,27 @@ def described(c: dict) -> str:
 @contextlib.contextmanager
 def counting_syncs(device: torch.device):
     """Per epoch, the host synchronisations inside the engine's training and evaluation passes, by call site:
-    ``torch.cuda.set_sync_debug_mode("warn")`` around them makes each one warn. Yields None off CUDA."""
+    ``torch.cuda.set_sync_debug_mode("warn")`` around them makes each one warn. From each engine's second epoch
+    on: its first copies the loop's constants to the device, once. Yields None off CUDA."""
     if device.type != "cuda":
         yield None
         return
     from reg_runner.trainer.engine import Engine
 
-    seen = dict(epochs=0, sites=Counter())
+    seen, epochs = dict(epochs=0, sites=Counter()), {}
 
     def watched(method, new_epoch: bool):
         @functools.wraps(method)
-        def wrapper(*args, **kwargs):
+        def wrapper(engine, *args, **kwargs):
+            epochs[id(engine)] = epochs.get(id(engine), 0) + new_epoch
+            if epochs[id(engine)] < 2:
+                return method(engine, *args, **kwargs)
             seen["epochs"] += new_epoch
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 torch.cuda.set_sync_debug_mode("warn")
                 try:
-                    return method(*args, **kwargs)
+                    return method(engine, *args, **kwargs)
                 finally:
                     torch.cuda.set_sync_debug_mode("default")
                     for w in caught:
