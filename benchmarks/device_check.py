@@ -15,13 +15,15 @@ It writes one JSON (``--json``, default ``device_check.json``) and prints a tabl
 - ``options``: a short run of every model option (the MLP's norms, dropout, residual; ``model=cnn`` and its
   norms), augmentation, optimizer (``conf/optimizer/``) and schedule (``conf/scheduler/``). Options that share a
   structure train as one stack (each member is the run it would be alone); a stack that fails is tried again run
-  by run. On CUDA, the host synchronisations inside the training and evaluation passes are counted per epoch
-  (``torch.cuda.set_sync_debug_mode("warn")``): the loop's one read-back per epoch is outside them, so any count
-  there is a wait for the GPU.
+  by run. On CUDA, the host synchronisations inside the training and evaluation passes are counted per epoch from
+  the second epoch on (``torch.cuda.set_sync_debug_mode("warn")``; the first copies the loop's constants to the
+  device once): the loop's one read-back per epoch is outside them, so any count there is a wait for the GPU.
 - ``stack vs lone``: a stack of 8 runs mixing seeds, learning rates, dropout and L2, each against its lone run on
-  the same device: "bitwise", or the largest difference of its weights and of its metrics; and where a stack of
-  the architecture first differs from each member alone on random inputs (``reg_runner.exactness.probe``).
-- ``kill and resume``: a run killed with SIGKILL in a subprocess and resumed, against the same run uninterrupted.
+  the same device: "bitwise", or the largest difference of its weights and of its metrics. To say why: the first
+  member alone once more (is a run the same run to run here?), and where a stack of the architecture first
+  differs from each member alone on random inputs (``reg_runner.exactness.probe``).
+- ``kill and resume``: a run killed with SIGKILL in a subprocess and resumed in this process, against the same run
+  uninterrupted (dropout, augmentation, BatchNorm and a plateau schedule: every kind of state a checkpoint holds).
 - ``lr_find`` (100 steps) and a 21 x 21 ``landscape`` of a run's best.pt, on the device.
 
 (b) speed
@@ -43,7 +45,8 @@ It writes one JSON (``--json``, default ``device_check.json``) and prints a tabl
 Time: ``--budget-s`` counts from the start. Each section has at most a share of it (what an earlier one leaves
 goes to the next); before each run a section checks the time left and skips what would not fit, with the reason.
 A failure is recorded (its error and the last lines of its log) and the next section runs. Every figure holds
-for the machine the JSON names; the command that made it is in the JSON too.
+for the machine the JSON names; the command that made it is in the JSON too. ``--dry-run`` on the CPU runs on one
+thread (tiny tensors), in its processes too.
 """
 
 import contextlib
