@@ -1,6 +1,6 @@
 """The GPU path in one command: correctness on the device, the speed of stacks, and the study's time.
 
-    python benchmarks/device_check.py                            # on a CUDA GPU, about 7 minutes (--budget-s 420)
+    python benchmarks/device_check.py                            # on a CUDA GPU, within 420 s (--budget-s)
     python benchmarks/device_check.py --budget-s 300             # less time: later sections shorten, saying why
     python benchmarks/device_check.py --dry-run                  # tiny sizes on the CPU, seconds (the tests run it)
     python benchmarks/device_check.py --dry-run --device cuda    # the same tiny sizes on the GPU: a first look
