@@ -52,24 +52,27 @@ def difference(model_cfg, shape: tuple[int, ...], n_classes: int, members: int, 
     key = (model_cfg.model_dump_json(by_alias=True), tuple(shape), n_classes, members, tuple(train_rows),
            tuple(eval_rows), torch.get_num_threads())
     if key not in _FOUND:
-        _FOUND[key] = _difference(model_cfg, tuple(shape), n_classes, members, tuple(train_rows), tuple(eval_rows))
+        _FOUND[key] = probe(model_cfg, tuple(shape), n_classes, members, tuple(train_rows), tuple(eval_rows))
     return _FOUND[key]
 
 
 _FOUND: dict = {}  # what the probe found, per architecture, shapes and thread count (a multirun asks again)
 
 
-def _difference(model_cfg, shape, n_classes, members, train_rows, eval_rows) -> str | None:
+def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows,
+          device: torch.device = torch.device("cpu")) -> str | None:
+    """``difference``'s comparison itself, on any ``device`` and uncached: None if every member's outputs and
+    gradients in the stack are bitwise its own alone, else where they first differ (what
+    ``benchmarks/device_check.py`` reports for a GPU)."""
     from reg_runner.assembly import stacked
 
-    cpu = torch.device("cpu")
     g = torch.Generator().manual_seed(0)  # its own numbers: the runs' random streams are not touched
 
     def build(indices):
         """A stack of the members ``indices``, each with a dropout generator seeded by its index, fresh: a member
         draws the same masks in any stack."""
-        return stacked([model_cfg] * len(indices), shape, n_classes, cpu,
-                       [torch.Generator().manual_seed(1 + i) for i in indices])
+        return stacked([model_cfg] * len(indices), shape, n_classes, device,
+                       [torch.Generator(device=device).manual_seed(1 + i) for i in indices])
 
     def step(model, x, grad):
         model.train()
@@ -82,9 +85,9 @@ def _difference(model_cfg, shape, n_classes, members, train_rows, eval_rows) -> 
     for i in range(members):
         model_cfg.initialize(master, i, g)
     states = [master.member_state(i) for i in range(members)]
-    train = {rows: (torch.randn(members, rows, *shape, generator=g),
-                    torch.randn(members, rows, n_classes, generator=g)) for rows in train_rows}
-    shared = {rows: torch.randn(rows, *shape, generator=g) for rows in eval_rows}
+    train = {rows: (torch.randn(members, rows, *shape, generator=g).to(device),
+                    torch.randn(members, rows, n_classes, generator=g).to(device)) for rows in train_rows}
+    shared = {rows: torch.randn(rows, *shape, generator=g).to(device) for rows in eval_rows}
     names = [name for name, _ in master.named_parameters()]
     alone = []  # each member's outputs and gradients alone: they do not depend on the stack's size
     for i, state in enumerate(states):

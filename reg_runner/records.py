@@ -221,7 +221,22 @@ class RunFolder:
         atomic.write_text(self.history, out.getvalue())
 
     def save_checkpoint(self, path: Path, payload: dict) -> None:
-        atomic.torch_save(path, payload)
+        atomic.torch_save(path, on_host(payload))
+
+
+def on_host(obj):
+    """``obj`` with every tensor in it on the CPU (a tensor already there is not copied): a checkpoint written
+    on a GPU then loads anywhere with ``torch.load(path, weights_only=True)``, a machine without a GPU included.
+    ``torch.save`` would copy each tensor to the host anyway; this copy is the same, and exact."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return type(obj)((key, on_host(value)) for key, value in obj.items())
+    if type(obj) in (list, tuple):
+        return type(obj)(on_host(value) for value in obj)
+    return obj
 
 
 def environment(device) -> dict:

@@ -71,6 +71,18 @@ def make_tiny_cifar(folder: Path, per_batch=20, n_test=40, seed=0, archive=False
     return folder
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` (device claims: ``pytest -m cuda``) are skipped where torch sees no CUDA GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run `pytest -m cuda` on a machine that has one")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))

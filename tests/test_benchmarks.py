@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT, TINY
@@ -102,3 +103,140 @@ def test_bench_refuses_a_bad_argument_in_one_line_before_any_work(tiny_data, tmp
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("error: " + expected.format(a_file=a_file)), proc.stderr
     assert proc.stdout == "" and not any((tmp_path / "tmp").iterdir())
+
+
+SECTIONS = ("precision", "options", "stack vs lone", "kill and resume", "lr_find and landscape", "K stacked",
+            "reference run", "study")
+
+
+def test_the_device_check_runs_every_section_at_tiny_sizes(tiny_data, tmp_path):
+    """``--dry-run``: every section of the GPU's one command, on the CPU at tiny sizes (its figures are not the
+    point: that the script runs, and what its JSON holds)."""
+    out = tmp_path / "device_check.json"
+    env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--dry-run", "--data-root", str(tiny_data),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    sections = result["sections"]
+    assert result["dry_run"] and result["machine"]["device"] == "cpu" and result["elapsed_s"] < result["budget_s"]
+    assert {name: sections[name]["status"] for name in SECTIONS} == dict.fromkeys(SECTIONS, "ok"), \
+        {name: sections[name].get("error") for name in SECTIONS}
+    rows = result["rows"]
+    # a short run of every option: each norm of both families, each augmentation, optimizer and schedule preset
+    options = {r["item"]: r["status"] for r in rows if r["section"] == "options"}
+    expected = {f"{group}={p.stem}" for group in ("optimizer", "scheduler")
+                for p in (ROOT / "conf" / group).glob("*.yaml")}
+    expected |= {f"model.norm={n}" for n in ("none", "batchnorm", "layernorm", "rmsnorm")}
+    expected |= {f"model=cnn model.norm={n}" for n in ("none", "batchnorm", "layernorm", "groupnorm")}
+    expected |= {f"augmentation={a}" for a in ("noise", "affine", "noise_affine", "crop")}
+    expected |= {"model.dropout=0.2", "model.residual=true"}
+    assert expected <= options.keys() and {options[name] for name in expected} == {"ok"}
+    # on the CPU a stacked member is its lone run to the bit, and a killed run resumes to the uninterrupted one
+    compared = [r for r in rows if r["section"] == "stack vs lone" and r["item"].startswith("seed=")]
+    assert len(compared) == 4 and {r["status"] for r in compared} == {"bitwise"}  # 3 members, the first again alone
+    assert sections["stack vs lone"]["probe"] is None and sections["stack vs lone"]["again"]["bitwise"]
+    assert [r["status"] for r in rows if r["section"] == "kill and resume" and r["item"].startswith("killed")] == [
+        "identical"]
+    speed = sections["K stacked"]["rows"]
+    assert [r["k"] for r in speed] == [1, 2] and all(r["model_epochs_per_s"] > 0 for r in speed)
+    assert speed[1]["over_k1"] == pytest.approx(speed[1]["model_epochs_per_s"] / speed[0]["model_epochs_per_s"])
+    assert speed[0]["utilization_percent"] is None and speed[0]["utilization_note"]  # null, and why
+    assert sections["reference run"]["epochs_run"] == 2 and sections["reference run"]["total_s"] > 0
+    assert sections["study"]["main"]["runs"] == 6 and sections["study"]["how"] == "measured"
+    for name in SECTIONS:  # the table
+        assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
+
+
+def test_the_device_check_keeps_to_its_budget(tiny_data, tmp_path, monkeypatch, capsys):
+    """With too little time, sections skip (saying why) or stop at their limit (recorded as failed), and the check
+    ends within its budget with its JSON written."""
+    device_check = _device_check()
+    monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "datamaestro"))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "device_check.json"
+    budget = 12.0
+    t0 = time.perf_counter()
+    device_check.main(["--dry-run", "--data-root", str(tiny_data), "--budget-s", str(budget), "--json", str(out)])
+    elapsed = time.perf_counter() - t0
+    result = json.loads(out.read_text())
+    assert elapsed < budget + 5  # the start (imports, data) is counted; one item may end just past its limit
+    statuses = {name: result["sections"][name]["status"] for name in SECTIONS}
+    assert "skipped" in statuses.values() and set(statuses.values()) <= {"ok", "skipped", "failed"}
+    for row in result["rows"]:
+        assert row["status"] != "skipped" or row["result"], row  # every skip says why
+    assert "target:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--budget-s", "0"], "argument --budget-s: '0' is not allowed: a number in (0, 86400] seconds"),
+    (["--budget-s", "soon"], "argument --budget-s: 'soon' is not allowed: a number in (0, 86400] seconds"),
+    (["--device", "tpu"], "argument --device: 'tpu' is not allowed: one of auto, cuda, cuda:N, cpu, mps"),
+    (["--device", "cuda:99"], "argument --device: 'cuda:99' is not allowed: "),  # no CUDA, or not that many GPUs
+    (["--json", "{a_file}/check.json"], "argument --json: '{a_file}/check.json' cannot be written: "),
+    (["--json", "{tmp}"], "argument --json: '{tmp}' is a folder; give a file path"),
+    (["--data-root", "{tmp}/nowhere"], "argument --data-root: {tmp}/nowhere is not a folder"),
+    (["--nope"], "unrecognized arguments: --nope"),
+])
+def test_the_device_check_refuses_a_bad_argument_in_one_line_before_any_work(tiny_data, tmp_path, monkeypatch, capsys,
+                                                                          args, expected):
+    """Exit 2 and one line naming the argument, its value and what is allowed, before any run (nothing on stdout,
+    no work folder, no JSON)."""
+    import tempfile
+
+    device_check = _device_check()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.chdir(tmp_path)
+    given = [a.format(a_file=a_file, tmp=tmp_path) for a in args]
+    data = [] if "--data-root" in args else ["--data-root", str(tiny_data)]
+    with pytest.raises(SystemExit) as exit_:
+        device_check.main(["--dry-run", *data, *given])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith(
+        "error: " + expected.format(a_file=a_file, tmp=tmp_path)), err
+    assert out == "" and not any((tmp_path / "tmp").iterdir()) and not (tmp_path / "device_check.json").exists()
+
+
+def _device_check():
+    """benchmarks/device_check.py as a module (its main takes the command line as a list)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import device_check
+
+    return device_check
+
+
+@pytest.mark.parametrize("budget_s", [100.0, 10_000.0])
+def test_the_study_is_measured_whole_or_extrapolated_from_a_probe_and_a_longer_run(monkeypatch, tmp_path, budget_s):
+    """The study's plan on a GPU, with its processes stood in for by runs whose epochs cost a + b E (start-up f):
+    a probe of 10 epochs, then as many as the time left allows; all 1000 measured if they fit, else the 1000
+    extrapolated from the two runs with the start-up counted once."""
+    from types import SimpleNamespace
+
+    device_check = _device_check()
+    f, a, b = 10.0, 2.0, 0.5
+    launched = []
+
+    def run_study(ctx, epochs, name, limit):
+        launched.append(epochs)
+        loop = a + b * epochs
+        return dict(epochs=epochs, process_s=f + loop, loop_s=loop, fixed_s=f, stacks=[5, 5, 20], runs=30,
+                    peak_rss_mb=0.0)
+
+    monkeypatch.setattr(device_check, "run_study", run_study)
+    report = device_check.Report(sys.stdout)
+    ctx = device_check.Context(SimpleNamespace(dry_run=False), device_check.FULL, device_check.torch.device("cpu"),
+                               [], tmp_path, report, device_check.Budget(budget_s))
+    device_check.study(ctx, ctx.budget.limit(None))
+    result = report.sections["study"]
+    assert launched[0] == device_check.FULL["study_probe_epochs"] and len(launched) == 2
+    if launched[1] == device_check.FULL["study_epochs"]:
+        assert budget_s > f + a + b * 1000 and result["how"] == "measured"
+    else:
+        assert 2 * launched[0] <= launched[1] < 1000 and result["how"].startswith("extrapolated linearly")
+    assert result["seconds"] == pytest.approx(f + a + b * 1000)

@@ -49,10 +49,15 @@ class Augment:
         self.noise = cfg.name in ("noise", "noise_affine")
         self.crop = cfg.name == "crop"
         self.transforms = torchvision_transforms(cfg) if cfg.name == "torchvision" else None
+        self._on_device: dict = {}
 
     def _channels(self, values, like: torch.Tensor) -> torch.Tensor:
-        """Per-channel values as a (1, C, 1, 1) tensor on ``like``'s device."""
-        return torch.as_tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+        """Per-channel values as a (1, C, 1, 1) tensor on ``like``'s device, copied there once (a copy from the
+        host per batch would make a GPU wait for it)."""
+        key = (id(values), like.dtype, like.device)
+        if key not in self._on_device:
+            self._on_device[key] = torch.as_tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+        return self._on_device[key]
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n = len(x)

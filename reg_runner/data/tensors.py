@@ -52,6 +52,9 @@ def load(cfg: data_group.DataFamily, device: torch.device) -> Data:
     images = s.images
 
     def put(x: np.ndarray, labels: np.ndarray) -> Split:
+        # the only host-to-device copy of the data: uint8 pixels (a quarter of float32's bytes), made float on the
+        # device. Not pinned, not non_blocking: the copy happens once and the next line needs it, so pinning (one
+        # more host copy, into page-locked memory) would only add to it
         t = torch.from_numpy(x).to(device).float()
         for c, (mean, std) in enumerate(zip(s.mean, s.std)):  # (pixel / 255 - mean) / std, per channel, in place
             t[:, c].sub_(255.0 * mean).mul_(1.0 / (255.0 * std))

@@ -178,10 +178,12 @@ class StackedDropout(nn.Module):
     def __init__(self, p: list[float], generators: list[torch.Generator | None]):
         super().__init__()
         self.p, self.generators = list(p), list(generators)
+        self._scales: dict = {}  # 1 / (1 - p) per member, by (dtype, device): made once, not per batch
 
     def keep_members(self, members: list[int]) -> None:
         self.p = [self.p[i] for i in members]
         self.generators = [self.generators[i] for i in members]
+        self._scales = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not any(self.p):
@@ -190,8 +192,10 @@ class StackedDropout(nn.Module):
         for k, (p, g) in enumerate(zip(self.p, self.generators)):
             if p > 0:
                 mask[k].bernoulli_(1.0 - p, generator=g)
-        scale = torch.tensor([1.0 / (1.0 - p) for p in self.p], dtype=x.dtype, device=x.device)
-        return x * mask * scale.view(-1, *([1] * (x.dim() - 1)))
+        key = (x.dtype, x.device)
+        if key not in self._scales:  # a copy from the host per batch would make a GPU wait for it
+            self._scales[key] = torch.tensor([1.0 / (1.0 - p) for p in self.p], dtype=x.dtype, device=x.device)
+        return x * mask * self._scales[key].view(-1, *([1] * (x.dim() - 1)))
 
 
 BN_MOMENTUM, NORM_EPS = 0.1, 1e-5  # torch's BatchNorm and LayerNorm / GroupNorm defaults
