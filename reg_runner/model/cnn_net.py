@@ -3,10 +3,12 @@
 ``CNNNet`` is one network as ``torch.nn`` modules: a run's checkpoint loads into it. ``StackedCNN`` is K of
 them trained as one. On a GPU its convolutions are grouped (``groups=K``: every member's batch in one
 kernel; a wide convolution with K x channels outputs when every member sees the same images, as in
-evaluation) and its linear layers batched. On a CPU the convolutions and linear layers run member by member,
-each a lone run's own kernel: oneDNN's grouped convolutions, and OpenBLAS's batched products of 784 or more
-inputs, round differently from a lone run's (by about 1e-7) and are no faster there. The norms run member by
-member; activations, pooling and dropout act on the whole stack.
+evaluation), its linear layers batched, its activations, pooling and dropout on the whole stack, its norms
+member by member. On a CPU each member runs its own network on its slices of the stacked parameters, layer by
+layer a lone run's own kernels, and only the logits are stacked: oneDNN's grouped convolutions, and
+OpenBLAS's batched products of 784 or more inputs, round differently from a lone run's (by about 1e-7) and
+are no faster there, and stacking the activations after every layer would copy them twice (forward, and
+backward) for nothing.
 """
 
 import torch
@@ -179,9 +181,46 @@ class StackedCNN(Stacked):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) -> (K, B, classes); or a shared (N, C, H, W) -> (K, N, classes)."""
+        if x.device.type == "cpu":
+            return self._member_by_member(x)
         for block in self.blocks:
             x = block(x)
         x = x.mean((3, 4)) if self.avgpool else x.flatten(2)
         if self.fc is not None:
             x = self.fc(x)
         return self.classifier(x)
+
+    def _member_by_member(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's network on its own batch (or the shared images), the same operations as ``forward`` gives
+        its slice, and the logits stacked."""
+        k = self.members
+        inputs = [x] * k if x.dim() == len(self.shape) + 1 else list(x.unbind(0))
+        layers = []  # per block: its tensors' members (unbound once: their gradients are stacked once)
+        for block in self.blocks:
+            norm = block.norm
+            layers.append((block.conv.weight.unbind(0), block.conv.bias.unbind(0),
+                           norm.weight.unbind(0) if norm is not None else [None] * k,
+                           norm.bias.unbind(0) if norm is not None and hasattr(norm, "bias") else [None] * k))
+        head = [(m.weight.unbind(0), m.bias.unbind(0)) for m in ([self.fc.linear] if self.fc else []) + [self.classifier]]
+        logits = []
+        for i, h in enumerate(inputs):
+            for block, (w, b, gain, shift) in zip(self.blocks, layers):
+                h = F.conv2d(h, w[i], b[i], padding=block.conv.padding)
+                if block.norm is not None:
+                    h = block.norm.member(i, h, gain[i], shift[i])
+                first = block.pool == "max" and block.act.exact is not None  # as ``StackedConvBlock.forward``
+                if not first:
+                    h = block.act.member(h)
+                if block.pool != "none":
+                    h = (F.max_pool2d if block.pool == "max" else F.avg_pool2d)(h, 2)
+                if first:
+                    h = block.act.member(h)
+                h = self.dropout.member(i, h)
+            h = h.mean((2, 3)) if self.avgpool else h.flatten(1)
+            if self.fc is not None:
+                h = self.dropout.member(i, self.fc.act.member(torch.addmm(head[0][1][i], h, head[0][0][i].t())))
+            logits.append(torch.addmm(head[-1][1][i], h, head[-1][0][i].t()))
+        for block in self.blocks:
+            if block.norm is not None:
+                block.norm.count_batch()
+        return logits[0].unsqueeze(0) if k == 1 else torch.stack(logits)

@@ -192,10 +192,22 @@ class StackedDropout(nn.Module):
         for k, (p, g) in enumerate(zip(self.p, self.generators)):
             if p > 0:
                 mask[k].bernoulli_(1.0 - p, generator=g)
+        return x * mask * self._scale(x).view(-1, *([1] * (x.dim() - 1)))
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """1 / (1 - p) of every member, on ``x``'s device."""
         key = (x.dtype, x.device)
         if key not in self._scales:  # a copy from the host per batch would make a GPU wait for it
             self._scales[key] = torch.tensor([1.0 / (1.0 - p) for p in self.p], dtype=x.dtype, device=x.device)
-        return x * mask * self._scales[key].view(-1, *([1] * (x.dim() - 1)))
+        return self._scales[key]
+
+    def member(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """Member k's dropout on its own tensor: the mask and scale ``forward`` gives its slice of a stack."""
+        p = self.p[k]
+        if not self.training or p == 0:
+            return x
+        mask = torch.empty_like(x).bernoulli_(1.0 - p, generator=self.generators[k])
+        return x * mask * self._scale(x)[k]
 
 
 BN_MOMENTUM, NORM_EPS = 0.1, 1e-5  # torch's BatchNorm and LayerNorm / GroupNorm defaults
@@ -216,6 +228,18 @@ class StackedNorm(nn.Module):
             self.register_buffer("running_mean", torch.zeros(members, features))
             self.register_buffer("running_var", torch.ones(members, features))
             self.register_buffer("num_batches_tracked", torch.zeros(members, dtype=torch.long))
+
+    def member(self, k: int, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Member k's norm on its own tensor (``weight``, ``bias``: its slices of the gains), as ``forward`` gives
+        its slice of a stack: the batch and group norms only (BatchNorm's counter is ``count_batch``'s)."""
+        if self.kind == "groupnorm":
+            return F.group_norm(x, self.groups, weight, bias, NORM_EPS)
+        return F.batch_norm(x, self.running_mean[k], self.running_var[k], weight, bias, self.training, BN_MOMENTUM,
+                            NORM_EPS)
+
+    def count_batch(self) -> None:
+        if self.kind == "batchnorm" and self.training:
+            self.num_batches_tracked.add_(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "layernorm":
@@ -258,3 +282,7 @@ class Activation(nn.Module):
         if self.exact is not None:
             return self.exact(x)
         return torch.stack([self.module(member) for member in x.unbind(0)])  # backward: one stack, not K copies
+
+    def member(self, x: torch.Tensor) -> torch.Tensor:
+        """On one member's tensor."""
+        return self.exact(x) if self.exact is not None else self.module(x)
