@@ -48,6 +48,8 @@ def make_folder(key: str, path: Path) -> None:
 
 
 class EarlyChecks(Callback):
+    kind = "run"  # what the folder it makes holds (reg_runner.kinds)
+
     def check_config(self, config, overrides) -> None:
         """A run's config, through every stage (``reg_runner.config.check``)."""
         from reg_runner import config as config_lib
@@ -55,6 +57,7 @@ class EarlyChecks(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
+        from reg_runner import kinds
         from reg_runner.cli import release_stderr
         from reg_runner.records import RunFolder
 
@@ -62,15 +65,24 @@ class EarlyChecks(Callback):
 
         release_stderr()  # Hydra has composed the config: its own errors are behind us
         STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
-        with exit_on_user_error():
+        with exit_on_user_error(in_callback=True):
             from reg_runner.sweep import check_job_name
 
             check_job_name(config.hydra)
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=False)
             run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
             self.check_config(config, config.hydra.overrides.task)
-            RunFolder(run_dir).refuse_existing()
+            folder = RunFolder(run_dir)
+            folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
+            made = not run_dir.exists()
             make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
+            # the folder's one owner from its first byte: its lock, held for this process's life, before Hydra
+            # writes .hydra/; then the checks again, under the lock (another run may have started in between)
+            folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
+            if made:
+                STOP.made.append(run_dir)
+            if not kinds.marker(run_dir):
+                kinds.mark(run_dir, self.kind)
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
@@ -81,7 +93,7 @@ class EarlyChecks(Callback):
 
         release_stderr()
         STOP.install()
-        with exit_on_user_error():
+        with exit_on_user_error(in_callback=True):
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)
             _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)
             check_hydra(config.hydra, config.get("objective"))

@@ -33,14 +33,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from reg_runner import atomic
+from reg_runner import atomic, kinds
 from reg_runner.errors import UserError
 
 PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper",
             "tensorboard", "datamaestro", "datamaestro-image")
 FINISHED = ("completed", "early_stopped", "pruned", "diverged")  # final: never resumed, never overwritten
 # what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
-BEFORE_START = (".hydra", "reg_runner.log", ".lock")
+BEFORE_START = (".hydra", "reg_runner.log", ".lock", kinds.MARKER)
+_HELD: dict[str, int] = {}  # the lock files this process holds (real path -> descriptor), for its life
 
 
 class RunFolder:
@@ -57,6 +58,7 @@ class RunFolder:
 
         self.lockfile = self.path / ".lock"
         self._lock_fd: int | None = None
+        self._adopted = False
 
     def recorded(self) -> dict | None:
         """metrics.json as recorded, None if there is none; ``{"status": "unreadable"}`` if damaged."""
@@ -70,26 +72,42 @@ class RunFolder:
 
     def status(self) -> str | None:
         """The run's status, None if the folder holds no run; ``killed`` for a run recorded as
-        running that no live process is writing."""
+        running that no live process is writing; ``cut`` for an unfinished run whose search trial a
+        kill cut off and the search ran again (``reg_runner.sweep.study``)."""
         record = self.recorded()
         if record is None:
             return None
         status = str(record.get("status", "unknown"))
         if status == "running" and not self.in_use():
-            return "killed"
+            status = "killed"
+        if status not in FINISHED and status not in ("failed", "running") and self.cut_from_search():
+            return "cut"
         return status
 
-    def refuse_existing(self, key: str = "hydra.run.dir") -> None:
+    def cut_from_search(self) -> dict | None:
+        """The search and trial that replaced this run, if a kill cut it off (its marker says so)."""
+        cut = kinds.marker(self.path).get("cut")
+        return cut if isinstance(cut, dict) else None
+
+    def refuse_existing(self, key: str = "hydra.run.dir", kind: str = kinds.RUN) -> None:
         """Never overwrite a run, nor write into a folder of other files: a new run needs a new or empty
         folder (or one where Hydra alone has written); an unfinished run is resumed, not restarted."""
+        where = f"{key}={str(self.path)!r}" if key in ("hydra.run.dir", "hydra.sweep.dir") else str(self.path)
+        other = kinds.kind_of(self.path)
+        if other not in (None, kind):
+            raise UserError(f"{where} is {kinds.WHAT[other]}; choose another {key}")
         status = self.status()
-        where = f"{key}={str(self.path)!r}" if key == "hydra.run.dir" else str(self.path)
         if status in FINISHED:
             raise UserError(f"{where} already holds a finished run (status {status}); choose another {key}")
         if status == "running":
             raise UserError(f"{where} holds a run that a live process is training ({self.owner()}); "
                             f"choose another {key}")
         if status is not None:
+            try:
+                self.load_last()  # advise resume only where resume would take the run
+            except UserError as e:
+                raise UserError(f"{where} already holds a run (status {status}) that cannot be resumed: {e}; "
+                                f"choose another {key}") from None
             raise UserError(f"{where} already holds a run (status {status}); resume it with "
                             f"python -m reg_runner.resume {self.path}, or choose another {key}")
         if self.path.is_dir():
@@ -112,6 +130,11 @@ class RunFolder:
         if status == "running":
             raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
                             "write into the same folder; wait for it, or stop it first")
+        cut = self.cut_from_search()
+        if cut is not None:
+            raise UserError(f"{self.path} is the run of trial {cut.get('trial')} of the search {cut.get('study')!r}, "
+                            "which a kill cut off: the search ran another trial in its place, and a resumed run "
+                            "would reach no study; nothing to resume")
         if not self.last.exists():
             return None
         import torch
@@ -139,11 +162,20 @@ class RunFolder:
             raise UserError(f"{self.last} is damaged: it is at epoch {epoch!r} of {epochs!r}; start the run again")
         return checkpoint
 
-    def lock(self) -> None:
+    def lock(self, then=None, key: str | None = None) -> None:
         """Hold this folder's lock for the life of this process (or until ``unlock``): a second
-        process is refused, and a run recorded as running without a holder is known to be dead."""
+        process is refused, and a run recorded as running without a holder is known to be dead.
+
+        A lock this process already holds (taken before Hydra wrote ``.hydra/``) is adopted: it is kept
+        for the process's life, never released by this instance. ``then``: called once the lock is
+        held, before this process's id is written into ``.lock``: a refusal there changes nothing.
+        ``key``: the setting that named the folder, for the refusal's line."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            held = self._key()
+            if held in _HELD:
+                self._lock_fd, self._adopted = _HELD[held], True
+                return
             fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable folder") from None
@@ -151,20 +183,34 @@ class RunFolder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if key is not None:
+                raise UserError(f"{key}={str(self.path)!r} holds a run that a live process is training "
+                                f"({self.owner()}); choose another {key}") from None
             raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
                             "write into the same folder; wait for it, or stop it first") from None
+        self._lock_fd, self._adopted = fd, False
+        try:
+            if then is not None:
+                then()
+        except BaseException:
+            self.unlock()
+            raise
+        _HELD[held] = fd
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname())).encode())
-        self._lock_fd = fd
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
+        if self._lock_fd is not None and not self._adopted:
+            _HELD.pop(self._key(), None)
             os.close(self._lock_fd)  # closing the descriptor releases the lock
-            self._lock_fd = None
+        self._lock_fd = None
+
+    def _key(self) -> str:
+        return os.path.realpath(self.lockfile)
 
     def in_use(self) -> bool:
         """Whether another process holds the folder's lock (never while this one holds it)."""
-        if self._lock_fd is not None:
+        if self._lock_fd is not None or self._key() in _HELD:
             return False
         try:
             fd = os.open(self.lockfile, os.O_RDONLY)
@@ -193,6 +239,8 @@ class RunFolder:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             for leftover in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:
                 leftover.unlink(missing_ok=True)
+            if not kinds.marker(self.path):
+                kinds.mark(self.path, kinds.RUN)
         except OSError as e:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable folder") from None
 

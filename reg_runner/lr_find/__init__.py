@@ -71,6 +71,8 @@ class Checks(EarlyChecks):
     """The run's checks (every stage of ``reg_runner.config.check``) on the config less ``lr_find``,
     then the range test's own keys; and the command-line keys it would not read are refused."""
 
+    kind = "lr_find"
+
     def check_config(self, config, overrides) -> None:
         from omegaconf import OmegaConf
 
@@ -96,7 +98,7 @@ class Checks(EarlyChecks):
         from reg_runner.errors import exit_on_user_error
 
         release_stderr()
-        with exit_on_user_error():
+        with exit_on_user_error(in_callback=True):
             raise UserError("lr_find runs one range test: run it once per config, without --multirun")
 
 
