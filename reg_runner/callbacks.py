@@ -39,12 +39,18 @@ def _folder_key(key: str, folder) -> Path:
     return path
 
 
-def make_folder(key: str, path: Path) -> None:
-    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line."""
+def make_folder(key: str, path: Path) -> list[Path]:
+    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line.
+    Returns the folders it made, the outermost first (to remove them if the command then stops)."""
+    made, parent = [], Path(path).absolute()
+    while not parent.exists() and parent != parent.parent:
+        made.insert(0, parent)
+        parent = parent.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{key}={str(path)!r} cannot be created: {e.strerror}; choose another folder") from None
+    return made
 
 
 class EarlyChecks(Callback):
@@ -86,8 +92,9 @@ class EarlyChecks(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
+        from reg_runner import kinds
         from reg_runner.cli import release_stderr
-        from reg_runner.sweep import check_hydra
+        from reg_runner.sweep import check_hydra, check_pruning
 
         from reg_runner.signals import STOP
 
@@ -95,8 +102,14 @@ class EarlyChecks(Callback):
         STOP.install()
         with exit_on_user_error(in_callback=True):
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)
-            _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)
-            check_hydra(config.hydra, config.get("objective"))
+            sweep_dir = _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)
+            kind = kinds.kind_of(sweep_dir)
+            if kind not in (None, kinds.SWEEP):  # a sweep's runs would be made inside a run, a range test...
+                raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} is {kinds.WHAT[kind]}; choose another "
+                                "hydra.sweep.dir")
+            study = check_hydra(config.hydra, config.get("objective"))
             # each value every job shares, alone (rules across keys may depend on what a job sweeps: the
             # sweeper checks each job whole before it runs)
-            config_lib.check(config, through=1)
+            run = config_lib.check(config, through=1)
+            if study is not None:
+                check_pruning(study, run, run.objective)

@@ -42,6 +42,7 @@ FINISHED = ("completed", "early_stopped", "pruned", "diverged")  # final: never 
 # what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
 BEFORE_START = (".hydra", "reg_runner.log", ".lock", kinds.MARKER)
 _HELD: dict[str, int] = {}  # the lock files this process holds (real path -> descriptor), for its life
+_CSV: dict[str, tuple] = {}  # history.csv as last written: columns, rows, the last row, the text
 
 
 class RunFolder:
@@ -253,24 +254,54 @@ class RunFolder:
         ``stack``: the folders of the runs trained together with this one, in one process; ``trial``: the
         Optuna study and trial it ran for, in a study sweep."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
-        atomic.write_json(path, dict(environment(device), stack=stack, trial=trial))
+        atomic.write_json(path, dict(environment(device, self._eval_precision()), stack=stack, trial=trial))
+
+    def _eval_precision(self) -> str | None:
+        """trainer.eval_precision of the run's resolved config (written before its environment)."""
+        try:
+            return str(OmegaConf.load(self.config).trainer.eval_precision)
+        except Exception:  # no such file or key: the record says null
+            return None
+
+    def recorded_threads(self) -> int | None:
+        """The torch threads the run first trained with on a CPU (environment.json), None if unrecorded."""
+        try:
+            env = json.loads(self.environment.read_text())
+        except (OSError, ValueError):
+            return None
+        threads = env.get("torch_threads") if isinstance(env, dict) else None
+        on_cpu = str(env.get("device", "")).startswith("cpu") if isinstance(env, dict) else False
+        return threads if on_cpu and isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
     def write_metrics(self, metrics: dict) -> None:
         atomic.write_json(self.metrics, metrics)
 
-    def write_history(self, history: list[dict]) -> None:
+    def write_history(self, history: list[dict], durable: bool = True) -> None:
+        """history.csv, one row per evaluation. Written at every evaluation (``durable=False`` between
+        checkpoints), so each time only the rows added since are formatted."""
         columns = list(dict.fromkeys(k for row in history for k in row))
+        key = os.path.realpath(self.history)
+        cached = _CSV.get(key)
+        if cached and cached[0] == columns and 0 < cached[1] <= len(history) and history[cached[1] - 1] is cached[2]:
+            text, start = cached[3], cached[1]  # the same rows as before, and new ones after them
+        else:
+            text, start = None, 0
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
-        atomic.write_text(self.history, out.getvalue())
+        if text is None:
+            writer.writeheader()
+        writer.writerows(history[start:])
+        text = (text or "") + out.getvalue()
+        _CSV[key] = (columns, len(history), history[-1] if history else None, text)
+        atomic.write_text(self.history, text, durable)
 
     def save_checkpoint(self, path: Path, payload: dict) -> None:
         atomic.torch_save(path, payload)
 
 
-def environment(device) -> dict:
+def environment(device, eval_precision: str | None = None) -> dict:
+    """Where and how the run computed: versions, device, and what its numbers depend on besides the config
+    (on a CPU, the number of torch threads splits its sums differently: another count, other last digits)."""
     import torch
 
     versions = {}
@@ -284,7 +315,14 @@ def environment(device) -> dict:
         packages=versions,
         device=str(device),
         device_name=device_name(device),
-        torch_threads=torch.get_num_threads(),
+        torch_threads=torch.get_num_threads(),  # set it with OMP_NUM_THREADS=<n> to give a run its numbers back
+        torch_interop_threads=torch.get_num_interop_threads(),
+        precision=dict(
+            train="fp32",
+            eval=eval_precision,  # trainer.eval_precision
+            float32_matmul=torch.get_float32_matmul_precision(),
+            deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
+        ),
         platform=platform.platform(),
         host=socket.gethostname(),
         pid=os.getpid(),

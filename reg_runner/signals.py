@@ -66,32 +66,46 @@ def end(signum: int, what: str) -> None:
 
 
 @contextlib.contextmanager
-def command(what: str = "before anything was written", made: list | None = None):
-    """Run a command's body: a signal ends it with ``interrupted by SIG... <what>``; the folders in ``made``
-    (which the command made, and may add to while it runs) are removed if they hold nothing of the
-    command's yet (only its marker)."""
+def command(what="before anything was written", made: list | None = None):
+    """Run a command's body: a signal ends it with ``interrupted by SIG... <what>`` (``what``: a text, or a
+    function that says it then); the folders in ``made`` (which the command made, and may add to while it
+    runs) are removed if they hold nothing of the command's yet (only its marker)."""
     try:
         yield
     except (Interrupted, KeyboardInterrupt) as e:
         remove_empty(made or [])
-        end(getattr(e, "signum", signal.SIGINT), what)
+        end(getattr(e, "signum", signal.SIGINT), what() if callable(what) else what)
+
+
+_HELD_BACK: list = []  # signals a ``deferred(hold=True)`` block kept for ``stop_if_caught``
 
 
 @contextlib.contextmanager
-def deferred():
-    """Signals wait until the block ends (a set of files written together: all of them, or none)."""
+def deferred(hold: bool = False):
+    """Signals wait until the block ends (a set of files written together: all of them, or none); then one
+    that came raises ``Interrupted``, or with ``hold`` waits for ``stop_if_caught`` (the command first says
+    what it did)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in SIGNALS}
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if caught:
-        raise Interrupted(caught[0])
+        if not hold:
+            raise Interrupted(caught[0])
+        _HELD_BACK.append(caught[0])
+
+
+def stop_if_caught() -> None:
+    """A signal a ``deferred(hold=True)`` block kept: raised now."""
+    if _HELD_BACK:
+        raise Interrupted(_HELD_BACK.pop())
 
 
 def remove_empty(folders: list) -> list:
@@ -134,7 +148,7 @@ class StopSignals:
         if self.signal is not None and signum == signal.SIGINT:
             removed = []
             for folder in self.made:  # made by this process, under its lock: no run of it recorded yet, no use
-                if not (folder / "metrics.json").exists():
+                if not any((folder / record).exists() for record in ("metrics.json", "lr_find.json")):
                     shutil.rmtree(folder, ignore_errors=True)
                     removed.append(folder)
             if self.resume_hint and not removed:
@@ -154,8 +168,9 @@ class StopSignals:
 STOP = StopSignals()  # one per process: installed early, read by the run
 
 
-def stop_if_signalled(what: str) -> None:
-    """Where no run exists yet (checking a sweep's jobs): a signal ends the command at once."""
+def stop_if_signalled(what: str, outcome: str = "nothing was started") -> None:
+    """Where no run is training (checking a sweep's jobs, between a search's batches): a signal ends the
+    command at once, with one line."""
     if STOP.signal is not None:
-        print(f"interrupted by {STOP.name} while {what}; nothing was started", file=sys.stderr, flush=True)
+        print(f"interrupted by {STOP.name} while {what}; {outcome}", file=sys.stderr, flush=True)
         sys.exit(128 + STOP.signal)

@@ -20,6 +20,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error
 from reg_runner.sweep import jobs
 
@@ -42,6 +43,8 @@ class GridSweeper(BasicSweeper):
             except OSError as e:
                 raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} cannot be created: {e.strerror}; choose another "
                                 "folder") from None
+        if not kinds.marker(sweep_dir):
+            kinds.mark(sweep_dir, kinds.SWEEP)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns, first = [], 0
         for batch in batches:
