@@ -64,7 +64,7 @@ class CLI:
             self.env.setdefault("OMP_NUM_THREADS", "1")
         self.count = 0
 
-    def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300, module="reg_runner"):
+    def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300, module="reg_runner", env=None):
         args = list(overrides)
         multirun = "--multirun" in args or "-m" in args
         if self.data is not None and tiny:
@@ -81,7 +81,7 @@ class CLI:
         proc = subprocess.run(
             [sys.executable, "-m", module, *args],
             cwd=self.tmp_path,
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -95,6 +95,19 @@ class CLI:
 @pytest.fixture
 def cli(tmp_path, tiny_data) -> CLI:
     return CLI(tmp_path, tiny_data)
+
+
+def printed_command(command: str) -> tuple[dict, list[str]]:
+    """A command the runner printed (a sweep's re-run line): the environment it sets (``OMP_NUM_THREADS=1``)
+    and the overrides after ``python -m reg_runner``."""
+    import shlex
+
+    words, env = shlex.split(command), {}
+    while words and "=" in words[0] and words[0] != "python":
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    assert words[:3] == ["python", "-m", "reg_runner"], command
+    return env, words[3:]
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -194,7 +194,7 @@ def test_checkpoints_that_do_not_fit_get_one_line(runs, tmp_path):
     bn_weights = torch.load(bn / "checkpoints" / "best.pt", weights_only=True)["model"]
     other = _copy_with(plain, tmp_path, "other", lambda state: bn_weights)
     diverged = _copy_with(plain, tmp_path, "diverged", lambda state: {k: v.fill_(float("nan")) for k, v in state.items()})
-    lrf = cli("lr_find.steps=10", module="reg_runner.lr_find").run_dir
+    lrf = cli("lr_find.steps=20", module="reg_runner.lr_find").run_dir
     for folder, says in ((other, "does not hold the network of"), (diverged, "loss of nan (the run diverged)"),
                          (lrf, "is a learning-rate range test's folder")):
         proc = landscape(cli, folder, "--grid", 3, "--out", tmp_path / f"out_{folder.name}", check=False)

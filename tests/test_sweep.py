@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import read_metrics
+from conftest import printed_command, read_metrics
 
 from reg_runner.sweep.study import (CUT, HOST, INTERRUPTED, PID, RUN_DIR, adopt_orphans, count_finished,
                                    cut_numbers)
@@ -70,8 +70,8 @@ def test_tiny_sweep_records_conditional_params_and_a_summary(cli):
     assert f"best trial {best.number}: val/acc {best.value:.4f}" in proc.stdout
 
     # the printed command re-runs the best trial as a single run, with the same numbers
-    command = summary["best"]["command"].split()[3:]
-    again = cli(*command, tiny=False)
+    env, command = printed_command(summary["best"]["command"])
+    again = cli(*command, tiny=False, env=env)
     assert read_metrics(again.run_dir)["best_val"] == best.value
 
 
