@@ -512,3 +512,13 @@ def test_a_value_fixed_on_the_command_line_wins_over_the_search_space(cli):
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
 def test_every_experiment_preset_passes_the_checks(tiny_data, preset):
     assert rejection([f"+experiment={preset}", "data.val_size=100"], tiny_data) is None
+
+
+def test_hydra_full_error_shows_the_traceback_and_leaves_no_folder(cli):
+    """Hydra lets an exception of a callback through as a warning and makes the run's folder anyway: the
+    refusal ends the command all the same, its traceback shown."""
+    cli.env["HYDRA_FULL_ERROR"] = "1"
+    proc = cli("model.dropout=2", check=False)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: model.dropout=2 is not allowed: a number in [0, 1)"
+    assert not proc.run_dir.exists()
