@@ -12,6 +12,7 @@ from pathlib import Path
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+IN_FLIGHT: set[str] = set()  # temp files being written: a command ended by a signal removes them
 
 
 def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
@@ -19,6 +20,7 @@ def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     lose this version (for a record rewritten often, whose next durable write follows soon)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    IN_FLIGHT.add(tmp)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are as readable as any file
         with os.fdopen(fd, "wb") as f:
@@ -30,6 +32,8 @@ def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        IN_FLIGHT.discard(tmp)
 
 
 def write_text(path: Path, text: str, durable: bool = True) -> None:

@@ -429,15 +429,16 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     made: list[Path] = []
     state = {"written": False}
-    with signals.command(lambda: "after the report was written" if state["written"] else
+    written = (args.out or args.path) / "report.md"
+    with signals.command(lambda: f"after the report was written: {written}" if state["written"] else
                          "before the report was written; nothing was written", made), exit_on_user_error():
         if not args.path.is_dir():
             raise UserError(f"{args.path} is not a folder; give a run folder, a sweep folder, or any folder above runs")
         text = report(args.path, args.out, args.baseline, plots=not args.no_plots, made=made)
         state["written"] = True
+        signals.stop_if_caught()  # a signal while the files were written: they are whole, and said so
         print(text)
-        print(f"written: {(args.out or args.path) / 'report.md'}", file=sys.stderr)
-        signals.stop_if_caught()
+        print(f"written: {written}", file=sys.stderr)
 
 
 if __name__ == "__main__":

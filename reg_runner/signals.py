@@ -1,9 +1,9 @@
 """SIGTERM and Ctrl-C: a clean end at any moment, and a run that ends after its current epoch.
 
 From a command's first instant (``python -m reg_runner...`` installs ``early`` as the package loads),
-a signal raises ``Interrupted`` wherever the command is: what it made unwinds (a temp file, a folder
-still empty), and the command ends with one line and exit code 128 + the signal number, never a
-traceback.
+a signal ends the command where it is: the temp file of a write in progress and the folders it made
+that hold nothing yet are removed, and it ends with one line and exit code 128 + the signal number,
+never a traceback. A set of files written together waits for the signal (``deferred``).
 
 A run records a signal instead (``STOP``, installed by its first callback, before Hydra makes the run
 folder). SLURM sends SIGTERM before a time limit; a person presses Ctrl-C. Either ends the run after
@@ -23,42 +23,44 @@ import sys
 import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class Interrupted(BaseException):
-    """A signal, raised where the command was (a BaseException: no ``except Exception`` keeps it)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-
-def _raise(signum, frame):
-    raise Interrupted(signum)
+NOTHING = "before anything was written"
+_STATE: dict = {"what": NOTHING, "made": []}  # what the line says now, the folders made (``command``)
+_HELD_BACK: list = []  # signals a ``deferred(hold=True)`` block kept for ``stop_if_caught``
+LEFT_OUT = {".hydra", ".lock", "reg_runner.log", "lr_find.log", ".reg_runner_write_test"}  # besides the marker
 
 
 def early() -> None:
-    """Signals raise ``Interrupted``; one that reaches the top ends the command with one line."""
+    """A signal ends the command where it is, with one line (``end``). Nothing is raised into the code it
+    interrupts: an exception thrown into an import of a C extension, or into a library's ``except``, would
+    come out as some other error."""
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             if signal.getsignal(sig) is not signal.SIG_IGN:  # a job started in the background ignores Ctrl-C
-                signal.signal(sig, _raise)
+                signal.signal(sig, _end_now)
     sys.excepthook = _excepthook
 
 
+def _end_now(signum, frame):
+    end(signum)
+
+
 def _excepthook(kind, value, tb):
-    if isinstance(value, (Interrupted, KeyboardInterrupt)):
-        signum = getattr(value, "signum", signal.SIGINT)
-        end(signum, "before anything was written")
+    if isinstance(value, KeyboardInterrupt):  # a Ctrl-C before ``early`` (or where Python's own handler is back)
+        end(signal.SIGINT)
     sys.__excepthook__(kind, value, tb)
 
 
-def end(signum: int, what: str) -> None:
-    """The command's last line, and its exit: 128 + the signal number."""
+def end(signum: int, what: str | None = None) -> None:
+    """The command's end on a signal: the temp file of a write in progress and the folders it made that hold
+    nothing of it yet are removed; one line; exit code 128 + the signal number."""
+    from reg_runner import atomic
+
+    for tmp in list(atomic.IN_FLIGHT):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    remove_empty(_STATE["made"])
+    if what is None:
+        what = _STATE["what"]() if callable(_STATE["what"]) else _STATE["what"]
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     os.write(2, f"interrupted by {signal.Signals(signum).name} {what}\n".encode())
@@ -66,25 +68,23 @@ def end(signum: int, what: str) -> None:
 
 
 @contextlib.contextmanager
-def command(what="before anything was written", made: list | None = None):
-    """Run a command's body: a signal ends it with ``interrupted by SIG... <what>`` (``what``: a text, or a
-    function that says it then); the folders in ``made`` (which the command made, and may add to while it
-    runs) are removed if they hold nothing of the command's yet (only its marker)."""
+def command(what=NOTHING, made: list | None = None):
+    """A command's body: what a signal's line says meanwhile (a text, or a function that says it then), and
+    the folders it makes (``made``, which it may add to while it runs), removed by a signal while they hold
+    nothing of the command's yet."""
+    before = dict(_STATE)
+    _STATE.update(what=what, made=made if made is not None else [])
     try:
         yield
-    except (Interrupted, KeyboardInterrupt) as e:
-        remove_empty(made or [])
-        end(getattr(e, "signum", signal.SIGINT), what() if callable(what) else what)
-
-
-_HELD_BACK: list = []  # signals a ``deferred(hold=True)`` block kept for ``stop_if_caught``
+    finally:
+        _STATE.update(before)
 
 
 @contextlib.contextmanager
 def deferred(hold: bool = False):
     """Signals wait until the block ends (a set of files written together: all of them, or none); then one
-    that came raises ``Interrupted``, or with ``hold`` waits for ``stop_if_caught`` (the command first says
-    what it did)."""
+    that came ends the command, or with ``hold`` waits for ``stop_if_caught`` (the command first says what
+    it did)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -97,15 +97,20 @@ def deferred(hold: bool = False):
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if caught:
-        if not hold:
-            raise Interrupted(caught[0])
         _HELD_BACK.append(caught[0])
+        if not hold:
+            stop_if_caught()
 
 
 def stop_if_caught() -> None:
-    """A signal a ``deferred(hold=True)`` block kept: raised now."""
+    """A signal a ``deferred(hold=True)`` block kept: the command ends now, as the signal's handler would."""
     if _HELD_BACK:
-        raise Interrupted(_HELD_BACK.pop())
+        signum = _HELD_BACK.pop()
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            handler(signum, None)
+        else:
+            end(signum)
 
 
 def remove_empty(folders: list) -> list:
@@ -121,7 +126,7 @@ def remove_empty(folders: list) -> list:
             names = {p.name for p in folder.iterdir()}
         except OSError:
             continue
-        if names <= {MARKER, ".hydra", ".lock", "reg_runner.log", "lr_find.log"}:
+        if names <= LEFT_OUT | {MARKER}:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

@@ -234,15 +234,13 @@ def main(argv=None) -> None:
 
     args = arguments(argv)
     made: list[Path] = []  # folders this command made: removed if it stops before writing into them
-    state = {"written": False}
-    with signals.command(lambda: "after the landscape was written" if state["written"] else
+    state = {"written": None}
+    with signals.command(lambda: f"after the landscape was written: {state['written']}" if state["written"] else
                          "before the landscape was written; nothing was written", made), exit_on_user_error():
-        _main(args, made)
-        state["written"] = True
-        signals.stop_if_caught()
+        _main(args, made, state)
 
 
-def _main(args, made: list) -> None:
+def _main(args, made: list, state: dict) -> None:
     from reg_runner import kinds, signals
     from reg_runner.records import RunFolder
 
@@ -299,7 +297,10 @@ def _main(args, made: list) -> None:
                 _write(run["dir"], [result], tensorboard=run["cfg"].logging.tensorboard)
         if out_all is not None:
             _write(out_all, results, tensorboard=False)
-    print(f"written: {', '.join(str(p) for p in ([r['dir'] for r in runs] if out is None else []) + ([out_all] if out_all else []))}")
+    state["written"] = ", ".join(str(p) for p in ([r["dir"] for r in runs] if out is None else []) +
+                                 ([out_all] if out_all else []))
+    signals.stop_if_caught()  # a signal while the files were written: they are whole, and said so
+    print(f"written: {state['written']}")
 
 
 def _device(name: str):
