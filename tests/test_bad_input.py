@@ -281,6 +281,27 @@ MULTIRUN_CASES = [
      "seed=null is not allowed: a number with hydra.sweeper.seeds_per_trial=3"),
     ("hparams_search=quick hydra.sweeper.seeds_per_trial=3 hydra/launcher=stacked hydra.launcher.max_members=2",
      "hydra.sweeper.seeds_per_trial=3 is not allowed: at most hydra.launcher.max_members=2"),
+    # a pruner's settings against what it will do with these runs (2 epochs) and trials (8, in batches of 2)
+    ("hparams_search=quick hydra/sweeper/pruner=hyperband hydra.sweeper.pruner.min_resource=1 "
+     "hydra.sweeper.pruner.max_resource=0", "hydra.sweeper.pruner.max_resource=0 is not allowed: auto or an integer "
+     ">= 1 (hydra.sweeper.pruner.min_resource=1)"),
+    ("hparams_search=quick hydra/sweeper/pruner=hyperband hydra.sweeper.pruner.min_resource=1 "
+     "hydra.sweeper.pruner.reduction_factor=1", "hydra.sweeper.pruner.reduction_factor=1 is not allowed: an integer "
+     ">= 2"),
+    ("hparams_search=quick hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.min_resource=10 is not allowed: at "
+     "most 1, the last step a run can be pruned at (trainer.epochs=2)"),
+    ("hparams_search=quick hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_warmup_steps=10 is not allowed: at "
+     "most 1, the last step a run can be pruned at"),
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.n_warmup_steps=0 hydra.sweeper.n_trials=2",
+     "hydra.sweeper.pruner._target_='optuna.pruners.MedianPruner' is not allowed: a pruner that compares with trials "
+     "that have finished"),
+    ("hparams_search=quick hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=10 is not "
+     "allowed: a first rung"),
+    ("hparams_search=quick hydra.sweeper.pruner._target_=optuna.pruners.PatientPruner "
+     "+hydra.sweeper.pruner.wrapped_pruner=null +hydra.sweeper.pruner.patience=1", "is not allowed: a pruner that "
+     "compares trials: a trial reports its best value so far, which never gets worse"),
+    ("hparams_search=quick hydra.sweeper.pruner._target_=optuna.pruners.BasePruner",
+     "hydra.sweeper.pruner._target_='optuna.pruners.BasePruner' is not allowed: an Optuna pruner that exists"),
     ("optimizer=adam,lbfgs", "job 1 (optimizer=lbfgs): Could not find 'optimizer/lbfgs'"),
     ("--cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
 ]
