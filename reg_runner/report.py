@@ -371,13 +371,11 @@ def writable_folder(out: Path) -> list[Path]:
     """``out``, made if needed and checked writable; the folders made (the outermost first)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for report.md, report.csv and the plots")
+    from reg_runner.callbacks import make_folder
+
     kinds.refuse_other_than(out, (kinds.RUN, kinds.SWEEP), "give another --out for the report")
-    made, parent = [], out.absolute()
-    while not parent.exists() and parent != parent.parent:
-        made.insert(0, parent)
-        parent = parent.parent
+    made = make_folder("--out", out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         probe = out / ".reg_runner_write_test"
         probe.write_text("")
         probe.unlink()

@@ -543,3 +543,13 @@ def test_hydra_full_error_shows_the_traceback_and_leaves_no_folder(cli):
     assert proc.returncode == 2 and "Traceback" in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "error: model.dropout=2 is not allowed: a number in [0, 1)"
     assert not proc.run_dir.exists()
+
+
+def test_a_study_database_that_is_another_file_is_refused(cli, tmp_path):
+    """SQLite would take the file over as the study's database."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    proc = cli("--multirun", "hparams_search=quick", "data.val_size=null", f"hydra.sweeper.storage=sqlite:///{notes}",
+               check=False)
+    assert_one_line_error(proc, f"is not allowed: an SQLite database file: {notes} holds something else")
+    assert notes.read_text() == "mine" and not proc.run_dir.exists()

@@ -51,7 +51,27 @@ def _storage(v):
         raise reject(f"a URL whose database driver is installed: {url.drivername} needs the Python module {e.name}, "
                      "which is not installed (install its driver, or name an installed one, e.g. "
                      "postgresql+psycopg2://...)") from None
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        _sqlite_file(url.database)
     return v
+
+
+def _sqlite_file(database: str) -> None:
+    """An SQLite database file: new, or one SQLite wrote (SQLite would take any other file over)."""
+    from pathlib import Path
+
+    path = Path(database)
+    if path.is_dir():
+        raise reject(f"an SQLite database file: {database} is a folder")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise reject(f"an SQLite database file that can be read: {database}: {e.strerror}") from None
+    if head and head != b"SQLite format 3\x00":
+        raise reject(f"an SQLite database file: {database} holds something else, which the study would overwrite")
 
 
 class _Sweeper(Group):
