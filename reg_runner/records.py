@@ -28,6 +28,7 @@ import platform
 import socket
 import subprocess
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -43,6 +44,10 @@ FINISHED = ("completed", "early_stopped", "pruned", "diverged")  # final: never 
 BEFORE_START = (".hydra", "reg_runner.log", ".lock", kinds.MARKER)
 _HELD: dict[str, int] = {}  # the lock files this process holds (real path -> descriptor), for its life
 _CSV: dict[str, tuple] = {}  # history.csv as last written: columns, rows, the last row, the text
+
+
+class ThreadsUnknown(Exception):
+    """A run's record does not say how many torch threads it trained with."""
 
 
 class RunFolder:
@@ -141,7 +146,9 @@ class RunFolder:
         import torch
 
         try:
-            checkpoint = torch.load(self.last, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a foreign file's pickle protocol: the line below says it all
+                warnings.simplefilter("ignore")
+                checkpoint = torch.load(self.last, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated, corrupted or foreign file: torch raises many kinds
             raise UserError(f"{self.last} cannot be loaded ({type(e).__name__}): it is damaged or not a "
                             "reg_runner checkpoint") from None
@@ -264,14 +271,20 @@ class RunFolder:
             return None
 
     def recorded_threads(self) -> int | None:
-        """The torch threads the run first trained with on a CPU (environment.json), None if unrecorded."""
+        """The torch threads the run first trained with on a CPU (environment.json), None if unrecorded or not
+        on a CPU. ``ThreadsUnknown`` for a CPU run (or an unreadable record) that does not say them."""
         try:
             env = json.loads(self.environment.read_text())
         except (OSError, ValueError):
+            env = None
+        if not isinstance(env, dict):
+            raise ThreadsUnknown(f"{self.environment} cannot be read")
+        if not str(env.get("device", "")).startswith("cpu"):
             return None
-        threads = env.get("torch_threads") if isinstance(env, dict) else None
-        on_cpu = str(env.get("device", "")).startswith("cpu") if isinstance(env, dict) else False
-        return threads if on_cpu and isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+        threads = env.get("torch_threads")
+        if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0:
+            return threads
+        raise ThreadsUnknown(f"{self.environment} says torch_threads={threads!r}")
 
     def write_metrics(self, metrics: dict) -> None:
         atomic.write_json(self.metrics, metrics)

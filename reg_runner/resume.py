@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     with exit_on_user_error():
         from reg_runner import config as config_lib
         from reg_runner import kinds
-        from reg_runner.records import FINISHED, RunFolder
+        from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
 
         run_dirs = list(dict.fromkeys(p.resolve() for p in args.run_dirs))  # each folder once, however written
         stacks: dict[tuple, list] = {}
@@ -77,7 +77,13 @@ def main(argv=None) -> None:
                 continue
             if status in FINISHED or status == "running":  # before any log file is touched
                 RunFolder(run_dir).load_last()  # says why, in one line
-            threads = RunFolder(run_dir).recorded_threads()  # its numbers depend on them: resumed with the same
+            try:
+                threads = RunFolder(run_dir).recorded_threads()  # its numbers depend on them: resumed with the same
+            except ThreadsUnknown as e:
+                threads = None
+                logging.getLogger(__name__).warning(
+                    "%s: the torch threads the run trained with are unknown (%s): it resumes with this process's; on a "
+                    "CPU its last digits may differ from an uninterrupted run's", run_dir, e)
             stacks.setdefault((config_lib.structure(checked.cfg), threads), []).append((cfg, run_dir, checked))
         if not stacks:
             raise UserError(f"all {len(run_dirs)} runs are finished ({', '.join(sorted({s for _, s in finished}))}): "

@@ -219,6 +219,10 @@ def test_a_damaged_checkpoint_gets_one_line(runs, tmp_path):
     proc = landscape(cli, copy, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: {copy}/checkpoints/best.pt cannot be read as a checkpoint (UnpicklingError); it is damaged"]
+    (copy / "checkpoints" / "best.pt").write_bytes(b"\x80\x04junk")  # a pickle protocol torch warns about first
+    proc = landscape(cli, copy, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot be read as a checkpoint" in lines[0], proc.stderr
 
 
 def test_the_report_shows_each_runs_sharpness(runs, tmp_path):

@@ -254,6 +254,8 @@ def test_bad_resume_folders(cli, tmp_path):
     one_line(resume(cli, broken, check=False), "checkpoints/last.pt cannot be loaded")
     last.write_bytes(b"not a checkpoint at all")
     one_line(resume(cli, broken, check=False), "it is damaged or not a reg_runner checkpoint")
+    last.write_bytes(b"\x80\x04junk")  # a pickle protocol torch warns about before it fails
+    one_line(resume(cli, broken, check=False), "checkpoints/last.pt cannot be loaded")
 
     # among several folders of other structures, the damaged one is named before any other trains
     other = tmp_path / "other"

@@ -241,8 +241,13 @@ def main(argv=None) -> None:
 
 
 def _main(args, made: list, state: dict) -> None:
+    import warnings
+
     from reg_runner import kinds, signals
     from reg_runner.records import RunFolder
+
+    # a foreign checkpoint's pickle protocol: the one line that refuses the file says it all
+    warnings.filterwarnings("ignore", module="torch._weights_only_unpickler")
 
     run_dirs = [p.resolve() for p in args.run_dirs]
     for d in run_dirs:

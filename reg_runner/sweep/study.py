@@ -44,7 +44,7 @@ from omegaconf import OmegaConf
 from reg_runner import atomic, kinds
 from reg_runner import config as config_lib
 from reg_runner.errors import ConfigError, UserError, exit_on_user_error, show
-from reg_runner.records import FINISHED, RunFolder
+from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
 from reg_runner.signals import STOP, stop_if_signalled
 from reg_runner.sweep import flat_params, jobs, pruners
 from reg_runner.sweep import trial as trial_lib
@@ -557,7 +557,10 @@ def _run_record(trial) -> dict:
         return record
     # on a CPU the numbers depend on the torch threads the run had (joblib's workers share the cores): the
     # command sets the same number
-    threads = RunFolder(Path(dirs[0])).recorded_threads()
+    try:
+        threads = RunFolder(Path(dirs[0])).recorded_threads()
+    except ThreadsUnknown:
+        threads = None
     python = (f"OMP_NUM_THREADS={threads} " if threads else "") + "python -m reg_runner"
     if len(dirs) == 1:
         record["command"] = f"{python} " + " ".join(shlex.quote(o) for o in overrides)
