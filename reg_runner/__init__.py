@@ -8,6 +8,15 @@ __version__ = "0.1.0"
 # A command (python -m reg_runner..., reg-runner): Ctrl-C and SIGTERM end it cleanly from its first
 # instant, before its imports (reg_runner.signals). Imported as a library, nothing changes.
 if _sys.argv[:1] == ["-m"] or _os.path.basename(_sys.argv[0] if _sys.argv else "") == "reg-runner":
+    import signal as _signal
+
+    def _first(signum, frame):  # the few milliseconds until reg_runner.signals is loaded: nothing exists yet
+        _os.write(2, f"interrupted by {_signal.Signals(signum).name} before anything was written\n".encode())
+        _os._exit(128 + signum)
+
+    for _sig in (_signal.SIGINT, _signal.SIGTERM):
+        if _signal.getsignal(_sig) is not _signal.SIG_IGN:  # a job started in the background ignores Ctrl-C
+            _signal.signal(_sig, _first)
     from reg_runner import signals as _signals
 
     _signals.early()

@@ -2,15 +2,18 @@
 
 Hydra makes the run folder and writes ``.hydra/`` before the task starts. Checking here first
 means a mistyped value or an unusable folder leaves nothing behind, and a finished run's
-``.hydra/`` files are never rewritten by a new run aimed at the same folder. A multirun's jobs are
-checked by its sweeper (``reg_runner.sweep``), which knows them; here, the config they share and the
-sweeper's and launcher's own settings.
+``.hydra/`` files are never rewritten by a new run aimed at the same folder. The run then takes the
+folder's lock, before Hydra writes a byte there, and holds it for its process's life: of two runs
+started together into one folder, the second is refused with the folder as the first left it. A
+multirun's jobs are checked by its sweeper (``reg_runner.sweep``), which knows them; here, the config
+they share, the sweeper's and launcher's own settings, and the pruner against the runs' epochs.
 """
 
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error
 
 
@@ -54,7 +57,7 @@ def make_folder(key: str, path: Path) -> list[Path]:
 
 
 class EarlyChecks(Callback):
-    kind = "run"  # what the folder it makes holds (reg_runner.kinds)
+    kind = kinds.RUN  # what the folder it makes holds
 
     def check_config(self, config, overrides) -> None:
         """A run's config, through every stage (``reg_runner.config.check``)."""
@@ -63,7 +66,6 @@ class EarlyChecks(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
-        from reg_runner import kinds
         from reg_runner.cli import release_stderr
         from reg_runner.records import RunFolder
 
@@ -80,19 +82,18 @@ class EarlyChecks(Callback):
             self.check_config(config, config.hydra.overrides.task)
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
-            made = not run_dir.exists()
-            make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
+            made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
             # the folder's one owner from its first byte: its lock, held for this process's life, before Hydra
             # writes .hydra/; then the checks again, under the lock (another run may have started in between)
             folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
-            if made:
+            if made:  # what a second Ctrl-C removes while the run has recorded nothing
                 STOP.made.append(run_dir)
+                STOP.parents.extend(made[:-1])
             if not kinds.marker(run_dir):
                 kinds.mark(run_dir, self.kind)
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
-        from reg_runner import kinds
         from reg_runner.cli import release_stderr
         from reg_runner.sweep import check_hydra, check_pruning
 

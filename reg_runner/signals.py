@@ -52,18 +52,19 @@ def _excepthook(kind, value, tb):
 
 def end(signum: int, what: str | None = None) -> None:
     """The command's end on a signal: the temp file of a write in progress and the folders it made that hold
-    nothing of it yet are removed; one line; exit code 128 + the signal number."""
-    from reg_runner import atomic
-
-    for tmp in list(atomic.IN_FLIGHT):
+    nothing of it yet are removed; one line; exit code 128 + the signal number. It imports nothing: the
+    signal may have come in the middle of an import."""
+    atomic = sys.modules.get("reg_runner.atomic")
+    for tmp in list(getattr(atomic, "IN_FLIGHT", ())):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-    remove_empty(_STATE["made"])
-    if what is None:
-        what = _STATE["what"]() if callable(_STATE["what"]) else _STATE["what"]
+    with contextlib.suppress(Exception):
+        remove_empty(_STATE["made"])
+        if what is None:
+            what = _STATE["what"]() if callable(_STATE["what"]) else _STATE["what"]
     with contextlib.suppress(Exception):
         sys.stdout.flush()
-    os.write(2, f"interrupted by {signal.Signals(signum).name} {what}\n".encode())
+    os.write(2, f"interrupted by {signal.Signals(signum).name} {what or NOTHING}\n".encode())
     os._exit(128 + signum)
 
 
@@ -115,18 +116,16 @@ def stop_if_caught() -> None:
 
 def remove_empty(folders: list) -> list:
     """Remove each folder that holds nothing but a marker, Hydra's files and a lock (deepest first); the
-    folders removed."""
-    from pathlib import Path
-
-    from reg_runner.kinds import MARKER
-
+    folders removed. (No import here: a signal's handler calls it.)"""
+    kinds = sys.modules.get("reg_runner.kinds")  # a folder can hold a marker only once kinds is loaded
+    allowed = LEFT_OUT | ({kinds.MARKER} if kinds is not None else set())
     removed = []
-    for folder in sorted({Path(f) for f in folders}, key=lambda p: len(p.parts), reverse=True):
+    for folder in sorted({os.fspath(f) for f in folders}, key=lambda f: f.count(os.sep), reverse=True):
         try:
-            names = {p.name for p in folder.iterdir()}
+            names = set(os.listdir(folder))
         except OSError:
             continue
-        if names <= LEFT_OUT | {MARKER}:
+        if names <= allowed:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
@@ -137,6 +136,7 @@ class StopSignals:
         self.signal, self.previous = None, {}
         self.resume_hint = None  # set once a run exists: the command that continues it
         self.made: list = []  # folders this process made for a run (removed by a second Ctrl-C while empty)
+        self.parents: list = []  # the folders it made above them (removed then if nothing else is in them)
 
     @property
     def name(self) -> str:
@@ -156,6 +156,9 @@ class StopSignals:
                 if not any((folder / record).exists() for record in ("metrics.json", "lr_find.json")):
                     shutil.rmtree(folder, ignore_errors=True)
                     removed.append(folder)
+            for parent in reversed(self.parents):
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only if empty
             if self.resume_hint and not removed:
                 hint = f"; the last checkpoint stands. Resume with: {self.resume_hint}"
             else:

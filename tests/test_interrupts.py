@@ -135,3 +135,22 @@ def test_a_second_ctrl_c_before_the_run_recorded_anything_removes_its_folder(fin
     assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("stopped at once by a second Ctrl-C")
     assert not folder.exists()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_end_of_a_command_imports_nothing(tmp_path):
+    """A signal can come in the middle of an import, where importing again fails (a module half-initialized):
+    the handler that ends the command removes what it made and says so without importing anything."""
+    made = tmp_path / "made"
+    made.mkdir()
+    code = ("import builtins, sys\n"
+            "from reg_runner import atomic, kinds, signals\n"
+            "signals._STATE['made'] = [sys.argv[1]]\n"
+            "kinds.mark(sys.argv[1], kinds.LANDSCAPE)\n"
+            "def no_import(*args, **kwargs):\n"
+            "    raise ImportError('an import from a signal handler')\n"
+            "builtins.__import__ = no_import\n"
+            "signals.end(15)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(made)], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.returncode == 143 and proc.stderr == "interrupted by SIGTERM before anything was written\n", proc.stderr
+    assert not made.exists()

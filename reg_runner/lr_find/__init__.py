@@ -26,6 +26,7 @@ import bisect
 import math
 
 from reg_runner.callbacks import EarlyChecks
+from reg_runner.kinds import LR_FIND
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Group, LearningRate, integer, number, optional, parse
 
@@ -73,7 +74,7 @@ class Checks(EarlyChecks):
     """The run's checks (every stage of ``reg_runner.config.check``) on the config less ``lr_find``,
     then the range test's own keys; and the command-line keys it would not read are refused."""
 
-    kind = "lr_find"
+    kind = LR_FIND
 
     def check_config(self, config, overrides) -> None:
         from omegaconf import OmegaConf
