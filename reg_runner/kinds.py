@@ -27,7 +27,11 @@ def mark(folder: Path, kind: str, **extra) -> None:
     from reg_runner import atomic
 
     assert kind in KINDS, kind
-    atomic.write_json(Path(folder) / MARKER, dict(kind=kind, **extra))
+    try:
+        atomic.write_json(Path(folder) / MARKER, dict(kind=kind, **extra))
+    except OSError as e:
+        raise UserError(f"cannot write {Path(folder) / MARKER}: {e.strerror}; choose a writable folder, or move "
+                        "that file away") from None
 
 
 def marker(folder: Path) -> dict:

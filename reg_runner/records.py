@@ -117,7 +117,8 @@ class RunFolder:
             raise UserError(f"{where} already holds a run (status {status}); resume it with "
                             f"python -m reg_runner.resume {self.path}, or choose another {key}")
         if self.path.is_dir():
-            others = sorted(p.name for p in self.path.iterdir() if p.name not in BEFORE_START)
+            others = sorted(p.name for p in self.path.iterdir() if p.name not in BEFORE_START
+                            or p.is_dir() != (p.name == ".hydra"))  # Hydra's folder, and files
             if others:
                 raise UserError(f"{where} already holds other files ({', '.join(others[:3])}"
                                 f"{', ...' if len(others) > 3 else ''}); choose a new or empty folder")

@@ -450,6 +450,10 @@ def test_output_folder_under_a_file_or_among_other_files(cli, tmp_path):
     (crowded / "notes.txt").write_text("mine")
     assert_one_line_error(cli(run_dir=crowded, check=False), "already holds other files (notes.txt)")
     assert sorted(p.name for p in crowded.iterdir()) == ["notes.txt"]
+    odd = tmp_path / "odd"  # a folder where the run's marker would go: not a run's, not touched
+    (odd / ".reg_runner.json").mkdir(parents=True)
+    assert_one_line_error(cli(run_dir=odd, check=False), "already holds other files (.reg_runner.json)")
+    assert sorted(p.name for p in odd.iterdir()) == [".reg_runner.json"]
 
 
 def _data_folder(tmp_path, name):
