@@ -29,10 +29,12 @@ _HELD_BACK: list = []  # signals a ``deferred(hold=True)`` block kept for ``stop
 LEFT_OUT = {".hydra", ".lock", "reg_runner.log", "lr_find.log", ".reg_runner_write_test"}  # besides the marker
 
 
-def early() -> None:
+def early(quiet: bool = False) -> None:
     """A signal ends the command where it is, with one line (``end``). Nothing is raised into the code it
     interrupts: an exception thrown into an import of a C extension, or into a library's ``except``, would
-    come out as some other error."""
+    come out as some other error. ``quiet``: a worker process of a command (joblib's), which ends without a
+    word: its command says what happened."""
+    _STATE["quiet"] = quiet
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             if signal.getsignal(sig) is not signal.SIG_IGN:  # a job started in the background ignores Ctrl-C
@@ -64,7 +66,8 @@ def end(signum: int, what: str | None = None) -> None:
             what = _STATE["what"]() if callable(_STATE["what"]) else _STATE["what"]
     with contextlib.suppress(Exception):
         sys.stdout.flush()
-    os.write(2, f"interrupted by {signal.Signals(signum).name} {what or NOTHING}\n".encode())
+    if not _STATE.get("quiet"):
+        os.write(2, f"interrupted by {signal.Signals(signum).name} {what or NOTHING}\n".encode())
     os._exit(128 + signum)
 
 
@@ -112,6 +115,26 @@ def stop_if_caught() -> None:
             handler(signum, None)
         else:
             end(signum)
+
+
+@contextlib.contextmanager
+def held_for_workers(workers: bool = True):
+    """While a launcher starts worker processes (joblib's): signals are blocked here, and so in the workers
+    it starts, which take them once reg_runner is loaded in them (a Ctrl-C reaches the whole process group:
+    a worker still importing would print a traceback). This process takes them when the block ends."""
+    if not workers or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # workers a signal stops leave their semaphores to multiprocessing's tracker, which cleans them up and
+    # says so in two lines of warning: the command's one line says what happened
+    quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if quiet_tracker not in sys.warnoptions:
+        sys.warnoptions.append(quiet_tracker)  # passed to the tracker process when it starts
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # one that came meanwhile is handled now
 
 
 def remove_empty(folders: list) -> list:

@@ -305,6 +305,19 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     return study if target == STUDY else None
 
 
+def stop_workers() -> None:
+    """Shut joblib's worker processes down before the command ends on a signal (left to the interpreter's exit,
+    their semaphores are reported as leaked, on two more lines)."""
+    import sys
+
+    loky = sys.modules.get("joblib.externals.loky")
+    if loky is not None:
+        try:
+            loky.get_reusable_executor().shutdown(wait=True, kill_workers=True)
+        except Exception:  # already broken by the signal: nothing is left to stop
+            pass
+
+
 def joblib_workers(launcher) -> int | None:
     """How many worker processes the joblib launcher runs at once, or None for another launcher."""
     if not str((launcher or {}).get("_target_", "")).endswith("JoblibLauncher"):

@@ -22,6 +22,8 @@ from omegaconf import OmegaConf
 
 from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
+from reg_runner.sweep import joblib_workers, stop_workers
 from reg_runner.sweep import jobs
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,15 @@ class GridSweeper(BasicSweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns, first = [], 0
         for batch in batches:
-            results = self.launcher.launch(batch, initial_job_idx=first)
+            try:
+                with held_for_workers(joblib_workers(OmegaConf.to_container(self.config.hydra.launcher,
+                                                                            resolve=True)) is not None):
+                    results = self.launcher.launch(batch, initial_job_idx=first)
+            except (Exception, SystemExit):  # a launcher whose workers the signal reached too (joblib's)
+                if STOP.signal is None:
+                    raise
+                stop_workers()
+                stop_if_signalled("runs trained", "each stopped with a checkpoint (resume it), or before it started")
             first += len(batch)
             returns.append(results)
         failed = [ret for batch in returns for ret in batch if _failed(ret)]

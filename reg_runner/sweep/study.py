@@ -45,8 +45,8 @@ from reg_runner import atomic, kinds
 from reg_runner import config as config_lib
 from reg_runner.errors import ConfigError, UserError, exit_on_user_error, show
 from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
-from reg_runner.signals import STOP, stop_if_signalled
-from reg_runner.sweep import flat_params, jobs, pruners
+from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
+from reg_runner.sweep import flat_params, jobs, pruners, stop_workers
 from reg_runner.sweep import trial as trial_lib
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,17 @@ class StudySweeper(Sweeper):
                 raise UserError(f"the last {len(refused)} trials were all refused ({'; '.join(sorted(set(refused))[:3])}"
                                 "): the search space reaches no valid config")
             started = time.time()
-            self.launch(batch)
+            try:
+                with held_for_workers(self.uses_joblib()):
+                    self.launch(batch)
+            except (Exception, SystemExit):  # a launcher whose workers the signal reached too (joblib's)
+                if STOP.signal is None:
+                    raise
+                stop_workers()
+                stop_if_signalled("trials ran", "their runs stopped with a checkpoint, or before they started; "
+                                  + ("the same command continues the search (it takes a trial whose run was "
+                                     "resumed to its end as it is, and runs the others again)" if self.storage else
+                                     "their study was in memory: their folders hold what they did"))
             self.waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], time.time() - started,
                                          self.parallel_runs()))
             for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)
@@ -331,6 +341,11 @@ class StudySweeper(Sweeper):
         if workers is not None:
             return workers
         return 1 if str(launcher.get("_target_", "")).endswith(("BasicLauncher", "StackedLauncher")) else 10**6
+
+    def uses_joblib(self) -> bool:
+        from reg_runner.sweep import joblib_workers
+
+        return joblib_workers(OmegaConf.to_container(self.config.hydra.launcher, resolve=True)) is not None
 
     def launch(self, batch) -> None:
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered
