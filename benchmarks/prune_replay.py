@@ -81,9 +81,12 @@ def trials(sweep: Path, objective: str) -> tuple[str, list[Trial]]:
             with open(run / "history.csv") as f:
                 values = [float(r[objective]) for r in csv.DictReader(f)]
             curves.append(list(itertools.accumulate(values, best)))
-        if len({len(c) for c in curves}) != 1 or json.loads((runs[n][0] / "metrics.json").read_text())["status"] \
-                != "completed":
+        metrics = json.loads((runs[n][0] / "metrics.json").read_text())
+        if len({len(c) for c in curves}) != 1 or metrics["status"] != "completed":
             raise ValueError(f"{runs[n][0].relative_to(sweep)} is not a completed run: replay a search without a pruner")
+        if metrics.get("objective", objective) != objective:  # the replay must rank trials as the search did
+            raise ValueError(f"its trials optimized {metrics['objective']}, not {objective}: give --objective "
+                             f"{metrics['objective']}")
         study = env["trial"]["study"]
         stack = tuple(sorted({_number(Path(p)) for p in env.get("stack") or [runs[n][0]]}))
         out.append(Trial(n, [math.fsum(v) / len(v) for v in zip(*curves)], stack, len(curves)))

@@ -2,7 +2,7 @@
 
 Every entry point builds through here: runs and their resumption (``reg_runner.run``), the range test
 (``reg_runner.lr_find``), the landscapes (``reg_runner.landscape``) and the exactness probe
-(``reg_runner.model.exactness``). Data flows one way: config -> data -> model -> members; the model is the
+(``reg_runner.exactness``). Data flows one way: config -> data -> model -> members; the model is the
 data family's images (their shape, its classes) through the model family's networks, and nothing in
 ``reg_runner.model`` or ``reg_runner.data`` knows of runs, configs or the loop.
 """

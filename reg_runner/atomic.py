@@ -12,25 +12,32 @@ from pathlib import Path
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+IN_FLIGHT: set[str] = set()  # temp files being written: a command ended by a signal removes them
 
 
-def write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """``durable=False``: no fsync. A killed process still leaves the previous whole file; a power cut may
+    lose this version (for a record rewritten often, whose next durable write follows soon)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    IN_FLIGHT.add(tmp)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; records are as readable as any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        IN_FLIGHT.discard(tmp)
 
 
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: Path, text: str, durable: bool = True) -> None:
+    write_bytes(path, text.encode("utf-8"), durable)
 
 
 def write_json(path: Path, obj) -> None:

@@ -2,15 +2,18 @@
 
 Hydra makes the run folder and writes ``.hydra/`` before the task starts. Checking here first
 means a mistyped value or an unusable folder leaves nothing behind, and a finished run's
-``.hydra/`` files are never rewritten by a new run aimed at the same folder. A multirun's jobs are
-checked by its sweeper (``reg_runner.sweep``), which knows them; here, the config they share and the
-sweeper's and launcher's own settings.
+``.hydra/`` files are never rewritten by a new run aimed at the same folder. The run then takes the
+folder's lock, before Hydra writes a byte there, and holds it for its process's life: of two runs
+started together into one folder, the second is refused with the folder as the first left it. A
+multirun's jobs are checked by its sweeper (``reg_runner.sweep``), which knows them; here, the config
+they share, the sweeper's and launcher's own settings, and the pruner against the runs' epochs.
 """
 
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error
 
 
@@ -39,15 +42,23 @@ def _folder_key(key: str, folder) -> Path:
     return path
 
 
-def make_folder(key: str, path: Path) -> None:
-    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line."""
+def make_folder(key: str, path: Path) -> list[Path]:
+    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line.
+    Returns the folders it made, the outermost first (to remove them if the command then stops)."""
+    made, parent = [], Path(path).absolute()
+    while not parent.exists() and parent != parent.parent:
+        made.insert(0, parent)
+        parent = parent.parent
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{key}={str(path)!r} cannot be created: {e.strerror}; choose another folder") from None
+    return made
 
 
 class EarlyChecks(Callback):
+    kind = kinds.RUN  # what the folder it makes holds
+
     def check_config(self, config, overrides) -> None:
         """A run's config, through every stage (``reg_runner.config.check``)."""
         from reg_runner import config as config_lib
@@ -62,29 +73,44 @@ class EarlyChecks(Callback):
 
         release_stderr()  # Hydra has composed the config: its own errors are behind us
         STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
-        with exit_on_user_error():
+        with exit_on_user_error(in_callback=True):
             from reg_runner.sweep import check_job_name
 
             check_job_name(config.hydra)
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=False)
             run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
             self.check_config(config, config.hydra.overrides.task)
-            RunFolder(run_dir).refuse_existing()
-            make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
+            folder = RunFolder(run_dir)
+            folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
+            made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
+            # the folder's one owner from its first byte: its lock, held for this process's life, before Hydra
+            # writes .hydra/; then the checks again, under the lock (another run may have started in between)
+            folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
+            if made:  # what a second Ctrl-C removes while the run has recorded nothing
+                STOP.made.append(run_dir)
+                STOP.parents.extend(made[:-1])
+            if not kinds.marker(run_dir):
+                kinds.mark(run_dir, self.kind)
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
         from reg_runner.cli import release_stderr
-        from reg_runner.sweep import check_hydra
+        from reg_runner.sweep import check_hydra, check_pruning
 
         from reg_runner.signals import STOP
 
         release_stderr()
         STOP.install()
-        with exit_on_user_error():
+        with exit_on_user_error(in_callback=True):
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)
-            _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)
-            check_hydra(config.hydra, config.get("objective"))
+            sweep_dir = _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)
+            kind = kinds.kind_of(sweep_dir)
+            if kind not in (None, kinds.SWEEP):  # a sweep's runs would be made inside a run, a range test...
+                raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} is {kinds.WHAT[kind]}; choose another "
+                                "hydra.sweep.dir")
+            study = check_hydra(config.hydra, config.get("objective"))
             # each value every job shares, alone (rules across keys may depend on what a job sweeps: the
             # sweeper checks each job whole before it runs)
-            config_lib.check(config, through=1)
+            run = config_lib.check(config, through=1)
+            if study is not None:
+                check_pruning(study, run, run.objective)

@@ -212,7 +212,7 @@ DEPENDENT = {
                         "scheduler.mode is not exp_range"),
     "optimizer.base_batch_size": (lambda c: c.optimizer.lr_scaling != "none", "optimizer.lr_scaling=none"),
     "optimizer.momentum": (lambda c: not getattr(c.scheduler, "cycle_momentum", False),
-                           f"scheduler.cycle_momentum=true: the cycle sets the momentum"),
+                           "scheduler.cycle_momentum=true: the cycle sets the momentum"),
     "trainer.early_stopping.monitor": (lambda c: c.trainer.early_stopping.enabled,
                                        "trainer.early_stopping.enabled=false"),
     "trainer.early_stopping.patience": (lambda c: c.trainer.early_stopping.enabled,

@@ -54,17 +54,23 @@ class DataError(UserError):
 
 
 @contextlib.contextmanager
-def exit_on_user_error():
+def exit_on_user_error(in_callback: bool = False):
     """Turn a ``UserError`` into one line on stderr and exit code 2 (``HYDRA_FULL_ERROR=1``: re-raise).
 
     ``SystemExit`` passes through Hydra's error reporting, which would print a traceback for
-    any ``Exception``.
+    any ``Exception``. ``in_callback``: in a Hydra callback, which Hydra would let an exception through
+    only as a warning, and then make the run's folder anyway: with ``HYDRA_FULL_ERROR=1`` the traceback
+    is printed and the command exits all the same.
     """
     try:
         yield
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
+            if not in_callback:
+                raise
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
 

@@ -28,12 +28,13 @@ import platform
 import socket
 import subprocess
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from reg_runner import atomic
+from reg_runner import atomic, kinds
 from reg_runner.errors import UserError
 from reg_runner.schema import upgrade
 
@@ -41,7 +42,13 @@ PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna",
             "tensorboard", "datamaestro", "datamaestro-image")
 FINISHED = ("completed", "early_stopped", "pruned", "diverged")  # final: never resumed, never overwritten
 # what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
-BEFORE_START = (".hydra", "reg_runner.log", ".lock")
+BEFORE_START = (".hydra", "reg_runner.log", ".lock", kinds.MARKER)
+_HELD: dict[str, int] = {}  # the lock files this process holds (real path -> descriptor), for its life
+_CSV: dict[str, tuple] = {}  # history.csv as last written: columns, rows, the last row, the text
+
+
+class ThreadsUnknown(Exception):
+    """A run's record does not say how many torch threads it trained with."""
 
 
 class RunFolder:
@@ -58,6 +65,7 @@ class RunFolder:
 
         self.lockfile = self.path / ".lock"
         self._lock_fd: int | None = None
+        self._adopted = False
 
     def recorded(self) -> dict | None:
         """metrics.json as recorded, None if there is none; ``{"status": "unreadable"}`` if damaged."""
@@ -71,30 +79,47 @@ class RunFolder:
 
     def status(self) -> str | None:
         """The run's status, None if the folder holds no run; ``killed`` for a run recorded as
-        running that no live process is writing."""
+        running that no live process is writing; ``cut`` for an unfinished run whose search trial a
+        kill cut off and the search ran again (``reg_runner.sweep.study``)."""
         record = self.recorded()
         if record is None:
             return None
         status = str(record.get("status", "unknown"))
         if status == "running" and not self.in_use():
-            return "killed"
+            status = "killed"
+        if status not in FINISHED and status not in ("failed", "running") and self.cut_from_search():
+            return "cut"
         return status
 
-    def refuse_existing(self, key: str = "hydra.run.dir") -> None:
+    def cut_from_search(self) -> dict | None:
+        """The search and trial that replaced this run, if a kill cut it off (its marker says so)."""
+        cut = kinds.marker(self.path).get("cut")
+        return cut if isinstance(cut, dict) else None
+
+    def refuse_existing(self, key: str = "hydra.run.dir", kind: str = kinds.RUN) -> None:
         """Never overwrite a run, nor write into a folder of other files: a new run needs a new or empty
         folder (or one where Hydra alone has written); an unfinished run is resumed, not restarted."""
+        where = f"{key}={str(self.path)!r}" if key in ("hydra.run.dir", "hydra.sweep.dir") else str(self.path)
+        other = kinds.kind_of(self.path)
+        if other not in (None, kind):
+            raise UserError(f"{where} is {kinds.WHAT[other]}; choose another {key}")
         status = self.status()
-        where = f"{key}={str(self.path)!r}" if key == "hydra.run.dir" else str(self.path)
         if status in FINISHED:
             raise UserError(f"{where} already holds a finished run (status {status}); choose another {key}")
         if status == "running":
             raise UserError(f"{where} holds a run that a live process is training ({self.owner()}); "
                             f"choose another {key}")
         if status is not None:
+            try:
+                self.load_last()  # advise resume only where resume would take the run
+            except UserError as e:
+                raise UserError(f"{where} already holds a run (status {status}) that cannot be resumed: {e}; "
+                                f"choose another {key}") from None
             raise UserError(f"{where} already holds a run (status {status}); resume it with "
                             f"python -m reg_runner.resume {self.path}, or choose another {key}")
         if self.path.is_dir():
-            others = sorted(p.name for p in self.path.iterdir() if p.name not in BEFORE_START)
+            others = sorted(p.name for p in self.path.iterdir() if p.name not in BEFORE_START
+                            or p.is_dir() != (p.name == ".hydra"))  # Hydra's folder, and files
             if others:
                 raise UserError(f"{where} already holds other files ({', '.join(others[:3])}"
                                 f"{', ...' if len(others) > 3 else ''}); choose a new or empty folder")
@@ -113,12 +138,19 @@ class RunFolder:
         if status == "running":
             raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
                             "write into the same folder; wait for it, or stop it first")
+        cut = self.cut_from_search()
+        if cut is not None:
+            raise UserError(f"{self.path} is the run of trial {cut.get('trial')} of the search {cut.get('study')!r}, "
+                            "which a kill cut off: the search ran another trial in its place, and a resumed run "
+                            "would reach no study; nothing to resume")
         if not self.last.exists():
             return None
         import torch
 
         try:
-            checkpoint = torch.load(self.last, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a foreign file's pickle protocol: the line below says it all
+                warnings.simplefilter("ignore")
+                checkpoint = torch.load(self.last, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated, corrupted or foreign file: torch raises many kinds
             raise UserError(f"{self.last} cannot be loaded ({type(e).__name__}): it is damaged or not a "
                             "reg_runner checkpoint") from None
@@ -141,11 +173,20 @@ class RunFolder:
             raise UserError(f"{self.last} is damaged: it is at epoch {epoch!r} of {epochs!r}; start the run again")
         return checkpoint
 
-    def lock(self) -> None:
+    def lock(self, then=None, key: str | None = None) -> None:
         """Hold this folder's lock for the life of this process (or until ``unlock``): a second
-        process is refused, and a run recorded as running without a holder is known to be dead."""
+        process is refused, and a run recorded as running without a holder is known to be dead.
+
+        A lock this process already holds (taken before Hydra wrote ``.hydra/``) is adopted: it is kept
+        for the process's life, never released by this instance. ``then``: called once the lock is
+        held, before this process's id is written into ``.lock``: a refusal there changes nothing.
+        ``key``: the setting that named the folder, for the refusal's line."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            held = self._key()
+            if held in _HELD:
+                self._lock_fd, self._adopted = _HELD[held], True
+                return
             fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable folder") from None
@@ -153,20 +194,34 @@ class RunFolder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if key is not None:
+                raise UserError(f"{key}={str(self.path)!r} holds a run that a live process is training "
+                                f"({self.owner()}); choose another {key}") from None
             raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
                             "write into the same folder; wait for it, or stop it first") from None
+        self._lock_fd, self._adopted = fd, False
+        try:
+            if then is not None:
+                then()
+        except BaseException:
+            self.unlock()
+            raise
+        _HELD[held] = fd
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname())).encode())
-        self._lock_fd = fd
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
+        if self._lock_fd is not None and not self._adopted:
+            _HELD.pop(self._key(), None)
             os.close(self._lock_fd)  # closing the descriptor releases the lock
-            self._lock_fd = None
+        self._lock_fd = None
+
+    def _key(self) -> str:
+        return os.path.realpath(self.lockfile)
 
     def in_use(self) -> bool:
         """Whether another process holds the folder's lock (never while this one holds it)."""
-        if self._lock_fd is not None:
+        if self._lock_fd is not None or self._key() in _HELD:
             return False
         try:
             fd = os.open(self.lockfile, os.O_RDONLY)
@@ -195,6 +250,8 @@ class RunFolder:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             for leftover in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:
                 leftover.unlink(missing_ok=True)
+            if not kinds.marker(self.path):
+                kinds.mark(self.path, kinds.RUN)
         except OSError as e:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable folder") from None
 
@@ -207,18 +264,52 @@ class RunFolder:
         ``stack``: the folders of the runs trained together with this one, in one process; ``trial``: the
         Optuna study and trial it ran for, in a study sweep."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
-        atomic.write_json(path, dict(environment(device), stack=stack, trial=trial))
+        atomic.write_json(path, dict(environment(device, self._eval_precision()), stack=stack, trial=trial))
+
+    def _eval_precision(self) -> str | None:
+        """trainer.eval_precision of the run's resolved config (written before its environment)."""
+        try:
+            return str(OmegaConf.load(self.config).trainer.eval_precision)
+        except Exception:  # no such file or key: the record says null
+            return None
+
+    def recorded_threads(self) -> int | None:
+        """The torch threads the run first trained with on a CPU (environment.json), None if unrecorded or not
+        on a CPU. ``ThreadsUnknown`` for a CPU run (or an unreadable record) that does not say them."""
+        try:
+            env = json.loads(self.environment.read_text())
+        except (OSError, ValueError):
+            env = None
+        if not isinstance(env, dict):
+            raise ThreadsUnknown(f"{self.environment} cannot be read")
+        if not str(env.get("device", "")).startswith("cpu"):
+            return None
+        threads = env.get("torch_threads")
+        if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0:
+            return threads
+        raise ThreadsUnknown(f"{self.environment} says torch_threads={threads!r}")
 
     def write_metrics(self, metrics: dict) -> None:
         atomic.write_json(self.metrics, metrics)
 
-    def write_history(self, history: list[dict]) -> None:
+    def write_history(self, history: list[dict], durable: bool = True) -> None:
+        """history.csv, one row per evaluation. Written at every evaluation (``durable=False`` between
+        checkpoints), so each time only the rows added since are formatted."""
         columns = list(dict.fromkeys(k for row in history for k in row))
+        key = os.path.realpath(self.history)
+        cached = _CSV.get(key)
+        if cached and cached[0] == columns and 0 < cached[1] <= len(history) and history[cached[1] - 1] is cached[2]:
+            text, start = cached[3], cached[1]  # the same rows as before, and new ones after them
+        else:
+            text, start = None, 0
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
-        atomic.write_text(self.history, out.getvalue())
+        if text is None:
+            writer.writeheader()
+        writer.writerows(history[start:])
+        text = (text or "") + out.getvalue()
+        _CSV[key] = (columns, len(history), history[-1] if history else None, text)
+        atomic.write_text(self.history, text, durable)
 
     def save_checkpoint(self, path: Path, payload: dict) -> None:
         atomic.torch_save(path, on_host(payload))
@@ -239,7 +330,9 @@ def on_host(obj):
     return obj
 
 
-def environment(device) -> dict:
+def environment(device, eval_precision: str | None = None) -> dict:
+    """Where and how the run computed: versions, device, and what its numbers depend on besides the config
+    (on a CPU, the number of torch threads splits its sums differently: another count, other last digits)."""
     import torch
 
     versions = {}
@@ -253,7 +346,14 @@ def environment(device) -> dict:
         packages=versions,
         device=str(device),
         device_name=device_name(device),
-        torch_threads=torch.get_num_threads(),
+        torch_threads=torch.get_num_threads(),  # set it with OMP_NUM_THREADS=<n> to give a run its numbers back
+        torch_interop_threads=torch.get_num_interop_threads(),
+        precision=dict(
+            train="fp32",
+            eval=eval_precision,  # trainer.eval_precision
+            float32_matmul=torch.get_float32_matmul_precision(),
+            deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
+        ),
         platform=platform.platform(),
         host=socket.gethostname(),
         pid=os.getpid(),

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from reg_runner import atomic
+from reg_runner import atomic, kinds, signals
 from reg_runner.errors import Parser, UserError, exit_on_user_error
 from reg_runner.records import RunFolder
 
@@ -77,11 +77,15 @@ def natural(name: str) -> list:
 
 
 def find_runs(root: Path) -> list[Run]:
+    """The run folders at and below ``root`` (a range test's or a landscape's folder is none, nor holds one)."""
     runs = []
     for dirpath, dirnames, _ in os.walk(root):
         dirnames[:] = sorted((d for d in dirnames if d not in SKIP_DIRS), key=natural)
         path = Path(dirpath)
-        if is_run_folder(path):
+        kind = kinds.kind_of(path)
+        if kind in (kinds.LR_FIND, kinds.LANDSCAPE):
+            dirnames[:] = []
+        elif kind == kinds.RUN or (kind is None and is_run_folder(path)):
             runs.append(read_run(path, root))
             dirnames[:] = []  # a run folder holds no other run
     return runs
@@ -125,6 +129,9 @@ def read_run(path: Path, root: Path) -> Run:
         pass
     if run.status in ("killed", "interrupted", "failed"):
         run.status += " (resume: python -m reg_runner.resume <folder>)"
+    elif run.status == "cut":  # its search ran another trial in its place: resuming it would reach no study
+        cut = folder.cut_from_search() or {}
+        run.status = f"cut off by a kill (trial {cut.get('trial', '?')}; the search ran another in its place)"
     if run.seed is None and "seed" in run.settings:
         run.seed = _number(run.settings["seed"])
     return run
@@ -303,7 +310,8 @@ def markdown(runs, keys, table1, table2, baseline, root) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot(runs: list[Run], keys: list[str], table2: list[dict], out: Path) -> list[Path]:
+def plot(runs: list[Run], keys: list[str], table2: list[dict], out: Path) -> list[tuple[Path, bytes]]:
+    """The two figures, as PNG files' paths and contents (written with the report, all together)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -331,9 +339,7 @@ def plot(runs: list[Run], keys: list[str], table2: list[dict], out: Path) -> lis
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    curves = out / "curves.png"
-    fig.savefig(curves, dpi=110)
-    plt.close(fig)
+    curves = (out / "curves.png", _png(fig))
 
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(table2) + 2), 4.5))
     for i, g in enumerate(table2):
@@ -348,25 +354,43 @@ def plot(runs: list[Run], keys: list[str], table2: list[dict], out: Path) -> lis
     ax.set_title("test accuracy per group (each seed; mean ± std)")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    points = out / "test_acc.png"
-    fig.savefig(points, dpi=110)
-    plt.close(fig)
+    points = (out / "test_acc.png", _png(fig))
     return [curves, points]
 
 
-def writable_folder(out: Path) -> None:
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def writable_folder(out: Path) -> list[Path]:
+    """``out``, made if needed and checked writable; the folders made (the outermost first)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for report.md, report.csv and the plots")
+    from reg_runner.callbacks import make_folder
+
+    kinds.refuse_other_than(out, (kinds.RUN, kinds.SWEEP), "give another --out for the report")
+    made = make_folder("--out", out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         probe = out / ".reg_runner_write_test"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
+        signals.remove_empty(made)
         raise UserError(f"--out {out} cannot be written ({e.strerror}); give a writable folder") from None
+    return made
 
 
-def report(root: Path, out: Path | None = None, baseline: str | None = None, plots: bool = True) -> str:
+def report(root: Path, out: Path | None = None, baseline: str | None = None, plots: bool = True,
+           made: list | None = None) -> str:
+    """The report of the runs below ``root``, written to ``out`` (default ``root``); ``made``: gets the folders
+    made for it."""
+    kinds.refuse_other_than(root, (kinds.RUN, kinds.SWEEP), "give a run folder, a sweep folder, or any folder "
+                            "above runs")
     runs = find_runs(root)
     if not runs:
         raise UserError(f"no run folder below {root} (a run folder holds metrics.json or .hydra/)")
@@ -375,7 +399,6 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     table1 = [run_row(r, keys, sharpness=any(r.sharpness is not None for r in runs)) for r in runs]
     table2, baseline = group_rows(runs, keys, baseline)  # a --baseline that matches no group: before --out is made
     out = out or root
-    writable_folder(out)
     text = markdown(runs, keys, table1, table2, baseline, root)
     if grouped_by != "overrides":
         text = text.replace("Grouped by:", "Grouped by (their resolved configs differ where their overrides do not):", 1)
@@ -383,11 +406,15 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     writer = csv.DictWriter(buf, fieldnames=list(table1[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(table1)
-    atomic.write_text(out / "report.csv", buf.getvalue())
-    if plots and any(r.finished for r in runs):
-        for png in plot(runs, keys, table2, out):
-            text += f"\n![{png.stem}]({png.name})\n"
-    atomic.write_text(out / "report.md", text)
+    images = plot(runs, keys, table2, out) if plots and any(r.finished for r in runs) else []
+    for png, _ in images:
+        text += f"\n![{png.stem}]({png.name})\n"
+    (made if made is not None else []).extend(writable_folder(out))
+    with signals.deferred(hold=True):  # the report's files together: all of them, or none
+        atomic.write_text(out / "report.csv", buf.getvalue())
+        for png, data in images:
+            atomic.write_bytes(png, data)
+        atomic.write_text(out / "report.md", text)
     return text
 
 
@@ -398,12 +425,18 @@ def main(argv=None) -> None:
     parser.add_argument("--baseline", default=None, help="the group, or one key=value of it, to compare against")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
-    with exit_on_user_error():
+    made: list[Path] = []
+    state = {"written": False}
+    written = (args.out or args.path) / "report.md"
+    with signals.command(lambda: f"after the report was written: {written}" if state["written"] else
+                         "before the report was written; nothing was written", made), exit_on_user_error():
         if not args.path.is_dir():
             raise UserError(f"{args.path} is not a folder; give a run folder, a sweep folder, or any folder above runs")
-        text = report(args.path, args.out, args.baseline, plots=not args.no_plots)
-    print(text)
-    print(f"written: {(args.out or args.path) / 'report.md'}", file=sys.stderr)
+        text = report(args.path, args.out, args.baseline, plots=not args.no_plots, made=made)
+        state["written"] = True
+        signals.stop_if_caught()  # a signal while the files were written: they are whole, and said so
+        print(text)
+        print(f"written: {written}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -44,19 +44,33 @@ def load_config(run_dir: Path):
         raise UserError(f"{path} cannot be read as a config ({str(e).splitlines()[0]}); restore the file") from None
 
 
+def use_threads(threads: int | None) -> None:
+    """The torch threads a run trained with on a CPU, for the rest of it (its numbers depend on them)."""
+    import torch
+
+    if threads is not None and threads != torch.get_num_threads():
+        logging.getLogger(__name__).info("torch threads: %d, as the run trained with (this process had %d)", threads,
+                                         torch.get_num_threads())
+        torch.set_num_threads(threads)
+
+
 def main(argv=None) -> None:
     parser = Parser(prog="python -m reg_runner.resume", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir", help="the folders of the runs to continue")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         from reg_runner import config as config_lib
-
-        from reg_runner.records import FINISHED, RunFolder
+        from reg_runner import kinds
+        from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
 
         run_dirs = list(dict.fromkeys(p.resolve() for p in args.run_dirs))  # each folder once, however written
         stacks: dict[tuple, list] = {}
         finished = []
         for run_dir in run_dirs:
+            if run_dir.is_dir():
+                kinds.refuse_other_than(run_dir, (kinds.RUN,), "give the folder of a run, e.g. outputs/<date>/<time>",
+                                        {kinds.SWEEP: f"give the folders of its runs ({run_dir}/*/); a search "
+                                                      "continues when its command is run again"})
             cfg = load_config(run_dir)
             try:
                 checked = config_lib.check(cfg, through=3)  # a damaged config gets one line before torch loads
@@ -68,7 +82,14 @@ def main(argv=None) -> None:
                 continue
             if status in FINISHED or status == "running":  # before any log file is touched
                 RunFolder(run_dir).load_last()  # says why, in one line
-            stacks.setdefault(config_lib.structure(checked.cfg), []).append((cfg, run_dir, checked))
+            try:
+                threads = RunFolder(run_dir).recorded_threads()  # its numbers depend on them: resumed with the same
+            except ThreadsUnknown as e:
+                threads = None
+                logging.getLogger(__name__).warning(
+                    "%s: the torch threads the run trained with are unknown (%s): it resumes with this process's; on a "
+                    "CPU its last digits may differ from an uninterrupted run's", run_dir, e)
+            stacks.setdefault((config_lib.structure(checked.cfg), threads), []).append((cfg, run_dir, checked))
         if not stacks:
             raise UserError(f"all {len(run_dirs)} runs are finished ({', '.join(sorted({s for _, s in finished}))}): "
                             "there is nothing to resume")
@@ -91,7 +112,8 @@ def main(argv=None) -> None:
             for cfg, run_dir, _ in stack:
                 check_resumable(cfg, run_dir)
 
-        for stack in stacks.values():
+        for (_, threads), stack in stacks.items():
+            use_threads(threads)
             why = exactness.for_runs(stack[0][2], len(stack)) if len(stack) > 1 else None
             if why is not None:  # as the stacked launcher does: each run's numbers are its lone run's
                 logging.getLogger(__name__).warning(

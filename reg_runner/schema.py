@@ -109,7 +109,7 @@ def _text(v):
 
 def _seed(v):
     if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < SEED_LIMIT):
-        raise reject(f"null or an integer in [0, 2^63)")
+        raise reject("null or an integer in [0, 2^63)")
     return v
 
 

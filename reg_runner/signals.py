@@ -1,26 +1,165 @@
-"""SIGTERM and Ctrl-C: a run ends after its current epoch, with a checkpoint, and can be resumed.
+"""SIGTERM and Ctrl-C: a clean end at any moment, and a run that ends after its current epoch.
 
-SLURM sends SIGTERM before a time limit; a person presses Ctrl-C. Either ends the run after the
-epoch in progress: it writes a checkpoint, records ``status: interrupted``, prints the resume
+From a command's first instant (``python -m reg_runner...`` installs ``early`` as the package loads),
+a signal ends the command where it is: the temp file of a write in progress and the folders it made
+that hold nothing yet are removed, and it ends with one line and exit code 128 + the signal number,
+never a traceback. A set of files written together waits for the signal (``deferred``).
+
+A run records a signal instead (``STOP``, installed by its first callback, before Hydra makes the run
+folder). SLURM sends SIGTERM before a time limit; a person presses Ctrl-C. Either ends the run after
+the epoch in progress: it writes a checkpoint, records ``status: interrupted``, prints the resume
 command and exits with 128 + the signal number. A signal during start-up (the imports, the data) is
 kept until the run can act on it: the run then checkpoints its untrained state. A second Ctrl-C
 stops at once: every record is written whole (temp file, then rename), so the last checkpoint
-stands and the run resumes from it.
-
-The handlers are installed before Hydra makes the run folder (by the run's first callback), so
-that no folder exists without a process that records what happened to it.
+stands and the run resumes from it; a folder this process made whose run has recorded nothing yet
+is removed.
 """
 
+import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+NOTHING = "before anything was written"
+_STATE: dict = {"what": NOTHING, "made": []}  # what the line says now, the folders made (``command``)
+_HELD_BACK: list = []  # signals a ``deferred(hold=True)`` block kept for ``stop_if_caught``
+LEFT_OUT = {".hydra", ".lock", "reg_runner.log", "lr_find.log", ".reg_runner_write_test"}  # besides the marker
+
+
+def early(quiet: bool = False) -> None:
+    """A signal ends the command where it is, with one line (``end``). Nothing is raised into the code it
+    interrupts: an exception thrown into an import of a C extension, or into a library's ``except``, would
+    come out as some other error. ``quiet``: a worker process of a command (joblib's), which ends without a
+    word: its command says what happened."""
+    _STATE["quiet"] = quiet
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # a job started in the background ignores Ctrl-C
+                signal.signal(sig, _end_now)
+    sys.excepthook = _excepthook
+
+
+def _end_now(signum, frame):
+    end(signum)
+
+
+def _excepthook(kind, value, tb):
+    if isinstance(value, KeyboardInterrupt):  # a Ctrl-C before ``early`` (or where Python's own handler is back)
+        end(signal.SIGINT)
+    sys.__excepthook__(kind, value, tb)
+
+
+def end(signum: int, what: str | None = None) -> None:
+    """The command's end on a signal: the temp file of a write in progress and the folders it made that hold
+    nothing of it yet are removed; one line; exit code 128 + the signal number. It imports nothing: the
+    signal may have come in the middle of an import."""
+    atomic = sys.modules.get("reg_runner.atomic")
+    for tmp in list(getattr(atomic, "IN_FLIGHT", ())):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    with contextlib.suppress(Exception):
+        remove_empty(_STATE["made"])
+        if what is None:
+            what = _STATE["what"]() if callable(_STATE["what"]) else _STATE["what"]
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    if not _STATE.get("quiet"):
+        os.write(2, f"interrupted by {signal.Signals(signum).name} {what or NOTHING}\n".encode())
+    os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def command(what=NOTHING, made: list | None = None):
+    """A command's body: what a signal's line says meanwhile (a text, or a function that says it then), and
+    the folders it makes (``made``, which it may add to while it runs), removed by a signal while they hold
+    nothing of the command's yet."""
+    before = dict(_STATE)
+    _STATE.update(what=what, made=made if made is not None else [])
+    try:
+        yield
+    finally:
+        _STATE.update(before)
+
+
+@contextlib.contextmanager
+def deferred(hold: bool = False):
+    """Signals wait until the block ends (a set of files written together: all of them, or none); then one
+    that came ends the command, or with ``hold`` waits for ``stop_if_caught`` (the command first says what
+    it did)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        _HELD_BACK.append(caught[0])
+        if not hold:
+            stop_if_caught()
+
+
+def stop_if_caught() -> None:
+    """A signal a ``deferred(hold=True)`` block kept: the command ends now, as the signal's handler would."""
+    if _HELD_BACK:
+        signum = _HELD_BACK.pop()
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            handler(signum, None)
+        else:
+            end(signum)
+
+
+@contextlib.contextmanager
+def held_for_workers(workers: bool = True):
+    """While a launcher starts worker processes (joblib's): signals are blocked here, and so in the workers
+    it starts, which take them once reg_runner is loaded in them (a Ctrl-C reaches the whole process group:
+    a worker still importing would print a traceback). This process takes them when the block ends."""
+    if not workers or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # workers a signal stops leave their semaphores to multiprocessing's tracker, which cleans them up and
+    # says so in two lines of warning: the command's one line says what happened
+    quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if quiet_tracker not in sys.warnoptions:
+        sys.warnoptions.append(quiet_tracker)  # passed to the tracker process when it starts
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # one that came meanwhile is handled now
+
+
+def remove_empty(folders: list) -> list:
+    """Remove each folder that holds nothing but a marker, Hydra's files and a lock (deepest first); the
+    folders removed. (No import here: a signal's handler calls it.)"""
+    kinds = sys.modules.get("reg_runner.kinds")  # a folder can hold a marker only once kinds is loaded
+    allowed = LEFT_OUT | ({kinds.MARKER} if kinds is not None else set())
+    removed = []
+    for folder in sorted({os.fspath(f) for f in folders}, key=lambda f: f.count(os.sep), reverse=True):
+        try:
+            names = set(os.listdir(folder))
+        except OSError:
+            continue
+        if names <= allowed:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class StopSignals:
     def __init__(self):
         self.signal, self.previous = None, {}
         self.resume_hint = None  # set once a run exists: the command that continues it
+        self.made: list = []  # folders this process made for a run (removed by a second Ctrl-C while empty)
+        self.parents: list = []  # the folders it made above them (removed then if nothing else is in them)
 
     @property
     def name(self) -> str:
@@ -28,14 +167,25 @@ class StopSignals:
 
     def install(self) -> "StopSignals":
         if not self.previous and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.previous[sig] = signal.signal(sig, self._handle)
+            for sig in SIGNALS:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.signal is not None and signum == signal.SIGINT:
-            hint = (f"; the last checkpoint stands. Resume with: {self.resume_hint}" if self.resume_hint
-                    else ", before any run started")
+            removed = []
+            for folder in self.made:  # made by this process, under its lock: no run of it recorded yet, no use
+                if not any((folder / record).exists() for record in ("metrics.json", "lr_find.json")):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+            for parent in reversed(self.parents):
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only if empty
+            if self.resume_hint and not removed:
+                hint = f"; the last checkpoint stands. Resume with: {self.resume_hint}"
+            else:
+                hint = ", before any run started" + (f"; its folder {removed[0]} was removed" if removed else "")
             os.write(2, f"stopped at once by a second Ctrl-C{hint}\n".encode())
             os._exit(128 + signal.SIGINT)
         self.signal = signum
@@ -49,8 +199,9 @@ class StopSignals:
 STOP = StopSignals()  # one per process: installed early, read by the run
 
 
-def stop_if_signalled(what: str) -> None:
-    """Where no run exists yet (checking a sweep's jobs): a signal ends the command at once."""
+def stop_if_signalled(what: str, outcome: str = "nothing was started") -> None:
+    """Where no run is training (checking a sweep's jobs, between a search's batches): a signal ends the
+    command at once, with one line."""
     if STOP.signal is not None:
-        print(f"interrupted by {STOP.name} while {what}; nothing was started", file=sys.stderr, flush=True)
+        print(f"interrupted by {STOP.name} while {what}; {outcome}", file=sys.stderr, flush=True)
         sys.exit(128 + STOP.signal)

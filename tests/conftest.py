@@ -110,7 +110,7 @@ class CLI:
             self.env.setdefault("OMP_NUM_THREADS", "1")
         self.count = 0
 
-    def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300, module="reg_runner"):
+    def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300, module="reg_runner", env=None):
         args = list(overrides)
         multirun = "--multirun" in args or "-m" in args
         if self.data is not None and tiny:
@@ -127,7 +127,7 @@ class CLI:
         proc = subprocess.run(
             [sys.executable, "-m", module, *args],
             cwd=self.tmp_path,
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -156,6 +156,19 @@ def wait_for_epoch(run_dir: Path, epoch: int, proc, timeout=120) -> None:
             pass
         time.sleep(0.02)
     raise AssertionError(f"the run did not reach epoch {epoch}: {proc.poll()}")
+
+
+def printed_command(command: str) -> tuple[dict, list[str]]:
+    """A command the runner printed (a sweep's re-run line): the environment it sets (``OMP_NUM_THREADS=1``)
+    and the overrides after ``python -m reg_runner``."""
+    import shlex
+
+    words, env = shlex.split(command), {}
+    while words and "=" in words[0] and words[0] != "python":
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    assert words[:3] == ["python", "-m", "reg_runner"], command
+    return env, words[3:]
 
 
 def read_metrics(run_dir: Path) -> dict:

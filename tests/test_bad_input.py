@@ -4,7 +4,6 @@ code 2, no traceback, and leaves no folder behind: the real CLI, in a subprocess
 through the same checks in this process."""
 
 import gzip
-import shutil
 
 import numpy as np
 import pytest
@@ -304,6 +303,27 @@ MULTIRUN_CASES = [
      "seed=null is not allowed: a number with hydra.sweeper.seeds_per_trial=3"),
     ("hparams_search=quick hydra.sweeper.seeds_per_trial=3 hydra/launcher=stacked hydra.launcher.max_members=2",
      "hydra.sweeper.seeds_per_trial=3 is not allowed: at most hydra.launcher.max_members=2"),
+    # a pruner's settings against what it will do with these runs (2 epochs) and trials (8, in batches of 2)
+    ("hparams_search=quick hydra/sweeper/pruner=hyperband hydra.sweeper.pruner.min_resource=1 "
+     "hydra.sweeper.pruner.max_resource=0", "hydra.sweeper.pruner.max_resource=0 is not allowed: auto or an integer "
+     ">= 1 (hydra.sweeper.pruner.min_resource=1)"),
+    ("hparams_search=quick hydra/sweeper/pruner=hyperband hydra.sweeper.pruner.min_resource=1 "
+     "hydra.sweeper.pruner.reduction_factor=1", "hydra.sweeper.pruner.reduction_factor=1 is not allowed: an integer "
+     ">= 2"),
+    ("hparams_search=quick hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.min_resource=10 is not allowed: at "
+     "most 1, the last step a run can be pruned at (trainer.epochs=2)"),
+    ("hparams_search=quick hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_warmup_steps=10 is not allowed: at "
+     "most 1, the last step a run can be pruned at"),
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.n_warmup_steps=0 hydra.sweeper.n_trials=2",
+     "hydra.sweeper.pruner._target_='optuna.pruners.MedianPruner' is not allowed: a pruner that compares with trials "
+     "that have finished"),
+    ("hparams_search=quick hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=10 is not "
+     "allowed: a first rung"),
+    ("hparams_search=quick hydra.sweeper.pruner._target_=optuna.pruners.PatientPruner "
+     "+hydra.sweeper.pruner.wrapped_pruner=null +hydra.sweeper.pruner.patience=1", "is not allowed: a pruner that "
+     "compares trials: a trial reports its best value so far, which never gets worse"),
+    ("hparams_search=quick hydra.sweeper.pruner._target_=optuna.pruners.BasePruner",
+     "hydra.sweeper.pruner._target_='optuna.pruners.BasePruner' is not allowed: an Optuna pruner that exists"),
     ("optimizer=adam,lbfgs", "job 1 (optimizer=lbfgs): Could not find 'optimizer/lbfgs'"),
     ("--cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
 ]
@@ -452,6 +472,10 @@ def test_output_folder_under_a_file_or_among_other_files(cli, tmp_path):
     (crowded / "notes.txt").write_text("mine")
     assert_one_line_error(cli(run_dir=crowded, check=False), "already holds other files (notes.txt)")
     assert sorted(p.name for p in crowded.iterdir()) == ["notes.txt"]
+    odd = tmp_path / "odd"  # a folder where the run's marker would go: not a run's, not touched
+    (odd / ".reg_runner.json").mkdir(parents=True)
+    assert_one_line_error(cli(run_dir=odd, check=False), "already holds other files (.reg_runner.json)")
+    assert sorted(p.name for p in odd.iterdir()) == [".reg_runner.json"]
 
 
 def _data_folder(tmp_path, name):
@@ -535,3 +559,23 @@ def test_a_value_fixed_on_the_command_line_wins_over_the_search_space(cli):
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
 def test_every_experiment_preset_passes_the_checks(tiny_data, preset):
     assert rejection([f"+experiment={preset}", "data.val_size=100"], tiny_data) is None
+
+
+def test_hydra_full_error_shows_the_traceback_and_leaves_no_folder(cli):
+    """Hydra lets an exception of a callback through as a warning and makes the run's folder anyway: the
+    refusal ends the command all the same, its traceback shown."""
+    cli.env["HYDRA_FULL_ERROR"] = "1"
+    proc = cli("model.dropout=2", check=False)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: model.dropout=2 is not allowed: a number in [0, 1)"
+    assert not proc.run_dir.exists()
+
+
+def test_a_study_database_that_is_another_file_is_refused(cli, tmp_path):
+    """SQLite would take the file over as the study's database."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    proc = cli("--multirun", "hparams_search=quick", "data.val_size=null", f"hydra.sweeper.storage=sqlite:///{notes}",
+               check=False)
+    assert_one_line_error(proc, f"is not allowed: an SQLite database file: {notes} holds something else")
+    assert notes.read_text() == "mine" and not proc.run_dir.exists()

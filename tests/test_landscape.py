@@ -119,13 +119,13 @@ def _model_cfg():
 def test_two_runs_in_one_figure_and_batchnorm_uses_running_statistics(runs, tmp_path):
     cli, plain, bn = runs
     out = tmp_path / "compare"
-    proc = landscape(cli, plain, bn, "--grid", 5, "--split", "val", "--val-size", 150, "--out", out)
+    landscape(cli, plain, bn, "--grid", 5, "--split", "val", "--val-size", 150, "--out", out)
     both = json.loads((out / "landscape.json").read_text())["runs"]
     assert [r["run"] for r in both] == [str(plain), str(bn)]
     assert all(r["n_images"] == 150 and r["split"] == "val" for r in both)
     assert (out / "landscape_2d.png").read_bytes()[:8] == PNG
     # the BatchNorm run's centre, on its whole training set, is its eval-mode loss (running statistics)
-    proc = landscape(cli, bn, "--grid", 3, "--dims", 1, "--out", tmp_path / "bn")
+    landscape(cli, bn, "--grid", 3, "--dims", 1, "--out", tmp_path / "bn")
     result = json.loads((tmp_path / "bn" / "landscape.json").read_text())
     assert result["center"]["loss"] == pytest.approx(checkpoint_loss(bn)[0], abs=1e-5)
     assert not (bn / "landscape.json").exists()  # --out: the run folder is left as it was
@@ -194,7 +194,7 @@ def test_checkpoints_that_do_not_fit_get_one_line(runs, tmp_path):
     bn_weights = torch.load(bn / "checkpoints" / "best.pt", weights_only=True)["model"]
     other = _copy_with(plain, tmp_path, "other", lambda state: bn_weights)
     diverged = _copy_with(plain, tmp_path, "diverged", lambda state: {k: v.fill_(float("nan")) for k, v in state.items()})
-    lrf = cli("lr_find.steps=10", module="reg_runner.lr_find").run_dir
+    lrf = cli("lr_find.steps=20", module="reg_runner.lr_find").run_dir
     for folder, says in ((other, "does not hold the network of"), (diverged, "loss of nan (the run diverged)"),
                          (lrf, "is a learning-rate range test's folder")):
         proc = landscape(cli, folder, "--grid", 3, "--out", tmp_path / f"out_{folder.name}", check=False)
@@ -219,6 +219,10 @@ def test_a_damaged_checkpoint_gets_one_line(runs, tmp_path):
     proc = landscape(cli, copy, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: {copy}/checkpoints/best.pt cannot be read as a checkpoint (UnpicklingError); it is damaged"]
+    (copy / "checkpoints" / "best.pt").write_bytes(b"\x80\x04junk")  # a pickle protocol torch warns about first
+    proc = landscape(cli, copy, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot be read as a checkpoint" in lines[0], proc.stderr
 
 
 def test_the_report_shows_each_runs_sharpness(runs, tmp_path):

@@ -52,7 +52,7 @@ def test_smoothing_steepest_and_divergence():
 
 
 def test_a_range_wider_than_a_float_still_has_finite_lrs():
-    s = lr_find.LrFindConfig(min_lr=1e-300, max_lr=3e38, steps=10, smoothing=0.98, stop_factor=4.0)
+    s = lr_find.LrFindConfig(min_lr=1e-300, max_lr=3e38, steps=20, smoothing=0.98, stop_factor=4.0)
     steps = lr_find.lrs(s)
     assert steps[0] == pytest.approx(1e-300) and steps[-1] == pytest.approx(3e38)
     assert all(math.isfinite(v) and v > 0 for v in steps)
@@ -118,7 +118,7 @@ def test_lr_scaling_is_undone_in_the_printed_lr(cli):
     ("lr_find.max_lr=1e-8", "lr_find.max_lr", "lr_find.min_lr"),
     ("lr_find.max_lr=1e300", "lr_find.max_lr", "a number in (0, 3.40282e+38]"),
     ("lr_find.max_lr=1e38", "lr_find.max_lr", "one step of torch.optim.Adam at 1e+38 overflows float32"),
-    ("lr_find.steps=5", "lr_find.steps", "an integer in [10, 100000]"),
+    ("lr_find.steps=5", "lr_find.steps", "an integer in [20, 100000]"),
     ("lr_find.smoothing=1.0", "lr_find.smoothing", "[0, 1)"),
     ("lr_find.stop_factor=0.5", "lr_find.stop_factor", "null"),
     ("+lr_find.stepz=3", "lr_find.stepz", "did you mean steps"),

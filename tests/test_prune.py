@@ -5,12 +5,11 @@ a pruner are in test_sweep.py.)"""
 import csv
 import json
 import math
-import shlex
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import read_metrics
+from conftest import printed_command, read_metrics
 
 from reg_runner.sweep.study import RUN_DIR, RUN_DIRS
 
@@ -101,10 +100,10 @@ def test_seeds_per_trial_train_as_one_stack_and_the_trial_is_their_mean(cli):
     assert "over 3 seeds" in proc.stdout
 
     # the printed command re-runs the best trial's seeds, each with the same numbers
-    assert best["command"].startswith("for seed in 4 5 6; do python -m reg_runner ") and len(best["commands"]) == 3
-    command = shlex.split(best["commands"][1])[3:]
+    assert best["command"].startswith("for seed in 4 5 6; do OMP_NUM_THREADS=") and len(best["commands"]) == 3
+    env, command = printed_command(best["commands"][1])
     assert command[-1] == "seed=5"
-    again = cli(*command, tiny=False)
+    again = cli(*command, tiny=False, env=env)
     assert read_metrics(again.run_dir)["best_val"] == read_metrics(best["run_dirs"][1])["best_val"]
 
 
@@ -172,7 +171,7 @@ def test_the_showcase_preset_searches_its_space_over_three_seeds_in_stacks(cli):
     is a key a run reads, each trial is 3 seeds in one stack, successive halving is its pruner."""
     proc = cli("--multirun", "hparams_search=showcase", "data.val_size=null", "trainer.epochs=2",
                "logging.tensorboard=false", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-               "hydra.sweeper.storage=null")
+               "hydra.sweeper.storage=null", "hydra.sweeper.pruner.min_resource=1")  # its first rung within 2 epochs
     summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
     assert summary["n_complete"] == 2 and len(summary["best"]["run_dirs"]) == 3
     for run in summary["best"]["run_dirs"]:
@@ -191,10 +190,12 @@ def finished(tmp_path_factory, tiny_data):
     from conftest import CLI
 
     cli = CLI(tmp_path_factory.mktemp("replay"), tiny_data)
-    search = cli("--multirun", "hparams_search=quick", "data.val_size=null", "trainer.epochs=3",
-                 "logging.tensorboard=false", "hydra.sweeper.n_trials=2", "hydra.sweeper.storage=null").run_dir
+    common = ("--multirun", "hparams_search=quick", "data.val_size=null", "trainer.epochs=3", "logging.tensorboard=false",
+              "hydra.sweeper.n_trials=2", "hydra.sweeper.storage=null")
+    search = cli(*common).run_dir
     grid = cli("--multirun", "seed=0,1", "logging.tensorboard=false").run_dir
-    return search, grid
+    loss_search = cli(*common, "objective=val/loss").run_dir
+    return search, grid, loss_search
 
 
 def _replay_cli(*args):
@@ -208,7 +209,7 @@ def _replay_cli(*args):
 
 
 def test_the_replay_refuses_a_grid_multirun_in_one_line(finished):
-    _, grid = finished
+    _, grid, _ = finished
     proc = _replay_cli(grid)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith(f"error: {grid}: not an Optuna search") and proc.stdout == ""
@@ -217,7 +218,7 @@ def test_the_replay_refuses_a_grid_multirun_in_one_line(finished):
 @pytest.mark.parametrize("objective", ["test/acc", "test/loss", "val/f1"])
 def test_the_replays_objective_is_a_validation_metric(finished, objective):
     """The test set never ranks anything; a name the runner cannot optimize is the option's fault, not the folder's."""
-    search, _ = finished
+    search, _, _ = finished
     proc = _replay_cli(search, "--objective", objective)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stdout == "", proc.stderr
     assert proc.stderr.startswith(f"error: argument --objective: '{objective}' is not allowed: val/acc or val/loss")
@@ -226,7 +227,7 @@ def test_the_replays_objective_is_a_validation_metric(finished, objective):
 def test_the_replay_of_val_loss_minimizes_it(finished):
     """val/loss is a search objective the sweeper minimizes: its curves are the lowest loss so far, and the best
     kept trial is the lowest."""
-    search, _ = finished
+    _, _, search = finished
     replay = _replay_module()
     study, trials = replay.trials(search, "val/loss")
     for t in trials:
@@ -238,3 +239,106 @@ def test_the_replay_of_val_loss_minimizes_it(finished):
     proc = _replay_cli(search, "--objective", "val/loss")
     assert proc.returncode == 0, proc.stderr
     assert f"best val/loss {min(t.curve[-1] for t in trials):.4f}" in proc.stdout
+
+
+def test_the_replay_ranks_by_the_searchs_own_objective(finished):
+    """A val/acc search replayed as a val/loss one would rank its trials by what the search did not: refused."""
+    search, _, loss_search = finished
+    for folder, given, recorded in ((search, "val/loss", "val/acc"), (loss_search, "val/acc", "val/loss")):
+        proc = _replay_cli(folder, "--objective", given)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stdout == "", proc.stderr
+        assert f"its trials optimized {recorded}, not {given}: give --objective {recorded}" in proc.stderr
+
+
+# (the pruner's keys, the runs' epochs, trials and n_jobs, the key the one line names, a part of what it says)
+PRUNER_CASES = [
+    ({"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1, "max_resource": 0}, (20, 8, 2),
+     "max_resource", "auto or an integer >= 1"),
+    ({"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1, "max_resource": -5}, (20, 8, 2),
+     "max_resource", "auto or an integer >= 1"),
+    ({"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 0}, (20, 8, 2), "min_resource", "an integer >= 1"),
+    ({"_target_": "optuna.pruners.HyperbandPruner", "reduction_factor": 1}, (20, 8, 2), "reduction_factor",
+     "an integer >= 2"),
+    ({"_target_": "optuna.pruners.HyperbandPruner", "reduction_factor": 0}, (20, 8, 2), "reduction_factor",
+     "an integer >= 2"),
+    ({"_target_": "optuna.pruners.HyperbandPruner", "bootstrap_count": -1}, (20, 8, 2), "bootstrap_count",
+     "an integer >= 0"),
+    ({"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 30, "max_resource": 40}, (20, 8, 2),
+     "min_resource", "at most 19, the last step a run can be pruned at"),
+    ({"_target_": "optuna.pruners.MedianPruner", "n_warmup_steps": 20}, (20, 8, 2), "n_warmup_steps",
+     "at most 19, the last step a run can be pruned at (trainer.epochs=20)"),
+    ({"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 5}, (20, 6, 2), "n_startup_trials",
+     "at most 4: with hydra.sweeper.n_trials=6 and n_jobs=2, the last trials start when 4 have finished"),
+    ({"_target_": "optuna.pruners.PercentilePruner", "percentile": 25.0, "n_startup_trials": 1, "n_min_trials": 3},
+     (20, 3, 2), "n_min_trials", "at most 2"),
+    ({"_target_": "optuna.pruners.MedianPruner"}, (20, 2, 2), "_target_", "every trial starts before any has "
+     "finished"),
+    ({"_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 10, "reduction_factor": 3}, (10, 8, 2),
+     "min_resource", "a first rung (min_resource x reduction_factor ^ min_early_stopping_rate = 10) at most 9"),
+    ({"_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 2, "reduction_factor": 3,
+      "min_early_stopping_rate": 3}, (20, 8, 2), "min_early_stopping_rate", "= 54) at most 19"),
+    ({"_target_": "optuna.pruners.ThresholdPruner", "lower": 0.0}, (20, 8, 2), "", "the objective, val/acc, never "
+     "leaves [0, 1]"),
+    ({"_target_": "optuna.pruners.PatientPruner", "wrapped_pruner": None, "patience": 2}, (20, 8, 2), "_target_",
+     "which never gets worse"),
+    ({"_target_": "optuna.pruners.WilcoxonPruner", "n_startup_steps": 30}, (20, 8, 2), "n_startup_steps",
+     "at most 19, the steps a run can be pruned at"),
+    ({"_target_": "optuna.pruners.MedianPruner", "n_warmup_steps": 0}, (1, 8, 2), "_target_", "evaluated only at its "
+     "last epoch"),
+]
+
+
+@pytest.mark.parametrize("spec, run, key, says", PRUNER_CASES, ids=[f"{c[0]['_target_'].rpartition('.')[2]}-{c[2]}-{i}"
+                                                                  for i, c in enumerate(PRUNER_CASES)])
+def test_a_pruner_that_would_fail_or_never_prune_is_refused(spec, run, key, says):
+    from reg_runner.errors import ConfigError
+    from reg_runner.sweep import pruners
+
+    epochs, n_trials, n_jobs = run
+    with pytest.raises(ConfigError) as refused:
+        pruners.check(spec, pruners.Reach(epochs, 1, n_trials, n_jobs, "val/acc"))
+    assert refused.value.key == f"hydra.sweeper.pruner{'.' + key if key else ''}" and says in str(refused.value)
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "hydra" / "sweeper" /
+                                                           "pruner").glob("*.yaml")))
+def test_every_pruner_preset_prunes_the_reference_search(preset):
+    """The presets with the reference study's epochs (1000) and hparams_search=regularization's trials pass."""
+    import yaml
+
+    from reg_runner.sweep import pruners
+
+    spec = yaml.safe_load((Path(__file__).parent.parent / "conf" / "hydra" / "sweeper" / "pruner" / f"{preset}.yaml")
+                          .read_text())
+    spec = {k: (1000 if v == "${trainer.epochs}" else v) for k, v in spec.items()}
+    pruners.check(spec, pruners.Reach(1000, 1, 50, 2, "val/acc"))
+
+
+@pytest.mark.parametrize("min_resource, max_resource, factor", [(1, 100, 2), (10, 1000, 3), (5, 81, 3), (7, 7, 2)])
+def test_hyperbands_brackets_are_optunas(min_resource, max_resource, factor):
+    """The brackets computed before any trial are the ones Optuna's HyperbandPruner makes at its first prune."""
+    from reg_runner.sweep import pruners
+
+    study = optuna.create_study(direction="maximize")
+    pruner = optuna.pruners.HyperbandPruner(min_resource, max_resource, factor)
+    pruner._try_initialization(study)  # what its first prune() does
+    ours = pruners.brackets(min_resource, max_resource, factor)
+    assert [b["first_rung"] for b in ours] == [p._min_resource * factor ** p._min_early_stopping_rate
+                                                for p in pruner._pruners]
+    assert [b["share"] for b in ours] == [b / pruner._total_trial_allocation_budget
+                                          for b in pruner._trial_allocation_budgets]
+
+
+def test_brackets_that_never_act_are_named_in_one_warning(caplog):
+    from reg_runner.sweep import pruners
+
+    spec = {"_target_": "optuna.pruners.HyperbandPruner", "min_resource": 1, "max_resource": 100, "reduction_factor": 2}
+    with caplog.at_level("WARNING"):
+        pruners.check(spec, pruners.Reach(4, 1, 8, 2, "val/acc"))
+    idle = [b for b in pruners.brackets(1, 100, 2) if b["first_rung"] > 3]
+    assert len(caplog.records) == 1
+    assert f"{len(idle)} of hyperband's {len(pruners.brackets(1, 100, 2))} brackets" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        pruners.check({**spec, "max_resource": 4}, pruners.Reach(40, 1, 8, 2, "val/acc"))
+    assert not caplog.records

@@ -166,7 +166,7 @@ def test_bad_records_and_bad_out_folders_are_one_line(study, tmp_path):
 
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    for out, expected in ((a_file, f"error: --out {a_file} is a file"), (a_file / "sub", "cannot be written")):
+    for out, expected in ((a_file, f"error: --out {a_file} is a file"), (a_file / "sub", "cannot be created")):
         proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(sweep), "--out", str(out)],
                               capture_output=True, text=True)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr

@@ -242,6 +242,8 @@ def test_bad_resume_folders(cli, tmp_path):
     one_line(resume(cli, broken, check=False), "checkpoints/last.pt cannot be loaded")
     last.write_bytes(b"not a checkpoint at all")
     one_line(resume(cli, broken, check=False), "it is damaged or not a reg_runner checkpoint")
+    last.write_bytes(b"\x80\x04junk")  # a pickle protocol torch warns about before it fails
+    one_line(resume(cli, broken, check=False), "checkpoints/last.pt cannot be loaded")
 
     # among several folders of other structures, the damaged one is named before any other trains
     other = tmp_path / "other"
@@ -283,3 +285,40 @@ def test_a_kill_during_a_write_leaves_the_previous_complete_file(tmp_path):
         record = json.loads(target.read_text())  # never truncated, never missing
         assert len(record["padding"]) == 20_000_000 and isinstance(record["version"], int)
     assert mid_write >= 1, f"no kill out of {kills} landed inside a write"
+
+
+def test_history_follows_each_evaluation_between_checkpoints(cli, tmp_path):
+    """history.csv is the curves so far: rewritten at each evaluation, not only with the checkpoints."""
+    run_dir = tmp_path / "follows"
+    proc = start(cli, run_dir, "trainer.epochs=400", "trainer.checkpoint_every=400", "logging.tensorboard=false")
+    deadline, rows = time.time() + 120, []
+    while time.time() < deadline and proc.poll() is None and len(rows) < 3:
+        try:
+            rows = list(csv.DictReader((run_dir / "history.csv").open()))
+        except OSError:
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 3
+    assert read_metrics(run_dir)["epochs_run"] == 0  # its checkpoint is still the first one
+
+
+def test_a_refused_run_advises_resume_only_where_resume_would_take_it(cli, tmp_path):
+    import shutil
+
+    from reg_runner.errors import UserError
+    from reg_runner.records import RunFolder
+
+    done = cli("trainer.epochs=1", "logging.tensorboard=false").run_dir
+    damaged = tmp_path / "damaged"  # its metrics.json unreadable; its checkpoint says it completed
+    shutil.copytree(done, damaged)
+    (damaged / "metrics.json").write_text("{not json")
+    with pytest.raises(UserError) as refused:
+        RunFolder(damaged).refuse_existing()
+    assert "cannot be resumed" in str(refused.value) and "resume it" not in str(refused.value)
+    with pytest.raises(UserError) as by_resume:
+        RunFolder(damaged).load_last()
+    assert str(by_resume.value) in str(refused.value)  # the same reason, in both
+    proc = cli("trainer.epochs=1", run_dir=damaged, check=False)
+    assert proc.returncode == 2 and "cannot be resumed" in proc.stderr and "resume it" not in proc.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import read_metrics
+from conftest import printed_command, read_metrics
 
 from reg_runner.sweep.study import (CUT, HOST, INTERRUPTED, PID, RUN_DIR, adopt_orphans, count_finished,
                                    cut_numbers)
@@ -70,8 +70,8 @@ def test_tiny_sweep_records_conditional_params_and_a_summary(cli):
     assert f"best trial {best.number}: val/acc {best.value:.4f}" in proc.stdout
 
     # the printed command re-runs the best trial as a single run, with the same numbers
-    command = summary["best"]["command"].split()[3:]
-    again = cli(*command, tiny=False)
+    env, command = printed_command(summary["best"]["command"])
+    again = cli(*command, tiny=False, env=env)
     assert read_metrics(again.run_dir)["best_val"] == best.value
 
 
@@ -160,13 +160,31 @@ def test_a_sweep_killed_mid_batch_adopts_the_trial_that_finished(cli, tmp_path):
     (trial0_dir,) = sweep.glob("0_*")
     record = (trial0_dir / "metrics.json").read_text()
 
-    cli(*args, run_dir=sweep)
+    resumed = cli(*args, run_dir=sweep)
     study = load_study(sweep)
     t0 = study.trials[0]
     assert t0.state.name == "COMPLETE" and t0.value == json.loads(record)["best_val"]  # adopted
     assert (trial0_dir / "metrics.json").read_text() == record  # and not run again
     assert study.trials[1].state.name == "FAIL" and study.trials[1].user_attrs[CUT]
     assert states(study) == {"COMPLETE": 4, "FAIL": 1}
+
+    # what it says afterwards: the cut trial counted and named as cut, never as a saving, never offered for resume
+    from reg_runner.errors import UserError
+    from reg_runner.records import RunFolder
+    from reg_runner.report import read_run
+
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["n_interrupted"] == 1 and summary["n_failed"] == 0
+    assert "4 complete, 0 failed, 1 cut off by a kill (run again)" in resumed.stdout
+    epochs = summary["epochs"]  # no pruner: every finished trial trained all its epochs
+    assert epochs["run"] == epochs["unpruned"] == 4 * 8 and epochs["share"] == 1
+    (trial1_dir,) = sweep.glob("1_*")
+    assert epochs["cut"] == (read_metrics(trial1_dir).get("epochs_run") or 0)
+    assert "Cut off by a kill: 1 trials" in (sweep / "sweep_summary.md").read_text()
+    status = read_run(trial1_dir, sweep).status
+    assert status.startswith("cut off by a kill (trial 1;") and "resume" not in status
+    with pytest.raises(UserError, match="the search ran another trial in its place"):
+        RunFolder(trial1_dir).load_last()
 
 
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(cli):

@@ -96,3 +96,56 @@ def test_joblib_workers_share_the_cores(cli):
     runs = [p for p in proc.run_dir.iterdir() if p.is_dir()]
     threads = {json.loads((r / "environment.json").read_text())["torch_threads"] for r in runs}
     assert threads == {max(1, (os.cpu_count() or 1) // 2)}
+
+
+def test_a_joblib_trials_rerun_line_gives_back_its_numbers(cli, tmp_path):
+    """Joblib's workers share the cores (1 torch thread each here); the re-run line runs with the trial's thread
+    count, so its numbers are the trial's: on 784-pixel images another count sums the matmuls in another order."""
+    import subprocess
+
+    from conftest import make_tiny_mnist, without_timing
+
+    data = make_tiny_mnist(tmp_path / "mnist28", n_train=300, n_test=100, side=28)
+    cli.env.pop("OMP_NUM_THREADS", None)  # each process as a user starts it: torch picks its own count
+    proc = cli("--multirun", f"data.root={data}", "hparams_search=quick", "data.val_size=null", "hydra/launcher=joblib",
+               "hydra.launcher.n_jobs=2", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+               "logging.tensorboard=false")
+    line = next(text for text in proc.stdout.splitlines() if text.startswith("re-run: "))[len("re-run: "):]
+    trial = Path(json.loads((proc.run_dir / "sweep_summary.json").read_text())["best"]["run_dir"])
+    threads = json.loads((trial / "environment.json").read_text())["torch_threads"]
+    assert threads == max(1, (os.cpu_count() or 1) // 2) and line.startswith(f"OMP_NUM_THREADS={threads} python ")
+    again = subprocess.run(["bash", "-c", f"{line} hydra.run.dir={tmp_path / 'again'}"], cwd=tmp_path, env=cli.env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert without_timing(read_metrics(tmp_path / "again")) == without_timing(read_metrics(trial))
+    env = json.loads((tmp_path / "again" / "environment.json").read_text())
+    assert env["torch_threads"] == threads and env["precision"]["eval"] == "fp32"
+
+
+def test_resume_trains_with_the_threads_the_run_trained_with(tiny_data, tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from reg_runner import cli, resume
+    from reg_runner import run as run_lib
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=cli.CONFIG_DIR):
+        cfg = compose("config", overrides=[f"data.root={tiny_data}", *tiny()])
+    GlobalHydra.instance().clear()
+    before = torch.get_num_threads()
+    recorded = before + 1
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (folder / "metrics.json").write_text(json.dumps({"status": "interrupted"}))
+    (folder / "environment.json").write_text(json.dumps({"device": "cpu", "torch_threads": recorded}))
+    seen = []
+    monkeypatch.setattr(run_lib, "check_resumable", lambda cfg, run_dir: None)
+    monkeypatch.setattr(run_lib, "run_stack", lambda jobs, resume: seen.append(torch.get_num_threads()))
+    try:
+        resume.main([str(folder)])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [recorded]

@@ -103,12 +103,15 @@ def ensure_store(source: Path = EMBEDDED) -> Path:
     dest = store_dir()
     todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
     if todo:
+        from reg_runner import signals
+
         sources = find_files(source)
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in todo:
-            raw = verified_bytes(f, sources[f.key])
-            atomic.write_bytes(dest / f"{f.key}.idx", raw)
-            log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key])
+        verified = {f: verified_bytes(f, sources[f.key]) for f in todo}  # all before any write
+        with signals.deferred():  # the store's folder and files together: a signal waits for them
+            dest.mkdir(parents=True, exist_ok=True)
+            for f, raw in verified.items():
+                atomic.write_bytes(dest / f"{f.key}.idx", raw)
+                log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key])
     return dest
 
 

@@ -87,11 +87,17 @@ def load_run(run_dir: Path, which: str) -> dict:
     import torch
 
     from reg_runner import config as config_lib
+    from reg_runner import kinds
+    from reg_runner.records import RunFolder
     from reg_runner.resume import load_config
 
-    if (run_dir / "lr_find.json").is_file():
-        raise UserError(f"{run_dir} is a learning-rate range test's folder (lr_find.json), not a run; give the "
-                        "folder of a run")
+    if run_dir.is_dir():
+        kinds.refuse_other_than(run_dir, (kinds.RUN,), "give the folder of a run",
+                                {kinds.SWEEP: f"give the folders of its runs ({run_dir}/*/)"})
+    folder = RunFolder(run_dir)
+    if folder.in_use():  # its checkpoints are being rewritten, and its folder is that process's
+        raise UserError(f"{run_dir} is being trained right now ({folder.owner()}): its landscape would read "
+                        "checkpoints that are still changing; wait for the run to end, or stop it first")
     cfg = load_config(run_dir)
     try:
         checked = config_lib.check(cfg, through=3)
@@ -226,60 +232,79 @@ def evaluation_split(data, args):
 
 
 def main(argv=None) -> None:
+    from reg_runner import signals
+
     args = arguments(argv)
-    with exit_on_user_error():
-        run_dirs = [p.resolve() for p in args.run_dirs]
-        for d in run_dirs:
-            if run_dirs.count(d) > 1:
-                raise UserError(f"{d} is given twice: give each run once")
-        for d in run_dirs:
-            if not d.is_dir():
-                raise UserError(f"{d} is not a folder; give the folder of a run, e.g. outputs/<date>/<time>")
-        out = args.out
-        if out is None and len(run_dirs) > 1:
-            out_all = Path("outputs/landscape") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-        else:
-            out_all = out
-        from reg_runner.callbacks import _folder_key, make_folder
+    made: list[Path] = []  # folders this command made: removed if it stops before writing into them
+    state = {"written": None}
+    with signals.command(lambda: f"after the landscape was written: {state['written']}" if state["written"] else
+                         "before the landscape was written; nothing was written", made), exit_on_user_error():
+        _main(args, made, state)
 
-        if out_all is not None:
-            _folder_key("--out", out_all)
-        runs = [load_run(d, args.checkpoint) for d in run_dirs]  # every folder checked before any work
-        if out is None:
-            for run in runs:
-                if not _writable(run["dir"]):
-                    raise UserError(f"{run['dir']} is not writable; give --out DIR to write the landscape elsewhere")
-        import torch
 
-        from reg_runner.data import tensors as data_lib
-        from reg_runner.landscape import plots
+def _main(args, made: list, state: dict) -> None:
+    import warnings
 
-        device = _device(args.device)
-        made = out_all is not None and not out_all.exists()
-        if out_all is not None:
-            make_folder("--out", out_all)  # before the work: a folder the file system refuses is one line now
-        results, cache = [], {}
-        try:
-            for run in runs:
-                key = json.dumps(run["config"]["data"], sort_keys=True)
-                if key not in cache:
-                    cache[key] = data_lib.load(run["cfg"].data, device)
-                result = landscape(run, args, evaluation_split(cache[key], args), device)
-                results.append(result)
-                sharp = result["sharpness"]["value"]
-                print(f"{run['dir']}: {args.checkpoint}.pt (epoch {result['epoch']}), {args.split} loss "
-                      f"{result['center']['loss']:.4g}, sharpness {'overflow' if sharp is None else f'{sharp:.4g}'} "
-                      f"({result['networks_evaluated']} networks in {result['seconds']:.1f} s)", flush=True)
-        except UserError:
-            if made and not any(out_all.iterdir()):
-                out_all.rmdir()  # nothing was written: no empty folder is left behind
-            raise
+    from reg_runner import kinds, signals
+    from reg_runner.records import RunFolder
+
+    # a foreign checkpoint's pickle protocol: the one line that refuses the file says it all
+    warnings.filterwarnings("ignore", module="torch._weights_only_unpickler")
+
+    run_dirs = [p.resolve() for p in args.run_dirs]
+    for d in run_dirs:
+        if run_dirs.count(d) > 1:
+            raise UserError(f"{d} is given twice: give each run once")
+    for d in run_dirs:
+        if not d.is_dir():
+            raise UserError(f"{d} is not a folder; give the folder of a run, e.g. outputs/<date>/<time>")
+    out = args.out
+    if out is None and len(run_dirs) > 1:
+        out_all = Path("outputs/landscape") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+    else:
+        out_all = out
+    from reg_runner.callbacks import _folder_key, make_folder
+
+    if out_all is not None:
+        _folder_key("--out", out_all)
+    runs = [load_run(d, args.checkpoint) for d in run_dirs]  # every folder checked before any work
+    if out is None:
+        for run in runs:
+            if not _writable(run["dir"]):
+                raise UserError(f"{run['dir']} is not writable; give --out DIR to write the landscape elsewhere")
+        for run in runs:  # it writes into the runs' folders: no run may start in them meanwhile (resume)
+            RunFolder(run["dir"]).lock()
+    from reg_runner.data import tensors as data_lib
+
+    device = _device(args.device)
+    if out_all is not None:
+        made += make_folder("--out", out_all)  # before the work: a folder the file system refuses is one line now
+        kinds.mark(out_all, kinds.LANDSCAPE)
+    results, cache = [], {}
+    try:
+        for run in runs:
+            key = json.dumps(run["config"]["data"], sort_keys=True)
+            if key not in cache:
+                cache[key] = data_lib.load(run["cfg"].data, device)
+            result = landscape(run, args, evaluation_split(cache[key], args), device)
+            results.append(result)
+            sharp = result["sharpness"]["value"]
+            print(f"{run['dir']}: {args.checkpoint}.pt (epoch {result['epoch']}), {args.split} loss "
+                  f"{result['center']['loss']:.4g}, sharpness {'overflow' if sharp is None else f'{sharp:.4g}'} "
+                  f"({result['networks_evaluated']} networks in {result['seconds']:.1f} s)", flush=True)
+    except UserError:
+        signals.remove_empty(made)  # nothing was written: no empty folder is left behind
+        raise
+    with signals.deferred(hold=True):  # each folder's files are written together: all of them, or none
         if out is None:
             for run, result in zip(runs, results):
                 _write(run["dir"], [result], tensorboard=run["cfg"].logging.tensorboard)
         if out_all is not None:
             _write(out_all, results, tensorboard=False)
-        print(f"written: {', '.join(str(p) for p in ([r['dir'] for r in runs] if out is None else []) + ([out_all] if out_all else []))}")
+    state["written"] = ", ".join(str(p) for p in ([r["dir"] for r in runs] if out is None else []) +
+                                 ([out_all] if out_all else []))
+    signals.stop_if_caught()  # a signal while the files were written: they are whole, and said so
+    print(f"written: {state['written']}")
 
 
 def _device(name: str):

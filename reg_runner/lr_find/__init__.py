@@ -26,16 +26,19 @@ import bisect
 import math
 
 from reg_runner.callbacks import EarlyChecks
+from reg_runner.kinds import LR_FIND
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Group, LearningRate, integer, number, optional, parse
 
 SKIP_END = 5  # points left out at the end of the curve (fastai)
+MIN_WINDOW = 10  # points the suggestions are read from, at least: fewer cannot tell a fall from noise
+MIN_STEPS = 20  # the fewest lr_find.steps: 20 leave 13 points to read (a tenth in, 5 from the end)
 
 
 class LrFindConfig(Group):
     min_lr: LearningRate  # the first step's lr (the lr the optimizer uses, after lr_scaling)
     max_lr: LearningRate  # the last step's
-    steps: integer(10, 100_000)  # optimizer steps; suggestions need a curve of at least this many points
+    steps: integer(MIN_STEPS, 100_000)  # optimizer steps; suggestions need a curve of at least this many points
     smoothing: number(0, 1, hi_open=True)  # β of the moving average; 0: none
     stop_factor: optional(number(1, lo_open=True), "null (run every step)")
 
@@ -71,6 +74,8 @@ class Checks(EarlyChecks):
     """The run's checks (every stage of ``reg_runner.config.check``) on the config less ``lr_find``,
     then the range test's own keys; and the command-line keys it would not read are refused."""
 
+    kind = LR_FIND
+
     def check_config(self, config, overrides) -> None:
         from omegaconf import OmegaConf
 
@@ -96,7 +101,7 @@ class Checks(EarlyChecks):
         from reg_runner.errors import exit_on_user_error
 
         release_stderr()
-        with exit_on_user_error():
+        with exit_on_user_error(in_callback=True):
             raise UserError("lr_find runs one range test: run it once per config, without --multirun")
 
 
@@ -175,12 +180,18 @@ def steepest(lrs_: list[float], losses: list[float]) -> int:
 def suggest(lrs_: list[float], smoothed: list[float], planned: int) -> dict:
     """The suggestions (lrs the optimizer would use) from the curve; ``planned``: the steps asked for."""
     start, end = planned // 10, len(smoothed) - SKIP_END
-    if end - start < 3:
-        return dict(reason=f"only {len(smoothed)} steps before the loss blew up: too few to read (lower "
-                    "lr_find.min_lr, or raise lr_find.steps)")
+    if end - start < MIN_WINDOW:
+        stopped = " before the loss blew up" if len(smoothed) < planned else ""
+        return dict(reason=f"only {len(smoothed)} steps{stopped}: {max(0, end - start)} points to read, too few to "
+                    f"tell a fall of the loss from noise (at least {MIN_WINDOW}: lower lr_find.min_lr, or raise "
+                    "lr_find.steps)")
     window_lrs, window = lrs_[start:end], smoothed[start:end]
     at = dict(valley=valley(window), steepest=steepest(window_lrs, window),
               minimum=min(range(len(window)), key=window.__getitem__))
+    if at["minimum"] == 0:  # the three would all point at the first lr read: the curve says nothing of a good one
+        return dict(reason=f"the smoothed loss never fell below its value at the first lr read "
+                    f"({window_lrs[0]:.2g}): no lr in the range is better than the smallest (lower lr_find.min_lr, "
+                    "or raise lr_find.steps)")
     out = {name: dict(step=start + j, lr=window_lrs[j], loss=window[j]) for name, j in at.items()}
     top = out["minimum"]["lr"] / 10
     out["onecycle"] = dict(max_lr=top)

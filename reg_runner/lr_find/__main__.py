@@ -56,8 +56,6 @@ def step_losses(batch_sums: list[float], n: int, batch_size: int, accumulate: in
 
 
 def range_test(cfg, out: Path) -> dict:
-    import torch
-
     from reg_runner import atomic
     from reg_runner.assembly import assemble
     from reg_runner.config import RunConfig, as_data, effective_lr

@@ -13,7 +13,7 @@ the yaml's other keys, and declares what the rest of reg_runner needs to know of
 - ``stacked(shape, n_classes, members, dropout_generators)``: K networks as one module whose every
   parameter has a leading member dimension (``reg_runner.model.stack.Stacked``). The default runs each
   member's own plain network on its slice of the parameters (exact by construction, on any device); a
-  family with a faster form overrides it, and ``reg_runner.model.exactness`` checks before each stack that
+  family with a faster form overrides it, and ``reg_runner.exactness`` checks before each stack that
   its members still get their lone runs' numbers to the bit;
 - ``initialize(model, k, generator)``: member k's weights, drawn from its own generator (the default: the
   plain network's own initialization);

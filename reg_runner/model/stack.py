@@ -7,7 +7,7 @@ the plain network loads. A single run is a stack of one.
 Member k's numbers must not depend on the other members: every operation either acts on each member's slice
 alone, or is one whose per-member result is bitwise the same whatever else is stacked beside it (batched
 matrix products, a wide product on a shared input, elementwise ops on exact arithmetic). Which operations
-keep that promise depends on the kernels of the machine; ``reg_runner.model.exactness`` checks a stack's
+keep that promise depends on the kernels of the machine; ``reg_runner.exactness`` checks a stack's
 shapes before it trains.
 
 ``Looped`` is the form every family has: each member's own plain network, called on its slice of the

@@ -51,7 +51,27 @@ def _storage(v):
         raise reject(f"a URL whose database driver is installed: {url.drivername} needs the Python module {e.name}, "
                      "which is not installed (install its driver, or name an installed one, e.g. "
                      "postgresql+psycopg2://...)") from None
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        _sqlite_file(url.database)
     return v
+
+
+def _sqlite_file(database: str) -> None:
+    """An SQLite database file: new, or one SQLite wrote (SQLite would take any other file over)."""
+    from pathlib import Path
+
+    path = Path(database)
+    if path.is_dir():
+        raise reject(f"an SQLite database file: {database} is a folder")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise reject(f"an SQLite database file that can be read: {database}: {e.strerror}") from None
+    if head and head != b"SQLite format 3\x00":
+        raise reject(f"an SQLite database file: {database} holds something else, which the study would overwrite")
 
 
 class _Sweeper(Group):
@@ -84,29 +104,54 @@ def check_pruner(pruner: Pruner) -> None:
     _check_optuna_class("pruner", pruner.target, dict(pruner.model_extra), ("optuna.pruners.",), "MedianPruner")
 
 
+def check_pruning(study: "StudyConfig", run, objective: str) -> None:
+    """The pruner against what it will do with the runs' epochs and the search's trials (``run``: the base
+    config's checked groups, ``reg_runner.config.RunConfig``)."""
+    from reg_runner.sweep import pruners
+
+    spec = {"_target_": study.pruner.target, **study.pruner.model_extra}
+    pruners.check(spec, pruners.Reach(run.trainer.epochs, run.trainer.eval_every, study.n_trials, study.n_jobs,
+                                      objective))
+
+
 def _check_optuna_class(kind: str, target: str, arguments: dict, packages: tuple, example: str) -> None:
     import importlib
     import inspect
+    import warnings
+
+    import optuna
 
     package = packages[0].rstrip(".")
     if not target.startswith(packages):
         raise ConfigError(f"hydra.sweeper.{kind}._target_", target, f"an Optuna {kind} ({package}.*)")
     module, _, name = target.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except Exception:
-        raise ConfigError(f"hydra.sweeper.{kind}._target_", target,
-                          f"an Optuna {kind} that exists, e.g. {package}.{example}") from None
-    params = inspect.signature(cls).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        for key, value in arguments.items():
-            if key not in params and not key.startswith("_"):
-                raise ConfigError(f"hydra.sweeper.{kind}.{key}", value, f"{name} takes no argument {key!r}; its "
-                                  f"arguments are {', '.join(p for p in params if p not in ('self', 'kwargs')) or 'none'}")
-    try:
-        cls(**{k: v for k, v in arguments.items() if not k.startswith("_")})
-    except Exception as e:  # a value its own checks refuse (a percentile of 120, a reduction factor of 1...)
-        raise ConfigError(f"hydra.sweeper.{kind}", arguments, f"arguments {name} accepts ({_first_line(e)})") from None
+    base = {"pruner": optuna.pruners.BasePruner, "sampler": optuna.samplers.BaseSampler}[kind]
+    with warnings.catch_warnings():  # an experimental class is no mistake: its warning is not one more line
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            cls = getattr(importlib.import_module(module), name)
+            if target.startswith("optuna.") and (not (isinstance(cls, type) and issubclass(cls, base))
+                                                 or inspect.isabstract(cls)):
+                raise TypeError  # the plugin's own makers (nsgaii) are functions
+        except Exception:
+            raise ConfigError(f"hydra.sweeper.{kind}._target_", target,
+                              f"an Optuna {kind} that exists, e.g. {package}.{example}") from None
+        params = inspect.signature(cls).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            for key, value in arguments.items():
+                if key not in params and not key.startswith("_"):
+                    raise ConfigError(f"hydra.sweeper.{kind}.{key}", value, f"{name} takes no argument {key!r}; its "
+                                      f"arguments are {', '.join(p for p in params if p not in ('self', 'kwargs')) or 'none'}")
+        try:
+            from hydra.utils import instantiate
+
+            # as the sweeper makes it: Hydra's instantiate (a wrapped pruner given as a spec of its own)
+            instantiate({"_target_": target, **arguments}, _execution_whitelist_=(f"{package}.*",
+                                                                                 "hydra_plugins.hydra_optuna_sweeper.*"))
+        except Exception as e:  # a value its own checks refuse (a percentile of 120, a reduction factor of 1...)
+            cause = e.__cause__ if e.__cause__ is not None and "Error in call to target" in str(e) else e
+            raise ConfigError(f"hydra.sweeper.{kind}", arguments, f"arguments {name} accepts "
+                              f"({_first_line(cause)})") from None
 
 
 def _first_line(e: Exception) -> str:
@@ -202,8 +247,9 @@ def check_job_name(hydra_cfg) -> None:
     parse(JobNames, {"name": hydra_cfg.job.name}, "hydra.job")
 
 
-def check_hydra(hydra_cfg, objective) -> None:
-    """The sweeper's and the launcher's settings, before a multirun makes anything."""
+def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
+    """The sweeper's and the launcher's settings, before a multirun makes anything; the study's, parsed, in
+    a search."""
     check_job_name(hydra_cfg)
     from omegaconf import OmegaConf
 
@@ -256,6 +302,20 @@ def check_hydra(hydra_cfg, objective) -> None:
     if kind.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
         raise UserError("hydra/launcher=slurm submits jobs with SLURM's sbatch, which this machine does not have; "
                         "run the sweep from a SLURM login node, or use hydra/launcher=basic or joblib here")
+    return study if target == STUDY else None
+
+
+def stop_workers() -> None:
+    """Shut joblib's worker processes down before the command ends on a signal (left to the interpreter's exit,
+    their semaphores are reported as leaked, on two more lines)."""
+    import sys
+
+    loky = sys.modules.get("joblib.externals.loky")
+    if loky is not None:
+        try:
+            loky.get_reusable_executor().shutdown(wait=True, kill_workers=True)
+        except Exception:  # already broken by the signal: nothing is left to stop
+            pass
 
 
 def joblib_workers(launcher) -> int | None:

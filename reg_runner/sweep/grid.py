@@ -20,7 +20,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
+from reg_runner.sweep import joblib_workers, stop_workers
 from reg_runner.sweep import jobs
 
 log = logging.getLogger(__name__)
@@ -42,10 +45,20 @@ class GridSweeper(BasicSweeper):
             except OSError as e:
                 raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} cannot be created: {e.strerror}; choose another "
                                 "folder") from None
+        if not kinds.marker(sweep_dir):
+            kinds.mark(sweep_dir, kinds.SWEEP)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns, first = [], 0
         for batch in batches:
-            results = self.launcher.launch(batch, initial_job_idx=first)
+            try:
+                with held_for_workers(joblib_workers(OmegaConf.to_container(self.config.hydra.launcher,
+                                                                            resolve=True)) is not None):
+                    results = self.launcher.launch(batch, initial_job_idx=first)
+            except (Exception, SystemExit):  # a launcher whose workers the signal reached too (joblib's)
+                if STOP.signal is None:
+                    raise
+                stop_workers()
+                stop_if_signalled("runs trained", "each stopped with a checkpoint (resume it), or before it started")
             first += len(batch)
             returns.append(results)
         failed = [ret for batch in returns for ret in batch if _failed(ret)]

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -40,11 +41,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from reg_runner import atomic
+from reg_runner import atomic, kinds
 from reg_runner import config as config_lib
 from reg_runner.errors import ConfigError, UserError, exit_on_user_error, show
-from reg_runner.records import FINISHED, RunFolder
-from reg_runner.sweep import flat_params, jobs
+from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
+from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
+from reg_runner.sweep import flat_params, jobs, pruners, stop_workers
 from reg_runner.sweep import trial as trial_lib
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class StudySweeper(Sweeper):
         if n_before and sampler_cfg.get("seed") is not None:
             sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
         sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
-        pruner = instantiate(self.pruner_cfg, _execution_whitelist_=("optuna.pruners.*",)) if self.pruner_cfg else None
+        pruner = pruners.build(self.pruner_cfg) if self.pruner_cfg else None
         if self.storage is None and not hasattr(self, "_memory"):
             self._memory = optuna.storages.InMemoryStorage()  # kept, so the summary can read it
             trial_lib.MEMORY[self.study_name] = self._memory  # the runs of this process report to it
@@ -112,6 +114,7 @@ class StudySweeper(Sweeper):
             space.pop(name, None)
         base = self.precheck(space, fixed, fixed_values, fixed_overrides)
         self.check_ranges(space, fixed, fixed_values, fixed_overrides, dict(p.split("=", 1) for p in params if "=" in p))
+        stop_if_signalled("checking the search")
         created = self.make_folders()
         try:
             study = self.study()
@@ -121,6 +124,8 @@ class StudySweeper(Sweeper):
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
             raise
+        if not kinds.marker(self.sweep_dir):
+            kinds.mark(self.sweep_dir, kinds.SWEEP)
         adopt_orphans(study)
         done = count_finished(study)
         if done:
@@ -131,6 +136,15 @@ class StudySweeper(Sweeper):
         refused: list[str] = []  # the reasons of the trials refused in a row
         self.waits = []  # per batch: how long its runs waited for the batch's slowest
         while to_run > 0:
+            if STOP.signal is not None:  # between two batches: the next is not asked
+                if not study.trials:  # nothing of this search exists yet: neither does its folder
+                    for folder in reversed(created):
+                        shutil.rmtree(folder, ignore_errors=True)
+                done = count_finished(study)
+                kept = ("the same command continues it" if self.storage else "its study was in memory: its runs' "
+                        "folders hold their results")
+                stop_if_signalled("the search ran", f"no trial was cut: {done} finished trials; {kept}"
+                                  if study.trials else "nothing was started")
             trials = [study.ask() for _ in range(min(self.n_jobs, to_run))]
             for trial in trials:
                 trial.set_user_attr(HOST, socket.gethostname())
@@ -150,7 +164,17 @@ class StudySweeper(Sweeper):
                 raise UserError(f"the last {len(refused)} trials were all refused ({'; '.join(sorted(set(refused))[:3])}"
                                 "): the search space reaches no valid config")
             started = time.time()
-            self.launch(batch)
+            try:
+                with held_for_workers(self.uses_joblib()):
+                    self.launch(batch)
+            except (Exception, SystemExit):  # a launcher whose workers the signal reached too (joblib's)
+                if STOP.signal is None:
+                    raise
+                stop_workers()
+                stop_if_signalled("trials ran", "their runs stopped with a checkpoint, or before they started; "
+                                  + ("the same command continues the search (it takes a trial whose run was "
+                                     "resumed to its end as it is, and runs the others again)" if self.storage else
+                                     "their study was in memory: their folders hold what they did"))
             self.waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], time.time() - started,
                                          self.parallel_runs()))
             for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)
@@ -318,6 +342,11 @@ class StudySweeper(Sweeper):
             return workers
         return 1 if str(launcher.get("_target_", "")).endswith(("BasicLauncher", "StackedLauncher")) else 10**6
 
+    def uses_joblib(self) -> bool:
+        from reg_runner.sweep import joblib_workers
+
+        return joblib_workers(OmegaConf.to_container(self.config.hydra.launcher, resolve=True)) is not None
+
     def launch(self, batch) -> None:
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered
         by its trial (``hydra.job.num`` names its folder); the seeds of a trial have folders named for it."""
@@ -413,8 +442,13 @@ def tell(study, trial) -> str:
 
 def _mark_cut(study, trial) -> None:
     """Mark a trial cut off, on the trial itself before it is told failed: sweepers sharing a study each
-    mark their own trials, so no mark is lost to another's write (a list on the study was)."""
+    mark their own trials, so no mark is lost to another's write (a list on the study was). Its runs'
+    folders are marked too: report and resume then know them for runs no study will read."""
     study._storage.set_trial_user_attr(trial._trial_id, CUT, True)
+    for d in trial_dirs(trial):
+        folder = Path(d)
+        if folder.is_dir() and kinds.kind_of(folder) in (None, kinds.RUN):
+            kinds.mark(folder, kinds.RUN, cut=dict(study=study.study_name, trial=trial.number))
 
 
 def cut_numbers(study, trials=None) -> set[int]:
@@ -536,12 +570,19 @@ def _run_record(trial) -> dict:
         overrides = OmegaConf.to_container(OmegaConf.load(Path(dirs[0]) / ".hydra" / "overrides.yaml"))
     except (OSError, ValueError):
         return record
+    # on a CPU the numbers depend on the torch threads the run had (joblib's workers share the cores): the
+    # command sets the same number
+    try:
+        threads = RunFolder(Path(dirs[0])).recorded_threads()
+    except ThreadsUnknown:
+        threads = None
+    python = (f"OMP_NUM_THREADS={threads} " if threads else "") + "python -m reg_runner"
     if len(dirs) == 1:
-        record["command"] = "python -m reg_runner " + " ".join(shlex.quote(o) for o in overrides)
+        record["command"] = f"{python} " + " ".join(shlex.quote(o) for o in overrides)
     else:  # each seed alone gives back its run's numbers (a search preset's sweeper settings rule out a grid)
         kept = " ".join(shlex.quote(o) for o in overrides if o.partition("=")[0].lstrip("+") != "seed")
-        record["commands"] = [f"python -m reg_runner {kept} seed={m.get('seed')}" for m in runs]
-        record["command"] = (f"for seed in {' '.join(str(m.get('seed')) for m in runs)}; do python -m reg_runner "
+        record["commands"] = [f"{python} {kept} seed={m.get('seed')}" for m in runs]
+        record["command"] = (f"for seed in {' '.join(str(m.get('seed')) for m in runs)}; do {python} "
                              f"{kept} seed=$seed; done")
     return record
 
@@ -556,18 +597,23 @@ def _mean_std(values) -> tuple[float | None, float | None]:
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def epochs_spent(trials) -> dict:
-    """Epochs the finished trials' runs trained, against what they would have trained unpruned."""
-    run, planned = 0, 0
+def epochs_spent(trials, cut: set) -> dict:
+    """Epochs the finished trials' runs trained, against what they would have trained unpruned; apart, the
+    epochs of the trials a kill cut off (run again: neither a saving nor a result)."""
+    run, planned, lost = 0, 0, 0
     for t in trials:
         if t.state.name not in ("COMPLETE", "PRUNED", "FAIL") or REJECTED in t.user_attrs:
             continue
         for d in trial_dirs(t):
             m = RunFolder(Path(d)).recorded() or {}
-            if isinstance(m.get("epochs_run"), int) and isinstance(m.get("epochs_planned"), int):
+            if not isinstance(m.get("epochs_run"), int):
+                continue
+            if t.number in cut:
+                lost += m["epochs_run"]
+            elif isinstance(m.get("epochs_planned"), int):
                 run += m["epochs_run"]
                 planned += m["epochs_planned"]
-    return dict(run=run, unpruned=planned, share=run / planned if planned else None)
+    return dict(run=run, unpruned=planned, share=run / planned if planned else None, cut=lost)
 
 
 def batch_wait(dirs: list[list[str]], wall_s: float, parallel: int) -> dict:
@@ -607,7 +653,7 @@ def summarize(study, requested: int, wall_s: float, direction: str, waits: list 
         rejected=[dict(number=t.number, reason=t.user_attrs[REJECTED]) for t in rejected[:10]],
         wall_s_this_invocation=wall_s,
         wall_s_study=(max(ends) - min(starts)).total_seconds() if starts and ends else None,
-        epochs=epochs_spent(trials),
+        epochs=epochs_spent(trials, cut),
         batch_wait=dict(batches=len(waits or []), idle_worker_s=sum(w["idle_s"] for w in waits or []),
                         busy_worker_s=sum(w["busy_s"] for w in waits or [])),
         best=_run_record(complete[0]) if complete else None,
@@ -640,8 +686,11 @@ def write_summary(sweep_dir: Path, s: dict) -> None:
     )
     epochs = s.get("epochs") or {}
     if epochs.get("unpruned"):
-        lines.append(f"Epochs trained: {epochs['run']:,} of the {epochs['unpruned']:,} the runs would have trained "
-                     f"unpruned ({epochs['share']:.0%}).")
+        lines.append(f"Epochs trained: {epochs['run']:,} of the {epochs['unpruned']:,} the finished trials' runs would "
+                     f"have trained unpruned ({epochs['share']:.0%}).")
+    if s.get("n_interrupted"):
+        lines.append(f"Cut off by a kill: {s['n_interrupted']} trials, {epochs.get('cut', 0):,} epochs trained before "
+                     "the kill, counted apart: other trials ran in their place, and their folders are not resumed.")
     wait = s.get("batch_wait") or {}
     if wait.get("idle_worker_s"):
         total = wait["idle_worker_s"] + wait["busy_worker_s"]
@@ -674,7 +723,9 @@ def write_summary(sweep_dir: Path, s: dict) -> None:
 def print_summary(s: dict, sweep_dir: Path) -> None:
     rejected = f", {s['n_rejected']} rejected" if s["n_rejected"] else ""
     pruned = f", {s['n_pruned']} pruned" if s.get("n_pruned") else ""
-    print(f"study {s['study_name']}: {s['n_complete']} complete{pruned}, {s['n_failed']} failed{rejected}", flush=True)
+    cut = f", {s['n_interrupted']} cut off by a kill (run again)" if s.get("n_interrupted") else ""
+    print(f"study {s['study_name']}: {s['n_complete']} complete{pruned}, {s['n_failed']} failed{rejected}{cut}",
+          flush=True)
     epochs = s.get("epochs") or {}
     if s.get("n_pruned") and epochs.get("unpruned"):
         print(f"epochs trained: {epochs['run']} of {epochs['unpruned']} unpruned ({epochs['share']:.0%})")

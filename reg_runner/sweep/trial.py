@@ -80,14 +80,15 @@ class Reporter:
 
     def __init__(self, trial: TrialLink):
         import optuna
-        from hydra.utils import instantiate
+
+        from reg_runner.sweep import pruners
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = trial.storage if trial.storage is not None else MEMORY.get(trial.study)
         if storage is None:
             raise UserError(f"trial {trial.number} of study {trial.study!r} runs in another process than its "
                             "in-memory study: give hydra.sweeper.storage (sqlite:///...) to prune there")
-        pruner = instantiate(trial.pruner, _execution_whitelist_=("optuna.pruners.*",))
+        pruner = pruners.build(trial.pruner)
         self.study = optuna.load_study(study_name=trial.study, storage=storage, pruner=pruner)
         self.trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id,
                                                                                    trial.number)

@@ -42,7 +42,8 @@ class Records:
     """Each member's folder: ``last.pt`` (and ``best.pt`` when the best epoch moved), then history.csv,
     then metrics.json, at epoch 0, every ``trainer.checkpoint_every`` epochs and when the member ends.
     The checkpoint comes first, so a kill between two writes never leaves metrics.json claiming epochs
-    the checkpoint does not hold."""
+    the checkpoint does not hold. history.csv also follows each evaluation in between (a resumed run
+    rewrites it from its checkpoint's rows: each epoch once)."""
 
     def __init__(self, data_info: dict, n_params: int, clock: Clock, resumed: set):
         self.data_info, self.n_params, self.clock, self.resumed = data_info, n_params, clock, resumed
@@ -62,6 +63,8 @@ class Records:
         for k, m in enumerate(engine.members):
             if m.state.status == "running" and m.state.epoch % m.cfg.trainer.checkpoint_every == 0:
                 self.record(engine, k, m)
+            elif m.state.status == "running" and result.rows.get(m) is not None:  # the curves follow training
+                RunFolder(m.run_dir).write_history(m.state.history, durable=False)
 
     def member_end(self, engine, member, k: int) -> None:
         self.record(engine, k, member)
