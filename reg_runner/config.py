@@ -154,7 +154,8 @@ def rules(c: RunConfig) -> None:
     s, t, m = c.scheduler, c.trainer, c.model
     lr = effective_lr(c)
     if s.warmup_epochs >= t.epochs:
-        raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs, f"fewer than trainer.epochs={t.epochs}")
+        raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs, f"it must be fewer than trainer.epochs "
+                          f"({t.epochs}), so that the warmup ends before the run does")
     if s.name in PER_BATCH and s.warmup_epochs:
         raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs,
                           f"0 with scheduler={s.name}: it starts from its own low learning rate and has no warmup")
