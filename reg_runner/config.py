@@ -34,14 +34,20 @@ class SearchSwitches(Group):
     """Which branches of a conditional search space a trial took (set by the search, recorded)."""
 
     dropout: Bool
+    """whether the trial uses dropout (model.dropout > 0)"""
     l1: Bool
+    """whether the trial uses an L1 penalty (reg.l1 > 0)"""
     l2: Bool
+    """whether the trial uses an L2 penalty (reg.l2 > 0)"""
 
 
 class RunConfig(Group):
-    seed: Seed  # null: draw one (and record it)
-    objective: Monitor  # what picks the best epoch and what a sweeper optimizes: a validation metric
-    search: SearchSwitches | None = None  # only in a search
+    seed: Seed
+    """null: draw one (and record it)"""
+    objective: Monitor
+    """what picks the best epoch and what a sweeper optimizes: a validation metric"""
+    search: SearchSwitches | None = None
+    """only in a search"""
     data: DataConfig
     model: ModelConfig
     reg: RegConfig
