@@ -94,3 +94,29 @@ def test_every_technique_is_cited_with_a_link():
     text = "\n".join(p.read_text() for p in user_text())
     for url in CITATIONS:
         assert url in text, url
+
+
+def test_the_error_examples_print_what_the_code_prints(tmp_path, monkeypatch):
+    """Each ``$ python -m reg_runner ...`` example of docs/runs.md and the line under it, run in-process."""
+    import contextlib
+    import io
+    import shlex
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from reg_runner.cli import entry
+
+    examples = re.findall(r"^\$ python -m reg_runner (.+)\n(error: .+)$", (DOCS / "runs.md").read_text(), re.M)
+    examples = [(args, line) for args, line in examples if "--multirun" not in args]
+    assert len(examples) >= 4
+    monkeypatch.chdir(tmp_path)
+    for args, line in examples:
+        GlobalHydra.instance().clear()
+        err = io.StringIO()
+        monkeypatch.setattr(sys, "argv", ["reg_runner", *shlex.split(args), f"hydra.run.dir={tmp_path / 'run'}"])
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as stop:
+            entry()
+        GlobalHydra.instance().clear()
+        assert stop.value.code == 2 and err.getvalue().strip() == line, args
+    assert not (tmp_path / "run").exists()
