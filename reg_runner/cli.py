@@ -26,7 +26,8 @@ MAX_NAME = 150  # characters of overrides in a run folder's name (file systems a
 
 
 def run_name(num, overrides: str) -> str:
-    """A multirun job's folder: its number, then its overrides, e.g. ``3_model.norm=batchnorm,seed=1``.
+    """A multirun job's folder: its number, then its overrides, e.g. ``4_model.norm=batchnorm,seed=1`` (job 4 of
+    ``model.norm=none,batchnorm,layernorm seed=0,1,2``).
 
     TensorBoard names runs by folder, so runs of a sweep are told apart by what they changed.
     Slashes in values (``objective=val/loss``) would nest folders and become ``-``.

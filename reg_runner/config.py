@@ -34,14 +34,20 @@ class SearchSwitches(Group):
     """Which branches of a conditional search space a trial took (set by the search, recorded)."""
 
     dropout: Bool
+    """whether the trial uses dropout (model.dropout > 0)"""
     l1: Bool
+    """whether the trial uses an L1 penalty (reg.l1 > 0)"""
     l2: Bool
+    """whether the trial uses an L2 penalty (reg.l2 > 0)"""
 
 
 class RunConfig(Group):
-    seed: Seed  # null: draw one (and record it)
-    objective: Monitor  # what picks the best epoch and what a sweeper optimizes: a validation metric
-    search: SearchSwitches | None = None  # only in a search
+    seed: Seed
+    """null: draw one (and record it)"""
+    objective: Monitor
+    """what picks the best epoch and what a sweeper optimizes: a validation metric"""
+    search: SearchSwitches | None = None
+    """only in a search"""
     data: DataConfig
     model: ModelConfig
     reg: RegConfig
@@ -154,7 +160,8 @@ def rules(c: RunConfig) -> None:
     s, t, m = c.scheduler, c.trainer, c.model
     lr = effective_lr(c)
     if s.warmup_epochs >= t.epochs:
-        raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs, f"fewer than trainer.epochs={t.epochs}")
+        raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs, f"it must be fewer than trainer.epochs "
+                          f"({t.epochs}), so that the warmup ends before the run does")
     if s.name in PER_BATCH and s.warmup_epochs:
         raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs,
                           f"0 with scheduler={s.name}: it starts from its own low learning rate and has no warmup")

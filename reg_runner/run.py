@@ -171,5 +171,18 @@ def _summarize(member, wall: float) -> float:
             f"{state.status}: best {objective} {state.best[objective]:.4f} at epoch {state.best['epoch']}, "
             f"test/acc {test:.4f} there (final epoch {state.history[-1]['epoch']}: {final:.4f})"
         )
-    print(f"{line}; {wall:.1f} s; {member.run_dir}", flush=True)
+    line = f"{line}; {wall:.1f} s; {member.run_dir}"
+    print(line, flush=True)
+    to_own_log(member.run_dir, line)
     return value
+
+
+def to_own_log(run_dir, message: str) -> None:
+    """``message`` as an INFO line of this module in the run's own log file (``<job name>.log`` in its folder),
+    and in no other: the console already has it (printed plain), and in a stack every run's log file is a handler
+    of the root logger at once."""
+    folder = Path(run_dir).resolve()
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
+            handler.handle(record)

@@ -28,7 +28,8 @@ SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence take
 class Group(BaseModel):
     """A config group: every key declared, none unknown, frozen once checked."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # each key's description is the docstring under it (the configuration reference: python -m reg_runner.docs)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
 
 
 def reject(allowed: str):
@@ -92,7 +93,14 @@ def optional(field, what: str = "null"):
         except PydanticCustomError as e:
             raise reject(f"{what} or {e.context['allowed']}") from None
 
-    return Annotated[Any, PlainValidator(check)]
+    return Annotated[Any, PlainValidator(check), Optional(field)]
+
+
+class Optional:
+    """Marks ``optional(field)``'s annotation: ``field`` or null (the reference names the type)."""
+
+    def __init__(self, field):
+        self.field = field
 
 
 def _boolean(v):
@@ -240,8 +248,10 @@ class FamilyGroup(Group):
     """A group whose option is a *family* chosen by ``_target_`` (``conf/model/*.yaml``, ``conf/data/*.yaml``):
     ``_target_`` names a subclass of the group's base, which is the schema of the option's other keys."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True,
+                              use_attribute_docstrings=True)
     target: str = Field(alias="_target_")
+    """the family: the dotted path of its class"""
 
 
 def family(base: type[FamilyGroup], key: str, example: str):

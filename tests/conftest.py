@@ -12,7 +12,9 @@ import pytest
 from reg_runner.data import idx
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+# MNIST's four original files (LeCun's names, .gz): the copy the package ships, so the tests that read a folder of
+# them run on a fresh clone, with nothing beside the checkout
+ORIGINAL_MNIST = ROOT / "reg_runner" / "data" / "mnist"
 N_CLASSES = 10
 
 

@@ -198,7 +198,8 @@ CONFIG_CASES = [
     ("scheduler=plateau scheduler.min_lr=-1", "scheduler.min_lr=-1 is not allowed: a number >= 0"),
     ("scheduler=plateau scheduler.factor=2", "scheduler.factor=2 is not allowed: a number in (0, 1)"),
     ("scheduler=plateau scheduler.min_lr=0.01", "scheduler.min_lr=0.01 is not allowed: less than the lr (0.001)"),
-    ("scheduler.warmup_epochs=5", "scheduler.warmup_epochs=5 is not allowed: fewer than trainer.epochs=2"),
+    ("scheduler.warmup_epochs=5", "scheduler.warmup_epochs=5 is not allowed: it must be fewer than trainer.epochs "
+     "(2), so that the warmup ends before the run does"),
     ("scheduler.warmup_epochs=-1", "scheduler.warmup_epochs=-1 is not allowed: an integer >= 0"),
     ("scheduler.warmup_start_factor=0.5", "scheduler.warmup_start_factor=0.5 is not allowed: not set while "
      "scheduler.warmup_epochs=0"),

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CLI, SHARED_MNIST, read_metrics
+from conftest import CLI, ORIGINAL_MNIST, read_metrics
 
 from reg_runner.data import mnist
 
@@ -26,17 +26,15 @@ def test_defaults_learn_mnist_through_datamaestro(tmp_path):
         assert hashlib.md5((store / f"{f.key}.idx").read_bytes()).hexdigest() == f.md5
 
 
-@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist is not beside the checkout")
 def test_data_root_reads_the_same_images(tmp_path):
     cli = CLI(tmp_path, data=None)
     common = ("trainer.epochs=1", "data.val_size=2000")
     a = read_metrics(cli(*common, tiny=False).run_dir)["data"]
-    b = read_metrics(cli(f"data.root={SHARED_MNIST}", *common, tiny=False).run_dir)["data"]
-    assert b["source"] == f"folder {SHARED_MNIST}"
+    b = read_metrics(cli(f"data.root={ORIGINAL_MNIST}", *common, tiny=False).run_dir)["data"]
+    assert b["source"] == f"folder {ORIGINAL_MNIST}"
     assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
 
 
-@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist is not beside the checkout")
 def test_import_command_verifies_then_fills_the_store(tmp_path):
     env = {"DATAMAESTRO_DIR": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
 
@@ -46,13 +44,13 @@ def test_import_command_verifies_then_fills_the_store(tmp_path):
     assert data_cmd("check").returncode == 1
     fake = tmp_path / "fake"
     fake.mkdir()
-    for f in SHARED_MNIST.iterdir():
+    for f in ORIGINAL_MNIST.iterdir():
         (fake / f.name).write_bytes(f.read_bytes())
-    (fake / "t10k-labels-idx1-ubyte.gz").write_bytes((SHARED_MNIST / "train-labels-idx1-ubyte.gz").read_bytes())
+    (fake / "t10k-labels-idx1-ubyte.gz").write_bytes((ORIGINAL_MNIST / "train-labels-idx1-ubyte.gz").read_bytes())
     bad = data_cmd("import", str(fake))
     assert bad.returncode == 2 and "is not MNIST's t10k-labels-idx1-ubyte" in bad.stderr
     assert not (tmp_path / "store").exists()  # nothing written before all four are verified
-    assert data_cmd("import", str(SHARED_MNIST)).returncode == 0
+    assert data_cmd("import", str(ORIGINAL_MNIST)).returncode == 0
     ok = data_cmd("check")
     assert ok.returncode == 0 and ok.stdout.count(" ok") == 4
 

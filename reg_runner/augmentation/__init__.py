@@ -30,47 +30,74 @@ Sigma = number(0)
 
 class NoAugmentation(Group):
     name: Literal["none"]
+    """the augmentation; set by choosing the option (augmentation=<option>)"""
 
 
 class Noise(Group):
     name: Literal["noise"]
-    p: Probability  # probability that an image is augmented
-    sigma: Sigma  # noise std, in normalized pixel units
-    clamp: Bool  # back to the range of real pixels
+    """the augmentation; set by choosing the option (augmentation=<option>)"""
+    p: Probability
+    """probability that an image is augmented"""
+    sigma: Sigma
+    """noise std, in normalized pixel units"""
+    clamp: Bool
+    """back to the range of real pixels"""
 
 
 class Affine(Group):
     name: Literal["affine"]
+    """the augmentation; set by choosing the option (augmentation=<option>)"""
     p: Probability
-    degrees: Degrees  # rotation uniform in ±degrees
-    scale: Annotated[list, PlainValidator(_scale)]  # zoom uniform in [low, high]
-    translate: Translate  # shift uniform in ±translate of the image size, per axis
-    shear: Shear  # shear uniform in ±shear degrees
+    """probability that an image is augmented"""
+    degrees: Degrees
+    """rotation uniform in ±degrees"""
+    scale: Annotated[list, PlainValidator(_scale)]
+    """zoom uniform in [low, high]"""
+    translate: Translate
+    """shift uniform in ±translate of the image size, per axis"""
+    shear: Shear
+    """shear uniform in ±shear degrees"""
 
 
 class NoiseAffine(Group):
     name: Literal["noise_affine"]
+    """the augmentation; set by choosing the option (augmentation=<option>)"""
     p: Probability
+    """probability that an image is augmented"""
     degrees: Degrees
+    """rotation uniform in ±degrees"""
     scale: Annotated[list, PlainValidator(_scale)]
+    """zoom uniform in [low, high]"""
     translate: Translate
+    """shift uniform in ±translate of the image size, per axis"""
     shear: Shear
+    """shear uniform in ±shear degrees"""
     sigma: Sigma
+    """noise std, in normalized pixel units"""
     clamp: Bool
+    """clamp back to the range of real pixels"""
 
 
 class Crop(Group):
     name: Literal["crop"]
+    """the augmentation; set by choosing the option (augmentation=<option>)"""
     p: Probability
-    pad: integer(0, 64)  # pixels: the shift is uniform in [-pad, pad] per axis (less than the image's side)
-    fill: one_of("black", "reflect")  # what the border shifted in shows
-    flip: Bool  # mirror left-right with probability 1/2 (images whose class survives it: not digits)
+    """probability that an image is augmented"""
+    pad: integer(0, 64)
+    """pixels: the shift is uniform in [-pad, pad] per axis (less than the image's side)"""
+    fill: one_of("black", "reflect")
+    """what the border shifted in shows"""
+    flip: Bool
+    """mirror left-right with probability 1/2 (images whose class survives it: not digits)"""
 
 
 class Torchvision(Group):
     name: Literal["torchvision"]
+    """the augmentation; set by choosing the option (augmentation=<option>)"""
     p: Probability
+    """probability that an image is augmented"""
     transforms: Annotated[list[Any], PlainValidator(_transforms)]
+    """torchvision.transforms.v2 transforms, each a mapping with its _target_ (one draw per batch)"""
 
 
 AugmentationConfig = Annotated[

@@ -39,12 +39,18 @@ class Images:
 
 
 class DataFamily(FamilyGroup):
-    root: optional(Text)  # a folder holding the dataset's original files; null: datamaestro's store
-    train_fraction: number(0, 1, lo_open=True)  # of the training set; the rest is the validation set
-    val_size: optional(integer(1))  # a random subset of the rest, for speed; null: all of it
-    split_seed: integer(0, 2**63 - 1)  # draws the training subset, independently of the run's seed
-    stratified: Bool  # the same fraction of every class
-    normalize: Bool  # standardize each channel with the training subset's pixel mean and std
+    root: optional(Text)
+    """a folder holding the dataset's original files; null: datamaestro's store"""
+    train_fraction: number(0, 1, lo_open=True)
+    """of the training set; the rest is the validation set"""
+    val_size: optional(integer(1))
+    """a random subset of the rest, for speed; null: all of it"""
+    split_seed: integer(0, 2**63 - 1)
+    """draws the training subset, independently of the run's seed"""
+    stratified: Bool
+    """the same fraction of every class"""
+    normalize: Bool
+    """standardize each channel with the training subset's pixel mean and std"""
 
     NAME: ClassVar[str] = ""  # how messages and records name the dataset (e.g. "MNIST")
     CLASSES: ClassVar[tuple[str, ...]] = ()  # the class names, in label order

@@ -36,11 +36,16 @@ MIN_STEPS = 20  # the fewest lr_find.steps: 20 leave 13 points to read (a tenth 
 
 
 class LrFindConfig(Group):
-    min_lr: LearningRate  # the first step's lr (the lr the optimizer uses, after lr_scaling)
-    max_lr: LearningRate  # the last step's
-    steps: integer(MIN_STEPS, 100_000)  # optimizer steps; suggestions need a curve of at least this many points
-    smoothing: number(0, 1, hi_open=True)  # β of the moving average; 0: none
+    min_lr: LearningRate
+    """the first step's lr (the lr the optimizer uses, after lr_scaling)"""
+    max_lr: LearningRate
+    """the last step's"""
+    steps: integer(MIN_STEPS, 100_000)
+    """optimizer steps; suggestions need a curve of at least this many points"""
+    smoothing: number(0, 1, hi_open=True)
+    """β of the moving average; 0: none"""
     stop_factor: optional(number(1, lo_open=True), "null (run every step)")
+    """stop when the smoothed loss exceeds this times its best"""
 
 
 # keys of the run config the range test does not read: it sets the lr itself, trains for a fixed number

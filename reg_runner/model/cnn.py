@@ -39,16 +39,26 @@ def _kernel(v):
 
 
 class CNN(ModelFamily):
-    channels: Annotated[list, PlainValidator(_channels)]  # output channels of each conv block, in order
-    kernel: Annotated[int, PlainValidator(_kernel)]  # square kernels, odd: 'same' padding
-    pool: one_of(*POOLS)  # 2x2 pooling after each block (halves the image)
+    channels: Annotated[list, PlainValidator(_channels)]
+    """output channels of each conv block, in order"""
+    kernel: Annotated[int, PlainValidator(_kernel)]
+    """square kernels, odd: 'same' padding"""
+    pool: one_of(*POOLS)
+    """2x2 pooling after each block (halves the image)"""
     norm: one_of(*NORMS)
-    groups: integer(1)  # GroupNorm's groups: divides every block's channels; read only with norm=groupnorm
+    """the normalization of each conv block: BatchNorm, LayerNorm (one group), GroupNorm or none"""
+    groups: integer(1)
+    """GroupNorm's groups: divides every block's channels; read only with norm=groupnorm"""
     activation: one_of(*ACTIVATIONS)
-    dropout: number(0, 1, hi_open=True)  # probability of zeroing a unit after each block and the hidden layer
-    hidden: integer(0, 1_000_000)  # units of the fully connected layer before the classifier; 0: none
-    head: one_of(*HEADS)  # flatten the last feature map, or average it over space (one value per channel)
+    """the activation after each block and the hidden layer"""
+    dropout: number(0, 1, hi_open=True)
+    """probability of zeroing a unit after each block and the hidden layer"""
+    hidden: integer(0, 1_000_000)
+    """units of the fully connected layer before the classifier; 0: none"""
+    head: one_of(*HEADS)
+    """flatten the last feature map, or average it over space (one value per channel)"""
     init: one_of(*INITS)
+    """the weights' initialization (default: PyTorch's)"""
 
     # dropout and init are each run's own: runs that differ only in them train as one stack
     STRUCTURAL = ("channels", "kernel", "pool", "norm", "groups", "activation", "hidden", "head")

@@ -23,14 +23,22 @@ NO_HIDDEN = "model.depth=0: there is no hidden layer"
 
 
 class MLP(ModelFamily):
-    depth: integer(0, 1000)  # hidden layers
-    width: integer(1)  # units per hidden layer
+    depth: integer(0, 1000)
+    """hidden layers"""
+    width: integer(1)
+    """units per hidden layer"""
     activation: one_of(*ACTIVATIONS)
+    """the hidden blocks' activation"""
     norm: one_of(*NORMS)
-    norm_position: one_of(*NORM_POSITIONS)  # read only with a norm
-    dropout: number(0, 1, hi_open=True)  # probability of zeroing a hidden unit in training
-    residual: Bool  # read only where a block's input and output widths match (depth >= 2)
+    """the normalization of each hidden block: BatchNorm, LayerNorm, RMSNorm or none"""
+    norm_position: one_of(*NORM_POSITIONS)
+    """read only with a norm"""
+    dropout: number(0, 1, hi_open=True)
+    """probability of zeroing a hidden unit in training"""
+    residual: Bool
+    """read only where a block's input and output widths match (depth >= 2)"""
     init: one_of(*INITS)
+    """the weights' initialization (default: PyTorch's)"""
 
     # dropout and init are each run's own: runs that differ only in them train as one stack
     STRUCTURAL = ("depth", "width", "activation", "norm", "norm_position", "residual")

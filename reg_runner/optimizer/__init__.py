@@ -42,6 +42,34 @@ ARGUMENTS = {
 }
 
 
+# what each shared argument does (the configuration reference: python -m reg_runner.docs)
+DESCRIPTIONS = {
+    "betas": "the decay rates of the running means of the gradient and of its square (Lion: of its update and "
+             "momentum)",
+    "eps": "added to the denominator, for numerical stability",
+    "weight_decay": "decay of the weights; in sgd, adam and rmsprop added to the gradient as w·θ, in adamw, lion, "
+                    "lamb and lars decoupled from it (see L1/L2 penalties vs. weight decay)",
+    "momentum": "the momentum factor",
+    "dampening": "dampening of the momentum (SGD)",
+    "nesterov": "Nesterov's momentum (SGD; needs momentum > 0 and dampening 0)",
+    "alpha": "RMSprop's smoothing constant of the squared gradient",
+    "centered": "RMSprop: normalize by the estimated variance of the gradient",
+    "amsgrad": "Adam's AMSGrad variant (the maximum of the second moments)",
+    "lr_decay": "Adagrad's learning-rate decay",
+    "initial_accumulator_value": "Adagrad's starting sum of squared gradients",
+    "momentum_decay": "NAdam's momentum decay",
+    "decoupled_weight_decay": "NAdam and RAdam: decay the weights as AdamW does",
+    "trust_coefficient": "LARS's trust coefficient (the layer-wise lr's scale)",
+    "weight_decouple": "pytorch-optimizer: decouple the weight decay, as AdamW does",
+    "fixed_decay": "pytorch-optimizer: a weight decay not scaled by the lr",
+    "maximize": "maximize the objective instead of minimizing it",
+    "foreach": "torch's multi-tensor implementation; null: torch chooses",
+    "fused": "torch's fused implementation; null: torch chooses (it changes the last digits)",
+    "capturable": "torch: the step can be captured in a CUDA graph",
+    "differentiable": "torch: the step can be differentiated through",
+}
+
+
 def scaled_lr(lr: float, rule: str, batch: int, base: int) -> float:
     """The large-batch rule: lr x (batch / base) for linear, lr x sqrt(batch / base) for sqrt."""
     ratio = batch / base
@@ -49,12 +77,17 @@ def scaled_lr(lr: float, rule: str, batch: int, base: int) -> float:
 
 
 class OptimizerConfig(Group):
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, populate_by_name=True,
+                              use_attribute_docstrings=True)
 
-    target: Target = Field(alias="_target_")  # the optimizer class
-    lr: LearningRate  # before lr_scaling
-    lr_scaling: one_of("none", "linear", "sqrt")  # the large-batch rule
-    base_batch_size: integer(1)  # the batch at which lr is used as given; read only with lr_scaling
+    target: Target = Field(alias="_target_")
+    """the optimizer class"""
+    lr: LearningRate
+    """before lr_scaling"""
+    lr_scaling: one_of("none", "linear", "sqrt")
+    """the large-batch rule"""
+    base_batch_size: integer(1)
+    """the batch at which lr is used as given; read only with lr_scaling"""
 
     @property
     def arguments(self) -> dict:

@@ -18,66 +18,102 @@ PER_BATCH = ("onecycle", "cyclic")
 
 
 class Warmup(Group):
-    warmup_epochs: integer(0)  # linear warmup in front, in epochs
-    warmup_start_factor: number(0, 1, lo_open=True)  # the warmup starts at this fraction of the lr
+    warmup_epochs: integer(0)
+    """linear warmup in front, in epochs"""
+    warmup_start_factor: number(0, 1, lo_open=True)
+    """the warmup starts at this fraction of the lr"""
 
 
 class Constant(Warmup):
     name: Literal["none"]
+    """the schedule; set by choosing the option (scheduler=<option>)"""
 
 
 class Step(Warmup):
     name: Literal["step"]
-    step_size: integer(1)  # epochs between two decays
+    """the schedule; set by choosing the option (scheduler=<option>)"""
+    step_size: integer(1)
+    """epochs between two decays"""
     gamma: Decay
+    """the factor the lr is multiplied by at each decay"""
 
 
 class Exponential(Warmup):
     name: Literal["exponential"]
-    gamma: Decay  # per epoch
+    """the schedule; set by choosing the option (scheduler=<option>)"""
+    gamma: Decay
+    """the factor the lr is multiplied by per epoch"""
 
 
 class Linear(Warmup):
     name: Literal["linear"]
-    end_factor: number(0, 1)  # the lr at the end, as a fraction of the lr
+    """the schedule; set by choosing the option (scheduler=<option>)"""
+    end_factor: number(0, 1)
+    """the lr at the end, as a fraction of the lr"""
 
 
 class Cosine(Warmup):
     name: Literal["cosine"]
-    eta_min: NonNegative  # the lr at the end; at most optimizer.lr
+    """the schedule; set by choosing the option (scheduler=<option>)"""
+    eta_min: NonNegative
+    """the lr at the end; at most optimizer.lr"""
 
 
 class OneCycle(Warmup):
     name: Literal["onecycle"]
-    max_lr: optional(LearningRate)  # null: optimizer.lr
-    pct_start: number(0, 1, lo_open=True, hi_open=True)  # of the steps spent going up
+    """the schedule; set by choosing the option (scheduler=<option>)"""
+    max_lr: optional(LearningRate)
+    """null: optimizer.lr"""
+    pct_start: number(0, 1, lo_open=True, hi_open=True)
+    """of the steps spent going up"""
     anneal_strategy: one_of("cos", "linear")
-    div_factor: number(1)  # starts at max_lr / div_factor
-    final_div_factor: number(1)  # ends at max_lr / (div_factor * final_div_factor)
-    cycle_momentum: Bool  # cycle momentum (or beta1) inversely to the lr, between the two below
-    base_momentum: Fraction01  # read only with cycle_momentum
-    max_momentum: Fraction01  # read only with cycle_momentum
+    """the shape of the fall: cosine or linear"""
+    div_factor: number(1)
+    """starts at max_lr / div_factor"""
+    final_div_factor: number(1)
+    """ends at max_lr / (div_factor * final_div_factor)"""
+    cycle_momentum: Bool
+    """cycle momentum (or beta1) inversely to the lr, between the two below"""
+    base_momentum: Fraction01
+    """the lowest momentum of the cycle (at the highest lr); read only with cycle_momentum"""
+    max_momentum: Fraction01
+    """the highest momentum of the cycle (at the lowest lr); read only with cycle_momentum"""
 
 
 class Cyclic(Warmup):
     name: Literal["cyclic"]
-    base_lr: optional(LearningRate)  # null: optimizer.lr / 10
-    max_lr: optional(LearningRate)  # null: optimizer.lr
-    step_size_up_epochs: number(0, lo_open=True)  # half a cycle, in epochs (at least one optimizer step)
+    """the schedule; set by choosing the option (scheduler=<option>)"""
+    base_lr: optional(LearningRate)
+    """null: optimizer.lr / 10"""
+    max_lr: optional(LearningRate)
+    """null: optimizer.lr"""
+    step_size_up_epochs: number(0, lo_open=True)
+    """half a cycle, in epochs (at least one optimizer step)"""
     mode: one_of("triangular", "triangular2", "exp_range")
-    gamma: Decay  # exp_range's decay per step; read only with mode=exp_range
+    """triangular: constant amplitude; triangular2: halved each cycle; exp_range: times gamma per step"""
+    gamma: Decay
+    """exp_range's decay per step; read only with mode=exp_range"""
     cycle_momentum: Bool
-    base_momentum: Fraction01  # read only with cycle_momentum
-    max_momentum: Fraction01  # read only with cycle_momentum
+    """cycle momentum (or beta1) inversely to the lr, between the two below"""
+    base_momentum: Fraction01
+    """the lowest momentum of the cycle (at the highest lr); read only with cycle_momentum"""
+    max_momentum: Fraction01
+    """the highest momentum of the cycle (at the lowest lr); read only with cycle_momentum"""
 
 
 class Plateau(Warmup):
     name: Literal["plateau"]
-    monitor: Monitor  # val/acc or val/loss
-    factor: number(0, 1, lo_open=True, hi_open=True)  # lr *= factor on a plateau
-    patience: integer(0)  # evaluations without improvement before a cut
-    threshold: NonNegative  # a smaller (relative) improvement does not count
-    min_lr: NonNegative  # the lr never goes below this
+    """the schedule; set by choosing the option (scheduler=<option>)"""
+    monitor: Monitor
+    """val/acc or val/loss"""
+    factor: number(0, 1, lo_open=True, hi_open=True)
+    """lr *= factor on a plateau"""
+    patience: integer(0)
+    """evaluations without improvement before a cut"""
+    threshold: NonNegative
+    """a smaller (relative) improvement does not count"""
+    min_lr: NonNegative
+    """the lr never goes below this"""
 
 
 SchedulerConfig = Annotated[

@@ -19,21 +19,36 @@ def _device(v):
 
 class EarlyStopping(Group):
     enabled: Bool
-    monitor: Monitor  # a validation metric; read only when enabled
-    patience: integer(1)  # evaluations without improvement before stopping; read only when enabled
-    min_delta: NonNegative  # smaller improvements do not count; read only when enabled
+    """stop when the monitored metric has not improved for patience evaluations"""
+    monitor: Monitor
+    """a validation metric; read only when enabled"""
+    patience: integer(1)
+    """evaluations without improvement before stopping; read only when enabled"""
+    min_delta: NonNegative
+    """smaller improvements do not count; read only when enabled"""
 
 
 class TrainerConfig(Group):
     epochs: integer(1)
-    batch_size: integer(1)  # at most the training set
-    eval_every: integer(1)  # evaluate every this many epochs, and at the last
+    """epochs to train"""
+    batch_size: integer(1)
+    """at most the training set"""
+    eval_every: integer(1)
+    """evaluate every this many epochs, and at the last"""
     eval_batch_size: integer(1)
+    """images per forward pass in evaluation (memory, not results)"""
     eval_precision: one_of(*PRECISIONS)
-    accumulate: integer(1)  # micro-batches per optimizer step, at most the batches of an epoch
+    """fp32, or bf16: evaluation under bfloat16 autocast (training stays float32)"""
+    accumulate: integer(1)
+    """micro-batches per optimizer step, at most the batches of an epoch"""
     drop_last: Bool
-    grad_clip: optional(Positive)  # the global gradient L2 norm is clipped to this
+    """drop the last, smaller training batch of each epoch"""
+    grad_clip: optional(Positive)
+    """the global gradient L2 norm is clipped to this"""
     early_stopping: EarlyStopping
     device: Annotated[str, PlainValidator(_device)]
+    """auto: CUDA, else MPS, else the CPU"""
     deterministic: Bool
+    """torch.use_deterministic_algorithms: the same numbers on a GPU, more slowly"""
     checkpoint_every: integer(1)
+    """epochs between checkpoints (last.pt, metrics.json), and at the end"""

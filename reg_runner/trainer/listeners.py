@@ -94,7 +94,6 @@ class Progress:
         pass
 
     def epoch(self, engine, result) -> None:
-        self.bar.update(1)
         rows = [r for r in result.rows.values() if r is not None]
         if len(rows) == 1:
             self.bar.set_postfix_str(f"train/loss {rows[0]['train/loss']:.4f}  val/acc {rows[0]['val/acc']:.4f}",
@@ -102,6 +101,7 @@ class Progress:
         elif rows:
             self.bar.set_postfix_str(f"{len(rows)} runs  best val/acc {max(r['val/acc'] for r in rows):.4f}",
                                      refresh=False)
+        self.bar.update(1)  # after the postfix: the bar is drawn with this epoch's numbers, not the last one's
 
     def member_end(self, engine, member, k: int) -> None:
         pass

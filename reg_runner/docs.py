@@ -1,0 +1,269 @@
+"""``python -m reg_runner.docs``: the configuration reference, ``docs/reference.md``, generated from the schemas.
+
+Every key of every option of every group: its type and allowed values (from the group's schema, the same
+validators that check a command line), its default (the option's YAML, composed by Hydra as a run composes it)
+and its description (the docstring under the key in the schema). ``--check`` writes nothing and exits 1 when
+the committed file differs from what the schemas give, or when a key has no description.
+"""
+
+import argparse
+import functools
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel
+from pydantic_core import PydanticCustomError
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "docs" / "reference.md"
+PRESETS = ("experiment", "hparams_search")  # groups of presets: each sets keys of the groups below
+TYPES = {float: "number", int: "integer", bool: "boolean", str: "string", list: "list"}
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    type: str
+    default: str
+    allowed: str
+    description: str | None
+
+
+class _Nothing:
+    """A value every validator refuses, so that it says what it allows."""
+
+
+def annotated(field):
+    """A pydantic field's annotation with its metadata (the validators), as the schema wrote it."""
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+
+
+def type_of(annotation) -> str:
+    from reg_runner.schema import Optional
+
+    if typing.get_origin(annotation) is Annotated:
+        base, *meta = typing.get_args(annotation)
+        marker = next((m for m in meta if isinstance(m, Optional)), None)
+        return f"{type_of(marker.field)} or null" if marker is not None else type_of(base)
+    args = typing.get_args(annotation)
+    if type(None) in args:  # X | None
+        return " or ".join(type_of(a) for a in args if a is not type(None)) + " or null"
+    if typing.get_origin(annotation) is Literal:
+        return "string"
+    if typing.get_origin(annotation) is list:
+        return "list"
+    if annotation is Any:
+        return "choice"
+    if isinstance(annotation, type):
+        return TYPES.get(annotation, annotation.__name__)
+    return str(annotation)
+
+
+def allowed_of(annotation) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return ", ".join(str(a) for a in typing.get_args(annotation))
+    for meta in typing.get_args(annotation)[1:] if typing.get_origin(annotation) is Annotated else ():
+        func = getattr(meta, "func", None)
+        if func is None:
+            continue
+        try:
+            func(_Nothing())
+        except PydanticCustomError as e:
+            return e.context["allowed"]
+        except Exception:  # noqa: BLE001 - a validator that refuses otherwise says nothing usable here
+            return ""
+    return ""
+
+
+def shown(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(shown(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {shown(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
+    """One row per key of ``model`` (nested groups flattened), with ``values`` as the defaults; then the keys of
+    ``values`` the model takes as extra arguments (the optimizer's constructor)."""
+    out = []
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out += rows(annotation, values.get(key) or {}, f"{prefix}{key}.")
+            continue
+        nested = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if nested and len(nested) == 1 and type(None) in typing.get_args(annotation):  # a group or null
+            out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.")
+            continue
+        out.append(Row(f"{prefix}{key}", type_of(annotated(field)), shown(values.get(key)) if key in values else "-",
+                       allowed_of(annotated(field)), field.description))
+    if model.model_config.get("extra") == "allow":
+        from reg_runner.optimizer import ARGUMENTS, DESCRIPTIONS
+
+        for key, value in values.items():
+            if key in {f.alias or n for n, f in model.model_fields.items()}:
+                continue
+            field = ARGUMENTS.get(key)
+            out.append(Row(f"{prefix}{key}", type_of(field) if field is not None else "-", shown(value),
+                           allowed_of(field) if field is not None else "checked against the class's signature",
+                           DESCRIPTIONS.get(key)))
+    return out
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+@functools.cache
+def composed(config: str = "config", overrides: tuple[str, ...] = ()) -> dict:
+    """The config ``config`` with ``overrides``, as a run composes it (interpolations left as written)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    import reg_runner.cli  # noqa: F401 - its resolvers
+
+    if GlobalHydra.instance().is_initialized():
+        return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
+    with initialize_config_dir(config_dir=str(ROOT / "conf")):
+        return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
+
+
+def schema_of(group: str, values: dict) -> type[BaseModel]:
+    """The schema class that checks ``values`` as the group ``group``: the family its ``_target_`` names, the
+    union member its ``name`` names, or the group's one class."""
+    from reg_runner.config import RunConfig
+    from reg_runner.data import DataFamily
+    from reg_runner.model import ModelFamily
+    from reg_runner.schema import family_class
+
+    families = {"model": ModelFamily, "data": DataFamily}
+    if group in families:
+        return family_class(families[group], group, values["_target_"], "")
+    annotation = RunConfig.model_fields[group].annotation
+    members = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    if members:
+        return next(m for m in members if values.get("name") in typing.get_args(m.model_fields["name"].annotation))
+    return annotation
+
+
+def header_comment(path: Path) -> str:
+    """The first comment paragraph of a YAML file, as one line."""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if text.startswith("@package"):
+            continue
+        if not text:
+            if words:
+                break
+            continue
+        words.append(text)
+    return " ".join(words)
+
+
+def table(rs: list[Row]) -> list[str]:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
+    for r in rs:
+        lines.append(f"| `{r.key}` | {cell(r.type)} | `{cell(r.default)}` | {cell(r.allowed)} | "
+                     f"{cell(r.description or '')} |")
+    return lines
+
+
+def reference() -> tuple[str, list[str]]:
+    """The reference's markdown, and the keys that have no description."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf")):  # one Hydra for every composition
+        return _reference()
+
+
+def _reference() -> tuple[str, list[str]]:
+    from reg_runner.config import RunConfig
+    from reg_runner.lr_find import LrFindConfig
+
+    defaults = composed()
+    groups = [name for name, f in RunConfig.model_fields.items() if (ROOT / "conf" / name).is_dir()]
+    top = [name for name in RunConfig.model_fields if name not in groups]
+    missing: list[str] = []
+    out = ["# Configuration reference", "",
+           "Generated from the schemas by `python -m reg_runner.docs` (a test fails when it is stale). Each group is "
+           "a folder of `conf/` and a package of `reg_runner/`, whose schema (a pydantic model) declares every key, "
+           "its type and range, and describes it; the defaults are the options' YAML files as a run composes them. "
+           "Choose an option with `group=option`, set a key with `group.key=value`; a key the option does not have "
+           "is refused in one line.", ""]
+
+    def section(rs: list[Row]) -> None:
+        missing.extend(r.key for r in rs if not r.description)
+        out.extend(table(rs))
+        out.append("")
+
+    out += ["## Top level", ""]
+    section([r for r in rows(RunConfig, defaults, "") if r.key.split(".")[0] in top])
+    for group in groups:
+        chosen = defaults[group]
+        default_option = next((o for o in options(group) if composed(overrides=(f"{group}={o}",))[group] == chosen),
+                              None)
+        out += [f"## `{group}`", "", f"Options: {', '.join(f'`{o}`' for o in options(group))}"
+                + (f" (default `{default_option}`)." if default_option else "."), ""]
+        for option in options(group):
+            values = composed(overrides=(f"{group}={option}",))[group]
+            cls = schema_of(group, values)
+            out += [f"### `{group}={option}`", ""]
+            comment = header_comment(ROOT / "conf" / group / f"{option}.yaml")
+            if comment:
+                out += [comment, ""]
+            out += [f"Schema: `{cls.__module__}.{cls.__name__}`.", ""]
+            section(rows(cls, values, f"{group}."))
+    out += ["## `lr_find`", "", "The range test's own keys (`python -m reg_runner.lr_find`, `conf/lr_find.yaml`).", ""]
+    section(rows(LrFindConfig, composed("lr_find")["lr_find"], "lr_find."))
+    for group in PRESETS:
+        out += [f"## `{group}` (presets)", "",
+                "Each preset sets keys of the groups above" + (" (`+experiment=name`)." if group == "experiment" else
+                                                               " and the search's sweeper (`hparams_search=name`)."),
+                "", "| preset | what it is |", "|---|---|"]
+        for option in options(group):
+            out.append(f"| `{option}` | {header_comment(ROOT / 'conf' / group / f'{option}.yaml').replace('|', '/')} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n", missing
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m reg_runner.docs", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if docs/reference.md is stale "
+                        "or a key has no description")
+    args = parser.parse_args(argv)
+    text, missing = reference()
+    if missing:
+        print(f"error: keys without a description in their schema: {', '.join(missing)}", file=sys.stderr)
+        raise SystemExit(1)
+    if args.check:
+        if not REFERENCE.is_file() or REFERENCE.read_text() != text:
+            print(f"error: {REFERENCE} is stale: run python -m reg_runner.docs", file=sys.stderr)
+            raise SystemExit(1)
+        return
+    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+    REFERENCE.write_text(text)
+    print(f"written: {REFERENCE}")
+
+
+if __name__ == "__main__":
+    main()
