@@ -277,6 +277,11 @@ def _f(v, digits=4) -> str:
     return str(v)
 
 
+def _g(v) -> str:
+    """Three significant figures: a sharpness of 2.6e-4 or 5.4e-6 keeps its digits (fixed decimals round it to 0)."""
+    return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
 def _pm(mean, std) -> str:
     return "-" if mean is None else f"{mean:.4f} ± {std:.4f}"
 
@@ -297,7 +302,8 @@ def markdown(runs, keys, table1, table2, baseline, root) -> str:
     out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in table1:
         vals = list(row.values())
-        out.append("| " + " | ".join(_f(v, 1) if c == "wall s" else _f(v) for c, v in zip(cols, vals)) + " |")
+        out.append("| " + " | ".join(_f(v, 1) if c == "wall s" else _g(v) if c == "sharpness" else _f(v)
+                                     for c, v in zip(cols, vals)) + " |")
     out += ["", f"## Groups (seed left out; baseline: `{baseline}`)", "",
             "| group | n | val acc | test acc | Δ val | p (val) | Δ test | p (test) |", "|---|---|---|---|---|---|---|---|"]
     for g in table2:
