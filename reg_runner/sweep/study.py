@@ -46,7 +46,7 @@ from reg_runner import config as config_lib
 from reg_runner.errors import ConfigError, UserError, exit_on_user_error, show
 from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
 from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
-from reg_runner.sweep import flat_params, jobs, pruners, stop_workers
+from reg_runner.sweep import flat_params, jobs, labels_not_swept, pruners, stop_workers
 from reg_runner.sweep import trial as trial_lib
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ class StudySweeper(Sweeper):
             space, fixed, fixed_overrides = create_params_from_overrides(params)
         except (ValueError, AssertionError, NotImplementedError) as e:
             raise UserError(f"a sweep override cannot be searched: {e}") from None
+        for name in space:
+            labels_not_swept(name, next((p for p in params if p.partition("=")[0].lstrip("+~") == name), name))
         fixed_values = _typed_values(fixed)
         for name in fixed:
             space.pop(name, None)
