@@ -528,7 +528,7 @@ def writable_folder(out: Path) -> list[Path]:
 
 
 def report(root: Path, out: Path | None = None, baseline: str | None = None, plots: bool = True,
-           made: list | None = None, filters: Filters = Filters()) -> str:
+           made: list | None = None, filters: Filters = Filters(), storage: str | None = None) -> str:
     """The report of the runs below ``root`` that ``filters`` select, written to ``out`` (default ``root``);
     ``made``: gets the folders made for it."""
     kinds.refuse_other_than(root, (kinds.RUN, kinds.SWEEP), "give a run folder, a sweep folder, or any folder "
@@ -555,10 +555,14 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     images = plot(runs, keys, table2, out) if plots and any(r.finished for r in runs) else []
     for png, _ in images:
         text += f"\n![{png.stem}]({png.name})\n"
+    from reg_runner.sweep import analysis
+
+    searched, section = analysis.search(root, out, storage, plots)  # an Optuna search's figures and trials
+    text += section
     (made if made is not None else []).extend(writable_folder(out))
     with signals.deferred(hold=True):  # the report's files together: all of them, or none
         atomic.write_text(out / "report.csv", buf.getvalue())
-        for png, data in images:
+        for png, data in images + searched:
             atomic.write_bytes(png, data)
         atomic.write_text(out / "report.md", text)
     return text
@@ -577,6 +581,8 @@ def main(argv=None) -> None:
                         help=f"only the runs of this status (repeatable: any of them): {', '.join(STATUSES)}")
     parser.add_argument("--tag", action="append", default=[], metavar="TAG",
                         help="only the runs that carry this tag (tags=[...] when they ran; repeatable: all of them)")
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="an Optuna search's database URL, where its records hide the password")
     args = parser.parse_args(argv)
     made: list[Path] = []
     state = {"written": False}
@@ -586,7 +592,8 @@ def main(argv=None) -> None:
         if not args.path.is_dir():
             raise UserError(f"{args.path} is not a folder; give a run folder, a sweep folder, or any folder above runs")
         filters = parse_filters(args.where, args.status, args.tag)
-        text = report(args.path, args.out, args.baseline, plots=not args.no_plots, made=made, filters=filters)
+        text = report(args.path, args.out, args.baseline, plots=not args.no_plots, made=made, filters=filters,
+                      storage=args.storage)
         state["written"] = True
         signals.stop_if_caught()  # a signal while the files were written: they are whole, and said so
         print(text)
