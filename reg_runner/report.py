@@ -11,12 +11,16 @@ with their status, never fatal.
 - Table 1, one row per run: the overrides that differ between runs, seed, best val acc, test acc at
   the best-validation epoch, final train / val loss, best epoch, wall time, status.
 - Table 2, runs grouped by those overrides with the seed left out: n, mean ± std of val and test
-  accuracy, and the difference to the baseline group with Welch's t-test p-value (two-sided).
+  accuracy, and the difference to the baseline group with Welch's t-test p-value (two-sided), Holm-adjusted
+  when several groups are tested against the baseline.
 - Plots: validation accuracy and loss per epoch per group (mean, min-max band over seeds);
   test accuracy per group (each seed, and mean ± std).
 
 Written to the terminal (markdown) and to ``report.md``, ``report.csv``, ``curves.png`` and
-``test_acc.png`` in the folder (or ``--out``).
+``test_acc.png`` in the folder (or ``--out``). On an Optuna search's folder, also its analysis
+(``reg_runner.sweep.analysis``): Optuna's figures of the study and ``trials.csv``.
+
+``--where key=value``, ``--status`` and ``--tag`` select the runs the report reads.
 """
 
 import csv
