@@ -27,7 +27,7 @@ from reg_runner.model import ModelConfig
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.reg import RegConfig
 from reg_runner.scheduler import PER_BATCH, SchedulerConfig
-from reg_runner.schema import Bool, Group, Monitor, Seed, parse
+from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse
 from reg_runner.trainer import TrainerConfig
 
 class SearchSwitches(Group):
@@ -48,6 +48,10 @@ class RunConfig(Group):
     """what picks the best epoch and what a sweeper optimizes: a validation metric"""
     search: SearchSwitches | None = None
     """only in a search"""
+    tags: Tags = []
+    """labels that select runs in a report (`--tag`); recorded, never part of a result or a search"""
+    notes: optional(Text) = None
+    """free text about the run, recorded with it"""
     data: DataConfig
     model: ModelConfig
     reg: RegConfig
@@ -402,7 +406,9 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
 
 
 # keys that change no number a run records (where it runs, what it shows, how often it checkpoints)
-NOT_RESULTS = ("logging", "trainer.device", "trainer.checkpoint_every", "trainer.eval_batch_size", "data.root")
+NOT_RESULTS = ("logging", "trainer.device", "trainer.checkpoint_every", "trainer.eval_batch_size", "data.root",
+               "tags", "notes")
+LABELS = ("tags", "notes")  # what a user writes about runs: never structural, a result, or searched
 
 
 def results_config(config: dict) -> dict:

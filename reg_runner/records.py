@@ -2,7 +2,9 @@
 
     .hydra/                 Hydra's own: the composed config, the overrides, Hydra's settings
     resolved_config.yaml    the config with every interpolation resolved and the seed actually used
-    environment.json        versions, device, git commit, command line, host
+    environment.json        every installed distribution's version, Python, the torch build (CUDA, cuDNN, MPS),
+                            CPU and GPU, git commit and changes, command line, host
+    source.patch            ``git diff HEAD`` of the reg_runner code, when it differed from its commit
     metrics.json            status, best epoch, best val, test at best, final, timing
     history.csv             one row per evaluation (the curves)
     checkpoints/last.pt     model, optimizer, scheduler, loop state, RNG states, config
@@ -21,6 +23,7 @@ Ctrl-C: resumable), failed (an error after the run started; ``error`` says which
 
 import csv
 import fcntl
+import functools
 import io
 import json
 import os
@@ -38,8 +41,9 @@ from reg_runner import atomic, kinds
 from reg_runner.errors import UserError
 from reg_runner.schema import upgrade
 
+# the packages a run's numbers depend on most, named first (``distributions`` holds every installed one)
 PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper",
-            "tensorboard", "datamaestro", "datamaestro-image")
+            "tensorboard", "datamaestro", "datamaestro-image", "pytorch-optimizer", "pydantic", "scipy", "matplotlib")
 FINISHED = ("completed", "early_stopped", "pruned", "diverged")  # final: never resumed, never overwritten
 # what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
 BEFORE_START = (".hydra", "reg_runner.log", ".lock", kinds.MARKER)
@@ -264,7 +268,21 @@ class RunFolder:
         ``stack``: the folders of the runs trained together with this one, in one process; ``trial``: the
         Optuna study and trial it ran for, in a study sweep."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
-        atomic.write_json(path, dict(environment(device, self._eval_precision()), stack=stack, trial=trial))
+        record = dict(environment(device, self._eval_precision()), stack=stack, trial=trial)
+        git = dict(record["git"])
+        diff = git.pop("diff", "")
+        if "untracked" in git:
+            git["untracked"] = list(git["untracked"])
+        if diff:  # the changes that ran, beside the records (a resumed run on other code keeps both)
+            name = PATCH if resumed_at is None else f"source_resumed_{resumed_at}.patch"
+            try:
+                atomic.write_text(self.path / name, diff)
+                git["patch"] = name
+            except OSError as e:
+                git["patch"] = None
+                git["error"] = f"{name} could not be written ({e.strerror})"
+        record["git"] = git
+        atomic.write_json(path, record)
 
     def _eval_precision(self) -> str | None:
         """trainer.eval_precision of the run's resolved config (written before its environment)."""
@@ -330,22 +348,27 @@ def on_host(obj):
     return obj
 
 
+SOURCE = Path(__file__).resolve().parent  # the reg_runner code whose commit and changes the records name
+PATCH = "source.patch"  # beside the records, when the code that ran differs from its commit
+
+
 def environment(device, eval_precision: str | None = None) -> dict:
     """Where and how the run computed: versions, device, and what its numbers depend on besides the config
-    (on a CPU, the number of torch threads splits its sums differently: another count, other last digits)."""
+    (on a CPU, the number of torch threads splits its sums differently: another count, other last digits).
+    What costs time (the installed distributions, git) is read once per process."""
     import torch
 
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = distributions()
     return dict(
         python=sys.version.split()[0],
-        packages=versions,
+        python_implementation=platform.python_implementation(),
+        packages={name: versions.get(_normal(name)) for name in PACKAGES},
+        distributions=versions,  # every installed distribution, by its normalized name
+        torch_build=torch_build(),
         device=str(device),
         device_name=device_name(device),
+        cpu=cpu_name(),
+        gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         torch_threads=torch.get_num_threads(),  # set it with OMP_NUM_THREADS=<n> to give a run its numbers back
         torch_interop_threads=torch.get_num_interop_threads(),
         precision=dict(
@@ -358,8 +381,62 @@ def environment(device, eval_precision: str | None = None) -> dict:
         host=socket.gethostname(),
         pid=os.getpid(),
         argv=sys.argv,
-        git=git_state(Path(__file__).resolve().parent),
+        git=git_state(SOURCE),
     )
+
+
+def _normal(name: str) -> str:
+    """A distribution's name as packaging normalizes it (PEP 503): pytorch_optimizer is pytorch-optimizer."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def distributions() -> dict:
+    """Every distribution installed in this environment, name -> version (read once per process)."""
+    versions = {}
+    try:
+        for dist in metadata.distributions():
+            name = dist.metadata["Name"] if dist.metadata is not None else None
+            if name:
+                versions.setdefault(_normal(name), dist.version)
+    except Exception:  # a damaged installation's metadata: the record says what it could read
+        pass
+    return dict(sorted(versions.items()))
+
+
+@functools.cache
+def torch_build() -> dict:
+    """What torch was built with: its CUDA and cuDNN versions (null in a CPU build), and whether Apple's MPS
+    backend is there."""
+    import torch
+
+    def attempt(read):
+        try:
+            return read()
+        except Exception:  # a build without the backend
+            return None
+
+    return dict(
+        version=torch.__version__,
+        cuda=torch.version.cuda,
+        cudnn=attempt(torch.backends.cudnn.version),
+        cuda_available=attempt(torch.cuda.is_available),
+        mps_built=attempt(torch.backends.mps.is_built),
+        mps_available=attempt(torch.backends.mps.is_available),
+    )
+
+
+@functools.cache
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def device_name(device) -> str:
@@ -368,25 +445,36 @@ def device_name(device) -> str:
 
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return platform.processor() or "cpu"
+        return cpu_name()
     return device.type
 
 
-def git_state(folder: Path) -> dict | None:
-    """The commit of the reg_runner code that ran, and whether its tree had changes."""
+def git_state(folder: Path) -> dict:
+    """The commit of the reg_runner code that ran, whether its tree had changes, which untracked files it held,
+    and its changes against the commit (``diff``, written beside the records as ``source.patch``). Read once per
+    process; never an error: without git, or outside a repository, ``commit`` is null and ``error`` says why."""
+    return dict(_git_state(str(Path(folder).resolve())))
 
+
+@functools.cache
+def _git_state(folder: str) -> tuple:
     def git(*args) -> str:
-        return subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
+        return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout
 
     try:
-        return dict(commit=git("rev-parse", "HEAD"), dirty=bool(git("status", "--porcelain", "--untracked-files=no")))
-    except (OSError, subprocess.SubprocessError):
-        return None
+        commit = git("rev-parse", "HEAD").strip()
+    except FileNotFoundError:
+        return (("commit", None), ("error", "git is not installed"))
+    except subprocess.CalledProcessError as e:
+        reason = (e.stderr or "").strip().splitlines()
+        return (("commit", None), ("error", f"not a git repository with a commit ({reason[0] if reason else 'git failed'})"))
+    except (OSError, subprocess.SubprocessError) as e:
+        return (("commit", None), ("error", f"git failed ({type(e).__name__})"))
+    try:  # the whole repository's changes, paths from its top
+        diff = git("diff", "HEAD", "--no-color", "--no-ext-diff", "--binary")
+        untracked = git("ls-files", "--others", "--exclude-standard", "--full-name", ":/").splitlines()
+    except (OSError, subprocess.SubprocessError) as e:
+        return (("commit", commit), ("dirty", None), ("error", f"git diff failed ({type(e).__name__})"))
+    return (("commit", commit), ("dirty", bool(diff) or bool(untracked)), ("untracked", tuple(untracked)),
+            ("diff", diff))

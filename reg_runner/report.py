@@ -11,12 +11,16 @@ with their status, never fatal.
 - Table 1, one row per run: the overrides that differ between runs, seed, best val acc, test acc at
   the best-validation epoch, final train / val loss, best epoch, wall time, status.
 - Table 2, runs grouped by those overrides with the seed left out: n, mean ± std of val and test
-  accuracy, and the difference to the baseline group with Welch's t-test p-value (two-sided).
+  accuracy, and the difference to the baseline group with Welch's t-test p-value (two-sided), Holm-adjusted
+  when several groups are tested against the baseline.
 - Plots: validation accuracy and loss per epoch per group (mean, min-max band over seeds);
   test accuracy per group (each seed, and mean ± std).
 
 Written to the terminal (markdown) and to ``report.md``, ``report.csv``, ``curves.png`` and
-``test_acc.png`` in the folder (or ``--out``).
+``test_acc.png`` in the folder (or ``--out``). On an Optuna search's folder, also its analysis
+(``reg_runner.sweep.analysis``): Optuna's figures of the study and ``trials.csv``.
+
+``--where key=value``, ``--status`` and ``--tag`` select the runs the report reads.
 """
 
 import csv
@@ -36,7 +40,10 @@ from reg_runner.errors import Parser, UserError, exit_on_user_error
 from reg_runner.records import RunFolder
 
 FINISHED = ("completed", "early_stopped")  # the runs a group's mean is taken over
-IGNORED_KEYS = ("seed", "data.root", "hparams_search")  # never a grouping key
+IGNORED_KEYS = ("seed", "data.root", "hparams_search", "tags", "notes")  # never a grouping key
+# what --status selects: a run's status as its records say (``unrecorded``: no readable metrics.json)
+STATUSES = ("completed", "early_stopped", "pruned", "diverged", "failed", "interrupted", "killed", "running", "cut",
+            "unrecorded")
 SKIP_DIRS = {"checkpoints", ".hydra", ".submitit", "__pycache__"}
 
 
@@ -45,6 +52,8 @@ class Run:
     path: Path
     name: str  # relative to the report's root
     status: str
+    state: str = "unrecorded"  # the status alone, one of STATUSES (``status`` adds what to do about it)
+    resolved: dict | None = None  # resolved_config.yaml as recorded (what --where and --tag read)
     settings: dict = field(default_factory=dict)  # what sets its group apart: its overrides, or its config's values
     seed: int | None = None
     metrics: dict | None = None
@@ -106,6 +115,7 @@ def read_run(path: Path, root: Path) -> Run:
         if isinstance(config, dict):
             from reg_runner.config import results_config
 
+            run.resolved = config
             config = results_config(config)
             config.pop("seed", None)
             run.config = _flatten(config)
@@ -120,6 +130,7 @@ def read_run(path: Path, root: Path) -> Run:
     else:
         run.metrics = record
         run.status = folder.status()
+        run.state = run.status if run.status in STATUSES else "unrecorded"
         run.seed = record.get("seed") if isinstance(record.get("seed"), int) else None
     try:
         recorded = json.loads((path / "landscape.json").read_text())
@@ -180,6 +191,120 @@ def varying_keys(runs: list[Run]) -> list[str]:
 
 def group_label(run: Run, keys: list[str]) -> str:
     return ",".join(f"{k}={run.settings.get(k, '-')}" for k in keys) or "all runs"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What selects the runs of a report: every ``--where`` and every ``--tag`` must hold, and the status must
+    be one of ``--status`` (any, when none is given)."""
+
+    where: tuple = ()  # (key, value, as typed)
+    status: tuple = ()
+    tags: tuple = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.where or self.status or self.tags)
+
+    def describe(self) -> str:
+        return " ".join([*(f"--where {text}" for _, _, text in self.where), *(f"--status {s}" for s in self.status),
+                         *(f"--tag {t}" for t in self.tags)])
+
+
+_MISSING = object()
+
+
+def parse_filters(where=(), status=(), tags=()) -> Filters:
+    """The command line's filters, checked: one line naming what is allowed for a bad one."""
+    parsed = []
+    for text in where:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip() or " " in key.strip():
+            raise UserError(f"--where {text!r} is not allowed: key=value, with a dotted key of the runs' resolved "
+                            "config, e.g. --where model.norm=batchnorm")
+        parsed.append((key.strip(), _typed(value), text))
+    for s in status:
+        if s not in STATUSES:
+            raise UserError(f"--status {s!r} is not allowed: one of {', '.join(STATUSES)}")
+    for t in tags:
+        if not t.strip():
+            raise UserError(f"--tag {t!r} is not allowed: a tag the runs carry (tags=[...] when they ran)")
+    return Filters(tuple(parsed), tuple(status), tuple(tags))
+
+
+def _typed(text: str):
+    """A value as YAML reads it (``true``, ``null``, ``[a,b]``, ``0.1``), and ``1e-3`` a number too."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _at(config, key: str):
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return _MISSING
+        config = config[part]
+    return config
+
+
+def _same(a, b) -> bool:
+    """Equal as values: 0.001 is 1e-3 and 1 is 1.0, but true is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _keys(node, prefix="") -> list[str]:
+    out = []
+    for k, v in node.items():
+        out.append(f"{prefix}{k}")
+        if isinstance(v, dict):
+            out += _keys(v, f"{prefix}{k}.")
+    return out
+
+
+def select(runs: list[Run], filters: Filters) -> list[Run]:
+    """The runs the filters keep. A ``--where`` key that no run's config holds is a mistake, named in one line."""
+    if not filters:
+        return runs
+    known = sorted({k for r in runs if r.resolved for k in _keys(r.resolved)})
+    for key, _, text in filters.where:
+        if key not in known:
+            import difflib
+
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise UserError(f"--where {text!r} is not allowed: no run's resolved config has the key {key!r}"
+                            + (f" (did you mean {hint[0]}?)" if hint else "")
+                            + "; give a dotted key of resolved_config.yaml, e.g. --where model.norm=batchnorm")
+
+    def keep(r: Run) -> bool:
+        if filters.status and r.state not in filters.status:
+            return False
+        if filters.tags and not set(filters.tags) <= set(map(str, (r.resolved or {}).get("tags") or [])):
+            return False
+        return all(_same(_at(r.resolved, key), value) for key, value, _ in filters.where)
+
+    return [r for r in runs if keep(r)]
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment (Holm-Bonferroni) of m p-values tested together, in their order: the
+    i-th smallest is multiplied by m - i + 1, kept at least its predecessor's, at most 1."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _get(m: dict | None, *path):
@@ -254,6 +379,11 @@ def group_rows(runs: list[Run], keys: list[str], baseline: str | None) -> tuple[
             row.update(d_val=_mean(val) - _mean(base_val), p_val=welch_p(val, base_val),
                        d_test=_mean(test) - _mean(base_test), p_test=welch_p(test, base_test))
         rows.append(row)
+    for key in ("p_val", "p_test"):  # several groups against one baseline: each family of tests adjusted
+        tested = [r for r in rows if r.get(key) is not None]
+        if len(tested) > 1:
+            for r, p in zip(tested, holm([r[key] for r in tested])):
+                r[f"{key}_raw"], r[key], r["holm"] = r[key], p, len(tested)
     return rows, baseline
 
 
@@ -277,6 +407,11 @@ def _f(v, digits=4) -> str:
     return str(v)
 
 
+def _g(v) -> str:
+    """Three significant figures: a sharpness of 2.6e-4 or 5.4e-6 keeps its digits (fixed decimals round it to 0)."""
+    return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
 def _pm(mean, std) -> str:
     return "-" if mean is None else f"{mean:.4f} ± {std:.4f}"
 
@@ -288,18 +423,23 @@ def _p(p) -> str:
     return f"{p:.3g}{stars}"
 
 
-def markdown(runs, keys, table1, table2, baseline, root) -> str:
+def markdown(runs, keys, table1, table2, baseline, root, filters: Filters = Filters(), read: int | None = None) -> str:
+    selected = f" Selected by {filters.describe()}: {len(runs)} of the {read} runs read." if filters else ""
     out = [f"# Report: {root}", "",
            f"{len(runs)} runs, {sum(r.finished for r in runs)} finished. Grouped by: {', '.join(keys) or '(nothing differs)'}."
-           " Test accuracy is measured at each run's best-validation epoch.", "", "## Runs", ""]
+           f" Test accuracy is measured at each run's best-validation epoch.{selected}", "", "## Runs", ""]
     cols = ["run", *keys, "seed", "best val acc", "test acc at best", "final train loss", "final val loss",
             "best epoch", "wall s", *(["sharpness"] if "sharpness" in table1[0] else []), "status"]
     out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in table1:
         vals = list(row.values())
-        out.append("| " + " | ".join(_f(v, 1) if c == "wall s" else _f(v) for c, v in zip(cols, vals)) + " |")
+        out.append("| " + " | ".join(_f(v, 1) if c == "wall s" else _g(v) if c == "sharpness" else _f(v)
+                                     for c, v in zip(cols, vals)) + " |")
+    holm_m = max((g.get("holm", 0) for g in table2), default=0)
+    p = ", Holm" if holm_m else ""
     out += ["", f"## Groups (seed left out; baseline: `{baseline}`)", "",
-            "| group | n | val acc | test acc | Δ val | p (val) | Δ test | p (test) |", "|---|---|---|---|---|---|---|---|"]
+            f"| group | n | val acc | test acc | Δ val | p (val{p}) | Δ test | p (test{p}) |",
+            "|---|---|---|---|---|---|---|---|"]
     for g in table2:
         n = f"{g['n']}" if g["n"] == g["of"] else f"{g['n']} of {g['of']} (left out: {', '.join(g['left_out'])})"
         name = f"**{g['group']}** (baseline)" if g["group"] == baseline else g["group"]
@@ -307,6 +447,12 @@ def markdown(runs, keys, table1, table2, baseline, root) -> str:
                    f"{_f(g.get('d_val'))} | {_p(g.get('p_val'))} | {_f(g.get('d_test'))} | {_p(g.get('p_test'))} |")
     out += ["", "Mean ± sample std over the finished runs of each group. p: Welch's two-sided t-test against the "
             "baseline group (* p < 0.05, ** p < 0.01); with few seeds, read it as a hint, not a verdict."]
+    if holm_m:
+        out += ["", f"Holm's correction is applied: {holm_m} groups are tested against the baseline, and each p shown "
+                "is Holm-adjusted (Holm-Bonferroni), so that the chance of any false difference among them stays "
+                "under the level read. Unadjusted: "
+                + "; ".join(f"{g['group']} {_p(g.get('p_val_raw'))} (val), {_p(g.get('p_test_raw'))} (test)"
+                            for g in table2 if "holm" in g) + "."]
     return "\n".join(out) + "\n"
 
 
@@ -386,20 +532,24 @@ def writable_folder(out: Path) -> list[Path]:
 
 
 def report(root: Path, out: Path | None = None, baseline: str | None = None, plots: bool = True,
-           made: list | None = None) -> str:
-    """The report of the runs below ``root``, written to ``out`` (default ``root``); ``made``: gets the folders
-    made for it."""
+           made: list | None = None, filters: Filters = Filters(), storage: str | None = None) -> str:
+    """The report of the runs below ``root`` that ``filters`` select, written to ``out`` (default ``root``);
+    ``made``: gets the folders made for it."""
     kinds.refuse_other_than(root, (kinds.RUN, kinds.SWEEP), "give a run folder, a sweep folder, or any folder "
                             "above runs")
     runs = find_runs(root)
     if not runs:
         raise UserError(f"no run folder below {root} (a run folder holds metrics.json or .hydra/)")
+    read = len(runs)
+    runs = select(runs, filters)
+    if not runs:
+        raise UserError(f"no run below {root} matches {filters.describe()} ({read} runs read)")
     grouped_by = choose_settings(runs)
     keys = varying_keys(runs)
     table1 = [run_row(r, keys, sharpness=any(r.sharpness is not None for r in runs)) for r in runs]
     table2, baseline = group_rows(runs, keys, baseline)  # a --baseline that matches no group: before --out is made
     out = out or root
-    text = markdown(runs, keys, table1, table2, baseline, root)
+    text = markdown(runs, keys, table1, table2, baseline, root, filters, read)
     if grouped_by != "overrides":
         text = text.replace("Grouped by:", "Grouped by (their resolved configs differ where their overrides do not):", 1)
     buf = io.StringIO()
@@ -409,10 +559,14 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     images = plot(runs, keys, table2, out) if plots and any(r.finished for r in runs) else []
     for png, _ in images:
         text += f"\n![{png.stem}]({png.name})\n"
+    from reg_runner.sweep import analysis
+
+    searched, section = analysis.search(root, out, storage, plots)  # an Optuna search's figures and trials
+    text += section
     (made if made is not None else []).extend(writable_folder(out))
     with signals.deferred(hold=True):  # the report's files together: all of them, or none
         atomic.write_text(out / "report.csv", buf.getvalue())
-        for png, data in images:
+        for png, data in images + searched:
             atomic.write_bytes(png, data)
         atomic.write_text(out / "report.md", text)
     return text
@@ -424,6 +578,15 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where to write report.md/csv/png (default: path)")
     parser.add_argument("--baseline", default=None, help="the group, or one key=value of it, to compare against")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="only the runs whose resolved config has this value at this dotted key (repeatable: all "
+                             "must hold), e.g. --where model.norm=batchnorm")
+    parser.add_argument("--status", action="append", default=[], metavar="STATUS",
+                        help=f"only the runs of this status (repeatable: any of them): {', '.join(STATUSES)}")
+    parser.add_argument("--tag", action="append", default=[], metavar="TAG",
+                        help="only the runs that carry this tag (tags=[...] when they ran; repeatable: all of them)")
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="an Optuna search's database URL, where its records hide the password")
     args = parser.parse_args(argv)
     made: list[Path] = []
     state = {"written": False}
@@ -432,7 +595,9 @@ def main(argv=None) -> None:
                          "before the report was written; nothing was written", made), exit_on_user_error():
         if not args.path.is_dir():
             raise UserError(f"{args.path} is not a folder; give a run folder, a sweep folder, or any folder above runs")
-        text = report(args.path, args.out, args.baseline, plots=not args.no_plots, made=made)
+        filters = parse_filters(args.where, args.status, args.tag)
+        text = report(args.path, args.out, args.baseline, plots=not args.no_plots, made=made, filters=filters,
+                      storage=args.storage)
         state["written"] = True
         signals.stop_if_caught()  # a signal while the files were written: they are whole, and said so
         print(text)

@@ -121,7 +121,14 @@ def _seed(v):
     return v
 
 
+def _tags(v):
+    if not isinstance(v, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in v):
+        raise reject("a list of words, e.g. tags=[baseline,first_try] (report --tag selects the runs that carry one)")
+    return list(v)
+
+
 Bool = Annotated[bool, PlainValidator(_boolean)]
+Tags = Annotated[list, PlainValidator(_tags)]
 Text = Annotated[str, PlainValidator(_text)]
 Seed = Annotated[int | None, PlainValidator(_seed)]
 ValMetric = Literal["val/acc", "val/loss"]  # what chooses anything: validation only, never test

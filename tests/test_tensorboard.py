@@ -34,7 +34,7 @@ def instrumented(tmp_path_factory, tiny_data):
 
     cli = CLI(tmp_path_factory.mktemp("tb"), tiny_data)
     return cli("model.norm=batchnorm", "reg.l1=1e-4", "augmentation=noise_affine", "trainer.epochs=12",
-               "logging.histograms=5").run_dir
+               "logging.histograms=5", "tags=[course,week1]", "notes='first look: l1 with batchnorm'").run_dir
 
 
 def test_every_tag_for_every_layer(instrumented):
@@ -86,7 +86,12 @@ def test_hparams_entry_once_per_run_with_metrics(instrumented):
     hp = sessions[0].hparams
     assert hp["model.norm"].string_value == "batchnorm" and hp["reg.l1"].number_value == pytest.approx(1e-4)
     assert hp["optimizer"].string_value == "Adam" and "data.root" not in hp and "trainer.device" not in hp
+    # the labels, as text (the dashboard's filter reads them)
+    assert hp["tags"].string_value == "course, week1" and hp["notes"].string_value == "first look: l1 with batchnorm"
     m = read_metrics(instrumented)
+    assert m["tags"] == ["course", "week1"] and m["notes"] == "first look: l1 with batchnorm"
+    resolved = (instrumented / "resolved_config.yaml").read_text()
+    assert "- course\n" in resolved and "notes: 'first look: l1 with batchnorm'" in resolved
     ea = events(instrumented)
     assert ea.Scalars("hparams/best_val_acc")[-1].value == pytest.approx(m["best_val"], rel=1e-6)
     assert ea.Scalars("hparams/test_acc_at_best")[-1].value == pytest.approx(m["test_at_best"]["acc"], rel=1e-6)
@@ -108,10 +113,11 @@ def test_histograms_off(cli):
 
 
 def test_multirun_runs_are_named_by_their_overrides(cli):
-    proc = cli("--multirun", "model.norm=none,batchnorm", "objective=val/loss", "trainer.epochs=1")
+    proc = cli("--multirun", "model.norm=none,batchnorm", "objective=val/loss", "trainer.epochs=1", "tags=[nightly]")
     names = sorted(p.name for p in proc.run_dir.iterdir() if p.is_dir())
     assert len(names) == 2
     assert "model.norm=none" in names[0] and "model.norm=batchnorm" in names[1]
+    assert not any("tags" in n for n in names)  # a label names no folder
     assert all("objective=val-loss" in n and "data.root" not in n for n in names)  # no slash, no path
     for name in names:
         assert len(hparams_sessions(proc.run_dir / name)) == 1

@@ -68,6 +68,8 @@ def flat_hparams(config: dict) -> dict:
 
     for key in HPARAM_KEYS:
         walk(key, config.get(key))
+    out["tags"] = ", ".join(str(t) for t in config.get("tags") or [])  # as text: the dashboard filters on it
+    out["notes"] = str(config.get("notes") or "")
     return out
 
 

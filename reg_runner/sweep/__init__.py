@@ -305,6 +305,17 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     return study if target == STUDY else None
 
 
+def labels_not_swept(key: str, override: str) -> None:
+    """``tags`` and ``notes`` label a whole sweep's runs: a sweep over them makes runs that differ in nothing
+    else, and a search would rank labels."""
+    from reg_runner.config import LABELS
+
+    name = key.lstrip("+~").split(".")[0]
+    if name in LABELS:
+        raise UserError(f"{override} is not allowed: {name} labels runs and is never swept or searched; give one "
+                        f"value for every run of the sweep, e.g. 'tags=[first,second]' (a list in brackets)")
+
+
 def stop_workers() -> None:
     """Shut joblib's worker processes down before the command ends on a signal (left to the interpreter's exit,
     their semaphores are reported as leaked, on two more lines)."""

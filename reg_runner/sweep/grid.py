@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error
 from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
-from reg_runner.sweep import joblib_workers, stop_workers
+from reg_runner.sweep import joblib_workers, labels_not_swept, stop_workers
 from reg_runner.sweep import jobs
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ class GridSweeper(BasicSweeper):
             overrides = parser.parse_overrides(params)
             sizes = {}
             for o in overrides:
+                if o.is_sweep_override():
+                    labels_not_swept(o.get_key_element(), o.input_line)
                 if o.is_sweep_override() and o.is_discrete_sweep():
                     values = list(itertools.islice(o.sweep_string_iterator(), MAX_JOBS + 1))
                     key = o.get_key_element()

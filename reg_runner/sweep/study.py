@@ -46,7 +46,7 @@ from reg_runner import config as config_lib
 from reg_runner.errors import ConfigError, UserError, exit_on_user_error, show
 from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
 from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
-from reg_runner.sweep import flat_params, jobs, pruners, stop_workers
+from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, private, pruners, stop_workers
 from reg_runner.sweep import trial as trial_lib
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,8 @@ class StudySweeper(Sweeper):
             space, fixed, fixed_overrides = create_params_from_overrides(params)
         except (ValueError, AssertionError, NotImplementedError) as e:
             raise UserError(f"a sweep override cannot be searched: {e}") from None
+        for name in space:
+            labels_not_swept(name, next((p for p in params if p.partition("=")[0].lstrip("+~") == name), name))
         fixed_values = _typed_values(fixed)
         for name in fixed:
             space.pop(name, None)
@@ -124,9 +126,11 @@ class StudySweeper(Sweeper):
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
             raise
-        if not kinds.marker(self.sweep_dir):
-            kinds.mark(self.sweep_dir, kinds.SWEEP)
-        adopt_orphans(study)
+        if "study" not in kinds.marker(self.sweep_dir):  # where the report finds the study
+            kinds.mark(self.sweep_dir, kinds.SWEEP, study=dict(name=self.study_name,
+                                                                storage=analysis.shown_storage(self.storage)))
+        self.artifacts = self.sweep_dir / analysis.ARTIFACTS if self.storage else None
+        adopt_orphans(study, self.artifacts)
         done = count_finished(study)
         if done:
             study = self.study(n_before=len(study.trials))
@@ -178,7 +182,7 @@ class StudySweeper(Sweeper):
             self.waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], time.time() - started,
                                          self.parallel_runs()))
             for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)
-                tell(study, trial)
+                tell(study, trial, self.artifacts)
             to_run -= len(batch)
         summary = summarize(study, self.n_trials, time.time() - t0, self.direction, self.waits)
         write_summary(self.sweep_dir, summary)
@@ -424,11 +428,14 @@ def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | N
     return "failed", None
 
 
-def tell(study, trial) -> str:
-    """Tell the study how the trial's runs ended, as their records say."""
+def tell(study, trial, artifacts: Path | None = None) -> str:
+    """Tell the study how the trial's runs ended, as their records say; a trial that ran to its end first gets
+    its results as user attributes, and its curves and metrics as artifacts in ``artifacts``."""
     from optuna.trial import TrialState
 
     result, value = outcome(trial_dirs(trial))
+    if result != "cut":
+        analysis.record_trial(trial, trial_dirs(trial), artifacts)
     if result == "complete":
         study.tell(trial, value)
     elif result == "pruned":
@@ -444,7 +451,7 @@ def _mark_cut(study, trial) -> None:
     """Mark a trial cut off, on the trial itself before it is told failed: sweepers sharing a study each
     mark their own trials, so no mark is lost to another's write (a list on the study was). Its runs'
     folders are marked too: report and resume then know them for runs no study will read."""
-    study._storage.set_trial_user_attr(trial._trial_id, CUT, True)
+    private.live(study, trial).set_user_attr(CUT, True)
     for d in trial_dirs(trial):
         folder = Path(d)
         if folder.is_dir() and kinds.kind_of(folder) in (None, kinds.RUN):
@@ -494,7 +501,7 @@ def same_study(study, base: dict, direction: str, seeds_per_trial: int = 1) -> N
                         "own settings")
 
 
-def adopt_orphans(study) -> None:
+def adopt_orphans(study, artifacts: Path | None = None) -> None:
     """Settle the RUNNING trials whose sweeper process is gone (a dead process on this host, or never
     tagged and older than a grace period): a trial whose run finished is told its result (adopted);
     the others are marked failed and noted as cut off, so they are run again."""
@@ -505,6 +512,8 @@ def adopt_orphans(study) -> None:
             continue
         attrs = trial.user_attrs
         result, value = outcome(trial_dirs(trial), unrecorded="interrupted")
+        if result != "cut":
+            analysis.record_trial(private.live(study, trial), trial_dirs(trial), artifacts)
         if result == "complete":
             study.tell(trial.number, value)
             log.warning("trial %d: its sweeper died after its runs finished; adopted with value %s", trial.number,

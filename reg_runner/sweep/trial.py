@@ -9,16 +9,19 @@ the channel is in the job's Hydra config, which every launcher carries: the stud
 name and ``hydra.sweeper.pruner``. So a run in any process reports to its trial through the study's
 storage (SQLite, PostgreSQL), or, in the sweeper's own process, through its in-memory study.
 
-At every evaluation, the ``Pruning`` listener reports each trial's value so far: its runs' mean
-best objective (the value the trial would be told if it stopped now; with ``seeds_per_trial`` the
-mean over its seeds, which train in one stack), and asks the study's pruner. A pruned trial's runs
-stop at once with ``status: pruned``, their history, checkpoints and TensorBoard events written as
-any run's end writes them; the sweeper tells the trial PRUNED.
+At every evaluation, the ``Pruning`` listener reports each trial's value so far as an intermediate
+value (``trial.report``), with or without a pruner, so the study holds every trial's learning curve:
+its runs' mean best objective (the value the trial would be told if it stopped now; with
+``seeds_per_trial`` the mean over its seeds, reported when they train in one stack). With a pruner, it
+then asks the study's pruner: a pruned trial's runs stop at once with ``status: pruned``, their
+history, checkpoints and TensorBoard events written as any run's end writes them; the sweeper tells the
+trial PRUNED. Without one, nothing is asked and nothing stops.
 """
 
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 from omegaconf import OmegaConf
@@ -37,6 +40,7 @@ class TrialLink:
     study: str
     number: int
     pruner: dict  # hydra.sweeper.pruner, resolved (``_target_`` and its keys)
+    seeds_per_trial: int = 1
 
     @property
     def prunes(self) -> bool:
@@ -44,7 +48,9 @@ class TrialLink:
 
     def describe(self) -> dict:
         """What environment.json records: the study and trial the run belongs to."""
-        return dict(study=self.study, number=self.number, storage=_shown(self.storage),
+        from reg_runner.sweep.analysis import shown_storage
+
+        return dict(study=self.study, number=self.number, storage=shown_storage(self.storage),
                     pruner=self.pruner.get("_target_"))
 
 
@@ -57,48 +63,68 @@ def link(hydra_cfg, env: dict | None = None) -> TrialLink | None:
         return None
     sweeper = OmegaConf.to_container(sweeper, resolve=True)
     return TrialLink(storage=sweeper.get("storage"), study=sweeper["study_name"], number=int(number),
-                     pruner=sweeper.get("pruner") or {"_target_": NO_PRUNER})
+                     pruner=sweeper.get("pruner") or {"_target_": NO_PRUNER},
+                     seeds_per_trial=int(sweeper.get("seeds_per_trial") or 1))
 
 
 def from_process(hydra_cfg) -> TrialLink | None:
     return link(hydra_cfg, dict(os.environ))
 
 
-def _shown(storage: str | None) -> str | None:
-    if storage is None:
-        return None
-    try:
-        from sqlalchemy.engine import make_url
+_DATABASES: dict = {}  # storage URL -> its RDBStorage, one per process (a stack's runs share it)
 
-        return make_url(storage).render_as_string(hide_password=True)
-    except Exception:
-        return "(unreadable)"
+
+def _database(url: str):
+    import optuna
+
+    if url not in _DATABASES:
+        _DATABASES[url] = optuna.storages.RDBStorage(url)
+    return _DATABASES[url]
 
 
 class Reporter:
-    """One trial's channel: record a value at a step, ask the pruner."""
+    """One trial's channel, through Optuna's public ``Trial``: record a value at a step, ask the pruner."""
 
-    def __init__(self, trial: TrialLink):
+    def __init__(self, trial: TrialLink, strict: bool = True):
+        """``strict``: a value that cannot be recorded is an error (a pruner needs it); else a warning, once."""
         import optuna
 
         from reg_runner.sweep import pruners
 
+        self.strict, self.number = strict, trial.number
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = trial.storage if trial.storage is not None else MEMORY.get(trial.study)
+        storage = MEMORY.get(trial.study) if trial.storage is None else _database(trial.storage)
         if storage is None:
             raise UserError(f"trial {trial.number} of study {trial.study!r} runs in another process than its "
                             "in-memory study: give hydra.sweeper.storage (sqlite:///...) to prune there")
         pruner = pruners.build(trial.pruner)
-        self.study = optuna.load_study(study_name=trial.study, storage=storage, pruner=pruner)
-        self.trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id,
-                                                                                   trial.number)
+        study = optuna.load_study(study_name=trial.study, storage=storage, pruner=pruner)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(trial.study),
+                                                                   trial.number)
+        self.trial, self.open = optuna.trial.Trial(study, trial_id), True
 
     def record(self, step: int, value: float) -> None:
-        self.study._storage.set_trial_intermediate_value(self.trial_id, step, value)
+        """The trial's intermediate value at ``step`` (a step already recorded, by a resumed run, keeps its value)."""
+        import optuna
+
+        if not self.open:
+            return
+        try:
+            with warnings.catch_warnings():  # Optuna's note on a step reported twice: the value is the same
+                warnings.simplefilter("ignore", UserWarning)
+                self.trial.report(value, step)
+        except optuna.exceptions.UpdateFinishedTrialError:  # told already (a run resumed after its search): no curve
+            self.open = False
+        except Exception as e:  # a database that refuses a write
+            if self.strict:
+                raise
+            self.open = False
+            log.warning("trial %d: its learning curve is no longer recorded in the study (%s)", self.number,
+                        type(e).__name__)
 
     def should_prune(self) -> bool:
         """The pruner's verdict on the values recorded so far."""
-        return self.study.pruner.prune(self.study, self.study._storage.get_trial(self.trial_id))
+        return self.open and self.trial.should_prune()
 
 
 class Pruning:
@@ -108,13 +134,26 @@ class Pruning:
     def __init__(self, members: list):
         self.reporters: dict[int, Reporter] = {}
         self.runs: dict[int, list] = {}  # trial number -> its runs in this stack, ended ones too
+        by_trial: dict[int, list] = {}
         for m in members:
-            trial = m.trial
-            if trial is None or not trial.prunes:
-                continue
-            if trial.number not in self.reporters:
-                self.reporters[trial.number] = Reporter(trial)
-            self.runs.setdefault(trial.number, []).append(m)
+            if m.trial is not None:
+                by_trial.setdefault(m.trial.number, []).append(m)
+        for number, runs in by_trial.items():
+            trial = runs[0].trial
+            if not trial.prunes:
+                # a curve to record, not a pruner to ask: of a trial whose runs are all here (its seeds' mean),
+                # through a study this process reaches
+                if len(runs) < trial.seeds_per_trial or (trial.storage is None and trial.study not in MEMORY):
+                    continue
+                try:
+                    self.reporters[number] = Reporter(trial, strict=False)
+                except Exception as e:  # the curve is a record, not a result: the run trains without it
+                    log.warning("trial %d: its learning curve is not recorded in the study (%s: %s)", number,
+                                type(e).__name__, str(e).strip().splitlines()[0][:200] if str(e).strip() else "")
+                    continue
+            else:
+                self.reporters[number] = Reporter(trial)
+            self.runs[number] = runs
 
     @property
     def active(self) -> bool:
@@ -136,7 +175,7 @@ class Pruning:
             reporter = self.reporters[number]
             reporter.record(step, value)  # the last epoch's too: the trial's whole curve is in the study
             live = [m for m in evaluated if m.state.status == "running"]
-            if live and reporter.should_prune():
+            if live and runs[0].trial.prunes and reporter.should_prune():
                 log.info("trial %d pruned at epoch %d (%s so far %.4f)", number, step, objective, value)
                 for m in live:
                     m.state.status, m.state.stopped_at = "pruned", m.state.epoch

@@ -150,6 +150,8 @@ class Member:
             status=state.status,
             seed=self.seed,
             objective=objective,
+            tags=list(self.cfg.tags),
+            notes=self.cfg.notes,
             epochs_run=state.epoch,
             epochs_planned=self.cfg.trainer.epochs,
             stopped_at=state.stopped_at,

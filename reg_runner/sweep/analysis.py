@@ -1,0 +1,289 @@
+"""What a search leaves for its analysis: each trial's results on the trial, its files as Optuna artifacts,
+and the study's figures and table, drawn by ``python -m reg_runner.report`` on the sweep's folder.
+
+- When a trial is told (``study.tell``), its user attributes get its runs' test accuracy at their best
+  validation epoch (mean over seeds), the epochs they ran, their wall time and seeds
+  (``reg_runner.test_acc_at_best``, ``reg_runner.epochs_run``, ``reg_runner.wall_s``, ``reg_runner.seeds``).
+- Its curves (``curves.png``) and each run's ``metrics.json`` are attached as Optuna artifacts, in a
+  ``FileSystemArtifactStore`` in the sweep folder's ``artifacts/``: optuna-dashboard shows them beside the
+  trial (``optuna-dashboard <storage> --artifact-dir <sweep folder>/artifacts``).
+- The report draws Optuna's own figures (``optuna.visualization.matplotlib``): parameter importances
+  (PED-ANOVA, which needs no other package), parallel coordinates, the optimization history, slices and the
+  learning curves (intermediate values), and writes ``trials.csv``, one row per trial.
+
+The sweep folder's marker (``.reg_runner.json``) names the study and its storage, so the report finds them.
+"""
+
+import csv
+import io
+import json
+import logging
+import math
+import tempfile
+import warnings
+from pathlib import Path
+
+from reg_runner.records import RunFolder
+
+log = logging.getLogger(__name__)
+TEST_ACC, EPOCHS, WALL, SEEDS = ("reg_runner.test_acc_at_best", "reg_runner.epochs_run", "reg_runner.wall_s",
+                                 "reg_runner.seeds")
+ARTIFACTS = "artifacts"  # the artifact store's folder, in the sweep folder
+FIGURES = ("importances", "parallel_coordinates", "optimization_history", "slices", "intermediate_values")
+
+
+def shown_storage(storage: str | None) -> str | None:
+    """A storage URL as records keep it: an SQLite file's path made absolute (a report may run from another
+    folder), a password hidden."""
+    if storage is None:
+        return None
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(storage)
+        if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+            url = url.set(database=str(Path(url.database).absolute()))
+        return url.render_as_string(hide_password=True)
+    except Exception:
+        return "(unreadable)"
+
+
+def trial_results(dirs: list[str]) -> dict:
+    """A trial's results from its runs' records, as its user attributes hold them: test accuracy at best (the
+    mean over its seeds), epochs run (one number, or one per seed), wall time (its longest run's: seeds train
+    side by side in a stack) and seeds. A value no run recorded is left out."""
+    records = [RunFolder(Path(d)).recorded() or {} for d in dirs]
+    if not records:
+        return {}
+    out = {}
+    tests = [(m.get("test_at_best") or {}).get("acc") for m in records]
+    if tests and all(_number(t) for t in tests):
+        out[TEST_ACC] = math.fsum(tests) / len(tests)
+    epochs = [m.get("epochs_run") for m in records]
+    if all(isinstance(e, int) for e in epochs):
+        out[EPOCHS] = epochs[0] if len(epochs) == 1 else epochs
+    walls = [(m.get("timing") or {}).get("wall_s") for m in records]
+    if all(_number(w) for w in walls):
+        out[WALL] = max(walls)
+    seeds = [m.get("seed") for m in records]
+    if all(isinstance(s, int) for s in seeds):
+        out[SEEDS] = seeds
+    return out
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def record_trial(trial, dirs: list[str], artifacts: Path | None) -> None:
+    """Before the trial is told: its results as user attributes, and (``artifacts``: the store's folder) its
+    curves and metrics as artifacts. Never fatal: a search goes on without them, and says so in its log."""
+    try:
+        for key, value in trial_results(dirs).items():
+            trial.set_user_attr(key, value)
+    except Exception as e:  # a storage that refuses a write: the run's own records still hold the numbers
+        log.warning("trial %d: its results could not be recorded on the trial (%s)", trial.number, _line(e))
+    if artifacts is not None and dirs:
+        try:
+            attach(trial, dirs, artifacts)
+        except Exception as e:
+            log.warning("trial %d: its curves and metrics could not be attached (%s)", trial.number, _line(e))
+
+
+def _line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def attach(trial, dirs: list[str], artifacts: Path) -> None:
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    artifacts.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(base_path=str(artifacts))
+    files = [Path(d) / "metrics.json" for d in dirs if (Path(d) / "metrics.json").is_file()]
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        png = trial_curves(dirs)
+        if png is not None:
+            (Path(tmp) / "curves.png").write_bytes(png)
+            files.insert(0, Path(tmp) / "curves.png")
+        for path in files:
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                            mimetype="image/png" if path.suffix == ".png" else "application/json")
+
+
+def trial_curves(dirs: list[str]) -> bytes | None:
+    """The trial's learning curves, one line per run: training loss, validation loss and accuracy per epoch."""
+    histories = []
+    for d in dirs:
+        try:
+            with open(Path(d) / "history.csv") as f:
+                rows = [{k: float(v) for k, v in r.items() if k and v not in ("", None)} for r in csv.DictReader(f)]
+        except (OSError, ValueError, TypeError, csv.Error):
+            continue
+        rows = [r for r in rows if {"epoch", "val/acc", "val/loss"} <= r.keys()]
+        if rows:
+            histories.append((Path(d).name, rows))
+    if not histories:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, rows in histories:
+        epochs = [r["epoch"] for r in rows]
+        label = name if len(histories) > 1 else None
+        axes[0].plot(epochs, [r["val/acc"] for r in rows], label=label)
+        line = axes[1].plot(epochs, [r["val/loss"] for r in rows], label=f"val {name}" if label else "val")[0]
+        if all("train/loss" in r for r in rows):
+            axes[1].plot(epochs, [r["train/loss"] for r in rows], linestyle="--", color=line.get_color(),
+                         label=f"train {name}" if label else "train")
+    for ax, title in zip(axes, ("validation accuracy", "loss")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    if len(histories) > 1:
+        axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+# --- the report's side ---------------------------------------------------------------------------------------
+
+def locate(root: Path) -> dict | None:
+    """The study a sweep folder's runs belong to: ``{"name", "storage"}`` from the folder's marker, else from
+    its runs' environment.json; None for a folder that is no search's."""
+    from reg_runner import kinds
+
+    marker = kinds.marker(root)
+    study = marker.get("study")
+    if isinstance(study, dict) and study.get("name"):
+        return study
+    if marker.get("kind") != kinds.SWEEP:
+        return None
+    for env in sorted(root.glob("*/environment.json"))[:20] + sorted(root.glob("*/*/environment.json"))[:20]:
+        try:
+            trial = json.loads(env.read_text()).get("trial")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(trial, dict) and trial.get("study"):
+            return dict(name=trial["study"], storage=trial.get("storage"))
+    return None
+
+
+def search(root: Path, out: Path, storage: str | None = None, plots: bool = True) -> tuple[list, str]:
+    """A search's analysis for the report: the files to write (path, bytes) and its markdown section; ([], "")
+    for a folder that is no search's. Nothing here stops the report: what cannot be drawn is said."""
+    study_info = locate(root)
+    if study_info is None:
+        return [], ""
+    name, url = study_info["name"], storage or study_info.get("storage")
+    section = ["", f"## Search: study `{name}`", ""]
+    if url is None:
+        return [], "\n".join(section + ["Its study was kept in memory (hydra.sweeper.storage=null): nothing "
+                                        "remains to analyze beyond the runs above."]) + "\n"
+    if "***" in url:
+        return [], "\n".join(section + [f"Its storage `{url}` hides a password: give the URL with --storage to "
+                                        "analyze the study."]) + "\n"
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+    except Exception as e:
+        return [], "\n".join(section + [f"The study cannot be opened from `{url}` ({_line(e)})."]) + "\n"
+    trials = study.get_trials(deepcopy=False)
+    files = [(out / "trials.csv", trials_csv(trials))]
+    complete = sum(t.state.name == "COMPLETE" for t in trials)
+    section.append(f"{len(trials)} trials, {complete} complete, in `{url}`. One row per trial: `trials.csv`.")
+    if plots:
+        drawn, missing = figures(study, out)
+        files += drawn
+        section += [""] + [f"![{p.stem}]({p.name})" for p, _ in drawn]
+        if missing:
+            section += [""] + [f"- {p}: {why}" for p, why in missing]
+        if any(p.stem == "importances" for p, _ in drawn):
+            section += ["", "Importances: PED-ANOVA (Optuna's PedAnovaImportanceEvaluator) over the complete trials; "
+                        "with few trials, read them as a hint."]
+    artifacts = root / ARTIFACTS
+    dashboard = f"optuna-dashboard {url}" + (f" --artifact-dir {artifacts}" if artifacts.is_dir() else "")
+    section += ["", f"Each trial's curves, metrics and results in optuna-dashboard (`pip install optuna-dashboard`): "
+                f"`{dashboard}`."]
+    return files, "\n".join(section) + "\n"
+
+
+def trials_csv(trials) -> bytes:
+    """One row per trial: number, state, value, its parameters, and its runs' results and folders."""
+    from reg_runner.sweep.study import trial_dirs
+
+    params = list(dict.fromkeys(p for t in trials for p in t.params))
+    rows = []
+    for t in trials:
+        dirs = trial_dirs(t)
+        attrs = t.user_attrs
+        found = {**trial_results(dirs), **{k: attrs[k] for k in (TEST_ACC, EPOCHS, WALL, SEEDS) if k in attrs}}
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value,
+                     **{p: t.params.get(p) for p in params},
+                     "test_acc_at_best": found.get(TEST_ACC), "epochs_run": _cell(found.get(EPOCHS)),
+                     "wall_s": found.get(WALL), "seeds": _cell(found.get(SEEDS)), "run_dirs": _cell(dirs)})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["number", "state", "value", *params, "test_acc_at_best",
+                                                "epochs_run", "wall_s", "seeds", "run_dirs"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def _cell(v):
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(x) for x in v)
+    return v
+
+
+def figures(study, out: Path) -> tuple[list, list]:
+    """Optuna's figures of the study as PNGs: (path, bytes) drawn, and (name, why) of those it could not draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.importance import PedAnovaImportanceEvaluator
+    from optuna.visualization import matplotlib as draw
+
+    makers = {
+        "importances": lambda: draw.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator()),
+        "parallel_coordinates": lambda: draw.plot_parallel_coordinate(study),
+        "optimization_history": lambda: draw.plot_optimization_history(study),
+        "slices": lambda: draw.plot_slice(study),
+        "intermediate_values": lambda: draw.plot_intermediate_values(study),
+    }
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    drawn, missing = [], []
+    for name, make in makers.items():
+        if name != "intermediate_values" and len(complete) < 2:
+            missing.append((name, f"needs 2 complete trials ({len(complete)} so far)"))
+            continue
+        if name == "intermediate_values" and not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+            missing.append((name, "no trial recorded a learning curve"))
+            continue
+        try:
+            with warnings.catch_warnings():  # experimental plots, and PED-ANOVA's notes on small samples
+                warnings.simplefilter("ignore")
+                axes = make()
+                fig = np.ravel(axes)[0].figure
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+                plt.close(fig)
+        except Exception as e:  # a study this figure cannot show (one distinct value...): the others still are
+            plt.close("all")
+            missing.append((name, f"not drawn ({_line(e)})"))
+            continue
+        drawn.append((out / f"{name}.png", buffer.getvalue()))
+    return drawn, missing

@@ -1,0 +1,106 @@
+"""A search's analysis: each trial's results, curve and files in the study; the report's figures and table."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from conftest import read_metrics
+
+from reg_runner.sweep import analysis, private
+from reg_runner.sweep.study import RUN_DIR
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, tiny_data):
+    """A real small search: 4 trials of 3 epochs, no pruner, its study in SQLite in the sweep folder."""
+    from conftest import CLI
+
+    cli = CLI(tmp_path_factory.mktemp("search"), tiny_data)
+    sweep = cli("--multirun", "hparams_search=quick", "data.val_size=null", "hydra.sweeper.n_trials=4",
+                "trainer.epochs=3", "logging.tensorboard=false").run_dir
+    study = optuna.load_study(study_name="quick", storage=f"sqlite:///{sweep / 'study.db'}")
+    return sweep, study
+
+
+def test_each_trial_holds_its_results_curve_and_files_without_a_pruner(search):
+    sweep, study = search
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
+    for t in trials:
+        m = read_metrics(t.user_attrs[RUN_DIR])
+        assert t.user_attrs[analysis.TEST_ACC] == m["test_at_best"]["acc"]
+        assert t.user_attrs[analysis.EPOCHS] == m["epochs_run"] == 3
+        assert t.user_attrs[analysis.WALL] == m["timing"]["wall_s"] and t.user_attrs[analysis.SEEDS] == [m["seed"]]
+        # the learning curve: the best objective so far at each epoch, the last the trial's value
+        assert sorted(t.intermediate_values) == [1, 2, 3]
+        assert t.intermediate_values[3] == t.value == m["best_val"]
+        curve = [t.intermediate_values[step] for step in (1, 2, 3)]
+        assert curve == sorted(curve)  # a best so far never falls
+        metas = optuna.artifacts.get_all_artifact_meta(t, storage=optuna.storages.RDBStorage(
+            f"sqlite:///{sweep / 'study.db'}"))
+        names = sorted(a.filename for a in metas)
+        assert names == ["curves.png", "metrics.json"], names
+        for a in metas:
+            assert (sweep / "artifacts" / a.artifact_id).is_file()
+    marker = json.loads((sweep / ".reg_runner.json").read_text())
+    assert marker["study"] == {"name": "quick", "storage": f"sqlite:///{sweep.resolve() / 'study.db'}"}
+
+
+def _not_blank(path: Path) -> None:
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 200, (path, pixels.shape)
+    colours = np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0)
+    assert len(colours) > 20, (path, len(colours))  # drawn, not one colour
+
+
+def test_the_report_draws_the_search_and_tables_its_trials(search, tmp_path):
+    sweep, study = search
+    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(sweep), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in analysis.FIGURES:
+        _not_blank(tmp_path / f"{name}.png")
+        assert f"![{name}]({name}.png)" in proc.stdout
+    assert f"optuna-dashboard sqlite:///{sweep.resolve() / 'study.db'} --artifact-dir {sweep / 'artifacts'}" in proc.stdout
+    rows = list(csv.DictReader((tmp_path / "trials.csv").open()))
+    trials = study.get_trials(deepcopy=False)
+    assert [int(r["number"]) for r in rows] == [t.number for t in trials]
+    for row, t in zip(rows, trials):
+        m = read_metrics(t.user_attrs[RUN_DIR])
+        assert row["state"] == "COMPLETE" and float(row["value"]) == t.value
+        for key, value in t.params.items():
+            assert row[key] == str(value)
+        assert float(row["test_acc_at_best"]) == m["test_at_best"]["acc"] and int(row["epochs_run"]) == 3
+        assert float(row["wall_s"]) == m["timing"]["wall_s"] and row["seeds"] == str(m["seed"])
+        assert row["run_dirs"] == t.user_attrs[RUN_DIR]
+
+
+def test_too_few_trials_are_said_not_fatal(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="one", direction="maximize")
+    t = study.ask()
+    t.suggest_float("x", 0, 1)
+    study.tell(t, 0.5)
+    drawn, missing = analysis.figures(study, tmp_path)
+    assert drawn == [] and dict(missing)["importances"] == "needs 2 complete trials (1 so far)"
+    assert dict(missing)["intermediate_values"] == "no trial recorded a learning curve"
+
+
+def test_the_private_adapter_pins_optunas_trial_ids():
+    """reg_runner.sweep.private: what it reads of Optuna's internals is still what Optuna keeps."""
+    study = optuna.create_study()
+    study.ask()
+    frozen = study.get_trials(deepcopy=False)[0]
+    storage = study._storage
+    expected = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), 0)
+    assert private.trial_id(frozen) == expected
+    private.live(study, frozen).set_user_attr("k", 1)
+    assert study.get_trials(deepcopy=False)[0].user_attrs == {"k": 1}
