@@ -96,7 +96,7 @@ FULL = dict(
     study_probe_epochs=10,  # the study's first, short run: what its start-up and its epochs cost
 )
 DRY = dict(option_epochs=2, option_logging=("logging.histograms=0",), stack_members=3, stack_epochs=2,
-           resume_epochs=10, checkpoint_every=2, kill_at=2, lr_find_steps=10, grid=5, ks=(1, 2), speed_epochs=2, reference_epochs=2, study_seeds=1, study_epochs=2,
+           resume_epochs=10, checkpoint_every=2, kill_at=2, lr_find_steps=20, grid=5, ks=(1, 2), speed_epochs=2, reference_epochs=2, study_seeds=1, study_epochs=2,
            study_probe_epochs=None)  # None: no probe, the study's 2 epochs at once
 # (the dry run's options write no histograms, for the CPU's time: its other runs write them)
 DRY_IMAGES = 100  # --dry-run's training images (in batches of 25) and validation images, whatever the data's size

@@ -105,7 +105,7 @@ def test_l1_and_l2_cover_the_conv_and_linear_weights_per_apply_to():
 def test_the_range_test_runs_on_the_cnn(tmp_path, tiny_data):
     from reg_runner.lr_find.__main__ import range_test
 
-    cfg = _compose(f"data.root={tiny_data}", *tiny(), *CNN, "lr_find.steps=12", config="lr_find")
+    cfg = _compose(f"data.root={tiny_data}", *tiny(), *CNN, "lr_find.steps=20", config="lr_find")
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     result = range_test(cfg, tmp_path)
     assert len(result["losses"]) == 12 and (tmp_path / "lr_find.png").is_file()
@@ -138,7 +138,8 @@ def test_model_and_data_families_import_nothing_downstream():
     or reg_runner/data imports the runner, the config checks, the loop, the sweeps or the records."""
     import ast
 
-    allowed = ("reg_runner.model", "reg_runner.data", "reg_runner.schema", "reg_runner.errors", "reg_runner.atomic")
+    allowed = ("reg_runner.model", "reg_runner.data", "reg_runner.schema", "reg_runner.errors", "reg_runner.atomic",
+               "reg_runner.signals")  # atomic and signals: leaf utilities that import only the standard library
     for path in [*(ROOT / "reg_runner" / "model").glob("*.py"), *(ROOT / "reg_runner" / "data").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("reg_runner"):
