@@ -75,6 +75,19 @@ def _shown(storage: str | None) -> str | None:
         return "(unreadable)"
 
 
+def open_storage(url: str | None):
+    """A study's storage, kept by whoever writes to a trial it did not ask for: a database (``RDBStorage``,
+    what ``optuna.create_study`` opens for a URL), or, for None, a new in-memory one."""
+    import optuna
+
+    return optuna.storages.RDBStorage(url) if url is not None else optuna.storages.InMemoryStorage()
+
+
+def trial_id(storage, study_name: str, number: int) -> int:
+    """The storage's id of a study's trial, by its number, through the storage's public methods."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+
+
 class Reporter:
     """One trial's channel: record a value at a step, ask the pruner."""
 
@@ -89,16 +102,16 @@ class Reporter:
             raise UserError(f"trial {trial.number} of study {trial.study!r} runs in another process than its "
                             "in-memory study: give hydra.sweeper.storage (sqlite:///...) to prune there")
         pruner = pruners.build(trial.pruner)
-        self.study = optuna.load_study(study_name=trial.study, storage=storage, pruner=pruner)
-        self.trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id,
-                                                                                   trial.number)
+        self.storage = open_storage(storage) if isinstance(storage, str) else storage
+        self.study = optuna.load_study(study_name=trial.study, storage=self.storage, pruner=pruner)
+        self.trial_id = trial_id(self.storage, trial.study, trial.number)
 
     def record(self, step: int, value: float) -> None:
-        self.study._storage.set_trial_intermediate_value(self.trial_id, step, value)
+        self.storage.set_trial_intermediate_value(self.trial_id, step, value)
 
     def should_prune(self) -> bool:
         """The pruner's verdict on the values recorded so far."""
-        return self.study.pruner.prune(self.study, self.study._storage.get_trial(self.trial_id))
+        return self.study.pruner.prune(self.study, self.storage.get_trial(self.trial_id))
 
 
 class Pruning:
