@@ -135,3 +135,50 @@ def test_stacked_mlp_gives_each_member_its_lone_outputs_and_gradients(tiny_data,
         lone.load_state_dict(net.member_state(i))
         lone.train()
         torch.testing.assert_close(lone(x[i]), out[i].detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_penalty_gradient_is_the_gradient_of_each_members_penalty(tiny_data):
+    # λ1·sign(θ) + 2λ2·θ, per member and only where its apply_to covers: autograd of the logged value agrees
+    from reg_runner.reg.penalty import Penalties
+
+    (c, _), = [checked(tiny_data)]
+    net = stacked([c.cfg.model] * 3, c.split.shape, c.split.n_classes, torch.device("cpu"),
+                  [torch.Generator().manual_seed(i) for i in range(3)])
+    g = torch.Generator().manual_seed(0)
+    for i in range(3):
+        c.cfg.model.initialize(net, i, g)
+    params = list(net.parameters())
+    penalty = Penalties(net, [(1e-3, 0.0, "weights"), (0.0, 2e-2, "all"), (5e-4, 1e-3, "weights")])
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    penalty.add_gradients(params)
+    added = [p.grad.clone() for p in params]
+    values = torch.stack([penalty_k for penalty_k in _values_with_grad(penalty, params)])
+    expected = torch.autograd.grad(values.sum(), params, allow_unused=True)
+    for p, a, e in zip(params, added, expected):
+        torch.testing.assert_close(a, torch.zeros_like(p) if e is None else e, rtol=1e-6, atol=1e-9)
+    assert penalty.on(0) and penalty.on(1) and penalty.on(2)
+    penalty.keep([1, 2])  # a member leaves: the others keep their own coefficients
+    assert (penalty.l1, penalty.l2) == ([0.0, 5e-4], [2e-2, 1e-3])
+
+
+def _values_with_grad(penalty, params):
+    """``Penalties.values`` with autograd on (it runs under no_grad for the logs)."""
+    with torch.enable_grad():
+        return type(penalty).values.__wrapped__(penalty, params)
+
+
+def test_better_follows_the_metric_and_min_delta():
+    from reg_runner.trainer.member import better
+
+    assert better("val/acc", 0.9, 0.8) and not better("val/acc", 0.8, 0.9)
+    assert better("val/loss", 0.3, 0.4) and not better("val/loss", 0.4, 0.3)
+    assert not better("val/acc", 0.805, 0.8, min_delta=0.01) and better("val/acc", 0.82, 0.8, min_delta=0.01)
+    assert not better("val/loss", 0.395, 0.4, min_delta=0.01) and better("val/loss", 0.38, 0.4, min_delta=0.01)
+    assert better("val/acc", 0.1, None) and not better("val/acc", float("nan"), None)
+
+
+def test_a_search_maximizes_accuracy_and_minimizes_loss():
+    from reg_runner.sweep import direction_of
+
+    assert direction_of("val/acc") == "maximize" and direction_of("val/loss") == "minimize"
