@@ -23,6 +23,7 @@ def test_compare_runs_variants_and_prints_ratios(tiny_data, tmp_path):
     assert rows["augmentation=none"][2] == "1.000" and float(rows["augmentation=noise_affine"][2]) > 0
 
 
+@pytest.mark.slow  # every loop of the benchmark, each in its own process: minutes
 def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}

@@ -109,6 +109,7 @@ def test_stacks_follow_the_structure(cli, tmp_path):
         assert len(norms) == 1 and 1 <= len(stack) <= 3
 
 
+@pytest.mark.slow  # a sweep and three lone runs per shape, through the CLI
 @pytest.mark.parametrize("shape", [["model.width=50"], ["model.depth=0"], ["model.width=7", "model.activation=tanh"]])
 def test_members_get_their_lone_numbers_whatever_the_shape(cli, tmp_path, shape):
     # the BLAS kernels give a stacked member bitwise its lone product for some shapes only (on this project's CPU
