@@ -367,7 +367,7 @@ class FixedAware:
     def __init__(self, trial, fixed: dict):
         self._trial, self._fixed = trial, fixed
 
-    def _suggest(self, kind: str, name: str, *args, **kwargs):
+    def _draw(self, kind: str, name: str, *args, **kwargs):
         if name in self._fixed:
             return self._fixed[name]
         if name in self._trial.params:  # searched on the command line (interval(...), choice(...)): that wins
@@ -375,13 +375,13 @@ class FixedAware:
         return getattr(self._trial, kind)(name, *args, **kwargs)
 
     def suggest_float(self, name, *args, **kwargs):
-        return self._suggest("suggest_float", name, *args, **kwargs)
+        return self._draw("suggest_float", name, *args, **kwargs)
 
     def suggest_int(self, name, *args, **kwargs):
-        return self._suggest("suggest_int", name, *args, **kwargs)
+        return self._draw("suggest_int", name, *args, **kwargs)
 
     def suggest_categorical(self, name, *args, **kwargs):
-        return self._suggest("suggest_categorical", name, *args, **kwargs)
+        return self._draw("suggest_categorical", name, *args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._trial, name)
