@@ -8,9 +8,12 @@ Every other exception is a bug in reg_runner and keeps its traceback.
 import argparse
 import contextlib
 import os
+import re
 import sys
+from pathlib import Path
 
 EXIT_USER_ERROR = 2
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the config tree; its keys are suggested
 
 
 class Parser(argparse.ArgumentParser):
@@ -105,3 +108,76 @@ def number_arg(lo: float, hi: float, lo_open: bool = True, hi_open: bool = False
         return v
 
     return parse
+
+
+# Hydra's own report of a mistake, on one line: what the command line, the sweepers and the launchers say
+HYDRA_NOISE = ("Config search path", "full_key:", "object_type=", "reference_type=", "provider=",
+               "Set the environment variable HYDRA_FULL_ERROR", "\t")
+
+
+def one_line(text: str) -> str:
+    text = text.split("Config search path", 1)[0]
+    missing = re.search(r"Could not override '([^']+)'.*?use \+\1=(.*?)\n.*?is not in struct", text, re.S)
+    if missing:
+        return no_such_key(missing.group(1), missing.group(2))
+    if "Traceback (most recent call last)" in text:  # Hydra printed an exception: its message is the last line
+        last = [line for line in text.splitlines() if line.strip() and not line.startswith(" ")][-1]
+        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
+    raw = [line for line in text.splitlines() if line.strip()]
+    options = [line.strip() for line in raw if line.startswith("\t")]  # Hydra lists group options tab-indented
+    lines = [line.strip().removeprefix("In 'config': ") for line in raw if not line.startswith("\t")]
+    lines = [line.rstrip(".:") for line in lines if not line.startswith(HYDRA_NOISE)]
+    if options:
+        lines[-1] += ": " + ", ".join(options)
+    return "; ".join(lines)
+
+
+def no_such_key(key: str, value: str) -> str:
+    """A key the composed config lacks: which options of its group have it (Hydra would suggest ``+key``,
+    which the group's schema then refuses)."""
+    group, _, rest = key.partition(".")
+    having = [path.stem for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")) if rest and _has(path, rest)]
+    where = f"; the {group} options that have it: {', '.join(f'{group}={h}' for h in having)}" if having else ""
+    near = None if having else closest_key(key)
+    return f"{key}={value} is not allowed: the config has no key {key}" + (f" (did you mean {near}?)" if near else
+                                                                           where)
+
+
+def closest_key(key: str) -> str | None:
+    """The key of the config tree nearest to a mistyped one (``model.dropuot``: model.dropout; ``modle.depth``:
+    model.depth; ``optimiser``: optimizer), from the groups' option files; None if nothing is near."""
+    import difflib
+
+    import yaml
+
+    def dotted(node, prefix=""):
+        for k, v in node.items() if isinstance(node, dict) else ():
+            if k == "defaults" or str(k).startswith("_"):
+                continue
+            yield f"{prefix}{k}"
+            yield from dotted(v, f"{prefix}{k}.")
+
+    root = Path(CONFIG_DIR)
+    top = yaml.safe_load((root / "config.yaml").read_text()) or {}
+    groups = sorted({p.name for p in root.iterdir() if p.is_dir() and p.name != "hydra"} | {str(k) for k in top
+                                                                                           if k != "defaults"})
+    group, _, rest = key.partition(".")
+    if group not in groups:
+        near = difflib.get_close_matches(group, groups, n=1)
+        return f"{near[0]}.{rest}" if near and rest else (near[0] if near else None)
+    keys = set(dotted(top.get(group)))
+    for path in (root / group).glob("*.yaml") if (root / group).is_dir() else ():
+        keys |= set(dotted(yaml.safe_load(path.read_text()) or {}))
+    near = difflib.get_close_matches(rest, sorted(keys), n=1) if rest else []
+    return f"{group}.{near[0]}" if near else None
+
+
+def _has(path: Path, dotted: str) -> bool:
+    import yaml
+
+    node = yaml.safe_load(path.read_text()) or {}
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -11,7 +11,8 @@ import optuna
 import pytest
 from conftest import read_metrics
 
-from reg_runner.sweep import analysis, private
+from reg_runner.sweep import analysis
+from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.study import RUN_DIR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,13 +95,14 @@ def test_too_few_trials_are_said_not_fatal(tmp_path):
     assert dict(missing)["intermediate_values"] == "no trial recorded a learning curve"
 
 
-def test_the_private_adapter_pins_optunas_trial_ids():
-    """reg_runner.sweep.private: what it reads of Optuna's internals is still what Optuna keeps."""
-    study = optuna.create_study()
+def test_a_trial_read_back_is_written_to_through_the_public_api():
+    """A trial a dead sweeper left running (read back as a FrozenTrial) gets its attributes through a public
+    ``Trial`` over the storage the sweeper opened; an asked trial is used as it is."""
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
     study.ask()
-    frozen = study.get_trials(deepcopy=False)[0]
-    storage = study._storage
-    expected = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), 0)
-    assert private.trial_id(frozen) == expected
-    private.live(study, frozen).set_user_attr("k", 1)
-    assert study.get_trials(deepcopy=False)[0].user_attrs == {"k": 1}
+    asked = study.ask()
+    assert trial_lib.live(study, storage, asked) is asked
+    frozen = study.get_trials(deepcopy=False)[1]
+    trial_lib.live(study, storage, frozen).set_user_attr("k", 1)
+    assert [t.user_attrs for t in study.get_trials(deepcopy=False)] == [{}, {"k": 1}]

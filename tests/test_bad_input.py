@@ -285,7 +285,7 @@ MULTIRUN_CASES = [
     ("seed=0,1 hydra/launcher=joblib hydra.launcher.backend=threading", "hydra.launcher.backend='threading' is not "
      "allowed: loky or multiprocessing"),
     ("seed=range(0,2,0)", "the sweep cannot be made: range() arg 3 must not be zero"),
-    ("seed=interval(0,1)", "the sweep cannot be made: BasicSweeper does not support sweep type : INTERVAL_SWEEP"),
+    ("seed=interval(0,1)", "the sweep cannot be made: seed=interval(0,1) is an interval, which a grid cannot list"),
     ("seed=range(0,1000000000)", "the sweep makes more than 10,000 jobs"),
     ("seed=range(3,0)", "seed=range(3,0) sweeps no value: the sweep would make no job"),
     ("model.width=10,10", "model.width=10,10 lists 10 more than once"),
@@ -344,7 +344,7 @@ def rejection(overrides: list[str], data_root) -> str | None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from reg_runner.cli import CONFIG_DIR, one_line
+    from reg_runner.errors import CONFIG_DIR, one_line
     from reg_runner.config import check
     from reg_runner.errors import UserError
 

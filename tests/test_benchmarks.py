@@ -23,6 +23,7 @@ def test_compare_runs_variants_and_prints_ratios(tiny_data, tmp_path):
     assert rows["augmentation=none"][2] == "1.000" and float(rows["augmentation=noise_affine"][2]) > 0
 
 
+@pytest.mark.slow  # every loop of the benchmark, each in its own process: minutes
 def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}
@@ -42,6 +43,10 @@ def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
     for name in measured:
         r = rows[name]
         assert 0 < r["epoch_s"] < r["process_s"] and 0 < r["first_step_s"] < r["process_s"], name
+        # an epoch's time is the loop's, start-up apart: the 3 epochs fit between the first step and the process's end
+        assert r["first_step_s"] + 3 * r["epoch_s"] <= r["process_s"], name
+        # the estimate of a 1000-epoch run: this process's fixed costs and 1000 epochs (one repeat: no median)
+        assert r["est_1000_s"] == pytest.approx(r["process_s"] + 997 * r["epoch_s"], rel=1e-9), name
         assert r["peak_mb"] > 50 and 0 <= r["val_acc"] <= 1, name
         assert r["est_1000_s"] > 1000 * r["epoch_s"], name
         assert any(line.startswith(name) for line in proc.stdout.splitlines()), name

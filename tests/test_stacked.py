@@ -109,6 +109,7 @@ def test_stacks_follow_the_structure(cli, tmp_path):
         assert len(norms) == 1 and 1 <= len(stack) <= 3
 
 
+@pytest.mark.slow  # a sweep and three lone runs per shape, through the CLI
 @pytest.mark.parametrize("shape", [["model.width=50"], ["model.depth=0"], ["model.width=7", "model.activation=tanh"]])
 def test_members_get_their_lone_numbers_whatever_the_shape(cli, tmp_path, shape):
     # the BLAS kernels give a stacked member bitwise its lone product for some shapes only (on this project's CPU
@@ -120,12 +121,46 @@ def test_members_get_their_lone_numbers_whatever_the_shape(cli, tmp_path, shape)
     runs = sorted(p for p in sweep.run_dir.iterdir() if p.is_dir())
     split = "train one at a time, not as a stack: on this machine" in out
     assert split or "3 jobs in 1 stacks" in out
+    # the launcher splits exactly where this machine's kernels would give a stacked member other numbers: the
+    # same comparison, in this process, at the runs' thread count (split, the runs below are lone runs, and the
+    # claim rests on this comparison; stacked, on theirs)
+    why = stack_difference(cli, ["seed=0", *shape, "optimizer.lr=0.01", "trainer.epochs=3"], members=3)
+    assert split == (why is not None), (shape, why)
+    if split:
+        assert f"({why})" in out
     for run in runs:
         seed = read_metrics(run)["seed"]
         lone = cli(f"seed={seed}", *shape, "optimizer.lr=0.01", "trainer.epochs=3", run_dir=tmp_path / f"lone{seed}")
         assert without_timing(read_metrics(run)) == without_timing(read_metrics(lone.run_dir)), (shape, seed)
         assert (run / "history.csv").read_text() == (lone.run_dir / "history.csv").read_text()
         assert read_metrics(run)["timing"]["stack_size"] == (1 if split else 3)
+
+
+def stack_difference(cli, overrides: list[str], members: int) -> str | None:
+    """``reg_runner.exactness``'s verdict on a stack of ``members`` runs of these overrides, at the thread count the
+    CLI's runs have."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from conftest import tiny
+    from reg_runner import config as config_lib
+    from reg_runner import exactness
+    from reg_runner.errors import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR):
+        cfg = compose("config", overrides=tiny(f"data.root={cli.data}", *overrides))
+    checked = config_lib.check(cfg, overrides, through=3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(cli.env.get("OMP_NUM_THREADS", before)))
+    try:
+        return exactness.probe(checked.cfg.model, checked.split.shape, checked.split.n_classes, members,
+                               *exactness.shapes(checked.split.n_train, checked.cfg.trainer.batch_size,
+                                                 checked.cfg.trainer.drop_last,
+                                                 [len(checked.split.val_idx), checked.split.n_test],
+                                                 checked.cfg.trainer.eval_batch_size))
+    finally:
+        torch.set_num_threads(before)
 
 
 def history(run: Path) -> list[dict]:

@@ -221,7 +221,8 @@ def test_joblib_runs_trials_in_parallel_and_prunes_through_sqlite(cli):
 def test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan():
     # a sweeper writes its host, then its pid, after asking: another sweeper looking between the two writes
     # must not mark the trial cut off (it did, and the first sweeper then failed on its own finished trial)
-    study = optuna.create_study(direction="maximize")
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(direction="maximize", storage=storage)
     half = study.ask()
     half.set_user_attr(HOST, socket.gethostname())  # no pid yet
     mine = study.ask()
@@ -232,7 +233,7 @@ def test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     gone.set_user_attr(PID, dead.pid)
-    adopt_orphans(study)
+    adopt_orphans(study, storage)
     by_number = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
     assert by_number == {half.number: "RUNNING", mine.number: "RUNNING", gone.number: "FAIL"}
     assert [t.number for t in study.get_trials() if t.user_attrs.get(CUT)] == [gone.number]  # cut off: runs again

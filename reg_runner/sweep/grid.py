@@ -16,12 +16,13 @@ import math
 import sys
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 from reg_runner import kinds
-from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.errors import UserError, exit_on_user_error, one_line
 from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
 from reg_runner.sweep import joblib_workers, labels_not_swept, stop_workers
 from reg_runner.sweep import jobs
@@ -32,7 +33,15 @@ log = logging.getLogger(__name__)
 MAX_JOBS = 10_000  # a grid larger than this is a typo (range(0,1000000000)), not a plan: each job is checked first
 
 
-class GridSweeper(BasicSweeper):
+class GridSweeper(Sweeper):
+    def __init__(self, max_batch_size: int | None = None, params: dict | None = None):
+        self.max_batch_size, self.params = max_batch_size, params or {}
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function)
+
     def sweep(self, arguments: list[str]):
         with exit_on_user_error():
             batches = self.batches(arguments)
@@ -96,14 +105,35 @@ class GridSweeper(BasicSweeper):
             if math.prod(sizes.values()) > MAX_JOBS:
                 raise UserError(f"the sweep makes more than {MAX_JOBS:,} jobs "
                                 f"({' x '.join(f'{k}: {n:,}' for k, n in sizes.items())}); check its ranges, or split it")
-            return self.split_arguments(overrides, self.max_batch_size)
+            return product(overrides, self.max_batch_size)
         except UserError:
             raise
         except Exception as e:  # Hydra's: a range with step 0, an interval the basic sweeper cannot enumerate...
-            from reg_runner.cli import one_line
-
             raise UserError(f"the sweep cannot be made: {one_line(str(e))} (the basic sweeper takes lists a,b,c, "
                             "range() and choice(); intervals need an Optuna search)") from None
+
+
+def product(overrides, max_batch_size: int | None = None) -> list[list[list[str]]]:
+    """The jobs of a grid, in batches of at most ``max_batch_size`` (None or -1: one batch): the product of
+    the swept values, the first key varying slowest; a key given twice keeps its first place and its last value. The
+    same jobs, in the same order, as Hydra's basic sweeper makes (tests/test_private.py compares them)."""
+    values: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep():
+                raise ValueError(f"{o.input_line} is an {o.value_type.name.lower().removesuffix('_sweep')}, which a grid "
+                                 "cannot list")
+            values[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            values[key] = [f"{key}={o.get_value_element_as_str()}"]
+    jobs_ = [list(job) for job in itertools.product(*values.values())]
+    if max_batch_size is None:
+        return [jobs_]
+    size = len(jobs_) if max_batch_size == -1 else max_batch_size
+    if size < 1:
+        raise UserError(f"hydra.sweeper.max_batch_size={max_batch_size} is not allowed: a positive number, or null")
+    return [jobs_[i:i + size] for i in range(0, len(jobs_), size)]
 
 
 def _failed(ret) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from reg_runner import config as config_lib
-from reg_runner.errors import UserError
+from reg_runner.errors import UserError, one_line
 from reg_runner.records import RunFolder
 
 
@@ -16,8 +16,6 @@ def compose(config_loader, master, overrides, num: int, name: str | None = None)
     try:
         job = config_loader.load_sweep_config(master, list(overrides))
     except Exception as e:  # Hydra's own: an unknown group option, a key not in the config...
-        from reg_runner.cli import one_line
-
         raise UserError(f"{name or label(num, overrides)}: {one_line(str(e))}") from None
     with open_dict(job):
         job.hydra.job.id = str(num)
@@ -36,14 +34,10 @@ def subdir(job) -> str:
 
 
 def _resolved(job, key: str) -> str:
-    from hydra.core.hydra_config import HydraConfig
+    from reg_runner.private import hydra_config_of
 
-    before = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(job)  # the subdir interpolates ${hydra:...} values
-    try:
+    with hydra_config_of(job):  # the subdir interpolates ${hydra:...} values
         return str(OmegaConf.select(job, key))
-    finally:
-        HydraConfig.instance().cfg = before
 
 
 def check(job, overrides, through: int = 4) -> config_lib.Checked:

@@ -19,7 +19,7 @@ import math
 import os
 import sys
 
-from hydra.core.utils import JobReturn, JobStatus, _save_config, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict, read_write
 
@@ -87,9 +87,9 @@ class StackedLauncher(Launcher):
         out.mkdir(parents=True, exist_ok=True)
         if cfg.hydra.output_subdir is not None:
             hydra_dir = out / str(cfg.hydra.output_subdir)
-            _save_config(_task_config(cfg), "config.yaml", hydra_dir)
-            _save_config(_hydra_config(cfg), "hydra.yaml", hydra_dir)
-            _save_config(cfg.hydra.overrides.task, "overrides.yaml", hydra_dir)
+            save_yaml(_task_config(cfg), hydra_dir / "config.yaml")
+            save_yaml(_hydra_config(cfg), hydra_dir / "hydra.yaml")
+            save_yaml(cfg.hydra.overrides.task, hydra_dir / "overrides.yaml")
         handler = logging.FileHandler(out / f"{cfg.hydra.job.name}.log")
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
@@ -107,6 +107,13 @@ class StackedLauncher(Launcher):
         else:
             ret.status, ret.return_value = JobStatus.COMPLETED, value
         return ret
+
+
+def save_yaml(cfg, path) -> None:
+    """A config as YAML, unresolved, as Hydra's ``run_job`` writes a job's ``.hydra/`` files (tests/test_private.py
+    compares them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
 
 
 def group(jobs: list[dict], max_members: int) -> list[list[dict]]:

@@ -4,7 +4,7 @@
 
 Optuna's storage holds the study (SQLite, PostgreSQL, or memory) and its samplers choose the
 trials; Hydra's launchers run them (in process, joblib, submitit/SLURM). The loop that asks, checks,
-launches and tells is ours, built on hydra-optuna-sweeper's parsing of sweep overrides:
+launches and tells is ours, reading sweep overrides as hydra-optuna-sweeper does (``sweep/overrides.py``):
 
 1. ``n_trials`` is the number of finished trials the study should hold in total, not a number to
    add: re-running the same command continues an interrupted sweep up to it, and a finished sweep
@@ -46,8 +46,9 @@ from reg_runner import config as config_lib
 from reg_runner.errors import ConfigError, UserError, exit_on_user_error, show
 from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
 from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
-from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, private, pruners, stop_workers
+from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, pruners, stop_workers
 from reg_runner.sweep import trial as trial_lib
+from reg_runner.sweep.overrides import search_space, suggest
 
 log = logging.getLogger(__name__)
 HOST, PID, RUN_DIR = "reg_runner.host", "reg_runner.pid", "reg_runner.run_dir"
@@ -85,13 +86,13 @@ class StudySweeper(Sweeper):
             sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
         sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
         pruner = pruners.build(self.pruner_cfg) if self.pruner_cfg else None
-        if self.storage is None and not hasattr(self, "_memory"):
-            self._memory = optuna.storages.InMemoryStorage()  # kept, so the summary can read it
-            trial_lib.MEMORY[self.study_name] = self._memory  # the runs of this process report to it
         try:
-            return optuna.create_study(study_name=self.study_name, storage=self.storage or self._memory,
-                                       sampler=sampler, pruner=pruner, direction=self.direction,
-                                       load_if_exists=True)
+            if not hasattr(self, "store"):  # the study's storage, kept: a trial read back is written through it
+                self.store = trial_lib.open_storage(self.storage)
+                if self.storage is None:
+                    trial_lib.MEMORY[self.study_name] = self.store  # the runs of this process report to it
+            return optuna.create_study(study_name=self.study_name, storage=self.store, sampler=sampler,
+                                       pruner=pruner, direction=self.direction, load_if_exists=True)
         except Exception as e:  # not a database, a server that refuses, a study of another direction...
             raise UserError(f"hydra.sweeper.storage={self.storage!r}: the study {self.study_name!r} cannot be opened "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
@@ -101,12 +102,10 @@ class StudySweeper(Sweeper):
             self._sweep(arguments)
 
     def _sweep(self, arguments: list[str]) -> None:
-        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
         t0 = time.time()
         params = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         try:
-            space, fixed, fixed_overrides = create_params_from_overrides(params)
+            space, fixed, fixed_overrides = search_space(params)
         except (ValueError, AssertionError, NotImplementedError) as e:
             raise UserError(f"a sweep override cannot be searched: {e}") from None
         for name in space:
@@ -130,7 +129,7 @@ class StudySweeper(Sweeper):
             kinds.mark(self.sweep_dir, kinds.SWEEP, study=dict(name=self.study_name,
                                                                 storage=analysis.shown_storage(self.storage)))
         self.artifacts = self.sweep_dir / analysis.ARTIFACTS if self.storage else None
-        adopt_orphans(study, self.artifacts)
+        adopt_orphans(study, self.store, self.artifacts)
         done = count_finished(study)
         if done:
             study = self.study(n_before=len(study.trials))
@@ -182,7 +181,7 @@ class StudySweeper(Sweeper):
             self.waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], time.time() - started,
                                          self.parallel_runs()))
             for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)
-                tell(study, trial, self.artifacts)
+                tell(study, trial, self.store, self.artifacts)
             to_run -= len(batch)
         summary = summarize(study, self.n_trials, time.time() - t0, self.direction, self.waits)
         write_summary(self.sweep_dir, summary)
@@ -282,7 +281,7 @@ class StudySweeper(Sweeper):
 
     def trial_overrides(self, trial, space, fixed, fixed_values, fixed_overrides) -> list[str]:
         for name, distribution in space.items():
-            trial._suggest(name, distribution)
+            suggest(trial, name, distribution)
         if self.space is not None:
             self.space(self.config, FixedAware(trial, fixed_values))
         return [f"{k}={v}" for k, v in trial.params.items()] + [f"{k}={v}" for k, v in fixed.items()] + list(
@@ -372,7 +371,7 @@ class FixedAware:
     def __init__(self, trial, fixed: dict):
         self._trial, self._fixed = trial, fixed
 
-    def _suggest(self, kind: str, name: str, *args, **kwargs):
+    def _draw(self, kind: str, name: str, *args, **kwargs):
         if name in self._fixed:
             return self._fixed[name]
         if name in self._trial.params:  # searched on the command line (interval(...), choice(...)): that wins
@@ -380,13 +379,13 @@ class FixedAware:
         return getattr(self._trial, kind)(name, *args, **kwargs)
 
     def suggest_float(self, name, *args, **kwargs):
-        return self._suggest("suggest_float", name, *args, **kwargs)
+        return self._draw("suggest_float", name, *args, **kwargs)
 
     def suggest_int(self, name, *args, **kwargs):
-        return self._suggest("suggest_int", name, *args, **kwargs)
+        return self._draw("suggest_int", name, *args, **kwargs)
 
     def suggest_categorical(self, name, *args, **kwargs):
-        return self._suggest("suggest_categorical", name, *args, **kwargs)
+        return self._draw("suggest_categorical", name, *args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._trial, name)
@@ -428,9 +427,10 @@ def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | N
     return "failed", None
 
 
-def tell(study, trial, artifacts: Path | None = None) -> str:
-    """Tell the study how the trial's runs ended, as their records say; a trial that ran to its end first gets
-    its results as user attributes, and its curves and metrics as artifacts in ``artifacts``."""
+def tell(study, trial, storage, artifacts: Path | None = None) -> str:
+    """Tell the study how the trial's runs ended, as their records say (``storage``: the study's); a trial that
+    ran to its end first gets its results as user attributes, and its curves and metrics as artifacts in
+    ``artifacts``."""
     from optuna.trial import TrialState
 
     result, value = outcome(trial_dirs(trial))
@@ -442,16 +442,16 @@ def tell(study, trial, artifacts: Path | None = None) -> str:
         study.tell(trial, state=TrialState.PRUNED)
     else:
         if result == "cut":
-            _mark_cut(study, trial)
+            _mark_cut(study, trial, storage)
         study.tell(trial, state=TrialState.FAIL)
     return result
 
 
-def _mark_cut(study, trial) -> None:
+def _mark_cut(study, trial, storage) -> None:
     """Mark a trial cut off, on the trial itself before it is told failed: sweepers sharing a study each
     mark their own trials, so no mark is lost to another's write (a list on the study was). Its runs'
     folders are marked too: report and resume then know them for runs no study will read."""
-    private.live(study, trial).set_user_attr(CUT, True)
+    storage.set_trial_user_attr(trial_lib.trial_id(storage, study.study_name, trial.number), CUT, True)
     for d in trial_dirs(trial):
         folder = Path(d)
         if folder.is_dir() and kinds.kind_of(folder) in (None, kinds.RUN):
@@ -501,10 +501,10 @@ def same_study(study, base: dict, direction: str, seeds_per_trial: int = 1) -> N
                         "own settings")
 
 
-def adopt_orphans(study, artifacts: Path | None = None) -> None:
+def adopt_orphans(study, storage, artifacts: Path | None = None) -> None:
     """Settle the RUNNING trials whose sweeper process is gone (a dead process on this host, or never
     tagged and older than a grace period): a trial whose run finished is told its result (adopted);
-    the others are marked failed and noted as cut off, so they are run again."""
+    the others are marked failed and noted as cut off, so they are run again. ``storage``: the study's."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -513,7 +513,7 @@ def adopt_orphans(study, artifacts: Path | None = None) -> None:
         attrs = trial.user_attrs
         result, value = outcome(trial_dirs(trial), unrecorded="interrupted")
         if result != "cut":
-            analysis.record_trial(private.live(study, trial), trial_dirs(trial), artifacts)
+            analysis.record_trial(trial_lib.live(study, storage, trial), trial_dirs(trial), artifacts)
         if result == "complete":
             study.tell(trial.number, value)
             log.warning("trial %d: its sweeper died after its runs finished; adopted with value %s", trial.number,
@@ -523,7 +523,7 @@ def adopt_orphans(study, artifacts: Path | None = None) -> None:
         elif result == "failed":  # diverged: a result, not a cut
             study.tell(trial.number, state=TrialState.FAIL)
         else:
-            _mark_cut(study, trial)
+            _mark_cut(study, trial, storage)
             study.tell(trial.number, state=TrialState.FAIL)
             log.warning("trial %d was cut off (its sweeper process %s is gone): marked failed, run again",
                         trial.number, attrs.get(PID))

@@ -82,6 +82,29 @@ def _database(url: str):
     return _DATABASES[url]
 
 
+def open_storage(url: str | None):
+    """A study's storage, kept by whoever writes to a trial it did not ask for: a database (``RDBStorage``,
+    what ``optuna.create_study`` opens for a URL), or, for None, a new in-memory one."""
+    import optuna
+
+    return optuna.storages.RDBStorage(url) if url is not None else optuna.storages.InMemoryStorage()
+
+
+def trial_id(storage, study_name: str, number: int) -> int:
+    """The storage's id of a study's trial, by its number, through the storage's public methods."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+
+
+def live(study, storage, trial):
+    """A ``Trial`` to write to (its user attributes), for a trial asked (already live) or read back from the
+    storage (a ``FrozenTrial`` a dead sweeper left running)."""
+    import optuna
+
+    if isinstance(trial, optuna.trial.Trial):
+        return trial
+    return optuna.trial.Trial(study, trial_id(storage, study.study_name, trial.number))
+
+
 class Reporter:
     """One trial's channel, through Optuna's public ``Trial``: record a value at a step, ask the pruner."""
 
@@ -99,9 +122,7 @@ class Reporter:
                             "in-memory study: give hydra.sweeper.storage (sqlite:///...) to prune there")
         pruner = pruners.build(trial.pruner)
         study = optuna.load_study(study_name=trial.study, storage=storage, pruner=pruner)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(trial.study),
-                                                                   trial.number)
-        self.trial, self.open = optuna.trial.Trial(study, trial_id), True
+        self.trial, self.open = optuna.trial.Trial(study, trial_id(storage, trial.study, trial.number)), True
 
     def record(self, step: int, value: float) -> None:
         """The trial's intermediate value at ``step`` (a step already recorded, by a resumed run, keeps its value)."""

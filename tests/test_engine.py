@@ -1,0 +1,184 @@
+"""Engine, Member and StackedMLP in this process, without the CLI: a stacked member is its lone run to the bit,
+and a run resumed from its checkpoint ends with the numbers of the run never interrupted."""
+
+import io
+
+import pytest
+import torch
+from conftest import tiny
+
+from reg_runner import config as config_lib
+from reg_runner import exactness
+from reg_runner.assembly import assemble, plain, stacked
+from reg_runner.errors import CONFIG_DIR
+from reg_runner.signals import STOP
+from reg_runner.trainer.engine import Engine
+
+# what a member may differ in from the others of its stack
+MEMBERS = [["seed=0"], ["seed=1", "optimizer.lr=0.004", "model.dropout=0.3"],
+           ["seed=2", "reg.l1=1e-4", "reg.l2=1e-3", "augmentation=noise"]]
+SHARED = ["model.norm=batchnorm", "trainer.epochs=4", "logging.histograms=0"]
+
+
+def checked(data, *overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR):
+        cfg = compose("config", overrides=tiny(f"data.root={data}", *SHARED, *overrides))
+    return config_lib.check(cfg, list(overrides), through=3), config_lib.as_data(cfg)
+
+
+def train(runs, tmp_path, checkpoints=None, listeners=()):
+    """An engine over the runs (``checked``'s), as one stack; its members and model once it has run."""
+    built = assemble([c.cfg for c, _ in runs], [config for _, config in runs],
+                     [tmp_path / f"m{k}" for k in range(len(runs))], checkpoints or [None] * len(runs),
+                     [None] * len(runs))
+    members = list(built.members)
+    finals = {}
+
+    class Keep:  # each member's weights as it leaves the stack
+        def start(self, engine): pass
+        def epoch(self, engine, result): pass
+        def close(self, engine): pass
+
+        def member_end(self, engine, member, k):
+            finals[member] = engine.model.member_state(k)
+
+    Engine(built.model, built.data, built.members, [*listeners, Keep()]).run()
+    return members, finals
+
+
+def assert_same_run(a, wa, b, wb):
+    assert a.state.history == b.state.history  # every row: train, val and test losses and accuracies, lr
+    assert (a.state.best, a.state.status, a.state.epoch) == (b.state.best, b.state.status, b.state.epoch)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+
+
+def test_a_stacked_member_is_its_lone_run_to_the_bit(tiny_data, tmp_path):
+    runs = [checked(tiny_data, *m) for m in MEMBERS]
+    assert exactness.for_runs(runs[0][0], len(runs)) is None  # this shape stacks exactly here (what the launcher asks)
+    members, weights = train(runs, tmp_path / "stack")
+    for k, run in enumerate(runs):
+        (lone,), lone_weights = train([run], tmp_path / f"lone{k}")
+        assert lone.state.history and lone.state.status == "completed"
+        assert_same_run(members[k], weights[members[k]], lone, lone_weights[lone])
+    # the members did differ: a stack that trained one run K times would pass the comparison above for one member
+    assert len({str(m.state.history[-1]["val/loss"]) for m in members}) == len(members)
+
+
+def test_resumed_from_a_checkpoint_equals_uninterrupted(tiny_data, tmp_path):
+    runs = [checked(tiny_data, *m) for m in MEMBERS[:2]]
+    whole, whole_weights = train(runs, tmp_path / "whole")
+
+    saved = {}
+
+    class StopAfter2:  # a signal after epoch 2; each member's last.pt as Records writes it
+        def start(self, engine): pass
+        def close(self, engine): pass
+
+        def epoch(self, engine, result):
+            if max(m.state.epoch for m in engine.members) == 2:
+                STOP.signal = 15
+
+        def member_end(self, engine, member, k):
+            from reg_runner.records import on_host
+
+            buffer = io.BytesIO()
+            torch.save(on_host(member.checkpoint(engine.model.member_state(k), {})), buffer)
+            buffer.seek(0)
+            saved[k] = torch.load(buffer, weights_only=True)
+
+    try:
+        first, _ = train(runs, tmp_path / "first", listeners=[StopAfter2()])
+    finally:
+        STOP.signal = None
+    assert [m.state.status for m in first] == ["interrupted"] * 2 and [m.state.epoch for m in first] == [2, 2]
+    resumed, resumed_weights = train(runs, tmp_path / "resumed", checkpoints=[saved[0], saved[1]])
+    for a, b in zip(resumed, whole):
+        assert_same_run(a, resumed_weights[a], b, whole_weights[b])
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
+def test_stacked_mlp_gives_each_member_its_lone_outputs_and_gradients(tiny_data, norm):
+    # a lone run is a stack of one: a member of a stack of 3 gets its outputs and gradients to the bit; the plain
+    # network a checkpoint loads into computes the same function (to rounding: its kernels are not the stack's)
+    (c, _), = [checked(tiny_data, f"model.norm={norm}", "model.dropout=0.0")]
+    model_cfg, shape, n = c.cfg.model, c.split.shape, c.split.n_classes
+    device = torch.device("cpu")
+    k = 3
+    net = stacked([model_cfg] * k, shape, n, device, [torch.Generator().manual_seed(i) for i in range(k)])
+    g = torch.Generator().manual_seed(0)
+    for i in range(k):
+        model_cfg.initialize(net, i, g)
+    x = torch.randn(k, 25, *shape, generator=g)
+    grad = torch.randn(k, 25, n, generator=g)
+    net.train()
+    out = net(x)
+    out.backward(grad)
+    stacked_grads = {name: p.grad for name, p in net.named_parameters()}
+    for i in range(k):
+        alone = stacked([model_cfg], shape, n, device, [torch.Generator().manual_seed(i)])
+        alone.load_member_state(0, net.member_state(i))
+        alone.train()
+        own = alone(x[i : i + 1])
+        own.backward(grad[i : i + 1])
+        assert torch.equal(own[0].detach(), out[i].detach()), i
+        member_grads = {name: p.grad for name, p in alone.named_parameters()}
+        assert member_grads.keys() == stacked_grads.keys()
+        for name, value in stacked_grads.items():  # each stacked parameter holds the members' slices, member first
+            assert torch.equal(value[i], member_grads[name][0]), (name, i)
+        lone = plain(model_cfg, shape, n, device)
+        lone.load_state_dict(net.member_state(i))
+        lone.train()
+        torch.testing.assert_close(lone(x[i]), out[i].detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_penalty_gradient_is_the_gradient_of_each_members_penalty(tiny_data):
+    # λ1·sign(θ) + 2λ2·θ, per member and only where its apply_to covers: autograd of the logged value agrees
+    from reg_runner.reg.penalty import Penalties
+
+    (c, _), = [checked(tiny_data)]
+    net = stacked([c.cfg.model] * 3, c.split.shape, c.split.n_classes, torch.device("cpu"),
+                  [torch.Generator().manual_seed(i) for i in range(3)])
+    g = torch.Generator().manual_seed(0)
+    for i in range(3):
+        c.cfg.model.initialize(net, i, g)
+    params = list(net.parameters())
+    penalty = Penalties(net, [(1e-3, 0.0, "weights"), (0.0, 2e-2, "all"), (5e-4, 1e-3, "weights")])
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    penalty.add_gradients(params)
+    added = [p.grad.clone() for p in params]
+    values = torch.stack([penalty_k for penalty_k in _values_with_grad(penalty, params)])
+    expected = torch.autograd.grad(values.sum(), params, allow_unused=True)
+    for p, a, e in zip(params, added, expected):
+        torch.testing.assert_close(a, torch.zeros_like(p) if e is None else e, rtol=1e-6, atol=1e-9)
+    assert penalty.on(0) and penalty.on(1) and penalty.on(2)
+    penalty.keep([1, 2])  # a member leaves: the others keep their own coefficients
+    assert (penalty.l1, penalty.l2) == ([0.0, 5e-4], [2e-2, 1e-3])
+
+
+def _values_with_grad(penalty, params):
+    """``Penalties.values`` with autograd on (it runs under no_grad for the logs)."""
+    with torch.enable_grad():
+        return type(penalty).values.__wrapped__(penalty, params)
+
+
+def test_better_follows_the_metric_and_min_delta():
+    from reg_runner.trainer.member import better
+
+    assert better("val/acc", 0.9, 0.8) and not better("val/acc", 0.8, 0.9)
+    assert better("val/loss", 0.3, 0.4) and not better("val/loss", 0.4, 0.3)
+    assert not better("val/acc", 0.805, 0.8, min_delta=0.01) and better("val/acc", 0.82, 0.8, min_delta=0.01)
+    assert not better("val/loss", 0.395, 0.4, min_delta=0.01) and better("val/loss", 0.38, 0.4, min_delta=0.01)
+    assert better("val/acc", 0.1, None) and not better("val/acc", float("nan"), None)
+
+
+def test_a_search_maximizes_accuracy_and_minimizes_loss():
+    from reg_runner.sweep import direction_of
+
+    assert direction_of("val/acc") == "maximize" and direction_of("val/loss") == "minimize"
