@@ -79,6 +79,9 @@ CONFIG_CASES = [
     ("trainer.batch_size=1 model.norm=batchnorm", "trainer.batch_size=1 is not allowed: a size that leaves no batch"),
     ("trainer.epochs=0", "trainer.epochs=0 is not allowed: an integer >= 1"),
     ("trainer.epochs=1.5", "trainer.epochs=1.5 is not allowed: an integer >= 1"),
+    # a count numpy and torch cannot hold (int64): refused, not a traceback once the run's folder is made
+    ("trainer.epochs=99999999999999999999999", "trainer.epochs=99999999999999999999999 is not allowed: an integer in "
+     "[1, 2^63)"),
     ("trainer.eval_every=0", "trainer.eval_every=0 is not allowed: an integer >= 1"),
     ("trainer.eval_batch_size=0", "trainer.eval_batch_size=0 is not allowed: an integer >= 1"),
     ("trainer.eval_precision=fp16", "trainer.eval_precision='fp16' is not allowed: one of fp32, bf16"),
