@@ -284,6 +284,8 @@ MULTIRUN_CASES = [
      "TPESampler takes no argument 'bogus'"),
     ("hparams_search=quick hydra.sweeper.sampler._target_=os.system", "hydra.sweeper.sampler._target_='os.system' is "
      "not allowed: an Optuna sampler"),
+    ("seed=0,1 hydra/launcher=joblib +hydra.launcher.n_job=2", "hydra.launcher.n_job=2 is not allowed: "
+     "hydra.launcher has no key 'n_job' (did you mean n_jobs?)"),
     ("seed=0,1 hydra/launcher=joblib hydra.launcher.backend=threading", "hydra.launcher.backend='threading' is not "
      "allowed: loky or multiprocessing"),
     ("seed=range(0,2,0)", "the sweep cannot be made: range() arg 3 must not be zero"),
