@@ -148,6 +148,10 @@ class RunFolder:
                             "which a kill cut off: the search ran another trial in its place, and a resumed run "
                             "would reach no study; nothing to resume")
         if not self.last.exists():
+            done = (self.recorded() or {}).get("epochs_run")
+            if isinstance(done, int) and not isinstance(done, bool) and done > 0:  # last.pt is written before these
+                raise UserError(f"{self.last} is missing, though metrics.json records {done} epochs trained: starting "
+                                "over would write a new run over their records; start the run again in a new folder")
             return None
         import torch
 

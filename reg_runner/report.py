@@ -23,6 +23,7 @@ Written to the terminal (markdown) and to ``report.md``, ``report.csv``, ``curve
 ``--where key=value``, ``--status`` and ``--tag`` select the runs the report reads.
 """
 
+import argparse
 import csv
 import io
 import json
@@ -531,6 +532,14 @@ def writable_folder(out: Path) -> list[Path]:
     return made
 
 
+def _folder(text: str) -> Path:
+    """``--out``: a folder's path; an empty one would quietly mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a folder path (empty would mean the current "
+                                         "folder)")
+    return Path(text)
+
+
 def report(root: Path, out: Path | None = None, baseline: str | None = None, plots: bool = True,
            made: list | None = None, filters: Filters = Filters(), storage: str | None = None) -> str:
     """The report of the runs below ``root`` that ``filters`` select, written to ``out`` (default ``root``);
@@ -575,7 +584,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
 def main(argv=None) -> None:
     parser = Parser(prog="python -m reg_runner.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run folder, a sweep folder, or any folder above runs")
-    parser.add_argument("--out", type=Path, default=None, help="where to write report.md/csv/png (default: path)")
+    parser.add_argument("--out", type=_folder, default=None, help="where to write report.md/csv/png (default: path)")
     parser.add_argument("--baseline", default=None, help="the group, or one key=value of it, to compare against")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",

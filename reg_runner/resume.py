@@ -14,6 +14,7 @@ pruned before the kill) is named and left as it is.
 """
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def main(argv=None) -> None:
         from reg_runner import kinds
         from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
 
-        run_dirs = list(dict.fromkeys(p.resolve() for p in args.run_dirs))  # each folder once, however written
+        # each folder once, however written (realpath: a loop of links is then not a folder, not a traceback)
+        run_dirs = list(dict.fromkeys(Path(os.path.realpath(p)) for p in args.run_dirs))
         stacks: dict[tuple, list] = {}
         finished = []
         for run_dir in run_dirs:

@@ -143,6 +143,8 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
         seeds = ", ".join(str(m.seed) for m in members)
         log.info("model: %s, %d parameters, on %s; %s %s", cfg0.model.describe(), n_params, built.device,
                  "seed" if len(members) == 1 else f"{len(members)} runs as one stack, seeds", seeds)
+        for trainer in {m.cfg.trainer.early_stopping.patience: m.cfg.trainer for m in members}.values():
+            warn_idle_early_stopping(trainer)
         engine.run()
     except UserError as e:
         record_failure(str(e))
@@ -155,6 +157,16 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
               f"Resume with: {STOP.resume_hint}", file=sys.stderr, flush=True)
         sys.exit(128 + STOP.signal)  # a multirun stops with its run: the signal was meant for the whole command
     return [_summarize(m, time.perf_counter() - t0) for m in members]
+
+
+def warn_idle_early_stopping(tc) -> None:
+    """Early stopping whose patience outlasts the run's evaluations can never stop it: said, not left silent."""
+    es = tc.early_stopping
+    evaluations = tc.epochs // tc.eval_every + (tc.epochs % tc.eval_every > 0)
+    if es.enabled and es.patience >= evaluations:
+        log.warning("trainer.early_stopping.patience=%d is not less than the %d evaluations of this run "
+                    "(trainer.epochs=%d, trainer.eval_every=%d): early stopping cannot stop it", es.patience,
+                    evaluations, tc.epochs, tc.eval_every)
 
 
 def _summarize(member, wall: float) -> float:

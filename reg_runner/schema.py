@@ -58,12 +58,17 @@ def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_ope
     return Annotated[float, PlainValidator(check)]
 
 
+INT_LIMIT = 2**63  # numpy and torch count in int64: a larger count fails in their arithmetic, mid-run
+
+
 def integer(lo: int = 0, hi: int | None = None):
     text = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
 
     def check(v):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
             raise reject(text)
+        if v >= INT_LIMIT:
+            raise reject(f"an integer in [{lo}, 2^63)")
         return v
 
     return Annotated[int, PlainValidator(check)]

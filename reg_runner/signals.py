@@ -15,6 +15,7 @@ stands and the run resumes from it; a folder this process made whose run has rec
 is removed.
 """
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -39,7 +40,16 @@ def early(quiet: bool = False) -> None:
         for sig in SIGNALS:
             if signal.getsignal(sig) is not signal.SIG_IGN:  # a job started in the background ignores Ctrl-C
                 signal.signal(sig, _end_now)
+        atexit.register(_ignore_at_exit)  # registered first, so it runs last
     sys.excepthook = _excepthook
+
+
+def _ignore_at_exit():
+    """The command has ended (its line said, its exit code set): a signal now has nothing left to stop. Without
+    this, Python's finalization puts the default handlers back and a late signal kills the process without a
+    word, its exit code lost."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _end_now(signum, frame):

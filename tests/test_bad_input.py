@@ -79,6 +79,9 @@ CONFIG_CASES = [
     ("trainer.batch_size=1 model.norm=batchnorm", "trainer.batch_size=1 is not allowed: a size that leaves no batch"),
     ("trainer.epochs=0", "trainer.epochs=0 is not allowed: an integer >= 1"),
     ("trainer.epochs=1.5", "trainer.epochs=1.5 is not allowed: an integer >= 1"),
+    # a count numpy and torch cannot hold (int64): refused, not a traceback once the run's folder is made
+    ("trainer.epochs=99999999999999999999999", "trainer.epochs=99999999999999999999999 is not allowed: an integer in "
+     "[1, 2^63)"),
     ("trainer.eval_every=0", "trainer.eval_every=0 is not allowed: an integer >= 1"),
     ("trainer.eval_batch_size=0", "trainer.eval_batch_size=0 is not allowed: an integer >= 1"),
     ("trainer.eval_precision=fp16", "trainer.eval_precision='fp16' is not allowed: one of fp32, bf16"),
@@ -282,6 +285,8 @@ MULTIRUN_CASES = [
      "TPESampler takes no argument 'bogus'"),
     ("hparams_search=quick hydra.sweeper.sampler._target_=os.system", "hydra.sweeper.sampler._target_='os.system' is "
      "not allowed: an Optuna sampler"),
+    ("seed=0,1 hydra/launcher=joblib +hydra.launcher.n_job=2", "hydra.launcher.n_job=2 is not allowed: "
+     "hydra.launcher has no key 'n_job' (did you mean n_jobs?)"),
     ("seed=0,1 hydra/launcher=joblib hydra.launcher.backend=threading", "hydra.launcher.backend='threading' is not "
      "allowed: loky or multiprocessing"),
     ("seed=range(0,2,0)", "the sweep cannot be made: range() arg 3 must not be zero"),

@@ -164,6 +164,16 @@ def test_eval_every_and_early_stopping(cli):
     assert m["status"] == "early_stopped" and m["epochs_run"] < 200 and m["stopped_at"] == m["epochs_run"]
 
 
+def test_early_stopping_that_cannot_act_is_said(cli):
+    proc = cli("trainer.epochs=7", "trainer.eval_every=3", "trainer.early_stopping.enabled=true",
+               "trainer.early_stopping.patience=3")
+    assert ("trainer.early_stopping.patience=3 is not less than the 3 evaluations of this run (trainer.epochs=7, "
+            "trainer.eval_every=3): early stopping cannot stop it") in proc.stdout + proc.stderr
+    proc = cli("trainer.epochs=7", "trainer.eval_every=3", "trainer.early_stopping.enabled=true",
+               "trainer.early_stopping.patience=2")
+    assert "early stopping cannot stop it" not in proc.stdout + proc.stderr
+
+
 def test_a_finished_run_folder_is_never_overwritten(cli, tmp_path):
     run_dir = tmp_path / "kept"
     cli("trainer.epochs=1", run_dir=run_dir)

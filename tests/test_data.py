@@ -60,3 +60,17 @@ def test_val_size_caps_the_validation_set():
 def test_a_fraction_too_small_for_the_data():
     with pytest.raises(ConfigError, match="selects no image of 100"):
         split_indices(np.zeros(100, int), 0.001, seed=0)
+
+
+def test_a_signal_during_place_says_whether_the_store_is_complete(tmp_path):
+    """A signal held while the store's files are written ends the command after them: its line must not say
+    that nothing was written."""
+    from reg_runner import signals
+    from reg_runner.data import mnist
+    from reg_runner.data.__main__ import store_state
+
+    what = store_state(tmp_path)
+    assert what() == signals.NOTHING
+    for f in mnist.FILES:
+        (tmp_path / f"{f.key}.idx").write_bytes(b"\0" * f.size)
+    assert what() == f"with the store complete: {tmp_path}"

@@ -154,3 +154,17 @@ def test_the_end_of_a_command_imports_nothing(tmp_path):
                           env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert proc.returncode == 143 and proc.stderr == "interrupted by SIGTERM before anything was written\n", proc.stderr
     assert not made.exists()
+
+
+def test_a_signal_after_the_command_has_ended_does_not_kill_it_without_a_word():
+    """Python's finalization puts the default handlers back: a signal then would kill the process silently,
+    its exit code lost. Once its exit functions run, the command has said everything: the signal is ignored."""
+    code = ("import atexit, os, signal\n"
+            "from reg_runner import signals\n"
+            "signals.early()\n"
+            "atexit._run_exitfuncs()\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "print('ended', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "ended\n" and proc.stderr == "", proc

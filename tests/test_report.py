@@ -199,6 +199,14 @@ def test_bad_records_and_bad_out_folders_are_one_line(study, tmp_path):
         read_only.chmod(0o755)
 
 
+def test_an_empty_out_is_refused_not_taken_for_the_current_folder(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(tmp_path), "--out", ""], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--out: '' is not allowed: a folder path (empty would mean the current folder)" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def _ok(path):
     report(path)
     return path

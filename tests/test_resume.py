@@ -322,3 +322,28 @@ def test_a_refused_run_advises_resume_only_where_resume_would_take_it(cli, tmp_p
     assert str(by_resume.value) in str(refused.value)  # the same reason, in both
     proc = cli("trainer.epochs=1", run_dir=damaged, check=False)
     assert proc.returncode == 2 and "cannot be resumed" in proc.stderr and "resume it" not in proc.stderr
+
+
+def test_a_loop_of_links_is_named_not_a_traceback(tmp_path, capsys):
+    from reg_runner.resume import main
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "a")])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "is not a folder" in lines[0], lines
+
+
+def test_a_run_whose_last_checkpoint_was_removed_is_not_started_over(cli, tmp_path):
+    run_dir = cli("trainer.epochs=2").run_dir
+    metrics = read_metrics(run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    (run_dir / "checkpoints" / "last.pt").unlink()
+    before = (run_dir / "history.csv").read_bytes()
+    proc = resume(cli, run_dir, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "checkpoints/last.pt is missing, though metrics.json records 2 epochs trained" in lines[0]
+    assert (run_dir / "history.csv").read_bytes() == before and read_metrics(run_dir)["status"] == "interrupted"

@@ -46,6 +46,15 @@ def import_folder(folder: Path) -> int:
     return 0
 
 
+def store_state(store: Path):
+    """What a signal's line says during place and import: whether the store is complete by then."""
+    def what() -> str:
+        if all(mnist._has_size(store / f"{f.key}.idx", f.size) for f in mnist.FILES):
+            return f"with the store complete: {store}"
+        return signals.NOTHING
+    return what
+
+
 def main(argv=None) -> int:
     parser = Parser(prog="python -m reg_runner.data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,10 +66,12 @@ def main(argv=None) -> int:
     try:
         if args.command == "check":
             return check()
-        if args.command == "import":
-            return import_folder(args.folder)
-        print(f"store ready: {mnist.ensure_store()}")
-        return 0
+        # a signal held while the files are written ends the command after them: its line says so
+        with signals.command(what=store_state(mnist.store_dir())):
+            if args.command == "import":
+                return import_folder(args.folder)
+            print(f"store ready: {mnist.ensure_store()}")
+            return 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -10,6 +10,7 @@ This module declares the keys of both sweepers (``hydra.sweeper.*``) and checks 
 ``check_hydra`` runs before a multirun makes anything.
 """
 
+import difflib
 import os
 import shutil
 from typing import Annotated, Any
@@ -277,6 +278,17 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     launcher = plain(hydra_cfg.get("launcher"))
     kind = str(launcher.get("_target_", ""))
     if kind.endswith("JoblibLauncher"):
+        import dataclasses
+
+        from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+        known = [f.name for f in dataclasses.fields(JobLibLauncherConf)] + ["maxtasksperchild"]
+        for key in launcher:
+            if key not in known:  # Hydra's joblib launcher would drop it without a word
+                near = difflib.get_close_matches(str(key), known, n=1)
+                raise ConfigError(f"hydra.launcher.{key}", launcher[key], f"hydra.launcher has no key '{key}'"
+                                  + (f" (did you mean {near[0]}?)" if near else "") + f"; its keys are "
+                                  f"{', '.join(known)}")
         if launcher.get("backend") not in (None, "loky", "multiprocessing"):
             raise ConfigError("hydra.launcher.backend", launcher.get("backend"), "loky or multiprocessing (the "
                               "backends Hydra's joblib launcher supports)")
