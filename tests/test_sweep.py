@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import printed_command, read_metrics
 
+from reg_runner.sweep.analysis import ARTIFACTS
 from reg_runner.sweep.study import (CUT, HOST, INTERRUPTED, PID, RUN_DIR, adopt_orphans, count_finished,
                                    cut_numbers)
 from test_prune import MEDIAN, check_trials
@@ -128,7 +129,8 @@ def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     assert len(set(folders)) == 6
     assert all(read_metrics(t.user_attrs[RUN_DIR])["status"] == {"COMPLETE": "completed", "PRUNED": "pruned"}[
         t.state.name] for t in finished)
-    assert len([p for p in sweep.iterdir() if p.is_dir()]) <= len(study.trials)  # none shared or overwritten
+    runs = [p for p in sweep.iterdir() if p.is_dir() and p.name != ARTIFACTS]  # beside them: the trials' artifacts
+    assert len(runs) <= len(study.trials)  # none shared or overwritten
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert summary["n_complete"] + summary["n_pruned"] == 6
     assert summary["n_interrupted"] == len(cut) and summary["n_running"] == len(stuck)
