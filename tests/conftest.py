@@ -148,7 +148,8 @@ class InProcess:
     """What a command printed and how it ended, as ``subprocess.run`` gives it."""
 
     def __init__(self, returncode, stdout, stderr, run_dir):
-        self.returncode, self.stdout, self.stderr, self.run_dir = returncode, stdout, stderr, Path(run_dir)
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+        self.run_dir = None if run_dir is None else Path(run_dir)
 
 
 def run_in_process(args: list[str], cwd: Path, env: dict, run_dir, module="reg_runner") -> InProcess:
@@ -156,8 +157,22 @@ def run_in_process(args: list[str], cwd: Path, env: dict, run_dir, module="reg_r
     ``sys.argv``, the environment, the current folder and stdout/stderr as that command has them; its exit code
     from ``SystemExit``. What the command changes in the process (Hydra's singleton, the signal handlers,
     logging) is put back afterwards."""
-    import contextlib
     import importlib
+
+    from reg_runner import cli as cli_module
+
+    # what ``python -m`` runs: reg_runner's ``entry()``, or another Hydra main of the config tree through it
+    task = {"reg_runner": None, "reg_runner.lr_find": "reg_runner.lr_find.__main__"}[module]
+    task = task and importlib.import_module(task).main
+    argv0 = str(ROOT / module.replace(".", "/") / "__main__.py")
+    return call_in_process(lambda: cli_module.entry(task), [argv0, *args], cwd, env, run_dir)
+
+
+def call_in_process(main, argv: list[str], cwd: Path, env: dict, run_dir=None) -> InProcess:
+    """``main()`` as a command's process runs it: ``sys.argv``, the environment and the current folder as given,
+    its stdout and stderr captured, its exit code from ``SystemExit`` (0 if it returns). What a command changes
+    in the process (Hydra's singleton, the signal handlers, logging, the excepthook) is put back afterwards."""
+    import contextlib
     import io
     import logging
     import signal
@@ -166,10 +181,6 @@ def run_in_process(args: list[str], cwd: Path, env: dict, run_dir, module="reg_r
 
     from reg_runner import cli as cli_module
     from reg_runner.signals import STOP
-
-    # what ``python -m`` runs: reg_runner's ``entry()``, or another Hydra main of the config tree through it
-    task = {"reg_runner": None, "reg_runner.lr_find": "reg_runner.lr_find.__main__"}[module]
-    task = task and importlib.import_module(task).main
 
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
     saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -183,11 +194,11 @@ def run_in_process(args: list[str], cwd: Path, env: dict, run_dir, module="reg_r
         os.environ.clear()
         os.environ.update(env)
         os.chdir(cwd)
-        sys.argv = [str(ROOT / module.replace(".", "/") / "__main__.py"), *args]
+        sys.argv = list(argv)
         GlobalHydra.instance().clear()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                cli_module.entry(task)
+                main()
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
@@ -198,6 +209,9 @@ def run_in_process(args: list[str], cwd: Path, env: dict, run_dir, module="reg_r
         for sig, handler in saved_signals.items():
             signal.signal(sig, handler)
         sys.excepthook = saved_hook
+        for handler in root.handlers:
+            if handler not in saved_logging[0]:
+                handler.close()  # a file handler a command opened in its run folder
         root.handlers[:], root.level = saved_logging[0], saved_logging[1]
         for name, lg in list(logging.Logger.manager.loggerDict.items()):
             if isinstance(lg, logging.Logger):
