@@ -112,7 +112,8 @@ class CLI:
             self.env.setdefault("OMP_NUM_THREADS", "1")
         self.count = 0
 
-    def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300, module="reg_runner", env=None):
+    def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300, module="reg_runner", env=None,
+                 in_process=False):
         args = list(overrides)
         multirun = "--multirun" in args or "-m" in args
         if self.data is not None and tiny:
@@ -126,6 +127,9 @@ class CLI:
             run_dir = self.tmp_path / f"run{self.count}"
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         args.append(f"{key}={run_dir}")
+        if in_process:  # the same command through its entry point in this process: no interpreter start-up
+            assert not check, "in-process: a command's refusals"
+            return run_in_process(args, self.tmp_path, {**self.env, **(env or {})}, run_dir, module=module)
         proc = subprocess.run(
             [sys.executable, "-m", module, *args],
             cwd=self.tmp_path,
@@ -138,6 +142,92 @@ class CLI:
         if check and proc.returncode != 0:
             raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         return proc
+
+
+class InProcess:
+    """What a command printed and how it ended, as ``subprocess.run`` gives it."""
+
+    def __init__(self, returncode, stdout, stderr, run_dir):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+        self.run_dir = None if run_dir is None else Path(run_dir)
+
+
+def run_in_process(args: list[str], cwd: Path, env: dict, run_dir, module="reg_runner") -> InProcess:
+    """``python -m <module> *args`` in this process: its own entry point (``reg_runner.cli.entry``), with
+    ``sys.argv``, the environment, the current folder and stdout/stderr as that command has them; its exit code
+    from ``SystemExit``. What the command changes in the process (Hydra's singleton, the signal handlers,
+    logging) is put back afterwards."""
+    import importlib
+
+    from reg_runner import cli as cli_module
+
+    # what ``python -m`` runs: reg_runner's ``entry()``, or another Hydra main of the config tree through it
+    task = {"reg_runner": None, "reg_runner.lr_find": "reg_runner.lr_find.__main__"}[module]
+    task = task and importlib.import_module(task).main
+    argv0 = str(ROOT / module.replace(".", "/") / "__main__.py")
+    return call_in_process(lambda: cli_module.entry(task), [argv0, *args], cwd, env, run_dir)
+
+
+def call_in_process(main, argv: list[str], cwd: Path, env: dict, run_dir=None) -> InProcess:
+    """``main()`` as a command's process runs it: ``sys.argv``, the environment and the current folder as given,
+    its stdout and stderr captured, its exit code from ``SystemExit`` (0 if it returns). What a command changes
+    in the process (Hydra's singleton, the signal handlers, logging, the excepthook) is put back afterwards."""
+    import contextlib
+    import io
+    import logging
+    import signal
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from reg_runner import cli as cli_module
+    from reg_runner import records
+    from reg_runner.signals import STOP
+
+    held_before = dict(records._HELD)  # folder locks, held for a process's life: released as its end would
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    saved_hook = sys.excepthook
+    root = logging.getLogger()
+    saved_logging = (root.handlers[:], root.level, {name: (lg.disabled, lg.handlers[:], lg.level, lg.propagate)
+                     for name, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)})
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        sys.argv = list(argv)
+        GlobalHydra.instance().clear()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        GlobalHydra.instance().clear()
+        cli_module._held.clear()
+        for key, fd in list(records._HELD.items()):
+            if held_before.get(key) != fd:
+                records._HELD.pop(key)
+                os.close(fd)
+        STOP.restore()
+        STOP.signal, STOP.resume_hint, STOP.made, STOP.parents = None, None, [], []
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+        sys.excepthook = saved_hook
+        for handler in root.handlers:
+            if handler not in saved_logging[0]:
+                handler.close()  # a file handler a command opened in its run folder
+        root.handlers[:], root.level = saved_logging[0], saved_logging[1]
+        for name, lg in list(logging.Logger.manager.loggerDict.items()):
+            if isinstance(lg, logging.Logger):
+                disabled, handlers, level, propagate = saved_logging[2].get(name, (False, [], logging.NOTSET, True))
+                lg.disabled, lg.handlers[:], lg.level, lg.propagate = disabled, handlers, level, propagate
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return InProcess(code, out.getvalue(), err.getvalue(), run_dir)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Every mistake a user can make gets one line naming the key, the value and what is allowed, exit
 code 2, no traceback, and leaves no folder behind: the real CLI, in a subprocess, on tiny data
 (100 training images in batches of 25, 400 validation images, 2 epochs). Every config case also goes
-through the same checks in this process."""
+through the same checks in this process, and every refusal through the CLI's entry point in this process
+(``cli(..., in_process=True)``); the real CLI in a subprocess once per kind of refusal."""
 
 import gzip
 
@@ -381,33 +382,66 @@ def test_the_checks_refuse(tiny_data, overrides, expected):
     assert message is not None and expected in message, message
 
 
-CLI_CASES = [c for i, c in enumerate(CONFIG_CASES) if i % 2 == 0 or c[0] in IN_CLI_ONLY]
+# The real CLI in a subprocess once per kind of refusal (a config check, a key the config lacks, Hydra's composition
+# and grammar errors, a job name, a data folder, a key given twice): a refused config becomes one line, exit 2, and no
+# folder. Every case, these too, also goes through the CLI's entry point in this process (``cli(in_process=True)``:
+# the same ``reg_runner.cli.entry``, Hydra, callbacks and checks, without an interpreter's start-up for each).
+REAL_CLI = ["model.dropout=1.0", "+foo=bar", "model.dropuot=0.5", "model=resnet", "reg.l2=[1,2",
+            "model.norm=batchnorm,layernorm", "hydra.job.name=", "data=cifar10", "scheduler.warmup_epochs=5"]
+REAL_CLI_CASES = [c for c in CONFIG_CASES if c[0] in REAL_CLI]
+assert len(REAL_CLI_CASES) == len(REAL_CLI)
+
+
+@pytest.mark.parametrize("overrides,expected", REAL_CLI_CASES, ids=[c[0] for c in REAL_CLI_CASES])
+def test_bad_value_real_cli(cli, overrides, expected):
+    proc = cli(*overrides.split(), check=False)
+    assert_one_line_error(proc, expected)
+    assert not proc.run_dir.exists()  # not even Hydra's .hydra/: the checks run before any folder is made
 
 
 class TestConfigA:  # two classes: xdist spreads them over its two workers
-    @pytest.mark.parametrize("overrides,expected", CLI_CASES[::2], ids=[c[0] for c in CLI_CASES[::2]])
+    @pytest.mark.parametrize("overrides,expected", CONFIG_CASES[::2], ids=[c[0] for c in CONFIG_CASES[::2]])
     def test_bad_value(self, cli, overrides, expected):
-        proc = cli(*overrides.split(), check=False)
+        proc = cli(*overrides.split(), check=False, in_process=True)
         assert_one_line_error(proc, expected)
         assert not proc.run_dir.exists()  # not even Hydra's .hydra/: the checks run before any folder is made
 
 
 class TestConfigB:
-    @pytest.mark.parametrize("overrides,expected", CLI_CASES[1::2], ids=[c[0] for c in CLI_CASES[1::2]])
+    @pytest.mark.parametrize("overrides,expected", CONFIG_CASES[1::2], ids=[c[0] for c in CONFIG_CASES[1::2]])
     def test_bad_value(self, cli, overrides, expected):
-        proc = cli(*overrides.split(), check=False)
+        proc = cli(*overrides.split(), check=False, in_process=True)
         assert_one_line_error(proc, expected)
         assert not proc.run_dir.exists()
+
+
+# The real CLI once per kind of a multirun's refusal: a job the sweeper refuses, the sweeper's own settings, a
+# study's trials all refused, a grid that cannot be made, a pruner against the runs, Hydra's own (a group option,
+# its argument rules); every case also in this process.
+REAL_MULTIRUN = ["model.dropout=0.1,1.5", "hparams_search=quick hydra.sweeper.n_trials=-1", "hparams_search=quick",
+                 "seed=range(0,2,0)", "hparams_search=quick hydra/sweeper/pruner=median", "optimizer=adam,lbfgs",
+                 "--cfg job"]
+REAL_MULTIRUN_CASES = [c for c in MULTIRUN_CASES if c[0] in REAL_MULTIRUN]
+assert len(REAL_MULTIRUN_CASES) == len(REAL_MULTIRUN)
+
+
+def check_bad_sweep(proc, expected):
+    assert_one_line_error(proc, expected[-1])
+    assert all(part in proc.stderr for part in expected)
+    assert not proc.run_dir.exists()  # nothing trained, no sweep folder, no study
+
+
+@pytest.mark.parametrize("case", REAL_MULTIRUN_CASES, ids=[c[0] for c in REAL_MULTIRUN_CASES])
+def test_bad_sweep_real_cli(cli, case):
+    overrides, *expected = case
+    check_bad_sweep(cli("--multirun", *overrides.split(), check=False), expected)
 
 
 class TestMultirun:
     @pytest.mark.parametrize("case", MULTIRUN_CASES, ids=[c[0] for c in MULTIRUN_CASES])
     def test_bad_sweep(self, cli, case):
         overrides, *expected = case
-        proc = cli("--multirun", *overrides.split(), check=False)
-        assert_one_line_error(proc, expected[-1])
-        assert all(part in proc.stderr for part in expected)
-        assert not proc.run_dir.exists()  # nothing trained, no sweep folder, no study
+        check_bad_sweep(cli("--multirun", *overrides.split(), check=False, in_process=True), expected)
 
 
 def test_hydra_full_error_keeps_hydras_own_report(cli):
@@ -447,7 +481,8 @@ def test_torchvision_augmentation_without_torchvision(cli):
 ])
 def test_hydras_keys_this_mode_would_not_read(cli, tmp_path, overrides, expected):
     # Hydra itself ignores them silently: the run would go to another folder than the one typed, or search nothing
-    proc = cli(*overrides.split(), check=False)
+    # the first case in a subprocess, the others through the entry point in this process
+    proc = cli(*overrides.split(), check=False, in_process=not overrides.startswith("hydra.sweep.dir="))
     assert_one_line_error(proc, expected)
     assert not any(tmp_path.glob("run*")) and not (tmp_path / "outputs").exists()
     assert not (tmp_path / "elsewhere").exists()
@@ -456,23 +491,23 @@ def test_hydras_keys_this_mode_would_not_read(cli, tmp_path, overrides, expected
 @pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
 def test_empty_output_folder(cli, tmp_path, key):
     multirun = ["--multirun"] if key == "hydra.sweep.dir" else []
-    proc = cli(*multirun, run_dir="", check=False)
+    proc = cli(*multirun, run_dir="", check=False, in_process=bool(multirun))
     assert_one_line_error(proc, f"{key}='' is not allowed: a folder path")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written into the current folder
 
 
 def test_output_folder_the_file_system_refuses(cli, tmp_path):
     assert_one_line_error(cli(run_dir=tmp_path / ("x" * 300), check=False), "cannot be created: File name too long")
-    assert_one_line_error(cli(run_dir="/proc/reg_runner_test", check=False), "hydra.run.dir='/proc/reg_runner_test' "
+    assert_one_line_error(cli(run_dir="/proc/reg_runner_test", check=False, in_process=True), "hydra.run.dir='/proc/reg_runner_test' "
                                                                             "cannot be created")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
-    assert_one_line_error(cli(run_dir=tmp_path / "dangling", check=False), "is a link to nothing")
+    assert_one_line_error(cli(run_dir=tmp_path / "dangling", check=False, in_process=True), "is a link to nothing")
 
 
 def test_output_folder_under_a_file_or_among_other_files(cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    assert_one_line_error(cli(run_dir=blocker / "run", check=False), "cannot be created: ")
+    assert_one_line_error(cli(run_dir=blocker / "run", check=False, in_process=True), "cannot be created: ")
     crowded = tmp_path / "crowded"
     crowded.mkdir()
     (crowded / "notes.txt").write_text("mine")
@@ -480,7 +515,7 @@ def test_output_folder_under_a_file_or_among_other_files(cli, tmp_path):
     assert sorted(p.name for p in crowded.iterdir()) == ["notes.txt"]
     odd = tmp_path / "odd"  # a folder where the run's marker would go: not a run's, not touched
     (odd / ".reg_runner.json").mkdir(parents=True)
-    assert_one_line_error(cli(run_dir=odd, check=False), "already holds other files (.reg_runner.json)")
+    assert_one_line_error(cli(run_dir=odd, check=False, in_process=True), "already holds other files (.reg_runner.json)")
     assert sorted(p.name for p in odd.iterdir()) == [".reg_runner.json"]
 
 
@@ -497,14 +532,14 @@ def test_missing_data_folder(cli, tmp_path):
 def test_missing_file(cli, tmp_path):
     folder = _data_folder(tmp_path, "missing")
     (folder / "t10k-labels-idx1-ubyte.gz").unlink()
-    assert_one_line_error(cli(f"data.root={folder}", check=False), "lacks t10k-labels-idx1-ubyte (.gz or not)")
+    assert_one_line_error(cli(f"data.root={folder}", check=False, in_process=True), "lacks t10k-labels-idx1-ubyte (.gz or not)")
 
 
 def test_wrong_magic(cli, tmp_path):
     folder = _data_folder(tmp_path, "magic")
     with gzip.open(folder / "train-images-idx3-ubyte.gz", "wb") as f:
         f.write(b"<html>not found</html>")
-    assert_one_line_error(cli(f"data.root={folder}", check=False), "is not an IDX file (wrong magic number")
+    assert_one_line_error(cli(f"data.root={folder}", check=False, in_process=True), "is not an IDX file (wrong magic number")
 
 
 def test_truncated_file(cli, tmp_path):
@@ -512,32 +547,32 @@ def test_truncated_file(cli, tmp_path):
     raw = gzip.open(folder / "train-images-idx3-ubyte.gz").read()
     (folder / "train-images-idx3-ubyte.gz").unlink()
     (folder / "train-images-idx3-ubyte").write_bytes(raw[:-100])  # uncompressed, cut short
-    assert_one_line_error(cli(f"data.root={folder}", check=False), "is truncated or corrupt")
+    assert_one_line_error(cli(f"data.root={folder}", check=False, in_process=True), "is truncated or corrupt")
 
 
 def test_truncated_gzip(cli, tmp_path):
     folder = _data_folder(tmp_path, "truncated_gz")
     path = folder / "train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-20])
-    assert_one_line_error(cli(f"data.root={folder}", check=False), "cannot read")
+    assert_one_line_error(cli(f"data.root={folder}", check=False, in_process=True), "cannot read")
 
 
 def test_labels_out_of_range(cli, tmp_path):
     folder = _data_folder(tmp_path, "labels")
     idx.write(folder / "train-labels-idx1-ubyte.gz", np.full(50, 12, dtype=np.uint8))
-    assert_one_line_error(cli(f"data.root={folder}", check=False), "train label 12 out of range; labels must be 0-9")
+    assert_one_line_error(cli(f"data.root={folder}", check=False, in_process=True), "train label 12 out of range; labels must be 0-9")
 
 
 def test_label_count_mismatch(cli, tmp_path):
     folder = _data_folder(tmp_path, "count")
     idx.write(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(7, dtype=np.uint8))
-    assert_one_line_error(cli(f"data.root={folder}", check=False), "20 test images but labels of shape (7,)")
+    assert_one_line_error(cli(f"data.root={folder}", check=False, in_process=True), "20 test images but labels of shape (7,)")
 
 
 def test_images_without_variance(cli, tmp_path):
     folder = _data_folder(tmp_path, "flat")
     idx.write(folder / "train-images-idx3-ubyte.gz", np.full((50, 8, 8), 7, dtype=np.uint8))
-    proc = cli(f"data.root={folder}", "trainer.batch_size=5", check=False)
+    proc = cli(f"data.root={folder}", "trainer.batch_size=5", check=False, in_process=True)
     assert_one_line_error(proc, "data.normalize=true is not allowed: false for these images: the 10 training images "
                                 "all have one pixel value (std 0)")
     assert read_ok(cli(f"data.root={folder}", "trainer.batch_size=5", "data.normalize=false"))  # and without, it trains

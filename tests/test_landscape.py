@@ -14,7 +14,15 @@ from reg_runner.model.mlp_net import MLPNet as MLP
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def landscape(cli, *args, check=True):
+def landscape(cli, *args, check=True, in_process=False):
+    if in_process:  # a refusal: python -m reg_runner.landscape's main in this process (conftest.call_in_process)
+        from conftest import call_in_process
+
+        from reg_runner import landscape as landscape_module
+
+        assert not check
+        return call_in_process(lambda: landscape_module.main(), ["python -m reg_runner.landscape", *map(str, args)],
+                               cli.tmp_path, cli.env)
     proc = subprocess.run([sys.executable, "-m", "reg_runner.landscape", *map(str, args)], cwd=cli.tmp_path,
                           env=cli.env, capture_output=True, text=True, timeout=300)
     if check and proc.returncode != 0:
@@ -170,7 +178,8 @@ def test_bad_arguments_get_one_line(runs, tmp_path, args, says):
     (tmp_path / "empty").mkdir()
     values = dict(missing=tmp_path / "nope", empty=tmp_path / "empty", plain=plain)
     before = sorted(p.name for p in plain.iterdir())
-    proc = landscape(cli, *[a.format(**values) for a in args], check=False)
+    # the first case through the real CLI, the others through its main in this process
+    proc = landscape(cli, *[a.format(**values) for a in args], check=False, in_process=args != ["{missing}"])
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert says in lines[0] and "Traceback" not in proc.stderr
@@ -197,7 +206,8 @@ def test_checkpoints_that_do_not_fit_get_one_line(runs, tmp_path):
     lrf = cli("lr_find.steps=20", module="reg_runner.lr_find").run_dir
     for folder, says in ((other, "does not hold the network of"), (diverged, "loss of nan (the run diverged)"),
                          (lrf, "is a learning-rate range test's folder")):
-        proc = landscape(cli, folder, "--grid", 3, "--out", tmp_path / f"out_{folder.name}", check=False)
+        proc = landscape(cli, folder, "--grid", 3, "--out", tmp_path / f"out_{folder.name}", check=False,
+                         in_process=folder is not other)  # the first through the real CLI
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], proc.stderr
         assert not (tmp_path / f"out_{folder.name}").exists()  # nothing written, not even an empty folder
@@ -220,7 +230,7 @@ def test_a_damaged_checkpoint_gets_one_line(runs, tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: {copy}/checkpoints/best.pt cannot be read as a checkpoint (UnpicklingError); it is damaged"]
     (copy / "checkpoints" / "best.pt").write_bytes(b"\x80\x04junk")  # a pickle protocol torch warns about first
-    proc = landscape(cli, copy, check=False)
+    proc = landscape(cli, copy, check=False, in_process=True)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "cannot be read as a checkpoint" in lines[0], proc.stderr
 

@@ -137,6 +137,17 @@ def test_a_baseline_that_matches_no_group_is_refused_before_out_is_made(study, t
     assert not (tmp_path / "new").exists()
 
 
+def in_process(words: list[str], cwd) -> "InProcess":
+    """``python -m <words>`` through the tool's main in this process (conftest.call_in_process)."""
+    import importlib
+
+    from conftest import call_in_process
+
+    module = importlib.import_module(words[0] + (".__main__" if words[0] == "reg_runner.data" else ""))
+    return call_in_process(lambda: sys.exit(module.main()), [f"python -m {words[0]}", *words[1:]], cwd,
+                           dict(os.environ))
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["reg_runner.report"], "the following arguments are required: path"),
     (["reg_runner.report", "{tmp}", "--nope"], "unrecognized arguments: --nope"),
@@ -146,9 +157,13 @@ def test_a_baseline_that_matches_no_group_is_refused_before_out_is_made(study, t
     (["reg_runner.resume", "--epochs", "5", "{tmp}"], "unrecognized arguments: --epochs"),
 ])
 def test_a_command_line_mistake_is_one_line(tmp_path, argv, expected):
-    """The tools' argparse mistakes (reg_runner.errors.Parser): one line, exit 2, not usage and a message."""
-    proc = subprocess.run([sys.executable, "-m", *(a.format(tmp=tmp_path) for a in argv)], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+    """The tools' argparse mistakes (reg_runner.errors.Parser): one line, exit 2, not usage and a message.
+    Each tool's first case through its real CLI, its second through its main in this process."""
+    words = [a.format(tmp=tmp_path) for a in argv]
+    if len(argv) == 1 or argv[:2] == ["reg_runner.data", "frobnicate"]:
+        proc = subprocess.run([sys.executable, "-m", *words], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    else:
+        proc = in_process(words, tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stdout == "", proc.stderr
     prog = " ".join(argv[:2] if argv[:2] == ["reg_runner.data", "import"] else argv[:1])
     assert proc.stderr.startswith(f"error: {expected}") and proc.stderr.endswith(f"(see python -m {prog} --help)\n")
@@ -282,8 +297,11 @@ def yaml_l2(run):
     (["--tag", "nobody"], "no run below"),
 ])
 def test_a_bad_filter_is_one_line(labelled, tmp_path, args, says):
-    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(labelled), "--out", str(tmp_path / "o"),
-                           *args], capture_output=True, text=True, timeout=120)
+    words = ["reg_runner.report", str(labelled), "--out", str(tmp_path / "o"), *args]
+    if args[0] == "--status":  # the first through the real CLI, the others through its main in this process
+        proc = subprocess.run([sys.executable, "-m", *words], capture_output=True, text=True, timeout=120)
+    else:
+        proc = in_process(words, os.getcwd())
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
     assert not (tmp_path / "o").exists()
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_metrics, tiny, wait_for_epoch, without_timing
+from conftest import call_in_process, read_metrics, tiny, wait_for_epoch, without_timing
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from test_tensorboard import hparams_sessions
@@ -45,7 +45,13 @@ def start(cli, run_dir: Path, *overrides) -> subprocess.Popen:
     return proc
 
 
-def resume(cli, *run_dirs: Path, check=True) -> subprocess.CompletedProcess:
+def resume(cli, *run_dirs: Path, check=True, in_process=False) -> subprocess.CompletedProcess:
+    if in_process:  # a refusal: python -m reg_runner.resume's main in this process (conftest.call_in_process)
+        from reg_runner import resume as resume_module
+
+        assert not check
+        return call_in_process(lambda: resume_module.main(), ["python -m reg_runner.resume", *map(str, run_dirs)],
+                               cli.tmp_path, cli.env)
     proc = subprocess.run([sys.executable, "-m", "reg_runner.resume", *map(str, run_dirs)], cwd=cli.tmp_path,
                           env=cli.env, capture_output=True, text=True, timeout=300)
     if check:
@@ -204,8 +210,8 @@ def test_a_run_resumes_with_the_config_it_started_with_or_not_at_all(cli, tmp_pa
         ("- a\n- list\n", "resolved_config.yaml holds a ListConfig, not a config of keys"),
         (original.replace("  norm: none", "  norm: groupnorm"), "model.norm='groupnorm' is not allowed"),
     ):
-        config.write_text(edit)
-        one_line(resume(cli, run_dir, check=False), expected)
+        config.write_text(edit)  # the first through the real CLI, the others through its main in this process
+        one_line(resume(cli, run_dir, check=False, in_process="epochs: 10\n" not in edit), expected)
     config.write_text(original)
     assert read_metrics(run_dir)["status"] == "running"  # untouched by the refusals
 
@@ -215,11 +221,11 @@ def test_bad_resume_folders(cli, tmp_path):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
 
-    one_line(resume(cli, tmp_path, check=False), "is not a reg_runner run folder")
+    one_line(resume(cli, tmp_path, check=False), "is not a reg_runner run folder")  # the real CLI; the others in this process
     finished = cli("trainer.epochs=2").run_dir
-    one_line(resume(cli, finished, check=False), "holds a finished run (status completed): there is nothing")
+    one_line(resume(cli, finished, check=False, in_process=True), "holds a finished run (status completed): there is nothing")
     other = cli("trainer.epochs=1").run_dir
-    one_line(resume(cli, finished, other, check=False), "all 2 runs are finished (completed): there is nothing")
+    one_line(resume(cli, finished, other, check=False, in_process=True), "all 2 runs are finished (completed): there is nothing")
 
     broken = tmp_path / "broken"
     proc = start(cli, broken, "trainer.epochs=100000", "trainer.checkpoint_every=5")
@@ -233,17 +239,17 @@ def test_bad_resume_folders(cli, tmp_path):
     checkpoint = torch.load(last, weights_only=True)
     del checkpoint["model"]["blocks.0.linear.weight"]  # whole, but not this run's network
     torch.save(checkpoint, last)
-    one_line(resume(cli, broken, check=False), "does not hold this run's network")
+    one_line(resume(cli, broken, check=False, in_process=True), "does not hold this run's network")
     checkpoint["model"] = torch.load(io.BytesIO(good), weights_only=True)["model"]
     checkpoint["optimizer"]["param_groups"] = []
     torch.save(checkpoint, last)
-    one_line(resume(cli, broken, check=False), "checkpoints/last.pt is damaged (ValueError restoring")
+    one_line(resume(cli, broken, check=False, in_process=True), "checkpoints/last.pt is damaged (ValueError restoring")
     last.write_bytes(good[: len(good) // 2])
-    one_line(resume(cli, broken, check=False), "checkpoints/last.pt cannot be loaded")
+    one_line(resume(cli, broken, check=False, in_process=True), "checkpoints/last.pt cannot be loaded")
     last.write_bytes(b"not a checkpoint at all")
-    one_line(resume(cli, broken, check=False), "it is damaged or not a reg_runner checkpoint")
+    one_line(resume(cli, broken, check=False, in_process=True), "it is damaged or not a reg_runner checkpoint")
     last.write_bytes(b"\x80\x04junk")  # a pickle protocol torch warns about before it fails
-    one_line(resume(cli, broken, check=False), "checkpoints/last.pt cannot be loaded")
+    one_line(resume(cli, broken, check=False, in_process=True), "checkpoints/last.pt cannot be loaded")
 
     # among several folders of other structures, the damaged one is named before any other trains
     other = tmp_path / "other"
@@ -252,7 +258,7 @@ def test_bad_resume_folders(cli, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = read_metrics(other)["epochs_run"]
-    one_line(resume(cli, other, broken, check=False), "it is damaged or not a reg_runner checkpoint")
+    one_line(resume(cli, other, broken, check=False, in_process=True), "it is damaged or not a reg_runner checkpoint")
     assert read_metrics(other)["epochs_run"] == before and read_metrics(other)["status"] == "running"
 
 

@@ -44,7 +44,7 @@ def test_a_bad_label_is_one_line(override, key, says):
 
 @pytest.mark.parametrize("search", [(), ("hparams_search=quick", "data.val_size=null")])
 def test_labels_are_never_swept_or_searched(cli, search):
-    proc = cli("--multirun", *search, "tags=a,b", check=False)
+    proc = cli("--multirun", *search, "tags=a,b", check=False, in_process=bool(search))  # the grid's: the real CLI
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "tags=a,b is not allowed: tags labels runs and is never swept or searched" in proc.stderr
     assert not proc.run_dir.exists()
