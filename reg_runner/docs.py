@@ -7,7 +7,10 @@ the committed file differs from what the schemas give, or when a key has no desc
 """
 
 import argparse
+import ast
 import functools
+import inspect
+import textwrap
 import sys
 import typing
 from dataclasses import dataclass
@@ -92,6 +95,24 @@ def shown(value) -> str:
     return str(value)
 
 
+@functools.cache
+def docstrings(model: type) -> dict[str, str]:
+    """Each field's description: the string literal under its declaration in the class body (a class's own
+    docstring overrides its bases'), as PEP 257 calls attribute docstrings."""
+    out = {}
+    for cls in reversed([c for c in model.__mro__ if issubclass(c, BaseModel) and c is not BaseModel]):
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+        except (OSError, TypeError):  # a class made at run time has no source
+            continue
+        for declaration, after in zip(body, body[1:]):
+            if (isinstance(declaration, ast.AnnAssign) and isinstance(declaration.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                out[declaration.target.id] = inspect.cleandoc(after.value.value)
+    return out
+
+
 def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
     """One row per key of ``model`` (nested groups flattened), with ``values`` as the defaults; then the keys of
     ``values`` the model takes as extra arguments (the optimizer's constructor)."""
@@ -107,7 +128,7 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
             out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.")
             continue
         out.append(Row(f"{prefix}{key}", type_of(annotated(field)), shown(values.get(key)) if key in values else "-",
-                       allowed_of(annotated(field)), field.description))
+                       allowed_of(annotated(field)), docstrings(model).get(name)))
     if model.model_config.get("extra") == "allow":
         from reg_runner.optimizer import ARGUMENTS, DESCRIPTIONS
 

@@ -15,13 +15,15 @@ its sizes before anything is made, and ``reg_runner.data.tensors`` puts the same
 
 import functools
 import hashlib
+import math
 from dataclasses import dataclass
-from typing import ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from reg_runner.errors import ConfigError, DataError
 from reg_runner.schema import Bool, FamilyGroup, Text, family, family_parser, integer, number, optional
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EXAMPLE = "reg_runner.data.mnist.MNIST"
 
@@ -31,10 +33,10 @@ class Images:
     """A family's images as stored: uint8 (N, C, H, W) images and int64 labels, train and test, and where they
     came from. Made by ``checked``, so every family's arrays obey the same rules."""
 
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
+    train_images: "np.ndarray"
+    train_labels: "np.ndarray"
+    test_images: "np.ndarray"
+    test_labels: "np.ndarray"
     source: str
 
 
@@ -70,9 +72,11 @@ DataConfig = family(DataFamily, "data", EXAMPLE)
 parse_config = family_parser(DataFamily, "data", EXAMPLE)  # a recorded config's data mapping -> its family
 
 
-def labels(values: np.ndarray, where: str, split: str, n_classes: int) -> np.ndarray:
+def labels(values: "np.ndarray", where: str, split: str, n_classes: int) -> "np.ndarray":
     """A file's labels as int64, each an integer in [0, n_classes) (an integer-valued float is one), or one line
     naming ``where`` they came from and the first bad one."""
+    import numpy as np
+
     allowed = f"labels must be the integers 0-{n_classes - 1}"
     if values.dtype.kind not in "iuf":
         raise DataError(f"{where}: its labels are {values.dtype} values; {allowed}")
@@ -91,6 +95,8 @@ def labels(values: np.ndarray, where: str, split: str, n_classes: int) -> np.nda
 def checked(name: str, n_classes: int, train: tuple, test: tuple, source: str) -> Images:
     """``train`` and ``test``: (images, labels) as read, already checked file by file (``reg_runner.data.idx``,
     ``cifar10``); here, what holds across files: as many labels as images, one image shape."""
+    import numpy as np
+
     for split, (images, labels) in (("train", train), ("test", test)):
         if images.ndim != 4 or images.dtype != np.uint8:
             raise DataError(f"{source}: {split} images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
@@ -112,8 +118,8 @@ class Split:
     """What a run trains and evaluates on, as indices into the family's arrays, with its statistics."""
 
     images: Images
-    train_idx: np.ndarray
-    val_idx: np.ndarray
+    train_idx: "np.ndarray"
+    val_idx: "np.ndarray"
     mean: tuple[float, ...]  # per channel, of the training subset's pixels in [0, 1] (0 without normalization)
     std: tuple[float, ...]  # likewise (1 without normalization)
     n_classes: int
@@ -134,10 +140,12 @@ class Split:
 
     @property
     def in_features(self) -> int:
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)
 
     def info(self) -> dict:
         """What a run records about its data."""
+        import numpy as np
+
         return dict(
             dataset=self.dataset,
             source=self.images.source,
@@ -162,6 +170,8 @@ def split(cfg: DataFamily) -> Split:
 
 @functools.lru_cache(maxsize=8)  # the checks and the run, and every job of a multirun, share one split
 def _split(family, root, fraction, val_size, split_seed, stratified, normalize) -> Split:
+    import numpy as np
+
     from reg_runner.data.indices import split_indices
 
     images = read(family, root)

@@ -77,8 +77,7 @@ def scaled_lr(lr: float, rule: str, batch: int, base: int) -> float:
 
 
 class OptimizerConfig(Group):
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True, populate_by_name=True,
-                              use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, populate_by_name=True)
 
     target: Target = Field(alias="_target_")
     """the optimizer class"""
