@@ -66,12 +66,12 @@ class EarlyChecks(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
-        from reg_runner.cli import release_stderr
+        from reg_runner.cli import handed_over
         from reg_runner.records import RunFolder
 
         from reg_runner.signals import STOP
 
-        release_stderr()  # Hydra has composed the config: its own errors are behind us
+        handed_over()  # Hydra has composed the config: its own errors are behind us
         STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
         with exit_on_user_error(in_callback=True):
             from reg_runner.sweep import check_job_name
@@ -94,12 +94,12 @@ class EarlyChecks(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
-        from reg_runner.cli import release_stderr
+        from reg_runner.cli import handed_over
         from reg_runner.sweep import check_hydra, check_pruning
 
         from reg_runner.signals import STOP
 
-        release_stderr()
+        handed_over()
         STOP.install()
         with exit_on_user_error(in_callback=True):
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)

@@ -1,6 +1,5 @@
 """``python -m reg_runner [overrides]``: Hydra composes ``conf/config.yaml`` with the overrides, then one run."""
 
-import io
 import math
 import os
 import sys
@@ -12,7 +11,7 @@ from hydra.types import RunMode
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
-from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, one_line
+from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error
 from reg_runner.sweep import direction_of
 from reg_runner.sweep.grid import GridSweeper
 from reg_runner.sweep.stacked import StackedLauncher
@@ -52,7 +51,7 @@ def main(cfg) -> float:
     from reg_runner.run import run  # torch is imported here, after Hydra has parsed the command line
     from reg_runner.sweep import joblib_workers
 
-    release_stderr()
+    handed_over()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     workers = joblib_workers(hc.launcher) if multirun else None
@@ -71,41 +70,42 @@ def main(cfg) -> float:
         return math.nan
 
 
-# Hydra reports a mistake in the command line (unknown group option, misspelled key) on several
-# lines, from its own code, before any of ours runs. Its stderr is held until Hydra hands over (our
-# callback or task calls ``release_stderr``); if Hydra exits first, its message becomes one line.
+# Hydra reports a mistake in the command line (an unknown group option, a misspelled key, an override its grammar
+# cannot read) from its own code, before any of ours runs, as several lines and exit 1. Its documented switch
+# HYDRA_FULL_ERROR=1 makes it raise the exception instead; ``entry`` sets it until Hydra hands over (our callback
+# or task calls ``handed_over``, which puts the user's own setting back) and turns the exception into one line.
 _held: dict = {}
 
 
-def release_stderr() -> None:
-    real = _held.pop("real", None)
-    if real is not None:
-        held, sys.stderr = sys.stderr, real
-        real.write(held.getvalue())
+def handed_over() -> None:
+    """Hydra has composed the config and runs our code: its errors from now on are reported its own way."""
+    if "full_error" in _held:
+        previous = _held.pop("full_error")
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
 
 
 def entry(task=None) -> None:
     """The command line: ``python -m reg_runner``, ``reg-runner`` (``task``: another Hydra main of this
     config tree, e.g. ``reg_runner.lr_find``'s)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     task = task or main
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's tracebacks
         return task()
-    _held["real"] = sys.stderr
-    sys.stderr = io.StringIO()
+    _held["full_error"] = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         task()
-    except SystemExit as e:
-        if "real" in _held and e.code not in (0, None):  # Hydra stopped before handing over
-            text = sys.stderr.getvalue()
-            sys.stderr = _held.pop("real")
-            print(f"error: {one_line(text)}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-        raise
-    except ValueError as e:  # Hydra's own argument rules (--multirun with --cfg...), before handing over
-        if "real" not in _held:
+    # Hydra's own argument rules (--multirun with --cfg...) are ValueErrors; any other exception is a bug of ours
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        if "full_error" not in _held:  # raised after Hydra handed over: not a command-line mistake
             raise
-        sys.stderr = _held.pop("real")
-        print(f"error: {one_line(str(e))}", file=sys.stderr, flush=True)
+        handed_over()
+        print(f"error: {hydra_error(e, sys.argv[1:])}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     finally:
-        release_stderr()
+        handed_over()

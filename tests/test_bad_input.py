@@ -226,8 +226,8 @@ CONFIG_CASES = [
     ("logging.tensorboard=false logging.histograms=5", "logging.histograms=5 is not allowed: not set while "
      "logging.tensorboard=false"),
     # Hydra's own: composition and grammar errors, made one line too
-    ("model=resnet", "Could not find 'model/resnet'; Available options in 'model': cnn, mlp"),
-    ("optimizer=lbfgs", "Could not find 'optimizer/lbfgs'; Available options in 'optimizer': adagrad, adam,"),
+    ("model=resnet", "model=resnet is not allowed: one of cnn, mlp"),
+    ("optimizer=lbfgs", "optimizer=lbfgs is not allowed: one of adagrad, adam,"),
     ("reg.l3=1", "reg.l3=1 is not allowed: the config has no key reg.l3"),
     # a typo without + gets the nearest key, as one with + does
     ("model.dropuot=0.5", "model.dropuot=0.5 is not allowed: the config has no key model.dropuot (did you mean "
@@ -281,7 +281,7 @@ MULTIRUN_CASES = [
      "not allowed: its upper end 1.5 is not a number in [0, 1)"),
     ("hparams_search=quick data.val_size=null model.width=int(interval(0,10))", "model.width=int(interval(0,10)) is "
      "not allowed: its lower end 0 is not an integer >= 1"),
-    ("hparams_search=quick data.val_size=null augmentation=choice(none,noize)", "Could not find 'augmentation/noize'"),
+    ("hparams_search=quick data.val_size=null augmentation=choice(none,noize)", "augmentation=noize is not allowed: one of "),
     ("hparams_search=quick +hydra.sweeper.sampler.bogus=1", "hydra.sweeper.sampler.bogus=1 is not allowed: "
      "TPESampler takes no argument 'bogus'"),
     ("hparams_search=quick hydra.sweeper.sampler._target_=os.system", "hydra.sweeper.sampler._target_='os.system' is "
@@ -331,7 +331,7 @@ MULTIRUN_CASES = [
      "compares trials: a trial reports its best value so far, which never gets worse"),
     ("hparams_search=quick hydra.sweeper.pruner._target_=optuna.pruners.BasePruner",
      "hydra.sweeper.pruner._target_='optuna.pruners.BasePruner' is not allowed: an Optuna pruner that exists"),
-    ("optimizer=adam,lbfgs", "job 1 (optimizer=lbfgs): Could not find 'optimizer/lbfgs'"),
+    ("optimizer=adam,lbfgs", "job 1 (optimizer=lbfgs): optimizer=lbfgs is not allowed: one of adagrad, adam"),
     ("--cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
 ]
 
@@ -350,7 +350,7 @@ def rejection(overrides: list[str], data_root) -> str | None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from reg_runner.errors import CONFIG_DIR, one_line
+    from reg_runner.errors import CONFIG_DIR, hydra_error
     from reg_runner.config import check
     from reg_runner.errors import UserError
 
@@ -362,7 +362,7 @@ def rejection(overrides: list[str], data_root) -> str | None:
         try:
             cfg = compose("config", overrides=full)
         except Exception as e:  # Hydra's own: the CLI turns its report into one line the same way
-            return one_line(f"{e}\n{e.__cause__ or ''}")
+            return hydra_error(e, full)
         try:
             check(cfg, overrides)
         except UserError as e:

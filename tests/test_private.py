@@ -294,3 +294,74 @@ def test_a_trial_read_back_is_written_through_the_public_storage_methods(tmp_pat
         assert trial_id(storage, "s", frozen.number) == second._trial_id
         storage.set_trial_user_attr(trial_id(storage, "s", 1), "mark", True)
         assert study.get_trials()[1].user_attrs == {"mark": True} and study.get_trials()[0].user_attrs == {}
+
+
+# Hydra's errors about a command line, as reg_runner.errors.hydra_error reads them: from the exceptions' attributes,
+# which HYDRA_FULL_ERROR=1 (Hydra's documented switch) lets through instead of Hydra's printed report. If an upgrade
+# of Hydra changes what these exceptions carry, these fail, not a user's one-line message.
+def _compose_error(overrides: list[str]) -> Exception:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from reg_runner.errors import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR):
+        with pytest.raises(Exception) as raised:
+            compose("config", overrides=overrides)
+    return raised.value
+
+
+def test_a_missing_group_option_carries_the_file_and_the_options():
+    from hydra.errors import MissingConfigException
+
+    e = _compose_error(["model=resnet"])
+    assert isinstance(e, MissingConfigException)
+    assert e.missing_cfg_file == "model/resnet" and sorted(e.options) == ["cnn", "mlp"]
+
+
+def test_a_missing_key_carries_its_full_key_in_the_cause():
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    e = _compose_error(["model.dropuot=0.5"])
+    assert isinstance(e.__cause__, (ConfigAttributeError, ConfigKeyError)) and e.__cause__.full_key == "model.dropuot"
+
+
+def test_an_unreadable_override_carries_it_and_the_parsers_complaint_second_to_last():
+    from hydra.errors import OverrideParseException
+
+    e = _compose_error(["reg.l2=[1,2"])
+    assert isinstance(e, OverrideParseException) and e.override == "reg.l2=[1,2"
+    lines = [line for line in e.message.splitlines() if line.strip()]
+    assert lines[-2] == "no viable alternative at input '[1,2'" and lines[-1].startswith("See https://hydra.cc")
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["model=resnet"], "error: model=resnet is not allowed: one of cnn, mlp"),
+    (["model.dropuot=0.5"], "error: model.dropuot=0.5 is not allowed: the config has no key model.dropuot (did you "
+                            "mean model.dropout?)"),
+    (["reg.l2=[1,2"], "error: reg.l2=[1,2 is not allowed: Hydra cannot read it (no viable alternative at input "
+                      "'[1,2')"),
+    (["-cn", "nope"], "error: --config-name=nope is not allowed: one of config, lr_find"),
+    (["~model.nokey"], "error: Could not delete from config. 'model.nokey' does not exist"),
+])
+def test_hydras_errors_become_one_line_and_the_users_setting_comes_back(cli, monkeypatch, argv, says):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    proc = cli(*argv, check=False, in_process=True)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith(says) and len(proc.stderr.splitlines()) == 1, \
+        proc.stderr
+    assert "HYDRA_FULL_ERROR" not in __import__("os").environ
+
+
+def test_a_run_and_its_jobs_see_the_users_hydra_full_error_setting(cli, monkeypatch):
+    """entry sets HYDRA_FULL_ERROR=1 only until Hydra hands over: the run (and any job process it starts) sees
+    the user's own setting, so a failing job is reported Hydra's way, as the user asked."""
+    import reg_runner.run
+
+    seen = []
+    monkeypatch.setattr(reg_runner.run, "run", lambda *a, **k: seen.append(__import__("os").environ.get(
+        "HYDRA_FULL_ERROR")) or 0.0)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    assert cli("trainer.epochs=1", check=False, in_process=True).returncode == 0
+    assert cli("trainer.epochs=1", check=False, in_process=True, env={"HYDRA_FULL_ERROR": "0"}).returncode == 0
+    assert seen == [None, "0"]

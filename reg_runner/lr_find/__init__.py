@@ -102,10 +102,10 @@ class Checks(EarlyChecks):
                                 s.max_lr)
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from reg_runner.cli import release_stderr
+        from reg_runner.cli import handed_over
         from reg_runner.errors import exit_on_user_error
 
-        release_stderr()
+        handed_over()
         with exit_on_user_error(in_callback=True):
             raise UserError("lr_find runs one range test: run it once per config, without --multirun")
 

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from reg_runner import lr_find
-from reg_runner.cli import CONFIG_DIR, TRUSTED, entry, release_stderr
+from reg_runner.cli import CONFIG_DIR, TRUSTED, entry, handed_over
 from reg_runner.errors import exit_on_user_error
 
 log = logging.getLogger("reg_runner.lr_find")
@@ -174,7 +174,7 @@ def plot(result: dict, path: Path, title: str) -> None:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="lr_find", execution_whitelist=TRUSTED)
 def main(cfg) -> None:
-    release_stderr()
+    handed_over()
     out = Path(HydraConfig.get().runtime.output_dir)
     with exit_on_user_error():
         result = range_test(cfg, out)

@@ -22,7 +22,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
 from reg_runner import kinds
-from reg_runner.errors import UserError, exit_on_user_error, one_line
+from reg_runner.errors import UserError, exit_on_user_error, hydra_error
 from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
 from reg_runner.sweep import joblib_workers, labels_not_swept, stop_workers
 from reg_runner.sweep import jobs
@@ -109,7 +109,7 @@ class GridSweeper(Sweeper):
         except UserError:
             raise
         except Exception as e:  # Hydra's: a range with step 0, an interval the basic sweeper cannot enumerate...
-            raise UserError(f"the sweep cannot be made: {one_line(str(e))} (the basic sweeper takes lists a,b,c, "
+            raise UserError(f"the sweep cannot be made: {hydra_error(e)} (the basic sweeper takes lists a,b,c, "
                             "range() and choice(); intervals need an Optuna search)") from None
 
 

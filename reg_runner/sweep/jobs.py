@@ -6,7 +6,7 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from reg_runner import config as config_lib
-from reg_runner.errors import UserError, one_line
+from reg_runner.errors import UserError, hydra_error
 from reg_runner.records import RunFolder
 
 
@@ -16,7 +16,7 @@ def compose(config_loader, master, overrides, num: int, name: str | None = None)
     try:
         job = config_loader.load_sweep_config(master, list(overrides))
     except Exception as e:  # Hydra's own: an unknown group option, a key not in the config...
-        raise UserError(f"{name or label(num, overrides)}: {one_line(str(e))}") from None
+        raise UserError(f"{name or label(num, overrides)}: {hydra_error(e, overrides)}") from None
     with open_dict(job):
         job.hydra.job.id = str(num)
         job.hydra.job.num = num
