@@ -84,7 +84,7 @@ class RunFolder:
     def status(self) -> str | None:
         """The run's status, None if the folder holds no run; ``killed`` for a run recorded as
         running that no live process is writing; ``cut`` for an unfinished run whose search trial a
-        kill cut off and the search ran again (``reg_runner.sweep.study``)."""
+        kill cut off and the search ran again (``reg_runner.sweep.outcomes``)."""
         record = self.recorded()
         if record is None:
             return None

@@ -13,7 +13,7 @@ from conftest import read_metrics
 
 from reg_runner.sweep import analysis
 from reg_runner.sweep import trial as trial_lib
-from reg_runner.sweep.study import RUN_DIR
+from reg_runner.sweep.outcomes import RUN_DIR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

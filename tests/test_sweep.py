@@ -17,8 +17,8 @@ import yaml
 from conftest import printed_command, read_metrics
 
 from reg_runner.sweep.analysis import ARTIFACTS
-from reg_runner.sweep.study import (CUT, HOST, INTERRUPTED, PID, RUN_DIR, adopt_orphans, count_finished,
-                                   cut_numbers)
+from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
+from reg_runner.sweep.outcomes import CUT, INTERRUPTED, RUN_DIR, count_finished, cut_numbers
 from test_prune import MEDIAN, check_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

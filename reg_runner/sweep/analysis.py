@@ -221,7 +221,7 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
 
 def trials_csv(trials) -> bytes:
     """One row per trial: number, state, value, its parameters, and its runs' results and folders."""
-    from reg_runner.sweep.study import trial_dirs
+    from reg_runner.sweep.outcomes import trial_dirs
 
     params = list(dict.fromkeys(p for t in trials for p in t.params))
     rows = []

@@ -1,0 +1,69 @@
+"""Orphan adoption: the RUNNING trials of a sweeper process that died are settled when a sweeper opens
+the study, adopted if their runs finished, else marked cut off and run again. A sweeper tags each trial it
+asks with its host and pid (``HOST``, ``PID``), through which a trial's sweeper is known to be gone.
+"""
+
+import datetime
+import logging
+import os
+import socket
+from pathlib import Path
+
+from reg_runner.sweep import analysis
+from reg_runner.sweep import trial as trial_lib
+from reg_runner.sweep.outcomes import _mark_cut, outcome, trial_dirs
+
+log = logging.getLogger(__name__)
+HOST, PID = "reg_runner.host", "reg_runner.pid"
+UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseconds
+
+
+def adopt_orphans(study, storage, artifacts: Path | None = None) -> None:
+    """Settle the RUNNING trials whose sweeper process is gone (a dead process on this host, or never
+    tagged and older than a grace period): a trial whose run finished is told its result (adopted);
+    the others are marked failed and noted as cut off, so they are run again. ``storage``: the study's."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _orphaned(trial):
+            continue
+        attrs = trial.user_attrs
+        result, value = outcome(trial_dirs(trial), unrecorded="interrupted")
+        if result != "cut":
+            analysis.record_trial(trial_lib.live(study, storage, trial), trial_dirs(trial), artifacts)
+        if result == "complete":
+            study.tell(trial.number, value)
+            log.warning("trial %d: its sweeper died after its runs finished; adopted with value %s", trial.number,
+                        value)
+        elif result == "pruned":
+            study.tell(trial.number, state=TrialState.PRUNED)
+        elif result == "failed":  # diverged: a result, not a cut
+            study.tell(trial.number, state=TrialState.FAIL)
+        else:
+            _mark_cut(study, trial, storage)
+            study.tell(trial.number, state=TrialState.FAIL)
+            log.warning("trial %d was cut off (its sweeper process %s is gone): marked failed, run again",
+                        trial.number, attrs.get(PID))
+
+
+def _orphaned(trial) -> bool:
+    """Whether a RUNNING trial's sweeper is gone. Its host and pid are two writes after ``ask``: a trial with
+    one of them only is a live sweeper between the two (another sweeper sharing the study can look then),
+    so only both name a process, and a trial without both is given the grace period."""
+    attrs = trial.user_attrs
+    if HOST in attrs and PID in attrs:
+        return attrs[HOST] == socket.gethostname() and not _alive(attrs[PID])
+    started = trial.datetime_start
+    return started is not None and (datetime.datetime.now() - started).total_seconds() > UNTAGGED_GRACE_S
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

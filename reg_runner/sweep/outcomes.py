@@ -1,0 +1,97 @@
+"""A trial's outcome, as its runs' records say: where its runs are (``trial_dirs``), how they ended
+(``outcome``), telling the study (``tell``), the marks on a trial a kill cut off (``_mark_cut``,
+``cut_numbers``), and the count of trials that ran to an end (``count_finished``).
+
+The trial attributes that name a trial's run folders, a refusal by the checks and a cut are defined here.
+"""
+
+import math
+from pathlib import Path
+
+from reg_runner import kinds
+from reg_runner.records import FINISHED, RunFolder
+from reg_runner.sweep import analysis
+from reg_runner.sweep import trial as trial_lib
+
+RUN_DIR = "reg_runner.run_dir"
+RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders
+REJECTED = "reg_runner.rejected"  # the checks' one line, for a trial whose config was refused
+CUT = "reg_runner.cut"  # on a trial told failed because a kill cut it off: it is run again
+INTERRUPTED = "reg_runner.interrupted"  # the same as a study attribute (a list of numbers), as studies before kept it
+
+
+def run_status(run_dir) -> str | None:
+    return RunFolder(Path(run_dir)).status() if run_dir else None
+
+
+def trial_dirs(trial) -> list[str]:
+    """The folders of a trial's runs (one, or one per seed)."""
+    attrs = trial.user_attrs
+    return list(attrs[RUN_DIRS]) if RUN_DIRS in attrs else [attrs[RUN_DIR]] if RUN_DIR in attrs else []
+
+
+def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | None]:
+    """How a trial's runs ended, from their records: ``complete`` with the mean of their best objectives,
+    ``pruned``, ``failed`` (a run diverged or failed: the configuration is a result, a failed one), or
+    ``cut`` (a run was interrupted or killed: the trial is run again). ``unrecorded``: what a run without
+    a record counts as (after its launcher returned, a crash: failed; after the sweeper died, a kill: cut)."""
+    statuses = [run_status(d) or unrecorded for d in dirs] or [unrecorded]
+    if any(s not in FINISHED and s != "failed" for s in statuses):
+        return "cut", None
+    if all(s in ("completed", "early_stopped") for s in statuses):
+        values = [RunFolder(Path(d)).recorded().get("best_val") for d in dirs]
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return "complete", math.fsum(values) / len(values)
+        return "failed", None
+    if any(s == "pruned" for s in statuses) and all(s in ("completed", "early_stopped", "pruned") for s in statuses):
+        return "pruned", None
+    return "failed", None
+
+
+def tell(study, trial, storage, artifacts: Path | None = None) -> str:
+    """Tell the study how the trial's runs ended, as their records say (``storage``: the study's); a trial that
+    ran to its end first gets its results as user attributes, and its curves and metrics as artifacts in
+    ``artifacts``."""
+    from optuna.trial import TrialState
+
+    result, value = outcome(trial_dirs(trial))
+    if result != "cut":
+        analysis.record_trial(trial, trial_dirs(trial), artifacts)
+    if result == "complete":
+        study.tell(trial, value)
+    elif result == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        if result == "cut":
+            _mark_cut(study, trial, storage)
+        study.tell(trial, state=TrialState.FAIL)
+    return result
+
+
+def _mark_cut(study, trial, storage) -> None:
+    """Mark a trial cut off, on the trial itself before it is told failed: sweepers sharing a study each
+    mark their own trials, so no mark is lost to another's write (a list on the study was). Its runs'
+    folders are marked too: report and resume then know them for runs no study will read."""
+    storage.set_trial_user_attr(trial_lib.trial_id(storage, study.study_name, trial.number), CUT, True)
+    for d in trial_dirs(trial):
+        folder = Path(d)
+        if folder.is_dir() and kinds.kind_of(folder) in (None, kinds.RUN):
+            kinds.mark(folder, kinds.RUN, cut=dict(study=study.study_name, trial=trial.number))
+
+
+def cut_numbers(study, trials=None) -> set[int]:
+    """The numbers of the trials cut off by a kill (and run again)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    return set(study.user_attrs.get(INTERRUPTED, [])) | {t.number for t in trials if t.user_attrs.get(CUT)}
+
+
+def count_finished(study) -> int:
+    """Trials that ran to an end: complete, pruned, or failed (diverged), but not cut off by a kill, nor
+    refused by the checks (a refused trial is no result: a corrected command runs its share again)."""
+    trials = study.get_trials(deepcopy=False)
+    cut = cut_numbers(study, trials)
+    return sum(
+        t.state.name in ("COMPLETE", "PRUNED")
+        or (t.state.name == "FAIL" and t.number not in cut and REJECTED not in t.user_attrs)
+        for t in trials
+    )
