@@ -94,13 +94,14 @@ class EarlyChecks(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
-        from reg_runner.cli import handed_over
+        from reg_runner.cli import handed_over, sweep_plugins
         from reg_runner.sweep import check_hydra, check_pruning
 
         from reg_runner.signals import STOP
 
         handed_over()
         STOP.install()
+        sweep_plugins()  # Hydra makes the sweeper next
         with exit_on_user_error(in_callback=True):
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)
             sweep_dir = _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)

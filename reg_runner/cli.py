@@ -8,14 +8,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf
 
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error
 from reg_runner.sweep import direction_of
-from reg_runner.sweep.grid import GridSweeper
-from reg_runner.sweep.stacked import StackedLauncher
-from reg_runner.sweep.study import StudySweeper
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
 TRUSTED = ("reg_runner.*", "optuna.samplers.*", "optuna.pruners.*")
@@ -35,8 +31,20 @@ def run_name(num, overrides: str) -> str:
     return f"{num}_{name}" if name else str(num)
 
 
-for _plugin in (GridSweeper, StudySweeper, StackedLauncher):
-    Plugins.instance().register(_plugin)  # Hydra instantiates only the sweepers and launchers it knows
+def sweep_plugins() -> None:
+    """Make reg_runner's sweepers and launcher known to Hydra, which instantiates only the plugins it knows. Called
+    by the multirun callback, which Hydra runs before it makes the sweeper: a single run, or a command refused,
+    never imports what only a sweep needs."""
+    from hydra.core.plugins import Plugins
+
+    from reg_runner.sweep.grid import GridSweeper
+    from reg_runner.sweep.stacked import StackedLauncher
+    from reg_runner.sweep.study import StudySweeper
+
+    for plugin in (GridSweeper, StudySweeper, StackedLauncher):
+        Plugins.instance().register(plugin)
+
+
 # OmegaConf 2.4 renamed register_new_resolver; keep both working
 _register = getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)
 _register("run_name", run_name, replace=True)

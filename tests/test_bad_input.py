@@ -620,3 +620,19 @@ def test_a_study_database_that_is_another_file_is_refused(cli, tmp_path):
                check=False)
     assert_one_line_error(proc, f"is not allowed: an SQLite database file: {notes} holds something else")
     assert notes.read_text() == "mine" and not proc.run_dir.exists()
+
+
+def test_a_refused_command_imports_neither_torch_nor_numpy_nor_what_only_a_sweep_needs(tmp_path):
+    """The refusal path's start-up: Hydra, the schemas and the checks, nothing that trains or searches (a refusal
+    then costs about twice ``python -c "import hydra, omegaconf"``: benchmarks/refusal.py)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "reg_runner", "model.dropout=2",
+                           f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "error: model.dropout=2 is not allowed" in proc.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "reg_runner.config" in imported and "hydra" in imported  # what the refusal does need
+    heavy = {"torch", "numpy", "optuna", "sqlalchemy", "joblib", "reg_runner.run", "reg_runner.sweep.study",
+             "reg_runner.sweep.grid", "reg_runner.sweep.stacked", "reg_runner.sweep.jobs"}
+    assert not heavy & imported, sorted(heavy & imported)

@@ -245,3 +245,15 @@ def test_the_study_is_measured_whole_or_extrapolated_from_a_probe_and_a_longer_r
     else:
         assert 2 * launched[0] <= launched[1] < 1000 and result["how"].startswith("extrapolated linearly")
     assert result["seconds"] == pytest.approx(f + a + b * 1000)
+
+
+def test_the_refusal_benchmark_times_each_kind_of_mistake_against_hydras_import(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "refusal.py"), "--rounds", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.rsplit(None, 2)[0]: float(line.split()[-1]) for line in proc.stdout.splitlines()[1:]}
+    assert rows.pop("import hydra") == 1.0
+    assert sorted(rows) == sorted(f"refuse {o}" for o in ("model.dropout=2", "model.dropuot=0.5", "model=resnet",
+                                                          "reg.l2=[1,2"))
+    assert all(ratio > 1 for ratio in rows.values())  # a refusal imports Hydra and more
+    assert not list(tmp_path.iterdir())  # no folder: each was refused before one was made

@@ -7,14 +7,16 @@ one big-endian uint32 per dimension, then the data in C order.
 import gzip
 import struct
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from reg_runner.data import labels
 from reg_runner.errors import DataError
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}
+if TYPE_CHECKING:  # numpy is imported where arrays are made: a refused command's start-up does without it
+    import numpy as np
+
+_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_CODES = {"uint8": 0x08, "int8": 0x09}
 
 
 def read_bytes(path: Path) -> bytes:
@@ -28,8 +30,10 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"cannot read {path}: {e}") from None
 
 
-def parse(raw: bytes, source: Path) -> np.ndarray:
+def parse(raw: bytes, source: Path) -> "np.ndarray":
     """Decode IDX bytes into an array; ``source`` only names the file in errors."""
+    import numpy as np
+
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise DataError(f"{source} is not an IDX file (wrong magic number {raw[:4].hex() or 'empty'})")
     ndim = raw[3]
@@ -47,30 +51,32 @@ def parse(raw: bytes, source: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
-def read(path: Path) -> np.ndarray:
+def read(path: Path) -> "np.ndarray":
     return parse(read_bytes(path), path)
 
 
-def write(path: Path, array: np.ndarray) -> None:
+def write(path: Path, array: "np.ndarray") -> None:
     """Write ``array`` (uint8 or int8) as IDX; gzip-compressed if ``path`` ends in ``.gz``."""
+    import numpy as np
+
     array = np.ascontiguousarray(array)
-    header = bytes([0, 0, _CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = bytes([0, 0, _CODES[array.dtype.name], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wb") as f:
         f.write(header + array.tobytes())
 
 
-def read_images(path: Path, dataset: str) -> np.ndarray:
+def read_images(path: Path, dataset: str) -> "np.ndarray":
     """An IDX file of images as (N, 1, H, W) uint8, or one line saying what is wrong with it."""
     array = read(path)
-    if array.dtype != np.uint8:
+    if array.dtype != "uint8":
         raise DataError(f"{path} holds {array.dtype} values: {dataset}'s images are unsigned bytes (IDX type 0x08)")
     if array.ndim != 3:
         raise DataError(f"{path} holds an array of shape {array.shape}: {dataset}'s images are N x height x width")
     return array[:, None]
 
 
-def read_labels(path: Path, dataset: str, n_classes: int, split: str) -> np.ndarray:
+def read_labels(path: Path, dataset: str, n_classes: int, split: str) -> "np.ndarray":
     """An IDX file of ``split``'s labels as int64, each an integer in [0, n_classes), or one line naming the
     first bad one."""
     array = read(path)
