@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import read_metrics
+from conftest import InProcess, read_metrics
 from PIL import Image
 from scipy.stats import ttest_ind
 
