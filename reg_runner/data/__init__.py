@@ -16,11 +16,12 @@ its sizes before anything is made, and ``reg_runner.data.tensors`` puts the same
 import functools
 import hashlib
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 
 from reg_runner.errors import ConfigError, DataError
+from reg_runner.keys import PATH
 from reg_runner.schema import Bool, FamilyGroup, Text, family, family_parser, integer, number, optional
 
 EXAMPLE = "reg_runner.data.mnist.MNIST"
@@ -39,7 +40,7 @@ class Images:
 
 
 class DataFamily(FamilyGroup):
-    root: optional(Text)
+    root: Annotated[optional(Text), PATH]
     """a folder holding the dataset's original files; null: datamaestro's store"""
     train_fraction: number(0, 1, lo_open=True)
     """of the training set; the rest is the validation set"""
