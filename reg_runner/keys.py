@@ -109,7 +109,8 @@ def fields_of(schema) -> typing.Iterator[tuple[str, str, object]]:
         yield field.alias or name, name, field
 
 
-def _run_config():
+def schema():
+    """The run's config schema, whose keys' declarations every list here is derived from."""
     from reg_runner.config import RunConfig
 
     return RunConfig
@@ -129,7 +130,7 @@ def declared() -> dict[str, Role]:
             for group in groups_in(field.annotation):
                 walk(group, f"{prefix}{key}.")
 
-    walk(_run_config(), "")
+    walk(schema(), "")
     out.update(CHOICES)
     return out
 
@@ -187,7 +188,9 @@ def _structural(node, prefix: str, inherited: bool) -> list[tuple[str, object]]:
 
 
 def _is_group(value) -> bool:
-    return hasattr(value, "model_fields") and not isinstance(value, type)
+    from pydantic import BaseModel
+
+    return isinstance(value, BaseModel)
 
 
 def _mixed(group, structural: bool) -> bool:
@@ -205,13 +208,13 @@ def _mixed(group, structural: bool) -> bool:
 def describe(key: str, group_schema=None) -> str:
     """A key's roles as the configuration reference shows them (empty for an own hyperparameter);
     ``group_schema``: the class that checks the key's top-level group, for a family's or union member's keys."""
-    parts, schema, structural = key.split("."), _run_config(), False
-    for i, part in enumerate(parts):
-        field = next((f for k, _, f in fields_of(schema) if k == part), None) if schema is not None else None
+    here, structural = schema(), False
+    for i, part in enumerate(key.split(".")):
+        field = next((f for k, _, f in fields_of(here) if k == part), None) if here is not None else None
         if field is None:
             break
         marker = stack_marker(field)
         structural = marker.structural if marker is not None else structural
-        schema = group_schema if i == 0 and group_schema is not None else next(iter(groups_in(field.annotation)), None)
+        here = group_schema if i == 0 and group_schema is not None else next(iter(groups_in(field.annotation)), None)
     role = role_of(key)
     return ", ".join([*(["structural"] if structural else []), *([role.name] if role is not HYPERPARAMETER else [])])

@@ -54,7 +54,6 @@ def flat_hparams(config: dict) -> dict:
     """What the HParams table shows: the keys that define an experiment (``reg_runner.keys``: not the settings, paths
     or details), then the labels, as text (the dashboard filters on it)."""
     from reg_runner import keys
-    from reg_runner.config import RunConfig
 
     out = {}
 
@@ -69,7 +68,7 @@ def flat_hparams(config: dict) -> dict:
                 prefix, value = prefix.removesuffix("._target_"), str(value).rsplit(".", 1)[-1]
             out[prefix] = value if isinstance(value, (bool, int, float, str)) else str(value)
 
-    top = [key for key, _, _ in keys.fields_of(RunConfig)]
+    top = [key for key, _, _ in keys.fields_of(keys.schema())]
     for key in top:
         if keys.role_of(key) is not keys.LABEL:
             walk(key, config.get(key))
