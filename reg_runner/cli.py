@@ -11,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error
+from reg_runner.keys import folder_name_excludes
 from reg_runner.sweep import direction_of
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
@@ -49,6 +50,7 @@ def sweep_plugins() -> None:
 _register = getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)
 _register("run_name", run_name, replace=True)
 _register("sweep_direction", direction_of, replace=True)  # a search's direction follows the objective
+_register("folder_name_excludes", folder_name_excludes, replace=True)  # what the schemas leave out of a job's folder
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED)

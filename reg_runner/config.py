@@ -17,11 +17,13 @@ Stages 1-3 import no torch, so most mistakes are reported in about a second.
 import math
 import os
 from dataclasses import dataclass
+from typing import Annotated
 
 from reg_runner import data as data_group
 from reg_runner.augmentation import AugmentationConfig
 from reg_runner.data import DataConfig
 from reg_runner.errors import ConfigError, UserError
+from reg_runner.keys import DETAIL, LABEL, REPLICATE, SETTING, STRUCTURAL
 from reg_runner.logging import LoggingConfig
 from reg_runner.model import ModelConfig
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
@@ -42,24 +44,24 @@ class SearchSwitches(Group):
 
 
 class RunConfig(Group):
-    seed: Seed
+    seed: Annotated[Seed, REPLICATE]
     """null: draw one (and record it)"""
     objective: Monitor
     """what picks the best epoch and what a sweeper optimizes: a validation metric"""
-    search: SearchSwitches | None = None
+    search: Annotated[SearchSwitches | None, DETAIL] = None
     """only in a search"""
-    tags: Tags = []
+    tags: Annotated[Tags, LABEL] = []
     """labels that select runs in a report (`--tag`); recorded, never part of a result or a search"""
-    notes: optional(Text) = None
+    notes: Annotated[optional(Text), LABEL] = None
     """free text about the run, recorded with it"""
-    data: DataConfig
-    model: ModelConfig
+    data: Annotated[DataConfig, STRUCTURAL]
+    model: Annotated[ModelConfig, STRUCTURAL]  # but for the keys its family marks each run's own
     reg: RegConfig
     augmentation: AugmentationConfig
     optimizer: OptimizerConfig
     scheduler: SchedulerConfig
     trainer: TrainerConfig
-    logging: LoggingConfig
+    logging: Annotated[LoggingConfig, SETTING]
 
 
 @dataclass(frozen=True)
@@ -112,29 +114,23 @@ def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
     return Checked(run, split)
 
 
-# what several runs must share to train as one stack (``reg_runner.run.run_stack``): the data, the model
-# family's structural keys (``ModelFamily.STRUCTURAL``), and the shape of the loop. Everything else (seed,
-# the family's other keys such as init and dropout, L1/L2, augmentation, optimizer and its every argument,
-# schedule, clipping, early stopping, objective, logging, checkpoints) is each run's own.
-STRUCTURAL_TRAINER = ("trainer.epochs", "trainer.batch_size", "trainer.accumulate", "trainer.drop_last",
-                      "trainer.eval_every", "trainer.eval_batch_size", "trainer.eval_precision", "trainer.device",
-                      "trainer.deterministic")
-
-
+# what several runs must share to train as one stack (``reg_runner.run.run_stack``): the keys marked
+# ``STRUCTURAL`` in the schemas (``reg_runner.keys``): the data, the model family's keys but those it marks each
+# run's own (such as init and dropout), and the shape of the loop. Everything else (seed, L1/L2, augmentation,
+# optimizer and its every argument, schedule, clipping, early stopping, objective, logging, checkpoints) is each
+# run's own.
 def structural_keys(c: RunConfig) -> tuple[str, ...]:
     """The keys whose values decide which runs can share a stack with ``c``."""
-    return ("data", "model._target_", *(f"model.{k}" for k in c.model.structural_keys()), *STRUCTURAL_TRAINER)
+    from reg_runner import keys
+
+    return keys.structural_keys(c)
 
 
 def structure(c: RunConfig) -> tuple:
     """The values of ``structural_keys``: runs with equal structures can train as one stack."""
-    values = [c.data.model_dump_json(by_alias=True), repr(c.model.structure())]
-    for key in STRUCTURAL_TRAINER:
-        node = c
-        for part in key.split("."):
-            node = getattr(node, part)
-        values.append(node.model_dump_json() if hasattr(node, "model_dump_json") else repr(node))
-    return tuple(values)
+    from reg_runner import keys
+
+    return keys.structural_values(c)
 
 
 def structural_difference(cfgs: list[RunConfig]) -> str | None:
@@ -143,11 +139,7 @@ def structural_difference(cfgs: list[RunConfig]) -> str | None:
     for c in cfgs[1:]:
         if structure(c) == structure(first):
             continue
-        if c.data != first.data:
-            return "data"
-        if c.model.target != first.model.target:
-            return "model._target_"
-        for key in structural_keys(first)[2:]:
+        for key in structural_keys(first):
             if value_at(c.model_dump(by_alias=True), key) != value_at(first.model_dump(by_alias=True), key):
                 return key
     return None
@@ -405,18 +397,15 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
         torchvision_transforms(c.augmentation)
 
 
-# keys that change no number a run records (where it runs, what it shows, how often it checkpoints)
-NOT_RESULTS = ("logging", "trainer.device", "trainer.checkpoint_every", "trainer.eval_batch_size", "data.root",
-               "tags", "notes")
-LABELS = ("tags", "notes")  # what a user writes about runs: never structural, a result, or searched
-
-
 def results_config(config: dict) -> dict:
-    """``config`` without the ``NOT_RESULTS`` keys: what must match for two runs' numbers to compare."""
+    """``config`` without the keys that change no number a run records (settings, paths, labels:
+    ``reg_runner.keys``): what must match for two runs' numbers to compare."""
     import copy
 
+    from reg_runner import keys
+
     out = copy.deepcopy(config)
-    for key in NOT_RESULTS:
+    for key in keys.left_out_of(keys.RESULTS):
         *parents, leaf = key.split(".")
         node = out
         for part in parents:

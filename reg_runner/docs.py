@@ -196,14 +196,17 @@ def header_comment(path: Path) -> str:
     return " ".join(words)
 
 
-def table(rs: list[Row]) -> list[str]:
+def table(rs: list[Row], roles: list[str] | None = None) -> list[str]:
+    """``roles``: each row's role (``reg_runner.keys.describe``), a column of its own; None: no such column."""
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
-    for r in rs:
+    role = roles is not None
+    lines = ["| key | type | default | allowed |" + (" role |" if role else "") + " description |",
+             "|---|---|---|---|" + ("---|" if role else "") + "---|"]
+    for i, r in enumerate(rs):
         lines.append(f"| `{r.key}` | {cell(r.type)} | `{cell(r.default)}` | {cell(r.allowed)} | "
-                     f"{cell(r.description or '')} |")
+                     + (f"{roles[i]} | " if role else "") + f"{cell(r.description or '')} |")
     return lines
 
 
@@ -218,6 +221,7 @@ def reference() -> tuple[str, list[str]]:
 
 
 def _reference() -> tuple[str, list[str]]:
+    from reg_runner import keys
     from reg_runner.config import RunConfig
     from reg_runner.lr_find import LrFindConfig
 
@@ -230,11 +234,20 @@ def _reference() -> tuple[str, list[str]]:
            "a folder of `conf/` and a package of `reg_runner/`, whose schema (a pydantic model) declares every key, "
            "its type and range, and describes it; the defaults are the options' YAML files as a run composes them. "
            "Choose an option with `group=option`, set a key with `group.key=value`; a key the option does not have "
-           "is refused in one line.", ""]
+           "is refused in one line.", "",
+           "A key's role, declared on it in its schema (`reg_runner.keys`), says what it is to a run's records; "
+           "blank: a hyperparameter, each run's own. *structural*: runs must agree in it to train as one stack "
+           "(`hydra/launcher=stacked`). *setting*: it changes no number a run records, so it is no part of a result "
+           "or of TensorBoard's HParams table. *path*: a setting that is a place on this machine, also left out of "
+           "a multirun job's folder name and of the report's groups. *label*: what a user writes about runs, "
+           "recorded but no part of a result, a folder name or a group, and never swept. *detail*: it changes "
+           "numbers but says how a run is carried out, not what it is: no column of the HParams table. "
+           "*replicate*: the seed, which the report's groups leave out: runs that differ only in it replicate "
+           "one setup.", ""]
 
-    def section(rs: list[Row]) -> None:
+    def section(rs: list[Row], schema=None) -> None:
         missing.extend(r.key for r in rs if not r.description)
-        out.extend(table(rs))
+        out.extend(table(rs, [keys.describe(r.key, schema) for r in rs] if schema is not False else None))
         out.append("")
 
     out += ["## Top level", ""]
@@ -253,9 +266,9 @@ def _reference() -> tuple[str, list[str]]:
             if comment:
                 out += [comment, ""]
             out += [f"Schema: `{cls.__module__}.{cls.__name__}`.", ""]
-            section(rows(cls, values, f"{group}."))
+            section(rows(cls, values, f"{group}."), cls)
     out += ["## `lr_find`", "", "The range test's own keys (`python -m reg_runner.lr_find`, `conf/lr_find.yaml`).", ""]
-    section(rows(LrFindConfig, composed("lr_find")["lr_find"], "lr_find."))
+    section(rows(LrFindConfig, composed("lr_find")["lr_find"], "lr_find."), False)
     for group in PRESETS:
         out += [f"## `{group}` (presets)", "",
                 "Each preset sets keys of the groups above" + (" (`+experiment=name`)." if group == "experiment" else

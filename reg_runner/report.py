@@ -41,7 +41,6 @@ from reg_runner.errors import Parser, UserError, exit_on_user_error
 from reg_runner.records import RunFolder
 
 FINISHED = ("completed", "early_stopped")  # the runs a group's mean is taken over
-IGNORED_KEYS = ("seed", "data.root", "hparams_search", "tags", "notes")  # never a grouping key
 # what --status selects: a run's status as its records say (``unrecorded``: no readable metrics.json)
 STATUSES = ("completed", "early_stopped", "pruned", "diverged", "failed", "interrupted", "killed", "running", "cut",
             "unrecorded")
@@ -117,9 +116,7 @@ def read_run(path: Path, root: Path) -> Run:
             from reg_runner.config import results_config
 
             run.resolved = config
-            config = results_config(config)
-            config.pop("seed", None)
-            run.config = _flatten(config)
+            run.config = {k: v for k, v in _flatten(results_config(config)).items() if grouped(k)}
     except (OSError, yaml.YAMLError):
         pass
     folder = RunFolder(path)
@@ -186,8 +183,15 @@ def choose_settings(runs: list[Run]) -> str:
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
-    keys = sorted({k for r in runs for k in r.settings if k not in IGNORED_KEYS and not k.startswith("hydra.")})
+    keys = sorted({k for r in runs for k in r.settings if grouped(k) and not k.startswith("hydra.")})
     return [k for k in keys if len({r.settings.get(k, "-") for r in runs}) > 1]
+
+
+def grouped(key: str) -> bool:
+    """Whether runs may be grouped by ``key`` (not by the seed, a path or a label: ``reg_runner.keys``)."""
+    from reg_runner import keys
+
+    return keys.GROUPING not in keys.role_of(key).left_out_of
 
 
 def group_label(run: Run, keys: list[str]) -> str:

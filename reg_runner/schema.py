@@ -266,6 +266,19 @@ class FamilyGroup(Group):
     target: str = Field(alias="_target_")
     """the family: the dotted path of its class"""
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs):
+        """A family's own keys may say whether they are structural, not what they are to the records: which keys
+        are settings, paths or labels is read from the group's base class, the same for every family."""
+        super().__pydantic_init_subclass__(**kwargs)
+        from reg_runner.keys import role_marker
+
+        base = [c for c in cls.__mro__ if isinstance(c, type) and issubclass(c, FamilyGroup)][-2]
+        for name, field in cls.model_fields.items():
+            if name not in base.model_fields and role_marker(field) is not None:
+                raise TypeError(f"{cls.__name__}.{name}: a family's own key takes no record role "
+                                f"({role_marker(field)!r}); declare it on {base.__name__}")
+
 
 def family(base: type[FamilyGroup], key: str, example: str):
     """The field type of the group ``key`` whose options are subclasses of ``base``: the mapping is checked

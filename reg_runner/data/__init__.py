@@ -17,9 +17,10 @@ import functools
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from reg_runner.errors import ConfigError, DataError
+from reg_runner.keys import PATH
 from reg_runner.schema import Bool, FamilyGroup, Text, family, family_parser, integer, number, optional
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class Images:
 
 
 class DataFamily(FamilyGroup):
-    root: optional(Text)
+    root: Annotated[optional(Text), PATH]
     """a folder holding the dataset's original files; null: datamaestro's store"""
     train_fraction: number(0, 1, lo_open=True)
     """of the training set; the rest is the validation set"""

@@ -42,10 +42,6 @@ HPARAM_METRICS = {
     "hparams/final_val_loss": lambda m: m["final"]["val/loss"],
     "hparams/final_test_acc": lambda m: m["final"]["test/acc"],
 }
-# What the HParams table shows: the keys that define an experiment (not paths, devices or logging).
-HPARAM_KEYS = ("seed", "objective", "data", "model", "reg", "augmentation", "optimizer", "scheduler", "trainer")
-HPARAM_SKIP = ("data.root", "trainer.device", "trainer.eval_batch_size", "trainer.checkpoint_every",
-               "trainer.deterministic", "trainer.eval_every")
 
 
 def tag(metric: str) -> str:
@@ -55,21 +51,31 @@ def tag(metric: str) -> str:
 
 
 def flat_hparams(config: dict) -> dict:
+    """What the HParams table shows: the keys that define an experiment (``reg_runner.keys``: not the settings, paths
+    or details), then the labels, as text (the dashboard filters on it)."""
+    from reg_runner import keys
+
     out = {}
 
     def walk(prefix: str, value) -> None:
+        if keys.HPARAMS in keys.role_of(prefix).left_out_of:
+            return
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        elif prefix not in HPARAM_SKIP:
+                walk(f"{prefix}.{k}", v)
+        else:
             if prefix.endswith("._target_"):  # the optimizer's, the model's and the data's class, by its name
                 prefix, value = prefix.removesuffix("._target_"), str(value).rsplit(".", 1)[-1]
             out[prefix] = value if isinstance(value, (bool, int, float, str)) else str(value)
 
-    for key in HPARAM_KEYS:
-        walk(key, config.get(key))
-    out["tags"] = ", ".join(str(t) for t in config.get("tags") or [])  # as text: the dashboard filters on it
-    out["notes"] = str(config.get("notes") or "")
+    top = [key for key, _, _ in keys.fields_of(keys.schema())]
+    for key in top:
+        if keys.role_of(key) is not keys.LABEL:
+            walk(key, config.get(key))
+    for key in top:
+        if keys.role_of(key) is keys.LABEL:
+            value = config.get(key)
+            out[key] = ", ".join(str(t) for t in value) if isinstance(value, (list, tuple)) else str(value or "")
     return out
 
 

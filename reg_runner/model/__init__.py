@@ -3,8 +3,9 @@
 A family is a subclass of ``ModelFamily`` (named by ``_target_``) plus its yaml. The class is the schema of
 the yaml's other keys, and declares what the rest of reg_runner needs to know of the family:
 
-- ``STRUCTURAL``: the keys that decide what can share a stack (runs that differ in any other key, such as
-  ``dropout`` or ``init``, still train as one);
+- which keys decide what can share a stack: every key does, except those marked each run's own
+  (``dropout: Annotated[number(0, 1), OWN]``, ``reg_runner.keys``): runs that differ only in those, such as
+  ``dropout`` or ``init``, still train as one;
 - ``n_parameters(shape, n_classes)``: its size, before anything is allocated;
 - ``plain(shape, n_classes)``: one network as ``torch.nn`` modules, what a run's checkpoint loads into; its
   ``layers()`` are the weight layers that L1/L2 (``reg.apply_to=weights``), TensorBoard's probes and the
@@ -33,16 +34,20 @@ EXAMPLE = "reg_runner.model.mlp.MLP"
 
 
 class ModelFamily(FamilyGroup):
-    STRUCTURAL: ClassVar[tuple[str, ...] | None] = None  # None: every key is structural
+    STRUCTURAL: ClassVar[None] = None  # was a tuple of the structural keys: now each key's own marker
 
-    def structure(self) -> tuple:
-        """What runs must share to train as one stack: the family and its structural keys' values."""
-        keys = self.STRUCTURAL if self.STRUCTURAL is not None else tuple(type(self).model_fields)
-        return (self.target, *((k, repr(getattr(self, k))) for k in keys if k != "target"))
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs):
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.STRUCTURAL is not None:
+            raise TypeError(f"{cls.__name__}.STRUCTURAL: every key of a model family is structural unless marked each "
+                            "run's own, as dropout: Annotated[number(0, 1, hi_open=True), reg_runner.keys.OWN]")
 
     def structural_keys(self) -> tuple[str, ...]:
-        return tuple(k for k in (self.STRUCTURAL if self.STRUCTURAL is not None else type(self).model_fields)
-                     if k != "target")
+        """The family's keys that runs must share to train as one stack (``_target_`` aside)."""
+        from reg_runner.keys import OWN, stack_marker
+
+        return tuple(k for k, f in type(self).model_fields.items() if k != "target" and stack_marker(f) is not OWN)
 
     def describe(self) -> str:
         return type(self).__name__

@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import PlainValidator, model_validator
 
 from reg_runner.errors import ConfigError
+from reg_runner.keys import OWN
 from reg_runner.model import ModelFamily
 from reg_runner.model.mlp import ACTIVATIONS, INITS
 from reg_runner.schema import integer, number, one_of, reject
@@ -51,17 +52,14 @@ class CNN(ModelFamily):
     """GroupNorm's groups: divides every block's channels; read only with norm=groupnorm"""
     activation: one_of(*ACTIVATIONS)
     """the activation after each block and the hidden layer"""
-    dropout: number(0, 1, hi_open=True)
+    dropout: Annotated[number(0, 1, hi_open=True), OWN]  # each run's own: runs that differ in it train as one stack
     """probability of zeroing a unit after each block and the hidden layer"""
     hidden: integer(0, 1_000_000)
     """units of the fully connected layer before the classifier; 0: none"""
     head: one_of(*HEADS)
     """flatten the last feature map, or average it over space (one value per channel)"""
-    init: one_of(*INITS)
+    init: Annotated[one_of(*INITS), OWN]
     """the weights' initialization (default: PyTorch's)"""
-
-    # dropout and init are each run's own: runs that differ only in them train as one stack
-    STRUCTURAL = ("channels", "kernel", "pool", "norm", "groups", "activation", "hidden", "head")
 
     @model_validator(mode="after")
     def _groups_divide(self):

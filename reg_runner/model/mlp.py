@@ -10,8 +10,10 @@ This module is the family's schema and declarations (no torch); its networks are
 """
 
 import math
+from typing import Annotated
 
 from reg_runner.errors import ConfigError
+from reg_runner.keys import OWN
 from reg_runner.model import ModelFamily
 from reg_runner.schema import Bool, integer, number, one_of
 
@@ -33,15 +35,12 @@ class MLP(ModelFamily):
     """the normalization of each hidden block: BatchNorm, LayerNorm, RMSNorm or none"""
     norm_position: one_of(*NORM_POSITIONS)
     """read only with a norm"""
-    dropout: number(0, 1, hi_open=True)
+    dropout: Annotated[number(0, 1, hi_open=True), OWN]  # each run's own: runs that differ in it train as one stack
     """probability of zeroing a hidden unit in training"""
     residual: Bool
     """read only where a block's input and output widths match (depth >= 2)"""
-    init: one_of(*INITS)
+    init: Annotated[one_of(*INITS), OWN]
     """the weights' initialization (default: PyTorch's)"""
-
-    # dropout and init are each run's own: runs that differ only in them train as one stack
-    STRUCTURAL = ("depth", "width", "activation", "norm", "norm_position", "residual")
 
     def widths(self, in_features: int) -> list[int]:
         return [in_features] + [self.width] * self.depth

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from pydantic import PlainValidator
 
+from reg_runner.keys import DETAIL, SETTING, STRUCTURAL
 from reg_runner.schema import Bool, Group, Monitor, NonNegative, Positive, integer, one_of, optional, reject
 
 PRECISIONS = ("fp32", "bf16")
@@ -29,26 +30,26 @@ class EarlyStopping(Group):
 
 
 class TrainerConfig(Group):
-    epochs: integer(1)
+    epochs: Annotated[integer(1), STRUCTURAL]
     """epochs to train"""
-    batch_size: integer(1)
+    batch_size: Annotated[integer(1), STRUCTURAL]
     """at most the training set"""
-    eval_every: integer(1)
+    eval_every: Annotated[integer(1), STRUCTURAL, DETAIL]
     """evaluate every this many epochs, and at the last"""
-    eval_batch_size: integer(1)
+    eval_batch_size: Annotated[integer(1), STRUCTURAL, SETTING]
     """images per forward pass in evaluation (memory, not results)"""
-    eval_precision: one_of(*PRECISIONS)
+    eval_precision: Annotated[one_of(*PRECISIONS), STRUCTURAL]
     """fp32, or bf16: evaluation under bfloat16 autocast (training stays float32)"""
-    accumulate: integer(1)
+    accumulate: Annotated[integer(1), STRUCTURAL]
     """micro-batches per optimizer step, at most the batches of an epoch"""
-    drop_last: Bool
+    drop_last: Annotated[Bool, STRUCTURAL]
     """drop the last, smaller training batch of each epoch"""
     grad_clip: optional(Positive)
     """the global gradient L2 norm is clipped to this"""
     early_stopping: EarlyStopping
-    device: Annotated[str, PlainValidator(_device)]
+    device: Annotated[str, PlainValidator(_device), STRUCTURAL, SETTING]
     """auto: CUDA, else MPS, else the CPU"""
-    deterministic: Bool
+    deterministic: Annotated[Bool, STRUCTURAL, DETAIL]
     """torch.use_deterministic_algorithms: the same numbers on a GPU, more slowly"""
-    checkpoint_every: integer(1)
+    checkpoint_every: Annotated[integer(1), SETTING]
     """epochs between checkpoints (last.pt, metrics.json), and at the end"""

@@ -4,14 +4,15 @@ member's own network on its slice), an initialization (the network's own, from t
 a parameter count."""
 
 import math
+from typing import Annotated
 
+from reg_runner.keys import OWN
 from reg_runner.model import ModelFamily
 from reg_runner.schema import number
 
 
 class SoftmaxRegression(ModelFamily):
-    dropout: number(0, 1, hi_open=True)  # on the input pixels
-    STRUCTURAL = ()  # dropout is each run's own
+    dropout: Annotated[number(0, 1, hi_open=True), OWN]  # on the input pixels; each run's own
 
     def plain(self, shape, n_classes):
         from torch import nn
