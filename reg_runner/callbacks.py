@@ -60,9 +60,10 @@ class EarlyChecks(Callback):
     kind = kinds.RUN  # what the folder it makes holds
 
     def check_config(self, config, overrides) -> None:
-        """A run's config, through every stage (``reg_runner.config.check``)."""
+        """A run's config, through every stage (``reg_runner.config.check``), handed over to the task function,
+        which runs it without checking it again (``reg_runner.config.hand_over``)."""
         from reg_runner import config as config_lib
-        config_lib.check(config, overrides)
+        config_lib.hand_over(config_lib.check(config, overrides), config, overrides)
 
     def on_run_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
@@ -73,6 +74,7 @@ class EarlyChecks(Callback):
 
         handed_over()  # Hydra has composed the config: its own errors are behind us
         STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
+        config_lib.forget_handed()  # a check that an earlier command in this process left is not this run's
         with exit_on_user_error(in_callback=True):
             from reg_runner.sweep import check_job_name
 
@@ -102,6 +104,7 @@ class EarlyChecks(Callback):
         handed_over()
         STOP.install()
         sweep_plugins()  # Hydra makes the sweeper next
+        config_lib.forget_handed()
         with exit_on_user_error(in_callback=True):
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)
             sweep_dir = _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)

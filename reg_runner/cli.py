@@ -57,7 +57,7 @@ _register("folder_name_excludes", folder_name_excludes, replace=True)  # what th
 def main(cfg) -> float:
     import torch
 
-    from reg_runner.config import plain_overrides
+    from reg_runner.config import plain_overrides, take_over
     from reg_runner.run import run  # torch is imported here, after Hydra has parsed the command line
     from reg_runner.sweep import joblib_workers
 
@@ -68,13 +68,15 @@ def main(cfg) -> float:
     if workers:  # runs side by side share the cores: oversubscribed threads slow small batches 18-33x
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     overrides = plain_overrides(hc.overrides.task)
+    # the check made of this config before Hydra made the folder (the callback's, or the sweeper's in this process)
     if not multirun:
         with exit_on_user_error():
-            return run(cfg, Path(hc.runtime.output_dir), overrides=overrides)
+            return run(cfg, Path(hc.runtime.output_dir), overrides=overrides, checked=take_over(cfg, overrides))
     from reg_runner.sweep.trial import from_process
 
     try:
-        return run(cfg, Path(hc.runtime.output_dir), multirun=True, overrides=overrides, trial=from_process(hc))
+        return run(cfg, Path(hc.runtime.output_dir), multirun=True, overrides=overrides, trial=from_process(hc),
+                   checked=take_over(cfg, overrides))
     except UserError as e:  # this job fails alone, recorded in its folder; the sweep goes on
         print(f"error: job {hc.job.num}: {e}", file=sys.stderr, flush=True)
         return math.nan

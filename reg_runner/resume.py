@@ -122,7 +122,7 @@ def main(argv=None) -> None:
                     "%d runs resume one at a time, not as a stack: on this machine a stack of their shapes does not "
                     "give each run bitwise its lone numbers (%s)", len(stack), why)
             for part in [stack] if why is None else [[run] for run in stack]:
-                run_stack([Job(cfg, run_dir) for cfg, run_dir, _ in part], resume=True)
+                run_stack([Job(cfg, run_dir, checked=checked) for cfg, run_dir, checked in part], resume=True)
 
 
 if __name__ == "__main__":

@@ -40,23 +40,35 @@ class Job:
     run_dir: Path
     overrides: tuple = field(default_factory=tuple)
     trial: object = None  # its Optuna trial (reg_runner.sweep.trial.TrialLink), in a study sweep
+    checked: config_lib.Checked | None = None  # its config's check so far, if made (a sweeper's, the CLI's callback)
 
 
-def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overrides=(), trial=None) -> float:
+def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overrides=(), trial=None,
+        checked: config_lib.Checked | None = None) -> float:
     """Train as ``cfg`` says, record everything in ``run_dir``; return the best validation objective.
 
     ``resume``: continue the run in ``run_dir`` from its ``checkpoints/last.pt`` (``cfg`` is the
     run's own resolved config): model, optimizer, scheduler, loop and early-stopping state, every
     RNG state and the TensorBoard step, so the run ends with the numbers it would have had.
+    ``checked``: ``cfg``'s check so far (``Job.checked``).
     """
-    return run_stack([Job(cfg, Path(run_dir), tuple(overrides), trial)], multirun=multirun, resume=resume)[0]
+    return run_stack([Job(cfg, Path(run_dir), tuple(overrides), trial, checked)], multirun=multirun,
+                     resume=resume)[0]
+
+
+def check(job: Job) -> config_lib.Checked:
+    """The job's config through every stage: only those its ``checked`` has not passed (none, or the machine
+    after a sweeper's check), or all of them if it comes unchecked."""
+    if job.checked is None:
+        return config_lib.check(job.cfg, job.overrides)
+    return config_lib.carry_on(job.checked)
 
 
 def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> list[float]:
     """Train ``jobs`` as one stack (they must share their structure: ``config.structural_keys``)."""
     t0 = time.perf_counter()
     STOP.install()  # already installed by the CLI's first callback, before any folder existed
-    checked = [config_lib.check(job.cfg, job.overrides) for job in jobs]  # nothing is written before this passes
+    checked = [check(job) for job in jobs]  # nothing is written before this passes
     differing = config_lib.structural_difference([c.cfg for c in checked])
     if differing:
         raise UserError(f"these runs cannot train as one stack: they differ in {differing}")

@@ -40,11 +40,27 @@ def _resolved(job, key: str) -> str:
         return str(OmegaConf.select(job, key))
 
 
-def check(job, overrides, through: int = 4) -> config_lib.Checked:
-    """The job's config, every stage, and its folder: new, or empty."""
+# the launchers that run a job in the sweeper's process (Hydra's basic one, the stacked one), where the job's task
+# takes over its check
+IN_PROCESS = ("BasicLauncher", "StackedLauncher")
+
+
+def check(job, overrides, through: int = 4, hand_over: bool = True) -> config_lib.Checked:
+    """The job's config, every stage, and its folder: new, or empty. ``hand_over``: when the job's launcher
+    runs it in this process, its task takes this check over (``config.hand_over``) instead of repeating it;
+    in another process (joblib, submitit), the worker's ``run`` makes this same call, ``config.check``."""
     checked = config_lib.check(job, overrides, through=through)
     RunFolder(output_dir(job)).refuse_existing("hydra.sweep.dir")
+    if hand_over:
+        hand_over_if_here(checked, job, overrides)
     return checked
+
+
+def hand_over_if_here(checked: config_lib.Checked, job, overrides) -> None:
+    """``config.hand_over``, if the job's launcher runs it in this process (else nothing would take it back)."""
+    launcher = OmegaConf.select(job, "hydra.launcher") or {}
+    if str(launcher.get("_target_", "")).rpartition(".")[2] in IN_PROCESS:
+        config_lib.hand_over(checked, job, overrides)
 
 
 def label(num: int, overrides) -> str:
@@ -64,7 +80,7 @@ def check_all(config_loader, master, job_overrides, first_num: int = 0) -> list:
     """Every job's config composed and checked, before the first trains: one line for the first bad one."""
     from reg_runner.signals import stop_if_signalled
 
-    checked, machine_checked, folders = [], set(), {}
+    checked, machine_passed, folders = [], set(), {}
     names = varying(job_overrides)
     for i, overrides in enumerate(job_overrides):
         stop_if_signalled("checking the sweep's jobs")
@@ -75,14 +91,11 @@ def check_all(config_loader, master, job_overrides, first_num: int = 0) -> list:
                             f"{folder}: hydra.sweep.subdir must tell the jobs apart")
         folders[folder] = first_num + i
         try:
-            c = check(job, overrides, through=3)
+            c = check(job, overrides, through=3, hand_over=False)
             # the machine stage (torch's device, the optimizer class) once per distinct setting of what it reads
-            key = (c.cfg.trainer.model_dump_json(), c.cfg.optimizer.model_dump_json(),
-                   c.cfg.scheduler.model_dump_json(), c.cfg.model.model_dump_json(), c.split.n_train)
-            if key not in machine_checked:
-                config_lib.against_machine(c.cfg, c.split)
-                machine_checked.add(key)
+            c = config_lib.carry_on(c, passed=machine_passed)
         except UserError as e:
             raise UserError(f"{label(first_num + i, names[i])}: {e}") from None
+        hand_over_if_here(c, job, overrides)
         checked.append((job, c))
     return checked

@@ -49,8 +49,8 @@ class StackedLauncher(Launcher):
             out = jobs_lib.output_dir(cfg)
             with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
                 cfg.hydra.runtime.output_dir = str(out)
-            try:
-                checked = config_lib.check(cfg, overrides, through=3)
+            try:  # the sweeper's check of this job, when it made one in this process (ours do); else checked here
+                checked = config_lib.take_over(cfg, overrides) or config_lib.check(cfg, overrides, through=3)
             except UserError as e:
                 raise UserError(f"{jobs_lib.label(num, overrides)}: {e}") from None
             jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg),
@@ -64,8 +64,8 @@ class StackedLauncher(Launcher):
         for i, stack in enumerate(stacks):
             handlers = [self._prepare(j) for j in stack]
             try:
-                values = run_stack([Job(j["cfg"], j["out"], tuple(j["overrides"]), j["trial"]) for j in stack],
-                                   multirun=True)
+                values = run_stack([Job(j["cfg"], j["out"], tuple(j["overrides"]), j["trial"], j["checked"])
+                                    for j in stack], multirun=True)
                 failure = None
             except UserError as e:  # every run of the stack failed alone, recorded in its folder; the sweep goes on
                 print(f"error: stack {i + 1} (jobs {', '.join(str(j['num']) for j in stack)}): {e}", file=sys.stderr,

@@ -1,0 +1,116 @@
+"""A job's config is checked once: the check made before Hydra makes a folder (the CLI's callback, a sweeper, the
+stacked launcher) travels with the job to the code that trains it, which never repeats a stage of it."""
+
+from collections import Counter
+
+import pytest
+
+from conftest import tiny
+from reg_runner import config as config_lib
+from reg_runner.errors import CONFIG_DIR
+
+STAGES = {1: "parse", 2: "rules", 3: "against_data", 4: "against_machine"}
+
+
+@pytest.fixture
+def stages(monkeypatch) -> dict[int, Counter]:
+    """How many times each stage of ``config.check`` ran, per config (by its seed: each job's differs)."""
+    calls = {stage: Counter() for stage in STAGES}
+
+    def counted(stage, real):
+        def wrapper(*args, **kwargs):
+            out = real(*args, **kwargs)
+            if stage == 1:
+                if args[0] is config_lib.RunConfig:
+                    calls[1][out.seed] += 1
+            else:
+                calls[stage][args[0].seed] += 1
+            return out
+        return wrapper
+
+    for stage, name in STAGES.items():
+        monkeypatch.setattr(config_lib, name, counted(stage, getattr(config_lib, name)))
+    return calls
+
+
+def test_a_single_run_is_checked_once(cli, stages):
+    proc = cli("seed=3", "trainer.epochs=1", check=False, in_process=True)
+    assert proc.returncode == 0, proc.stderr
+    assert {stage: dict(counts) for stage, counts in stages.items()} == {1: {3: 1}, 2: {3: 1}, 3: {3: 1}, 4: {3: 1}}
+    assert not config_lib._HANDED  # the run took its check over
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=stacked"]], ids=["basic", "stacked"])
+def test_a_multiruns_jobs_are_each_checked_once(cli, stages, launcher):
+    """The sweep's shared config (seed 0) once, through stage 1 (the callback's); each job (seeds 1 and 2) once,
+    by the sweeper; the machine stage once for both, as they differ in nothing it reads."""
+    proc = cli("--multirun", "seed=1,2", "trainer.epochs=1", *launcher, check=False, in_process=True)
+    assert proc.returncode == 0, proc.stderr
+    assert dict(stages[1]) == {0: 1, 1: 1, 2: 1}
+    assert dict(stages[2]) == dict(stages[3]) == {1: 1, 2: 1}
+    assert dict(stages[4]) == {1: 1}
+    assert not config_lib._HANDED
+
+
+def composed(data, *overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR):
+        return compose("config", overrides=tiny(f"data.root={data}", *overrides))
+
+
+def test_carry_on_runs_only_the_stages_not_passed(tiny_data, stages):
+    cfg = composed(tiny_data, "seed=5")
+    checked = config_lib.check(cfg, through=3)
+    assert checked.stage == 3 and not stages[4]
+    done = config_lib.carry_on(checked)
+    assert done.stage == 4 and done.cfg is checked.cfg and stages[4][5] == 1
+    assert config_lib.carry_on(done) is done and stages[4][5] == 1
+    assert config_lib.carry_on(checked, through=3) is checked
+    passed = set()  # a sweep's jobs equal in all that the machine stage reads: checked against it once
+    other = config_lib.check(composed(tiny_data, "seed=6"), through=3)
+    assert config_lib.carry_on(checked, passed=passed).stage == config_lib.carry_on(other, passed=passed).stage == 4
+    assert dict(stages[4]) == {5: 2}
+    assert dict(stages[2]) == dict(stages[3]) == {5: 1, 6: 1}
+
+
+def test_a_check_is_handed_over_once_to_the_same_config(tiny_data):
+    config_lib.forget_handed()
+    cfg = composed(tiny_data, "seed=5")
+    checked = config_lib.check(cfg, ["seed=5"], through=3)
+    config_lib.hand_over(checked, cfg, ["seed=5", "++hydra.job.env_set.X=1"])  # Hydra's own: not the task's
+    assert config_lib.take_over(composed(tiny_data, "seed=6"), ["seed=5"]) is None  # another config
+    assert config_lib.take_over(cfg, ["seed=5", "reg.l1=0"]) is None  # other overrides
+    assert config_lib.take_over(cfg, ["seed=5"]) is checked
+    assert config_lib.take_over(cfg, ["seed=5"]) is None  # taken: the next is checked again
+    config_lib.hand_over(checked, cfg, ["seed=5"])
+    config_lib.forget_handed()
+    assert config_lib.take_over(cfg, ["seed=5"]) is None
+
+
+@pytest.fixture
+def arrived(monkeypatch) -> list:
+    """The check each job arrived with at ``run_stack`` (None: it came unchecked and is checked there)."""
+    from reg_runner import run as run_lib
+
+    seen, real = [], run_lib.check
+
+    def wrapper(job):
+        seen.append(None if job.checked is None else job.checked.stage)
+        return real(job)
+
+    monkeypatch.setattr(run_lib, "check", wrapper)
+    return seen
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=stacked"]], ids=["basic", "stacked"])
+def test_a_searchs_trials_arrive_checked(cli, arrived, launcher):
+    """The study sweeper checks each trial's config before it launches it: in this process, that check is the one
+    its run uses."""
+    proc = cli("--multirun", "hparams_search=quick", "data.val_size=null", "hydra.sweeper.n_trials=2",
+               "trainer.epochs=1", *launcher, check=False, in_process=True)
+    assert proc.returncode == 0, proc.stderr
+    assert arrived == [4, 4]
+    assert not config_lib._HANDED
