@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny IDX data written by the tests, and the real CLI in a subprocess."""
+"""Shared fixtures: tiny IDX data written by the tests, and the commands run through their entry points, in this
+process by default (``cli(..., in_process=False)``: a real ``python -m`` process, once per entry point and kind of
+behaviour; ``REG_RUNNER_TEST_CLI=subprocess pytest`` runs every command for real)."""
 
 import json
 import os
@@ -12,6 +14,8 @@ import pytest
 from reg_runner.data import idx
 
 ROOT = Path(__file__).resolve().parent.parent
+if os.environ.get("PYTEST_XDIST_WORKER"):  # tests run in parallel, and commands in a test's process: one torch thread
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # (before torch is imported; each worker is a fresh process)
 # MNIST's four original files (LeCun's names, .gz): the copy the package ships, so the tests that read a folder of
 # them run on a fresh clone, with nothing beside the checkout
 ORIGINAL_MNIST = ROOT / "reg_runner" / "data" / "mnist"
@@ -101,8 +105,11 @@ def tiny(*overrides) -> list[str]:
     return [*(t for t in TINY if t.split("=", 1)[0] not in given), *overrides]
 
 
+IN_PROCESS = os.environ.get("REG_RUNNER_TEST_CLI", "in-process") == "in-process"  # =subprocess: every call for real
+
+
 class CLI:
-    """Runs ``python -m reg_runner`` for real, with the datamaestro store in a temp folder."""
+    """Runs a command (``python -m reg_runner`` by default), with the datamaestro store in a temp folder."""
 
     def __init__(self, tmp_path: Path, data: Path | None):
         self.tmp_path, self.data = tmp_path, data
@@ -113,7 +120,12 @@ class CLI:
         self.count = 0
 
     def __call__(self, *overrides, run_dir=None, check=True, tiny=True, timeout=300, module="reg_runner", env=None,
-                 in_process=False):
+                 in_process=None):
+        """``in_process``: through the command's entry point in this process (the default), or False: a real
+        ``python -m`` process (what start-up, exit codes and other processes' behaviour need: once per entry point
+        and kind of behaviour)."""
+        if in_process is None:
+            in_process = IN_PROCESS
         args = list(overrides)
         multirun = "--multirun" in args or "-m" in args
         if self.data is not None and tiny:
@@ -128,8 +140,11 @@ class CLI:
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         args.append(f"{key}={run_dir}")
         if in_process:  # the same command through its entry point in this process: no interpreter start-up
-            assert not check, "in-process: a command's refusals"
-            return run_in_process(args, self.tmp_path, {**self.env, **(env or {})}, run_dir, module=module)
+            proc = run_in_process(args, self.tmp_path, {**self.env, **(env or {})}, run_dir, module=module)
+            if check and proc.returncode != 0:
+                raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode} (in this process):\n"
+                                     f"{proc.stderr[-3000:]}")
+            return proc
         proc = subprocess.run(
             [sys.executable, "-m", module, *args],
             cwd=self.tmp_path,

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 
 def test_a_run_records_everything(cli):
-    proc = cli("model.norm=batchnorm", "reg.l2=1e-4", "trainer.epochs=3")
+    proc = cli("model.norm=batchnorm", "reg.l2=1e-4", "trainer.epochs=3", in_process=False)  # the real CLI
     run = proc.run_dir
     # the one-line summary names the run folder
     assert str(run) in proc.stdout.strip().splitlines()[-1]
@@ -75,7 +75,8 @@ def test_seed_null_draws_and_records_a_seed(cli):
 
 
 def test_multirun_of_the_design_card(cli):
-    proc = cli("--multirun", "model.norm=none,batchnorm,layernorm", "seed=0,1", "trainer.epochs=1")
+    proc = cli("--multirun", "model.norm=none,batchnorm,layernorm", "seed=0,1", "trainer.epochs=1",
+               in_process=False)  # the real CLI: a multirun
     runs = sorted(p for p in proc.run_dir.iterdir() if p.is_dir())
     assert len(runs) == 6
     seen = set()

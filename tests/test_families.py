@@ -277,9 +277,10 @@ except DataError as e:
 # --- a family no file of reg_runner knows -----------------------------------------------------------------
 
 
-def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data):
+def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data, monkeypatch):
     cli = CLI(tmp_path, tiny_data)
-    cli.env["PYTHONPATH"] = str(FAMILIES)
+    cli.env["PYTHONPATH"] = str(FAMILIES)  # for the processes the test starts; sys.path for the commands run in this one
+    monkeypatch.syspath_prepend(str(FAMILIES))
     family = ("model=throwaway", f"hydra.searchpath=[file://{FAMILIES}]", "optimizer.lr=0.01")
     sweep = cli("--multirun", *family, "seed=0,1", "model.dropout=0.0,0.3", "hydra/launcher=stacked",
                 run_dir=tmp_path / "stacked")

@@ -71,6 +71,9 @@ def test_a_signal_in_the_first_instant(finished, entry):
     assert proc.poll() is None
     proc.send_signal(sig)
     line = ended(proc, sig)
+    if "Resume with: python -m reg_runner.resume" in line:  # a quiet machine: the run had made its folder (once
+        assert folder.exists() and entry in ("run", "multirun", "search"), line  # Hydra is in, before torch is)
+        return
     assert line.endswith(("before anything was written", "nothing was written")), line
     assert not folder.exists()
 

@@ -76,7 +76,7 @@ def untrained_loss(run_dir, data_root, batch_size):
 
 
 def test_range_test_writes_its_folder_and_starts_from_the_runs_init(cli, tiny_data):
-    proc = cli("lr_find.steps=24", "seed=3", module="reg_runner.lr_find")
+    proc = cli("lr_find.steps=24", "seed=3", module="reg_runner.lr_find", in_process=False)  # the real CLI
     out = proc.run_dir
     result = json.loads((out / "lr_find.json").read_text())
     assert (out / "lr_find.png").read_bytes()[:8] == PNG

@@ -37,7 +37,7 @@ def states(study) -> dict:
 
 
 def test_tiny_sweep_records_conditional_params_and_a_summary(cli):
-    proc = cli(*QUICK, "hydra.sweeper.n_trials=6")
+    proc = cli(*QUICK, "hydra.sweeper.n_trials=6", in_process=False)  # the real CLI: a search
     sweep = proc.run_dir
     study = load_study(sweep)
     trials = study.get_trials(deepcopy=False)

@@ -99,7 +99,7 @@ def test_joblib_workers_share_the_cores(cli):
     share = max(1, (os.cpu_count() or 1) // 2)
     cli.env["OMP_NUM_THREADS"] = str(share + 2)
     proc = cli("--multirun", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-               "hydra.launcher.backend=multiprocessing", "trainer.epochs=1")
+               "hydra.launcher.backend=multiprocessing", "trainer.epochs=1", in_process=False)  # forks its process
     runs = [p for p in proc.run_dir.iterdir() if p.is_dir()]
     threads = {json.loads((r / "environment.json").read_text())["torch_threads"] for r in runs}
     assert threads == {share}
