@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_defaults_learn_mnist_through_datamaestro(tmp_path):
     cli = CLI(tmp_path, data=None)
-    proc = cli("trainer.epochs=20", tiny=False)
+    proc = cli("trainer.epochs=20", tiny=False, in_process=False)  # a fresh process: an empty store gets filled
     m = read_metrics(proc.run_dir)
     assert "Materializing" not in proc.stdout + proc.stderr  # datamaestro's info lines stay out of the run's output
     assert m["status"] == "completed" and m["data"]["n_train"] == 3000 and m["data"]["n_val"] == 57000
