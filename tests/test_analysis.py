@@ -63,6 +63,7 @@ def _not_blank(path: Path) -> None:
     assert len(colours) > 20, (path, len(colours))  # drawn, not one colour
 
 
+@pytest.mark.slow  # a search, then every figure of its analysis
 def test_the_report_draws_the_search_and_tables_its_trials(search, tmp_path):
     sweep, study = search
     proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(sweep), "--out", str(tmp_path)],

@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, TINY
 
 
+@pytest.mark.slow  # the benchmark's runs, each in its own process
 def test_compare_runs_variants_and_prints_ratios(tiny_data, tmp_path):
     extra = " ".join([f"data.root={tiny_data}", *TINY[:2]])
     proc = subprocess.run(
@@ -114,6 +115,7 @@ SECTIONS = ("precision", "options", "stack vs lone", "kill and resume", "lr_find
             "reference run", "study")
 
 
+@pytest.mark.slow  # every section of the check, its runs in their own processes
 def test_the_device_check_runs_every_section_at_tiny_sizes(tiny_data, tmp_path):
     """``--dry-run``: every section of the GPU's one command, on the CPU at tiny sizes (its figures are not the
     point: that the script runs, and what its JSON holds)."""

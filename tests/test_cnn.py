@@ -31,6 +31,7 @@ def test_a_stack_mixing_seeds_lrs_dropout_and_l2_gives_each_member_its_lone_numb
         assert read_metrics(run)["timing"]["stack_size"] == 3
 
 
+@pytest.mark.slow  # a CNN run killed, resumed, and run uninterrupted
 def test_a_killed_cnn_run_resumes_to_the_uninterrupted_numbers(cli, tmp_path):
     settings = (*CNN, "optimizer.lr=0.003", "model.dropout=0.2", "augmentation=crop", "trainer.checkpoint_every=5", "trainer.epochs=30")
     whole = cli(*settings, run_dir=tmp_path / "whole").run_dir

@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 
+import pytest
 import torch
 import yaml
 from conftest import tiny
@@ -20,6 +21,8 @@ import reg_runner.cli  # noqa: F401  everything a run imports, imported once bef
 import reg_runner.run  # noqa: F401
 import torch._dynamo  # noqa: F401  what an optimizer imports on first use
 import torch.utils.tensorboard  # noqa: F401
+
+pytestmark = pytest.mark.slow  # every test races real processes
 
 ROUNDS = 20
 RIVALS = {"a": ["seed=1", "model.dropout=0.0"], "b": ["seed=2", "model.dropout=0.3"]}

@@ -277,6 +277,7 @@ except DataError as e:
 # --- a family no file of reg_runner knows -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # stacks, lone runs and a kill of a family's runs
 def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data, monkeypatch):
     cli = CLI(tmp_path, tiny_data)
     cli.env["PYTHONPATH"] = str(FAMILIES)  # for the processes the test starts; sys.path for the commands run in this one

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY
 
+pytestmark = pytest.mark.slow  # every test signals real processes at random instants
+
 RNG = random.Random(26)
 
 

@@ -124,6 +124,7 @@ def _model_cfg():
                        dropout=0.0, residual=False, init="default")
 
 
+@pytest.mark.slow  # two runs and their landscapes
 def test_two_runs_in_one_figure_and_batchnorm_uses_running_statistics(runs, tmp_path):
     cli, plain, bn = runs
     out = tmp_path / "compare"
@@ -252,6 +253,7 @@ def test_the_report_shows_each_runs_sharpness(runs, tmp_path):
     assert rows[bn.name][at] == "-" or bn.joinpath("landscape.json").exists()
 
 
+@pytest.mark.slow  # runs and their paths
 def test_a_run_without_init_pt_gets_its_init_drawn_again_from_its_seed(runs, tmp_path):
     cli, plain, _ = runs
     copy = _copy_with(plain, tmp_path, "no_init", lambda state: state)

@@ -122,6 +122,7 @@ def test_scaled_lr_is_the_lr_used_and_logged(cli):
 OPTIMIZERS = "adam,adamw,sgd,sgd_nesterov,rmsprop,adagrad,nadam,radam,lion,lamb,lars"
 
 
+@pytest.mark.slow  # a run per optimizer preset
 def test_every_optimizer_preset_lowers_the_training_loss(cli):
     proc = cli("--multirun", f"optimizer={OPTIMIZERS}", "trainer.epochs=15")  # 60 steps
     runs = sorted((p for p in proc.run_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))

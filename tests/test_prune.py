@@ -78,6 +78,7 @@ def test_median_pruner_stops_trials_in_the_sweepers_own_process(cli):
     assert f"{summary['n_pruned']} pruned" in proc.stdout
 
 
+@pytest.mark.slow  # a search of stacks, then each seed alone
 def test_seeds_per_trial_train_as_one_stack_and_the_trial_is_their_mean(cli):
     proc = cli(*SEARCH, *MEDIAN, "trainer.epochs=12", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
                "hydra.sweeper.seeds_per_trial=3", "hydra/launcher=stacked", "seed=4")
@@ -124,6 +125,7 @@ def _replay_module():
     ("hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.min_resource=2",
      "hydra.sweeper.pruner.reduction_factor=2"),
 ])
+@pytest.mark.slow  # two searches and their replay
 def test_the_replay_of_an_unpruned_search_gives_the_pruned_searchs_epochs(cli, pruner):
     """benchmarks/prune_replay.py picks the pruners' defaults from an unpruned search's curves: it must
     prune exactly what the real stacked search prunes (the first 8 trials are TPE's random start-up, so

@@ -181,6 +181,7 @@ def test_a_diverged_seed_is_named_not_silently_dropped(study, tmp_path):
     assert "| 2 of 3 (left out: seed 2 diverged) |" in line
 
 
+@pytest.mark.slow  # a run per kind of damaged record
 def test_bad_records_and_bad_out_folders_are_one_line(study, tmp_path):
     sweep, runs = study
     odd = tmp_path / "odd"

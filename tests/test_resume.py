@@ -75,6 +75,7 @@ def reference(tmp_path_factory, tiny_data):
     return read_metrics(cli(*STATEFUL).run_dir)
 
 
+@pytest.mark.slow  # a run killed, resumed, and run uninterrupted
 def test_sigkill_then_resume_gives_the_uninterrupted_numbers(cli, tmp_path, reference):
     run_dir = tmp_path / "killed"
     proc = start(cli, run_dir, *STATEFUL)
@@ -94,6 +95,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(cli, tmp_path, refe
     assert (run_dir / f"environment_resumed_{resumed_at[0]}.json").exists()
 
 
+@pytest.mark.slow  # a stack killed, resumed, and its lone runs
 def test_a_killed_stack_resumes_to_the_numbers_of_its_lone_runs(cli, tmp_path, reference):
     sweep = tmp_path / "stack"
     argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *tiny(*STATEFUL), "--multirun", "seed=0,1",
@@ -128,6 +130,7 @@ def test_a_killed_stack_resumes_to_the_numbers_of_its_lone_runs(cli, tmp_path, r
         assert read_metrics(run)["timing"]["stack_size"] == 2
 
 
+@pytest.mark.slow  # a run signalled, then resumed
 def test_sigterm_checkpoints_and_exits_then_resumes(cli, tmp_path, reference):
     run_dir = tmp_path / "terminated"
     proc = start(cli, run_dir, *STATEFUL)
@@ -148,6 +151,7 @@ def test_sigterm_checkpoints_and_exits_then_resumes(cli, tmp_path, reference):
     assert_each_epoch_once(run_dir, 150)
 
 
+@pytest.mark.slow  # a run signalled, then resumed
 def test_sigterm_during_start_up_is_recorded_and_resumes_from_the_first_epoch(cli, tmp_path, reference):
     run_dir = tmp_path / "early"
     proc = start(cli, run_dir, *STATEFUL)
@@ -165,6 +169,7 @@ def test_sigterm_during_start_up_is_recorded_and_resumes_from_the_first_epoch(cl
     assert_each_epoch_once(run_dir, 150)
 
 
+@pytest.mark.slow  # a run signalled twice, then resumed
 def test_a_second_ctrl_c_stops_at_once_and_the_run_resumes(cli, tmp_path, reference):
     run_dir = tmp_path / "ctrl_c"
     proc = start(cli, run_dir, *STATEFUL)
@@ -191,6 +196,7 @@ def test_a_second_ctrl_c_stops_at_once_and_the_run_resumes(cli, tmp_path, refere
     assert_each_epoch_once(run_dir, 150)
 
 
+@pytest.mark.slow  # runs, each edited and resumed
 def test_a_run_resumes_with_the_config_it_started_with_or_not_at_all(cli, tmp_path):
     def one_line(proc, expected):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -220,6 +226,7 @@ def test_a_run_resumes_with_the_config_it_started_with_or_not_at_all(cli, tmp_pa
     assert read_metrics(run_dir)["status"] == "running"  # untouched by the refusals
 
 
+@pytest.mark.slow  # a run per kind of damage
 def test_bad_resume_folders(cli, tmp_path):
     def one_line(proc, expected):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -36,6 +36,7 @@ def states(study) -> dict:
     return out
 
 
+@pytest.mark.slow  # a search through the real CLI, then its re-run line
 def test_tiny_sweep_records_conditional_params_and_a_summary(cli):
     proc = cli(*QUICK, "hydra.sweeper.n_trials=6", in_process=False)  # the real CLI: a search
     sweep = proc.run_dir
@@ -87,6 +88,7 @@ def test_rerunning_a_finished_sweep_runs_nothing_more(cli, tmp_path):
     assert len({t.params["model.norm"] + str(t.params) for t in study.trials}) == 3  # reseeded: no repeat
 
 
+@pytest.mark.slow  # a sweep killed, then resumed
 def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     sweep = tmp_path / "killed"
     args = [*QUICK, "trainer.epochs=4", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1", *MEDIAN]
@@ -136,6 +138,7 @@ def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     assert summary["n_interrupted"] == len(cut) and summary["n_running"] == len(stuck)
 
 
+@pytest.mark.slow  # a sweep killed mid-batch, then resumed
 def test_a_sweep_killed_mid_batch_adopts_the_trial_that_finished(cli, tmp_path):
     """Trials 0 and 1 are one batch (n_jobs=2): killed while trial 1 trains, the study still has trial 0
     RUNNING although its run completed. On resume, trial 0 is adopted with its run's value, not run again."""
@@ -205,6 +208,7 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(cli):
     assert summary["best"]["params"]["optimizer.lr"] == 0.01
 
 
+@pytest.mark.slow  # joblib's worker processes
 def test_joblib_runs_trials_in_parallel_and_prunes_through_sqlite(cli):
     proc = cli(*QUICK, "hydra/launcher=joblib", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
                "trainer.epochs=8", *MEDIAN)
@@ -282,6 +286,7 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow  # a PostgreSQL server and two sweeper processes
 def test_two_sweepers_share_one_postgresql_study(cli, tmp_path, postgres):
     # the recipe: create the study once, then start any number of sweepers against it
     optuna.create_study(study_name="shared", storage=postgres, direction="maximize")
@@ -309,6 +314,7 @@ def test_two_sweepers_share_one_postgresql_study(cli, tmp_path, postgres):
     assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == len(trials)
 
 
+@pytest.mark.slow  # submitit's job processes
 def test_submitit_runs_trials_as_jobs(cli):
     """The submitit machinery the SLURM preset uses, for real, with its local executor."""
     proc = cli(*QUICK, "hydra/launcher=submitit_local", "hydra.sweeper.n_trials=2", "hydra.launcher.timeout_min=5")

@@ -91,6 +91,7 @@ def test_deterministic_algorithms_are_restored_after_a_run():
     assert torch.are_deterministic_algorithms_enabled() == before
 
 
+@pytest.mark.slow  # joblib's worker processes
 def test_joblib_workers_share_the_cores(cli):
     """Joblib's default backend (loky) limits its workers' thread pools to cores // n_jobs by itself (through
     threadpoolctl: the re-run line's test sees it); its multiprocessing backend does not, and there the share is
@@ -105,6 +106,7 @@ def test_joblib_workers_share_the_cores(cli):
     assert threads == {share}
 
 
+@pytest.mark.slow  # a joblib search, then its re-run line
 def test_a_joblib_trials_rerun_line_gives_back_its_numbers(cli, tmp_path):
     """Joblib's workers share the cores (1 torch thread each here); the re-run line runs with the trial's thread
     count, so its numbers are the trial's: on 784-pixel images another count sums the matmuls in another order."""
