@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Annotated
 
 from reg_runner import data as data_group
+from reg_runner import dotted
 from reg_runner.augmentation import AugmentationConfig
 from reg_runner.data import DataConfig
 from reg_runner.errors import ConfigError, UserError
@@ -93,9 +94,7 @@ def as_data(cfg) -> dict:
             key = getattr(e, "full_key", None)
             reason = str(e).splitlines()[0]
             if key:
-                raw = OmegaConf.to_container(job, resolve=False)
-                for part in str(key).split("."):
-                    raw = raw.get(part) if isinstance(raw, dict) else None
+                raw = dotted.get(OmegaConf.to_container(job, resolve=False), str(key))
                 raise ConfigError(str(key), raw, f"a value or an interpolation that resolves ({reason})") from None
             raise UserError(f"the config does not resolve: {reason}") from None
     else:
@@ -476,12 +475,7 @@ def results_config(config: dict) -> dict:
 
     out = copy.deepcopy(config)
     for key in keys.left_out_of(keys.RESULTS):
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+        dotted.drop(out, key)
     return out
 
 
@@ -494,7 +488,5 @@ def first_difference(a, b, prefix="") -> str:
     return prefix.rstrip(".")
 
 
-def value_at(d, dotted: str):
-    for part in dotted.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d
+def value_at(d, key: str):
+    return dotted.get(d, key)

@@ -188,9 +188,6 @@ def closest_key(key: str) -> str | None:
 def _has(path: Path, dotted: str) -> bool:
     import yaml
 
-    node = yaml.safe_load(path.read_text()) or {}
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
+    from reg_runner import dotted as dotted_keys
+
+    return dotted_keys.get(yaml.safe_load(path.read_text()) or {}, dotted, dotted_keys.MISSING) is not dotted_keys.MISSING

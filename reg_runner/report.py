@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from reg_runner import atomic, kinds, signals
+from reg_runner import atomic, dotted, kinds, signals
 from reg_runner.errors import Parser, UserError, exit_on_user_error
 from reg_runner.records import RunFolder
 
@@ -251,11 +251,7 @@ def _typed(text: str):
 
 
 def _at(config, key: str):
-    for part in key.split("."):
-        if not isinstance(config, dict) or part not in config:
-            return _MISSING
-        config = config[part]
-    return config
+    return dotted.get(config, key, _MISSING)
 
 
 def _same(a, b) -> bool:

@@ -6,6 +6,7 @@ dry-run trial of the space (``precheck``) and the ends of each range swept on th
 import math
 
 from reg_runner import config as config_lib
+from reg_runner import dotted
 from reg_runner.errors import ConfigError, UserError, show
 from reg_runner.sweep import jobs
 
@@ -38,12 +39,7 @@ def precheck(sweeper, space, fixed, fixed_values, fixed_overrides) -> dict:
             raise UserError(f"every trial would be refused: {e}") from None
     shared = config_lib.results_config(config_lib.as_data(job))
     for name in trial.params:  # what the trials search is theirs; the rest is the study's
-        node = shared
-        *parents, leaf = name.split(".")
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+        dotted.drop(shared, name)
     return shared
 
 
