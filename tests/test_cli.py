@@ -159,10 +159,12 @@ def test_eval_every_and_early_stopping(cli):
     assert m["best"]["epoch"] in (3, 6, 7) and m["final"]["epoch"] == 7 and m["epochs_run"] == 7
     run = cli(
         "trainer.epochs=200", "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=2",
-        "trainer.early_stopping.monitor=val/loss", "optimizer.lr=0.05",
+        "trainer.early_stopping.monitor=val/loss", "optimizer.lr=0.05", "objective=val/loss",
     ).run_dir
     m = read_metrics(run)
     assert m["status"] == "early_stopped" and m["epochs_run"] < 200 and m["stopped_at"] == m["epochs_run"]
+    # the best epoch is the one the patience counted from, not the last: the record names it
+    assert m["best_epoch"] == m["best"]["epoch"] == m["stopped_at"] - 2, (m["best_epoch"], m["stopped_at"])
 
 
 def test_early_stopping_that_cannot_act_is_said(cli):
