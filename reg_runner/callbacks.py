@@ -68,20 +68,18 @@ class EarlyChecks(Callback):
     def on_run_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
         from reg_runner.cli import handed_over
-        from reg_runner.records import RunFolder
-
         from reg_runner.signals import STOP
 
         handed_over()  # Hydra has composed the config: its own errors are behind us
         STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
         config_lib.forget_handed()  # a check that an earlier command in this process left is not this run's
         with exit_on_user_error(in_callback=True):
-            from reg_runner.sweep import check_job_name
-
-            check_job_name(config.hydra)
+            config_lib.check_job_name(config.hydra)
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=False)
             run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
             self.check_config(config, config.hydra.overrides.task)
+            from reg_runner.records import RunFolder  # after the checks: a refused value needs no records
+
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
             made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next

@@ -12,7 +12,6 @@ from omegaconf import OmegaConf
 
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error
 from reg_runner.keys import folder_name_excludes
-from reg_runner.sweep import direction_of
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
 TRUSTED = ("reg_runner.*", "optuna.samplers.*", "optuna.pruners.*")
@@ -49,7 +48,14 @@ def sweep_plugins() -> None:
 # OmegaConf 2.4 renamed register_new_resolver; keep both working
 _register = getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)
 _register("run_name", run_name, replace=True)
-_register("sweep_direction", direction_of, replace=True)  # a search's direction follows the objective
+def sweep_direction(objective: str) -> str:
+    """A search's direction follows its objective (``${sweep_direction:...}`` in a sweeper's config)."""
+    from reg_runner.sweep import direction_of
+
+    return direction_of(objective)
+
+
+_register("sweep_direction", sweep_direction, replace=True)
 _register("folder_name_excludes", folder_name_excludes, replace=True)  # what the schemas leave out of a job's folder
 
 

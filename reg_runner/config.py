@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Annotated
 
+from pydantic import ConfigDict, PlainValidator
+
 from reg_runner import data as data_group
 from reg_runner import dotted
 from reg_runner.augmentation import AugmentationConfig
@@ -37,7 +39,7 @@ from reg_runner.model import ModelConfig
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.reg import RegConfig
 from reg_runner.scheduler import PER_BATCH, SchedulerConfig
-from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse
+from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse, reject
 from reg_runner.trainer import TrainerConfig
 
 class SearchSwitches(Group):
@@ -337,6 +339,24 @@ def chosen_by_group(overrides) -> None:
 
 
 MULTIRUN_ONLY = ("hydra.sweep.", "hydra.sweeper", "hydra/sweeper", "hydra.launcher", "hydra/launcher")
+
+
+def _job_name(v):
+    """``hydra.job.name``: it names a run's log file."""
+    import re
+
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v) or v in (".", ".."):
+        raise reject("a name of letters, digits, '_', '.' and '-' (it names the log file)")
+    return v
+
+
+class JobNames(Group):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Annotated[str, PlainValidator(_job_name)]
+
+
+def check_job_name(hydra_cfg) -> None:
+    parse(JobNames, {"name": hydra_cfg.job.name}, "hydra.job")
 
 
 def hydra_overrides(overrides, multirun: bool) -> None:

@@ -231,26 +231,11 @@ class StackedConfig(_Sweeper):
     max_members: integer(1)  # runs in one stack at most (memory: each adds its weights, optimizer state and activations)
 
 
-def _job_name(v):
-    import re
-
-    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v) or v in (".", ".."):
-        raise reject("a name of letters, digits, '_', '.' and '-' (it names the log file)")
-    return v
-
-
-class JobNames(Group):
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: Annotated[str, PlainValidator(_job_name)]
-
-
-def check_job_name(hydra_cfg) -> None:
-    parse(JobNames, {"name": hydra_cfg.job.name}, "hydra.job")
-
-
 def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     """The sweeper's and the launcher's settings, before a multirun makes anything; the study's, parsed, in
     a search."""
+    from reg_runner.config import check_job_name
+
     check_job_name(hydra_cfg)
     from omegaconf import OmegaConf
 
