@@ -11,7 +11,7 @@ Hydra composes the config; ``check`` then takes it through four stages, each rai
 4. what needs torch: the device exists, the model fits in memory, the optimizer class takes every
    argument and accepts its values, the schedule can be built.
 
-Stages 1-3 import no torch, so most mistakes are reported in about a second.
+Stages 1-3 import no torch, so most mistakes are reported in about a third of a second (docs/speed.md).
 
 A job's config is checked once: the ``Checked`` that ``check`` returns knows the last stage it passed
 and travels with the job (``reg_runner.run.Job.checked``); ``carry_on`` takes it through the later
