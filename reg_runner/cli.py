@@ -45,16 +45,17 @@ def sweep_plugins() -> None:
         Plugins.instance().register(plugin)
 
 
-# OmegaConf 2.4 renamed register_new_resolver; keep both working
-_register = getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)
-_register("run_name", run_name, replace=True)
 def sweep_direction(objective: str) -> str:
-    """A search's direction follows its objective (``${sweep_direction:...}`` in a sweeper's config)."""
+    """A search's direction follows its objective (``${sweep_direction:...}`` in a sweeper's config); the sweep
+    package is imported only when a sweep resolves it."""
     from reg_runner.sweep import direction_of
 
     return direction_of(objective)
 
 
+# OmegaConf 2.4 renamed register_new_resolver; keep both working
+_register = getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)
+_register("run_name", run_name, replace=True)
 _register("sweep_direction", sweep_direction, replace=True)
 _register("folder_name_excludes", folder_name_excludes, replace=True)  # what the schemas leave out of a job's folder
 
