@@ -31,5 +31,5 @@ if _worker is not None:
     from reg_runner import signals as _signals
 
     _signals.early(quiet=_worker)
-    if _worker:  # its command started it with the signals blocked (reg_runner.signals.held_for_workers)
+    if _worker:  # its command started it with the signals blocked (reg_runner.sweep.workers)
         _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (_signal.SIGINT, _signal.SIGTERM))

@@ -66,7 +66,7 @@ def main(cfg) -> float:
 
     from reg_runner.config import plain_overrides, take_over
     from reg_runner.run import run  # torch is imported here, after Hydra has parsed the command line
-    from reg_runner.sweep import joblib_workers
+    from reg_runner.sweep.workers import joblib_workers
 
     handed_over()
     hc = HydraConfig.get()

@@ -8,6 +8,7 @@ alone, and on CPU so are its numbers.
 
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from reg_runner.errors import UserError
 from reg_runner.logging.tensorboard import TensorBoard
 from reg_runner.records import RunFolder
 from reg_runner.seeding import deterministic, resolve_seed
-from reg_runner.signals import STOP
+from reg_runner.signals import STOP, in_worker
 from reg_runner.sweep.trial import Pruning
 from reg_runner.trainer.engine import Engine
 from reg_runner.trainer.listeners import Clock, Progress, Records
@@ -167,6 +168,8 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
     if engine.interrupted:
         print(f"interrupted by {STOP.name} after epoch {max(m.state.epoch for m in members)}; checkpoint saved. "
               f"Resume with: {STOP.resume_hint}", file=sys.stderr, flush=True)
+        if in_worker():  # its command ends the sweep and says so; Hydra would send the exit back to it, pickled
+            os._exit(128 + STOP.signal)
         sys.exit(128 + STOP.signal)  # a multirun stops with its run: the signal was meant for the whole command
     return [_summarize(m, time.perf_counter() - t0) for m in members]
 

@@ -44,6 +44,11 @@ def early(quiet: bool = False) -> None:
     sys.excepthook = _excepthook
 
 
+def in_worker() -> bool:
+    """This process is a worker of a command (joblib's), which speaks for it."""
+    return bool(_STATE.get("quiet"))
+
+
 def _ignore_at_exit():
     """The command has ended (its line said, its exit code set): a signal now has nothing left to stop. Without
     this, Python's finalization puts the default handlers back and a late signal kills the process without a
@@ -127,26 +132,6 @@ def stop_if_caught() -> None:
             end(signum)
 
 
-@contextlib.contextmanager
-def held_for_workers(workers: bool = True):
-    """While a launcher starts worker processes (joblib's): signals are blocked here, and so in the workers
-    it starts, which take them once reg_runner is loaded in them (a Ctrl-C reaches the whole process group:
-    a worker still importing would print a traceback). This process takes them when the block ends."""
-    if not workers or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    # workers a signal stops leave their semaphores to multiprocessing's tracker, which cleans them up and
-    # says so in two lines of warning: the command's one line says what happened
-    quiet_tracker = "ignore::UserWarning:multiprocessing.resource_tracker"
-    if quiet_tracker not in sys.warnoptions:
-        sys.warnoptions.append(quiet_tracker)  # passed to the tracker process when it starts
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # one that came meanwhile is handled now
-
-
 def remove_empty(folders: list) -> list:
     """Remove each folder that holds nothing but a marker, Hydra's files and a lock (deepest first); the
     folders removed. (No import here: a signal's handler calls it.)"""
@@ -198,7 +183,8 @@ class StopSignals:
                 hint = ", before any run started" + (f"; its folder {removed[0]} was removed" if removed else "")
             os.write(2, f"stopped at once by a second Ctrl-C{hint}\n".encode())
             os._exit(128 + signal.SIGINT)
-        self.signal = signum
+        if self.signal is None:  # the first names the stop (a worker gets Ctrl-C, then its command's SIGTERM)
+            self.signal = signum
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():

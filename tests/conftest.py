@@ -89,6 +89,36 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+class GroupLeader(subprocess.Popen):
+    """A process a test starts (``subprocess.run`` and ``Popen`` alike): the leader of its own process group, so that
+    what it starts (a multirun's workers, their fork server) can be ended with it."""
+
+    started: list = []
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("start_new_session", True)
+        super().__init__(*args, **kwargs)
+        GroupLeader.started.append(self)
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test(monkeypatch):
+    """Every process a test starts is killed with its whole process group when the test ends: a command that hangs
+    is ended by its ``timeout`` (or pytest-timeout's), and neither it nor its workers outlive the test."""
+    import signal
+
+    monkeypatch.setattr(subprocess, "Popen", GroupLeader)
+    yield
+    for proc in GroupLeader.started:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader: its workers, a fork server
+        except OSError:
+            pass  # nothing of it is left
+        if proc.returncode is None:
+            proc.wait()
+    GroupLeader.started.clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))

@@ -311,24 +311,3 @@ def labels_not_swept(key: str, override: str) -> None:
     if keys.role_of(name) is keys.LABEL:
         raise UserError(f"{override} is not allowed: {name} labels runs and is never swept or searched; give one "
                         f"value for every run of the sweep, e.g. 'tags=[first,second]' (a list in brackets)")
-
-
-def stop_workers() -> None:
-    """Shut joblib's worker processes down before the command ends on a signal (left to the interpreter's exit,
-    their semaphores are reported as leaked, on two more lines)."""
-    import sys
-
-    loky = sys.modules.get("joblib.externals.loky")
-    if loky is not None:
-        try:
-            loky.get_reusable_executor().shutdown(wait=True, kill_workers=True)
-        except Exception:  # already broken by the signal: nothing is left to stop
-            pass
-
-
-def joblib_workers(launcher) -> int | None:
-    """How many worker processes the joblib launcher runs at once, or None for another launcher."""
-    if not str((launcher or {}).get("_target_", "")).endswith("JoblibLauncher"):
-        return None
-    n, cores = launcher.get("n_jobs", -1), os.cpu_count() or 1
-    return max(1, n if n > 0 else cores + 1 + n)

@@ -23,8 +23,9 @@ from omegaconf import OmegaConf
 
 from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error, hydra_error
-from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
-from reg_runner.sweep import joblib_workers, labels_not_swept, stop_workers
+from reg_runner.signals import STOP, stop_if_signalled
+from reg_runner.sweep import labels_not_swept
+from reg_runner.sweep.workers import launched
 from reg_runner.sweep import jobs
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,11 @@ class GridSweeper(Sweeper):
         returns, first = [], 0
         for batch in batches:
             try:
-                with held_for_workers(joblib_workers(OmegaConf.to_container(self.config.hydra.launcher,
-                                                                            resolve=True)) is not None):
+                with launched(OmegaConf.to_container(self.config.hydra.launcher, resolve=True)):
                     results = self.launcher.launch(batch, initial_job_idx=first)
-            except (Exception, SystemExit):  # a launcher whose workers the signal reached too (joblib's)
+            except (Exception, SystemExit):  # a run that stopped on the signal, in this process
                 if STOP.signal is None:
                     raise
-                stop_workers()
                 stop_if_signalled("runs trained", "each stopped with a checkpoint (resume it), or before it started")
             first += len(batch)
             returns.append(results)

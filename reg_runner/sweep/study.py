@@ -46,8 +46,9 @@ from omegaconf import OmegaConf
 from reg_runner import kinds
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError, exit_on_user_error
-from reg_runner.signals import STOP, held_for_workers, stop_if_signalled
-from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, pruners, stop_workers
+from reg_runner.signals import STOP, stop_if_signalled
+from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, pruners
+from reg_runner.sweep.workers import joblib_workers, launched
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
 from reg_runner.sweep.outcomes import REJECTED, RUN_DIR, RUN_DIRS, count_finished, tell, trial_dirs
@@ -167,12 +168,11 @@ class StudySweeper(Sweeper):
                                 "): the search space reaches no valid config")
             started = time.time()
             try:
-                with held_for_workers(self.uses_joblib()):
+                with launched(OmegaConf.to_container(self.config.hydra.launcher, resolve=True)):
                     self.launch(batch)
-            except (Exception, SystemExit):  # a launcher whose workers the signal reached too (joblib's)
+            except (Exception, SystemExit):  # a run that stopped on the signal, in this process
                 if STOP.signal is None:
                     raise
-                stop_workers()
                 stop_if_signalled("trials ran", "their runs stopped with a checkpoint, or before they started; "
                                   + ("the same command continues the search (it takes a trial whose run was "
                                      "resumed to its end as it is, and runs the others again)" if self.storage else
@@ -268,18 +268,11 @@ class StudySweeper(Sweeper):
 
     def parallel_runs(self) -> int:
         """How many runs of a batch the launcher runs side by side (1: one after the other, or one stack)."""
-        from reg_runner.sweep import joblib_workers
-
         launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
         workers = joblib_workers(launcher)
         if workers is not None:
             return workers
         return 1 if str(launcher.get("_target_", "")).endswith(("BasicLauncher", "StackedLauncher")) else 10**6
-
-    def uses_joblib(self) -> bool:
-        from reg_runner.sweep import joblib_workers
-
-        return joblib_workers(OmegaConf.to_container(self.config.hydra.launcher, resolve=True)) is not None
 
     def launch(self, batch) -> None:
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered

@@ -1,0 +1,173 @@
+"""Hydra's joblib launcher: worker processes started without ``fork``, and ended with their command.
+
+Two hazards of running a sweep's jobs in worker processes, and what reg_runner does about each:
+
+- **fork.** joblib's ``multiprocessing`` backend starts its workers with the platform's default start method,
+  ``fork`` on Linux before Python 3.14, and Hydra's launcher gives it ``maxtasksperchild=1``: after each job, a
+  thread of the pool forks a new worker from the command, whose other threads may hold locks at that instant
+  (the pool's own, torch's, logging's). Such a child can wait forever, and the command with it. Python 3.14 made
+  ``forkserver`` the default on Linux for this reason; reg_runner uses it with every Python: the workers are
+  forked from a server process that has loaded reg_runner and runs no thread of Python's. joblib's default
+  backend, loky, never forks.
+- **A signal.** SIGTERM (SLURM, ``timeout``, ``kill``) reaches the command alone; Ctrl-C reaches its whole process
+  group. Either way the command passes SIGTERM on to every worker (a run ends after the epoch in progress, with a
+  checkpoint), gives them ``GRACE`` seconds, kills those left (a worker that has not loaded reg_runner yet has no
+  run, and is killed at once), and ends with one line. Records are written whole (temp file, then rename), so a
+  killed run's last checkpoint stands and ``python -m reg_runner.resume`` continues it.
+
+While a launch runs, the command's main thread blocks SIGTERM and SIGINT, so that the threads and processes
+joblib starts inherit the block (a worker takes signals once reg_runner is loaded in it: one still importing
+would print a traceback). A thread started before the block takes the command's signals meanwhile; Python runs
+the handler in the main thread, which joblib's wait for results leaves every 10 ms.
+"""
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from reg_runner.signals import SIGNALS
+
+GRACE = 5.0  # seconds the workers have, after a signal, to end their runs with a checkpoint before a SIGKILL
+START_METHOD = "forkserver"  # joblib's multiprocessing backend: workers forked from a server, never the command
+
+
+def joblib_workers(launcher) -> int | None:
+    """How many worker processes the joblib launcher runs at once, or None for another launcher."""
+    if not str((launcher or {}).get("_target_", "")).endswith("JoblibLauncher"):
+        return None
+    n, cores = launcher.get("n_jobs", -1), os.cpu_count() or 1
+    return max(1, n if n > 0 else cores + 1 + n)
+
+
+@contextlib.contextmanager
+def launched(launcher: dict):
+    """Around ``launcher.launch(...)``: for joblib's launcher, its workers started without ``fork`` and ended with
+    the command (see the module's docstring); any other launcher runs as it is."""
+    if joblib_workers(launcher) is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    method = multiprocessing.get_start_method(allow_none=True)
+    if (launcher.get("backend") or "loky") == "multiprocessing":
+        multiprocessing.set_start_method(START_METHOD, force=True)
+        # the server loads what each job imports (reg_runner's signal handling from a worker's first instant, torch,
+        # Hydra) and computes nothing: a worker forked from it needs not import them again. Its one other thread is
+        # OpenBLAS's idle one (numpy's), which OpenBLAS itself stops around a fork.
+        multiprocessing.set_forkserver_preload(["reg_runner.cli", "reg_runner.run"])
+    # workers a signal stops leave their semaphores and memory-mapped folders to the resource trackers, which clean
+    # them up and say so in two lines of warning: the command's one line says what happened
+    for tracker in ("multiprocessing.resource_tracker", "joblib.externals.loky.backend.resource_tracker"):
+        if f"ignore::UserWarning:{tracker}" not in sys.warnoptions:
+            sys.warnoptions.append(f"ignore::UserWarning:{tracker}")  # passed to a tracker's process as it starts
+    done = threading.Event()
+    receiver = threading.Thread(target=done.wait, name="reg_runner signals", daemon=True)
+    receiver.start()  # started before the block: the command's signals are delivered to it
+    handlers = {sig: signal.signal(sig, _end_with_workers) for sig in SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}  # a job started in the background ignores Ctrl-C
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        done.set()
+        multiprocessing.set_start_method(method, force=True)
+
+
+def _end_with_workers(signum, frame) -> None:
+    # the pool's threads, which go on meanwhile, fail to start workers once the fork server has stopped: the
+    # command ends, and its line says how
+    threading.excepthook = lambda args: None
+    left = end_workers(os.getpid())
+    killed = f"; {left} worker(s) had not ended within {GRACE:g} s and were killed" if left else ""
+    os.write(2, f"interrupted by {signal.Signals(signum).name} while runs trained in worker processes: each stopped "
+                f"with a checkpoint (resume it), or before it started{killed}\n".encode())
+    os._exit(128 + signum)
+
+
+def end_workers(parent: int, grace: float = GRACE) -> int:
+    """SIGTERM to every process under ``parent`` (resource trackers aside: they end when the processes they serve
+    have), SIGKILL at once to those that cannot act on it yet (signals blocked or ignored), then to those still
+    alive after ``grace`` seconds. Returns how many were killed after the grace."""
+    deadline, sent, killed = time.monotonic() + grace, set(), set()
+    while True:
+        workers = {pid for pid in descendants(parent) if not _is_tracker(pid)} | sent
+        alive = {pid for pid in workers if _alive(pid)}
+        for pid in alive - sent:
+            _send(pid, signal.SIGTERM)
+            sent.add(pid)
+            if _cannot_act(pid):
+                _send(pid, signal.SIGKILL)
+                killed.add(pid)
+        if not alive - killed:
+            return 0
+        if time.monotonic() > deadline:
+            for pid in alive - killed:
+                _send(pid, signal.SIGKILL)
+            return len(alive - killed)
+        time.sleep(0.05)
+
+
+def descendants(parent: int) -> set[int]:
+    """The processes under ``parent``: its children, theirs, and so on (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc/self").exists() else ():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # ended meanwhile
+            children.setdefault(ppid, []).append(int(entry.name))
+    if not children:  # no /proc: the processes this one started
+        return {p.pid for p in multiprocessing.active_children()}
+    found, todo = set(), [parent]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def _alive(pid: int) -> bool:
+    """Running (an ended child that its parent has not reaped yet is a zombie: it holds nothing)."""
+    state = _status(pid).get("State")
+    if state is not None:
+        return not state.startswith(("Z", "X"))
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _cannot_act(pid: int) -> bool:
+    """SIGTERM blocked or ignored: a worker that has not loaded reg_runner yet, so no run of its would stop."""
+    status, bit = _status(pid), 1 << (signal.SIGTERM - 1)
+    return any(int(status.get(field, "0"), 16) & bit for field in ("SigBlk", "SigIgn"))
+
+
+def _is_tracker(pid: int) -> bool:
+    """multiprocessing's or loky's resource tracker (``-c 'from ...resource_tracker import main; main(fd)'``)."""
+    try:
+        return b"resource_tracker import main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _send(pid: int, sig: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, sig)

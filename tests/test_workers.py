@@ -1,0 +1,167 @@
+"""Hydra's joblib launcher never hangs a command: its workers start without ``fork``, and a signal ends the command
+and every worker within seconds, whatever they are doing (reg_runner.sweep.workers). Real processes: a hang, a
+signal and a worker are a process's."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from reg_runner.sweep import workers
+
+pytestmark = pytest.mark.slow  # several processes per test
+
+JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+BACKENDS = ("loky", "multiprocessing")  # the backends Hydra's joblib launcher offers
+
+
+def alive(pids) -> set[int]:
+    return {pid for pid in pids if workers._alive(pid)}
+
+
+def start(cli, *overrides, env=None) -> subprocess.Popen:
+    """The command as a user starts it in a terminal: the leader of its own process group."""
+    argv = [sys.executable, "-m", "reg_runner", *overrides]
+    return subprocess.Popen(argv, cwd=cli.tmp_path, env={**cli.env, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for(condition, proc, timeout=120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+
+
+STUCK = '''
+"""A network whose training step never returns in a worker process, and that ignores SIGTERM and Ctrl-C there:
+a worker stuck for good, as a deadlock would leave it."""
+import os, signal, sys, time
+from pathlib import Path
+
+from torch import nn
+
+from reg_runner.model import ModelFamily
+
+
+class Stuck(nn.Module):
+    def __init__(self, n_in, n_classes):
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_classes)
+
+    def forward(self, x):
+        if self.training and os.environ.get("REG_RUNNER_COMMAND") != str(os.getpid()):  # in a worker, training
+            signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT))
+            Path(os.environ["STUCK_MARK"], str(os.getpid())).touch()
+            time.sleep(600)
+        return self.linear(x.flatten(1))
+
+
+class StuckFamily(ModelFamily):
+    def plain(self, shape, n_classes):
+        import math
+        return Stuck(math.prod(shape), n_classes)
+'''
+
+
+def test_sigterm_ends_a_multirun_whose_worker_is_stuck(cli, tmp_path):
+    """SIGTERM to the command (SLURM's, ``timeout``'s): the command passes it on, kills the worker that cannot act on
+    it, and ends within seconds with one line; no worker, fork server or resource tracker is left."""
+    (tmp_path / "families" / "model").mkdir(parents=True)
+    (tmp_path / "families" / "stuck_family.py").write_text(STUCK)
+    (tmp_path / "families" / "model" / "stuck.yaml").write_text("_target_: stuck_family.StuckFamily\n")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    proc = start(cli, "--multirun", f"data.root={cli.data}", "data.train_fraction=0.2", "trainer.batch_size=25",
+                 "trainer.epochs=1", "seed=0,1", "model=stuck", f"hydra.searchpath=[file://{tmp_path / 'families'}]",
+                 *JOBLIB, "hydra.launcher.backend=multiprocessing", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                 env={"PYTHONPATH": str(tmp_path / "families"), "STUCK_MARK": str(marks)})
+    wait_for(lambda: len(list(marks.iterdir())) == 2, proc)  # both workers stuck, SIGTERM blocked
+    under = workers.descendants(proc.pid)
+    assert {int(p.name) for p in marks.iterdir()} <= under
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    took = time.monotonic() - started
+    lines = [line for line in err.splitlines() if line.startswith(("interrupted", "Traceback", "Exception"))]
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
+    assert lines == ["interrupted by SIGTERM while runs trained in worker processes: each stopped with a checkpoint "
+                     "(resume it), or before it started"], err[-3000:]
+    assert took < workers.GRACE, took  # the stuck workers could not act: killed at once, not after the grace
+    deadline = time.monotonic() + 10  # the resource trackers end once the processes they served have
+    while alive(under) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(under), [open(f"/proc/{p}/cmdline").read() for p in alive(under)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_ends_a_multirun_and_its_workers_with_their_checkpoints(cli, tmp_path, backend):
+    """Ctrl-C reaches the command's whole process group, as a terminal sends it: each run ends after its epoch with a
+    checkpoint, the command says so in one line, and nothing of it is left running."""
+    sweep = tmp_path / "sweep"
+    proc = start(cli, "--multirun", f"data.root={cli.data}", "data.train_fraction=0.2", "trainer.batch_size=25",
+                 "trainer.epochs=500", "seed=0,1", "logging.tensorboard=false", *JOBLIB,
+                 f"hydra.launcher.backend={backend}", f"hydra.sweep.dir={sweep}")
+    checkpoints = lambda: list(sweep.glob("*/checkpoints/last.pt"))  # noqa: E731
+    wait_for(lambda: len(checkpoints()) >= 2, proc, timeout=180)  # both runs past their first epoch
+    under = workers.descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted by SIGINT while runs trained in worker processes")
+    statuses = [json.loads(m.read_text())["status"] for m in sweep.glob("*/metrics.json")]
+    assert statuses == ["interrupted", "interrupted"], statuses
+    deadline = time.monotonic() + 10
+    while alive(under) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(under)
+
+
+LOOP = 30  # how many times each backend's multirun is run: one in fifteen hung when workers were forked
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_joblib_multirun_always_returns(cli, tmp_path, backend):
+    """The multirun that hung one time in fifteen, run LOOP times in one process (a pytest worker's, with its own
+    threads: the hazard of a fork) through the command's entry point: each returns, its two runs completed."""
+    loop = textwrap.dedent(f"""
+        import json, sys
+        from pathlib import Path
+        from hydra.core.global_hydra import GlobalHydra
+        from reg_runner import cli
+        for i in range({LOOP}):
+            GlobalHydra.instance().clear()
+            sweep = Path({str(tmp_path)!r}) / f"sweep{{i}}"
+            sys.argv = ["reg_runner", "--multirun", "seed=0,1", *{JOBLIB!r}, "hydra.launcher.backend={backend}",
+                        "data.root={cli.data}", "data.train_fraction=0.2", "trainer.batch_size=25", "trainer.epochs=1",
+                        "logging.tensorboard=false", "logging.progress=false", f"hydra.sweep.dir={{sweep}}"]
+            try:
+                cli.entry()
+            except SystemExit as e:
+                assert not e.code, e.code
+            statuses = [json.loads(m.read_text())["status"] for m in sweep.glob("*/metrics.json")]
+            assert statuses == ["completed", "completed"], (i, statuses)
+            print("returned", i, flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", loop], cwd=tmp_path, env=cli.env, capture_output=True, text=True,
+                          timeout=LOOP * 20)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split().count("returned") == LOOP
+
+
+def test_the_start_method_is_put_back_after_a_launch():
+    """The multiprocessing backend's workers come from a fork server during the launch only: the process's own
+    start method is left as it was."""
+    before = multiprocessing.get_start_method(allow_none=True)
+    with workers.launched({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+                           "backend": "multiprocessing", "n_jobs": 2}):
+        assert multiprocessing.get_start_method() == workers.START_METHOD
+        assert signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # workers started now inherit the block
+    assert multiprocessing.get_start_method(allow_none=True) == before
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
