@@ -29,7 +29,7 @@ from typing import Annotated
 from pydantic import ConfigDict, PlainValidator
 
 from reg_runner import data as data_group
-from reg_runner import dotted
+from reg_runner import dotted, keys
 from reg_runner.augmentation import AugmentationConfig
 from reg_runner.data import DataConfig
 from reg_runner.errors import ConfigError, UserError
@@ -72,6 +72,9 @@ class RunConfig(Group):
     scheduler: SchedulerConfig
     trainer: TrainerConfig
     logging: Annotated[LoggingConfig, SETTING]
+
+
+KEYS = keys.Declared(RunConfig)  # every key's role, as the schemas declare it (reg_runner.keys)
 
 
 @dataclass(frozen=True)
@@ -192,15 +195,11 @@ def forget_handed() -> None:
 # run's own.
 def structural_keys(c: RunConfig) -> tuple[str, ...]:
     """The keys whose values decide which runs can share a stack with ``c``."""
-    from reg_runner import keys
-
     return keys.structural_keys(c)
 
 
 def structure(c: RunConfig) -> tuple:
     """The values of ``structural_keys``: runs with equal structures can train as one stack."""
-    from reg_runner import keys
-
     return keys.structural_values(c)
 
 
@@ -491,10 +490,8 @@ def results_config(config: dict) -> dict:
     ``reg_runner.keys``): what must match for two runs' numbers to compare."""
     import copy
 
-    from reg_runner import keys
-
     out = copy.deepcopy(config)
-    for key in keys.left_out_of(keys.RESULTS):
+    for key in KEYS.left_out_of(keys.RESULTS):
         dotted.drop(out, key)
     return out
 

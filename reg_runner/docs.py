@@ -197,7 +197,7 @@ def header_comment(path: Path) -> str:
 
 
 def table(rs: list[Row], roles: list[str] | None = None) -> list[str]:
-    """``roles``: each row's role (``reg_runner.keys.describe``), a column of its own; None: no such column."""
+    """``roles``: each row's role (``reg_runner.keys.Declared.describe``), a column of its own; None: no such column."""
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
@@ -221,8 +221,7 @@ def reference() -> tuple[str, list[str]]:
 
 
 def _reference() -> tuple[str, list[str]]:
-    from reg_runner import keys
-    from reg_runner.config import RunConfig
+    from reg_runner.config import KEYS, RunConfig
     from reg_runner.lr_find import LrFindConfig
 
     defaults = composed()
@@ -247,7 +246,7 @@ def _reference() -> tuple[str, list[str]]:
 
     def section(rs: list[Row], schema=None) -> None:
         missing.extend(r.key for r in rs if not r.description)
-        out.extend(table(rs, [keys.describe(r.key, schema) for r in rs] if schema is not False else None))
+        out.extend(table(rs, [KEYS.describe(r.key, schema) for r in rs] if schema is not False else None))
         out.append("")
 
     out += ["## Top level", ""]

@@ -27,7 +27,8 @@ Apart from it, a key has at most one *stack role*: ``STRUCTURAL``, runs must agr
 (``reg_runner.run.run_stack``), or ``OWN``, each member of a stack has its own value (the default; ``OWN`` is
 written where a structural group holds such a key, as a model family's ``dropout``).
 
-Every list of keys reg_runner uses is derived here from these declarations. The Hydra choice
+Every list of keys reg_runner uses is derived here from these declarations (``Declared``, of the root schema:
+``reg_runner.config.KEYS``). The Hydra choice
 ``hparams_search`` is no key of the config, so its role is declared below (``CHOICES``). This module imports
 no numpy, torch or optuna.
 """
@@ -35,6 +36,8 @@ no numpy, torch or optuna.
 import functools
 import typing
 from dataclasses import dataclass
+
+from pydantic import BaseModel
 
 RESULTS, HPARAMS, FOLDER_NAMES, GROUPING = "results", "hparams", "folder names", "grouping"
 
@@ -94,8 +97,6 @@ def stack_marker(field) -> StackRole | None:
 
 def groups_in(annotation) -> list:
     """The schema classes a field's annotation holds: the group's class, a union's members (``X | None`` too)."""
-    from pydantic import BaseModel
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     if typing.get_origin(annotation) is typing.Annotated:
@@ -109,57 +110,68 @@ def fields_of(schema) -> typing.Iterator[tuple[str, str, object]]:
         yield field.alias or name, name, field
 
 
-def schema():
-    """The run's config schema, whose keys' declarations every list here is derived from."""
-    from reg_runner.config import RunConfig
+class Declared:
+    """The roles ``schema`` (the run's config schema, ``reg_runner.config.RunConfig``) declares, from which every
+    list of keys is derived; a family group's keys are its base class's (a family may declare stack roles only:
+    ``reg_runner.schema.FamilyGroup``)."""
 
-    return RunConfig
+    def __init__(self, schema):
+        self.schema = schema
 
+    @functools.cached_property
+    def table(self) -> dict[str, Role]:
+        """Every key that declares a record role, dotted, with its role."""
+        out = {}
 
-@functools.cache
-def declared() -> dict[str, Role]:
-    """Every key of the config that declares a record role, dotted, with its role; a family group's keys are its
-    base class's (a family may declare stack roles only: ``reg_runner.schema.FamilyGroup``)."""
-    out = {}
+        def walk(schema, prefix):
+            for key, _, field in fields_of(schema):
+                role = role_marker(field)
+                if role is not None:
+                    out.setdefault(f"{prefix}{key}", role)
+                for group in groups_in(field.annotation):
+                    walk(group, f"{prefix}{key}.")
 
-    def walk(schema, prefix):
-        for key, _, field in fields_of(schema):
-            role = role_marker(field)
+        walk(self.schema, "")
+        out.update(CHOICES)
+        return out
+
+    def role_of(self, key: str) -> Role:
+        """The record role of a dotted key: its own, else its nearest enclosing group's, else a hyperparameter's."""
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            role = self.table.get(".".join(parts[:n]))
             if role is not None:
-                out.setdefault(f"{prefix}{key}", role)
-            for group in groups_in(field.annotation):
-                walk(group, f"{prefix}{key}.")
+                return role
+        return HYPERPARAMETER
 
-    walk(schema(), "")
-    out.update(CHOICES)
-    return out
+    def keys_with(self, role: Role) -> tuple[str, ...]:
+        """The keys declared with ``role``, in schema order (a group's own key stands for every key below it)."""
+        return tuple(k for k, r in self.table.items() if r is role)
 
+    def left_out_of(self, use: str) -> tuple[str, ...]:
+        """The keys whose role leaves them out of ``use`` (``RESULTS``, ``HPARAMS``, ``FOLDER_NAMES``,
+        ``GROUPING``), shallowest first: a group stands for its keys."""
+        return tuple(k for k, r in self.table.items() if use in r.left_out_of)
 
-def role_of(key: str) -> Role:
-    """The record role of a dotted key: its own, else its nearest enclosing group's, else a hyperparameter's."""
-    table = declared()
-    parts = key.split(".")
-    for n in range(len(parts), 0, -1):
-        role = table.get(".".join(parts[:n]))
-        if role is not None:
-            return role
-    return HYPERPARAMETER
+    def folder_name_excludes(self) -> list[str]:
+        """Hydra's ``override_dirname.exclude_keys``: what a multirun job's folder name leaves out."""
+        return list(self.left_out_of(FOLDER_NAMES))
 
-
-def keys_with(role: Role) -> tuple[str, ...]:
-    """The keys declared with ``role``, in schema order (a group's own key stands for every key below it)."""
-    return tuple(k for k, r in declared().items() if r is role)
-
-
-def left_out_of(use: str) -> tuple[str, ...]:
-    """The keys whose role leaves them out of ``use`` (``RESULTS``, ``HPARAMS``, ``FOLDER_NAMES``, ``GROUPING``),
-    shallowest first: a group stands for its keys."""
-    return tuple(k for k, r in declared().items() if use in r.left_out_of)
-
-
-def folder_name_excludes() -> list[str]:
-    """Hydra's ``override_dirname.exclude_keys``: what a multirun job's folder name leaves out."""
-    return list(left_out_of(FOLDER_NAMES))
+    def describe(self, key: str, group_schema=None) -> str:
+        """A key's roles as the configuration reference shows them (empty for an own hyperparameter);
+        ``group_schema``: the class that checks the key's top-level group, for a family's or union member's keys."""
+        here, structural = self.schema, False
+        for i, part in enumerate(key.split(".")):
+            field = next((f for k, _, f in fields_of(here) if k == part), None) if here is not None else None
+            if field is None:
+                break
+            marker = stack_marker(field)
+            structural = marker.structural if marker is not None else structural
+            here = group_schema if i == 0 and group_schema is not None else next(iter(groups_in(field.annotation)),
+                                                                                 None)
+        role = self.role_of(key)
+        return ", ".join([*(["structural"] if structural else []), *([role.name] if role is not HYPERPARAMETER
+                                                                     else [])])
 
 
 def structural_keys(config) -> tuple[str, ...]:
@@ -188,8 +200,6 @@ def _structural(node, prefix: str, inherited: bool) -> list[tuple[str, object]]:
 
 
 def _is_group(value) -> bool:
-    from pydantic import BaseModel
-
     return isinstance(value, BaseModel)
 
 
@@ -203,18 +213,3 @@ def _mixed(group, structural: bool) -> bool:
         if _is_group(value) and _mixed(value, marker.structural if marker is not None else structural):
             return True
     return False
-
-
-def describe(key: str, group_schema=None) -> str:
-    """A key's roles as the configuration reference shows them (empty for an own hyperparameter);
-    ``group_schema``: the class that checks the key's top-level group, for a family's or union member's keys."""
-    here, structural = schema(), False
-    for i, part in enumerate(key.split(".")):
-        field = next((f for k, _, f in fields_of(here) if k == part), None) if here is not None else None
-        if field is None:
-            break
-        marker = stack_marker(field)
-        structural = marker.structural if marker is not None else structural
-        here = group_schema if i == 0 and group_schema is not None else next(iter(groups_in(field.annotation)), None)
-    role = role_of(key)
-    return ", ".join([*(["structural"] if structural else []), *([role.name] if role is not HYPERPARAMETER else [])])

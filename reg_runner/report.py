@@ -190,8 +190,9 @@ def varying_keys(runs: list[Run]) -> list[str]:
 def grouped(key: str) -> bool:
     """Whether runs may be grouped by ``key`` (not by the seed, a path or a label: ``reg_runner.keys``)."""
     from reg_runner import keys
+    from reg_runner.config import KEYS
 
-    return keys.GROUPING not in keys.role_of(key).left_out_of
+    return keys.GROUPING not in KEYS.role_of(key).left_out_of
 
 
 def group_label(run: Run, keys: list[str]) -> str:

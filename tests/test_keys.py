@@ -11,7 +11,7 @@ from test_tags import composed
 
 from reg_runner import config as config_lib
 from reg_runner import keys
-from reg_runner.config import RunConfig
+from reg_runner.config import KEYS, RunConfig
 from reg_runner.logging.tensorboard import flat_hparams
 from reg_runner.reg import RegConfig
 from reg_runner.report import Run, varying_keys
@@ -34,12 +34,12 @@ def schema(monkeypatch):
     """``use(Schema)``: every list of keys is derived from ``Schema`` until the test ends."""
 
     def use(cls):
-        monkeypatch.setattr(keys, "schema", lambda: cls)
-        keys.declared.cache_clear()
+        monkeypatch.setattr(KEYS, "schema", cls)
+        KEYS.__dict__.pop("table", None)  # derived again, from ``cls``
         return cls
 
     yield use
-    keys.declared.cache_clear()
+    KEYS.__dict__.pop("table", None)
 
 
 def data(*overrides) -> dict:
@@ -70,12 +70,12 @@ def test_a_role_decides_results_hparams_folder_names_and_groups(schema, role, re
     assert ("objective" in shown) is hparam
     if role is keys.LABEL:  # as text, after the hyperparameters, as tags and notes
         assert shown["objective"] == "val/loss" and list(shown).index("objective") > list(shown).index("trainer.epochs")
-    assert ("objective" in keys.folder_name_excludes()) is not folder
+    assert ("objective" in KEYS.folder_name_excludes()) is not folder
     assert grouped_by({"objective": "val/acc", "seed": "0"}, {"objective": "val/loss", "seed": "1"}) == (
         ["objective"] if group else [])
     # the key's record role never makes it structural
-    plain = config_lib.parse(keys.schema(), config)
-    other = config_lib.parse(keys.schema(), data("objective=val/acc"))
+    plain = config_lib.parse(KEYS.schema, config)
+    other = config_lib.parse(KEYS.schema, data("objective=val/acc"))
     assert config_lib.structure(plain) == config_lib.structure(other)
 
 
@@ -109,7 +109,7 @@ def test_a_real_multiruns_folder_names_follow_the_role(cli, schema, role, exclud
 
 
 def test_the_preset_choice_is_left_out_of_folder_names_and_groups():
-    assert "hparams_search" in keys.folder_name_excludes()
+    assert "hparams_search" in KEYS.folder_name_excludes()
     assert grouped_by({"hparams_search": "quick", "seed": "0"}, {"hparams_search": "other", "seed": "1"}) == []
 
 
@@ -117,7 +117,7 @@ def test_a_label_is_never_swept():
     from reg_runner.errors import UserError
     from reg_runner.sweep import labels_not_swept
 
-    for key in keys.keys_with(keys.LABEL):
+    for key in KEYS.keys_with(keys.LABEL):
         with pytest.raises(UserError, match="never swept"):
             labels_not_swept(key, f"{key}=a,b")
     labels_not_swept("objective", "objective=val/acc,val/loss")
@@ -183,15 +183,15 @@ def test_every_field_has_at_most_one_role_of_each_kind_where_it_means_something(
 
 def test_the_shipped_declarations_keep_the_lists_the_code_had():
     # the hand-written lists these declarations replaced, as they were: the behaviour they gave is unchanged
-    assert set(keys.left_out_of(keys.RESULTS)) == {"logging", "trainer.device", "trainer.checkpoint_every",
+    assert set(KEYS.left_out_of(keys.RESULTS)) == {"logging", "trainer.device", "trainer.checkpoint_every",
                                                    "trainer.eval_batch_size", "data.root", "tags", "notes"}
-    assert set(keys.left_out_of(keys.FOLDER_NAMES)) == {"data.root", "hparams_search", "tags", "notes"}
-    assert set(keys.left_out_of(keys.GROUPING)) == {"seed", "data.root", "hparams_search", "tags", "notes"}
-    assert keys.keys_with(keys.LABEL) == ("tags", "notes")
-    shown = [k for k in RunConfig.model_fields if keys.HPARAMS not in keys.role_of(k).left_out_of
-             and keys.role_of(k) is not keys.LABEL]
+    assert set(KEYS.left_out_of(keys.FOLDER_NAMES)) == {"data.root", "hparams_search", "tags", "notes"}
+    assert set(KEYS.left_out_of(keys.GROUPING)) == {"seed", "data.root", "hparams_search", "tags", "notes"}
+    assert KEYS.keys_with(keys.LABEL) == ("tags", "notes")
+    shown = [k for k in RunConfig.model_fields if keys.HPARAMS not in KEYS.role_of(k).left_out_of
+             and KEYS.role_of(k) is not keys.LABEL]
     assert shown == ["seed", "objective", "data", "model", "reg", "augmentation", "optimizer", "scheduler", "trainer"]
-    assert {k for k in keys.left_out_of(keys.HPARAMS) if "." in k} == {
+    assert {k for k in KEYS.left_out_of(keys.HPARAMS) if "." in k} == {
         "data.root", "trainer.device", "trainer.eval_batch_size", "trainer.checkpoint_every", "trainer.deterministic",
         "trainer.eval_every"}
     mlp = config_lib.check(composed(), through=1)
@@ -225,7 +225,7 @@ def test_a_familys_own_key_takes_no_record_role():
 
 
 def test_the_reference_shows_each_keys_role():
-    assert keys.describe("trainer.device") == "structural, setting"
-    assert keys.describe("model.dropout", next(c for c in schemas() if c.__name__ == "MLP")) == ""
-    assert keys.describe("model.width", next(c for c in schemas() if c.__name__ == "MLP")) == "structural"
-    assert keys.describe("tags") == "label"
+    assert KEYS.describe("trainer.device") == "structural, setting"
+    assert KEYS.describe("model.dropout", next(c for c in schemas() if c.__name__ == "MLP")) == ""
+    assert KEYS.describe("model.width", next(c for c in schemas() if c.__name__ == "MLP")) == "structural"
+    assert KEYS.describe("tags") == "label"

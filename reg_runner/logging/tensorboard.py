@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from reg_runner import keys
+from reg_runner.config import KEYS
 from reg_runner.logging import probe
 from reg_runner.model.stack import weight_layers
 
@@ -53,12 +55,10 @@ def tag(metric: str) -> str:
 def flat_hparams(config: dict) -> dict:
     """What the HParams table shows: the keys that define an experiment (``reg_runner.keys``: not the settings, paths
     or details), then the labels, as text (the dashboard filters on it)."""
-    from reg_runner import keys
-
     out = {}
 
     def walk(prefix: str, value) -> None:
-        if keys.HPARAMS in keys.role_of(prefix).left_out_of:
+        if keys.HPARAMS in KEYS.role_of(prefix).left_out_of:
             return
         if isinstance(value, dict):
             for k, v in value.items():
@@ -68,12 +68,12 @@ def flat_hparams(config: dict) -> dict:
                 prefix, value = prefix.removesuffix("._target_"), str(value).rsplit(".", 1)[-1]
             out[prefix] = value if isinstance(value, (bool, int, float, str)) else str(value)
 
-    top = [key for key, _, _ in keys.fields_of(keys.schema())]
+    top = [key for key, _, _ in keys.fields_of(KEYS.schema)]
     for key in top:
-        if keys.role_of(key) is not keys.LABEL:
+        if KEYS.role_of(key) is not keys.LABEL:
             walk(key, config.get(key))
     for key in top:
-        if keys.role_of(key) is keys.LABEL:
+        if KEYS.role_of(key) is keys.LABEL:
             value = config.get(key)
             out[key] = ", ".join(str(t) for t in value) if isinstance(value, (list, tuple)) else str(value or "")
     return out

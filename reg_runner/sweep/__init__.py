@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, PlainValidator
 
+from reg_runner import keys
+from reg_runner.config import KEYS
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Group, Text, integer, one_of, optional, parse, reject
 
@@ -305,9 +307,7 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
 def labels_not_swept(key: str, override: str) -> None:
     """``tags`` and ``notes`` label a whole sweep's runs: a sweep over them makes runs that differ in nothing
     else, and a search would rank labels."""
-    from reg_runner import keys
-
     name = key.lstrip("+~").split(".")[0]
-    if keys.role_of(name) is keys.LABEL:
+    if KEYS.role_of(name) is keys.LABEL:
         raise UserError(f"{override} is not allowed: {name} labels runs and is never swept or searched; give one "
                         f"value for every run of the sweep, e.g. 'tags=[first,second]' (a list in brackets)")
