@@ -21,7 +21,6 @@ callback, a sweeper and the jobs Hydra's basic launcher runs), the checker hands
 (``hand_over``) and the task takes it back (``take_over``): see ``hand_over``.
 """
 
-import math
 import os
 from dataclasses import dataclass, replace
 from typing import Annotated
@@ -397,22 +396,13 @@ def typed_value(text: str):
         return text
 
 
-def batches_per_epoch(n_train: int, batch_size: int, drop_last: bool) -> int:
-    return n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
-
-
-def steps_per_epoch(n_train: int, batch_size: int, accumulate: int, drop_last: bool) -> int:
-    """Optimizer steps per epoch: what per-batch schedules (onecycle, cyclic) are sized by."""
-    return math.ceil(batches_per_epoch(n_train, batch_size, drop_last) / accumulate)
-
-
 def against_data(c: RunConfig) -> data_group.Split:
     """Stage 3: the split, and the rules that need its sizes."""
     split = data_group.split(c.data)
     t, n = c.trainer, split.n_train
     if t.batch_size > n:
         raise ConfigError("trainer.batch_size", t.batch_size, f"at most {n}, the training images")
-    batches = batches_per_epoch(n, t.batch_size, t.drop_last)
+    batches = t.batches_per_epoch(n)
     if t.accumulate > batches:
         raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch")
     c.model.check(split.shape, split.n_classes)
@@ -428,7 +418,7 @@ def against_data(c: RunConfig) -> data_group.Split:
     if s.name == "cyclic":
         from reg_runner.scheduler.schedule import cycle_steps
 
-        if cycle_steps(s.step_size_up_epochs, steps_per_epoch(n, t.batch_size, t.accumulate, t.drop_last)) < 1:
+        if cycle_steps(s.step_size_up_epochs, t.steps_per_epoch(n)) < 1:
             raise ConfigError("scheduler.step_size_up_epochs", s.step_size_up_epochs,
                               "at least one optimizer step's worth of an epoch")
     return split
@@ -478,7 +468,7 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
         optimizer_build.step_at(c.optimizer, batch, max_lr, "scheduler.max_lr", max_lr)
     probe = optimizer_build.build([torch.zeros(1, requires_grad=True)], c.optimizer, batch)
     t = c.trainer
-    Schedule(probe, c.scheduler, t.epochs, steps_per_epoch(split.n_train, t.batch_size, t.accumulate, t.drop_last))
+    Schedule(probe, c.scheduler, t.epochs, t.steps_per_epoch(split.n_train))
     if c.augmentation.name == "torchvision":
         from reg_runner.augmentation.ops import torchvision_transforms
 

@@ -1,6 +1,7 @@
 """The ``trainer`` group: epochs, batches, evaluation, early stopping, device, checkpoints
-(``reg_runner.trainer.loop``)."""
+(``reg_runner.trainer.engine``)."""
 
+import math
 from typing import Annotated
 
 from pydantic import PlainValidator
@@ -53,3 +54,12 @@ class TrainerConfig(Group):
     """torch.use_deterministic_algorithms: the same numbers on a GPU, more slowly"""
     checkpoint_every: Annotated[integer(1), SETTING]
     """epochs between checkpoints (last.pt, metrics.json), and at the end"""
+
+    def batches_per_epoch(self, n_train: int) -> int:
+        """Batches in an epoch of ``n_train`` images: the last one smaller, unless ``drop_last``."""
+        return n_train // self.batch_size if self.drop_last else math.ceil(n_train / self.batch_size)
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Optimizer steps per epoch (one every ``accumulate`` batches, and one for the epoch's last, partial group):
+        what per-batch schedules (onecycle, cyclic) are sized by."""
+        return math.ceil(self.batches_per_epoch(n_train) / self.accumulate)

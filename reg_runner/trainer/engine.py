@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from reg_runner.config import batches_per_epoch
 from reg_runner.logging import probe
 from reg_runner.reg.penalty import Penalties
 from reg_runner.signals import STOP
@@ -142,7 +141,7 @@ class Engine:
         """One pass over the training set for every member: per-batch, per-member sums."""
         members, tc, train, model, params = self.members, self.tc, self.data.train, self.model, self.params
         n, size, k_members = len(train), tc.batch_size, len(self.members)
-        n_batches = batches_per_epoch(n, size, tc.drop_last)
+        n_batches = tc.batches_per_epoch(n)
         device = train.x.device
         perms = torch.stack([torch.randperm(n, device=device, generator=m.gens["batches"]) for m in members])
         augmented = [(k, m) for k, m in enumerate(members) if m.augment is not None]

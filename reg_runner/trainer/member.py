@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from reg_runner.augmentation import ops as augment_lib
-from reg_runner.config import RunConfig, steps_per_epoch
+from reg_runner.config import RunConfig
 from reg_runner.optimizer import build as optimizer_lib
 from reg_runner.scheduler.schedule import Schedule
 from reg_runner.seeding import generators
@@ -68,7 +68,7 @@ class Member:
             t, c = self.cfg.trainer, self.cfg
             self.optimizer = optimizer_lib.build(proxies, c.optimizer, t.batch_size * t.accumulate)
             self.schedule = Schedule(self.optimizer, c.scheduler, t.epochs,
-                                     steps_per_epoch(self.n_train, t.batch_size, t.accumulate, t.drop_last))
+                                     t.steps_per_epoch(self.n_train))
         else:
             for old, new in zip(self.proxies, proxies):
                 if old in self.optimizer.state:
