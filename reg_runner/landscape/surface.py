@@ -48,11 +48,6 @@ def direction(state: dict[str, torch.Tensor], weights: set[str], generator: torc
     return out
 
 
-def filter_norms(state: dict[str, torch.Tensor], weights: set[str]) -> dict[str, torch.Tensor]:
-    """Each weight's filter norms (what ``direction`` matches)."""
-    return {name: t.flatten(1).norm(dim=1) for name, t in state.items() if name in weights}
-
-
 def points(network, basis: list[dict[str, torch.Tensor]], coefs: list[list[float]], split, device,
            buffer_coefs: list[list[float]] | None = None) -> tuple[list[float], list[float]]:
     """The mean loss and accuracy on ``split`` of the networks ``sum_b coefs[p][b] * basis[b]``, one per p;
