@@ -260,8 +260,9 @@ def arguments(parser) -> argparse.Namespace:
 
 def fail(message: str) -> None:
     """One line and exit 2, as argparse's own mistakes (reg_runner.errors.Parser)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    from reg_runner.errors import refuse
+
+    refuse(message)
 
 
 def main() -> None:

@@ -234,7 +234,7 @@ LOOPS = {"lean": lean, "typical": typical, "lightning": lightning}
 
 
 def main() -> None:
-    from reg_runner.errors import EXIT_USER_ERROR, Parser, UserError
+    from reg_runner.errors import Parser, UserError, refuse
     from reg_runner.device import resolve as resolve_device
 
     parser = Parser(prog="python benchmarks/loops.py", description=__doc__.split("\n\n")[0])
@@ -255,8 +255,7 @@ def main() -> None:
         torch.manual_seed(0)
         data = load_data(args.data_root, args.val_size, device, args.train_fraction)
     except UserError as e:  # a bad --device or --data-root: one line, as the runner gives
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        refuse(str(e))
     clock = Clock(device)
     result = LOOPS[args.loop](data, args.epochs, device, args.eval_batch_size, clock)
     result.update(epoch_s=(clock.end - clock.start) / args.epochs, first_step_at=clock.first_step_at,

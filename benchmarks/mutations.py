@@ -11,7 +11,6 @@ process (``pytest -n0 -x``). A mutation is caught when its tests fail; one that 
 the tests. Exit code: 0 if every mutation was caught, 1 otherwise.
 """
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from reg_runner.errors import Parser, integer_arg
 
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("reg_runner", "conf", "tests", "benchmarks", "pyproject.toml")
@@ -126,11 +127,11 @@ def run_tests(into: Path, tests: list[str], timeout: int) -> tuple[bool, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="python benchmarks/mutations.py", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="the mutations whose name contains this")
     parser.add_argument("--fast", action="store_true", help="leave out the mutations whose tests run for minutes")
     parser.add_argument("--list", action="store_true", help="list the mutations and their tests, run nothing")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per mutation's tests")
+    parser.add_argument("--timeout", type=integer_arg(1), default=900, help="seconds per mutation's tests")
     args = parser.parse_args()
     chosen = [m for m in MUTATIONS if (args.only is None or args.only in m[0]) and not (args.fast and m[5])]
     if args.list:

@@ -8,6 +8,7 @@ Every other exception is a bug in reg_runner and keeps its traceback.
 import argparse
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -22,8 +23,23 @@ class Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        refuse(f"{message} (see {self.prog} --help)")
+
+
+# what would break a message's one line, or hide part of it: control characters and Unicode's line separators
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a newline, a tab or any other control character in a value shown as Python
+    escapes it (``\\n``), so a value typed with a newline cannot split or forge a message."""
+    return _BREAKS.sub(lambda m: repr(m[0])[1:-1], str(text))
+
+
+def refuse(message: str, code: int = EXIT_USER_ERROR):
+    """The one line of every refusal: ``error: <message>`` on stderr, then exit ``code``."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 class UserError(Exception):
@@ -73,8 +89,7 @@ def exit_on_user_error(in_callback: bool = False):
             import traceback
 
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        refuse(str(e))
 
 
 def integer_arg(lo: int, hi: int | None = None, odd: bool = False, note: str = ""):

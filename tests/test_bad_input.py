@@ -324,6 +324,19 @@ MULTIRUN_CASES = [
     ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.n_warmup_steps=0 hydra.sweeper.n_trials=2",
      "hydra.sweeper.pruner._target_='optuna.pruners.MedianPruner' is not allowed: a pruner that compares with trials "
      "that have finished"),
+    # a count of steps or trials is an integer: 0.5 is neither rounded nor passed on to Optuna, which takes it
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.n_warmup_steps=0.5",
+     "hydra.sweeper.pruner.n_warmup_steps=0.5 is not allowed: an integer >= 0"),
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.n_warmup_steps=0 "
+     "hydra.sweeper.pruner.n_startup_trials=2.0", "hydra.sweeper.pruner.n_startup_trials=2.0 is not allowed: an "
+     "integer >= 0"),
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.interval_steps=1.5",
+     "hydra.sweeper.pruner.interval_steps=1.5 is not allowed: an integer >= 1"),
+    ("hparams_search=quick hydra/sweeper/pruner=hyperband hydra.sweeper.pruner.min_resource=1.5",
+     "hydra.sweeper.pruner.min_resource=1.5 is not allowed: an integer >= 1"),
+    ("hparams_search=quick hydra.sweeper.pruner._target_=optuna.pruners.WilcoxonPruner "
+     "+hydra.sweeper.pruner.n_startup_steps=0.5", "hydra.sweeper.pruner.n_startup_steps=0.5 is not allowed: an "
+     "integer >= 0"),
     ("hparams_search=quick hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=10 is not "
      "allowed: a first rung"),
     ("hparams_search=quick hydra.sweeper.pruner._target_=optuna.pruners.PatientPruner "
@@ -636,3 +649,77 @@ def test_a_refused_command_imports_neither_torch_nor_numpy_nor_what_only_a_sweep
     heavy = {"torch", "numpy", "optuna", "sqlalchemy", "joblib", "reg_runner.run", "reg_runner.sweep.study",
              "reg_runner.sweep", "reg_runner.sweep.grid", "reg_runner.sweep.stacked", "reg_runner.sweep.jobs"}
     assert not heavy & imported, sorted(heavy & imported)
+
+
+# values with a newline or another control character: shown escaped, so the message stays one line
+ESCAPED_CASES = [
+    (["notes=a\nb"], "notes=a\\nb is not allowed: Hydra cannot read it"),
+    (["model.norm='x\ny'"], "model.norm='x\\ny' is not allowed: one of none, batchnorm, layernorm, rmsnorm"),
+    (["data.root='/x\ty'"], "data.root='/x\\ty' is not a folder"),
+    (["model.dropout=2", "tags=[a]", "notes='a\u2028b'"], "model.dropout=2 is not allowed: a number in [0, 1)"),
+    (["--nope"], "unrecognized arguments: --nope"),  # Hydra's own parser: usage and message, made one line
+    (["--cfg", "everything"], "argument --cfg/-c: invalid choice: 'everything'"),
+]
+
+
+@pytest.mark.parametrize("args,expected", ESCAPED_CASES, ids=[repr(c[0]) for c in ESCAPED_CASES])
+def test_a_value_with_a_control_character_is_shown_escaped_on_one_line(cli, args, expected):
+    proc = cli(*args, check=False, in_process=True)
+    assert_one_line_error(proc, expected)
+    assert proc.stderr.count("\n") == 1 and "\u2028" not in proc.stderr
+    assert not proc.run_dir.exists()
+
+
+def test_one_line_escapes_what_would_split_a_message():
+    from reg_runner.errors import one_line
+
+    assert one_line("a\nb\r\tc\x1b[31md\u2028e") == "a\\nb\\r\\tc\\x1b[31md\\u2028e"
+    assert one_line("λ2 ± 0.1 → ok") == "λ2 ± 0.1 → ok"  # printable text as it is
+
+
+def _benchmark(name: str):
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    return importlib.import_module(name).main
+
+
+# every other entry point: its bad arguments in one line, exit 2 (argv, the entry point's main, the line)
+ENTRY_POINT_CASES = [
+    ("reg_runner.docs", ["--nope"], "unrecognized arguments: --nope (see python -m reg_runner.docs --help)"),
+    ("reg_runner.data", ["nope"], "argument command: invalid choice: 'nope'"),
+    ("reg_runner.data", ["import", "{tmp}/no\nwhere"], "{tmp}/no\\nwhere is not a folder"),
+    ("reg_runner.landscape", ["{tmp}", "--grid", "2"], "argument --grid: '2' is not allowed: an odd integer in [3, "
+     "201]"),
+    ("reg_runner.landscape", ["{tmp}/no\nwhere"], "{tmp}/no\\nwhere is not a folder"),
+    ("reg_runner.resume", ["{tmp}/no\nwhere"], "{tmp}/no\\nwhere is not a folder"),
+    ("reg_runner.resume", [], "the following arguments are required: run_dir"),
+    ("compare", ["--epochs", "0", "x"], "argument --epochs: '0' is not allowed: an integer >= 1"),
+    ("compare", [], "the following arguments are required: variants"),
+    ("refusal", ["--rounds", "0"], "argument --rounds: '0' is not allowed: an integer >= 1"),
+    ("mutations", ["--timeout", "soon"], "argument --timeout: 'soon' is not allowed: an integer >= 1"),
+    ("mutations", ["--nope"], "unrecognized arguments: --nope (see python benchmarks/mutations.py --help)"),
+]
+
+
+@pytest.mark.parametrize("entry,argv,expected", ENTRY_POINT_CASES, ids=[f"{c[0]} {c[1]!r}" for c in ENTRY_POINT_CASES])
+def test_every_entry_points_bad_arguments_in_one_line(tmp_path, entry, argv, expected):
+    """In this process, through each command's main (a benchmark's reads sys.argv; reg_runner.data's returns its
+    exit code); the real processes of several are run by their own tests."""
+    import importlib
+    import os
+    import sys
+
+    from conftest import call_in_process
+
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if entry.startswith("reg_runner."):
+        main = importlib.import_module(entry + (".__main__" if entry == "reg_runner.data" else "")).main
+        command = lambda: sys.exit(main(argv))  # noqa: E731
+    else:
+        command = _benchmark(entry)
+    before = sorted(tmp_path.iterdir())
+    proc = call_in_process(command, [entry, *argv], tmp_path, dict(os.environ))
+    assert_one_line_error(proc, expected.format(tmp=tmp_path))
+    assert sorted(tmp_path.iterdir()) == before and proc.stdout == ""
