@@ -28,12 +28,21 @@ class Parser(argparse.ArgumentParser):
 
 # what would break a message's one line, or hide part of it: control characters and Unicode's line separators
 _BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# the password of a URL: scheme://user:PASSWORD@host (a password's own "@", ":" and "/" are percent-encoded)
+_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*):[^\s/@'\"]*@")
+HIDDEN = "***"  # what a password is shown as (SQLAlchemy's render_as_string(hide_password=True) writes the same)
 
 
-def one_line(text: str) -> str:
-    """``text`` on one line: a newline, a tab or any other control character in a value shown as Python
-    escapes it (``\\n``), so a value typed with a newline cannot split or forge a message."""
-    return _BREAKS.sub(lambda m: repr(m[0])[1:-1], str(text))
+def masked(text) -> str:
+    """``text`` with the password of every URL in it hidden (``postgresql://user:***@host/db``): what every
+    message, log line and record that may show a storage URL shows."""
+    return _PASSWORD.sub(rf"\1:{HIDDEN}@", str(text))
+
+
+def one_line(text) -> str:
+    """``text`` on one line, its passwords hidden: a newline, a tab or any other control character in a value
+    shown as Python escapes it (``\\n``), so a value typed with a newline cannot split or forge a message."""
+    return _BREAKS.sub(lambda m: repr(m[0])[1:-1], masked(text))
 
 
 def refuse(message: str, code: int = EXIT_USER_ERROR):
@@ -64,7 +73,7 @@ def show(value) -> str:
         return "[" + ", ".join(show(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+    return repr(masked(value)) if isinstance(value, str) else repr(value)
 
 
 class DataError(UserError):

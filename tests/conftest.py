@@ -282,6 +282,13 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
+def folder_state(folder: Path) -> dict:
+    """Every file under ``folder``: its bytes and modification time (what a command that only reads leaves as it
+    was; a file it made, a journal SQLite left, shows as a new key)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
 def without_timing(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "timing"}
 

@@ -253,6 +253,11 @@ MULTIRUN_CASES = [
      "database SQLAlchemy knows"),
     ("hparams_search=quick hydra.sweeper.storage=postgresql://u@localhost/db", "is not allowed: a URL whose database "
      "driver is installed: postgresql needs the Python module psycopg"),
+    # a password in the URL is never shown
+    ("hparams_search=quick hydra.sweeper.storage=postgresql://u:hunter2@localhost/db", "hydra.sweeper.storage="
+     "'postgresql://u:***@localhost/db' is not allowed: a URL whose database driver is installed"),
+    ("hparams_search=quick data.val_size=null hydra.sweeper.storage=postgresql+psycopg2://u:hunter2@127.0.0.1:1/db",
+     "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db': the study 'quick' cannot be opened"),
     ("hparams_search=quick hydra.sweeper.sampler.seed=-5", "hydra.sweeper.sampler.seed=-5 is not allowed: null or an "
      "integer in [0, "),
     ("hparams_search=quick hydra.sweeper.direction=minimize", "hydra.sweeper.direction='minimize' is not allowed: "
@@ -440,6 +445,7 @@ assert len(REAL_MULTIRUN_CASES) == len(REAL_MULTIRUN)
 
 def check_bad_sweep(proc, expected):
     assert_one_line_error(proc, expected[-1])
+    assert "hunter2" not in proc.stdout + proc.stderr  # the cases' one password
     assert all(part in proc.stderr for part in expected)
     assert not proc.run_dir.exists()  # nothing trained, no sweep folder, no study
 
