@@ -297,6 +297,8 @@ DEPENDENT = {
     "logging.probe_size": (lambda c: c.logging.tensorboard and c.logging.histograms > 0,
                            "no histograms are recorded (logging.tensorboard=false or logging.histograms=0)"),
     "augmentation.fill": (lambda c: c.augmentation.pad > 0, "augmentation.pad=0: nothing is shifted in"),
+    "data.verify": (lambda c: c.data.root is not None, "data.root=null: the store's files are checked as they are "
+                    "placed there"),
 }
 # chosen by the group (scheduler=plateau), which brings the option's keys: a name typed as a key would not
 CHOSEN_BY_GROUP = {"scheduler.name": "scheduler", "augmentation.name": "augmentation"}

@@ -96,7 +96,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 # Small, fast settings for the tiny data: 100 training images in batches of 25, 400 validation (a test's own
 # value of one of these keys replaces it: a key given twice on a command line is refused).
-TINY = ("data.train_fraction=0.2", "trainer.batch_size=25", "trainer.epochs=2")
+TINY = ("data.train_fraction=0.2", "trainer.batch_size=25", "trainer.epochs=2", "data.verify=false")
 
 
 def tiny(*overrides) -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, TINY, make_tiny_mnist
 
 from reg_runner.data import idx
+from reg_runner.data.mnist import EMBEDDED
 
 # (command-line overrides, a part of the one line it must print)
 CONFIG_CASES = [
@@ -72,6 +73,11 @@ CONFIG_CASES = [
     ("data.stratified=maybe", "data.stratified='maybe' is not allowed: true or false"),
     ("data.normalize=1", "data.normalize=1 is not allowed: true or false"),
     ("data.root=''", "data.root='' is not allowed: null or a non-empty string"),
+    # a folder is what it claims: MNIST's files given as Fashion-MNIST's (data.verify, true unless TINY's false)
+    (f"data=fashion_mnist data.root={EMBEDDED} data.verify=true", f"{EMBEDDED}/train-images-idx3-ubyte.gz is not "
+     "Fashion-MNIST's train-images-idx3-ubyte.gz: its md5 is 56f11203c65dcbeead45b51e76a4d637, not the published "
+     "8d4fb7e6c68d591d4c3dfef9ec88bf0d; give the files as published, or data.verify=false"),
+    ("data.root=null data.verify=false", "data.verify=false is not allowed: not set while data.root=null"),
     # trainer
     ("trainer.batch_size=0", "trainer.batch_size=0 is not allowed: an integer >= 1"),
     ("trainer.batch_size=5000", "trainer.batch_size=5000 is not allowed: at most 100, the training images"),
@@ -352,6 +358,12 @@ MULTIRUN_CASES = [
     ("optimizer=adam,lbfgs", "job 1 (optimizer=lbfgs): optimizer=lbfgs is not allowed: one of adagrad, adam"),
     ("--cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _md5s_remembered_here(tmp_path, monkeypatch):
+    """The md5s of checked data folders are remembered in this test's store, not the user's."""
+    monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "datamaestro"))
 
 
 def assert_one_line_error(proc, expected: str):

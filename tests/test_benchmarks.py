@@ -13,7 +13,7 @@ from conftest import ROOT, TINY
 
 @pytest.mark.slow  # the benchmark's runs, each in its own process
 def test_compare_runs_variants_and_prints_ratios(tiny_data, tmp_path):
-    extra = " ".join([f"data.root={tiny_data}", *TINY[:2]])
+    extra = " ".join([f"data.root={tiny_data}", "data.verify=false", *TINY[:2]])
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--epochs", "2", "--repeats", "1", "--extra", extra,
          "augmentation=none", "augmentation=noise_affine"],
@@ -29,7 +29,7 @@ def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--data-root", str(tiny_data),
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--data-root", str(tiny_data), "--no-verify",
          "--json", str(out), "--epochs", "3"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
     )
@@ -99,7 +99,7 @@ def test_bench_refuses_a_bad_argument_in_one_line_before_any_work(tiny_data, tmp
     (tmp_path / "tmp").mkdir()
     env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro"), "TMPDIR": str(tmp_path / "tmp")}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--data-root", str(tiny_data),
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--data-root", str(tiny_data), "--no-verify",
          *(a.format(a_file=a_file) for a in args)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
     )
@@ -120,7 +120,7 @@ def test_the_device_check_runs_every_section_at_tiny_sizes(tiny_data, tmp_path):
     env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--dry-run", "--data-root", str(tiny_data),
-         "--json", str(out)],
+         "--no-verify", "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -163,7 +163,8 @@ def test_the_device_check_skips_what_its_budget_cannot_hold(tiny_data, tmp_path,
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "device_check.json"
     budget = device_check.RESERVE_S / 2
-    device_check.main(["--dry-run", "--data-root", str(tiny_data), "--budget-s", str(budget), "--json", str(out)])
+    device_check.main(["--dry-run", "--data-root", str(tiny_data), "--no-verify", "--budget-s", str(budget), "--json",
+                       str(out)])
     result = json.loads(out.read_text())
     assert {name: result["sections"][name]["status"] for name in SECTIONS} == dict.fromkeys(SECTIONS, "skipped")
     assert all(result["sections"][name]["reason"] for name in SECTIONS)  # every skip says why
@@ -194,7 +195,7 @@ def test_the_device_check_refuses_a_bad_argument_in_one_line_before_any_work(tin
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     monkeypatch.chdir(tmp_path)
     given = [a.format(a_file=a_file, tmp=tmp_path) for a in args]
-    data = [] if "--data-root" in args else ["--data-root", str(tiny_data)]
+    data = ["--no-verify"] if "--data-root" in args else ["--data-root", str(tiny_data), "--no-verify"]
     with pytest.raises(SystemExit) as exit_:
         device_check.main(["--dry-run", *data, *given])
     out, err = capsys.readouterr()
