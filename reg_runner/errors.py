@@ -56,11 +56,22 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    """``key=value is not allowed: <what is allowed>``, the value written as on a command line."""
+    """``key=value is not allowed: <what is allowed>``, the value written as on a command line. ``others``: the
+    other keys of a rule across keys, ``(key, value)`` each, so that the message can name the one the user set."""
 
-    def __init__(self, key: str, value, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
+    def __init__(self, key: str, value, allowed: str, others: tuple = ()):
+        self.key, self.value, self.allowed, self.others = key, value, allowed, tuple(others)
         super().__init__(f"{key}={show(value)} is not allowed: {allowed}")
+
+    def named_as_set(self, typed: set[str]) -> "ConfigError":
+        """This refusal naming a key the user set (``typed``: the command line's keys, and its groups): itself if
+        its key was set (or its group chosen), else the first of ``others`` that was; itself if none was."""
+        if self.key in typed or self.key.partition(".")[0] in typed:
+            return self
+        for key, value in self.others:
+            if key in typed:
+                return ConfigError(key, value, f"with it, {self.key}={show(self.value)} is not allowed: {self.allowed}")
+        return self
 
 
 def show(value) -> str:

@@ -741,3 +741,31 @@ def test_every_entry_points_bad_arguments_in_one_line(tmp_path, entry, argv, exp
     proc = call_in_process(command, [entry, *argv], tmp_path, dict(os.environ))
     assert_one_line_error(proc, expected.format(tmp=tmp_path))
     assert sorted(tmp_path.iterdir()) == before and proc.stdout == ""
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    # the training subset is what the user changed: the batch the config sets is not theirs to blame
+    ("data.train_fraction=0.01", "data.train_fraction=0.01 is not allowed: with it, trainer.batch_size=25 is not "
+     "allowed: at most 5, the training images"),
+    ("model.norm=batchnorm data.train_fraction=0.202", "model.norm='batchnorm' is not allowed: with it, "
+     "trainer.batch_size=25 is not allowed: a size that leaves no batch of 1 image with model.norm=batchnorm"),
+    ("optimizer.lr=1e-5 scheduler.name=cosine", None),  # not a conflict: cosine is chosen with scheduler=cosine
+    ("trainer.epochs=1 scheduler=warmup_cosine", "scheduler.warmup_epochs=20 is not allowed: it must be fewer than "
+     "trainer.epochs (1)"),  # both set by the user (the group brings the warmup): the rule's own key
+    ("trainer.batch_size=30 trainer.accumulate=5", "trainer.accumulate=5 is not allowed: at most 4"),  # its own key
+])
+def test_a_conflict_names_the_key_the_user_set(tiny_data, overrides, expected):
+    """A rule across keys blames the key the command line set, not one the config brought (the checks see only
+    ``overrides`` as typed here; TINY's keys are the config's)."""
+    message = rejection(overrides.split(), tiny_data)
+    if expected is None:
+        assert message is None or "with it" not in message, message
+    else:
+        assert message is not None and message.startswith(expected), message
+
+
+def test_a_conflict_through_the_cli_names_the_key_the_user_set(cli):
+    proc = cli(f"data.root={EMBEDDED}", "data.train_fraction=0.001", tiny=False, check=False, in_process=True)
+    assert_one_line_error(proc, "data.train_fraction=0.001 is not allowed: with it, trainer.batch_size=300 is not "
+                                "allowed: at most 60, the training images")
+    assert not proc.run_dir.exists()
