@@ -129,3 +129,14 @@ def test_a_files_md5_is_computed_once_for_its_size_and_modification_time(tmp_pat
     store.cache_file().write_text("{not json")  # a damaged cache costs a computation, nothing else
     store.check_published(mnist.MNIST, folder)
     assert len(read) == 5
+
+
+def test_a_refused_folder_leaves_nothing_remembered(tmp_path, monkeypatch):
+    from conftest import make_tiny_mnist
+
+    from reg_runner.data import store
+
+    monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "store"))
+    with pytest.raises(DataError, match="is not MNIST's"):
+        store.check_published(mnist.MNIST, make_tiny_mnist(tmp_path / "tiny", n_train=50, n_test=20))
+    assert not (tmp_path / "store").exists()

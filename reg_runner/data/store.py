@@ -40,36 +40,34 @@ def cache_file() -> Path:
     return Path(os.environ.get("DATAMAESTRO_DIR") or Path.home() / "datamaestro") / "reg_runner" / "md5.json"
 
 
-def remembered_md5(path: Path, content: bool = False) -> str:
-    """``path``'s md5 (``content``: of its uncompressed IDX bytes), computed once for its size and modification
-    time. A cache that cannot be read or written is only a cost: the md5 is computed again."""
+def remembered_md5(path: Path, content: bool, known: dict) -> str:
+    """``path``'s md5 (``content``: of its uncompressed IDX bytes): ``known``'s (the cache's entries) if it holds
+    one for the file's size and modification time, else computed and added to ``known``."""
     from reg_runner.data import idx  # here: idx reads the package's label check, and the package imports this
 
     path = path.resolve()
     stat = path.stat()
     key, stamp = f"{path}{'|content' if content else ''}", [stat.st_size, stat.st_mtime_ns]
+    entry = known.get(key)
+    if isinstance(entry, list) and len(entry) == 3 and entry[:2] == stamp and isinstance(entry[2], str):
+        return entry[2]
+    digest = hashlib.md5(idx.read_bytes(path)).hexdigest() if content else md5(path)
+    known[key] = [*stamp, digest]
+    return digest
+
+
+def check_published(family, folder: Path) -> None:
+    """Each file ``family`` reads from ``folder`` (``data.root``) against its dataset's published md5: one
+    ``DataError`` naming the first file that differs, or that has no published md5 to be checked against. The
+    md5s of a folder that passes are remembered (a cache that cannot be read or written only costs their
+    computation again); a refused folder writes nothing."""
     cache = cache_file()
     try:
         known = json.loads(cache.read_text())
         known = known if isinstance(known, dict) else {}
     except (OSError, ValueError):
         known = {}
-    entry = known.get(key)
-    if isinstance(entry, list) and len(entry) == 3 and entry[:2] == stamp and isinstance(entry[2], str):
-        return entry[2]
-    digest = hashlib.md5(idx.read_bytes(path)).hexdigest() if content else md5(path)
-    known[key] = [*stamp, digest]
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(cache, known)
-    except OSError:
-        pass
-    return digest
-
-
-def check_published(family, folder: Path) -> None:
-    """Each file ``family`` reads from ``folder`` (``data.root``) against its dataset's published md5: one
-    ``DataError`` naming the first file that differs, or that has no published md5 to be checked against."""
+    before = dict(known)
     for path in family.files(folder):
         name = path.name
         expected = family.FILE_MD5.get(name)
@@ -80,12 +78,18 @@ def check_published(family, folder: Path) -> None:
             raise DataError(f"{path} has no published md5 to be checked against ({family.NAME} publishes "
                             f"{', '.join(sorted(family.FILE_MD5) or sorted(family.CONTENT_MD5))}): give the files as "
                             "published, or data.verify=false to train on these as they are")
-        got = remembered_md5(path, content)
+        got = remembered_md5(path, content, known)
         if got != expected:
             what = "uncompressed content's " if content else ""
             raise DataError(f"{path} is not {family.NAME}'s {name.removesuffix('.gz') if content else name}: its "
                             f"{what}md5 is {got}, not the published {expected}; give the files as published, or "
                             "data.verify=false to train on a modified copy knowingly")
+    if known != before:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(cache, known)
+        except OSError:
+            pass
 
 
 class _QuietDatamaestro(logging.Filter):
