@@ -195,7 +195,8 @@ def test_the_shipped_declarations_keep_the_lists_the_code_had():
              and keys.role_of(k) is not keys.LABEL]
     assert shown == ["seed", "objective", "data", "model", "reg", "augmentation", "optimizer", "scheduler", "trainer"]
     assert {k for k in keys.left_out_of(keys.HPARAMS) if "." in k} == {
-        "data.root", "data.verify", "trainer.device", "trainer.eval_batch_size", "trainer.checkpoint_every", "trainer.deterministic",
+        "data.root", "data.verify", "trainer.device", "trainer.eval_batch_size", "trainer.checkpoint_every",
+        "trainer.deterministic",
         "trainer.eval_every"}
     mlp = config_lib.check(composed(), through=1)
     assert set(config_lib.structural_keys(mlp)) == {

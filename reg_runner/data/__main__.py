@@ -76,7 +76,8 @@ def main(argv=None) -> int:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as e:
-        print(f"error: cannot write the datamaestro store: {one_line(e)}; set DATAMAESTRO_DIR to a writable folder", file=sys.stderr)
+        print(f"error: cannot write the datamaestro store: {one_line(e)}; set DATAMAESTRO_DIR to a writable folder",
+              file=sys.stderr)
         return EXIT_USER_ERROR
 
 
