@@ -122,7 +122,7 @@ def run_loop(name: str, runner_eval_batch_size: int, args, work: Path, env: dict
     argv = [sys.executable, str(HERE / "loops.py"), name, "--epochs", str(args.epochs), "--device", args.device,
             "--eval-batch-size", str(eval_bs), "--out", str(out)]
     if args.data_root:
-        argv += ["--data-root", args.data_root]
+        argv += ["--data-root", args.data_root] + (["--no-verify"] if args.no_verify else [])
     if args.val_size:
         argv += ["--val-size", str(args.val_size)]
     if args.train_fraction:
@@ -136,7 +136,7 @@ def run_loop(name: str, runner_eval_batch_size: int, args, work: Path, env: dict
 def common_data_overrides(args) -> list[str]:
     out = []
     if args.data_root:
-        out.append(f"data.root={args.data_root}")
+        out += [f"data.root={args.data_root}"] + (["data.verify=false"] if args.no_verify else [])
     if args.val_size:
         out.append(f"data.val_size={args.val_size}")
     if args.train_fraction:
@@ -242,7 +242,7 @@ def arguments(parser) -> argparse.Namespace:
     # the split each process will ask for, checked against the data: a fraction that selects no image, a
     # --val-size larger than what is left; and a bad --data-root, in one line now, not in every process
     cfg = OmegaConf.load(HERE.parent / "conf" / "data" / "mnist.yaml")
-    cfg.root, cfg.val_size = args.data_root, args.val_size
+    cfg.root, cfg.val_size, cfg.verify = args.data_root, args.val_size, not args.no_verify
     if args.train_fraction is not None:
         cfg.train_fraction = args.train_fraction
     try:
@@ -260,8 +260,9 @@ def arguments(parser) -> argparse.Namespace:
 
 def fail(message: str) -> None:
     """One line and exit 2, as argparse's own mistakes (reg_runner.errors.Parser)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    from reg_runner.errors import refuse
+
+    refuse(message)
 
 
 def main() -> None:
@@ -272,6 +273,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=integer_arg(1), default=None, help="default 3; --tiny: 1")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     parser.add_argument("--data-root", default=None, help="MNIST IDX folder; default: the datamaestro store")
+    parser.add_argument("--no-verify", action="store_true", help="read --data-root's files as they are, unchecked "
+                        "against MNIST's published md5s (data.verify=false): a modified copy, or test data")
     parser.add_argument("--val-size", type=integer_arg(1), default=None,
                         help="cap on the validation set (default: all 57,000)")
     parser.add_argument("--full", action="store_true", help="also time the runner's full default 1000-epoch run")

@@ -11,7 +11,6 @@ of the machine hits them alike. Reported per variant: the median training-loop t
 A variant may hold several overrides separated by spaces: "model.norm=batchnorm reg.l2=1e-4".
 """
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from reg_runner.errors import Parser, integer_arg
 
 
 def one_run(overrides: list[str], out: Path) -> tuple[float, float]:
@@ -31,10 +32,10 @@ def one_run(overrides: list[str], out: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python benchmarks/compare.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="+", help="override sets; the first is the baseline")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=integer_arg(1), default=100)
+    parser.add_argument("--repeats", type=integer_arg(1), default=3)
     parser.add_argument("--extra", default="", help="overrides for every variant, e.g. 'data.root=DIR'")
     args = parser.parse_args()
     common = [f"trainer.epochs={args.epochs}", *args.extra.split()]

@@ -827,6 +827,8 @@ def arguments(argv=None):
                         "on the CPU unless --device says otherwise")
     p.add_argument("--data-root", default=None,
                    help="a folder with MNIST's four IDX files (default: the MNIST the package ships)")
+    p.add_argument("--no-verify", action="store_true", help="read --data-root's files as they are, unchecked "
+                   "against MNIST's published md5s (data.verify=false): a modified copy, or test data")
     p.add_argument("--json", type=Path, default=Path("device_check.json"),
                    help="where the figures go (default: device_check.json in the current folder)")
     args = p.parse_args(argv)
@@ -861,6 +863,7 @@ def data_overrides(parser, args) -> list[str]:
     from reg_runner.data.mnist import find_files
 
     root = [f"data.root={Path(args.data_root).expanduser().resolve()}"] if args.data_root else []
+    root += ["data.verify=false"] if args.data_root and args.no_verify else []
     if args.data_root:
         try:
             find_files(Path(args.data_root).expanduser(), key=None)

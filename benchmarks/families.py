@@ -61,7 +61,7 @@ def many(name: str, k: int, stacked: bool, args, work: Path, env: dict) -> dict:
 def data_overrides(args) -> list[str]:
     out = [f"data.val_size={args.val_size}"]
     if args.data_root:
-        out.append(f"data.root={args.data_root}")
+        out += [f"data.root={args.data_root}"] + (["data.verify=false"] if args.no_verify else [])
     if args.train_fraction:
         out.append(f"data.train_fraction={args.train_fraction}")
     return out
@@ -78,6 +78,8 @@ def arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--val-size", type=integer_arg(1), default=None, help="validation images (default 10000)")
     p.add_argument("--train-fraction", type=number_arg(0, 1, hi_open=True), default=None)
     p.add_argument("--data-root", default=None, help="a folder with MNIST's four IDX files (default: the store)")
+    p.add_argument("--no-verify", action="store_true", help="read --data-root's files as they are, unchecked "
+                   "against MNIST's published md5s (data.verify=false): a modified copy, or test data")
     p.add_argument("--tiny", action="store_true", help="2 epochs, K = 2, one repeat: a check that it runs")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)

@@ -46,13 +46,14 @@ def mlp(in_features: int = 784, width: int = 100, depth: int = 3, n_classes: int
     return nn.Sequential(*layers, nn.Linear(n, n_classes))
 
 
-def load_data(data_root: str | None, val_size: int | None, device: torch.device, train_fraction: float | None = None):
-    """The runner's own data: conf/data/mnist.yaml with the given root and validation cap."""
+def load_data(data_root: str | None, val_size: int | None, device: torch.device, train_fraction: float | None = None,
+              verify: bool = True):
+    """The runner's own data: conf/data/mnist.yaml with the given root, validation cap and data.verify."""
     from reg_runner.data import parse_config
     from reg_runner.data import tensors as data_lib
 
     cfg = OmegaConf.load(CONF / "data" / "mnist.yaml")
-    cfg.root, cfg.val_size = data_root, val_size
+    cfg.root, cfg.val_size, cfg.verify = data_root, val_size, verify
     if train_fraction is not None:
         cfg.train_fraction = train_fraction
     data = data_lib.load(parse_config(OmegaConf.to_container(cfg)), device)
@@ -234,13 +235,14 @@ LOOPS = {"lean": lean, "typical": typical, "lightning": lightning}
 
 
 def main() -> None:
-    from reg_runner.errors import EXIT_USER_ERROR, Parser, UserError
+    from reg_runner.errors import Parser, UserError, refuse
     from reg_runner.device import resolve as resolve_device
 
     parser = Parser(prog="python benchmarks/loops.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("loop", choices=LOOPS)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--data-root", default=None, help="a folder with the four MNIST IDX files")
+    parser.add_argument("--no-verify", action="store_true", help="--data-root's files as they are (data.verify=false)")
     parser.add_argument("--val-size", type=int, default=None)
     parser.add_argument("--train-fraction", type=float, default=None)
     parser.add_argument("--device", default="auto")
@@ -253,10 +255,9 @@ def main() -> None:
     try:
         device = resolve_device(args.device)
         torch.manual_seed(0)
-        data = load_data(args.data_root, args.val_size, device, args.train_fraction)
+        data = load_data(args.data_root, args.val_size, device, args.train_fraction, not args.no_verify)
     except UserError as e:  # a bad --device or --data-root: one line, as the runner gives
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        refuse(str(e))
     clock = Clock(device)
     result = LOOPS[args.loop](data, args.epochs, device, args.eval_batch_size, clock)
     result.update(epoch_s=(clock.end - clock.start) / args.epochs, first_step_at=clock.first_step_at,

@@ -11,7 +11,6 @@ process (``pytest -n0 -x``). A mutation is caught when its tests fail; one that 
 the tests. Exit code: 0 if every mutation was caught, 1 otherwise.
 """
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from reg_runner.errors import Parser, integer_arg
 
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("reg_runner", "conf", "tests", "benchmarks", "pyproject.toml")
@@ -58,6 +59,30 @@ MUTATIONS = [
     ("stacking: every member scales its dropout by member 0's p", "reg_runner/model/stack.py",
      "[1.0 / (1.0 - p) for p in self.p]", "[1.0 / (1.0 - self.p[0]) for p in self.p]",
      ["tests/test_engine.py::test_a_stacked_member_is_its_lone_run_to_the_bit"], False),
+    # what keys do to the numbers (tests/test_numbers.py): each changes a run's numbers without a word
+    ("optimizer: weight_decay silently dropped", "reg_runner/optimizer/build.py",
+     "kwargs = dict(cfg.arguments)", 'kwargs = {k: v for k, v in cfg.arguments.items() if k != "weight_decay"}',
+     ["tests/test_numbers.py::test_weight_decay_shrinks_the_weights_as_its_optimizer_defines"], False),
+    ("accumulation: the last, partial group scaled as a full one", "reg_runner/trainer/engine.py",
+     "group_size = min(tc.accumulate, n_batches - group_start)", "group_size = tc.accumulate",
+     ["tests/test_numbers.py::test_accumulating_k_batches_is_one_batch_k_times_larger"], False),
+    ("accumulation: the optimizer steps after every micro-batch", "reg_runner/trainer/engine.py",
+     "if i - group_start == group_size - 1:", "if True:",
+     ["tests/test_numbers.py::test_accumulating_k_batches_is_one_batch_k_times_larger"], False),
+    ("lr scaling: the effective batch leaves accumulation out", "reg_runner/trainer/member.py",
+     "optimizer_lib.build(proxies, c.optimizer, t.batch_size * t.accumulate)",
+     "optimizer_lib.build(proxies, c.optimizer, t.batch_size)",
+     ["tests/test_numbers.py::test_accumulating_k_batches_is_one_batch_k_times_larger"], False),
+    ("data: the test split built from the validation images", "reg_runner/data/tensors.py",
+     "test = (np.array(images.test_images), images.test_labels)  # a writable copy",
+     "test = (images.train_images[s.val_idx], images.train_labels[s.val_idx])",
+     ["tests/test_numbers.py::test_the_test_split_is_the_datasets_test_files"], False),
+    ("data: data.root's files trusted by name", "reg_runner/data/__init__.py",
+     "    if root is not None and verify:", "    if False:",
+     ["tests/test_data.py::test_a_data_folder_is_checked_against_the_published_md5s"], False),
+    ("data: a remembered md5 outlives a change of the file's time", "reg_runner/data/store.py",
+     "and entry[:2] == stamp and", "and entry[0] == stamp[0] and",
+     ["tests/test_data.py::test_a_files_md5_is_computed_once_for_its_size_and_modification_time"], False),
     ("grid: the last key varies slowest", "reg_runner/sweep/grid.py",
      "jobs_ = [list(job) for job in itertools.product(*values.values())]",
      "jobs_ = [list(reversed(job)) for job in itertools.product(*reversed(values.values()))]",
@@ -126,11 +151,11 @@ def run_tests(into: Path, tests: list[str], timeout: int) -> tuple[bool, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(prog="python benchmarks/mutations.py", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="the mutations whose name contains this")
     parser.add_argument("--fast", action="store_true", help="leave out the mutations whose tests run for minutes")
     parser.add_argument("--list", action="store_true", help="list the mutations and their tests, run nothing")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per mutation's tests")
+    parser.add_argument("--timeout", type=integer_arg(1), default=900, help="seconds per mutation's tests")
     args = parser.parse_args()
     chosen = [m for m in MUTATIONS if (args.only is None or args.only in m[0]) and not (args.fast and m[5])]
     if args.list:

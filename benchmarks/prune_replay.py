@@ -23,14 +23,13 @@ import csv
 import itertools
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import yaml
 
-from reg_runner.errors import Parser
+from reg_runner.errors import Parser, refuse
 from reg_runner.schema import VAL_METRICS
 from reg_runner.sweep import direction_of
 
@@ -161,8 +160,7 @@ SETTINGS = [  # (pruner file, keys changed): the presets as they were, then the 
 
 
 def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    refuse(message)
 
 
 def _objective(text: str) -> str:

@@ -15,13 +15,14 @@ one ``error:`` line (the script stops if one does not). Run it on a quiet machin
 shows up in every row.
 """
 
-import argparse
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from reg_runner.errors import Parser, integer_arg
 
 BASELINE = ("import hydra", [sys.executable, "-c", "import hydra, omegaconf"])
 REFUSALS = ["model.dropout=2", "model.dropuot=0.5", "model=resnet", "reg.l2=[1,2"]
@@ -42,11 +43,9 @@ def timed(command: list[str], cwd: str, refusal: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="rounds of every command (default 15)")
+    parser = Parser(prog="python benchmarks/refusal.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=integer_arg(1), default=15, help="rounds of every command (default 15)")
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error(f"--rounds={args.rounds} is not allowed: an integer >= 1")
     rows = {BASELINE[0]: BASELINE[1]}
     with tempfile.TemporaryDirectory() as cwd:
         rows |= {f"refuse {o}": [sys.executable, "-m", "reg_runner", o, f"hydra.run.dir={cwd}/run"] for o in REFUSALS}

@@ -10,8 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error
 from reg_runner.config import KEYS
+from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, refuse
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
 TRUSTED = ("reg_runner.*", "optuna.samplers.*", "optuna.pruners.*")
@@ -85,7 +85,7 @@ def main(cfg) -> float:
         return run(cfg, Path(hc.runtime.output_dir), multirun=True, overrides=overrides, trial=from_process(hc),
                    checked=take_over(cfg, overrides))
     except UserError as e:  # this job fails alone, recorded in its folder; the sweep goes on
-        print(f"error: job {hc.job.num}: {e}", file=sys.stderr, flush=True)
+        print(f"error: job {hc.job.num}: {one_line(e)}", file=sys.stderr, flush=True)
         return math.nan
 
 
@@ -112,9 +112,14 @@ def entry(task=None) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from reg_runner.private import hydra_arguments_refused
+
     task = task or main
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's tracebacks
         return task()
+    refused = hydra_arguments_refused(sys.argv[1:])  # Hydra's own would print its usage, then the message
+    if refused:
+        refuse(refused)
     _held["full_error"] = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -124,7 +129,6 @@ def entry(task=None) -> None:
         if "full_error" not in _held:  # raised after Hydra handed over: not a command-line mistake
             raise
         handed_over()
-        print(f"error: {hydra_error(e, sys.argv[1:])}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        refuse(hydra_error(e, sys.argv[1:]))
     finally:
         handed_over()

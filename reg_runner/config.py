@@ -116,11 +116,16 @@ def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
     run = parse(RunConfig, as_data(cfg))
     if through < 2:
         return run
-    rules(run)
-    unread_overrides(run, overrides)
-    if through < 3:
-        return run
-    return carry_on(Checked(run, against_data(run), 3), through)
+    typed = {key for key, _ in override_items(overrides)}
+    try:
+        rules(run)
+        unread_overrides(run, overrides)
+        if through < 3:
+            return run
+        split = against_data(run)
+    except ConfigError as e:  # a rule across keys names the key the user set
+        raise e.named_as_set(typed) from None
+    return carry_on(Checked(run, split, 3), through)
 
 
 def carry_on(checked: Checked, through: int = 4, passed: set | None = None) -> Checked:
@@ -226,18 +231,23 @@ def rules(c: RunConfig) -> None:
     lr = effective_lr(c)
     if s.warmup_epochs >= t.epochs:
         raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs, f"it must be fewer than trainer.epochs "
-                          f"({t.epochs}), so that the warmup ends before the run does")
+                          f"({t.epochs}), so that the warmup ends before the run does",
+                          others=[("trainer.epochs", t.epochs)])
     if s.name in PER_BATCH and s.warmup_epochs:
         raise ConfigError("scheduler.warmup_epochs", s.warmup_epochs,
                           f"0 with scheduler={s.name}: it starts from its own low learning rate and has no warmup")
     if s.name == "step" and s.step_size >= t.epochs - s.warmup_epochs:
         raise ConfigError("scheduler.step_size", s.step_size, f"less than {t.epochs - s.warmup_epochs}, the epochs "
-                          "after warmup: the lr first drops after step_size epochs, so a step as long never lowers it")
+                          "after warmup: the lr first drops after step_size epochs, so a step as long never lowers it",
+                          others=[("trainer.epochs", t.epochs), ("scheduler.warmup_epochs", s.warmup_epochs)])
+    lr_keys = [("optimizer.lr", c.optimizer.lr), ("optimizer.lr_scaling", c.optimizer.lr_scaling),
+               ("trainer.batch_size", t.batch_size), ("trainer.accumulate", t.accumulate)]
     if s.name == "cosine" and s.eta_min > lr:
-        raise ConfigError("scheduler.eta_min", s.eta_min, f"at most the lr ({lr:g}): cosine annealing goes down to it")
+        raise ConfigError("scheduler.eta_min", s.eta_min, f"at most the lr ({lr:g}): cosine annealing goes down to it",
+                          others=lr_keys)
     if s.name == "plateau" and s.min_lr >= lr:
         raise ConfigError("scheduler.min_lr", s.min_lr, f"less than the lr ({lr:g}): the plateau rule lowers the lr "
-                          "towards it")
+                          "towards it", others=lr_keys)
     if s.name == "cyclic":
         base = s.base_lr if s.base_lr is not None else lr / 10
         top = s.max_lr if s.max_lr is not None else lr
@@ -295,6 +305,8 @@ DEPENDENT = {
     "logging.probe_size": (lambda c: c.logging.tensorboard and c.logging.histograms > 0,
                            "no histograms are recorded (logging.tensorboard=false or logging.histograms=0)"),
     "augmentation.fill": (lambda c: c.augmentation.pad > 0, "augmentation.pad=0: nothing is shifted in"),
+    "data.verify": (lambda c: c.data.root is not None, "data.root=null: the store's files are checked as they are "
+                    "placed there"),
 }
 # chosen by the group (scheduler=plateau), which brings the option's keys: a name typed as a key would not
 CHOSEN_BY_GROUP = {"scheduler.name": "scheduler", "augmentation.name": "augmentation"}
@@ -400,17 +412,19 @@ def against_data(c: RunConfig) -> data_group.Split:
     """Stage 3: the split, and the rules that need its sizes."""
     split = data_group.split(c.data)
     t, n = c.trainer, split.n_train
+    sizes = [("data.train_fraction", c.data.train_fraction), ("data.root", c.data.root)]
     if t.batch_size > n:
-        raise ConfigError("trainer.batch_size", t.batch_size, f"at most {n}, the training images")
+        raise ConfigError("trainer.batch_size", t.batch_size, f"at most {n}, the training images", others=sizes)
     batches = t.batches_per_epoch(n)
     if t.accumulate > batches:
-        raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch")
+        raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch",
+                          others=[("trainer.batch_size", t.batch_size), ("trainer.drop_last", t.drop_last), *sizes])
     c.model.check(split.shape, split.n_classes)
     if c.model.uses_batch_statistics() and (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)):
         raise ConfigError("trainer.batch_size", t.batch_size,
                           f"a size that leaves no batch of 1 image with model.norm=batchnorm ({n} training images "
                           f"make a last batch of {n % t.batch_size or t.batch_size}), as BatchNorm cannot normalize "
-                          "a single image; or trainer.drop_last=true")
+                          "a single image; or trainer.drop_last=true", others=[("model.norm", "batchnorm"), *sizes])
     a = c.augmentation
     if a.name == "crop" and a.pad >= min(split.shape[1:]):
         raise ConfigError("augmentation.pad", a.pad, f"less than the images' side ({min(split.shape[1:])} pixels)")

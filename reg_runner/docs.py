@@ -6,7 +6,6 @@ and its description (the docstring under the key in the schema). ``--check`` wri
 the committed file differs from what the schemas give, or when a key has no description.
 """
 
-import argparse
 import ast
 import functools
 import inspect
@@ -19,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel
 from pydantic_core import PydanticCustomError
+
+from reg_runner.errors import Parser
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference.md"
@@ -280,7 +281,7 @@ def _reference() -> tuple[str, list[str]]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m reg_runner.docs", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m reg_runner.docs", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if docs/reference.md is stale "
                         "or a key has no description")
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ Every other exception is a bug in reg_runner and keeps its traceback.
 import argparse
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -22,8 +23,32 @@ class Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        refuse(f"{message} (see {self.prog} --help)")
+
+
+# what would break a message's one line, or hide part of it: control characters and Unicode's line separators
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# the password of a URL: scheme://user:PASSWORD@host (a password's own "@", ":" and "/" are percent-encoded)
+_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*):[^\s/@'\"]*@")
+HIDDEN = "***"  # what a password is shown as (SQLAlchemy's render_as_string(hide_password=True) writes the same)
+
+
+def masked(text) -> str:
+    """``text`` with the password of every URL in it hidden (``postgresql://user:***@host/db``): what every
+    message, log line and record that may show a storage URL shows."""
+    return _PASSWORD.sub(rf"\1:{HIDDEN}@", str(text))
+
+
+def one_line(text) -> str:
+    """``text`` on one line, its passwords hidden: a newline, a tab or any other control character in a value
+    shown as Python escapes it (``\\n``), so a value typed with a newline cannot split or forge a message."""
+    return _BREAKS.sub(lambda m: repr(m[0])[1:-1], masked(text))
+
+
+def refuse(message: str, code: int = EXIT_USER_ERROR):
+    """The one line of every refusal: ``error: <message>`` on stderr, then exit ``code``."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 class UserError(Exception):
@@ -31,11 +56,22 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    """``key=value is not allowed: <what is allowed>``, the value written as on a command line."""
+    """``key=value is not allowed: <what is allowed>``, the value written as on a command line. ``others``: the
+    other keys of a rule across keys, ``(key, value)`` each, so that the message can name the one the user set."""
 
-    def __init__(self, key: str, value, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
+    def __init__(self, key: str, value, allowed: str, others: tuple = ()):
+        self.key, self.value, self.allowed, self.others = key, value, allowed, tuple(others)
         super().__init__(f"{key}={show(value)} is not allowed: {allowed}")
+
+    def named_as_set(self, typed: set[str]) -> "ConfigError":
+        """This refusal naming a key the user set (``typed``: the command line's keys, and its groups): itself if
+        its key was set (or its group chosen), else the first of ``others`` that was; itself if none was."""
+        if self.key in typed or self.key.partition(".")[0] in typed:
+            return self
+        for key, value in self.others:
+            if key in typed:
+                return ConfigError(key, value, f"with it, {self.key}={show(self.value)} is not allowed: {self.allowed}")
+        return self
 
 
 def show(value) -> str:
@@ -48,7 +84,7 @@ def show(value) -> str:
         return "[" + ", ".join(show(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+    return repr(masked(value)) if isinstance(value, str) else repr(value)
 
 
 class DataError(UserError):
@@ -73,8 +109,7 @@ def exit_on_user_error(in_callback: bool = False):
             import traceback
 
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        refuse(str(e))
 
 
 def integer_arg(lo: int, hi: int | None = None, odd: bool = False, note: str = ""):

@@ -26,3 +26,28 @@ def hydra_config_of(job):
         yield
     finally:
         instance.cfg = before
+
+
+def hydra_arguments_refused(argv: list[str]) -> str | None:
+    """What Hydra's command-line parser refuses in ``argv`` (``unrecognized arguments: --nope``), or None.
+
+    ``hydra.main`` parses the command line with the parser of ``hydra._internal.utils.get_args_parser``
+    (``parse_intermixed_args``), whose
+    mistakes argparse prints as the usage, then the message, on several lines. The same parser, asked first,
+    gives the message alone. ``--version`` and ``--help`` act as under Hydra.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    class Refused(Exception):
+        pass
+
+    def error(message: str):
+        raise Refused(message)
+
+    parser = get_args_parser()
+    parser.error = error
+    try:
+        parser.parse_intermixed_args(argv)
+    except Refused as e:
+        return str(e)
+    return None

@@ -38,7 +38,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from reg_runner import atomic, kinds
-from reg_runner.errors import UserError
+from reg_runner.errors import UserError, masked
 from reg_runner.schema import upgrade
 
 # the packages a run's numbers depend on most, named first (``distributions`` holds every installed one)
@@ -384,7 +384,7 @@ def environment(device, eval_precision: str | None = None) -> dict:
         platform=platform.platform(),
         host=socket.gethostname(),
         pid=os.getpid(),
-        argv=sys.argv,
+        argv=[masked(a) for a in sys.argv],  # a storage URL's password hidden
         git=git_state(SOURCE),
     )
 

@@ -126,7 +126,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 # Small, fast settings for the tiny data: 100 training images in batches of 25, 400 validation (a test's own
 # value of one of these keys replaces it: a key given twice on a command line is refused).
-TINY = ("data.train_fraction=0.2", "trainer.batch_size=25", "trainer.epochs=2")
+TINY = ("data.train_fraction=0.2", "trainer.batch_size=25", "trainer.epochs=2", "data.verify=false")
 
 
 def tiny(*overrides) -> list[str]:
@@ -310,6 +310,13 @@ def printed_command(command: str) -> tuple[dict, list[str]]:
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def folder_state(folder: Path) -> dict:
+    """Every file under ``folder``: its bytes and modification time (what a command that only reads leaves as it
+    was; a file it made, a journal SQLite left, shows as a new key)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 def without_timing(metrics: dict) -> dict:

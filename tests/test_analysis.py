@@ -107,3 +107,68 @@ def test_a_trial_read_back_is_written_to_through_the_public_api():
     frozen = study.get_trials(deepcopy=False)[1]
     trial_lib.live(study, storage, frozen).set_user_attr("k", 1)
     assert [t.user_attrs for t in study.get_trials(deepcopy=False)] == [{}, {"k": 1}]
+
+
+def _study_folder(tmp_path):
+    """A sweep folder whose marker names a real SQLite study of two trials (no run trained)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from reg_runner import kinds
+
+    root = tmp_path / "sweep"
+    root.mkdir()
+    url = f"sqlite:///{root / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for x, db in ((0.1, "postgresql://user:hunter2@host/db"), (0.5, "sqlite:///a.db")):
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": x, "db": db}, value=x,
+            distributions={"x": FloatDistribution(0, 1), "db": CategoricalDistribution(["postgresql://user:hunter2@"
+                                                                                        "host/db", "sqlite:///a.db"])}))
+    kinds.mark(root, kinds.SWEEP, study=dict(name="s", storage=analysis.shown_storage(url)))
+    return root, url
+
+
+def test_the_reports_search_reads_its_study_without_writing_it(tmp_path):
+    """The study is opened read-only (SQLite's mode=ro): the database is left as it was to the byte, no journal
+    is made; a deleted database is one line, and no new empty one is made in its place."""
+    from conftest import folder_state
+
+    from reg_runner.errors import UserError
+
+    root, url = _study_folder(tmp_path)
+    before = folder_state(root)
+    files, section = analysis.search(root, tmp_path / "out", plots=False)
+    assert "2 trials, 2 complete" in section and [p.name for p, _ in files] == ["trials.csv"]
+    assert folder_state(root) == before
+    (root / "study.db").unlink()
+    with pytest.raises(UserError, match=r"the study's database .*study\.db does not exist") as refused:
+        analysis.search(root, tmp_path / "out", plots=False)
+    assert "\n" not in str(refused.value) and not (root / "study.db").exists()
+    with pytest.raises(UserError, match="does not exist"):  # a run reporting to the study: not made again either
+        trial_lib._database(url)
+    assert not (root / "study.db").exists()
+
+
+def test_a_storage_password_never_shows(tmp_path, monkeypatch):
+    """Masked by one function (reg_runner.errors.masked) wherever a storage URL may show: the report's section,
+    trials.csv, a refusal's message, environment.json's command line."""
+    import torch
+
+    from reg_runner import records
+    from reg_runner.errors import ConfigError, masked, one_line
+
+    secret = "postgresql://user:hunter2@127.0.0.1:1/db"
+    assert masked(f"storage={secret!r}; again {secret}") == ("storage='postgresql://user:***@127.0.0.1:1/db'; again "
+                                                             "postgresql://user:***@127.0.0.1:1/db")
+    assert masked("sqlite:///x.db http://host:8080/p postgresql://user@h/db") == (
+        "sqlite:///x.db http://host:8080/p postgresql://user@h/db")  # no password: as it is
+    root, _ = _study_folder(tmp_path)
+    files, section = analysis.search(root, tmp_path / "out", storage=secret, plots=False)  # no server there
+    assert "hunter2" not in section and "user:***@127.0.0.1:1/db" in section
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{root / 'study.db'}").get_trials()
+    table = analysis.trials_csv(trials).decode()
+    assert "hunter2" not in table and "postgresql://user:***@host/db" in table
+    assert "hunter2" not in str(ConfigError("hydra.sweeper.storage", secret, "a database")) + one_line(secret)
+    monkeypatch.setattr(sys, "argv", ["reg_runner", f"hydra.sweeper.storage={secret}"])
+    assert records.environment(torch.device("cpu"))["argv"][1] == ("hydra.sweeper.storage=postgresql://user:***@"
+                                                                   "127.0.0.1:1/db")

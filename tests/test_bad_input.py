@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, TINY, make_tiny_mnist
 
 from reg_runner.data import idx
+from reg_runner.data.mnist import EMBEDDED
 
 # (command-line overrides, a part of the one line it must print)
 CONFIG_CASES = [
@@ -72,6 +73,11 @@ CONFIG_CASES = [
     ("data.stratified=maybe", "data.stratified='maybe' is not allowed: true or false"),
     ("data.normalize=1", "data.normalize=1 is not allowed: true or false"),
     ("data.root=''", "data.root='' is not allowed: null or a non-empty string"),
+    # a folder is what it claims: MNIST's files given as Fashion-MNIST's (data.verify, true unless TINY's false)
+    (f"data=fashion_mnist data.root={EMBEDDED} data.verify=true", f"{EMBEDDED}/train-images-idx3-ubyte.gz is not "
+     "Fashion-MNIST's train-images-idx3-ubyte.gz: its md5 is 56f11203c65dcbeead45b51e76a4d637, not the published "
+     "8d4fb7e6c68d591d4c3dfef9ec88bf0d; give the files as published, or data.verify=false"),
+    ("data.root=null data.verify=false", "data.verify=false is not allowed: not set while data.root=null"),
     # trainer
     ("trainer.batch_size=0", "trainer.batch_size=0 is not allowed: an integer >= 1"),
     ("trainer.batch_size=5000", "trainer.batch_size=5000 is not allowed: at most 100, the training images"),
@@ -253,6 +259,11 @@ MULTIRUN_CASES = [
      "database SQLAlchemy knows"),
     ("hparams_search=quick hydra.sweeper.storage=postgresql://u@localhost/db", "is not allowed: a URL whose database "
      "driver is installed: postgresql needs the Python module psycopg"),
+    # a password in the URL is never shown
+    ("hparams_search=quick hydra.sweeper.storage=postgresql://u:hunter2@localhost/db", "hydra.sweeper.storage="
+     "'postgresql://u:***@localhost/db' is not allowed: a URL whose database driver is installed"),
+    ("hparams_search=quick data.val_size=null hydra.sweeper.storage=postgresql+psycopg2://u:hunter2@127.0.0.1:1/db",
+     "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db': the study 'quick' cannot be opened"),
     ("hparams_search=quick hydra.sweeper.sampler.seed=-5", "hydra.sweeper.sampler.seed=-5 is not allowed: null or an "
      "integer in [0, "),
     ("hparams_search=quick hydra.sweeper.direction=minimize", "hydra.sweeper.direction='minimize' is not allowed: "
@@ -324,6 +335,19 @@ MULTIRUN_CASES = [
     ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.n_warmup_steps=0 hydra.sweeper.n_trials=2",
      "hydra.sweeper.pruner._target_='optuna.pruners.MedianPruner' is not allowed: a pruner that compares with trials "
      "that have finished"),
+    # a count of steps or trials is an integer: 0.5 is neither rounded nor passed on to Optuna, which takes it
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.n_warmup_steps=0.5",
+     "hydra.sweeper.pruner.n_warmup_steps=0.5 is not allowed: an integer >= 0"),
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.n_warmup_steps=0 "
+     "hydra.sweeper.pruner.n_startup_trials=2.0", "hydra.sweeper.pruner.n_startup_trials=2.0 is not allowed: an "
+     "integer >= 0"),
+    ("hparams_search=quick hydra/sweeper/pruner=median hydra.sweeper.pruner.interval_steps=1.5",
+     "hydra.sweeper.pruner.interval_steps=1.5 is not allowed: an integer >= 1"),
+    ("hparams_search=quick hydra/sweeper/pruner=hyperband hydra.sweeper.pruner.min_resource=1.5",
+     "hydra.sweeper.pruner.min_resource=1.5 is not allowed: an integer >= 1"),
+    ("hparams_search=quick hydra.sweeper.pruner._target_=optuna.pruners.WilcoxonPruner "
+     "+hydra.sweeper.pruner.n_startup_steps=0.5", "hydra.sweeper.pruner.n_startup_steps=0.5 is not allowed: an "
+     "integer >= 0"),
     ("hparams_search=quick hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=10 is not "
      "allowed: a first rung"),
     ("hparams_search=quick hydra.sweeper.pruner._target_=optuna.pruners.PatientPruner "
@@ -334,6 +358,12 @@ MULTIRUN_CASES = [
     ("optimizer=adam,lbfgs", "job 1 (optimizer=lbfgs): optimizer=lbfgs is not allowed: one of adagrad, adam"),
     ("--cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _md5s_remembered_here(tmp_path, monkeypatch):
+    """The md5s of checked data folders are remembered in this test's store, not the user's."""
+    monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "datamaestro"))
 
 
 def assert_one_line_error(proc, expected: str):
@@ -427,6 +457,7 @@ assert len(REAL_MULTIRUN_CASES) == len(REAL_MULTIRUN)
 
 def check_bad_sweep(proc, expected):
     assert_one_line_error(proc, expected[-1])
+    assert "hunter2" not in proc.stdout + proc.stderr  # the cases' one password
     assert all(part in proc.stderr for part in expected)
     assert not proc.run_dir.exists()  # nothing trained, no sweep folder, no study
 
@@ -636,3 +667,105 @@ def test_a_refused_command_imports_neither_torch_nor_numpy_nor_what_only_a_sweep
     heavy = {"torch", "numpy", "optuna", "sqlalchemy", "joblib", "reg_runner.run", "reg_runner.sweep.study",
              "reg_runner.sweep", "reg_runner.sweep.grid", "reg_runner.sweep.stacked", "reg_runner.sweep.jobs"}
     assert not heavy & imported, sorted(heavy & imported)
+
+
+# values with a newline or another control character: shown escaped, so the message stays one line
+ESCAPED_CASES = [
+    (["notes=a\nb"], "notes=a\\nb is not allowed: Hydra cannot read it"),
+    (["model.norm='x\ny'"], "model.norm='x\\ny' is not allowed: one of none, batchnorm, layernorm, rmsnorm"),
+    (["data.root='/x\ty'"], "data.root='/x\\ty' is not a folder"),
+    (["model.dropout=2", "tags=[a]", "notes='a\u2028b'"], "model.dropout=2 is not allowed: a number in [0, 1)"),
+    (["--nope"], "unrecognized arguments: --nope"),  # Hydra's own parser: usage and message, made one line
+    (["--cfg", "everything"], "argument --cfg/-c: invalid choice: 'everything'"),
+]
+
+
+@pytest.mark.parametrize("args,expected", ESCAPED_CASES, ids=[repr(c[0]) for c in ESCAPED_CASES])
+def test_a_value_with_a_control_character_is_shown_escaped_on_one_line(cli, args, expected):
+    proc = cli(*args, check=False, in_process=True)
+    assert_one_line_error(proc, expected)
+    assert proc.stderr.count("\n") == 1 and "\u2028" not in proc.stderr
+    assert not proc.run_dir.exists()
+
+
+def test_one_line_escapes_what_would_split_a_message():
+    from reg_runner.errors import one_line
+
+    assert one_line("a\nb\r\tc\x1b[31md\u2028e") == "a\\nb\\r\\tc\\x1b[31md\\u2028e"
+    assert one_line("λ2 ± 0.1 → ok") == "λ2 ± 0.1 → ok"  # printable text as it is
+
+
+def _benchmark(name: str):
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    return importlib.import_module(name).main
+
+
+# every other entry point: its bad arguments in one line, exit 2 (argv, the entry point's main, the line)
+ENTRY_POINT_CASES = [
+    ("reg_runner.docs", ["--nope"], "unrecognized arguments: --nope (see python -m reg_runner.docs --help)"),
+    ("reg_runner.data", ["nope"], "argument command: invalid choice: 'nope'"),
+    ("reg_runner.data", ["import", "{tmp}/no\nwhere"], "{tmp}/no\\nwhere is not a folder"),
+    ("reg_runner.landscape", ["{tmp}", "--grid", "2"], "argument --grid: '2' is not allowed: an odd integer in [3, "
+     "201]"),
+    ("reg_runner.landscape", ["{tmp}/no\nwhere"], "{tmp}/no\\nwhere is not a folder"),
+    ("reg_runner.resume", ["{tmp}/no\nwhere"], "{tmp}/no\\nwhere is not a folder"),
+    ("reg_runner.resume", [], "the following arguments are required: run_dir"),
+    ("compare", ["--epochs", "0", "x"], "argument --epochs: '0' is not allowed: an integer >= 1"),
+    ("compare", [], "the following arguments are required: variants"),
+    ("refusal", ["--rounds", "0"], "argument --rounds: '0' is not allowed: an integer >= 1"),
+    ("mutations", ["--timeout", "soon"], "argument --timeout: 'soon' is not allowed: an integer >= 1"),
+    ("mutations", ["--nope"], "unrecognized arguments: --nope (see python benchmarks/mutations.py --help)"),
+]
+
+
+@pytest.mark.parametrize("entry,argv,expected", ENTRY_POINT_CASES, ids=[f"{c[0]} {c[1]!r}" for c in ENTRY_POINT_CASES])
+def test_every_entry_points_bad_arguments_in_one_line(tmp_path, entry, argv, expected):
+    """In this process, through each command's main (a benchmark's reads sys.argv; reg_runner.data's returns its
+    exit code); the real processes of several are run by their own tests."""
+    import importlib
+    import os
+    import sys
+
+    from conftest import call_in_process
+
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if entry.startswith("reg_runner."):
+        main = importlib.import_module(entry + (".__main__" if entry == "reg_runner.data" else "")).main
+        command = lambda: sys.exit(main(argv))  # noqa: E731
+    else:
+        command = _benchmark(entry)
+    before = sorted(tmp_path.iterdir())
+    proc = call_in_process(command, [entry, *argv], tmp_path, dict(os.environ))
+    assert_one_line_error(proc, expected.format(tmp=tmp_path))
+    assert sorted(tmp_path.iterdir()) == before and proc.stdout == ""
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    # the training subset is what the user changed: the batch the config sets is not theirs to blame
+    ("data.train_fraction=0.01", "data.train_fraction=0.01 is not allowed: with it, trainer.batch_size=25 is not "
+     "allowed: at most 5, the training images"),
+    ("model.norm=batchnorm data.train_fraction=0.202", "model.norm='batchnorm' is not allowed: with it, "
+     "trainer.batch_size=25 is not allowed: a size that leaves no batch of 1 image with model.norm=batchnorm"),
+    ("optimizer.lr=1e-5 scheduler.name=cosine", None),  # not a conflict: cosine is chosen with scheduler=cosine
+    ("trainer.epochs=1 scheduler=warmup_cosine", "scheduler.warmup_epochs=20 is not allowed: it must be fewer than "
+     "trainer.epochs (1)"),  # both set by the user (the group brings the warmup): the rule's own key
+    ("trainer.batch_size=30 trainer.accumulate=5", "trainer.accumulate=5 is not allowed: at most 4"),  # its own key
+])
+def test_a_conflict_names_the_key_the_user_set(tiny_data, overrides, expected):
+    """A rule across keys blames the key the command line set, not one the config brought (the checks see only
+    ``overrides`` as typed here; TINY's keys are the config's)."""
+    message = rejection(overrides.split(), tiny_data)
+    if expected is None:
+        assert message is None or "with it" not in message, message
+    else:
+        assert message is not None and message.startswith(expected), message
+
+
+def test_a_conflict_through_the_cli_names_the_key_the_user_set(cli):
+    proc = cli(f"data.root={EMBEDDED}", "data.train_fraction=0.001", tiny=False, check=False, in_process=True)
+    assert_one_line_error(proc, "data.train_fraction=0.001 is not allowed: with it, trainer.batch_size=300 is not "
+                                "allowed: at most 60, the training images")
+    assert not proc.run_dir.exists()

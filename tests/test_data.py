@@ -74,3 +74,69 @@ def test_a_signal_during_place_says_whether_the_store_is_complete(tmp_path):
     for f in mnist.FILES:
         (tmp_path / f"{f.key}.idx").write_bytes(b"\0" * f.size)
     assert what() == f"with the store complete: {tmp_path}"
+
+
+def test_a_data_folder_is_checked_against_the_published_md5s(tmp_path, monkeypatch):
+    """data.verify: each file read from data.root against its dataset's published md5, one line naming the first
+    that differs; MNIST by its uncompressed content (the package's copy is compressed again, and is MNIST)."""
+    from conftest import make_tiny_cifar, make_tiny_mnist
+
+    from reg_runner.data import cifar10, fashion_mnist, kmnist, read, store
+
+    monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "store"))
+    store.check_published(mnist.MNIST, mnist.EMBEDDED)  # MNIST itself
+    with pytest.raises(DataError, match=rf"^{mnist.EMBEDDED}/train-images-idx3-ubyte.gz is not Fashion-MNIST's "
+                                        r"train-images-idx3-ubyte.gz: its md5 is 56f11203c65dcbeead45b51e76a4d637, not "
+                                        r"the published 8d4fb7e6c68d591d4c3dfef9ec88bf0d; give the files as published, "
+                                        r"or data.verify=false to train on a modified copy knowingly$"):
+        store.check_published(fashion_mnist.FashionMNIST, mnist.EMBEDDED)  # MNIST's files taken for Fashion-MNIST
+    tiny = make_tiny_mnist(tmp_path / "tiny", n_train=50, n_test=20)
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz is not MNIST's train-images-idx3-ubyte: its "
+                                        r"uncompressed content's md5 is \w+, not the published 6bbc9ace"):
+        read(mnist.MNIST, str(tiny), True)
+    assert len(read(mnist.MNIST, str(tiny), False).train_labels) == 50  # data.verify=false: as it is, knowingly
+    plain = make_tiny_mnist(tmp_path / "plain", n_train=50, n_test=20, gz=False)
+    with pytest.raises(DataError, match="train-images-idx3-ubyte has no published md5 to be checked against "
+                                        r"\(KMNIST publishes t10k-images-idx3-ubyte.gz, "):
+        store.check_published(kmnist.KMNIST, plain)  # only its .gz files are published
+    for archive in (False, True):
+        folder = make_tiny_cifar(tmp_path / f"cifar{archive}", archive=archive)
+        first = "cifar-10-python.tar.gz" if archive else "cifar-10-batches-py/data_batch_1"
+        with pytest.raises(DataError, match=rf"/{first} is not CIFAR-10's {first.rpartition('/')[2]}: its md5 "):
+            store.check_published(cifar10.CIFAR10, folder)
+
+
+def test_a_files_md5_is_computed_once_for_its_size_and_modification_time(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from reg_runner.data import store
+
+    monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "store"))
+    folder = tmp_path / "mnist"
+    shutil.copytree(mnist.EMBEDDED, folder)
+    store.check_published(mnist.MNIST, folder)
+    assert store.cache_file() == tmp_path / "store" / "reg_runner" / "md5.json" and store.cache_file().is_file()
+    read = []
+    real = idx.read_bytes
+    monkeypatch.setattr(idx, "read_bytes", lambda path: read.append(path.name) or real(path))
+    store.check_published(mnist.MNIST, folder)
+    assert read == []  # remembered: nothing read again
+    labels = folder / "t10k-labels-idx1-ubyte.gz"
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
+    store.check_published(mnist.MNIST, folder)
+    assert read == [labels.name]  # changed (its time): read again, and still MNIST's
+    store.cache_file().write_text("{not json")  # a damaged cache costs a computation, nothing else
+    store.check_published(mnist.MNIST, folder)
+    assert len(read) == 5
+
+
+def test_a_refused_folder_leaves_nothing_remembered(tmp_path, monkeypatch):
+    from conftest import make_tiny_mnist
+
+    from reg_runner.data import store
+
+    monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "store"))
+    with pytest.raises(DataError, match="is not MNIST's"):
+        store.check_published(mnist.MNIST, make_tiny_mnist(tmp_path / "tiny", n_train=50, n_test=20))
+    assert not (tmp_path / "store").exists()

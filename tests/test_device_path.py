@@ -51,8 +51,8 @@ def compose(*overrides):
 
 def train_stack(tiny_data, run_dir: Path, family: str, *overrides) -> None:
     """The two MEMBERS as one stack, in this process."""
-    common = [f"data.root={tiny_data}", "data.train_fraction=0.2", "trainer.epochs=2", "trainer.device=cpu",
-              "logging.tensorboard=false", *FAMILIES[family], *overrides]
+    common = [f"data.root={tiny_data}", "data.verify=false", "data.train_fraction=0.2", "trainer.epochs=2",
+              "trainer.device=cpu", "logging.tensorboard=false", *FAMILIES[family], *overrides]
     jobs = [Job(compose(*common, *member), run_dir / f"m{k}", tuple(common + member)) for k, member in
             enumerate(MEMBERS)]
     run_stack(jobs, multirun=True)

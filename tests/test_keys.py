@@ -183,16 +183,20 @@ def test_every_field_has_at_most_one_role_of_each_kind_where_it_means_something(
 
 def test_the_shipped_declarations_keep_the_lists_the_code_had():
     # the hand-written lists these declarations replaced, as they were: the behaviour they gave is unchanged
+    # (data.verify, added since, is a path's: whether data.root's files are checked)
     assert set(KEYS.left_out_of(keys.RESULTS)) == {"logging", "trainer.device", "trainer.checkpoint_every",
-                                                   "trainer.eval_batch_size", "data.root", "tags", "notes"}
-    assert set(KEYS.left_out_of(keys.FOLDER_NAMES)) == {"data.root", "hparams_search", "tags", "notes"}
-    assert set(KEYS.left_out_of(keys.GROUPING)) == {"seed", "data.root", "hparams_search", "tags", "notes"}
+                                                   "trainer.eval_batch_size", "data.root", "data.verify", "tags",
+                                                   "notes"}
+    assert set(KEYS.left_out_of(keys.FOLDER_NAMES)) == {"data.root", "data.verify", "hparams_search", "tags", "notes"}
+    assert set(KEYS.left_out_of(keys.GROUPING)) == {"seed", "data.root", "data.verify", "hparams_search", "tags",
+                                                    "notes"}
     assert KEYS.keys_with(keys.LABEL) == ("tags", "notes")
     shown = [k for k in RunConfig.model_fields if keys.HPARAMS not in KEYS.role_of(k).left_out_of
              and KEYS.role_of(k) is not keys.LABEL]
     assert shown == ["seed", "objective", "data", "model", "reg", "augmentation", "optimizer", "scheduler", "trainer"]
     assert {k for k in KEYS.left_out_of(keys.HPARAMS) if "." in k} == {
-        "data.root", "trainer.device", "trainer.eval_batch_size", "trainer.checkpoint_every", "trainer.deterministic",
+        "data.root", "data.verify", "trainer.device", "trainer.eval_batch_size", "trainer.checkpoint_every",
+        "trainer.deterministic",
         "trainer.eval_every"}
     mlp = config_lib.check(composed(), through=1)
     assert set(config_lib.structural_keys(mlp)) == {

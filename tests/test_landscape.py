@@ -134,10 +134,13 @@ def test_two_runs_in_one_figure_and_batchnorm_uses_running_statistics(runs, tmp_
     assert all(r["n_images"] == 150 and r["split"] == "val" for r in both)
     assert (out / "landscape_2d.png").read_bytes()[:8] == PNG
     # the BatchNorm run's centre, on its whole training set, is its eval-mode loss (running statistics)
+    from conftest import folder_state
+
+    records = folder_state(bn)
     landscape(cli, bn, "--grid", 3, "--dims", 1, "--out", tmp_path / "bn")
     result = json.loads((tmp_path / "bn" / "landscape.json").read_text())
     assert result["center"]["loss"] == pytest.approx(checkpoint_loss(bn)[0], abs=1e-5)
-    assert not (bn / "landscape.json").exists()  # --out: the run folder is left as it was
+    assert folder_state(bn) == records  # --out: the run folder it read is left as it was, to the byte
 
 
 

@@ -179,6 +179,39 @@ def test_hydra_config_of_resolves_a_job_and_puts_the_singleton_back():
         instance.cfg = before
 
 
+def test_hydras_main_parses_its_command_line_with_the_parser_the_adapter_asks():
+    """relied on by private.hydra_arguments_refused: hydra.main's parser is get_args_parser()'s, so what that
+    parser refuses, Hydra refuses (argparse's exit 2, usage and message), and what it takes, Hydra takes."""
+    import contextlib
+    import io
+    import sys
+
+    import hydra
+
+    from reg_runner.private import hydra_arguments_refused
+
+    @hydra.main(config_path=None)
+    def app(cfg):
+        ran.append(True)
+
+    for argv, refused in ((["--nope"], "unrecognized arguments: --nope"), (["--cfg", "x"], "argument --cfg/-c: "
+                          "invalid choice: x (choose from job, hydra, all)"), (["a=1", "--multirun", "-c", "job"],
+                                                                               None)):
+        said = hydra_arguments_refused(argv)
+        assert (said or "").replace("'", "") == (refused or "") and (said is None) == (refused is None), said
+        ran, err = [], io.StringIO()
+        old = sys.argv
+        sys.argv = ["app", *argv]
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.suppress(SystemExit, Exception):
+                app()
+        finally:
+            sys.argv = old
+        if refused:
+            assert err.getvalue().startswith("usage: ") and said in err.getvalue() and not ran
+
+
 # --- what reg_runner redoes, compared with the plugins' own ------------------------------------
 
 
@@ -344,6 +377,8 @@ def test_an_unreadable_override_carries_it_and_the_parsers_complaint_second_to_l
                       "'[1,2')"),
     (["-cn", "nope"], "error: --config-name=nope is not allowed: one of config, lr_find"),
     (["~model.nokey"], "error: Could not delete from config. 'model.nokey' does not exist"),
+    (["--nope"], "error: unrecognized arguments: --nope"),  # Hydra's argparse: usage, then the message
+    (["--cfg", "everything"], "error: argument --cfg/-c: invalid choice: 'everything' (choose from "),
 ])
 def test_hydras_errors_become_one_line_and_the_users_setting_comes_back(cli, monkeypatch, argv, says):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import call_in_process, read_metrics, tiny, wait_for_epoch, without_timing
+from conftest import call_in_process, folder_state, read_metrics, tiny, wait_for_epoch, without_timing
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from test_tensorboard import hparams_sessions
@@ -234,9 +234,11 @@ def test_bad_resume_folders(cli, tmp_path):
 
     one_line(resume(cli, tmp_path, check=False), "is not a reg_runner run folder")  # the real CLI; the others in this process
     finished = cli("trainer.epochs=2").run_dir
+    records = folder_state(finished)
     one_line(resume(cli, finished, check=False, in_process=True), "holds a finished run (status completed): there is nothing")
     other = cli("trainer.epochs=1").run_dir
     one_line(resume(cli, finished, other, check=False, in_process=True), "all 2 runs are finished (completed): there is nothing")
+    assert folder_state(finished) == records  # what resume read and refused, it left as it was: no log, no lock
 
     broken = tmp_path / "broken"
     proc = start(cli, broken, "trainer.epochs=100000", "trainer.checkpoint_every=5")

@@ -92,8 +92,8 @@ def test_rerunning_a_finished_sweep_runs_nothing_more(cli, tmp_path):
 def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     sweep = tmp_path / "killed"
     args = [*QUICK, "trainer.epochs=4", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1", *MEDIAN]
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.train_fraction=0.2",
-            "trainer.batch_size=25", *args, f"hydra.sweep.dir={sweep}"]
+    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.verify=false",
+            "data.train_fraction=0.2", "trainer.batch_size=25", *args, f"hydra.sweep.dir={sweep}"]
     log = (tmp_path / "killed.log").open("w")
     proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
@@ -144,8 +144,8 @@ def test_a_sweep_killed_mid_batch_adopts_the_trial_that_finished(cli, tmp_path):
     RUNNING although its run completed. On resume, trial 0 is adopted with its run's value, not run again."""
     sweep = tmp_path / "mid_batch"
     args = [*QUICK, "trainer.epochs=8", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.train_fraction=0.2",
-            "trainer.batch_size=25", *args, f"hydra.sweep.dir={sweep}"]
+    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.verify=false",
+            "data.train_fraction=0.2", "trainer.batch_size=25", *args, f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -293,9 +293,9 @@ def test_two_sweepers_share_one_postgresql_study(cli, tmp_path, postgres):
     sweep = tmp_path / "shared"
     procs = []
     for seed in (0, 1):
-        argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.train_fraction=0.2",
-                "trainer.batch_size=25", *QUICK, "hydra.sweeper.n_jobs=1", "hydra.sweeper.n_trials=4",
-                "hydra.sweeper.study_name=shared", f"hydra.sweeper.storage={postgres}", *MEDIAN,
+        argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.verify=false",
+                "data.train_fraction=0.2", "trainer.batch_size=25", *QUICK, "hydra.sweeper.n_jobs=1",
+                "hydra.sweeper.n_trials=4", "hydra.sweeper.study_name=shared", f"hydra.sweeper.storage={postgres}", *MEDIAN,
                 f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweep.dir={sweep}"]
         procs.append(subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))

@@ -21,6 +21,11 @@ JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 BACKENDS = ("loky", "multiprocessing")  # the backends Hydra's joblib launcher offers
 
 
+def tiny_args(cli) -> tuple:  # noqa: N802
+    """The tests' tiny data, in batches of 25 (its files are not MNIST's: unverified)."""
+    return (f"data.root={cli.data}", "data.verify=false", "data.train_fraction=0.2", "trainer.batch_size=25")
+
+
 def alive(pids) -> set[int]:
     return {pid for pid in pids if workers._alive(pid)}
 
@@ -78,8 +83,8 @@ def test_sigterm_ends_a_multirun_whose_worker_is_stuck(cli, tmp_path):
     (tmp_path / "families" / "model" / "stuck.yaml").write_text("_target_: stuck_family.StuckFamily\n")
     marks = tmp_path / "marks"
     marks.mkdir()
-    proc = start(cli, "--multirun", f"data.root={cli.data}", "data.train_fraction=0.2", "trainer.batch_size=25",
-                 "trainer.epochs=1", "seed=0,1", "model=stuck", f"hydra.searchpath=[file://{tmp_path / 'families'}]",
+    proc = start(cli, "--multirun", *tiny_args(cli), "trainer.epochs=1", "seed=0,1", "model=stuck",
+                 f"hydra.searchpath=[file://{tmp_path / 'families'}]",
                  *JOBLIB, "hydra.launcher.backend=multiprocessing", f"hydra.sweep.dir={tmp_path / 'sweep'}",
                  env={"PYTHONPATH": str(tmp_path / "families"), "STUCK_MARK": str(marks)})
     wait_for(lambda: len(list(marks.iterdir())) == 2, proc)  # both workers stuck, SIGTERM blocked
@@ -105,8 +110,8 @@ def test_ctrl_c_ends_a_multirun_and_its_workers_with_their_checkpoints(cli, tmp_
     """Ctrl-C reaches the command's whole process group, as a terminal sends it: each run ends after its epoch with a
     checkpoint, the command says so in one line, and nothing of it is left running."""
     sweep = tmp_path / "sweep"
-    proc = start(cli, "--multirun", f"data.root={cli.data}", "data.train_fraction=0.2", "trainer.batch_size=25",
-                 "trainer.epochs=500", "seed=0,1", "logging.tensorboard=false", *JOBLIB,
+    proc = start(cli, "--multirun", *tiny_args(cli), "trainer.epochs=500", "seed=0,1", "logging.tensorboard=false",
+                 *JOBLIB,
                  f"hydra.launcher.backend={backend}", f"hydra.sweep.dir={sweep}")
     checkpoints = lambda: list(sweep.glob("*/checkpoints/last.pt"))  # noqa: E731
     wait_for(lambda: len(checkpoints()) >= 2, proc, timeout=180)  # both runs past their first epoch
@@ -139,8 +144,8 @@ def test_a_joblib_multirun_always_returns(cli, tmp_path, backend):
             GlobalHydra.instance().clear()
             sweep = Path({str(tmp_path)!r}) / f"sweep{{i}}"
             sys.argv = ["reg_runner", "--multirun", "seed=0,1", *{JOBLIB!r}, "hydra.launcher.backend={backend}",
-                        "data.root={cli.data}", "data.train_fraction=0.2", "trainer.batch_size=25", "trainer.epochs=1",
-                        "logging.tensorboard=false", "logging.progress=false", f"hydra.sweep.dir={{sweep}}"]
+                        *{tiny_args(cli)!r}, "trainer.epochs=1", "logging.tensorboard=false", "logging.progress=false",
+                        f"hydra.sweep.dir={{sweep}}"]
             try:
                 cli.entry()
             except SystemExit as e:

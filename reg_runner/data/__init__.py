@@ -17,8 +17,10 @@ import functools
 import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
+from reg_runner.data.store import check_published
 from reg_runner.errors import ConfigError, DataError
 from reg_runner.keys import PATH
 from reg_runner.schema import Bool, FamilyGroup, Text, family, family_parser, integer, number, optional
@@ -54,9 +56,14 @@ class DataFamily(FamilyGroup):
     """the same fraction of every class"""
     normalize: Bool
     """standardize each channel with the training subset's pixel mean and std"""
+    verify: Annotated[Bool, PATH] = True
+    """check each file read from data.root against the dataset's published md5 (once per file, then again only if
+    its size or modification time changes); false: train on a modified copy knowingly"""
 
     NAME: ClassVar[str] = ""  # how messages and records name the dataset (e.g. "MNIST")
     CLASSES: ClassVar[tuple[str, ...]] = ()  # the class names, in label order
+    FILE_MD5: ClassVar[dict[str, str]] = {}  # the published md5 of each file, by the name it is published under
+    CONTENT_MD5: ClassVar[dict[str, str]] = {}  # the md5 of an IDX file's uncompressed bytes (.gz or not), by name
 
     @property
     def n_classes(self) -> int:
@@ -67,6 +74,12 @@ class DataFamily(FamilyGroup):
         """The dataset's images, from the folder ``root`` (``data.root``) or, if None, datamaestro's store; one
         ``DataError`` line for anything amiss (missing, unreadable, or not what the files claim to be)."""
         raise NotImplementedError(f"{cls.__name__}.read")
+
+    @classmethod
+    def files(cls, folder: Path) -> list[Path]:
+        """The files ``read`` reads from ``folder``, to check against the published md5s; none by default (a
+        family that publishes none)."""
+        return []
 
 
 DataConfig = family(DataFamily, "data", EXAMPLE)
@@ -166,16 +179,16 @@ def split(cfg: DataFamily) -> Split:
     """The split ``cfg`` asks for, checked against the data: one ``ConfigError`` for a split that selects no
     training image, leaves none to validate on, or a validation size that is not there."""
     return _split(type(cfg), cfg.root, cfg.train_fraction, cfg.val_size, cfg.split_seed, cfg.stratified,
-                  cfg.normalize)
+                  cfg.normalize, cfg.verify)
 
 
 @functools.lru_cache(maxsize=8)  # the checks and the run, and every job of a multirun, share one split
-def _split(family, root, fraction, val_size, split_seed, stratified, normalize) -> Split:
+def _split(family, root, fraction, val_size, split_seed, stratified, normalize, verify=True) -> Split:
     import numpy as np
 
     from reg_runner.data.indices import split_indices
 
-    images = read(family, root)
+    images = read(family, root, verify)
     train_idx, val_idx = split_indices(images.train_labels, fraction, split_seed, stratified, val_size)
     channels = images.train_images.shape[1]
     mean, std = (0.0,) * channels, (1.0,) * channels
@@ -197,6 +210,9 @@ def _split(family, root, fraction, val_size, split_seed, stratified, normalize) 
 
 
 @functools.lru_cache(maxsize=4)  # read once per process: the checks, the run and every job of a multirun
-def read(family: type[DataFamily], root: str | None) -> Images:
-    """``family.read(root)``, once per process."""
+def read(family: type[DataFamily], root: str | None, verify: bool = True) -> Images:
+    """``family.read(root)``, once per process; ``verify``: the files it reads from ``root`` checked first
+    against their published md5s (``reg_runner.data.store.check_published``)."""
+    if root is not None and verify:
+        check_published(family, Path(root).expanduser())
     return family.read(root)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from reg_runner import atomic, signals
 from reg_runner.data import mnist
-from reg_runner.errors import EXIT_USER_ERROR, Parser, UserError
+from reg_runner.errors import EXIT_USER_ERROR, Parser, UserError, one_line
 
 
 def check() -> int:
@@ -73,10 +73,11 @@ def main(argv=None) -> int:
             print(f"store ready: {mnist.ensure_store()}")
             return 0
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as e:
-        print(f"error: cannot write the datamaestro store: {e}; set DATAMAESTRO_DIR to a writable folder", file=sys.stderr)
+        print(f"error: cannot write the datamaestro store: {one_line(e)}; set DATAMAESTRO_DIR to a writable folder",
+              file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -34,6 +34,11 @@ class CIFAR10(DataFamily):
     CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     URL: ClassVar[str] = "https://www.cs.toronto.edu/~kriz/" + ARCHIVE
     TAR_MD5: ClassVar[str] = "c58f30108f718f92721af3b95e74349a"  # as published; torchvision.datasets.CIFAR10's too
+    FILE_MD5: ClassVar[dict[str, str]] = {  # the archive, and its batches (torchvision.datasets.CIFAR10's md5s)
+        ARCHIVE: TAR_MD5, "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec", "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a", "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        TEST: "40351d587109b95175f43aff81a1287e"}
 
     @classmethod
     def hint(cls) -> str:
@@ -56,20 +61,30 @@ class CIFAR10(DataFamily):
         train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
         return checked(cls.NAME, n, train, read_batch(TEST, batches[TEST], n), source)
 
+    @classmethod
+    def files(cls, folder: Path) -> list[Path]:
+        return sorted({p if not isinstance(p, tuple) else p[0] for p in _places(folder, cls.hint()).values()})
+
 
 def find_batches(folder: Path, hint: str, key: str | None = "data.root") -> dict:
     """Each batch's bytes, lazily: ``{name: callable() -> (bytes, where)}`` from the archive, the batches' folder,
     or the folder itself."""
+    return {name: (lambda p=place: _member(*p)) if isinstance(place, tuple) else (lambda p=place: (_read(p), str(p)))
+            for name, place in _places(folder, hint, key).items()}
+
+
+def _places(folder: Path, hint: str, key: str | None = "data.root") -> dict:
+    """Where each batch is: ``{name: path}`` of its file, or ``{name: (archive, name)}`` inside the archive."""
     where = f"{key}={str(folder)!r}" if key else str(folder)
     if not folder.is_dir():
         raise DataError(f"{where} is not a folder; {hint}")
     names = (*TRAIN, TEST)
     for place in (folder, folder / FOLDER):
         if all((place / name).is_file() for name in names):
-            return {name: (lambda p=place / name: (_read(p), str(p))) for name in names}
+            return {name: place / name for name in names}
     archive = folder / ARCHIVE
     if archive.is_file():
-        return {name: (lambda name=name: _member(archive, name)) for name in names}
+        return {name: (archive, name) for name in names}
     found = [name for name in names if (folder / name).is_file() or (folder / FOLDER / name).is_file()]
     lacking = f"lacks {', '.join(n for n in names if n not in found)}" if found else f"holds neither {ARCHIVE} nor " \
                                                                                      f"{FOLDER}/"

@@ -5,7 +5,7 @@ Read from ``data.root`` (a folder holding the four IDX files, .gz or not), or fr
 downloaded there on first use from the URL below and checked against the published md5 of each .gz.
 """
 
-from reg_runner.data.idx_dataset import IdxDataset
+from reg_runner.data.idx_dataset import IdxDataset, published_gz
 
 
 class FashionMNIST(IdxDataset):
@@ -19,3 +19,4 @@ class FashionMNIST(IdxDataset):
         "test_images": "bef4ecab320f06d8554ea6380940ec79",
         "test_labels": "bb300cfdad3c16e7a12a480ee83cd310",
     }
+    FILE_MD5 = published_gz(GZ_MD5)  # what the files of data.root are checked against (data.verify)

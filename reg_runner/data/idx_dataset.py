@@ -41,6 +41,10 @@ class IdxDataset(DataFamily):
         return checked(cls.NAME, n, train, test, source)
 
     @classmethod
+    def files(cls, folder: Path) -> list[Path]:
+        return list(find_files(folder, cls.NAME, cls.hint()).values())
+
+    @classmethod
     def store_files(cls) -> tuple[dict[str, Path], str]:
         """The four files in datamaestro's store (downloaded first if it lacks them), and the source's name."""
         from reg_runner.data import datasets, store
@@ -50,6 +54,11 @@ class IdxDataset(DataFamily):
         paths = {"train_images": config.train.images.path, "train_labels": config.train.labels.path,
                  "test_images": config.test.images.path, "test_labels": config.test.labels.path}
         return paths, f"datamaestro {definition.id} ({definition.datapath})"
+
+
+def published_gz(gz_md5: dict[str, str]) -> dict[str, str]:
+    """The md5 of the four .gz files by the names they are published under (``FILE_MD5``), from ``GZ_MD5``."""
+    return {f"{original}.gz": gz_md5[name] for name, original in FILES}
 
 
 def find_files(folder: Path, dataset: str, hint: str, key: str | None = "data.root") -> dict[str, Path]:

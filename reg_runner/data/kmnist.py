@@ -5,7 +5,7 @@ Read from ``data.root`` (a folder holding the four IDX files, .gz or not), or fr
 downloaded there on first use from the URL below and checked against the published md5 of each .gz.
 """
 
-from reg_runner.data.idx_dataset import IdxDataset
+from reg_runner.data.idx_dataset import IdxDataset, published_gz
 
 
 class KMNIST(IdxDataset):
@@ -18,3 +18,4 @@ class KMNIST(IdxDataset):
         "test_images": "5c965bf0a639b31b8f53240b1b52f4d7",
         "test_labels": "7320c461ea6c1c855c0b718fb2a4b134",
     }
+    FILE_MD5 = published_gz(GZ_MD5)  # what the files of data.root are checked against (data.verify)

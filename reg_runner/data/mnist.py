@@ -54,6 +54,9 @@ class MNIST(IdxDataset):
     NAME = "MNIST"
     CLASSES = tuple("0123456789")
     URL = "http://yann.lecun.com/exdb/mnist/"
+    # the uncompressed bytes' md5 (a copy compressed again, as the one shipped here, is still MNIST)
+    CONTENT_MD5 = {name: f.md5 for f in FILES for name in (f.original, f.key, f"{f.key}.idx",
+                                                         f.original.replace("-idx", ".idx"))}
 
     @classmethod
     def hint(cls) -> str:

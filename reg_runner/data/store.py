@@ -1,17 +1,26 @@
-"""datamaestro's store: where a data family's files live when no ``data.root`` is given, and how they get there.
+"""datamaestro's store: where a data family's files live when no ``data.root`` is given, and how they get there;
+and the published checksums the files of a ``data.root`` folder are checked against.
 
 ``fetch`` prepares a datamaestro dataset definition (``reg_runner.data.datasets``, or datamaestro-image's
 MNIST) and downloads the resources the store lacks, each checked against its published checksum; a failed
 download (no network, a wrong checksum) is one line naming the dataset and the files to place in
 ``data.root`` instead, and leaves no partial file behind.
+
+``check_published`` checks each file a family reads from ``data.root`` against the md5 its dataset publishes
+(``data.verify``). A file's md5 is computed once: it is remembered, with the file's size and modification time,
+beside datamaestro's store in ``$DATAMAESTRO_DIR/reg_runner/md5.json`` (``~/datamaestro/reg_runner/md5.json``),
+and computed again only when either changes.
 """
 
 import hashlib
+import json
 import logging
+import os
 import re
 import socket
 from pathlib import Path
 
+from reg_runner import atomic
 from reg_runner.errors import DataError
 
 TIMEOUT_S = 30  # a download that waits this long for a byte fails, rather than hanging the run's checks
@@ -23,6 +32,64 @@ def md5(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cache_file() -> Path:
+    """Where the md5s of ``data.root``'s files are remembered: beside datamaestro's store (its default folder,
+    without importing datamaestro)."""
+    return Path(os.environ.get("DATAMAESTRO_DIR") or Path.home() / "datamaestro") / "reg_runner" / "md5.json"
+
+
+def remembered_md5(path: Path, content: bool, known: dict) -> str:
+    """``path``'s md5 (``content``: of its uncompressed IDX bytes): ``known``'s (the cache's entries) if it holds
+    one for the file's size and modification time, else computed and added to ``known``."""
+    from reg_runner.data import idx  # here: idx reads the package's label check, and the package imports this
+
+    path = path.resolve()
+    stat = path.stat()
+    key, stamp = f"{path}{'|content' if content else ''}", [stat.st_size, stat.st_mtime_ns]
+    entry = known.get(key)
+    if isinstance(entry, list) and len(entry) == 3 and entry[:2] == stamp and isinstance(entry[2], str):
+        return entry[2]
+    digest = hashlib.md5(idx.read_bytes(path)).hexdigest() if content else md5(path)
+    known[key] = [*stamp, digest]
+    return digest
+
+
+def check_published(family, folder: Path) -> None:
+    """Each file ``family`` reads from ``folder`` (``data.root``) against its dataset's published md5: one
+    ``DataError`` naming the first file that differs, or that has no published md5 to be checked against. The
+    md5s of a folder that passes are remembered (a cache that cannot be read or written only costs their
+    computation again); a refused folder writes nothing."""
+    cache = cache_file()
+    try:
+        known = json.loads(cache.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    before = dict(known)
+    for path in family.files(folder):
+        name = path.name
+        expected = family.FILE_MD5.get(name)
+        content = expected is None and name.removesuffix(".gz") in family.CONTENT_MD5
+        if content:
+            expected = family.CONTENT_MD5[name.removesuffix(".gz")]
+        if expected is None:
+            raise DataError(f"{path} has no published md5 to be checked against ({family.NAME} publishes "
+                            f"{', '.join(sorted(family.FILE_MD5) or sorted(family.CONTENT_MD5))}): give the files as "
+                            "published, or data.verify=false to train on these as they are")
+        got = remembered_md5(path, content, known)
+        if got != expected:
+            what = "uncompressed content's " if content else ""
+            raise DataError(f"{path} is not {family.NAME}'s {name.removesuffix('.gz') if content else name}: its "
+                            f"{what}md5 is {got}, not the published {expected}; give the files as published, or "
+                            "data.verify=false to train on a modified copy knowingly")
+    if known != before:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(cache, known)
+        except OSError:
+            pass
 
 
 class _QuietDatamaestro(logging.Filter):

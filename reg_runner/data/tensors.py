@@ -5,6 +5,7 @@ are slices of a per-epoch permutation, so no per-sample Python runs on the hot p
 made on the device (MPS has none): the statistics are computed on the host, in ``reg_runner.data.split``.
 """
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -46,6 +47,15 @@ class Data:
         return self.info["n_classes"]
 
 
+def content_sha256(images: np.ndarray, labels: np.ndarray) -> str:
+    """The digest of a set of images and labels: their uint8 (N, C, H, W) bytes, then their labels as int64. A
+    run records its test split's (``data.test_sha256`` in metrics.json): the same digest as the dataset's test
+    files' means the run tested on them."""
+    digest = hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
 def load(cfg: data_group.DataFamily, device: torch.device) -> Data:
     """The split ``cfg`` describes, on ``device``."""
     s = data_group.split(cfg)
@@ -60,11 +70,12 @@ def load(cfg: data_group.DataFamily, device: torch.device) -> Data:
             t[:, c].sub_(255.0 * mean).mul_(1.0 / (255.0 * std))
         return Split(t, torch.from_numpy(labels).to(device))
 
+    test = (np.array(images.test_images), images.test_labels)  # a writable copy
     data = Data(
         train=put(images.train_images[s.train_idx], images.train_labels[s.train_idx]),
         val=put(images.train_images[s.val_idx], images.train_labels[s.val_idx]),
-        test=put(np.array(images.test_images), images.test_labels),  # a writable copy
-        info=s.info(),
+        test=put(*test),
+        info=dict(s.info(), test_sha256=content_sha256(*test)),  # of the very arrays the test split is made of
     )
     log.info("data: %s, %d train / %d val / %d test images %s from %s", s.dataset, len(data.train), len(data.val),
              len(data.test), "x".join(map(str, data.shape)), images.source)

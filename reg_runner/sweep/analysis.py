@@ -23,6 +23,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from reg_runner.errors import HIDDEN, UserError, masked
 from reg_runner.records import RunFolder
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,9 @@ def shown_storage(storage: str | None) -> str | None:
         url = make_url(storage)
         if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
             url = url.set(database=str(Path(url.database).absolute()))
-        return url.render_as_string(hide_password=True)
+        return masked(url.render_as_string(hide_password=False))
     except Exception:
-        return "(unreadable)"
+        return masked(storage)
 
 
 def trial_results(dirs: list[str]) -> dict:
@@ -91,7 +92,7 @@ def record_trial(trial, dirs: list[str], artifacts: Path | None) -> None:
 
 
 def _line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
+    text = masked(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
@@ -180,7 +181,11 @@ def locate(root: Path) -> dict | None:
 
 def search(root: Path, out: Path, storage: str | None = None, plots: bool = True) -> tuple[list, str]:
     """A search's analysis for the report: the files to write (path, bytes) and its markdown section; ([], "")
-    for a folder that is no search's. Nothing here stops the report: what cannot be drawn is said."""
+    for a folder that is no search's. The study is opened read-only, and its URL shown without its password.
+    Nothing here stops the report but a study database that does not exist (a ``UserError``): what cannot be
+    drawn is said."""
+    from reg_runner.sweep.trial import read_only_storage
+
     study_info = locate(root)
     if study_info is None:
         return [], ""
@@ -189,20 +194,23 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     if url is None:
         return [], "\n".join(section + ["Its study was kept in memory (hydra.sweeper.storage=null): nothing "
                                         "remains to analyze beyond the runs above."]) + "\n"
-    if "***" in url:
-        return [], "\n".join(section + [f"Its storage `{url}` hides a password: give the URL with --storage to "
+    shown = shown_storage(url)
+    if HIDDEN in url:
+        return [], "\n".join(section + [f"Its storage `{shown}` hides a password: give the URL with --storage to "
                                         "analyze the study."]) + "\n"
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=name, storage=url)
+        study = optuna.load_study(study_name=name, storage=read_only_storage(url))
+    except UserError:
+        raise
     except Exception as e:
-        return [], "\n".join(section + [f"The study cannot be opened from `{url}` ({_line(e)})."]) + "\n"
+        return [], "\n".join(section + [f"The study cannot be opened from `{shown}` ({_line(e)})."]) + "\n"
     trials = study.get_trials(deepcopy=False)
     files = [(out / "trials.csv", trials_csv(trials))]
     complete = sum(t.state.name == "COMPLETE" for t in trials)
-    section.append(f"{len(trials)} trials, {complete} complete, in `{url}`. One row per trial: `trials.csv`.")
+    section.append(f"{len(trials)} trials, {complete} complete, in `{shown}`. One row per trial: `trials.csv`.")
     if plots:
         drawn, missing = figures(study, out)
         files += drawn
@@ -213,7 +221,7 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
             section += ["", "Importances: PED-ANOVA (Optuna's PedAnovaImportanceEvaluator) over the complete trials; "
                         "with few trials, read them as a hint."]
     artifacts = root / ARTIFACTS
-    dashboard = f"optuna-dashboard {url}" + (f" --artifact-dir {artifacts}" if artifacts.is_dir() else "")
+    dashboard = f"optuna-dashboard {shown}" + (f" --artifact-dir {artifacts}" if artifacts.is_dir() else "")
     section += ["", f"Each trial's curves, metrics and results in optuna-dashboard (`pip install optuna-dashboard`): "
                 f"`{dashboard}`."]
     return files, "\n".join(section) + "\n"
@@ -238,7 +246,7 @@ def trials_csv(trials) -> bytes:
                                                 "epochs_run", "wall_s", "seeds", "run_dirs"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return buffer.getvalue().encode()
+    return masked(buffer.getvalue()).encode()
 
 
 def _cell(v):

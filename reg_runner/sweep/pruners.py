@@ -87,8 +87,9 @@ def _integer(args: dict, name: str, default, lo: int, key: str, auto: bool = Fal
 
 
 def _warmup(args: dict, name: str, reach: Reach, key: str) -> None:
-    warmup = args.get(name, 0)
-    if isinstance(warmup, int) and not isinstance(warmup, bool) and warmup > reach.last():
+    warmup = _integer(args, name, 0, 0, key)
+    _integer(args, "interval_steps", 1, 1, key)
+    if warmup > reach.last():
         raise ConfigError(f"{key}.{name}", warmup, f"at most {reach.last()}, the last step a run can be pruned at "
                           f"({reach.runs}): with more, the pruner never prunes")
 
@@ -97,8 +98,8 @@ def _finished_trials(args: dict, names: tuple, reach: Reach, key: str, what: str
     """A pruner that compares with finished trials: some must have finished before a trial it could prune."""
     have = reach.finished_before_last
     for name, default in names:
-        need = args.get(name, default)
-        if isinstance(need, int) and not isinstance(need, bool) and max(1, need) > have:
+        need = _integer(args, name, default, 1 if name == "n_min_trials" else 0, key)
+        if max(1, need) > have:
             if have == 0:
                 raise ConfigError(f"{key}._target_", f"optuna.pruners.{what}", f"a pruner that compares with trials "
                                   f"that have finished: with hydra.sweeper.n_trials={reach.n_trials} and n_jobs="
@@ -131,8 +132,8 @@ def _patient(args: dict, reach: Reach, key: str) -> None:
 
 
 def _wilcoxon(args: dict, reach: Reach, key: str) -> None:
-    startup = args.get("n_startup_steps", 2)
-    if isinstance(startup, int) and not isinstance(startup, bool) and max(2, startup) > len(reach.prunable):
+    startup = _integer(args, "n_startup_steps", 2, 0, key)
+    if max(2, startup) > len(reach.prunable):
         raise ConfigError(f"{key}.n_startup_steps", startup, f"at most {len(reach.prunable)}, the steps a run "
                           f"can be pruned at ({reach.runs}); and the pruner compares at least 2")
     _finished_trials(args, (("n_startup_trials", 1),), reach, key, "WilcoxonPruner")

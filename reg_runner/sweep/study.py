@@ -45,7 +45,7 @@ from omegaconf import OmegaConf
 
 from reg_runner import kinds
 from reg_runner import config as config_lib
-from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.errors import UserError, exit_on_user_error, show
 from reg_runner.signals import STOP, stop_if_signalled
 from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, pruners
 from reg_runner.sweep.workers import joblib_workers, launched
@@ -94,8 +94,8 @@ class StudySweeper(Sweeper):
             return optuna.create_study(study_name=self.study_name, storage=self.store, sampler=sampler,
                                        pruner=pruner, direction=self.direction, load_if_exists=True)
         except Exception as e:  # not a database, a server that refuses, a study of another direction...
-            raise UserError(f"hydra.sweeper.storage={self.storage!r}: the study {self.study_name!r} cannot be opened "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the study {self.study_name!r} cannot be "
+                            f"opened ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
     def sweep(self, arguments: list[str]) -> None:
         with exit_on_user_error():
@@ -197,7 +197,7 @@ class StudySweeper(Sweeper):
                 folder = Path(database).absolute().parent
                 inside = folder == self.sweep_dir.absolute() or self.sweep_dir.absolute() in folder.parents
                 if not inside and not folder.is_dir():
-                    raise UserError(f"hydra.sweeper.storage={self.storage!r}: the folder {folder} does not exist; "
+                    raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
                                     "create it first, or keep the database in the sweep folder")
         created, folder = [], self.sweep_dir.absolute()
         while not folder.exists():

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from reg_runner.errors import UserError
+from pathlib import Path
+
+from reg_runner.errors import UserError, masked
 
 log = logging.getLogger(__name__)
 ENV = "REG_RUNNER_TRIAL"
@@ -75,11 +77,43 @@ _DATABASES: dict = {}  # storage URL -> its RDBStorage, one per process (a stack
 
 
 def _database(url: str):
+    """The study's database, which its sweeper made: a run writes its trial's curve there, and never makes a new
+    database where one was deleted."""
     import optuna
 
     if url not in _DATABASES:
+        sqlite_file(url)
         _DATABASES[url] = optuna.storages.RDBStorage(url)
     return _DATABASES[url]
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The SQLite file a storage URL names, which must exist (SQLite would make a new, empty one); None for
+    another database."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    database = parsed.database or ""
+    path = Path(database[len("file:"):] if database.startswith("file:") else database)
+    if not database or database == ":memory:" or not path.is_file():
+        raise UserError(f"the study's database {path if database else masked(url)} does not exist (its sweep made "
+                        "it: it was deleted or moved); give the storage of an existing study")
+    return path
+
+
+def read_only_storage(url: str):
+    """A study's storage opened to read, never to write: an SQLite file that must exist, opened read-only
+    (SQLite's ``mode=ro``: a write fails, and no file is made); another database without creating its tables.
+    What the report, and anything else that only reads a study, opens."""
+    import optuna
+    from urllib.parse import quote
+
+    path = sqlite_file(url)
+    if path is not None:
+        url = f"sqlite:///file:{quote(str(path.absolute()))}?mode=ro&uri=true"
+    return optuna.storages.RDBStorage(url, skip_table_creation=True)
 
 
 def open_storage(url: str | None):
@@ -170,7 +204,7 @@ class Pruning:
                     self.reporters[number] = Reporter(trial, strict=False)
                 except Exception as e:  # the curve is a record, not a result: the run trains without it
                     log.warning("trial %d: its learning curve is not recorded in the study (%s: %s)", number,
-                                type(e).__name__, str(e).strip().splitlines()[0][:200] if str(e).strip() else "")
+                                type(e).__name__, masked(e).strip().splitlines()[0][:200] if str(e).strip() else "")
                     continue
             else:
                 self.reporters[number] = Reporter(trial)
