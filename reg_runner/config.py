@@ -443,7 +443,7 @@ def memory_bytes() -> int | None:
         return None
 
 
-def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> None:
+def against_machine(c: RunConfig, split: data_group.Split) -> None:
     """Stage 4: the device, the model's size, the optimizer class and its arguments, the schedule."""
     import torch
 
@@ -459,21 +459,13 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.device", device, "auto or cpu: MPS is not available on this machine")
 
-    params = c.model.n_parameters(split.shape, split.n_classes) * members
-    # weights, gradients, two optimizer moments and the best epoch's copy, in float32
-    need = params * 4 * 5
+    batch = c.trainer.batch_size * c.trainer.accumulate
+    states = optimizer_build.check(c.optimizer, batch)
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         have, where = torch.cuda.get_device_properties(torch.device(device if ":" in device else "cuda")).total_memory, "GPU"
     else:
         have, where = memory_bytes(), "machine"
-    if have is not None and need > have:
-        key = c.model.size_key()
-        raise ConfigError(f"model.{key}", getattr(c.model, key),
-                          f"a smaller model: this one has {params:.3g} parameters, about {need / 2**30:.3g} GiB with "
-                          f"their gradients and optimizer state, more than this {where}'s {have / 2**30:.3g} GiB")
-
-    batch = c.trainer.batch_size * c.trainer.accumulate
-    optimizer_build.check(c.optimizer, batch)
+    fits(c, split, have, where, copies=3 + states)  # the weights, their gradients, the best epoch's copy
     max_lr = getattr(c.scheduler, "max_lr", None)
     if max_lr is not None:  # one-cycle's and the cyclic schedule's peak: the step must hold it too
         optimizer_build.step_at(c.optimizer, batch, max_lr, "scheduler.max_lr", max_lr)
@@ -484,6 +476,37 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
         from reg_runner.augmentation.ops import torchvision_transforms
 
         torchvision_transforms(c.augmentation)
+
+
+def fits(c: RunConfig, split: data_group.Split, have: int | None, where: str, copies: int) -> None:
+    """The run's network works (``reg_runner.model.dry_run``) and its memory fits in ``have`` bytes; else one line
+    naming the key that sizes what is too big: the model's key whose doubling grows it most (the parameters' or
+    the activations', whichever is larger), or the batch."""
+    from reg_runner.model import dry_run
+
+    t = c.trainer
+    eval_batch = min(t.eval_batch_size, max(split.n_train, len(split.val_idx), split.n_test))  # the largest it makes
+
+    def measure(model):
+        return dry_run.footprint(model, split.shape, split.n_classes, t.batch_size, eval_batch, copies)
+
+    need = measure(c.model)
+    if have is None or need.total <= have:
+        return
+    part = "parameters" if need.parameters >= need.activations else "activations"
+    key = dry_run.sizing_key(c.model, lambda model: getattr(measure(model), part))
+    if key is not None:
+        key, value = f"model.{key}", getattr(c.model, key)
+    elif part == "parameters":
+        key, value = "model._target_", c.model.target
+    else:
+        key = "trainer.batch_size" if need.training >= need.evaluation else "trainer.eval_batch_size"
+        value = value_at(c.model_dump(), key)
+    batch, kind = max((need.training, t.batch_size, "a training"), (need.evaluation, eval_batch, "an evaluation"))[1:]
+    raise ConfigError(key, value, f"a smaller value: this model has {need.n_parameters:.3g} parameters and the run "
+                      f"needs about {need.total / 2**30:.3g} GiB ({need.parameters / 2**30:.3g} GiB for the parameters "
+                      f"with their gradients and optimizer state, {need.activations / 2**30:.3g} GiB of activations "
+                      f"for {kind} batch of {batch}), more than this {where}'s {have / 2**30:.3g} GiB")
 
 
 def results_config(config: dict) -> dict:

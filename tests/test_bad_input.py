@@ -22,7 +22,8 @@ CONFIG_CASES = [
     ("model.activation=swish", "model.activation='swish' is not allowed: one of relu,"),
     ("model.init=zeros", "model.init='zeros' is not allowed: one of default,"),
     ("model.width=0", "model.width=0 is not allowed: an integer >= 1"),
-    ("model.width=1000000", "model.width=1000000 is not allowed: a smaller model: this one has"),
+    ("model.width=1000000", "model.width=1000000 is not allowed: a smaller value: this model has 2e+12 parameters "
+     "and the run needs about"),
     ("model.depth=2.5", "model.depth=2.5 is not allowed: an integer in [0, 1000]"),
     ("model.depth=-1", "model.depth=-1 is not allowed: an integer in [0, 1000]"),
     ("model.residual=yes", "model.residual='yes' is not allowed: true or false"),
@@ -41,8 +42,13 @@ CONFIG_CASES = [
     ("model=cnn model.channels=16", "model.channels=16 is not allowed: a list of 1 to 16 channel counts"),
     ("model=cnn model.norm=rmsnorm", "model.norm='rmsnorm' is not allowed: one of none, batchnorm, layernorm, "
      "groupnorm"),
-    ("model._target_=reg_runner.model.mlp_net.MLPNet", "model._target_='reg_runner.model.mlp_net.MLPNet' is not "
-     "allowed: a model family: the dotted path of a subclass of reg_runner.model.ModelFamily"),
+    ("model._target_=reg_runner.model.mlp.ACTIVATIONS", "model._target_='reg_runner.model.mlp.ACTIVATIONS' is not "
+     "allowed: a model family: the dotted path of a subclass of reg_runner.model.ModelFamily, or a torch.nn.Module "
+     "class"),
+    # a torch.nn.Module class is a family: the other keys are its constructor's arguments
+    ("model._target_=reg_runner.model.mlp_net.MLPNet", "model.depth=3 is not allowed: an argument of "
+     "reg_runner.model.mlp_net.MLPNet, which takes no 'depth' (its arguments: in_features, cfg; the data sets "
+     "n_classes)"),
     ("data._target_=reg_runner.data.nope.Nope", "data._target_='reg_runner.data.nope.Nope' is not allowed: a data "
      "family: the dotted path of a subclass of reg_runner.data.DataFamily, e.g. reg_runner.data.mnist.MNIST "
      "(ModuleNotFoundError"),

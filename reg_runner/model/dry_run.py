@@ -1,0 +1,128 @@
+"""A family's network built and run once on the meta device (no memory, no arithmetic), before anything is
+made: that it is one (a ``torch.nn.Module`` with parameters whose output is (batch, classes)), and what a run
+of it takes in memory.
+
+A mistake in a family's code (``plain`` or ``forward`` raising) is one line naming the family, the exception
+and the innermost line of code outside torch and reg_runner, which is the family's own; the exception is the
+line's cause (its traceback shown with ``HYDRA_FULL_ERROR=1``).
+"""
+
+import dataclasses
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+import reg_runner
+from reg_runner.errors import ConfigError, UserError, show
+
+LIBRARIES = tuple(str(Path(m.__file__).parent) for m in (torch, reg_runner))
+
+
+def network(cfg, shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
+    """The family's plain network, on the meta device: a ``torch.nn.Module`` with parameters, or one line."""
+    with torch.device("meta"):
+        net = _calling(cfg, "building its network", lambda: cfg.plain(tuple(shape), n_classes))
+    if not isinstance(net, torch.nn.Module):
+        raise ConfigError("model._target_", cfg.target, f"a family whose network is a torch.nn.Module (its plain() "
+                          f"returns {type(net).__module__}.{type(net).__qualname__})")
+    if next(net.parameters(), None) is None:
+        raise ConfigError("model._target_", cfg.target, "a network with parameters to train (it has none)")
+    if any(torch.nn.parameter.is_lazy(p) for p in net.parameters()):
+        raise ConfigError("model._target_", cfg.target, "a network whose parameters have their shapes once it is "
+                          "built, which a checkpoint and a stack need (it has lazy modules)")
+    return net
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    """Bytes a run takes on its device: the parameters with their gradients, optimizer state and the best
+    epoch's copy; the activations a training batch keeps for its backward pass, and an evaluation batch's
+    largest input and output of one module (without gradients). The two batches do not overlap in time."""
+
+    n_parameters: int
+    parameters: int
+    training: int
+    evaluation: int
+
+    @property
+    def activations(self) -> int:
+        return max(self.training, self.evaluation)
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.activations
+
+
+def footprint(cfg, shape: tuple[int, ...], n_classes: int, batch: int, eval_batch: int, copies: int) -> Footprint:
+    """The memory of a run of ``cfg``'s network (``copies``: of the parameters, the weights' own included), after
+    checking its output on a training batch: (batch, classes), or one line."""
+    net = network(cfg, shape, n_classes)
+    params = list(net.parameters())
+    n = sum(p.numel() for p in params)
+    saved, own = {}, {id(p) for p in params}
+
+    def pack(t):
+        base = t if t._base is None else t._base  # a weight's transpose is the weight
+        if id(base) not in own:
+            saved[id(base)] = base.numel() * base.element_size()
+        return t
+
+    x = torch.empty((batch, *shape), device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = _calling(cfg, "running its network", lambda: net.train()(x))
+    if not (isinstance(out, torch.Tensor) and tuple(out.shape) == (batch, n_classes)):
+        given = tuple(out.shape) if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise ConfigError("model._target_", cfg.target, f"a network whose output is (batch, classes), ({batch}, "
+                          f"{n_classes}) for a batch of {batch} of these {n_classes} classes (its output: {given})")
+    peaks = [0]
+    hooks = [m.register_forward_hook(lambda m, i, o: peaks.append(_bytes(i) + _bytes(o))) for m in net.modules()]
+    with torch.no_grad():
+        net.eval()(torch.empty((eval_batch, *shape), device="meta"))
+    for hook in hooks:
+        hook.remove()
+    size = params[0].element_size()
+    return Footprint(n, n * size * copies, sum(saved.values()) + out.numel() * out.element_size(), max(peaks))
+
+
+def sizing_key(cfg, measure) -> str | None:
+    """The structural key of ``cfg`` (an integer, or a list of them) whose doubling grows ``measure(cfg)`` most;
+    None if none grows it."""
+    base, grown, out = measure(cfg), 0, None
+    for key in cfg.structural_keys():
+        value = getattr(cfg, key)
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            continue
+        doubled = [2 * v for v in values]
+        try:
+            more = measure(cfg.model_copy(update={key: doubled if isinstance(value, list) else doubled[0]})) - base
+        except Exception:  # the family cannot build that network: its size says nothing
+            continue
+        if more > grown:
+            grown, out = more, key
+    return out
+
+
+def _bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_bytes(v) for v in value)
+    return 0
+
+
+def _calling(cfg, doing: str, call):
+    """``call()``; an exception from the family's code becomes one line naming it, and where it was raised."""
+    try:
+        return call()
+    except UserError:
+        raise
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(LIBRARIES)
+                  and not f.filename.startswith(sys.prefix)]
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"model._target_={show(cfg.target)}: {doing} raised {type(e).__name__}"
+                        + (f": {message}" if message else "") + where) from e
