@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import os
 import pickle
 import signal
 import subprocess
@@ -60,14 +61,15 @@ def test_every_model_family_trains_on_every_data_family(roots, tmp_path, model, 
     assert m["data"]["dataset"] == names[data] and m["data"]["image_shape"] == shape and m["data"]["n_classes"] == 10
     assert len(m["data"]["mean"]) == shape[0]
     assert all(np.isfinite([m["final"]["train/loss"], m["final"]["val/loss"]]))
-    # the family's parameter count, declared before anything is allocated, is the network's
+    # the parameter count the memory check makes on the meta device, before anything is allocated, is the network's
     built = compose(*settings)
     from reg_runner import config as config_lib
+    from reg_runner.model import dry_run
 
     checked = config_lib.check(built, through=3)
     net = checked.cfg.model.plain(checked.split.shape, checked.split.n_classes)
-    assert m["n_parameters"] == sum(p.numel() for p in net.parameters()) == checked.cfg.model.n_parameters(
-        checked.split.shape, checked.split.n_classes)
+    assert m["n_parameters"] == sum(p.numel() for p in net.parameters()) == dry_run.footprint(
+        checked.cfg.model, checked.split.shape, checked.split.n_classes, 20, 20, 5).n_parameters
 
 
 def test_cifar_is_read_from_its_archive_its_folder_or_its_files_and_normalized_per_channel(tmp_path):
@@ -275,6 +277,30 @@ except DataError as e:
 
 
 # --- a family no file of reg_runner knows -----------------------------------------------------------------
+
+
+def test_a_plain_module_trains_through_the_cli_shown_by_module_name(tmp_path):
+    """LeNet-5 written as a plain nn.Module, named by model._target_: its keyword arguments from the command line,
+    in_channels and num_classes from the data; TensorBoard shows its Linear and convolution layers by module path
+    (what L1/L2 and the landscapes act on too)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli = CLI(tmp_path, make_tiny_mnist(tmp_path / "data", side=28))
+    cli.env["PYTHONPATH"] = os.pathsep.join([str(FAMILIES), *filter(None, [os.environ.get("PYTHONPATH")])])
+    proc = cli("~model", "+model._target_=lenet.LeNet5", "+model.width=4", "logging.histograms=1", in_process=False)
+    m = read_metrics(proc.run_dir)
+    assert m["status"] == "completed" and m["epochs_run"] == 2 and np.isfinite(m["final"]["val/loss"])
+    sys.path.insert(0, str(FAMILIES))
+    try:
+        from lenet import LeNet5
+    finally:
+        sys.path.remove(str(FAMILIES))
+    assert m["n_parameters"] == sum(p.numel() for p in LeNet5(1, 10, width=4).parameters())
+    recorded = (proc.run_dir / "resolved_config.yaml").read_text()
+    assert "model:\n  _target_: lenet.LeNet5\n  width: 4\n" in recorded
+    events = EventAccumulator(str(proc.run_dir), size_guidance={"histograms": 0}).Reload()
+    layers = ["features.0", "features.3", "classifier.1", "classifier.4", "classifier.6"]
+    assert [t for t in events.Tags()["histograms"] if t.startswith("hist/weight/")] == [f"hist/weight/{n}" for n in layers]
 
 
 @pytest.mark.slow  # stacks, lone runs and a kill of a family's runs
