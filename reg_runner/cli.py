@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error
+from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, options
 from reg_runner.keys import folder_name_excludes
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
@@ -58,6 +58,7 @@ _register = getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resol
 _register("run_name", run_name, replace=True)
 _register("sweep_direction", sweep_direction, replace=True)
 _register("folder_name_excludes", folder_name_excludes, replace=True)  # what the schemas leave out of a job's folder
+_register("options", lambda group: ", ".join(options(group)), replace=True)  # a group's options, in help texts
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED)

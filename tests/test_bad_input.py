@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, TINY, make_tiny_mnist
 
 from reg_runner.data import idx
+from reg_runner.errors import options
 
 # (command-line overrides, a part of the one line it must print)
 CONFIG_CASES = [
@@ -232,7 +233,7 @@ CONFIG_CASES = [
     ("logging.tensorboard=false logging.histograms=5", "logging.histograms=5 is not allowed: not set while "
      "logging.tensorboard=false"),
     # Hydra's own: composition and grammar errors, made one line too
-    ("model=resnet", "model=resnet is not allowed: one of cnn, mlp"),
+    ("model=resnet", f"model=resnet is not allowed: one of {', '.join(options('model'))}"),
     ("optimizer=lbfgs", "optimizer=lbfgs is not allowed: one of adagrad, adam,"),
     ("reg.l3=1", "reg.l3=1 is not allowed: the config has no key reg.l3"),
     # a typo without + gets the nearest key, as one with + does
