@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
-import reg_runner
 from reg_runner.errors import ConfigError, UserError, show
 
-LIBRARIES = tuple(str(Path(m.__file__).parent) for m in (torch, reg_runner))
+LIBRARIES = (str(Path(torch.__file__).parent), str(Path(__file__).resolve().parents[1]))  # torch's and reg_runner's
 
 
 def network(cfg, shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
