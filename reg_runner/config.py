@@ -417,9 +417,11 @@ def against_data(c: RunConfig) -> data_group.Split:
     if t.accumulate > batches:
         raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch")
     c.model.check(split.shape, split.n_classes)
-    if c.model.uses_batch_statistics() and (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)):
+    if (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)) and c.model.uses_batch_statistics(
+            split.shape, split.n_classes):
+        norm = "model.norm=batchnorm" if getattr(c.model, "norm", None) == "batchnorm" else f"{c.model.target}'s BatchNorm"
         raise ConfigError("trainer.batch_size", t.batch_size,
-                          f"a size that leaves no batch of 1 image with model.norm=batchnorm ({n} training images "
+                          f"a size that leaves no batch of 1 image with {norm} ({n} training images "
                           f"make a last batch of {n % t.batch_size or t.batch_size}), as BatchNorm cannot normalize "
                           "a single image; or trainer.drop_last=true")
     a = c.augmentation

@@ -474,6 +474,8 @@ FAMILY_CASES = [
     ("lenet.LeNet5 +model.num_classes=10", "model.num_classes=10 is not allowed: left out: the data sets it (its "
      "classes)"),
     ("torch.nn.Linear", "model.in_features=null is not allowed: a value: Linear's in_features has no default"),
+    ("lenet.LeNet5BN trainer.batch_size=1", "trainer.batch_size=1 is not allowed: a size that leaves no batch of 1 "
+     "image with lenet.LeNet5BN's BatchNorm"),
 ]
 
 

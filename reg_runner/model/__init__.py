@@ -18,7 +18,8 @@ the yaml's other keys, and declares what the rest of reg_runner needs to know of
 - ``initialize(model, k, generator)``: member k's weights, drawn from its own generator (the default: the
   plain network's own initialization);
 - ``check(shape, n_classes)``: rules that need the data's image shape; ``unread(key)``: why a key set on the
-  command line would not be read; ``uses_batch_statistics()``: whether a batch of one image breaks it.
+  command line would not be read; ``uses_batch_statistics(shape, n_classes)``: whether a batch of one image
+  breaks it.
 
 Its size is counted, and its network tried once, on the meta device before a run (``reg_runner.model.dry_run``).
 A plain ``torch.nn.Module`` class is a family too (``Module``): the defaults above give it all it needs.
@@ -77,9 +78,19 @@ class ModelFamily(FamilyGroup):
         """Why ``model.<key>``, set on the command line, would not be read by this config (None: it is read)."""
         return None
 
-    def uses_batch_statistics(self) -> bool:
-        """Whether the network normalizes with batch statistics (BatchNorm), so a batch of one image breaks it."""
-        return False
+    def uses_batch_statistics(self, shape: tuple[int, ...], n_classes: int) -> bool:
+        """Whether the network normalizes with batch statistics (BatchNorm), so a batch of one image breaks it; the
+        default looks for BatchNorm in the plain network, built on the meta device (if it builds: if not, the
+        network's check says why, ``reg_runner.model.dry_run``)."""
+        import torch
+
+        try:
+            with torch.device("meta"):
+                net = self.plain(tuple(shape), n_classes)
+        except Exception:
+            return False
+        norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+        return isinstance(net, torch.nn.Module) and any(isinstance(m, norms) for m in net.modules())
 
     def plain(self, shape: tuple[int, ...], n_classes: int):
         raise NotImplementedError(f"{type(self).__name__}.plain")

@@ -93,7 +93,7 @@ class CNN(ModelFamily):
             return f"model.norm={self.norm}: only groupnorm has groups"
         return None
 
-    def uses_batch_statistics(self) -> bool:
+    def uses_batch_statistics(self, shape, n_classes: int) -> bool:
         return self.norm == "batchnorm"
 
     def describe(self) -> str:

@@ -59,7 +59,7 @@ class MLP(ModelFamily):
             return "model.norm=none (or model.depth=0): there is no norm to place"
         return None
 
-    def uses_batch_statistics(self) -> bool:
+    def uses_batch_statistics(self, shape, n_classes: int) -> bool:
         return self.norm == "batchnorm"
 
     def describe(self) -> str:

@@ -18,3 +18,12 @@ class LeNet5(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+class LeNet5BN(LeNet5):
+    """With BatchNorm after each convolution."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 6, dropout: float = 0.0):
+        super().__init__(in_channels, num_classes, width, dropout)
+        self.features.insert(1, nn.BatchNorm2d(width))
+        self.features.insert(5, nn.BatchNorm2d(16))
