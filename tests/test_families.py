@@ -334,3 +334,17 @@ def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert without_timing(read_metrics(tmp_path / "killed")) == without_timing(read_metrics(uninterrupted))
     assert not any(p.name.startswith("throwaway") for p in (ROOT / "reg_runner").rglob("*"))
+
+
+def test_the_memory_a_network_takes_is_measured_on_the_meta_device_as_on_the_cpu(monkeypatch):
+    """LeNet-5 on the meta device (shapes only), and a copy whose code reads a value, which the meta device cannot
+    run: it is run on the CPU on two images and scaled. Both give the same footprint: the count of the meta device
+    is the CPU's."""
+    from reg_runner.model import dry_run, parse_config
+
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    meta = dry_run.footprint(parse_config({"_target_": "lenet.LeNet5"}), (1, 28, 28), 10, 20, 40, 5)
+    cpu = dry_run.footprint(parse_config({"_target_": "lenet.LeNet5Checked"}), (1, 28, 28), 10, 20, 40, 5)
+    assert cpu == meta and meta.n_parameters == 61706 and meta.parameters == 61706 * 4 * 5
+    # what a training batch keeps for its backward pass: each layer's input, ReLU's outputs, the pools' indices
+    assert meta.training > 20 * (6 * 28 * 28 + 16 * 10 * 10) * 4

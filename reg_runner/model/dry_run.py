@@ -16,6 +16,7 @@ import torch
 
 from reg_runner.errors import ConfigError, UserError, show
 
+CPU_TRIAL = 2**28  # bytes of parameters up to which a network the meta device cannot run is tried on the CPU
 LIBRARIES = (str(Path(torch.__file__).parent), str(Path(__file__).resolve().parents[1]))  # torch's and reg_runner's
 
 
@@ -56,11 +57,30 @@ class Footprint:
 
 def footprint(cfg, shape: tuple[int, ...], n_classes: int, batch: int, eval_batch: int, copies: int) -> Footprint:
     """The memory of a run of ``cfg``'s network (``copies``: of the parameters, the weights' own included), after
-    checking its output on a training batch: (batch, classes), or one line."""
+    checking its output on a training batch: (batch, classes), or one line. A network the meta device cannot
+    run (code that reads values: ``.item()``, ``if x.sum() > 0``) is run on the CPU on two images, if it is
+    small enough to be built there, and its activations scaled to the batches."""
     net = network(cfg, shape, n_classes)
-    params = list(net.parameters())
-    n = sum(p.numel() for p in params)
-    saved, own = {}, {id(p) for p in params}
+    n = sum(p.numel() for p in net.parameters())
+    size = next(net.parameters()).element_size()
+    try:
+        training, evaluation = _run(cfg, net, shape, n_classes, batch, eval_batch, "meta")
+    except ConfigError:
+        raise
+    except UserError:
+        if n * size > CPU_TRIAL:
+            raise
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):  # its dropout draws from no run's stream
+            net = _calling(cfg, "building its network", lambda: cfg.plain(tuple(shape), n_classes))
+            training, evaluation = _run(cfg, net, shape, n_classes, 2, 2, "cpu")
+        training, evaluation = training * batch // 2, evaluation * eval_batch // 2
+    return Footprint(n, n * size * copies, training, evaluation)
+
+
+def _run(cfg, net, shape, n_classes: int, batch: int, eval_batch: int, device: str) -> tuple[int, int]:
+    """The bytes a training batch keeps for its backward pass, and the largest input and output of one module of
+    an evaluation batch."""
+    saved, own = {}, {id(p) for p in net.parameters()}
 
     def pack(t):
         base = t if t._base is None else t._base  # a weight's transpose is the weight
@@ -68,7 +88,7 @@ def footprint(cfg, shape: tuple[int, ...], n_classes: int, batch: int, eval_batc
             saved[id(base)] = base.numel() * base.element_size()
         return t
 
-    x = torch.empty((batch, *shape), device="meta")
+    x = torch.zeros((batch, *shape), device=device)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = _calling(cfg, "running its network", lambda: net.train()(x))
     if not (isinstance(out, torch.Tensor) and tuple(out.shape) == (batch, n_classes)):
@@ -77,12 +97,14 @@ def footprint(cfg, shape: tuple[int, ...], n_classes: int, batch: int, eval_batc
                           f"{n_classes}) for a batch of {batch} of these {n_classes} classes (its output: {given})")
     peaks = [0]
     hooks = [m.register_forward_hook(lambda m, i, o: peaks.append(_bytes(i) + _bytes(o))) for m in net.modules()]
-    with torch.no_grad():
-        net.eval()(torch.empty((eval_batch, *shape), device="meta"))
-    for hook in hooks:
-        hook.remove()
-    size = params[0].element_size()
-    return Footprint(n, n * size * copies, sum(saved.values()) + out.numel() * out.element_size(), max(peaks))
+    try:
+        with torch.no_grad():
+            x = torch.zeros((eval_batch, *shape), device=device)
+            _calling(cfg, "running its network in evaluation", lambda: net.eval()(x))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(saved.values()) + out.numel() * out.element_size(), max(peaks)
 
 
 def sizing_key(cfg, measure) -> str | None:

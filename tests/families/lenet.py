@@ -1,6 +1,7 @@
 """LeNet-5 (LeCun et al. 1998) as a plain ``torch.nn.Module``, as a user writes one: no reg_runner import.
 ``in_channels`` and ``num_classes`` come from the data; ``width`` and ``dropout`` from the config."""
 
+import torch
 from torch import nn
 
 
@@ -27,3 +28,12 @@ class LeNet5BN(LeNet5):
         super().__init__(in_channels, num_classes, width, dropout)
         self.features.insert(1, nn.BatchNorm2d(width))
         self.features.insert(5, nn.BatchNorm2d(16))
+
+
+class LeNet5Checked(LeNet5):
+    """Code that reads a value (the meta device holds none): the check runs it on the CPU."""
+
+    def forward(self, x):
+        if not torch.isfinite(x).all():
+            raise ValueError("the images hold a NaN or an infinity")
+        return super().forward(x)
