@@ -419,7 +419,8 @@ def against_data(c: RunConfig) -> data_group.Split:
     c.model.check(split.shape, split.n_classes)
     if (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)) and c.model.uses_batch_statistics(
             split.shape, split.n_classes):
-        norm = "model.norm=batchnorm" if getattr(c.model, "norm", None) == "batchnorm" else f"{c.model.target}'s BatchNorm"
+        norm = ("model.norm=batchnorm" if getattr(c.model, "norm", None) == "batchnorm"
+                else f"{c.model.target}'s BatchNorm")
         raise ConfigError("trainer.batch_size", t.batch_size,
                           f"a size that leaves no batch of 1 image with {norm} ({n} training images "
                           f"make a last batch of {n % t.batch_size or t.batch_size}), as BatchNorm cannot normalize "

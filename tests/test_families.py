@@ -300,7 +300,8 @@ def test_a_plain_module_trains_through_the_cli_shown_by_module_name(tmp_path):
     assert "model:\n  _target_: lenet.LeNet5\n  width: 4\n" in recorded
     events = EventAccumulator(str(proc.run_dir), size_guidance={"histograms": 0}).Reload()
     layers = ["features.0", "features.3", "classifier.1", "classifier.4", "classifier.6"]
-    assert [t for t in events.Tags()["histograms"] if t.startswith("hist/weight/")] == [f"hist/weight/{n}" for n in layers]
+    weights = [t for t in events.Tags()["histograms"] if t.startswith("hist/weight/")]
+    assert weights == [f"hist/weight/{n}" for n in layers]
 
 
 @pytest.mark.slow  # stacks, lone runs and a kill of a family's runs

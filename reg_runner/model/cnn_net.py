@@ -215,7 +215,8 @@ class StackedCNN(Stacked):
             layers.append((b.conv.weight.unbind(0), b.conv.bias.unbind(0),
                            norm.weight.unbind(0) if norm is not None else [None] * k,
                            norm.bias.unbind(0) if norm is not None and hasattr(norm, "bias") else [None] * k))
-        top = [(m.weight.unbind(0), m.bias.unbind(0)) for m in ([self.fc.linear] if self.fc else []) + [self.classifier]]
+        top = [(m.weight.unbind(0), m.bias.unbind(0))
+               for m in ([self.fc.linear] if self.fc else []) + [self.classifier]]
         logits = []
         for i, h in enumerate(inputs):
             for b, (w, bias, gain, shift) in zip(self.blocks, layers):
