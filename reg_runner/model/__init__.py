@@ -44,7 +44,6 @@ EXAMPLE = "reg_runner.model.mlp.MLP"
 
 
 class ModelFamily(FamilyGroup):
-    STRUCTURAL: ClassVar[None] = None  # was a tuple of the structural keys: now each key's own marker
     ALSO: ClassVar[str] = ", or a torch.nn.Module class (the other keys: its constructor's arguments)"
 
     @classmethod
@@ -54,13 +53,6 @@ class ModelFamily(FamilyGroup):
         if torch is not None and isinstance(target, type) and issubclass(target, torch.nn.Module):
             return family_of(target)
         return None
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs):
-        super().__pydantic_init_subclass__(**kwargs)
-        if cls.STRUCTURAL is not None:
-            raise TypeError(f"{cls.__name__}.STRUCTURAL: every key of a model family is structural unless marked each "
-                            "run's own, as dropout: Annotated[number(0, 1, hi_open=True), reg_runner.keys.OWN]")
 
     def structural_keys(self) -> tuple[str, ...]:
         """The family's keys that runs must share to train as one stack (``_target_`` aside)."""

@@ -12,9 +12,6 @@ import math
 import torch
 from torch import nn
 
-SCHEMES = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal")
-
-
 def initialize(model, k: int, scheme: str, activation: str, generator: torch.Generator) -> None:
     """Member k's weight layers (``model.weights()``, in order, with their biases) from ``generator``."""
     nonlinearity = activation if activation in ("relu", "leaky_relu", "tanh", "sigmoid") else "relu"
