@@ -302,6 +302,33 @@ def test_a_plain_module_trains_through_the_cli_shown_by_module_name(tmp_path):
     layers = ["features.0", "features.3", "classifier.1", "classifier.4", "classifier.6"]
     weights = [t for t in events.Tags()["histograms"] if t.startswith("hist/weight/")]
     assert weights == [f"hist/weight/{n}" for n in layers]
+    # the landscapes (in this process) load its checkpoint into the class and normalize its filters
+    from reg_runner import landscape
+
+    sys.path.insert(0, str(FAMILIES))
+    try:
+        landscape.main([str(proc.run_dir), "--grid", "3", "--dims", "1", "--out", str(tmp_path / "land")])
+    finally:
+        sys.path.remove(str(FAMILIES))
+    result = json.loads((tmp_path / "land" / "landscape.json").read_text())
+    assert result["center"]["loss"] == pytest.approx(m["best"]["train/loss"], rel=0.5)
+    assert len(result["curve"]["loss"]) == 3
+
+
+def test_the_range_test_runs_on_a_plain_module(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from reg_runner import cli
+    from reg_runner.lr_find.__main__ import range_test
+
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    data = make_tiny_mnist(tmp_path / "data", side=28)
+    with initialize_config_dir(config_dir=cli.CONFIG_DIR, version_base=None):
+        cfg = compose("lr_find", overrides=[f"data.root={data}", "data.train_fraction=0.2", "trainer.batch_size=25",
+                                            "~model", "+model._target_=lenet.LeNet5", "lr_find.steps=20"])
+    result = range_test(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), tmp_path)
+    assert len(result["losses"]) == 20 and result["initial_loss"] == pytest.approx(2.3, abs=0.3)
 
 
 @pytest.mark.slow  # stacks, lone runs and a kill of a family's runs
