@@ -35,7 +35,7 @@ from reg_runner.data import DataConfig
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.keys import DETAIL, LABEL, REPLICATE, SETTING, STRUCTURAL
 from reg_runner.logging import LoggingConfig
-from reg_runner.model import ModelConfig
+from reg_runner.model import ModelConfig, calling
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.reg import RegConfig
 from reg_runner.scheduler import PER_BATCH, SchedulerConfig
@@ -384,7 +384,8 @@ def unread_overrides(c: RunConfig, overrides) -> None:
             reads, why = DEPENDENT[key]
             why = None if reads(c) else why
         elif key.startswith("model."):
-            why = c.model.unread(key.removeprefix("model."))
+            why = calling(c.model, f"asking whether it reads {key}",
+                          lambda: c.model.unread(key.removeprefix("model.")))
         if why is not None:
             raise ConfigError(key, typed_value(value), f"not set while {why} (the run would not read it)")
 
@@ -416,7 +417,7 @@ def against_data(c: RunConfig) -> data_group.Split:
     batches = batches_per_epoch(n, t.batch_size, t.drop_last)
     if t.accumulate > batches:
         raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch")
-    c.model.check(split.shape, split.n_classes)
+    calling(c.model, "checking it against the data", lambda: c.model.check(split.shape, split.n_classes))
     if (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)) and c.model.uses_batch_statistics(
             split.shape, split.n_classes):
         norm = ("model.norm=batchnorm" if getattr(c.model, "norm", None) == "batchnorm"

@@ -458,6 +458,8 @@ BROKEN = FAMILIES / "broken.py"
 FAMILY_CASES = [
     ("broken.Raises", f"model._target_='broken.Raises': building its network raised ValueError: no such layer at "
      f"{BROKEN}:11"),
+    ("broken.CheckRaises", f"model._target_='broken.CheckRaises': checking it against the data raised KeyError: "
+     f"(1, 8, 8) at {BROKEN}:16"),
     ("broken.NotAModule", "model._target_='broken.NotAModule' is not allowed: a family whose network is a "
      "torch.nn.Module (its plain() returns builtins.list)"),
     ("broken.NoParameters", "model._target_='broken.NoParameters' is not allowed: a network with parameters to "
@@ -485,7 +487,7 @@ def test_a_users_network_is_checked_before_anything_is_made(tiny_data, monkeypat
     message = rejection(["~model", f"+model._target_={target.split()[0]}", *target.split()[1:]], tiny_data)
     assert message is not None and expected in message and "\n" not in message, message
     if target == "broken.ForwardRaises":  # the user's line, not torch's
-        assert message.endswith(f"at {BROKEN}:39"), message
+        assert message.endswith(f"at {BROKEN}:47"), message
 
 
 @pytest.mark.parametrize("stacked", [False, True], ids=["lone", "stacked"])

@@ -31,13 +31,16 @@ refused before torch loads: a family module keeps its torch code in functions (o
 
 import functools
 import inspect
+import site
 import sys
+import traceback
 import typing
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import ConfigDict, ValidationError, create_model, model_serializer, model_validator
 
-from reg_runner.errors import ConfigError
+from reg_runner.errors import ConfigError, UserError, show
 from reg_runner.schema import FamilyGroup, family, family_parser
 
 EXAMPLE = "reg_runner.model.mlp.MLP"
@@ -98,6 +101,26 @@ class ModelFamily(FamilyGroup):
         from reg_runner.model.stack import initialize_as_plain
 
         initialize_as_plain(model, k, lambda: self.plain(model.shape, model.n_classes), generator)
+
+
+# reg_runner's files and the installed packages' (torch's among them)
+LIBRARIES = (str(Path(__file__).resolve().parents[1]), sys.prefix, sys.base_prefix, site.getusersitepackages())
+
+
+def calling(cfg: ModelFamily, doing: str, call):
+    """``call()`` of a family's code; its exception becomes one line naming the family, the exception and the
+    innermost line outside reg_runner and the installed packages, which is the family's own (the exception is
+    the line's cause: its traceback shows with ``HYDRA_FULL_ERROR=1``)."""
+    try:
+        return call()
+    except UserError:
+        raise
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(LIBRARIES)]
+        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"model._target_={show(cfg.target)}: {doing} raised {type(e).__name__}"
+                        + (f": {message}" if message else "") + where) from e
 
 
 # --- any torch.nn.Module class is a family ------------------------------------------------------------------

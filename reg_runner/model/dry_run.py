@@ -2,28 +2,23 @@
 made: that it is one (a ``torch.nn.Module`` with parameters whose output is (batch, classes)), and what a run
 of it takes in memory.
 
-A mistake in a family's code (``plain`` or ``forward`` raising) is one line naming the family, the exception
-and the innermost line of code outside torch and reg_runner, which is the family's own; the exception is the
-line's cause (its traceback shown with ``HYDRA_FULL_ERROR=1``).
+A mistake in a family's code (``plain`` or ``forward`` raising) is one line (``reg_runner.model.calling``).
 """
 
 import dataclasses
-import sys
-import traceback
-from pathlib import Path
 
 import torch
 
-from reg_runner.errors import ConfigError, UserError, show
+from reg_runner.errors import ConfigError, UserError
+from reg_runner.model import calling
 
 CPU_TRIAL = 2**28  # bytes of parameters up to which a network the meta device cannot run is tried on the CPU
-LIBRARIES = (str(Path(torch.__file__).parent), str(Path(__file__).resolve().parents[1]))  # torch's and reg_runner's
 
 
 def network(cfg, shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
     """The family's plain network, on the meta device: a ``torch.nn.Module`` with parameters, or one line."""
     with torch.device("meta"):
-        net = _calling(cfg, "building its network", lambda: cfg.plain(tuple(shape), n_classes))
+        net = calling(cfg, "building its network", lambda: cfg.plain(tuple(shape), n_classes))
     if not isinstance(net, torch.nn.Module):
         raise ConfigError("model._target_", cfg.target, f"a family whose network is a torch.nn.Module (its plain() "
                           f"returns {type(net).__module__}.{type(net).__qualname__})")
@@ -71,7 +66,7 @@ def footprint(cfg, shape: tuple[int, ...], n_classes: int, batch: int, eval_batc
         if n * size > CPU_TRIAL:
             raise
         with torch.random.fork_rng(devices=[]), torch.device("cpu"):  # its dropout draws from no run's stream
-            net = _calling(cfg, "building its network", lambda: cfg.plain(tuple(shape), n_classes))
+            net = calling(cfg, "building its network", lambda: cfg.plain(tuple(shape), n_classes))
             training, evaluation = _run(cfg, net, shape, n_classes, 2, 2, "cpu")
         training, evaluation = training * batch // 2, evaluation * eval_batch // 2
     return Footprint(n, n * size * copies, training, evaluation)
@@ -90,7 +85,7 @@ def _run(cfg, net, shape, n_classes: int, batch: int, eval_batch: int, device: s
 
     x = torch.zeros((batch, *shape), device=device)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = _calling(cfg, "running its network", lambda: net.train()(x))
+        out = calling(cfg, "running its network", lambda: net.train()(x))
     if not (isinstance(out, torch.Tensor) and tuple(out.shape) == (batch, n_classes)):
         given = tuple(out.shape) if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         raise ConfigError("model._target_", cfg.target, f"a network whose output is (batch, classes), ({batch}, "
@@ -100,7 +95,7 @@ def _run(cfg, net, shape, n_classes: int, batch: int, eval_batch: int, device: s
     try:
         with torch.no_grad():
             x = torch.zeros((eval_batch, *shape), device=device)
-            _calling(cfg, "running its network in evaluation", lambda: net.eval()(x))
+            calling(cfg, "running its network in evaluation", lambda: net.eval()(x))
     finally:
         for hook in hooks:
             hook.remove()
@@ -132,18 +127,3 @@ def _bytes(value) -> int:
     if isinstance(value, (tuple, list)):
         return sum(_bytes(v) for v in value)
     return 0
-
-
-def _calling(cfg, doing: str, call):
-    """``call()``; an exception from the family's code becomes one line naming it, and where it was raised."""
-    try:
-        return call()
-    except UserError:
-        raise
-    except Exception as e:
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(LIBRARIES)
-                  and not f.filename.startswith(sys.prefix)]
-        where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(f"model._target_={show(cfg.target)}: {doing} raised {type(e).__name__}"
-                        + (f": {message}" if message else "") + where) from e

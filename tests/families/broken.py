@@ -11,6 +11,14 @@ class Raises(ModelFamily):
         raise ValueError("no such layer")
 
 
+class CheckRaises(ModelFamily):
+    def check(self, shape, n_classes):
+        return {"mnist": 1}[shape]
+
+    def plain(self, shape, n_classes):
+        return nn.Linear(3, n_classes)
+
+
 class NotAModule(ModelFamily):
     def plain(self, shape, n_classes):
         return [nn.Linear(3, n_classes)]
