@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from reg_runner.config import KEYS
-from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, refuse
+from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
 TRUSTED = ("reg_runner.*", "optuna.samplers.*", "optuna.pruners.*")
@@ -57,7 +57,8 @@ def sweep_direction(objective: str) -> str:
 _register = getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)
 _register("run_name", run_name, replace=True)
 _register("sweep_direction", sweep_direction, replace=True)
-_register("folder_name_excludes", KEYS.folder_name_excludes, replace=True)  # what the schemas leave out of a job's folder
+_register("folder_name_excludes", KEYS.folder_name_excludes, replace=True)  # what a job's folder name leaves out
+_register("options", lambda group: ", ".join(options(group)), replace=True)  # a group's options, in help texts
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED)

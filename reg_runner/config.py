@@ -34,7 +34,7 @@ from reg_runner.data import DataConfig
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.keys import DETAIL, LABEL, REPLICATE, SETTING, STRUCTURAL
 from reg_runner.logging import LoggingConfig
-from reg_runner.model import ModelConfig
+from reg_runner.model import ModelConfig, calling
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.reg import RegConfig
 from reg_runner.scheduler import PER_BATCH, SchedulerConfig
@@ -394,7 +394,8 @@ def unread_overrides(c: RunConfig, overrides) -> None:
             reads, why = DEPENDENT[key]
             why = None if reads(c) else why
         elif key.startswith("model."):
-            why = c.model.unread(key.removeprefix("model."))
+            why = calling(c.model, f"asking whether it reads {key}",
+                          lambda: c.model.unread(key.removeprefix("model.")))
         if why is not None:
             raise ConfigError(key, typed_value(value), f"not set while {why} (the run would not read it)")
 
@@ -419,10 +420,13 @@ def against_data(c: RunConfig) -> data_group.Split:
     if t.accumulate > batches:
         raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch",
                           others=[("trainer.batch_size", t.batch_size), ("trainer.drop_last", t.drop_last), *sizes])
-    c.model.check(split.shape, split.n_classes)
-    if c.model.uses_batch_statistics() and (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)):
+    calling(c.model, "checking it against the data", lambda: c.model.check(split.shape, split.n_classes))
+    if (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)) and c.model.uses_batch_statistics(
+            split.shape, split.n_classes):
+        norm = ("model.norm=batchnorm" if getattr(c.model, "norm", None) == "batchnorm"
+                else f"{c.model.target}'s BatchNorm")
         raise ConfigError("trainer.batch_size", t.batch_size,
-                          f"a size that leaves no batch of 1 image with model.norm=batchnorm ({n} training images "
+                          f"a size that leaves no batch of 1 image with {norm} ({n} training images "
                           f"make a last batch of {n % t.batch_size or t.batch_size}), as BatchNorm cannot normalize "
                           "a single image; or trainer.drop_last=true", others=[("model.norm", "batchnorm"), *sizes])
     a = c.augmentation
@@ -446,7 +450,7 @@ def memory_bytes() -> int | None:
         return None
 
 
-def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> None:
+def against_machine(c: RunConfig, split: data_group.Split) -> None:
     """Stage 4: the device, the model's size, the optimizer class and its arguments, the schedule."""
     import torch
 
@@ -462,21 +466,13 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.device", device, "auto or cpu: MPS is not available on this machine")
 
-    params = c.model.n_parameters(split.shape, split.n_classes) * members
-    # weights, gradients, two optimizer moments and the best epoch's copy, in float32
-    need = params * 4 * 5
+    batch = c.trainer.batch_size * c.trainer.accumulate
+    states = optimizer_build.check(c.optimizer, batch)
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         have, where = torch.cuda.get_device_properties(torch.device(device if ":" in device else "cuda")).total_memory, "GPU"
     else:
         have, where = memory_bytes(), "machine"
-    if have is not None and need > have:
-        key = c.model.size_key()
-        raise ConfigError(f"model.{key}", getattr(c.model, key),
-                          f"a smaller model: this one has {params:.3g} parameters, about {need / 2**30:.3g} GiB with "
-                          f"their gradients and optimizer state, more than this {where}'s {have / 2**30:.3g} GiB")
-
-    batch = c.trainer.batch_size * c.trainer.accumulate
-    optimizer_build.check(c.optimizer, batch)
+    fits(c, split, have, where, copies=3 + states)  # the weights, their gradients, the best epoch's copy
     max_lr = getattr(c.scheduler, "max_lr", None)
     if max_lr is not None:  # one-cycle's and the cyclic schedule's peak: the step must hold it too
         optimizer_build.step_at(c.optimizer, batch, max_lr, "scheduler.max_lr", max_lr)
@@ -487,6 +483,37 @@ def against_machine(c: RunConfig, split: data_group.Split, members: int = 1) -> 
         from reg_runner.augmentation.ops import torchvision_transforms
 
         torchvision_transforms(c.augmentation)
+
+
+def fits(c: RunConfig, split: data_group.Split, have: int | None, where: str, copies: int) -> None:
+    """The run's network works (``reg_runner.model.dry_run``) and its memory fits in ``have`` bytes; else one line
+    naming the key that sizes what is too big: the model's key whose doubling grows it most (the parameters' or
+    the activations', whichever is larger), or the batch."""
+    from reg_runner.model import dry_run
+
+    t = c.trainer
+    eval_batch = min(t.eval_batch_size, max(split.n_train, len(split.val_idx), split.n_test))  # the largest it makes
+
+    def measure(model):
+        return dry_run.footprint(model, split.shape, split.n_classes, t.batch_size, eval_batch, copies)
+
+    need = measure(c.model)
+    if have is None or need.total <= have:
+        return
+    part = "parameters" if need.parameters >= need.activations else "activations"
+    key = dry_run.sizing_key(c.model, lambda model: getattr(measure(model), part))
+    if key is not None:
+        key, value = f"model.{key}", getattr(c.model, key)
+    elif part == "parameters":
+        key, value = "model._target_", c.model.target
+    else:
+        key = "trainer.batch_size" if need.training >= need.evaluation else "trainer.eval_batch_size"
+        value = value_at(c.model_dump(), key)
+    batch, kind = max((need.training, t.batch_size, "a training"), (need.evaluation, eval_batch, "an evaluation"))[1:]
+    raise ConfigError(key, value, f"a smaller value: this model has {need.n_parameters:.3g} parameters and the run "
+                      f"needs about {need.total / 2**30:.3g} GiB ({need.parameters / 2**30:.3g} GiB for the parameters "
+                      f"with their gradients and optimizer state, {need.activations / 2**30:.3g} GiB of activations "
+                      f"for {kind} batch of {batch}), more than this {where}'s {have / 2**30:.3g} GiB")
 
 
 def results_config(config: dict) -> dict:

@@ -180,11 +180,16 @@ def hydra_error(e: BaseException, overrides=()) -> str:
     return text.rstrip(".") if text else type(e).__name__
 
 
+def options(group: str) -> list[str]:
+    """The options of a config group: its files in conf/ (what help texts and messages list)."""
+    return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
 def no_such_key(key: str, value: str) -> str:
     """A key the composed config lacks: which options of its group have it (Hydra would suggest ``+key``,
     which the group's schema then refuses)."""
     group, _, rest = key.partition(".")
-    having = [path.stem for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")) if rest and _has(path, rest)]
+    having = [o for o in options(group) if rest and _has(Path(CONFIG_DIR) / group / f"{o}.yaml", rest)]
     where = f"; the {group} options that have it: {', '.join(f'{group}={h}' for h in having)}" if having else ""
     near = None if having else closest_key(key)
     return f"{key}={value} is not allowed: the config has no key {key}" + (f" (did you mean {near}?)" if near else

@@ -15,7 +15,7 @@ The schemas import no torch: a mistyped value is rejected in about a second, bef
 import difflib
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAny, ValidationError
 from pydantic_core import PydanticCustomError
@@ -265,6 +265,12 @@ class FamilyGroup(Group):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
     target: str = Field(alias="_target_")
     """the family: the dotted path of its class"""
+    ALSO: ClassVar[str] = ""  # what else ``_target_`` may name (``adopt``), as the refusal says it
+
+    @classmethod
+    def adopt(cls, target: type) -> type | None:
+        """The family of a class that is not a subclass of this base (None: ``_target_`` may not name it)."""
+        return None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs):
@@ -303,7 +309,8 @@ def family_class(base: type, key: str, target, example: str) -> type:
     """The class ``target`` names, if it is one of ``base``'s families; else one line naming ``key._target_``."""
     import importlib
 
-    allowed = f"a {key} family: the dotted path of a subclass of {base.__module__}.{base.__name__}, e.g. {example}"
+    allowed = (f"a {key} family: the dotted path of a subclass of {base.__module__}.{base.__name__}{base.ALSO}, "
+               f"e.g. {example}")
     if target is None:
         raise ConfigError(f"{key}._target_", None, f"a value is required (the key is missing): {allowed}")
     if not isinstance(target, str) or not _TARGET.match(target):
@@ -314,9 +321,12 @@ def family_class(base: type, key: str, target, example: str) -> type:
     except Exception as e:  # no such module or class, or the module fails to import
         raise ConfigError(f"{key}._target_", target, f"{allowed} ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if not (isinstance(cls, type) and issubclass(cls, base) and cls is not base):
+    if isinstance(cls, type) and issubclass(cls, base) and cls is not base:
+        return cls
+    adopted = base.adopt(cls)
+    if adopted is None:
         raise ConfigError(f"{key}._target_", target, allowed)
-    return cls
+    return adopted
 
 
 # the families of runs recorded before model and data families had a ``_target_``: the only ones there were

@@ -12,6 +12,7 @@ from conftest import ROOT, TINY, make_tiny_mnist
 
 from reg_runner.data import idx
 from reg_runner.data.mnist import EMBEDDED
+from reg_runner.errors import options
 
 # (command-line overrides, a part of the one line it must print)
 CONFIG_CASES = [
@@ -23,7 +24,8 @@ CONFIG_CASES = [
     ("model.activation=swish", "model.activation='swish' is not allowed: one of relu,"),
     ("model.init=zeros", "model.init='zeros' is not allowed: one of default,"),
     ("model.width=0", "model.width=0 is not allowed: an integer >= 1"),
-    ("model.width=1000000", "model.width=1000000 is not allowed: a smaller model: this one has"),
+    ("model.width=1000000", "model.width=1000000 is not allowed: a smaller value: this model has 2e+12 parameters "
+     "and the run needs about"),
     ("model.depth=2.5", "model.depth=2.5 is not allowed: an integer in [0, 1000]"),
     ("model.depth=-1", "model.depth=-1 is not allowed: an integer in [0, 1000]"),
     ("model.residual=yes", "model.residual='yes' is not allowed: true or false"),
@@ -42,8 +44,13 @@ CONFIG_CASES = [
     ("model=cnn model.channels=16", "model.channels=16 is not allowed: a list of 1 to 16 channel counts"),
     ("model=cnn model.norm=rmsnorm", "model.norm='rmsnorm' is not allowed: one of none, batchnorm, layernorm, "
      "groupnorm"),
-    ("model._target_=reg_runner.model.mlp_net.MLPNet", "model._target_='reg_runner.model.mlp_net.MLPNet' is not "
-     "allowed: a model family: the dotted path of a subclass of reg_runner.model.ModelFamily"),
+    ("model._target_=reg_runner.model.mlp.ACTIVATIONS", "model._target_='reg_runner.model.mlp.ACTIVATIONS' is not "
+     "allowed: a model family: the dotted path of a subclass of reg_runner.model.ModelFamily, or a torch.nn.Module "
+     "class"),
+    # a torch.nn.Module class is a family: the other keys are its constructor's arguments
+    ("model._target_=reg_runner.model.mlp_net.MLPNet", "model.depth=3 is not allowed: an argument of "
+     "reg_runner.model.mlp_net.MLPNet, which takes no 'depth' (its arguments: in_features, cfg; the data sets "
+     "n_classes)"),
     ("data._target_=reg_runner.data.nope.Nope", "data._target_='reg_runner.data.nope.Nope' is not allowed: a data "
      "family: the dotted path of a subclass of reg_runner.data.DataFamily, e.g. reg_runner.data.mnist.MNIST "
      "(ModuleNotFoundError"),
@@ -232,7 +239,7 @@ CONFIG_CASES = [
     ("logging.tensorboard=false logging.histograms=5", "logging.histograms=5 is not allowed: not set while "
      "logging.tensorboard=false"),
     # Hydra's own: composition and grammar errors, made one line too
-    ("model=resnet", "model=resnet is not allowed: one of cnn, mlp"),
+    ("model=resnet", f"model=resnet is not allowed: one of {', '.join(options('model'))}"),
     ("optimizer=lbfgs", "optimizer=lbfgs is not allowed: one of adagrad, adam,"),
     ("reg.l3=1", "reg.l3=1 is not allowed: the config has no key reg.l3"),
     # a typo without + gets the nearest key, as one with + does
@@ -473,6 +480,88 @@ class TestMultirun:
     def test_bad_sweep(self, cli, case):
         overrides, *expected = case
         check_bad_sweep(cli("--multirun", *overrides.split(), check=False, in_process=True), expected)
+
+
+# a user's own network, checked at the family seam before anything is made: a family (ModelFamily) or a plain
+# nn.Module (tests/families/broken.py and lenet.py)
+FAMILIES = ROOT / "tests" / "families"
+BROKEN = FAMILIES / "broken.py"
+FAMILY_CASES = [
+    ("broken.Raises", f"model._target_='broken.Raises': building its network raised ValueError: no such layer at "
+     f"{BROKEN}:11"),
+    ("broken.CheckRaises", f"model._target_='broken.CheckRaises': checking it against the data raised KeyError: "
+     f"(1, 8, 8) at {BROKEN}:16"),
+    ("broken.NotAModule", "model._target_='broken.NotAModule' is not allowed: a family whose network is a "
+     "torch.nn.Module (its plain() returns builtins.list)"),
+    ("broken.NoParameters", "model._target_='broken.NoParameters' is not allowed: a network with parameters to "
+     "train (it has none)"),
+    ("broken.ThreeClasses", "model._target_='broken.ThreeClasses' is not allowed: a network whose output is (batch, "
+     "classes), (25, 10) for a batch of 25 of these 10 classes (its output: (25, 3))"),
+    ("broken.ForwardRaises", f"model._target_='broken.ForwardRaises': running its network raised RuntimeError: "),
+    ("broken.Lazy", "model._target_='broken.Lazy' is not allowed: a network whose parameters have their shapes once "
+     "it is built, which a checkpoint and a stack need (it has lazy modules)"),
+    ("lenet.LeNet5 +model.depth=3", "model.depth=3 is not allowed: an argument of lenet.LeNet5, which takes no 'depth' "
+     "(its arguments: width, dropout; the data sets in_channels, num_classes)"),
+    ("lenet.LeNet5 +model.width=2.5", "model.width=2.5 is not allowed: a value of type int, as LeNet5(width: int) "
+     "declares it"),
+    ("lenet.LeNet5 +model.num_classes=10", "model.num_classes=10 is not allowed: left out: the data sets it (its "
+     "classes)"),
+    ("torch.nn.Linear", "model.in_features=null is not allowed: a value: Linear's in_features has no default"),
+    ("lenet.LeNet5BN trainer.batch_size=1", "trainer.batch_size=1 is not allowed: a size that leaves no batch of 1 "
+     "image with lenet.LeNet5BN's BatchNorm"),
+]
+
+
+@pytest.mark.parametrize("target,expected", FAMILY_CASES, ids=[c[0] for c in FAMILY_CASES])
+def test_a_users_network_is_checked_before_anything_is_made(tiny_data, monkeypatch, target, expected):
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    message = rejection(["~model", f"+model._target_={target.split()[0]}", *target.split()[1:]], tiny_data)
+    assert message is not None and expected in message and "\n" not in message, message
+    if target == "broken.ForwardRaises":  # the user's line, not torch's
+        assert message.endswith(f"at {BROKEN}:47"), message
+
+
+@pytest.mark.parametrize("stacked", [False, True], ids=["lone", "stacked"])
+def test_a_broken_network_stops_the_command_in_one_line_before_any_folder(cli, monkeypatch, stacked):
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    sweep = ["--multirun", "seed=0,1", "hydra/launcher=stacked"] if stacked else []
+    proc = cli(*sweep, "~model", "+model._target_=broken.ThreeClasses", check=False, in_process=True)
+    assert_one_line_error(proc, "(its output: (25, 3))")
+    assert not proc.run_dir.exists()
+
+
+def test_hydra_full_error_shows_the_users_traceback(cli, monkeypatch):
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    proc = cli("~model", "+model._target_=broken.Raises", check=False, in_process=True, env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 2 and f'File "{BROKEN}", line 11, in plain' in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: model._target_='broken.Raises': building its ")
+    assert not proc.run_dir.exists()
+
+
+# memory is the whole footprint: parameters, gradients, optimizer state and a batch's activations, against a machine
+# of 8 GiB; the refusal names the key that sizes what is too big (MNIST's 28x28 images in batches of 300)
+MEMORY_CASES = [
+    # 164 million parameters take 3.7 GiB with Adam's state: the activations of 4096 channels are what is too big
+    ("model=cnn model.channels=[4096,4096]", "model.channels=[4096, 4096] is not allowed: a smaller value: this model "
+     "has 1.64e+08 parameters and the run needs about"),
+    ("model=cnn model.hidden=1000000", "model.hidden=1000000 is not allowed: a smaller value: this model has 1.58e+09 "
+     "parameters"),
+    ("model.width=100000", "model.width=100000 is not allowed: a smaller value: this model has 2.01e+10 parameters"),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", MEMORY_CASES, ids=[c[0] for c in MEMORY_CASES])
+def test_memory_is_the_whole_footprint_and_its_refusal_names_the_key_that_sizes_it(tmp_path, monkeypatch, overrides,
+                                                                                    expected):
+    from conftest import CLI
+
+    from reg_runner import config
+
+    monkeypatch.setattr(config, "memory_bytes", lambda: 8 * 2**30)
+    cli = CLI(tmp_path, make_tiny_mnist(tmp_path / "data", side=28))
+    proc = cli(*overrides.split(), "data.train_fraction=0.6", "trainer.batch_size=300", check=False, in_process=True)
+    assert_one_line_error(proc, expected)
+    assert "more than this machine's 8 GiB" in proc.stderr and not proc.run_dir.exists()
 
 
 def test_hydra_full_error_keeps_hydras_own_report(cli):

@@ -2,15 +2,17 @@
 and a run resumed from its checkpoint ends with the numbers of the run never interrupted."""
 
 import io
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny
+from conftest import make_tiny_mnist, tiny
 
 from reg_runner import config as config_lib
 from reg_runner import exactness
 from reg_runner.assembly import assemble, plain, stacked
 from reg_runner.errors import CONFIG_DIR
+from reg_runner.reg.penalty import penalized
 from reg_runner.signals import STOP
 from reg_runner.trainer.engine import Engine
 
@@ -18,15 +20,16 @@ from reg_runner.trainer.engine import Engine
 MEMBERS = [["seed=0"], ["seed=1", "optimizer.lr=0.004", "model.dropout=0.3"],
            ["seed=2", "reg.l1=1e-4", "reg.l2=1e-3", "augmentation=noise"]]
 SHARED = ["model.norm=batchnorm", "trainer.epochs=4", "logging.histograms=0"]
+FAMILIES = Path(__file__).parent / "families"
 
 
-def checked(data, *overrides):
+def checked(data, *overrides, shared=SHARED):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR):
-        cfg = compose("config", overrides=tiny(f"data.root={data}", *SHARED, *overrides))
+        cfg = compose("config", overrides=tiny(f"data.root={data}", *shared, *overrides))
     return config_lib.check(cfg, list(overrides), through=3), config_lib.as_data(cfg)
 
 
@@ -70,10 +73,8 @@ def test_a_stacked_member_is_its_lone_run_to_the_bit(tiny_data, tmp_path):
     assert len({str(m.state.history[-1]["val/loss"]) for m in members}) == len(members)
 
 
-def test_resumed_from_a_checkpoint_equals_uninterrupted(tiny_data, tmp_path):
-    runs = [checked(tiny_data, *m) for m in MEMBERS[:2]]
-    whole, whole_weights = train(runs, tmp_path / "whole")
-
+def stopped_after_2(runs, tmp_path) -> dict:
+    """The runs interrupted after epoch 2: each member's last.pt as Records writes it."""
     saved = {}
 
     class StopAfter2:  # a signal after epoch 2; each member's last.pt as Records writes it
@@ -93,13 +94,43 @@ def test_resumed_from_a_checkpoint_equals_uninterrupted(tiny_data, tmp_path):
             saved[k] = torch.load(buffer, weights_only=True)
 
     try:
-        first, _ = train(runs, tmp_path / "first", listeners=[StopAfter2()])
+        first, _ = train(runs, tmp_path, listeners=[StopAfter2()])
     finally:
         STOP.signal = None
-    assert [m.state.status for m in first] == ["interrupted"] * 2 and [m.state.epoch for m in first] == [2, 2]
+    assert [m.state.status for m in first] == ["interrupted"] * len(runs) and {m.state.epoch for m in first} == {2}
+    return saved
+
+
+def test_resumed_from_a_checkpoint_equals_uninterrupted(tiny_data, tmp_path):
+    runs = [checked(tiny_data, *m) for m in MEMBERS[:2]]
+    whole, whole_weights = train(runs, tmp_path / "whole")
+    saved = stopped_after_2(runs, tmp_path / "first")
     resumed, resumed_weights = train(runs, tmp_path / "resumed", checkpoints=[saved[0], saved[1]])
     for a, b in zip(resumed, whole):
         assert_same_run(a, resumed_weights[a], b, whole_weights[b])
+
+
+def test_a_plain_module_stacks_to_its_lone_runs_and_resumes_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
+    """LeNet-5 written as a plain nn.Module (tests/families/lenet.py): the generic stacked form (each member's own
+    network on its slice) gives each member its lone run to the bit, L1/L2 cover its Linear and convolution
+    weights, and a run resumed from its checkpoint ends as the uninterrupted one."""
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    data = make_tiny_mnist(tmp_path / "data", side=28)
+    shared = ["~model", "+model._target_=lenet.LeNet5", "+model.width=4", "trainer.epochs=4", "logging.histograms=0"]
+    runs = [checked(data, *m, shared=shared) for m in (["seed=0"], ["seed=1", "optimizer.lr=0.004", "reg.l2=1e-3"])]
+    members, weights = train(runs, tmp_path / "stack")
+    for k, run in enumerate(runs):
+        (lone,), lone_weights = train([run], tmp_path / f"lone{k}")
+        assert_same_run(members[k], weights[members[k]], lone, lone_weights[lone])
+    assert members[0].state.history != members[1].state.history
+    model = stacked([runs[0][0].cfg.model], (1, 28, 28), 10, torch.device("cpu"))
+    covered = [n for (n, _), on in zip(model.named_parameters(), penalized(model, "weights")) if on]
+    assert covered == [f"{layer}.weight" for layer in ("features.0", "features.3", "classifier.1", "classifier.4",
+                                                       "classifier.6")]
+    saved = stopped_after_2(runs, tmp_path / "first")
+    resumed, resumed_weights = train(runs, tmp_path / "resumed", checkpoints=[saved[0], saved[1]])
+    for a, b in zip(resumed, members):
+        assert_same_run(a, resumed_weights[a], b, weights[b])
 
 
 @pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import os
 import pickle
 import signal
 import subprocess
@@ -60,14 +61,15 @@ def test_every_model_family_trains_on_every_data_family(roots, tmp_path, model, 
     assert m["data"]["dataset"] == names[data] and m["data"]["image_shape"] == shape and m["data"]["n_classes"] == 10
     assert len(m["data"]["mean"]) == shape[0]
     assert all(np.isfinite([m["final"]["train/loss"], m["final"]["val/loss"]]))
-    # the family's parameter count, declared before anything is allocated, is the network's
+    # the parameter count the memory check makes on the meta device, before anything is allocated, is the network's
     built = compose(*settings)
     from reg_runner import config as config_lib
+    from reg_runner.model import dry_run
 
     checked = config_lib.check(built, through=3)
     net = checked.cfg.model.plain(checked.split.shape, checked.split.n_classes)
-    assert m["n_parameters"] == sum(p.numel() for p in net.parameters()) == checked.cfg.model.n_parameters(
-        checked.split.shape, checked.split.n_classes)
+    assert m["n_parameters"] == sum(p.numel() for p in net.parameters()) == dry_run.footprint(
+        checked.cfg.model, checked.split.shape, checked.split.n_classes, 20, 20, 5).n_parameters
 
 
 def test_cifar_is_read_from_its_archive_its_folder_or_its_files_and_normalized_per_channel(tmp_path):
@@ -277,6 +279,59 @@ except DataError as e:
 # --- a family no file of reg_runner knows -----------------------------------------------------------------
 
 
+def test_a_plain_module_trains_through_the_cli_shown_by_module_name(tmp_path):
+    """LeNet-5 written as a plain nn.Module, named by model._target_: its keyword arguments from the command line,
+    in_channels and num_classes from the data; TensorBoard shows its Linear and convolution layers by module path
+    (what L1/L2 and the landscapes act on too)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli = CLI(tmp_path, make_tiny_mnist(tmp_path / "data", side=28))
+    cli.env["PYTHONPATH"] = os.pathsep.join([str(FAMILIES), *filter(None, [os.environ.get("PYTHONPATH")])])
+    proc = cli("~model", "+model._target_=lenet.LeNet5", "+model.width=4", "logging.histograms=1", in_process=False)
+    m = read_metrics(proc.run_dir)
+    assert m["status"] == "completed" and m["epochs_run"] == 2 and np.isfinite(m["final"]["val/loss"])
+    sys.path.insert(0, str(FAMILIES))
+    try:
+        from lenet import LeNet5
+    finally:
+        sys.path.remove(str(FAMILIES))
+    assert m["n_parameters"] == sum(p.numel() for p in LeNet5(1, 10, width=4).parameters())
+    recorded = (proc.run_dir / "resolved_config.yaml").read_text()
+    assert "model:\n  _target_: lenet.LeNet5\n  width: 4\n" in recorded
+    events = EventAccumulator(str(proc.run_dir), size_guidance={"histograms": 0}).Reload()
+    layers = ["features.0", "features.3", "classifier.1", "classifier.4", "classifier.6"]
+    weights = [t for t in events.Tags()["histograms"] if t.startswith("hist/weight/")]
+    assert weights == [f"hist/weight/{n}" for n in layers]
+    # the landscapes (in this process) load its checkpoint into the class and normalize its filters
+    from reg_runner import landscape
+
+    sys.path.insert(0, str(FAMILIES))
+    try:
+        landscape.main([str(proc.run_dir), "--grid", "3", "--dims", "1", "--out", str(tmp_path / "land")])
+    finally:
+        sys.path.remove(str(FAMILIES))
+    result = json.loads((tmp_path / "land" / "landscape.json").read_text())
+    assert result["center"]["loss"] == pytest.approx(m["best"]["train/loss"], rel=0.5)
+    assert len(result["curve"]["loss"]) == 3
+
+
+def test_the_range_test_runs_on_a_plain_module(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from reg_runner import cli
+    from reg_runner.lr_find.__main__ import range_test
+
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    data = make_tiny_mnist(tmp_path / "data", side=28)
+    with initialize_config_dir(config_dir=cli.CONFIG_DIR, version_base=None):
+        cfg = compose("lr_find", overrides=[f"data.root={data}", "data.train_fraction=0.2", "data.verify=false",
+                                            "trainer.batch_size=25", "~model", "+model._target_=lenet.LeNet5",
+                                            "lr_find.steps=20"])
+    result = range_test(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), tmp_path)
+    assert len(result["losses"]) == 20 and result["initial_loss"] == pytest.approx(2.3, abs=0.3)
+
+
 @pytest.mark.slow  # stacks, lone runs and a kill of a family's runs
 def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data, monkeypatch):
     cli = CLI(tmp_path, tiny_data)
@@ -308,3 +363,17 @@ def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert without_timing(read_metrics(tmp_path / "killed")) == without_timing(read_metrics(uninterrupted))
     assert not any(p.name.startswith("throwaway") for p in (ROOT / "reg_runner").rglob("*"))
+
+
+def test_the_memory_a_network_takes_is_measured_on_the_meta_device_as_on_the_cpu(monkeypatch):
+    """LeNet-5 on the meta device (shapes only), and a copy whose code reads a value, which the meta device cannot
+    run: it is run on the CPU on two images and scaled. Both give the same footprint: the count of the meta device
+    is the CPU's."""
+    from reg_runner.model import dry_run, parse_config
+
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    meta = dry_run.footprint(parse_config({"_target_": "lenet.LeNet5"}), (1, 28, 28), 10, 20, 40, 5)
+    cpu = dry_run.footprint(parse_config({"_target_": "lenet.LeNet5Checked"}), (1, 28, 28), 10, 20, 40, 5)
+    assert cpu == meta and meta.n_parameters == 61706 and meta.parameters == 61706 * 4 * 5
+    # what a training batch keeps for its backward pass: each layer's input, ReLU's outputs, the pools' indices
+    assert meta.training > 20 * (6 * 28 * 28 + 16 * 10 * 10) * 4

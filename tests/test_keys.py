@@ -209,16 +209,6 @@ def test_the_shipped_declarations_keep_the_lists_the_code_had():
         f"model.{k}" for k in ("_target_", "channels", "kernel", "pool", "norm", "groups", "activation", "hidden", "head")]
 
 
-def test_a_family_that_declares_structural_keys_the_old_way_is_refused():
-    from reg_runner.model import ModelFamily
-    from reg_runner.schema import number
-
-    with pytest.raises(TypeError, match="OWN"):
-        class Old(ModelFamily):
-            dropout: number(0, 1, hi_open=True)
-            STRUCTURAL = ()
-
-
 def test_a_familys_own_key_takes_no_record_role():
     from reg_runner.data import DataFamily
     from reg_runner.schema import Text

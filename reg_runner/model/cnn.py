@@ -82,17 +82,6 @@ class CNN(ModelFamily):
         c, h, w = self.feature_map(shape)
         return c * h * w if self.head == "flatten" else c
 
-    def n_parameters(self, shape, n_classes: int) -> int:
-        sizes = [shape[0], *self.channels]
-        conv = sum(a * b * self.kernel**2 + b for a, b in zip(sizes, sizes[1:]))
-        norm = 0 if self.norm == "none" else 2 * sum(self.channels)
-        top = self.hidden or self.features(shape)
-        fc = self.features(shape) * self.hidden + self.hidden if self.hidden else 0
-        return conv + norm + fc + top * n_classes + n_classes
-
-    def size_key(self) -> str:
-        return "channels"
-
     def check(self, shape, n_classes: int) -> None:
         _, h, w = self.feature_map(shape)
         if h < 1 or w < 1:
@@ -104,7 +93,7 @@ class CNN(ModelFamily):
             return f"model.norm={self.norm}: only groupnorm has groups"
         return None
 
-    def uses_batch_statistics(self) -> bool:
+    def uses_batch_statistics(self, shape, n_classes: int) -> bool:
         return self.norm == "batchnorm"
 
     def describe(self) -> str:

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDropout, StackedLinear, StackedNorm
+from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, Stacked, StackedDropout, StackedLinear,
+                                    StackedNorm)
+
 
 def _norm(kind: str, channels: int, groups: int) -> nn.Module | None:
     if kind == "batchnorm":
@@ -27,8 +29,34 @@ def _norm(kind: str, channels: int, groups: int) -> nn.Module | None:
     return None
 
 
-def _pool(kind: str) -> nn.Module | None:
-    return {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2)}.get(kind)
+POOLS = {"max": F.max_pool2d, "avg": F.avg_pool2d}
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def block(x: torch.Tensor, conv, norm, act, pool, dropout, pool_first: bool) -> torch.Tensor:
+    """One conv block, the plain network's, a stack's and each member's alike (each passes its own layers):
+    conv -> [norm] -> activation -> [2x2 pool] -> dropout. ``pool_first``: max pooling commutes with ReLU and
+    LeakyReLU (max(f(a), f(b)) = f(max(a, b)), exactly, for a monotone f computed exactly): pooling first gives
+    the same numbers, and the activation touches a quarter of them."""
+    x = conv(x)
+    if norm is not None:
+        x = norm(x)
+    if not pool_first:
+        x = act(x)
+    if pool is not None:
+        x = pool(x)
+    if pool_first:
+        x = act(x)
+    return dropout(x)
+
+
+def head(x: torch.Tensor, avgpool: bool, fc, classifier) -> torch.Tensor:
+    """The last feature map (..., C, H, W) flattened or averaged over space, [the hidden layer], the classifier."""
+    x = x.mean((-2, -1)) if avgpool else x.flatten(-3)
+    return classifier(fc(x) if fc is not None else x)
 
 
 class ConvBlock(nn.Module):
@@ -37,17 +65,12 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv2d(c_in, c_out, cfg.kernel, padding=cfg.kernel // 2)
         self.norm = _norm(cfg.norm, c_out, cfg.groups)
         self.act = ACTIVATIONS[cfg.activation]()
-        self.pool = _pool(cfg.pool)
+        self.pool = {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2)}.get(cfg.pool)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None
+        self.pool_first = cfg.pool == "max" and cfg.activation in EXACT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        x = self.act(x)
-        if self.pool is not None:
-            x = self.pool(x)
-        return self.dropout(x) if self.dropout is not None else x
+        return block(x, self.conv, self.norm, self.act, self.pool, self.dropout or _same, self.pool_first)
 
 
 class Hidden(nn.Module):
@@ -77,11 +100,7 @@ class CNNNet(nn.Module):
         self.classifier = nn.Linear(cfg.hidden or features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(x)
-        x = x.mean((2, 3)) if self.avgpool else x.flatten(1)
-        if self.fc is not None:
-            x = self.fc(x)
-        return self.classifier(x)
+        return head(self.blocks(x), self.avgpool, self.fc, self.classifier)
 
     def layers(self) -> dict[str, nn.Module]:
         """The weight layers by display name: conv1, conv2, ..., fc (the hidden layer) and output."""
@@ -131,25 +150,23 @@ class StackedConvBlock(nn.Module):
         kind, groups = ("groupnorm", 1) if cfg.norm == "layernorm" else (cfg.norm, cfg.groups)  # one group: LayerNorm
         self.norm = StackedNorm(kind, members, c_out, groups) if cfg.norm != "none" else None
         self.act = Activation(cfg.activation)
-        self.pool = cfg.pool
+        self.pool = POOLS.get(cfg.pool)
         self.dropout = dropout
+        self.pool_first = cfg.pool == "max" and cfg.activation in EXACT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        # max pooling commutes with ReLU and LeakyReLU (max(f(a), f(b)) = f(max(a, b)), exactly, for a monotone f
-        # computed exactly): pooling first gives the same numbers, and the activation touches a quarter of them
-        first = self.pool == "max" and self.act.exact is not None
-        if not first:
-            x = self.act(x)
-        if self.pool != "none":
-            pool = F.max_pool2d if self.pool == "max" else F.avg_pool2d
-            k, b = x.shape[:2]
-            x = pool(x.flatten(0, 1), 2).unflatten(0, (k, b))
-        if first:
-            x = self.act(x)
-        return self.dropout(x)
+        return block(x, self.conv, self.norm, self.act, self._pool if self.pool is not None else None, self.dropout,
+                     self.pool_first)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x.flatten(0, 1), 2).unflatten(0, x.shape[:2])
+
+    def member(self, k: int, x: torch.Tensor, weight, bias, gain, shift, dropout: StackedDropout) -> torch.Tensor:
+        """Member k's block on its own tensor, with its slices of the stacked tensors."""
+        norm = None if self.norm is None else lambda h: self.norm.member(k, h, gain, shift)
+        pool = None if self.pool is None else lambda h: self.pool(h, 2)
+        return block(x, lambda h: F.conv2d(h, weight, bias, padding=self.conv.padding), norm, self.act.member, pool,
+                     lambda h: dropout.member(k, h), self.pool_first)
 
 
 class StackedHidden(nn.Module):
@@ -183,12 +200,9 @@ class StackedCNN(Stacked):
         """(K, B, C, H, W) -> (K, B, classes); or a shared (N, C, H, W) -> (K, N, classes)."""
         if x.device.type == "cpu":
             return self._member_by_member(x)
-        for block in self.blocks:
-            x = block(x)
-        x = x.mean((3, 4)) if self.avgpool else x.flatten(2)
-        if self.fc is not None:
-            x = self.fc(x)
-        return self.classifier(x)
+        for b in self.blocks:
+            x = b(x)
+        return head(x, self.avgpool, self.fc, self.classifier)
 
     def _member_by_member(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's network on its own batch (or the shared images), the same operations as ``forward`` gives
@@ -196,31 +210,21 @@ class StackedCNN(Stacked):
         k = self.members
         inputs = [x] * k if x.dim() == len(self.shape) + 1 else list(x.unbind(0))
         layers = []  # per block: its tensors' members (unbound once: their gradients are stacked once)
-        for block in self.blocks:
-            norm = block.norm
-            layers.append((block.conv.weight.unbind(0), block.conv.bias.unbind(0),
+        for b in self.blocks:
+            norm = b.norm
+            layers.append((b.conv.weight.unbind(0), b.conv.bias.unbind(0),
                            norm.weight.unbind(0) if norm is not None else [None] * k,
                            norm.bias.unbind(0) if norm is not None and hasattr(norm, "bias") else [None] * k))
-        head = [(m.weight.unbind(0), m.bias.unbind(0)) for m in ([self.fc.linear] if self.fc else []) + [self.classifier]]
+        top = [(m.weight.unbind(0), m.bias.unbind(0))
+               for m in ([self.fc.linear] if self.fc else []) + [self.classifier]]
         logits = []
         for i, h in enumerate(inputs):
-            for block, (w, b, gain, shift) in zip(self.blocks, layers):
-                h = F.conv2d(h, w[i], b[i], padding=block.conv.padding)
-                if block.norm is not None:
-                    h = block.norm.member(i, h, gain[i], shift[i])
-                first = block.pool == "max" and block.act.exact is not None  # as ``StackedConvBlock.forward``
-                if not first:
-                    h = block.act.member(h)
-                if block.pool != "none":
-                    h = (F.max_pool2d if block.pool == "max" else F.avg_pool2d)(h, 2)
-                if first:
-                    h = block.act.member(h)
-                h = self.dropout.member(i, h)
-            h = h.mean((2, 3)) if self.avgpool else h.flatten(1)
-            if self.fc is not None:
-                h = self.dropout.member(i, self.fc.act.member(torch.addmm(head[0][1][i], h, head[0][0][i].t())))
-            logits.append(torch.addmm(head[-1][1][i], h, head[-1][0][i].t()))
-        for block in self.blocks:
-            if block.norm is not None:
-                block.norm.count_batch()
+            for b, (w, bias, gain, shift) in zip(self.blocks, layers):
+                h = b.member(i, h, w[i], bias[i], gain[i], shift[i], self.dropout)
+            fc = None if self.fc is None else lambda h: self.dropout.member(i, self.fc.act.member(
+                torch.addmm(top[0][1][i], h, top[0][0][i].t())))
+            logits.append(head(h, self.avgpool, fc, lambda h: torch.addmm(top[-1][1][i], h, top[-1][0][i].t())))
+        for b in self.blocks:
+            if b.norm is not None:
+                b.norm.count_batch()
         return logits[0].unsqueeze(0) if k == 1 else torch.stack(logits)

@@ -45,15 +45,6 @@ class MLP(ModelFamily):
     def widths(self, in_features: int) -> list[int]:
         return [in_features] + [self.width] * self.depth
 
-    def n_parameters(self, shape, n_classes: int) -> int:
-        w = self.widths(math.prod(shape))
-        linear = sum(a * b + b for a, b in zip(w, w[1:])) + w[-1] * n_classes + n_classes
-        norm = {"none": 0, "rmsnorm": 1}.get(self.norm, 2) * self.width * self.depth
-        return linear + norm
-
-    def size_key(self) -> str:
-        return "width" if self.depth else "depth"
-
     def check(self, shape, n_classes: int) -> None:
         inputs = math.prod(shape)
         if self.residual and not (self.depth >= 2 or (self.depth == 1 and self.width == inputs)):
@@ -68,7 +59,7 @@ class MLP(ModelFamily):
             return "model.norm=none (or model.depth=0): there is no norm to place"
         return None
 
-    def uses_batch_statistics(self) -> bool:
+    def uses_batch_statistics(self, shape, n_classes: int) -> bool:
         return self.norm == "batchnorm"
 
     def describe(self) -> str:

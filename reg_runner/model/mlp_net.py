@@ -18,6 +18,15 @@ from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDrop
 NORMS = {"none": None, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
 
 
+def block(x: torch.Tensor, linear, post, residual: bool) -> torch.Tensor:
+    """One hidden block, the plain network's and a stack's alike: ``linear``, then each of ``post`` (the norm and
+    the activation in their order, the dropout), plus the input where ``residual``."""
+    out = linear(x)
+    for f in post:
+        out = f(out)
+    return x + out if residual else out
+
+
 class Block(nn.Module):
     def __init__(self, n_in: int, n_out: int, cfg):
         super().__init__()
@@ -30,8 +39,7 @@ class Block(nn.Module):
         self.residual = cfg.residual and n_in == n_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.post(self.linear(x))
-        return x + out if self.residual else out
+        return block(x, self.linear, self.post, self.residual)
 
 
 class MLPNet(nn.Module):
@@ -68,11 +76,7 @@ class StackedBlock(nn.Module):
         self.residual = cfg.residual and n_in == n_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.linear(x)
-        for module in self.post:
-            out = module(out)
-        out = self.dropout(out)
-        return x + out if self.residual else out
+        return block(x, self.linear, [*self.post, self.dropout], self.residual)
 
 
 class StackedMLP(Stacked):

@@ -40,8 +40,9 @@ def arguments(cfg: OptimizerConfig, batch_size: int) -> dict:
     return kwargs
 
 
-def check(cfg: OptimizerConfig, batch_size: int) -> None:
-    """Before anything is made: every key is an argument of the class, and the class accepts the values."""
+def check(cfg: OptimizerConfig, batch_size: int) -> int:
+    """Before anything is made: every key is an argument of the class, and the class accepts the values.
+    Returns the copies of the parameters that its state holds (``step_at``)."""
     cls = optimizer_class(cfg.target)
     named = named_arguments(cls)
     for name, value in cfg.arguments.items():
@@ -53,12 +54,13 @@ def check(cfg: OptimizerConfig, batch_size: int) -> None:
         raise ConfigError("optimizer.lr", cfg.lr, f"at most {FLOAT32_MAX * cfg.lr / lr:.4g} with optimizer.lr_scaling="
                           f"{cfg.lr_scaling} and a batch of {batch_size}: it scales to {lr:.4g}, past float32's "
                           f"{FLOAT32_MAX:.4g}")
-    step_at(cfg, batch_size, lr, "optimizer.lr", cfg.lr)
+    return step_at(cfg, batch_size, lr, "optimizer.lr", cfg.lr)
 
 
-def step_at(cfg: OptimizerConfig, batch_size: int, lr: float, key: str, value) -> None:
+def step_at(cfg: OptimizerConfig, batch_size: int, lr: float, key: str, value) -> int:
     """One step of the optimizer at ``lr`` on a dense gradient (SparseAdam, LBFGS's closure, capturable on a
-    CPU, a rate whose step overflows float32... say so now); ``key=value``: what set that rate."""
+    CPU, a rate whose step overflows float32... say so now); ``key=value``: what set that rate. Returns the
+    copies of the parameters its state then holds (Adam's two moments: 2)."""
     probe = torch.zeros(2, requires_grad=True)
     optimizer = build([probe], cfg, batch_size)
     for group in optimizer.param_groups:
@@ -72,6 +74,7 @@ def step_at(cfg: OptimizerConfig, batch_size: int, lr: float, key: str, value) -
                               f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         raise ConfigError("optimizer._target_", cfg.target, f"an optimizer that steps this model's dense gradients "
                           f"with its arguments ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e})") from None
+    return sum(isinstance(t, torch.Tensor) and t.shape == probe.shape for t in optimizer.state[probe].values())
 
 
 def build(params, cfg: OptimizerConfig, batch_size: int) -> torch.optim.Optimizer:

@@ -1,0 +1,129 @@
+"""A family's network built and run once on the meta device (no memory, no arithmetic), before anything is
+made: that it is one (a ``torch.nn.Module`` with parameters whose output is (batch, classes)), and what a run
+of it takes in memory.
+
+A mistake in a family's code (``plain`` or ``forward`` raising) is one line (``reg_runner.model.calling``).
+"""
+
+import dataclasses
+
+import torch
+
+from reg_runner.errors import ConfigError, UserError
+from reg_runner.model import calling
+
+CPU_TRIAL = 2**28  # bytes of parameters up to which a network the meta device cannot run is tried on the CPU
+
+
+def network(cfg, shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
+    """The family's plain network, on the meta device: a ``torch.nn.Module`` with parameters, or one line."""
+    with torch.device("meta"):
+        net = calling(cfg, "building its network", lambda: cfg.plain(tuple(shape), n_classes))
+    if not isinstance(net, torch.nn.Module):
+        raise ConfigError("model._target_", cfg.target, f"a family whose network is a torch.nn.Module (its plain() "
+                          f"returns {type(net).__module__}.{type(net).__qualname__})")
+    if next(net.parameters(), None) is None:
+        raise ConfigError("model._target_", cfg.target, "a network with parameters to train (it has none)")
+    if any(torch.nn.parameter.is_lazy(p) for p in net.parameters()):
+        raise ConfigError("model._target_", cfg.target, "a network whose parameters have their shapes once it is "
+                          "built, which a checkpoint and a stack need (it has lazy modules)")
+    return net
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    """Bytes a run takes on its device: the parameters with their gradients, optimizer state and the best
+    epoch's copy; the activations a training batch keeps for its backward pass, and an evaluation batch's
+    largest input and output of one module (without gradients). The two batches do not overlap in time."""
+
+    n_parameters: int
+    parameters: int
+    training: int
+    evaluation: int
+
+    @property
+    def activations(self) -> int:
+        return max(self.training, self.evaluation)
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.activations
+
+
+def footprint(cfg, shape: tuple[int, ...], n_classes: int, batch: int, eval_batch: int, copies: int) -> Footprint:
+    """The memory of a run of ``cfg``'s network (``copies``: of the parameters, the weights' own included), after
+    checking its output on a training batch: (batch, classes), or one line. A network the meta device cannot
+    run (code that reads values: ``.item()``, ``if x.sum() > 0``) is run on the CPU on two images, if it is
+    small enough to be built there, and its activations scaled to the batches."""
+    net = network(cfg, shape, n_classes)
+    n = sum(p.numel() for p in net.parameters())
+    size = next(net.parameters()).element_size()
+    try:
+        training, evaluation = _run(cfg, net, shape, n_classes, batch, eval_batch, "meta")
+    except ConfigError:
+        raise
+    except UserError:
+        if n * size > CPU_TRIAL:
+            raise
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):  # its dropout draws from no run's stream
+            net = calling(cfg, "building its network", lambda: cfg.plain(tuple(shape), n_classes))
+            training, evaluation = _run(cfg, net, shape, n_classes, 2, 2, "cpu")
+        training, evaluation = training * batch // 2, evaluation * eval_batch // 2
+    return Footprint(n, n * size * copies, training, evaluation)
+
+
+def _run(cfg, net, shape, n_classes: int, batch: int, eval_batch: int, device: str) -> tuple[int, int]:
+    """The bytes a training batch keeps for its backward pass, and the largest input and output of one module of
+    an evaluation batch."""
+    saved, own = {}, {id(p) for p in net.parameters()}
+
+    def pack(t):
+        base = t if t._base is None else t._base  # a weight's transpose is the weight
+        if id(base) not in own:
+            saved[id(base)] = base.numel() * base.element_size()
+        return t
+
+    x = torch.zeros((batch, *shape), device=device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = calling(cfg, "running its network", lambda: net.train()(x))
+    if not (isinstance(out, torch.Tensor) and tuple(out.shape) == (batch, n_classes)):
+        given = tuple(out.shape) if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise ConfigError("model._target_", cfg.target, f"a network whose output is (batch, classes), ({batch}, "
+                          f"{n_classes}) for a batch of {batch} of these {n_classes} classes (its output: {given})")
+    peaks = [0]
+    hooks = [m.register_forward_hook(lambda m, i, o: peaks.append(_bytes(i) + _bytes(o))) for m in net.modules()]
+    try:
+        with torch.no_grad():
+            x = torch.zeros((eval_batch, *shape), device=device)
+            calling(cfg, "running its network in evaluation", lambda: net.eval()(x))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(saved.values()) + out.numel() * out.element_size(), max(peaks)
+
+
+def sizing_key(cfg, measure) -> str | None:
+    """The structural key of ``cfg`` (an integer, or a list of them) whose doubling grows ``measure(cfg)`` most;
+    None if none grows it."""
+    base, grown, out = measure(cfg), 0, None
+    for key in cfg.structural_keys():
+        value = getattr(cfg, key)
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            continue
+        doubled = [2 * v for v in values]
+        try:
+            more = measure(cfg.model_copy(update={key: doubled if isinstance(value, list) else doubled[0]})) - base
+        except Exception:  # the family cannot build that network: its size says nothing
+            continue
+        if more > grown:
+            grown, out = more, key
+    return out
+
+
+def _bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_bytes(v) for v in value)
+    return 0

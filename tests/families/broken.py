@@ -1,0 +1,56 @@
+"""Networks wrong in each way the family seam checks before a run: families and plain modules
+(tests/test_bad_input.py)."""
+
+from torch import nn
+
+from reg_runner.model import ModelFamily
+
+
+class Raises(ModelFamily):
+    def plain(self, shape, n_classes):
+        raise ValueError("no such layer")
+
+
+class CheckRaises(ModelFamily):
+    def check(self, shape, n_classes):
+        return {"mnist": 1}[shape]
+
+    def plain(self, shape, n_classes):
+        return nn.Linear(3, n_classes)
+
+
+class NotAModule(ModelFamily):
+    def plain(self, shape, n_classes):
+        return [nn.Linear(3, n_classes)]
+
+
+class NoParameters(nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :10]
+
+
+class ThreeClasses(nn.Module):
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, 3))
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class ForwardRaises(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.fc(x)  # a (B, 1, 8, 8) batch: the shapes do not multiply
+
+
+class Lazy(nn.Module):
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+    def forward(self, x):
+        return self.fc(x)
