@@ -38,7 +38,7 @@ from reg_runner import atomic, kinds, signals
 from reg_runner.callbacks import make_folder
 from reg_runner.errors import Parser, UserError, exit_on_user_error
 from reg_runner.report import html, markdown, stats
-from reg_runner.report.document import Figure, Text, build, effects_blocks, run_row
+from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, run_row
 from reg_runner.report.filters import Filters, parse_filters, select
 from reg_runner.report.groups import by_group, choose_settings, design, varying_keys
 from reg_runner.report.plots import curves, dots, interaction, main_effects, png
@@ -108,7 +108,8 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     drawn = plots and any(r.finished for r in runs)
     if drawn:
         drawn_figures = {"test_acc": dots(rows, keys, baseline), "curves": curves(rows, groups, keys, baseline, facet)}
-        blocks += [Figure(out / f"{name}.png", png(fig)) for name, fig in drawn_figures.items() if fig is not None]
+        blocks += [Heading("Figures"), *(Figure(out / f"{name}.png", png(fig)) for name, fig in drawn_figures.items()
+                                         if fig is not None)]
     if effects is not None:
         blocks += effects_blocks(effects, list(interactions))
         if drawn:

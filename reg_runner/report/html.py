@@ -62,9 +62,14 @@ def _image(name: str, data: bytes) -> str:
 def page(blocks: list, title: str) -> str:
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"]
+    sections = [b for b in blocks if isinstance(b, Heading) and b.level == 2]
     for block in blocks:
         if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
+            anchor = f' id="s{sections.index(block)}"' if block in sections else ""
+            out.append(f"<h{block.level}{anchor}>{_inline(block.text)}</h{block.level}>")
+            if block.level == 1 and len(sections) > 1:  # the sections, one click away: a runs table can be long
+                out.append("<nav>" + " · ".join(f'<a href="#s{i}">{html.escape(s.text.split(" (")[0])}</a>'
+                                                for i, s in enumerate(sections)) + "</nav>")
         elif isinstance(block, Table):
             out.append('<div class="wide"><table><thead><tr>'
                        + "".join(f"<th>{html.escape(c)}</th>" for c in block.columns) + "</tr></thead><tbody>")
