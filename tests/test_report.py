@@ -422,9 +422,10 @@ def test_a_32_group_factorial_draws_legible_figures(factorial_report):
         areas = [ax.get_window_extent(renderer) for ax in fig.axes]
         for ax in fig.axes:
             assert ax.get_legend() is None
-            for t in ax.texts:  # the names at the lines' ends, and the header: none over any panel's data area
-                box = Text.get_window_extent(t, renderer)
-                assert not any(box.overlaps(area) for area in areas), t.get_text()
+            boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+            for t, box in zip(ax.texts, boxes):  # the names at the lines' ends, and the header: none over any
+                assert not any(box.overlaps(area) for area in areas), t.get_text()  # panel's data area
+                assert sum(box.overlaps(other) for other in boxes) == 1, t.get_text()  # nor over one another
     dots, curves = figures[0], figures[1]
     labels = [t.get_text() for t in dots.axes[0].get_yticklabels()]
     assert len(labels) == 32 and "tanh · 0.2 · 0.003 · 1e-05 · 0.0001" in labels  # the values, not key=value
