@@ -71,7 +71,7 @@ def dots(groups: list[dict], keys: list[str], baseline: str | None):
     fig = _figure(5.5 + CHAR * max(map(len, [*labels, header])), 1.4 + 0.24 * len(shown))
     ax = fig.add_subplot()
     for i, g in enumerate(shown):
-        ax.scatter(g["tests"], [i] * len(g["tests"]), s=14, color="0.6", linewidths=0, zorder=2)
+        ax.scatter(g["tests"], [i] * len(g["tests"]), s=14, color="0.55", linewidths=0, zorder=4)  # over the bar
         ci = None if g["test_ci"] is None else [[g["test_ci"]], [g["test_ci"]]]
         ax.errorbar([g["test_mean"]], [i], xerr=ci, fmt="o", ms=5, capsize=3, zorder=3,
                     color="C3" if g["group"] == baseline else "C0")
@@ -118,7 +118,7 @@ def curves(groups: list[dict], members: dict[str, list[Run]], keys: list[str], b
                and (level is None or g["values"][skip] == level)]
         best = sorted(own, key=lambda g: -(g["val_mean"] or 0))[:BEST]  # validation chooses, never the test set
         panels.append((level, [(g, f"C{i}", _label(g, keys, skip)) for i, g in enumerate(best)] + base, len(own)))
-    width = (3.4 + CHAR * max(len(name) for _, shown, _ in panels for _, _, name in shown)) * len(panels) + 0.8
+    width = (4.6 + CHAR * max(len(name) for _, shown, _ in panels for _, _, name in shown)) * len(panels) + 0.8
     height = 6.2
     fig = _figure(width, height)
     axes = fig.subplots(2, len(panels), sharex=True, sharey="row", squeeze=False)
@@ -138,6 +138,11 @@ def curves(groups: list[dict], members: dict[str, list[Run]], keys: list[str], b
         axes[1, col].set_xlabel("epoch")
     axes[0, 0].set_ylabel("validation accuracy")
     axes[1, 0].set_ylabel("validation loss")
+    for row, metric in zip(axes, metrics):  # the first tenth of the epochs runs off: the rest is what differs
+        later = [v for _, shown, _ in panels for g, _, _ in shown
+                 for point in drawn[g["group"]][metric][len(drawn[g["group"]]["epochs"]) // 10:] for v in point]
+        pad = 0.05 * (max(later) - min(later)) or 0.01
+        row[0].set_ylim(min(later) - pad, max(later) + pad)
     for col, (_, shown, _) in enumerate(panels):  # once every panel of a row is drawn: its limits are final
         for ax, metric in zip(axes[:, col], metrics):
             _name_ends(ax, [(drawn[g["group"]][metric][-1][0], name, colour) for g, colour, name in shown],
@@ -151,7 +156,7 @@ def main_effects(effects: Effects):
     keys = effects.design.keys
     longest = max(len(v) for k in keys for v in effects.design.levels[k])
     most = max(len(effects.design.levels[k]) for k in keys)
-    fig = _figure(1.2 + max(2.2, 1.2 * CHAR * longest * most) * len(keys), 3.8)
+    fig = _figure(max(6.5, 1.2 + max(2.2, 1.2 * CHAR * longest * most) * len(keys)), 3.8)
     axes = fig.subplots(1, len(keys), sharey=True, squeeze=False)[0]
     grand = effects.mean().value
     for ax, k in zip(axes, keys):
@@ -165,7 +170,7 @@ def main_effects(effects: Effects):
         ax.set_title(k, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("mean test accuracy")
-    fig.suptitle("main effects: each level's mean over the other keys and the seeds, 95% intervals "
+    fig.suptitle("main effects: each level's mean over the other keys and the seeds,\n95% intervals "
                  "(dashed: the mean of all)", fontsize=9)
     return fig
 
