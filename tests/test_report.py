@@ -7,6 +7,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pytest
 from conftest import InProcess, read_metrics
@@ -64,7 +65,10 @@ def test_table_1_matches_every_run_record(study, tmp_path):
     assert rows["91_early"]["status"].startswith("no metrics.json") and rows["91_early"]["experiment"] == "l2"
     # recorded as running, but no process holds its lock: killed, and resumable
     assert rows["92_unfinished"]["status"].startswith("killed (resume:")
-    assert "| 90_broken |" in proc.stdout and "notes" not in proc.stdout
+    # in the tables a run is its job number and seed, linked to its folder; the csv keeps the folder's name
+    assert f"| [90 · seed 0]({os.path.relpath(sweep, tmp_path)}/90_broken/) |" in proc.stdout
+    assert f"| [0 · seed 0]({quote(os.path.relpath(runs[0], tmp_path))}/) |" in proc.stdout
+    assert "notes" not in proc.stdout
 
 
 def test_table_2_groups_by_experiment_with_seeds_left_out(study, tmp_path):
@@ -78,7 +82,7 @@ def test_table_2_groups_by_experiment_with_seeds_left_out(study, tmp_path):
     for name, ms in by.items():
         val = [m["best"]["val/acc"] for m in ms]
         test = [m["test_at_best"]["acc"] for m in ms]
-        line = next(line for line in text.splitlines() if line.startswith(("| experiment=" + name, "| **experiment=" + name)))
+        line = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         # the baseline group also holds the unreadable and the unfinished copies; l2 the early-stopped folder
         n = {"baseline": "3 of 5 (left out: seed 0 unreadable metrics.json, seed 1 killed)",
              "l2": "3 of 4 (left out: seed 7 no metrics.json", "dropout": "3 |"}[name]
@@ -86,7 +90,7 @@ def test_table_2_groups_by_experiment_with_seeds_left_out(study, tmp_path):
         assert f"{statistics.mean(val):.4f} ± {statistics.stdev(val):.4f}" in line
         assert f"{statistics.mean(test):.4f} ± {statistics.stdev(test):.4f}" in line
         if name == "baseline":
-            assert "(baseline)" in line
+            assert line.endswith("| baseline | baseline | baseline | baseline |")
         else:
             assert f"{statistics.mean(test) - statistics.mean(base_test):.4f}" in line
             # two groups tested against one baseline: Holm's correction, by hand (the smaller p doubled, the
@@ -100,23 +104,25 @@ def test_table_2_groups_by_experiment_with_seeds_left_out(study, tmp_path):
 
 
 def test_pngs_are_valid_images(study, tmp_path):
-    report(study[0], "--out", str(tmp_path))
+    proc = report(study[0], "--out", str(tmp_path))
+    assert "Warning" not in proc.stderr and "tight" not in proc.stderr, proc.stderr  # nothing a user cannot act on
     for name in ("curves.png", "test_acc.png"):
         with Image.open(tmp_path / name) as img:
             img.verify()
             assert img.format == "PNG"
-    # what is drawn, not only a canvas: each group's curve in its own colour (matplotlib's cycle: baseline,
-    # l2, dropout), the figure at its size (13 x 4.8 inches at 110 dpi); each group's mean and its seeds' points
+    # what is drawn, not only a canvas: the two groups beside the baseline in their own colours (matplotlib's
+    # cycle), the baseline in grey, no third group; each group's mean, the baseline's in red
     with Image.open(tmp_path / "curves.png") as img:
-        assert img.size == (1430, 528)
         colours = {c: n for n, c in img.convert("RGB").getcolors(maxcolors=1 << 22)}
-    for colour in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x2C, 0xA0, 0x2C)):
+    for colour in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x73, 0x73, 0x73)):
         assert colours.get(colour, 0) >= 20, colour
-    assert colours.get((0xD6, 0x27, 0x28), 0) < 20  # no fourth group
+    assert colours.get((0x2C, 0xA0, 0x2C), 0) < 20  # no third group
     with Image.open(tmp_path / "test_acc.png") as img:
         colours = {c: n for n, c in img.convert("RGB").getcolors(maxcolors=1 << 22)}
-    assert colours.get((0x1F, 0x77, 0xB4), 0) >= 20  # the means with their error bars
-    assert "![curves](curves.png)" in (tmp_path / "report.md").read_text()
+    assert colours.get((0x1F, 0x77, 0xB4), 0) >= 20 and colours.get((0xD6, 0x27, 0x28), 0) >= 20
+    text = (tmp_path / "report.md").read_text()
+    assert "![curves](curves.png)" in text and "![test_acc](test_acc.png)" in text
+    assert "main_effects" not in text and "factorial" not in text  # one key varies: no design to speak of
 
 
 def test_a_single_run_folder_and_a_baseline_choice(study, tmp_path):
@@ -177,7 +183,7 @@ def test_a_diverged_seed_is_named_not_silently_dropped(study, tmp_path):
     m = read_metrics(dropout_seed2)
     (dropout_seed2 / "metrics.json").write_text(json.dumps({**m, "status": "diverged"}))
     text = report(copy, "--out", str(tmp_path / "out")).stdout
-    line = next(line for line in text.splitlines() if line.startswith("| experiment=dropout"))
+    line = next(line for line in text.splitlines() if line.startswith("| dropout |"))
     assert "| 2 of 3 (left out: seed 2 diverged) |" in line
 
 
@@ -242,12 +248,14 @@ def test_holm_adjusts_by_hand():
 
 
 def test_sharpness_keeps_its_significant_figures():
-    from reg_runner.report import Run, markdown, run_row
+    from reg_runner.report import Run, run_row
+    from reg_runner.report.document import runs_table
+    from reg_runner.report.markdown import page
 
     run = Run(path=None, name="r", status="completed", sharpness=2.6e-4)
     small = Run(path=None, name="s", status="completed", sharpness=5.4e-6)
     table1 = [run_row(r, [], sharpness=True) for r in (run, small)]
-    text = markdown([run, small], [], table1, [], None, "root")
+    text = page([runs_table([run, small], table1, [], "root")])
     assert "| 0.00026 |" in text and "| 5.4e-06 |" in text and "0.0000 " not in text
 
 
@@ -296,6 +304,7 @@ def yaml_l2(run):
     (["--where", "model.norm"], "--where 'model.norm' is not allowed: key=value"),
     (["--where", "model.nrom=none"], "no run's resolved config has the key 'model.nrom' (did you mean model.norm?)"),
     (["--tag", "nobody"], "no run below"),
+    (["--facet", "model.nrom"], "--facet 'model.nrom' is not allowed: one of the keys the runs vary in (experiment)"),
 ])
 def test_a_bad_filter_is_one_line(labelled, tmp_path, args, says):
     words = ["reg_runner.report", str(labelled), "--out", str(tmp_path / "o"), *args]
@@ -312,3 +321,222 @@ def test_the_report_says_what_it_selected(labelled, tmp_path):
     assert "Selected by --status completed --tag week1: 1 of the 4 runs read." in text
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert [r["run"] for r in rows] == ["a"]
+
+
+# A factorial study of 32 groups (5 keys of 2 levels) x 2 seeds, made in this process from one tiny run's records:
+# each copy gets its overrides, its resolved config, and a test accuracy with known effects and seed noise.
+FACTORS = {"model.activation": ("relu", "tanh"), "model.dropout": ("0.0", "0.2"), "optimizer.lr": ("0.001", "0.003"),
+           "reg.l1": ("0.0", "1e-05"), "reg.l2": ("0.0", "0.0001")}  # in the report's order of keys
+EFFECTS = (-0.01, 0.02, 0.005, 0.0, 0.01)  # what the second level adds to the test accuracy
+
+
+def make_factorial(study, root, leave_out=()):
+    import itertools
+    import random
+
+    import yaml
+
+    from reg_runner import dotted
+
+    source = study[1][0]
+    config = yaml.safe_load((source / "resolved_config.yaml").read_text())
+    history = list(csv.DictReader((source / "history.csv").open()))
+    noise = random.Random(0)
+    job = 0
+    for levels in itertools.product((0, 1), repeat=len(FACTORS)):
+        for seed in (0, 1):
+            values = {k: FACTORS[k][i] for k, i in zip(FACTORS, levels)}
+            folder = root / (f"{job}_" + ",".join(f"{k}={v}" for k, v in values.items()) + f",seed={seed}")
+            job += 1
+            if levels in leave_out:
+                continue
+            shutil.copytree(source, folder, ignore=shutil.ignore_patterns("checkpoints", "events.*"))
+            (folder / ".hydra" / "overrides.yaml").write_text(
+                "".join(f"- {k}={v}\n" for k, v in [*values.items(), ("seed", seed)]))
+            own = json.loads(json.dumps(config))
+            for k, v in values.items():
+                parent, _, leaf = k.rpartition(".")
+                dotted.get(own, parent)[leaf] = v if v.isalpha() else float(v)
+            own["seed"] = seed
+            (folder / "resolved_config.yaml").write_text(yaml.safe_dump(own))
+            acc = 0.9 + sum(e * i for e, i in zip(EFFECTS, levels)) + noise.gauss(0, 0.004)
+            if levels[1] and levels[4]:
+                acc -= 0.008  # dropout and L2 together: less than their sum
+            m = read_metrics(source)
+            m.update(seed=seed, best={**m["best"], "val/acc": acc + 0.001},
+                     test_at_best={**m["test_at_best"], "acc": acc})
+            (folder / "metrics.json").write_text(json.dumps(m))
+            with (folder / "history.csv").open("w") as f:
+                writer = csv.DictWriter(f, fieldnames=list(history[0]))
+                writer.writeheader()
+                writer.writerows({**row, "val/acc": float(row["val/acc"]) + acc - 0.9} for row in history)
+    return root
+
+
+@pytest.fixture(scope="module")
+def factorial(study, tmp_path_factory):
+    return make_factorial(study, tmp_path_factory.mktemp("factorial"))
+
+
+@pytest.fixture(scope="module")
+def factorial_report(factorial, tmp_path_factory):
+    """The report, in this process, with the figures it drew kept (matplotlib Figures, after drawing)."""
+    import warnings
+
+    import reg_runner.report as module
+
+    out, figures = tmp_path_factory.mktemp("factorial_report"), []
+
+    def keep(fig):
+        figures.append(fig)
+        return png(fig)
+
+    png, module.png = module.png, keep
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            text = module.report(factorial, out=out, facet="model.activation",
+                                 interactions=[("model.dropout", "reg.l2")])
+    finally:
+        module.png = png
+    return out, text, figures, caught
+
+
+def test_a_32_group_factorial_draws_legible_figures(factorial_report):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    out, text, figures, caught = factorial_report
+    assert [str(w.message) for w in caught] == []  # no tight-layout note, nor any other a user cannot act on
+    names = ["test_acc", "curves", "main_effects", "interaction_model.dropout_reg.l2"]
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(names) and len(figures) == 4
+    for name in names:
+        with Image.open(out / f"{name}.png") as img:
+            img.load()  # decoded, every pixel
+            assert img.format == "PNG" and img.size[0] <= 2500, (name, img.size)
+            assert len(img.convert("RGB").getcolors(maxcolors=1 << 22)) > 50, name  # drawn, not blank
+    for fig in figures:
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()  # as saved: the layout done, every text where the PNG has it
+        renderer = canvas.get_renderer()
+        areas = [ax.get_window_extent(renderer) for ax in fig.axes]
+        for ax in fig.axes:
+            assert ax.get_legend() is None
+            boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+            for t, box in zip(ax.texts, boxes):  # the names at the lines' ends, and the header: none over any
+                assert not any(box.overlaps(area) for area in areas), t.get_text()  # panel's data area
+                assert sum(box.overlaps(other) for other in boxes) == 1, t.get_text()  # nor over one another
+    dots, curves = figures[0], figures[1]
+    labels = [t.get_text() for t in dots.axes[0].get_yticklabels()]
+    assert len(labels) == 32 and "tanh · 0.2 · 0.003 · 1e-05 · 0.0001" in labels  # the values, not key=value
+    assert [t.get_text() for t in dots.axes[0].texts] == [" · ".join(FACTORS)]  # under a header naming the keys
+    assert dots.get_size_inches()[1] > 0.24 * 32  # as tall as its groups need
+    # one panel per activation (and metric), each the best 5 of its 16 groups and the baseline, each line named
+    assert len(curves.axes) == 4
+    for ax in curves.axes:
+        assert len(ax.get_lines()) == 6 and len(ax.texts) == 6
+
+
+def _hand_effects(rows):
+    """From report.csv: each factor's effect (mean of its cells at the second level minus at the first), its 95%
+    interval from the pooled within-cell variance, and p, Holm-adjusted across the factors."""
+    from scipy.stats import t
+
+    cells = {}
+    for r in rows:
+        cells.setdefault(tuple(r[k] for k in FACTORS), []).append(float(r["test_acc_at_best"]))
+    df = sum(map(len, cells.values())) - len(cells)
+    s2 = sum((y - statistics.mean(ys)) ** 2 for ys in cells.values() for y in ys) / df
+    out = {}
+    for i, k in enumerate(FACTORS):
+        hi = [statistics.mean(ys) for c, ys in cells.items() if c[i] == FACTORS[k][1]]
+        lo = [statistics.mean(ys) for c, ys in cells.items() if c[i] == FACTORS[k][0]]
+        se = (s2 * (sum(1 / len(ys) for c, ys in cells.items() if c[i] == FACTORS[k][1]) / len(hi) ** 2
+                    + sum(1 / len(ys) for c, ys in cells.items() if c[i] == FACTORS[k][0]) / len(lo) ** 2)) ** 0.5
+        d = statistics.mean(hi) - statistics.mean(lo)
+        out[k] = [d, d - t.ppf(0.975, df) * se, d + t.ppf(0.975, df) * se, 2 * t.sf(abs(d) / se, df)]
+    ranked = sorted(out, key=lambda k: out[k][3])
+    running = 0
+    for rank, k in enumerate(ranked):
+        running = max(running, min(1, (len(ranked) - rank) * out[k][3]))
+        out[k][3] = running
+    return out
+
+
+def test_main_effects_are_the_hand_computation_from_report_csv(factorial_report):
+    out, text, _, _ = factorial_report
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(rows) == 64
+    expected = _hand_effects(rows)
+    table = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()
+             if line.startswith(tuple(f"| {k} | {v[1]} | {v[0]} |" for k, v in FACTORS.items()))}
+    assert sorted(table) == sorted(FACTORS)
+    for k, (d, lo, hi, p) in expected.items():
+        stars = "**" if p < 0.01 else "*" if p < 0.05 else ""
+        assert table[k].endswith(f"| {d:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {p:.3g}{stars} |"), (table[k], d, lo, hi, p)
+    # the effects put in are found: dropout +0.02 less half the interaction, activation -0.01, l1 nothing
+    assert expected["model.dropout"][1] < 0.02 - 0.004 < expected["model.dropout"][2]
+    assert expected["model.activation"][2] < 0 and expected["reg.l1"][1] < 0 < expected["reg.l1"][2]
+    assert "Factorial design: model.activation (2) × model.dropout (2) × optimizer.lr (2)" in text
+    line = next(line for line in text.splitlines() if line.startswith("| model.dropout × reg.l2 |"))
+    assert float(line.split(" | ")[1]) == pytest.approx(-0.008, abs=0.006)
+
+
+def test_report_html_holds_every_run_and_opens_from_the_disk(factorial, factorial_report):
+    from html.parser import HTMLParser
+    from urllib.parse import unquote
+
+    out = factorial_report[0]
+
+    class Tables(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.images, self.links, self.scripts = [], [], [], 0
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "table":
+                self.tables.append([])
+            elif tag == "tr":
+                self.tables[-1].append([])
+            elif tag == "td":
+                self.tables[-1][-1].append("")
+            elif tag == "img":
+                self.images.append(attrs["src"])
+            elif tag == "a":
+                self.links.append(attrs["href"])
+            elif tag == "script":
+                self.scripts += 1
+
+        def handle_data(self, data):
+            if self.tables and self.tables[-1] and self.tables[-1][-1]:
+                self.tables[-1][-1][-1] += data
+
+    page = Tables()
+    page.feed((out / "report.html").read_text())
+    runs, groups = (t[1:] for t in page.tables[:2])  # the header row has th cells only
+    csv_rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(runs) == len(csv_rows) == 64 and len(groups) == 32
+    assert [r[0] for r in runs] == [f"{r['run'].split('_')[0]} · seed {r['seed']}" for r in csv_rows]
+    assert [float(r[8]) for r in runs] == pytest.approx([float(r["test_acc_at_best"]) for r in csv_rows], abs=5e-5)
+    assert len(page.links) == 64 and all((out / unquote(href)).resolve() == (factorial / r["run"]).resolve()
+                                         for href, r in zip(page.links, csv_rows))
+    assert len(page.images) == 4 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert page.scripts == 1 and not any("://" in href for href in page.links)  # nothing from a server
+
+
+def test_a_design_that_is_not_factorial_says_so_in_one_line(study, tmp_path):
+    root = make_factorial(study, tmp_path / "runs", leave_out=[(1, 1, 0, 0, 1)])
+    text = report(root, "--out", str(tmp_path / "out")).stdout
+    said = [line for line in text.splitlines() if "factorial" in line]
+    assert said == ["Not a factorial design: 31 of the 32 combinations of model.activation (2) × model.dropout (2) "
+                    "× optimizer.lr (2) × reg.l1 (2) × reg.l2 (2) have a finished run (none for "
+                    "model.activation=tanh,model.dropout=0.2,optimizer.lr=0.001,reg.l1=0.0,reg.l2=0.0001); no main "
+                    "effects, the groups are compared as they are."]
+    assert "Main effects" not in text and not (tmp_path / "out" / "main_effects.png").exists()
+    assert (tmp_path / "out" / "test_acc.png").exists()
+    proc = in_process(["reg_runner.report", str(root), "--out", str(tmp_path / "o2"), "--interaction", "reg.l2",
+                       "model.dropout"], os.getcwd())
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--interaction reg.l2 model.dropout is not allowed: the runs are not a factorial design" in proc.stderr
+    assert not (tmp_path / "o2").exists()

@@ -1,0 +1,180 @@
+"""Compare runs: tables with mean ± std over seeds, main effects of a factorial design, and figures, from the runs'
+own records.
+
+    python -m reg_runner.report outputs/multirun/<date>/<time>     # or any folder: it finds the runs below it
+    python -m reg_runner.report outputs/ --out /tmp/report --baseline experiment=baseline
+    python -m reg_runner.report outputs/study --facet model.norm --interaction model.norm model.dropout
+
+Every run folder below the path (single runs and multiruns alike) is read from its own files:
+``.hydra/overrides.yaml`` (what was changed), ``metrics.json`` (status, best epoch, test at best,
+final, timing) and ``history.csv`` (the curves). Unfinished, failed or unreadable folders are listed
+with their status, never fatal.
+
+- Runs, one row per run (by its job number and seed, linked to its folder): the overrides that differ between
+  runs, seed, best val acc, test acc at the best-validation epoch, final train / val loss, best epoch, wall time,
+  status.
+- Groups, the runs grouped by those overrides with the seed left out: n, mean ± std of val and test
+  accuracy, and the difference to the baseline group with Welch's t-test p-value (two-sided), Holm-adjusted
+  when several groups are tested against the baseline.
+- Main effects, where the groups are a factorial design (two keys or more, every combination run):
+  ``reg_runner.report.stats``. A design that is not factorial is said so in one line.
+- Figures: ``reg_runner.report.plots``.
+
+Written to the terminal (markdown) and to ``report.md``, ``report.html`` (one self-contained page, sortable
+tables), ``report.csv`` (each run's folder by its whole name) and the PNGs in the folder (or ``--out``). On an
+Optuna search's folder, also its analysis (``reg_runner.sweep.analysis``): Optuna's figures of the study and
+``trials.csv``.
+
+``--where key=value``, ``--status`` and ``--tag`` select the runs the report reads.
+"""
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+from reg_runner import atomic, kinds, signals
+from reg_runner.callbacks import make_folder
+from reg_runner.errors import Parser, UserError, exit_on_user_error
+from reg_runner.report import html, markdown, stats
+from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, run_row
+from reg_runner.report.filters import Filters, parse_filters, select
+from reg_runner.report.groups import by_group, choose_settings, design, varying_keys
+from reg_runner.report.plots import curves, dots, interaction, main_effects, png
+from reg_runner.report.runs import STATUSES, Run, find_runs, read_run
+from reg_runner.report.stats import holm
+from reg_runner.sweep import analysis
+
+__all__ = ["Filters", "Run", "find_runs", "holm", "main", "parse_filters", "read_run", "report", "run_row", "select",
+           "varying_keys"]
+
+
+def writable_folder(out: Path) -> list[Path]:
+    """``out``, made if needed and checked writable; the folders made (the outermost first)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for report.md, report.csv and the plots")
+    kinds.refuse_other_than(out, (kinds.RUN, kinds.SWEEP), "give another --out for the report")
+    made = make_folder("--out", out)
+    try:
+        probe = out / ".reg_runner_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        signals.remove_empty(made)
+        raise UserError(f"--out {out} cannot be written ({e.strerror}); give a writable folder") from None
+    return made
+
+
+def _check_keys(facet, interactions, keys, shape) -> None:
+    """``--facet`` and ``--interaction`` name keys the runs vary in, an interaction's of a factorial design."""
+    allowed = f"one of the keys the runs vary in ({', '.join(keys) or 'none'})"
+    if facet is not None and facet not in keys:
+        raise UserError(f"--facet {facet!r} is not allowed: {allowed}")
+    for a, b in interactions:
+        given = f"--interaction {a} {b}"
+        if a not in keys or b not in keys or a == b:
+            raise UserError(f"{given} is not allowed: two different keys, each {allowed}")
+        if not shape.factorial:
+            raise UserError(f"{given} is not allowed: the runs are not a factorial design ({len(shape.missing)} "
+                            "combinations of their keys have no finished run)")
+
+
+def report(root: Path, out: Path | None = None, baseline: str | None = None, plots: bool = True,
+           made: list | None = None, filters: Filters = Filters(), storage: str | None = None,
+           facet: str | None = None, interactions: list | tuple = ()) -> str:
+    """The report of the runs below ``root`` that ``filters`` select, written to ``out`` (default ``root``);
+    ``made``: gets the folders made for it. Returns its markdown."""
+    kinds.refuse_other_than(root, (kinds.RUN, kinds.SWEEP), "give a run folder, a sweep folder, or any folder "
+                            "above runs")
+    runs = find_runs(root)
+    if not runs:
+        raise UserError(f"no run folder below {root} (a run folder holds metrics.json or .hydra/)")
+    read = len(runs)
+    runs = select(runs, filters)
+    if not runs:
+        raise UserError(f"no run below {root} matches {filters.describe()} ({read} runs read)")
+    by_configs = choose_settings(runs) != "overrides"
+    keys = varying_keys(runs)
+    groups = by_group(runs, keys)
+    shape = design(groups, keys)
+    _check_keys(facet, interactions, keys, shape)
+    rows, baseline = stats.group_rows(groups, keys, baseline)  # a --baseline that matches no group: before --out
+    out = out or root
+    table = [run_row(r, keys, sharpness=any(r.sharpness is not None for r in runs)) for r in runs]
+    blocks = build(runs, keys, table, rows, baseline, root, out, filters, read, by_configs,
+                   shape.describe() if len(keys) > 1 else None)
+    effects = stats.effects(groups, shape, groups[baseline][0]) if shape.factorial else None
+    drawn = plots and any(r.finished for r in runs)
+    if drawn:
+        drawn_figures = {"test_acc": dots(rows, keys, baseline), "curves": curves(rows, groups, keys, baseline, facet)}
+        blocks += [Heading("Figures"), *(Figure(out / f"{name}.png", png(fig)) for name, fig in drawn_figures.items()
+                                         if fig is not None)]
+    if effects is not None:
+        blocks += effects_blocks(effects, list(interactions))
+        if drawn:
+            blocks.append(Figure(out / "main_effects.png", png(main_effects(effects))))
+            blocks += [Figure(out / f"interaction_{a}_{b}.png", png(interaction(effects, a, b)))
+                       for a, b in interactions]
+    searched, section = analysis.search(root, out, storage, plots)  # an Optuna search's figures and trials
+    text = markdown.page(blocks) + section
+    page = html.page(blocks + ([Text(section, [f for f in searched if f[0].suffix == ".png"])] if section else []),
+                     f"Report: {root}")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(table[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    (made if made is not None else []).extend(writable_folder(out))
+    with signals.deferred(hold=True):  # the report's files together: all of them, or none
+        atomic.write_text(out / "report.csv", buf.getvalue())
+        for path, data in [(f.path, f.data) for f in blocks if isinstance(f, Figure)] + searched:
+            atomic.write_bytes(path, data)
+        atomic.write_text(out / "report.html", page)
+        atomic.write_text(out / "report.md", text)
+    return text
+
+
+def _folder(text: str) -> Path:
+    """``--out``: a folder's path; an empty one would quietly mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a folder path (empty would mean the current "
+                                         "folder)")
+    return Path(text)
+
+
+def main(argv=None) -> None:
+    parser = Parser(prog="python -m reg_runner.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path, help="a run folder, a sweep folder, or any folder above runs")
+    parser.add_argument("--out", type=_folder, default=None,
+                        help="where to write report.md/html/csv and the figures (default: path)")
+    parser.add_argument("--baseline", default=None, help="the group, or one key=value of it, to compare against")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--facet", default=None, metavar="KEY",
+                        help="curves: one panel per level of this key (one the runs vary in)")
+    parser.add_argument("--interaction", action="append", nargs=2, default=[], metavar=("A", "B"),
+                        help="a factorial design: the mean test accuracy at each level of A, a line per level of B "
+                             "(repeatable)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="only the runs whose resolved config has this value at this dotted key (repeatable: all "
+                             "must hold), e.g. --where model.norm=batchnorm")
+    parser.add_argument("--status", action="append", default=[], metavar="STATUS",
+                        help=f"only the runs of this status (repeatable: any of them): {', '.join(STATUSES)}")
+    parser.add_argument("--tag", action="append", default=[], metavar="TAG",
+                        help="only the runs that carry this tag (tags=[...] when they ran; repeatable: all of them)")
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="an Optuna search's database URL, where its records hide the password")
+    args = parser.parse_args(argv)
+    made: list[Path] = []
+    state = {"written": False}
+    written = (args.out or args.path) / "report.md"
+    with signals.command(lambda: f"after the report was written: {written}" if state["written"] else
+                         "before the report was written; nothing was written", made), exit_on_user_error():
+        if not args.path.is_dir():
+            raise UserError(f"{args.path} is not a folder; give a run folder, a sweep folder, or any folder above runs")
+        filters = parse_filters(args.where, args.status, args.tag)
+        text = report(args.path, args.out, args.baseline, plots=not args.no_plots, made=made, filters=filters,
+                      storage=args.storage, facet=args.facet, interactions=[tuple(p) for p in args.interaction])
+        state["written"] = True
+        signals.stop_if_caught()  # a signal while the files were written: they are whole, and said so
+        print(text)
+        print(f"written: {written}", file=sys.stderr)

@@ -1,0 +1,3 @@
+from reg_runner.report import main
+
+main()

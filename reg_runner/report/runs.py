@@ -1,0 +1,154 @@
+"""The run folders below a path, each read from its own records: what it changed, its status, its numbers."""
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from reg_runner import kinds
+from reg_runner.config import results_config
+from reg_runner.records import RunFolder
+
+FINISHED = ("completed", "early_stopped")  # the runs a group's mean is taken over
+# what --status selects: a run's status as its records say (``unrecorded``: no readable metrics.json)
+STATUSES = ("completed", "early_stopped", "pruned", "diverged", "failed", "interrupted", "killed", "running", "cut",
+            "unrecorded")
+SKIP_DIRS = {"checkpoints", ".hydra", ".submitit", "__pycache__"}
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str  # relative to the report's root
+    status: str
+    state: str = "unrecorded"  # the status alone, one of STATUSES (``status`` adds what to do about it)
+    resolved: dict | None = None  # resolved_config.yaml as recorded (what --where and --tag read)
+    settings: dict = field(default_factory=dict)  # what sets its group apart: its overrides, or its config's values
+    seed: int | None = None
+    metrics: dict | None = None
+    config: dict | None = None  # resolved_config.yaml, flattened, without seed and what changes no number
+    sharpness: float | None = None  # from landscape.json (python -m reg_runner.landscape), of best.pt on train images
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def short(self) -> str:
+        """The run in a table: its multirun job number (the folder's leading digits) and its seed, under the
+        folders that lead to it from the report's root."""
+        head, _, tail = self.name.rpartition("/")
+        job = re.match(r"(\d+)_", tail)
+        seed = "" if self.seed is None else f" · seed {self.seed}"
+        return f"{head + '/' if head else ''}{job.group(1) if job else tail}{seed}"
+
+    def number(self, *path) -> float | None:
+        """A number recorded at ``path`` in metrics.json; None if absent or not a number (a damaged record)."""
+        m = self.metrics
+        for p in path:
+            if not isinstance(m, dict) or m.get(p) is None:
+                return None
+            m = m[p]
+        return None if isinstance(m, bool) or not isinstance(m, (int, float)) else m
+
+    @property
+    def test_acc(self) -> float | None:
+        """Test accuracy at the best-validation epoch, for a finished run."""
+        return self.number("test_at_best", "acc") if self.finished else None
+
+    def history(self) -> list[dict]:
+        """The rows of history.csv that hold an epoch and the curves' metrics ([] if unreadable)."""
+        try:
+            with open(self.path / "history.csv") as f:
+                rows = [{k: float(v) for k, v in row.items() if k and v not in ("", None)} for row in csv.DictReader(f)]
+        except (OSError, ValueError, TypeError, csv.Error):
+            return []
+        return [r for r in rows if {"epoch", "val/acc", "val/loss"} <= r.keys()]
+
+
+def is_run_folder(path: Path) -> bool:
+    return (path / "metrics.json").exists() or (path / "resolved_config.yaml").exists() or (
+        path / ".hydra" / "overrides.yaml"
+    ).exists()
+
+
+def natural(name: str) -> list:
+    """Sort key: ``2_...`` before ``10_...`` (multirun job numbers)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
+def find_runs(root: Path) -> list[Run]:
+    """The run folders at and below ``root`` (a range test's or a landscape's folder is none, nor holds one)."""
+    runs = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted((d for d in dirnames if d not in SKIP_DIRS), key=natural)
+        path = Path(dirpath)
+        kind = kinds.kind_of(path)
+        if kind in (kinds.LR_FIND, kinds.LANDSCAPE):
+            dirnames[:] = []
+        elif kind == kinds.RUN or (kind is None and is_run_folder(path)):
+            runs.append(read_run(path, root))
+            dirnames[:] = []  # a run folder holds no other run
+    return runs
+
+
+def read_run(path: Path, root: Path) -> Run:
+    name = str(path.relative_to(root)) if path != root else path.name
+    run = Run(path, name, status="unknown")
+    try:
+        items = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+        for item in items if isinstance(items, list) else []:
+            key, _, value = str(item).partition("=")
+            run.settings[key.lstrip("+~")] = value
+    except (OSError, yaml.YAMLError):
+        pass
+    try:
+        config = yaml.safe_load((path / "resolved_config.yaml").read_text())
+        if isinstance(config, dict):
+            run.resolved = config
+            run.config = flatten(results_config(config))
+    except (OSError, yaml.YAMLError):
+        pass
+    folder = RunFolder(path)
+    record = folder.recorded()
+    if record is None:
+        run.status = "no metrics.json (stopped before training)"
+    elif record.get("status") == "unreadable":
+        run.status = "unreadable metrics.json"
+    else:
+        run.metrics = record
+        run.status = folder.status()
+        run.state = run.status if run.status in STATUSES else "unrecorded"
+        run.seed = record.get("seed") if isinstance(record.get("seed"), int) else None
+    try:
+        recorded = json.loads((path / "landscape.json").read_text())
+        if recorded["split"] == "train" and recorded["checkpoint"] == "best":  # one column, comparable numbers
+            run.sharpness = float(recorded["sharpness"]["value"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if run.status in ("killed", "interrupted", "failed"):
+        run.status += " (resume: python -m reg_runner.resume <folder>)"
+    elif run.status == "cut":  # its search ran another trial in its place: resuming it would reach no study
+        cut = folder.cut_from_search() or {}
+        run.status = f"cut off by a kill (trial {cut.get('trial', '?')}; the search ran another in its place)"
+    if run.seed is None and "seed" in run.settings:
+        try:
+            run.seed = int(run.settings["seed"])
+        except ValueError:
+            pass
+    return run
+
+
+def flatten(node, prefix="") -> dict:
+    """A nested config as ``dotted.key: text`` (lists and mappings as JSON)."""
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return out
