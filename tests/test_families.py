@@ -334,7 +334,8 @@ def test_the_range_test_runs_on_a_plain_module(tmp_path, monkeypatch):
 @pytest.mark.slow  # stacks, lone runs and a kill of a family's runs
 def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data, monkeypatch):
     cli = CLI(tmp_path, tiny_data)
-    cli.env["PYTHONPATH"] = str(FAMILIES)  # for the processes the test starts; sys.path for the commands run in this one
+    # for the processes the test starts (and the path they had); sys.path for the commands run in this one
+    cli.env["PYTHONPATH"] = os.pathsep.join([str(FAMILIES), *filter(None, [os.environ.get("PYTHONPATH")])])
     monkeypatch.syspath_prepend(str(FAMILIES))
     family = ("model=throwaway", f"hydra.searchpath=[file://{FAMILIES}]", "optimizer.lr=0.01")
     sweep = cli("--multirun", *family, "seed=0,1", "model.dropout=0.0,0.3", "hydra/launcher=stacked",
