@@ -325,8 +325,9 @@ def test_the_range_test_runs_on_a_plain_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(FAMILIES))
     data = make_tiny_mnist(tmp_path / "data", side=28)
     with initialize_config_dir(config_dir=cli.CONFIG_DIR, version_base=None):
-        cfg = compose("lr_find", overrides=[f"data.root={data}", "data.train_fraction=0.2", "trainer.batch_size=25",
-                                            "~model", "+model._target_=lenet.LeNet5", "lr_find.steps=20"])
+        own = [o for o in tiny() if not o.startswith("trainer.epochs=")]  # the range test runs lr_find.steps
+        cfg = compose("lr_find", overrides=[f"data.root={data}", *own, "~model", "+model._target_=lenet.LeNet5",
+                                            "lr_find.steps=20"])
     result = range_test(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), tmp_path)
     assert len(result["losses"]) == 20 and result["initial_loss"] == pytest.approx(2.3, abs=0.3)
 
