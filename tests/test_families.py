@@ -325,8 +325,8 @@ def test_the_range_test_runs_on_a_plain_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(FAMILIES))
     data = make_tiny_mnist(tmp_path / "data", side=28)
     with initialize_config_dir(config_dir=cli.CONFIG_DIR, version_base=None):
-        cfg = compose("lr_find", overrides=[f"data.root={data}", "data.train_fraction=0.2", "data.verify=false",
-                                            "trainer.batch_size=25", "~model", "+model._target_=lenet.LeNet5",
+        own = [o for o in tiny() if not o.startswith("trainer.epochs=")]  # the range test runs lr_find.steps
+        cfg = compose("lr_find", overrides=[f"data.root={data}", *own, "~model", "+model._target_=lenet.LeNet5",
                                             "lr_find.steps=20"])
     result = range_test(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), tmp_path)
     assert len(result["losses"]) == 20 and result["initial_loss"] == pytest.approx(2.3, abs=0.3)
@@ -335,7 +335,8 @@ def test_the_range_test_runs_on_a_plain_module(tmp_path, monkeypatch):
 @pytest.mark.slow  # stacks, lone runs and a kill of a family's runs
 def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data, monkeypatch):
     cli = CLI(tmp_path, tiny_data)
-    cli.env["PYTHONPATH"] = str(FAMILIES)  # for the processes the test starts; sys.path for the commands run in this one
+    # for the processes the test starts (and the path they had); sys.path for the commands run in this one
+    cli.env["PYTHONPATH"] = os.pathsep.join([str(FAMILIES), *filter(None, [os.environ.get("PYTHONPATH")])])
     monkeypatch.syspath_prepend(str(FAMILIES))
     family = ("model=throwaway", f"hydra.searchpath=[file://{FAMILIES}]", "optimizer.lr=0.01")
     sweep = cli("--multirun", *family, "seed=0,1", "model.dropout=0.0,0.3", "hydra/launcher=stacked",
