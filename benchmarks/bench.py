@@ -3,6 +3,7 @@
     python benchmarks/bench.py            # real MNIST, 30 epochs, 3 repeats (about 17 min on 2 CPU cores)
     python benchmarks/bench.py --full     # and the full default 1000-epoch run, measured
     python benchmarks/bench.py --tiny --data-root DIR   # seconds: keeps this script working (tests)
+    python benchmarks/bench.py --data-root DIR --no-verify   # a folder that is not MNIST as published, knowingly
 
 Every implementation runs alone in a fresh process, in alternation and in a shuffled order,
 ``--repeats`` times, so a drift of the machine hits them alike; the table gives medians. Each trains the reference study's

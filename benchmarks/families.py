@@ -3,6 +3,7 @@ stacked against K lone CNN runs.
 
     python benchmarks/families.py                         # real MNIST, 5 epochs, K = 8, 3 repeats
     python benchmarks/families.py --tiny --data-root DIR  # seconds: keeps this script working (tests)
+    python benchmarks/families.py --data-root DIR --no-verify  # a folder that is not MNIST as published, knowingly
 
 Every row is the real entry point in a fresh process (``python -m reg_runner``), at the defaults but for
 histograms (none: the network alone is timed) and the validation set (``--val-size``, 10,000 images by
