@@ -13,7 +13,7 @@ from conftest import read_metrics
 
 from reg_runner.sweep import analysis
 from reg_runner.sweep import trial as trial_lib
-from reg_runner.sweep.outcomes import RUN_DIR
+from reg_runner.sweep.trial import RUN_DIR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -124,7 +124,7 @@ def _study_folder(tmp_path):
             params={"x": x, "db": db}, value=x,
             distributions={"x": FloatDistribution(0, 1), "db": CategoricalDistribution(["postgresql://user:hunter2@"
                                                                                         "host/db", "sqlite:///a.db"])}))
-    kinds.mark(root, kinds.SWEEP, study=dict(name="s", storage=analysis.shown_storage(url)))
+    kinds.mark(root, kinds.SWEEP, study=dict(name="s", storage=trial_lib.shown_storage(url)))
     return root, url
 
 

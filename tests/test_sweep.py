@@ -18,7 +18,8 @@ from conftest import printed_command, read_metrics
 
 from reg_runner.sweep.analysis import ARTIFACTS
 from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
-from reg_runner.sweep.outcomes import CUT, INTERRUPTED, RUN_DIR, count_finished, cut_numbers
+from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers
+from reg_runner.sweep.trial import RUN_DIR
 from test_prune import MEDIAN, check_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -25,28 +25,13 @@ from pathlib import Path
 
 from reg_runner.errors import HIDDEN, UserError, masked
 from reg_runner.records import RunFolder
+from reg_runner.sweep.trial import shown_storage, trial_dirs
 
 log = logging.getLogger(__name__)
 TEST_ACC, EPOCHS, WALL, SEEDS = ("reg_runner.test_acc_at_best", "reg_runner.epochs_run", "reg_runner.wall_s",
                                  "reg_runner.seeds")
 ARTIFACTS = "artifacts"  # the artifact store's folder, in the sweep folder
 FIGURES = ("importances", "parallel_coordinates", "optimization_history", "slices", "intermediate_values")
-
-
-def shown_storage(storage: str | None) -> str | None:
-    """A storage URL as records keep it: an SQLite file's path made absolute (a report may run from another
-    folder), a password hidden."""
-    if storage is None:
-        return None
-    try:
-        from sqlalchemy.engine import make_url
-
-        url = make_url(storage)
-        if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
-            url = url.set(database=str(Path(url.database).absolute()))
-        return masked(url.render_as_string(hide_password=False))
-    except Exception:
-        return masked(storage)
 
 
 def trial_results(dirs: list[str]) -> dict:
@@ -229,8 +214,6 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
 
 def trials_csv(trials) -> bytes:
     """One row per trial: number, state, value, its parameters, and its runs' results and folders."""
-    from reg_runner.sweep.outcomes import trial_dirs
-
     params = list(dict.fromkeys(p for t in trials for p in t.params))
     rows = []
     for t in trials:

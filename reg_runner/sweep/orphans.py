@@ -11,7 +11,8 @@ from pathlib import Path
 
 from reg_runner.sweep import analysis
 from reg_runner.sweep import trial as trial_lib
-from reg_runner.sweep.outcomes import _mark_cut, outcome, trial_dirs
+from reg_runner.sweep.outcomes import _mark_cut, outcome
+from reg_runner.sweep.trial import trial_dirs
 
 log = logging.getLogger(__name__)
 HOST, PID = "reg_runner.host", "reg_runner.pid"

@@ -12,9 +12,8 @@ from reg_runner import kinds
 from reg_runner.records import FINISHED, RunFolder
 from reg_runner.sweep import analysis
 from reg_runner.sweep import trial as trial_lib
+from reg_runner.sweep.trial import trial_dirs
 
-RUN_DIR = "reg_runner.run_dir"
-RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders
 REJECTED = "reg_runner.rejected"  # the checks' one line, for a trial whose config was refused
 CUT = "reg_runner.cut"  # on a trial told failed because a kill cut it off: it is run again
 INTERRUPTED = "reg_runner.interrupted"  # the same as a study attribute (a list of numbers), as studies before kept it
@@ -22,12 +21,6 @@ INTERRUPTED = "reg_runner.interrupted"  # the same as a study attribute (a list 
 
 def run_status(run_dir) -> str | None:
     return RunFolder(Path(run_dir)).status() if run_dir else None
-
-
-def trial_dirs(trial) -> list[str]:
-    """The folders of a trial's runs (one, or one per seed)."""
-    attrs = trial.user_attrs
-    return list(attrs[RUN_DIRS]) if RUN_DIRS in attrs else [attrs[RUN_DIR]] if RUN_DIR in attrs else []
 
 
 def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | None]:

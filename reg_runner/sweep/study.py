@@ -51,7 +51,8 @@ from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, prun
 from reg_runner.sweep.workers import joblib_workers, launched
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
-from reg_runner.sweep.outcomes import REJECTED, RUN_DIR, RUN_DIRS, count_finished, tell, trial_dirs
+from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
+from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
 from reg_runner.sweep.space_check import check_ranges, precheck
 from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
@@ -127,7 +128,7 @@ class StudySweeper(Sweeper):
             raise
         if "study" not in kinds.marker(self.sweep_dir):  # where the report finds the study
             kinds.mark(self.sweep_dir, kinds.SWEEP, study=dict(name=self.study_name,
-                                                                storage=analysis.shown_storage(self.storage)))
+                                                                storage=trial_lib.shown_storage(self.storage)))
         self.artifacts = self.sweep_dir / analysis.ARTIFACTS if self.storage else None
         adopt_orphans(study, self.store, self.artifacts)
         done = count_finished(study)

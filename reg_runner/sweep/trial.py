@@ -23,10 +23,9 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import OmegaConf
-
-from pathlib import Path
 
 from reg_runner.errors import UserError, masked
 
@@ -34,6 +33,30 @@ log = logging.getLogger(__name__)
 ENV = "REG_RUNNER_TRIAL"
 NO_PRUNER = "optuna.pruners.NopPruner"
 MEMORY: dict = {}  # study name -> the sweeper's in-memory storage (runs in the sweeper's process)
+RUN_DIR = "reg_runner.run_dir"  # a trial's user attribute: its run's folder
+RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders
+
+
+def trial_dirs(trial) -> list[str]:
+    """The folders of a trial's runs (one, or one per seed)."""
+    attrs = trial.user_attrs
+    return list(attrs[RUN_DIRS]) if RUN_DIRS in attrs else [attrs[RUN_DIR]] if RUN_DIR in attrs else []
+
+
+def shown_storage(storage: str | None) -> str | None:
+    """A storage URL as records keep it: an SQLite file's path made absolute (a report may run from another
+    folder), a password hidden."""
+    if storage is None:
+        return None
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(storage)
+        if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+            url = url.set(database=str(Path(url.database).absolute()))
+        return masked(url.render_as_string(hide_password=False))
+    except Exception:
+        return masked(storage)
 
 
 @dataclass(frozen=True)
@@ -50,8 +73,6 @@ class TrialLink:
 
     def describe(self) -> dict:
         """What environment.json records: the study and trial the run belongs to."""
-        from reg_runner.sweep.analysis import shown_storage
-
         return dict(study=self.study, number=self.number, storage=shown_storage(self.storage),
                     pruner=self.pruner.get("_target_"))
 
