@@ -7,7 +7,7 @@ Two hazards of running a sweep's jobs in worker processes, and what reg_runner d
   thread of the pool forks a new worker from the command, whose other threads may hold locks at that instant
   (the pool's own, torch's, logging's). Such a child can wait forever, and the command with it. Python 3.14 made
   ``forkserver`` the default on Linux for this reason; reg_runner uses it with every Python: the workers are
-  forked from a server process that has loaded reg_runner and runs no thread of Python's (``fork_server``).
+  forked from a server process that has loaded reg_runner and runs no thread of Python's (``reg_runner.fork_server``).
   joblib's default backend, loky, never forks.
 - **A signal.** SIGTERM (SLURM, ``timeout``, ``kill``) reaches the command alone; Ctrl-C reaches its whole process
   group. Either way the command passes SIGTERM on to every worker (a run ends after the epoch in progress, with a
@@ -56,7 +56,7 @@ def launched(launcher: dict):
         multiprocessing.set_start_method(START_METHOD, force=True)
         # the server loads what each job imports (reg_runner's signal handling, torch, Hydra) and computes nothing;
         # its one other thread is OpenBLAS's idle one (numpy's), which OpenBLAS itself stops around a fork
-        multiprocessing.set_forkserver_preload(["reg_runner.sweep.fork_server"])
+        multiprocessing.set_forkserver_preload(["reg_runner.fork_server"])
     # workers a signal stops leave their semaphores and memory-mapped folders to the resource trackers, which clean
     # them up and say so in two lines of warning: the command's one line says what happened
     for tracker in ("multiprocessing.resource_tracker", "joblib.externals.loky.backend.resource_tracker"):
