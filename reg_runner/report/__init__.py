@@ -66,9 +66,11 @@ def writable_folder(out: Path) -> list[Path]:
     return made
 
 
-def _check_keys(facet, interactions, keys, shape) -> None:
+def _check_keys(facet, interactions, keys, shape, plots: bool) -> None:
     """``--facet`` and ``--interaction`` name keys the runs vary in, an interaction's of a factorial design."""
     allowed = f"one of the keys the runs vary in ({', '.join(keys) or 'none'})"
+    if facet is not None and not plots:
+        raise UserError(f"--facet {facet!r} is not allowed with --no-plots: it arranges the curves' figure")
     if facet is not None and facet not in keys:
         raise UserError(f"--facet {facet!r} is not allowed: {allowed}")
     for a, b in interactions:
@@ -98,7 +100,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     keys = varying_keys(runs)
     groups = by_group(runs, keys)
     shape = design(groups, keys)
-    _check_keys(facet, interactions, keys, shape)
+    _check_keys(facet, interactions, keys, shape, plots)
     rows, baseline = stats.group_rows(groups, keys, baseline)  # a --baseline that matches no group: before --out
     out = out or root
     table = [run_row(r, keys, sharpness=any(r.sharpness is not None for r in runs)) for r in runs]
@@ -107,9 +109,9 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     effects = stats.effects(groups, shape, groups[baseline][0]) if shape.factorial else None
     drawn = plots and any(r.finished for r in runs)
     if drawn:
-        drawn_figures = {"test_acc": dots(rows, keys, baseline), "curves": curves(rows, groups, keys, baseline, facet)}
-        blocks += [Heading("Figures"), *(Figure(out / f"{name}.png", png(fig)) for name, fig in drawn_figures.items()
-                                         if fig is not None)]
+        figures = {"test_acc": dots(rows, keys, baseline), "curves": curves(rows, groups, keys, baseline, facet)}
+        figures = [Figure(out / f"{name}.png", png(fig)) for name, fig in figures.items() if fig is not None]
+        blocks += [Heading("Figures"), *figures] if figures else []
     if effects is not None:
         blocks += effects_blocks(effects, list(interactions))
         if drawn:
