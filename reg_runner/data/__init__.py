@@ -86,26 +86,6 @@ DataConfig = family(DataFamily, "data", EXAMPLE)
 parse_config = family_parser(DataFamily, "data", EXAMPLE)  # a recorded config's data mapping -> its family
 
 
-def labels(values: "np.ndarray", where: str, split: str, n_classes: int) -> "np.ndarray":
-    """A file's labels as int64, each an integer in [0, n_classes) (an integer-valued float is one), or one line
-    naming ``where`` they came from and the first bad one."""
-    import numpy as np
-
-    allowed = f"labels must be the integers 0-{n_classes - 1}"
-    if values.dtype.kind not in "iuf":
-        raise DataError(f"{where}: its labels are {values.dtype} values; {allowed}")
-    if values.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
-        if len(bad):
-            raise DataError(f"{where}: {split} label {values[bad[0]].item()!r} is not an integer; {allowed} (index "
-                            f"{bad[0]} is the first bad one)")
-    bad = np.flatnonzero((values < 0) | (values >= n_classes))
-    if len(bad):
-        raise DataError(f"{where}: {split} label {values[bad[0]].item()!r} out of range; labels must be "
-                        f"0-{n_classes - 1} (index {bad[0]} is the first bad one)")
-    return values.astype(np.int64)
-
-
 def checked(name: str, n_classes: int, train: tuple, test: tuple, source: str) -> Images:
     """``train`` and ``test``: (images, labels) as read, already checked file by file (``reg_runner.data.idx``,
     ``cifar10``); here, what holds across files: as many labels as images, one image shape."""

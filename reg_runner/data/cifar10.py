@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from reg_runner.data import DataFamily, Images, checked
-from reg_runner.data import labels as checked_labels
+from reg_runner.data.idx import labels as checked_labels
 from reg_runner.errors import DataError
 
 ARCHIVE = "cifar-10-python.tar.gz"

@@ -9,7 +9,6 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reg_runner.data import labels
 from reg_runner.errors import DataError
 
 if TYPE_CHECKING:  # numpy is imported where arrays are made: a refused command's start-up does without it
@@ -83,3 +82,23 @@ def read_labels(path: Path, dataset: str, n_classes: int, split: str) -> "np.nda
     if array.ndim != 1:
         raise DataError(f"{path} holds an array of shape {array.shape}: {dataset}'s labels are one number per image")
     return labels(array, str(path), split, n_classes)
+
+
+def labels(values: "np.ndarray", where: str, split: str, n_classes: int) -> "np.ndarray":
+    """A file's labels as int64, each an integer in [0, n_classes) (an integer-valued float is one), or one line
+    naming ``where`` they came from and the first bad one."""
+    import numpy as np
+
+    allowed = f"labels must be the integers 0-{n_classes - 1}"
+    if values.dtype.kind not in "iuf":
+        raise DataError(f"{where}: its labels are {values.dtype} values; {allowed}")
+    if values.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        if len(bad):
+            raise DataError(f"{where}: {split} label {values[bad[0]].item()!r} is not an integer; {allowed} (index "
+                            f"{bad[0]} is the first bad one)")
+    bad = np.flatnonzero((values < 0) | (values >= n_classes))
+    if len(bad):
+        raise DataError(f"{where}: {split} label {values[bad[0]].item()!r} out of range; labels must be "
+                        f"0-{n_classes - 1} (index {bad[0]} is the first bad one)")
+    return values.astype(np.int64)

@@ -21,6 +21,7 @@ import socket
 from pathlib import Path
 
 from reg_runner import atomic
+from reg_runner.data import idx
 from reg_runner.errors import DataError
 
 TIMEOUT_S = 30  # a download that waits this long for a byte fails, rather than hanging the run's checks
@@ -43,8 +44,6 @@ def cache_file() -> Path:
 def remembered_md5(path: Path, content: bool, known: dict) -> str:
     """``path``'s md5 (``content``: of its uncompressed IDX bytes): ``known``'s (the cache's entries) if it holds
     one for the file's size and modification time, else computed and added to ``known``."""
-    from reg_runner.data import idx  # here: idx reads the package's label check, and the package imports this
-
     path = path.resolve()
     stat = path.stat()
     key, stamp = f"{path}{'|content' if content else ''}", [stat.st_size, stat.st_mtime_ns]
