@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from reg_runner.data import DataFamily, Images, checked
+from reg_runner.data import DataFamily, Images, checked, datasets, store
 from reg_runner.data.idx import labels as checked_labels
 from reg_runner.errors import DataError
 
@@ -33,6 +33,7 @@ class CIFAR10(DataFamily):
     NAME = "CIFAR-10"
     CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     URL: ClassVar[str] = "https://www.cs.toronto.edu/~kriz/" + ARCHIVE
+    DATASET_ID: ClassVar[str] = "edu.toronto.cs.kriz.cifar10"  # in datamaestro's store
     TAR_MD5: ClassVar[str] = "c58f30108f718f92721af3b95e74349a"  # as published; torchvision.datasets.CIFAR10's too
     FILE_MD5: ClassVar[dict[str, str]] = {  # the archive, and its batches (torchvision.datasets.CIFAR10's md5s)
         ARCHIVE: TAR_MD5, "data_batch_1": "c99cafc152244af753f735de768cd75f",
@@ -50,9 +51,7 @@ class CIFAR10(DataFamily):
             folder = Path(root).expanduser()
             batches, source = find_batches(folder, cls.hint()), f"folder {folder}"
         else:
-            from reg_runner.data import datasets, store
-
-            definition = datasets.DEFINITIONS[cls.NAME]
+            definition = datasets.archive_definition(cls, cls.DATASET_ID)
             config = store.fetch(definition, cls.NAME, {}, cls.hint())
             batches, source = find_batches(Path(config.path), cls.hint(), key=None), \
                 f"datamaestro {definition.id} ({definition.datapath})"

@@ -13,6 +13,7 @@ class FashionMNIST(IdxDataset):
     CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot")
     URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+    DATASET_ID = "com.github.zalandoresearch.fashion_mnist"  # in datamaestro's store
     GZ_MD5 = {  # as published by Zalando Research and used by torchvision.datasets.FashionMNIST
         "train_images": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
         "train_labels": "25c81989df183df01b3e8a0aad5dffbe",

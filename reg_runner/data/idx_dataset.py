@@ -9,12 +9,10 @@ and KMNIST are subclasses that name their dataset, classes and store.
 from pathlib import Path
 from typing import ClassVar
 
-from reg_runner.data import DataFamily, Images, checked, idx
+from reg_runner.data import DataFamily, Images, checked, datasets, idx, store
+from reg_runner.data.datasets import FILES
 from reg_runner.errors import DataError
 
-# datamaestro's names (stored as <key>.idx) and the datasets' own (LeCun's), in the order of ``Images``
-FILES = (("train_images", "train-images-idx3-ubyte"), ("train_labels", "train-labels-idx1-ubyte"),
-         ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte"))
 ORIGINALS = ", ".join(original for _, original in FILES)
 
 
@@ -22,6 +20,7 @@ class IdxDataset(DataFamily):
     # the four .gz files' published md5 (what a download is checked against), by datamaestro's name
     GZ_MD5: ClassVar[dict[str, str]] = {}
     URL: ClassVar[str] = ""  # where the files are published
+    DATASET_ID: ClassVar[str] = ""  # its datamaestro identifier (reg_runner.data.datasets)
 
     @classmethod
     def hint(cls) -> str:
@@ -47,9 +46,7 @@ class IdxDataset(DataFamily):
     @classmethod
     def store_files(cls) -> tuple[dict[str, Path], str]:
         """The four files in datamaestro's store (downloaded first if it lacks them), and the source's name."""
-        from reg_runner.data import datasets, store
-
-        definition = datasets.DEFINITIONS[cls.NAME]
+        definition = datasets.idx_definition(cls, cls.DATASET_ID)
         config = store.fetch(definition, cls.NAME, cls.GZ_MD5, cls.hint())
         paths = {"train_images": config.train.images.path, "train_labels": config.train.labels.path,
                  "test_images": config.test.images.path, "test_labels": config.test.labels.path}

@@ -12,6 +12,7 @@ class KMNIST(IdxDataset):
     NAME = "KMNIST"
     CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
     URL = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
+    DATASET_ID = "jp.ac.rois.codh.kmnist"  # in datamaestro's store
     GZ_MD5 = {  # as published by ROIS-DS CODH and used by torchvision.datasets.KMNIST
         "train_images": "bdb82020997e1d708af4cf47b453dcf7",
         "train_labels": "e144d726b3acfaa3e44228e80efcd344",
