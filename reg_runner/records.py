@@ -44,7 +44,9 @@ from reg_runner.schema import upgrade
 # the packages a run's numbers depend on most, named first (``distributions`` holds every installed one)
 PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper",
             "tensorboard", "datamaestro", "datamaestro-image", "pytorch-optimizer", "pydantic", "scipy", "matplotlib")
-FINISHED = ("completed", "early_stopped", "pruned", "diverged")  # final: never resumed, never overwritten
+# a run's status, as metrics.json records it: the one vocabulary (reg_runner.report and the sweeps read these)
+TRAINED = ("completed", "early_stopped")  # trained to the end: what a result (a group's mean, a trial's value) is of
+FINISHED = (*TRAINED, "pruned", "diverged")  # final: never resumed, never overwritten
 # what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
 BEFORE_START = (".hydra", "reg_runner.log", ".lock", kinds.MARKER)
 _HELD: dict[str, int] = {}  # the lock files this process holds (real path -> descriptor), for its life

@@ -128,7 +128,7 @@ def test_pngs_are_valid_images(study, tmp_path):
 def test_a_single_run_folder_and_a_baseline_choice(study, tmp_path):
     sweep, runs = study
     text = report(runs[3], "--out", str(tmp_path / "one")).stdout
-    assert "1 runs, 1 finished" in text
+    assert "1 runs, 1 trained to the end" in text
     text = report(sweep, "--out", str(tmp_path / "b"), "--baseline", "experiment=l2").stdout
     assert "baseline: `experiment=l2`" in text
 
@@ -531,7 +531,7 @@ def test_a_design_that_is_not_factorial_says_so_in_one_line(study, tmp_path):
     text = report(root, "--out", str(tmp_path / "out")).stdout
     said = [line for line in text.splitlines() if "factorial" in line]
     assert said == ["Not a factorial design: 31 of the 32 combinations of model.activation (2) × model.dropout (2) "
-                    "× optimizer.lr (2) × reg.l1 (2) × reg.l2 (2) have a finished run (none for "
+                    "× optimizer.lr (2) × reg.l1 (2) × reg.l2 (2) have a run trained to the end (none for "
                     "model.activation=tanh,model.dropout=0.2,optimizer.lr=0.001,reg.l1=0.0,reg.l2=0.0001); no main "
                     "effects, the groups are compared as they are."]
     assert "Main effects" not in text and not (tmp_path / "out" / "main_effects.png").exists()

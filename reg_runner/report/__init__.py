@@ -79,7 +79,7 @@ def _check_keys(facet, interactions, keys, shape, plots: bool) -> None:
             raise UserError(f"{given} is not allowed: two different keys, each {allowed}")
         if not shape.factorial:
             raise UserError(f"{given} is not allowed: the runs are not a factorial design ({len(shape.missing)} "
-                            "combinations of their keys have no finished run)")
+                            "combinations of their keys have no run trained to the end)")
 
 
 def report(root: Path, out: Path | None = None, baseline: str | None = None, plots: bool = True,
@@ -107,7 +107,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     blocks = build(runs, keys, table, rows, baseline, root, out, filters, read, by_configs,
                    shape.describe() if len(keys) > 1 else None)
     effects = stats.effects(groups, shape, groups[baseline][0]) if shape.factorial else None
-    drawn = plots and any(r.finished for r in runs)
+    drawn = plots and any(r.trained for r in runs)
     if drawn:
         figures = {"test_acc": dots(rows, keys, baseline), "curves": curves(rows, groups, keys, baseline, facet)}
         figures = [Figure(out / f"{name}.png", png(fig)) for name, fig in figures.items() if fig is not None]

@@ -143,13 +143,13 @@ def build(runs: list[Run], keys: list[str], run_rows: list[dict], groups: list[d
     selected = f" Selected by {filters.describe()}: {len(runs)} of the {read} runs read." if filters else ""
     by = "Grouped by (their resolved configs differ where their overrides do not):" if by_configs else "Grouped by:"
     blocks = [Heading(f"Report: {root}", 1),
-              f"{len(runs)} runs, {sum(r.finished for r in runs)} finished. {by} "
+              f"{len(runs)} runs, {sum(r.trained for r in runs)} trained to the end. {by} "
               f"{', '.join(keys) or '(nothing differs)'}."
               f" Test accuracy is measured at each run's best-validation epoch.{selected}",
               Heading("Runs"), runs_table(runs, run_rows, keys, out),
               Heading(f"Groups (seed left out; baseline: `{baseline}`)"), groups_table(groups, keys, baseline),
-              "Mean ± sample std over the finished runs of each group. p: Welch's two-sided t-test against the "
-              "baseline group (* p < 0.05, ** p < 0.01); with few seeds, read it as a hint, not a verdict."]
+              "Mean ± sample std over the runs of each group trained to the end. p: Welch's two-sided t-test against "
+              "the baseline group (* p < 0.05, ** p < 0.01); with few seeds, read it as a hint, not a verdict."]
     holm_m = max((g.get("holm", 0) for g in groups), default=0)
     if holm_m:
         blocks.append(f"Holm's correction is applied: {holm_m} groups are tested against the baseline, and each p "

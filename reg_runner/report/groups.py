@@ -57,7 +57,7 @@ def values(run: Run, keys: list[str]) -> tuple[str, ...]:
 @dataclass
 class Design:
     """The varied keys, each with its levels (in the order the runs first show them), and the combinations of
-    levels that no finished run holds."""
+    levels that no run trained to the end holds."""
 
     keys: list[str]
     levels: dict[str, list[str]]
@@ -78,7 +78,8 @@ class Design:
         shown = "; ".join(",".join(f"{k}={v}" for k, v in zip(self.keys, m)) for m in self.missing[:3])
         more = f" and {len(self.missing) - 3} more" if len(self.missing) > 3 else ""
         return (f"Not a factorial design: {combos - len(self.missing)} of the {combos} combinations of {shape} have a "
-                f"finished run (none for {shown}{more}); no main effects, the groups are compared as they are.")
+                f"run trained to the end (none for {shown}{more}); no main effects, the groups are compared as they "
+                "are.")
 
 
 def design(groups: dict[str, list[Run]], keys: list[str]) -> Design:

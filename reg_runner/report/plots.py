@@ -105,8 +105,8 @@ def _curve(members: list[Run]) -> dict | None:
 
 def curves(groups: list[dict], members: dict[str, list[Run]], keys: list[str], baseline: str | None,
            facet: str | None = None):
-    """None where no finished run has a readable history.csv."""
-    drawn = {g["group"]: c for g in groups if (c := _curve([r for r in members[g["group"]] if r.finished]))}
+    """None where no run trained to the end has a readable history.csv."""
+    drawn = {g["group"]: c for g in groups if (c := _curve([r for r in members[g["group"]] if r.trained]))}
     if not drawn:
         return None
     skip = keys.index(facet) if facet else None

@@ -11,9 +11,8 @@ import yaml
 
 from reg_runner import kinds
 from reg_runner.config import results_config
-from reg_runner.records import RunFolder
+from reg_runner.records import TRAINED, RunFolder
 
-FINISHED = ("completed", "early_stopped")  # the runs a group's mean is taken over
 # what --status selects: a run's status as its records say (``unrecorded``: no readable metrics.json)
 STATUSES = ("completed", "early_stopped", "pruned", "diverged", "failed", "interrupted", "killed", "running", "cut",
             "unrecorded")
@@ -34,8 +33,9 @@ class Run:
     sharpness: float | None = None  # from landscape.json (python -m reg_runner.landscape), of best.pt on train images
 
     @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
+    def trained(self) -> bool:
+        """Trained to the end (``records.TRAINED``): a group's mean is taken over such runs."""
+        return self.status in TRAINED
 
     @property
     def short(self) -> str:
@@ -57,8 +57,8 @@ class Run:
 
     @property
     def test_acc(self) -> float | None:
-        """Test accuracy at the best-validation epoch, for a finished run."""
-        return self.number("test_at_best", "acc") if self.finished else None
+        """Test accuracy at the best-validation epoch, for a run trained to the end."""
+        return self.number("test_at_best", "acc") if self.trained else None
 
     def history(self) -> list[dict]:
         """The rows of history.csv that hold an epoch and the curves' metrics ([] if unreadable)."""

@@ -1,10 +1,11 @@
 """The numbers of a report: each group's mean and spread over its seeds against the baseline (Welch's t-test,
 Holm's correction), and for a factorial design each factor's main effect and a pair's interaction.
 
-Main effects are contrasts of the cell means (a cell: one combination of the varied keys' levels, its finished
-seeds), each cell weighted alike, as in a two-level factorial analysis (Box, Hunter & Hunter, *Statistics for
-Experimenters*, ch. 5). Their uncertainty is the seeds' spread within the cells, pooled (the full model's residual
-variance, N - cells degrees of freedom); the intervals are Student's t at 95%, the p-values two-sided.
+Main effects are contrasts of the cell means (a cell: one combination of the varied keys' levels, its seeds
+trained to the end), each cell weighted alike, as in a two-level factorial analysis (Box, Hunter & Hunter,
+*Statistics for Experimenters*, ch. 5). Their uncertainty is the seeds' spread within the cells, pooled (the full
+model's residual variance, N - cells degrees of freedom); the intervals are Student's t at 95%, the p-values
+two-sided.
 """
 
 import math
@@ -77,7 +78,7 @@ def group_rows(groups: dict[str, list[Run]], keys: list[str], baseline: str | No
         baseline = matches[0]
 
     def accs(group, key):
-        return [r.number(*key) for r in groups[group] if r.finished and r.number(*key) is not None]
+        return [r.number(*key) for r in groups[group] if r.trained and r.number(*key) is not None]
 
     base_val, base_test = accs(baseline, ("best", "val/acc")), accs(baseline, ("test_at_best", "acc"))
     rows = []

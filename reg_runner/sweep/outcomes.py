@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from reg_runner import kinds
-from reg_runner.records import FINISHED, RunFolder
+from reg_runner.records import FINISHED, TRAINED, RunFolder
 from reg_runner.sweep import analysis
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.trial import trial_dirs
@@ -31,12 +31,12 @@ def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | N
     statuses = [run_status(d) or unrecorded for d in dirs] or [unrecorded]
     if any(s not in FINISHED and s != "failed" for s in statuses):
         return "cut", None
-    if all(s in ("completed", "early_stopped") for s in statuses):
+    if all(s in TRAINED for s in statuses):
         values = [RunFolder(Path(d)).recorded().get("best_val") for d in dirs]
         if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
             return "complete", math.fsum(values) / len(values)
         return "failed", None
-    if any(s == "pruned" for s in statuses) and all(s in ("completed", "early_stopped", "pruned") for s in statuses):
+    if any(s == "pruned" for s in statuses) and all(s in (*TRAINED, "pruned") for s in statuses):
         return "pruned", None
     return "failed", None
 
