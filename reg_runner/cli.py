@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 
@@ -44,11 +44,13 @@ def sweep_plugins() -> None:
         Plugins.instance().register(plugin)
 
 
-def sweep_direction(objective: str) -> str:
-    """A search's direction follows its objective (``${sweep_direction:...}`` in a sweeper's config); the sweep
-    package is imported only when a sweep resolves it."""
-    from reg_runner.sweep import direction_of
+def sweep_direction(objective: str, objectives=None):
+    """A search's direction follows its objective, or its directions its objectives (``${sweep_direction:...}``
+    in a sweeper's config); the sweep package is imported only when a sweep resolves it."""
+    from reg_runner.sweep.objectives import direction_of
 
+    if isinstance(objectives, (list, tuple, ListConfig)) and len(objectives) > 1:
+        return [direction_of(str(o)) for o in objectives]
     return direction_of(objective)
 
 

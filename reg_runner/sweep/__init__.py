@@ -21,16 +21,12 @@ from reg_runner import keys
 from reg_runner.config import KEYS
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Group, Text, integer, one_of, optional, parse, reject
+from reg_runner.sweep import objectives as objectives_lib
+from reg_runner.sweep.objectives import direction_of
 
 GRID = "reg_runner.sweep.grid.GridSweeper"
 STACKED = "reg_runner.sweep.stacked.StackedLauncher"
 STUDY = "reg_runner.sweep.study.StudySweeper"
-DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize"}
-
-
-def direction_of(objective: str) -> str:
-    """The direction a search optimizes ``objective`` in (the ``sweep_direction`` resolver)."""
-    return DIRECTIONS.get(objective, "maximize")
 
 
 def _storage(v):
@@ -75,6 +71,12 @@ def _sqlite_file(database: str) -> None:
         raise reject(f"an SQLite database file that can be read: {database}: {e.strerror}") from None
     if head and head != b"SQLite format 3\x00":
         raise reject(f"an SQLite database file: {database} holds something else, which the study would overwrite")
+
+
+def _directions(v):
+    if v in ("maximize", "minimize") or (isinstance(v, list) and v and all(d in ("maximize", "minimize") for d in v)):
+        return v
+    raise reject("maximize or minimize, or a list of them (one per objective)")
 
 
 class _Sweeper(Group):
@@ -218,7 +220,8 @@ class GridConfig(_Sweeper):
 
 class StudyConfig(_Sweeper):
     sampler: Sampler
-    direction: one_of("maximize", "minimize")  # follows the objective
+    direction: Annotated[Any, PlainValidator(_directions)]  # follows the objective(s)
+    objectives: Annotated[Any, PlainValidator(objectives_lib.parse)] = None  # several: a Pareto front
     storage: Annotated[Any, PlainValidator(_storage)]
     study_name: Text
     n_trials: integer(1)  # finished trials the study should hold in total
@@ -257,11 +260,20 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
         study = parse(StudyConfig, sweeper, "hydra.sweeper")
         check_sampler(study.sampler)
         check_pruner(study.pruner)
-        wanted = direction_of(objective)
+        goals = study.objectives or [objective]
+        wanted = [direction_of(o) for o in goals] if study.objectives else direction_of(objective)
         if study.direction != wanted:
             raise ConfigError("hydra.sweeper.direction", study.direction,
-                              f"{wanted}, as objective={objective} is {'maximized' if wanted == 'maximize' else 'minimized'}"
-                              " (leave the direction out: it follows the objective)")
+                              f"{wanted}, as " + ", ".join(f"{o} is {'maximized' if direction_of(o) == 'maximize' else 'minimized'}"
+                                                         for o in goals) + " (leave the direction out: it follows the "
+                              "objective)")
+        if study.objectives:
+            if study.pruner.target != NO_PRUNER:
+                raise ConfigError("hydra.sweeper.pruner._target_", study.pruner.target, "optuna.pruners.NopPruner "
+                                  "(hydra/sweeper/pruner=none) with several objectives: Optuna prunes single-objective "
+                                  "studies only")
+            objectives_lib.check_sampler(study.sampler.target, {"seed": study.sampler.seed, **study.sampler.model_extra},
+                                         study.objectives)
     launcher = plain(hydra_cfg.get("launcher"))
     kind = str(launcher.get("_target_", ""))
     if kind.endswith("JoblibLauncher"):

@@ -193,11 +193,15 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     except Exception as e:
         return [], "\n".join(section + [f"The study cannot be opened from `{shown}` ({_line(e)})."]) + "\n"
     trials = study.get_trials(deepcopy=False)
-    files = [(out / "trials.csv", trials_csv(trials))]
+    objectives = names_of(study)
+    files = [(out / "trials.csv", trials_csv(trials, objectives, study.best_trials if objectives else ()))]
     complete = sum(t.state.name == "COMPLETE" for t in trials)
     section.append(f"{len(trials)} trials, {complete} complete, in `{shown}`. One row per trial: `trials.csv`.")
+    if objectives:
+        section.append(f"Objectives: {', '.join(objectives)}; {len(study.best_trials)} trials on the Pareto front "
+                       "(the `pareto` column), which no other complete trial matches or beats in every objective.")
     if plots:
-        drawn, missing = figures(study, out)
+        drawn, missing = figures(study, out, objectives)
         files += drawn
         section += [""] + [f"![{p.stem}]({p.name})" for p, _ in drawn]
         if missing:
@@ -212,20 +216,32 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     return files, "\n".join(section) + "\n"
 
 
-def trials_csv(trials) -> bytes:
-    """One row per trial: number, state, value, its parameters, and its runs' results and folders."""
+def names_of(study) -> list[str] | None:
+    """A multi-objective study's objectives, by name (None for a study of one)."""
+    if len(study.directions) < 2:
+        return None
+    return list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))])
+
+
+def trials_csv(trials, objectives: list | None = None, front=()) -> bytes:
+    """One row per trial: number, state, value (with several ``objectives``: a column per objective, and
+    ``pareto``: whether the trial is on the front ``front``), its parameters, and its runs' results and folders."""
     params = list(dict.fromkeys(p for t in trials for p in t.params))
+    on_front = {t.number for t in front}
     rows = []
     for t in trials:
         dirs = trial_dirs(t)
         attrs = t.user_attrs
         found = {**trial_results(dirs), **{k: attrs[k] for k in (TEST_ACC, EPOCHS, WALL, SEEDS) if k in attrs}}
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value,
+        values = ({o: (t.values[i] if t.values else None) for i, o in enumerate(objectives)}
+                  | {"pareto": t.number in on_front} if objectives else {"value": t.value})
+        rows.append({"number": t.number, "state": t.state.name, **values,
                      **{p: t.params.get(p) for p in params},
                      "test_acc_at_best": found.get(TEST_ACC), "epochs_run": _cell(found.get(EPOCHS)),
                      "wall_s": found.get(WALL), "seeds": _cell(found.get(SEEDS)), "run_dirs": _cell(dirs)})
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["number", "state", "value", *params, "test_acc_at_best",
+    value_columns = [*objectives, "pareto"] if objectives else ["value"]
+    writer = csv.DictWriter(buffer, fieldnames=["number", "state", *value_columns, *params, "test_acc_at_best",
                                                 "epochs_run", "wall_s", "seeds", "run_dirs"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
@@ -238,8 +254,18 @@ def _cell(v):
     return v
 
 
-def figures(study, out: Path) -> tuple[list, list]:
-    """Optuna's figures of the study as PNGs: (path, bytes) drawn, and (name, why) of those it could not draw."""
+def _log_sizes(ax, objectives: list):
+    """Sizes (parameters, FLOPs) span decades: on a log axis, a front over small and large networks is read."""
+    if len(objectives) == 2:
+        for name, axis in zip(objectives, (ax.xaxis, ax.yaxis)):
+            if name in ("params", "flops"):
+                (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
+    return ax
+
+
+def figures(study, out: Path, objectives: list | None = None) -> tuple[list, list]:
+    """Optuna's figures of the study as PNGs: (path, bytes) drawn, and (name, why) of those it could not draw.
+    With several ``objectives``: the Pareto front first, and the other figures of the first objective."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,13 +274,19 @@ def figures(study, out: Path) -> tuple[list, list]:
     from optuna.importance import PedAnovaImportanceEvaluator
     from optuna.visualization import matplotlib as draw
 
+    one = dict(target=lambda t: t.values[0], target_name=objectives[0]) if objectives else {}
     makers = {
-        "importances": lambda: draw.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator()),
-        "parallel_coordinates": lambda: draw.plot_parallel_coordinate(study),
-        "optimization_history": lambda: draw.plot_optimization_history(study),
-        "slices": lambda: draw.plot_slice(study),
+        "pareto_front": lambda: _log_sizes(draw.plot_pareto_front(study, target_names=objectives), objectives),
+        "importances": lambda: draw.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), **one),
+        "parallel_coordinates": lambda: draw.plot_parallel_coordinate(study, **one),
+        "optimization_history": lambda: draw.plot_optimization_history(study, **one),
+        "slices": lambda: draw.plot_slice(study, **one),
         "intermediate_values": lambda: draw.plot_intermediate_values(study),
     }
+    if not objectives:
+        del makers["pareto_front"]
+    else:
+        del makers["intermediate_values"]  # Optuna records intermediate values of single-objective studies only
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     drawn, missing = [], []
     for name, make in makers.items():

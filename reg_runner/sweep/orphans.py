@@ -19,7 +19,7 @@ HOST, PID = "reg_runner.host", "reg_runner.pid"
 UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseconds
 
 
-def adopt_orphans(study, storage, artifacts: Path | None = None) -> None:
+def adopt_orphans(study, storage, artifacts: Path | None = None, objectives: list | None = None) -> None:
     """Settle the RUNNING trials whose sweeper process is gone (a dead process on this host, or never
     tagged and older than a grace period): a trial whose run finished is told its result (adopted);
     the others are marked failed and noted as cut off, so they are run again. ``storage``: the study's."""
@@ -29,7 +29,7 @@ def adopt_orphans(study, storage, artifacts: Path | None = None) -> None:
         if not _orphaned(trial):
             continue
         attrs = trial.user_attrs
-        result, value = outcome(trial_dirs(trial), unrecorded="interrupted")
+        result, value = outcome(trial_dirs(trial), objectives, unrecorded="interrupted")
         if result != "cut":
             analysis.record_trial(trial_lib.live(study, storage, trial), trial_dirs(trial), artifacts)
         if result == "complete":

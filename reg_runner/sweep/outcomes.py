@@ -11,6 +11,7 @@ from pathlib import Path
 from reg_runner import kinds
 from reg_runner.records import FINISHED, TRAINED, RunFolder
 from reg_runner.sweep import analysis
+from reg_runner.sweep import objectives as objectives_lib
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.trial import trial_dirs
 
@@ -23,8 +24,9 @@ def run_status(run_dir) -> str | None:
     return RunFolder(Path(run_dir)).status() if run_dir else None
 
 
-def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | None]:
-    """How a trial's runs ended, from their records: ``complete`` with the mean of their best objectives,
+def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "failed"):
+    """How a trial's runs ended, from their records: ``complete`` with the mean of their best objectives (with
+    several ``objectives``: the list of each one's mean over the runs),
     ``pruned``, ``failed`` (a run diverged or failed: the configuration is a result, a failed one), or
     ``cut`` (a run was interrupted or killed: the trial is run again). ``unrecorded``: what a run without
     a record counts as (after its launcher returned, a crash: failed; after the sweeper died, a kill: cut)."""
@@ -32,7 +34,13 @@ def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | N
     if any(s not in FINISHED and s != "failed" for s in statuses):
         return "cut", None
     if all(s in TRAINED for s in statuses):
-        values = [RunFolder(Path(d)).recorded().get("best_val") for d in dirs]
+        records = [RunFolder(Path(d)).recorded() for d in dirs]
+        if objectives:
+            values = [[objectives_lib.value(r, o) for r in records] for o in objectives]
+            if all(v is not None for per_objective in values for v in per_objective):
+                return "complete", [math.fsum(v) / len(v) for v in values]
+            return "failed", None
+        values = [r.get("best_val") for r in records]
         if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
             return "complete", math.fsum(values) / len(values)
         return "failed", None
@@ -41,13 +49,13 @@ def outcome(dirs: list[str], unrecorded: str = "failed") -> tuple[str, float | N
     return "failed", None
 
 
-def tell(study, trial, storage, artifacts: Path | None = None) -> str:
+def tell(study, trial, storage, artifacts: Path | None = None, objectives: list | None = None) -> str:
     """Tell the study how the trial's runs ended, as their records say (``storage``: the study's); a trial that
     ran to its end first gets its results as user attributes, and its curves and metrics as artifacts in
     ``artifacts``."""
     from optuna.trial import TrialState
 
-    result, value = outcome(trial_dirs(trial))
+    result, value = outcome(trial_dirs(trial), objectives)
     if result != "cut":
         analysis.record_trial(trial, trial_dirs(trial), artifacts)
     if result == "complete":

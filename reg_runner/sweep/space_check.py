@@ -18,7 +18,7 @@ def precheck(sweeper, space, fixed, fixed_values, fixed_overrides) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction=sweeper.direction)
+    dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = dry.ask()
     overrides = sweeper.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
     if not trial.params:
@@ -51,7 +51,7 @@ def check_ranges(sweeper, space, fixed, fixed_values, fixed_overrides, texts: di
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    base = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction=sweeper.direction).ask()
+    base = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     sweeper.trial_overrides(base, space, fixed, fixed_values, fixed_overrides)
     for name, dist in space.items():
         if isinstance(dist, CategoricalDistribution):

@@ -33,6 +33,7 @@ outcome, cut marks and counts (``outcomes.py``), and the summary (``summary.py``
 
 import logging
 import os
+import warnings
 import shutil
 import socket
 import time
@@ -64,8 +65,10 @@ SIGNATURE = "reg_runner.signature"  # study attribute: the objective, direction 
 
 class StudySweeper(Sweeper):
     def __init__(self, sampler, direction, storage, study_name, n_trials, n_jobs, custom_search_space=None,
-                 params=None, seeds_per_trial=1, pruner=None):
-        self.sampler_cfg, self.direction, self.storage = sampler, direction, storage
+                 params=None, seeds_per_trial=1, pruner=None, objectives=None):
+        self.sampler_cfg, self.storage = sampler, storage
+        self.direction = OmegaConf.to_container(direction) if OmegaConf.is_config(direction) else direction
+        self.objectives = list(objectives) if objectives else None  # several: a multi-objective study
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.seeds_per_trial, self.pruner_cfg = seeds_per_trial, pruner
         self.space = instantiate({"_target_": custom_search_space, "_partial_": True}) if custom_search_space else None
@@ -92,11 +95,17 @@ class StudySweeper(Sweeper):
                 self.store = trial_lib.open_storage(self.storage)
                 if self.storage is None:
                     trial_lib.MEMORY[self.study_name] = self.store  # the runs of this process report to it
-            return optuna.create_study(study_name=self.study_name, storage=self.store, sampler=sampler,
-                                       pruner=pruner, direction=self.direction, load_if_exists=True)
+            goal = dict(directions=self.direction) if self.objectives else dict(direction=self.direction)
+            study = optuna.create_study(study_name=self.study_name, storage=self.store, sampler=sampler,
+                                        pruner=pruner, load_if_exists=True, **goal)
         except Exception as e:  # not a database, a server that refuses, a study of another direction...
             raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the study {self.study_name!r} cannot be "
                             f"opened ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        if self.objectives and not study.trials and len(study.directions) == len(self.objectives):
+            with warnings.catch_warnings():  # experimental: the names optuna-dashboard shows the values under
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(self.objectives)
+        return study
 
     def sweep(self, arguments: list[str]) -> None:
         with exit_on_user_error():
@@ -120,7 +129,7 @@ class StudySweeper(Sweeper):
         created = self.make_folders()
         try:
             study = self.study()
-            same_study(study, base, self.direction, self.seeds_per_trial)
+            same_study(study, base, self.direction, self.seeds_per_trial, self.objectives)
         except UserError:
             for folder in reversed(created):  # refused before anything ran: leave nothing behind
                 if folder.is_dir() and not any(folder.iterdir()):
@@ -130,7 +139,7 @@ class StudySweeper(Sweeper):
             kinds.mark(self.sweep_dir, kinds.SWEEP, study=dict(name=self.study_name,
                                                                 storage=trial_lib.shown_storage(self.storage)))
         self.artifacts = self.sweep_dir / analysis.ARTIFACTS if self.storage else None
-        adopt_orphans(study, self.store, self.artifacts)
+        adopt_orphans(study, self.store, self.artifacts, self.objectives)
         done = count_finished(study)
         if done:
             study = self.study(n_before=len(study.trials))
@@ -181,9 +190,9 @@ class StudySweeper(Sweeper):
             self.waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], time.time() - started,
                                          self.parallel_runs()))
             for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)
-                tell(study, trial, self.store, self.artifacts)
+                tell(study, trial, self.store, self.artifacts, self.objectives)
             to_run -= len(batch)
-        summary = summarize(study, self.n_trials, time.time() - t0, self.direction, self.waits)
+        summary = summarize(study, self.n_trials, time.time() - t0, self.direction, self.waits, self.objectives)
         write_summary(self.sweep_dir, summary)
         print_summary(summary, self.sweep_dir)
 
@@ -324,11 +333,19 @@ def _typed_values(fixed: dict) -> dict:
     return {k: parser.parse_override(f"{k}={v}").value() for k, v in fixed.items()}
 
 
-def same_study(study, base: dict, direction: str, seeds_per_trial: int = 1) -> None:
+def same_study(study, base: dict, direction, seeds_per_trial: int = 1, objectives: list | None = None) -> None:
     """A study continues with the settings it started with: another objective, direction, budget, data or
     number of seeds per trial would rank incomparable values together. The first invocation records them."""
+    if len(study.directions) != len(objectives or [None]):
+        had, has = len(study.directions), len(objectives or [None])
+        raise UserError(f"the study {study.study_name!r} has {_goals(had)}; this command has "
+                        f"{_goals(has)} ({', '.join(objectives) if objectives else 'objective=' + base.get('objective', '?')}"
+                        "): a study keeps its objectives. Use another hydra.sweeper.study_name, or the study's own "
+                        "hydra.sweeper.objectives")
     signature = study.user_attrs.get(SIGNATURE)
     mine = dict(direction=direction, config=base)
+    if objectives:
+        mine["objectives"] = objectives
     if seeds_per_trial != 1:
         mine["seeds_per_trial"] = seeds_per_trial
     if signature is not None and signature.get("seeds_per_trial", 1) != seeds_per_trial:
@@ -340,10 +357,14 @@ def same_study(study, base: dict, direction: str, seeds_per_trial: int = 1) -> N
             study.set_user_attr(SIGNATURE, mine)
         return
     if signature != mine:
-        key = "direction" if signature.get("direction") != direction else config_lib.first_difference(
-            signature.get("config"), base)
-        before = signature.get("direction") if key == "direction" else config_lib.value_at(signature.get("config"), key)
-        now = direction if key == "direction" else config_lib.value_at(base, key)
+        own = next((k for k in ("objectives", "direction") if signature.get(k) != mine.get(k)), None)
+        key = own or config_lib.first_difference(signature.get("config"), base)
+        before = signature.get(own) if own else config_lib.value_at(signature.get("config"), key)
+        now = mine.get(own) if own else config_lib.value_at(base, key)
         raise UserError(f"the study {study.study_name!r} was started with {key}={before!r}; this command has "
                         f"{now!r}: its trials would not compare. Use another hydra.sweeper.study_name, or the study's "
                         "own settings")
+
+
+def _goals(n: int) -> str:
+    return "one objective" if n == 1 else f"{n} objectives"

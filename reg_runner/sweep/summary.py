@@ -15,11 +15,13 @@ from reg_runner.sweep.outcomes import REJECTED, cut_numbers
 from reg_runner.sweep.trial import trial_dirs
 
 
-def _run_record(trial) -> dict:
-    """A finished trial as the summary shows it: its value and parameters; its runs' best epochs and test
-    accuracy at them; over several seeds, mean and standard deviation; the command that re-runs it."""
+def _run_record(trial, objectives: list | None = None) -> dict:
+    """A finished trial as the summary shows it: its value (with several ``objectives``, its values by name) and
+    parameters; its runs' best epochs and test accuracy at them; over several seeds, mean and standard deviation;
+    the command that re-runs it."""
     dirs = trial_dirs(trial)
-    record = dict(number=trial.number, state=trial.state.name, value=trial.value, params=trial.params,
+    value = dict(zip(objectives, trial.values)) if objectives else trial.value
+    record = dict(number=trial.number, state=trial.state.name, value=value, params=trial.params,
                   run_dir=dirs[0] if len(dirs) == 1 else None, run_dirs=dirs, test_acc_at_best=None,
                   best_epoch=None, command=None)
     if not dirs:
@@ -103,11 +105,17 @@ def batch_wait(dirs: list[list[str]], wall_s: float, parallel: int) -> dict:
     return dict(wall_s=wall_s, busy_s=sum(walls), idle_s=sum(max(walls) - w for w in walls))
 
 
-def summarize(study, requested: int, wall_s: float, direction: str, waits: list | None = None) -> dict:
+def summarize(study, requested: int, wall_s: float, direction, waits: list | None = None,
+              objectives: list | None = None) -> dict:
+    """With several ``objectives``: ``pareto``, the Pareto-optimal trials (by their first objective, best first),
+    in place of a best trial and a top 10."""
     trials = study.get_trials(deepcopy=False)
     cut = cut_numbers(study, trials)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    complete.sort(key=lambda t: t.value, reverse=direction == "maximize")
+    if objectives:
+        front = sorted(study.best_trials, key=lambda t: t.values[0], reverse=direction[0] == "maximize")
+    else:
+        complete.sort(key=lambda t: t.value, reverse=direction == "maximize")
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     rejected = [t for t in trials if REJECTED in t.user_attrs]
@@ -128,8 +136,9 @@ def summarize(study, requested: int, wall_s: float, direction: str, waits: list 
         epochs=epochs_spent(trials, cut),
         batch_wait=dict(batches=len(waits or []), idle_worker_s=sum(w["idle_s"] for w in waits or []),
                         busy_worker_s=sum(w["busy_s"] for w in waits or [])),
-        best=_run_record(complete[0]) if complete else None,
-        top=[_run_record(t) for t in complete[:10]],
+        **(dict(objectives=objectives, pareto=[_run_record(t, objectives) for t in front], best=None, top=[])
+           if objectives else dict(best=_run_record(complete[0]) if complete else None,
+                                   top=[_run_record(t) for t in complete[:10]])),
     )
 
 
@@ -153,9 +162,11 @@ def write_summary(sweep_dir: Path, s: dict) -> None:
     lines.append(
         f"{s['n_complete']} complete, {pruned}{s['n_failed']} failed (diverged or crashed), {s['n_rejected']} "
         f"rejected by the checks, {s['n_interrupted']} cut off by a kill and run again, {s['n_running']} running; "
-        f"{s['n_trials_requested']} requested. Objective: the best {metric} of each run ({s['direction']}d)"
-        + (", a trial's value the mean over its seeds." if best and best.get("seeds") else ".")
-    )
+        f"{s['n_trials_requested']} requested. " + (
+            "Objectives: " + ", ".join(f"{o} ({d}d)" for o, d in zip(s["objectives"], s["direction"]))
+            + " (reg_runner.sweep.objectives), each the mean over a trial's seeds." if s.get("objectives") else
+            f"Objective: the best {metric} of each run ({s['direction']}d)"
+            + (", a trial's value the mean over its seeds." if best and best.get("seeds") else ".")))
     epochs = s.get("epochs") or {}
     if epochs.get("unpruned"):
         lines.append(f"Epochs trained: {epochs['run']:,} of the {epochs['unpruned']:,} the finished trials' runs would "
@@ -181,8 +192,11 @@ def write_summary(sweep_dir: Path, s: dict) -> None:
             lines += [f"- test accuracy at its best-validation epoch: {_fmt(best['test_acc_at_best'])}",
                       f"- run folder: `{best['run_dir']}`"]
         lines += [f"- parameters: `{best['params']}`", f"- re-run: `{best['command']}`"]
-    lines += ["", "## Top 10", "", f"| trial | {metric} | test acc at best | best epoch | parameters |",
-              "|---|---|---|---|---|"]
+    if s.get("objectives"):
+        lines += _front_lines(s)
+    else:
+        lines += ["", "## Top 10", "", f"| trial | {metric} | test acc at best | best epoch | parameters |",
+                  "|---|---|---|---|---|"]
     for t in s["top"]:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
         lines.append(f"| {t['number']} | {t['value']:.4f} | {_fmt(t['test_acc_at_best'])} | "
@@ -190,6 +204,22 @@ def write_summary(sweep_dir: Path, s: dict) -> None:
     if s["rejected"]:
         lines += ["", "## Rejected by the checks", ""] + [f"- trial {r['number']}: {r['reason']}" for r in s["rejected"]]
     atomic.write_text(sweep_dir / "sweep_summary.md", "\n".join(lines) + "\n")
+
+
+def _front_lines(s: dict) -> list[str]:
+    """The Pareto front as the summary's markdown: a table, then each member's re-run command."""
+    names = s["objectives"]
+    lines = ["", f"## Pareto front: {len(s['pareto'])} trials", "",
+             "No other complete trial is at least as good in every objective and better in one.", "",
+             "| trial | " + " | ".join(names) + " | test acc at best | parameters |",
+             "|" + "---|" * (len(names) + 3)]
+    for t in s["pareto"]:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
+        lines.append(f"| {t['number']} | " + " | ".join(_fmt(t["value"][o]) for o in names)
+                     + f" | {_fmt(t['test_acc_at_best'])} | {params} |")
+    lines += ["", "Re-run a member of the front:", ""]
+    lines += [f"- trial {t['number']}: `{t['command']}`" for t in s["pareto"]]
+    return lines
 
 
 def print_summary(s: dict, sweep_dir: Path) -> None:
@@ -202,6 +232,12 @@ def print_summary(s: dict, sweep_dir: Path) -> None:
     if s.get("n_pruned") and epochs.get("unpruned"):
         print(f"epochs trained: {epochs['run']} of {epochs['unpruned']} unpruned ({epochs['share']:.0%})")
     best = s["best"]
+    if s.get("objectives"):
+        print(f"Pareto front ({', '.join(s['objectives'])}): {len(s['pareto'])} trials")
+        for t in s["pareto"]:
+            values = ", ".join(f"{o} {_fmt(v)}" for o, v in t["value"].items())
+            print(f"  trial {t['number']}: {values}; test/acc at best {_fmt(t['test_acc_at_best'])}; {t['params']}")
+            print(f"    re-run: {t['command']}")
     if best:
         if best.get("seeds"):
             print(f"best trial {best['number']}: {s['objective'] or 'objective'} {_pm(best['val_mean'], best['val_std'])}"
@@ -224,5 +260,5 @@ def _fmt(v) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{int(v):,}" if v.is_integer() and abs(v) >= 1e4 else f"{v:.4g}"
     return str(v)

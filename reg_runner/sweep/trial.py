@@ -66,6 +66,7 @@ class TrialLink:
     number: int
     pruner: dict  # hydra.sweeper.pruner, resolved (``_target_`` and its keys)
     seeds_per_trial: int = 1
+    n_objectives: int = 1  # several: no learning curve (Optuna records intermediate values of one objective)
 
     @property
     def prunes(self) -> bool:
@@ -87,7 +88,8 @@ def link(hydra_cfg, env: dict | None = None) -> TrialLink | None:
     sweeper = OmegaConf.to_container(sweeper, resolve=True)
     return TrialLink(storage=sweeper.get("storage"), study=sweeper["study_name"], number=int(number),
                      pruner=sweeper.get("pruner") or {"_target_": NO_PRUNER},
-                     seeds_per_trial=int(sweeper.get("seeds_per_trial") or 1))
+                     seeds_per_trial=int(sweeper.get("seeds_per_trial") or 1),
+                     n_objectives=len(sweeper.get("objectives") or [None]))
 
 
 def from_process(hydra_cfg) -> TrialLink | None:
@@ -219,7 +221,8 @@ class Pruning:
             if not trial.prunes:
                 # a curve to record, not a pruner to ask: of a trial whose runs are all here (its seeds' mean),
                 # through a study this process reaches
-                if len(runs) < trial.seeds_per_trial or (trial.storage is None and trial.study not in MEMORY):
+                if (len(runs) < trial.seeds_per_trial or trial.n_objectives > 1
+                        or (trial.storage is None and trial.study not in MEMORY)):
                     continue
                 try:
                     self.reporters[number] = Reporter(trial, strict=False)

@@ -9,6 +9,7 @@ import time
 
 from tqdm import tqdm
 
+from reg_runner.model import measures
 from reg_runner.records import RunFolder
 
 
@@ -50,6 +51,8 @@ class Records:
 
     def start(self, engine) -> None:
         self.clock.loop_started()
+        self.flops = measures.flops_per_image(engine.members[0].cfg.model, engine.data.shape, engine.data.n_classes)
+        self.weights = list(engine.model.weight_names.values())  # the weight layers' parameters, by state_dict name
         for k, m in enumerate(engine.members):
             # best.pt: rewritten only when the best epoch moved; a resumed run rewrites it once, as a kill
             # between last.pt and best.pt may have left it behind
@@ -80,7 +83,9 @@ class Records:
             folder.save_checkpoint(folder.best, dict(**state.best_snapshot, epoch=state.best["epoch"], config=m.config))
             m.extra["saved_best"] = state.best["epoch"]
         folder.write_history(state.history)
-        folder.write_metrics(m.metrics(self.data_info, self.n_params, timing))
+        best = state.best_snapshot["model"] if state.best_snapshot is not None else None
+        size = dict(flops_per_image=self.flops, near_zero=measures.near_zero(best, self.weights) if best else None)
+        folder.write_metrics(m.metrics(self.data_info, self.n_params, timing, size))
 
 
 class Progress:

@@ -143,8 +143,10 @@ class Member:
         self.state = TrainState(**checkpoint["state"])
         self.state.status = "running"  # it was running, interrupted or failed; finished runs are refused
 
-    def metrics(self, data_info: dict | None, n_params: int | None, timing: dict) -> dict:
-        """The content of metrics.json; only ``timing`` differs between two runs of the same config on CPU."""
+    def metrics(self, data_info: dict | None, n_params: int | None, timing: dict, size: dict | None = None) -> dict:
+        """The content of metrics.json; only ``timing`` differs between two runs of the same config on CPU.
+        ``size``: the network's evaluation FLOPs per image and its share of near-zero weights at the best epoch
+        (``reg_runner.model.measures``)."""
         state, objective = self.state, self.cfg.objective
         return dict(
             status=state.status,
@@ -161,6 +163,7 @@ class Member:
             best=state.best,
             final=state.history[-1] if state.history else None,
             n_parameters=n_params,
+            size=size,
             data=data_info,
             timing=timing,
         )

@@ -1,0 +1,94 @@
+"""What a search optimizes: one metric, or several (a Pareto front), each read from the runs' records.
+
+    python -m reg_runner --multirun hparams_search=pareto
+    python -m reg_runner --multirun hparams_search=regularization 'hydra.sweeper.objectives=[val/acc,near_zero]'
+
+By default a search optimizes the runs' ``objective`` (``val/acc``): a trial's value is its runs' best
+validation value (the mean over its seeds). ``hydra.sweeper.objectives`` lists two or more metrics that
+every run records; the study is then multi-objective (Optuna's ``directions``), and its result is the set
+of Pareto-optimal trials: those no other trial beats in one objective without losing in another. Each
+direction follows from its metric:
+
+| objective | direction | what it is, in the run's ``metrics.json`` |
+|---|---|---|
+| ``val/acc``, ``val/loss`` | max, min | the validation metric at the run's best epoch (``best``) |
+| ``params`` | min | the parameters of one network (``n_parameters``) |
+| ``flops`` | min | the FLOPs of one image's evaluation forward pass (``size.flops_per_image``) |
+| ``near_zero`` | max | the share of weights below 1e-3 in magnitude at the best epoch (``size.near_zero``) |
+| ``train_s`` | min | the run's training time in seconds (``timing.train_s``; a stack's is the stack's) |
+
+The run's best epoch is still chosen by its ``objective``, a validation metric; the test set never steers.
+``reg_runner.model.measures`` defines ``flops`` and ``near_zero``.
+"""
+
+import math
+
+from reg_runner.schema import reject
+
+DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize", "params": "minimize", "flops": "minimize",
+              "near_zero": "maximize", "train_s": "minimize"}
+PATHS = {"params": ("n_parameters",), "flops": ("size", "flops_per_image"), "near_zero": ("size", "near_zero"),
+         "train_s": ("timing", "train_s")}  # the others: ("best", name)
+
+
+def direction_of(objective: str) -> str:
+    """The direction a search optimizes ``objective`` in."""
+    return DIRECTIONS.get(objective, "maximize")
+
+
+def parse(v):
+    """``hydra.sweeper.objectives``: null, or two or more distinct metrics that every run records."""
+    if v is None:
+        return None
+    known = ", ".join(DIRECTIONS)
+    if not isinstance(v, (list, tuple)) or len(v) < 2 or not all(isinstance(o, str) for o in v):
+        raise reject(f"null (the runs' objective alone) or a list of two or more of {known}, e.g. [val/acc,params]")
+    for o in v:
+        if o.startswith("test/"):
+            raise reject(f"validation metrics and sizes only: {o} is measured on the test set, which never steers "
+                         f"a search ({known})")
+        if o not in DIRECTIONS:
+            raise reject(f"metrics every run records: {o} is none ({known})")
+    twice = next((o for i, o in enumerate(v) if o in v[:i]), None)
+    if twice is not None:
+        raise reject(f"each metric once: {twice} is given twice")
+    return list(v)
+
+
+def value(record: dict, objective: str) -> float | None:
+    """A run's value of ``objective`` from its metrics.json; None if it recorded none (or not a finite number)."""
+    node = record
+    for key in PATHS.get(objective, ("best", objective)):
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
+        return None
+    return float(node)
+
+
+def check_sampler(target: str, arguments: dict, objectives: list[str]) -> None:
+    """A sampler that handles several objectives, tried on an empty study of these directions (Optuna's CMA-ES,
+    for one, handles one objective only)."""
+    import warnings
+
+    import optuna
+    from hydra.utils import instantiate
+
+    from reg_runner.errors import ConfigError
+
+    def tried(directions) -> Exception | None:
+        try:
+            sampler = instantiate({"_target_": target, **arguments}, _execution_whitelist_=(
+                "optuna.samplers.*", "hydra_plugins.hydra_optuna_sweeper.*"))
+            optuna.create_study(sampler=sampler, directions=directions).ask().suggest_float("x", 0.0, 1.0)
+        except Exception as e:
+            return e
+        return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        failed = tried([direction_of(o) for o in objectives])
+        if failed is not None and tried(["maximize"]) is None:  # what fails is the several objectives
+            raise ConfigError("hydra.sweeper.sampler._target_", target, "a sampler for several objectives "
+                              "(hydra/sweeper/sampler=tpe, nsgaii, nsgaiii, random, gp or qmc): "
+                              f"{target.rpartition('.')[2]} handles one ({type(failed).__name__})")
