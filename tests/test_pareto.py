@@ -36,13 +36,13 @@ def front_of(points: dict[int, tuple[float, float]]) -> set[int]:
 
 
 def test_a_two_objective_search_tells_each_trial_its_seeds_mean_and_finds_the_front(cli, tmp_path):
-    proc = cli(*PARETO, "hydra.sweeper.n_trials=5", "hydra.sweeper.seeds_per_trial=2")
+    proc = cli(*PARETO, "hydra.sweeper.n_trials=4", "hydra.sweeper.seeds_per_trial=2")
     sweep = proc.run_dir
     study = load(sweep)
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     assert study.metric_names == ["val/acc", "params"]  # what optuna-dashboard names the two values
     trials = study.get_trials(deepcopy=False)
-    assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
     points = {}
     for t in trials:
         runs = [read_metrics(d) for d in trial_dirs(t)]
@@ -127,7 +127,7 @@ def test_a_study_keeps_its_number_of_objectives(cli, tmp_path):
     cli("--multirun", "hparams_search=quick", "data.val_size=null", *same, run_dir=sweep)
     proc = cli(*PARETO, *same, run_dir=tmp_path / "two", check=False)
     assert_one_line_error(proc, "the study 'shared' has one objective; this command has 2 objectives (val/acc, params)")
-    cli(*PARETO, *same[:1], "hydra.sweeper.study_name=two", run_dir=tmp_path / "two")
+    cli(*PARETO, *same[:1], "hydra.sweeper.study_name=two", "hydra.sweeper.n_trials=1", run_dir=tmp_path / "two")
     proc = cli("--multirun", "hparams_search=quick", "data.val_size=null", *same[:1], "hydra.sweeper.study_name=two",
                run_dir=tmp_path / "one", check=False)
     assert_one_line_error(proc, "the study 'two' has 2 objectives; this command has one objective (objective=val/acc)")

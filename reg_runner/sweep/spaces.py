@@ -40,14 +40,14 @@ def showcase(cfg, trial) -> None:
 
 def pareto(cfg, trial) -> None:
     """Accuracy against size: the family (MLP or CNN), its size, and its regularization. MLP: 1 to 4 hidden
-    layers of 16 to 256 units. CNN: two conv blocks of 4 to 32 channels (the second twice the first), 0 or
-    16 to 128 hidden units. Either: dropout, L1 and L2 switched on or off, their strengths searched."""
+    layers of 16 to 256 units. CNN: two conv blocks of 4 to 16 channels (the second twice the first), 0 to 64
+    hidden units. Either: dropout, L1 and L2 switched on or off, their strengths searched."""
     if trial.suggest_categorical("model", ["mlp", "cnn"]) == "mlp":
         trial.suggest_int("model.depth", 1, 4)
         trial.suggest_int("model.width", 16, 256, log=True)
     else:
-        trial.suggest_categorical("model.channels", ["[4,8]", "[8,16]", "[16,32]", "[32,64]"])
-        trial.suggest_categorical("model.hidden", [0, 16, 32, 64, 128])
+        trial.suggest_categorical("model.channels", ["[4,8]", "[8,16]", "[16,32]"])
+        trial.suggest_categorical("model.hidden", [0, 16, 32, 64])
     if trial.suggest_categorical("search.dropout", [False, True]):
         trial.suggest_float("model.dropout", 0.05, 0.5)
     if trial.suggest_categorical("search.l1", [False, True]):
