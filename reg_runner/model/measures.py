@@ -12,6 +12,7 @@
 """
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 NEAR_ZERO = 1e-3
 
@@ -19,8 +20,6 @@ NEAR_ZERO = 1e-3
 def flops_per_image(model_cfg, shape: tuple[int, ...], n_classes: int) -> int | None:
     """``model_cfg``'s network's FLOPs on one image in evaluation; None if it cannot run on the meta device (code
     that reads values)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     try:
         with torch.device("meta"):
             net = model_cfg.plain(tuple(shape), n_classes)

@@ -23,6 +23,7 @@ The run's best epoch is still chosen by its ``objective``, a validation metric; 
 
 import math
 
+from reg_runner.errors import ConfigError
 from reg_runner.schema import reject
 
 DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize", "params": "minimize", "flops": "minimize",
@@ -72,8 +73,6 @@ def check_sampler(target: str, arguments: dict, objectives: list[str]) -> None:
 
     import optuna
     from hydra.utils import instantiate
-
-    from reg_runner.errors import ConfigError
 
     def tried(directions) -> Exception | None:
         try:
