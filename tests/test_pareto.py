@@ -2,6 +2,7 @@
 and the report; what cannot work refused before any trial; a killed search resumed."""
 
 import csv
+import importlib.util
 import io
 import json
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import TINY, printed_command, read_metrics
+from conftest import ROOT, TINY, printed_command, read_metrics
 from test_bad_input import assert_one_line_error
 
 from reg_runner.model import measures
@@ -35,7 +36,7 @@ def front_of(points: dict[int, tuple[float, float]]) -> set[int]:
     return {n for n, p in points.items() if not any(beats(q, p) for m, q in points.items() if m != n)}
 
 
-def test_a_two_objective_search_tells_each_trial_its_seeds_mean_and_finds_the_front(cli, tmp_path):
+def test_a_two_objective_search_tells_each_trial_its_seeds_mean_and_finds_the_front(cli, tmp_path, capsys):
     proc = cli(*PARETO, "hydra.sweeper.n_trials=4", "hydra.sweeper.seeds_per_trial=2")
     sweep = proc.run_dir
     study = load(sweep)
@@ -74,6 +75,16 @@ def test_a_two_objective_search_tells_each_trial_its_seeds_mean_and_finds_the_fr
     image = matplotlib.image.imread(sweep / "pareto_front.png")
     assert image.shape[0] > 200 and image[..., :3].std() > 0.05  # drawn, not blank
     assert "![pareto_front](pareto_front.png)" in (sweep / "report.md").read_text()
+
+    # the docs' figure of such a study: test accuracy against parameters, the front's trials printed
+    spec = importlib.util.spec_from_file_location("pareto_figure", ROOT / "benchmarks" / "pareto.py")
+    figure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figure)
+    figure.main([str(sweep), "--out", str(tmp_path / "front.png")])
+    printed = capsys.readouterr().out
+    assert [int(line.split()[1].rstrip(":")) for line in printed.splitlines() if line.startswith("trial ")] == sorted(
+        front_of(points), key=lambda n: points[n][1])
+    assert matplotlib.image.imread(tmp_path / "front.png")[..., :3].std() > 0.05
 
 
 def test_a_front_member_reruns_from_its_printed_line(cli):
