@@ -23,7 +23,8 @@ launches and tells is ours, reading sweep overrides as hydra-optuna-sweeper does
    is told the fixed value where it would have suggested one.
 7. At the end, ``sweep_summary.json`` and ``sweep_summary.md`` in the sweep folder: best trial, its
    parameters, validation and test accuracy (read from its run's metrics.json), counts, wall time,
-   the command that re-runs it, and the top 10.
+   the command that re-runs it, and the top 10; with several objectives (``objectives.py``), the
+   Pareto-optimal trials, each with its values and the command that re-runs it.
 
 This module holds the sweeper and its loop, and the check that a resumed study keeps its settings
 (``same_study``). The rest is beside it: the checks of the search space before any trial
@@ -33,10 +34,10 @@ outcome, cut marks and counts (``outcomes.py``), and the summary (``summary.py``
 
 import logging
 import os
-import warnings
 import shutil
 import socket
 import time
+import warnings
 from pathlib import Path
 
 from hydra.core.plugins import Plugins
