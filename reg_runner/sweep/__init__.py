@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, PlainValidator
 from reg_runner import keys
 from reg_runner.config import KEYS
 from reg_runner.errors import ConfigError, UserError
-from reg_runner.schema import Group, Text, integer, one_of, optional, parse, reject
+from reg_runner.schema import Group, Text, integer, optional, parse, reject
 from reg_runner.sweep import objectives as objectives_lib
 from reg_runner.sweep.objectives import direction_of
 
