@@ -17,13 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLI, ROOT, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny, wait_for_epoch, without_timing
+from conftest import (CLI, ROOT, TINY, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny, wait_for_epoch,
+                      without_timing)
 
 from reg_runner.data import idx
 from reg_runner.errors import DataError
 
 FAMILIES = Path(__file__).parent / "families"
 IDX_FAMILIES = ("mnist", "fashion_mnist", "kmnist")
+CONF = ROOT / "conf"
+MODEL_FAMILIES = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))  # a family is its module and its yaml
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +49,12 @@ def compose(*overrides):
 
 
 @pytest.mark.parametrize("data", [*IDX_FAMILIES, "cifar10"])
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("model", MODEL_FAMILIES)
 def test_every_model_family_trains_on_every_data_family(roots, tmp_path, model, data):
     from reg_runner.run import run
 
-    extra = ["augmentation=crop", "augmentation.flip=true", "model.norm=batchnorm"] if data == "cifar10" else []
+    norm = ["model.norm=batchnorm"] if "norm:" in (CONF / "model" / f"{model}.yaml").read_text() else []
+    extra = ["augmentation=crop", "augmentation.flip=true", *norm] if data == "cifar10" else []
     settings = (f"model={model}", f"data={data}", f"data.root={roots[data]}", *tiny("trainer.batch_size=20"), *extra)
     cfg = compose(*settings, "logging.histograms=2")
     run(cfg, tmp_path / "run")
@@ -378,3 +382,38 @@ def test_the_memory_a_network_takes_is_measured_on_the_meta_device_as_on_the_cpu
     assert cpu == meta and meta.n_parameters == 61706 and meta.parameters == 61706 * 4 * 5
     # what a training batch keeps for its backward pass: each layer's input, ReLU's outputs, the pools' indices
     assert meta.training > 20 * (6 * 28 * 28 + 16 * 10 * 10) * 4
+
+
+@pytest.mark.slow  # a copy of the project, one command of each kind and the tests that list families, run there
+def test_a_new_built_in_family_is_its_module_and_its_yaml(tmp_path, tiny_data):
+    """A contributor adds ``reg_runner/model/softmax.py`` and ``conf/model/softmax.yaml`` to a copy of the project
+    and edits nothing else: the help lists it, a refusal offers it, it trains, the reference documents it once
+    regenerated (a generated file), and the tests that list or count families pass unchanged."""
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "outputs", "site", "*.egg-info", "__pycache__",
+                                                              ".pytest_cache", "multirun"))
+    shutil.copy(FAMILIES / "builtin" / "softmax.py", tree / "reg_runner" / "model" / "softmax.py")
+    shutil.copy(FAMILIES / "builtin" / "softmax.yaml", tree / "conf" / "model" / "softmax.yaml")
+    env = {**os.environ, "PYTHONPATH": str(tree), "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}
+
+    def command(*args, check=True):
+        proc = subprocess.run([sys.executable, *args], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+        assert not check or proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return proc
+
+    assert "model: cnn, mlp, softmax" in command("-m", "reg_runner", "--help").stdout
+    assert "model: cnn, mlp, softmax" in command("-m", "reg_runner.lr_find", "--help").stdout
+    refused = command("-m", "reg_runner", "model=resnet", check=False)
+    assert refused.returncode == 2 and "one of cnn, mlp, softmax" in refused.stderr, refused.stderr
+    trained = command("-m", "reg_runner", "model=softmax", f"data.root={tiny_data}", *TINY, f"hydra.run.dir={tmp_path / 'run'}")
+    assert read_metrics(tmp_path / "run")["n_parameters"] == 64 * 10 + 10, trained.stderr
+    command("-m", "reg_runner.docs")
+    assert "Schema: `reg_runner.model.softmax.Softmax`." in (tree / "docs" / "reference.md").read_text()
+    tests = command("-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "tests/test_help.py", "tests/test_docs.py",
+                    "tests/test_private.py::test_a_missing_group_option_carries_the_file_and_the_options",
+                    "tests/test_families.py::test_every_model_family_trains_on_every_data_family", "-k",
+                    "not cifar and not fashion and not kmnist")
+    assert " passed" in tests.stdout and "softmax" in command("-m", "pytest", "--collect-only", "-q",
+                                                              "tests/test_families.py").stdout
