@@ -138,9 +138,9 @@ def remembered(k: dict) -> dict:
         return {}
 
 
-def remember(k: dict, **found) -> None:
-    """Add ``found`` to what is remembered for ``k`` (one small JSON file, written whole)."""
-    entry = {**remembered(k), **found, "key": k}
+def remember(k: dict, entry: dict) -> None:
+    """``entry`` remembered for ``k`` (one small JSON file, written whole)."""
+    entry = {**entry, "key": k}
     path = _path(k)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ def difference(model_cfg, shape: tuple[int, ...], n_classes: int, members: int, 
     if "difference" not in entry:
         started = time.perf_counter()
         found = probe(model_cfg, tuple(shape), n_classes, members, tuple(train_rows), tuple(eval_rows))
-        remember(k, difference=found, check_s=round(time.perf_counter() - started, 3))
+        remember(k, {**entry, "difference": found, "check_s": round(time.perf_counter() - started, 3)})
         return found
     return entry["difference"]
 
@@ -245,7 +245,7 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
                       train_rows=s["train_rows"], eval_rows=s["eval_rows"])  # a signal: nothing is remembered
         entry.update(difference=found, check_s=round(time.perf_counter() - started, 3))
     if "speeds" not in entry or (why is None and unchecked):
-        remember(k, **{name: v for name, v in entry.items() if name != "key"}, speeds=asdict(speeds))
+        remember(k, {**entry, "speeds": asdict(speeds)})
     found = entry.get("difference") if why is None else None
     if found is not None:
         return _INEXACT.format(found), False
