@@ -208,7 +208,7 @@ def worth(members: int, speeds: Speeds, steps: int, chunks: int, cost: float) ->
                 f"stacked, {members * speeds.lone_step * 1e3:.3g} ms for {members} runs alone)")
     if saved <= cost:
         return (f"their runs are too short to repay the exactness check here (stacked, they would save about "
-                f"{saved:.1f} s; the check costs about {cost:.1f} s, once per structure on this machine)")
+                f"{saved:.2g} s; the check costs about {cost:.2g} s, once per structure on this machine)")
     return None
 
 

@@ -97,7 +97,7 @@ def test_the_decision_weighs_the_measured_speeds_against_the_check_still_to_pay(
     assert exactness.worth(4, SPEEDS, 100, 10, cost=0.0) is None  # saves 2.08 s, nothing to pay
     assert exactness.worth(4, SPEEDS, 100, 10, cost=1.0) is None
     short = exactness.worth(4, SPEEDS, 100, 10, cost=5.0)
-    assert short.startswith("their runs are too short to repay the exactness check here") and "2.1 s" in short
+    assert short.startswith("their runs are too short to repay the exactness check here") and "2.1 s" in short and "5 s" in short
     slow = exactness.Speeds(lone_step=0.010, stack_step=0.039, lone_eval=0.004, stack_eval=0.0155)  # 4 runs: 0.975
     assert exactness.worth(4, slow, 10_000, 1000, cost=0.0).startswith("a stack of them is no faster on this machine")
     # the check's cost grows with the stack: each member alone, then every size from 2 to K at each shape
