@@ -159,11 +159,16 @@ def difference(model_cfg, shape: tuple[int, ...], n_classes: int, members: int, 
     k = key(model_cfg, shape, n_classes, members, train_rows, eval_rows, device)
     entry = remembered(k)
     if "difference" not in entry:
-        started = time.perf_counter()
-        found = probe(model_cfg, tuple(shape), n_classes, members, tuple(train_rows), tuple(eval_rows))
-        remember(k, {**entry, "difference": found, "check_s": round(time.perf_counter() - started, 3)})
-        return found
+        entry = _checked(entry, model_cfg, shape, n_classes, members, train_rows, eval_rows)
+        remember(k, entry)
     return entry["difference"]
+
+
+def _checked(entry: dict, model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, **_) -> dict:
+    """``entry`` with the check's finding and its seconds (a signal: ``Interrupted``, and nothing to remember)."""
+    started = time.perf_counter()
+    found = probe(model_cfg, tuple(shape), n_classes, members, tuple(train_rows), tuple(eval_rows))
+    return {**entry, "difference": found, "check_s": round(time.perf_counter() - started, 3)}
 
 
 # --- whether a stack is worth it ---------------------------------------------------------------------------------
@@ -204,8 +209,8 @@ def worth(members: int, speeds: Speeds, steps: int, chunks: int, cost: float) ->
     alone = members * (steps * speeds.lone_step + chunks * speeds.lone_eval)
     saved = saving(members, speeds, steps, chunks)
     if saved <= (1 - MARGIN) * alone:
-        return (f"a stack of them is no faster on this machine (a training step: {speeds.stack_step * 1e3:.3g} ms "
-                f"stacked, {members * speeds.lone_step * 1e3:.3g} ms for {members} runs alone)")
+        return (f"a stack of them is no faster on this machine (their training steps and evaluations: about "
+                f"{alone - saved:.2g} s stacked, {alone:.2g} s one after another)")
     if saved <= cost:
         return (f"their runs are too short to repay the exactness check here (stacked, they would save about "
                 f"{saved:.2g} s; the check costs about {cost:.2g} s, once per structure on this machine)")
@@ -226,9 +231,9 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
     (why not, False if it is because a stack would not give each run bitwise its lone numbers). The speeds are
     measured first (a few steps), so that runs too short to repay the check skip it; not ``only_if_faster``: every
     stack that gives each run its lone numbers trains as one, and speed is not asked."""
-    s = _structure(checked, members)
     if members < 2:
         return None, True
+    s = _structure(checked, members)
     if not only_if_faster:
         found = difference(**s)
         return (None, True) if found is None else (_INEXACT.format(found), False)
@@ -240,10 +245,7 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
     cost = check_cost(members, speeds, len(s["train_rows"]), len(s["eval_rows"])) if unchecked else 0.0
     why = worth(members, speeds, steps, chunks, cost)
     if why is None and unchecked:
-        started = time.perf_counter()
-        found = probe(s["model_cfg"], s["shape"], n_classes=s["n_classes"], members=members,
-                      train_rows=s["train_rows"], eval_rows=s["eval_rows"])  # a signal: nothing is remembered
-        entry.update(difference=found, check_s=round(time.perf_counter() - started, 3))
+        entry = _checked(entry, **s)
     if "speeds" not in entry or (why is None and unchecked):
         remember(k, {**entry, "speeds": asdict(speeds)})
     found = entry.get("difference") if why is None else None
