@@ -277,3 +277,17 @@ def test_the_stacking_benchmark_runs_every_row_and_prints_its_table(tiny_data, t
     assert all(r[1] == "2" and r[-2:] in (["of", "2"],) and float(r[-6]) > 0 for r in rows), rows
     recorded = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert len(recorded) == 9 and all(r["stacked"] in (0, 2) for r in recorded)
+
+
+def test_the_vmap_form_check_prints_a_row_per_network(tmp_path):
+    """Whether torch.func's vectorized form gives the members their lone numbers depends on the machine's kernels:
+    the row says exact or what differs first, never asserted here."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "vmap_form.py"), "--quick"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    header, *rows = proc.stdout.splitlines()
+    assert header.split()[:3] == ["network", "K", "batch"] and header.endswith("on cpu")
+    assert [row[:24].strip() for row in rows] == ["three linear", "two convs + BatchNorm"]
+    for row in rows:
+        verdict = row[34:].strip()
+        assert verdict == "exact" or verdict.startswith(("outputs of member", "the gradient of", "the buffer")), row

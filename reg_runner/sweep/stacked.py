@@ -45,6 +45,7 @@ class StackedLauncher(Launcher):
         setup_globals()
         jobs = []
         for i, overrides in enumerate(job_overrides):
+            exactness.poll()  # a signal while the jobs are composed: the launch stops, no run's folder made
             num = initial_job_idx + i
             cfg = jobs_lib.compose(self.hydra_context.config_loader, self.config, overrides, num)
             out = jobs_lib.output_dir(cfg)
@@ -57,7 +58,7 @@ class StackedLauncher(Launcher):
             jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg),
                              trial=trial_lib.link(cfg.hydra), checked=checked))
         stacks = exact(group(jobs, self.max_members), self.only_if_faster)
-        exactness.poll()  # a signal during the grouping: no run's folder is made
+        exactness.poll()
         log.info("stacked launcher: %d jobs in %d stacks (at most %d runs each)", len(jobs), len(stacks),
                  self.max_members)
         for i, stack in enumerate(stacks):
