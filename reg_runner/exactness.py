@@ -125,8 +125,8 @@ def remembered(k: dict) -> dict:
         entry = json.loads(path.read_text(encoding="utf-8"))
         if entry["key"] != k:
             raise ValueError("another key")
-        if "speeds" in entry:
-            Speeds(**entry["speeds"])
+        if "speeds" in entry:  # numbers, each of its fields
+            entry["speeds"] = asdict(Speeds(**{name: float(v) for name, v in entry["speeds"].items()}))
         if not isinstance(entry.get("difference", ""), (str, type(None))):
             raise ValueError("a difference that is not text")
         return entry

@@ -78,7 +78,8 @@ def test_a_damaged_file_is_ignored_with_one_warning_and_rewritten(probes, caplog
     found = exactness.difference(**SHAPES)
     path = next(exactness.cache_dir().iterdir())
     for damage in ("{not json", json.dumps({"key": {"another": 1}, "difference": None}),
-                   json.dumps({"key": exactness.key(**SHAPES), "difference": 3})):
+                   json.dumps({"key": exactness.key(**SHAPES), "difference": 3}),
+                   json.dumps({"key": exactness.key(**SHAPES), "difference": None, "speeds": {"lone_step": "fast"}})):
         path.write_text(damage)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="reg_runner.exactness"):
@@ -86,7 +87,7 @@ def test_a_damaged_file_is_ignored_with_one_warning_and_rewritten(probes, caplog
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 1 and "is damaged" in lines[0] and str(path) in lines[0] and "\n" not in lines[0], lines
         assert json.loads(path.read_text())["key"] == exactness.key(**SHAPES)  # rewritten whole
-    assert len(probes) == 4
+    assert len(probes) == 5
 
 
 SPEEDS = exactness.Speeds(lone_step=0.010, stack_step=0.020, lone_eval=0.004, stack_eval=0.008)  # 4 runs: 2x faster
