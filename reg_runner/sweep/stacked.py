@@ -24,8 +24,8 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict, read_write
 
 from reg_runner import config as config_lib
-from reg_runner.errors import UserError
 from reg_runner import exactness
+from reg_runner.errors import UserError
 from reg_runner.sweep import jobs as jobs_lib
 from reg_runner.sweep import trial as trial_lib
 
@@ -140,12 +140,12 @@ def group(jobs: list[dict], max_members: int) -> list[list[dict]]:
 
 
 def exact(stacks: list[list[dict]], only_if_faster: bool = True) -> list[list[dict]]:
-    """The stacks, less those that would not pay here (``reg_runner.exactness.verdict``: a stack no faster than its
-    runs alone, or too short to repay the check; unless not ``only_if_faster``) or whose members would not each get their lone run's numbers to
-    the bit on this machine: their runs train one at a time, as lone runs, and the log says why in one line. A
-    trial's seeds that a pruner watches stay together (it ranks their mean); where that costs exactness, the log
-    says that they may differ by rounding. A signal stops the check (``exactness.Interrupted``) before any run's
-    folder is made."""
+    """The stacks, less those that would not pay here (``reg_runner.exactness.verdict``: no faster than their runs
+    alone, or too short to repay the check; asked only if ``only_if_faster``) or whose members would not each get
+    their lone run's numbers to the bit on this machine: their runs train one at a time, as lone runs, and the log
+    says why in one line. A trial's seeds that a pruner watches stay together (it ranks their mean); where that
+    costs exactness, the log says that they may differ by rounding. A signal stops the check
+    (``exactness.Interrupted``) before any run's folder is made."""
     out = []
     for stack in stacks:
         why, exact_here = exactness.verdict(stack[0]["checked"], len(stack), only_if_faster)
@@ -165,9 +165,9 @@ def exact(stacks: list[list[dict]], only_if_faster: bool = True) -> list[list[di
                 out.append(unit)
                 continue
             rounding = not exact_here and exactness.for_runs(unit[0]["checked"], len(unit)) is not None
-            log.warning("jobs %s (the seeds of trial %d) train as one stack, for the pruner to see their mean%s",
-                        ", ".join(str(j["num"]) for j in unit), unit[0]["trial"].number,
-                        ": each may differ from its lone run by rounding" if rounding else "")
+            log.log(logging.WARNING if rounding else logging.INFO, "jobs %s (the seeds of trial %d) train as one "
+                    "stack, for the pruner to see their mean%s", ", ".join(str(j["num"]) for j in unit),
+                    unit[0]["trial"].number, ": each may differ from its lone run by rounding" if rounding else "")
             out.append(unit)
     return out
 
