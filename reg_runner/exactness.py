@@ -280,7 +280,8 @@ def _step(model, x, grad):
 
 def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, device: "torch.device",
             rounds: int = 5) -> Speeds:
-    """A few steps of one member alone and of the whole stack at the largest training and evaluation rows, in
+    """A few steps (forward and backward; the optimizers step each run alone either way) and evaluation chunks of
+    one member alone and of the whole stack at the largest training and evaluation rows, in
     turns (a busy machine slows both alike): the fastest of ``rounds``, after two to warm up."""
     import torch
 
