@@ -1,4 +1,5 @@
-"""Whether a stack gives each member bitwise what the member gives alone, for given shapes, here.
+"""Whether a stack gives each member bitwise what the member gives alone, for given shapes, here, and whether
+it is worth it.
 
 A stacked member equals its lone run only if every batched or wide matrix product computes the
 member's slice exactly as the lone product does. On CPU that is a property of the BLAS kernels torch
@@ -9,13 +10,49 @@ start 4 or 8 bytes past a 16-byte boundary (width 50 in batches of 25: 1,250 flo
 a wide first-layer product of 10 or fewer outputs per member (``model.depth=0``) round differently
 from a lone product, by about 1e-7.
 
-So before members train as a stack, ``difference`` runs the stack's architecture on random numbers at
+So before members train as a stack, ``probe`` runs the stack's architecture on random numbers at
 every batch shape the runs will use, at every size the stack can shrink to as members end, and
 compares each member's outputs and gradients with the same member's alone. Where they differ, the
 launcher trains those runs one at a time (a stack of one is a lone run by definition) and says why.
+
+The check costs seconds, and a stack is not faster everywhere, so ``verdict`` first times a few steps
+of the stack and of one member alone (``Speeds``), and the stack trains only where it saves time over
+its runs' planned steps (``saving``), after the check's cost while that is still to pay
+(``check_cost``). What it finds is remembered on disk (``cache_dir``: one small JSON file per
+structure, device, torch build, thread count, CPU model and stacked-forms code), for every later stack
+of the same kind. A signal during the check stops it between two steps (``Interrupted``): nothing of
+it is remembered.
 """
 
-import torch
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from reg_runner import atomic
+from reg_runner.records import cpu_name
+from reg_runner.signals import STOP
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "REG_RUNNER_CACHE_DIR"  # the folder reg_runner remembers results in (tests set it to a temp folder)
+MARGIN = 0.9  # a stack trains only where it takes at most this share of its runs' time alone (timings are noisy)
+
+
+class Interrupted(Exception):
+    """A signal came during the check: it stopped between two steps, nothing of it remembered. The command's
+    sweeper ends the command with its one line (``reg_runner.signals``)."""
+
+
+def poll() -> None:
+    """A signal came: the check stops here (``Interrupted``)."""
+    if STOP.signal is not None:
+        raise Interrupted(STOP.name)
 
 
 def shapes(n_train: int, batch_size: int, drop_last: bool, eval_sizes: list[int], eval_batch_size: int):
@@ -31,55 +68,264 @@ def shapes(n_train: int, batch_size: int, drop_last: bool, eval_sizes: list[int]
     return tuple(sorted(train)), tuple(sorted(evaluation))
 
 
-def for_runs(checked, members: int) -> str | None:
-    """``difference`` for a stack of ``members`` runs of ``checked``'s structure (``config.Checked``)."""
+def _structure(checked, members: int) -> dict:
+    """What a stack of ``members`` runs of ``checked``'s structure is probed with: the model, the data's shape and
+    classes, the training and evaluation rows, the device."""
     from reg_runner.device import resolve
 
     c, split = checked.cfg, checked.split
     t = c.trainer
     train_rows, eval_rows = shapes(split.n_train, t.batch_size, t.drop_last, [len(split.val_idx), split.n_test],
                                    t.eval_batch_size)
-    return difference(c.model, split.shape, split.n_classes, members, train_rows, eval_rows, resolve(t.device))
+    return dict(model_cfg=c.model, shape=tuple(split.shape), n_classes=split.n_classes, members=members,
+                train_rows=train_rows, eval_rows=eval_rows, device=resolve(t.device))
+
+
+def for_runs(checked, members: int) -> str | None:
+    """``difference`` for a stack of ``members`` runs of ``checked``'s structure (``config.Checked``)."""
+    return difference(**_structure(checked, members))
+
+
+# --- what is remembered ---------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where the checks' results are remembered: ``$REG_RUNNER_CACHE_DIR/exactness``, else
+    ``${XDG_CACHE_HOME:-~/.cache}/reg_runner/exactness``."""
+    root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reg_runner"
+    return Path(root) / "exactness"
+
+
+def key(model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, device: "torch.device") -> dict:
+    """Everything a check's result depends on: the structure, the device and the CPU model (BLAS kernels differ by
+    CPU), torch's build, the thread count, and the code of the stacked forms and of the family."""
+    import torch
+
+    family = sys.modules.get(type(model_cfg).__module__)
+    sources = sorted(Path(__file__).parent.joinpath("model").glob("*.py")) + [Path(__file__)]
+    sources += [Path(family.__file__)] if getattr(family, "__file__", None) else []
+    code = hashlib.sha256()
+    for source in sources:
+        code.update(source.read_bytes())
+    return dict(model=model_cfg.model_dump_json(by_alias=True), shape=list(shape), classes=n_classes,
+                members=members, train_rows=list(train_rows), eval_rows=list(eval_rows), device=str(device),
+                cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__,
+                torch_git=torch.version.git_version, cuda=torch.version.cuda, code=code.hexdigest())
+
+
+def _path(k: dict) -> Path:
+    return cache_dir() / (hashlib.sha256(json.dumps(k, sort_keys=True).encode()).hexdigest()[:32] + ".json")
+
+
+def remembered(k: dict) -> dict:
+    """What is remembered for ``k`` (``{}``: nothing); a damaged file is ignored with one warning (and rewritten
+    once the check is made again)."""
+    path = _path(k)
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if entry["key"] != k:
+            raise ValueError("another key")
+        if "speeds" in entry:  # numbers, each of its fields
+            entry["speeds"] = asdict(Speeds(**{name: float(v) for name, v in entry["speeds"].items()}))
+        if not isinstance(entry.get("difference", ""), (str, type(None))):
+            raise ValueError("a difference that is not text")
+        return entry
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("the remembered exactness check %s is damaged (%s): it is ignored, checked again and rewritten",
+                    path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return {}
+
+
+def remember(k: dict, entry: dict) -> None:
+    """``entry`` remembered for ``k`` (one small JSON file, written whole)."""
+    entry = {**entry, "key": k}
+    path = _path(k)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(path, entry)
+    except OSError as e:  # an unwritable cache costs the check again next time, nothing more
+        log.warning("the exactness check's result cannot be remembered in %s (%s)", path.parent, e.strerror)
 
 
 def difference(model_cfg, shape: tuple[int, ...], n_classes: int, members: int, train_rows, eval_rows,
-               device: torch.device) -> str | None:
+               device: "torch.device") -> str | None:
     """None if a stack of ``members`` (and of every smaller size) gives each member bitwise its lone
     outputs and gradients at these shapes; else where it first differs. Only CPU is checked: on other
-    devices a stacked member is not claimed to equal its lone run to the bit."""
+    devices a stacked member is not claimed to equal its lone run to the bit. Remembered (``cache_dir``)."""
     if members < 2 or device.type != "cpu":
         return None
-    key = (model_cfg.model_dump_json(by_alias=True), tuple(shape), n_classes, members, tuple(train_rows),
-           tuple(eval_rows), torch.get_num_threads())
-    if key not in _FOUND:
-        _FOUND[key] = probe(model_cfg, tuple(shape), n_classes, members, tuple(train_rows), tuple(eval_rows))
-    return _FOUND[key]
+    k = key(model_cfg, shape, n_classes, members, train_rows, eval_rows, device)
+    entry = remembered(k)
+    if "difference" not in entry:
+        entry = _checked(entry, model_cfg, shape, n_classes, members, train_rows, eval_rows)
+        remember(k, entry)
+    return entry["difference"]
 
 
-_FOUND: dict = {}  # what the probe found, per architecture, shapes and thread count (a multirun asks again)
+def _checked(entry: dict, model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, **_) -> dict:
+    """``entry`` with the check's finding and its seconds (a signal: ``Interrupted``, and nothing to remember)."""
+    started = time.perf_counter()
+    found = probe(model_cfg, tuple(shape), n_classes, members, tuple(train_rows), tuple(eval_rows))
+    return {**entry, "difference": found, "check_s": round(time.perf_counter() - started, 3)}
+
+
+# --- whether a stack is worth it ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """Seconds of one training step and of one evaluation chunk (the largest of each the runs use), for one member
+    alone and for the whole stack."""
+
+    lone_step: float
+    stack_step: float
+    lone_eval: float
+    stack_eval: float
+
+
+def saving(members: int, speeds: Speeds, steps: int, chunks: int) -> float:
+    """Seconds a stack of ``members`` saves over its runs trained one after the other, each run taking ``steps``
+    training steps and ``chunks`` evaluation chunks (negative: the stack costs time)."""
+    lone = steps * speeds.lone_step + chunks * speeds.lone_eval
+    return members * lone - (steps * speeds.stack_step + chunks * speeds.stack_eval)
+
+
+def check_cost(members: int, speeds: Speeds, n_train_shapes: int, n_eval_shapes: int) -> float:
+    """The check's seconds, estimated: at each shape each member alone, then a stack of every size from 2 to
+    ``members`` (a stack of k taking about its share of the way from one member to all)."""
+    def sizes(lone, stack):
+        per = lambda k: lone + (stack - lone) * (k - 1) / (members - 1)  # noqa: E731
+        return members * lone + sum(per(k) for k in range(2, members + 1))
+
+    return (n_train_shapes * sizes(speeds.lone_step, speeds.stack_step)
+            + n_eval_shapes * sizes(speeds.lone_eval, speeds.stack_eval))
+
+
+def worth(members: int, speeds: Speeds, steps: int, chunks: int, cost: float) -> str | None:
+    """None if a stack of ``members`` repays ``cost`` (the check still to pay, 0 once made) and takes at most
+    ``MARGIN`` of its runs' time alone; else why its runs train lone, in words."""
+    alone = members * (steps * speeds.lone_step + chunks * speeds.lone_eval)
+    saved = saving(members, speeds, steps, chunks)
+    if saved <= (1 - MARGIN) * alone:
+        return (f"a stack of them is no faster on this machine (their training steps and evaluations: about "
+                f"{alone - saved:.2g} s stacked, {alone:.2g} s one after another)")
+    if saved <= cost:
+        return (f"their runs are too short to repay the exactness check here (stacked, they would save about "
+                f"{saved:.2g} s; the check costs about {cost:.2g} s, once per structure on this machine)")
+    return None
+
+
+def planned(checked) -> tuple[int, int]:
+    """A run's planned training steps (batches) and evaluation chunks, from its config."""
+    c, split = checked.cfg, checked.split
+    t = c.trainer
+    evaluations = t.epochs // t.eval_every + (t.epochs % t.eval_every > 0)
+    chunks = sum(math.ceil(n / t.eval_batch_size) for n in (len(split.val_idx), split.n_test))
+    return t.epochs * t.batches_per_epoch(split.n_train), evaluations * chunks
+
+
+def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | None, bool]:
+    """Whether ``members`` runs of ``checked``'s structure train as a stack here: (None, True) if they do; else
+    (why not, False if it is because a stack would not give each run bitwise its lone numbers). The speeds are
+    measured first (a few steps), so that runs too short to repay the check skip it; not ``only_if_faster``: every
+    stack that gives each run its lone numbers trains as one, and speed is not asked."""
+    if members < 2:
+        return None, True
+    s = _structure(checked, members)
+    if not only_if_faster:
+        found = difference(**s)
+        return (None, True) if found is None else (_INEXACT.format(found), False)
+    k = key(**s)
+    entry = remembered(k)
+    speeds = Speeds(**entry["speeds"]) if "speeds" in entry else measure(**s)
+    steps, chunks = planned(checked)
+    unchecked = s["device"].type == "cpu" and "difference" not in entry
+    cost = check_cost(members, speeds, len(s["train_rows"]), len(s["eval_rows"])) if unchecked else 0.0
+    why = worth(members, speeds, steps, chunks, cost)
+    if why is None and unchecked:
+        entry = _checked(entry, **s)
+    if "speeds" not in entry or (why is None and unchecked):
+        remember(k, {**entry, "speeds": asdict(speeds)})
+    found = entry.get("difference") if why is None else None
+    if found is not None:
+        return _INEXACT.format(found), False
+    return why, True
+
+
+_INEXACT = "on this machine a stack of their shapes does not give each run bitwise its lone numbers ({})"
+
+
+def _build(model_cfg, shape, n_classes: int, device: "torch.device", indices):
+    """A stack of the members ``indices``, each with a dropout generator seeded by its index, fresh: a member draws
+    the same masks in any stack."""
+    import torch
+
+    from reg_runner.assembly import stacked
+
+    return stacked([model_cfg] * len(indices), shape, n_classes, device,
+                   [torch.Generator(device=device).manual_seed(1 + i) for i in indices])
+
+
+def _step(model, x, grad):
+    """One training step of ``model`` on ``x``, ``grad`` its outputs' gradient: the outputs and the gradients."""
+    poll()
+    model.train()
+    model.zero_grad(set_to_none=True)
+    out = model(x.clone())  # a fresh tensor, as the engine's batch is
+    out.backward(grad.clone())
+    return out.detach(), [p.grad for p in model.parameters()]
+
+
+def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, device: "torch.device",
+            rounds: int = 5) -> Speeds:
+    """A few steps (forward and backward; the optimizers step each run alone either way) and evaluation chunks of
+    one member alone and of the whole stack at the largest training and evaluation rows, in
+    turns (a busy machine slows both alike): the fastest of ``rounds``, after two to warm up."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    rows, chunk = max(train_rows), max(eval_rows)
+    calls = []
+    for k in (1, members):
+        model = _build(model_cfg, tuple(shape), n_classes, device, range(k))
+        for i in range(k):
+            model_cfg.initialize(model, i, g)
+        x = torch.randn(k, rows, *shape, generator=g).to(device)
+        grad = torch.randn(k, rows, n_classes, generator=g).to(device)
+        shared = torch.randn(chunk, *shape, generator=g).to(device)
+
+        def evaluate(model=model, shared=shared):
+            with torch.inference_mode():
+                model.eval()(shared)
+
+        calls += [lambda model=model, x=x, grad=grad: _step(model, x, grad), evaluate]
+    best = [math.inf] * len(calls)
+    for r in range(rounds + 2):
+        for i, call in enumerate(calls):
+            poll()
+            started = time.perf_counter()
+            call()
+            if device.type != "cpu":
+                getattr(torch, device.type).synchronize()
+            if r >= 2:
+                best[i] = min(best[i], time.perf_counter() - started)
+    return Speeds(lone_step=best[0], lone_eval=best[1], stack_step=best[2], stack_eval=best[3])
 
 
 def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows,
-          device: torch.device = torch.device("cpu")) -> str | None:
-    """``difference``'s comparison itself, on any ``device`` and uncached: None if every member's outputs and
+          device=None) -> str | None:
+    """``difference``'s comparison itself, on any ``device`` and unremembered: None if every member's outputs and
     gradients in the stack are bitwise its own alone, else where they first differ (what
-    ``benchmarks/device_check.py`` reports for a GPU)."""
-    from reg_runner.assembly import stacked
+    ``benchmarks/device_check.py`` reports for a GPU). A signal stops it between two steps (``Interrupted``)."""
+    import torch
 
+    device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(0)  # its own numbers: the runs' random streams are not touched
 
     def build(indices):
-        """A stack of the members ``indices``, each with a dropout generator seeded by its index, fresh: a member
-        draws the same masks in any stack."""
-        return stacked([model_cfg] * len(indices), shape, n_classes, device,
-                       [torch.Generator(device=device).manual_seed(1 + i) for i in indices])
-
-    def step(model, x, grad):
-        model.train()
-        model.zero_grad(set_to_none=True)
-        out = model(x.clone())  # a fresh tensor, as the engine's batch is
-        out.backward(grad.clone())
-        return out.detach(), [p.grad for p in model.parameters()]
+        return _build(model_cfg, shape, n_classes, device, indices)
 
     master = build(range(members))
     for i in range(members):
@@ -95,9 +341,10 @@ def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows,
         for rows, (x, grad) in train.items():
             lone = build([i])
             lone.load_member_state(0, state)
-            trained[rows] = step(lone, x[i : i + 1], grad[i : i + 1])
+            trained[rows] = _step(lone, x[i : i + 1], grad[i : i + 1])
         lone = build([i])
         lone.load_member_state(0, state)
+        poll()
         with torch.inference_mode():
             evaluated = {rows: lone.eval()(x)[0] for rows, x in shared.items()}
         alone.append((trained, evaluated))
@@ -106,7 +353,7 @@ def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows,
             stack = build(range(k))
             for i in range(k):
                 stack.load_member_state(i, states[i])
-            out, grads = step(stack, x[:k], grad[:k])
+            out, grads = _step(stack, x[:k], grad[:k])
             for i in range(k):
                 own_out, own_grads = alone[i][0][rows]
                 if not torch.equal(own_out[0], out[i]):
@@ -120,6 +367,7 @@ def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows,
         with torch.inference_mode():
             stack.eval()
             for rows, x in shared.items():
+                poll()
                 out = stack(x)
                 for i in range(k):
                     if not torch.equal(alone[i][1][rows], out[i]):

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from reg_runner.errors import Parser, UserError, exit_on_user_error
+from reg_runner.signals import stop_if_signalled
 
 
 def load_config(run_dir: Path):
@@ -116,7 +117,10 @@ def main(argv=None) -> None:
 
         for (_, threads), stack in stacks.items():
             use_threads(threads)
-            why = exactness.for_runs(stack[0][2], len(stack)) if len(stack) > 1 else None
+            try:
+                why = exactness.for_runs(stack[0][2], len(stack)) if len(stack) > 1 else None
+            except exactness.Interrupted:  # a signal after an earlier stack trained: the others are left as they are
+                stop_if_signalled("checking a stack of runs to resume", "the runs not yet resumed are left as they were")
             if why is not None:  # as the stacked launcher does: each run's numbers are its lone run's
                 logging.getLogger(__name__).warning(
                     "%d runs resume one at a time, not as a stack: on this machine a stack of their shapes does not "

@@ -119,6 +119,22 @@ def no_process_outlives_its_test(monkeypatch):
     GroupLeader.started.clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory) -> Path:
+    """What reg_runner remembers (the stacks' exactness checks) goes to a temp folder shared by the session's tests,
+    never to the user's own cache."""
+    from reg_runner import exactness
+
+    folder = tmp_path_factory.mktemp("cache")
+    before = os.environ.get(exactness.CACHE_ENV)
+    os.environ[exactness.CACHE_ENV] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(exactness.CACHE_ENV, None)
+    else:
+        os.environ[exactness.CACHE_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))
@@ -135,6 +151,9 @@ def tiny(*overrides) -> list[str]:
     return [*(t for t in TINY if t.split("=", 1)[0] not in given), *overrides]
 
 
+# The tests of stacking stack every exact stack: their runs are too short to repay a stack's check, and the launcher
+# would train them lone (what tests/test_stack_cache.py checks)
+EVERY_STACK = "hydra.launcher.only_if_faster=false"
 IN_PROCESS = os.environ.get("REG_RUNNER_TEST_CLI", "in-process") == "in-process"  # =subprocess: every call for real
 
 
@@ -167,6 +186,8 @@ class CLI:
         if run_dir is None:
             self.count += 1
             run_dir = self.tmp_path / f"run{self.count}"
+        if "hydra/launcher=stacked" in args and not any(a.startswith(EVERY_STACK.split("=")[0]) for a in args):
+            args.append(EVERY_STACK)
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         args.append(f"{key}={run_dir}")
         if in_process:  # the same command through its entry point in this process: no interpreter start-up

@@ -328,6 +328,8 @@ MULTIRUN_CASES = [
      "seed=null is not allowed: a number with hydra.sweeper.seeds_per_trial=3"),
     ("hparams_search=quick hydra.sweeper.seeds_per_trial=3 hydra/launcher=stacked hydra.launcher.max_members=2",
      "hydra.sweeper.seeds_per_trial=3 is not allowed: at most hydra.launcher.max_members=2"),
+    ("hparams_search=quick hydra/launcher=stacked hydra.launcher.only_if_faster=maybe",
+     "hydra.launcher.only_if_faster='maybe' is not allowed: true or false"),
     # a pruner's settings against what it will do with these runs (2 epochs) and trials (8, in batches of 2)
     ("hparams_search=quick hydra/sweeper/pruner=hyperband hydra.sweeper.pruner.min_resource=1 "
      "hydra.sweeper.pruner.max_resource=0", "hydra.sweeper.pruner.max_resource=0 is not allowed: auto or an integer "

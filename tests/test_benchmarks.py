@@ -256,3 +256,38 @@ def test_the_refusal_benchmark_runs_each_kind_of_mistake_and_prints_its_table(tm
         "model.dropout=2", "model.dropuot=0.5", "model=resnet", "reg.l2=[1,2"))])
     assert all(median > 0 and ratio > 0 for median, ratio in rows.values())
     assert not list(tmp_path.iterdir())  # no folder: each was refused before one was made
+
+
+@pytest.mark.slow  # 9 multiruns, each in its own process
+def test_the_stacking_benchmark_runs_every_row_and_prints_its_table(tiny_data, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "stacking.py"), "--quick", "--data-root",
+                           str(tiny_data), "--no-verify", "--json", str(tmp_path / "rows.json")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("family")))
+    assert lines[header].split() == ["family", "K", "launcher", "wall", "s", "train", "s", "x", "wall", "x", "train",
+                                     "stacked"]
+    rows = [line.split() for line in lines[header + 1:]]
+    # a row per family and launcher, each with its figures (the figures themselves are not tested: they depend on
+    # how busy the machine is)
+    assert [(r[0], " ".join(r[2:-7])) for r in rows] == [
+        (f, v) for f in ("mlp", "cnn", "generic") for v in ("basic", "stacked cold", "stacked remembered")]
+    assert all(r[1] == "2" and r[-2:] in (["of", "2"],) and float(r[-6]) > 0 for r in rows), rows
+    recorded = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert len(recorded) == 9 and all(r["stacked"] in (0, 2) for r in recorded)
+
+
+def test_the_vmap_form_check_prints_a_row_per_network(tmp_path):
+    """Whether torch.func's vectorized form gives the members their lone numbers depends on the machine's kernels:
+    the row says exact or what differs first, never asserted here."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "vmap_form.py"), "--quick"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    header, *rows = proc.stdout.splitlines()
+    assert header.split()[:3] == ["network", "K", "batch"] and header.endswith("on cpu")
+    assert [row[:24].strip() for row in rows] == ["three linear", "two convs + BatchNorm"]
+    for row in rows:
+        verdict = row[34:].strip()
+        assert verdict == "exact" or verdict.startswith(("outputs of member", "the gradient of", "the buffer")), row

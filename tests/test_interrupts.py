@@ -182,3 +182,18 @@ def test_a_signal_after_the_command_has_ended_does_not_kill_it_without_a_word():
             "print('ended', flush=True)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout == "ended\n" and proc.stderr == "", proc
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=stacked", "hydra.launcher.only_if_faster=false"]],
+                         ids=["basic", "stacked"])
+def test_a_multirun_stopped_while_its_runs_train_says_so_once(finished, launcher):
+    """The run's line (its checkpoint, the resume command) is the command's one line: the sweeper adds none."""
+    cli, _ = finished
+    sweep = cli.tmp_path / f"mid_{'stacked' if launcher else 'basic'}"
+    proc = start(cli, "reg_runner", "--multirun", f"data.root={cli.data}", *TINY, "trainer.epochs=500", "seed=0,1",
+                 "logging.tensorboard=false", *launcher, f"hydra.sweep.dir={sweep}")
+    wait_for(lambda: any(p.stat().st_size and json.loads(p.read_text()).get("epochs_run", 0) >= 1
+                         for p in sweep.glob("*/metrics.json")), proc, timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    line = ended(proc, signal.SIGTERM)
+    assert "checkpoint saved. Resume with: python -m reg_runner.resume" in line, line

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import call_in_process, folder_state, read_metrics, tiny, wait_for_epoch, without_timing
+from conftest import EVERY_STACK, call_in_process, folder_state, read_metrics, tiny, wait_for_epoch, without_timing
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from test_tensorboard import hparams_sessions
@@ -99,7 +99,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(cli, tmp_path, refe
 def test_a_killed_stack_resumes_to_the_numbers_of_its_lone_runs(cli, tmp_path, reference):
     sweep = tmp_path / "stack"
     argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *tiny(*STATEFUL), "--multirun", "seed=0,1",
-            "hydra/launcher=stacked", f"hydra.sweep.dir={sweep}"]
+            "hydra/launcher=stacked", EVERY_STACK, f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen(argv, cwd=cli.tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     STARTED.append(proc)
     deadline = time.time() + 180

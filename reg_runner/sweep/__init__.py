@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, PlainValidator
 from reg_runner import keys
 from reg_runner.config import KEYS
 from reg_runner.errors import ConfigError, UserError
-from reg_runner.schema import Group, Text, integer, optional, parse, reject
+from reg_runner.schema import Bool, Group, Text, integer, optional, parse, reject
 from reg_runner.sweep import objectives as objectives_lib
 from reg_runner.sweep.objectives import direction_of
 
@@ -234,6 +234,7 @@ class StudyConfig(_Sweeper):
 
 class StackedConfig(_Sweeper):
     max_members: integer(1)  # runs in one stack at most (memory: each adds its weights, optimizer state and activations)
+    only_if_faster: Bool  # a stack trains only where it is faster here than its runs one after another
 
 
 def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":

@@ -63,7 +63,9 @@ class GridSweeper(Sweeper):
             try:
                 with launched(OmegaConf.to_container(self.config.hydra.launcher, resolve=True)):
                     results = self.launcher.launch(batch, initial_job_idx=first)
-            except (Exception, SystemExit):  # a run that stopped on the signal, in this process
+            except SystemExit:  # a run that stopped on the signal has said so in its one line
+                raise
+            except Exception:  # a signal that stopped the launcher before a run could say so (a stack's check)
                 if STOP.signal is None:
                     raise
                 stop_if_signalled("runs trained", "each stopped with a checkpoint (resume it), or before it started")

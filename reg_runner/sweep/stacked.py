@@ -24,6 +24,7 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict, read_write
 
 from reg_runner import config as config_lib
+from reg_runner import exactness
 from reg_runner.errors import UserError
 from reg_runner.sweep import jobs as jobs_lib
 from reg_runner.sweep import trial as trial_lib
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class StackedLauncher(Launcher):
-    def __init__(self, max_members: int = 64):
-        self.max_members = max_members
+    def __init__(self, max_members: int = 64, only_if_faster: bool = True):
+        self.max_members, self.only_if_faster = max_members, only_if_faster
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -44,6 +45,7 @@ class StackedLauncher(Launcher):
         setup_globals()
         jobs = []
         for i, overrides in enumerate(job_overrides):
+            exactness.poll()  # a signal while the jobs are composed: the launch stops, no run's folder made
             num = initial_job_idx + i
             cfg = jobs_lib.compose(self.hydra_context.config_loader, self.config, overrides, num)
             out = jobs_lib.output_dir(cfg)
@@ -55,7 +57,8 @@ class StackedLauncher(Launcher):
                 raise UserError(f"{jobs_lib.label(num, overrides)}: {e}") from None
             jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg),
                              trial=trial_lib.link(cfg.hydra), checked=checked))
-        stacks = exact(group(jobs, self.max_members))
+        stacks = exact(group(jobs, self.max_members), self.only_if_faster)
+        exactness.poll()
         log.info("stacked launcher: %d jobs in %d stacks (at most %d runs each)", len(jobs), len(stacks),
                  self.max_members)
         for i, stack in enumerate(stacks):
@@ -136,15 +139,16 @@ def group(jobs: list[dict], max_members: int) -> list[list[dict]]:
     return stacks
 
 
-def exact(stacks: list[list[dict]]) -> list[list[dict]]:
-    """The stacks, less those whose members would not each get their lone run's numbers to the bit on this
-    machine (``reg_runner.exactness``): their runs train one at a time, as lone runs. A trial's seeds that a pruner
-    watches stay together (it ranks their mean), and the log says that they may differ by rounding."""
-    from reg_runner import exactness
-
+def exact(stacks: list[list[dict]], only_if_faster: bool = True) -> list[list[dict]]:
+    """The stacks, less those that would not pay here (``reg_runner.exactness.verdict``: no faster than their runs
+    alone, or too short to repay the check; asked only if ``only_if_faster``) or whose members would not each get
+    their lone run's numbers to the bit on this machine: their runs train one at a time, as lone runs, and the log
+    says why in one line. A trial's seeds that a pruner watches stay together (it ranks their mean); where that
+    costs exactness, the log says that they may differ by rounding. A signal stops the check
+    (``exactness.Interrupted``) before any run's folder is made."""
     out = []
     for stack in stacks:
-        why = exactness.for_runs(stack[0]["checked"], len(stack)) if len(stack) > 1 else None
+        why, exact_here = exactness.verdict(stack[0]["checked"], len(stack), only_if_faster)
         if why is None:
             out.append(stack)
             continue
@@ -153,16 +157,18 @@ def exact(stacks: list[list[dict]]) -> list[list[dict]]:
             trial = job.get("trial")
             together = trial is not None and trial.prunes
             units.setdefault(("trial", trial.number) if together else ("job", job["num"]), []).append(job)
-        log.warning("jobs %s train one at a time, not as a stack: on this machine a stack of their shapes does not "
-                    "give each run bitwise its lone numbers (%s)", ", ".join(str(j["num"]) for j in stack), why)
+        lone = [job for unit in units.values() if len(unit) == 1 for job in unit]
+        if lone:
+            log.warning("jobs %s train one at a time, not as a stack: %s", ", ".join(str(j["num"]) for j in lone), why)
         for unit in units.values():
-            if len(unit) > 1 and exactness.for_runs(unit[0]["checked"], len(unit)) is not None:
-                log.warning("jobs %s (the seeds of trial %d) still train as one stack, for the pruner to see their "
-                            "mean: each may differ from its lone run by rounding", ", ".join(str(j["num"]) for j in unit),
-                            unit[0]["trial"].number)
+            if len(unit) == 1:
                 out.append(unit)
-            else:
-                out += [[job] for job in unit]
+                continue
+            rounding = not exact_here and exactness.for_runs(unit[0]["checked"], len(unit)) is not None
+            log.log(logging.WARNING if rounding else logging.INFO, "jobs %s (the seeds of trial %d) train as one "
+                    "stack, for the pruner to see their mean%s", ", ".join(str(j["num"]) for j in unit),
+                    unit[0]["trial"].number, ": each may differ from its lone run by rounding" if rounding else "")
+            out.append(unit)
     return out
 
 
