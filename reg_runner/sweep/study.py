@@ -181,7 +181,9 @@ class StudySweeper(Sweeper):
             try:
                 with launched(OmegaConf.to_container(self.config.hydra.launcher, resolve=True)):
                     self.launch(batch)
-            except (Exception, SystemExit):  # a run that stopped on the signal, in this process
+            except SystemExit:  # a run that stopped on the signal has said so in its one line
+                raise
+            except Exception:  # a signal that stopped the launcher before a run could say so (a stack's check)
                 if STOP.signal is None:
                     raise
                 stop_if_signalled("trials ran", "their runs stopped with a checkpoint, or before they started; "
