@@ -14,7 +14,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from reg_runner import kinds
+from reg_runner.cli import Task, handed_over, sweep_plugins
 from reg_runner.errors import UserError, exit_on_user_error
+from reg_runner.signals import STOP
 
 
 def _folder_key(key: str, folder) -> Path:
@@ -57,33 +59,46 @@ def make_folder(key: str, path: Path) -> list[Path]:
 
 
 class EarlyChecks(Callback):
+    """Owns a single run's check and its folder's lock from ``on_run_start`` to ``on_run_end``: ``on_job_start``
+    hands both to the task (``reg_runner.cli.Task.expect``), which runs without checking again."""
+
     kind = kinds.RUN  # what the folder it makes holds
 
-    def check_config(self, config, overrides) -> None:
-        """A run's config, through every stage (``reg_runner.config.check``), handed over to the task function,
-        which runs it without checking it again (``reg_runner.config.hand_over``)."""
+    def __init__(self):
+        self.ready: tuple | None = None  # (folder path, check, locked RunFolder) for the job Hydra runs next
+        self.folder = None  # the run's folder (``reg_runner.records.RunFolder``), locked until the run ends
+
+    def check_config(self, config, overrides):
+        """A run's config, through every stage (``reg_runner.config.check``)."""
         from reg_runner import config as config_lib
-        config_lib.hand_over(config_lib.check(config, overrides), config, overrides)
+
+        return config_lib.check(config, overrides)
+
+    def on_job_start(self, config, *, task_function, **kwargs) -> None:
+        if self.ready is not None and isinstance(task_function, Task):
+            task_function.expect(*self.ready)
+        self.ready = None
+
+    def on_run_end(self, config, **kwargs) -> None:
+        if self.folder is not None:
+            self.folder.unlock()
 
     def on_run_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
-        from reg_runner.cli import handed_over
-        from reg_runner.signals import STOP
 
         handed_over()  # Hydra has composed the config: its own errors are behind us
         STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
-        config_lib.forget_handed()  # a check that an earlier command in this process left is not this run's
         with exit_on_user_error(in_callback=True):
             config_lib.check_job_name(config.hydra)
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=False)
             run_dir = _folder_key("hydra.run.dir", config.hydra.run.dir)
-            self.check_config(config, config.hydra.overrides.task)
+            checked = self.check_config(config, config.hydra.overrides.task)
             from reg_runner.records import RunFolder  # after the checks: a refused value needs no records
 
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
             made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
-            # the folder's one owner from its first byte: its lock, held for this process's life, before Hydra
+            # the folder's one owner from its first byte: its lock, held until the run ends, before Hydra
             # writes .hydra/; then the checks again, under the lock (another run may have started in between)
             folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
             if made:  # what a second Ctrl-C removes while the run has recorded nothing
@@ -91,18 +106,15 @@ class EarlyChecks(Callback):
                 STOP.parents.extend(made[:-1])
             if not kinds.marker(run_dir):
                 kinds.mark(run_dir, self.kind)
+            self.ready, self.folder = (run_dir, checked, folder), folder
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
-        from reg_runner.cli import handed_over, sweep_plugins
         from reg_runner.sweep import check_hydra, check_pruning
-
-        from reg_runner.signals import STOP
 
         handed_over()
         STOP.install()
         sweep_plugins()  # Hydra makes the sweeper next
-        config_lib.forget_handed()
         with exit_on_user_error(in_callback=True):
             config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)
             sweep_dir = _folder_key("hydra.sweep.dir", config.hydra.sweep.dir)

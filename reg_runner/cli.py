@@ -70,50 +70,77 @@ _register("folder_name_excludes", folder_name_excludes, replace=True)  # what a 
 _register("options", lambda group: ", ".join(options(group)), replace=True)  # a group's options, in help texts
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED)
-def main(cfg) -> float:
-    import torch
+class Task:
+    """The task function Hydra runs for each job of a command (one ``Task`` per command: ``main`` makes it), and
+    the one channel by which a job's check reaches the job.
 
-    from reg_runner.config import plain_overrides, take_over
-    from reg_runner.run import run  # torch is imported here, after Hydra has parsed the command line
-    from reg_runner.sweep.workers import joblib_workers
+    What checks a job's config before Hydra makes its folder hands the check over with ``expect``: the callback
+    ``EarlyChecks`` for a single run (with the folder it locked), a sweeper for the jobs of a multirun that its
+    launcher runs in this process. Hydra gives each of them this object (a callback's ``on_job_start``, a
+    sweeper's or launcher's ``setup``: ``task_function``); the job takes its check back by its folder (``take``)
+    and runs without checking again. A job that arrives unchecked (another process's launcher) is checked whole.
+    """
 
-    handed_over()
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    workers = joblib_workers(hc.launcher) if multirun else None
-    if workers:  # runs side by side share the cores: oversubscribed threads slow small batches 18-33x
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    overrides = plain_overrides(hc.overrides.task)
-    # the check made of this config before Hydra made the folder (the callback's, or the sweeper's in this process)
-    if not multirun:
-        with exit_on_user_error():
-            return run(cfg, Path(hc.runtime.output_dir), overrides=overrides, checked=take_over(cfg, overrides))
-    from reg_runner.sweep.trial import from_process
+    def __init__(self):
+        self.waiting: dict[str, tuple] = {}  # a job's folder -> (its ``config.Checked``, its locked RunFolder or None)
 
-    try:
-        return run(cfg, Path(hc.runtime.output_dir), multirun=True, overrides=overrides, trial=from_process(hc),
-                   checked=take_over(cfg, overrides))
-    except UserError as e:  # this job fails alone, recorded in its folder; the sweep goes on
-        print(f"error: job {hc.job.num}: {one_line(e)}", file=sys.stderr, flush=True)
-        return math.nan
+    def expect(self, run_dir, checked, folder=None) -> None:
+        """Keep ``checked`` (and the ``records.RunFolder`` locked for it) for the job that runs in ``run_dir``."""
+        self.waiting[os.path.abspath(run_dir)] = (checked, folder)
+
+    def take(self, run_dir) -> tuple:
+        """The check (and locked folder) kept for the job in ``run_dir``, then no longer kept; ``(None, None)``."""
+        return self.waiting.pop(os.path.abspath(run_dir), (None, None))
+
+    def __call__(self, cfg) -> float:
+        import torch
+
+        from reg_runner.config import plain_overrides
+        from reg_runner.run import Job, run_stack  # torch is imported here, after Hydra has parsed the command line
+        from reg_runner.sweep.trial import from_process
+        from reg_runner.sweep.workers import joblib_workers
+
+        handed_over()
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        workers = joblib_workers(hc.launcher) if multirun else None
+        if workers:  # runs side by side share the cores: oversubscribed threads slow small batches 18-33x
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        run_dir = Path(hc.runtime.output_dir)
+        checked, folder = self.take(run_dir)
+        job = Job(cfg, run_dir, tuple(plain_overrides(hc.overrides.task)), checked=checked, folder=folder,
+                  trial=from_process(hc) if multirun else None)
+        if not multirun:
+            with exit_on_user_error():
+                return run_stack([job])[0]
+        try:
+            return run_stack([job], multirun=True)[0]
+        except UserError as e:  # this job fails alone, recorded in its folder; the sweep goes on
+            print(f"error: job {hc.job.num}: {one_line(e)}", file=sys.stderr, flush=True)
+            return math.nan
+
+
+def main() -> None:
+    """``python -m reg_runner``: Hydra composes the config from the command line and runs a ``Task``."""
+    hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED)(Task())()
 
 
 # Hydra reports a mistake in the command line (an unknown group option, a misspelled key, an override its grammar
 # cannot read) from its own code, before any of ours runs, as several lines and exit 1. Its documented switch
-# HYDRA_FULL_ERROR=1 makes it raise the exception instead; ``entry`` sets it until Hydra hands over (our callback
-# or task calls ``handed_over``, which puts the user's own setting back) and turns the exception into one line.
-_held: dict = {}
+# HYDRA_FULL_ERROR=1 makes it raise the exception instead: ``entry`` sets it, with the user's own setting kept
+# beside it in the environment (``USER_FULL_ERROR``), until Hydra hands over (our callback or task calls
+# ``handed_over``, which puts the user's setting back), and turns an exception raised before then into one line.
+USER_FULL_ERROR = "REG_RUNNER_USER_HYDRA_FULL_ERROR"
 
 
 def handed_over() -> None:
     """Hydra has composed the config and runs our code: its errors from now on are reported its own way."""
-    if "full_error" in _held:
-        previous = _held.pop("full_error")
-        if previous is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
+    if USER_FULL_ERROR in os.environ:
+        previous = os.environ.pop(USER_FULL_ERROR)
+        if previous:
             os.environ["HYDRA_FULL_ERROR"] = previous
+        else:  # unset, or empty: the same to Hydra
+            os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 def entry(task=None) -> None:
@@ -130,13 +157,13 @@ def entry(task=None) -> None:
     refused = hydra_arguments_refused(sys.argv[1:])  # Hydra's own would print its usage, then the message
     if refused:
         refuse(refused)
-    _held["full_error"] = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ[USER_FULL_ERROR] = os.environ.get("HYDRA_FULL_ERROR", "")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         task()
     # Hydra's own argument rules (--multirun with --cfg...) are ValueErrors; any other exception is a bug of ours
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        if "full_error" not in _held:  # raised after Hydra handed over: not a command-line mistake
+        if USER_FULL_ERROR not in os.environ:  # raised after Hydra handed over: not a command-line mistake
             raise
         handed_over()
         refuse(hydra_error(e, sys.argv[1:]))

@@ -15,10 +15,8 @@ Stages 1-3 import no torch, so most mistakes are reported in about a third of a 
 
 A job's config is checked once: the ``Checked`` that ``check`` returns knows the last stage it passed
 and travels with the job (``reg_runner.run.Job.checked``); ``carry_on`` takes it through the later
-stages only (the machine, after a sweeper's stage-3 check). Where Hydra gives no channel between
-the code that checks a config and the task function that runs it in the same process (a single run's
-callback, a sweeper and the jobs Hydra's basic launcher runs), the checker hands the ``Checked`` over
-(``hand_over``) and the task takes it back (``take_over``): see ``hand_over``.
+stages only (the machine, after a sweeper's stage-3 check). A check made before Hydra runs the job (a single
+run's callback, a sweeper) reaches the job's task through ``reg_runner.cli.Task``.
 """
 
 import os
@@ -148,48 +146,6 @@ def machine_inputs(checked: Checked) -> tuple:
     return (c.trainer.model_dump_json(), c.optimizer.model_dump_json(), c.scheduler.model_dump_json(),
             c.model.model_dump_json(by_alias=True), c.augmentation.model_dump_json(), split.shape, split.n_classes,
             split.n_train)
-
-
-# A Checked handed from the code that checked a config to the task function that runs it, in this process:
-# Hydra gives no public channel between a callback (``on_run_start``) or a sweeper and the task function its
-# launcher calls, and each composes the config anew. Keyed by the config as plain data (``as_data``) and the
-# command line's task overrides: what ``check`` reads. Each hand-over is taken back once; what is left (a run
-# refused after its check) is dropped when the next command starts (``forget_handed``).
-_HANDED: dict[str, list[Checked]] = {}
-
-
-def _handed_key(cfg, overrides) -> str:
-    """Hydra's own overrides (``hydra.*``, ``hydra/...``) are left out: Hydra keeps them out of the task's
-    (``hydra.overrides.task``), and a config that passed with them passes without (stage 2 reads none)."""
-    import json
-
-    task = [o for o in plain_overrides(overrides) if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    return json.dumps([as_data(cfg), task], sort_keys=True, default=repr)
-
-
-def hand_over(checked: Checked, cfg, overrides=()) -> None:
-    """Keep ``checked`` (the check of ``cfg`` with ``overrides``) for the task function that runs ``cfg`` next in
-    this process, which takes it back with ``take_over`` instead of checking it again."""
-    _HANDED.setdefault(_handed_key(cfg, overrides), []).append(checked)
-
-
-def take_over(cfg, overrides=()) -> Checked | None:
-    """The ``Checked`` handed over for ``cfg`` with ``overrides`` (then no longer kept), or None: check it."""
-    if not _HANDED:
-        return None
-    key = _handed_key(cfg, overrides)
-    waiting = _HANDED.get(key)
-    if not waiting:
-        return None
-    checked = waiting.pop()
-    if not waiting:
-        del _HANDED[key]
-    return checked
-
-
-def forget_handed() -> None:
-    """Drop what no task took back (a command starts: what an earlier one in this process left is not its own)."""
-    _HANDED.clear()
 
 
 # what several runs must share to train as one stack (``reg_runner.run.run_stack``): the keys marked

@@ -49,7 +49,6 @@ TRAINED = ("completed", "early_stopped")  # trained to the end: what a result (a
 FINISHED = (*TRAINED, "pruned", "diverged")  # final: never resumed, never overwritten
 # what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
 BEFORE_START = (".hydra", "reg_runner.log", ".lock", kinds.MARKER)
-_HELD: dict[str, int] = {}  # the lock files this process holds (real path -> descriptor), for its life
 _CSV: dict[str, tuple] = {}  # history.csv as last written: columns, rows, the last row, the text
 
 
@@ -71,7 +70,6 @@ class RunFolder:
 
         self.lockfile = self.path / ".lock"
         self._lock_fd: int | None = None
-        self._adopted = False
 
     def recorded(self) -> dict | None:
         """metrics.json as recorded, None if there is none; ``{"status": "unreadable"}`` if damaged."""
@@ -184,19 +182,16 @@ class RunFolder:
         return checkpoint
 
     def lock(self, then=None, key: str | None = None) -> None:
-        """Hold this folder's lock for the life of this process (or until ``unlock``): a second
-        process is refused, and a run recorded as running without a holder is known to be dead.
+        """Hold this folder's lock until ``unlock`` (or this process ends): a second process is refused, and a
+        run recorded as running without a holder is known to be dead. A folder this object has locked already
+        (the callback's, before Hydra wrote ``.hydra/``, handed to the task) stays locked.
 
-        A lock this process already holds (taken before Hydra wrote ``.hydra/``) is adopted: it is kept
-        for the process's life, never released by this instance. ``then``: called once the lock is
-        held, before this process's id is written into ``.lock``: a refusal there changes nothing.
-        ``key``: the setting that named the folder, for the refusal's line."""
+        ``then``: called once the lock is held, before this process's id is written into ``.lock``: a refusal
+        there changes nothing. ``key``: the setting that named the folder, for the refusal's line."""
+        if self._lock_fd is not None:
+            return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            held = self._key()
-            if held in _HELD:
-                self._lock_fd, self._adopted = _HELD[held], True
-                return
             fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable folder") from None
@@ -209,29 +204,25 @@ class RunFolder:
                                 f"({self.owner()}); choose another {key}") from None
             raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
                             "write into the same folder; wait for it, or stop it first") from None
-        self._lock_fd, self._adopted = fd, False
+        self._lock_fd = fd
         try:
             if then is not None:
                 then()
         except BaseException:
             self.unlock()
             raise
-        _HELD[held] = fd
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname())).encode())
 
     def unlock(self) -> None:
-        if self._lock_fd is not None and not self._adopted:
-            _HELD.pop(self._key(), None)
+        if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the lock
         self._lock_fd = None
 
-    def _key(self) -> str:
-        return os.path.realpath(self.lockfile)
-
     def in_use(self) -> bool:
-        """Whether another process holds the folder's lock (never while this one holds it)."""
-        if self._lock_fd is not None or self._key() in _HELD:
+        """Whether another process (or another ``RunFolder`` of this one) holds the folder's lock (not while this
+        object holds it)."""
+        if self._lock_fd is not None:
             return False
         try:
             fd = os.open(self.lockfile, os.O_RDONLY)

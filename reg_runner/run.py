@@ -42,6 +42,7 @@ class Job:
     overrides: tuple = field(default_factory=tuple)
     trial: object = None  # its Optuna trial (reg_runner.sweep.trial.TrialLink), in a study sweep
     checked: config_lib.Checked | None = None  # its config's check so far, if made (a sweeper's, the CLI's callback)
+    folder: RunFolder | None = None  # its folder, locked already (by the CLI's callback)
 
 
 def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overrides=(), trial=None,
@@ -73,7 +74,7 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
     differing = config_lib.structural_difference([c.cfg for c in checked])
     if differing:
         raise UserError(f"these runs cannot train as one stack: they differ in {differing}")
-    folders = [RunFolder(job.run_dir) for job in jobs]
+    folders = [job.folder or RunFolder(job.run_dir) for job in jobs]
     locked = []
     try:
         for folder in folders:

@@ -37,7 +37,6 @@ def test_a_single_run_is_checked_once(cli, stages):
     proc = cli("seed=3", "trainer.epochs=1", check=False, in_process=True)
     assert proc.returncode == 0, proc.stderr
     assert {stage: dict(counts) for stage, counts in stages.items()} == {1: {3: 1}, 2: {3: 1}, 3: {3: 1}, 4: {3: 1}}
-    assert not config_lib._HANDED  # the run took its check over
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=stacked"]], ids=["basic", "stacked"])
@@ -49,7 +48,6 @@ def test_a_multiruns_jobs_are_each_checked_once(cli, stages, launcher):
     assert dict(stages[1]) == {0: 1, 1: 1, 2: 1}
     assert dict(stages[2]) == dict(stages[3]) == {1: 1, 2: 1}
     assert dict(stages[4]) == {1: 1}
-    assert not config_lib._HANDED
 
 
 def composed(data, *overrides):
@@ -76,18 +74,16 @@ def test_carry_on_runs_only_the_stages_not_passed(tiny_data, stages):
     assert dict(stages[2]) == dict(stages[3]) == {5: 1, 6: 1}
 
 
-def test_a_check_is_handed_over_once_to_the_same_config(tiny_data):
-    config_lib.forget_handed()
-    cfg = composed(tiny_data, "seed=5")
-    checked = config_lib.check(cfg, ["seed=5"], through=3)
-    config_lib.hand_over(checked, cfg, ["seed=5", "++hydra.job.env_set.X=1"])  # Hydra's own: not the task's
-    assert config_lib.take_over(composed(tiny_data, "seed=6"), ["seed=5"]) is None  # another config
-    assert config_lib.take_over(cfg, ["seed=5", "reg.l1=0"]) is None  # other overrides
-    assert config_lib.take_over(cfg, ["seed=5"]) is checked
-    assert config_lib.take_over(cfg, ["seed=5"]) is None  # taken: the next is checked again
-    config_lib.hand_over(checked, cfg, ["seed=5"])
-    config_lib.forget_handed()
-    assert config_lib.take_over(cfg, ["seed=5"]) is None
+def test_a_check_is_taken_over_once_by_the_job_of_its_folder(tiny_data, tmp_path):
+    from reg_runner.cli import Task
+
+    task = Task()
+    checked = config_lib.check(composed(tiny_data, "seed=5"), ["seed=5"], through=3)
+    task.expect(tmp_path / "a" / ".." / "run", checked, "locked folder")
+    assert task.take(tmp_path / "other") == (None, None)  # another job's folder
+    assert task.take(tmp_path / "run") == (checked, "locked folder")
+    assert task.take(tmp_path / "run") == (None, None)  # taken: the next is checked again
+    assert Task().take(tmp_path / "run") == (None, None)  # another command's task holds nothing of this one
 
 
 @pytest.fixture
@@ -113,4 +109,3 @@ def test_a_searchs_trials_arrive_checked(cli, arrived, launcher):
                "trainer.epochs=1", *launcher, check=False, in_process=True)
     assert proc.returncode == 0, proc.stderr
     assert arrived == [4, 4]
-    assert not config_lib._HANDED
