@@ -97,7 +97,7 @@ class Task:
 
         from reg_runner.config import plain_overrides
         from reg_runner.run import Job, run_stack  # torch is imported here, after Hydra has parsed the command line
-        from reg_runner.sweep.trial import from_process
+        from reg_runner.trainer.trial import from_process
         from reg_runner.sweep.workers import joblib_workers
 
         handed_over()

@@ -25,7 +25,7 @@ from reg_runner.logging.tensorboard import TensorBoard
 from reg_runner.records import RunFolder
 from reg_runner.seeding import deterministic, resolve_seed
 from reg_runner.signals import STOP, in_worker
-from reg_runner.sweep.trial import Pruning
+from reg_runner.trainer.trial import Pruning
 from reg_runner.trainer.engine import Engine
 from reg_runner.trainer.listeners import Clock, Progress, Records
 from reg_runner.trainer.precision import warn_if_slow
@@ -40,7 +40,7 @@ class Job:
     cfg: object
     run_dir: Path
     overrides: tuple = field(default_factory=tuple)
-    trial: object = None  # its Optuna trial (reg_runner.sweep.trial.TrialLink), in a study sweep
+    trial: object = None  # its Optuna trial (reg_runner.trainer.trial.TrialLink), in a study sweep
     checked: config_lib.Checked | None = None  # its config's check so far, if made (a sweeper's, the CLI's callback)
     folder: RunFolder | None = None  # its folder, locked already (by the CLI's callback)
 

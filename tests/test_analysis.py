@@ -13,6 +13,7 @@ from conftest import read_metrics
 
 from reg_runner.sweep import analysis
 from reg_runner.sweep import trial as trial_lib
+from reg_runner.trainer import trial as run_trial
 from reg_runner.sweep.trial import RUN_DIR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -145,7 +146,7 @@ def test_the_reports_search_reads_its_study_without_writing_it(tmp_path):
         analysis.search(root, tmp_path / "out", plots=False)
     assert "\n" not in str(refused.value) and not (root / "study.db").exists()
     with pytest.raises(UserError, match="does not exist"):  # a run reporting to the study: not made again either
-        trial_lib._database(url)
+        run_trial._database(url)
     assert not (root / "study.db").exists()
 
 

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError
 from reg_runner.sweep import jobs as jobs_lib
-from reg_runner.sweep import trial as trial_lib
+from reg_runner.trainer import trial as trial_lib
 
 log = logging.getLogger(__name__)
 

@@ -33,14 +33,17 @@ log = logging.getLogger(__name__)
 ENV = "REG_RUNNER_TRIAL"
 NO_PRUNER = "optuna.pruners.NopPruner"
 MEMORY: dict = {}  # study name -> the sweeper's in-memory storage (runs in the sweeper's process)
-RUN_DIR = "reg_runner.run_dir"  # a trial's user attribute: its run's folder
-RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders
 
 
-def trial_dirs(trial) -> list[str]:
-    """The folders of a trial's runs (one, or one per seed)."""
-    attrs = trial.user_attrs
-    return list(attrs[RUN_DIRS]) if RUN_DIRS in attrs else [attrs[RUN_DIR]] if RUN_DIR in attrs else []
+def build_pruner(spec: dict):
+    """The pruner ``spec`` names (Hydra's instantiate: a wrapped pruner is a spec too); Optuna's experimental
+    warnings are not repeated at every run."""
+    import optuna
+    from hydra.utils import instantiate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return instantiate(spec, _execution_whitelist_=("optuna.pruners.*",))
 
 
 def shown_storage(storage: str | None) -> str | None:
@@ -124,40 +127,9 @@ def sqlite_file(url: str) -> Path | None:
     return path
 
 
-def read_only_storage(url: str):
-    """A study's storage opened to read, never to write: an SQLite file that must exist, opened read-only
-    (SQLite's ``mode=ro``: a write fails, and no file is made); another database without creating its tables.
-    What the report, and anything else that only reads a study, opens."""
-    import optuna
-    from urllib.parse import quote
-
-    path = sqlite_file(url)
-    if path is not None:
-        url = f"sqlite:///file:{quote(str(path.absolute()))}?mode=ro&uri=true"
-    return optuna.storages.RDBStorage(url, skip_table_creation=True)
-
-
-def open_storage(url: str | None):
-    """A study's storage, kept by whoever writes to a trial it did not ask for: a database (``RDBStorage``,
-    what ``optuna.create_study`` opens for a URL), or, for None, a new in-memory one."""
-    import optuna
-
-    return optuna.storages.RDBStorage(url) if url is not None else optuna.storages.InMemoryStorage()
-
-
 def trial_id(storage, study_name: str, number: int) -> int:
     """The storage's id of a study's trial, by its number, through the storage's public methods."""
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
-
-
-def live(study, storage, trial):
-    """A ``Trial`` to write to (its user attributes), for a trial asked (already live) or read back from the
-    storage (a ``FrozenTrial`` a dead sweeper left running)."""
-    import optuna
-
-    if isinstance(trial, optuna.trial.Trial):
-        return trial
-    return optuna.trial.Trial(study, trial_id(storage, study.study_name, trial.number))
 
 
 class Reporter:
@@ -167,15 +139,13 @@ class Reporter:
         """``strict``: a value that cannot be recorded is an error (a pruner needs it); else a warning, once."""
         import optuna
 
-        from reg_runner.sweep import pruners
-
         self.strict, self.number = strict, trial.number
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = MEMORY.get(trial.study) if trial.storage is None else _database(trial.storage)
         if storage is None:
             raise UserError(f"trial {trial.number} of study {trial.study!r} runs in another process than its "
                             "in-memory study: give hydra.sweeper.storage (sqlite:///...) to prune there")
-        pruner = pruners.build(trial.pruner)
+        pruner = build_pruner(trial.pruner)
         study = optuna.load_study(study_name=trial.study, storage=storage, pruner=pruner)
         self.trial, self.open = optuna.trial.Trial(study, trial_id(storage, trial.study, trial.number)), True
 
