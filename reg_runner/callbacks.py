@@ -9,6 +9,7 @@ multirun's jobs are checked by its sweeper (``reg_runner.sweep``), which knows t
 they share, the sweeper's and launcher's own settings, and the pruner against the runs' epochs.
 """
 
+import os
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -24,7 +25,7 @@ def _folder_key(key: str, folder) -> Path:
     if folder is None or not str(folder).strip():
         raise UserError(f"{key}={str(folder or '')!r} is not allowed: a folder path (empty would mean the "
                         "current folder)")
-    path = Path(str(folder)).absolute()
+    path = Path(os.path.abspath(str(folder)))  # as Hydra makes a job's output_dir
     parent = path
     try:
         while not parent.exists():
@@ -36,8 +37,6 @@ def _folder_key(key: str, folder) -> Path:
         raise UserError(f"{key}={str(folder)[:80]!r}... cannot be created: {e.strerror}; choose another folder") from None
     if not parent.is_dir():
         raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a file; choose a folder elsewhere")
-    import os
-
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is not writable; choose a writable "
                         "folder")

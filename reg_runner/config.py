@@ -80,7 +80,7 @@ class Checked:
     it describes."""
 
     cfg: RunConfig
-    split: data_group.Split
+    split: data_group.Split | None  # None before stage 3
     stage: int
 
 

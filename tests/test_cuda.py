@@ -113,12 +113,12 @@ def test_sigkill_then_resume_on_cuda_gives_the_uninterrupted_numbers(cli, tmp_pa
 
 
 def test_the_data_and_the_model_live_on_the_gpu_and_checkpoints_on_the_host(tiny_data, tmp_path):
-    from reg_runner.assembly import assemble
+    from reg_runner.assembly import Job, assemble
 
     cfg = compose(*settings(tiny_data, "model.norm=batchnorm", "model.dropout=0.2"))
     checked = config_lib.check(cfg)
     config = dict(config_lib.as_data(cfg), seed=0)
-    built = assemble([checked.cfg], [config], [tmp_path / "a"], [None], [None])
+    built = assemble([Job(cfg, tmp_path / "a", checked=checked, recorded=config)])
     for split in (built.data.train, built.data.val, built.data.test):
         assert split.x.is_cuda and split.y.is_cuda
     assert all(t.is_cuda for t in [*built.model.parameters(), *built.model.buffers()])
