@@ -1,4 +1,19 @@
-"""``python -m reg_runner [overrides]``: Hydra composes ``conf/config.yaml`` with the overrides, then one run."""
+"""``python -m reg_runner [overrides]``: the command, from its line to the run.
+
+1. parse: ``entry`` gives the command line to Hydra, which composes ``conf/config.yaml`` with the overrides
+   (a mistake in them: one line, exit 2);
+2. check and lock: before Hydra makes the run's folder, it calls ``EarlyChecks.on_run_start``: every stage of
+   ``config.check``, then the folder made and locked (``records.RunFolder.lock``). A refused command leaves
+   nothing behind, and of two runs started together into one folder the second is refused with the folder as
+   the first left it. ``on_job_start`` hands the check and the locked folder to the ``Task``;
+3. the ``Task`` Hydra runs makes the run's ``assembly.Job`` and calls ``run.run_stack``: check what is left to
+   check, lock, record (``run.record``), assemble (``assembly.assemble``), train (``trainer.engine.Engine``).
+
+A multirun: ``EarlyChecks.on_multirun_start`` checks what its jobs share and the sweeper's and launcher's own
+settings; the sweeper (``reg_runner.sweep``) composes and checks every job before the first trains and hands
+each check to the same ``Task``; its launcher runs the jobs (``hydra/launcher=stacked``: several as one stack,
+through the same ``run_stack``).
+"""
 
 import math
 import os
@@ -7,10 +22,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
+from reg_runner.signals import STOP
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
 TRUSTED = ("reg_runner.*", "optuna.samplers.*", "optuna.pruners.*")
@@ -68,6 +86,117 @@ _register("run_name", run_name, replace=True)
 _register("sweep_direction", sweep_direction, replace=True)
 _register("folder_name_excludes", folder_name_excludes, replace=True)  # what a job's folder name leaves out
 _register("options", lambda group: ", ".join(options(group)), replace=True)  # a group's options, in help texts
+
+
+def folder_to_make(key: str, folder) -> Path:
+    """A folder that can be made: not empty, not under a file, in a writable place."""
+    if folder is None or not str(folder).strip():
+        raise UserError(f"{key}={str(folder or '')!r} is not allowed: a folder path (empty would mean the "
+                        "current folder)")
+    path = Path(os.path.abspath(str(folder)))  # as Hydra makes a job's output_dir
+    parent = path
+    try:
+        while not parent.exists():
+            if parent.is_symlink():
+                raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a link to nothing; choose "
+                                "another folder")
+            parent = parent.parent
+    except OSError as e:  # a name too long, a loop of links
+        raise UserError(f"{key}={str(folder)[:80]!r}... cannot be created: {e.strerror}; choose another folder") from None
+    if not parent.is_dir():
+        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a file; choose a folder elsewhere")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is not writable; choose a writable "
+                        "folder")
+    return path
+
+
+def make_folder(key: str, path: Path) -> list[Path]:
+    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line.
+    Returns the folders it made, the outermost first (to remove them if the command then stops)."""
+    made, parent = [], Path(path).absolute()
+    while not parent.exists() and parent != parent.parent:
+        made.insert(0, parent)
+        parent = parent.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{key}={str(path)!r} cannot be created: {e.strerror}; choose another folder") from None
+    return made
+
+
+class EarlyChecks(Callback):
+    """Hydra's callback: a run, or a whole multirun, checked before Hydra makes any folder (Hydra makes a run's
+    folder and writes ``.hydra/`` before the task starts). It owns a single run's check and its folder's lock
+    from ``on_run_start`` to ``on_run_end``; ``on_job_start`` hands both to the ``Task``, which runs without
+    checking again."""
+
+    kind = kinds.RUN  # what the folder it makes holds
+
+    def __init__(self):
+        self.ready: tuple | None = None  # (folder path, check, locked RunFolder) for the job Hydra runs next
+        self.folder = None  # the run's folder (``reg_runner.records.RunFolder``), locked until the run ends
+
+    def check_config(self, config, overrides):
+        """A run's config, through every stage (``reg_runner.config.check``)."""
+        from reg_runner import config as config_lib
+
+        return config_lib.check(config, overrides)
+
+    def on_job_start(self, config, *, task_function, **kwargs) -> None:
+        if self.ready is not None and isinstance(task_function, Task):
+            task_function.expect(*self.ready)
+        self.ready = None
+
+    def on_run_end(self, config, **kwargs) -> None:
+        if self.folder is not None:
+            self.folder.unlock()
+
+    def on_run_start(self, config, **kwargs) -> None:
+        from reg_runner import config as config_lib
+
+        handed_over()  # Hydra has composed the config: its own errors are behind us
+        STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
+        with exit_on_user_error(in_callback=True):
+            config_lib.check_job_name(config.hydra)
+            config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=False)
+            run_dir = folder_to_make("hydra.run.dir", config.hydra.run.dir)
+            checked = self.check_config(config, config.hydra.overrides.task)
+            from reg_runner.records import RunFolder  # after the checks: a refused value needs no records
+
+            folder = RunFolder(run_dir)
+            folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
+            made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
+            # the folder's one owner from its first byte: its lock, held until the run ends, before Hydra
+            # writes .hydra/; then the checks again, under the lock (another run may have started in between)
+            folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
+            if made:  # what a second Ctrl-C removes while the run has recorded nothing
+                STOP.made.append(run_dir)
+                STOP.parents.extend(made[:-1])
+            if not kinds.marker(run_dir):
+                kinds.mark(run_dir, self.kind)
+            self.ready, self.folder = (run_dir, checked, folder), folder
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from reg_runner import config as config_lib
+        from reg_runner.sweep import check_hydra, check_pruning
+
+        handed_over()
+        STOP.install()
+        sweep_plugins()  # Hydra makes the sweeper next
+        with exit_on_user_error(in_callback=True):
+            config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)
+            sweep_dir = folder_to_make("hydra.sweep.dir", config.hydra.sweep.dir)
+            kind = kinds.kind_of(sweep_dir)
+            if kind not in (None, kinds.SWEEP):  # a sweep's runs would be made inside a run, a range test...
+                raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} is {kinds.WHAT[kind]}; choose another "
+                                "hydra.sweep.dir")
+            study = check_hydra(config.hydra, config.get("objective"))
+            # each value every job shares, alone (rules across keys may depend on what a job sweeps: the
+            # sweeper checks each job whole before it runs)
+            run = config_lib.check(config, through=1)
+            if study is not None:
+                check_pruning(study, run, run.objective)
 
 
 class Task:

@@ -21,7 +21,7 @@ LAYERS = {
                                                "trainer", "logging")},
     "reg_runner.records": 2,
     "reg_runner.assembly": 3, "reg_runner.run": 3, "reg_runner.exactness": 3,
-    "reg_runner.cli": 4, "reg_runner.callbacks": 4, "reg_runner.sweep": 4, "reg_runner.resume": 4,
+    "reg_runner.cli": 4, "reg_runner.sweep": 4, "reg_runner.resume": 4,
     "reg_runner.lr_find": 4, "reg_runner.landscape": 4, "reg_runner.report": 4, "reg_runner.docs": 4,
     "reg_runner.__main__": 4, "reg_runner.data.__main__": 4, "reg_runner.fork_server": 4,
 }

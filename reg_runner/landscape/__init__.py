@@ -263,10 +263,10 @@ def _main(args, made: list, state: dict) -> None:
         out_all = Path("outputs/landscape") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
     else:
         out_all = out
-    from reg_runner.callbacks import _folder_key, make_folder
+    from reg_runner.cli import folder_to_make, make_folder
 
     if out_all is not None:
-        _folder_key("--out", out_all)
+        folder_to_make("--out", out_all)
     runs = [load_run(d, args.checkpoint) for d in run_dirs]  # every folder checked before any work
     if out is None:
         for run in runs:

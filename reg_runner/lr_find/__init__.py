@@ -25,7 +25,7 @@ Nothing here imports torch: the checks run before it loads.
 import bisect
 import math
 
-from reg_runner.callbacks import EarlyChecks
+from reg_runner.cli import EarlyChecks
 from reg_runner.kinds import LR_FIND
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Group, LearningRate, integer, number, optional, parse
