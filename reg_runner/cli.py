@@ -3,7 +3,7 @@
 1. parse: ``entry`` gives the command line to Hydra, which composes ``conf/config.yaml`` with the overrides
    (a mistake in them: one line, exit 2);
 2. check and lock: before Hydra makes the run's folder, it calls ``EarlyChecks.on_run_start``: every stage of
-   ``config.check``, then the folder made and locked (``records.RunFolder.lock``). A refused command leaves
+   ``checks.check``, then the folder made and locked (``records.RunFolder.lock``). A refused command leaves
    nothing behind, and of two runs started together into one folder the second is refused with the folder as
    the first left it. ``on_job_start`` hands the check and the locked folder to the ``Task``;
 3. the ``Task`` Hydra runs makes the run's ``assembly.Job`` and calls ``run.run_stack``: check what is left to
@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
+from reg_runner.overrides import hydra_overrides, plain_overrides
 from reg_runner.signals import STOP
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
@@ -138,10 +139,10 @@ class EarlyChecks(Callback):
         self.folder = None  # the run's folder (``reg_runner.records.RunFolder``), locked until the run ends
 
     def check_config(self, config, overrides):
-        """A run's config, through every stage (``reg_runner.config.check``)."""
-        from reg_runner import config as config_lib
+        """A run's config, through every stage (``reg_runner.checks.check``)."""
+        from reg_runner import checks
 
-        return config_lib.check(config, overrides)
+        return checks.check(config, overrides)
 
     def on_job_start(self, config, *, task_function, **kwargs) -> None:
         if self.ready is not None and isinstance(task_function, Task):
@@ -159,7 +160,7 @@ class EarlyChecks(Callback):
         STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
         with exit_on_user_error(in_callback=True):
             config_lib.check_job_name(config.hydra)
-            config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=False)
+            hydra_overrides(config.hydra.overrides.hydra, multirun=False)
             run_dir = folder_to_make("hydra.run.dir", config.hydra.run.dir)
             checked = self.check_config(config, config.hydra.overrides.task)
             from reg_runner.records import RunFolder  # after the checks: a refused value needs no records
@@ -178,14 +179,14 @@ class EarlyChecks(Callback):
             self.ready, self.folder = (run_dir, checked, folder), folder
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from reg_runner import config as config_lib
+        from reg_runner import checks
         from reg_runner.sweep import check_hydra, check_pruning
 
         handed_over()
         STOP.install()
         sweep_plugins()  # Hydra makes the sweeper next
         with exit_on_user_error(in_callback=True):
-            config_lib.hydra_overrides(config.hydra.overrides.hydra, multirun=True)
+            hydra_overrides(config.hydra.overrides.hydra, multirun=True)
             sweep_dir = folder_to_make("hydra.sweep.dir", config.hydra.sweep.dir)
             kind = kinds.kind_of(sweep_dir)
             if kind not in (None, kinds.SWEEP):  # a sweep's runs would be made inside a run, a range test...
@@ -194,7 +195,7 @@ class EarlyChecks(Callback):
             study = check_hydra(config.hydra, config.get("objective"))
             # each value every job shares, alone (rules across keys may depend on what a job sweeps: the
             # sweeper checks each job whole before it runs)
-            run = config_lib.check(config, through=1)
+            run = checks.check(config, through=1)
             if study is not None:
                 check_pruning(study, run, run.objective)
 
@@ -224,7 +225,6 @@ class Task:
     def __call__(self, cfg) -> float:
         import torch
 
-        from reg_runner.config import plain_overrides
         from reg_runner.run import Job, run_stack  # torch is imported here, after Hydra has parsed the command line
         from reg_runner.trainer.trial import from_process
         from reg_runner.sweep.workers import joblib_workers

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner.assembly import Assembly, Job, assemble
 from reg_runner.config import first_difference, value_at
@@ -46,8 +47,8 @@ def check(job: Job) -> config_lib.Checked:
     """The job's config through every stage: only those its ``checked`` has not passed (none, or the machine
     after a sweeper's check), or all of them if it comes unchecked."""
     if job.checked is None:
-        return config_lib.check(job.composed, job.overrides)
-    return config_lib.carry_on(job.checked)
+        return checks.check(job.composed, job.overrides)
+    return checks.carry_on(job.checked)
 
 
 def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> list[float]:

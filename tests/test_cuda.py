@@ -17,6 +17,7 @@ from test_resume import no_run_outlives_its_test  # noqa: F401 (an autouse fixtu
 from test_resume import STATEFUL, resume, start, wait_for_epoch
 from test_trust import NoFloat64
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner.run import Job, run, run_stack
 from reg_runner.trainer.engine import Engine
@@ -116,7 +117,7 @@ def test_the_data_and_the_model_live_on_the_gpu_and_checkpoints_on_the_host(tiny
     from reg_runner.assembly import Job, assemble
 
     cfg = compose(*settings(tiny_data, "model.norm=batchnorm", "model.dropout=0.2"))
-    checked = config_lib.check(cfg)
+    checked = checks.check(cfg)
     config = dict(config_lib.as_data(cfg), seed=0)
     built = assemble([Job(cfg, tmp_path / "a", checked=checked, recorded=config)])
     for split in (built.data.train, built.data.val, built.data.test):
@@ -147,7 +148,7 @@ def test_float32_products_are_float32_on_cuda(tiny_data):
     float64 computation on the CPU to float32's precision."""
     from reg_runner.assembly import stacked
 
-    checked = config_lib.check(compose(*settings(tiny_data, "model.width=100")))
+    checked = checks.check(compose(*settings(tiny_data, "model.width=100")))
     model_cfg, shape = checked.cfg.model, (1, 28, 28)
     gpu = stacked([model_cfg] * 4, shape, 10, torch.device("cuda"))
     for k in range(4):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import make_tiny_mnist, tiny
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner import exactness
 from reg_runner.assembly import Job, assemble, plain, stacked
@@ -30,7 +31,7 @@ def checked(data, *overrides, shared=SHARED):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR):
         cfg = compose("config", overrides=tiny(f"data.root={data}", *shared, *overrides))
-    return config_lib.check(cfg, list(overrides), through=3), config_lib.as_data(cfg)
+    return checks.check(cfg, list(overrides), through=3), config_lib.as_data(cfg)
 
 
 def train(runs, tmp_path, checkpoints=None, listeners=()):

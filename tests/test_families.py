@@ -63,10 +63,10 @@ def test_every_model_family_trains_on_every_data_family(roots, tmp_path, model, 
     assert all(np.isfinite([m["final"]["train/loss"], m["final"]["val/loss"]]))
     # the parameter count the memory check makes on the meta device, before anything is allocated, is the network's
     built = compose(*settings)
-    from reg_runner import config as config_lib
+    from reg_runner import checks
     from reg_runner.model import dry_run
 
-    checked = config_lib.check(built, through=3)
+    checked = checks.check(built, through=3)
     net = checked.cfg.model.plain(checked.split.shape, checked.split.n_classes)
     assert m["n_parameters"] == sum(p.numel() for p in net.parameters()) == dry_run.footprint(
         checked.cfg.model, checked.split.shape, checked.split.n_classes, 20, 20, 5).n_parameters

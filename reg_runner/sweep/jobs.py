@@ -5,6 +5,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError, hydra_error
 from reg_runner.records import RunFolder
@@ -49,8 +50,8 @@ def check(job, overrides, through: int = 4, task=None) -> config_lib.Checked:
     """The job's config, every stage, and its folder: new, or empty. ``task``: the command's task function
     (``reg_runner.cli.Task``, a sweeper's ``task_function``): when the job's launcher runs it in this process, the
     job takes this check over from it instead of repeating it; in another process (joblib, submitit), the
-    worker's task makes this same call, ``config.check``."""
-    checked = config_lib.check(job, overrides, through=through)
+    worker's task makes this same call, ``checks.check``."""
+    checked = checks.check(job, overrides, through=through)
     RunFolder(output_dir(job)).refuse_existing("hydra.sweep.dir")
     hand_over_if_here(checked, job, task)
     return checked
@@ -95,7 +96,7 @@ def check_all(config_loader, master, job_overrides, first_num: int = 0, task=Non
         try:
             c = check(job, overrides, through=3)
             # the machine stage (torch's device, the optimizer class) once per distinct setting of what it reads
-            c = config_lib.carry_on(c, passed=machine_passed)
+            c = checks.carry_on(c, passed=machine_passed)
         except UserError as e:
             raise UserError(f"{label(first_num + i, names[i])}: {e}") from None
         hand_over_if_here(c, job, task)

@@ -23,6 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict, read_write
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError
 from reg_runner.sweep import jobs as jobs_lib
@@ -50,7 +51,7 @@ class StackedLauncher(Launcher):
             with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
                 cfg.hydra.runtime.output_dir = str(out)
             try:  # the sweeper's check of this job, when it made one in this process (ours do); else checked here
-                checked = self.task_function.take(out)[0] or config_lib.check(cfg, overrides, through=3)
+                checked = self.task_function.take(out)[0] or checks.check(cfg, overrides, through=3)
             except UserError as e:
                 raise UserError(f"{jobs_lib.label(num, overrides)}: {e}") from None
             jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg),
