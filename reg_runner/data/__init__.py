@@ -86,9 +86,10 @@ DataConfig = family(DataFamily, "data", EXAMPLE)
 parse_config = family_parser(DataFamily, "data", EXAMPLE)  # a recorded config's data mapping -> its family
 
 
-def checked(name: str, n_classes: int, train: tuple, test: tuple, source: str) -> Images:
-    """``train`` and ``test``: (images, labels) as read, already checked file by file (``reg_runner.data.idx``,
-    ``cifar10``); here, what holds across files: as many labels as images, one image shape."""
+def checked(train: tuple, test: tuple, source: str) -> Images:
+    """``train`` and ``test``: (images, labels) as read, already checked file by file (each label an integer in
+    [0, the number of classes): ``reg_runner.data.idx.labels``, which every family's reader calls); here, what holds across
+    files: as many labels as images, one image shape."""
     import numpy as np
 
     for split, (images, labels) in (("train", train), ("test", test)):
@@ -98,10 +99,6 @@ def checked(name: str, n_classes: int, train: tuple, test: tuple, source: str) -
             raise DataError(f"{source}: the {split} images are empty (shape {images.shape})")
         if labels.ndim != 1 or len(labels) != len(images):
             raise DataError(f"{source}: {len(images)} {split} images but labels of shape {labels.shape}")
-        bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
-        if len(bad):
-            raise DataError(f"{source}: {split} label {int(labels[bad[0]])} at index {bad[0]} is out of range: "
-                            f"{name} labels are 0-{n_classes - 1}")
     if train[0].shape[1:] != test[0].shape[1:]:
         raise DataError(f"{source}: train images {train[0].shape[1:]} vs test {test[0].shape[1:]}")
     return Images(train[0], train[1].astype(np.int64), test[0], test[1].astype(np.int64), source)

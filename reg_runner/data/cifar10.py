@@ -58,7 +58,7 @@ class CIFAR10(DataFamily):
         n = len(cls.CLASSES)
         parts = [read_batch(name, batches[name], n) for name in TRAIN]
         train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-        return checked(cls.NAME, n, train, read_batch(TEST, batches[TEST], n), source)
+        return checked(train, read_batch(TEST, batches[TEST], n), source)
 
     @classmethod
     def files(cls, folder: Path) -> list[Path]:

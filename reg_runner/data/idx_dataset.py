@@ -37,7 +37,7 @@ class IdxDataset(DataFamily):
         train = (idx.read_images(paths["train_images"], cls.NAME),
                  idx.read_labels(paths["train_labels"], cls.NAME, n, "train"))
         test = (idx.read_images(paths["test_images"], cls.NAME), idx.read_labels(paths["test_labels"], cls.NAME, n, "test"))
-        return checked(cls.NAME, n, train, test, source)
+        return checked(train, test, source)
 
     @classmethod
     def files(cls, folder: Path) -> list[Path]:

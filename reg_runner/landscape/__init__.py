@@ -219,7 +219,7 @@ def evaluation_split(data, args):
     """The training images, or a seeded sample of the validation set (never the test set)."""
     import torch
 
-    from reg_runner.data.tensors import Split
+    from reg_runner.data.tensors import Part
 
     if args.split == "train":
         return data.train
@@ -229,7 +229,7 @@ def evaluation_split(data, args):
     if len(val) <= (args.val_size or DEFAULT_VAL_SIZE):
         return val
     index = torch.randperm(len(val), generator=torch.Generator().manual_seed(args.seed))[: args.val_size or DEFAULT_VAL_SIZE]
-    return Split(val.x[index.to(val.x.device)], val.y[index.to(val.y.device)])
+    return Part(val.x[index.to(val.x.device)], val.y[index.to(val.y.device)])
 
 
 def main(argv=None) -> None:

@@ -2,7 +2,7 @@
 write. What a run knows of its trial (its link, its reporter, the pruning listener) is
 ``reg_runner.trainer.trial``'s: the names below that come from there are the sweepers' too."""
 
-from reg_runner.trainer.trial import ENV, MEMORY, shown_storage, sqlite_file, trial_id  # noqa: F401  (the sweepers')
+from reg_runner.trainer.trial import ENV, MEMORY, shown_storage, sqlite_file, sqlite_path, trial_id  # noqa: F401
 
 RUN_DIR = "reg_runner.run_dir"  # a trial's user attribute: its run's folder
 RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders

@@ -46,6 +46,18 @@ def build_pruner(spec: dict):
         return instantiate(spec, _execution_whitelist_=("optuna.pruners.*",))
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file an SQLite storage URL names (``sqlite:///study.db``; ``sqlite:///file:study.db?...&uri=true``
+    too), None for an in-memory SQLite database or another database: the one reading of a storage URL's file."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if not parsed.drivername.startswith("sqlite") or database in ("", ":memory:"):
+        return None
+    return Path(database.removeprefix("file:"))
+
+
 def shown_storage(storage: str | None) -> str | None:
     """A storage URL as records keep it: an SQLite file's path made absolute (a report may run from another
     folder), a password hidden."""
@@ -54,9 +66,9 @@ def shown_storage(storage: str | None) -> str | None:
     try:
         from sqlalchemy.engine import make_url
 
-        url = make_url(storage)
-        if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
-            url = url.set(database=str(Path(url.database).absolute()))
+        url, path = make_url(storage), sqlite_path(storage)
+        if path is not None:
+            url = url.set(database=str(path.absolute()))
         return masked(url.render_as_string(hide_password=False))
     except Exception:
         return masked(storage)
@@ -114,16 +126,12 @@ def _database(url: str):
 def sqlite_file(url: str) -> Path | None:
     """The SQLite file a storage URL names, which must exist (SQLite would make a new, empty one); None for
     another database."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("sqlite"):
+    path = sqlite_path(url)
+    if path is None and not url.startswith("sqlite"):
         return None
-    database = parsed.database or ""
-    path = Path(database[len("file:"):] if database.startswith("file:") else database)
-    if not database or database == ":memory:" or not path.is_file():
-        raise UserError(f"the study's database {path if database else masked(url)} does not exist (its sweep made "
-                        "it: it was deleted or moved); give the storage of an existing study")
+    if path is None or not path.is_file():
+        raise UserError(f"the study's database {path or masked(url)} does not exist (its sweep made it: it was "
+                        "deleted or moved); give the storage of an existing study")
     return path
 
 
