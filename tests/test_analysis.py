@@ -155,7 +155,7 @@ def test_a_storage_password_never_shows(tmp_path, monkeypatch):
     trials.csv, a refusal's message, environment.json's command line."""
     import torch
 
-    from reg_runner import records
+    from reg_runner import fingerprint
     from reg_runner.errors import ConfigError, masked, one_line
 
     secret = "postgresql://user:hunter2@127.0.0.1:1/db"
@@ -171,5 +171,5 @@ def test_a_storage_password_never_shows(tmp_path, monkeypatch):
     assert "hunter2" not in table and "postgresql://user:***@host/db" in table
     assert "hunter2" not in str(ConfigError("hydra.sweeper.storage", secret, "a database")) + one_line(secret)
     monkeypatch.setattr(sys, "argv", ["reg_runner", f"hydra.sweeper.storage={secret}"])
-    assert records.environment(torch.device("cpu"))["argv"][1] == ("hydra.sweeper.storage=postgresql://user:***@"
+    assert fingerprint.environment(torch.device("cpu"))["argv"][1] == ("hydra.sweeper.storage=postgresql://user:***@"
                                                                    "127.0.0.1:1/db")

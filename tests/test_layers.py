@@ -19,7 +19,7 @@ LAYERS = {
                                               "trainer", "logging")},
     **{f"reg_runner.{group}.": 2 for group in ("data", "model", "reg", "optimizer", "scheduler", "augmentation",
                                                "trainer", "logging")},
-    "reg_runner.records": 2,
+    "reg_runner.records": 2, "reg_runner.fingerprint": 2,
     "reg_runner.checks": 3, "reg_runner.assembly": 3, "reg_runner.run": 3, "reg_runner.exactness": 3,
     "reg_runner.cli": 4, "reg_runner.sweep": 4, "reg_runner.resume": 4,
     "reg_runner.lr_find": 4, "reg_runner.landscape": 4, "reg_runner.report": 4, "reg_runner.docs": 4,
