@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from reg_runner.config import Checked, RunConfig
+from reg_runner.checks import Checked
+from reg_runner.config import RunConfig
 from reg_runner.data import tensors
 from reg_runner.device import resolve as resolve_device
 from reg_runner.errors import UserError

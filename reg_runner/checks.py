@@ -14,22 +14,32 @@ Hydra composes the config; ``check`` then takes it through four stages, each rai
 Stages 1-3 import no torch, so most mistakes are reported in about a third of a second (docs/speed.md): the
 parts stage 3 and 4 build are imported where they are used.
 
-A job's config is checked once: the ``config.Checked`` that ``check`` returns knows the last stage it passed
+A job's config is checked once: the ``Checked`` that ``check`` returns knows the last stage it passed
 and travels with the job (``reg_runner.assembly.Job.checked``); ``carry_on`` takes it through the later
 stages only (the machine, after a sweeper's stage-3 check). A check made before Hydra runs the job (a single
 run's callback, a sweeper) reaches the job's task through ``reg_runner.cli.Task``.
 """
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from reg_runner import data as data_group
-from reg_runner.config import Checked, RunConfig, as_data, effective_lr, value_at
+from reg_runner.config import RunConfig, as_data, effective_lr, value_at
+from reg_runner.data.split import Split, split as data_split
 from reg_runner.errors import ConfigError
 from reg_runner.model import calling
 from reg_runner.overrides import chosen_by_group, override_items, typed_value
 from reg_runner.scheduler import PER_BATCH
 from reg_runner.schema import parse
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A config that passed the stages up to ``stage`` (3: the data; 4: the machine too), and the data split
+    it describes."""
+
+    cfg: RunConfig
+    split: Split | None  # None before stage 3
+    stage: int
 
 
 def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
@@ -172,9 +182,9 @@ def unread_overrides(c: RunConfig, overrides) -> None:
             raise ConfigError(key, typed_value(value), f"not set while {why} (the run would not read it)")
 
 
-def against_data(c: RunConfig) -> data_group.Split:
+def against_data(c: RunConfig) -> Split:
     """Stage 3: the split, and the rules that need its sizes."""
-    split = data_group.split(c.data)
+    split = data_split(c.data)
     t, n = c.trainer, split.n_train
     sizes = [("data.train_fraction", c.data.train_fraction), ("data.root", c.data.root)]
     if t.batch_size > n:
@@ -213,7 +223,7 @@ def memory_bytes() -> int | None:
         return None
 
 
-def against_machine(c: RunConfig, split: data_group.Split) -> None:
+def against_machine(c: RunConfig, split: Split) -> None:
     """Stage 4: the device, the model's size, the optimizer class and its arguments, the schedule."""
     import torch
 
@@ -248,7 +258,7 @@ def against_machine(c: RunConfig, split: data_group.Split) -> None:
         torchvision_transforms(c.augmentation)
 
 
-def fits(c: RunConfig, split: data_group.Split, have: int | None, where: str, copies: int) -> None:
+def fits(c: RunConfig, split: Split, have: int | None, where: str, copies: int) -> None:
     """The run's network works (``reg_runner.model.dry_run``) and its memory fits in ``have`` bytes; else one line
     naming the key that sizes what is too big: the model's key whose doubling grows it most (the parameters' or
     the activations', whichever is larger), or the batch."""

@@ -212,7 +212,7 @@ class Task:
     """
 
     def __init__(self):
-        self.waiting: dict[str, tuple] = {}  # a job's folder -> (its ``config.Checked``, its locked RunFolder or None)
+        self.waiting: dict[str, tuple] = {}  # a job's folder -> (its ``checks.Checked``, its locked RunFolder or None)
 
     def expect(self, run_dir, checked, folder=None) -> None:
         """Keep ``checked`` (and the ``records.RunFolder`` locked for it) for the job that runs in ``run_dir``."""

@@ -5,12 +5,10 @@ The checks of a config, stage by stage, are ``reg_runner.checks``'s; the command
 ``reg_runner.overrides``.
 """
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import ConfigDict, PlainValidator
 
-from reg_runner import data as data_group
 from reg_runner import dotted, keys
 from reg_runner.augmentation import AugmentationConfig
 from reg_runner.data import DataConfig
@@ -57,16 +55,6 @@ class RunConfig(Group):
 
 
 KEYS = keys.Declared(RunConfig)  # every key's role, as the schemas declare it (reg_runner.keys)
-
-
-@dataclass(frozen=True)
-class Checked:
-    """A config that passed the stages up to ``stage`` (3: the data; 4: the machine too), and the data split
-    it describes."""
-
-    cfg: RunConfig
-    split: data_group.Split | None  # None before stage 3
-    stage: int
 
 
 def as_data(cfg) -> dict:

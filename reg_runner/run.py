@@ -43,7 +43,7 @@ def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overri
     return run_stack([Job(cfg, Path(run_dir), tuple(overrides), trial)], multirun=multirun, resume=resume)[0]
 
 
-def check(job: Job) -> config_lib.Checked:
+def check(job: Job) -> checks.Checked:
     """The job's config through every stage: only those its ``checked`` has not passed (none, or the machine
     after a sweeper's check), or all of them if it comes unchecked."""
     if job.checked is None:

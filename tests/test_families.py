@@ -74,6 +74,7 @@ def test_every_model_family_trains_on_every_data_family(roots, tmp_path, model, 
 
 def test_cifar_is_read_from_its_archive_its_folder_or_its_files_and_normalized_per_channel(tmp_path):
     from reg_runner import data as data_group
+    from reg_runner.data import split as split_lib
     from reg_runner.data.cifar10 import CIFAR10
 
     archive = make_tiny_cifar(tmp_path / "a", archive=True)
@@ -87,7 +88,7 @@ def test_cifar_is_read_from_its_archive_its_folder_or_its_files_and_normalized_p
     cfg = data_group.parse_config(dict(_target_="reg_runner.data.cifar10.CIFAR10", root=str(archive),
                                        train_fraction=0.3, val_size=None, split_seed=0, stratified=False,
                                        normalize=True, verify=False))  # tiny files: not the published ones
-    split = data_group.split(cfg)
+    split = split_lib.split(cfg)
     pixels = a.train_images[split.train_idx].astype(np.float64) / 255
     np.testing.assert_allclose(split.mean, pixels.mean((0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(split.std, pixels.std((0, 2, 3), ddof=1), rtol=1e-12)

@@ -18,7 +18,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from reg_runner.data import DataFamily, Images, checked, datasets, store
+from reg_runner.data import DataFamily, datasets, store
+from reg_runner.data.split import Images, checked
 from reg_runner.data.idx import labels as checked_labels
 from reg_runner.errors import DataError
 

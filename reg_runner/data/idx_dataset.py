@@ -9,7 +9,8 @@ and KMNIST are subclasses that name their dataset, classes and store.
 from pathlib import Path
 from typing import ClassVar
 
-from reg_runner.data import DataFamily, Images, checked, datasets, idx, store
+from reg_runner.data import DataFamily, datasets, idx, store
+from reg_runner.data.split import Images, checked
 from reg_runner.data.datasets import FILES
 from reg_runner.errors import DataError
 

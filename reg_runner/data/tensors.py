@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reg_runner import data as data_group
+from reg_runner.data import DataFamily
+from reg_runner.data.split import split
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ def content_sha256(images: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def load(cfg: data_group.DataFamily, device: torch.device) -> Data:
+def load(cfg: DataFamily, device: torch.device) -> Data:
     """The split ``cfg`` describes, on ``device``."""
-    s = data_group.split(cfg)
+    s = split(cfg)
     images = s.images
 
     def put(x: np.ndarray, labels: np.ndarray) -> Part:

@@ -58,7 +58,8 @@ def step_losses(batch_sums: list[float], n: int, batch_size: int, accumulate: in
 
 def range_test(cfg, out: Path) -> dict:
     from reg_runner.assembly import Job, assemble
-    from reg_runner.config import Checked, RunConfig, as_data, effective_lr
+    from reg_runner.checks import Checked
+    from reg_runner.config import RunConfig, as_data, effective_lr
     from reg_runner.schema import parse
     from reg_runner.seeding import deterministic, resolve_seed
     from reg_runner.trainer.engine import Engine

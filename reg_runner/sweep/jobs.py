@@ -46,7 +46,7 @@ def _resolved(job, key: str) -> str:
 IN_PROCESS = ("BasicLauncher", "StackedLauncher")
 
 
-def check(job, overrides, through: int = 4, task=None) -> config_lib.Checked:
+def check(job, overrides, through: int = 4, task=None) -> checks.Checked:
     """The job's config, every stage, and its folder: new, or empty. ``task``: the command's task function
     (``reg_runner.cli.Task``, a sweeper's ``task_function``): when the job's launcher runs it in this process, the
     job takes this check over from it instead of repeating it; in another process (joblib, submitit), the
@@ -57,7 +57,7 @@ def check(job, overrides, through: int = 4, task=None) -> config_lib.Checked:
     return checked
 
 
-def hand_over_if_here(checked: config_lib.Checked, job, task) -> None:
+def hand_over_if_here(checked: checks.Checked, job, task) -> None:
     """``task.expect`` the job's check, if the job's launcher runs it in this process (else nothing would take it
     back, and the task would be sent to other processes with it)."""
     launcher = OmegaConf.select(job, "hydra.launcher") or {}
