@@ -1,19 +1,6 @@
-"""``python -m reg_runner [overrides]``: the command, from its line to the run.
-
-1. parse: ``entry`` gives the command line to Hydra, which composes ``conf/config.yaml`` with the overrides
-   (a mistake in them: one line, exit 2);
-2. check and lock: before Hydra makes the run's folder, it calls ``EarlyChecks.on_run_start``: every stage of
-   ``checks.check``, then the folder made and locked (``records.RunFolder.lock``). A refused command leaves
-   nothing behind, and of two runs started together into one folder the second is refused with the folder as
-   the first left it. ``on_job_start`` hands the check and the locked folder to the ``Task``;
-3. the ``Task`` Hydra runs makes the run's ``assembly.Job`` and calls ``run.run_stack``: check what is left to
-   check, lock, record (``run.record``), assemble (``assembly.assemble``), train (``trainer.engine.Engine``).
-
-A multirun: ``EarlyChecks.on_multirun_start`` checks what its jobs share and the sweeper's and launcher's own
-settings; the sweeper (``reg_runner.sweep``) composes and checks every job before the first trains and hands
-each check to the same ``Task``; its launcher runs the jobs (``hydra/launcher=stacked``: several as one stack,
-through the same ``run_stack``).
-"""
+"""``python -m reg_runner [overrides]``: the command line (``entry``), Hydra's callback that checks a run and
+locks its folder before Hydra makes it (``EarlyChecks``), and the task Hydra runs (``Task``: ``run.run_stack``).
+The whole path from the command to the loop is in the package's docstring."""
 
 import math
 import os
@@ -127,10 +114,9 @@ def make_folder(key: str, path: Path) -> list[Path]:
 
 
 class EarlyChecks(Callback):
-    """Hydra's callback: a run, or a whole multirun, checked before Hydra makes any folder (Hydra makes a run's
-    folder and writes ``.hydra/`` before the task starts). It owns a single run's check and its folder's lock
-    from ``on_run_start`` to ``on_run_end``; ``on_job_start`` hands both to the ``Task``, which runs without
-    checking again."""
+    """Hydra's callback: a run, or a whole multirun, checked before Hydra makes any folder. It owns a single run's
+    check and its folder's lock from ``on_run_start`` to ``on_run_end``; ``on_job_start`` hands both to the
+    ``Task``, which runs without checking again."""
 
     kind = kinds.RUN  # what the folder it makes holds
 
@@ -201,15 +187,10 @@ class EarlyChecks(Callback):
 
 
 class Task:
-    """The task function Hydra runs for each job of a command (one ``Task`` per command: ``main`` makes it), and
-    the one channel by which a job's check reaches the job.
-
-    What checks a job's config before Hydra makes its folder hands the check over with ``expect``: the callback
-    ``EarlyChecks`` for a single run (with the folder it locked), a sweeper for the jobs of a multirun that its
-    launcher runs in this process. Hydra gives each of them this object (a callback's ``on_job_start``, a
-    sweeper's or launcher's ``setup``: ``task_function``); the job takes its check back by its folder (``take``)
-    and runs without checking again. A job that arrives unchecked (another process's launcher) is checked whole.
-    """
+    """The task function Hydra runs for each job of a command (one per command: ``main``), and the one channel
+    by which a job's check reaches it: what checked the job before Hydra made its folder (``EarlyChecks``, or a
+    sweeper whose launcher runs the job in this process; Hydra hands each of them this ``task_function``) calls
+    ``expect``; the job ``take``s its check back by its folder. A job that arrives unchecked is checked whole."""
 
     def __init__(self):
         self.waiting: dict[str, tuple] = {}  # a job's folder -> (its ``checks.Checked``, its locked RunFolder or None)

@@ -154,12 +154,11 @@ class RunFolder:
         except Exception as e:  # a truncated, corrupted or foreign file: torch raises many kinds
             raise UserError(f"{self.last} cannot be loaded ({type(e).__name__}): it is damaged or not a "
                             "reg_runner checkpoint") from None
-        missing = {"model", "optimizer", "scheduler", "rng", "state", "timing", "config"} - set(
-            checkpoint if isinstance(checkpoint, dict) else {})
+        parts = ("model", "optimizer", "scheduler", "rng", "state", "timing", "config")
+        missing = set(parts) - set(checkpoint if isinstance(checkpoint, dict) else {})
         if not isinstance(checkpoint, dict) or missing:
             raise UserError(f"{self.last} is not a reg_runner checkpoint (missing {sorted(missing)})")
-        bad = [k for k in ("model", "optimizer", "scheduler", "rng", "state", "timing", "config")
-               if not isinstance(checkpoint[k], dict)]
+        bad = [k for k in parts if not isinstance(checkpoint[k], dict)]
         if bad:
             raise UserError(f"{self.last} is damaged: its {bad[0]} is not what reg_runner writes; start the run again")
         checkpoint["config"] = upgrade(checkpoint["config"])

@@ -1,8 +1,6 @@
-"""Runs, top to bottom: check the configs, lock and prepare the folders, assemble the data, the stacked
-model and its members (``reg_runner.assembly``), train, record.
-
-``run`` is one run; ``run_stack`` trains several runs of one architecture as one (a single run is a
-stack of one: there is one engine). Each run's folder and records are exactly what it would have
+"""Runs, top to bottom (``run_stack``): check the configs, lock the folders, record, assemble the data, the
+stacked model and its members (``reg_runner.assembly``), train. Several runs of one architecture train as one
+(a single run is a stack of one: there is one engine). Each run's folder and records are exactly what it would have
 alone, and on CPU so are its numbers.
 """
 
@@ -31,16 +29,6 @@ from reg_runner.trainer.listeners import Clock, Progress, Records
 from reg_runner.trainer.precision import warn_if_slow
 
 log = logging.getLogger(__name__)
-
-
-def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overrides=(), trial=None) -> float:
-    """Train as ``cfg`` says, record everything in ``run_dir``; return the best validation objective.
-
-    ``resume``: continue the run in ``run_dir`` from its ``checkpoints/last.pt`` (``cfg`` is the
-    run's own resolved config): model, optimizer, scheduler, loop and early-stopping state, every
-    RNG state and the TensorBoard step, so the run ends with the numbers it would have had.
-    """
-    return run_stack([Job(cfg, Path(run_dir), tuple(overrides), trial)], multirun=multirun, resume=resume)[0]
 
 
 def check(job: Job) -> checks.Checked:

@@ -19,7 +19,7 @@ from test_trust import NoFloat64
 
 from reg_runner import checks
 from reg_runner import config as config_lib
-from reg_runner.run import Job, run, run_stack
+from reg_runner.run import Job, run_stack
 from reg_runner.trainer.engine import Engine
 
 pytestmark = pytest.mark.cuda
@@ -37,7 +37,7 @@ def test_a_cuda_run_makes_no_float64_tensor(tiny_data, tmp_path):
                             "augmentation=noise_affine", "scheduler=plateau", "logging.histograms=2",
                             "trainer.grad_clip=1.0"))
     with NoFloat64():
-        run(cfg, tmp_path / "run")
+        run_stack([Job(cfg, tmp_path / "run")])
     assert read_metrics(tmp_path / "run")["status"] == "completed"
 
 
@@ -124,7 +124,7 @@ def test_the_data_and_the_model_live_on_the_gpu_and_checkpoints_on_the_host(tiny
         assert split.x.is_cuda and split.y.is_cuda
     assert all(t.is_cuda for t in [*built.model.parameters(), *built.model.buffers()])
     assert all(g.device.type == "cuda" for g in built.members[0].gens.values())
-    run(cfg, tmp_path / "run")  # a checkpoint written on the GPU loads on a machine without one
+    run_stack([Job(cfg, tmp_path / "run")])  # a checkpoint written on the GPU loads on a machine without one
     for name in ("last.pt", "best.pt", "init.pt"):
         checkpoint = torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=True)
         tensors = [t for t in _leaves(checkpoint) if isinstance(t, torch.Tensor)]

@@ -48,12 +48,12 @@ def compose(*overrides):
 @pytest.mark.parametrize("data", [*IDX_FAMILIES, "cifar10"])
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_every_model_family_trains_on_every_data_family(roots, tmp_path, model, data):
-    from reg_runner.run import run
+    from reg_runner.run import Job, run_stack
 
     extra = ["augmentation=crop", "augmentation.flip=true", "model.norm=batchnorm"] if data == "cifar10" else []
     settings = (f"model={model}", f"data={data}", f"data.root={roots[data]}", *tiny("trainer.batch_size=20"), *extra)
     cfg = compose(*settings, "logging.histograms=2")
-    run(cfg, tmp_path / "run")
+    run_stack([Job(cfg, tmp_path / "run")])
     m = read_metrics(tmp_path / "run")
     assert m["status"] == "completed" and m["epochs_run"] == 2
     shape = [3, 32, 32] if data == "cifar10" else [1, 8, 8]
