@@ -369,6 +369,7 @@ def option_runs(epochs: int, logging: tuple = ()) -> dict[str, list[str]]:
 
 def options(ctx: Context, limit: float) -> None:
     """A short run of every option; the options of one structure as one stack, run by run if the stack fails."""
+    from reg_runner import checks
     from reg_runner import config as config_lib
 
     r, runs = ctx.report, option_runs(ctx.sizes["option_epochs"], ctx.sizes["option_logging"])
@@ -377,7 +378,7 @@ def options(ctx: Context, limit: float) -> None:
         o = [*ctx.common, *overrides]
         try:
             cfg = compose(o)
-            checked = config_lib.check(cfg, o, through=3)
+            checked = checks.check(cfg, o, through=3)
         except Exception as e:
             r.row("options", name, "failed", f"refused: {e}")
             continue
@@ -427,6 +428,7 @@ def options(ctx: Context, limit: float) -> None:
 
 def stack_vs_lone(ctx: Context, limit: float) -> None:
     """A stack mixing seeds, lrs, dropout and L2, each member against its lone run on this device."""
+    from reg_runner import checks
     from reg_runner import config as config_lib
     from reg_runner import exactness
 
@@ -463,7 +465,7 @@ def stack_vs_lone(ctx: Context, limit: float) -> None:
     if ctx.budget.left(limit) < MIN_ITEM_S:
         r.row("stack vs lone", "probe on random inputs", "skipped", left_text(ctx, limit, MIN_ITEM_S))
         return
-    checked = config_lib.check(compose(common), common, through=3)
+    checked = checks.check(compose(common), common, through=3)
     t, split = checked.cfg.trainer, checked.split
     train_rows, eval_rows = exactness.shapes(split.n_train, t.batch_size, t.drop_last,
                                              [len(split.val_idx), split.n_test], t.eval_batch_size)
@@ -576,13 +578,14 @@ def utilisation(device: torch.device) -> tuple[int | None, str | None]:
 
 def time_stack(ctx: Context, k: int, limit: float) -> dict:
     """The engine's epochs for K reference runs (seeds 0..K-1) as one stack, without records."""
+    from reg_runner import checks
     from reg_runner import config as config_lib
     from reg_runner.assembly import assemble
     from reg_runner.trainer.engine import Engine
 
     overrides = list(ctx.common)  # trainer.epochs stays 1000: no member ends while it is timed
     cfg = compose(overrides)
-    checked = config_lib.check(cfg, overrides)  # the data, the machine (memory): the reference config, checked
+    checked = checks.check(cfg, overrides)  # the data, the machine (memory): the reference config, checked
     cfgs = [checked.cfg] * k  # the members differ in their seed alone, which the member takes from its record
     configs = [dict(config_lib.as_data(cfg), seed=seed) for seed in range(k)]
     cuda = ctx.device.type == "cuda"
@@ -857,6 +860,7 @@ def arguments(argv=None):
 
 def data_overrides(parser, args) -> list[str]:
     """The data every run reads: the reference task (or ``--dry-run``'s tiny part of it), checked now."""
+    from reg_runner import checks
     from reg_runner import config as config_lib
     from reg_runner.errors import UserError
 
@@ -871,7 +875,7 @@ def data_overrides(parser, args) -> list[str]:
             parser.error(f"argument --data-root: {e}")
     counted = ["data.train_fraction=0.5", "trainer.batch_size=1"] if args.dry_run else []  # any size: counted
     try:
-        checked = config_lib.check(compose([*root, "trainer.device=cpu", *counted]), through=3)
+        checked = checks.check(compose([*root, "trainer.device=cpu", *counted]), through=3)
     except UserError as e:  # missing, unreadable, not MNIST's four files
         parser.error(f"argument --data-root: {e}" if args.data_root else str(e))
     if not args.dry_run:

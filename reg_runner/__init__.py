@@ -1,4 +1,13 @@
-"""reg_runner: a Hydra-configured runner for studying regularization on small networks."""
+"""reg_runner: a Hydra-configured runner for studying regularization on small networks.
+
+From ``python -m reg_runner`` to the training loop, five files, each call made where it is written:
+
+    __main__.py        cli.entry()
+    cli.py             parse (Hydra), check and lock (EarlyChecks, before Hydra makes the folder), Task
+    run.py             run_stack: check what is left, lock, record, assemble, train
+    assembly.py        Job (one run of a stack); assemble: data on the device, the stacked model, its members
+    trainer/engine.py  Engine: the loop, its evaluations and listeners
+"""
 
 import os as _os
 import sys as _sys

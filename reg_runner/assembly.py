@@ -13,12 +13,39 @@ from pathlib import Path
 
 import torch
 
+from reg_runner.checks import Checked
+from reg_runner.config import RunConfig
 from reg_runner.data import tensors
 from reg_runner.device import resolve as resolve_device
 from reg_runner.errors import UserError
+from reg_runner.records import RunFolder
 from reg_runner.trainer.member import Member
+from reg_runner.trainer.trial import TrialLink
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One run, from the command to its member in a stack. What the command gives it: ``composed`` (the config
+    Hydra composed), its folder, the command line's overrides, its Optuna trial in a study sweep. Then what the
+    run makes of these before it trains, in this order: its check (``checked``; ``settings``, the typed config it
+    holds), its folder locked, its config as recorded (``recorded``: plain data, the seed actually used), and the
+    checkpoint it resumes from."""
+
+    composed: object  # Hydra's DictConfig, or a plain mapping of the same keys
+    run_dir: Path
+    overrides: tuple = ()
+    trial: TrialLink | None = None
+    checked: Checked | None = None  # its config's check so far, if made (the CLI's callback's, a sweeper's)
+    folder: RunFolder | None = None  # its folder, once locked (the CLI's callback locks a single run's)
+    recorded: dict | None = None  # resolved_config.yaml's content
+    checkpoint: dict | None = None  # checkpoints/last.pt, when it resumes
+
+    @property
+    def settings(self) -> RunConfig:
+        """The checked, typed config."""
+        return self.checked.cfg
 
 
 def stacked(model_cfgs: list, shape: tuple[int, ...], n_classes: int, device: torch.device,
@@ -59,24 +86,24 @@ class Assembly:
         return sum(p[0].numel() for p in self.model.parameters())
 
 
-def assemble(cfgs: list, configs: list[dict], run_dirs: list[Path], checkpoints: list, trials: list,
-             on_data=lambda data: None) -> Assembly:
-    """The runs ``cfgs`` (checked ``RunConfig``s of one structure; ``configs``: their recorded configs) as one
-    stack: data on the device, the stacked model with each member initialized from its seed or restored from
-    its checkpoint (``checkpoints[k]``, or None), and the members attached to their slices. ``on_data``: called
-    once the data is loaded (a run records what it trains on even if what follows fails)."""
-    cfg0 = cfgs[0]
-    device = resolve_device(cfg0.trainer.device)
-    torch.manual_seed(configs[0]["seed"])  # torch's global generator, for code outside reg_runner
-    data = tensors.load(cfg0.data, device)
+def assemble(jobs: list[Job], on_data=lambda data: None) -> Assembly:
+    """The runs ``jobs`` (checked, of one structure, their configs recorded) as one stack: data on the device,
+    the stacked model with each member initialized from its seed or restored from its checkpoint, and the
+    members attached to their slices. ``on_data``: called once the data is loaded (a run records what it trains
+    on even if what follows fails)."""
+    first = jobs[0].settings
+    device = resolve_device(first.trainer.device)
+    torch.manual_seed(jobs[0].recorded["seed"])  # torch's global generator, for code outside reg_runner
+    data = tensors.load(first.data, device)
     on_data(data)
-    members = [Member(c, config, d, config["seed"], data, device, trial)
-               for c, config, d, trial in zip(cfgs, configs, run_dirs, trials)]
+    members = [Member(job.settings, job.recorded, job.run_dir, job.recorded["seed"], data, device, job.trial)
+               for job in jobs]
     model = stacked([m.cfg.model for m in members], data.shape, data.n_classes, device,
                     [m.gens["dropout"] for m in members])
     params = list(model.parameters())
     resumed = set()
-    for k, (m, checkpoint) in enumerate(zip(members, checkpoints)):
+    for k, (m, job) in enumerate(zip(members, jobs)):
+        checkpoint = job.checkpoint
         if checkpoint is None:
             m.cfg.model.initialize(model, k, m.gens["init"])
         else:
@@ -96,4 +123,4 @@ def assemble(cfgs: list, configs: list[dict], run_dirs: list[Path], checkpoints:
             resumed.add(m)
             m.extra.update(resumed=True, timing_before=checkpoint["timing"], first_epoch=m.state.epoch)
             log.info("resuming %s at epoch %d of %d", m.run_dir, m.state.epoch, m.cfg.trainer.epochs)
-    return Assembly(device, data, model, plain(cfg0.model, data.shape, data.n_classes, device), members, resumed)
+    return Assembly(device, data, model, plain(first.model, data.shape, data.n_classes, device), members, resumed)

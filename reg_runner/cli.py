@@ -1,4 +1,6 @@
-"""``python -m reg_runner [overrides]``: Hydra composes ``conf/config.yaml`` with the overrides, then one run."""
+"""``python -m reg_runner [overrides]``: the command line (``entry``), Hydra's callback that checks a run and
+locks its folder before Hydra makes it (``EarlyChecks``), and the task Hydra runs (``Task``: ``run.run_stack``).
+The whole path from the command to the loop is in the package's docstring."""
 
 import math
 import os
@@ -7,10 +9,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import ListConfig, OmegaConf
 
+from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
+from reg_runner.overrides import hydra_overrides, plain_overrides
+from reg_runner.signals import STOP
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
 TRUSTED = ("reg_runner.*", "optuna.samplers.*", "optuna.pruners.*")
@@ -72,50 +78,181 @@ _register("folder_name_excludes", folder_name_excludes, replace=True)  # what a 
 _register("options", lambda group: ", ".join(options(group)), replace=True)  # a group's options, in help texts
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED)
-def main(cfg) -> float:
-    import torch
-
-    from reg_runner.config import plain_overrides, take_over
-    from reg_runner.run import run  # torch is imported here, after Hydra has parsed the command line
-    from reg_runner.sweep.workers import joblib_workers
-
-    handed_over()
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    workers = joblib_workers(hc.launcher) if multirun else None
-    if workers:  # runs side by side share the cores: oversubscribed threads slow small batches 18-33x
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    overrides = plain_overrides(hc.overrides.task)
-    # the check made of this config before Hydra made the folder (the callback's, or the sweeper's in this process)
-    if not multirun:
-        with exit_on_user_error():
-            return run(cfg, Path(hc.runtime.output_dir), overrides=overrides, checked=take_over(cfg, overrides))
-    from reg_runner.sweep.trial import from_process
-
+def folder_to_make(key: str, folder) -> Path:
+    """A folder that can be made: not empty, not under a file, in a writable place."""
+    if folder is None or not str(folder).strip():
+        raise UserError(f"{key}={str(folder or '')!r} is not allowed: a folder path (empty would mean the "
+                        "current folder)")
+    path = Path(os.path.abspath(str(folder)))  # as Hydra makes a job's output_dir
+    parent = path
     try:
-        return run(cfg, Path(hc.runtime.output_dir), multirun=True, overrides=overrides, trial=from_process(hc),
-                   checked=take_over(cfg, overrides))
-    except UserError as e:  # this job fails alone, recorded in its folder; the sweep goes on
-        print(f"error: job {hc.job.num}: {one_line(e)}", file=sys.stderr, flush=True)
-        return math.nan
+        while not parent.exists():
+            if parent.is_symlink():
+                raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a link to nothing; choose "
+                                "another folder")
+            parent = parent.parent
+    except OSError as e:  # a name too long, a loop of links
+        raise UserError(f"{key}={str(folder)[:80]!r}... cannot be created: {e.strerror}; choose another folder") from None
+    if not parent.is_dir():
+        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a file; choose a folder elsewhere")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is not writable; choose a writable "
+                        "folder")
+    return path
+
+
+def make_folder(key: str, path: Path) -> list[Path]:
+    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line.
+    Returns the folders it made, the outermost first (to remove them if the command then stops)."""
+    made, parent = [], Path(path).absolute()
+    while not parent.exists() and parent != parent.parent:
+        made.insert(0, parent)
+        parent = parent.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{key}={str(path)!r} cannot be created: {e.strerror}; choose another folder") from None
+    return made
+
+
+class EarlyChecks(Callback):
+    """Hydra's callback: a run, or a whole multirun, checked before Hydra makes any folder. It owns a single run's
+    check and its folder's lock from ``on_run_start`` to ``on_run_end``; ``on_job_start`` hands both to the
+    ``Task``, which runs without checking again."""
+
+    kind = kinds.RUN  # what the folder it makes holds
+
+    def __init__(self):
+        self.ready: tuple | None = None  # (folder path, check, locked RunFolder) for the job Hydra runs next
+        self.folder = None  # the run's folder (``reg_runner.records.RunFolder``), locked until the run ends
+
+    def check_config(self, config, overrides):
+        """A run's config, through every stage (``reg_runner.checks.check``)."""
+        from reg_runner import checks
+
+        return checks.check(config, overrides)
+
+    def on_job_start(self, config, *, task_function, **kwargs) -> None:
+        if self.ready is not None and isinstance(task_function, Task):
+            task_function.expect(*self.ready)
+        self.ready = None
+
+    def on_run_end(self, config, **kwargs) -> None:
+        if self.folder is not None:
+            self.folder.unlock()
+
+    def on_run_start(self, config, **kwargs) -> None:
+        from reg_runner import config as config_lib
+
+        handed_over()  # Hydra has composed the config: its own errors are behind us
+        STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
+        with exit_on_user_error(in_callback=True):
+            config_lib.check_job_name(config.hydra)
+            hydra_overrides(config.hydra.overrides.hydra, multirun=False)
+            run_dir = folder_to_make("hydra.run.dir", config.hydra.run.dir)
+            checked = self.check_config(config, config.hydra.overrides.task)
+            from reg_runner.records import RunFolder  # after the checks: a refused value needs no records
+
+            folder = RunFolder(run_dir)
+            folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
+            made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
+            # the folder's one owner from its first byte: its lock, held until the run ends, before Hydra
+            # writes .hydra/; then the checks again, under the lock (another run may have started in between)
+            folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
+            if made:  # what a second Ctrl-C removes while the run has recorded nothing
+                STOP.made.append(run_dir)
+                STOP.parents.extend(made[:-1])
+            if not kinds.marker(run_dir):
+                kinds.mark(run_dir, self.kind)
+            self.ready, self.folder = (run_dir, checked, folder), folder
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from reg_runner import checks
+        from reg_runner.sweep import check_hydra, check_pruning
+
+        handed_over()
+        STOP.install()
+        sweep_plugins()  # Hydra makes the sweeper next
+        with exit_on_user_error(in_callback=True):
+            hydra_overrides(config.hydra.overrides.hydra, multirun=True)
+            sweep_dir = folder_to_make("hydra.sweep.dir", config.hydra.sweep.dir)
+            kind = kinds.kind_of(sweep_dir)
+            if kind not in (None, kinds.SWEEP):  # a sweep's runs would be made inside a run, a range test...
+                raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} is {kinds.WHAT[kind]}; choose another "
+                                "hydra.sweep.dir")
+            study = check_hydra(config.hydra, config.get("objective"))
+            # each value every job shares, alone (rules across keys may depend on what a job sweeps: the
+            # sweeper checks each job whole before it runs)
+            run = checks.check(config, through=1)
+            if study is not None:
+                check_pruning(study, run, run.objective)
+
+
+class Task:
+    """The task function Hydra runs for each job of a command (one per command: ``main``), and the one channel
+    by which a job's check reaches it: what checked the job before Hydra made its folder (``EarlyChecks``, or a
+    sweeper whose launcher runs the job in this process; Hydra hands each of them this ``task_function``) calls
+    ``expect``; the job ``take``s its check back by its folder. A job that arrives unchecked is checked whole."""
+
+    def __init__(self):
+        self.waiting: dict[str, tuple] = {}  # a job's folder -> (its ``checks.Checked``, its locked RunFolder or None)
+
+    def expect(self, run_dir, checked, folder=None) -> None:
+        """Keep ``checked`` (and the ``records.RunFolder`` locked for it) for the job that runs in ``run_dir``."""
+        self.waiting[os.path.abspath(run_dir)] = (checked, folder)
+
+    def take(self, run_dir) -> tuple:
+        """The check (and locked folder) kept for the job in ``run_dir``, then no longer kept; ``(None, None)``."""
+        return self.waiting.pop(os.path.abspath(run_dir), (None, None))
+
+    def __call__(self, cfg) -> float:
+        import torch
+
+        from reg_runner.run import Job, run_stack  # torch is imported here, after Hydra has parsed the command line
+        from reg_runner.trainer.trial import from_process
+        from reg_runner.sweep.workers import joblib_workers
+
+        handed_over()
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        workers = joblib_workers(hc.launcher) if multirun else None
+        if workers:  # runs side by side share the cores: oversubscribed threads slow small batches 18-33x
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        run_dir = Path(hc.runtime.output_dir)
+        checked, folder = self.take(run_dir)
+        job = Job(cfg, run_dir, tuple(plain_overrides(hc.overrides.task)), checked=checked, folder=folder,
+                  trial=from_process(hc) if multirun else None)
+        if not multirun:
+            with exit_on_user_error():
+                return run_stack([job])[0]
+        try:
+            return run_stack([job], multirun=True)[0]
+        except UserError as e:  # this job fails alone, recorded in its folder; the sweep goes on
+            print(f"error: job {hc.job.num}: {one_line(e)}", file=sys.stderr, flush=True)
+            return math.nan
+
+
+def main() -> None:
+    """``python -m reg_runner``: Hydra composes the config from the command line and runs a ``Task``."""
+    hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED)(Task())()
 
 
 # Hydra reports a mistake in the command line (an unknown group option, a misspelled key, an override its grammar
 # cannot read) from its own code, before any of ours runs, as several lines and exit 1. Its documented switch
-# HYDRA_FULL_ERROR=1 makes it raise the exception instead; ``entry`` sets it until Hydra hands over (our callback
-# or task calls ``handed_over``, which puts the user's own setting back) and turns the exception into one line.
-_held: dict = {}
+# HYDRA_FULL_ERROR=1 makes it raise the exception instead: ``entry`` sets it, with the user's own setting kept
+# beside it in the environment (``USER_FULL_ERROR``), until Hydra hands over (our callback or task calls
+# ``handed_over``, which puts the user's setting back), and turns an exception raised before then into one line.
+USER_FULL_ERROR = "REG_RUNNER_USER_HYDRA_FULL_ERROR"
 
 
 def handed_over() -> None:
     """Hydra has composed the config and runs our code: its errors from now on are reported its own way."""
-    if "full_error" in _held:
-        previous = _held.pop("full_error")
-        if previous is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
+    if USER_FULL_ERROR in os.environ:
+        previous = os.environ.pop(USER_FULL_ERROR)
+        if previous:
             os.environ["HYDRA_FULL_ERROR"] = previous
+        else:  # unset, or empty: the same to Hydra
+            os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 def entry(task=None) -> None:
@@ -132,13 +269,13 @@ def entry(task=None) -> None:
     refused = hydra_arguments_refused(sys.argv[1:])  # Hydra's own would print its usage, then the message
     if refused:
         refuse(refused)
-    _held["full_error"] = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ[USER_FULL_ERROR] = os.environ.get("HYDRA_FULL_ERROR", "")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         task()
     # Hydra's own argument rules (--multirun with --cfg...) are ValueErrors; any other exception is a bug of ours
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        if "full_error" not in _held:  # raised after Hydra handed over: not a command-line mistake
+        if USER_FULL_ERROR not in os.environ:  # raised after Hydra handed over: not a command-line mistake
             raise
         handed_over()
         refuse(hydra_error(e, sys.argv[1:]))

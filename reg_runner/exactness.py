@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reg_runner import atomic
-from reg_runner.records import cpu_name
+from reg_runner.fingerprint import cpu_name
 from reg_runner.signals import STOP
 
 log = logging.getLogger(__name__)

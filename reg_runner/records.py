@@ -2,8 +2,8 @@
 
     .hydra/                 Hydra's own: the composed config, the overrides, Hydra's settings
     resolved_config.yaml    the config with every interpolation resolved and the seed actually used
-    environment.json        every installed distribution's version, Python, the torch build (CUDA, cuDNN, MPS),
-                            CPU and GPU, git commit and changes, command line, host
+    environment.json        where and how it computed (``reg_runner.fingerprint``): every installed distribution's
+                            version, Python, the torch build, CPU and GPU, git commit and changes, command line, host
     source.patch            ``git diff HEAD`` of the reg_runner code, when it differed from its commit
     metrics.json            status, best epoch, best val, test at best, final, timing
     history.csv             one row per evaluation (the curves)
@@ -23,33 +23,24 @@ Ctrl-C: resumable), failed (an error after the run started; ``error`` says which
 
 import csv
 import fcntl
-import functools
 import io
 import json
 import os
-import platform
 import socket
-import subprocess
-import sys
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from reg_runner import atomic, kinds
-from reg_runner.errors import UserError, masked
+from reg_runner import atomic, fingerprint, kinds
+from reg_runner.errors import UserError
 from reg_runner.schema import upgrade
 
-# the packages a run's numbers depend on most, named first (``distributions`` holds every installed one)
-PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper",
-            "tensorboard", "datamaestro", "datamaestro-image", "pytorch-optimizer", "pydantic", "scipy", "matplotlib")
 # a run's status, as metrics.json records it: the one vocabulary (reg_runner.report and the sweeps read these)
 TRAINED = ("completed", "early_stopped")  # trained to the end: what a result (a group's mean, a trial's value) is of
 FINISHED = (*TRAINED, "pruned", "diverged")  # final: never resumed, never overwritten
 # what a folder may hold when a new run starts in it: Hydra's files for the job, and the run's lock
 BEFORE_START = (".hydra", "reg_runner.log", ".lock", kinds.MARKER)
-_HELD: dict[str, int] = {}  # the lock files this process holds (real path -> descriptor), for its life
 _CSV: dict[str, tuple] = {}  # history.csv as last written: columns, rows, the last row, the text
 
 
@@ -71,7 +62,6 @@ class RunFolder:
 
         self.lockfile = self.path / ".lock"
         self._lock_fd: int | None = None
-        self._adopted = False
 
     def recorded(self) -> dict | None:
         """metrics.json as recorded, None if there is none; ``{"status": "unreadable"}`` if damaged."""
@@ -164,12 +154,11 @@ class RunFolder:
         except Exception as e:  # a truncated, corrupted or foreign file: torch raises many kinds
             raise UserError(f"{self.last} cannot be loaded ({type(e).__name__}): it is damaged or not a "
                             "reg_runner checkpoint") from None
-        missing = {"model", "optimizer", "scheduler", "rng", "state", "timing", "config"} - set(
-            checkpoint if isinstance(checkpoint, dict) else {})
+        parts = ("model", "optimizer", "scheduler", "rng", "state", "timing", "config")
+        missing = set(parts) - set(checkpoint if isinstance(checkpoint, dict) else {})
         if not isinstance(checkpoint, dict) or missing:
             raise UserError(f"{self.last} is not a reg_runner checkpoint (missing {sorted(missing)})")
-        bad = [k for k in ("model", "optimizer", "scheduler", "rng", "state", "timing", "config")
-               if not isinstance(checkpoint[k], dict)]
+        bad = [k for k in parts if not isinstance(checkpoint[k], dict)]
         if bad:
             raise UserError(f"{self.last} is damaged: its {bad[0]} is not what reg_runner writes; start the run again")
         checkpoint["config"] = upgrade(checkpoint["config"])
@@ -184,19 +173,16 @@ class RunFolder:
         return checkpoint
 
     def lock(self, then=None, key: str | None = None) -> None:
-        """Hold this folder's lock for the life of this process (or until ``unlock``): a second
-        process is refused, and a run recorded as running without a holder is known to be dead.
+        """Hold this folder's lock until ``unlock`` (or this process ends): a second process is refused, and a
+        run recorded as running without a holder is known to be dead. A folder this object has locked already
+        (the callback's, before Hydra wrote ``.hydra/``, handed to the task) stays locked.
 
-        A lock this process already holds (taken before Hydra wrote ``.hydra/``) is adopted: it is kept
-        for the process's life, never released by this instance. ``then``: called once the lock is
-        held, before this process's id is written into ``.lock``: a refusal there changes nothing.
-        ``key``: the setting that named the folder, for the refusal's line."""
+        ``then``: called once the lock is held, before this process's id is written into ``.lock``: a refusal
+        there changes nothing. ``key``: the setting that named the folder, for the refusal's line."""
+        if self._lock_fd is not None:
+            return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            held = self._key()
-            if held in _HELD:
-                self._lock_fd, self._adopted = _HELD[held], True
-                return
             fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror}; choose a writable folder") from None
@@ -209,29 +195,25 @@ class RunFolder:
                                 f"({self.owner()}); choose another {key}") from None
             raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
                             "write into the same folder; wait for it, or stop it first") from None
-        self._lock_fd, self._adopted = fd, False
+        self._lock_fd = fd
         try:
             if then is not None:
                 then()
         except BaseException:
             self.unlock()
             raise
-        _HELD[held] = fd
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname())).encode())
 
     def unlock(self) -> None:
-        if self._lock_fd is not None and not self._adopted:
-            _HELD.pop(self._key(), None)
+        if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the lock
         self._lock_fd = None
 
-    def _key(self) -> str:
-        return os.path.realpath(self.lockfile)
-
     def in_use(self) -> bool:
-        """Whether another process holds the folder's lock (never while this one holds it)."""
-        if self._lock_fd is not None or self._key() in _HELD:
+        """Whether another process (or another ``RunFolder`` of this one) holds the folder's lock (not while this
+        object holds it)."""
+        if self._lock_fd is not None:
             return False
         try:
             fd = os.open(self.lockfile, os.O_RDONLY)
@@ -274,13 +256,13 @@ class RunFolder:
         ``stack``: the folders of the runs trained together with this one, in one process; ``trial``: the
         Optuna study and trial it ran for, in a study sweep."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
-        record = dict(environment(device, self._eval_precision()), stack=stack, trial=trial)
+        record = dict(fingerprint.environment(device, self._eval_precision()), stack=stack, trial=trial)
         git = dict(record["git"])
         diff = git.pop("diff", "")
         if "untracked" in git:
             git["untracked"] = list(git["untracked"])
         if diff:  # the changes that ran, beside the records (a resumed run on other code keeps both)
-            name = PATCH if resumed_at is None else f"source_resumed_{resumed_at}.patch"
+            name = fingerprint.PATCH if resumed_at is None else f"source_resumed_{resumed_at}.patch"
             try:
                 atomic.write_text(self.path / name, diff)
                 git["patch"] = name
@@ -352,135 +334,3 @@ def on_host(obj):
     if type(obj) in (list, tuple):
         return type(obj)(on_host(value) for value in obj)
     return obj
-
-
-SOURCE = Path(__file__).resolve().parent  # the reg_runner code whose commit and changes the records name
-PATCH = "source.patch"  # beside the records, when the code that ran differs from its commit
-
-
-def environment(device, eval_precision: str | None = None) -> dict:
-    """Where and how the run computed: versions, device, and what its numbers depend on besides the config
-    (on a CPU, the number of torch threads splits its sums differently: another count, other last digits).
-    What costs time (the installed distributions, git) is read once per process."""
-    import torch
-
-    versions = distributions()
-    return dict(
-        python=sys.version.split()[0],
-        python_implementation=platform.python_implementation(),
-        packages={name: versions.get(_normal(name)) for name in PACKAGES},
-        distributions=versions,  # every installed distribution, by its normalized name
-        torch_build=torch_build(),
-        device=str(device),
-        device_name=device_name(device),
-        cpu=cpu_name(),
-        gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        torch_threads=torch.get_num_threads(),  # set it with OMP_NUM_THREADS=<n> to give a run its numbers back
-        torch_interop_threads=torch.get_num_interop_threads(),
-        precision=dict(
-            train="fp32",
-            eval=eval_precision,  # trainer.eval_precision
-            float32_matmul=torch.get_float32_matmul_precision(),
-            deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
-        ),
-        platform=platform.platform(),
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        argv=[masked(a) for a in sys.argv],  # a storage URL's password hidden
-        git=git_state(SOURCE),
-    )
-
-
-def _normal(name: str) -> str:
-    """A distribution's name as packaging normalizes it (PEP 503): pytorch_optimizer is pytorch-optimizer."""
-    import re
-
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-@functools.cache
-def distributions() -> dict:
-    """Every distribution installed in this environment, name -> version (read once per process)."""
-    versions = {}
-    try:
-        for dist in metadata.distributions():
-            name = dist.metadata["Name"] if dist.metadata is not None else None
-            if name:
-                versions.setdefault(_normal(name), dist.version)
-    except Exception:  # a damaged installation's metadata: the record says what it could read
-        pass
-    return dict(sorted(versions.items()))
-
-
-@functools.cache
-def torch_build() -> dict:
-    """What torch was built with: its CUDA and cuDNN versions (null in a CPU build), and whether Apple's MPS
-    backend is there."""
-    import torch
-
-    def attempt(read):
-        try:
-            return read()
-        except Exception:  # a build without the backend
-            return None
-
-    return dict(
-        version=torch.__version__,
-        cuda=torch.version.cuda,
-        cudnn=attempt(torch.backends.cudnn.version),
-        cuda_available=attempt(torch.cuda.is_available),
-        mps_built=attempt(torch.backends.mps.is_built),
-        mps_available=attempt(torch.backends.mps.is_available),
-    )
-
-
-@functools.cache
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return cpu_name()
-    return device.type
-
-
-def git_state(folder: Path) -> dict:
-    """The commit of the reg_runner code that ran, whether its tree had changes, which untracked files it held,
-    and its changes against the commit (``diff``, written beside the records as ``source.patch``). Read once per
-    process; never an error: without git, or outside a repository, ``commit`` is null and ``error`` says why."""
-    return dict(_git_state(str(Path(folder).resolve())))
-
-
-@functools.cache
-def _git_state(folder: str) -> tuple:
-    def git(*args) -> str:
-        return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10,
-                              check=True).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").strip()
-    except FileNotFoundError:
-        return (("commit", None), ("error", "git is not installed"))
-    except subprocess.CalledProcessError as e:
-        reason = (e.stderr or "").strip().splitlines()
-        return (("commit", None), ("error", f"not a git repository with a commit ({reason[0] if reason else 'git failed'})"))
-    except (OSError, subprocess.SubprocessError) as e:
-        return (("commit", None), ("error", f"git failed ({type(e).__name__})"))
-    try:  # the whole repository's changes, paths from its top
-        diff = git("diff", "HEAD", "--no-color", "--no-ext-diff", "--binary")
-        untracked = git("ls-files", "--others", "--exclude-standard", "--full-name", ":/").splitlines()
-    except (OSError, subprocess.SubprocessError) as e:
-        return (("commit", commit), ("dirty", None), ("error", f"git diff failed ({type(e).__name__})"))
-    return (("commit", commit), ("dirty", bool(diff) or bool(untracked)), ("untracked", tuple(untracked)),
-            ("diff", diff))

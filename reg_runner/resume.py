@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from reg_runner import kinds
 from reg_runner.errors import Parser, UserError, exit_on_user_error
 from reg_runner.signals import stop_if_signalled
 
@@ -61,8 +62,8 @@ def main(argv=None) -> None:
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir", help="the folders of the runs to continue")
     args = parser.parse_args(argv)
     with exit_on_user_error():
+        from reg_runner import checks
         from reg_runner import config as config_lib
-        from reg_runner import kinds
         from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
 
         # each folder once, however written (realpath: a loop of links is then not a folder, not a traceback)
@@ -76,7 +77,7 @@ def main(argv=None) -> None:
                                                       "continues when its command is run again"})
             cfg = load_config(run_dir)
             try:
-                checked = config_lib.check(cfg, through=3)  # a damaged config gets one line before torch loads
+                checked = checks.check(cfg, through=3)  # a damaged config gets one line before torch loads
             except UserError as e:
                 raise UserError(f"{run_dir}: {e}") from None
             status = RunFolder(run_dir).status()

@@ -1,8 +1,6 @@
-"""Runs, top to bottom: check the configs, lock and prepare the folders, assemble the data, the stacked
-model and its members (``reg_runner.assembly``), train, record.
-
-``run`` is one run; ``run_stack`` trains several runs of one architecture as one (a single run is a
-stack of one: there is one engine). Each run's folder and records are exactly what it would have
+"""Runs, top to bottom (``run_stack``): check the configs, lock the folders, record, assemble the data, the
+stacked model and its members (``reg_runner.assembly``), train. Several runs of one architecture train as one
+(a single run is a stack of one: there is one engine). Each run's folder and records are exactly what it would have
 alone, and on CPU so are its numbers.
 """
 
@@ -11,13 +9,13 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from reg_runner import checks
 from reg_runner import config as config_lib
-from reg_runner.assembly import Assembly, assemble
+from reg_runner.assembly import Assembly, Job, assemble
 from reg_runner.config import first_difference, value_at
 from reg_runner.device import resolve as resolve_device
 from reg_runner.errors import UserError
@@ -25,7 +23,7 @@ from reg_runner.logging.tensorboard import TensorBoard
 from reg_runner.records import RunFolder
 from reg_runner.seeding import deterministic, resolve_seed
 from reg_runner.signals import STOP, in_worker
-from reg_runner.sweep.trial import Pruning
+from reg_runner.trainer.trial import Pruning
 from reg_runner.trainer.engine import Engine
 from reg_runner.trainer.listeners import Clock, Progress, Records
 from reg_runner.trainer.precision import warn_if_slow
@@ -33,73 +31,54 @@ from reg_runner.trainer.precision import warn_if_slow
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Job:
-    """A run to train: its composed config, its folder, and the command line's overrides (for the checks)."""
-
-    cfg: object
-    run_dir: Path
-    overrides: tuple = field(default_factory=tuple)
-    trial: object = None  # its Optuna trial (reg_runner.sweep.trial.TrialLink), in a study sweep
-    checked: config_lib.Checked | None = None  # its config's check so far, if made (a sweeper's, the CLI's callback)
-
-
-def run(cfg, run_dir: Path, multirun: bool = False, resume: bool = False, overrides=(), trial=None,
-        checked: config_lib.Checked | None = None) -> float:
-    """Train as ``cfg`` says, record everything in ``run_dir``; return the best validation objective.
-
-    ``resume``: continue the run in ``run_dir`` from its ``checkpoints/last.pt`` (``cfg`` is the
-    run's own resolved config): model, optimizer, scheduler, loop and early-stopping state, every
-    RNG state and the TensorBoard step, so the run ends with the numbers it would have had.
-    ``checked``: ``cfg``'s check so far (``Job.checked``).
-    """
-    return run_stack([Job(cfg, Path(run_dir), tuple(overrides), trial, checked)], multirun=multirun,
-                     resume=resume)[0]
-
-
-def check(job: Job) -> config_lib.Checked:
+def check(job: Job) -> checks.Checked:
     """The job's config through every stage: only those its ``checked`` has not passed (none, or the machine
     after a sweeper's check), or all of them if it comes unchecked."""
     if job.checked is None:
-        return config_lib.check(job.cfg, job.overrides)
-    return config_lib.carry_on(job.checked)
+        return checks.check(job.composed, job.overrides)
+    return checks.carry_on(job.checked)
 
 
 def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> list[float]:
-    """Train ``jobs`` as one stack (they must share their structure: ``config.structural_keys``)."""
+    """Train ``jobs`` as one stack (they must share their structure: ``config.structural_keys``): check, lock,
+    record, assemble, train."""
     t0 = time.perf_counter()
     STOP.install()  # already installed by the CLI's first callback, before any folder existed
-    checked = [check(job) for job in jobs]  # nothing is written before this passes
-    differing = config_lib.structural_difference([c.cfg for c in checked])
+    for job in jobs:  # nothing is written before this passes
+        job.checked = check(job)
+    differing = config_lib.structural_difference([job.settings for job in jobs])
     if differing:
         raise UserError(f"these runs cannot train as one stack: they differ in {differing}")
-    folders = [RunFolder(job.run_dir) for job in jobs]
     locked = []
     try:
-        for folder in folders:
-            folder.lock()
-            locked.append(folder)
-        STOP.resume_hint = "python -m reg_runner.resume " + " ".join(str(f.path) for f in folders)
-        configs, checkpoints = [], []
-        for job, folder in zip(jobs, folders):
-            checkpoint = folder.load_last() if resume else None
-            if not resume:
-                folder.refuse_existing()
-            folder.prepare()
-            config = config_lib.as_data(job.cfg)
-            if resume:
-                _same_config(folder, config, checkpoint)
-            else:
-                config["seed"] = resolve_seed(config["seed"])  # the seed actually used is what gets recorded
-                folder.write_config(OmegaConf.create(config))
-            configs.append(config)
-            checkpoints.append(checkpoint)
-        with deterministic(checked[0].cfg.trainer.deterministic):
-            return _train([c.cfg for c in checked], configs, folders, checkpoints, [job.trial for job in jobs],
-                          multirun, t0)
+        for job in jobs:
+            job.folder = job.folder or RunFolder(job.run_dir)
+            job.folder.lock()
+            locked.append(job.folder)
+        STOP.resume_hint = "python -m reg_runner.resume " + " ".join(str(job.folder.path) for job in jobs)
+        for job in jobs:
+            record(job, resume)
+        with deterministic(jobs[0].settings.trainer.deterministic):
+            return _train(jobs, multirun, t0)
     finally:
         for folder in locked:
             folder.unlock()
+
+
+def record(job: Job, resume: bool) -> None:
+    """The job's folder made ready and its config recorded (a new run, with the seed it uses), or its checkpoint
+    loaded and its config compared with the one it started with (a resumed run)."""
+    folder = job.folder
+    job.checkpoint = folder.load_last() if resume else None
+    if not resume:
+        folder.refuse_existing()
+    folder.prepare()
+    job.recorded = config_lib.as_data(job.composed)
+    if resume:
+        _same_config(folder, job.recorded, job.checkpoint)
+    else:
+        job.recorded["seed"] = resolve_seed(job.recorded["seed"])  # the seed actually used is what gets recorded
+        folder.write_config(OmegaConf.create(job.recorded))
 
 
 def check_resumable(cfg, run_dir: Path) -> None:
@@ -119,32 +98,30 @@ def _same_config(folder: RunFolder, config: dict, checkpoint: dict | None) -> No
                         "with: restore the file")
 
 
-def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: list, trials: list, multirun: bool,
-           t0: float) -> list[float]:
-    cfg0 = cfgs[0]
-    tc = cfg0.trainer
+def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
+    first = jobs[0].settings
+    tc = first.trainer
     built: Assembly | None = None
     data_info = {}
 
     def record_failure(error: str) -> None:
-        for i, folder in enumerate(folders):
+        for i, job in enumerate(jobs):
             if built is not None:
-                record = built.members[i].metrics(data_info or None, built.n_parameters, {})
+                metrics = built.members[i].metrics(data_info or None, built.n_parameters, {})
             else:
-                record = dict(status=None, seed=configs[i]["seed"], objective=cfgs[i].objective, epochs_run=0)
-            folder.write_metrics(dict(record, status="failed", error=error))
+                metrics = dict(status=None, seed=job.recorded["seed"], objective=job.settings.objective, epochs_run=0)
+            job.folder.write_metrics(dict(metrics, status="failed", error=error))
 
     try:
         device = resolve_device(tc.device)
         warn_if_slow(tc.eval_precision, device)
-        stack = [str(f.path) for f in folders] if len(folders) > 1 else None
-        for folder, checkpoint, trial in zip(folders, checkpoints, trials):
-            folder.write_environment(device, resumed_at=checkpoint["state"]["epoch"] if checkpoint else None,
-                                     stack=stack, trial=trial.describe() if trial else None)
-        built = assemble(cfgs, configs, [f.path for f in folders], checkpoints, trials,
-                         on_data=lambda data: data_info.update(data.info))
+        stack = [str(job.folder.path) for job in jobs] if len(jobs) > 1 else None
+        for job in jobs:
+            job.folder.write_environment(device, resumed_at=job.checkpoint["state"]["epoch"] if job.checkpoint else None,
+                                         stack=stack, trial=job.trial.describe() if job.trial else None)
+        built = assemble(jobs, on_data=lambda data: data_info.update(data.info))
         members, data, n_params = built.members, built.data, built.n_parameters
-        show = cfg0.logging.progress if cfg0.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
+        show = first.logging.progress if first.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
         tensorboard = TensorBoard(data, built.plain, built.resumed)
         pruning = Pruning(members)  # first: a run it stops is recorded as pruned at this epoch
         listeners = [pruning] if pruning.active else []
@@ -154,7 +131,7 @@ def _train(cfgs, configs: list[dict], folders: list[RunFolder], checkpoints: lis
                       Progress(show, tc.epochs, min(m.state.epoch for m in members))]
         engine = Engine(built.model, data, members, listeners, detail=tensorboard.wants_histograms)
         seeds = ", ".join(str(m.seed) for m in members)
-        log.info("model: %s, %d parameters, on %s; %s %s", cfg0.model.describe(), n_params, built.device,
+        log.info("model: %s, %d parameters, on %s; %s %s", first.model.describe(), n_params, built.device,
                  "seed" if len(members) == 1 else f"{len(members)} runs as one stack, seeds", seeds)
         for trainer in {m.cfg.trainer.early_stopping.patience: m.cfg.trainer for m in members}.values():
             warn_idle_early_stopping(trainer)

@@ -245,11 +245,8 @@ def call_in_process(main, argv: list[str], cwd: Path, env: dict, run_dir=None) -
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from reg_runner import cli as cli_module
-    from reg_runner import records
     from reg_runner.signals import STOP
 
-    held_before = dict(records._HELD)  # folder locks, held for a process's life: released as its end would
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
     saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     saved_hook = sys.excepthook
@@ -271,11 +268,6 @@ def call_in_process(main, argv: list[str], cwd: Path, env: dict, run_dir=None) -
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         GlobalHydra.instance().clear()
-        cli_module._held.clear()
-        for key, fd in list(records._HELD.items()):
-            if held_before.get(key) != fd:
-                records._HELD.pop(key)
-                os.close(fd)
         STOP.restore()
         STOP.signal, STOP.resume_hint, STOP.made, STOP.parents = None, None, [], []
         for sig, handler in saved_signals.items():

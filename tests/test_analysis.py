@@ -13,6 +13,7 @@ from conftest import read_metrics
 
 from reg_runner.sweep import analysis
 from reg_runner.sweep import trial as trial_lib
+from reg_runner.trainer import trial as run_trial
 from reg_runner.sweep.trial import RUN_DIR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -145,7 +146,7 @@ def test_the_reports_search_reads_its_study_without_writing_it(tmp_path):
         analysis.search(root, tmp_path / "out", plots=False)
     assert "\n" not in str(refused.value) and not (root / "study.db").exists()
     with pytest.raises(UserError, match="does not exist"):  # a run reporting to the study: not made again either
-        trial_lib._database(url)
+        run_trial._database(url)
     assert not (root / "study.db").exists()
 
 
@@ -154,7 +155,7 @@ def test_a_storage_password_never_shows(tmp_path, monkeypatch):
     trials.csv, a refusal's message, environment.json's command line."""
     import torch
 
-    from reg_runner import records
+    from reg_runner import fingerprint
     from reg_runner.errors import ConfigError, masked, one_line
 
     secret = "postgresql://user:hunter2@127.0.0.1:1/db"
@@ -170,5 +171,5 @@ def test_a_storage_password_never_shows(tmp_path, monkeypatch):
     assert "hunter2" not in table and "postgresql://user:***@host/db" in table
     assert "hunter2" not in str(ConfigError("hydra.sweeper.storage", secret, "a database")) + one_line(secret)
     monkeypatch.setattr(sys, "argv", ["reg_runner", f"hydra.sweeper.storage={secret}"])
-    assert records.environment(torch.device("cpu"))["argv"][1] == ("hydra.sweeper.storage=postgresql://user:***@"
+    assert fingerprint.environment(torch.device("cpu"))["argv"][1] == ("hydra.sweeper.storage=postgresql://user:***@"
                                                                    "127.0.0.1:1/db")

@@ -390,7 +390,7 @@ def rejection(overrides: list[str], data_root) -> str | None:
     from hydra.core.global_hydra import GlobalHydra
 
     from reg_runner.errors import CONFIG_DIR, hydra_error
-    from reg_runner.config import check
+    from reg_runner.checks import check
     from reg_runner.errors import UserError
 
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
@@ -557,9 +557,9 @@ def test_memory_is_the_whole_footprint_and_its_refusal_names_the_key_that_sizes_
                                                                                     expected):
     from conftest import CLI
 
-    from reg_runner import config
+    from reg_runner import checks
 
-    monkeypatch.setattr(config, "memory_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr(checks, "memory_bytes", lambda: 8 * 2**30)
     cli = CLI(tmp_path, make_tiny_mnist(tmp_path / "data", side=28))
     proc = cli(*overrides.split(), "data.train_fraction=0.6", "trainer.batch_size=300", check=False, in_process=True)
     assert_one_line_error(proc, expected)

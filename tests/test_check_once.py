@@ -6,6 +6,7 @@ from collections import Counter
 import pytest
 
 from conftest import tiny
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner.errors import CONFIG_DIR
 
@@ -14,7 +15,7 @@ STAGES = {1: "parse", 2: "rules", 3: "against_data", 4: "against_machine"}
 
 @pytest.fixture
 def stages(monkeypatch) -> dict[int, Counter]:
-    """How many times each stage of ``config.check`` ran, per config (by its seed: each job's differs)."""
+    """How many times each stage of ``checks.check`` ran, per config (by its seed: each job's differs)."""
     calls = {stage: Counter() for stage in STAGES}
 
     def counted(stage, real):
@@ -29,7 +30,7 @@ def stages(monkeypatch) -> dict[int, Counter]:
         return wrapper
 
     for stage, name in STAGES.items():
-        monkeypatch.setattr(config_lib, name, counted(stage, getattr(config_lib, name)))
+        monkeypatch.setattr(checks, name, counted(stage, getattr(checks, name)))
     return calls
 
 
@@ -37,7 +38,6 @@ def test_a_single_run_is_checked_once(cli, stages):
     proc = cli("seed=3", "trainer.epochs=1", check=False, in_process=True)
     assert proc.returncode == 0, proc.stderr
     assert {stage: dict(counts) for stage, counts in stages.items()} == {1: {3: 1}, 2: {3: 1}, 3: {3: 1}, 4: {3: 1}}
-    assert not config_lib._HANDED  # the run took its check over
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=stacked"]], ids=["basic", "stacked"])
@@ -49,7 +49,6 @@ def test_a_multiruns_jobs_are_each_checked_once(cli, stages, launcher):
     assert dict(stages[1]) == {0: 1, 1: 1, 2: 1}
     assert dict(stages[2]) == dict(stages[3]) == {1: 1, 2: 1}
     assert dict(stages[4]) == {1: 1}
-    assert not config_lib._HANDED
 
 
 def composed(data, *overrides):
@@ -63,31 +62,29 @@ def composed(data, *overrides):
 
 def test_carry_on_runs_only_the_stages_not_passed(tiny_data, stages):
     cfg = composed(tiny_data, "seed=5")
-    checked = config_lib.check(cfg, through=3)
+    checked = checks.check(cfg, through=3)
     assert checked.stage == 3 and not stages[4]
-    done = config_lib.carry_on(checked)
+    done = checks.carry_on(checked)
     assert done.stage == 4 and done.cfg is checked.cfg and stages[4][5] == 1
-    assert config_lib.carry_on(done) is done and stages[4][5] == 1
-    assert config_lib.carry_on(checked, through=3) is checked
+    assert checks.carry_on(done) is done and stages[4][5] == 1
+    assert checks.carry_on(checked, through=3) is checked
     passed = set()  # a sweep's jobs equal in all that the machine stage reads: checked against it once
-    other = config_lib.check(composed(tiny_data, "seed=6"), through=3)
-    assert config_lib.carry_on(checked, passed=passed).stage == config_lib.carry_on(other, passed=passed).stage == 4
+    other = checks.check(composed(tiny_data, "seed=6"), through=3)
+    assert checks.carry_on(checked, passed=passed).stage == checks.carry_on(other, passed=passed).stage == 4
     assert dict(stages[4]) == {5: 2}
     assert dict(stages[2]) == dict(stages[3]) == {5: 1, 6: 1}
 
 
-def test_a_check_is_handed_over_once_to_the_same_config(tiny_data):
-    config_lib.forget_handed()
-    cfg = composed(tiny_data, "seed=5")
-    checked = config_lib.check(cfg, ["seed=5"], through=3)
-    config_lib.hand_over(checked, cfg, ["seed=5", "++hydra.job.env_set.X=1"])  # Hydra's own: not the task's
-    assert config_lib.take_over(composed(tiny_data, "seed=6"), ["seed=5"]) is None  # another config
-    assert config_lib.take_over(cfg, ["seed=5", "reg.l1=0"]) is None  # other overrides
-    assert config_lib.take_over(cfg, ["seed=5"]) is checked
-    assert config_lib.take_over(cfg, ["seed=5"]) is None  # taken: the next is checked again
-    config_lib.hand_over(checked, cfg, ["seed=5"])
-    config_lib.forget_handed()
-    assert config_lib.take_over(cfg, ["seed=5"]) is None
+def test_a_check_is_taken_over_once_by_the_job_of_its_folder(tiny_data, tmp_path):
+    from reg_runner.cli import Task
+
+    task = Task()
+    checked = checks.check(composed(tiny_data, "seed=5"), ["seed=5"], through=3)
+    task.expect(tmp_path / "a" / ".." / "run", checked, "locked folder")
+    assert task.take(tmp_path / "other") == (None, None)  # another job's folder
+    assert task.take(tmp_path / "run") == (checked, "locked folder")
+    assert task.take(tmp_path / "run") == (None, None)  # taken: the next is checked again
+    assert Task().take(tmp_path / "run") == (None, None)  # another command's task holds nothing of this one
 
 
 @pytest.fixture
@@ -113,4 +110,3 @@ def test_a_searchs_trials_arrive_checked(cli, arrived, launcher):
                "trainer.epochs=1", *launcher, check=False, in_process=True)
     assert proc.returncode == 0, proc.stderr
     assert arrived == [4, 4]
-    assert not config_lib._HANDED

@@ -63,11 +63,11 @@ def _compose(*overrides, config="config"):
 @pytest.fixture(scope="module")
 def cnn_run(tmp_path_factory, tiny_data):
     """A finished tiny CNN run with BatchNorm, dropout, L2 and histograms, trained in this process."""
-    from reg_runner.run import run
+    from reg_runner.run import Job, run_stack
 
     run_dir = tmp_path_factory.mktemp("cnn") / "run"
-    run(_compose(f"data.root={tiny_data}", *tiny("trainer.epochs=3"), *CNN, "model.dropout=0.1", "reg.l2=0.001",
-                 "logging.histograms=2", "augmentation=crop"), run_dir)
+    run_stack([Job(_compose(f"data.root={tiny_data}", *tiny("trainer.epochs=3"), *CNN, "model.dropout=0.1",
+                            "reg.l2=0.001", "logging.histograms=2", "augmentation=crop"), run_dir)])
     return run_dir
 
 

@@ -17,8 +17,9 @@ from test_resume import no_run_outlives_its_test  # noqa: F401 (an autouse fixtu
 from test_resume import STATEFUL, resume, start, wait_for_epoch
 from test_trust import NoFloat64
 
+from reg_runner import checks
 from reg_runner import config as config_lib
-from reg_runner.run import Job, run, run_stack
+from reg_runner.run import Job, run_stack
 from reg_runner.trainer.engine import Engine
 
 pytestmark = pytest.mark.cuda
@@ -36,7 +37,7 @@ def test_a_cuda_run_makes_no_float64_tensor(tiny_data, tmp_path):
                             "augmentation=noise_affine", "scheduler=plateau", "logging.histograms=2",
                             "trainer.grad_clip=1.0"))
     with NoFloat64():
-        run(cfg, tmp_path / "run")
+        run_stack([Job(cfg, tmp_path / "run")])
     assert read_metrics(tmp_path / "run")["status"] == "completed"
 
 
@@ -113,17 +114,17 @@ def test_sigkill_then_resume_on_cuda_gives_the_uninterrupted_numbers(cli, tmp_pa
 
 
 def test_the_data_and_the_model_live_on_the_gpu_and_checkpoints_on_the_host(tiny_data, tmp_path):
-    from reg_runner.assembly import assemble
+    from reg_runner.assembly import Job, assemble
 
     cfg = compose(*settings(tiny_data, "model.norm=batchnorm", "model.dropout=0.2"))
-    checked = config_lib.check(cfg)
+    checked = checks.check(cfg)
     config = dict(config_lib.as_data(cfg), seed=0)
-    built = assemble([checked.cfg], [config], [tmp_path / "a"], [None], [None])
+    built = assemble([Job(cfg, tmp_path / "a", checked=checked, recorded=config)])
     for split in (built.data.train, built.data.val, built.data.test):
         assert split.x.is_cuda and split.y.is_cuda
     assert all(t.is_cuda for t in [*built.model.parameters(), *built.model.buffers()])
     assert all(g.device.type == "cuda" for g in built.members[0].gens.values())
-    run(cfg, tmp_path / "run")  # a checkpoint written on the GPU loads on a machine without one
+    run_stack([Job(cfg, tmp_path / "run")])  # a checkpoint written on the GPU loads on a machine without one
     for name in ("last.pt", "best.pt", "init.pt"):
         checkpoint = torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=True)
         tensors = [t for t in _leaves(checkpoint) if isinstance(t, torch.Tensor)]
@@ -147,7 +148,7 @@ def test_float32_products_are_float32_on_cuda(tiny_data):
     float64 computation on the CPU to float32's precision."""
     from reg_runner.assembly import stacked
 
-    checked = config_lib.check(compose(*settings(tiny_data, "model.width=100")))
+    checked = checks.check(compose(*settings(tiny_data, "model.width=100")))
     model_cfg, shape = checked.cfg.model, (1, 28, 28)
     gpu = stacked([model_cfg] * 4, shape, 10, torch.device("cuda"))
     for k in range(4):

@@ -81,7 +81,8 @@ def test_a_data_folder_is_checked_against_the_published_md5s(tmp_path, monkeypat
     that differs; MNIST by its uncompressed content (the package's copy is compressed again, and is MNIST)."""
     from conftest import make_tiny_cifar, make_tiny_mnist
 
-    from reg_runner.data import cifar10, fashion_mnist, kmnist, read, store
+    from reg_runner.data import cifar10, fashion_mnist, kmnist, store
+    from reg_runner.data.split import read
 
     monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "store"))
     store.check_published(mnist.MNIST, mnist.EMBEDDED)  # MNIST itself

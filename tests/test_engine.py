@@ -8,9 +8,10 @@ import pytest
 import torch
 from conftest import make_tiny_mnist, tiny
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner import exactness
-from reg_runner.assembly import assemble, plain, stacked
+from reg_runner.assembly import Job, assemble, plain, stacked
 from reg_runner.errors import CONFIG_DIR
 from reg_runner.reg.penalty import penalized
 from reg_runner.signals import STOP
@@ -30,14 +31,13 @@ def checked(data, *overrides, shared=SHARED):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR):
         cfg = compose("config", overrides=tiny(f"data.root={data}", *shared, *overrides))
-    return config_lib.check(cfg, list(overrides), through=3), config_lib.as_data(cfg)
+    return checks.check(cfg, list(overrides), through=3), config_lib.as_data(cfg)
 
 
 def train(runs, tmp_path, checkpoints=None, listeners=()):
     """An engine over the runs (``checked``'s), as one stack; its members and model once it has run."""
-    built = assemble([c.cfg for c, _ in runs], [config for _, config in runs],
-                     [tmp_path / f"m{k}" for k in range(len(runs))], checkpoints or [None] * len(runs),
-                     [None] * len(runs))
+    built = assemble([Job(config, tmp_path / f"m{k}", checked=c, recorded=config,
+                          checkpoint=checkpoints[k] if checkpoints else None) for k, (c, config) in enumerate(runs)])
     members = list(built.members)
     finals = {}
 

@@ -7,7 +7,7 @@ from importlib import metadata
 import pytest
 import torch
 
-from reg_runner import records
+from reg_runner import fingerprint
 from reg_runner.records import RunFolder
 
 
@@ -25,10 +25,10 @@ def source(tmp_path, monkeypatch):
     git("init", "-q")
     git("add", ".")
     git("commit", "-q", "-m", "first")
-    monkeypatch.setattr(records, "SOURCE", repo / "pkg")
-    records._git_state.cache_clear()
+    monkeypatch.setattr(fingerprint, "SOURCE", repo / "pkg")
+    fingerprint._git_state.cache_clear()
     yield repo
-    records._git_state.cache_clear()
+    fingerprint._git_state.cache_clear()
 
 
 def write(tmp_path) -> tuple[dict, RunFolder]:
@@ -65,14 +65,14 @@ def test_a_dirty_tree_leaves_its_diff_beside_the_records(tmp_path, source):
 
 
 def test_no_repository_or_no_git_is_said_not_fatal(tmp_path, monkeypatch):
-    monkeypatch.setattr(records, "SOURCE", tmp_path)
-    records._git_state.cache_clear()
+    monkeypatch.setattr(fingerprint, "SOURCE", tmp_path)
+    fingerprint._git_state.cache_clear()
     try:
         env, folder = write(tmp_path)
         assert env["git"]["commit"] is None and env["git"]["error"].startswith("not a git repository")
-        records._git_state.cache_clear()
+        fingerprint._git_state.cache_clear()
         monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
         env = json.loads((folder.write_environment(torch.device("cpu")) or folder.environment).read_text())
         assert env["git"] == {"commit": None, "error": "git is not installed"}
     finally:
-        records._git_state.cache_clear()
+        fingerprint._git_state.cache_clear()

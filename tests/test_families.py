@@ -51,13 +51,13 @@ def compose(*overrides):
 @pytest.mark.parametrize("data", [*IDX_FAMILIES, "cifar10"])
 @pytest.mark.parametrize("model", MODEL_FAMILIES)
 def test_every_model_family_trains_on_every_data_family(roots, tmp_path, model, data):
-    from reg_runner.run import run
+    from reg_runner.run import Job, run_stack
 
     norm = ["model.norm=batchnorm"] if "norm:" in (CONF / "model" / f"{model}.yaml").read_text() else []
     extra = ["augmentation=crop", "augmentation.flip=true", *norm] if data == "cifar10" else []
     settings = (f"model={model}", f"data={data}", f"data.root={roots[data]}", *tiny("trainer.batch_size=20"), *extra)
     cfg = compose(*settings, "logging.histograms=2")
-    run(cfg, tmp_path / "run")
+    run_stack([Job(cfg, tmp_path / "run")])
     m = read_metrics(tmp_path / "run")
     assert m["status"] == "completed" and m["epochs_run"] == 2
     shape = [3, 32, 32] if data == "cifar10" else [1, 8, 8]
@@ -67,10 +67,10 @@ def test_every_model_family_trains_on_every_data_family(roots, tmp_path, model, 
     assert all(np.isfinite([m["final"]["train/loss"], m["final"]["val/loss"]]))
     # the parameter count the memory check makes on the meta device, before anything is allocated, is the network's
     built = compose(*settings)
-    from reg_runner import config as config_lib
+    from reg_runner import checks
     from reg_runner.model import dry_run
 
-    checked = config_lib.check(built, through=3)
+    checked = checks.check(built, through=3)
     net = checked.cfg.model.plain(checked.split.shape, checked.split.n_classes)
     assert m["n_parameters"] == sum(p.numel() for p in net.parameters()) == dry_run.footprint(
         checked.cfg.model, checked.split.shape, checked.split.n_classes, 20, 20, 5).n_parameters
@@ -78,6 +78,7 @@ def test_every_model_family_trains_on_every_data_family(roots, tmp_path, model, 
 
 def test_cifar_is_read_from_its_archive_its_folder_or_its_files_and_normalized_per_channel(tmp_path):
     from reg_runner import data as data_group
+    from reg_runner.data import split as split_lib
     from reg_runner.data.cifar10 import CIFAR10
 
     archive = make_tiny_cifar(tmp_path / "a", archive=True)
@@ -91,7 +92,7 @@ def test_cifar_is_read_from_its_archive_its_folder_or_its_files_and_normalized_p
     cfg = data_group.parse_config(dict(_target_="reg_runner.data.cifar10.CIFAR10", root=str(archive),
                                        train_fraction=0.3, val_size=None, split_seed=0, stratified=False,
                                        normalize=True, verify=False))  # tiny files: not the published ones
-    split = data_group.split(cfg)
+    split = split_lib.split(cfg)
     pixels = a.train_images[split.train_idx].astype(np.float64) / 255
     np.testing.assert_allclose(split.mean, pixels.mean((0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(split.std, pixels.std((0, 2, 3), ddof=1), rtol=1e-12)

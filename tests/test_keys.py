@@ -9,6 +9,7 @@ from typing import Annotated
 import pytest
 from test_tags import composed
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner import keys
 from reg_runner.config import KEYS, RunConfig
@@ -90,9 +91,9 @@ def test_a_structural_group_keeps_runs_that_differ_in_it_out_of_one_stack(schema
 
 def test_a_structural_groups_own_key_stays_each_runs_own():
     # model is structural but for what its family marks OWN: the MLP's dropout and init
-    cfgs = [config_lib.check(composed(*o), through=1) for o in ((), ("model.dropout=0.3", "model.init=orthogonal"))]
+    cfgs = [checks.check(composed(*o), through=1) for o in ((), ("model.dropout=0.3", "model.init=orthogonal"))]
     assert config_lib.structure(cfgs[0]) == config_lib.structure(cfgs[1])
-    wider = config_lib.check(composed("model.width=50"), through=1)
+    wider = checks.check(composed("model.width=50"), through=1)
     assert config_lib.structural_difference([cfgs[0], wider]) == "model.width"
     assert "model.dropout" not in config_lib.structural_keys(cfgs[0])
     assert "data" in config_lib.structural_keys(cfgs[0])  # a structural group with no OWN key: one entry
@@ -198,13 +199,13 @@ def test_the_shipped_declarations_keep_the_lists_the_code_had():
         "data.root", "data.verify", "trainer.device", "trainer.eval_batch_size", "trainer.checkpoint_every",
         "trainer.deterministic",
         "trainer.eval_every"}
-    mlp = config_lib.check(composed(), through=1)
+    mlp = checks.check(composed(), through=1)
     assert set(config_lib.structural_keys(mlp)) == {
         "data", "model._target_", "model.depth", "model.width", "model.activation", "model.norm",
         "model.norm_position", "model.residual", "trainer.epochs", "trainer.batch_size", "trainer.accumulate",
         "trainer.drop_last", "trainer.eval_every", "trainer.eval_batch_size", "trainer.eval_precision",
         "trainer.device", "trainer.deterministic"}
-    cnn = config_lib.check(composed("model=cnn"), through=1)
+    cnn = checks.check(composed("model=cnn"), through=1)
     assert [k for k in config_lib.structural_keys(cnn) if k.startswith("model.")] == [
         f"model.{k}" for k in ("_target_", "channels", "kernel", "pool", "norm", "groups", "activation", "hidden", "head")]
 

@@ -33,11 +33,11 @@ def landscape(cli, *args, check=True, in_process=False):
 
 def checkpoint_loss(run_dir, which="best", split="train"):
     """The loss and accuracy of a run's checkpoint on its training images, with torch.nn and nothing of ours."""
-    from reg_runner import config as config_lib
+    from reg_runner import checks
     from reg_runner.data import tensors
     from reg_runner.resume import load_config
 
-    cfg = config_lib.check(load_config(run_dir), through=3).cfg
+    cfg = checks.check(load_config(run_dir), through=3).cfg
     data = tensors.load(cfg.data, torch.device("cpu"))
     checkpoint = torch.load(run_dir / "checkpoints" / f"{which}.pt", weights_only=True)
     model = MLP(data.in_features, 10, cfg.model)

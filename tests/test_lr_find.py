@@ -60,12 +60,12 @@ def test_a_range_wider_than_a_float_still_has_finite_lrs():
 
 def untrained_loss(run_dir, data_root, batch_size):
     """The cross-entropy of a run's initial weights (checkpoints/init.pt) on its first training batch."""
-    from reg_runner import config as config_lib
+    from reg_runner import checks
     from reg_runner.data import tensors
     from reg_runner.resume import load_config
     from reg_runner.seeding import generators
 
-    cfg = config_lib.check(load_config(run_dir), through=3).cfg
+    cfg = checks.check(load_config(run_dir), through=3).cfg
     data = tensors.load(cfg.data, torch.device("cpu"))
     init = torch.load(run_dir / "checkpoints" / "init.pt", weights_only=True)["model"]
     model = MLP(data.in_features, 10, cfg.model)

@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import read_metrics, tiny
 
+from reg_runner import checks
 from reg_runner import config as config_lib
-from reg_runner.assembly import assemble
+from reg_runner.assembly import Job, assemble
 from reg_runner.data import idx
 from reg_runner.errors import CONFIG_DIR
 from reg_runner.trainer.engine import Engine
@@ -27,8 +28,8 @@ def trained(data, tmp_path, *overrides) -> tuple[dict, dict]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR):
         cfg = compose("config", overrides=tiny(f"data.root={data}", *PLAIN, *overrides))
-    checked = config_lib.check(cfg, list(overrides), through=3)
-    built = assemble([checked.cfg], [config_lib.as_data(cfg)], [tmp_path / "run"], [None], [None])
+    checked = checks.check(cfg, list(overrides), through=3)
+    built = assemble([Job(cfg, tmp_path / "run", checked=checked, recorded=config_lib.as_data(cfg))])
     states = {}
 
     class Keep:

@@ -400,9 +400,12 @@ def test_a_run_and_its_jobs_see_the_users_hydra_full_error_setting(cli, monkeypa
     import reg_runner.run
 
     seen = []
-    monkeypatch.setattr(reg_runner.run, "run", lambda *a, **k: seen.append(__import__("os").environ.get(
-        "HYDRA_FULL_ERROR")) or 0.0)
+    from reg_runner.cli import USER_FULL_ERROR
+
+    environ = __import__("os").environ
+    monkeypatch.setattr(reg_runner.run, "run_stack", lambda *a, **k: seen.append(
+        (environ.get("HYDRA_FULL_ERROR"), USER_FULL_ERROR in environ)) or [0.0])
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     assert cli("trainer.epochs=1", check=False, in_process=True).returncode == 0
     assert cli("trainer.epochs=1", check=False, in_process=True, env={"HYDRA_FULL_ERROR": "0"}).returncode == 0
-    assert seen == [None, "0"]
+    assert seen == [(None, False), ("0", False)]

@@ -155,14 +155,14 @@ def stack_difference(cli, overrides: list[str], members: int) -> str | None:
     from hydra.core.global_hydra import GlobalHydra
 
     from conftest import tiny
-    from reg_runner import config as config_lib
+    from reg_runner import checks
     from reg_runner import exactness
     from reg_runner.errors import CONFIG_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR):
         cfg = compose("config", overrides=tiny(f"data.root={cli.data}", *overrides))
-    checked = config_lib.check(cfg, overrides, through=3)
+    checked = checks.check(cfg, overrides, through=3)
     before = torch.get_num_threads()
     torch.set_num_threads(int(cli.env.get("OMP_NUM_THREADS", before)))
     try:

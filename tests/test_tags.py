@@ -2,6 +2,7 @@
 
 import pytest
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner.errors import ConfigError
 
@@ -20,8 +21,8 @@ def composed(*overrides):
 
 
 def test_labels_are_neither_structure_nor_result():
-    plain = config_lib.check(composed(), through=1)
-    labelled = config_lib.check(composed("tags=[course,week1]", "notes='a first try'"), through=1)
+    plain = checks.check(composed(), through=1)
+    labelled = checks.check(composed("tags=[course,week1]", "notes='a first try'"), through=1)
     assert labelled.tags == ["course", "week1"] and labelled.notes == "a first try"
     assert plain.tags == [] and plain.notes is None
     # the stacked launcher puts both in one stack; a study's signature and the report's groups ignore them
@@ -38,7 +39,7 @@ def test_labels_are_neither_structure_nor_result():
 ])
 def test_a_bad_label_is_one_line(override, key, says):
     with pytest.raises(ConfigError) as e:
-        config_lib.check(composed(override), through=1)
+        checks.check(composed(override), through=1)
     assert e.value.key == key and says in str(e.value)
 
 

@@ -29,7 +29,7 @@ def test_a_whole_run_makes_no_float64_tensor(tiny_data, tmp_path):
     from hydra import compose, initialize_config_dir
 
     from reg_runner import cli
-    from reg_runner.run import run
+    from reg_runner.run import Job, run_stack
 
     with pytest.raises(AssertionError, match="float64"), NoFloat64():  # the guard does catch one
         torch.zeros(3).sum(dtype=torch.float64)
@@ -38,7 +38,7 @@ def test_a_whole_run_makes_no_float64_tensor(tiny_data, tmp_path):
     with initialize_config_dir(config_dir=cli.CONFIG_DIR, version_base=None):
         cfg = compose("config", overrides=overrides)
     with NoFloat64():  # training, evaluation, TensorBoard, histograms, checkpoints
-        run(cfg, tmp_path / "run")
+        run_stack([Job(cfg, tmp_path / "run")])
     assert read_metrics(tmp_path / "run")["status"] == "completed"
 
 

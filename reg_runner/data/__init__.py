@@ -9,38 +9,18 @@ as ``data.root``, or datamaestro's store) and how many classes it has; the split
 training subset's statistics only. Images keep their shape (channels, height, width) until a model
 flattens them.
 
-``split(cfg)`` reads the images (no torch), draws the split and computes the statistics; the run's checks use
-its sizes before anything is made, and ``reg_runner.data.tensors`` puts the same split on the device.
+``reg_runner.data.split.split(cfg)`` reads the images (no torch), draws the split and computes the statistics;
+the run's checks use its sizes before anything is made, and ``reg_runner.data.tensors`` puts the same split on
+the device.
 """
 
-import functools
-import hashlib
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import Annotated, ClassVar
 
-from reg_runner.data.store import check_published
-from reg_runner.errors import ConfigError, DataError
 from reg_runner.keys import PATH
 from reg_runner.schema import Bool, FamilyGroup, Text, family, family_parser, integer, number, optional
 
-if TYPE_CHECKING:
-    import numpy as np
-
 EXAMPLE = "reg_runner.data.mnist.MNIST"
-
-
-@dataclass(frozen=True)
-class Images:
-    """A family's images as stored: uint8 (N, C, H, W) images and int64 labels, train and test, and where they
-    came from. Made by ``checked``, so every family's arrays obey the same rules."""
-
-    train_images: "np.ndarray"
-    train_labels: "np.ndarray"
-    test_images: "np.ndarray"
-    test_labels: "np.ndarray"
-    source: str
 
 
 class DataFamily(FamilyGroup):
@@ -70,7 +50,7 @@ class DataFamily(FamilyGroup):
         return len(self.CLASSES)
 
     @classmethod
-    def read(cls, root: str | None) -> Images:
+    def read(cls, root: str | None) -> "Images":
         """The dataset's images, from the folder ``root`` (``data.root``) or, if None, datamaestro's store; one
         ``DataError`` line for anything amiss (missing, unreadable, or not what the files claim to be)."""
         raise NotImplementedError(f"{cls.__name__}.read")
@@ -86,113 +66,3 @@ DataConfig = family(DataFamily, "data", EXAMPLE)
 parse_config = family_parser(DataFamily, "data", EXAMPLE)  # a recorded config's data mapping -> its family
 
 
-def checked(name: str, n_classes: int, train: tuple, test: tuple, source: str) -> Images:
-    """``train`` and ``test``: (images, labels) as read, already checked file by file (``reg_runner.data.idx``,
-    ``cifar10``); here, what holds across files: as many labels as images, one image shape."""
-    import numpy as np
-
-    for split, (images, labels) in (("train", train), ("test", test)):
-        if images.ndim != 4 or images.dtype != np.uint8:
-            raise DataError(f"{source}: {split} images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
-        if 0 in images.shape:
-            raise DataError(f"{source}: the {split} images are empty (shape {images.shape})")
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise DataError(f"{source}: {len(images)} {split} images but labels of shape {labels.shape}")
-        bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
-        if len(bad):
-            raise DataError(f"{source}: {split} label {int(labels[bad[0]])} at index {bad[0]} is out of range: "
-                            f"{name} labels are 0-{n_classes - 1}")
-    if train[0].shape[1:] != test[0].shape[1:]:
-        raise DataError(f"{source}: train images {train[0].shape[1:]} vs test {test[0].shape[1:]}")
-    return Images(train[0], train[1].astype(np.int64), test[0], test[1].astype(np.int64), source)
-
-
-@dataclass(frozen=True)
-class Split:
-    """What a run trains and evaluates on, as indices into the family's arrays, with its statistics."""
-
-    images: Images
-    train_idx: "np.ndarray"
-    val_idx: "np.ndarray"
-    mean: tuple[float, ...]  # per channel, of the training subset's pixels in [0, 1] (0 without normalization)
-    std: tuple[float, ...]  # likewise (1 without normalization)
-    n_classes: int
-    dataset: str  # the family's NAME
-
-    @property
-    def n_train(self) -> int:
-        return len(self.train_idx)
-
-    @property
-    def n_test(self) -> int:
-        return len(self.images.test_labels)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """One image's (channels, height, width)."""
-        return tuple(self.images.train_images.shape[1:])
-
-    @property
-    def in_features(self) -> int:
-        return math.prod(self.shape)
-
-    def info(self) -> dict:
-        """What a run records about its data."""
-        import numpy as np
-
-        return dict(
-            dataset=self.dataset,
-            source=self.images.source,
-            image_shape=list(self.shape),
-            n_classes=self.n_classes,
-            n_train=self.n_train,
-            n_val=len(self.val_idx),
-            n_test=self.n_test,
-            mean=list(self.mean),
-            std=list(self.std),
-            # the same digest across runs means the same training images
-            train_indices_sha256=hashlib.sha256(self.train_idx.astype(np.int64).tobytes()).hexdigest(),
-        )
-
-
-def split(cfg: DataFamily) -> Split:
-    """The split ``cfg`` asks for, checked against the data: one ``ConfigError`` for a split that selects no
-    training image, leaves none to validate on, or a validation size that is not there."""
-    return _split(type(cfg), cfg.root, cfg.train_fraction, cfg.val_size, cfg.split_seed, cfg.stratified,
-                  cfg.normalize, cfg.verify)
-
-
-@functools.lru_cache(maxsize=8)  # the checks and the run, and every job of a multirun, share one split
-def _split(family, root, fraction, val_size, split_seed, stratified, normalize, verify=True) -> Split:
-    import numpy as np
-
-    from reg_runner.data.indices import split_indices
-
-    images = read(family, root, verify)
-    train_idx, val_idx = split_indices(images.train_labels, fraction, split_seed, stratified, val_size)
-    channels = images.train_images.shape[1]
-    mean, std = (0.0,) * channels, (1.0,) * channels
-    if normalize:  # statistics of the training subset only: nothing leaks from val or test
-        subset = images.train_images[train_idx]
-        if subset.min() == subset.max():
-            raise ConfigError("data.normalize", True, f"false for these images: the {len(train_idx)} training images "
-                              "all have one pixel value (std 0), which cannot be standardized")
-        stats = []
-        for c in range(channels):
-            pixels = subset[:, c].astype(np.float64) / 255.0
-            stats.append((float(pixels.mean()), float(pixels.std(ddof=1))))
-        flat = [c for c, (_, s) in enumerate(stats) if s == 0]
-        if flat:
-            raise ConfigError("data.normalize", True, f"false for these images: channel {flat[0]} of the "
-                              f"{len(train_idx)} training images has one value (std 0), which cannot be standardized")
-        mean, std = tuple(m for m, _ in stats), tuple(s for _, s in stats)
-    return Split(images, train_idx, val_idx, mean, std, len(family.CLASSES), family.NAME)
-
-
-@functools.lru_cache(maxsize=4)  # read once per process: the checks, the run and every job of a multirun
-def read(family: type[DataFamily], root: str | None, verify: bool = True) -> Images:
-    """``family.read(root)``, once per process; ``verify``: the files it reads from ``root`` checked first
-    against their published md5s (``reg_runner.data.store.check_published``)."""
-    if root is not None and verify:
-        check_published(family, Path(root).expanduser())
-    return family.read(root)

@@ -18,7 +18,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from reg_runner.data import DataFamily, Images, checked, datasets, store
+from reg_runner.data import DataFamily, datasets, store
+from reg_runner.data.split import Images, checked
 from reg_runner.data.idx import labels as checked_labels
 from reg_runner.errors import DataError
 
@@ -58,7 +59,7 @@ class CIFAR10(DataFamily):
         n = len(cls.CLASSES)
         parts = [read_batch(name, batches[name], n) for name in TRAIN]
         train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-        return checked(cls.NAME, n, train, read_batch(TEST, batches[TEST], n), source)
+        return checked(train, read_batch(TEST, batches[TEST], n), source)
 
     @classmethod
     def files(cls, folder: Path) -> list[Path]:

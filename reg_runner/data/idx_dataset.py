@@ -9,7 +9,8 @@ and KMNIST are subclasses that name their dataset, classes and store.
 from pathlib import Path
 from typing import ClassVar
 
-from reg_runner.data import DataFamily, Images, checked, datasets, idx, store
+from reg_runner.data import DataFamily, datasets, idx, store
+from reg_runner.data.split import Images, checked
 from reg_runner.data.datasets import FILES
 from reg_runner.errors import DataError
 
@@ -37,7 +38,7 @@ class IdxDataset(DataFamily):
         train = (idx.read_images(paths["train_images"], cls.NAME),
                  idx.read_labels(paths["train_labels"], cls.NAME, n, "train"))
         test = (idx.read_images(paths["test_images"], cls.NAME), idx.read_labels(paths["test_labels"], cls.NAME, n, "test"))
-        return checked(cls.NAME, n, train, test, source)
+        return checked(train, test, source)
 
     @classmethod
     def files(cls, folder: Path) -> list[Path]:

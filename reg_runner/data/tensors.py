@@ -12,13 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reg_runner import data as data_group
+from reg_runner.data import DataFamily
+from reg_runner.data.split import split
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Split:
+class Part:
+    """One part of a run's split (its training, validation or test images) on the device."""
+
     x: torch.Tensor  # float32, N x C x H x W, normalized
     y: torch.Tensor  # int64, N
 
@@ -28,9 +31,9 @@ class Split:
 
 @dataclass
 class Data:
-    train: Split
-    val: Split
-    test: Split
+    train: Part
+    val: Part
+    test: Part
     info: dict  # what a run records about its data: dataset, source, sizes, normalization, split digest
 
     @property
@@ -56,19 +59,19 @@ def content_sha256(images: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def load(cfg: data_group.DataFamily, device: torch.device) -> Data:
+def load(cfg: DataFamily, device: torch.device) -> Data:
     """The split ``cfg`` describes, on ``device``."""
-    s = data_group.split(cfg)
+    s = split(cfg)
     images = s.images
 
-    def put(x: np.ndarray, labels: np.ndarray) -> Split:
+    def put(x: np.ndarray, labels: np.ndarray) -> Part:
         # the only host-to-device copy of the data: uint8 pixels (a quarter of float32's bytes), made float on the
         # device. Not pinned, not non_blocking: the copy happens once and the next line needs it, so pinning (one
         # more host copy, into page-locked memory) would only add to it
         t = torch.from_numpy(x).to(device).float()
         for c, (mean, std) in enumerate(zip(s.mean, s.std)):  # (pixel / 255 - mean) / std, per channel, in place
             t[:, c].sub_(255.0 * mean).mul_(1.0 / (255.0 * std))
-        return Split(t, torch.from_numpy(labels).to(device))
+        return Part(t, torch.from_numpy(labels).to(device))
 
     test = (np.array(images.test_images), images.test_labels)  # a writable copy
     data = Data(

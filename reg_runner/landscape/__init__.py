@@ -34,6 +34,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from reg_runner import kinds
 from reg_runner.errors import Parser, UserError, exit_on_user_error, integer_arg, number_arg
 
 DEFAULT_VAL_SIZE = 10_000
@@ -86,8 +87,8 @@ def load_run(run_dir: Path, which: str) -> dict:
     """A finished run's config and checkpoint, or one line saying why not."""
     import torch
 
+    from reg_runner import checks
     from reg_runner import config as config_lib
-    from reg_runner import kinds
     from reg_runner.records import RunFolder
     from reg_runner.resume import load_config
 
@@ -100,7 +101,7 @@ def load_run(run_dir: Path, which: str) -> dict:
                         "checkpoints that are still changing; wait for the run to end, or stop it first")
     cfg = load_config(run_dir)
     try:
-        checked = config_lib.check(cfg, through=3)
+        checked = checks.check(cfg, through=3)
     except UserError as e:
         raise UserError(f"{run_dir}: {e}") from None
     path = run_dir / "checkpoints" / f"{which}.pt"
@@ -218,7 +219,7 @@ def evaluation_split(data, args):
     """The training images, or a seeded sample of the validation set (never the test set)."""
     import torch
 
-    from reg_runner.data.tensors import Split
+    from reg_runner.data.tensors import Part
 
     if args.split == "train":
         return data.train
@@ -228,7 +229,7 @@ def evaluation_split(data, args):
     if len(val) <= (args.val_size or DEFAULT_VAL_SIZE):
         return val
     index = torch.randperm(len(val), generator=torch.Generator().manual_seed(args.seed))[: args.val_size or DEFAULT_VAL_SIZE]
-    return Split(val.x[index.to(val.x.device)], val.y[index.to(val.y.device)])
+    return Part(val.x[index.to(val.x.device)], val.y[index.to(val.y.device)])
 
 
 def main(argv=None) -> None:
@@ -263,48 +264,54 @@ def _main(args, made: list, state: dict) -> None:
         out_all = Path("outputs/landscape") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
     else:
         out_all = out
-    from reg_runner.callbacks import _folder_key, make_folder
+    from reg_runner.cli import folder_to_make, make_folder
 
     if out_all is not None:
-        _folder_key("--out", out_all)
+        folder_to_make("--out", out_all)
     runs = [load_run(d, args.checkpoint) for d in run_dirs]  # every folder checked before any work
     if out is None:
         for run in runs:
             if not _writable(run["dir"]):
                 raise UserError(f"{run['dir']} is not writable; give --out DIR to write the landscape elsewhere")
-        for run in runs:  # it writes into the runs' folders: no run may start in them meanwhile (resume)
-            RunFolder(run["dir"]).lock()
-    from reg_runner.data import tensors as data_lib
-
-    device = _device(args.device)
-    if out_all is not None:
-        made += make_folder("--out", out_all)  # before the work: a folder the file system refuses is one line now
-        kinds.mark(out_all, kinds.LANDSCAPE)
-    results, cache = [], {}
+    # it writes into the runs' folders: no run may start in them meanwhile (resume)
+    locked = [RunFolder(run["dir"]) for run in runs] if out is None else []
     try:
-        for run in runs:
-            key = json.dumps(run["config"]["data"], sort_keys=True)
-            if key not in cache:
-                cache[key] = data_lib.load(run["cfg"].data, device)
-            result = landscape(run, args, evaluation_split(cache[key], args), device)
-            results.append(result)
-            sharp = result["sharpness"]["value"]
-            print(f"{run['dir']}: {args.checkpoint}.pt (epoch {result['epoch']}), {args.split} loss "
-                  f"{result['center']['loss']:.4g}, sharpness {'overflow' if sharp is None else f'{sharp:.4g}'} "
-                  f"({result['networks_evaluated']} networks in {result['seconds']:.1f} s)", flush=True)
-    except UserError:
-        signals.remove_empty(made)  # nothing was written: no empty folder is left behind
-        raise
-    with signals.deferred(hold=True):  # each folder's files are written together: all of them, or none
-        if out is None:
-            for run, result in zip(runs, results):
-                _write(run["dir"], [result], tensorboard=run["cfg"].logging.tensorboard)
+        for folder in locked:
+            folder.lock()
+        from reg_runner.data import tensors as data_lib
+
+        device = _device(args.device)
         if out_all is not None:
-            _write(out_all, results, tensorboard=False)
-    state["written"] = ", ".join(str(p) for p in ([r["dir"] for r in runs] if out is None else []) +
-                                 ([out_all] if out_all else []))
-    signals.stop_if_caught()  # a signal while the files were written: they are whole, and said so
-    print(f"written: {state['written']}")
+            made += make_folder("--out", out_all)  # before the work: a folder the file system refuses is one line now
+            kinds.mark(out_all, kinds.LANDSCAPE)
+        results, cache = [], {}
+        try:
+            for run in runs:
+                key = json.dumps(run["config"]["data"], sort_keys=True)
+                if key not in cache:
+                    cache[key] = data_lib.load(run["cfg"].data, device)
+                result = landscape(run, args, evaluation_split(cache[key], args), device)
+                results.append(result)
+                sharp = result["sharpness"]["value"]
+                print(f"{run['dir']}: {args.checkpoint}.pt (epoch {result['epoch']}), {args.split} loss "
+                      f"{result['center']['loss']:.4g}, sharpness {'overflow' if sharp is None else f'{sharp:.4g}'} "
+                      f"({result['networks_evaluated']} networks in {result['seconds']:.1f} s)", flush=True)
+        except UserError:
+            signals.remove_empty(made)  # nothing was written: no empty folder is left behind
+            raise
+        with signals.deferred(hold=True):  # each folder's files are written together: all of them, or none
+            if out is None:
+                for run, result in zip(runs, results):
+                    _write(run["dir"], [result], tensorboard=run["cfg"].logging.tensorboard)
+            if out_all is not None:
+                _write(out_all, results, tensorboard=False)
+        state["written"] = ", ".join(str(p) for p in ([r["dir"] for r in runs] if out is None else []) +
+                                     ([out_all] if out_all else []))
+        signals.stop_if_caught()  # a signal while the files were written: they are whole, and said so
+        print(f"written: {state['written']}")
+    finally:
+        for folder in locked:
+            folder.unlock()
 
 
 def _device(name: str):

@@ -25,7 +25,8 @@ Nothing here imports torch: the checks run before it loads.
 import bisect
 import math
 
-from reg_runner.callbacks import EarlyChecks
+from reg_runner.cli import EarlyChecks
+from reg_runner.overrides import chosen_by_group, override_items, plain_overrides, typed_value
 from reg_runner.kinds import LR_FIND
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Group, LearningRate, integer, number, optional, parse
@@ -76,7 +77,7 @@ def unread(key: str) -> str | None:
 
 
 class Checks(EarlyChecks):
-    """The run's checks (every stage of ``reg_runner.config.check``) on the config less ``lr_find``,
+    """The run's checks (every stage of ``reg_runner.checks.check``) on the config less ``lr_find``,
     then the range test's own keys; and the command-line keys it would not read are refused."""
 
     kind = LR_FIND
@@ -84,18 +85,18 @@ class Checks(EarlyChecks):
     def check_config(self, config, overrides) -> None:
         from omegaconf import OmegaConf
 
-        from reg_runner import config as config_lib
+        from reg_runner import checks
         from reg_runner.optimizer import build as optimizer_build
 
-        config_lib.chosen_by_group(overrides)  # a key given twice, lr_find's included
-        items = config_lib.override_items(overrides)
+        chosen_by_group(overrides)  # a key given twice, lr_find's included
+        items = override_items(overrides)
         for key, value in items:
             why = unread(key)
             if why:
-                raise ConfigError(key, config_lib.typed_value(value), f"not set for lr_find: {why}")
+                raise ConfigError(key, typed_value(value), f"not set for lr_find: {why}")
         s = settings(config)
         run = OmegaConf.masked_copy(config, [k for k in config if k != "lr_find"])
-        checked = config_lib.check(run, [o for o in config_lib.plain_overrides(overrides)
+        checked = checks.check(run, [o for o in plain_overrides(overrides)
                                          if not o.lstrip("+~").startswith("lr_find.")])
         t = checked.cfg.trainer  # the last step's rate must be one the optimizer can step at
         optimizer_build.step_at(checked.cfg.optimizer, t.batch_size * t.accumulate, s.max_lr, "lr_find.max_lr",

@@ -17,9 +17,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from reg_runner import lr_find
+from reg_runner import atomic, lr_find
 from reg_runner.cli import CONFIG_DIR, TRUSTED, entry, handed_over
 from reg_runner.errors import exit_on_user_error
+from reg_runner.signals import STOP
 
 log = logging.getLogger("reg_runner.lr_find")
 CONSTANT = dict(name="none", warmup_epochs=0, warmup_start_factor=0.01)  # the range test sets every lr itself
@@ -56,12 +57,11 @@ def step_losses(batch_sums: list[float], n: int, batch_size: int, accumulate: in
 
 
 def range_test(cfg, out: Path) -> dict:
-    from reg_runner import atomic
-    from reg_runner.assembly import assemble
+    from reg_runner.assembly import Job, assemble
+    from reg_runner.checks import Checked
     from reg_runner.config import RunConfig, as_data, effective_lr
     from reg_runner.schema import parse
     from reg_runner.seeding import deterministic, resolve_seed
-    from reg_runner.signals import STOP
     from reg_runner.trainer.engine import Engine
 
     settings = lr_find.settings(cfg)
@@ -73,7 +73,8 @@ def range_test(cfg, out: Path) -> dict:
                       OmegaConf.to_yaml(OmegaConf.create(dict(config, lr_find=settings.model_dump()))))
     scale = effective_lr(run_cfg) / run_cfg.optimizer.lr  # the large-batch rule: the lr used / optimizer.lr
     tc = run_cfg.trainer
-    built = assemble([run_cfg], [config], [out], [None], [None])  # the run's data, model and member
+    # the run's data, model and member (the callback checked the run this one derives from, less lr_find's keys)
+    built = assemble([Job(cfg, out, checked=Checked(run_cfg, None, 1), recorded=config)])
     data, member = built.data, built.members[0]
     planned = lr_find.lrs(settings)
     member.schedule = LrRange(member.optimizer, planned)
@@ -144,8 +145,6 @@ def plot(result: dict, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from reg_runner import atomic
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if result["losses"]:

@@ -39,7 +39,7 @@ class GridSweeper(Sweeper):
         self.max_batch_size, self.params = max_batch_size, params or {}
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
 
@@ -47,7 +47,7 @@ class GridSweeper(Sweeper):
         with exit_on_user_error():
             batches = self.batches(arguments)
             all_jobs = [job for batch in batches for job in batch]
-            jobs.check_all(self.hydra_context.config_loader, self.config, all_jobs)
+            jobs.check_all(self.hydra_context.config_loader, self.config, all_jobs, task=self.task_function)
             log.info("checked the configs and folders of %d jobs", len(all_jobs))
             sweep_dir = Path(self.config.hydra.sweep.dir)
             try:

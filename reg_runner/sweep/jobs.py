@@ -5,6 +5,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError, hydra_error
 from reg_runner.records import RunFolder
@@ -45,22 +46,23 @@ def _resolved(job, key: str) -> str:
 IN_PROCESS = ("BasicLauncher", "StackedLauncher")
 
 
-def check(job, overrides, through: int = 4, hand_over: bool = True) -> config_lib.Checked:
-    """The job's config, every stage, and its folder: new, or empty. ``hand_over``: when the job's launcher
-    runs it in this process, its task takes this check over (``config.hand_over``) instead of repeating it;
-    in another process (joblib, submitit), the worker's ``run`` makes this same call, ``config.check``."""
-    checked = config_lib.check(job, overrides, through=through)
+def check(job, overrides, through: int = 4, task=None) -> checks.Checked:
+    """The job's config, every stage, and its folder: new, or empty. ``task``: the command's task function
+    (``reg_runner.cli.Task``, a sweeper's ``task_function``): when the job's launcher runs it in this process, the
+    job takes this check over from it instead of repeating it; in another process (joblib, submitit), the
+    worker's task makes this same call, ``checks.check``."""
+    checked = checks.check(job, overrides, through=through)
     RunFolder(output_dir(job)).refuse_existing("hydra.sweep.dir")
-    if hand_over:
-        hand_over_if_here(checked, job, overrides)
+    hand_over_if_here(checked, job, task)
     return checked
 
 
-def hand_over_if_here(checked: config_lib.Checked, job, overrides) -> None:
-    """``config.hand_over``, if the job's launcher runs it in this process (else nothing would take it back)."""
+def hand_over_if_here(checked: checks.Checked, job, task) -> None:
+    """``task.expect`` the job's check, if the job's launcher runs it in this process (else nothing would take it
+    back, and the task would be sent to other processes with it)."""
     launcher = OmegaConf.select(job, "hydra.launcher") or {}
-    if str(launcher.get("_target_", "")).rpartition(".")[2] in IN_PROCESS:
-        config_lib.hand_over(checked, job, overrides)
+    if task is not None and str(launcher.get("_target_", "")).rpartition(".")[2] in IN_PROCESS:
+        task.expect(output_dir(job), checked)
 
 
 def label(num: int, overrides) -> str:
@@ -76,8 +78,9 @@ def varying(job_overrides) -> list[list[str]]:
     return [[o for o in overrides if len(values[str(o).partition("=")[0]]) > 1] for overrides in job_overrides]
 
 
-def check_all(config_loader, master, job_overrides, first_num: int = 0) -> list:
-    """Every job's config composed and checked, before the first trains: one line for the first bad one."""
+def check_all(config_loader, master, job_overrides, first_num: int = 0, task=None) -> list:
+    """Every job's config composed and checked, before the first trains: one line for the first bad one
+    (``task``: as ``check``'s)."""
     from reg_runner.signals import stop_if_signalled
 
     checked, machine_passed, folders = [], set(), {}
@@ -91,11 +94,11 @@ def check_all(config_loader, master, job_overrides, first_num: int = 0) -> list:
                             f"{folder}: hydra.sweep.subdir must tell the jobs apart")
         folders[folder] = first_num + i
         try:
-            c = check(job, overrides, through=3, hand_over=False)
+            c = check(job, overrides, through=3)
             # the machine stage (torch's device, the optimizer class) once per distinct setting of what it reads
-            c = config_lib.carry_on(c, passed=machine_passed)
+            c = checks.carry_on(c, passed=machine_passed)
         except UserError as e:
             raise UserError(f"{label(first_num + i, names[i])}: {e}") from None
-        hand_over_if_here(c, job, overrides)
+        hand_over_if_here(c, job, task)
         checked.append((job, c))
     return checked

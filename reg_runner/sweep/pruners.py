@@ -17,20 +17,10 @@ import math
 import warnings
 
 from reg_runner.errors import ConfigError
+from reg_runner.trainer.trial import build_pruner as build  # noqa: F401  (the sweepers')
 
 log = logging.getLogger(__name__)
 KEY = "hydra.sweeper.pruner"
-
-
-def build(spec: dict):
-    """The pruner ``spec`` names (Hydra's instantiate: a wrapped pruner is a spec too); Optuna's experimental
-    warnings are not repeated at every run."""
-    import optuna
-    from hydra.utils import instantiate
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return instantiate(spec, _execution_whitelist_=("optuna.pruners.*",))
 
 
 def steps(epochs: int, eval_every: int) -> list[int]:

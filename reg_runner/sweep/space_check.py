@@ -5,6 +5,7 @@ dry-run trial of the space (``precheck``) and the ends of each range swept on th
 
 import math
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner import dotted
 from reg_runner.errors import ConfigError, UserError, show
@@ -33,7 +34,7 @@ def precheck(sweeper, space, fixed, fixed_values, fixed_overrides) -> dict:
             raise ConfigError("seed", job.get("seed"), f"a number with hydra.sweeper.seeds_per_trial="
                               f"{sweeper.seeds_per_trial}: a trial runs seeds seed..seed+{sweeper.seeds_per_trial - 1}")
     try:
-        config_lib.check(job, overrides)
+        checks.check(job, overrides)
     except ConfigError as e:
         if e.key not in trial.params:
             raise UserError(f"every trial would be refused: {e}") from None
@@ -65,7 +66,7 @@ def check_ranges(sweeper, space, fixed, fixed_values, fixed_overrides, texts: di
             try:
                 overrides = sweeper.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
                 job = jobs.compose(sweeper.hydra_context.config_loader, sweeper.config, overrides, 0, "the search")
-                config_lib.check(job, overrides)
+                checks.check(job, overrides)
             except ConfigError as e:  # another key's: a rule between it and the others' drawn values
                 if e.key == name:
                     raise UserError(f"{name}={texts.get(name, '...')} is not allowed: {which} is not "

@@ -23,11 +23,12 @@ from hydra.core.utils import JobReturn, JobStatus, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict, read_write
 
+from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner import exactness
 from reg_runner.errors import UserError
 from reg_runner.sweep import jobs as jobs_lib
-from reg_runner.sweep import trial as trial_lib
+from reg_runner.trainer import trial as trial_lib
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class StackedLauncher(Launcher):
             with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
                 cfg.hydra.runtime.output_dir = str(out)
             try:  # the sweeper's check of this job, when it made one in this process (ours do); else checked here
-                checked = config_lib.take_over(cfg, overrides) or config_lib.check(cfg, overrides, through=3)
+                checked = self.task_function.take(out)[0] or checks.check(cfg, overrides, through=3)
             except UserError as e:
                 raise UserError(f"{jobs_lib.label(num, overrides)}: {e}") from None
             jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg),

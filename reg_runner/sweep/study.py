@@ -77,7 +77,7 @@ class StudySweeper(Sweeper):
                               else params) or {}
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
         self.sweep_dir = Path(config.hydra.sweep.dir)
@@ -239,7 +239,7 @@ class StudySweeper(Sweeper):
         try:
             runs = self.trial_runs(trial, overrides)
             for run, job in runs:
-                jobs.check(job, run)
+                jobs.check(job, run, task=self.task_function)
                 folder = jobs.output_dir(job)
                 if folder in folders:
                     raise UserError(f"its folder {folder} is another trial's of this batch: hydra.sweep.subdir must "

@@ -1,38 +1,9 @@
-"""A run's link back to its Optuna trial, and the pruning it makes possible.
+"""A search's side of its trials: the folders of a trial's runs, and its study's storage opened to read or to
+write. What a run knows of its trial (its link, its reporter, the pruning listener) is
+``reg_runner.trainer.trial``'s: the names below that come from there are the sweepers' too."""
 
-    python -m reg_runner --multirun hparams_search=regularization hydra/sweeper/pruner=median
+from reg_runner.trainer.trial import ENV, MEMORY, shown_storage, sqlite_file, sqlite_path, trial_id  # noqa: F401
 
-The study sweeper launches each trial's runs with ``hydra.job.env_set.REG_RUNNER_TRIAL=<number>``.
-Hydra's launchers set that variable while the job runs (the basic launcher in this process; joblib,
-submitit and SLURM in theirs), and the stacked launcher reads it from each job's config. The rest of
-the channel is in the job's Hydra config, which every launcher carries: the study's storage, its
-name and ``hydra.sweeper.pruner``. So a run in any process reports to its trial through the study's
-storage (SQLite, PostgreSQL), or, in the sweeper's own process, through its in-memory study.
-
-At every evaluation, the ``Pruning`` listener reports each trial's value so far as an intermediate
-value (``trial.report``), with or without a pruner, so the study holds every trial's learning curve:
-its runs' mean best objective (the value the trial would be told if it stopped now; with
-``seeds_per_trial`` the mean over its seeds, reported when they train in one stack). With a pruner, it
-then asks the study's pruner: a pruned trial's runs stop at once with ``status: pruned``, their
-history, checkpoints and TensorBoard events written as any run's end writes them; the sweeper tells the
-trial PRUNED. Without one, nothing is asked and nothing stops.
-"""
-
-import logging
-import math
-import os
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-
-from omegaconf import OmegaConf
-
-from reg_runner.errors import UserError, masked
-
-log = logging.getLogger(__name__)
-ENV = "REG_RUNNER_TRIAL"
-NO_PRUNER = "optuna.pruners.NopPruner"
-MEMORY: dict = {}  # study name -> the sweeper's in-memory storage (runs in the sweeper's process)
 RUN_DIR = "reg_runner.run_dir"  # a trial's user attribute: its run's folder
 RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders
 
@@ -41,89 +12,6 @@ def trial_dirs(trial) -> list[str]:
     """The folders of a trial's runs (one, or one per seed)."""
     attrs = trial.user_attrs
     return list(attrs[RUN_DIRS]) if RUN_DIRS in attrs else [attrs[RUN_DIR]] if RUN_DIR in attrs else []
-
-
-def shown_storage(storage: str | None) -> str | None:
-    """A storage URL as records keep it: an SQLite file's path made absolute (a report may run from another
-    folder), a password hidden."""
-    if storage is None:
-        return None
-    try:
-        from sqlalchemy.engine import make_url
-
-        url = make_url(storage)
-        if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
-            url = url.set(database=str(Path(url.database).absolute()))
-        return masked(url.render_as_string(hide_password=False))
-    except Exception:
-        return masked(storage)
-
-
-@dataclass(frozen=True)
-class TrialLink:
-    storage: str | None  # the study's database URL; None: the sweeper's in-memory study
-    study: str
-    number: int
-    pruner: dict  # hydra.sweeper.pruner, resolved (``_target_`` and its keys)
-    seeds_per_trial: int = 1
-    n_objectives: int = 1  # several: no learning curve (Optuna records intermediate values of one objective)
-
-    @property
-    def prunes(self) -> bool:
-        return self.pruner.get("_target_", NO_PRUNER) != NO_PRUNER
-
-    def describe(self) -> dict:
-        """What environment.json records: the study and trial the run belongs to."""
-        return dict(study=self.study, number=self.number, storage=shown_storage(self.storage),
-                    pruner=self.pruner.get("_target_"))
-
-
-def link(hydra_cfg, env: dict | None = None) -> TrialLink | None:
-    """The trial a job belongs to, from its ``hydra`` config node: ``job.env_set`` or ``env`` (the
-    process's environment, as Hydra's launchers set it); None outside a study sweep."""
-    number = (env or {}).get(ENV) or OmegaConf.select(hydra_cfg, f"job.env_set.{ENV}", default=None)
-    sweeper = OmegaConf.select(hydra_cfg, "sweeper", default=None)
-    if number is None or sweeper is None or "study_name" not in sweeper:
-        return None
-    sweeper = OmegaConf.to_container(sweeper, resolve=True)
-    return TrialLink(storage=sweeper.get("storage"), study=sweeper["study_name"], number=int(number),
-                     pruner=sweeper.get("pruner") or {"_target_": NO_PRUNER},
-                     seeds_per_trial=int(sweeper.get("seeds_per_trial") or 1),
-                     n_objectives=len(sweeper.get("objectives") or [None]))
-
-
-def from_process(hydra_cfg) -> TrialLink | None:
-    return link(hydra_cfg, dict(os.environ))
-
-
-_DATABASES: dict = {}  # storage URL -> its RDBStorage, one per process (a stack's runs share it)
-
-
-def _database(url: str):
-    """The study's database, which its sweeper made: a run writes its trial's curve there, and never makes a new
-    database where one was deleted."""
-    import optuna
-
-    if url not in _DATABASES:
-        sqlite_file(url)
-        _DATABASES[url] = optuna.storages.RDBStorage(url)
-    return _DATABASES[url]
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The SQLite file a storage URL names, which must exist (SQLite would make a new, empty one); None for
-    another database."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if not parsed.drivername.startswith("sqlite"):
-        return None
-    database = parsed.database or ""
-    path = Path(database[len("file:"):] if database.startswith("file:") else database)
-    if not database or database == ":memory:" or not path.is_file():
-        raise UserError(f"the study's database {path if database else masked(url)} does not exist (its sweep made "
-                        "it: it was deleted or moved); give the storage of an existing study")
-    return path
 
 
 def read_only_storage(url: str):
@@ -147,11 +35,6 @@ def open_storage(url: str | None):
     return optuna.storages.RDBStorage(url) if url is not None else optuna.storages.InMemoryStorage()
 
 
-def trial_id(storage, study_name: str, number: int) -> int:
-    """The storage's id of a study's trial, by its number, through the storage's public methods."""
-    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
-
-
 def live(study, storage, trial):
     """A ``Trial`` to write to (its user attributes), for a trial asked (already live) or read back from the
     storage (a ``FrozenTrial`` a dead sweeper left running)."""
@@ -160,107 +43,3 @@ def live(study, storage, trial):
     if isinstance(trial, optuna.trial.Trial):
         return trial
     return optuna.trial.Trial(study, trial_id(storage, study.study_name, trial.number))
-
-
-class Reporter:
-    """One trial's channel, through Optuna's public ``Trial``: record a value at a step, ask the pruner."""
-
-    def __init__(self, trial: TrialLink, strict: bool = True):
-        """``strict``: a value that cannot be recorded is an error (a pruner needs it); else a warning, once."""
-        import optuna
-
-        from reg_runner.sweep import pruners
-
-        self.strict, self.number = strict, trial.number
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = MEMORY.get(trial.study) if trial.storage is None else _database(trial.storage)
-        if storage is None:
-            raise UserError(f"trial {trial.number} of study {trial.study!r} runs in another process than its "
-                            "in-memory study: give hydra.sweeper.storage (sqlite:///...) to prune there")
-        pruner = pruners.build(trial.pruner)
-        study = optuna.load_study(study_name=trial.study, storage=storage, pruner=pruner)
-        self.trial, self.open = optuna.trial.Trial(study, trial_id(storage, trial.study, trial.number)), True
-
-    def record(self, step: int, value: float) -> None:
-        """The trial's intermediate value at ``step`` (a step already recorded, by a resumed run, keeps its value)."""
-        import optuna
-
-        if not self.open:
-            return
-        try:
-            with warnings.catch_warnings():  # Optuna's note on a step reported twice: the value is the same
-                warnings.simplefilter("ignore", UserWarning)
-                self.trial.report(value, step)
-        except optuna.exceptions.UpdateFinishedTrialError:  # told already (a run resumed after its search): no curve
-            self.open = False
-        except Exception as e:  # a database that refuses a write
-            if self.strict:
-                raise
-            self.open = False
-            log.warning("trial %d: its learning curve is no longer recorded in the study (%s)", self.number,
-                        type(e).__name__)
-
-    def should_prune(self) -> bool:
-        """The pruner's verdict on the values recorded so far."""
-        return self.open and self.trial.should_prune()
-
-
-class Pruning:
-    """The engine's listener: after each evaluation, each trial's runs in the stack report their mean
-    best objective so far to the trial; a trial its pruner stops ends every run of it, ``pruned``."""
-
-    def __init__(self, members: list):
-        self.reporters: dict[int, Reporter] = {}
-        self.runs: dict[int, list] = {}  # trial number -> its runs in this stack, ended ones too
-        by_trial: dict[int, list] = {}
-        for m in members:
-            if m.trial is not None:
-                by_trial.setdefault(m.trial.number, []).append(m)
-        for number, runs in by_trial.items():
-            trial = runs[0].trial
-            if not trial.prunes:
-                # a curve to record, not a pruner to ask: of a trial whose runs are all here (its seeds' mean),
-                # through a study this process reaches
-                if (len(runs) < trial.seeds_per_trial or trial.n_objectives > 1
-                        or (trial.storage is None and trial.study not in MEMORY)):
-                    continue
-                try:
-                    self.reporters[number] = Reporter(trial, strict=False)
-                except Exception as e:  # the curve is a record, not a result: the run trains without it
-                    log.warning("trial %d: its learning curve is not recorded in the study (%s: %s)", number,
-                                type(e).__name__, masked(e).strip().splitlines()[0][:200] if str(e).strip() else "")
-                    continue
-            else:
-                self.reporters[number] = Reporter(trial)
-            self.runs[number] = runs
-
-    @property
-    def active(self) -> bool:
-        return bool(self.reporters)
-
-    def start(self, engine) -> None:
-        pass
-
-    def epoch(self, engine, result) -> None:
-        for number, runs in self.runs.items():
-            evaluated = [m for m in runs if result.rows.get(m) is not None]  # in the stack, evaluated now
-            if not evaluated:
-                continue
-            if any(m.state.best is None or m.state.status == "diverged" for m in runs):
-                continue  # a diverged seed fails the trial; nothing to rank yet
-            objective = runs[0].cfg.objective
-            value = math.fsum(m.state.best[objective] for m in runs) / len(runs)
-            step = max(m.state.epoch for m in evaluated)
-            reporter = self.reporters[number]
-            reporter.record(step, value)  # the last epoch's too: the trial's whole curve is in the study
-            live = [m for m in evaluated if m.state.status == "running"]
-            if live and runs[0].trial.prunes and reporter.should_prune():
-                log.info("trial %d pruned at epoch %d (%s so far %.4f)", number, step, objective, value)
-                for m in live:
-                    m.state.status, m.state.stopped_at = "pruned", m.state.epoch
-
-    def member_end(self, engine, member, k: int) -> None:
-        pass
-
-    def close(self, engine) -> None:
-        pass

@@ -47,7 +47,7 @@ class Member:
     def __init__(self, cfg: RunConfig, config: dict, run_dir: Path, seed: int, data, device: torch.device,
                  trial=None):
         self.cfg, self.config, self.run_dir, self.seed = cfg, config, Path(run_dir), seed
-        self.trial = trial  # its Optuna trial in a study sweep (reg_runner.sweep.trial.TrialLink), else None
+        self.trial = trial  # its Optuna trial in a study sweep (reg_runner.trainer.trial.TrialLink), else None
         self.gens = generators(seed, device)
         self.augment = augment_lib.build(cfg.augmentation, data)
         self.state = TrainState()
