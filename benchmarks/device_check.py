@@ -371,6 +371,7 @@ def options(ctx: Context, limit: float) -> None:
     """A short run of every option; the options of one structure as one stack, run by run if the stack fails."""
     from reg_runner import checks
     from reg_runner import config as config_lib
+    from reg_runner import keys
 
     r, runs = ctx.report, option_runs(ctx.sizes["option_epochs"], ctx.sizes["option_logging"])
     stacks: dict = {}
@@ -382,7 +383,7 @@ def options(ctx: Context, limit: float) -> None:
         except Exception as e:
             r.row("options", name, "failed", f"refused: {e}")
             continue
-        stacks.setdefault(config_lib.structure(checked.cfg), []).append((name, o, cfg))
+        stacks.setdefault(keys.structural_values(checked.cfg), []).append((name, o, cfg))
     per_run = 0.0  # the most a run has cost so far (a stack's time over its runs)
     for members in stacks.values():
         need = max(MIN_ITEM_S, 2 * per_run * len(members))
