@@ -20,7 +20,6 @@ trial PRUNED. Without one, nothing is asked and nothing stops.
 
 import logging
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,10 +102,6 @@ def link(hydra_cfg, env: dict | None = None) -> TrialLink | None:
     return TrialLink(storage=sweeper.get("storage"), study=sweeper["study_name"], number=int(number),
                      pruner=sweeper.get("pruner") or {"_target_": NO_PRUNER},
                      seeds_per_trial=int(sweeper.get("seeds_per_trial") or 1))
-
-
-def from_process(hydra_cfg) -> TrialLink | None:
-    return link(hydra_cfg, dict(os.environ))
 
 
 _DATABASES: dict = {}  # storage URL -> its RDBStorage, one per process (a stack's runs share it)
