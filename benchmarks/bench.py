@@ -208,7 +208,8 @@ def arguments(parser) -> argparse.Namespace:
     for a value the benchmark could not use, rather than a traceback minutes into it."""
     from omegaconf import OmegaConf
 
-    from reg_runner.data import parse_config, split
+    from reg_runner.data import parse_config
+    from reg_runner.data.split import split
     from reg_runner.data.mnist import find_files
     from reg_runner.errors import ConfigError, UserError, show
 

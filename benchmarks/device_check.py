@@ -371,6 +371,7 @@ def options(ctx: Context, limit: float) -> None:
     """A short run of every option; the options of one structure as one stack, run by run if the stack fails."""
     from reg_runner import checks
     from reg_runner import config as config_lib
+    from reg_runner import keys
 
     r, runs = ctx.report, option_runs(ctx.sizes["option_epochs"], ctx.sizes["option_logging"])
     stacks: dict = {}
@@ -382,7 +383,7 @@ def options(ctx: Context, limit: float) -> None:
         except Exception as e:
             r.row("options", name, "failed", f"refused: {e}")
             continue
-        stacks.setdefault(config_lib.structure(checked.cfg), []).append((name, o, cfg))
+        stacks.setdefault(keys.structural_values(checked.cfg), []).append((name, o, cfg))
     per_run = 0.0  # the most a run has cost so far (a stack's time over its runs)
     for members in stacks.values():
         need = max(MIN_ITEM_S, 2 * per_run * len(members))
@@ -580,20 +581,21 @@ def time_stack(ctx: Context, k: int, limit: float) -> dict:
     """The engine's epochs for K reference runs (seeds 0..K-1) as one stack, without records."""
     from reg_runner import checks
     from reg_runner import config as config_lib
-    from reg_runner.assembly import assemble
+    from reg_runner.assembly import Job, assemble
     from reg_runner.trainer.engine import Engine
 
     overrides = list(ctx.common)  # trainer.epochs stays 1000: no member ends while it is timed
     cfg = compose(overrides)
     checked = checks.check(cfg, overrides)  # the data, the machine (memory): the reference config, checked
-    cfgs = [checked.cfg] * k  # the members differ in their seed alone, which the member takes from its record
-    configs = [dict(config_lib.as_data(cfg), seed=seed) for seed in range(k)]
+    # the members differ in their seed alone, which the member takes from its record
+    jobs = [Job(cfg, ctx.work / "speed" / f"k{k}_{i}", checked=checked, recorded=dict(config_lib.as_data(cfg), seed=i))
+            for i in range(k)]
     cuda = ctx.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(ctx.device)
         torch.cuda.reset_peak_memory_stats(ctx.device)
     t0 = time.perf_counter()
-    built = assemble(cfgs, configs, [ctx.work / "speed" / f"k{k}_{i}" for i in range(k)], [None] * k, [None] * k)
+    built = assemble(jobs)
     engine = Engine(built.model, built.data, built.members, listeners=[])
     try:
         engine.epoch()  # untimed: cuBLAS's and the allocator's first calls

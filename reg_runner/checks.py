@@ -14,10 +14,8 @@ Hydra composes the config; ``check`` then takes it through four stages, each rai
 Stages 1-3 import no torch, so most mistakes are reported in about a third of a second (docs/speed.md): the
 parts stage 3 and 4 build are imported where they are used.
 
-A job's config is checked once: the ``Checked`` that ``check`` returns knows the last stage it passed
-and travels with the job (``reg_runner.assembly.Job.checked``); ``carry_on`` takes it through the later
-stages only (the machine, after a sweeper's stage-3 check). A check made before Hydra runs the job (a single
-run's callback, a sweeper) reaches the job's task through ``reg_runner.cli.Task``.
+A job's config is checked once: its ``Checked`` knows the last stage it passed and travels with the job
+(``assembly.Job.checked``, through ``cli.Task``); ``carry_on`` takes it through the later stages only.
 """
 
 import os

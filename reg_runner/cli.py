@@ -209,7 +209,7 @@ class Task:
         import torch
 
         from reg_runner.run import Job, run_stack  # torch is imported here, after Hydra has parsed the command line
-        from reg_runner.trainer.trial import from_process
+        from reg_runner.trainer.trial import link
         from reg_runner.sweep.workers import joblib_workers
 
         handed_over()
@@ -221,7 +221,7 @@ class Task:
         run_dir = Path(hc.runtime.output_dir)
         checked, folder = self.take(run_dir)
         job = Job(cfg, run_dir, tuple(plain_overrides(hc.overrides.task)), checked=checked, folder=folder,
-                  trial=from_process(hc) if multirun else None)
+                  trial=link(hc, dict(os.environ)) if multirun else None)
         if not multirun:
             with exit_on_user_error():
                 return run_stack([job])[0]

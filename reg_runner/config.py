@@ -81,27 +81,15 @@ def as_data(cfg) -> dict:
 
 
 # what several runs must share to train as one stack (``reg_runner.run.run_stack``): the keys marked
-# ``STRUCTURAL`` in the schemas (``reg_runner.keys``): the data, the model family's keys but those it marks each
-# run's own (such as init and dropout), and the shape of the loop. Everything else (seed, L1/L2, augmentation,
-# optimizer and its every argument, schedule, clipping, early stopping, objective, logging, checkpoints) is each
-# run's own.
-def structural_keys(c: RunConfig) -> tuple[str, ...]:
-    """The keys whose values decide which runs can share a stack with ``c``."""
-    return keys.structural_keys(c)
-
-
-def structure(c: RunConfig) -> tuple:
-    """The values of ``structural_keys``: runs with equal structures can train as one stack."""
-    return keys.structural_values(c)
-
-
+# ``STRUCTURAL`` in the schemas (``keys.structural_keys``, their values ``keys.structural_values``): the data, the
+# model family's keys but those it marks each run's own (such as init and dropout), and the shape of the loop.
 def structural_difference(cfgs: list[RunConfig]) -> str | None:
     """The first structural key on which ``cfgs`` differ, or None."""
     first = cfgs[0]
     for c in cfgs[1:]:
-        if structure(c) == structure(first):
+        if keys.structural_values(c) == keys.structural_values(first):
             continue
-        for key in structural_keys(first):
+        for key in keys.structural_keys(first):
             if value_at(c.model_dump(by_alias=True), key) != value_at(first.model_dump(by_alias=True), key):
                 return key
     return None

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from reg_runner import kinds
+from reg_runner import keys, kinds
 from reg_runner.errors import Parser, UserError, exit_on_user_error
 from reg_runner.signals import stop_if_signalled
 
@@ -63,7 +63,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     with exit_on_user_error():
         from reg_runner import checks
-        from reg_runner import config as config_lib
         from reg_runner.records import FINISHED, RunFolder, ThreadsUnknown
 
         # each folder once, however written (realpath: a loop of links is then not a folder, not a traceback)
@@ -93,7 +92,7 @@ def main(argv=None) -> None:
                 logging.getLogger(__name__).warning(
                     "%s: the torch threads the run trained with are unknown (%s): it resumes with this process's; on a "
                     "CPU its last digits may differ from an uninterrupted run's", run_dir, e)
-            stacks.setdefault((config_lib.structure(checked.cfg), threads), []).append((cfg, run_dir, checked))
+            stacks.setdefault((keys.structural_values(checked.cfg), threads), []).append((cfg, run_dir, checked))
         if not stacks:
             raise UserError(f"all {len(run_dirs)} runs are finished ({', '.join(sorted({s for _, s in finished}))}): "
                             "there is nothing to resume")

@@ -40,7 +40,7 @@ def check(job: Job) -> checks.Checked:
 
 
 def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> list[float]:
-    """Train ``jobs`` as one stack (they must share their structure: ``config.structural_keys``): check, lock,
+    """Train ``jobs`` as one stack (they must share their structure: ``keys.structural_keys``): check, lock,
     record, assemble, train."""
     t0 = time.perf_counter()
     STOP.install()  # already installed by the CLI's first callback, before any folder existed

@@ -77,26 +77,26 @@ def test_a_role_decides_results_hparams_folder_names_and_groups(schema, role, re
     # the key's record role never makes it structural
     plain = config_lib.parse(KEYS.schema, config)
     other = config_lib.parse(KEYS.schema, data("objective=val/acc"))
-    assert config_lib.structure(plain) == config_lib.structure(other)
+    assert keys.structural_values(plain) == keys.structural_values(other)
 
 
 @pytest.mark.parametrize("stack, structural", [(None, False), (keys.OWN, False), (keys.STRUCTURAL, True)])
 def test_a_structural_group_keeps_runs_that_differ_in_it_out_of_one_stack(schema, stack, structural):
     cls = schema(marked(stack=stack))
     a, b = (config_lib.parse(cls, data(f"reg.l2={v}")) for v in (0.0, 1e-4))
-    assert (config_lib.structure(a) == config_lib.structure(b)) is not structural
+    assert (keys.structural_values(a) == keys.structural_values(b)) is not structural
     assert config_lib.structural_difference([a, b]) == ("reg" if structural else None)
-    assert ("reg" in config_lib.structural_keys(a)) is structural
+    assert ("reg" in keys.structural_keys(a)) is structural
 
 
 def test_a_structural_groups_own_key_stays_each_runs_own():
     # model is structural but for what its family marks OWN: the MLP's dropout and init
     cfgs = [checks.check(composed(*o), through=1) for o in ((), ("model.dropout=0.3", "model.init=orthogonal"))]
-    assert config_lib.structure(cfgs[0]) == config_lib.structure(cfgs[1])
+    assert keys.structural_values(cfgs[0]) == keys.structural_values(cfgs[1])
     wider = checks.check(composed("model.width=50"), through=1)
     assert config_lib.structural_difference([cfgs[0], wider]) == "model.width"
-    assert "model.dropout" not in config_lib.structural_keys(cfgs[0])
-    assert "data" in config_lib.structural_keys(cfgs[0])  # a structural group with no OWN key: one entry
+    assert "model.dropout" not in keys.structural_keys(cfgs[0])
+    assert "data" in keys.structural_keys(cfgs[0])  # a structural group with no OWN key: one entry
 
 
 @pytest.mark.parametrize("role, excluded", [(None, False), (keys.PATH, True)])
@@ -200,13 +200,13 @@ def test_the_shipped_declarations_keep_the_lists_the_code_had():
         "trainer.deterministic",
         "trainer.eval_every"}
     mlp = checks.check(composed(), through=1)
-    assert set(config_lib.structural_keys(mlp)) == {
+    assert set(keys.structural_keys(mlp)) == {
         "data", "model._target_", "model.depth", "model.width", "model.activation", "model.norm",
         "model.norm_position", "model.residual", "trainer.epochs", "trainer.batch_size", "trainer.accumulate",
         "trainer.drop_last", "trainer.eval_every", "trainer.eval_batch_size", "trainer.eval_precision",
         "trainer.device", "trainer.deterministic"}
     cnn = checks.check(composed("model=cnn"), through=1)
-    assert [k for k in config_lib.structural_keys(cnn) if k.startswith("model.")] == [
+    assert [k for k in keys.structural_keys(cnn) if k.startswith("model.")] == [
         f"model.{k}" for k in ("_target_", "channels", "kernel", "pool", "norm", "groups", "activation", "hidden", "head")]
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from reg_runner import checks
+from reg_runner import checks, keys
 from reg_runner import config as config_lib
 from reg_runner.errors import ConfigError
 
@@ -26,7 +26,7 @@ def test_labels_are_neither_structure_nor_result():
     assert labelled.tags == ["course", "week1"] and labelled.notes == "a first try"
     assert plain.tags == [] and plain.notes is None
     # the stacked launcher puts both in one stack; a study's signature and the report's groups ignore them
-    assert config_lib.structure(plain) == config_lib.structure(labelled)
+    assert keys.structural_values(plain) == keys.structural_values(labelled)
     assert config_lib.structural_difference([plain, labelled]) is None
     data = [config_lib.results_config(config_lib.as_data(composed(*o))) for o in ((), ("tags=[a]", "notes=x"))]
     assert data[0] == data[1] and "tags" not in data[1] and "notes" not in data[1]

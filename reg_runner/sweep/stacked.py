@@ -7,7 +7,7 @@
 
 The launcher receives a batch of jobs from any sweeper (every job of a grid; ``n_jobs`` trials of an
 Optuna study), composes each job's config as Hydra's launchers do, and puts the jobs that share their
-structure (``reg_runner.config.structural_keys``: the data, the architecture, the batch and the loop's
+structure (``reg_runner.keys.structural_keys``: the data, the architecture, the batch and the loop's
 shape) into one stack, at most ``max_members`` runs each; a stack of one is fine. The log states the
 grouping before anything trains. Each job gets the folder Hydra would have made (with ``.hydra/``) and,
 in it, exactly the records a lone run writes; ``environment.json`` names the stack's other runs.
@@ -23,9 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus, setup_globals
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict, read_write
 
-from reg_runner import checks
-from reg_runner import config as config_lib
-from reg_runner import exactness
+from reg_runner import checks, exactness, keys
 from reg_runner.errors import UserError
 from reg_runner.sweep import jobs as jobs_lib
 from reg_runner.trainer import trial as trial_lib
@@ -56,7 +54,7 @@ class StackedLauncher(Launcher):
                 checked = self.task_function.take(out)[0] or checks.check(cfg, overrides, through=3)
             except UserError as e:
                 raise UserError(f"{jobs_lib.label(num, overrides)}: {e}") from None
-            jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=config_lib.structure(checked.cfg),
+            jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=keys.structural_values(checked.cfg),
                              trial=trial_lib.link(cfg.hydra), checked=checked))
         stacks = exact(group(jobs, self.max_members), self.only_if_faster)
         exactness.poll()

@@ -20,7 +20,6 @@ trial PRUNED. Without one, nothing is asked and nothing stops.
 
 import logging
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +104,6 @@ def link(hydra_cfg, env: dict | None = None) -> TrialLink | None:
                      pruner=sweeper.get("pruner") or {"_target_": NO_PRUNER},
                      seeds_per_trial=int(sweeper.get("seeds_per_trial") or 1),
                      n_objectives=len(sweeper.get("objectives") or [None]))
-
-
-def from_process(hydra_cfg) -> TrialLink | None:
-    return link(hydra_cfg, dict(os.environ))
 
 
 _DATABASES: dict = {}  # storage URL -> its RDBStorage, one per process (a stack's runs share it)
