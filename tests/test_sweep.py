@@ -2,12 +2,10 @@
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -250,42 +248,6 @@ def test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan():
 
 
 # --- PostgreSQL: several sweeper processes share one study -----------------------------------
-
-def _pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else (Path(shutil.which("initdb")).parent if shutil.which("initdb") else None)
-
-
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server on loopback, in a temp dir, stopped afterwards."""
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed here (no initdb)")
-    root = Path(tempfile.mkdtemp(prefix="reg_runner_pg_"))
-    root.chmod(0o755)
-    as_user = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = root / "data"
-
-    def pg(*args):
-        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)
-
-    pg(str(bindir / "initdb"), "-D", str(data), "-U", "reg", "--auth=trust")
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-       f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
-    try:
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "reg", "studies")
-        yield f"postgresql+psycopg2://reg@127.0.0.1:{port}/studies"
-    finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
 
 @pytest.mark.slow  # a PostgreSQL server and two sweeper processes
 def test_two_sweepers_share_one_postgresql_study(cli, tmp_path, postgres):
