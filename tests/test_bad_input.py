@@ -270,7 +270,12 @@ MULTIRUN_CASES = [
     ("hparams_search=quick hydra.sweeper.storage=postgresql://u:hunter2@localhost/db", "hydra.sweeper.storage="
      "'postgresql://u:***@localhost/db' is not allowed: a URL whose database driver is installed"),
     ("hparams_search=quick data.val_size=null hydra.sweeper.storage=postgresql+psycopg2://u:hunter2@127.0.0.1:1/db",
-     "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db': the study 'quick' cannot be opened"),
+     "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db' is not allowed: a URL whose password is not "
+     "written in it: Hydra saves the URL as written in every folder's .hydra/ files"),
+    # from the environment (${oc.env:...}, here its default): saved unresolved, shown masked once resolved
+    ("hparams_search=quick data.val_size=null hydra.sweeper.storage=postgresql+psycopg2://u:${oc.env:NO_SUCH_VAR,"
+     "hunter2}@127.0.0.1:1/db", "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db': the study 'quick' "
+     "cannot be opened"),
     ("hparams_search=quick hydra.sweeper.sampler.seed=-5", "hydra.sweeper.sampler.seed=-5 is not allowed: null or an "
      "integer in [0, "),
     ("hparams_search=quick hydra.sweeper.direction=minimize", "hydra.sweeper.direction='minimize' is not allowed: "

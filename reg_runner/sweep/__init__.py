@@ -233,6 +233,23 @@ class StackedConfig(_Sweeper):
     max_members: integer(1)  # runs in one stack at most (memory: each adds its weights, optimizer state and activations)
 
 
+def _no_saved_password(written, storage) -> None:
+    """Hydra saves the sweeper's settings as written, in every folder's ``.hydra/`` and the sweep's
+    ``multirun.yaml``: a storage URL's password comes from the environment (``${oc.env:VAR}``, saved unresolved)
+    or the database client's own files, never written in the URL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(written).password if isinstance(written, str) else None
+    except Exception:  # an interpolation of the whole URL
+        password = None
+    if password is not None and not str(password).startswith("${"):
+        raise ConfigError("hydra.sweeper.storage", storage, "a URL whose password is not written in it: Hydra saves "
+                          "the URL as written in every folder's .hydra/ files; give the password as ${oc.env:VAR} "
+                          "(saved unresolved, read from the environment), or in ~/.pgpass or PGPASSWORD for "
+                          "PostgreSQL")
+
+
 def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     """The sweeper's and the launcher's settings, before a multirun makes anything; the study's, parsed, in
     a search."""
@@ -255,6 +272,7 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
         parse(GridConfig, sweeper, "hydra.sweeper")
     elif target == STUDY:
         study = parse(StudyConfig, sweeper, "hydra.sweeper")
+        _no_saved_password(OmegaConf.to_container(hydra_cfg.sweeper, resolve=False).get("storage"), study.storage)
         check_sampler(study.sampler)
         check_pruner(study.pruner)
         wanted = direction_of(objective)
