@@ -569,6 +569,30 @@ def test_memory_is_the_whole_footprint_and_its_refusal_names_the_key_that_sizes_
     assert "more than this machine's 8 GiB" in proc.stderr and not proc.run_dir.exists()
 
 
+def test_a_stack_needs_each_members_footprint_and_its_refusal_names_max_members(tiny_data, monkeypatch):
+    """Each run fits alone; a stack (hydra/launcher=stacked) keeps every member's parameters, gradients, optimizer
+    state and activations: on a machine of 2.5 runs, a stack of 2 fits and one of 3 is refused, naming the key that
+    sizes it and how many fit."""
+    from test_check_once import composed
+
+    from reg_runner import config
+    from reg_runner.errors import ConfigError
+    from reg_runner.model import dry_run
+
+    checked = config.check(composed(tiny_data, "model.width=1000", "optimizer=adam", "trainer.eval_batch_size=100"),
+                           through=3)
+    c, split = checked.cfg, checked.split
+    lone = dry_run.footprint(c.model, split.shape, split.n_classes, c.trainer.batch_size, c.trainer.eval_batch_size,
+                             copies=3 + 2)  # the weights, their gradients, the best epoch's copy, Adam's 2 moments
+    monkeypatch.setattr(config, "memory_bytes", lambda: int(2.5 * lone.total))
+    checked = config.carry_on(checked)  # alone, it fits
+    config.stack_fits([checked] * 2, 64)
+    with pytest.raises(ConfigError) as refused:
+        config.stack_fits([checked] * 3, 64)
+    assert str(refused.value).startswith("hydra.launcher.max_members=64 is not allowed: at most 2 here: a stack of 3 "
+                                         f"of these runs needs about {3 * lone.total / 2**30:.3g} GiB")
+
+
 def test_hydra_full_error_keeps_hydras_own_report(cli):
     cli.env["HYDRA_FULL_ERROR"] = "1"
     proc = cli("model=resnet", check=False, in_process=False)  # Hydra's report, as the real CLI prints it
