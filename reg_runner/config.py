@@ -420,7 +420,10 @@ def against_data(c: RunConfig) -> data_group.Split:
     if t.accumulate > batches:
         raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch",
                           others=[("trainer.batch_size", t.batch_size), ("trainer.drop_last", t.drop_last), *sizes])
-    calling(c.model, "checking it against the data", lambda: c.model.check(split.shape, split.n_classes))
+    said = calling(c.model, "checking it against the data", lambda: c.model.check(split.shape, split.n_classes))
+    if said is not None:  # a refusal returned rather than raised would pass unheard
+        raise ConfigError("model._target_", c.model.target, f"a family whose check() raises ConfigError to refuse and "
+                          f"returns None (it returned {said!r})")
     if (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)) and c.model.uses_batch_statistics(
             split.shape, split.n_classes):
         norm = ("model.norm=batchnorm" if getattr(c.model, "norm", None) == "batchnorm"

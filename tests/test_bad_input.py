@@ -514,6 +514,16 @@ FAMILY_CASES = [
     ("torch.nn.Linear", "model.in_features=null is not allowed: a value: Linear's in_features has no default"),
     ("lenet.LeNet5BN trainer.batch_size=1", "trainer.batch_size=1 is not allowed: a size that leaves no batch of 1 "
      "image with lenet.LeNet5BN's BatchNorm"),
+    ("broken.LongOutput", "model._target_='broken.LongOutput' is not allowed: a network whose output is floating-point "
+     "scores computed from its parameters, which a loss can train (its output: torch.int64)"),
+    ("broken.Detached", "model._target_='broken.Detached' is not allowed: a network whose output is floating-point "
+     "scores computed from its parameters, which a loss can train (its output: torch.float32, with no gradient: "
+     "detached from them)"),
+    ("broken.Frozen", "model._target_='broken.Frozen' is not allowed: a network with parameters to train (it has none "
+     "that requires a gradient)"),
+    ("broken.Exits", f"model._target_='broken.Exits': building its network raised SystemExit: 3 at {BROKEN}:87"),
+    ("broken.CheckReturns", "model._target_='broken.CheckReturns' is not allowed: a family whose check() raises "
+     "ConfigError to refuse and returns None (it returned 'needs 28x28 images')"),
 ]
 
 
