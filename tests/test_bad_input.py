@@ -276,6 +276,8 @@ MULTIRUN_CASES = [
     ("hparams_search=quick data.val_size=null hydra.sweeper.storage=postgresql+psycopg2://u:${oc.env:NO_SUCH_VAR,"
      "hunter2}@127.0.0.1:1/db", "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db': the study 'quick' "
      "cannot be opened"),
+    ("hparams_search=quick hydra.sweeper.study_name='a\x07b'", "hydra.sweeper.study_name='a\\x07b' is not allowed: a "
+     "non-empty name of printable characters"),
     ("hparams_search=quick hydra.sweeper.sampler.seed=-5", "hydra.sweeper.sampler.seed=-5 is not allowed: null or an "
      "integer in [0, "),
     ("hparams_search=quick hydra.sweeper.direction=minimize", "hydra.sweeper.direction='minimize' is not allowed: "
@@ -779,6 +781,19 @@ def test_a_study_database_that_is_another_file_is_refused(cli, tmp_path):
                check=False)
     assert_one_line_error(proc, f"is not allowed: an SQLite database file: {notes} holds something else")
     assert notes.read_text() == "mine" and not proc.run_dir.exists()
+
+
+def test_a_study_created_for_the_other_direction_is_refused(cli, tmp_path):
+    """A study made beforehand (optuna create-study, as for PostgreSQL) to minimize, searched to maximize val/acc:
+    its sampler would seek the worst trials."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'made.db'}"
+    optuna.create_study(study_name="quick", storage=storage, direction="minimize")
+    proc = cli("--multirun", "hparams_search=quick", "data.val_size=null", f"hydra.sweeper.storage={storage}",
+               check=False, in_process=True)
+    assert_one_line_error(proc, "the study 'quick' was created to minimize; this command's objective is to maximize")
+    assert not proc.run_dir.exists() and optuna.load_study(study_name="quick", storage=storage).trials == []
 
 
 def test_a_refused_command_imports_neither_torch_nor_numpy_nor_what_only_a_sweep_needs(tmp_path):

@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, PlainValidator
 from reg_runner import keys
 from reg_runner.config import KEYS
 from reg_runner.errors import ConfigError, UserError
-from reg_runner.schema import Group, Text, integer, one_of, optional, parse, reject
+from reg_runner.schema import Group, Name, integer, one_of, optional, parse, reject
 
 GRID = "reg_runner.sweep.grid.GridSweeper"
 STACKED = "reg_runner.sweep.stacked.StackedLauncher"
@@ -220,7 +220,7 @@ class StudyConfig(_Sweeper):
     sampler: Sampler
     direction: one_of("maximize", "minimize")  # follows the objective
     storage: Annotated[Any, PlainValidator(_storage)]
-    study_name: Text
+    study_name: Name
     n_trials: integer(1)  # finished trials the study should hold in total
     n_jobs: integer(1)  # trials asked and launched together
     custom_search_space: Annotated[Any, PlainValidator(_space)]

@@ -327,6 +327,11 @@ def _typed_values(fixed: dict) -> dict:
 def same_study(study, base: dict, direction: str, seeds_per_trial: int = 1) -> None:
     """A study continues with the settings it started with: another objective, direction, budget, data or
     number of seeds per trial would rank incomparable values together. The first invocation records them."""
+    own = [d.name.lower() for d in study.directions]  # a study made elsewhere (optuna create-study) has its own
+    if own != [direction]:
+        raise UserError(f"the study {study.study_name!r} was created to {' and '.join(own)}; this command's objective "
+                        f"is to {direction}: use another hydra.sweeper.study_name, or a study created with --direction "
+                        f"{direction}")
     signature = study.user_attrs.get(SIGNATURE)
     mine = dict(direction=direction, config=base)
     if seeds_per_trial != 1:
