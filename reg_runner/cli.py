@@ -11,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
+from reg_runner.signals import stop_if_signalled
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
 TRUSTED = ("reg_runner.*", "optuna.samplers.*", "optuna.pruners.*")
@@ -142,3 +143,5 @@ def entry(task=None) -> None:
         refuse(hydra_error(e, sys.argv[1:]))
     finally:
         handed_over()
+    # a signal after the last epoch's check (its records, Hydra's end of a multirun) was only recorded
+    stop_if_signalled("the command ended", "every run had recorded its end")
