@@ -524,6 +524,8 @@ FAMILY_CASES = [
     ("broken.Frozen", "model._target_='broken.Frozen' is not allowed: a network with parameters to train (it has none "
      "that requires a gradient)"),
     ("broken.Exits", f"model._target_='broken.Exits': building its network raised SystemExit: 3 at {BROKEN}:87"),
+    ("broken.ParameterInForward", "model._target_='broken.ParameterInForward' is not allowed: a network whose "
+     "parameters are made before its forward, which the optimizer is given (its forward made new ones"),
     ("broken.CheckReturns", "model._target_='broken.CheckReturns' is not allowed: a family whose check() raises "
      "ConfigError to refuse and returns None (it returned 'needs 28x28 images')"),
 ]

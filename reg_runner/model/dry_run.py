@@ -91,6 +91,9 @@ def _run(cfg, net, shape, n_classes: int, batch: int, eval_batch: int, device: s
         given = tuple(out.shape) if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         raise ConfigError("model._target_", cfg.target, f"a network whose output is (batch, classes), ({batch}, "
                           f"{n_classes}) for a batch of {batch} of these {n_classes} classes (its output: {given})")
+    if {id(p) for p in net.parameters()} != own:
+        raise ConfigError("model._target_", cfg.target, "a network whose parameters are made before its forward, "
+                          "which the optimizer is given (its forward made new ones, which would never train)")
     if not (out.is_floating_point() and out.requires_grad):
         raise ConfigError("model._target_", cfg.target, "a network whose output is floating-point scores computed from "
                           f"its parameters, which a loss can train (its output: {out.dtype}"
