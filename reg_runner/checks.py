@@ -191,7 +191,10 @@ def against_data(c: RunConfig) -> Split:
     if t.accumulate > batches:
         raise ConfigError("trainer.accumulate", t.accumulate, f"at most {batches}, the batches of an epoch",
                           others=[("trainer.batch_size", t.batch_size), ("trainer.drop_last", t.drop_last), *sizes])
-    calling(c.model, "checking it against the data", lambda: c.model.check(split.shape, split.n_classes))
+    said = calling(c.model, "checking it against the data", lambda: c.model.check(split.shape, split.n_classes))
+    if said is not None:  # a refusal returned rather than raised would pass unheard
+        raise ConfigError("model._target_", c.model.target, f"a family whose check() raises ConfigError to refuse and "
+                          f"returns None (it returned {said!r})")
     if (t.batch_size == 1 or (not t.drop_last and n % t.batch_size == 1)) and c.model.uses_batch_statistics(
             split.shape, split.n_classes):
         norm = ("model.norm=batchnorm" if getattr(c.model, "norm", None) == "batchnorm"
@@ -239,11 +242,7 @@ def against_machine(c: RunConfig, split: Split) -> None:
 
     batch = c.trainer.batch_size * c.trainer.accumulate
     states = optimizer_build.check(c.optimizer, batch)
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        have, where = torch.cuda.get_device_properties(torch.device(device if ":" in device else "cuda")).total_memory, "GPU"
-    else:
-        have, where = memory_bytes(), "machine"
-    fits(c, split, have, where, copies=3 + states)  # the weights, their gradients, the best epoch's copy
+    fits(c, split, *device_memory(device), copies=3 + states)  # the weights, their gradients, the best epoch's copy
     max_lr = getattr(c.scheduler, "max_lr", None)
     if max_lr is not None:  # one-cycle's and the cyclic schedule's peak: the step must hold it too
         optimizer_build.step_at(c.optimizer, batch, max_lr, "scheduler.max_lr", max_lr)
@@ -256,6 +255,40 @@ def against_machine(c: RunConfig, split: Split) -> None:
         torchvision_transforms(c.augmentation)
 
 
+def device_memory(device: str) -> tuple[int | None, str]:
+    """The memory of a run's device (``trainer.device``), and what it is called in a message."""
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_properties(torch.device(device if ":" in device else "cuda")).total_memory, "GPU"
+    return memory_bytes(), "machine"
+
+
+def _eval_batch(t, split: Split) -> int:
+    """The largest evaluation batch a run makes."""
+    return min(t.eval_batch_size, max(split.n_train, len(split.val_idx), split.n_test))
+
+
+def stack_fits(stack: list["Checked"], max_members: int) -> None:
+    """A stack of these runs (``hydra/launcher=stacked``: one structure, each run checked alone) fits its device:
+    each member keeps its own parameters, gradients, optimizer state and best epoch's copy, and its own
+    activations; else one line naming ``hydra.launcher.max_members``, with how many fit."""
+    from reg_runner.model import dry_run
+    from reg_runner.optimizer import build as optimizer_build
+
+    c, split, t = stack[0].cfg, stack[0].split, stack[0].cfg.trainer
+    one = dry_run.footprint(c.model, split.shape, split.n_classes, t.batch_size, _eval_batch(t, split), copies=1)
+    runs = [one.parameters * (3 + optimizer_build.check(m.cfg.optimizer, t.batch_size * t.accumulate))
+            + one.activations for m in stack]
+    have, where = device_memory(t.device)
+    if have is None or sum(runs) <= have:
+        return
+    raise ConfigError("hydra.launcher.max_members", max_members, f"at most {max(1, have // max(runs))} here: a stack "
+                      f"of {len(stack)} of these runs needs about {sum(runs) / 2**30:.3g} GiB (each run its own "
+                      f"parameters, gradients, optimizer state and activations, up to {max(runs) / 2**30:.3g} GiB), "
+                      f"more than this {where}'s {have / 2**30:.3g} GiB")
+
+
 def fits(c: RunConfig, split: Split, have: int | None, where: str, copies: int) -> None:
     """The run's network works (``reg_runner.model.dry_run``) and its memory fits in ``have`` bytes; else one line
     naming the key that sizes what is too big: the model's key whose doubling grows it most (the parameters' or
@@ -263,7 +296,7 @@ def fits(c: RunConfig, split: Split, have: int | None, where: str, copies: int) 
     from reg_runner.model import dry_run
 
     t = c.trainer
-    eval_batch = min(t.eval_batch_size, max(split.n_train, len(split.val_idx), split.n_test))  # the largest it makes
+    eval_batch = _eval_batch(t, split)
 
     def measure(model):
         return dry_run.footprint(model, split.shape, split.n_classes, t.batch_size, eval_batch, copies)

@@ -16,7 +16,7 @@ from omegaconf import ListConfig, OmegaConf
 from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 from reg_runner.overrides import hydra_overrides, plain_overrides
-from reg_runner.signals import STOP
+from reg_runner.signals import STOP, stop_if_signalled
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
 TRUSTED = ("reg_runner.*", "optuna.samplers.*", "optuna.pruners.*")
@@ -281,3 +281,5 @@ def entry(task=None) -> None:
         refuse(hydra_error(e, sys.argv[1:]))
     finally:
         handed_over()
+    # a signal after the last epoch's check (its records, Hydra's end of a multirun) was only recorded
+    stop_if_signalled("the command ended", "every run had recorded its end")

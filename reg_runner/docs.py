@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel
 from pydantic_core import PydanticCustomError
 
+from reg_runner import atomic, signals
 from reg_runner.errors import Parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -295,9 +296,10 @@ def main(argv=None) -> None:
             raise SystemExit(1)
         return
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
-    REFERENCE.write_text(text)
+    atomic.write_text(REFERENCE, text)  # whole or not at all, whenever a signal comes
     print(f"written: {REFERENCE}")
 
 
 if __name__ == "__main__":
     main()
+    signals.finish(0)

@@ -122,6 +122,12 @@ def _text(v):
     return v
 
 
+def _name(v):
+    if not isinstance(v, str) or not v.strip() or not v.isprintable():
+        raise reject("a non-empty name of printable characters (no newline, tab or other control character)")
+    return v
+
+
 def _seed(v):
     if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < SEED_LIMIT):
         raise reject("null or an integer in [0, 2^63)")
@@ -137,6 +143,7 @@ def _tags(v):
 Bool = Annotated[bool, PlainValidator(_boolean)]
 Tags = Annotated[list, PlainValidator(_tags)]
 Text = Annotated[str, PlainValidator(_text)]
+Name = Annotated[str, PlainValidator(_name)]  # shown in messages and file names: one printable line
 Seed = Annotated[int | None, PlainValidator(_seed)]
 ValMetric = Literal["val/acc", "val/loss"]  # what chooses anything: validation only, never test
 VAL_METRICS = ("val/acc", "val/loss")

@@ -86,6 +86,17 @@ def end(signum: int, what: str | None = None) -> None:
     os._exit(128 + signum)
 
 
+def finish(code: int) -> None:
+    """A command's end once its work is done: its output flushed, it exits with ``code`` here, without the
+    interpreter's teardown, in which no Python handler runs (a signal there would pass without a word). A signal
+    until then ends it with its line, which says the work was done."""
+    _STATE.update(what="as the command ended, its work done", made=[])
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
 @contextlib.contextmanager
 def command(what=NOTHING, made: list | None = None):
     """A command's body: what a signal's line says meanwhile (a text, or a function that says it then), and

@@ -4,8 +4,11 @@ behaviour; ``REG_RUNNER_TEST_CLI=subprocess pytest`` runs every command for real
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +361,39 @@ def write_presets(folder: Path, group: str, presets: dict[str, list[str]]) -> st
         text = "# @package _global_\n" + (yaml.safe_dump({"defaults": defaults}) if defaults else "")
         (folder / group / f"{name}.yaml").write_text(text + (yaml.safe_dump(body) if body else ""))
     return f"hydra.searchpath=[file://{folder}]"
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else (Path(shutil.which("initdb")).parent if shutil.which("initdb") else None)
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on loopback, in a temp dir, stopped afterwards."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed here (no initdb)")
+    root = Path(tempfile.mkdtemp(prefix="reg_runner_pg_"))
+    root.chmod(0o755)
+    as_user = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+
+    def pg(*args):
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-U", "reg", "--auth=trust")
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+       f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+    try:
+        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "reg", "studies")
+        yield f"postgresql+psycopg2://reg@127.0.0.1:{port}/studies"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)

@@ -110,15 +110,16 @@ def test_a_trial_read_back_is_written_to_through_the_public_api():
     assert [t.user_attrs for t in study.get_trials(deepcopy=False)] == [{}, {"k": 1}]
 
 
-def _study_folder(tmp_path):
-    """A sweep folder whose marker names a real SQLite study of two trials (no run trained)."""
+def _study_folder(tmp_path, url=None):
+    """A sweep folder whose marker names a real study of two trials (no run trained), in SQLite in the folder or
+    in the database ``url``."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     from reg_runner import kinds
 
     root = tmp_path / "sweep"
     root.mkdir()
-    url = f"sqlite:///{root / 'study.db'}"
+    url = url or f"sqlite:///{root / 'study.db'}"
     study = optuna.create_study(study_name="s", storage=url, direction="maximize")
     for x, db in ((0.1, "postgresql://user:hunter2@host/db"), (0.5, "sqlite:///a.db")):
         study.add_trial(optuna.trial.create_trial(
@@ -148,6 +149,34 @@ def test_the_reports_search_reads_its_study_without_writing_it(tmp_path):
     with pytest.raises(UserError, match="does not exist"):  # a run reporting to the study: not made again either
         run_trial._database(url)
     assert not (root / "study.db").exists()
+
+
+@pytest.mark.slow  # a PostgreSQL server
+def test_the_reports_search_reads_a_postgresql_study_in_read_only_transactions(tmp_path, postgres):
+    """Every table's rows as they were after the report; a write through the storage the report opens fails."""
+    import sqlalchemy
+
+    root, url = _study_folder(tmp_path, postgres)
+
+    def rows() -> dict:
+        engine = sqlalchemy.create_engine(postgres)
+        try:
+            with engine.connect() as db:
+                tables = sqlalchemy.inspect(db).get_table_names()
+                return {t: sorted(map(repr, db.execute(sqlalchemy.text(f'SELECT * FROM "{t}"')))) for t in tables}
+        finally:
+            engine.dispose()
+
+    before = rows()
+    assert len(before["trials"]) == 2
+    files, section = analysis.search(root, tmp_path / "out", plots=True)
+    assert "2 trials, 2 complete" in section and "trials.csv" in [p.name for p, _ in files]
+    assert rows() == before
+    study = optuna.load_study(study_name="s", storage=trial_lib.read_only_storage(postgres))
+    with pytest.raises(optuna.exceptions.StorageInternalError) as refused:
+        study.set_user_attr("written", True)
+    assert "cannot execute INSERT in a read-only transaction" in str(refused.value.__cause__)
+    assert rows() == before
 
 
 def test_a_storage_password_never_shows(tmp_path, monkeypatch):

@@ -270,7 +270,14 @@ MULTIRUN_CASES = [
     ("hparams_search=quick hydra.sweeper.storage=postgresql://u:hunter2@localhost/db", "hydra.sweeper.storage="
      "'postgresql://u:***@localhost/db' is not allowed: a URL whose database driver is installed"),
     ("hparams_search=quick data.val_size=null hydra.sweeper.storage=postgresql+psycopg2://u:hunter2@127.0.0.1:1/db",
-     "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db': the study 'quick' cannot be opened"),
+     "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db' is not allowed: a URL whose password is not "
+     "written in it: Hydra saves the URL as written in every folder's .hydra/ files"),
+    # from the environment (${oc.env:...}, here its default): saved unresolved, shown masked once resolved
+    ("hparams_search=quick data.val_size=null hydra.sweeper.storage=postgresql+psycopg2://u:${oc.env:NO_SUCH_VAR,"
+     "hunter2}@127.0.0.1:1/db", "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db': the study 'quick' "
+     "cannot be opened"),
+    ("hparams_search=quick hydra.sweeper.study_name='a\x07b'", "hydra.sweeper.study_name='a\\x07b' is not allowed: a "
+     "non-empty name of printable characters"),
     ("hparams_search=quick hydra.sweeper.sampler.seed=-5", "hydra.sweeper.sampler.seed=-5 is not allowed: null or an "
      "integer in [0, "),
     ("hparams_search=quick hydra.sweeper.direction=minimize", "hydra.sweeper.direction='minimize' is not allowed: "
@@ -511,6 +518,18 @@ FAMILY_CASES = [
     ("torch.nn.Linear", "model.in_features=null is not allowed: a value: Linear's in_features has no default"),
     ("lenet.LeNet5BN trainer.batch_size=1", "trainer.batch_size=1 is not allowed: a size that leaves no batch of 1 "
      "image with lenet.LeNet5BN's BatchNorm"),
+    ("broken.LongOutput", "model._target_='broken.LongOutput' is not allowed: a network whose output is floating-point "
+     "scores computed from its parameters, which a loss can train (its output: torch.int64)"),
+    ("broken.Detached", "model._target_='broken.Detached' is not allowed: a network whose output is floating-point "
+     "scores computed from its parameters, which a loss can train (its output: torch.float32, with no gradient: "
+     "detached from them)"),
+    ("broken.Frozen", "model._target_='broken.Frozen' is not allowed: a network with parameters to train (it has none "
+     "that requires a gradient)"),
+    ("broken.Exits", f"model._target_='broken.Exits': building its network raised SystemExit: 3 at {BROKEN}:87"),
+    ("broken.ParameterInForward", "model._target_='broken.ParameterInForward' is not allowed: a network whose "
+     "parameters are made before its forward, which the optimizer is given (its forward made new ones"),
+    ("broken.CheckReturns", "model._target_='broken.CheckReturns' is not allowed: a family whose check() raises "
+     "ConfigError to refuse and returns None (it returned 'needs 28x28 images')"),
 ]
 
 
@@ -564,6 +583,30 @@ def test_memory_is_the_whole_footprint_and_its_refusal_names_the_key_that_sizes_
     proc = cli(*overrides.split(), "data.train_fraction=0.6", "trainer.batch_size=300", check=False, in_process=True)
     assert_one_line_error(proc, expected)
     assert "more than this machine's 8 GiB" in proc.stderr and not proc.run_dir.exists()
+
+
+def test_a_stack_needs_each_members_footprint_and_its_refusal_names_max_members(tiny_data, monkeypatch):
+    """Each run fits alone; a stack (hydra/launcher=stacked) keeps every member's parameters, gradients, optimizer
+    state and activations: on a machine of 2.5 runs, a stack of 2 fits and one of 3 is refused, naming the key that
+    sizes it and how many fit."""
+    from test_check_once import composed
+
+    from reg_runner import checks
+    from reg_runner.errors import ConfigError
+    from reg_runner.model import dry_run
+
+    checked = checks.check(composed(tiny_data, "model.width=1000", "optimizer=adam", "trainer.eval_batch_size=100"),
+                           through=3)
+    c, split = checked.cfg, checked.split
+    lone = dry_run.footprint(c.model, split.shape, split.n_classes, c.trainer.batch_size, c.trainer.eval_batch_size,
+                             copies=3 + 2)  # the weights, their gradients, the best epoch's copy, Adam's 2 moments
+    monkeypatch.setattr(checks, "memory_bytes", lambda: int(2.5 * lone.total))
+    checked = checks.carry_on(checked)  # alone, it fits
+    checks.stack_fits([checked] * 2, 64)
+    with pytest.raises(ConfigError) as refused:
+        checks.stack_fits([checked] * 3, 64)
+    assert str(refused.value).startswith("hydra.launcher.max_members=64 is not allowed: at most 2 here: a stack of 3 "
+                                         f"of these runs needs about {3 * lone.total / 2**30:.3g} GiB")
 
 
 def test_hydra_full_error_keeps_hydras_own_report(cli):
@@ -742,6 +785,19 @@ def test_a_study_database_that_is_another_file_is_refused(cli, tmp_path):
                check=False)
     assert_one_line_error(proc, f"is not allowed: an SQLite database file: {notes} holds something else")
     assert notes.read_text() == "mine" and not proc.run_dir.exists()
+
+
+def test_a_study_created_for_the_other_direction_is_refused(cli, tmp_path):
+    """A study made beforehand (optuna create-study, as for PostgreSQL) to minimize, searched to maximize val/acc:
+    its sampler would seek the worst trials."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'made.db'}"
+    optuna.create_study(study_name="quick", storage=storage, direction="minimize")
+    proc = cli("--multirun", "hparams_search=quick", "data.val_size=null", f"hydra.sweeper.storage={storage}",
+               check=False, in_process=True)
+    assert_one_line_error(proc, "the study 'quick' was created to minimize; this command's objective is to maximize")
+    assert not proc.run_dir.exists() and optuna.load_study(study_name="quick", storage=storage).trials == []
 
 
 def test_a_refused_command_imports_neither_torch_nor_numpy_nor_what_only_a_sweep_needs(tmp_path):

@@ -191,3 +191,27 @@ def test_divergence_ends_the_run_with_a_valid_record(cli):
     m = read_metrics(proc.run_dir)
     assert m["status"] == "diverged" and m["stopped_at"] < 20
     assert "diverged" in proc.stdout
+
+
+def test_a_signal_after_the_last_epochs_check_ends_the_command_with_its_line(cli, monkeypatch):
+    """A run acts on a signal after each epoch; one recorded later (while its last records are written, or as a
+    multirun ends) still ends the command in one line, 128 + the signal, not exit 0 without a word."""
+    import signal
+
+    from reg_runner.signals import STOP
+    from reg_runner.trainer.engine import Engine
+
+    monkeypatch.setattr(STOP, "signal", None)
+    trained = Engine.run
+
+    def then_a_signal(self, *args, **kwargs):
+        out = trained(self, *args, **kwargs)
+        STOP.signal = signal.SIGTERM  # as STOP's handler records it
+        return out
+
+    monkeypatch.setattr(Engine, "run", then_a_signal)
+    proc = cli("trainer.epochs=1", check=False, in_process=True)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("interrupted by SIGTERM while the command ended; every run had "
+                                                    "recorded its end")
+    assert read_metrics(proc.run_dir)["status"] == "completed"

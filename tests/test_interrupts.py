@@ -3,6 +3,7 @@ no empty folder of the command's left behind. Real processes (a signal is a proc
 instants: in the first instant (the imports, before any folder exists), and in the middle of the work."""
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -197,3 +198,64 @@ def test_a_multirun_stopped_while_its_runs_train_says_so_once(finished, launcher
     proc.send_signal(signal.SIGTERM)
     line = ended(proc, signal.SIGTERM)
     assert "checkpoint saved. Resume with: python -m reg_runner.resume" in line, line
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (T: stopped, Z: exited), or Z once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+def test_the_data_check_says_a_signal_at_any_instant(tmp_path, monkeypatch):
+    """In its first instant, while it checks, and after its last line: there the process is stopped (SIGSTOP) a
+    few milliseconds on, signalled and continued, so the signal lands wherever its end had got to. The interpreter's
+    teardown (tens of ms, in which no handler runs) passed a signal without a word, exit 0: now the command ends
+    without it, and a stop there finds it alive only before its exit."""
+    from reg_runner.data.__main__ import main
+
+    monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "store"))
+    assert main(["place"]) == 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line as printed: the test waits for them
+    for instant, sig in (("first", signal.SIGTERM), ("checking", signal.SIGINT), ("checking", signal.SIGTERM)):
+        proc = subprocess.Popen([sys.executable, "-m", "reg_runner.data", "check"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        if instant == "first":
+            time.sleep(RNG.uniform(0.2, 0.3))
+        else:
+            assert proc.stdout.readline().startswith("datamaestro store for")
+        proc.send_signal(sig)
+        assert ended(proc, sig).endswith("before anything was written")
+    for attempt in range(8):
+        sig = (signal.SIGTERM, signal.SIGINT)[attempt % 2]
+        proc = subprocess.Popen([sys.executable, "-m", "reg_runner.data", "check"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        while "test_labels.idx" not in proc.stdout.readline():
+            pass
+        time.sleep(RNG.uniform(0.002, 0.03))
+        proc.send_signal(signal.SIGSTOP)
+        while _state(proc.pid) not in "TZ":
+            time.sleep(0.001)
+        if _state(proc.pid) == "Z":  # it had ended before the stop: nothing to signal
+            assert proc.wait(timeout=60) == 0
+            continue
+        proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
+        ended(proc, sig)
+
+
+def test_a_signal_as_a_command_finishes_is_said():
+    """Up to its exit: here the signal comes while the output is flushed."""
+    code = ("import os, signal, sys\n"
+            "from reg_runner import signals\n"
+            "signals.early()\n"
+            "class Out:\n"
+            "    def flush(self):\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "sys.stdout = Out()\n"
+            "signals.finish(0)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.returncode == 143 and proc.stderr == "interrupted by SIGTERM as the command ended, its work done\n", \
+        proc

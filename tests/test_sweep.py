@@ -2,12 +2,10 @@
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -251,42 +249,6 @@ def test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan():
 
 # --- PostgreSQL: several sweeper processes share one study -----------------------------------
 
-def _pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else (Path(shutil.which("initdb")).parent if shutil.which("initdb") else None)
-
-
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server on loopback, in a temp dir, stopped afterwards."""
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed here (no initdb)")
-    root = Path(tempfile.mkdtemp(prefix="reg_runner_pg_"))
-    root.chmod(0o755)
-    as_user = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = root / "data"
-
-    def pg(*args):
-        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)
-
-    pg(str(bindir / "initdb"), "-D", str(data), "-U", "reg", "--auth=trust")
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-       f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
-    try:
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "reg", "studies")
-        yield f"postgresql+psycopg2://reg@127.0.0.1:{port}/studies"
-    finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.mark.slow  # a PostgreSQL server and two sweeper processes
 def test_two_sweepers_share_one_postgresql_study(cli, tmp_path, postgres):
     # the recipe: create the study once, then start any number of sweepers against it
@@ -328,3 +290,26 @@ def test_slurm_preset_composes(cli):
     proc = cli("hparams_search=regularization", "hydra/launcher=slurm", "--cfg", "hydra", tiny=False)
     launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("SlurmLauncher") and launcher["cpus_per_task"] == 2
+
+
+@pytest.mark.slow  # a PostgreSQL server and a search whose trials run in joblib's worker processes
+def test_a_storage_password_from_the_environment_is_saved_in_no_file(cli, tmp_path, postgres):
+    """Hydra saves the sweeper's settings as written (each run's .hydra/hydra.yaml): the
+    password given as ${oc.env:VAR} stays unresolved there, and the runs, in other processes, reach the study with
+    it; written in the URL, it is refused before anything is made."""
+    password = f"pw{os.getpid()}x{time.time_ns()}"  # not in the source either (a run records its patch)
+    url = postgres.replace("reg@", "reg:${oc.env:REG_RUNNER_TEST_DB_PASSWORD}@")  # the server trusts loopback
+    env = {"REG_RUNNER_TEST_DB_PASSWORD": password}
+    sweep = cli(*QUICK, "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={url}", "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2", "logging.tensorboard=false", env=env, in_process=False).run_dir
+    study = optuna.load_study(study_name="quick", storage=postgres)
+    assert states(study) == {"COMPLETE": 2}
+    saved = [p for p in sweep.rglob("*") if p.is_file()]
+    hydra_yaml = [p for p in saved if p.name == "hydra.yaml"]
+    assert len(hydra_yaml) == 2 and all("${oc.env:REG_RUNNER_TEST_DB_PASSWORD}" in p.read_text() for p in hydra_yaml)
+    assert [p for p in saved if password.encode() in p.read_bytes()] == []
+    written = postgres.replace("reg@", f"reg:{password}@")
+    proc = cli(*QUICK, f"hydra.sweeper.storage={written}", run_dir=tmp_path / "written", check=False)
+    assert proc.returncode == 2 and password not in proc.stderr + proc.stdout, proc.stderr
+    assert proc.stderr.strip().endswith("or in ~/.pgpass or PGPASSWORD for PostgreSQL")
+    assert not (tmp_path / "written").exists()

@@ -34,7 +34,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from reg_runner import kinds
+from reg_runner import atomic, kinds, signals
 from reg_runner.errors import Parser, UserError, exit_on_user_error, integer_arg, number_arg
 
 DEFAULT_VAL_SIZE = 10_000
@@ -233,8 +233,6 @@ def evaluation_split(data, args):
 
 
 def main(argv=None) -> None:
-    from reg_runner import signals
-
     args = arguments(argv)
     made: list[Path] = []  # folders this command made: removed if it stops before writing into them
     state = {"written": None}
@@ -246,7 +244,6 @@ def main(argv=None) -> None:
 def _main(args, made: list, state: dict) -> None:
     import warnings
 
-    from reg_runner import kinds, signals
     from reg_runner.records import RunFolder
 
     # a foreign checkpoint's pickle protocol: the one line that refuses the file says it all
@@ -338,7 +335,6 @@ def _writable(folder: Path) -> bool:
 
 
 def _write(folder: Path, results: list[dict], tensorboard: bool) -> None:
-    from reg_runner import atomic
     from reg_runner.landscape import plots
 
     atomic.write_json(folder / "landscape.json", results[0] if len(results) == 1 else dict(runs=results))

@@ -115,7 +115,7 @@ def calling(cfg: ModelFamily, doing: str, call):
         return call()
     except UserError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # SystemExit: the family's own sys.exit() is no end of the command
         frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(LIBRARIES)]
         where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""

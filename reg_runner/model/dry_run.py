@@ -22,8 +22,9 @@ def network(cfg, shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
     if not isinstance(net, torch.nn.Module):
         raise ConfigError("model._target_", cfg.target, f"a family whose network is a torch.nn.Module (its plain() "
                           f"returns {type(net).__module__}.{type(net).__qualname__})")
-    if next(net.parameters(), None) is None:
-        raise ConfigError("model._target_", cfg.target, "a network with parameters to train (it has none)")
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ConfigError("model._target_", cfg.target, "a network with parameters to train (it has none"
+                          + (" that requires a gradient)" if next(net.parameters(), None) is not None else ")"))
     if any(torch.nn.parameter.is_lazy(p) for p in net.parameters()):
         raise ConfigError("model._target_", cfg.target, "a network whose parameters have their shapes once it is "
                           "built, which a checkpoint and a stack need (it has lazy modules)")
@@ -90,6 +91,13 @@ def _run(cfg, net, shape, n_classes: int, batch: int, eval_batch: int, device: s
         given = tuple(out.shape) if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
         raise ConfigError("model._target_", cfg.target, f"a network whose output is (batch, classes), ({batch}, "
                           f"{n_classes}) for a batch of {batch} of these {n_classes} classes (its output: {given})")
+    if {id(p) for p in net.parameters()} != own:
+        raise ConfigError("model._target_", cfg.target, "a network whose parameters are made before its forward, "
+                          "which the optimizer is given (its forward made new ones, which would never train)")
+    if not (out.is_floating_point() and out.requires_grad):
+        raise ConfigError("model._target_", cfg.target, "a network whose output is floating-point scores computed from "
+                          f"its parameters, which a loss can train (its output: {out.dtype}"
+                          + (")" if not out.is_floating_point() else ", with no gradient: detached from them)"))
     peaks = [0]
     hooks = [m.register_forward_hook(lambda m, i, o: peaks.append(_bytes(i) + _bytes(o))) for m in net.modules()]
     try:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from reg_runner import atomic, kinds, signals
 from reg_runner.cli import make_folder
-from reg_runner.errors import Parser, UserError, exit_on_user_error
+from reg_runner.errors import Parser, UserError, exit_on_user_error, masked
 from reg_runner.report import html, markdown, stats
 from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, run_row
 from reg_runner.report.filters import Filters, parse_filters, select
@@ -144,6 +144,21 @@ def _folder(text: str) -> Path:
     return Path(text)
 
 
+def _storage(text: str) -> str:
+    """``--storage``: a database URL SQLAlchemy reads, whose driver is installed (one that is not is no study)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(text).get_dialect().import_dbapi()
+    except ImportError as e:
+        raise argparse.ArgumentTypeError(f"{masked(text)!r} is not allowed: a URL whose database driver is installed "
+                                         f"(it needs the Python module {e.name})") from None
+    except Exception:
+        raise argparse.ArgumentTypeError(f"{masked(text)!r} is not allowed: a database URL, e.g. sqlite:///path/study.db "
+                                         "or postgresql+psycopg2://user@host/db") from None
+    return text
+
+
 def main(argv=None) -> None:
     parser = Parser(prog="python -m reg_runner.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run folder, a sweep folder, or any folder above runs")
@@ -163,7 +178,7 @@ def main(argv=None) -> None:
                         help=f"only the runs of this status (repeatable: any of them): {', '.join(STATUSES)}")
     parser.add_argument("--tag", action="append", default=[], metavar="TAG",
                         help="only the runs that carry this tag (tags=[...] when they ran; repeatable: all of them)")
-    parser.add_argument("--storage", default=None, metavar="URL",
+    parser.add_argument("--storage", default=None, metavar="URL", type=_storage,
                         help="an Optuna search's database URL, where its records hide the password")
     args = parser.parse_args(argv)
     made: list[Path] = []

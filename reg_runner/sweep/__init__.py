@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, PlainValidator
 from reg_runner import keys
 from reg_runner.config import KEYS
 from reg_runner.errors import ConfigError, UserError
-from reg_runner.schema import Bool, Group, Text, integer, optional, parse, reject
+from reg_runner.schema import Bool, Group, Name, integer, optional, parse, reject
 from reg_runner.sweep import objectives as objectives_lib
 from reg_runner.sweep.objectives import direction_of
 
@@ -223,7 +223,7 @@ class StudyConfig(_Sweeper):
     direction: Annotated[Any, PlainValidator(_directions)]  # follows the objective(s)
     objectives: Annotated[Any, PlainValidator(objectives_lib.parse)] = None  # several: a Pareto front
     storage: Annotated[Any, PlainValidator(_storage)]
-    study_name: Text
+    study_name: Name
     n_trials: integer(1)  # finished trials the study should hold in total
     n_jobs: integer(1)  # trials asked and launched together
     custom_search_space: Annotated[Any, PlainValidator(_space)]
@@ -235,6 +235,23 @@ class StudyConfig(_Sweeper):
 class StackedConfig(_Sweeper):
     max_members: integer(1)  # runs in one stack at most (memory: each adds its weights, optimizer state and activations)
     only_if_faster: Bool  # a stack trains only where it is faster here than its runs one after another
+
+
+def _no_saved_password(written, storage) -> None:
+    """Hydra saves the sweeper's settings as written, in every folder's ``.hydra/`` and the sweep's
+    ``multirun.yaml``: a storage URL's password comes from the environment (``${oc.env:VAR}``, saved unresolved)
+    or the database client's own files, never written in the URL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(written).password if isinstance(written, str) else None
+    except Exception:  # an interpolation of the whole URL
+        password = None
+    if password is not None and not str(password).startswith("${"):
+        raise ConfigError("hydra.sweeper.storage", storage, "a URL whose password is not written in it: Hydra saves "
+                          "the URL as written in every folder's .hydra/ files; give the password as ${oc.env:VAR} "
+                          "(saved unresolved, read from the environment), or in ~/.pgpass or PGPASSWORD for "
+                          "PostgreSQL")
 
 
 def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
@@ -259,6 +276,7 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
         parse(GridConfig, sweeper, "hydra.sweeper")
     elif target == STUDY:
         study = parse(StudyConfig, sweeper, "hydra.sweeper")
+        _no_saved_password(OmegaConf.to_container(hydra_cfg.sweeper, resolve=False).get("storage"), study.storage)
         check_sampler(study.sampler)
         check_pruner(study.pruner)
         goals = study.objectives or [objective]

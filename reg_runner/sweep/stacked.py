@@ -56,7 +56,10 @@ class StackedLauncher(Launcher):
                 raise UserError(f"{jobs_lib.label(num, overrides)}: {e}") from None
             jobs.append(dict(num=num, overrides=list(overrides), cfg=cfg, out=out, structure=keys.structural_values(checked.cfg),
                              trial=trial_lib.link(cfg.hydra), checked=checked))
-        stacks = exact(group(jobs, self.max_members), self.only_if_faster)
+        grouped = group(jobs, self.max_members)
+        for stack in grouped:  # each member's memory, before the check builds a stack of them
+            checks.stack_fits([j["checked"] for j in stack], self.max_members)
+        stacks = exact(grouped, self.only_if_faster)
         exactness.poll()
         log.info("stacked launcher: %d jobs in %d stacks (at most %d runs each)", len(jobs), len(stacks),
                  self.max_members)

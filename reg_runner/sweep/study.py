@@ -345,6 +345,13 @@ def same_study(study, base: dict, direction, seeds_per_trial: int = 1, objective
                         f"{_goals(has)} ({', '.join(objectives) if objectives else 'objective=' + base.get('objective', '?')}"
                         "): a study keeps its objectives. Use another hydra.sweeper.study_name, or the study's own "
                         "hydra.sweeper.objectives")
+    own = [d.name.lower() for d in study.directions]  # a study made elsewhere (optuna create-study) has its own
+    wanted = direction if isinstance(direction, list) else [direction]
+    if own != wanted:
+        goal = (f"objective is to {wanted[0]}" if len(wanted) == 1 else f"objectives are to {' and '.join(wanted)}")
+        raise UserError(f"the study {study.study_name!r} was created to {' and '.join(own)}; this command's {goal}: "
+                        f"use another hydra.sweeper.study_name, or a study created with "
+                        f"--direction{'s' if len(wanted) > 1 else ''} {' '.join(wanted)}")
     signature = study.user_attrs.get(SIGNATURE)
     mine = dict(direction=direction, config=base)
     if objectives:

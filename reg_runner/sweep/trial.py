@@ -16,15 +16,21 @@ def trial_dirs(trial) -> list[str]:
 
 def read_only_storage(url: str):
     """A study's storage opened to read, never to write: an SQLite file that must exist, opened read-only
-    (SQLite's ``mode=ro``: a write fails, and no file is made); another database without creating its tables.
-    What the report, and anything else that only reads a study, opens."""
+    (SQLite's ``mode=ro``: a write fails, and no file is made); a PostgreSQL database in read-only transactions
+    (``default_transaction_read_only``: a write fails); another database without creating its tables. What the
+    report, and anything else that only reads a study, opens."""
     import optuna
     from urllib.parse import quote
 
-    path = sqlite_file(url)
+    from sqlalchemy.engine import make_url
+
+    path, engine = sqlite_file(url), {}
     if path is not None:
         url = f"sqlite:///file:{quote(str(path.absolute()))}?mode=ro&uri=true"
-    return optuna.storages.RDBStorage(url, skip_table_creation=True)
+    elif make_url(url).get_backend_name() == "postgresql":  # options given in the URL are kept
+        options = f"{make_url(url).query.get('options', '')} -c default_transaction_read_only=on".strip()
+        engine = {"connect_args": {"options": options}}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine, skip_table_creation=True)
 
 
 def open_storage(url: str | None):

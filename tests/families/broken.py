@@ -54,3 +54,48 @@ class Lazy(nn.Module):
 
     def forward(self, x):
         return self.fc(x)
+
+
+class Head(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_classes))
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class LongOutput(Head):
+    def forward(self, x):
+        return self.fc(x).long()
+
+
+class Detached(Head):
+    def forward(self, x):
+        return self.fc(x).detach()
+
+
+class Frozen(Head):
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__(in_channels, num_classes)
+        self.requires_grad_(False)
+
+
+class Exits(Head):
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__(in_channels, num_classes)
+        raise SystemExit(3)
+
+
+class CheckReturns(ModelFamily):
+    def check(self, shape, n_classes):
+        return "needs 28x28 images"
+
+    def plain(self, shape, n_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], n_classes))
+
+
+class ParameterInForward(Head):
+    def forward(self, x):
+        self.scale = nn.Parameter(x.new_ones(1))
+        return self.fc(x) * self.scale
