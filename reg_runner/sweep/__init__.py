@@ -283,9 +283,10 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
         wanted = [direction_of(o) for o in goals] if study.objectives else direction_of(objective)
         if study.direction != wanted:
             raise ConfigError("hydra.sweeper.direction", study.direction,
-                              f"{wanted}, as " + ", ".join(f"{o} is {'maximized' if direction_of(o) == 'maximize' else 'minimized'}"
-                                                         for o in goals) + " (leave the direction out: it follows the "
-                              "objective)")
+                              f"{wanted}, as " + ", ".join(
+                                  f"{o if study.objectives else 'objective=' + o} is "
+                                  f"{'maximized' if direction_of(o) == 'maximize' else 'minimized'}" for o in goals)
+                              + " (leave the direction out: it follows the objective)")
         if study.objectives:
             if study.pruner.target != NO_PRUNER:
                 raise ConfigError("hydra.sweeper.pruner._target_", study.pruner.target, "optuna.pruners.NopPruner "
