@@ -213,11 +213,10 @@ def test_the_data_check_says_a_signal_at_any_instant(tmp_path, monkeypatch):
     few milliseconds on, signalled and continued, so the signal lands wherever its end had got to. The interpreter's
     teardown (tens of ms, in which no handler runs) passed a signal without a word, exit 0: now the command ends
     without it, and a stop there finds it alive only before its exit."""
-    from reg_runner.data.__main__ import main
-
     monkeypatch.setenv("DATAMAESTRO_DIR", str(tmp_path / "store"))
-    assert main(["place"]) == 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line as printed: the test waits for them
+    # in a process of its own: datamaestro's context is made once per process, with the store it saw first
+    subprocess.run([sys.executable, "-m", "reg_runner.data", "place"], env=env, check=True, capture_output=True)
     for instant, sig in (("first", signal.SIGTERM), ("checking", signal.SIGINT), ("checking", signal.SIGTERM)):
         proc = subprocess.Popen([sys.executable, "-m", "reg_runner.data", "check"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
