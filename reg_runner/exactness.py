@@ -217,6 +217,17 @@ def worth(members: int, speeds: Speeds, steps: int, chunks: int, cost: float) ->
     return None
 
 
+MEASURE_SHARE = 0.05  # the timing that decides may cost at most this share of the runs' own training steps
+MEASURE_ROUNDS = 3
+
+
+def too_short(members: int, steps: int) -> bool:
+    """Whether timing a stack would cost more than ``MEASURE_SHARE`` of ``members`` runs of ``steps`` training steps:
+    it takes ``MEASURE_ROUNDS`` + 1 steps of one run alone and of the stack, and a stack's step costs at most its
+    members' lone steps (the member-by-member form), so runs this short cannot repay it, whatever it finds."""
+    return (MEASURE_ROUNDS + 1) * (1 + members) > MEASURE_SHARE * members * steps
+
+
 def planned(checked) -> tuple[int, int]:
     """A run's planned training steps (batches) and evaluation chunks, from its config."""
     c, split = checked.cfg, checked.split
@@ -239,8 +250,11 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
         return (None, True) if found is None else (_INEXACT.format(found), False)
     k = key(**s)
     entry = remembered(k)
-    speeds = Speeds(**entry["speeds"]) if "speeds" in entry else measure(**s)
     steps, chunks = planned(checked)
+    if "speeds" not in entry and too_short(members, steps):
+        return (f"their runs are too short for a stack to pay here ({steps} training steps each: timing a stack of "
+                f"them would cost more than {MEASURE_SHARE:.0%} of their own work)"), True
+    speeds = Speeds(**entry["speeds"]) if "speeds" in entry else measure(**s)
     unchecked = s["device"].type == "cpu" and "difference" not in entry
     cost = check_cost(members, speeds, len(s["train_rows"]), len(s["eval_rows"])) if unchecked else 0.0
     why = worth(members, speeds, steps, chunks, cost)
@@ -282,7 +296,7 @@ MEASURED_ROWS = 256  # evaluation chunks are timed on this many images and scale
 
 
 def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, device: "torch.device",
-            rounds: int = 3) -> Speeds:
+            rounds: int = MEASURE_ROUNDS) -> Speeds:
     """A few steps (forward and backward; the optimizers step each run alone either way) and evaluation chunks of
     one member alone and of the whole stack at the largest training rows and at most ``MEASURED_ROWS`` evaluation
     rows (scaled to the largest chunk), in turns (a busy machine slows both alike): the fastest of ``rounds``,

@@ -106,18 +106,33 @@ def test_the_decision_weighs_the_measured_speeds_against_the_check_still_to_pay(
     assert exactness.check_cost(8, SPEEDS, 2, 2) > 2 * exactness.check_cost(4, SPEEDS, 2, 2)
 
 
+def test_runs_too_short_to_repay_timing_a_stack_are_not_timed(cli, monkeypatch, tmp_path):
+    """Timing a stack costs about (rounds + 1) x (K + 1) lone steps: runs shorter than that over 5% train lone at
+    once, untimed and unchecked, and the log says why."""
+    assert exactness.too_short(4, 99) and not exactness.too_short(4, 100)  # 4 x 5 = 20 > 0.05 x 4 x 99 = 19.8
+    assert exactness.too_short(8, 89) and not exactness.too_short(8, 90)
+    monkeypatch.setattr(exactness, "measure", lambda *a, **k: pytest.fail("timed"))
+    monkeypatch.setenv(exactness.CACHE_ENV, str(tmp_path / "cache"))  # this test's own: nothing in it before
+    sweep = cli("--multirun", "seed=0,1", "hydra/launcher=stacked", "hydra.launcher.only_if_faster=true",
+                "logging.tensorboard=false")  # 2 epochs of 4 batches
+    out = sweep.stdout + sweep.stderr
+    assert ("jobs 0, 1 train one at a time, not as a stack: their runs are too short for a stack to pay here (8 "
+            "training steps each") in out, out[-2000:]
+    assert not list(exactness.cache_dir().rglob("*.json"))  # nothing measured, nothing remembered
+
+
 def test_a_stack_that_cannot_win_here_trains_its_runs_lone_and_says_so_in_one_line(cli, monkeypatch):
     """Measured speeds that say a stack of 2 is slower than its 2 runs one after the other: they train lone, with
     their lone numbers, and the log says why in one line."""
-    # each run: 2 epochs of 4 batches, 2 evaluations of 2 chunks (validation, test)
+    # each run: 30 epochs of 4 batches (long enough to time a stack), 30 evaluations of 2 chunks (validation, test)
     monkeypatch.setattr(exactness, "measure", lambda *a, **k: exactness.Speeds(0.001, 0.004, 0.001, 0.004))
     sweep = cli("--multirun", "seed=0,1", "hydra/launcher=stacked", "hydra.launcher.only_if_faster=true",
-                "logging.tensorboard=false")
+                "logging.tensorboard=false", "trainer.epochs=30")
     out = sweep.stdout + sweep.stderr
     lines = [line for line in out.splitlines() if "not as a stack" in line]
     assert len(lines) == 1 and lines[0].endswith(
         "jobs 0, 1 train one at a time, not as a stack: a stack of them is no faster on this machine (their training "
-        "steps and evaluations: about 0.048 s stacked, 0.024 s one after another)"), out[-2000:]
+        "steps and evaluations: about 0.72 s stacked, 0.36 s one after another)"), out[-2000:]
     runs = [p for p in sweep.run_dir.iterdir() if p.is_dir()]
     assert len(runs) == 2
     for run in runs:
