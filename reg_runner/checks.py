@@ -242,7 +242,9 @@ def against_machine(c: RunConfig, split: Split) -> None:
 
     batch = c.trainer.batch_size * c.trainer.accumulate
     states = optimizer_build.check(c.optimizer, batch)
-    fits(c, split, *device_memory(device), copies=3 + states)  # the weights, their gradients, the best epoch's copy
+    # the weights, their gradients, the best epoch's copy, and a copy of the weights and the optimizer's state as each
+    # epoch begins (reg_runner.trainer.engine: where a signal takes a long epoch back to)
+    fits(c, split, *device_memory(device), copies=4 + 2 * states)
     max_lr = getattr(c.scheduler, "max_lr", None)
     if max_lr is not None:  # one-cycle's and the cyclic schedule's peak: the step must hold it too
         optimizer_build.step_at(c.optimizer, batch, max_lr, "scheduler.max_lr", max_lr)
@@ -271,14 +273,14 @@ def _eval_batch(t, split: Split) -> int:
 
 def stack_fits(stack: list["Checked"], max_members: int) -> None:
     """A stack of these runs (``hydra/launcher=stacked``: one structure, each run checked alone) fits its device:
-    each member keeps its own parameters, gradients, optimizer state and best epoch's copy, and its own
-    activations; else one line naming ``hydra.launcher.max_members``, with how many fit."""
+    each member keeps its own parameters, gradients, optimizer state, best epoch's copy and epoch-start copy, and
+    its own activations; else one line naming ``hydra.launcher.max_members``, with how many fit."""
     from reg_runner.model import dry_run
     from reg_runner.optimizer import build as optimizer_build
 
     c, split, t = stack[0].cfg, stack[0].split, stack[0].cfg.trainer
     one = dry_run.footprint(c.model, split.shape, split.n_classes, t.batch_size, _eval_batch(t, split), copies=1)
-    runs = [one.parameters * (3 + optimizer_build.check(m.cfg.optimizer, t.batch_size * t.accumulate))
+    runs = [one.parameters * (4 + 2 * optimizer_build.check(m.cfg.optimizer, t.batch_size * t.accumulate))
             + one.activations for m in stack]
     have, where = device_memory(t.device)
     if have is None or sum(runs) <= have:

@@ -132,6 +132,23 @@ def deferred(hold: bool = False):
             stop_if_caught()
 
 
+@contextlib.contextmanager
+def at_once(what: str):
+    """A block with nothing to lose (checking, before anything is started): a signal ends the command at once with
+    one line, ``interrupted by SIG... <what>``, where a run's handler (``STOP``) would wait for the block's end. A
+    signal that came before the block is left to ``STOP``'s reader."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: end(signum, what)) for sig in SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def stop_if_caught() -> None:
     """A signal a ``deferred(hold=True)`` block kept: the command ends now, as the signal's handler would."""
     if _HELD_BACK:

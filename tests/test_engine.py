@@ -110,6 +110,86 @@ def test_resumed_from_a_checkpoint_equals_uninterrupted(tiny_data, tmp_path):
         assert_same_run(a, resumed_weights[a], b, whole_weights[b])
 
 
+def stopped_in_epoch_3(runs, tmp_path, when) -> tuple[list, dict]:
+    """The runs signalled inside epoch 3 (``when``: "step" at its second training step, "evaluation" at its first
+    evaluation batch): the members and each one's last.pt as Records writes it."""
+    saved, calls = {}, {"train": 0}
+
+    class Keep:
+        def start(self, engine):
+            per_epoch = engine.tc.batches_per_epoch(len(engine.data.train))
+            assert per_epoch >= 2
+
+            def hook(model, args):
+                calls["train"] += model.training
+                if (when == "step" and calls["train"] == 2 * per_epoch + 2) or (
+                        when == "evaluation" and calls["train"] == 3 * per_epoch and not model.training):
+                    STOP.signal = 15
+
+            engine.model.register_forward_pre_hook(hook)
+
+        def epoch(self, engine, result): pass
+        def close(self, engine): pass
+
+        def member_end(self, engine, member, k):
+            from reg_runner.records import on_host
+
+            buffer = io.BytesIO()
+            torch.save(on_host(member.checkpoint(engine.model.member_state(k), {})), buffer)
+            buffer.seek(0)
+            saved[k] = torch.load(buffer, weights_only=True)
+
+    try:
+        members, _ = train(runs, tmp_path, listeners=[Keep()])
+    finally:
+        STOP.signal = None
+    return members, saved
+
+
+@pytest.mark.parametrize("when", ["step", "evaluation"])
+def test_a_signal_inside_a_long_epoch_gives_it_up_and_the_checkpoint_is_the_last_epochs(tiny_data, tmp_path,
+                                                                                      monkeypatch, when):
+    """Epochs longer than QUICK_EPOCH (here every epoch): a signal acts at the next step or evaluation batch, every
+    member goes back to where the epoch began, and the checkpoint is bitwise the one a signal after epoch 2 writes."""
+    from reg_runner.trainer import engine as engine_lib
+
+    monkeypatch.setattr(engine_lib, "QUICK_EPOCH", 0.0)
+    runs = [checked(tiny_data, *m) for m in MEMBERS[:2]]
+    members, saved = stopped_in_epoch_3(runs, tmp_path / "cut", when)
+    assert [m.state.status for m in members] == ["interrupted"] * 2 and {m.state.epoch for m in members} == {2}
+    at_2 = stopped_after_2(runs, tmp_path / "after2")
+    for k in range(2):
+        for part in ("model", "optimizer", "scheduler", "rng", "state"):
+            assert_same_tree(saved[k][part], at_2[k][part], part)
+    whole, whole_weights = train(runs, tmp_path / "whole")
+    resumed, resumed_weights = train(runs, tmp_path / "resumed", checkpoints=[saved[0], saved[1]])
+    for a, b in zip(resumed, whole):
+        assert_same_run(a, resumed_weights[a], b, whole_weights[b])
+
+
+def test_a_signal_inside_a_quick_epoch_waits_for_its_end(tiny_data, tmp_path, monkeypatch):
+    from reg_runner.trainer import engine as engine_lib
+
+    monkeypatch.setattr(engine_lib, "QUICK_EPOCH", 1e9)  # after the first epoch, which keeps its start in any case
+    members, _ = stopped_in_epoch_3([checked(tiny_data, *MEMBERS[0])], tmp_path, "step")
+    assert members[0].state.status == "interrupted" and members[0].state.epoch == 3
+
+
+def assert_same_tree(a, b, where):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_tree(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tree(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b or (a != a and b != b), where
+
+
 def test_a_plain_module_stacks_to_its_lone_runs_and_resumes_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
     """LeNet-5 written as a plain nn.Module (tests/families/lenet.py): the generic stacked form (each member's own
     network on its slice) gives each member its lone run to the bit, L1/L2 cover its Linear and convolution

@@ -166,7 +166,6 @@ KNOWN_DEFERRED = {
     ("reg_runner.sweep.analysis", "reg_runner.kinds"),
     ("reg_runner.sweep.analysis", "reg_runner.sweep.trial"),
     ("reg_runner.sweep.jobs", "reg_runner.private"),
-    ("reg_runner.sweep.jobs", "reg_runner.signals"),
 }
 
 

@@ -9,6 +9,7 @@ from reg_runner import checks
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError, hydra_error
 from reg_runner.records import RunFolder
+from reg_runner.signals import at_once, stop_if_signalled
 
 
 def compose(config_loader, master, overrides, num: int, name: str | None = None):
@@ -80,25 +81,24 @@ def varying(job_overrides) -> list[list[str]]:
 
 def check_all(config_loader, master, job_overrides, first_num: int = 0, task=None) -> list:
     """Every job's config composed and checked, before the first trains: one line for the first bad one
-    (``task``: as ``check``'s)."""
-    from reg_runner.signals import stop_if_signalled
-
+    (``task``: as ``check``'s). Nothing is started meanwhile: a signal ends the command at once."""
     checked, machine_passed, folders = [], set(), {}
     names = varying(job_overrides)
-    for i, overrides in enumerate(job_overrides):
-        stop_if_signalled("checking the sweep's jobs")
-        job = compose(config_loader, master, overrides, first_num + i, label(first_num + i, names[i]))
-        folder = output_dir(job)
-        if folder in folders:
-            raise UserError(f"{label(first_num + i, names[i])} and job {folders[folder]} would share the folder "
-                            f"{folder}: hydra.sweep.subdir must tell the jobs apart")
-        folders[folder] = first_num + i
-        try:
-            c = check(job, overrides, through=3)
-            # the machine stage (torch's device, the optimizer class) once per distinct setting of what it reads
-            c = checks.carry_on(c, passed=machine_passed)
-        except UserError as e:
-            raise UserError(f"{label(first_num + i, names[i])}: {e}") from None
-        hand_over_if_here(c, job, task)
-        checked.append((job, c))
+    stop_if_signalled("checking the sweep's jobs")  # a signal that came before
+    with at_once("while checking the sweep's jobs; nothing was started"):
+        for i, overrides in enumerate(job_overrides):
+            job = compose(config_loader, master, overrides, first_num + i, label(first_num + i, names[i]))
+            folder = output_dir(job)
+            if folder in folders:
+                raise UserError(f"{label(first_num + i, names[i])} and job {folders[folder]} would share the folder "
+                                f"{folder}: hydra.sweep.subdir must tell the jobs apart")
+            folders[folder] = first_num + i
+            try:
+                c = check(job, overrides, through=3)
+                # the machine stage (torch's device, the optimizer class) once per distinct setting of what it reads
+                c = checks.carry_on(c, passed=machine_passed)
+            except UserError as e:
+                raise UserError(f"{label(first_num + i, names[i])}: {e}") from None
+            hand_over_if_here(c, job, task)
+            checked.append((job, c))
     return checked

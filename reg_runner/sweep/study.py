@@ -48,7 +48,7 @@ from omegaconf import OmegaConf
 from reg_runner import kinds
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError, exit_on_user_error, show
-from reg_runner.signals import STOP, stop_if_signalled
+from reg_runner.signals import STOP, at_once, stop_if_signalled
 from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, pruners
 from reg_runner.sweep.workers import joblib_workers, launched
 from reg_runner.sweep import trial as trial_lib
@@ -115,18 +115,20 @@ class StudySweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> None:
         t0 = time.time()
         params = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
-        try:
-            space, fixed, fixed_overrides = search_space(params)
-        except (ValueError, AssertionError, NotImplementedError) as e:
-            raise UserError(f"a sweep override cannot be searched: {e}") from None
-        for name in space:
-            labels_not_swept(name, next((p for p in params if p.partition("=")[0].lstrip("+~") == name), name))
-        fixed_values = _typed_values(fixed)
-        for name in fixed:
-            space.pop(name, None)
-        base = precheck(self, space, fixed, fixed_values, fixed_overrides)
-        check_ranges(self, space, fixed, fixed_values, fixed_overrides, dict(p.split("=", 1) for p in params if "=" in p))
-        stop_if_signalled("checking the search")
+        stop_if_signalled("checking the search")  # a signal that came before
+        with at_once("while checking the search; nothing was started"):
+            try:
+                space, fixed, fixed_overrides = search_space(params)
+            except (ValueError, AssertionError, NotImplementedError) as e:
+                raise UserError(f"a sweep override cannot be searched: {e}") from None
+            for name in space:
+                labels_not_swept(name, next((p for p in params if p.partition("=")[0].lstrip("+~") == name), name))
+            fixed_values = _typed_values(fixed)
+            for name in fixed:
+                space.pop(name, None)
+            base = precheck(self, space, fixed, fixed_values, fixed_overrides)
+            check_ranges(self, space, fixed, fixed_values, fixed_overrides,
+                         dict(p.split("=", 1) for p in params if "=" in p))
         created = self.make_folders()
         try:
             study = self.study()

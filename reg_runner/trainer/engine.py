@@ -16,9 +16,15 @@ sums stay on the device in float32, one value per batch and member, and are adde
 in float64 once per epoch (nothing float64 is made on the device: MPS has none). After each epoch
 the listeners (records, TensorBoard, progress) see every member's row, and the members that
 finished (completed, early-stopped, diverged) leave the stack: they cost nothing more.
+
+A signal (``reg_runner.signals.STOP``) ends the run at the end of the epoch when epochs are quick; when an epoch
+has taken longer than ``QUICK_EPOCH``, the engine keeps a copy of every member's state as each epoch begins, and a
+signal gives up the epoch at the next training step or evaluation batch: every member goes back to that copy (the
+end of its last epoch, which its checkpoint then holds, as a signal between two epochs would leave it).
 """
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +35,7 @@ from reg_runner.reg.penalty import Penalties
 from reg_runner.signals import STOP
 from reg_runner.trainer.precision import EvalPrecision
 
+QUICK_EPOCH = 0.5  # seconds: a signal waits for the end of an epoch no longer than this (no copy of the state)
 CHUNK = 16384  # columns per row reduction: below torch's grain size, so a row's sum never depends on K
 
 
@@ -37,6 +44,15 @@ def row_sums(t: torch.Tensor) -> torch.Tensor:
     row over threads, but not K rows)."""
     parts = [t[:, i : i + CHUNK].sum(1) for i in range(0, t.shape[1], CHUNK)]
     return parts[0] if len(parts) == 1 else torch.stack(parts, 1).sum(1)
+
+
+class Stopped(Exception):
+    """A signal came during an epoch: the epoch is given up."""
+
+
+def stop_point() -> None:
+    if STOP.signal is not None:
+        raise Stopped
 
 
 @dataclass
@@ -58,6 +74,7 @@ class Engine:
         self.penalty = Penalties(model, [(m.cfg.reg.l1, m.cfg.reg.l2, m.cfg.reg.apply_to) for m in members])
         self.precision = EvalPrecision(self.tc.eval_precision)
         self.interrupted = False
+        self.longest = None  # the longest epoch so far, in seconds
 
     def member_weights(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's slices of the weight layers' weights, by layer name."""
@@ -87,16 +104,30 @@ class Engine:
         numbers = [m.state.epoch + 1 for m in members]
         watchers = {k: probe.StepWatcher(self.member_weights(k)) for k, m in enumerate(members)
                     if self.detail(m, numbers[k])}
-        sums = self.train_epoch(watchers)
+        began = time.perf_counter()
+        stop = None
+        if self.longest is None or self.longest > QUICK_EPOCH:  # where the epoch's start is, to go back to
+            saved = ({name: t.clone() for name, t in self.model.state_dict().items()},
+                     [m.save_point() for m in members])
+            stop = stop_point
         due = [n % self.tc.eval_every == 0 or n == self.tc.epochs for n in numbers]
-        evaluated = any(due)
         entropies = None
-        if evaluated:
-            val = self.evaluate(self.data.val, entropy=bool(watchers))
-            test = self.evaluate(self.data.test)
-            sums.update({"val/loss": val["loss"], "val/acc": val["acc"], "test/loss": test["loss"],
-                         "test/acc": test["acc"]})
-            entropies = val["entropy"]
+        try:
+            sums = self.train_epoch(watchers, stop)
+            if any(due):
+                val = self.evaluate(self.data.val, entropy=bool(watchers), stop=stop)
+                test = self.evaluate(self.data.test, stop=stop)
+                sums.update({"val/loss": val["loss"], "val/acc": val["acc"], "test/loss": test["loss"],
+                             "test/acc": test["acc"]})
+                entropies = val["entropy"]
+        except Stopped:
+            self.model.zero_grad(set_to_none=True)
+            self.model.load_state_dict(saved[0])
+            for m, point in zip(members, saved[1]):
+                m.restore(point)
+            self.stop_all("interrupted")
+            return
+        self.longest = max(self.longest or 0.0, time.perf_counter() - began)
         means = host_means(sums)
         result = Epoch()
         for k, m in enumerate(members):
@@ -137,8 +168,9 @@ class Engine:
         for k, m in enumerate(self.members):
             m.attach(self.params, k)
 
-    def train_epoch(self, watchers: dict) -> dict:
-        """One pass over the training set for every member: per-batch, per-member sums."""
+    def train_epoch(self, watchers: dict, stop=None) -> dict:
+        """One pass over the training set for every member: per-batch, per-member sums. ``stop``, when given, is
+        called before each step (it raises ``Stopped`` on a signal)."""
         members, tc, train, model, params = self.members, self.tc, self.data.train, self.model, self.params
         n, size, k_members = len(train), tc.batch_size, len(self.members)
         n_batches = tc.batches_per_epoch(n)
@@ -148,6 +180,8 @@ class Engine:
         model.train()
         losses, corrects, penalties = [], [], []
         for i in range(n_batches):
+            if stop is not None:
+                stop()
             idx = perms[:, i * size : (i + 1) * size]
             x, y = train.x[idx], train.y[idx]  # (K, b, features), (K, b)
             for k, m in augmented:
@@ -177,19 +211,22 @@ class Engine:
             sums["train/penalty"] = (torch.stack(penalties), n_batches)
         return sums
 
-    def evaluate(self, split, entropy: bool = False) -> dict:
-        return evaluate(self.model, split, self.tc.eval_batch_size, self.precision, entropy)
+    def evaluate(self, split, entropy: bool = False, stop=None) -> dict:
+        return evaluate(self.model, split, self.tc.eval_batch_size, self.precision, entropy, stop)
 
 
 @torch.inference_mode()
-def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy: bool = False) -> dict:
+def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy: bool = False, stop=None) -> dict:
     """Per-batch, per-member sums of the loss and of the correct predictions of a stacked ``model`` over
     ``split``, and with ``entropy`` every member's output entropy for every example (from the same
-    logits). The forward pass runs at ``precision``; the loss is computed in float32 from its logits."""
+    logits). The forward pass runs at ``precision``; the loss is computed in float32 from its logits. ``stop``,
+    when given, is called before each batch."""
     model.eval()
     x = precision.inputs(split.x)
     losses, corrects, entropies = [], [], []
     for start in range(0, len(split), batch_size):
+        if stop is not None:
+            stop()
         with precision.autocast(x.device):
             logits = model(x[start : start + batch_size])
         logits = logits.float()  # (K, n, classes); a no-op in float32

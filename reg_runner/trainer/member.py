@@ -125,6 +125,10 @@ class Member:
         return dict(model=model_state, optimizer=copy.deepcopy(self.optimizer.state_dict()),
                     scheduler=copy.deepcopy(self.schedule.state_dict()))
 
+    def save_point(self) -> dict:
+        """What ``restore`` takes back to: the member as it is now, but for its model (the stack's)."""
+        return dict(self.snapshot(None), rng=self.rng_state(), state=dict(vars(self.state)))
+
     def rng_state(self) -> dict:
         return {name: g.get_state() for name, g in self.gens.items()}
 
@@ -135,7 +139,8 @@ class Member:
                     config=self.config)
 
     def restore(self, checkpoint: dict) -> None:
-        """Optimizer, schedule, random streams and loop state from a ``last.pt`` (the model is the stack's)."""
+        """Optimizer, schedule, random streams and loop state from a ``last.pt`` or a ``save_point`` (the model is
+        the stack's)."""
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.schedule.load_state_dict(checkpoint["scheduler"])
         for name, g in self.gens.items():
