@@ -145,7 +145,7 @@ class EarlyChecks(Callback):
         from reg_runner import config as config_lib
 
         handed_over()  # Hydra has composed the config: its own errors are behind us
-        STOP.install()  # from before the folder exists: a SIGTERM during start-up is recorded, not lost
+        STOP.install(starting=True)  # from before the folder exists: a signal during start-up ends it at once
         with exit_on_user_error(in_callback=True):
             config_lib.check_job_name(config.hydra)
             hydra_overrides(config.hydra.overrides.hydra, multirun=False)

@@ -4,7 +4,7 @@ default action. The pool ends an idle worker with SIGTERM, and waits for it; a P
 the interpreter got to it, and a SIGTERM that reaches a worker in the instant after its fork is dropped by Python
 (``PyOS_AfterFork_Child`` clears pending signals): the pool would wait for that worker forever. With the default
 action the kernel ends it. A run that a worker trains takes SIGTERM over (``reg_runner.signals.STOP``: the run ends
-after its epoch, with a checkpoint)."""
+at its next step or epoch end, with a checkpoint)."""
 
 import signal
 

@@ -43,7 +43,7 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
     """Train ``jobs`` as one stack (they must share their structure: ``keys.structural_keys``): check, lock,
     record, assemble, train."""
     t0 = time.perf_counter()
-    STOP.install()  # already installed by the CLI's first callback, before any folder existed
+    STOP.install(starting=True)  # installed by the CLI's first callback already, before any folder existed
     for job in jobs:  # nothing is written before this passes
         job.checked = check(job)
     differing = config_lib.structural_difference([job.settings for job in jobs])
@@ -58,9 +58,12 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
         STOP.resume_hint = "python -m reg_runner.resume " + " ".join(str(job.folder.path) for job in jobs)
         for job in jobs:
             record(job, resume)
+            if not resume and job.run_dir not in STOP.made:  # a new run's: removed if a signal ends its start-up
+                STOP.made.append(job.run_dir)
         with deterministic(jobs[0].settings.trainer.deterministic):
             return _train(jobs, multirun, t0)
     finally:
+        STOP.starting = False
         for folder in locked:
             folder.unlock()
 

@@ -1,18 +1,19 @@
-"""SIGTERM and Ctrl-C: a clean end at any moment, and a run that ends after its current epoch.
+"""SIGTERM and Ctrl-C: a clean end at any moment, within a step of training.
 
 From a command's first instant (``python -m reg_runner...`` installs ``early`` as the package loads),
 a signal ends the command where it is: the temp file of a write in progress and the folders it made
 that hold nothing yet are removed, and it ends with one line and exit code 128 + the signal number,
 never a traceback. A set of files written together waits for the signal (``deferred``).
 
-A run records a signal instead (``STOP``, installed by its first callback, before Hydra makes the run
-folder). SLURM sends SIGTERM before a time limit; a person presses Ctrl-C. Either ends the run after
-the epoch in progress: it writes a checkpoint, records ``status: interrupted``, prints the resume
-command and exits with 128 + the signal number. A signal during start-up (the imports, the data) is
-kept until the run can act on it: the run then checkpoints its untrained state. A second Ctrl-C
-stops at once: every record is written whole (temp file, then rename), so the last checkpoint
-stands and the run resumes from it; a folder this process made whose run has recorded nothing yet
-is removed.
+A run takes signals over (``STOP``, installed by its first callback, before Hydra makes the run folder).
+During its start-up (the checks, the imports, the data, the model) there is nothing of it to keep: a signal
+ends the command at once, and removes the folder of a new run (a resumed run's checkpoint stands). Once it
+trains, SLURM's SIGTERM before a time limit or a person's Ctrl-C ends the run at the end of its epoch, or,
+when epochs are long, at its next step, back at the end of its last epoch (``reg_runner.trainer.engine``): it
+writes a checkpoint, records ``status: interrupted``, prints the resume command and exits with 128 + the
+signal number. A second Ctrl-C stops at once: every record is written whole (temp file, then rename), so the
+last checkpoint stands and the run resumes from it; a folder this process made whose run has recorded nothing
+yet is removed.
 """
 
 import atexit
@@ -180,6 +181,7 @@ def remove_empty(folders: list) -> list:
 class StopSignals:
     def __init__(self):
         self.signal, self.previous = None, {}
+        self.starting = False  # a run is starting (until its engine trains): a signal ends the command at once
         self.resume_hint = None  # set once a run exists: the command that continues it
         self.made: list = []  # folders this process made for a run (removed by a second Ctrl-C while empty)
         self.parents: list = []  # the folders it made above them (removed then if nothing else is in them)
@@ -188,7 +190,8 @@ class StopSignals:
     def name(self) -> str:
         return signal.Signals(self.signal).name if self.signal else ""
 
-    def install(self) -> "StopSignals":
+    def install(self, starting: bool = False) -> "StopSignals":
+        self.starting = starting
         if not self.previous and threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 if signal.getsignal(sig) is not signal.SIG_IGN:
@@ -196,23 +199,35 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame):
+        if self.starting and self.signal is None:
+            removed = self._remove_unrecorded()
+            end(signum, "before the run started" + self._hint(removed))
         if self.signal is not None and signum == signal.SIGINT:
-            removed = []
-            for folder in self.made:  # made by this process, under its lock: no run of it recorded yet, no use
-                if not any((folder / record).exists() for record in ("metrics.json", "lr_find.json")):
-                    shutil.rmtree(folder, ignore_errors=True)
-                    removed.append(folder)
-            for parent in reversed(self.parents):
-                with contextlib.suppress(OSError):
-                    parent.rmdir()  # only if empty
-            if self.resume_hint and not removed:
-                hint = f"; the last checkpoint stands. Resume with: {self.resume_hint}"
-            else:
-                hint = ", before any run started" + (f"; its folder {removed[0]} was removed" if removed else "")
+            removed = self._remove_unrecorded()
+            hint = self._hint(removed) if self.resume_hint and not removed else \
+                ", before any run started" + self._hint(removed) * bool(removed)
             os.write(2, f"stopped at once by a second Ctrl-C{hint}\n".encode())
             os._exit(128 + signal.SIGINT)
         if self.signal is None:  # the first names the stop (a worker gets Ctrl-C, then its command's SIGTERM)
             self.signal = signum
+
+    def _remove_unrecorded(self) -> list:
+        """The folders this process made for a run that has recorded no end yet (no metrics.json), removed."""
+        removed = []
+        for folder in self.made:  # made by this process, under its lock: no run of it recorded yet, no use
+            if not any((folder / record).exists() for record in ("metrics.json", "lr_find.json")):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        for parent in reversed(self.parents):
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only if empty
+        return removed
+
+    def _hint(self, removed: list) -> str:
+        if removed:
+            return f"; its folder {removed[0]} was removed" if len(removed) == 1 else \
+                f"; its folders {', '.join(map(str, removed))} were removed"
+        return f"; the last checkpoint stands. Resume with: {self.resume_hint}" if self.resume_hint else ""
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():

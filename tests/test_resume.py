@@ -152,21 +152,42 @@ def test_sigterm_checkpoints_and_exits_then_resumes(cli, tmp_path, reference):
 
 
 @pytest.mark.slow  # a run signalled, then resumed
-def test_sigterm_during_start_up_is_recorded_and_resumes_from_the_first_epoch(cli, tmp_path, reference):
+def test_sigterm_during_start_up_ends_at_once_and_leaves_no_folder(cli, tmp_path, reference):
+    """Nothing of a starting run is worth keeping: the signal ends the command at once (not after the imports, the
+    data and the model), its new folder is removed, and the same command then runs it whole."""
     run_dir = tmp_path / "early"
     proc = start(cli, run_dir, *STATEFUL)
     deadline = time.time() + 60
     while not run_dir.exists() and time.time() < deadline:  # Hydra made the folder: torch is still loading
         time.sleep(0.005)
+    signalled = time.time()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
+    waited = time.time() - signalled
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
-    m = read_metrics(run_dir)
-    assert m["status"] == "interrupted" and m["epochs_run"] == 0
-    assert f"Resume with: python -m reg_runner.resume {run_dir}" in err
-    resume(cli, run_dir)
-    assert without_timing(read_metrics(run_dir)) == without_timing(reference)
-    assert_each_epoch_once(run_dir, 150)
+    assert err.strip().splitlines()[-1] == f"interrupted by SIGTERM before the run started; its folder {run_dir} was removed"
+    assert not run_dir.exists() and waited < 10  # generous: it acts at once, whatever the load
+    assert without_timing(read_metrics(cli(*STATEFUL, run_dir=run_dir).run_dir)) == without_timing(reference)
+
+
+def test_a_signal_during_a_runs_start_up_keeps_what_was_recorded(tmp_path):
+    """STOP's start-up branch: a new run's folder that recorded no end is removed; a resumed run's stands."""
+    new, old = tmp_path / "new", tmp_path / "old"
+    for folder in (new, old):
+        (folder / "checkpoints").mkdir(parents=True)
+    (old / "metrics.json").write_text("{}")
+    script = (f"import os, signal; from pathlib import Path; from reg_runner.signals import STOP; "
+              f"STOP.install(starting=True); STOP.made += [Path({str(new)!r})]; STOP.resume_hint = 'python -m x'; "
+              f"os.kill(os.getpid(), signal.SIGTERM); print('not reached')")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (128 + signal.SIGTERM, "")
+    assert proc.stderr == f"interrupted by SIGTERM before the run started; its folder {new} was removed\n"
+    assert not new.exists()
+    script = script.replace(f"STOP.made += [Path({str(new)!r})]; ", "")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and old.exists()
+    assert proc.stderr == "interrupted by SIGTERM before the run started; the last checkpoint stands. " \
+                          "Resume with: python -m x\n"
 
 
 @pytest.mark.slow  # a run signalled twice, then resumed

@@ -113,8 +113,8 @@ def test_ctrl_c_ends_a_multirun_and_its_workers_with_their_checkpoints(cli, tmp_
     proc = start(cli, "--multirun", *tiny_args(cli), "trainer.epochs=500", "seed=0,1", "logging.tensorboard=false",
                  *JOBLIB,
                  f"hydra.launcher.backend={backend}", f"hydra.sweep.dir={sweep}")
-    checkpoints = lambda: list(sweep.glob("*/checkpoints/last.pt"))  # noqa: E731
-    wait_for(lambda: len(checkpoints()) >= 2, proc, timeout=180)  # both runs past their first epoch
+    trained = lambda: [h for h in sweep.glob("*/history.csv") if len(h.read_text().splitlines()) > 1]  # noqa: E731
+    wait_for(lambda: len(trained()) >= 2, proc, timeout=180)  # both runs past their first epoch
     under = workers.descendants(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)

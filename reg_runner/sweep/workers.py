@@ -10,7 +10,7 @@ Two hazards of running a sweep's jobs in worker processes, and what reg_runner d
   forked from a server process that has loaded reg_runner and runs no thread of Python's (``reg_runner.fork_server``).
   joblib's default backend, loky, never forks.
 - **A signal.** SIGTERM (SLURM, ``timeout``, ``kill``) reaches the command alone; Ctrl-C reaches its whole process
-  group. Either way the command passes SIGTERM on to every worker (a run ends after the epoch in progress, with a
+  group. Either way the command passes SIGTERM on to every worker (a run ends at its next step or epoch end, with a
   checkpoint), gives them ``GRACE`` seconds, kills those left (a worker that has not loaded reg_runner yet has no
   run, and is killed at once), and ends with one line. Records are written whole (temp file, then rename), so a
   killed run's last checkpoint stands and ``python -m reg_runner.resume`` continues it.

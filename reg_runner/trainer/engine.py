@@ -84,8 +84,9 @@ class Engine:
     def run(self) -> None:
         for listener in self.listeners:
             listener.start(self)
+        STOP.starting = False  # from here a signal ends the run with a checkpoint (the first ones are written)
         try:
-            if STOP.signal is not None:  # during start-up: every member keeps its untrained state
+            if STOP.signal is not None:  # one that came before the run started: every member keeps its first state
                 self.stop_all("interrupted")
             while self.members:
                 self.epoch()
