@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+from reg_runner import dotted as dotted_keys
+
 EXIT_USER_ERROR = 2
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the config tree; its keys are suggested
 
@@ -227,7 +229,5 @@ def closest_key(key: str) -> str | None:
 
 def _has(path: Path, dotted: str) -> bool:
     import yaml
-
-    from reg_runner import dotted as dotted_keys
 
     return dotted_keys.get(yaml.safe_load(path.read_text()) or {}, dotted, dotted_keys.MISSING) is not dotted_keys.MISSING

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAn
 from pydantic_core import PydanticCustomError
 
 from reg_runner.errors import ConfigError
+from reg_runner.keys import role_marker
 
 SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence takes anything
 
@@ -284,8 +285,6 @@ class FamilyGroup(Group):
         """A family's own keys may say whether they are structural, not what they are to the records: which keys
         are settings, paths or labels is read from the group's base class, the same for every family."""
         super().__pydantic_init_subclass__(**kwargs)
-        from reg_runner.keys import role_marker
-
         base = [c for c in cls.__mro__ if isinstance(c, type) and issubclass(c, FamilyGroup)][-2]
         for name, field in cls.model_fields.items():
             if name not in base.model_fields and role_marker(field) is not None:

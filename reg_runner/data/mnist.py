@@ -12,13 +12,15 @@ Where its files come from, in order:
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from reg_runner import atomic
+from reg_runner import atomic, signals
 from reg_runner.data import idx
 from reg_runner.data.idx_dataset import IdxDataset
 from reg_runner.data.idx_dataset import find_files as find_idx_files
+from reg_runner.data.store import quiet
 from reg_runner.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,6 @@ FOLDER_HINT = "give a folder with train-images-idx3-ubyte, train-labels-idx1-uby
 class MNIST(IdxDataset):
     NAME = "MNIST"
     CLASSES = tuple("0123456789")
-    URL = "http://yann.lecun.com/exdb/mnist/"
     # the uncompressed bytes' md5 (a copy compressed again, as the one shipped here, is still MNIST)
     CONTENT_MD5 = {name: f.md5 for f in FILES for name in (f.original, f.key, f"{f.key}.idx",
                                                          f.original.replace("-idx", ".idx"))}
@@ -69,9 +70,7 @@ class MNIST(IdxDataset):
         except OSError as e:
             log.warning("cannot fill the datamaestro store (%s); reading the copy shipped with reg_runner", e)
             return find_files(EMBEDDED), f"package copy {EMBEDDED}"
-        from datamaestro import prepare_dataset  # imported late: it is only needed here
-
-        from reg_runner.data.store import quiet
+        from datamaestro import prepare_dataset
 
         with quiet():  # its "Materializing 4 resources" on the root logger, in every run's output
             ds = prepare_dataset(DATASET_ID)
@@ -88,8 +87,6 @@ def find_files(folder: Path, key: str | None = "data.root") -> dict[str, Path]:
 
 def store_dir() -> Path:
     """Where datamaestro keeps MNIST: ``$DATAMAESTRO_DIR/data/image/com/lecun/mnist``."""
-    import os
-
     if os.environ.get("DATAMAESTRO_DIR") == "":  # datamaestro would use the current folder
         raise DataError("DATAMAESTRO_DIR is set but empty: unset it (the store is then ~/datamaestro) or give a folder")
     from datamaestro.context import Context
@@ -106,8 +103,6 @@ def ensure_store(source: Path = EMBEDDED) -> Path:
     dest = store_dir()
     todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
     if todo:
-        from reg_runner import signals
-
         sources = find_files(source)
         verified = {f: verified_bytes(f, sources[f.key]) for f in todo}  # all before any write
         with signals.deferred():  # the store's folder and files together: a signal waits for them
