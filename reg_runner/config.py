@@ -5,6 +5,8 @@ The checks of a config, stage by stage, are ``reg_runner.checks``'s; the command
 ``reg_runner.overrides``.
 """
 
+import copy
+import re
 from typing import Annotated
 
 from pydantic import ConfigDict, PlainValidator
@@ -21,6 +23,7 @@ from reg_runner.reg import RegConfig
 from reg_runner.scheduler import SchedulerConfig
 from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse, reject
 from reg_runner.trainer import TrainerConfig
+
 
 class SearchSwitches(Group):
     """Which branches of a conditional search space a trial took (set by the search, recorded)."""
@@ -103,8 +106,6 @@ def effective_lr(c: RunConfig) -> float:
 
 def _job_name(v):
     """``hydra.job.name``: it names a run's log file."""
-    import re
-
     if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v) or v in (".", ".."):
         raise reject("a name of letters, digits, '_', '.' and '-' (it names the log file)")
     return v
@@ -122,8 +123,6 @@ def check_job_name(hydra_cfg) -> None:
 def results_config(config: dict) -> dict:
     """``config`` without the keys that change no number a run records (settings, paths, labels:
     ``reg_runner.keys``): what must match for two runs' numbers to compare."""
-    import copy
-
     out = copy.deepcopy(config)
     for key in KEYS.left_out_of(keys.RESULTS):
         dotted.drop(out, key)

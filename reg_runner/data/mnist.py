@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reg_runner import atomic, signals
-from reg_runner.data import idx
-from reg_runner.data.idx_dataset import IdxDataset
+from reg_runner.data import datasets, idx
+from reg_runner.data.idx_dataset import ORIGINALS, IdxDataset
 from reg_runner.data.idx_dataset import find_files as find_idx_files
 from reg_runner.data.store import quiet
 from reg_runner.errors import DataError
@@ -37,19 +37,13 @@ class MnistFile:
     size: int  # of the uncompressed IDX bytes
 
 
-FILES = (
-    MnistFile("train_images", "train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", 47040016),
-    MnistFile("train_labels", "train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624", 60008),
-    MnistFile("test_images", "t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea", 7840016),
-    MnistFile("test_labels", "t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", 10008),
-)
+FILES = tuple(MnistFile(key, original, md5, size) for (key, original), md5, size in zip(datasets.FILES, (
+    "6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624", "2646ac647ad5339dbf082846283269ea",
+    "27ae3e4e09519cfbb04c329615203637"), (47040016, 60008, 7840016, 10008)))
 
-HOW_TO_SUPPLY = (
-    "give data.root=<folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-    "t10k-labels-idx1-ubyte (.gz or not)>, or leave data.root unset to use the copy shipped with reg_runner"
-)
-FOLDER_HINT = "give a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, " \
-              "t10k-labels-idx1-ubyte (.gz or not)"
+HOW_TO_SUPPLY = (f"give data.root=<folder with {ORIGINALS} (.gz or not)>, or leave data.root unset to use the copy "
+                 "shipped with reg_runner")
+FOLDER_HINT = f"give a folder with {ORIGINALS} (.gz or not)"
 
 
 class MNIST(IdxDataset):

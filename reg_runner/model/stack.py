@@ -252,12 +252,8 @@ class StackedNorm(nn.Module):
         if self.kind == "rmsnorm":
             return F.rms_norm(x, x.shape[-1:]) * self.weight.unsqueeze(1)
         members = zip(x.unbind(0), self.weight.unbind(0), self.bias.unbind(0))
-        if self.kind == "groupnorm":
-            return torch.stack([F.group_norm(xk, self.groups, wk, bk, NORM_EPS) for xk, wk, bk in members])
-        out = torch.stack([F.batch_norm(xk, self.running_mean[k], self.running_var[k], wk, bk, self.training,
-                                        BN_MOMENTUM, NORM_EPS) for k, (xk, wk, bk) in enumerate(members)])
-        if self.training:
-            self.num_batches_tracked.add_(1)
+        out = torch.stack([self.member(k, xk, wk, bk) for k, (xk, wk, bk) in enumerate(members)])
+        self.count_batch()
         return out
 
 
