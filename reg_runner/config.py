@@ -9,7 +9,7 @@ import copy
 import re
 from typing import Annotated
 
-from pydantic import ConfigDict, PlainValidator
+from pydantic import ConfigDict
 
 from reg_runner import dotted, keys
 from reg_runner.augmentation import AugmentationConfig
@@ -21,7 +21,7 @@ from reg_runner.model import ModelConfig
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.reg import RegConfig
 from reg_runner.scheduler import SchedulerConfig
-from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse, reject
+from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse, rule
 from reg_runner.trainer import TrainerConfig
 
 
@@ -104,16 +104,10 @@ def effective_lr(c: RunConfig) -> float:
     return scaled_lr(o.lr, o.lr_scaling, c.trainer.batch_size * c.trainer.accumulate, o.base_batch_size)
 
 
-def _job_name(v):
-    """``hydra.job.name``: it names a run's log file."""
-    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v) or v in (".", ".."):
-        raise reject("a name of letters, digits, '_', '.' and '-' (it names the log file)")
-    return v
-
-
 class JobNames(Group):
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: Annotated[str, PlainValidator(_job_name)]
+    name: rule(str, lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) and v not in (".", ".."),
+               "a name of letters, digits, '_', '.' and '-' (it names the log file)")  # hydra.job.name: the log file's
 
 
 def check_job_name(hydra_cfg) -> None:

@@ -111,52 +111,29 @@ class Optional:
         self.field = field
 
 
-def _boolean(v):
-    if not isinstance(v, bool):
-        raise reject("true or false")
-    return v
+def rule(kind, ok, allowed: str, convert=lambda v: v):
+    """A field of type ``kind`` whose values pass ``ok`` (then ``convert``-ed); any other is refused: ``allowed``."""
+
+    def check(v):
+        if not ok(v):
+            raise reject(allowed)
+        return convert(v)
+
+    return Annotated[kind, PlainValidator(check)]
 
 
-def _text(v):
-    if not isinstance(v, str) or not v.strip():
-        raise reject("a non-empty string")
-    return v
-
-
-def _name(v):
-    if not isinstance(v, str) or not v.strip() or not v.isprintable():
-        raise reject("a non-empty name of printable characters (no newline, tab or other control character)")
-    return v
-
-
-def _seed(v):
-    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < SEED_LIMIT):
-        raise reject("null or an integer in [0, 2^63)")
-    return v
-
-
-def _tags(v):
-    if not isinstance(v, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in v):
-        raise reject("a list of words, e.g. tags=[baseline,first_try] (report --tag selects the runs that carry one)")
-    return list(v)
-
-
-Bool = Annotated[bool, PlainValidator(_boolean)]
-Tags = Annotated[list, PlainValidator(_tags)]
-Text = Annotated[str, PlainValidator(_text)]
-Name = Annotated[str, PlainValidator(_name)]  # shown in messages and file names: one printable line
-Seed = Annotated[int | None, PlainValidator(_seed)]
+Bool = rule(bool, lambda v: isinstance(v, bool), "true or false")
+Tags = rule(list, lambda v: isinstance(v, (list, tuple)) and all(isinstance(t, str) and t.strip() for t in v),
+            "a list of words, e.g. tags=[baseline,first_try] (report --tag selects the runs that carry one)", list)
+Text = rule(str, lambda v: isinstance(v, str) and v.strip(), "a non-empty string")
+Name = rule(str, lambda v: isinstance(v, str) and v.strip() and v.isprintable(),  # in messages and file names
+            "a non-empty name of printable characters (no newline, tab or other control character)")
+Seed = rule(int | None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < SEED_LIMIT),
+            "null or an integer in [0, 2^63)")
 ValMetric = Literal["val/acc", "val/loss"]  # what chooses anything: validation only, never test
 VAL_METRICS = ("val/acc", "val/loss")
-
-
-def val_metric(v):
-    if v not in VAL_METRICS:
-        raise reject("val/acc or val/loss (a validation metric: the test set never chooses anything)")
-    return v
-
-
-Monitor = Annotated[str, PlainValidator(val_metric)]
+Monitor = rule(str, lambda v: v in VAL_METRICS,
+               "val/acc or val/loss (a validation metric: the test set never chooses anything)")
 Positive = number(0, lo_open=True)
 FLOAT32_MAX = 3.4028234663852886e38
 # the optimizers step in float32: a larger rate overflows there (a traceback mid-run, not a divergence)
@@ -257,13 +234,8 @@ def _model_of(annotation, value):
 _TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
-def _dotted(v):
-    if not isinstance(v, str) or not _TARGET.match(v):
-        raise reject("a dotted Python path to a class, e.g. torch.optim.Adam")
-    return v
-
-
-Target = Annotated[str, PlainValidator(_dotted)]
+Target = rule(str, lambda v: isinstance(v, str) and _TARGET.match(v),
+              "a dotted Python path to a class, e.g. torch.optim.Adam")
 
 
 class FamilyGroup(Group):

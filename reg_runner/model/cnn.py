@@ -19,7 +19,7 @@ from reg_runner.errors import ConfigError
 from reg_runner.keys import OWN
 from reg_runner.model import ModelFamily
 from reg_runner.model.mlp import ACTIVATIONS, INITS
-from reg_runner.schema import integer, number, one_of, reject
+from reg_runner.schema import integer, number, one_of, reject, rule
 
 NORMS = ("none", "batchnorm", "layernorm", "groupnorm")
 POOLS = ("max", "avg", "none")
@@ -33,16 +33,11 @@ def _channels(v):
     return list(v)
 
 
-def _kernel(v):
-    if not (isinstance(v, int) and not isinstance(v, bool) and v in (1, 3, 5, 7, 9, 11)):
-        raise reject("an odd integer in [1, 11] (the padding keeps the image's size)")
-    return v
-
-
 class CNN(ModelFamily):
     channels: Annotated[list, PlainValidator(_channels)]
     """output channels of each conv block, in order"""
-    kernel: Annotated[int, PlainValidator(_kernel)]
+    kernel: rule(int, lambda v: isinstance(v, int) and not isinstance(v, bool) and v in (1, 3, 5, 7, 9, 11),
+                 "an odd integer in [1, 11] (the padding keeps the image's size)")
     """square kernels, odd: 'same' padding"""
     pool: one_of(*POOLS)
     """2x2 pooling after each block (halves the image)"""
