@@ -130,7 +130,6 @@ Name = rule(str, lambda v: isinstance(v, str) and v.strip() and v.isprintable(),
             "a non-empty name of printable characters (no newline, tab or other control character)")
 Seed = rule(int | None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < SEED_LIMIT),
             "null or an integer in [0, 2^63)")
-ValMetric = Literal["val/acc", "val/loss"]  # what chooses anything: validation only, never test
 VAL_METRICS = ("val/acc", "val/loss")
 Monitor = rule(str, lambda v: v in VAL_METRICS,
                "val/acc or val/loss (a validation metric: the test set never chooses anything)")

@@ -28,27 +28,30 @@ Shear = number(0, 90, hi_open=True)
 Sigma = number(0)
 
 
-class NoAugmentation(Group):
+class Option(Group):
+    name: str  # each option's own Literal
+    """the augmentation; set by choosing the option (augmentation=<option>)"""
+
+
+class NoAugmentation(Option):
     name: Literal["none"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
 
 
-class Noise(Group):
-    name: Literal["noise"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
+class Augmented(Option):
     p: Probability
     """probability that an image is augmented"""
+
+
+class Noise(Augmented):
+    name: Literal["noise"]
     sigma: Sigma
     """noise std, in normalized pixel units"""
     clamp: Bool
     """back to the range of real pixels"""
 
 
-class Affine(Group):
+class Affine(Augmented):
     name: Literal["affine"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
-    p: Probability
-    """probability that an image is augmented"""
     degrees: Degrees
     """rotation uniform in ±degrees"""
     scale: Annotated[list, PlainValidator(_scale)]
@@ -59,30 +62,16 @@ class Affine(Group):
     """shear uniform in ±shear degrees"""
 
 
-class NoiseAffine(Group):
+class NoiseAffine(Affine):
     name: Literal["noise_affine"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
-    p: Probability
-    """probability that an image is augmented"""
-    degrees: Degrees
-    """rotation uniform in ±degrees"""
-    scale: Annotated[list, PlainValidator(_scale)]
-    """zoom uniform in [low, high]"""
-    translate: Translate
-    """shift uniform in ±translate of the image size, per axis"""
-    shear: Shear
-    """shear uniform in ±shear degrees"""
     sigma: Sigma
     """noise std, in normalized pixel units"""
     clamp: Bool
     """clamp back to the range of real pixels"""
 
 
-class Crop(Group):
+class Crop(Augmented):
     name: Literal["crop"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
-    p: Probability
-    """probability that an image is augmented"""
     pad: integer(0, 64)
     """pixels: the shift is uniform in [-pad, pad] per axis (less than the image's side)"""
     fill: one_of("black", "reflect")
@@ -91,11 +80,8 @@ class Crop(Group):
     """mirror left-right with probability 1/2 (images whose class survives it: not digits)"""
 
 
-class Torchvision(Group):
+class Torchvision(Augmented):
     name: Literal["torchvision"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
-    p: Probability
-    """probability that an image is augmented"""
     transforms: Annotated[list[Any], PlainValidator(_transforms)]
     """torchvision.transforms.v2 transforms, each a mapping with its _target_ (one draw per batch)"""
 
