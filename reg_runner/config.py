@@ -9,6 +9,7 @@ import copy
 import re
 from typing import Annotated
 
+from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict
 
 from reg_runner import dotted, keys
@@ -62,8 +63,6 @@ KEYS = keys.Declared(RunConfig)  # every key's role, as the schemas declare it (
 
 def as_data(cfg) -> dict:
     """The composed config as plain data, interpolations resolved, Hydra's own node left out."""
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(cfg, DictConfig):
         job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         try:

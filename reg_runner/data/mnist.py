@@ -98,13 +98,19 @@ def ensure_store(source: Path = EMBEDDED) -> Path:
     todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
     if todo:
         sources = find_files(source)
-        verified = {f: verified_bytes(f, sources[f.key]) for f in todo}  # all before any write
-        with signals.deferred():  # the store's folder and files together: a signal waits for them
-            dest.mkdir(parents=True, exist_ok=True)
-            for f, raw in verified.items():
-                atomic.write_bytes(dest / f"{f.key}.idx", raw)
-                log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key])
+        place(dest, {f: verified_bytes(f, sources[f.key]) for f in todo},  # all verified before any write
+              lambda f: log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key]))
     return dest
+
+
+def place(dest: Path, verified: dict, said) -> None:
+    """The files ``verified`` holds (``MnistFile`` -> its bytes) written into the store ``dest``, each then
+    ``said(f)``; a signal waits for the store's folder and files together."""
+    with signals.deferred():
+        dest.mkdir(parents=True, exist_ok=True)
+        for f, raw in verified.items():
+            atomic.write_bytes(dest / f"{f.key}.idx", raw)
+            said(f)
 
 
 def verified_bytes(f: MnistFile, path: Path) -> bytes:
