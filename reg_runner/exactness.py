@@ -232,9 +232,8 @@ def planned(checked) -> tuple[int, int]:
     """A run's planned training steps (batches) and evaluation chunks, from its config."""
     c, split = checked.cfg, checked.split
     t = c.trainer
-    evaluations = t.epochs // t.eval_every + (t.epochs % t.eval_every > 0)
     chunks = sum(math.ceil(n / t.eval_batch_size) for n in (len(split.val_idx), split.n_test))
-    return t.epochs * t.batches_per_epoch(split.n_train), evaluations * chunks
+    return t.epochs * t.batches_per_epoch(split.n_train), t.evaluations * chunks
 
 
 def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | None, bool]:

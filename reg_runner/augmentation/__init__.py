@@ -3,25 +3,17 @@
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, PlainValidator
+from pydantic import Field
 
-from reg_runner.schema import Bool, Group, Probability, integer, is_number, number, one_of, reject
+from reg_runner.schema import Bool, Group, Probability, integer, is_number, number, one_of, rule
 
 NAMES = ("none", "noise", "affine", "noise_affine", "crop", "torchvision")
 
-
-def _scale(v):
-    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(x) for x in v) and 0 < v[0] <= v[1] <= 10):
-        raise reject("[low, high] with 0 < low <= high <= 10")
-    return [float(x) for x in v]
-
-
-def _transforms(v):
-    if not isinstance(v, list) or not v or not all(isinstance(t, dict) and isinstance(t.get("_target_"), str) for t in v):
-        raise reject("a non-empty list of transforms, each with a _target_ (torchvision.transforms.v2.*)")
-    return v
-
-
+Scale = rule(list, lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(x) for x in v)
+             and 0 < v[0] <= v[1] <= 10, "[low, high] with 0 < low <= high <= 10", lambda v: [float(x) for x in v])
+Transforms = rule(list[Any], lambda v: isinstance(v, list) and v and all(
+    isinstance(t, dict) and isinstance(t.get("_target_"), str) for t in v),
+                  "a non-empty list of transforms, each with a _target_ (torchvision.transforms.v2.*)")
 Degrees = number(0, 180)
 Translate = number(0, 1, hi_open=True)
 Shear = number(0, 90, hi_open=True)
@@ -54,7 +46,7 @@ class Affine(Augmented):
     name: Literal["affine"]
     degrees: Degrees
     """rotation uniform in ±degrees"""
-    scale: Annotated[list, PlainValidator(_scale)]
+    scale: Scale
     """zoom uniform in [low, high]"""
     translate: Translate
     """shift uniform in ±translate of the image size, per axis"""
@@ -82,7 +74,7 @@ class Crop(Augmented):
 
 class Torchvision(Augmented):
     name: Literal["torchvision"]
-    transforms: Annotated[list[Any], PlainValidator(_transforms)]
+    transforms: Transforms
     """torchvision.transforms.v2 transforms, each a mapping with its _target_ (one draw per batch)"""
 
 
