@@ -13,6 +13,7 @@ The schemas import no torch: a mistyped value is rejected in about a second, bef
 """
 
 import difflib
+import importlib
 import math
 import re
 from typing import Annotated, Any, ClassVar, Literal
@@ -284,8 +285,6 @@ def family_parser(base: type[FamilyGroup], key: str, example: str):
 
 def family_class(base: type, key: str, target, example: str) -> type:
     """The class ``target`` names, if it is one of ``base``'s families; else one line naming ``key._target_``."""
-    import importlib
-
     allowed = (f"a {key} family: the dotted path of a subclass of {base.__module__}.{base.__name__}{base.ALSO}, "
                f"e.g. {example}")
     if target is None:
