@@ -60,6 +60,13 @@ class CNN(ModelFamily):
                                   f"(model.channels={self.channels}: {bad} is not a multiple of it)")
         return self
 
+    def norm_groups(self) -> tuple[str, int | None]:
+        """The norm's kind and groups: LayerNorm over each image's (C, H, W), a gain and a bias per channel, is
+        GroupNorm with one group; BatchNorm and none have no groups."""
+        if self.norm in ("layernorm", "groupnorm"):
+            return "groupnorm", 1 if self.norm == "layernorm" else self.groups
+        return self.norm, None
+
     def feature_map(self, shape) -> tuple[int, int, int]:
         """The (channels, height, width) the last block gives for images of ``shape``."""
         _, h, w = shape
