@@ -18,6 +18,7 @@ from reg_runner.config import RunConfig
 from reg_runner.data import tensors
 from reg_runner.device import resolve as resolve_device
 from reg_runner.errors import UserError
+from reg_runner.model.stack import stack
 from reg_runner.records import RunFolder
 from reg_runner.trainer.member import Member
 from reg_runner.trainer.trial import TrialLink
@@ -52,8 +53,7 @@ def stacked(model_cfgs: list, shape: tuple[int, ...], n_classes: int, device: to
             dropout_generators: list | None = None):
     """K networks as one (member k configured by ``model_cfgs[k]``), on ``device``, not yet initialized."""
     with torch.device(device):
-        return model_cfgs[0].stacked(tuple(shape), n_classes, list(model_cfgs),
-                                     dropout_generators or [None] * len(model_cfgs))
+        return stack(list(model_cfgs), tuple(shape), n_classes, dropout_generators or [None] * len(model_cfgs))
 
 
 def plain(model_cfg, shape: tuple[int, ...], n_classes: int, device: torch.device | None = None):

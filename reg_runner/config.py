@@ -5,9 +5,12 @@ The checks of a config, stage by stage, are ``reg_runner.checks``'s; the command
 ``reg_runner.overrides``.
 """
 
+import copy
+import re
 from typing import Annotated
 
-from pydantic import ConfigDict, PlainValidator
+from omegaconf import DictConfig, OmegaConf
+from pydantic import ConfigDict
 
 from reg_runner import dotted, keys
 from reg_runner.augmentation import AugmentationConfig
@@ -19,8 +22,9 @@ from reg_runner.model import ModelConfig
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.reg import RegConfig
 from reg_runner.scheduler import SchedulerConfig
-from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse, reject
+from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse, rule
 from reg_runner.trainer import TrainerConfig
+
 
 class SearchSwitches(Group):
     """Which branches of a conditional search space a trial took (set by the search, recorded)."""
@@ -59,8 +63,6 @@ KEYS = keys.Declared(RunConfig)  # every key's role, as the schemas declare it (
 
 def as_data(cfg) -> dict:
     """The composed config as plain data, interpolations resolved, Hydra's own node left out."""
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(cfg, DictConfig):
         job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         try:
@@ -101,18 +103,10 @@ def effective_lr(c: RunConfig) -> float:
     return scaled_lr(o.lr, o.lr_scaling, c.trainer.batch_size * c.trainer.accumulate, o.base_batch_size)
 
 
-def _job_name(v):
-    """``hydra.job.name``: it names a run's log file."""
-    import re
-
-    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v) or v in (".", ".."):
-        raise reject("a name of letters, digits, '_', '.' and '-' (it names the log file)")
-    return v
-
-
 class JobNames(Group):
     model_config = ConfigDict(extra="allow", frozen=True)
-    name: Annotated[str, PlainValidator(_job_name)]
+    name: rule(str, lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) and v not in (".", ".."),
+               "a name of letters, digits, '_', '.' and '-' (it names the log file)")  # hydra.job.name: the log file's
 
 
 def check_job_name(hydra_cfg) -> None:
@@ -122,8 +116,6 @@ def check_job_name(hydra_cfg) -> None:
 def results_config(config: dict) -> dict:
     """``config`` without the keys that change no number a run records (settings, paths, labels:
     ``reg_runner.keys``): what must match for two runs' numbers to compare."""
-    import copy
-
     out = copy.deepcopy(config)
     for key in KEYS.left_out_of(keys.RESULTS):
         dotted.drop(out, key)

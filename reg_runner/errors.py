@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+from reg_runner import dotted as dotted_keys
+
 EXIT_USER_ERROR = 2
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the config tree; its keys are suggested
 
@@ -189,7 +191,8 @@ def no_such_key(key: str, value: str) -> str:
     """A key the composed config lacks: which options of its group have it (Hydra would suggest ``+key``,
     which the group's schema then refuses)."""
     group, _, rest = key.partition(".")
-    having = [o for o in options(group) if rest and _has(Path(CONFIG_DIR) / group / f"{o}.yaml", rest)]
+    having = [o for o in options(group) if rest and dotted_keys.get(_yaml(Path(CONFIG_DIR) / group / f"{o}.yaml"),
+                                                                    rest, dotted_keys.MISSING) is not dotted_keys.MISSING]
     where = f"; the {group} options that have it: {', '.join(f'{group}={h}' for h in having)}" if having else ""
     near = None if having else closest_key(key)
     return f"{key}={value} is not allowed: the config has no key {key}" + (f" (did you mean {near}?)" if near else
@@ -201,8 +204,6 @@ def closest_key(key: str) -> str | None:
     model.depth; ``optimiser``: optimizer), from the groups' option files; None if nothing is near."""
     import difflib
 
-    import yaml
-
     def dotted(node, prefix=""):
         for k, v in node.items() if isinstance(node, dict) else ():
             if k == "defaults" or str(k).startswith("_"):
@@ -211,7 +212,7 @@ def closest_key(key: str) -> str | None:
             yield from dotted(v, f"{prefix}{k}.")
 
     root = Path(CONFIG_DIR)
-    top = yaml.safe_load((root / "config.yaml").read_text()) or {}
+    top = _yaml(root / "config.yaml")
     groups = sorted({p.name for p in root.iterdir() if p.is_dir() and p.name != "hydra"} | {str(k) for k in top
                                                                                            if k != "defaults"})
     group, _, rest = key.partition(".")
@@ -220,14 +221,12 @@ def closest_key(key: str) -> str | None:
         return f"{near[0]}.{rest}" if near and rest else (near[0] if near else None)
     keys = set(dotted(top.get(group)))
     for path in (root / group).glob("*.yaml") if (root / group).is_dir() else ():
-        keys |= set(dotted(yaml.safe_load(path.read_text()) or {}))
+        keys |= set(dotted(_yaml(path)))
     near = difflib.get_close_matches(rest, sorted(keys), n=1) if rest else []
     return f"{group}.{near[0]}" if near else None
 
 
-def _has(path: Path, dotted: str) -> bool:
+def _yaml(path: Path) -> dict:
     import yaml
 
-    from reg_runner import dotted as dotted_keys
-
-    return dotted_keys.get(yaml.safe_load(path.read_text()) or {}, dotted, dotted_keys.MISSING) is not dotted_keys.MISSING
+    return yaml.safe_load(path.read_text()) or {}

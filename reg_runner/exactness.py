@@ -232,9 +232,8 @@ def planned(checked) -> tuple[int, int]:
     """A run's planned training steps (batches) and evaluation chunks, from its config."""
     c, split = checked.cfg, checked.split
     t = c.trainer
-    evaluations = t.epochs // t.eval_every + (t.epochs % t.eval_every > 0)
     chunks = sum(math.ceil(n / t.eval_batch_size) for n in (len(split.val_idx), split.n_test))
-    return t.epochs * t.batches_per_epoch(split.n_train), evaluations * chunks
+    return t.epochs * t.batches_per_epoch(split.n_train), t.evaluations * chunks
 
 
 def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | None, bool]:
@@ -343,8 +342,12 @@ def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows,
     device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(0)  # its own numbers: the runs' random streams are not touched
 
-    def build(indices):
-        return _build(model_cfg, shape, n_classes, device, indices)
+    def build(indices, states=None):
+        """A stack of the members ``indices``, each loaded with its state from ``states``, if given."""
+        stack = _build(model_cfg, shape, n_classes, device, indices)
+        for slot, i in enumerate(indices if states is not None else ()):
+            stack.load_member_state(slot, states[i])
+        return stack
 
     master = build(range(members))
     for i in range(members):
@@ -355,24 +358,18 @@ def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows,
     shared = {rows: torch.randn(rows, *shape, generator=g).to(device) for rows in eval_rows}
     names = [name for name, _ in master.named_parameters()]
     alone = []  # each member's outputs and gradients alone: they do not depend on the stack's size
-    for i, state in enumerate(states):
+    for i in range(members):
         trained = {}
         for rows, (x, grad) in train.items():
-            lone = build([i])
-            lone.load_member_state(0, state)
-            trained[rows] = _step(lone, x[i : i + 1], grad[i : i + 1])
-        lone = build([i])
-        lone.load_member_state(0, state)
+            trained[rows] = _step(build([i], states), x[i : i + 1], grad[i : i + 1])
+        lone = build([i], states)
         poll()
         with torch.inference_mode():
             evaluated = {rows: lone.eval()(x)[0] for rows, x in shared.items()}
         alone.append((trained, evaluated))
     for k in range(2, members + 1):  # members leave a stack as they end: every size it passes through
         for rows, (x, grad) in train.items():
-            stack = build(range(k))
-            for i in range(k):
-                stack.load_member_state(i, states[i])
-            out, grads = _step(stack, x[:k], grad[:k])
+            out, grads = _step(build(range(k), states), x[:k], grad[:k])
             for i in range(k):
                 own_out, own_grads = alone[i][0][rows]
                 if not torch.equal(own_out[0], out[i]):
@@ -380,9 +377,7 @@ def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows,
                 for name, a, b in zip(names, grads, own_grads):
                     if (a is None) != (b is None) or (a is not None and not torch.equal(a[i], b[0])):
                         return f"the gradient of {name}, stack of {k}, member {i}, batches of {rows}"
-        stack = build(range(k))
-        for i in range(k):
-            stack.load_member_state(i, states[i])
+        stack = build(range(k), states)
         with torch.inference_mode():
             stack.eval()
             for rows, x in shared.items():

@@ -86,13 +86,11 @@ def markers(field, kind: type) -> list:
 
 
 def role_marker(field) -> Role | None:
-    found = markers(field, Role)
-    return found[0] if found else None
+    return next(iter(markers(field, Role)), None)
 
 
 def stack_marker(field) -> StackRole | None:
-    found = markers(field, StackRole)
-    return found[0] if found else None
+    return next(iter(markers(field, StackRole)), None)
 
 
 def groups_in(annotation) -> list:

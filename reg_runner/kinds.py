@@ -9,6 +9,7 @@ the files they hold.
 import json
 from pathlib import Path
 
+from reg_runner import atomic
 from reg_runner.errors import UserError
 
 MARKER = ".reg_runner.json"
@@ -24,8 +25,6 @@ WHAT = {
 
 def mark(folder: Path, kind: str, **extra) -> None:
     """Write the folder's marker (whole, or not at all)."""
-    from reg_runner import atomic
-
     assert kind in KINDS, kind
     try:
         atomic.write_json(Path(folder) / MARKER, dict(kind=kind, **extra))

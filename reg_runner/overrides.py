@@ -2,6 +2,9 @@
 Hydra's own keys only in the mode that reads them. (A key the run would not read: stage 2 of
 ``reg_runner.checks``.)"""
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
 from reg_runner.errors import ConfigError
 
 # chosen by the group (scheduler=plateau), which brings the option's keys: a name typed as a key would not
@@ -10,8 +13,6 @@ CHOSEN_BY_GROUP = {"scheduler.name": "scheduler", "augmentation.name": "augmenta
 
 def plain_overrides(overrides) -> list[str]:
     """The command line's overrides as strings (a ListConfig would resolve a ``${...}`` in them)."""
-    from omegaconf import OmegaConf
-
     if OmegaConf.is_list(overrides):
         return [str(o) for o in OmegaConf.to_container(overrides, resolve=False)]
     return [str(o) for o in overrides]
@@ -44,9 +45,7 @@ def chosen_by_group(overrides) -> None:
                               "which brings its keys")
 
 
-
 MULTIRUN_ONLY = ("hydra.sweep.", "hydra.sweeper", "hydra/sweeper", "hydra.launcher", "hydra/launcher")
-
 
 
 def hydra_overrides(overrides, multirun: bool) -> None:
@@ -67,8 +66,6 @@ def hydra_overrides(overrides, multirun: bool) -> None:
 
 
 def typed_value(text: str):
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         return OverridesParser.create().parse_override(f"k={text}").value()
     except Exception:

@@ -7,6 +7,9 @@ behaviour it relies on, so an upgrade that changes it fails that test, not a use
 
 import contextlib
 
+from hydra._internal.utils import get_args_parser
+from hydra.core.hydra_config import HydraConfig
+
 
 @contextlib.contextmanager
 def hydra_config_of(job):
@@ -17,8 +20,6 @@ def hydra_config_of(job):
     ``${hydra:job.num}`` and ``${hydra:job.override_dirname}``) sets it the same way, then puts back what it
     held. Hydra has no public way to put it back: its ``cfg`` attribute is assigned directly.
     """
-    from hydra.core.hydra_config import HydraConfig
-
     instance = HydraConfig.instance()
     before = instance.cfg
     instance.set_config(job)
@@ -36,7 +37,6 @@ def hydra_arguments_refused(argv: list[str]) -> str | None:
     mistakes argparse prints as the usage, then the message, on several lines. The same parser, asked first,
     gives the message alone. ``--version`` and ``--help`` act as under Hydra.
     """
-    from hydra._internal.utils import get_args_parser
 
     class Refused(Exception):
         pass

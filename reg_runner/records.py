@@ -132,8 +132,7 @@ class RunFolder:
         if status in FINISHED:
             raise UserError(f"{self.path} holds a finished run (status {status}): there is nothing to resume")
         if status == "running":
-            raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
-                            "write into the same folder; wait for it, or stop it first")
+            raise self._busy()
         cut = self.cut_from_search()
         if cut is not None:
             raise UserError(f"{self.path} is the run of trial {cut.get('trial')} of the search {cut.get('study')!r}, "
@@ -193,8 +192,7 @@ class RunFolder:
             if key is not None:
                 raise UserError(f"{key}={str(self.path)!r} holds a run that a live process is training "
                                 f"({self.owner()}); choose another {key}") from None
-            raise UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would "
-                            "write into the same folder; wait for it, or stop it first") from None
+            raise self._busy() from None
         self._lock_fd = fd
         try:
             if then is not None:
@@ -226,6 +224,10 @@ class RunFolder:
             return True
         finally:
             os.close(fd)
+
+    def _busy(self) -> UserError:
+        return UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would write "
+                         "into the same folder; wait for it, or stop it first")
 
     def owner(self) -> str:
         try:

@@ -156,8 +156,7 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
 
 def warn_idle_early_stopping(tc) -> None:
     """Early stopping whose patience outlasts the run's evaluations can never stop it: said, not left silent."""
-    es = tc.early_stopping
-    evaluations = tc.epochs // tc.eval_every + (tc.epochs % tc.eval_every > 0)
+    es, evaluations = tc.early_stopping, tc.evaluations
     if es.enabled and es.patience >= evaluations:
         log.warning("trainer.early_stopping.patience=%d is not less than the %d evaluations of this run "
                     "(trainer.epochs=%d, trainer.eval_every=%d): early stopping cannot stop it", es.patience,

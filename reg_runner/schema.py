@@ -13,6 +13,7 @@ The schemas import no torch: a mistyped value is rejected in about a second, bef
 """
 
 import difflib
+import importlib
 import math
 import re
 from typing import Annotated, Any, ClassVar, Literal
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAn
 from pydantic_core import PydanticCustomError
 
 from reg_runner.errors import ConfigError
+from reg_runner.keys import role_marker
 
 SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence takes anything
 
@@ -110,52 +112,28 @@ class Optional:
         self.field = field
 
 
-def _boolean(v):
-    if not isinstance(v, bool):
-        raise reject("true or false")
-    return v
+def rule(kind, ok, allowed: str, convert=lambda v: v):
+    """A field of type ``kind`` whose values pass ``ok`` (then ``convert``-ed); any other is refused: ``allowed``."""
+
+    def check(v):
+        if not ok(v):
+            raise reject(allowed)
+        return convert(v)
+
+    return Annotated[kind, PlainValidator(check)]
 
 
-def _text(v):
-    if not isinstance(v, str) or not v.strip():
-        raise reject("a non-empty string")
-    return v
-
-
-def _name(v):
-    if not isinstance(v, str) or not v.strip() or not v.isprintable():
-        raise reject("a non-empty name of printable characters (no newline, tab or other control character)")
-    return v
-
-
-def _seed(v):
-    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < SEED_LIMIT):
-        raise reject("null or an integer in [0, 2^63)")
-    return v
-
-
-def _tags(v):
-    if not isinstance(v, (list, tuple)) or not all(isinstance(t, str) and t.strip() for t in v):
-        raise reject("a list of words, e.g. tags=[baseline,first_try] (report --tag selects the runs that carry one)")
-    return list(v)
-
-
-Bool = Annotated[bool, PlainValidator(_boolean)]
-Tags = Annotated[list, PlainValidator(_tags)]
-Text = Annotated[str, PlainValidator(_text)]
-Name = Annotated[str, PlainValidator(_name)]  # shown in messages and file names: one printable line
-Seed = Annotated[int | None, PlainValidator(_seed)]
-ValMetric = Literal["val/acc", "val/loss"]  # what chooses anything: validation only, never test
+Bool = rule(bool, lambda v: isinstance(v, bool), "true or false")
+Tags = rule(list, lambda v: isinstance(v, (list, tuple)) and all(isinstance(t, str) and t.strip() for t in v),
+            "a list of words, e.g. tags=[baseline,first_try] (report --tag selects the runs that carry one)", list)
+Text = rule(str, lambda v: isinstance(v, str) and v.strip(), "a non-empty string")
+Name = rule(str, lambda v: isinstance(v, str) and v.strip() and v.isprintable(),  # in messages and file names
+            "a non-empty name of printable characters (no newline, tab or other control character)")
+Seed = rule(int | None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < SEED_LIMIT),
+            "null or an integer in [0, 2^63)")
 VAL_METRICS = ("val/acc", "val/loss")
-
-
-def val_metric(v):
-    if v not in VAL_METRICS:
-        raise reject("val/acc or val/loss (a validation metric: the test set never chooses anything)")
-    return v
-
-
-Monitor = Annotated[str, PlainValidator(val_metric)]
+Monitor = rule(str, lambda v: v in VAL_METRICS,
+               "val/acc or val/loss (a validation metric: the test set never chooses anything)")
 Positive = number(0, lo_open=True)
 FLOAT32_MAX = 3.4028234663852886e38
 # the optimizers step in float32: a larger rate overflows there (a traceback mid-run, not a divergence)
@@ -256,13 +234,8 @@ def _model_of(annotation, value):
 _TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
-def _dotted(v):
-    if not isinstance(v, str) or not _TARGET.match(v):
-        raise reject("a dotted Python path to a class, e.g. torch.optim.Adam")
-    return v
-
-
-Target = Annotated[str, PlainValidator(_dotted)]
+Target = rule(str, lambda v: isinstance(v, str) and _TARGET.match(v),
+              "a dotted Python path to a class, e.g. torch.optim.Adam")
 
 
 class FamilyGroup(Group):
@@ -284,8 +257,6 @@ class FamilyGroup(Group):
         """A family's own keys may say whether they are structural, not what they are to the records: which keys
         are settings, paths or labels is read from the group's base class, the same for every family."""
         super().__pydantic_init_subclass__(**kwargs)
-        from reg_runner.keys import role_marker
-
         base = [c for c in cls.__mro__ if isinstance(c, type) and issubclass(c, FamilyGroup)][-2]
         for name, field in cls.model_fields.items():
             if name not in base.model_fields and role_marker(field) is not None:
@@ -314,8 +285,6 @@ def family_parser(base: type[FamilyGroup], key: str, example: str):
 
 def family_class(base: type, key: str, target, example: str) -> type:
     """The class ``target`` names, if it is one of ``base``'s families; else one line naming ``key._target_``."""
-    import importlib
-
     allowed = (f"a {key} family: the dotted path of a subclass of {base.__module__}.{base.__name__}{base.ALSO}, "
                f"e.g. {example}")
     if target is None:

@@ -3,55 +3,50 @@
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, PlainValidator
+from pydantic import Field
 
-from reg_runner.schema import Bool, Group, Probability, integer, is_number, number, one_of, reject
+from reg_runner.schema import Bool, Group, Probability, integer, is_number, number, one_of, rule
 
 NAMES = ("none", "noise", "affine", "noise_affine", "crop", "torchvision")
 
-
-def _scale(v):
-    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(x) for x in v) and 0 < v[0] <= v[1] <= 10):
-        raise reject("[low, high] with 0 < low <= high <= 10")
-    return [float(x) for x in v]
-
-
-def _transforms(v):
-    if not isinstance(v, list) or not v or not all(isinstance(t, dict) and isinstance(t.get("_target_"), str) for t in v):
-        raise reject("a non-empty list of transforms, each with a _target_ (torchvision.transforms.v2.*)")
-    return v
-
-
+Scale = rule(list, lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(x) for x in v)
+             and 0 < v[0] <= v[1] <= 10, "[low, high] with 0 < low <= high <= 10", lambda v: [float(x) for x in v])
+Transforms = rule(list[Any], lambda v: isinstance(v, list) and v and all(
+    isinstance(t, dict) and isinstance(t.get("_target_"), str) for t in v),
+                  "a non-empty list of transforms, each with a _target_ (torchvision.transforms.v2.*)")
 Degrees = number(0, 180)
 Translate = number(0, 1, hi_open=True)
 Shear = number(0, 90, hi_open=True)
 Sigma = number(0)
 
 
-class NoAugmentation(Group):
+class Option(Group):
+    name: str  # each option's own Literal
+    """the augmentation; set by choosing the option (augmentation=<option>)"""
+
+
+class NoAugmentation(Option):
     name: Literal["none"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
 
 
-class Noise(Group):
-    name: Literal["noise"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
+class Augmented(Option):
     p: Probability
     """probability that an image is augmented"""
+
+
+class Noise(Augmented):
+    name: Literal["noise"]
     sigma: Sigma
     """noise std, in normalized pixel units"""
     clamp: Bool
     """back to the range of real pixels"""
 
 
-class Affine(Group):
+class Affine(Augmented):
     name: Literal["affine"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
-    p: Probability
-    """probability that an image is augmented"""
     degrees: Degrees
     """rotation uniform in ±degrees"""
-    scale: Annotated[list, PlainValidator(_scale)]
+    scale: Scale
     """zoom uniform in [low, high]"""
     translate: Translate
     """shift uniform in ±translate of the image size, per axis"""
@@ -59,30 +54,16 @@ class Affine(Group):
     """shear uniform in ±shear degrees"""
 
 
-class NoiseAffine(Group):
+class NoiseAffine(Affine):
     name: Literal["noise_affine"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
-    p: Probability
-    """probability that an image is augmented"""
-    degrees: Degrees
-    """rotation uniform in ±degrees"""
-    scale: Annotated[list, PlainValidator(_scale)]
-    """zoom uniform in [low, high]"""
-    translate: Translate
-    """shift uniform in ±translate of the image size, per axis"""
-    shear: Shear
-    """shear uniform in ±shear degrees"""
     sigma: Sigma
     """noise std, in normalized pixel units"""
     clamp: Bool
     """clamp back to the range of real pixels"""
 
 
-class Crop(Group):
+class Crop(Augmented):
     name: Literal["crop"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
-    p: Probability
-    """probability that an image is augmented"""
     pad: integer(0, 64)
     """pixels: the shift is uniform in [-pad, pad] per axis (less than the image's side)"""
     fill: one_of("black", "reflect")
@@ -91,12 +72,9 @@ class Crop(Group):
     """mirror left-right with probability 1/2 (images whose class survives it: not digits)"""
 
 
-class Torchvision(Group):
+class Torchvision(Augmented):
     name: Literal["torchvision"]
-    """the augmentation; set by choosing the option (augmentation=<option>)"""
-    p: Probability
-    """probability that an image is augmented"""
-    transforms: Annotated[list[Any], PlainValidator(_transforms)]
+    transforms: Transforms
     """torchvision.transforms.v2 transforms, each a mapping with its _target_ (one draw per batch)"""
 
 

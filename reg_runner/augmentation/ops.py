@@ -26,6 +26,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 
 from reg_runner.errors import UserError
 
@@ -161,7 +162,6 @@ def torchvision_transforms(cfg):
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}); install a torchvision built for "
             "your torch, or use augmentation=noise, affine or noise_affine (on the device, no torchvision)"
         ) from None
-    from hydra.utils import instantiate
     from torchvision.transforms import v2
 
     try:

@@ -11,7 +11,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from reg_runner import atomic, signals
+from reg_runner import signals
 from reg_runner.data import mnist
 from reg_runner.errors import EXIT_USER_ERROR, Parser, UserError, one_line
 
@@ -38,11 +38,7 @@ def import_folder(folder: Path) -> int:
     sources = mnist.find_files(folder, key=None)
     verified = {f: mnist.verified_bytes(f, sources[f.key]) for f in mnist.FILES}  # all four before any write
     store = mnist.store_dir()
-    with signals.deferred():  # the store's folder and files together: a signal waits for them
-        store.mkdir(parents=True, exist_ok=True)
-        for f, raw in verified.items():
-            atomic.write_bytes(store / f"{f.key}.idx", raw)
-            print(f"imported {sources[f.key]} -> {store / (f.key + '.idx')} (md5 ok)")
+    mnist.place(store, verified, lambda f: print(f"imported {sources[f.key]} -> {store / (f.key + '.idx')} (md5 ok)"))
     return 0
 
 

@@ -12,13 +12,15 @@ Where its files come from, in order:
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from reg_runner import atomic
-from reg_runner.data import idx
-from reg_runner.data.idx_dataset import IdxDataset
+from reg_runner import atomic, signals
+from reg_runner.data import datasets, idx
+from reg_runner.data.idx_dataset import ORIGINALS, IdxDataset
 from reg_runner.data.idx_dataset import find_files as find_idx_files
+from reg_runner.data.store import quiet
 from reg_runner.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -35,25 +37,18 @@ class MnistFile:
     size: int  # of the uncompressed IDX bytes
 
 
-FILES = (
-    MnistFile("train_images", "train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", 47040016),
-    MnistFile("train_labels", "train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624", 60008),
-    MnistFile("test_images", "t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea", 7840016),
-    MnistFile("test_labels", "t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", 10008),
-)
+FILES = tuple(MnistFile(key, original, md5, size) for (key, original), md5, size in zip(datasets.FILES, (
+    "6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624", "2646ac647ad5339dbf082846283269ea",
+    "27ae3e4e09519cfbb04c329615203637"), (47040016, 60008, 7840016, 10008)))
 
-HOW_TO_SUPPLY = (
-    "give data.root=<folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-    "t10k-labels-idx1-ubyte (.gz or not)>, or leave data.root unset to use the copy shipped with reg_runner"
-)
-FOLDER_HINT = "give a folder with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, " \
-              "t10k-labels-idx1-ubyte (.gz or not)"
+HOW_TO_SUPPLY = (f"give data.root=<folder with {ORIGINALS} (.gz or not)>, or leave data.root unset to use the copy "
+                 "shipped with reg_runner")
+FOLDER_HINT = f"give a folder with {ORIGINALS} (.gz or not)"
 
 
 class MNIST(IdxDataset):
     NAME = "MNIST"
     CLASSES = tuple("0123456789")
-    URL = "http://yann.lecun.com/exdb/mnist/"
     # the uncompressed bytes' md5 (a copy compressed again, as the one shipped here, is still MNIST)
     CONTENT_MD5 = {name: f.md5 for f in FILES for name in (f.original, f.key, f"{f.key}.idx",
                                                          f.original.replace("-idx", ".idx"))}
@@ -69,9 +64,7 @@ class MNIST(IdxDataset):
         except OSError as e:
             log.warning("cannot fill the datamaestro store (%s); reading the copy shipped with reg_runner", e)
             return find_files(EMBEDDED), f"package copy {EMBEDDED}"
-        from datamaestro import prepare_dataset  # imported late: it is only needed here
-
-        from reg_runner.data.store import quiet
+        from datamaestro import prepare_dataset
 
         with quiet():  # its "Materializing 4 resources" on the root logger, in every run's output
             ds = prepare_dataset(DATASET_ID)
@@ -88,8 +81,6 @@ def find_files(folder: Path, key: str | None = "data.root") -> dict[str, Path]:
 
 def store_dir() -> Path:
     """Where datamaestro keeps MNIST: ``$DATAMAESTRO_DIR/data/image/com/lecun/mnist``."""
-    import os
-
     if os.environ.get("DATAMAESTRO_DIR") == "":  # datamaestro would use the current folder
         raise DataError("DATAMAESTRO_DIR is set but empty: unset it (the store is then ~/datamaestro) or give a folder")
     from datamaestro.context import Context
@@ -106,16 +97,20 @@ def ensure_store(source: Path = EMBEDDED) -> Path:
     dest = store_dir()
     todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
     if todo:
-        from reg_runner import signals
-
         sources = find_files(source)
-        verified = {f: verified_bytes(f, sources[f.key]) for f in todo}  # all before any write
-        with signals.deferred():  # the store's folder and files together: a signal waits for them
-            dest.mkdir(parents=True, exist_ok=True)
-            for f, raw in verified.items():
-                atomic.write_bytes(dest / f"{f.key}.idx", raw)
-                log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key])
+        place(dest, {f: verified_bytes(f, sources[f.key]) for f in todo},  # all verified before any write
+              lambda f: log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key]))
     return dest
+
+
+def place(dest: Path, verified: dict, said) -> None:
+    """The files ``verified`` holds (``MnistFile`` -> its bytes) written into the store ``dest``, each then
+    ``said(f)``; a signal waits for the store's folder and files together."""
+    with signals.deferred():
+        dest.mkdir(parents=True, exist_ok=True)
+        for f, raw in verified.items():
+            atomic.write_bytes(dest / f"{f.key}.idx", raw)
+            said(f)
 
 
 def verified_bytes(f: MnistFile, path: Path) -> bytes:

@@ -12,6 +12,7 @@ beside datamaestro's store in ``$DATAMAESTRO_DIR/reg_runner/md5.json`` (``~/data
 and computed again only when either changes.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -98,20 +99,15 @@ class _QuietDatamaestro(logging.Filter):
         return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
 
 
+@contextlib.contextmanager
 def quiet():
     """A context in which datamaestro's info lines stay out of the run's output."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def manager():
-        f = _QuietDatamaestro()
-        logging.getLogger().addFilter(f)
-        try:
-            yield
-        finally:
-            logging.getLogger().removeFilter(f)
-
-    return manager()
+    f = _QuietDatamaestro()
+    logging.getLogger().addFilter(f)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(f)
 
 
 def reason(e: BaseException) -> str:

@@ -11,9 +11,9 @@ the yaml's other keys, and declares what the rest of reg_runner needs to know of
   landscapes' filter normalization act on, by display name; its ``hidden()`` the blocks whose outputs
   TensorBoard's activation histograms show;
 - ``stacked(shape, n_classes, members, dropout_generators)``: K networks as one module whose every
-  parameter has a leading member dimension (``reg_runner.model.stack.Stacked``). The default runs each
-  member's own plain network on its slice of the parameters (exact by construction, on any device); a
-  family with a faster form overrides it, and ``reg_runner.exactness`` checks before each stack that
+  parameter has a leading member dimension (``reg_runner.model.stack.Stacked``). Without it (the default:
+  None) each member's own plain network runs on its slice of the parameters (exact by construction, on any
+  device); a family with a faster form overrides it, and ``reg_runner.exactness`` checks before each stack that
   its members still get their lone runs' numbers to the bit;
 - ``initialize(model, k, generator)``: member k's weights, drawn from its own generator (the default: the
   plain network's own initialization);
@@ -31,6 +31,7 @@ refused before torch loads: a family module keeps its torch code in functions (o
 
 import functools
 import inspect
+import json
 import site
 import sys
 import traceback
@@ -41,7 +42,8 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, ValidationError, create_model, model_serializer, model_validator
 
 from reg_runner.errors import ConfigError, UserError, show
-from reg_runner.schema import FamilyGroup, family, family_parser
+from reg_runner.keys import OWN, stack_marker
+from reg_runner.schema import FamilyGroup, family, family_parser, upgrade
 
 EXAMPLE = "reg_runner.model.mlp.MLP"
 
@@ -59,8 +61,6 @@ class ModelFamily(FamilyGroup):
 
     def structural_keys(self) -> tuple[str, ...]:
         """The family's keys that runs must share to train as one stack (``_target_`` aside)."""
-        from reg_runner.keys import OWN, stack_marker
-
         return tuple(k for k, f in type(self).model_fields.items() if k != "target" and stack_marker(f) is not OWN)
 
     def describe(self) -> str:
@@ -91,16 +91,13 @@ class ModelFamily(FamilyGroup):
         raise NotImplementedError(f"{type(self).__name__}.plain")
 
     def stacked(self, shape: tuple[int, ...], n_classes: int, members: list, dropout_generators: list):
-        """K networks as one, member k configured by ``members[k]`` (this family, equal in the structural keys)."""
-        from reg_runner.model.stack import Looped
-
-        return Looped(members, shape, n_classes, dropout_generators)
+        """K networks as one, member k configured by ``members[k]`` (this family, equal in the structural keys): the
+        family's faster form, or None, and each member's own plain network runs (``reg_runner.model.stack.stack``)."""
+        return None
 
     def initialize(self, model, k: int, generator) -> None:
         """Member k of a stacked ``model``: the plain network's own initialization, drawn from ``generator``."""
-        from reg_runner.model.stack import initialize_as_plain
-
-        initialize_as_plain(model, k, lambda: self.plain(model.shape, model.n_classes), generator)
+        model.initialize_as_plain(k, lambda: self.plain(model.shape, model.n_classes), generator)
 
 
 # reg_runner's files and the installed packages' (torch's among them)
@@ -229,12 +226,7 @@ def from_record(model: dict) -> ModelFamily:
 
 def load(run_dir, which: str = "best"):
     """The network of a run folder's ``checkpoints/<which>.pt``, as its family's plain network in eval mode."""
-    import json
-    from pathlib import Path
-
     import torch
-
-    from reg_runner.schema import upgrade
 
     run_dir = Path(run_dir)
     checkpoint = torch.load(run_dir / "checkpoints" / f"{which}.pt", map_location="cpu", weights_only=True)

@@ -13,36 +13,26 @@ This module is the family's schema and declarations (no torch); its networks are
 
 from typing import Annotated
 
-from pydantic import PlainValidator, model_validator
+from pydantic import model_validator
 
 from reg_runner.errors import ConfigError
 from reg_runner.keys import OWN
 from reg_runner.model import ModelFamily
 from reg_runner.model.mlp import ACTIVATIONS, INITS
-from reg_runner.schema import integer, number, one_of, reject
+from reg_runner.schema import integer, number, one_of, rule
 
 NORMS = ("none", "batchnorm", "layernorm", "groupnorm")
 POOLS = ("max", "avg", "none")
 HEADS = ("flatten", "avgpool")
 
 
-def _channels(v):
-    if not (isinstance(v, list) and 1 <= len(v) <= 16 and all(isinstance(c, int) and not isinstance(c, bool)
-                                                                and 1 <= c <= 4096 for c in v)):
-        raise reject("a list of 1 to 16 channel counts, each an integer in [1, 4096] (one conv block each)")
-    return list(v)
-
-
-def _kernel(v):
-    if not (isinstance(v, int) and not isinstance(v, bool) and v in (1, 3, 5, 7, 9, 11)):
-        raise reject("an odd integer in [1, 11] (the padding keeps the image's size)")
-    return v
-
-
 class CNN(ModelFamily):
-    channels: Annotated[list, PlainValidator(_channels)]
+    channels: rule(list, lambda v: isinstance(v, list) and 1 <= len(v) <= 16 and all(
+        isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 4096 for c in v),
+                   "a list of 1 to 16 channel counts, each an integer in [1, 4096] (one conv block each)", list)
     """output channels of each conv block, in order"""
-    kernel: Annotated[int, PlainValidator(_kernel)]
+    kernel: rule(int, lambda v: isinstance(v, int) and not isinstance(v, bool) and v in (1, 3, 5, 7, 9, 11),
+                 "an odd integer in [1, 11] (the padding keeps the image's size)")
     """square kernels, odd: 'same' padding"""
     pool: one_of(*POOLS)
     """2x2 pooling after each block (halves the image)"""
@@ -69,6 +59,13 @@ class CNN(ModelFamily):
                 raise ConfigError("model.groups", self.groups, f"a divisor of every block's channels "
                                   f"(model.channels={self.channels}: {bad} is not a multiple of it)")
         return self
+
+    def norm_groups(self) -> tuple[str, int | None]:
+        """The norm's kind and groups: LayerNorm over each image's (C, H, W), a gain and a bias per channel, is
+        GroupNorm with one group; BatchNorm and none have no groups."""
+        if self.norm in ("layernorm", "groupnorm"):
+            return "groupnorm", 1 if self.norm == "layernorm" else self.groups
+        return self.norm, None
 
     def feature_map(self, shape) -> tuple[int, int, int]:
         """The (channels, height, width) the last block gives for images of ``shape``."""

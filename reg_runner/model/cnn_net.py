@@ -19,16 +19,6 @@ from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, Stacked, Sta
                                     StackedNorm)
 
 
-def _norm(kind: str, channels: int, groups: int) -> nn.Module | None:
-    if kind == "batchnorm":
-        return nn.BatchNorm2d(channels)
-    if kind == "layernorm":  # over (C, H, W) of each image, a gain and a bias per channel
-        return nn.GroupNorm(1, channels)
-    if kind == "groupnorm":
-        return nn.GroupNorm(groups, channels)
-    return None
-
-
 POOLS = {"max": F.max_pool2d, "avg": F.avg_pool2d}
 
 
@@ -63,7 +53,8 @@ class ConvBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, cfg):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, cfg.kernel, padding=cfg.kernel // 2)
-        self.norm = _norm(cfg.norm, c_out, cfg.groups)
+        kind, groups = cfg.norm_groups()
+        self.norm = nn.BatchNorm2d(c_out) if kind == "batchnorm" else nn.GroupNorm(groups, c_out) if groups else None
         self.act = ACTIVATIONS[cfg.activation]()
         self.pool = {"max": nn.MaxPool2d(2), "avg": nn.AvgPool2d(2)}.get(cfg.pool)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None
@@ -147,7 +138,7 @@ class StackedConvBlock(nn.Module):
     def __init__(self, members: int, c_in: int, c_out: int, cfg, dropout: StackedDropout):
         super().__init__()
         self.conv = StackedConv2d(members, c_in, c_out, cfg.kernel)
-        kind, groups = ("groupnorm", 1) if cfg.norm == "layernorm" else (cfg.norm, cfg.groups)  # one group: LayerNorm
+        kind, groups = cfg.norm_groups()
         self.norm = StackedNorm(kind, members, c_out, groups) if cfg.norm != "none" else None
         self.act = Activation(cfg.activation)
         self.pool = POOLS.get(cfg.pool)

@@ -82,6 +82,21 @@ class Stacked(nn.Module):
     def keep_members(self, members: list[int]) -> None:
         """What a stacked form keeps per member besides its tensors (dropout probabilities, generators...)."""
 
+    def initialize_as_plain(self, k: int, build, generator: torch.Generator) -> None:
+        """Member k's weights as ``build()`` (a plain network) initializes them, its draws seeded from
+        ``generator`` and made on the CPU (so the weights do not depend on the device)."""
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+            torch.manual_seed(seed)
+            net = build()
+        self.load_member_state(k, net.state_dict())
+
+
+def stack(members: list, shape: tuple[int, ...], n_classes: int, dropout_generators: list) -> Stacked:
+    """K networks as one, member k configured by ``members[k]``: the family's own stacked form, else ``Looped``."""
+    out = members[0].stacked(shape, n_classes, members, dropout_generators)
+    return Looped(members, shape, n_classes, dropout_generators) if out is None else out
+
 
 class Looped(Stacked):
     """Each member's own plain network, configured by its own config, run on its slice of the stacked
@@ -133,16 +148,6 @@ class Looped(Stacked):
             else:
                 outs.append(torch.func.functional_call(net, member, args))
         return torch.stack(outs)
-
-
-def initialize_as_plain(model: Stacked, k: int, build, generator: torch.Generator) -> None:
-    """Member k's weights as ``build()`` (a plain network) initializes them, its draws seeded from ``generator``
-    and made on the CPU (so the weights do not depend on the device)."""
-    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
-        torch.manual_seed(seed)
-        net = build()
-    model.load_member_state(k, net.state_dict())
 
 
 # --- layers the families' stacked forms share ---------------------------------------------------------
@@ -247,12 +252,8 @@ class StackedNorm(nn.Module):
         if self.kind == "rmsnorm":
             return F.rms_norm(x, x.shape[-1:]) * self.weight.unsqueeze(1)
         members = zip(x.unbind(0), self.weight.unbind(0), self.bias.unbind(0))
-        if self.kind == "groupnorm":
-            return torch.stack([F.group_norm(xk, self.groups, wk, bk, NORM_EPS) for xk, wk, bk in members])
-        out = torch.stack([F.batch_norm(xk, self.running_mean[k], self.running_var[k], wk, bk, self.training,
-                                        BN_MOMENTUM, NORM_EPS) for k, (xk, wk, bk) in enumerate(members)])
-        if self.training:
-            self.num_batches_tracked.add_(1)
+        out = torch.stack([self.member(k, xk, wk, bk) for k, (xk, wk, bk) in enumerate(members)])
+        self.count_batch()
         return out
 
 

@@ -22,16 +22,16 @@ class Warmup(Group):
     """linear warmup in front, in epochs"""
     warmup_start_factor: number(0, 1, lo_open=True)
     """the warmup starts at this fraction of the lr"""
+    name: str  # each option's own Literal
+    """the schedule; set by choosing the option (scheduler=<option>)"""
 
 
 class Constant(Warmup):
     name: Literal["none"]
-    """the schedule; set by choosing the option (scheduler=<option>)"""
 
 
 class Step(Warmup):
     name: Literal["step"]
-    """the schedule; set by choosing the option (scheduler=<option>)"""
     step_size: integer(1)
     """epochs between two decays"""
     gamma: Decay
@@ -40,28 +40,24 @@ class Step(Warmup):
 
 class Exponential(Warmup):
     name: Literal["exponential"]
-    """the schedule; set by choosing the option (scheduler=<option>)"""
     gamma: Decay
     """the factor the lr is multiplied by per epoch"""
 
 
 class Linear(Warmup):
     name: Literal["linear"]
-    """the schedule; set by choosing the option (scheduler=<option>)"""
     end_factor: number(0, 1)
     """the lr at the end, as a fraction of the lr"""
 
 
 class Cosine(Warmup):
     name: Literal["cosine"]
-    """the schedule; set by choosing the option (scheduler=<option>)"""
     eta_min: NonNegative
     """the lr at the end; at most optimizer.lr"""
 
 
 class OneCycle(Warmup):
     name: Literal["onecycle"]
-    """the schedule; set by choosing the option (scheduler=<option>)"""
     max_lr: optional(LearningRate)
     """null: optimizer.lr"""
     pct_start: number(0, 1, lo_open=True, hi_open=True)
@@ -82,7 +78,6 @@ class OneCycle(Warmup):
 
 class Cyclic(Warmup):
     name: Literal["cyclic"]
-    """the schedule; set by choosing the option (scheduler=<option>)"""
     base_lr: optional(LearningRate)
     """null: optimizer.lr / 10"""
     max_lr: optional(LearningRate)
@@ -103,7 +98,6 @@ class Cyclic(Warmup):
 
 class Plateau(Warmup):
     name: Literal["plateau"]
-    """the schedule; set by choosing the option (scheduler=<option>)"""
     monitor: Monitor
     """val/acc or val/loss"""
     factor: number(0, 1, lo_open=True, hi_open=True)

@@ -4,19 +4,10 @@
 import math
 from typing import Annotated
 
-from pydantic import PlainValidator
-
 from reg_runner.keys import DETAIL, SETTING, STRUCTURAL
-from reg_runner.schema import Bool, Group, Monitor, NonNegative, Positive, integer, one_of, optional, reject
+from reg_runner.schema import Bool, Group, Monitor, NonNegative, Positive, integer, one_of, optional, rule
 
 PRECISIONS = ("fp32", "bf16")
-
-
-def _device(v):
-    if not (isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps") or
-                                    (v.startswith("cuda:") and v[5:].isdigit()))):
-        raise reject("one of auto, cpu, cuda, cuda:N, mps")
-    return v
 
 
 class EarlyStopping(Group):
@@ -48,7 +39,8 @@ class TrainerConfig(Group):
     grad_clip: optional(Positive)
     """the global gradient L2 norm is clipped to this"""
     early_stopping: EarlyStopping
-    device: Annotated[str, PlainValidator(_device), STRUCTURAL, SETTING]
+    device: Annotated[rule(str, lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps") or (
+        v.startswith("cuda:") and v[5:].isdigit())), "one of auto, cpu, cuda, cuda:N, mps"), STRUCTURAL, SETTING]
     """auto: CUDA, else MPS, else the CPU"""
     deterministic: Annotated[Bool, STRUCTURAL, DETAIL]
     """torch.use_deterministic_algorithms: the same numbers on a GPU, more slowly"""
@@ -58,6 +50,11 @@ class TrainerConfig(Group):
     def batches_per_epoch(self, n_train: int) -> int:
         """Batches in an epoch of ``n_train`` images: the last one smaller, unless ``drop_last``."""
         return n_train // self.batch_size if self.drop_last else math.ceil(n_train / self.batch_size)
+
+    @property
+    def evaluations(self) -> int:
+        """The evaluations of a run: every ``eval_every`` epochs, and at the last."""
+        return self.epochs // self.eval_every + (self.epochs % self.eval_every > 0)
 
     def steps_per_epoch(self, n_train: int) -> int:
         """Optimizer steps per epoch (one every ``accumulate`` batches, and one for the epoch's last, partial group):
