@@ -7,8 +7,6 @@ from pydantic import Field
 
 from reg_runner.schema import Bool, Group, Probability, integer, is_number, number, one_of, rule
 
-NAMES = ("none", "noise", "affine", "noise_affine", "crop", "torchvision")
-
 Scale = rule(list, lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(is_number(x) for x in v)
              and 0 < v[0] <= v[1] <= 10, "[low, high] with 0 < low <= high <= 10", lambda v: [float(x) for x in v])
 Transforms = rule(list[Any], lambda v: isinstance(v, list) and v and all(

@@ -113,4 +113,3 @@ class Plateau(Warmup):
 SchedulerConfig = Annotated[
     Union[Constant, Step, Exponential, Linear, Cosine, OneCycle, Cyclic, Plateau], Field(discriminator="name")
 ]
-NAMES = ("none", "step", "exponential", "linear", "cosine", "onecycle", "cyclic", "plateau")
