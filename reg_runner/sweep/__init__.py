@@ -10,19 +10,29 @@ This module declares the keys of both sweepers (``hydra.sweeper.*``) and checks 
 ``check_hydra`` runs before a multirun makes anything.
 """
 
+import dataclasses
 import difflib
+import importlib
+import inspect
 import os
 import shutil
+import warnings
+from pathlib import Path
 from typing import Annotated, Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from pydantic import ConfigDict, Field, PlainValidator
 
 from reg_runner import keys
-from reg_runner.config import KEYS
+from reg_runner.config import KEYS, check_job_name
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Bool, Group, Name, integer, optional, parse, reject
 from reg_runner.sweep import objectives as objectives_lib
+from reg_runner.sweep import pruners
 from reg_runner.sweep.objectives import direction_of
+from reg_runner.trainer.trial import sqlite_path
 
 GRID = "reg_runner.sweep.grid.GridSweeper"
 STACKED = "reg_runner.sweep.stacked.StackedLauncher"
@@ -50,27 +60,25 @@ def _storage(v):
         raise reject(f"a URL whose database driver is installed: {url.drivername} needs the Python module {e.name}, "
                      "which is not installed (install its driver, or name an installed one, e.g. "
                      "postgresql+psycopg2://...)") from None
-    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
-        _sqlite_file(url.database)
+    path = sqlite_path(v)
+    if path is not None:
+        _sqlite_file(path)
     return v
 
 
-def _sqlite_file(database: str) -> None:
+def _sqlite_file(path: Path) -> None:
     """An SQLite database file: new, or one SQLite wrote (SQLite would take any other file over)."""
-    from pathlib import Path
-
-    path = Path(database)
     if path.is_dir():
-        raise reject(f"an SQLite database file: {database} is a folder")
+        raise reject(f"an SQLite database file: {path} is a folder")
     try:
         with open(path, "rb") as f:
             head = f.read(16)
     except FileNotFoundError:
         return
     except OSError as e:
-        raise reject(f"an SQLite database file that can be read: {database}: {e.strerror}") from None
+        raise reject(f"an SQLite database file that can be read: {path}: {e.strerror}") from None
     if head and head != b"SQLite format 3\x00":
-        raise reject(f"an SQLite database file: {database} holds something else, which the study would overwrite")
+        raise reject(f"an SQLite database file: {path} holds something else, which the study would overwrite")
 
 
 def _directions(v):
@@ -112,18 +120,12 @@ def check_pruner(pruner: Pruner) -> None:
 def check_pruning(study: "StudyConfig", run, objective: str) -> None:
     """The pruner against what it will do with the runs' epochs and the search's trials (``run``: the base
     config's checked groups, ``reg_runner.config.RunConfig``)."""
-    from reg_runner.sweep import pruners
-
     spec = {"_target_": study.pruner.target, **study.pruner.model_extra}
     pruners.check(spec, pruners.Reach(run.trainer.epochs, run.trainer.eval_every, study.n_trials, study.n_jobs,
                                       objective))
 
 
 def _check_optuna_class(kind: str, target: str, arguments: dict, packages: tuple, example: str) -> None:
-    import importlib
-    import inspect
-    import warnings
-
     import optuna
 
     package = packages[0].rstrip(".")
@@ -147,10 +149,7 @@ def _check_optuna_class(kind: str, target: str, arguments: dict, packages: tuple
                 if key not in params and not key.startswith("_"):
                     raise ConfigError(f"hydra.sweeper.{kind}.{key}", value, f"{name} takes no argument {key!r}; its "
                                       f"arguments are {', '.join(p for p in params if p not in ('self', 'kwargs')) or 'none'}")
-        try:
-            from hydra.utils import instantiate
-
-            # as the sweeper makes it: Hydra's instantiate (a wrapped pruner given as a spec of its own)
+        try:  # as the sweeper makes it: Hydra's instantiate (a wrapped pruner given as a spec of its own)
             instantiate({"_target_": target, **arguments}, _execution_whitelist_=(f"{package}.*",
                                                                                  "hydra_plugins.hydra_optuna_sweeper.*"))
         except Exception as e:  # a value its own checks refuse (a percentile of 120, a reduction factor of 1...)
@@ -171,9 +170,6 @@ def _space(v):
     """A function (cfg, trial) that suggests a trial's parameters."""
     if v is None:
         return None
-    import importlib
-    import inspect
-
     allowed = "null or a function (cfg, trial) in reg_runner, e.g. reg_runner.sweep.spaces.regularization"
     if not isinstance(v, str) or not v.startswith(TRUSTED_SPACES) or "." not in v:
         raise reject(allowed)
@@ -203,8 +199,6 @@ def flat_params(v):
                 flat[f"{prefix}{k}"] = val
 
     walk("", v)
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     for k, val in flat.items():
         try:
             OverridesParser.create().parse_override(f"{k}={val}")
@@ -257,10 +251,7 @@ def _no_saved_password(written, storage) -> None:
 def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     """The sweeper's and the launcher's settings, before a multirun makes anything; the study's, parsed, in
     a search."""
-    from reg_runner.config import check_job_name
-
     check_job_name(hydra_cfg)
-    from omegaconf import OmegaConf
 
     def plain(node) -> dict:
         if node is None:
@@ -297,8 +288,6 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     launcher = plain(hydra_cfg.get("launcher"))
     kind = str(launcher.get("_target_", ""))
     if kind.endswith("JoblibLauncher"):
-        import dataclasses
-
         from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 
         known = [f.name for f in dataclasses.fields(JobLibLauncherConf)] + ["maxtasksperchild"]

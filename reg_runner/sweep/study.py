@@ -54,7 +54,7 @@ from reg_runner.sweep.workers import joblib_workers, launched
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
 from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
-from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, trial_dirs
+from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, sqlite_path, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
 from reg_runner.sweep.space_check import check_ranges, precheck
 from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
@@ -202,16 +202,13 @@ class StudySweeper(Sweeper):
     def make_folders(self) -> list[Path]:
         """The sweep folder (the folders made, to remove if the study then cannot be opened). An SQLite
         database elsewhere must be in a folder that exists."""
-        if isinstance(self.storage, str) and self.storage.startswith("sqlite"):
-            from sqlalchemy.engine import make_url
-
-            database = make_url(self.storage).database
-            if database and database != ":memory:":
-                folder = Path(database).absolute().parent
-                inside = folder == self.sweep_dir.absolute() or self.sweep_dir.absolute() in folder.parents
-                if not inside and not folder.is_dir():
-                    raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
-                                    "create it first, or keep the database in the sweep folder")
+        database = sqlite_path(self.storage) if isinstance(self.storage, str) else None
+        if database is not None:
+            folder = database.absolute().parent
+            inside = folder == self.sweep_dir.absolute() or self.sweep_dir.absolute() in folder.parents
+            if not inside and not folder.is_dir():
+                raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
+                                "create it first, or keep the database in the sweep folder")
         created, folder = [], self.sweep_dir.absolute()
         while not folder.exists():
             created.append(folder)
