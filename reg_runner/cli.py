@@ -169,8 +169,7 @@ class EarlyChecks(Callback):
             self.ready, self.folder = (run_dir, checked, folder), folder
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from reg_runner import checks
-        from reg_runner.sweep import check_hydra, check_pruning
+        from reg_runner.sweep.settings import check_multirun
 
         handed_over()
         STOP.install()
@@ -182,12 +181,7 @@ class EarlyChecks(Callback):
             if kind not in (None, kinds.SWEEP):  # a sweep's runs would be made inside a run, a range test...
                 raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} is {kinds.WHAT[kind]}; choose another "
                                 "hydra.sweep.dir")
-            study = check_hydra(config.hydra, config.get("objective"))
-            # each value every job shares, alone (rules across keys may depend on what a job sweeps: the
-            # sweeper checks each job whole before it runs)
-            run = checks.check(config, through=1)
-            if study is not None:
-                check_pruning(study, run, run.objective)
+            check_multirun(config)
 
 
 class Task:

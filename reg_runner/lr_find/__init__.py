@@ -147,13 +147,6 @@ class Curve:
         return blew_up
 
 
-def smooth(losses: list[float], beta: float) -> list[float]:
-    curve = Curve(beta)
-    for loss in losses:
-        curve.add(loss)
-    return curve.smoothed
-
-
 def valley(losses: list[float]) -> int:
     """fastai's valley: the longest strictly decreasing run of points (not necessarily adjacent), two
     thirds of the way from its start to its end. fastai finds it in O(n^2); the same indices in

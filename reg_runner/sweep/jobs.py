@@ -6,7 +6,6 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from reg_runner import checks
-from reg_runner import config as config_lib
 from reg_runner.errors import UserError, hydra_error
 from reg_runner.private import hydra_config_of
 from reg_runner.records import RunFolder

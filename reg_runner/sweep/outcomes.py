@@ -49,24 +49,26 @@ def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "
     return "failed", None
 
 
-def tell(study, trial, storage, artifacts: Path | None = None, objectives: list | None = None) -> str:
-    """Tell the study how the trial's runs ended, as their records say (``storage``: the study's); a trial that
-    ran to its end first gets its results as user attributes, and its curves and metrics as artifacts in
-    ``artifacts``."""
+def tell(study, trial, storage, artifacts: Path | None = None, objectives: list | None = None,
+         unrecorded: str = "failed") -> tuple[str, object]:
+    """Tell the study how the trial's runs ended, as their records say (``storage``: the study's; ``trial``: one
+    asked, or one read back that a dead sweeper left running; ``unrecorded``: as ``outcome``'s); a trial that ran
+    to its end first gets its results as user attributes, and its curves and metrics as artifacts in
+    ``artifacts``. Returns the outcome and the value told."""
     from optuna.trial import TrialState
 
-    result, value = outcome(trial_dirs(trial), objectives)
+    result, value = outcome(trial_dirs(trial), objectives, unrecorded)
     if result != "cut":
-        analysis.record_trial(trial, trial_dirs(trial), artifacts)
+        analysis.record_trial(trial_lib.live(study, storage, trial), trial_dirs(trial), artifacts)
     if result == "complete":
-        study.tell(trial, value)
+        study.tell(trial.number, value)
     elif result == "pruned":
-        study.tell(trial, state=TrialState.PRUNED)
+        study.tell(trial.number, state=TrialState.PRUNED)
     else:
         if result == "cut":
             _mark_cut(study, trial, storage)
-        study.tell(trial, state=TrialState.FAIL)
-    return result
+        study.tell(trial.number, state=TrialState.FAIL)
+    return result, value
 
 
 def _mark_cut(study, trial, storage) -> None:

@@ -49,7 +49,8 @@ from reg_runner import kinds
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError, exit_on_user_error, show
 from reg_runner.signals import STOP, stop_if_signalled
-from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, pruners
+from reg_runner.sweep import analysis, jobs, pruners
+from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import joblib_workers, launched
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
@@ -299,30 +300,24 @@ class StudySweeper(Sweeper):
 
 
 class FixedAware:
-    """A trial as a search space sees it: a parameter fixed on the command line is not suggested,
-    its fixed value is returned (so conditional branches follow it)."""
+    """A trial as a search space sees it: a parameter fixed on the command line is not suggested, its fixed value
+    is returned (so conditional branches follow it); one searched on the command line (interval(...),
+    choice(...)) is the trial's own suggestion."""
 
     def __init__(self, trial, fixed: dict):
         self._trial, self._fixed = trial, fixed
 
-    def _draw(self, kind: str, name: str, *args, **kwargs):
-        if name in self._fixed:
-            return self._fixed[name]
-        if name in self._trial.params:  # searched on the command line (interval(...), choice(...)): that wins
-            return self._trial.params[name]
-        return getattr(self._trial, kind)(name, *args, **kwargs)
-
-    def suggest_float(self, name, *args, **kwargs):
-        return self._draw("suggest_float", name, *args, **kwargs)
-
-    def suggest_int(self, name, *args, **kwargs):
-        return self._draw("suggest_int", name, *args, **kwargs)
-
-    def suggest_categorical(self, name, *args, **kwargs):
-        return self._draw("suggest_categorical", name, *args, **kwargs)
-
     def __getattr__(self, name):
-        return getattr(self._trial, name)
+        attr = getattr(self._trial, name)
+        if name not in ("suggest_float", "suggest_int", "suggest_categorical"):
+            return attr
+
+        def draw(param, *args, **kwargs):
+            if param in self._fixed:
+                return self._fixed[param]
+            return self._trial.params[param] if param in self._trial.params else attr(param, *args, **kwargs)
+
+        return draw
 
 
 def _typed_values(fixed: dict) -> dict:
