@@ -26,7 +26,7 @@ import reg_runner.cli  # noqa: F401 - its resolvers
 from reg_runner import atomic, signals
 from reg_runner.config import KEYS, RunConfig
 from reg_runner.data import DataFamily
-from reg_runner.errors import Parser
+from reg_runner.errors import Parser, options
 from reg_runner.lr_find import LrFindConfig
 from reg_runner.model import ModelFamily
 from reg_runner.optimizer import ARGUMENTS, DESCRIPTIONS
@@ -148,10 +148,6 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
                            allowed_of(field) if field is not None else "checked against the class's signature",
                            DESCRIPTIONS.get(key)))
     return out
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
 
 
 @functools.cache
