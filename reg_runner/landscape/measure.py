@@ -120,7 +120,7 @@ def landscape(run: dict, args, data, device) -> dict:
                         "diverged): its landscape has no floor to measure from; choose another checkpoint or run")
     g_loss, g_acc = loss[5:], acc[5:]
     n = args.grid
-    out = dict(
+    return dict(
         run=str(run["dir"]), checkpoint=args.checkpoint, epoch=run["epoch"], split=args.split, n_images=len(data),
         seed=args.seed, span=args.span, grid=n, dims=args.dims, axis=axis,
         center=dict(loss=center, acc=acc[0]),
@@ -134,7 +134,6 @@ def landscape(run: dict, args, data, device) -> dict:
         seconds=time.perf_counter() - t0,
         networks_evaluated=len(loss) + len(path_loss),
     )
-    return out
 
 
 def evaluation_split(data, args):

@@ -20,17 +20,13 @@ CUT = "reg_runner.cut"  # on a trial told failed because a kill cut it off: it i
 INTERRUPTED = "reg_runner.interrupted"  # the same as a study attribute (a list of numbers), as studies before kept it
 
 
-def run_status(run_dir) -> str | None:
-    return RunFolder(Path(run_dir)).status() if run_dir else None
-
-
 def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "failed"):
     """How a trial's runs ended, from their records: ``complete`` with the mean of their best objectives (with
     several ``objectives``: the list of each one's mean over the runs),
     ``pruned``, ``failed`` (a run diverged or failed: the configuration is a result, a failed one), or
     ``cut`` (a run was interrupted or killed: the trial is run again). ``unrecorded``: what a run without
     a record counts as (after its launcher returned, a crash: failed; after the sweeper died, a kill: cut)."""
-    statuses = [run_status(d) or unrecorded for d in dirs] or [unrecorded]
+    statuses = [(RunFolder(Path(d)).status() if d else None) or unrecorded for d in dirs] or [unrecorded]
     if any(s not in FINISHED and s != "failed" for s in statuses):
         return "cut", None
     if all(s in TRAINED for s in statuses):

@@ -94,18 +94,8 @@ class Pruner(Group):
     target: str = Field(alias="_target_")
 
 
-def check_sampler(sampler: Sampler) -> None:
-    """An Optuna sampler class, and only arguments it takes by name."""
-    _check_optuna_class("sampler", sampler.target, {"seed": sampler.seed, **sampler.model_extra},
-                        ("optuna.samplers.", "hydra_plugins.hydra_optuna_sweeper."), "TPESampler")
-
-
-def check_pruner(pruner: Pruner) -> None:
-    """An Optuna pruner class, and only arguments it takes by name."""
-    _check_optuna_class("pruner", pruner.target, dict(pruner.model_extra), ("optuna.pruners.",), "MedianPruner")
-
-
-def _check_optuna_class(kind: str, target: str, arguments: dict, packages: tuple, example: str) -> None:
+def check_optuna_class(kind: str, target: str, arguments: dict, packages: tuple, example: str) -> None:
+    """An Optuna sampler or pruner class (``kind``), and only arguments it takes by name."""
     import optuna
 
     package = packages[0].rstrip(".")
@@ -248,8 +238,11 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     elif target == STUDY:
         study = parse(StudyConfig, sweeper, "hydra.sweeper")
         _no_saved_password(OmegaConf.to_container(hydra_cfg.sweeper, resolve=False).get("storage"), study.storage)
-        check_sampler(study.sampler)
-        check_pruner(study.pruner)
+        sampler_arguments = {"seed": study.sampler.seed, **study.sampler.model_extra}
+        check_optuna_class("sampler", study.sampler.target, sampler_arguments,
+                           ("optuna.samplers.", "hydra_plugins.hydra_optuna_sweeper."), "TPESampler")
+        check_optuna_class("pruner", study.pruner.target, dict(study.pruner.model_extra), ("optuna.pruners.",),
+                           "MedianPruner")
         goals = study.objectives or [objective]
         wanted = [direction_of(o) for o in goals] if study.objectives else direction_of(objective)
         if study.direction != wanted:
@@ -263,8 +256,7 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
                 raise ConfigError("hydra.sweeper.pruner._target_", study.pruner.target, "optuna.pruners.NopPruner "
                                   "(hydra/sweeper/pruner=none) with several objectives: Optuna prunes single-objective "
                                   "studies only")
-            objectives_lib.check_sampler(study.sampler.target, {"seed": study.sampler.seed, **study.sampler.model_extra},
-                                         study.objectives)
+            objectives_lib.check_sampler(study.sampler.target, sampler_arguments, study.objectives)
     launcher = plain(hydra_cfg.get("launcher"))
     kind = str(launcher.get("_target_", ""))
     if kind.endswith("JoblibLauncher"):
