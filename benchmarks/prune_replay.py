@@ -31,7 +31,7 @@ import yaml
 
 from reg_runner.errors import Parser, refuse
 from reg_runner.schema import VAL_METRICS
-from reg_runner.sweep import direction_of
+from reg_runner.sweep.objectives import direction_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PRUNERS = ROOT / "conf" / "hydra" / "sweeper" / "pruner"

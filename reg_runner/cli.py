@@ -9,13 +9,17 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 from reg_runner.overrides import hydra_overrides, plain_overrides
+from reg_runner.private import hydra_arguments_refused
 from reg_runner.signals import STOP, stop_if_signalled
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
@@ -40,8 +44,6 @@ def sweep_plugins() -> None:
     """Make reg_runner's sweepers and launcher known to Hydra, which instantiates only the plugins it knows. Called
     by the multirun callback, which Hydra runs before it makes the sweeper: a single run, or a command refused,
     never imports what only a sweep needs."""
-    from hydra.core.plugins import Plugins
-
     from reg_runner.sweep.grid import GridSweeper
     from reg_runner.sweep.stacked import StackedLauncher
     from reg_runner.sweep.study import StudySweeper
@@ -167,8 +169,7 @@ class EarlyChecks(Callback):
             self.ready, self.folder = (run_dir, checked, folder), folder
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from reg_runner import checks
-        from reg_runner.sweep import check_hydra, check_pruning
+        from reg_runner.sweep.settings import check_multirun
 
         handed_over()
         STOP.install()
@@ -180,12 +181,7 @@ class EarlyChecks(Callback):
             if kind not in (None, kinds.SWEEP):  # a sweep's runs would be made inside a run, a range test...
                 raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} is {kinds.WHAT[kind]}; choose another "
                                 "hydra.sweep.dir")
-            study = check_hydra(config.hydra, config.get("objective"))
-            # each value every job shares, alone (rules across keys may depend on what a job sweeps: the
-            # sweeper checks each job whole before it runs)
-            run = checks.check(config, through=1)
-            if study is not None:
-                check_pruning(study, run, run.objective)
+            check_multirun(config)
 
 
 class Task:
@@ -258,11 +254,6 @@ def handed_over() -> None:
 def entry(task=None) -> None:
     """The command line: ``python -m reg_runner``, ``reg-runner`` (``task``: another Hydra main of this
     config tree, e.g. ``reg_runner.lr_find``'s)."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from reg_runner.private import hydra_arguments_refused
-
     task = task or main
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's tracebacks
         return task()

@@ -16,11 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 from pydantic import BaseModel
 from pydantic_core import PydanticCustomError
 
+import reg_runner.cli  # noqa: F401 - its resolvers
 from reg_runner import atomic, signals
-from reg_runner.errors import Parser
+from reg_runner.config import KEYS, RunConfig
+from reg_runner.data import DataFamily
+from reg_runner.errors import Parser, options
+from reg_runner.lr_find import LrFindConfig
+from reg_runner.model import ModelFamily
+from reg_runner.optimizer import ARGUMENTS, DESCRIPTIONS
+from reg_runner.schema import Optional, family_class
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference.md"
@@ -47,8 +57,6 @@ def annotated(field):
 
 
 def type_of(annotation) -> str:
-    from reg_runner.schema import Optional
-
     if typing.get_origin(annotation) is Annotated:
         base, *meta = typing.get_args(annotation)
         marker = next((m for m in meta if isinstance(m, Optional)), None)
@@ -132,8 +140,6 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
         out.append(Row(f"{prefix}{key}", type_of(annotated(field)), shown(values.get(key)) if key in values else "-",
                        allowed_of(annotated(field)), docstrings(model).get(name)))
     if model.model_config.get("extra") == "allow":
-        from reg_runner.optimizer import ARGUMENTS, DESCRIPTIONS
-
         for key, value in values.items():
             if key in {f.alias or n for n, f in model.model_fields.items()}:
                 continue
@@ -144,19 +150,9 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
     return out
 
 
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
-
-
 @functools.cache
 def composed(config: str = "config", overrides: tuple[str, ...] = ()) -> dict:
     """The config ``config`` with ``overrides``, as a run composes it (interpolations left as written)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    import reg_runner.cli  # noqa: F401 - its resolvers
-
     if GlobalHydra.instance().is_initialized():
         return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
     with initialize_config_dir(config_dir=str(ROOT / "conf")):
@@ -166,11 +162,6 @@ def composed(config: str = "config", overrides: tuple[str, ...] = ()) -> dict:
 def schema_of(group: str, values: dict) -> type[BaseModel]:
     """The schema class that checks ``values`` as the group ``group``: the family its ``_target_`` names, the
     union member its ``name`` names, or the group's one class."""
-    from reg_runner.config import RunConfig
-    from reg_runner.data import DataFamily
-    from reg_runner.model import ModelFamily
-    from reg_runner.schema import family_class
-
     families = {"model": ModelFamily, "data": DataFamily}
     if group in families:
         return family_class(families[group], group, values["_target_"], "")
@@ -214,18 +205,12 @@ def table(rs: list[Row], roles: list[str] | None = None) -> list[str]:
 
 def reference() -> tuple[str, list[str]]:
     """The reference's markdown, and the keys that have no description."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf")):  # one Hydra for every composition
         return _reference()
 
 
 def _reference() -> tuple[str, list[str]]:
-    from reg_runner.config import KEYS, RunConfig
-    from reg_runner.lr_find import LrFindConfig
-
     defaults = composed()
     groups = [name for name, f in RunConfig.model_fields.items() if (ROOT / "conf" / name).is_dir()]
     top = [name for name in RunConfig.model_fields if name not in groups]

@@ -290,6 +290,6 @@ def test_better_follows_the_metric_and_min_delta():
 
 
 def test_a_search_maximizes_accuracy_and_minimizes_loss():
-    from reg_runner.sweep import direction_of
+    from reg_runner.sweep.objectives import direction_of
 
     assert direction_of("val/acc") == "maximize" and direction_of("val/loss") == "minimize"

@@ -116,7 +116,7 @@ def test_the_preset_choice_is_left_out_of_folder_names_and_groups():
 
 def test_a_label_is_never_swept():
     from reg_runner.errors import UserError
-    from reg_runner.sweep import labels_not_swept
+    from reg_runner.sweep.settings import labels_not_swept
 
     for key in KEYS.keys_with(keys.LABEL):
         with pytest.raises(UserError, match="never swept"):

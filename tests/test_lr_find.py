@@ -41,8 +41,11 @@ def test_valley_matches_fastai_on_random_curves():
 
 
 def test_smoothing_steepest_and_divergence():
-    assert lr_find.smooth([2.0, 1.0], 0.98)[0] == 2.0  # bias-corrected: the first point is the first loss
-    assert lr_find.smooth([3.0, 1.0, 2.0], 0.0) == [3.0, 1.0, 2.0]
+    for beta, losses, first in ((0.98, [2.0, 1.0], [2.0]), (0.0, [3.0, 1.0, 2.0], [3.0, 1.0, 2.0])):
+        curve = lr_find.Curve(beta)
+        for loss in losses:
+            curve.add(loss)
+        assert curve.smoothed[: len(first)] == first  # bias-corrected: the first point is the first loss
     lrs = [10 ** (k / 10) for k in range(30)]
     curve = [2.0] * 10 + [1.9, 1.8, 1.7, 1.6, 1.5, 1.1, 0.5] + [0.5] * 13
     assert lr_find.steepest(lrs, curve) == 15  # the largest drop: from point 15 (1.1) to 16 (0.5)

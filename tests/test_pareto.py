@@ -116,7 +116,7 @@ def test_what_a_multi_objective_search_cannot_do_is_refused_in_one_line(override
 
     import reg_runner.cli  # noqa: F401  (its resolvers: the directions follow the objectives)
     from reg_runner.errors import CONFIG_DIR, UserError
-    from reg_runner.sweep import check_hydra
+    from reg_runner.sweep.settings import check_hydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR):

@@ -25,10 +25,12 @@ Nothing here imports torch: the checks run before it loads.
 import bisect
 import math
 
-from reg_runner.cli import EarlyChecks
+from omegaconf import OmegaConf
+
+from reg_runner.cli import EarlyChecks, handed_over
 from reg_runner.overrides import chosen_by_group, override_items, plain_overrides, typed_value
 from reg_runner.kinds import LR_FIND
-from reg_runner.errors import ConfigError, UserError
+from reg_runner.errors import ConfigError, UserError, exit_on_user_error
 from reg_runner.schema import Group, LearningRate, integer, number, optional, parse
 
 SKIP_END = 5  # points left out at the end of the curve (fastai)
@@ -83,8 +85,6 @@ class Checks(EarlyChecks):
     kind = LR_FIND
 
     def check_config(self, config, overrides) -> None:
-        from omegaconf import OmegaConf
-
         from reg_runner import checks
         from reg_runner.optimizer import build as optimizer_build
 
@@ -103,9 +103,6 @@ class Checks(EarlyChecks):
                                 s.max_lr)
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from reg_runner.cli import handed_over
-        from reg_runner.errors import exit_on_user_error
-
         handed_over()
         with exit_on_user_error(in_callback=True):
             raise UserError("lr_find runs one range test: run it once per config, without --multirun")
@@ -148,13 +145,6 @@ class Curve:
         blew_up = self.factor is not None and value > self.factor * self._best
         self._best = min(self._best, value)
         return blew_up
-
-
-def smooth(losses: list[float], beta: float) -> list[float]:
-    curve = Curve(beta)
-    for loss in losses:
-        curve.add(loss)
-    return curve.smoothed
 
 
 def valley(losses: list[float]) -> int:

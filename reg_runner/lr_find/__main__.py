@@ -8,6 +8,7 @@ j set to ``lrs[j]``. Its folder (``outputs/lr_find/<date>/<time>/``, or ``hydra.
 and ``lr_find.log``.
 """
 
+import io
 import logging
 import math
 import sys
@@ -20,6 +21,7 @@ from omegaconf import OmegaConf
 from reg_runner import atomic, lr_find
 from reg_runner.cli import CONFIG_DIR, TRUSTED, entry, handed_over
 from reg_runner.errors import exit_on_user_error
+from reg_runner.schema import parse
 from reg_runner.signals import STOP
 
 log = logging.getLogger("reg_runner.lr_find")
@@ -60,7 +62,6 @@ def range_test(cfg, out: Path) -> dict:
     from reg_runner.assembly import Job, assemble
     from reg_runner.checks import Checked
     from reg_runner.config import RunConfig, as_data, effective_lr
-    from reg_runner.schema import parse
     from reg_runner.seeding import deterministic, resolve_seed
     from reg_runner.trainer.engine import Engine
 
@@ -163,8 +164,6 @@ def plot(result: dict, path: Path, title: str) -> None:
     ax.set_title(f"LR range test: {title}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

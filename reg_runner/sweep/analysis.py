@@ -23,9 +23,10 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from reg_runner import kinds
 from reg_runner.errors import HIDDEN, UserError, masked
 from reg_runner.records import RunFolder
-from reg_runner.sweep.trial import shown_storage, trial_dirs
+from reg_runner.sweep.trial import read_only_storage, shown_storage, trial_dirs
 
 log = logging.getLogger(__name__)
 TEST_ACC, EPOCHS, WALL, SEEDS = ("reg_runner.test_acc_at_best", "reg_runner.epochs_run", "reg_runner.wall_s",
@@ -146,8 +147,6 @@ def trial_curves(dirs: list[str]) -> bytes | None:
 def locate(root: Path) -> dict | None:
     """The study a sweep folder's runs belong to: ``{"name", "storage"}`` from the folder's marker, else from
     its runs' environment.json; None for a folder that is no search's."""
-    from reg_runner import kinds
-
     marker = kinds.marker(root)
     study = marker.get("study")
     if isinstance(study, dict) and study.get("name"):
@@ -169,8 +168,6 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     for a folder that is no search's. The study is opened read-only, and its URL shown without its password.
     Nothing here stops the report but a study database that does not exist (a ``UserError``): what cannot be
     drawn is said."""
-    from reg_runner.sweep.trial import read_only_storage
-
     study_info = locate(root)
     if study_info is None:
         return [], ""

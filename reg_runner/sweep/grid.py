@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error, hydra_error
 from reg_runner.signals import STOP, stop_if_signalled
-from reg_runner.sweep import labels_not_swept
+from reg_runner.sweep.settings import labels_not_swept
 from reg_runner.sweep.workers import launched
 from reg_runner.sweep import jobs
 

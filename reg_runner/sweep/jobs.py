@@ -6,8 +6,8 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from reg_runner import checks
-from reg_runner import config as config_lib
 from reg_runner.errors import UserError, hydra_error
+from reg_runner.private import hydra_config_of
 from reg_runner.records import RunFolder
 from reg_runner.signals import at_once, stop_if_signalled
 
@@ -36,8 +36,6 @@ def subdir(job) -> str:
 
 
 def _resolved(job, key: str) -> str:
-    from reg_runner.private import hydra_config_of
-
     with hydra_config_of(job):  # the subdir interpolates ${hydra:...} values
         return str(OmegaConf.select(job, key))
 

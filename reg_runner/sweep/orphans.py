@@ -9,10 +9,7 @@ import os
 import socket
 from pathlib import Path
 
-from reg_runner.sweep import analysis
-from reg_runner.sweep import trial as trial_lib
-from reg_runner.sweep.outcomes import _mark_cut, outcome
-from reg_runner.sweep.trial import trial_dirs
+from reg_runner.sweep.outcomes import tell
 
 log = logging.getLogger(__name__)
 HOST, PID = "reg_runner.host", "reg_runner.pid"
@@ -28,23 +25,13 @@ def adopt_orphans(study, storage, artifacts: Path | None = None, objectives: lis
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _orphaned(trial):
             continue
-        attrs = trial.user_attrs
-        result, value = outcome(trial_dirs(trial), objectives, unrecorded="interrupted")
-        if result != "cut":
-            analysis.record_trial(trial_lib.live(study, storage, trial), trial_dirs(trial), artifacts)
+        result, value = tell(study, trial, storage, artifacts, objectives, unrecorded="interrupted")
         if result == "complete":
-            study.tell(trial.number, value)
             log.warning("trial %d: its sweeper died after its runs finished; adopted with value %s", trial.number,
                         value)
-        elif result == "pruned":
-            study.tell(trial.number, state=TrialState.PRUNED)
-        elif result == "failed":  # diverged: a result, not a cut
-            study.tell(trial.number, state=TrialState.FAIL)
-        else:
-            _mark_cut(study, trial, storage)
-            study.tell(trial.number, state=TrialState.FAIL)
+        elif result == "cut":
             log.warning("trial %d was cut off (its sweeper process %s is gone): marked failed, run again",
-                        trial.number, attrs.get(PID))
+                        trial.number, trial.user_attrs.get(PID))
 
 
 def _orphaned(trial) -> bool:
@@ -65,6 +52,6 @@ def _alive(pid) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # a live process of another user
+        pass
     return True

@@ -20,17 +20,13 @@ CUT = "reg_runner.cut"  # on a trial told failed because a kill cut it off: it i
 INTERRUPTED = "reg_runner.interrupted"  # the same as a study attribute (a list of numbers), as studies before kept it
 
 
-def run_status(run_dir) -> str | None:
-    return RunFolder(Path(run_dir)).status() if run_dir else None
-
-
 def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "failed"):
     """How a trial's runs ended, from their records: ``complete`` with the mean of their best objectives (with
     several ``objectives``: the list of each one's mean over the runs),
     ``pruned``, ``failed`` (a run diverged or failed: the configuration is a result, a failed one), or
     ``cut`` (a run was interrupted or killed: the trial is run again). ``unrecorded``: what a run without
     a record counts as (after its launcher returned, a crash: failed; after the sweeper died, a kill: cut)."""
-    statuses = [run_status(d) or unrecorded for d in dirs] or [unrecorded]
+    statuses = [(RunFolder(Path(d)).status() if d else None) or unrecorded for d in dirs] or [unrecorded]
     if any(s not in FINISHED and s != "failed" for s in statuses):
         return "cut", None
     if all(s in TRAINED for s in statuses):
@@ -49,24 +45,26 @@ def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "
     return "failed", None
 
 
-def tell(study, trial, storage, artifacts: Path | None = None, objectives: list | None = None) -> str:
-    """Tell the study how the trial's runs ended, as their records say (``storage``: the study's); a trial that
-    ran to its end first gets its results as user attributes, and its curves and metrics as artifacts in
-    ``artifacts``."""
+def tell(study, trial, storage, artifacts: Path | None = None, objectives: list | None = None,
+         unrecorded: str = "failed") -> tuple[str, object]:
+    """Tell the study how the trial's runs ended, as their records say (``storage``: the study's; ``trial``: one
+    asked, or one read back that a dead sweeper left running; ``unrecorded``: as ``outcome``'s); a trial that ran
+    to its end first gets its results as user attributes, and its curves and metrics as artifacts in
+    ``artifacts``. Returns the outcome and the value told."""
     from optuna.trial import TrialState
 
-    result, value = outcome(trial_dirs(trial), objectives)
+    result, value = outcome(trial_dirs(trial), objectives, unrecorded)
     if result != "cut":
-        analysis.record_trial(trial, trial_dirs(trial), artifacts)
+        analysis.record_trial(trial_lib.live(study, storage, trial), trial_dirs(trial), artifacts)
     if result == "complete":
-        study.tell(trial, value)
+        study.tell(trial.number, value)
     elif result == "pruned":
-        study.tell(trial, state=TrialState.PRUNED)
+        study.tell(trial.number, state=TrialState.PRUNED)
     else:
         if result == "cut":
             _mark_cut(study, trial, storage)
-        study.tell(trial, state=TrialState.FAIL)
-    return result
+        study.tell(trial.number, state=TrialState.FAIL)
+    return result, value
 
 
 def _mark_cut(study, trial, storage) -> None:

@@ -14,7 +14,6 @@ a pruner can act only at a step before the last epoch, where stopping saves some
 
 import logging
 import math
-import warnings
 
 from reg_runner.errors import ConfigError
 from reg_runner.trainer.trial import build_pruner as build  # noqa: F401  (the sweepers')

@@ -182,5 +182,4 @@ def _task_config(cfg):
 
 
 def _hydra_config(cfg):
-    hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra, resolve=False)})
-    return hydra_cfg
+    return OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra, resolve=False)})

@@ -49,12 +49,13 @@ from reg_runner import kinds
 from reg_runner import config as config_lib
 from reg_runner.errors import UserError, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, stop_if_signalled
-from reg_runner.sweep import analysis, flat_params, jobs, labels_not_swept, pruners
+from reg_runner.sweep import analysis, jobs, pruners
+from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import joblib_workers, launched
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
 from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
-from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, trial_dirs
+from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, sqlite_path, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
 from reg_runner.sweep.space_check import check_ranges, precheck
 from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
@@ -204,16 +205,13 @@ class StudySweeper(Sweeper):
     def make_folders(self) -> list[Path]:
         """The sweep folder (the folders made, to remove if the study then cannot be opened). An SQLite
         database elsewhere must be in a folder that exists."""
-        if isinstance(self.storage, str) and self.storage.startswith("sqlite"):
-            from sqlalchemy.engine import make_url
-
-            database = make_url(self.storage).database
-            if database and database != ":memory:":
-                folder = Path(database).absolute().parent
-                inside = folder == self.sweep_dir.absolute() or self.sweep_dir.absolute() in folder.parents
-                if not inside and not folder.is_dir():
-                    raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
-                                    "create it first, or keep the database in the sweep folder")
+        database = sqlite_path(self.storage) if isinstance(self.storage, str) else None
+        if database is not None:
+            folder = database.absolute().parent
+            inside = folder == self.sweep_dir.absolute() or self.sweep_dir.absolute() in folder.parents
+            if not inside and not folder.is_dir():
+                raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
+                                "create it first, or keep the database in the sweep folder")
         created, folder = [], self.sweep_dir.absolute()
         while not folder.exists():
             created.append(folder)
@@ -304,30 +302,24 @@ class StudySweeper(Sweeper):
 
 
 class FixedAware:
-    """A trial as a search space sees it: a parameter fixed on the command line is not suggested,
-    its fixed value is returned (so conditional branches follow it)."""
+    """A trial as a search space sees it: a parameter fixed on the command line is not suggested, its fixed value
+    is returned (so conditional branches follow it); one searched on the command line (interval(...),
+    choice(...)) is the trial's own suggestion."""
 
     def __init__(self, trial, fixed: dict):
         self._trial, self._fixed = trial, fixed
 
-    def _draw(self, kind: str, name: str, *args, **kwargs):
-        if name in self._fixed:
-            return self._fixed[name]
-        if name in self._trial.params:  # searched on the command line (interval(...), choice(...)): that wins
-            return self._trial.params[name]
-        return getattr(self._trial, kind)(name, *args, **kwargs)
-
-    def suggest_float(self, name, *args, **kwargs):
-        return self._draw("suggest_float", name, *args, **kwargs)
-
-    def suggest_int(self, name, *args, **kwargs):
-        return self._draw("suggest_int", name, *args, **kwargs)
-
-    def suggest_categorical(self, name, *args, **kwargs):
-        return self._draw("suggest_categorical", name, *args, **kwargs)
-
     def __getattr__(self, name):
-        return getattr(self._trial, name)
+        attr = getattr(self._trial, name)
+        if name not in ("suggest_float", "suggest_int", "suggest_categorical"):
+            return attr
+
+        def draw(param, *args, **kwargs):
+            if param in self._fixed:
+                return self._fixed[param]
+            return self._trial.params[param] if param in self._trial.params else attr(param, *args, **kwargs)
+
+        return draw
 
 
 def _typed_values(fixed: dict) -> dict:
