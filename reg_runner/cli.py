@@ -21,6 +21,7 @@ from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_e
 from reg_runner.overrides import hydra_overrides, plain_overrides
 from reg_runner.private import hydra_arguments_refused
 from reg_runner.signals import STOP, stop_if_signalled
+from reg_runner.sweep.workers import joblib_workers
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
 TRUSTED = ("reg_runner.*", "optuna.samplers.*", "optuna.pruners.*")
@@ -206,7 +207,6 @@ class Task:
 
         from reg_runner.run import Job, run_stack  # torch is imported here, after Hydra has parsed the command line
         from reg_runner.trainer.trial import link
-        from reg_runner.sweep.workers import joblib_workers
 
         handed_over()
         hc = HydraConfig.get()

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from reg_runner import keys, kinds
+from reg_runner import exactness, keys, kinds
 from reg_runner.errors import Parser, UserError, exit_on_user_error
 from reg_runner.signals import stop_if_signalled
 
@@ -108,8 +108,7 @@ def main(argv=None) -> None:
                                 "into it") from None
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                             handlers=handlers)
-        from reg_runner import exactness  # torch is imported here, after the arguments are checked
-        from reg_runner.run import Job, check_resumable, run_stack
+        from reg_runner.run import Job, check_resumable, run_stack  # torch is imported here, after the arguments are checked
 
         for stack in stacks.values():  # every checkpoint and config before any run trains
             for cfg, run_dir, _ in stack:

@@ -814,7 +814,7 @@ def test_a_refused_command_imports_neither_torch_nor_numpy_nor_what_only_a_sweep
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "reg_runner.config" in imported and "hydra" in imported  # what the refusal does need
     heavy = {"torch", "numpy", "optuna", "sqlalchemy", "joblib", "reg_runner.run", "reg_runner.sweep.study",
-             "reg_runner.sweep", "reg_runner.sweep.grid", "reg_runner.sweep.stacked", "reg_runner.sweep.jobs"}
+             "reg_runner.sweep.settings", "reg_runner.sweep.grid", "reg_runner.sweep.stacked", "reg_runner.sweep.jobs"}
     assert not heavy & imported, sorted(heavy & imported)
 
 

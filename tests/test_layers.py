@@ -121,22 +121,9 @@ KNOWN_UPWARD: set = set()
 # modules may wait inside a function only when that module loads one of these at its top (directly or through
 # what it imports), so that a command refused on its arguments never pays for them.
 HEAVY = {"torch", "numpy", "optuna", "matplotlib", "scipy", "datamaestro", "experimaestro", "tensorboard",
-         "sqlalchemy", "pandas", "torchvision", "PIL", "joblib", "submitit"}
+         "sqlalchemy", "pandas", "torchvision", "PIL", "joblib", "submitit",
+         "pydantic"}  # with the schemas it builds: a command that Hydra itself refuses never loads them
 
-# Imports of our own light modules still inside a function, each to move to the top of its file (remove its
-# line when it is; a new one fails the test):
-KNOWN_DEFERRED = {
-    ("reg_runner.cli", "reg_runner.config"),  # pydantic's schemas: a command Hydra refuses never loads them
-    ("reg_runner.cli", "reg_runner.records"),  # after the checks: at the top, every refusal loads records
-    ("reg_runner.cli", "reg_runner.sweep.objectives"),  # a sweep's resolver: no refusal loads reg_runner.sweep
-    ("reg_runner.cli", "reg_runner.sweep.workers"),  # the task's: at the top, every refusal loads the sweep package
-    ("reg_runner.cli", "reg_runner.trainer.trial"),  # the task's: at the top, every refusal loads it
-    ("reg_runner.lr_find", "reg_runner.config"),  # as cli's
-    ("reg_runner.lr_find.__main__", "reg_runner.config"),  # as cli's
-    ("reg_runner.resume", "reg_runner.exactness"),  # resume --bad: 196 modules, 352 with these at the top
-    ("reg_runner.resume", "reg_runner.records"),  # the same
-    ("reg_runner.resume", "reg_runner.schema"),  # the same
-}
 
 
 @functools.cache
@@ -147,6 +134,8 @@ def third_party_at_top(module: str) -> frozenset:
     def visit(node):
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):  # never run
                 continue
             if isinstance(child, ast.Import):
                 found.update(a.name.split(".")[0] for a in child.names)
@@ -188,16 +177,15 @@ def test_no_import_reaches_up_a_layer_but_the_known_ones():
 
 
 def test_own_modules_are_imported_inside_a_function_only_to_defer_a_heavy_package():
-    light = {(a, b) for a, b, nested, _ in imports() if nested and not heavy_at_top(b)}
-    lines = sorted(f"{a} -> {b} (line {n})" for a, b, nested, n in imports() if nested and (a, b) in light - KNOWN_DEFERRED)
-    assert light - KNOWN_DEFERRED == set(), "import these at the top of the file:\n" + "\n".join(lines)
-    assert KNOWN_DEFERRED - light == set(), f"moved to the top: remove from KNOWN_DEFERRED {KNOWN_DEFERRED - light}"
+    light = sorted(f"{a} -> {b} (line {n})" for a, b, nested, n in imports() if nested and not heavy_at_top(b))
+    assert light == [], "import these at the top of the file:\n" + "\n".join(light)
 
 
 def test_the_heavy_package_rule_sees_through_what_a_module_imports():
     assert "torch" in heavy_at_top("reg_runner.trainer.engine")  # directly
     assert "torch" in heavy_at_top("reg_runner.run")  # through what it imports
-    assert heavy_at_top("reg_runner.errors") == set() and heavy_at_top("reg_runner.keys") == set()
+    assert heavy_at_top("reg_runner.errors") == set() and heavy_at_top("reg_runner.dotted") == set()
+    assert heavy_at_top("reg_runner.data.split") == {"pydantic"}  # its numpy is imported for type checkers only
 
 
 def test_every_module_has_a_layer():
