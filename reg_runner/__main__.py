@@ -1,3 +1,4 @@
+from reg_runner import signals
 from reg_runner.cli import entry
 
-entry()
+signals.main(entry)

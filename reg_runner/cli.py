@@ -20,7 +20,7 @@ from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 from reg_runner.overrides import hydra_overrides, plain_overrides
 from reg_runner.private import hydra_arguments_refused
-from reg_runner.signals import STOP, stop_if_signalled
+from reg_runner.signals import STOP, hand_back, stop_if_signalled
 from reg_runner.sweep.workers import joblib_workers
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
@@ -273,4 +273,5 @@ def entry(task=None) -> None:
     finally:
         handed_over()
     # a signal after the last epoch's check (its records, Hydra's end of a multirun) was only recorded
-    stop_if_signalled("the command ended", "every run had recorded its end")
+    hand_back("the command ended", "every run had recorded its end")
+

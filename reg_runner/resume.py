@@ -18,9 +18,9 @@ import os
 import sys
 from pathlib import Path
 
-from reg_runner import exactness, keys, kinds
+from reg_runner import exactness, keys, kinds, signals
 from reg_runner.errors import Parser, UserError, exit_on_user_error
-from reg_runner.signals import stop_if_signalled
+from reg_runner.signals import hand_back, stop_if_signalled
 
 
 def load_config(run_dir: Path):
@@ -126,7 +126,8 @@ def main(argv=None) -> None:
                     "give each run bitwise its lone numbers (%s)", len(stack), why)
             for part in [stack] if why is None else [[run] for run in stack]:
                 run_stack([Job(cfg, run_dir, checked=checked) for cfg, run_dir, checked in part], resume=True)
+    hand_back("the command ended", "every run had recorded its end")
 
 
 if __name__ == "__main__":
-    main()
+    signals.main(main)

@@ -238,6 +238,26 @@ class StopSignals:
 STOP = StopSignals()  # one per process: installed early, read by the run
 
 
+def main(function, *args) -> None:
+    """A command's main: its end on a signal (its line said, its runs checkpointed, its workers stopped) skips the
+    interpreter's teardown, which takes torch a second or more. A command that ends normally tears down (joblib's
+    workers are shut down there)."""
+    try:
+        function(*args)
+    except SystemExit as e:
+        if isinstance(e.code, int) and e.code > 128:
+            finish(e.code)
+        raise
+
+
+def hand_back(what: str, outcome: str) -> None:
+    """A command's runs have ended: a signal ``STOP`` recorded ends the command now, and one from here on ends it
+    at once (``early``'s handler, back), each with the line ``interrupted by SIG... while <what>; <outcome>``."""
+    _STATE.update(what=f"while {what}; {outcome}", made=[])
+    STOP.restore()
+    stop_if_signalled(what, outcome)
+
+
 def stop_if_signalled(what: str, outcome: str = "nothing was started") -> None:
     """Where no run is training (checking a sweep's jobs, between a search's batches): a signal ends the
     command at once, with one line."""

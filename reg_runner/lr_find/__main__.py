@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from reg_runner import atomic, lr_find
+from reg_runner import atomic, lr_find, signals
 from reg_runner.cli import CONFIG_DIR, TRUSTED, entry, handed_over
 from reg_runner.errors import exit_on_user_error
 from reg_runner.schema import parse
@@ -180,4 +180,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    entry(main)
+    signals.main(entry, main)
