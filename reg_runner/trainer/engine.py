@@ -128,8 +128,8 @@ class Engine:
                 m.restore(point)
             self.stop_all("interrupted")
             return
+        means = host_means(sums)  # the epoch's one read back to the host: on a GPU, its work is done here
         self.longest = max(self.longest or 0.0, time.perf_counter() - began)
-        means = host_means(sums)
         result = Epoch()
         for k, m in enumerate(members):
             row = None
