@@ -319,6 +319,15 @@ class RunFolder:
         _CSV[key] = (columns, len(history), history[-1] if history else None, text)
         atomic.write_text(self.history, text, durable)
 
+    def read_history(self) -> list[dict]:
+        """The rows of history.csv that hold an epoch and the curves' metrics, as numbers ([] if unreadable)."""
+        try:
+            with open(self.history) as f:
+                rows = [{k: float(v) for k, v in row.items() if k and v not in ("", None)} for row in csv.DictReader(f)]
+        except (OSError, ValueError, TypeError, csv.Error):
+            return []
+        return [r for r in rows if {"epoch", "val/acc", "val/loss"} <= r.keys()]
+
     def save_checkpoint(self, path: Path, payload: dict) -> None:
         atomic.torch_save(path, on_host(payload))
 
