@@ -35,8 +35,8 @@ import sys
 from pathlib import Path
 
 from reg_runner import atomic, kinds, signals
-from reg_runner.cli import make_folder
 from reg_runner.errors import Parser, UserError, exit_on_user_error, folder_arg, masked
+from reg_runner.records import make_folder
 from reg_runner.report import html, markdown, stats
 from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, run_row
 from reg_runner.report.filters import Filters, parse_filters, select
