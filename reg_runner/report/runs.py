@@ -59,10 +59,6 @@ class Run:
         """Test accuracy at the best-validation epoch, for a run trained to the end."""
         return self.number("test_at_best", "acc") if self.trained else None
 
-    def history(self) -> list[dict]:
-        """The rows of history.csv that hold an epoch and the curves' metrics ([] if unreadable)."""
-        return RunFolder(self.path).read_history()
-
 
 def is_run_folder(path: Path) -> bool:
     return (path / "metrics.json").exists() or (path / "resolved_config.yaml").exists() or (
