@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error, hydra_error
+from reg_runner.records import make_folder
 from reg_runner.sweep.settings import labels_not_swept
 from reg_runner.sweep.workers import launch_with_signals
 from reg_runner.sweep import jobs
@@ -49,11 +50,7 @@ class GridSweeper(Sweeper):
             jobs.check_all(self.hydra_context.config_loader, self.config, all_jobs, task=self.task_function)
             log.info("checked the configs and folders of %d jobs", len(all_jobs))
             sweep_dir = Path(self.config.hydra.sweep.dir)
-            try:
-                sweep_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} cannot be created: {e.strerror}; choose another "
-                                "folder") from None
+            make_folder("hydra.sweep.dir", sweep_dir)
         if not kinds.marker(sweep_dir):
             kinds.mark(sweep_dir, kinds.SWEEP)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
