@@ -81,43 +81,6 @@ _register("folder_name_excludes", folder_name_excludes, replace=True)  # what a 
 _register("options", lambda group: ", ".join(options(group)), replace=True)  # a group's options, in help texts
 
 
-def folder_to_make(key: str, folder) -> Path:
-    """A folder that can be made: not empty, not under a file, in a writable place."""
-    if folder is None or not str(folder).strip():
-        raise UserError(f"{key}={str(folder or '')!r} is not allowed: a folder path (empty would mean the "
-                        "current folder)")
-    path = Path(os.path.abspath(str(folder)))  # as Hydra makes a job's output_dir
-    parent = path
-    try:
-        while not parent.exists():
-            if parent.is_symlink():
-                raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a link to nothing; choose "
-                                "another folder")
-            parent = parent.parent
-    except OSError as e:  # a name too long, a loop of links
-        raise UserError(f"{key}={str(folder)[:80]!r}... cannot be created: {e.strerror}; choose another folder") from None
-    if not parent.is_dir():
-        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a file; choose a folder elsewhere")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is not writable; choose a writable "
-                        "folder")
-    return path
-
-
-def make_folder(key: str, path: Path) -> list[Path]:
-    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line.
-    Returns the folders it made, the outermost first (to remove them if the command then stops)."""
-    made, parent = [], Path(path).absolute()
-    while not parent.exists() and parent != parent.parent:
-        made.insert(0, parent)
-        parent = parent.parent
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{key}={str(path)!r} cannot be created: {e.strerror}; choose another folder") from None
-    return made
-
-
 class EarlyChecks(Callback):
     """Hydra's callback: a run, or a whole multirun, checked before Hydra makes any folder. It owns a single run's
     check and its folder's lock from ``on_run_start`` to ``on_run_end``; ``on_job_start`` hands both to the
@@ -146,6 +109,7 @@ class EarlyChecks(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         from reg_runner import config as config_lib
+        from reg_runner.records import RunFolder, folder_to_make, make_folder
 
         handed_over()  # Hydra has composed the config: its own errors are behind us
         STOP.install(starting=True)  # from before the folder exists: a signal during start-up ends it at once
@@ -154,8 +118,6 @@ class EarlyChecks(Callback):
             hydra_overrides(config.hydra.overrides.hydra, multirun=False)
             run_dir = folder_to_make("hydra.run.dir", config.hydra.run.dir)
             checked = self.check_config(config, config.hydra.overrides.task)
-            from reg_runner.records import RunFolder  # after the checks: a refused value needs no records
-
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
             made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
@@ -170,6 +132,7 @@ class EarlyChecks(Callback):
             self.ready, self.folder = (run_dir, checked, folder), folder
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        from reg_runner.records import folder_to_make
         from reg_runner.sweep.settings import check_multirun
 
         handed_over()

@@ -114,6 +114,14 @@ def exit_on_user_error(in_callback: bool = False):
         refuse(str(e))
 
 
+def folder_arg(text: str) -> Path:
+    """An argparse ``type``: a folder's path; an empty one would quietly mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a folder path (empty would mean the current "
+                                         "folder)")
+    return Path(text)
+
+
 def integer_arg(lo: int, hi: int | None = None, odd: bool = False, note: str = ""):
     """An argparse ``type``: an integer >= ``lo`` (and <= ``hi``; odd), refused in the Parser's one line."""
     allowed = (f"an {'odd ' if odd else ''}integer " + (f"in [{lo}, {hi}]" if hi is not None else f">= {lo}")) + note

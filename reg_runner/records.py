@@ -48,6 +48,43 @@ class ThreadsUnknown(Exception):
     """A run's record does not say how many torch threads it trained with."""
 
 
+def folder_to_make(key: str, folder) -> Path:
+    """A folder that can be made: not empty, not under a file, in a writable place."""
+    if folder is None or not str(folder).strip():
+        raise UserError(f"{key}={str(folder or '')!r} is not allowed: a folder path (empty would mean the "
+                        "current folder)")
+    path = Path(os.path.abspath(str(folder)))  # as Hydra makes a job's output_dir
+    parent = path
+    try:
+        while not parent.exists():
+            if parent.is_symlink():
+                raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a link to nothing; choose "
+                                "another folder")
+            parent = parent.parent
+    except OSError as e:  # a name too long, a loop of links
+        raise UserError(f"{key}={str(folder)[:80]!r}... cannot be created: {e.strerror}; choose another folder") from None
+    if not parent.is_dir():
+        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a file; choose a folder elsewhere")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is not writable; choose a writable "
+                        "folder")
+    return path
+
+
+def make_folder(key: str, path: Path) -> list[Path]:
+    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line.
+    Returns the folders it made, the outermost first (to remove them if the command then stops)."""
+    made, parent = [], Path(path).absolute()
+    while not parent.exists() and parent != parent.parent:
+        made.insert(0, parent)
+        parent = parent.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{key}={str(path)!r} cannot be created: {e.strerror}; choose another folder") from None
+    return made
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -318,6 +355,15 @@ class RunFolder:
         text = (text or "") + out.getvalue()
         _CSV[key] = (columns, len(history), history[-1] if history else None, text)
         atomic.write_text(self.history, text, durable)
+
+    def read_history(self) -> list[dict]:
+        """The rows of history.csv that hold an epoch and the curves' metrics, as numbers ([] if unreadable)."""
+        try:
+            with open(self.history) as f:
+                rows = [{k: float(v) for k, v in row.items() if k and v not in ("", None)} for row in csv.DictReader(f)]
+        except (OSError, ValueError, TypeError, csv.Error):
+            return []
+        return [r for r in rows if {"epoch", "val/acc", "val/loss"} <= r.keys()]
 
     def save_checkpoint(self, path: Path, payload: dict) -> None:
         atomic.torch_save(path, on_host(payload))

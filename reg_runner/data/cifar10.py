@@ -75,9 +75,7 @@ def find_batches(folder: Path, hint: str, key: str | None = "data.root") -> dict
 
 def _places(folder: Path, hint: str, key: str | None = "data.root") -> dict:
     """Where each batch is: ``{name: path}`` of its file, or ``{name: (archive, name)}`` inside the archive."""
-    where = f"{key}={str(folder)!r}" if key else str(folder)
-    if not folder.is_dir():
-        raise DataError(f"{where} is not a folder; {hint}")
+    where = store.named_folder(folder, hint, key)
     names = (*TRAIN, TEST)
     for place in (folder, folder / FOLDER):
         if all((place / name).is_file() for name in names):

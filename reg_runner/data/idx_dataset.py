@@ -62,9 +62,7 @@ def published_gz(gz_md5: dict[str, str]) -> dict[str, str]:
 def find_files(folder: Path, dataset: str, hint: str, key: str | None = "data.root") -> dict[str, Path]:
     """The path of each of the four files in ``folder``, under any of the names they go by. ``key``: what named
     the folder, for the message (None: a command's argument)."""
-    where = f"{key}={str(folder)!r}" if key else str(folder)
-    if not folder.is_dir():
-        raise DataError(f"{where} is not a folder; {hint}")
+    where = store.named_folder(folder, hint, key)
     found, missing = {}, []
     for name, original in FILES:
         names = [original, name, f"{name}.idx", original.replace("-idx", ".idx")]

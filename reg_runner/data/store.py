@@ -56,6 +56,15 @@ def remembered_md5(path: Path, content: bool, known: dict) -> str:
     return digest
 
 
+def named_folder(folder: Path, hint: str, key: str | None = "data.root") -> str:
+    """``folder`` as a message names it (``key``: what named it; None: a command's argument), once it is checked
+    to be a folder."""
+    where = f"{key}={str(folder)!r}" if key else str(folder)
+    if not folder.is_dir():
+        raise DataError(f"{where} is not a folder; {hint}")
+    return where
+
+
 def check_published(family, folder: Path) -> None:
     """Each file ``family`` reads from ``folder`` (``data.root``) against its dataset's published md5: one
     ``DataError`` naming the first file that differs, or that has no published md5 to be checked against. The

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from reg_runner import signals
-from reg_runner.errors import Parser, UserError, exit_on_user_error, integer_arg, number_arg
+from reg_runner.errors import Parser, UserError, exit_on_user_error, folder_arg, integer_arg, number_arg
 
 def arguments(argv=None) -> argparse.Namespace:
     p = Parser(prog="python -m reg_runner.landscape", description=__doc__.split("\n\n")[0])
@@ -65,10 +65,7 @@ def arguments(argv=None) -> argparse.Namespace:
 def _new_folder(text: str) -> Path:
     """``--out``: a folder that is empty or does not exist yet (a run's folder, or an earlier landscape's, is
     never written over)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a folder path (empty would mean the current "
-                                         "folder)")
-    path = Path(text)
+    path = folder_arg(text)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {'a file' if not path.is_dir() else 'it already holds files'}; "
                                          "choose a new folder")

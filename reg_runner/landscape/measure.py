@@ -15,13 +15,12 @@ import torch
 from reg_runner import atomic, checks, kinds, signals
 from reg_runner import config as config_lib
 from reg_runner.assembly import holds_network, stacked
-from reg_runner.cli import folder_to_make, make_folder
 from reg_runner.data import tensors as data_lib
 from reg_runner.data.tensors import Part
 from reg_runner.device import resolve as resolve_device
 from reg_runner.errors import UserError
 from reg_runner.landscape import plots, surface
-from reg_runner.records import RunFolder
+from reg_runner.records import RunFolder, folder_to_make, make_folder
 from reg_runner.resume import load_config
 from reg_runner.seeding import generators
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, Stacked, StackedDropout, StackedLinear,
+from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, FastStacked, StackedDropout, StackedLinear,
                                     StackedNorm)
 
 
@@ -171,15 +171,12 @@ class StackedHidden(nn.Module):
         return self.dropout(self.act(self.linear(x)))
 
 
-class StackedCNN(Stacked):
+class StackedCNN(FastStacked):
     """K CNNs of one architecture, each with its own dropout probability and generator."""
 
     def __init__(self, shape: tuple[int, int, int], n_classes: int, cfg, dropout_p: list[float], dropout_generators):
-        with torch.device("meta"):
-            template = cfg.plain(shape, n_classes)
-        super().__init__(template, shape, n_classes)
+        super().__init__(shape, n_classes, cfg, dropout_p, dropout_generators)
         k = len(dropout_p)
-        self.dropout = StackedDropout(dropout_p, dropout_generators)
         sizes = [shape[0], *cfg.channels]
         self.blocks = nn.ModuleList(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:]))
         self.avgpool = cfg.head == "avgpool"

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDropout, StackedLinear, StackedNorm
+from reg_runner.model.stack import ACTIVATIONS, Activation, FastStacked, StackedDropout, StackedLinear, StackedNorm
 
 NORMS = {"none": None, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
 
@@ -79,16 +79,13 @@ class StackedBlock(nn.Module):
         return block(x, self.linear, [*self.post, self.dropout], self.residual)
 
 
-class StackedMLP(Stacked):
+class StackedMLP(FastStacked):
     """K MLPs of one architecture (``cfg``'s depth, width, activation, norm, residual), each with its own
     dropout probability and generator."""
 
     def __init__(self, shape, n_classes: int, cfg, dropout_p: list[float], dropout_generators):
-        with torch.device("meta"):
-            template = cfg.plain(shape, n_classes)
-        super().__init__(template, shape, n_classes)
+        super().__init__(shape, n_classes, cfg, dropout_p, dropout_generators)
         k = len(dropout_p)
-        self.dropout = StackedDropout(dropout_p, dropout_generators)
         w = cfg.widths(math.prod(shape))
         self.blocks = nn.ModuleList(StackedBlock(k, a, b, cfg, self.dropout) for a, b in zip(w, w[1:]))
         self.classifier = StackedLinear(k, w[-1], n_classes)

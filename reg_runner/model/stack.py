@@ -12,7 +12,8 @@ shapes before it trains.
 
 ``Looped`` is the form every family has: each member's own plain network, called on its slice of the
 parameters (``torch.func.functional_call``) and its own batch, so each member runs exactly its lone
-operations, on any device. A family with a faster form (``mlp``, ``cnn``) builds it from the layers below.
+operations, on any device. A family with a faster form (``mlp``, ``cnn``) builds it on ``FastStacked`` from
+the layers below.
 """
 
 import torch
@@ -90,6 +91,17 @@ class Stacked(nn.Module):
             torch.manual_seed(seed)
             net = build()
         self.load_member_state(k, net.state_dict())
+
+
+class FastStacked(Stacked):
+    """Base of a family's own stacked form: K networks of ``cfg``'s architecture, each with its own dropout
+    probability and generator (``self.dropout``, which the layers share)."""
+
+    def __init__(self, shape: tuple[int, ...], n_classes: int, cfg, dropout_p: list[float], dropout_generators):
+        with torch.device("meta"):
+            template = cfg.plain(shape, n_classes)
+        super().__init__(template, shape, n_classes)
+        self.dropout = StackedDropout(dropout_p, dropout_generators)
 
 
 def stack(members: list, shape: tuple[int, ...], n_classes: int, dropout_generators: list) -> Stacked:

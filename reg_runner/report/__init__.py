@@ -35,8 +35,8 @@ import sys
 from pathlib import Path
 
 from reg_runner import atomic, kinds, signals
-from reg_runner.cli import make_folder
-from reg_runner.errors import Parser, UserError, exit_on_user_error, masked
+from reg_runner.errors import Parser, UserError, exit_on_user_error, folder_arg, masked
+from reg_runner.records import make_folder
 from reg_runner.report import html, markdown, stats
 from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, run_row
 from reg_runner.report.filters import Filters, parse_filters, select
@@ -136,14 +136,6 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     return text
 
 
-def _folder(text: str) -> Path:
-    """``--out``: a folder's path; an empty one would quietly mean the current folder."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: a folder path (empty would mean the current "
-                                         "folder)")
-    return Path(text)
-
-
 def _storage(text: str) -> str:
     """``--storage``: a database URL SQLAlchemy reads, whose driver is installed (one that is not is no study)."""
     from sqlalchemy.engine import make_url
@@ -162,7 +154,7 @@ def _storage(text: str) -> str:
 def main(argv=None) -> None:
     parser = Parser(prog="python -m reg_runner.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run folder, a sweep folder, or any folder above runs")
-    parser.add_argument("--out", type=_folder, default=None,
+    parser.add_argument("--out", type=folder_arg, default=None,
                         help="where to write report.md/html/csv and the figures (default: path)")
     parser.add_argument("--baseline", default=None, help="the group, or one key=value of it, to compare against")
     parser.add_argument("--no-plots", action="store_true")

@@ -15,6 +15,7 @@ import io
 import math
 import statistics
 
+from reg_runner.records import RunFolder
 from reg_runner.report.runs import Run
 from reg_runner.report.stats import Effects
 
@@ -92,7 +93,7 @@ def dots(groups: list[dict], keys: list[str], baseline: str | None):
 
 def _curve(members: list[Run]) -> dict | None:
     """The mean, min and max over the seeds of validation accuracy and loss, on the epochs every seed has."""
-    histories = [h for h in (r.history() for r in members) if h]
+    histories = [h for h in (RunFolder(r.path).read_history() for r in members) if h]
     if not histories:
         return None
     epochs = sorted(set.intersection(*({int(row["epoch"]) for row in h} for h in histories)))

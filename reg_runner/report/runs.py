@@ -1,6 +1,5 @@
 """The run folders below a path, each read from its own records: what it changed, its status, its numbers."""
 
-import csv
 import json
 import os
 import re
@@ -59,15 +58,6 @@ class Run:
     def test_acc(self) -> float | None:
         """Test accuracy at the best-validation epoch, for a run trained to the end."""
         return self.number("test_at_best", "acc") if self.trained else None
-
-    def history(self) -> list[dict]:
-        """The rows of history.csv that hold an epoch and the curves' metrics ([] if unreadable)."""
-        try:
-            with open(self.path / "history.csv") as f:
-                rows = [{k: float(v) for k, v in row.items() if k and v not in ("", None)} for row in csv.DictReader(f)]
-        except (OSError, ValueError, TypeError, csv.Error):
-            return []
-        return [r for r in rows if {"epoch", "val/acc", "val/loss"} <= r.keys()]
 
 
 def is_run_folder(path: Path) -> bool:

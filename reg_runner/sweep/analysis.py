@@ -104,12 +104,7 @@ def trial_curves(dirs: list[str]) -> bytes | None:
     """The trial's learning curves, one line per run: training loss, validation loss and accuracy per epoch."""
     histories = []
     for d in dirs:
-        try:
-            with open(Path(d) / "history.csv") as f:
-                rows = [{k: float(v) for k, v in r.items() if k and v not in ("", None)} for r in csv.DictReader(f)]
-        except (OSError, ValueError, TypeError, csv.Error):
-            continue
-        rows = [r for r in rows if {"epoch", "val/acc", "val/loss"} <= r.keys()]
+        rows = RunFolder(Path(d)).read_history()
         if rows:
             histories.append((Path(d).name, rows))
     if not histories:

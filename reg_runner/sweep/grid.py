@@ -23,9 +23,9 @@ from omegaconf import OmegaConf
 
 from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error, hydra_error
-from reg_runner.signals import STOP, stop_if_signalled
+from reg_runner.records import make_folder
 from reg_runner.sweep.settings import labels_not_swept
-from reg_runner.sweep.workers import launched
+from reg_runner.sweep.workers import launch_with_signals
 from reg_runner.sweep import jobs
 
 log = logging.getLogger(__name__)
@@ -50,25 +50,15 @@ class GridSweeper(Sweeper):
             jobs.check_all(self.hydra_context.config_loader, self.config, all_jobs, task=self.task_function)
             log.info("checked the configs and folders of %d jobs", len(all_jobs))
             sweep_dir = Path(self.config.hydra.sweep.dir)
-            try:
-                sweep_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} cannot be created: {e.strerror}; choose another "
-                                "folder") from None
+            make_folder("hydra.sweep.dir", sweep_dir)
         if not kinds.marker(sweep_dir):
             kinds.mark(sweep_dir, kinds.SWEEP)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns, first = [], 0
         for batch in batches:
-            try:
-                with launched(OmegaConf.to_container(self.config.hydra.launcher, resolve=True)):
-                    results = self.launcher.launch(batch, initial_job_idx=first)
-            except SystemExit:  # a run that stopped on the signal has said so in its one line
-                raise
-            except Exception:  # a signal that stopped the launcher before a run could say so (a stack's check)
-                if STOP.signal is None:
-                    raise
-                stop_if_signalled("runs trained", "each stopped with a checkpoint (resume it), or before it started")
+            results = launch_with_signals(self.config, lambda: self.launcher.launch(batch, initial_job_idx=first),
+                                          "runs trained", "each stopped with a checkpoint (resume it), or before it "
+                                          "started")
             first += len(batch)
             returns.append(results)
         failed = [ret for batch in returns for ret in batch if _failed(ret)]

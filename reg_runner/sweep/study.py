@@ -51,7 +51,7 @@ from reg_runner.errors import UserError, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, stop_if_signalled
 from reg_runner.sweep import analysis, jobs, pruners
 from reg_runner.sweep.settings import flat_params, labels_not_swept
-from reg_runner.sweep.workers import joblib_workers, launched
+from reg_runner.sweep.workers import joblib_workers, launch_with_signals
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
 from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
@@ -181,18 +181,11 @@ class StudySweeper(Sweeper):
                 raise UserError(f"the last {len(refused)} trials were all refused ({'; '.join(sorted(set(refused))[:3])}"
                                 "): the search space reaches no valid config")
             started = time.time()
-            try:
-                with launched(OmegaConf.to_container(self.config.hydra.launcher, resolve=True)):
-                    self.launch(batch)
-            except SystemExit:  # a run that stopped on the signal has said so in its one line
-                raise
-            except Exception:  # a signal that stopped the launcher before a run could say so (a stack's check)
-                if STOP.signal is None:
-                    raise
-                stop_if_signalled("trials ran", "their runs stopped with a checkpoint, or before they started; "
-                                  + ("the same command continues the search (it takes a trial whose run was "
-                                     "resumed to its end as it is, and runs the others again)" if self.storage else
-                                     "their study was in memory: their folders hold what they did"))
+            launch_with_signals(self.config, lambda: self.launch(batch), "trials ran",
+                                "their runs stopped with a checkpoint, or before they started; " + (
+                                    "the same command continues the search (it takes a trial whose run was resumed "
+                                    "to its end as it is, and runs the others again)" if self.storage else
+                                    "their study was in memory: their folders hold what they did"))
             self.waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], time.time() - started,
                                          self.parallel_runs()))
             for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)

@@ -30,7 +30,9 @@ import threading
 import time
 from pathlib import Path
 
-from reg_runner.signals import SIGNALS
+from omegaconf import OmegaConf
+
+from reg_runner.signals import SIGNALS, STOP, stop_if_signalled
 
 GRACE = 5.0  # seconds the workers have, after a signal, to end their runs with a checkpoint before a SIGKILL
 START_METHOD = "forkserver"  # joblib's multiprocessing backend: workers forked from a server, never the command
@@ -76,6 +78,19 @@ def launched(launcher: dict):
             signal.signal(sig, handler)
         done.set()
         multiprocessing.set_start_method(method, force=True)
+
+
+def launch_with_signals(config, start, what: str, outcome: str):
+    """``start()``, a launcher's launch, inside ``launched`` for the command's ``config.hydra.launcher``; its result. A signal that stopped the launcher
+    before a run could say so (a stack's check) ends the command in one line: while ``what``; ``outcome``. A run
+    that stopped on the signal has said so in its own line (its ``SystemExit`` passes)."""
+    try:
+        with launched(OmegaConf.to_container(config.hydra.launcher, resolve=True)):
+            return start()
+    except Exception:
+        if STOP.signal is None:
+            raise
+        stop_if_signalled(what, outcome)
 
 
 def _end_with_workers(signum, frame) -> None:
