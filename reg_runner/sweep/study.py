@@ -47,6 +47,7 @@ from omegaconf import OmegaConf
 
 from reg_runner import kinds
 from reg_runner import config as config_lib
+from reg_runner.records import make_folder
 from reg_runner.errors import UserError, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, stop_if_signalled
 from reg_runner.sweep import analysis, jobs, pruners
@@ -205,16 +206,7 @@ class StudySweeper(Sweeper):
             if not inside and not folder.is_dir():
                 raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
                                 "create it first, or keep the database in the sweep folder")
-        created, folder = [], self.sweep_dir.absolute()
-        while not folder.exists():
-            created.append(folder)
-            folder = folder.parent
-        try:
-            self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"hydra.sweep.dir: the folder {self.sweep_dir} cannot be created ({e.strerror}); "
-                            "choose another") from None
-        return list(reversed(created))
+        return make_folder("hydra.sweep.dir", self.sweep_dir)
 
     def trial_overrides(self, trial, space, fixed, fixed_values, fixed_overrides) -> list[str]:
         for name, distribution in space.items():
