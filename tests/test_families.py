@@ -412,9 +412,9 @@ def test_a_new_built_in_family_is_its_module_and_its_yaml(tmp_path, tiny_data):
     assert read_metrics(tmp_path / "run")["n_parameters"] == 64 * 10 + 10, trained.stderr
     command("-m", "reg_runner.docs")
     assert "Schema: `reg_runner.model.softmax.Softmax`." in (tree / "docs" / "reference.md").read_text()
-    tests = command("-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "tests/test_help.py", "tests/test_docs.py",
+    tests = command("-m", "pytest", "-v", "-n", "0", "-p", "no:cacheprovider", "tests/test_help.py", "tests/test_docs.py",
                     "tests/test_private.py::test_a_missing_group_option_carries_the_file_and_the_options",
                     "tests/test_families.py::test_every_model_family_trains_on_every_data_family", "-k",
                     "not cifar and not fashion and not kmnist")
-    assert " passed" in tests.stdout and "softmax" in command("-m", "pytest", "--collect-only", "-q",
-                                                              "tests/test_families.py").stdout
+    assert " passed" in tests.stdout  # and the tests that list the families list it: it trains there too
+    assert any("softmax" in line and "PASSED" in line for line in tests.stdout.splitlines()), tests.stdout[-2000:]
