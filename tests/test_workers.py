@@ -137,7 +137,10 @@ def test_a_joblib_multirun_always_returns(cli, tmp_path, backend):
     one process (a pytest worker's, with its own threads: the hazard of a fork) through the command's entry point:
     each returns, its two runs completed, and the command forked no process at all (``os.register_at_fork``
     counts every fork it makes: a start method that forks would be seen at the first launch, not one time in
-    fifteen)."""
+    fifteen). The workers share the cores: loky limits its workers' thread pools to cores // n_jobs by itself
+    (threadpoolctl), the multiprocessing backend does not, and there the share is reg_runner's own setting
+    (reg_runner.cli.main); the environment's thread count, which a worker would keep, is not the share."""
+    share = max(1, (os.cpu_count() or 1) // 2)
     loop = textwrap.dedent(f"""
         import json, os, sys
         from pathlib import Path
@@ -157,13 +160,15 @@ def test_a_joblib_multirun_always_returns(cli, tmp_path, backend):
                 assert not e.code, e.code
             statuses = [json.loads(m.read_text())["status"] for m in sweep.glob("*/metrics.json")]
             assert statuses == ["completed", "completed"], (i, statuses)
-            print("returned", i, "forks", len(forks), flush=True)
+            threads = sorted(json.loads(e.read_text())["torch_threads"] for e in sweep.glob("*/environment.json"))
+            print("returned", i, "forks", len(forks), "threads", threads, flush=True)
     """)
-    proc = subprocess.run([sys.executable, "-c", loop], cwd=tmp_path, env=cli.env, capture_output=True, text=True,
+    env = {**cli.env, "OMP_NUM_THREADS": str(share + 2)}
+    proc = subprocess.run([sys.executable, "-c", loop], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=LOOP * 60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [line for line in proc.stdout.splitlines() if line.startswith("returned")] == [
-        f"returned {i} forks 0" for i in range(LOOP)], proc.stdout[-3000:]
+        f"returned {i} forks 0 threads {[share, share]}" for i in range(LOOP)], proc.stdout[-3000:]
 
 
 def test_the_start_method_is_put_back_after_a_launch():
