@@ -90,15 +90,13 @@ def test_sigterm_ends_a_multirun_whose_worker_is_stuck(cli, tmp_path):
     wait_for(lambda: len(list(marks.iterdir())) == 2, proc)  # both workers stuck, SIGTERM blocked
     under = workers.descendants(proc.pid)
     assert {int(p.name) for p in marks.iterdir()} <= under
-    started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    took = time.monotonic() - started
     lines = [line for line in err.splitlines() if line.startswith(("interrupted", "Traceback", "Exception"))]
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
     assert lines == ["interrupted by SIGTERM while runs trained in worker processes: each stopped with a checkpoint "
-                     "(resume it), or before it started"], err[-3000:]
-    assert took < workers.GRACE, took  # the stuck workers could not act: killed at once, not after the grace
+                     "(resume it), or before it started"], err[-3000:]  # the stuck workers could not act: killed
+    # at once, not after the grace (the line would say how many were killed after it); no clock is read
     deadline = time.monotonic() + 10  # the resource trackers end once the processes they served have
     while alive(under) and time.monotonic() < deadline:
         time.sleep(0.1)
