@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (CLI, ROOT, TINY, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny, wait_for_epoch,
-                      without_timing)
+from conftest import (CLI, ROOT, TINY, call_in_process, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny,
+                      wait_for_epoch, without_timing)
 
+from reg_runner import resume
 from reg_runner.data import idx
 from reg_runner.errors import DataError
 
@@ -364,8 +365,9 @@ def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data,
     finally:
         proc.wait()
     assert read_metrics(tmp_path / "killed")["epochs_run"] < 40
-    resumed = subprocess.run([sys.executable, "-m", "reg_runner.resume", str(tmp_path / "killed")], cwd=tmp_path,
-                             env=cli.env, capture_output=True, text=True, timeout=300)
+    # the resume in this process (the real resume command: tests/test_resume.py)
+    resumed = call_in_process(resume.main, ["python -m reg_runner.resume", str(tmp_path / "killed")], tmp_path,
+                              cli.env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert without_timing(read_metrics(tmp_path / "killed")) == without_timing(read_metrics(uninterrupted))
     assert not any(p.name.startswith("throwaway") for p in (ROOT / "reg_runner").rglob("*"))
