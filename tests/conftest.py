@@ -81,9 +81,16 @@ def make_tiny_cifar(folder: Path, per_batch=20, n_test=40, seed=0, archive=False
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` (device claims: ``pytest -m cuda``) are skipped where torch sees no CUDA GPU."""
+    """The modules with the most ``slow`` tests first, each module's tests in their order: two workers take whole
+    modules from this queue (``--dist loadscope``), and a long module taken last would leave the other worker idle
+    at the end. Tests marked ``cuda`` (device claims: ``pytest -m cuda``) are skipped where torch sees no CUDA
+    GPU."""
+    import collections
+
     import torch
 
+    slow = collections.Counter(item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])  # stable: a module's tests stay together
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU: run `pytest -m cuda` on a machine that has one")
@@ -368,9 +375,10 @@ def _pg_bin() -> Path | None:
     return found[-1].parent if found else (Path(shutil.which("initdb")).parent if shutil.which("initdb") else None)
 
 
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server on loopback, in a temp dir, stopped afterwards."""
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on loopback, in a temp dir, stopped after the session (one per pytest worker):
+    its ``createdb`` and its URL's stem."""
     bindir = _pg_bin()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed here (no initdb)")
@@ -392,8 +400,17 @@ def postgres():
     pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
        f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
     try:
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "reg", "studies")
-        yield f"postgresql+psycopg2://reg@127.0.0.1:{port}/studies"
+        yield (lambda name: pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "reg", name),
+               f"postgresql+psycopg2://reg@127.0.0.1:{port}")
     finally:
         pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(postgres_server, request):
+    """A new, empty database on the session's PostgreSQL server: its URL."""
+    createdb, stem = postgres_server
+    name = "studies_" + "".join(c if c.isalnum() else "_" for c in request.node.name).lower()[:50]
+    createdb(name)
+    return f"{stem}/{name}"

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, read_metrics, tiny, wait_for_epoch, without_timing, write_presets
+from conftest import ROOT, call_in_process, read_metrics, tiny, wait_for_epoch, without_timing, write_presets
 from omegaconf import OmegaConf
+
+from reg_runner import resume
 
 CNN = ("model=cnn", "model.norm=batchnorm")
 MEMBERS = {"a": ["seed=0", "optimizer.lr=0.003"], "b": ["seed=1", "optimizer.lr=0.01", "model.dropout=0.2"],
@@ -44,8 +46,8 @@ def test_a_killed_cnn_run_resumes_to_the_uninterrupted_numbers(cli, tmp_path):
     finally:
         proc.wait()
     assert read_metrics(killed)["status"] == "running" and read_metrics(killed)["epochs_run"] < 30
-    resumed = subprocess.run([sys.executable, "-m", "reg_runner.resume", str(killed)], cwd=tmp_path, env=cli.env,
-                             capture_output=True, text=True, timeout=300)
+    # the resume in this process (the real resume command: tests/test_resume.py)
+    resumed = call_in_process(resume.main, ["python -m reg_runner.resume", str(killed)], tmp_path, cli.env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert without_timing(read_metrics(killed)) == without_timing(read_metrics(whole))
     assert (killed / "history.csv").read_text() == (whole / "history.csv").read_text()

@@ -119,6 +119,17 @@ def _replay_module():
     return module
 
 
+REPLAYED = (*SEARCH, "hydra/launcher=stacked", "hydra.sweeper.n_jobs=4", "hydra.sweeper.storage=null")
+
+
+@pytest.fixture(scope="module")
+def unpruned(tmp_path_factory, tiny_data) -> Path:
+    """The search without a pruner that each pruner's replay reads (run once: it only reads it)."""
+    from conftest import CLI
+
+    return CLI(tmp_path_factory.mktemp("unpruned"), tiny_data)(*REPLAYED).run_dir
+
+
 @pytest.mark.parametrize("pruner", [
     ("hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=2",
      "hydra.sweeper.pruner.reduction_factor=2"),
@@ -126,16 +137,14 @@ def _replay_module():
      "hydra.sweeper.pruner.reduction_factor=2"),
 ])
 @pytest.mark.slow  # two searches and their replay
-def test_the_replay_of_an_unpruned_search_gives_the_pruned_searchs_epochs(cli, pruner):
+def test_the_replay_of_an_unpruned_search_gives_the_pruned_searchs_epochs(cli, unpruned, pruner):
     """benchmarks/prune_replay.py picks the pruners' defaults from an unpruned search's curves: it must
     prune exactly what the real stacked search prunes (the first 8 trials are TPE's random start-up, so
     both searches run the same trials). The hyperband preset's max_resource is the runs' epochs: it
     prunes in the first batch, before any trial has finished ("auto" would wait for one)."""
-    common = (*SEARCH, "hydra/launcher=stacked", "hydra.sweeper.n_jobs=4", "hydra.sweeper.storage=null")
-    unpruned = cli(*common)
-    pruned = cli(*common, *pruner)
+    pruned = cli(*REPLAYED, *pruner)
     replay = _replay_module()
-    study, search = replay.trials(unpruned.run_dir, "val/acc")
+    study, search = replay.trials(unpruned, "val/acc")
     assert study == "quick" and len({t.stack for t in search}) >= 2  # the batches trained as stacks
     keys = {o.split("=", 1)[0].rpartition(".")[2]: int(o.split("=", 1)[1]) for o in pruner[1:]}
     name = pruner[0].rpartition("=")[2]

@@ -46,12 +46,15 @@ def start(cli, run_dir: Path, *overrides) -> subprocess.Popen:
 
 
 def resume(cli, *run_dirs: Path, check=True, in_process=False) -> subprocess.CompletedProcess:
-    if in_process:  # a refusal: python -m reg_runner.resume's main in this process (conftest.call_in_process)
+    """``python -m reg_runner.resume``: a real process, or its main in this process (conftest.call_in_process)
+    where the real command's same kind of behaviour is checked by another test."""
+    if in_process:
         from reg_runner import resume as resume_module
 
-        assert not check
-        return call_in_process(lambda: resume_module.main(), ["python -m reg_runner.resume", *map(str, run_dirs)],
+        proc = call_in_process(lambda: resume_module.main(), ["python -m reg_runner.resume", *map(str, run_dirs)],
                                cli.tmp_path, cli.env)
+        assert not check or proc.returncode == 0, proc.stderr[-3000:]
+        return proc
     proc = subprocess.run([sys.executable, "-m", "reg_runner.resume", *map(str, run_dirs)], cwd=cli.tmp_path,
                           env=cli.env, capture_output=True, text=True, timeout=300)
     if check:
@@ -118,7 +121,7 @@ def test_a_killed_stack_resumes_to_the_numbers_of_its_lone_runs(cli, tmp_path, r
     assert all(read_metrics(r)["status"] == "running" and read_metrics(r)["epochs_run"] < 150 for r in runs)
     ended = cli("trainer.epochs=2").run_dir  # as a member that early-stopped before the kill: named, left as it is
     record = (ended / "metrics.json").read_bytes()
-    out = resume(cli, *runs, ended).stdout  # the two runs resume as one stack again
+    out = resume(cli, *runs, ended, in_process=True).stdout  # the two runs resume as one stack again
     assert f"{ended}: finished (completed), left as it is" in out
     assert (ended / "metrics.json").read_bytes() == record
     seed0, seed1 = (next(r for r in runs if read_metrics(r)["seed"] == s) for s in (0, 1))
@@ -146,7 +149,7 @@ def test_sigterm_checkpoints_and_exits_then_resumes(cli, tmp_path, reference):
     again = cli(*STATEFUL, run_dir=run_dir, check=False)
     assert again.returncode == 2 and "already holds a run (status interrupted); resume it with" in again.stderr
 
-    resume(cli, run_dir)
+    resume(cli, run_dir, in_process=True)  # the real command's resume: the SIGKILL test's
     assert without_timing(read_metrics(run_dir)) == without_timing(reference)
     assert_each_epoch_once(run_dir, 150)
 

@@ -96,7 +96,7 @@ def test_a_member_checkpoint_loads_into_the_plain_network(cli, presets, tmp_path
 
 def test_stacks_follow_the_structure(cli, tmp_path):
     proc = cli("--multirun", "model.norm=none,batchnorm", "optimizer=adam,sgd", "seed=0,1", "hydra/launcher=stacked",
-               "hydra.launcher.max_members=3", "trainer.epochs=1", in_process=False)  # the real CLI: stacks
+               "hydra.launcher.max_members=3", "trainer.epochs=1")  # the real CLI's stacks: the shapes' test below
     out = proc.stdout + proc.stderr
     # the norm is structural; the optimizer and the seed are each run's own: 2 groups of 4, at most 3 per stack
     assert "stacked launcher: 8 jobs in 4 stacks (at most 3 runs each)" in out

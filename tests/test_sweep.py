@@ -35,9 +35,9 @@ def states(study) -> dict:
     return out
 
 
-@pytest.mark.slow  # a search through the real CLI, then its re-run line
+@pytest.mark.slow  # a search, then its re-run line
 def test_tiny_sweep_records_conditional_params_and_a_summary(cli):
-    proc = cli(*QUICK, "hydra.sweeper.n_trials=6", in_process=False)  # the real CLI: a search
+    proc = cli(*QUICK, "hydra.sweeper.n_trials=6")  # in this process (the real CLI's searches: the killed ones below)
     sweep = proc.run_dir
     study = load_study(sweep)
     trials = study.get_trials(deepcopy=False)

@@ -90,15 +90,13 @@ def test_sigterm_ends_a_multirun_whose_worker_is_stuck(cli, tmp_path):
     wait_for(lambda: len(list(marks.iterdir())) == 2, proc)  # both workers stuck, SIGTERM blocked
     under = workers.descendants(proc.pid)
     assert {int(p.name) for p in marks.iterdir()} <= under
-    started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    took = time.monotonic() - started
     lines = [line for line in err.splitlines() if line.startswith(("interrupted", "Traceback", "Exception"))]
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
     assert lines == ["interrupted by SIGTERM while runs trained in worker processes: each stopped with a checkpoint "
-                     "(resume it), or before it started"], err[-3000:]
-    assert took < workers.GRACE, took  # the stuck workers could not act: killed at once, not after the grace
+                     "(resume it), or before it started"], err[-3000:]  # the stuck workers could not act: killed
+    # at once, not after the grace (the line would say how many were killed after it); no clock is read
     deadline = time.monotonic() + 10  # the resource trackers end once the processes they served have
     while alive(under) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -128,18 +126,26 @@ def test_ctrl_c_ends_a_multirun_and_its_workers_with_their_checkpoints(cli, tmp_
     assert not alive(under)
 
 
-LOOP = 30  # how many times each backend's multirun is run: one in fifteen hung when workers were forked
+LOOP = 2  # launches in one process: the second reuses what the first left (fork server, executor)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_joblib_multirun_always_returns(cli, tmp_path, backend):
-    """The multirun that hung one time in fifteen, run LOOP times in one process (a pytest worker's, with its own
-    threads: the hazard of a fork) through the command's entry point: each returns, its two runs completed."""
+    """The multirun that hung one time in fifteen when its workers were forked from the command, run LOOP times in
+    one process (a pytest worker's, with its own threads: the hazard of a fork) through the command's entry point:
+    each returns, its two runs completed, and the command forked no process at all (``os.register_at_fork``
+    counts every fork it makes: a start method that forks would be seen at the first launch, not one time in
+    fifteen). The workers share the cores: loky limits its workers' thread pools to cores // n_jobs by itself
+    (threadpoolctl), the multiprocessing backend does not, and there the share is reg_runner's own setting
+    (reg_runner.cli.main); the environment's thread count, which a worker would keep, is not the share."""
+    share = max(1, (os.cpu_count() or 1) // 2)
     loop = textwrap.dedent(f"""
-        import json, sys
+        import json, os, sys
         from pathlib import Path
         from hydra.core.global_hydra import GlobalHydra
         from reg_runner import cli
+        forks = []
+        os.register_at_fork(before=lambda: forks.append(os.getpid()))
         for i in range({LOOP}):
             GlobalHydra.instance().clear()
             sweep = Path({str(tmp_path)!r}) / f"sweep{{i}}"
@@ -152,12 +158,15 @@ def test_a_joblib_multirun_always_returns(cli, tmp_path, backend):
                 assert not e.code, e.code
             statuses = [json.loads(m.read_text())["status"] for m in sweep.glob("*/metrics.json")]
             assert statuses == ["completed", "completed"], (i, statuses)
-            print("returned", i, flush=True)
+            threads = sorted(json.loads(e.read_text())["torch_threads"] for e in sweep.glob("*/environment.json"))
+            print("returned", i, "forks", len(forks), "threads", threads, flush=True)
     """)
-    proc = subprocess.run([sys.executable, "-c", loop], cwd=tmp_path, env=cli.env, capture_output=True, text=True,
-                          timeout=LOOP * 20)
+    env = {**cli.env, "OMP_NUM_THREADS": str(share + 2)}
+    proc = subprocess.run([sys.executable, "-c", loop], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=LOOP * 60)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split().count("returned") == LOOP
+    assert [line for line in proc.stdout.splitlines() if line.startswith("returned")] == [
+        f"returned {i} forks 0 threads {[share, share]}" for i in range(LOOP)], proc.stdout[-3000:]
 
 
 def test_the_start_method_is_put_back_after_a_launch():
