@@ -121,3 +121,23 @@ def test_multirun_runs_are_named_by_their_overrides(cli):
     assert all("objective=val-loss" in n and "data.root" not in n for n in names)  # no slash, no path
     for name in names:
         assert len(hparams_sessions(proc.run_dir / name)) == 1
+
+
+def test_a_resumed_runs_event_file_sorts_after_the_interrupted_ones(tmp_path):
+    """TensorBoard reads a folder's event files in name order; a name starts with the second it was made. A resume
+    within that second, by a process of a lower id, must still come after (else its purge step drops nothing)."""
+    import socket
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from reg_runner.logging.tensorboard import after_earlier_files
+
+    # made this second by a process whose id sorts after this one's
+    earlier = tmp_path / f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.99999999.0"
+    earlier.write_bytes(b"")
+    after_earlier_files(tmp_path)
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    writer.close()
+    names = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert len(names) == 2 and names[0] == earlier.name  # the new file is read after the earlier one

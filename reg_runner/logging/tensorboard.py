@@ -22,8 +22,10 @@ last included; scalars at every evaluation. The HParams dashboard gets one entry
 into this same event file (``SummaryWriter.add_hparams`` would make a separate run folder).
 """
 
+import contextlib
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -79,6 +81,19 @@ def flat_hparams(config: dict) -> dict:
     return out
 
 
+def after_earlier_files(log_dir: Path) -> None:
+    """Wait, if needed, until a new event file's name sorts after the folder's earlier ones. TensorBoard reads a
+    folder's files in name order, and a name starts with the second the file was made (then the host and the
+    process id): a run resumed within the second its interrupted process made its file, by a process of a lower
+    id, would be read first, and its purge step would drop nothing. At most a second, once, on resume."""
+    seconds = []
+    for path in log_dir.glob("events.out.tfevents.*"):
+        with contextlib.suppress(ValueError, IndexError):
+            seconds.append(int(path.name.split(".")[3]))
+    while seconds and time.time() < max(seconds) + 1:
+        time.sleep(0.02)
+
+
 class TBLogger:
     """One run's event file. ``model`` is a plain network of the run's family that holds the run's current weights whenever
     a histogram or the untrained model's entropy is taken (the listener below loads it)."""
@@ -90,6 +105,8 @@ class TBLogger:
             return
         from torch.utils.tensorboard import SummaryWriter
 
+        if purge_step is not None:
+            after_earlier_files(Path(log_dir))
         # purge_step: TensorBoard drops earlier events at or after this step (a resumed run's overlap)
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.model, self.eval_batch_size = model, eval_batch_size
