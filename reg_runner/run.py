@@ -63,7 +63,7 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
         with deterministic(jobs[0].settings.trainer.deterministic):
             return _train(jobs, multirun, t0)
     finally:
-        STOP.starting = False
+        STOP.starting, STOP.resume_hint = False, None  # the next run of a multirun has its own
         for folder in locked:
             folder.unlock()
 

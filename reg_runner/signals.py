@@ -239,15 +239,17 @@ STOP = StopSignals()  # one per process: installed early, read by the run
 
 
 def main(function, *args) -> None:
-    """A command's main: its end on a signal (its line said, its runs checkpointed, its workers stopped) skips the
-    interpreter's teardown, which takes torch a second or more. A command that ends normally tears down (joblib's
-    workers are shut down there)."""
+    """A command's main, whose end skips the interpreter's teardown: in it no handler runs (a signal there would pass
+    without a word), and torch's takes a second or more. On a signal, its line is said, its runs checkpointed, its
+    workers stopped. A command that used joblib and ends normally tears down: joblib's workers are shut down there."""
     try:
         function(*args)
     except SystemExit as e:
         if isinstance(e.code, int) and e.code > 128:
             finish(e.code)
         raise
+    if "joblib" not in sys.modules:
+        finish(0)
 
 
 def hand_back(what: str, outcome: str) -> None:
