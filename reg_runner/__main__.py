@@ -1,4 +1,3 @@
-from reg_runner import signals
-from reg_runner.cli import entry
+from reg_runner.cli import command
 
-signals.main(entry)
+command()

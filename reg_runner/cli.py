@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from reg_runner import kinds
+from reg_runner import kinds, signals
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 from reg_runner.overrides import hydra_overrides, plain_overrides
 from reg_runner.private import hydra_arguments_refused
@@ -238,3 +238,7 @@ def entry(task=None) -> None:
     # a signal after the last epoch's check (its records, Hydra's end of a multirun) was only recorded
     hand_back("the command ended", "every run had recorded its end")
 
+
+def command() -> None:
+    """``python -m reg_runner`` and ``reg-runner``: ``entry``, ended as ``signals.main`` ends a command."""
+    signals.main(entry)
