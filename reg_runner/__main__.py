@@ -1,3 +1,4 @@
-from reg_runner.cli import command
+from reg_runner import signals
+from reg_runner.cli import entry
 
-command()
+signals.main(entry)  # entry(), then the exit, without the interpreter's teardown

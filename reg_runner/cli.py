@@ -240,5 +240,5 @@ def entry(task=None) -> None:
 
 
 def command() -> None:
-    """``python -m reg_runner`` and ``reg-runner``: ``entry``, ended as ``signals.main`` ends a command."""
+    """``reg-runner``: ``entry``, ended as ``python -m reg_runner`` ends (``signals.main``)."""
     signals.main(entry)
