@@ -121,12 +121,16 @@ class EarlyChecks(Callback):
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
             made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
-            # the folder's one owner from its first byte: its lock, held until the run ends, before Hydra
-            # writes .hydra/; then the checks again, under the lock (another run may have started in between)
-            folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
-            if made:  # what a second Ctrl-C removes while the run has recorded nothing
+            if made:  # what a signal during start-up removes while the run has recorded nothing (from its making)
                 STOP.made.append(run_dir)
                 STOP.parents.extend(made[:-1])
+            # the folder's one owner from its first byte: its lock, held until the run ends, before Hydra
+            # writes .hydra/; then the checks again, under the lock (another run may have started in between)
+            try:
+                folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
+            except UserError:  # another process holds it: not this one's to remove
+                STOP.made[:] = [f for f in STOP.made if f != run_dir]
+                raise
             if not kinds.marker(run_dir):
                 kinds.mark(run_dir, self.kind)
             self.ready, self.folder = (run_dir, checked, folder), folder

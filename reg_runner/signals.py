@@ -112,21 +112,27 @@ def command(what=NOTHING, made: list | None = None):
 
 
 @contextlib.contextmanager
+def _handled_by(handler):
+    """Signals go to ``handler(signum, frame)`` while the block runs (the main thread's alone can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+
+
+@contextlib.contextmanager
 def deferred(hold: bool = False):
     """Signals wait until the block ends (a set of files written together: all of them, or none); then one
     that came ends the command, or with ``hold`` waits for ``stop_if_caught`` (the command first says what
     it did)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     caught = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in SIGNALS
-                if signal.getsignal(sig) is not signal.SIG_IGN}
-    try:
+    with _handled_by(lambda signum, frame: caught.append(signum)):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if caught:
         _HELD_BACK.append(caught[0])
         if not hold:
@@ -138,16 +144,8 @@ def at_once(what: str):
     """A block with nothing to lose (checking, before anything is started): a signal ends the command at once with
     one line, ``interrupted by SIG... <what>``, where a run's handler (``STOP``) would wait for the block's end. A
     signal that came before the block is left to ``STOP``'s reader."""
-    if threading.current_thread() is not threading.main_thread():
+    with _handled_by(lambda signum, frame: end(signum, what)):
         yield
-        return
-    previous = {sig: signal.signal(sig, lambda signum, frame: end(signum, what)) for sig in SIGNALS
-                if signal.getsignal(sig) is not signal.SIG_IGN}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def stop_if_caught() -> None:

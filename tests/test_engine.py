@@ -73,32 +73,40 @@ def test_a_stacked_member_is_its_lone_run_to_the_bit(tiny_data, tmp_path):
     assert len({str(m.state.history[-1]["val/loss"]) for m in members}) == len(members)
 
 
+class Saved:
+    """A listener that keeps each member's last.pt as Records writes it, when the member leaves (in ``saved``)."""
+
+    def __init__(self):
+        self.saved = {}
+
+    def start(self, engine): pass
+    def epoch(self, engine, result): pass
+    def close(self, engine): pass
+
+    def member_end(self, engine, member, k):
+        from reg_runner.records import on_host
+
+        buffer = io.BytesIO()
+        torch.save(on_host(member.checkpoint(engine.model.member_state(k), {})), buffer)
+        buffer.seek(0)
+        self.saved[k] = torch.load(buffer, weights_only=True)
+
+
 def stopped_after_2(runs, tmp_path) -> dict:
     """The runs interrupted after epoch 2: each member's last.pt as Records writes it."""
-    saved = {}
 
-    class StopAfter2:  # a signal after epoch 2; each member's last.pt as Records writes it
-        def start(self, engine): pass
-        def close(self, engine): pass
-
+    class StopAfter2(Saved):  # a signal after epoch 2
         def epoch(self, engine, result):
             if max(m.state.epoch for m in engine.members) == 2:
                 STOP.signal = 15
 
-        def member_end(self, engine, member, k):
-            from reg_runner.records import on_host
-
-            buffer = io.BytesIO()
-            torch.save(on_host(member.checkpoint(engine.model.member_state(k), {})), buffer)
-            buffer.seek(0)
-            saved[k] = torch.load(buffer, weights_only=True)
-
     try:
-        first, _ = train(runs, tmp_path, listeners=[StopAfter2()])
+        stop = StopAfter2()
+        first, _ = train(runs, tmp_path, listeners=[stop])
     finally:
         STOP.signal = None
     assert [m.state.status for m in first] == ["interrupted"] * len(runs) and {m.state.epoch for m in first} == {2}
-    return saved
+    return stop.saved
 
 
 def test_resumed_from_a_checkpoint_equals_uninterrupted(tiny_data, tmp_path):
@@ -113,9 +121,9 @@ def test_resumed_from_a_checkpoint_equals_uninterrupted(tiny_data, tmp_path):
 def stopped_in_epoch_3(runs, tmp_path, when) -> tuple[list, dict]:
     """The runs signalled inside epoch 3 (``when``: "step" at its second training step, "evaluation" at its first
     evaluation batch): the members and each one's last.pt as Records writes it."""
-    saved, calls = {}, {"train": 0}
+    calls = {"train": 0}
 
-    class Keep:
+    class Keep(Saved):
         def start(self, engine):
             per_epoch = engine.tc.batches_per_epoch(len(engine.data.train))
             assert per_epoch >= 2
@@ -128,22 +136,12 @@ def stopped_in_epoch_3(runs, tmp_path, when) -> tuple[list, dict]:
 
             engine.model.register_forward_pre_hook(hook)
 
-        def epoch(self, engine, result): pass
-        def close(self, engine): pass
-
-        def member_end(self, engine, member, k):
-            from reg_runner.records import on_host
-
-            buffer = io.BytesIO()
-            torch.save(on_host(member.checkpoint(engine.model.member_state(k), {})), buffer)
-            buffer.seek(0)
-            saved[k] = torch.load(buffer, weights_only=True)
-
     try:
-        members, _ = train(runs, tmp_path, listeners=[Keep()])
+        keep = Keep()
+        members, _ = train(runs, tmp_path, listeners=[keep])
     finally:
         STOP.signal = None
-    return members, saved
+    return members, keep.saved
 
 
 @pytest.mark.parametrize("when", ["step", "evaluation"])
