@@ -2,6 +2,7 @@
 locks its folder before Hydra makes it (``EarlyChecks``), and the task Hydra runs (``Task``: ``run.run_stack``).
 The whole path from the command to the loop is in the package's docstring."""
 
+import gc
 import math
 import os
 import sys
@@ -16,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from reg_runner import kinds, signals
+from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 from reg_runner.overrides import hydra_overrides, plain_overrides
 from reg_runner.private import hydra_arguments_refused
@@ -118,6 +119,7 @@ class EarlyChecks(Callback):
             hydra_overrides(config.hydra.overrides.hydra, multirun=False)
             run_dir = folder_to_make("hydra.run.dir", config.hydra.run.dir)
             checked = self.check_config(config, config.hydra.overrides.task)
+            gc.enable()  # the checks passed: the run begins (``reg_runner.__main__`` turned the collector off)
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
             made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
@@ -150,6 +152,7 @@ class EarlyChecks(Callback):
                 raise UserError(f"hydra.sweep.dir={str(sweep_dir)!r} is {kinds.WHAT[kind]}; choose another "
                                 "hydra.sweep.dir")
             check_multirun(config)
+        gc.enable()  # the checks passed: the sweep begins (``reg_runner.__main__`` turned the collector off)
 
 
 class Task:
@@ -176,6 +179,7 @@ class Task:
         from reg_runner.trainer.trial import link
 
         handed_over()
+        gc.enable()  # for a job that reached here unchecked (no EarlyChecks among hydra.callbacks)
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
         workers = joblib_workers(hc.launcher) if multirun else None
@@ -242,7 +246,3 @@ def entry(task=None) -> None:
     # a signal after the last epoch's check (its records, Hydra's end of a multirun) was only recorded
     hand_back("the command ended", "every run had recorded its end")
 
-
-def command() -> None:
-    """``reg-runner``: ``entry``, ended as ``python -m reg_runner`` ends (``signals.main``)."""
-    signals.main(entry)

@@ -33,7 +33,7 @@ class Group(BaseModel):
     # each key's description is the docstring under it, read by the configuration reference (python -m
     # reg_runner.docs) and not at run time: pydantic's use_attribute_docstrings would parse every schema's source at
     # each start-up (~25 ms of a refused command's ~0.5 s)
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 def reject(allowed: str):

@@ -215,3 +215,26 @@ def test_a_signal_after_the_last_epochs_check_ends_the_command_with_its_line(cli
     assert proc.stderr.strip().splitlines()[-1] == ("interrupted by SIGTERM while the command ended; every run had "
                                                     "recorded its end")
     assert read_metrics(proc.run_dir)["status"] == "completed"
+
+
+def test_runs_train_with_the_cyclic_collector_on(cli, monkeypatch):
+    """``python -m reg_runner`` turns Python's cyclic collector off for its start-up (``reg_runner.__main__``):
+    the checks passed, a run and every job of a multirun train with it on."""
+    import gc
+
+    from reg_runner.trainer.engine import Engine
+
+    trained, seen = Engine.run, []
+
+    def noting(self, *args, **kwargs):
+        seen.append(gc.isenabled())
+        return trained(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "run", noting)
+    for args in (["trainer.epochs=1"], ["--multirun", "seed=0,1", "trainer.epochs=1"]):
+        gc.disable()  # as reg_runner.__main__ leaves it
+        try:
+            cli(*args, in_process=True)
+        finally:
+            gc.enable()
+    assert seen == [True, True, True]

@@ -68,7 +68,7 @@ def test_help_names_the_companion_commands_and_completion(helps):
     text = helps["run"]
     for command in COMPANIONS:
         assert f"python -m reg_runner.{command} " in text, command
-    assert 'reg-runner = "reg_runner.cli:command"' in (ROOT / "pyproject.toml").read_text()  # the command completed
+    assert 'reg-runner = "reg_runner.__main__:command"' in (ROOT / "pyproject.toml").read_text()  # the command completed
     assert 'eval "$(reg-runner -sc install=bash)"' in text and "reg-runner -sc install=fish | source" in text
 
 
