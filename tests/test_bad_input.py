@@ -416,18 +416,6 @@ def rejection(overrides: list[str], data_root) -> str | None:
     return None
 
 
-IN_CLI_ONLY = {"hydra.job.name="}  # checked by the CLI's callback, before the config checks
-IN_PROCESS = [c for c in CONFIG_CASES if c[0] not in IN_CLI_ONLY]
-
-
-# Every case through the checks in this process (fast); every other also through the real CLI in a
-# subprocess, which shows that a refused config becomes one line, exit 2, and no folder
-@pytest.mark.parametrize("overrides,expected", IN_PROCESS, ids=[c[0] for c in IN_PROCESS])
-def test_the_checks_refuse(tiny_data, overrides, expected):
-    message = rejection(overrides.split(), tiny_data)
-    assert message is not None and expected in message, message
-
-
 # The real CLI in a subprocess once per kind of refusal (a config check, a key the config lacks, Hydra's composition
 # and grammar errors, a job name, a data folder, a key given twice): a refused config becomes one line, exit 2, and no
 # folder. Every case, these too, also goes through the CLI's entry point in this process (``cli(in_process=True)``:
