@@ -60,12 +60,6 @@ class Run:
         return self.number("test_at_best", "acc") if self.trained else None
 
 
-def is_run_folder(path: Path) -> bool:
-    return (path / "metrics.json").exists() or (path / "resolved_config.yaml").exists() or (
-        path / ".hydra" / "overrides.yaml"
-    ).exists()
-
-
 def natural(name: str) -> list:
     """Sort key: ``2_...`` before ``10_...`` (multirun job numbers)."""
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
@@ -80,7 +74,7 @@ def find_runs(root: Path) -> list[Run]:
         kind = kinds.kind_of(path)
         if kind in (kinds.LR_FIND, kinds.LANDSCAPE):
             dirnames[:] = []
-        elif kind == kinds.RUN or (kind is None and is_run_folder(path)):
+        elif kind == kinds.RUN or (kind is None and (path / ".hydra" / "overrides.yaml").exists()):  # no record yet
             runs.append(read_run(path, root))
             dirnames[:] = []  # a run folder holds no other run
     return runs
