@@ -134,7 +134,7 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
             out += rows(annotation, values.get(key) or {}, f"{prefix}{key}.")
             continue
         nested = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if nested and len(nested) == 1 and type(None) in typing.get_args(annotation):  # a group or null
+        if len(nested) == 1 and type(None) in typing.get_args(annotation):  # a group or null
             out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.")
             continue
         out.append(Row(f"{prefix}{key}", type_of(annotated(field)), shown(values.get(key)) if key in values else "-",
@@ -152,11 +152,9 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
 
 @functools.cache
 def composed(config: str = "config", overrides: tuple[str, ...] = ()) -> dict:
-    """The config ``config`` with ``overrides``, as a run composes it (interpolations left as written)."""
-    if GlobalHydra.instance().is_initialized():
-        return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
-    with initialize_config_dir(config_dir=str(ROOT / "conf")):
-        return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
+    """The config ``config`` with ``overrides``, as a run composes it (interpolations left as written), in the
+    Hydra that ``reference`` initializes."""
+    return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
 
 
 def schema_of(group: str, values: dict) -> type[BaseModel]:

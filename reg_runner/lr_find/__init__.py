@@ -72,10 +72,7 @@ UNREAD = {
 
 def unread(key: str) -> str | None:
     """Why the range test does not read ``key`` (a dotted key or a group), or None if it does."""
-    for prefix, why in UNREAD.items():
-        if key == prefix or key.startswith(prefix + "."):
-            return why
-    return None
+    return next((why for prefix, why in UNREAD.items() if key == prefix or key.startswith(prefix + ".")), None)
 
 
 class Checks(EarlyChecks):

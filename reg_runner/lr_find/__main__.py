@@ -52,10 +52,8 @@ class LrRange:
 def step_losses(batch_sums: list[float], n: int, batch_size: int, accumulate: int) -> list[float]:
     """An epoch's per-batch loss sums -> the mean loss of each optimizer step (its micro-batches')."""
     sizes = [min(batch_size, n - i * batch_size) for i in range(len(batch_sums))]
-    out = []
-    for start in range(0, len(batch_sums), accumulate):
-        out.append(math.fsum(batch_sums[start : start + accumulate]) / sum(sizes[start : start + accumulate]))
-    return out
+    return [math.fsum(batch_sums[start : start + accumulate]) / sum(sizes[start : start + accumulate])
+            for start in range(0, len(batch_sums), accumulate)]
 
 
 def range_test(cfg, out: Path) -> dict:
