@@ -140,12 +140,10 @@ def lines(result: dict, out: Path) -> list[str]:
 
 
 def plot(result: dict, path: Path, title: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global figure to close, no GUI backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
     if result["losses"]:
         ax.plot(result["lrs"], result["losses"], color="0.75", lw=1, label="loss of the step's batch")
         ax.plot(result["lrs"], result["smoothed"], color="C0", lw=2, label=f"smoothed (β={result['settings']['smoothing']:g})")
@@ -164,7 +162,6 @@ def plot(result: dict, path: Path, title: str) -> None:
     ax.legend(fontsize=8)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     atomic.write_bytes(path, buffer.getvalue())
 
 
