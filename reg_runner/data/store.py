@@ -91,11 +91,9 @@ def check_published(family, folder: Path) -> None:
                             f"{what}md5 is {got}, not the published {expected}; give the files as published, or "
                             "data.verify=false to train on a modified copy knowingly")
     if known != before:
-        try:
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs the md5s again
             cache.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_json(cache, known)
-        except OSError:
-            pass
 
 
 def _not_datamaestro_info(record: logging.LogRecord) -> bool:

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,20 +84,16 @@ def find_runs(root: Path) -> list[Run]:
 def read_run(path: Path, root: Path) -> Run:
     name = str(path.relative_to(root)) if path != root else path.name
     run = Run(path, name, status="unknown")
-    try:
+    with suppress(OSError, yaml.YAMLError):
         items = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
         for item in items if isinstance(items, list) else []:
             key, _, value = str(item).partition("=")
             run.settings[key.lstrip("+~")] = value
-    except (OSError, yaml.YAMLError):
-        pass
-    try:
+    with suppress(OSError, yaml.YAMLError):
         config = yaml.safe_load((path / "resolved_config.yaml").read_text())
         if isinstance(config, dict):
             run.resolved = config
             run.config = flatten(results_config(config))
-    except (OSError, yaml.YAMLError):
-        pass
     folder = RunFolder(path)
     record = folder.recorded()
     if record is None:
@@ -108,22 +105,18 @@ def read_run(path: Path, root: Path) -> Run:
         run.status = folder.status()
         run.state = run.status if run.status in STATUSES else "unrecorded"
         run.seed = record.get("seed") if isinstance(record.get("seed"), int) else None
-    try:
+    with suppress(OSError, ValueError, KeyError, TypeError):
         recorded = json.loads((path / "landscape.json").read_text())
         if recorded["split"] == "train" and recorded["checkpoint"] == "best":  # one column, comparable numbers
             run.sharpness = float(recorded["sharpness"]["value"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     if run.status in ("killed", "interrupted", "failed"):
         run.status += " (resume: python -m reg_runner.resume <folder>)"
     elif run.status == "cut":  # its search ran another trial in its place: resuming it would reach no study
         cut = folder.cut_from_search() or {}
         run.status = f"cut off by a kill (trial {cut.get('trial', '?')}; the search ran another in its place)"
     if run.seed is None and "seed" in run.settings:
-        try:
+        with suppress(ValueError):
             run.seed = int(run.settings["seed"])
-        except ValueError:
-            pass
     return run
 
 
