@@ -125,18 +125,16 @@ def lines(result: dict, out: Path) -> list[str]:
     text = [head + (f"; stopped: {result['stopped']}" if result["stopped"] else "")]
     sug = result["suggestions"]
     if "reason" in sug:
-        return text + [f"no suggestion: {sug['reason']}", f"written: {out}/lr_find.json, lr_find.png"]
-    lr = {name: sug[name]["lr"] / scale for name in ("valley", "steepest", "minimum")}
-    note = " (before the lr_scaling rule)" if scale != 1 else ""
-    text += [
-        f"suggested: optimizer.lr={lr['valley']:.2g}   # valley{note}; steepest descent {lr['steepest']:.2g}, "
-        f"lowest loss {lr['minimum']:.2g}",
-        f"onecycle:  scheduler=onecycle scheduler.max_lr={sug['onecycle']['max_lr']:.2g}",
-        f"cyclic:    scheduler=cyclic scheduler.base_lr={sug['cyclic']['base_lr']:.2g} "
-        f"scheduler.max_lr={sug['cyclic']['max_lr']:.2g}",
-        f"written: {out}/lr_find.json, lr_find.png",
-    ]
-    return text
+        text.append(f"no suggestion: {sug['reason']}")
+    else:
+        lr = {name: sug[name]["lr"] / scale for name in ("valley", "steepest", "minimum")}
+        note = " (before the lr_scaling rule)" if scale != 1 else ""
+        text += [f"suggested: optimizer.lr={lr['valley']:.2g}   # valley{note}; steepest descent "
+                 f"{lr['steepest']:.2g}, lowest loss {lr['minimum']:.2g}",
+                 f"onecycle:  scheduler=onecycle scheduler.max_lr={sug['onecycle']['max_lr']:.2g}",
+                 f"cyclic:    scheduler=cyclic scheduler.base_lr={sug['cyclic']['base_lr']:.2g} "
+                 f"scheduler.max_lr={sug['cyclic']['max_lr']:.2g}"]
+    return text + [f"written: {out}/lr_find.json, lr_find.png"]
 
 
 def plot(result: dict, path: Path, title: str) -> None:
