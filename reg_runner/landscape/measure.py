@@ -30,9 +30,8 @@ SHARPNESS_RADIUS = 0.25  # a quarter of the plots' axis: the quadratic rise is w
 
 def load_run(run_dir: Path, which: str) -> dict:
     """A finished run's config and checkpoint, or one line saying why not."""
-    if run_dir.is_dir():
-        kinds.refuse_other_than(run_dir, (kinds.RUN,), "give the folder of a run",
-                                {kinds.SWEEP: f"give the folders of its runs ({run_dir}/*/)"})
+    kinds.refuse_other_than(run_dir, (kinds.RUN,), "give the folder of a run",
+                            {kinds.SWEEP: f"give the folders of its runs ({run_dir}/*/)"})
     folder = RunFolder(run_dir)
     if folder.in_use():  # its checkpoints are being rewritten, and its folder is that process's
         raise UserError(f"{run_dir} is being trained right now ({folder.owner()}): its landscape would read "
