@@ -10,7 +10,6 @@ import ast
 import functools
 import inspect
 import textwrap
-import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import reg_runner.cli  # noqa: F401 - its resolvers
 from reg_runner import atomic, signals
 from reg_runner.config import KEYS, RunConfig
 from reg_runner.data import DataFamily
-from reg_runner.errors import Parser, options
+from reg_runner.errors import Parser, options, refuse
 from reg_runner.lr_find import LrFindConfig
 from reg_runner.model import ModelFamily
 from reg_runner.optimizer import ARGUMENTS, DESCRIPTIONS
@@ -271,12 +270,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     text, missing = reference()
     if missing:
-        print(f"error: keys without a description in their schema: {', '.join(missing)}", file=sys.stderr)
-        raise SystemExit(1)
+        refuse(f"keys without a description in their schema: {', '.join(missing)}", 1)
     if args.check:
         if not REFERENCE.is_file() or REFERENCE.read_text() != text:
-            print(f"error: {REFERENCE} is stale: run python -m reg_runner.docs", file=sys.stderr)
-            raise SystemExit(1)
+            refuse(f"{REFERENCE} is stale: run python -m reg_runner.docs", 1)
         return
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(REFERENCE, text)  # whole or not at all, whenever a signal comes
