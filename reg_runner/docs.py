@@ -10,7 +10,6 @@ import ast
 import functools
 import inspect
 import textwrap
-import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import reg_runner.cli  # noqa: F401 - its resolvers
 from reg_runner import atomic, signals
 from reg_runner.config import KEYS, RunConfig
 from reg_runner.data import DataFamily
-from reg_runner.errors import Parser, options
+from reg_runner.errors import Parser, options, refuse
 from reg_runner.lr_find import LrFindConfig
 from reg_runner.model import ModelFamily
 from reg_runner.optimizer import ARGUMENTS, DESCRIPTIONS
@@ -134,7 +133,7 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
             out += rows(annotation, values.get(key) or {}, f"{prefix}{key}.")
             continue
         nested = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if nested and len(nested) == 1 and type(None) in typing.get_args(annotation):  # a group or null
+        if len(nested) == 1 and type(None) in typing.get_args(annotation):  # a group or null
             out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.")
             continue
         out.append(Row(f"{prefix}{key}", type_of(annotated(field)), shown(values.get(key)) if key in values else "-",
@@ -152,11 +151,9 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
 
 @functools.cache
 def composed(config: str = "config", overrides: tuple[str, ...] = ()) -> dict:
-    """The config ``config`` with ``overrides``, as a run composes it (interpolations left as written)."""
-    if GlobalHydra.instance().is_initialized():
-        return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
-    with initialize_config_dir(config_dir=str(ROOT / "conf")):
-        return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
+    """The config ``config`` with ``overrides``, as a run composes it (interpolations left as written), in the
+    Hydra that ``reference`` initializes."""
+    return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
 
 
 def schema_of(group: str, values: dict) -> type[BaseModel]:
@@ -273,12 +270,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     text, missing = reference()
     if missing:
-        print(f"error: keys without a description in their schema: {', '.join(missing)}", file=sys.stderr)
-        raise SystemExit(1)
+        refuse(f"keys without a description in their schema: {', '.join(missing)}", 1)
     if args.check:
         if not REFERENCE.is_file() or REFERENCE.read_text() != text:
-            print(f"error: {REFERENCE} is stale: run python -m reg_runner.docs", file=sys.stderr)
-            raise SystemExit(1)
+            refuse(f"{REFERENCE} is stale: run python -m reg_runner.docs", 1)
         return
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(REFERENCE, text)  # whole or not at all, whenever a signal comes

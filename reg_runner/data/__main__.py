@@ -7,12 +7,11 @@
 The store is $DATAMAESTRO_DIR (default ~/datamaestro); MNIST lives in data/image/com/lecun/mnist.
 """
 
-import hashlib
 import sys
 from pathlib import Path
 
 from reg_runner import signals
-from reg_runner.data import mnist
+from reg_runner.data import mnist, store as data_store
 from reg_runner.errors import EXIT_USER_ERROR, Parser, UserError, one_line
 
 
@@ -24,7 +23,7 @@ def check() -> int:
         path = store / f"{f.key}.idx"
         if not path.exists():
             state, bad = "missing", bad + 1
-        elif hashlib.md5(path.read_bytes()).hexdigest() != f.md5:
+        elif data_store.md5(path) != f.md5:
             state, bad = "WRONG CHECKSUM", bad + 1
         else:
             state = "ok"

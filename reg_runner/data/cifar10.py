@@ -63,18 +63,12 @@ class CIFAR10(DataFamily):
 
     @classmethod
     def files(cls, folder: Path) -> list[Path]:
-        return sorted({p if not isinstance(p, tuple) else p[0] for p in _places(folder, cls.hint()).values()})
+        return sorted({p if not isinstance(p, tuple) else p[0] for p in find_batches(folder, cls.hint()).values()})
 
 
 def find_batches(folder: Path, hint: str, key: str | None = "data.root") -> dict:
-    """Each batch's bytes, lazily: ``{name: callable() -> (bytes, where)}`` from the archive, the batches' folder,
-    or the folder itself."""
-    return {name: (lambda p=place: _member(*p)) if isinstance(place, tuple) else (lambda p=place: (_read(p), str(p)))
-            for name, place in _places(folder, hint, key).items()}
-
-
-def _places(folder: Path, hint: str, key: str | None = "data.root") -> dict:
-    """Where each batch is: ``{name: path}`` of its file, or ``{name: (archive, name)}`` inside the archive."""
+    """Where each batch is, in the archive, the batches' folder or the folder itself: ``{name: path}`` of its
+    file, or ``{name: (archive, name)}`` inside the archive."""
     where = store.named_folder(folder, hint, key)
     names = (*TRAIN, TEST)
     for place in (folder, folder / FOLDER):
@@ -122,9 +116,10 @@ class _Batch(pickle.Unpickler):
         raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR batch never holds")
 
 
-def read_batch(name: str, source, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """One batch as (N, 3, 32, 32) uint8 images and int64 labels, or one line naming the file and what is wrong."""
-    raw, where = source()
+def read_batch(name: str, place, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One batch (at a place ``find_batches`` gives) as (N, 3, 32, 32) uint8 images and int64 labels, or one line
+    naming the file and what is wrong."""
+    raw, where = _member(*place) if isinstance(place, tuple) else (_read(place), str(place))
     try:
         batch = _Batch(io.BytesIO(raw), encoding="latin1").load()
     except Exception as e:  # not a pickle, a truncated one, or one that refers to anything else

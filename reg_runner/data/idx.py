@@ -29,29 +29,26 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"cannot read {path}: {e}") from None
 
 
-def parse(raw: bytes, source: Path) -> "np.ndarray":
-    """Decode IDX bytes into an array; ``source`` only names the file in errors."""
+def read(path: Path) -> "np.ndarray":
+    """The array an IDX file holds, or one line saying why it is none."""
     import numpy as np
 
+    raw = read_bytes(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise DataError(f"{source} is not an IDX file (wrong magic number {raw[:4].hex() or 'empty'})")
+        raise DataError(f"{path} is not an IDX file (wrong magic number {raw[:4].hex() or 'empty'})")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{source} is truncated (header cut short)")
+        raise DataError(f"{path} is truncated (header cut short)")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(
-            f"{source} is truncated or corrupt: header says shape {tuple(shape)} "
+            f"{path} is truncated or corrupt: header says shape {tuple(shape)} "
             f"({expected} bytes of data), file has {len(raw) - header}"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-
-
-def read(path: Path) -> "np.ndarray":
-    return parse(read_bytes(path), path)
 
 
 def write(path: Path, array: "np.ndarray") -> None:

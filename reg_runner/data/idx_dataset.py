@@ -34,10 +34,9 @@ class IdxDataset(DataFamily):
             paths, source = find_files(folder, cls.NAME, cls.hint()), f"folder {folder}"
         else:
             paths, source = cls.store_files()
-        n = len(cls.CLASSES)
-        train = (idx.read_images(paths["train_images"], cls.NAME),
-                 idx.read_labels(paths["train_labels"], cls.NAME, n, "train"))
-        test = (idx.read_images(paths["test_images"], cls.NAME), idx.read_labels(paths["test_labels"], cls.NAME, n, "test"))
+        train, test = ((idx.read_images(paths[f"{part}_images"], cls.NAME),
+                        idx.read_labels(paths[f"{part}_labels"], cls.NAME, len(cls.CLASSES), part))
+                       for part in ("train", "test"))
         return checked(train, test, source)
 
     @classmethod

@@ -88,8 +88,9 @@ def store_dir() -> Path:
     return Path(Context.instance().dataset(DATASET_ID).datapath)
 
 
-def ensure_store(source: Path = EMBEDDED) -> Path:
-    """Put into the datamaestro store any of the four files it lacks (or holds damaged), verified.
+def ensure_store() -> Path:
+    """Put into the datamaestro store any of the four files it lacks (or holds damaged), from the package's copy,
+    verified.
 
     A file already there is trusted if its size is right (a full checksum on every run would cost
     a tenth of a second for nothing); ``python -m reg_runner.data check`` verifies them all.
@@ -97,7 +98,7 @@ def ensure_store(source: Path = EMBEDDED) -> Path:
     dest = store_dir()
     todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
     if todo:
-        sources = find_files(source)
+        sources = find_files(EMBEDDED)
         place(dest, {f: verified_bytes(f, sources[f.key]) for f in todo},  # all verified before any write
               lambda f: log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key]))
     return dest

@@ -4,7 +4,6 @@ statistics; ``Images`` and ``checked`` are what every family's reader returns.""
 
 import functools
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,10 +71,6 @@ class Split:
         """One image's (channels, height, width)."""
         return tuple(self.images.train_images.shape[1:])
 
-    @property
-    def in_features(self) -> int:
-        return math.prod(self.shape)
-
     def info(self) -> dict:
         """What a run records about its data."""
         import numpy as np
@@ -103,7 +98,7 @@ def split(cfg: DataFamily) -> Split:
 
 
 @functools.lru_cache(maxsize=8)  # the checks and the run, and every job of a multirun, share one split
-def _split(family, root, fraction, val_size, split_seed, stratified, normalize, verify=True) -> Split:
+def _split(family, root, fraction, val_size, split_seed, stratified, normalize, verify) -> Split:
     import numpy as np
 
     from reg_runner.data.indices import split_indices  # numpy's: a command refused before the data imports none

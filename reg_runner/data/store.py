@@ -29,11 +29,8 @@ TIMEOUT_S = 30  # a download that waits this long for a byte fails, rather than 
 
 
 def md5(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def cache_file() -> Path:
@@ -94,29 +91,24 @@ def check_published(family, folder: Path) -> None:
                             f"{what}md5 is {got}, not the published {expected}; give the files as published, or "
                             "data.verify=false to train on a modified copy knowingly")
     if known != before:
-        try:
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs the md5s again
             cache.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_json(cache, known)
-        except OSError:
-            pass
 
 
-class _QuietDatamaestro(logging.Filter):
+def _not_datamaestro_info(record: logging.LogRecord) -> bool:
     """Drops datamaestro's info lines (its warnings and errors pass): the run's own log says where the data is."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
+    return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
 
 
 @contextlib.contextmanager
 def quiet():
     """A context in which datamaestro's info lines stay out of the run's output."""
-    f = _QuietDatamaestro()
-    logging.getLogger().addFilter(f)
+    logging.getLogger().addFilter(_not_datamaestro_info)
     try:
         yield
     finally:
-        logging.getLogger().removeFilter(f)
+        logging.getLogger().removeFilter(_not_datamaestro_info)
 
 
 def reason(e: BaseException) -> str:

@@ -30,9 +30,8 @@ SHARPNESS_RADIUS = 0.25  # a quarter of the plots' axis: the quadratic rise is w
 
 def load_run(run_dir: Path, which: str) -> dict:
     """A finished run's config and checkpoint, or one line saying why not."""
-    if run_dir.is_dir():
-        kinds.refuse_other_than(run_dir, (kinds.RUN,), "give the folder of a run",
-                                {kinds.SWEEP: f"give the folders of its runs ({run_dir}/*/)"})
+    kinds.refuse_other_than(run_dir, (kinds.RUN,), "give the folder of a run",
+                            {kinds.SWEEP: f"give the folders of its runs ({run_dir}/*/)"})
     folder = RunFolder(run_dir)
     if folder.in_use():  # its checkpoints are being rewritten, and its folder is that process's
         raise UserError(f"{run_dir} is being trained right now ({folder.owner()}): its landscape would read "
@@ -99,9 +98,9 @@ def landscape(run: dict, args, data, device) -> dict:
     t0 = time.perf_counter()
     theta = run["state"]
     gen = torch.Generator().manual_seed(args.seed)
-    weights = surface.weight_names(run["cfg"].model, run["shape"], run["n_classes"])
-    d1, d2 = surface.direction(theta, weights, gen), surface.direction(theta, weights, gen)
     network = (run["cfg"].model, run["shape"], run["n_classes"])
+    weights = surface.weight_names(*network)
+    d1, d2 = surface.direction(theta, weights, gen), surface.direction(theta, weights, gen)
     axis = [args.span * (2 * i / (args.grid - 1) - 1) for i in range(args.grid)]
     r = SHARPNESS_RADIUS
     dirs = [[1.0, 0.0, 0.0], [1.0, r, 0.0], [1.0, -r, 0.0], [1.0, 0.0, r], [1.0, 0.0, -r]]
@@ -119,14 +118,14 @@ def landscape(run: dict, args, data, device) -> dict:
                         "diverged): its landscape has no floor to measure from; choose another checkpoint or run")
     g_loss, g_acc = loss[5:], acc[5:]
     n = args.grid
+    curve = slice(0, n) if args.dims == 1 else slice((n // 2) * n, (n // 2 + 1) * n)  # along d1, through the centre
     return dict(
         run=str(run["dir"]), checkpoint=args.checkpoint, epoch=run["epoch"], split=args.split, n_images=len(data),
         seed=args.seed, span=args.span, grid=n, dims=args.dims, axis=axis,
         center=dict(loss=center, acc=acc[0]),
         sharpness=dict(value=surface.nan_to_none([sum(rises) / 4])[0], radius=r, rises=surface.nan_to_none(rises),
                        what="mean rise of the loss at filter-normalized distance radius along +-d1, +-d2"),
-        curve=dict(loss=surface.nan_to_none(g_loss[:n] if args.dims == 1 else g_loss[(n // 2) * n : (n // 2 + 1) * n]),
-                   acc=g_acc[:n] if args.dims == 1 else g_acc[(n // 2) * n : (n // 2 + 1) * n]),
+        curve=dict(loss=surface.nan_to_none(g_loss[curve]), acc=g_acc[curve]),
         surface=None if args.dims == 1 else dict(loss=[surface.nan_to_none(g_loss[i * n : (i + 1) * n]) for i in range(n)],
                                                  acc=[g_acc[i * n : (i + 1) * n] for i in range(n)]),
         path=dict(t=ts, loss=surface.nan_to_none(path_loss), acc=path_acc, init=init_source),
@@ -139,12 +138,12 @@ def evaluation_split(data, args):
     """The training images, or a seeded sample of the validation set (never the test set)."""
     if args.split == "train":
         return data.train
-    val = data.val
+    val, size = data.val, args.val_size or DEFAULT_VAL_SIZE
     if args.val_size is not None and args.val_size > len(val):
         raise UserError(f"--val-size={args.val_size} is not allowed: at most {len(val)}, the run's validation images")
-    if len(val) <= (args.val_size or DEFAULT_VAL_SIZE):
+    if len(val) <= size:
         return val
-    index = torch.randperm(len(val), generator=torch.Generator().manual_seed(args.seed))[: args.val_size or DEFAULT_VAL_SIZE]
+    index = torch.randperm(len(val), generator=torch.Generator().manual_seed(args.seed))[:size]
     return Part(val.x[index.to(val.x.device)], val.y[index.to(val.y.device)])
 
 
@@ -153,10 +152,9 @@ def landscapes(args, run_dirs: list[Path], made: list, state: dict) -> None:
     # a foreign checkpoint's pickle protocol: the one line that refuses the file says it all
     warnings.filterwarnings("ignore", module="torch._weights_only_unpickler")
     out = args.out
+    out_all = out  # where several runs' common figure goes: --out, else a new folder of its own
     if out is None and len(run_dirs) > 1:
         out_all = Path("outputs/landscape") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-    else:
-        out_all = out
     if out_all is not None:
         folder_to_make("--out", out_all)
     runs = [load_run(d, args.checkpoint) for d in run_dirs]  # every folder checked before any work

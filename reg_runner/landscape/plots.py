@@ -22,11 +22,8 @@ def labels(results: list[dict]) -> list[str]:
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     atomic.write_bytes(path, buffer.getvalue())
     return path
 
@@ -42,14 +39,12 @@ def _log10(v):
 def draw(results: list[dict], folder: Path) -> dict[str, Path]:
     """``landscape_1d.png`` (the curve along d1 and the path from the init) and, for surfaces,
     ``landscape_2d.png`` (contours and 3D, one column per run); returns {TensorBoard tag: file}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: no global figure to close, no GUI backend
 
     split = results[0]["split"]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig = Figure(figsize=(11, 7.5))
+    axes = fig.subplots(2, 2)
     names = labels(results)
     for i, r in enumerate(results):
         color, name = f"C{i % 10}", names[i]
@@ -85,7 +80,7 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
     hi = max(hi, lo + 1e-6)  # a flat surface (a tiny --span) still gets increasing contour levels
     levels = np.linspace(lo, hi, 25)
     n = len(results)
-    fig = plt.figure(figsize=(4.6 * n, 8.6))
+    fig = Figure(figsize=(4.6 * n, 8.6))
     for i, (r, z, name) in enumerate(zip(results, surfaces, names)):
         a = np.array(r["axis"])
         x, y = np.meshgrid(a, a)
@@ -105,12 +100,12 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
 
 def to_tensorboard(folder: Path, images: dict[str, Path], step: int) -> None:
     """The figures as images in the run's TensorBoard (an event file of their own beside the run's)."""
-    import matplotlib.pyplot as plt
+    from matplotlib.image import imread
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(folder), filename_suffix=".landscape")
     try:
         for tag, path in images.items():
-            writer.add_image(tag, plt.imread(path)[..., :3], step, dataformats="HWC")
+            writer.add_image(tag, imread(path)[..., :3], step, dataformats="HWC")
     finally:
         writer.close()

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from reg_runner.assembly import stacked as build
+from reg_runner.model import stack
 from reg_runner.trainer.engine import evaluate, host_means
 from reg_runner.trainer.precision import EvalPrecision
 
@@ -27,10 +29,8 @@ EVAL_BATCH = 2048
 
 def weight_names(model_cfg, shape, n_classes: int) -> set[str]:
     """The state_dict names of the family's weight-layer weights (what the directions perturb)."""
-    from reg_runner.model.stack import weight_names as names
-
     with torch.device("meta"):
-        return set(names(model_cfg.plain(tuple(shape), n_classes)).values())
+        return set(stack.weight_names(model_cfg.plain(tuple(shape), n_classes)).values())
 
 
 def direction(state: dict[str, torch.Tensor], weights: set[str], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -57,8 +57,6 @@ def points(network, basis: list[dict[str, torch.Tensor]], coefs: list[list[float
     its ends must not extrapolate a variance below zero), else with ``coefs``; tensors that are not floating
     point (BatchNorm's batch counter) are the first basis state's.
     """
-    from reg_runner.assembly import stacked as build
-
     model_cfg, shape, n_classes = network
     buffer_coefs = coefs if buffer_coefs is None else buffer_coefs
     names = list(basis[0])

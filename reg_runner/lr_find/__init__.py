@@ -72,10 +72,7 @@ UNREAD = {
 
 def unread(key: str) -> str | None:
     """Why the range test does not read ``key`` (a dotted key or a group), or None if it does."""
-    for prefix, why in UNREAD.items():
-        if key == prefix or key.startswith(prefix + "."):
-            return why
-    return None
+    return next((why for prefix, why in UNREAD.items() if key == prefix or key.startswith(prefix + ".")), None)
 
 
 class Checks(EarlyChecks):
@@ -89,8 +86,7 @@ class Checks(EarlyChecks):
         from reg_runner.optimizer import build as optimizer_build
 
         chosen_by_group(overrides)  # a key given twice, lr_find's included
-        items = override_items(overrides)
-        for key, value in items:
+        for key, value in override_items(overrides):
             why = unread(key)
             if why:
                 raise ConfigError(key, typed_value(value), f"not set for lr_find: {why}")
@@ -112,8 +108,7 @@ def settings(config) -> LrFindConfig:
     """The ``lr_find`` keys of a composed config, checked."""
     from reg_runner.config import as_data
 
-    data = as_data(config).get("lr_find")
-    s = parse(LrFindConfig, data, "lr_find")
+    s = parse(LrFindConfig, as_data(config).get("lr_find"), "lr_find")
     if s.max_lr <= s.min_lr:
         raise ConfigError("lr_find.max_lr", s.max_lr, f"a number > lr_find.min_lr={s.min_lr:g}")
     return s

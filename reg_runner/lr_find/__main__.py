@@ -52,10 +52,8 @@ class LrRange:
 def step_losses(batch_sums: list[float], n: int, batch_size: int, accumulate: int) -> list[float]:
     """An epoch's per-batch loss sums -> the mean loss of each optimizer step (its micro-batches')."""
     sizes = [min(batch_size, n - i * batch_size) for i in range(len(batch_sums))]
-    out = []
-    for start in range(0, len(batch_sums), accumulate):
-        out.append(math.fsum(batch_sums[start : start + accumulate]) / sum(sizes[start : start + accumulate]))
-    return out
+    return [math.fsum(batch_sums[start : start + accumulate]) / sum(sizes[start : start + accumulate])
+            for start in range(0, len(batch_sums), accumulate)]
 
 
 def range_test(cfg, out: Path) -> dict:
@@ -127,27 +125,23 @@ def lines(result: dict, out: Path) -> list[str]:
     text = [head + (f"; stopped: {result['stopped']}" if result["stopped"] else "")]
     sug = result["suggestions"]
     if "reason" in sug:
-        return text + [f"no suggestion: {sug['reason']}", f"written: {out}/lr_find.json, lr_find.png"]
-    lr = {name: sug[name]["lr"] / scale for name in ("valley", "steepest", "minimum")}
-    note = " (before the lr_scaling rule)" if scale != 1 else ""
-    text += [
-        f"suggested: optimizer.lr={lr['valley']:.2g}   # valley{note}; steepest descent {lr['steepest']:.2g}, "
-        f"lowest loss {lr['minimum']:.2g}",
-        f"onecycle:  scheduler=onecycle scheduler.max_lr={sug['onecycle']['max_lr']:.2g}",
-        f"cyclic:    scheduler=cyclic scheduler.base_lr={sug['cyclic']['base_lr']:.2g} "
-        f"scheduler.max_lr={sug['cyclic']['max_lr']:.2g}",
-        f"written: {out}/lr_find.json, lr_find.png",
-    ]
-    return text
+        text.append(f"no suggestion: {sug['reason']}")
+    else:
+        lr = {name: sug[name]["lr"] / scale for name in ("valley", "steepest", "minimum")}
+        note = " (before the lr_scaling rule)" if scale != 1 else ""
+        text += [f"suggested: optimizer.lr={lr['valley']:.2g}   # valley{note}; steepest descent "
+                 f"{lr['steepest']:.2g}, lowest loss {lr['minimum']:.2g}",
+                 f"onecycle:  scheduler=onecycle scheduler.max_lr={sug['onecycle']['max_lr']:.2g}",
+                 f"cyclic:    scheduler=cyclic scheduler.base_lr={sug['cyclic']['base_lr']:.2g} "
+                 f"scheduler.max_lr={sug['cyclic']['max_lr']:.2g}"]
+    return text + [f"written: {out}/lr_find.json, lr_find.png"]
 
 
 def plot(result: dict, path: Path, title: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global figure to close, no GUI backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
     if result["losses"]:
         ax.plot(result["lrs"], result["losses"], color="0.75", lw=1, label="loss of the step's batch")
         ax.plot(result["lrs"], result["smoothed"], color="C0", lw=2, label=f"smoothed (β={result['settings']['smoothing']:g})")
@@ -166,7 +160,6 @@ def plot(result: dict, path: Path, title: str) -> None:
     ax.legend(fontsize=8)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     atomic.write_bytes(path, buffer.getvalue())
 
 

@@ -98,8 +98,7 @@ def runs_table(runs: list[Run], rows: list[dict], keys: list[str], out: Path) ->
     return Table([c if c in keys else c.replace("_", " ") for c in columns], cells)
 
 
-def groups_table(groups: list[dict], keys: list[str], baseline: str | None) -> Table:
-    holm_m = max((g.get("holm", 0) for g in groups), default=0)
+def groups_table(groups: list[dict], keys: list[str], baseline: str | None, holm_m: int) -> Table:
     p = ", Holm" if holm_m else ""
     columns = [*(keys or ["group"]), "n", "val acc", "test acc", "Δ val", f"p (val{p})", "Δ test", f"p (test{p})"]
     rows = []
@@ -137,20 +136,19 @@ def effects_blocks(effects: Effects, pairs: list[tuple[str, str]]) -> list:
 
 
 def build(runs: list[Run], keys: list[str], run_rows: list[dict], groups: list[dict], baseline: str | None,
-          root: Path, out: Path, filters: Filters = Filters(), read: int | None = None,
-          by_configs: bool = False, design_line: str | None = None, effects: list | None = None) -> list:
+          root: Path, out: Path, filters: Filters, read: int, by_configs: bool, design_line: str | None) -> list:
     """The report's blocks, figures left out (they follow the tables)."""
     selected = f" Selected by {filters.describe()}: {len(runs)} of the {read} runs read." if filters else ""
     by = "Grouped by (their resolved configs differ where their overrides do not):" if by_configs else "Grouped by:"
+    holm_m = max((g.get("holm", 0) for g in groups), default=0)
     blocks = [Heading(f"Report: {root}", 1),
               f"{len(runs)} runs, {sum(r.trained for r in runs)} trained to the end. {by} "
               f"{', '.join(keys) or '(nothing differs)'}."
               f" Test accuracy is measured at each run's best-validation epoch.{selected}",
               Heading("Runs"), runs_table(runs, run_rows, keys, out),
-              Heading(f"Groups (seed left out; baseline: `{baseline}`)"), groups_table(groups, keys, baseline),
+              Heading(f"Groups (seed left out; baseline: `{baseline}`)"), groups_table(groups, keys, baseline, holm_m),
               "Mean ± sample std over the runs of each group trained to the end. p: Welch's two-sided t-test against "
               "the baseline group (* p < 0.05, ** p < 0.01); with few seeds, read it as a hint, not a verdict."]
-    holm_m = max((g.get("holm", 0) for g in groups), default=0)
     if holm_m:
         blocks.append(f"Holm's correction is applied: {holm_m} groups are tested against the baseline, and each p "
                       "shown is Holm-adjusted (Holm-Bonferroni), so that the chance of any false difference among them "
@@ -158,6 +156,4 @@ def build(runs: list[Run], keys: list[str], run_rows: list[dict], groups: list[d
                       + (" Unadjusted: " + "; ".join(f"{g['group']} {_p(g.get('p_val_raw'))} (val), "
                                                      f"{_p(g.get('p_test_raw'))} (test)" for g in groups if "holm" in g)
                          + "." if holm_m <= 8 else ""))
-    if design_line:
-        blocks.append(design_line)
-    return blocks + (effects or [])
+    return blocks + ([design_line] if design_line else [])

@@ -1,6 +1,7 @@
 """What selects the runs of a report: ``--where key=value``, ``--status`` and ``--tag``."""
 
 import difflib
+from contextlib import suppress
 from dataclasses import dataclass
 
 import yaml
@@ -52,10 +53,8 @@ def _typed(text: str):
     except yaml.YAMLError:
         return text
     if isinstance(value, str):
-        try:
+        with suppress(ValueError):
             return float(value)
-        except ValueError:
-            pass
     return value
 
 

@@ -3,6 +3,7 @@ their levels, and whether every combination of them was run (a factorial design)
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 
 from reg_runner import keys as key_roles
@@ -72,9 +73,7 @@ class Design:
         shape = " × ".join(f"{k} ({len(self.levels[k])})" for k in self.keys)
         if self.factorial:
             return f"Factorial design: {shape}, every combination run; main effects below."
-        combos = 1
-        for k in self.keys:
-            combos *= len(self.levels[k])
+        combos = math.prod(len(self.levels[k]) for k in self.keys)
         shown = "; ".join(",".join(f"{k}={v}" for k, v in zip(self.keys, m)) for m in self.missing[:3])
         more = f" and {len(self.missing) - 3} more" if len(self.missing) > 3 else ""
         return (f"Not a factorial design: {combos - len(self.missing)} of the {combos} combinations of {shape} have a "

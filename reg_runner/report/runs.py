@@ -3,6 +3,7 @@
 import json
 import os
 import re
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,12 +61,6 @@ class Run:
         return self.number("test_at_best", "acc") if self.trained else None
 
 
-def is_run_folder(path: Path) -> bool:
-    return (path / "metrics.json").exists() or (path / "resolved_config.yaml").exists() or (
-        path / ".hydra" / "overrides.yaml"
-    ).exists()
-
-
 def natural(name: str) -> list:
     """Sort key: ``2_...`` before ``10_...`` (multirun job numbers)."""
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
@@ -80,7 +75,7 @@ def find_runs(root: Path) -> list[Run]:
         kind = kinds.kind_of(path)
         if kind in (kinds.LR_FIND, kinds.LANDSCAPE):
             dirnames[:] = []
-        elif kind == kinds.RUN or (kind is None and is_run_folder(path)):
+        elif kind == kinds.RUN or (kind is None and (path / ".hydra" / "overrides.yaml").exists()):  # no record yet
             runs.append(read_run(path, root))
             dirnames[:] = []  # a run folder holds no other run
     return runs
@@ -89,20 +84,16 @@ def find_runs(root: Path) -> list[Run]:
 def read_run(path: Path, root: Path) -> Run:
     name = str(path.relative_to(root)) if path != root else path.name
     run = Run(path, name, status="unknown")
-    try:
+    with suppress(OSError, yaml.YAMLError):
         items = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
         for item in items if isinstance(items, list) else []:
             key, _, value = str(item).partition("=")
             run.settings[key.lstrip("+~")] = value
-    except (OSError, yaml.YAMLError):
-        pass
-    try:
+    with suppress(OSError, yaml.YAMLError):
         config = yaml.safe_load((path / "resolved_config.yaml").read_text())
         if isinstance(config, dict):
             run.resolved = config
             run.config = flatten(results_config(config))
-    except (OSError, yaml.YAMLError):
-        pass
     folder = RunFolder(path)
     record = folder.recorded()
     if record is None:
@@ -114,22 +105,18 @@ def read_run(path: Path, root: Path) -> Run:
         run.status = folder.status()
         run.state = run.status if run.status in STATUSES else "unrecorded"
         run.seed = record.get("seed") if isinstance(record.get("seed"), int) else None
-    try:
+    with suppress(OSError, ValueError, KeyError, TypeError):
         recorded = json.loads((path / "landscape.json").read_text())
         if recorded["split"] == "train" and recorded["checkpoint"] == "best":  # one column, comparable numbers
             run.sharpness = float(recorded["sharpness"]["value"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     if run.status in ("killed", "interrupted", "failed"):
         run.status += " (resume: python -m reg_runner.resume <folder>)"
     elif run.status == "cut":  # its search ran another trial in its place: resuming it would reach no study
         cut = folder.cut_from_search() or {}
         run.status = f"cut off by a kill (trial {cut.get('trial', '?')}; the search ran another in its place)"
     if run.seed is None and "seed" in run.settings:
-        try:
+        with suppress(ValueError):
             run.seed = int(run.settings["seed"])
-        except ValueError:
-            pass
     return run
 
 
