@@ -31,15 +31,11 @@ def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "
         return "cut", None
     if all(s in TRAINED for s in statuses):
         records = [RunFolder(Path(d)).recorded() for d in dirs]
-        if objectives:
-            values = [[objectives_lib.value(r, o) for r in records] for o in objectives]
-            if all(v is not None for per_objective in values for v in per_objective):
-                return "complete", [math.fsum(v) / len(v) for v in values]
+        values = [[objectives_lib.value(r, o) for r in records] for o in objectives or [None]]
+        if any(v is None for per_objective in values for v in per_objective):
             return "failed", None
-        values = [r.get("best_val") for r in records]
-        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            return "complete", math.fsum(values) / len(values)
-        return "failed", None
+        means = [math.fsum(v) / len(v) for v in values]
+        return "complete", means if objectives else means[0]
     if any(s == "pruned" for s in statuses) and all(s in (*TRAINED, "pruned") for s in statuses):
         return "pruned", None
     return "failed", None
