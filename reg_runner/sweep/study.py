@@ -270,7 +270,7 @@ class StudySweeper(Sweeper):
         workers = joblib_workers(launcher)
         if workers is not None:
             return workers
-        return 1 if str(launcher.get("_target_", "")).endswith(("BasicLauncher", "StackedLauncher")) else 10**6
+        return 1 if jobs.in_process(launcher) else 10**6
 
     def launch(self, batch) -> None:
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered
