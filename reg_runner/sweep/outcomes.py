@@ -1,9 +1,6 @@
-"""A trial's outcome, as its runs' records say: where its runs are (``trial_dirs``), how they ended
-(``outcome``), telling the study (``tell``), the marks on a trial a kill cut off (``_mark_cut``,
-``cut_numbers``), and the count of trials that ran to an end (``count_finished``).
-
-The trial attributes that name a trial's run folders, a refusal by the checks and a cut are defined here.
-"""
+"""A trial's outcome, as its runs' records say: how they ended, telling the study, the marks on a trial a kill cut
+off, and the count of trials that ran to an end. The trial attributes of a refusal by the checks and of a cut are
+defined here."""
 
 import math
 from pathlib import Path
@@ -41,7 +38,7 @@ def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "
     return "failed", None
 
 
-def tell(study, trial, storage, artifacts: Path | None = None, objectives: list | None = None,
+def tell(study, trial, storage, artifacts: Path | None, objectives: list | None,
          unrecorded: str = "failed") -> tuple[str, object]:
     """Tell the study how the trial's runs ended, as their records say (``storage``: the study's; ``trial``: one
     asked, or one read back that a dead sweeper left running; ``unrecorded``: as ``outcome``'s); a trial that ran

@@ -49,7 +49,7 @@ from reg_runner import kinds
 from reg_runner import config as config_lib
 from reg_runner.records import make_folder
 from reg_runner.errors import UserError, exit_on_user_error, show
-from reg_runner.signals import STOP, at_once, stop_if_signalled
+from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
 from reg_runner.sweep import analysis, jobs, pruners
 from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import joblib_workers, launch_with_signals
@@ -136,9 +136,7 @@ class StudySweeper(Sweeper):
             study = self.study()
             same_study(study, base, self.direction, self.seeds_per_trial, self.objectives)
         except UserError:
-            for folder in reversed(created):  # refused before anything ran: leave nothing behind
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
+            remove_empty(created)  # refused before anything ran: leave nothing behind
             raise
         if "study" not in kinds.marker(self.sweep_dir):  # where the report finds the study
             kinds.mark(self.sweep_dir, kinds.SWEEP, study=dict(name=self.study_name,

@@ -104,11 +104,11 @@ def _end_with_workers(signum, frame) -> None:
     os._exit(128 + signum)
 
 
-def end_workers(parent: int, grace: float = GRACE) -> int:
+def end_workers(parent: int) -> int:
     """SIGTERM to every process under ``parent`` (resource trackers aside: they end when the processes they serve
     have), SIGKILL at once to those that cannot act on it yet (signals blocked or ignored), then to those still
-    alive after ``grace`` seconds. Returns how many were killed after the grace."""
-    deadline, sent, killed = time.monotonic() + grace, set(), set()
+    alive after ``GRACE`` seconds. Returns how many were killed after the grace."""
+    deadline, sent, killed = time.monotonic() + GRACE, set(), set()
     while True:
         workers = {pid for pid in descendants(parent) if not _is_tracker(pid)} | sent
         alive = {pid for pid in workers if _alive(pid)}
