@@ -12,7 +12,7 @@ from reg_runner.errors import ConfigError, UserError, show
 from reg_runner.sweep import jobs
 
 
-def precheck(sweeper, space, fixed, fixed_values, fixed_overrides) -> dict:
+def precheck(sweeper) -> dict:
     """Before the study is opened: a trial drawn from a throwaway study must search something, and must
     not be refused for a value the search does not set, which every trial would share. Returns the base
     config the trials share (what a resumed study must still have)."""
@@ -21,7 +21,7 @@ def precheck(sweeper, space, fixed, fixed_values, fixed_overrides) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = dry.ask()
-    overrides = sweeper.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
+    overrides = sweeper.trial_overrides(trial)
     if not trial.params:
         raise UserError("the search has nothing to search: give hydra.sweeper.custom_search_space or sweep a key "
                         "(optimizer.lr=tag(log,interval(1e-4,1e-1)), model.norm=choice(none,batchnorm))")
@@ -44,7 +44,7 @@ def precheck(sweeper, space, fixed, fixed_values, fixed_overrides) -> dict:
     return shared
 
 
-def check_ranges(sweeper, space, fixed, fixed_values, fixed_overrides, texts: dict) -> None:
+def check_ranges(sweeper, texts: dict) -> None:
     """Each range swept on the command line, at its ends (each choice of a ``choice``), must be a value its
     key allows: ``model.dropout=interval(0.5,1.5)`` would otherwise run the trials that fall inside and
     refuse the others one by one. The upper end of a float range is checked just below it (a draw never
@@ -53,8 +53,8 @@ def check_ranges(sweeper, space, fixed, fixed_values, fixed_overrides, texts: di
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     base = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    sweeper.trial_overrides(base, space, fixed, fixed_values, fixed_overrides)
-    for name, dist in space.items():
+    sweeper.trial_overrides(base)
+    for name, dist in sweeper.swept.items():
         if isinstance(dist, CategoricalDistribution):
             ends = [(f"its choice {show(c)}", c) for c in dist.choices]
         else:
@@ -64,7 +64,7 @@ def check_ranges(sweeper, space, fixed, fixed_values, fixed_overrides, texts: di
         for which, value in ends:
             trial = optuna.trial.FixedTrial({**base.params, name: value})
             try:
-                overrides = sweeper.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
+                overrides = sweeper.trial_overrides(trial)
                 job = jobs.compose(sweeper.hydra_context.config_loader, sweeper.config, overrides, 0, "the search")
                 checks.check(job, overrides)
             except ConfigError as e:  # another key's: a rule between it and the others' drawn values

@@ -110,27 +110,23 @@ class StudySweeper(Sweeper):
                 study.set_metric_names(self.objectives)
         return study
 
+    @exit_on_user_error()
     def sweep(self, arguments: list[str]) -> None:
-        with exit_on_user_error():
-            self._sweep(arguments)
-
-    def _sweep(self, arguments: list[str]) -> None:
         t0 = time.time()
         params = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         stop_if_signalled("checking the search")  # a signal that came before
         with at_once("while checking the search; nothing was started"):
             try:
-                space, fixed, fixed_overrides = search_space(params)
+                self.swept, self.fixed, self.deletions = search_space(params)
             except (ValueError, AssertionError, NotImplementedError) as e:
                 raise UserError(f"a sweep override cannot be searched: {e}") from None
-            for name in space:
+            for name in self.swept:
                 labels_not_swept(name, next((p for p in params if p.partition("=")[0].lstrip("+~") == name), name))
-            fixed_values = _typed_values(fixed)
-            for name in fixed:
-                space.pop(name, None)
-            base = precheck(self, space, fixed, fixed_values, fixed_overrides)
-            check_ranges(self, space, fixed, fixed_values, fixed_overrides,
-                         dict(p.split("=", 1) for p in params if "=" in p))
+            self.fixed_values = _typed_values(self.fixed)
+            for name in self.fixed:
+                self.swept.pop(name, None)
+            base = precheck(self)
+            check_ranges(self, dict(p.split("=", 1) for p in params if "=" in p))
         created = self.make_folders()
         try:
             study = self.study()
@@ -167,7 +163,7 @@ class StudySweeper(Sweeper):
                 trial.set_user_attr(PID, os.getpid())
             batch, folders = [], set()
             for trial in trials:
-                overrides = self.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
+                overrides = self.trial_overrides(trial)
                 runs = self.rejected(study, trial, overrides, folders)
                 if isinstance(runs, list):
                     batch.append((trial, runs))
@@ -206,13 +202,14 @@ class StudySweeper(Sweeper):
                                 "create it first, or keep the database in the sweep folder")
         return make_folder("hydra.sweep.dir", self.sweep_dir)
 
-    def trial_overrides(self, trial, space, fixed, fixed_values, fixed_overrides) -> list[str]:
-        for name, distribution in space.items():
+    def trial_overrides(self, trial) -> list[str]:
+        """The trial's overrides: the values it draws (the keys swept on the command line, then the search space's),
+        the values fixed on the command line, and its deletions (``~key``)."""
+        for name, distribution in self.swept.items():
             suggest(trial, name, distribution)
         if self.space is not None:
-            self.space(self.config, FixedAware(trial, fixed_values))
-        return [f"{k}={v}" for k, v in trial.params.items()] + [f"{k}={v}" for k, v in fixed.items()] + list(
-            fixed_overrides)
+            self.space(self.config, FixedAware(trial, self.fixed_values))
+        return [f"{k}={v}" for k, v in [*trial.params.items(), *self.fixed.items()]] + list(self.deletions)
 
     def rejected(self, study, trial, overrides, folders: set) -> list[list[str]] | str:
         """Compose and check the trial's runs: their overrides if they may run; else the reason, and the
