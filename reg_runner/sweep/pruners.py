@@ -16,7 +16,6 @@ import logging
 import math
 
 from reg_runner.errors import ConfigError
-from reg_runner.trainer.trial import build_pruner as build  # noqa: F401  (the sweepers')
 
 log = logging.getLogger(__name__)
 KEY = "hydra.sweeper.pruner"

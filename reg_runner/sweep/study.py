@@ -45,12 +45,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from reg_runner import kinds
+from reg_runner import dotted, kinds
 from reg_runner import config as config_lib
 from reg_runner.records import make_folder
 from reg_runner.errors import UserError, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
-from reg_runner.sweep import analysis, jobs, pruners
+from reg_runner.sweep import analysis, jobs
 from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import joblib_workers, launch_with_signals
 from reg_runner.sweep import trial as trial_lib
@@ -60,6 +60,7 @@ from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, sqlite_path, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
 from reg_runner.sweep.space_check import check_ranges, precheck
 from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
+from reg_runner.trainer.trial import build_pruner
 
 log = logging.getLogger(__name__)
 MAX_REFUSED = 10  # trials refused in a row before a search is stopped: its space reaches no valid config
@@ -92,7 +93,7 @@ class StudySweeper(Sweeper):
         if n_before and sampler_cfg.get("seed") is not None:
             sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
         sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
-        pruner = pruners.build(self.pruner_cfg) if self.pruner_cfg else None
+        pruner = build_pruner(self.pruner_cfg)
         try:
             if not hasattr(self, "store"):  # the study's storage, kept: a trial read back is written through it
                 self.store = trial_lib.open_storage(self.storage)
@@ -343,8 +344,8 @@ def same_study(study, base: dict, direction, seeds_per_trial: int = 1, objective
     if signature != mine:
         own = next((k for k in ("objectives", "direction") if signature.get(k) != mine.get(k)), None)
         key = own or config_lib.first_difference(signature.get("config"), base)
-        before = signature.get(own) if own else config_lib.value_at(signature.get("config"), key)
-        now = mine.get(own) if own else config_lib.value_at(base, key)
+        before = signature.get(own) if own else dotted.get(signature.get("config"), key)
+        now = mine.get(own) if own else dotted.get(base, key)
         raise UserError(f"the study {study.study_name!r} was started with {key}={before!r}; this command has "
                         f"{now!r}: its trials would not compare. Use another hydra.sweeper.study_name, or the study's "
                         "own settings")
