@@ -126,8 +126,8 @@ class StudySweeper(Sweeper):
             self.fixed_values = _typed_values(self.fixed)
             for name in self.fixed:
                 self.swept.pop(name, None)
-            base = precheck(self)
-            check_ranges(self, dict(p.split("=", 1) for p in params if "=" in p))
+            base, drawn = precheck(self)
+            check_ranges(self, drawn, dict(p.split("=", 1) for p in params if "=" in p))
         created = self.make_folders()
         try:
             study = self.study()
