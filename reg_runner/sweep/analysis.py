@@ -272,10 +272,8 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
         "slices": lambda: draw.plot_slice(study, **one),
         "intermediate_values": lambda: draw.plot_intermediate_values(study),
     }
-    if not objectives:
-        del makers["pareto_front"]
-    else:
-        del makers["intermediate_values"]  # Optuna records intermediate values of single-objective studies only
+    # the front needs several objectives; Optuna records intermediate values of single-objective studies only
+    del makers["intermediate_values" if objectives else "pareto_front"]
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     drawn, missing = [], []
     for name, make in makers.items():
