@@ -10,7 +10,6 @@ and exit code 1.
 """
 
 import itertools
-import json
 import logging
 import math
 import sys
@@ -23,7 +22,7 @@ from omegaconf import OmegaConf
 
 from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error, hydra_error
-from reg_runner.records import make_folder
+from reg_runner.records import RunFolder, make_folder
 from reg_runner.sweep.settings import labels_not_swept
 from reg_runner.sweep.workers import launch_with_signals
 from reg_runner.sweep import jobs
@@ -123,11 +122,11 @@ def product(overrides, max_batch_size: int | None = None) -> list[list[list[str]
 
 
 def _failed(ret) -> bool:
-    """A job that raised, or whose run recorded ``failed``."""
+    """A job that raised, or whose run recorded ``failed`` (or no record that can be read)."""
     if ret.status.name == "FAILED":
         return True
     try:
-        metrics = Path(ret.hydra_cfg.hydra.runtime.output_dir) / "metrics.json"
-        return json.loads(metrics.read_text()).get("status") == "failed"
-    except (OSError, ValueError, AttributeError):
+        record = RunFolder(Path(ret.hydra_cfg.hydra.runtime.output_dir)).recorded()
+    except AttributeError:
         return True
+    return record is None or record.get("status") in ("failed", "unreadable")

@@ -164,8 +164,7 @@ class StudySweeper(Sweeper):
                 trial.set_user_attr(PID, os.getpid())
             batch, folders = [], set()
             for trial in trials:
-                overrides = self.trial_overrides(trial)
-                runs = self.rejected(study, trial, overrides, folders)
+                runs = self.rejected(study, trial, folders)
                 if isinstance(runs, list):
                     batch.append((trial, runs))
                     refused.clear()
@@ -197,8 +196,7 @@ class StudySweeper(Sweeper):
         database = sqlite_path(self.storage) if isinstance(self.storage, str) else None
         if database is not None:
             folder = database.absolute().parent
-            inside = folder == self.sweep_dir.absolute() or self.sweep_dir.absolute() in folder.parents
-            if not inside and not folder.is_dir():
+            if not folder.is_relative_to(self.sweep_dir.absolute()) and not folder.is_dir():
                 raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
                                 "create it first, or keep the database in the sweep folder")
         return make_folder("hydra.sweep.dir", self.sweep_dir)
@@ -212,13 +210,13 @@ class StudySweeper(Sweeper):
             self.space(self.config, FixedAware(trial, self.fixed_values))
         return [f"{k}={v}" for k, v in [*trial.params.items(), *self.fixed.items()]] + list(self.deletions)
 
-    def rejected(self, study, trial, overrides, folders: set) -> list[list[str]] | str:
+    def rejected(self, study, trial, folders: set) -> list[list[str]] | str:
         """Compose and check the trial's runs: their overrides if they may run; else the reason, and the
         trial is told failed with it (it makes no folder). ``folders``: the batch's, which must differ."""
         from optuna.trial import TrialState
 
         try:
-            runs = self.trial_runs(trial, overrides)
+            runs = self.trial_runs(trial, self.trial_overrides(trial))
             for run, job in runs:
                 jobs.check(job, run, task=self.task_function)
                 folder = jobs.output_dir(job)
