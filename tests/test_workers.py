@@ -27,7 +27,7 @@ def tiny_args(cli) -> tuple:  # noqa: N802
 
 
 def alive(pids) -> set[int]:
-    return {pid for pid in pids if workers._alive(pid)}
+    return {pid for pid in pids if workers.alive(pid)}
 
 
 def start(cli, *overrides, env=None) -> subprocess.Popen:

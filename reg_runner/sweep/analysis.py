@@ -26,6 +26,7 @@ from pathlib import Path
 from reg_runner import kinds
 from reg_runner.errors import HIDDEN, UserError, masked
 from reg_runner.records import RunFolder
+from reg_runner.schema import is_number
 from reg_runner.sweep.trial import read_only_storage, shown_storage, trial_dirs
 
 log = logging.getLogger(__name__)
@@ -44,22 +45,18 @@ def trial_results(dirs: list[str]) -> dict:
         return {}
     out = {}
     tests = [(m.get("test_at_best") or {}).get("acc") for m in records]
-    if tests and all(_number(t) for t in tests):
+    if tests and all(is_number(t) for t in tests):
         out[TEST_ACC] = math.fsum(tests) / len(tests)
     epochs = [m.get("epochs_run") for m in records]
     if all(isinstance(e, int) for e in epochs):
         out[EPOCHS] = epochs[0] if len(epochs) == 1 else epochs
     walls = [(m.get("timing") or {}).get("wall_s") for m in records]
-    if all(_number(w) for w in walls):
+    if all(is_number(w) for w in walls):
         out[WALL] = max(walls)
     seeds = [m.get("seed") for m in records]
     if all(isinstance(s, int) for s in seeds):
         out[SEEDS] = seeds
     return out
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def record_trial(trial, dirs: list[str], artifacts: Path | None) -> None:
@@ -275,10 +272,8 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
         "slices": lambda: draw.plot_slice(study, **one),
         "intermediate_values": lambda: draw.plot_intermediate_values(study),
     }
-    if not objectives:
-        del makers["pareto_front"]
-    else:
-        del makers["intermediate_values"]  # Optuna records intermediate values of single-objective studies only
+    # the front needs several objectives; Optuna records intermediate values of single-objective studies only
+    del makers["intermediate_values" if objectives else "pareto_front"]
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     drawn, missing = [], []
     for name, make in makers.items():

@@ -10,7 +10,6 @@ and exit code 1.
 """
 
 import itertools
-import json
 import logging
 import math
 import sys
@@ -23,7 +22,7 @@ from omegaconf import OmegaConf
 
 from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error, hydra_error
-from reg_runner.records import make_folder
+from reg_runner.records import RunFolder, make_folder
 from reg_runner.sweep.settings import labels_not_swept
 from reg_runner.sweep.workers import launch_with_signals
 from reg_runner.sweep import jobs
@@ -72,10 +71,9 @@ class GridSweeper(Sweeper):
             sys.exit(1)
         return returns
 
-
     def batches(self, arguments: list[str]) -> list:
         """The jobs, as Hydra's basic sweeper makes them; one line for a sweep it cannot make."""
-        params = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
+        params = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         try:
             overrides = parser.parse_overrides(params)
@@ -85,14 +83,13 @@ class GridSweeper(Sweeper):
                     labels_not_swept(o.get_key_element(), o.input_line)
                 if o.is_sweep_override() and o.is_discrete_sweep():
                     values = list(itertools.islice(o.sweep_string_iterator(), MAX_JOBS + 1))
-                    key = o.get_key_element()
                     if not values:
                         raise UserError(f"{o.input_line} sweeps no value: the sweep would make no job")
                     twice = sorted({v for v in values if values.count(v) > 1})
                     if twice and len(values) <= MAX_JOBS:
                         raise UserError(f"{o.input_line} lists {', '.join(twice)} more than once: each value once "
                                         "(seeds are what repeat a run)")
-                    sizes[key] = len(values)
+                    sizes[o.get_key_element()] = len(values)
             if math.prod(sizes.values()) > MAX_JOBS:
                 raise UserError(f"the sweep makes more than {MAX_JOBS:,} jobs "
                                 f"({' x '.join(f'{k}: {n:,}' for k, n in sizes.items())}); check its ranges, or split it")
@@ -105,7 +102,7 @@ class GridSweeper(Sweeper):
 
 
 def product(overrides, max_batch_size: int | None = None) -> list[list[list[str]]]:
-    """The jobs of a grid, in batches of at most ``max_batch_size`` (None or -1: one batch): the product of
+    """The jobs of a grid, in batches of at most ``max_batch_size`` (None: one batch): the product of
     the swept values, the first key varying slowest; a key given twice keeps its first place and its last value. The
     same jobs, in the same order, as Hydra's basic sweeper makes (tests/test_private.py compares them)."""
     values: dict[str, list[str]] = {}
@@ -121,18 +118,15 @@ def product(overrides, max_batch_size: int | None = None) -> list[list[list[str]
     jobs_ = [list(job) for job in itertools.product(*values.values())]
     if max_batch_size is None:
         return [jobs_]
-    size = len(jobs_) if max_batch_size == -1 else max_batch_size
-    if size < 1:
-        raise UserError(f"hydra.sweeper.max_batch_size={max_batch_size} is not allowed: a positive number, or null")
-    return [jobs_[i:i + size] for i in range(0, len(jobs_), size)]
+    return [jobs_[i:i + max_batch_size] for i in range(0, len(jobs_), max_batch_size)]
 
 
 def _failed(ret) -> bool:
-    """A job that raised, or whose run recorded ``failed``."""
+    """A job that raised, or whose run recorded ``failed`` (or no record that can be read)."""
     if ret.status.name == "FAILED":
         return True
     try:
-        metrics = Path(ret.hydra_cfg.hydra.runtime.output_dir) / "metrics.json"
-        return json.loads(metrics.read_text()).get("status") == "failed"
-    except (OSError, ValueError, AttributeError):
+        record = RunFolder(Path(ret.hydra_cfg.hydra.runtime.output_dir)).recorded()
+    except AttributeError:
         return True
+    return record is None or record.get("status") in ("failed", "unreadable")

@@ -40,9 +40,10 @@ def _resolved(job, key: str) -> str:
         return str(OmegaConf.select(job, key))
 
 
-# the launchers that run a job in the sweeper's process (Hydra's basic one, the stacked one), where the job's task
-# takes over its check
-IN_PROCESS = ("BasicLauncher", "StackedLauncher")
+def in_process(launcher) -> bool:
+    """Whether a launcher (its config) runs the jobs in the sweeper's process, one after another: Hydra's basic one,
+    the stacked one. There a job's task takes its check over from the sweeper."""
+    return str(launcher.get("_target_", "")).rpartition(".")[2] in ("BasicLauncher", "StackedLauncher")
 
 
 def check(job, overrides, through: int = 4, task=None) -> checks.Checked:
@@ -59,8 +60,7 @@ def check(job, overrides, through: int = 4, task=None) -> checks.Checked:
 def hand_over_if_here(checked: checks.Checked, job, task) -> None:
     """``task.expect`` the job's check, if the job's launcher runs it in this process (else nothing would take it
     back, and the task would be sent to other processes with it)."""
-    launcher = OmegaConf.select(job, "hydra.launcher") or {}
-    if task is not None and str(launcher.get("_target_", "")).rpartition(".")[2] in IN_PROCESS:
+    if task is not None and in_process(OmegaConf.select(job, "hydra.launcher") or {}):
         task.expect(output_dir(job), checked)
 
 

@@ -21,15 +21,14 @@ The run's best epoch is still chosen by its ``objective``, a validation metric; 
 ``reg_runner.model.measures`` defines ``flops`` and ``near_zero``.
 """
 
-import math
-
 from reg_runner.errors import ConfigError
-from reg_runner.schema import reject
+from reg_runner.schema import is_number, reject
 
 DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize", "params": "minimize", "flops": "minimize",
               "near_zero": "maximize", "train_s": "minimize"}
+# where each is in a run's metrics.json (None: the run's own objective, at its best); the others: ("best", name)
 PATHS = {"params": ("n_parameters",), "flops": ("size", "flops_per_image"), "near_zero": ("size", "near_zero"),
-         "train_s": ("timing", "train_s")}  # the others: ("best", name)
+         "train_s": ("timing", "train_s"), None: ("best_val",)}
 
 
 def direction_of(objective: str) -> str:
@@ -56,14 +55,13 @@ def parse(v):
     return list(v)
 
 
-def value(record: dict, objective: str) -> float | None:
-    """A run's value of ``objective`` from its metrics.json; None if it recorded none (or not a finite number)."""
+def value(record: dict, objective: str | None) -> float | None:
+    """A run's value of ``objective`` (None: its own ``objective``'s best) from its metrics.json; None if it recorded
+    none (or not a finite number)."""
     node = record
     for key in PATHS.get(objective, ("best", objective)):
         node = node.get(key) if isinstance(node, dict) else None
-    if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
-        return None
-    return float(node)
+    return float(node) if is_number(node) else None
 
 
 def check_sampler(target: str, arguments: dict, objectives: list[str]) -> None:

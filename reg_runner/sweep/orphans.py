@@ -5,11 +5,11 @@ asks with its host and pid (``HOST``, ``PID``), through which a trial's sweeper 
 
 import datetime
 import logging
-import os
 import socket
 from pathlib import Path
 
 from reg_runner.sweep.outcomes import tell
+from reg_runner.sweep.workers import alive
 
 log = logging.getLogger(__name__)
 HOST, PID = "reg_runner.host", "reg_runner.pid"
@@ -40,18 +40,6 @@ def _orphaned(trial) -> bool:
     so only both name a process, and a trial without both is given the grace period."""
     attrs = trial.user_attrs
     if HOST in attrs and PID in attrs:
-        return attrs[HOST] == socket.gethostname() and not _alive(attrs[PID])
+        return attrs[HOST] == socket.gethostname() and not (isinstance(attrs[PID], int) and alive(attrs[PID]))
     started = trial.datetime_start
     return started is not None and (datetime.datetime.now() - started).total_seconds() > UNTAGGED_GRACE_S
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a live process of another user
-        pass
-    return True

@@ -1,9 +1,6 @@
-"""A trial's outcome, as its runs' records say: where its runs are (``trial_dirs``), how they ended
-(``outcome``), telling the study (``tell``), the marks on a trial a kill cut off (``_mark_cut``,
-``cut_numbers``), and the count of trials that ran to an end (``count_finished``).
-
-The trial attributes that name a trial's run folders, a refusal by the checks and a cut are defined here.
-"""
+"""A trial's outcome, as its runs' records say: how they ended, telling the study, the marks on a trial a kill cut
+off, and the count of trials that ran to an end. The trial attributes of a refusal by the checks and of a cut are
+defined here."""
 
 import math
 from pathlib import Path
@@ -31,21 +28,17 @@ def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "
         return "cut", None
     if all(s in TRAINED for s in statuses):
         records = [RunFolder(Path(d)).recorded() for d in dirs]
-        if objectives:
-            values = [[objectives_lib.value(r, o) for r in records] for o in objectives]
-            if all(v is not None for per_objective in values for v in per_objective):
-                return "complete", [math.fsum(v) / len(v) for v in values]
+        values = [[objectives_lib.value(r, o) for r in records] for o in objectives or [None]]
+        if any(v is None for per_objective in values for v in per_objective):
             return "failed", None
-        values = [r.get("best_val") for r in records]
-        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            return "complete", math.fsum(values) / len(values)
-        return "failed", None
+        means = [math.fsum(v) / len(v) for v in values]
+        return "complete", means if objectives else means[0]
     if any(s == "pruned" for s in statuses) and all(s in (*TRAINED, "pruned") for s in statuses):
         return "pruned", None
     return "failed", None
 
 
-def tell(study, trial, storage, artifacts: Path | None = None, objectives: list | None = None,
+def tell(study, trial, storage, artifacts: Path | None, objectives: list | None,
          unrecorded: str = "failed") -> tuple[str, object]:
     """Tell the study how the trial's runs ended, as their records say (``storage``: the study's; ``trial``: one
     asked, or one read back that a dead sweeper left running; ``unrecorded``: as ``outcome``'s); a trial that ran

@@ -16,16 +16,9 @@ import logging
 import math
 
 from reg_runner.errors import ConfigError
-from reg_runner.trainer.trial import build_pruner as build  # noqa: F401  (the sweepers')
 
 log = logging.getLogger(__name__)
 KEY = "hydra.sweeper.pruner"
-
-
-def steps(epochs: int, eval_every: int) -> list[int]:
-    """The steps a run reports: every ``eval_every`` epochs, and its last."""
-    out = list(range(eval_every, epochs + 1, eval_every))
-    return out if out and out[-1] == epochs else out + [epochs]
 
 
 class Reach:
@@ -34,7 +27,8 @@ class Reach:
 
     def __init__(self, epochs: int, eval_every: int, n_trials: int, n_jobs: int, objective: str):
         self.epochs, self.eval_every, self.objective = epochs, eval_every, objective
-        self.prunable = [s for s in steps(epochs, eval_every) if s < epochs]
+        # a run reports every eval_every epochs and at its last, where pruning would save nothing
+        self.prunable = list(range(eval_every, epochs, eval_every))
         # trials are told in batches of n_jobs: the last batch starts with all the others finished
         self.finished_before_last = 0 if n_trials <= n_jobs else n_trials - (n_trials % n_jobs or n_jobs)
         self.n_trials, self.n_jobs = n_trials, n_jobs
@@ -48,7 +42,7 @@ class Reach:
         return self.prunable[-1] if self.prunable else None
 
 
-def check(spec: dict, reach: Reach, key: str = KEY) -> None:
+def check(spec: dict, reach: Reach) -> None:
     """Refuse settings the pruner of ``spec`` cannot run with, or with which it would never prune; warn of a
     part that never acts."""
     name = str(spec.get("_target_", "")).rpartition(".")[2]
@@ -56,56 +50,56 @@ def check(spec: dict, reach: Reach, key: str = KEY) -> None:
     if name == "NopPruner":
         return
     if not reach.prunable:
-        raise ConfigError(f"{key}._target_", spec.get("_target_"), f"a pruner with runs that have a step to prune "
+        raise ConfigError(f"{KEY}._target_", spec.get("_target_"), f"a pruner with runs that have a step to prune "
                           f"at: with {reach.runs} a run is evaluated only at its last epoch, where stopping saves "
                           "nothing (use hydra/sweeper/pruner=none)")
     check_one = {"MedianPruner": _median, "PercentilePruner": _median, "ThresholdPruner": _threshold,
                  "SuccessiveHalvingPruner": _successive_halving, "HyperbandPruner": _hyperband,
                  "PatientPruner": _patient, "WilcoxonPruner": _wilcoxon}.get(name)
     if check_one is not None:
-        check_one(args, reach, key)
+        check_one(args, reach)
 
 
-def _integer(args: dict, name: str, default, lo: int, key: str, auto: bool = False, note: str = "") -> int | str:
+def _integer(args: dict, name: str, default, lo: int, auto: bool = False, note: str = "") -> int | str:
     value = args.get(name, default)
     if auto and value == "auto":
         return value
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ConfigError(f"{key}.{name}", value, f"{'auto or ' if auto else ''}an integer >= {lo}{note}")
+        raise ConfigError(f"{KEY}.{name}", value, f"{'auto or ' if auto else ''}an integer >= {lo}{note}")
     return value
 
 
-def _warmup(args: dict, name: str, reach: Reach, key: str) -> None:
-    warmup = _integer(args, name, 0, 0, key)
-    _integer(args, "interval_steps", 1, 1, key)
+def _warmup(args: dict, name: str, reach: Reach) -> None:
+    warmup = _integer(args, name, 0, 0)
+    _integer(args, "interval_steps", 1, 1)
     if warmup > reach.last():
-        raise ConfigError(f"{key}.{name}", warmup, f"at most {reach.last()}, the last step a run can be pruned at "
+        raise ConfigError(f"{KEY}.{name}", warmup, f"at most {reach.last()}, the last step a run can be pruned at "
                           f"({reach.runs}): with more, the pruner never prunes")
 
 
-def _finished_trials(args: dict, names: tuple, reach: Reach, key: str, what: str) -> None:
+def _finished_trials(args: dict, names: tuple, reach: Reach, what: str) -> None:
     """A pruner that compares with finished trials: some must have finished before a trial it could prune."""
     have = reach.finished_before_last
     for name, default in names:
-        need = _integer(args, name, default, 1 if name == "n_min_trials" else 0, key)
+        need = _integer(args, name, default, 1 if name == "n_min_trials" else 0)
         if max(1, need) > have:
             if have == 0:
-                raise ConfigError(f"{key}._target_", f"optuna.pruners.{what}", f"a pruner that compares with trials "
+                raise ConfigError(f"{KEY}._target_", f"optuna.pruners.{what}", f"a pruner that compares with trials "
                                   f"that have finished: with hydra.sweeper.n_trials={reach.n_trials} and n_jobs="
                                   f"{reach.n_jobs}, every trial starts before any has finished (run more trials "
                                   "than n_jobs, or no pruner)")
-            raise ConfigError(f"{key}.{name}", need, f"at most {have}: with hydra.sweeper.n_trials={reach.n_trials} "
+            raise ConfigError(f"{KEY}.{name}", need, f"at most {have}: with hydra.sweeper.n_trials={reach.n_trials} "
                               f"and n_jobs={reach.n_jobs}, the last trials start when {have} have finished; with "
                               "more, the pruner never prunes")
 
 
-def _median(args: dict, reach: Reach, key: str) -> None:
-    _warmup(args, "n_warmup_steps", reach, key)
-    _finished_trials(args, (("n_startup_trials", 5), ("n_min_trials", 1)), reach, key, "MedianPruner")
+def _median(args: dict, reach: Reach) -> None:
+    _warmup(args, "n_warmup_steps", reach)
+    _finished_trials(args, (("n_startup_trials", 5), ("n_min_trials", 1)), reach, "MedianPruner")
 
 
-def _threshold(args: dict, reach: Reach, key: str) -> None:
-    _warmup(args, "n_warmup_steps", reach, key)
+def _threshold(args: dict, reach: Reach) -> None:
+    _warmup(args, "n_warmup_steps", reach)
     lower, upper = args.get("lower"), args.get("upper")
     top = 1.0 if reach.objective == "val/acc" else math.inf  # the objective's range: accuracy, or a loss >= 0
     if (lower is None or lower <= 0) and (upper is None or upper >= top):
@@ -114,34 +108,34 @@ def _threshold(args: dict, reach: Reach, key: str) -> None:
                           "would never prune")
 
 
-def _patient(args: dict, reach: Reach, key: str) -> None:
-    raise ConfigError(f"{key}._target_", "optuna.pruners.PatientPruner", "a pruner that compares trials: a trial "
+def _patient(args: dict, reach: Reach) -> None:
+    raise ConfigError(f"{KEY}._target_", "optuna.pruners.PatientPruner", "a pruner that compares trials: a trial "
                       "reports its best value so far, which never gets worse, so PatientPruner (a value worse than "
                       "patience steps before) would never prune")
 
 
-def _wilcoxon(args: dict, reach: Reach, key: str) -> None:
-    startup = _integer(args, "n_startup_steps", 2, 0, key)
+def _wilcoxon(args: dict, reach: Reach) -> None:
+    startup = _integer(args, "n_startup_steps", 2, 0)
     if max(2, startup) > len(reach.prunable):
-        raise ConfigError(f"{key}.n_startup_steps", startup, f"at most {len(reach.prunable)}, the steps a run "
+        raise ConfigError(f"{KEY}.n_startup_steps", startup, f"at most {len(reach.prunable)}, the steps a run "
                           f"can be pruned at ({reach.runs}); and the pruner compares at least 2")
-    _finished_trials(args, (("n_startup_trials", 1),), reach, key, "WilcoxonPruner")
+    _finished_trials(args, (("n_startup_trials", 1),), reach, "WilcoxonPruner")
 
 
 def _first_rung(min_resource: int, factor: int, rate: int) -> int:
     return min_resource * factor ** rate
 
 
-def _successive_halving(args: dict, reach: Reach, key: str) -> None:
-    r = _integer(args, "min_resource", "auto", 1, key, auto=True)
-    factor = _integer(args, "reduction_factor", 4, 2, key)
-    rate = _integer(args, "min_early_stopping_rate", 0, 0, key)
-    _integer(args, "bootstrap_count", 0, 0, key)
+def _successive_halving(args: dict, reach: Reach) -> None:
+    r = _integer(args, "min_resource", "auto", 1, auto=True)
+    factor = _integer(args, "reduction_factor", 4, 2)
+    rate = _integer(args, "min_early_stopping_rate", 0, 0)
+    _integer(args, "bootstrap_count", 0, 0)
     resource = max(reach.epochs // 100, 1) if r == "auto" else r  # Optuna's auto: a hundredth of a run's steps
     rung = _first_rung(resource, factor, rate)
     if rung > reach.last():
         name = "min_resource" if rate == 0 or r == "auto" else "min_early_stopping_rate"
-        raise ConfigError(f"{key}.{name}", args.get(name, r), f"a first rung (min_resource x reduction_factor ^ "
+        raise ConfigError(f"{KEY}.{name}", args.get(name, r), f"a first rung (min_resource x reduction_factor ^ "
                           f"min_early_stopping_rate = {rung}) at most {reach.last()}, the last step a run can be "
                           f"pruned at ({reach.runs}): with a later one, the pruner never prunes")
 
@@ -154,23 +148,23 @@ def brackets(min_resource: int, max_resource: int, factor: int) -> list[dict]:
             for i, b in enumerate(budgets)]
 
 
-def _hyperband(args: dict, reach: Reach, key: str) -> None:
-    r = _integer(args, "min_resource", 1, 1, key)
-    factor = _integer(args, "reduction_factor", 3, 2, key)
-    _integer(args, "bootstrap_count", 0, 0, key)
+def _hyperband(args: dict, reach: Reach) -> None:
+    r = _integer(args, "min_resource", 1, 1)
+    factor = _integer(args, "reduction_factor", 3, 2)
+    _integer(args, "bootstrap_count", 0, 0)
     if r > reach.last():
-        raise ConfigError(f"{key}.min_resource", r, f"at most {reach.last()}, the last step a run can be pruned at "
+        raise ConfigError(f"{KEY}.min_resource", r, f"at most {reach.last()}, the last step a run can be pruned at "
                           f"({reach.runs}): every bracket's first rung would come later, so the pruner never prunes")
-    top = _integer(args, "max_resource", "auto", r, key, auto=True, note=f" (hydra.sweeper.pruner.min_resource={r})")
+    top = _integer(args, "max_resource", "auto", r, auto=True, note=f" ({KEY}.min_resource={r})")
     top = reach.epochs + 1 if top == "auto" else top  # Optuna's auto: a finished trial's last step, plus 1
     acting = [b for b in brackets(r, top, factor) if b["first_rung"] <= reach.last()]
     idle = [b for b in brackets(r, top, factor) if b["first_rung"] > reach.last()]
     if not acting:
-        raise ConfigError(f"{key}.min_resource", r, f"at most {reach.last()}, the last step a run can be pruned at "
+        raise ConfigError(f"{KEY}.min_resource", r, f"at most {reach.last()}, the last step a run can be pruned at "
                           f"({reach.runs}): every bracket's first rung comes later, so the pruner never prunes")
     if idle:
         share = sum(b["share"] for b in idle)
         log.warning("%s: %d of hyperband's %d brackets (first rungs at epochs %s) never act: they come after the last "
                     "step a run can be pruned at (%d, %s); their trials, about %.0f%% of them, run unpruned",
-                    key, len(idle), len(idle) + len(acting), ", ".join(str(b["first_rung"]) for b in idle),
+                    KEY, len(idle), len(idle) + len(acting), ", ".join(str(b["first_rung"]) for b in idle),
                     reach.last(), reach.runs, 100 * share)

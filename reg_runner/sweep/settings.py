@@ -20,8 +20,8 @@ from reg_runner import checks, keys
 from reg_runner.config import KEYS, check_job_name
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Bool, Group, Name, integer, optional, parse, reject
+from reg_runner.sweep import jobs, pruners
 from reg_runner.sweep import objectives as objectives_lib
-from reg_runner.sweep import pruners
 from reg_runner.sweep.objectives import direction_of
 from reg_runner.trainer.trial import NO_PRUNER, sqlite_path
 
@@ -282,9 +282,8 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
             raise ConfigError("hydra.sweeper.seeds_per_trial", study.seeds_per_trial, f"at most hydra.launcher."
                               f"max_members={stacked.max_members}: a trial's seeds train in one stack")
     if target == STUDY and study.pruner.target != NO_PRUNER:
-        in_process = kind == STACKED or kind.endswith("BasicLauncher")
         launcher_name = kind.rpartition(".")[2] or "this launcher"
-        if study.storage is None and not in_process:
+        if study.storage is None and not jobs.in_process(launcher):
             raise ConfigError("hydra.sweeper.storage", None, f"a database URL (sqlite:///...) to prune with "
                               f"{launcher_name}: its runs, in other processes, report to the study through it")
         if study.seeds_per_trial > 1 and kind != STACKED:

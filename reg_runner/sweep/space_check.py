@@ -12,16 +12,16 @@ from reg_runner.errors import ConfigError, UserError, show
 from reg_runner.sweep import jobs
 
 
-def precheck(sweeper, space, fixed, fixed_values, fixed_overrides) -> dict:
+def precheck(sweeper) -> tuple[dict, dict]:
     """Before the study is opened: a trial drawn from a throwaway study must search something, and must
     not be refused for a value the search does not set, which every trial would share. Returns the base
-    config the trials share (what a resumed study must still have)."""
+    config the trials share (what a resumed study must still have), and the trial's parameters."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dry = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = dry.ask()
-    overrides = sweeper.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
+    overrides = sweeper.trial_overrides(trial)
     if not trial.params:
         raise UserError("the search has nothing to search: give hydra.sweeper.custom_search_space or sweep a key "
                         "(optimizer.lr=tag(log,interval(1e-4,1e-1)), model.norm=choice(none,batchnorm))")
@@ -41,20 +41,19 @@ def precheck(sweeper, space, fixed, fixed_values, fixed_overrides) -> dict:
     shared = config_lib.results_config(config_lib.as_data(job))
     for name in trial.params:  # what the trials search is theirs; the rest is the study's
         dotted.drop(shared, name)
-    return shared
+    return shared, trial.params
 
 
-def check_ranges(sweeper, space, fixed, fixed_values, fixed_overrides, texts: dict) -> None:
+def check_ranges(sweeper, drawn: dict, texts: dict) -> None:
     """Each range swept on the command line, at its ends (each choice of a ``choice``), must be a value its
     key allows: ``model.dropout=interval(0.5,1.5)`` would otherwise run the trials that fall inside and
     refuse the others one by one. The upper end of a float range is checked just below it (a draw never
-    reaches it), so ``interval(0,1)`` for a probability in [0, 1) is fine."""
+    reaches it), so ``interval(0,1)`` for a probability in [0, 1) is fine. ``drawn``: the other parameters'
+    values (``precheck``'s), ``texts``: each key's sweep as written."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    base = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    sweeper.trial_overrides(base, space, fixed, fixed_values, fixed_overrides)
-    for name, dist in space.items():
+    for name, dist in sweeper.swept.items():
         if isinstance(dist, CategoricalDistribution):
             ends = [(f"its choice {show(c)}", c) for c in dist.choices]
         else:
@@ -62,9 +61,9 @@ def check_ranges(sweeper, space, fixed, fixed_values, fixed_overrides, texts: di
                 else dist.high
             ends = [(f"its lower end {show(dist.low)}", dist.low), (f"its upper end {show(dist.high)}", top)]
         for which, value in ends:
-            trial = optuna.trial.FixedTrial({**base.params, name: value})
+            trial = optuna.trial.FixedTrial({**drawn, name: value})
             try:
-                overrides = sweeper.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
+                overrides = sweeper.trial_overrides(trial)
                 job = jobs.compose(sweeper.hydra_context.config_loader, sweeper.config, overrides, 0, "the search")
                 checks.check(job, overrides)
             except ConfigError as e:  # another key's: a rule between it and the others' drawn values

@@ -45,12 +45,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from reg_runner import kinds
+from reg_runner import dotted, kinds
 from reg_runner import config as config_lib
 from reg_runner.records import make_folder
 from reg_runner.errors import UserError, exit_on_user_error, show
-from reg_runner.signals import STOP, at_once, stop_if_signalled
-from reg_runner.sweep import analysis, jobs, pruners
+from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
+from reg_runner.sweep import analysis, jobs
 from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import joblib_workers, launch_with_signals
 from reg_runner.sweep import trial as trial_lib
@@ -60,6 +60,7 @@ from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, sqlite_path, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
 from reg_runner.sweep.space_check import check_ranges, precheck
 from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
+from reg_runner.trainer.trial import build_pruner
 
 log = logging.getLogger(__name__)
 MAX_REFUSED = 10  # trials refused in a row before a search is stopped: its space reaches no valid config
@@ -92,7 +93,7 @@ class StudySweeper(Sweeper):
         if n_before and sampler_cfg.get("seed") is not None:
             sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
         sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
-        pruner = pruners.build(self.pruner_cfg) if self.pruner_cfg else None
+        pruner = build_pruner(self.pruner_cfg)
         try:
             if not hasattr(self, "store"):  # the study's storage, kept: a trial read back is written through it
                 self.store = trial_lib.open_storage(self.storage)
@@ -110,35 +111,29 @@ class StudySweeper(Sweeper):
                 study.set_metric_names(self.objectives)
         return study
 
+    @exit_on_user_error()
     def sweep(self, arguments: list[str]) -> None:
-        with exit_on_user_error():
-            self._sweep(arguments)
-
-    def _sweep(self, arguments: list[str]) -> None:
         t0 = time.time()
         params = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         stop_if_signalled("checking the search")  # a signal that came before
         with at_once("while checking the search; nothing was started"):
             try:
-                space, fixed, fixed_overrides = search_space(params)
+                self.swept, self.fixed, self.deletions = search_space(params)
             except (ValueError, AssertionError, NotImplementedError) as e:
                 raise UserError(f"a sweep override cannot be searched: {e}") from None
-            for name in space:
+            for name in self.swept:
                 labels_not_swept(name, next((p for p in params if p.partition("=")[0].lstrip("+~") == name), name))
-            fixed_values = _typed_values(fixed)
-            for name in fixed:
-                space.pop(name, None)
-            base = precheck(self, space, fixed, fixed_values, fixed_overrides)
-            check_ranges(self, space, fixed, fixed_values, fixed_overrides,
-                         dict(p.split("=", 1) for p in params if "=" in p))
+            self.fixed_values = _typed_values(self.fixed)
+            for name in self.fixed:
+                self.swept.pop(name, None)
+            base, drawn = precheck(self)
+            check_ranges(self, drawn, dict(p.split("=", 1) for p in params if "=" in p))
         created = self.make_folders()
         try:
             study = self.study()
             same_study(study, base, self.direction, self.seeds_per_trial, self.objectives)
         except UserError:
-            for folder in reversed(created):  # refused before anything ran: leave nothing behind
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
+            remove_empty(created)  # refused before anything ran: leave nothing behind
             raise
         if "study" not in kinds.marker(self.sweep_dir):  # where the report finds the study
             kinds.mark(self.sweep_dir, kinds.SWEEP, study=dict(name=self.study_name,
@@ -169,8 +164,7 @@ class StudySweeper(Sweeper):
                 trial.set_user_attr(PID, os.getpid())
             batch, folders = [], set()
             for trial in trials:
-                overrides = self.trial_overrides(trial, space, fixed, fixed_values, fixed_overrides)
-                runs = self.rejected(study, trial, overrides, folders)
+                runs = self.rejected(study, trial, folders)
                 if isinstance(runs, list):
                     batch.append((trial, runs))
                     refused.clear()
@@ -202,27 +196,27 @@ class StudySweeper(Sweeper):
         database = sqlite_path(self.storage) if isinstance(self.storage, str) else None
         if database is not None:
             folder = database.absolute().parent
-            inside = folder == self.sweep_dir.absolute() or self.sweep_dir.absolute() in folder.parents
-            if not inside and not folder.is_dir():
+            if not folder.is_relative_to(self.sweep_dir.absolute()) and not folder.is_dir():
                 raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
                                 "create it first, or keep the database in the sweep folder")
         return make_folder("hydra.sweep.dir", self.sweep_dir)
 
-    def trial_overrides(self, trial, space, fixed, fixed_values, fixed_overrides) -> list[str]:
-        for name, distribution in space.items():
+    def trial_overrides(self, trial) -> list[str]:
+        """The trial's overrides: the values it draws (the keys swept on the command line, then the search space's),
+        the values fixed on the command line, and its deletions (``~key``)."""
+        for name, distribution in self.swept.items():
             suggest(trial, name, distribution)
         if self.space is not None:
-            self.space(self.config, FixedAware(trial, fixed_values))
-        return [f"{k}={v}" for k, v in trial.params.items()] + [f"{k}={v}" for k, v in fixed.items()] + list(
-            fixed_overrides)
+            self.space(self.config, FixedAware(trial, self.fixed_values))
+        return [f"{k}={v}" for k, v in [*trial.params.items(), *self.fixed.items()]] + list(self.deletions)
 
-    def rejected(self, study, trial, overrides, folders: set) -> list[list[str]] | str:
+    def rejected(self, study, trial, folders: set) -> list[list[str]] | str:
         """Compose and check the trial's runs: their overrides if they may run; else the reason, and the
         trial is told failed with it (it makes no folder). ``folders``: the batch's, which must differ."""
         from optuna.trial import TrialState
 
         try:
-            runs = self.trial_runs(trial, overrides)
+            runs = self.trial_runs(trial, self.trial_overrides(trial))
             for run, job in runs:
                 jobs.check(job, run, task=self.task_function)
                 folder = jobs.output_dir(job)
@@ -270,7 +264,7 @@ class StudySweeper(Sweeper):
         workers = joblib_workers(launcher)
         if workers is not None:
             return workers
-        return 1 if str(launcher.get("_target_", "")).endswith(("BasicLauncher", "StackedLauncher")) else 10**6
+        return 1 if jobs.in_process(launcher) else 10**6
 
     def launch(self, batch) -> None:
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered
@@ -348,8 +342,8 @@ def same_study(study, base: dict, direction, seeds_per_trial: int = 1, objective
     if signature != mine:
         own = next((k for k in ("objectives", "direction") if signature.get(k) != mine.get(k)), None)
         key = own or config_lib.first_difference(signature.get("config"), base)
-        before = signature.get(own) if own else config_lib.value_at(signature.get("config"), key)
-        now = mine.get(own) if own else config_lib.value_at(base, key)
+        before = signature.get(own) if own else dotted.get(signature.get("config"), key)
+        now = mine.get(own) if own else dotted.get(base, key)
         raise UserError(f"the study {study.study_name!r} was started with {key}={before!r}; this command has "
                         f"{now!r}: its trials would not compare. Use another hydra.sweeper.study_name, or the study's "
                         "own settings")

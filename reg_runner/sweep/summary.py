@@ -1,7 +1,5 @@
-"""A study's summary at the end of a sweep: the summary dict (``summarize``: counts, best trial, top 10,
-epochs spent, batch waits), ``sweep_summary.json`` and ``sweep_summary.md`` (``write_summary``) and the
-lines printed (``print_summary``).
-"""
+"""A study's summary at the end of a sweep (counts, best trial, top 10, epochs spent, batch waits):
+``sweep_summary.json``, ``sweep_summary.md`` and the lines printed."""
 
 import math
 import shlex
@@ -100,13 +98,11 @@ def batch_wait(dirs: list[list[str]], wall_s: float, parallel: int) -> dict:
             timing = (RunFolder(Path(d)).recorded() or {}).get("timing") or {}
             if isinstance(timing.get("wall_s"), (int, float)):
                 walls.append(timing["wall_s"])
-    if parallel <= 1 or len(walls) < 2 or len(walls) > parallel:
-        return dict(wall_s=wall_s, busy_s=sum(walls), idle_s=0.0)
-    return dict(wall_s=wall_s, busy_s=sum(walls), idle_s=sum(max(walls) - w for w in walls))
+    side_by_side = 2 <= len(walls) <= parallel  # more runs than workers: no single batch end to wait for
+    return dict(wall_s=wall_s, busy_s=sum(walls), idle_s=sum(max(walls) - w for w in walls) if side_by_side else 0.0)
 
 
-def summarize(study, requested: int, wall_s: float, direction, waits: list | None = None,
-              objectives: list | None = None) -> dict:
+def summarize(study, requested: int, wall_s: float, direction, waits: list, objectives: list | None) -> dict:
     """With several ``objectives``: ``pareto``, the Pareto-optimal trials (by their first objective, best first),
     in place of a best trial and a top 10."""
     trials = study.get_trials(deepcopy=False)
@@ -134,8 +130,8 @@ def summarize(study, requested: int, wall_s: float, direction, waits: list | Non
         wall_s_this_invocation=wall_s,
         wall_s_study=(max(ends) - min(starts)).total_seconds() if starts and ends else None,
         epochs=epochs_spent(trials, cut),
-        batch_wait=dict(batches=len(waits or []), idle_worker_s=sum(w["idle_s"] for w in waits or []),
-                        busy_worker_s=sum(w["busy_s"] for w in waits or [])),
+        batch_wait=dict(batches=len(waits), idle_worker_s=sum(w["idle_s"] for w in waits),
+                        busy_worker_s=sum(w["busy_s"] for w in waits)),
         **(dict(objectives=objectives, pareto=[_run_record(t, objectives) for t in front], best=None, top=[])
            if objectives else dict(best=_run_record(complete[0]) if complete else None,
                                    top=[_run_record(t) for t in complete[:10]])),

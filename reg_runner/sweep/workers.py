@@ -104,26 +104,26 @@ def _end_with_workers(signum, frame) -> None:
     os._exit(128 + signum)
 
 
-def end_workers(parent: int, grace: float = GRACE) -> int:
+def end_workers(parent: int) -> int:
     """SIGTERM to every process under ``parent`` (resource trackers aside: they end when the processes they serve
     have), SIGKILL at once to those that cannot act on it yet (signals blocked or ignored), then to those still
-    alive after ``grace`` seconds. Returns how many were killed after the grace."""
-    deadline, sent, killed = time.monotonic() + grace, set(), set()
+    alive after ``GRACE`` seconds. Returns how many were killed after the grace."""
+    deadline, sent, killed = time.monotonic() + GRACE, set(), set()
     while True:
         workers = {pid for pid in descendants(parent) if not _is_tracker(pid)} | sent
-        alive = {pid for pid in workers if _alive(pid)}
-        for pid in alive - sent:
+        running = {pid for pid in workers if alive(pid)}
+        for pid in running - sent:
             _send(pid, signal.SIGTERM)
             sent.add(pid)
             if _cannot_act(pid):
                 _send(pid, signal.SIGKILL)
                 killed.add(pid)
-        if not alive - killed:
+        if not running - killed:
             return 0
         if time.monotonic() > deadline:
-            for pid in alive - killed:
+            for pid in running - killed:
                 _send(pid, signal.SIGKILL)
-            return len(alive - killed)
+            return len(running - killed)
         time.sleep(0.05)
 
 
@@ -156,15 +156,17 @@ def _status(pid: int) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Running (an ended child that its parent has not reaped yet is a zombie: it holds nothing)."""
     state = _status(pid).get("State")
     if state is not None:
         return not state.startswith(("Z", "X"))
     try:
         os.kill(pid, 0)
-    except OSError:
+    except ProcessLookupError:
         return False
+    except PermissionError:  # a live process of another user
+        pass
     return True
 
 
