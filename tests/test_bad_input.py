@@ -1,8 +1,8 @@
 """Every mistake a user can make gets one line naming the key, the value and what is allowed, exit
 code 2, no traceback, and leaves no folder behind: the real CLI, in a subprocess, on tiny data
-(100 training images in batches of 25, 400 validation images, 2 epochs). Every config case also goes
-through the same checks in this process, and every refusal through the CLI's entry point in this process
-(``cli(..., in_process=True)``); the real CLI in a subprocess once per kind of refusal."""
+(100 training images in batches of 25, 400 validation images, 2 epochs). Every refusal goes once through
+the CLI's entry point in this process (``cli(..., in_process=True)``); the ``*_real_cli`` cases, one per kind of
+refusal, in a subprocess with REG_RUNNER_TEST_CLI=subprocess."""
 
 import gzip
 
@@ -418,12 +418,14 @@ def rejection(overrides: list[str], data_root) -> str | None:
 
 # The real CLI in a subprocess once per kind of refusal (a config check, a key the config lacks, Hydra's composition
 # and grammar errors, a job name, a data folder, a key given twice): a refused config becomes one line, exit 2, and no
-# folder. Every case, these too, also goes through the CLI's entry point in this process (``cli(in_process=True)``:
-# the same ``reg_runner.cli.entry``, Hydra, callbacks and checks, without an interpreter's start-up for each).
+# folder (by default through the CLI's entry point in this process, REG_RUNNER_TEST_CLI=subprocess: in a process of
+# its own). Every other case goes through the CLI's entry point in this process (``cli(in_process=True)``: the same
+# ``reg_runner.cli.entry``, Hydra, callbacks and checks, without an interpreter's start-up for each).
 REAL_CLI = ["model.dropout=1.0", "+foo=bar", "model.dropuot=0.5", "model=resnet", "reg.l2=[1,2",
             "model.norm=batchnorm,layernorm", "hydra.job.name=", "data=cifar10", "scheduler.warmup_epochs=5"]
 REAL_CLI_CASES = [c for c in CONFIG_CASES if c[0] in REAL_CLI]
 assert len(REAL_CLI_CASES) == len(REAL_CLI)
+OTHER_CASES = [c for c in CONFIG_CASES if c[0] not in REAL_CLI]
 
 
 @pytest.mark.parametrize("overrides,expected", REAL_CLI_CASES, ids=[c[0] for c in REAL_CLI_CASES])
@@ -434,7 +436,7 @@ def test_bad_value_real_cli(cli, overrides, expected):
 
 
 class TestConfigA:  # two classes: xdist spreads them over its two workers
-    @pytest.mark.parametrize("overrides,expected", CONFIG_CASES[::2], ids=[c[0] for c in CONFIG_CASES[::2]])
+    @pytest.mark.parametrize("overrides,expected", OTHER_CASES[::2], ids=[c[0] for c in OTHER_CASES[::2]])
     def test_bad_value(self, cli, overrides, expected):
         proc = cli(*overrides.split(), check=False, in_process=True)
         assert_one_line_error(proc, expected)
@@ -442,7 +444,7 @@ class TestConfigA:  # two classes: xdist spreads them over its two workers
 
 
 class TestConfigB:
-    @pytest.mark.parametrize("overrides,expected", CONFIG_CASES[1::2], ids=[c[0] for c in CONFIG_CASES[1::2]])
+    @pytest.mark.parametrize("overrides,expected", OTHER_CASES[1::2], ids=[c[0] for c in OTHER_CASES[1::2]])
     def test_bad_value(self, cli, overrides, expected):
         proc = cli(*overrides.split(), check=False, in_process=True)
         assert_one_line_error(proc, expected)
@@ -451,12 +453,13 @@ class TestConfigB:
 
 # The real CLI once per kind of a multirun's refusal: a job the sweeper refuses, the sweeper's own settings, a
 # study's trials all refused, a grid that cannot be made, a pruner against the runs, Hydra's own (a group option,
-# its argument rules); every case also in this process.
+# its argument rules); every other case in this process.
 REAL_MULTIRUN = ["model.dropout=0.1,1.5", "hparams_search=quick hydra.sweeper.n_trials=-1", "hparams_search=quick",
                  "seed=range(0,2,0)", "hparams_search=quick hydra/sweeper/pruner=median", "optimizer=adam,lbfgs",
                  "--cfg job"]
 REAL_MULTIRUN_CASES = [c for c in MULTIRUN_CASES if c[0] in REAL_MULTIRUN]
 assert len(REAL_MULTIRUN_CASES) == len(REAL_MULTIRUN)
+OTHER_MULTIRUN_CASES = [c for c in MULTIRUN_CASES if c[0] not in REAL_MULTIRUN]
 
 
 def check_bad_sweep(proc, expected):
@@ -473,7 +476,7 @@ def test_bad_sweep_real_cli(cli, case):
 
 
 class TestMultirun:
-    @pytest.mark.parametrize("case", MULTIRUN_CASES, ids=[c[0] for c in MULTIRUN_CASES])
+    @pytest.mark.parametrize("case", OTHER_MULTIRUN_CASES, ids=[c[0] for c in OTHER_MULTIRUN_CASES])
     def test_bad_sweep(self, cli, case):
         overrides, *expected = case
         check_bad_sweep(cli("--multirun", *overrides.split(), check=False, in_process=True), expected)
