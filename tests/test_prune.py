@@ -80,7 +80,7 @@ def test_median_pruner_stops_trials_in_the_sweepers_own_process(cli):
 
 @pytest.mark.slow  # a search of stacks, then each seed alone
 def test_seeds_per_trial_train_as_one_stack_and_the_trial_is_their_mean(cli):
-    proc = cli(*SEARCH, *MEDIAN, "trainer.epochs=12", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
+    proc = cli(*SEARCH, *MEDIAN, "trainer.epochs=5", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
                "hydra.sweeper.seeds_per_trial=3", "hydra/launcher=stacked", "seed=4")
     study = optuna.load_study(study_name="quick", storage=f"sqlite:///{proc.run_dir / 'study.db'}")
     counts = check_trials(study)
