@@ -75,8 +75,8 @@ def test_seed_null_draws_and_records_a_seed(cli):
 
 
 def test_multirun_of_the_design_card(cli):
-    proc = cli("--multirun", "model.norm=none,batchnorm,layernorm", "seed=0,1", "trainer.epochs=1",
-               in_process=False)  # the real CLI: a multirun
+    # in this process: the real CLI's basic multiruns are test_stacked's (their lone runs, a process each)
+    proc = cli("--multirun", "model.norm=none,batchnorm,layernorm", "seed=0,1", "trainer.epochs=1", in_process=True)
     runs = sorted(p for p in proc.run_dir.iterdir() if p.is_dir())
     assert len(runs) == 6
     seen = set()
