@@ -210,7 +210,7 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(cli):
 @pytest.mark.slow  # joblib's worker processes
 def test_joblib_runs_trials_in_parallel_and_prunes_through_sqlite(cli):
     proc = cli(*QUICK, "hydra/launcher=joblib", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2",
-               "trainer.epochs=8", *MEDIAN)
+               "trainer.epochs=4", *MEDIAN)
     study = load_study(proc.run_dir)
     trials = study.get_trials(deepcopy=False)
     counts = check_trials(study)  # each worker process reported its run's curve to the study's database
