@@ -119,7 +119,9 @@ def _replay_module():
     return module
 
 
-REPLAYED = (*SEARCH, "hydra/launcher=stacked", "hydra.sweeper.n_jobs=4", "hydra.sweeper.storage=null")
+REPLAYED_EPOCHS = 9  # successive halving's rungs at 2, 4 and 8 epochs, the last one inside the runs
+REPLAYED = (*SEARCH, f"trainer.epochs={REPLAYED_EPOCHS}", "hydra/launcher=stacked", "hydra.sweeper.n_jobs=4",
+            "hydra.sweeper.storage=null")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +151,7 @@ def test_the_replay_of_an_unpruned_search_gives_the_pruned_searchs_epochs(cli, u
     keys = {o.split("=", 1)[0].rpartition(".")[2]: int(o.split("=", 1)[1]) for o in pruner[1:]}
     name = pruner[0].rpartition("=")[2]
     if name == "hyperband":
-        keys["max_resource"] = 12
+        keys["max_resource"] = REPLAYED_EPOCHS
     result = replay.replay(study, search, replay.pruner_from(name, keys), 4)
     summary = json.loads((pruned.run_dir / "sweep_summary.json").read_text())
     assert summary["n_pruned"] >= 1
