@@ -41,8 +41,10 @@ def study(tmp_path_factory, tiny_data):
 
 
 def report(path, *args):
-    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(path), *args], capture_output=True,
-                          text=True, timeout=120)
+    """``python -m reg_runner.report PATH *args`` through its main in this process (the real command: a search's
+    report in tests/test_analysis.py, a refusal in test_a_baseline_that_matches_no_group_is_refused_before_out_is_made
+    and test_a_command_line_mistake_is_one_line)."""
+    proc = in_process(["reg_runner.report", str(path), *args], os.getcwd())
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -212,15 +214,13 @@ def test_bad_records_and_bad_out_folders_are_one_line(study, tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     for out, expected in ((a_file, f"error: --out {a_file} is a file"), (a_file / "sub", "cannot be created")):
-        proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(sweep), "--out", str(out)],
-                              capture_output=True, text=True)
+        proc = in_process(["reg_runner.report", str(sweep), "--out", str(out)], tmp_path)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
     read_only = tmp_path / "read_only"
     read_only.mkdir()
     read_only.chmod(0o555)
     try:
-        proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(sweep), "--out", str(read_only)],
-                              capture_output=True, text=True)
+        proc = in_process(["reg_runner.report", str(sweep), "--out", str(read_only)], tmp_path)
         if os.geteuid() != 0:  # root writes anywhere
             assert proc.returncode == 2 and "cannot be written" in proc.stderr and "Traceback" not in proc.stderr
     finally:
@@ -228,8 +228,7 @@ def test_bad_records_and_bad_out_folders_are_one_line(study, tmp_path):
 
 
 def test_an_empty_out_is_refused_not_taken_for_the_current_folder(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(tmp_path), "--out", ""], capture_output=True,
-                          text=True, cwd=tmp_path)
+    proc = in_process(["reg_runner.report", str(tmp_path), "--out", ""], tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "--out: '' is not allowed: a folder path (empty would mean the current folder)" in proc.stderr
     assert not any(tmp_path.iterdir())
@@ -241,7 +240,7 @@ def _ok(path):
 
 
 def test_no_runs_is_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(tmp_path)], capture_output=True, text=True)
+    proc = in_process(["reg_runner.report", str(tmp_path)], tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: no run folder below {tmp_path} (a run folder holds metrics.json or .hydra/)"
 
 
