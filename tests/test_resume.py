@@ -215,7 +215,7 @@ def test_a_second_ctrl_c_stops_at_once_and_the_run_resumes(cli, tmp_path, refere
     else:  # the first ended the whole command within the 20 ms; the second came after its end, which ignores it
         assert len(lines) == 1 and lines[0].startswith("interrupted by SIGINT after epoch"), err
         assert lines[0].endswith(again) and read_metrics(run_dir)["status"] == "interrupted"
-    resume(cli, run_dir)
+    resume(cli, run_dir, in_process=True)  # the real command's resume: the SIGKILL test's
     assert without_timing(read_metrics(run_dir)) == without_timing(reference)
     assert_each_epoch_once(run_dir, 150)
 
@@ -385,7 +385,7 @@ def test_a_run_whose_last_checkpoint_was_removed_is_not_started_over(cli, tmp_pa
     (run_dir / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
     (run_dir / "checkpoints" / "last.pt").unlink()
     before = (run_dir / "history.csv").read_bytes()
-    proc = resume(cli, run_dir, check=False)
+    proc = resume(cli, run_dir, check=False, in_process=True)  # the real command's refusal: test_bad_resume_folders'
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "checkpoints/last.pt is missing, though metrics.json records 2 epochs trained" in lines[0]
