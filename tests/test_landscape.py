@@ -15,15 +15,19 @@ from reg_runner.model.mlp_net import MLPNet as MLP
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def landscape(cli, *args, check=True, in_process=False):
-    if in_process:  # a refusal: python -m reg_runner.landscape's main in this process (conftest.call_in_process)
+def landscape(cli, *args, check=True, in_process=True):
+    """``python -m reg_runner.landscape *args``: its main in this process (conftest.call_in_process), or a process of
+    its own (``in_process=False``: once per kind of behaviour, a landscape drawn and each kind of refusal)."""
+    if in_process:
         from conftest import call_in_process
 
         from reg_runner import landscape as landscape_module
 
-        assert not check
-        return call_in_process(lambda: landscape_module.main(), ["python -m reg_runner.landscape", *map(str, args)],
+        proc = call_in_process(lambda: landscape_module.main(), ["python -m reg_runner.landscape", *map(str, args)],
                                cli.tmp_path, cli.env)
+        if check and proc.returncode != 0:
+            raise AssertionError(proc.stderr[-3000:])
+        return proc
     proc = subprocess.run([sys.executable, "-m", "reg_runner.landscape", *map(str, args)], cwd=cli.tmp_path,
                           env=cli.env, capture_output=True, text=True, timeout=300)
     if check and proc.returncode != 0:
@@ -62,7 +66,7 @@ def runs(tmp_path_factory, tiny_data):
 
 def test_the_centre_is_the_checkpoint_and_the_path_ends_at_the_init(runs):
     cli, plain, _ = runs
-    proc = landscape(cli, plain, "--grid", 7, "--span", 0.5)
+    proc = landscape(cli, plain, "--grid", 7, "--span", 0.5, in_process=False)  # the real command
     result = json.loads((plain / "landscape.json").read_text())
     loss, acc = checkpoint_loss(plain)
     assert result["center"]["loss"] == pytest.approx(loss, abs=1e-5)
@@ -231,7 +235,7 @@ def test_a_damaged_checkpoint_gets_one_line(runs, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(plain, copy, ignore=shutil.ignore_patterns("landscape*", "events*"))
     (copy / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
-    proc = landscape(cli, copy, check=False)
+    proc = landscape(cli, copy, check=False, in_process=False)  # the real CLI's line, torch's warnings and all
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: {copy}/checkpoints/best.pt cannot be read as a checkpoint (UnpicklingError); it is damaged"]
     (copy / "checkpoints" / "best.pt").write_bytes(b"\x80\x04junk")  # a pickle protocol torch warns about first
