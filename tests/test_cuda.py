@@ -167,5 +167,5 @@ def test_lr_find_and_the_landscape_run_on_cuda(cli, tmp_path):
     out = cli("lr_find.steps=20", *CUDA, module="reg_runner.lr_find")
     assert (out.run_dir / "lr_find.json").is_file()
     run_dir = cli(*CUDA).run_dir
-    landscape(cli, run_dir, "--grid", "5", "--device", "cuda")
+    landscape(cli, run_dir, "--grid", "5", "--device", "cuda", in_process=False)
     assert (run_dir / "landscape.json").is_file()
