@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CLI
+from conftest import CLI, call_in_process
 
-from reg_runner import kinds
+from reg_runner import kinds, landscape
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,9 @@ def folders(tmp_path_factory, tiny_data) -> dict:
     cli = CLI(tmp_path_factory.mktemp("kinds"), tiny_data)
     run = cli("trainer.epochs=2", "logging.tensorboard=false").run_dir
     out = cli.tmp_path / "landscape_out"
-    subprocess.run([sys.executable, "-m", "reg_runner.landscape", str(run), "--grid", "3", "--dims", "1", "--out",
-                    str(out)], cwd=cli.tmp_path, env=cli.env, capture_output=True, check=True, timeout=300)
+    made = call_in_process(landscape.main, ["python -m reg_runner.landscape", str(run), "--grid", "3", "--dims", "1",
+                                            "--out", str(out)], cli.tmp_path, cli.env)  # the real command: test_landscape
+    assert made.returncode == 0, made.stderr[-3000:]
     return dict(cli=cli, run=run, landscape=out,
                 lr_find=cli("lr_find.steps=20", module="reg_runner.lr_find").run_dir,
                 sweep=cli("--multirun", "seed=0,1", "trainer.epochs=1", "logging.tensorboard=false").run_dir)
