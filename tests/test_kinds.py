@@ -19,8 +19,9 @@ def folders(tmp_path_factory, tiny_data) -> dict:
     cli = CLI(tmp_path_factory.mktemp("kinds"), tiny_data)
     run = cli("trainer.epochs=2", "logging.tensorboard=false").run_dir
     out = cli.tmp_path / "landscape_out"
+    # through its main in this process (the real command draws in test_landscape.py)
     made = call_in_process(landscape.main, ["python -m reg_runner.landscape", str(run), "--grid", "3", "--dims", "1",
-                                            "--out", str(out)], cli.tmp_path, cli.env)  # the real command: test_landscape
+                                            "--out", str(out)], cli.tmp_path, cli.env)
     assert made.returncode == 0, made.stderr[-3000:]
     return dict(cli=cli, run=run, landscape=out,
                 lr_find=cli("lr_find.steps=20", module="reg_runner.lr_find").run_dir,
