@@ -117,13 +117,9 @@ class StepWatcher:
         self._grad_norms = {n: w.grad.norm() if w.grad is not None else torch.zeros(()) for n, w in self.weights.items()}
 
     def after_step(self) -> None:
-        values = []
+        out = {}
         for n, w in self.weights.items():
-            values.append(self._grad_norms[n])
-            values.append((w.detach() - self._before[n]).norm() / self._before[n].norm().clamp_min(1e-12))
-        flat = torch.stack([v.float().cpu() for v in values]).tolist()
-        self.stats = {}
-        for i, n in enumerate(self.weights):
-            self.stats[f"grad_norm/{n}"] = flat[2 * i]
-            self.stats[f"update_ratio/{n}"] = flat[2 * i + 1]
+            out[f"grad_norm/{n}"] = self._grad_norms[n]
+            out[f"update_ratio/{n}"] = (w.detach() - self._before[n]).norm() / self._before[n].norm().clamp_min(1e-12)
+        self.stats = dict(zip(out, torch.stack([v.float().cpu() for v in out.values()]).tolist()))  # one transfer
         self._before = {}

@@ -41,6 +41,15 @@ def weight_names(net: nn.Module) -> dict[str, str]:
     return {display: names[id(layer.weight)] for display, layer in weight_layers(net).items()}
 
 
+def each_tensor(root: nn.Module, f) -> None:
+    """Every parameter and buffer of ``root``'s modules replaced by ``f`` of it (a parameter by a parameter)."""
+    for module in root.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            setattr(module, name, nn.Parameter(f(p)))
+        for name, b in list(module.named_buffers(recurse=False)):
+            module.register_buffer(name, f(b))
+
+
 class Stacked(nn.Module):
     """Base of every stacked form: ``shape`` and ``n_classes`` of its networks, and ``template``, one plain
     network of the architecture (built without memory), which names the weights."""
@@ -71,14 +80,10 @@ class Stacked(nn.Module):
     def keep(self, members: list[int]) -> None:
         """Only ``members`` (indices, in order) stay in the stack: the others' slices are dropped."""
         index = torch.tensor(members, device=next(iter(self.parameters())).device)
+        each_tensor(self, lambda t: t.index_select(0, index))
         for module in self.modules():
-            for name, p in list(module.named_parameters(recurse=False)):
-                setattr(module, name, nn.Parameter(p.index_select(0, index)))
-            for name, b in list(module.named_buffers(recurse=False)):
-                module.register_buffer(name, b.index_select(0, index))
-            if module is not self and hasattr(module, "keep_members"):
+            if hasattr(module, "keep_members"):
                 module.keep_members(members)
-        self.keep_members(members)
 
     def keep_members(self, members: list[int]) -> None:
         """What a stacked form keeps per member besides its tensors (dropout probabilities, generators...)."""
@@ -131,13 +136,8 @@ class Looped(Stacked):
             self.register_parameter(name, p)
         for name, b in template.named_buffers(recurse=False):
             self.register_buffer(name, b)
-        k = len(members)
         with torch.no_grad():
-            for module in self.modules():
-                for name, p in list(module.named_parameters(recurse=False)):
-                    setattr(module, name, nn.Parameter(p.detach().unsqueeze(0).repeat(k, *[1] * p.dim())))
-                for name, b in list(module.named_buffers(recurse=False)):
-                    module.register_buffer(name, b.unsqueeze(0).repeat(k, *[1] * b.dim()))
+            each_tensor(self, lambda t: t.unsqueeze(0).repeat(len(members), *[1] * t.dim()))
 
     def keep_members(self, members: list[int]) -> None:
         self.nets = [self.nets[i] for i in members]
