@@ -57,15 +57,11 @@ def poll() -> None:
 
 def shapes(n_train: int, batch_size: int, drop_last: bool, eval_sizes: list[int], eval_batch_size: int):
     """The rows of the training batches and of the evaluation chunks a run of these sizes uses."""
-    train = {min(batch_size, n_train)}
-    if not drop_last and n_train > batch_size and n_train % batch_size:
-        train.add(n_train % batch_size)
-    evaluation = set()
-    for n in eval_sizes:
-        evaluation.add(min(eval_batch_size, n))
-        if n > eval_batch_size and n % eval_batch_size:
-            evaluation.add(n % eval_batch_size)
-    return tuple(sorted(train)), tuple(sorted(evaluation))
+    def rows(n: int, size: int, last: bool = True) -> set[int]:  # ``last``: a smaller last batch is kept
+        return {min(size, n)} | ({n % size} if last and n > size and n % size else set())
+
+    evaluation = set().union(*(rows(n, eval_batch_size) for n in eval_sizes))
+    return tuple(sorted(rows(n_train, batch_size, not drop_last))), tuple(sorted(evaluation))
 
 
 def _structure(checked, members: int) -> dict:

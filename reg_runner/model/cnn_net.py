@@ -118,11 +118,6 @@ class StackedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) -> (K, B, C_out, H, W), one batch per member; or a shared (N, C, H, W)."""
         k, c_out, c_in = self.weight.shape[:3]
-        if x.device.type == "cpu":  # each member's own convolution: a lone run's kernel, a lone run's rounding
-            inputs = [x] * k if x.dim() == 4 else x.unbind(0)
-            outs = [F.conv2d(xk, wk, bk, padding=self.padding)
-                    for xk, wk, bk in zip(inputs, self.weight.unbind(0), self.bias.unbind(0))]
-            return outs[0].unsqueeze(0) if k == 1 else torch.stack(outs)
         if x.dim() == 4:  # one wide convolution for all members: the images are read once
             out = F.conv2d(x, self.weight.reshape(k * c_out, *self.weight.shape[2:]), self.bias.reshape(-1),
                            padding=self.padding)
@@ -163,7 +158,7 @@ class StackedConvBlock(nn.Module):
 class StackedHidden(nn.Module):
     def __init__(self, members: int, n_in: int, n_out: int, cfg, dropout: StackedDropout):
         super().__init__()
-        self.linear = StackedLinear(members, n_in, n_out, looped=True)
+        self.linear = StackedLinear(members, n_in, n_out)
         self.act = Activation(cfg.activation)
         self.dropout = dropout
 
@@ -182,7 +177,7 @@ class StackedCNN(FastStacked):
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
         self.fc = StackedHidden(k, features, cfg.hidden, cfg, self.dropout) if cfg.hidden else None
-        self.classifier = StackedLinear(k, cfg.hidden or features, n_classes, looped=True)
+        self.classifier = StackedLinear(k, cfg.hidden or features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) -> (K, B, classes); or a shared (N, C, H, W) -> (K, N, classes)."""

@@ -166,21 +166,15 @@ class Looped(Stacked):
 
 
 class StackedLinear(nn.Module):
-    """K linear layers: batched matrix products, or (``looped`` on a CPU) each member's own product, as a lone
-    run computes it (OpenBLAS's batched kernels round some shapes differently, e.g. 784 or more inputs)."""
+    """K linear layers: batched matrix products."""
 
-    def __init__(self, members: int, n_in: int, n_out: int, looped: bool = False):
+    def __init__(self, members: int, n_in: int, n_out: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, n_out, n_in))
         self.bias = nn.Parameter(torch.empty(members, n_out))
-        self.looped = looped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, n_in) -> (K, B, n_out), one batch per member; or (N, n_in), one input every member sees."""
-        if self.looped and x.device.type == "cpu":
-            return torch.stack([torch.addmm(bk, x if x.dim() == 2 else xk, wk.t()) for bk, xk, wk in
-                                zip(self.bias.unbind(0), x.expand(len(self.weight), *x.shape).unbind(0)
-                                    if x.dim() == 2 else x.unbind(0), self.weight.unbind(0))])
         if x.dim() == 2:  # one wide matrix product for all members: x is read once
             k, n_out, n_in = self.weight.shape
             out = torch.addmm(self.bias.reshape(-1), x, self.weight.reshape(k * n_out, n_in).t())
