@@ -290,11 +290,10 @@ def _step(model, x, grad):
 MEASURED_ROWS = 256  # evaluation chunks are timed on this many images and scaled: the time is linear in them
 
 
-def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, device: "torch.device",
-            rounds: int = MEASURE_ROUNDS) -> Speeds:
+def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, device: "torch.device") -> Speeds:
     """A few steps (forward and backward; the optimizers step each run alone either way) and evaluation chunks of
     one member alone and of the whole stack at the largest training rows and at most ``MEASURED_ROWS`` evaluation
-    rows (scaled to the largest chunk), in turns (a busy machine slows both alike): the fastest of ``rounds``,
+    rows (scaled to the largest chunk), in turns (a busy machine slows both alike): the fastest of ``MEASURE_ROUNDS``,
     after one to warm up. Its cost is a few of the runs' own steps: it must not eat what a stack saves."""
     import torch
 
@@ -316,7 +315,7 @@ def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_row
 
         calls += [lambda model=model, x=x, grad=grad: _step(model, x, grad), evaluate]
     best = [math.inf] * len(calls)
-    for r in range(rounds + 1):
+    for r in range(MEASURE_ROUNDS + 1):
         for i, call in enumerate(calls):
             poll()
             started = time.perf_counter()

@@ -120,9 +120,6 @@ class TBLogger:
         self.n_classes = data.n_classes
         self.val_x = data.val.x
 
-    def wants_histograms(self, epoch: int) -> bool:
-        return epoch in self.hist_epochs
-
     @property
     def wants_entropy(self) -> bool:
         return bool(self.hist_epochs) and len(self.val_x) > 0
@@ -197,12 +194,9 @@ class TensorBoard:
     def __init__(self, data, plain, resumed: set):
         self.data, self.plain, self.resumed = data, plain, resumed
 
-    def _load(self, engine, k: int) -> None:
-        self.plain.load_state_dict(engine.model.member_state(k))
-
     def wants_histograms(self, member, epoch: int) -> bool:
         tb = member.extra.get("tb")
-        return tb is not None and tb.wants_histograms(epoch)
+        return tb is not None and epoch in tb.hist_epochs
 
     def start(self, engine) -> None:
         for m in engine.members:
@@ -217,7 +211,7 @@ class TensorBoard:
         entropies = engine.evaluate(self.data.val, entropy=True)["entropy"] if wanted else None
         for k, tb in fresh.items():
             m = engine.members[k]
-            self._load(engine, k)
+            self.plain.load_state_dict(engine.model.member_state(k))
             tb.start(m.config, entropies[k] if tb.wants_entropy else None)
             tb.augmentation_examples(m.augment, m.gens["examples"])
             tb.writer.flush()  # on disk before the epoch-0 checkpoint: a resume starts after it
@@ -230,7 +224,7 @@ class TensorBoard:
             if row is not None:
                 tb.scalars(row)
             if m in result.steps and m.state.status != "diverged":
-                self._load(engine, k)
+                self.plain.load_state_dict(engine.model.member_state(k))
                 tb.histograms(m.state.epoch, result.steps[m], result.entropies.get(m))
             if m.state.epoch % m.cfg.trainer.checkpoint_every == 0:
                 # the events up to a checkpoint are on disk before it: a run killed after writing it resumes

@@ -173,12 +173,10 @@ class Module(ModelFamily):
         """The keys the config gives, not the constructor's defaults (which need not be data)."""
         return {k: v for k, v in handler(self).items() if k in ("_target_", "target") or k in self.model_fields_set}
 
-    def arguments(self) -> dict:
-        return {k: getattr(self, k) for k in self.model_fields_set if k != "target"}
-
     def plain(self, shape, n_classes: int):
+        given = {k: getattr(self, k) for k in self.model_fields_set if k != "target"}  # else its own defaults
         data = {"num_classes": n_classes, "n_classes": n_classes, "in_channels": shape[0]}
-        return self.MODULE(**self.arguments(), **{k: data[k] for k in self.FILLS})
+        return self.MODULE(**given, **{k: data[k] for k in self.FILLS})
 
 
 @functools.cache
@@ -224,11 +222,7 @@ def load(run_dir, which: str = "best"):
     checkpoint = torch.load(run_dir / "checkpoints" / f"{which}.pt", map_location="cpu", weights_only=True)
     cfg = parse_config(upgrade(checkpoint["config"])["model"])
     data = json.loads((run_dir / "metrics.json").read_text())["data"]
-    net = cfg.plain(image_shape(data["image_shape"]), data.get("n_classes", 10))
+    shape = data["image_shape"]  # (H, W) in records made before channels were kept
+    net = cfg.plain(tuple(shape) if len(shape) == 3 else (1, *shape), data.get("n_classes", 10))
     net.load_state_dict(checkpoint["model"])
     return net.eval()
-
-
-def image_shape(recorded: list) -> tuple[int, int, int]:
-    """A recorded image shape as (channels, height, width) (records made before channels were kept: (H, W))."""
-    return tuple(recorded) if len(recorded) == 3 else (1, *recorded)

@@ -193,11 +193,9 @@ class StackedCNN(FastStacked):
         k = self.members
         inputs = [x] * k if x.dim() == len(self.shape) + 1 else list(x.unbind(0))
         layers = []  # per block: its tensors' members (unbound once: their gradients are stacked once)
-        for b in self.blocks:
-            norm = b.norm
-            layers.append((b.conv.weight.unbind(0), b.conv.bias.unbind(0),
-                           norm.weight.unbind(0) if norm is not None else [None] * k,
-                           norm.bias.unbind(0) if norm is not None and hasattr(norm, "bias") else [None] * k))
+        for b in self.blocks:  # a CNN's norms (batch and group norms) have a gain and a bias
+            gains = (b.norm.weight.unbind(0), b.norm.bias.unbind(0)) if b.norm is not None else ([None] * k,) * 2
+            layers.append((b.conv.weight.unbind(0), b.conv.bias.unbind(0), *gains))
         top = [(m.weight.unbind(0), m.bias.unbind(0))
                for m in ([self.fc.linear] if self.fc else []) + [self.classifier]]
         logits = []

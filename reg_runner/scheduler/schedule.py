@@ -1,10 +1,6 @@
-"""Learning-rate schedules: torch's schedulers, stepped at the right moments.
-
-A schedule preset names a scheduler in ``name``. ``onecycle`` and ``cyclic`` step after every
-optimizer step (their cycle is defined in steps); the others step once per epoch, ``plateau``
-on each evaluation of its monitored metric. ``warmup_epochs > 0`` puts a linear warmup from
-``warmup_start_factor * lr`` to ``lr`` in front; the main schedule then runs over the remaining
-epochs.
+"""Learning-rate schedules: torch's schedulers, stepped at the right moments (the options and when each steps:
+``reg_runner.scheduler``). ``warmup_epochs > 0`` puts a linear warmup from ``warmup_start_factor * lr`` to
+``lr`` in front; the main schedule then runs over the remaining epochs.
 """
 
 import torch
