@@ -18,7 +18,7 @@ from pydantic import model_validator
 from reg_runner.errors import ConfigError
 from reg_runner.keys import OWN
 from reg_runner.model import ModelFamily
-from reg_runner.model.mlp import ACTIVATIONS, INITS
+from reg_runner.model.mlp import ACTIVATIONS, INITS, MLP
 from reg_runner.schema import integer, number, one_of, rule
 
 NORMS = ("none", "batchnorm", "layernorm", "groupnorm")
@@ -111,7 +111,4 @@ class CNN(ModelFamily):
 
         return StackedCNN(tuple(shape), n_classes, self, [m.dropout for m in members], dropout_generators)
 
-    def initialize(self, model, k: int, generator) -> None:
-        from reg_runner.model.init import initialize
-
-        initialize(model, k, self.init, self.activation, generator)
+    initialize = MLP.initialize  # by its init and activation keys, as the MLP

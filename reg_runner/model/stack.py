@@ -10,10 +10,8 @@ matrix products, a wide product on a shared input, elementwise ops on exact arit
 keep that promise depends on the kernels of the machine; ``reg_runner.exactness`` checks a stack's
 shapes before it trains.
 
-``Looped`` is the form every family has: each member's own plain network, called on its slice of the
-parameters (``torch.func.functional_call``) and its own batch, so each member runs exactly its lone
-operations, on any device. A family with a faster form (``mlp``, ``cnn``) builds it on ``FastStacked`` from
-the layers below.
+``Looped`` is the form every family has, exact by construction on any device; a family with a faster form
+(``mlp``, ``cnn``) builds it on ``FastStacked`` from the layers below.
 """
 
 import torch
@@ -117,7 +115,8 @@ def stack(members: list, shape: tuple[int, ...], n_classes: int, dropout_generat
 
 class Looped(Stacked):
     """Each member's own plain network, configured by its own config, run on its slice of the stacked
-    parameters: (K, B, ...) -> (K, B, classes); a shared (N, ...) -> (K, N, classes).
+    parameters (``torch.func.functional_call``) and its own batch, so each member runs exactly its lone
+    operations: (K, B, ...) -> (K, B, classes); a shared (N, ...) -> (K, N, classes).
 
     The stacked tensors live in a copy of member 0's network whose every parameter and buffer got a leading
     member dimension (so the state_dict names are the plain network's); the members' own networks are built
