@@ -257,9 +257,8 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
         entry = _checked(entry, **s)
     if "speeds" not in entry or (why is None and unchecked):
         remember(k, {**entry, "speeds": asdict(speeds)})
-    found = entry.get("difference") if why is None else None
-    if found is not None:
-        return _INEXACT.format(found), False
+    if why is None and entry.get("difference") is not None:
+        return _INEXACT.format(entry["difference"]), False
     return why, True
 
 

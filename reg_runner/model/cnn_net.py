@@ -19,9 +19,6 @@ from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, FastStacked,
                                     StackedNorm)
 
 
-POOLS = {"max": F.max_pool2d, "avg": F.avg_pool2d}
-
-
 def _same(x: torch.Tensor) -> torch.Tensor:
     return x
 
@@ -136,7 +133,7 @@ class StackedConvBlock(nn.Module):
         kind, groups = cfg.norm_groups()
         self.norm = StackedNorm(kind, members, c_out, groups) if cfg.norm != "none" else None
         self.act = Activation(cfg.activation)
-        self.pool = POOLS.get(cfg.pool)
+        self.pool = {"max": F.max_pool2d, "avg": F.avg_pool2d}.get(cfg.pool)
         self.dropout = dropout
         self.pool_first = cfg.pool == "max" and cfg.activation in EXACT
 
