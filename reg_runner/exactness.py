@@ -57,15 +57,11 @@ def poll() -> None:
 
 def shapes(n_train: int, batch_size: int, drop_last: bool, eval_sizes: list[int], eval_batch_size: int):
     """The rows of the training batches and of the evaluation chunks a run of these sizes uses."""
-    train = {min(batch_size, n_train)}
-    if not drop_last and n_train > batch_size and n_train % batch_size:
-        train.add(n_train % batch_size)
-    evaluation = set()
-    for n in eval_sizes:
-        evaluation.add(min(eval_batch_size, n))
-        if n > eval_batch_size and n % eval_batch_size:
-            evaluation.add(n % eval_batch_size)
-    return tuple(sorted(train)), tuple(sorted(evaluation))
+    def rows(n: int, size: int, last: bool = True) -> set[int]:  # ``last``: a smaller last batch is kept
+        return {min(size, n)} | ({n % size} if last and n > size and n % size else set())
+
+    evaluation = set().union(*(rows(n, eval_batch_size) for n in eval_sizes))
+    return tuple(sorted(rows(n_train, batch_size, not drop_last))), tuple(sorted(evaluation))
 
 
 def _structure(checked, members: int) -> dict:
@@ -261,9 +257,8 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
         entry = _checked(entry, **s)
     if "speeds" not in entry or (why is None and unchecked):
         remember(k, {**entry, "speeds": asdict(speeds)})
-    found = entry.get("difference") if why is None else None
-    if found is not None:
-        return _INEXACT.format(found), False
+    if why is None and entry.get("difference") is not None:
+        return _INEXACT.format(entry["difference"]), False
     return why, True
 
 
@@ -294,11 +289,10 @@ def _step(model, x, grad):
 MEASURED_ROWS = 256  # evaluation chunks are timed on this many images and scaled: the time is linear in them
 
 
-def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, device: "torch.device",
-            rounds: int = MEASURE_ROUNDS) -> Speeds:
+def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, device: "torch.device") -> Speeds:
     """A few steps (forward and backward; the optimizers step each run alone either way) and evaluation chunks of
     one member alone and of the whole stack at the largest training rows and at most ``MEASURED_ROWS`` evaluation
-    rows (scaled to the largest chunk), in turns (a busy machine slows both alike): the fastest of ``rounds``,
+    rows (scaled to the largest chunk), in turns (a busy machine slows both alike): the fastest of ``MEASURE_ROUNDS``,
     after one to warm up. Its cost is a few of the runs' own steps: it must not eat what a stack saves."""
     import torch
 
@@ -320,7 +314,7 @@ def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_row
 
         calls += [lambda model=model, x=x, grad=grad: _step(model, x, grad), evaluate]
     best = [math.inf] * len(calls)
-    for r in range(rounds + 1):
+    for r in range(MEASURE_ROUNDS + 1):
         for i, call in enumerate(calls):
             poll()
             started = time.perf_counter()

@@ -1,25 +1,17 @@
-"""Data augmentation on the device: more training data from transforms that keep the class.
+"""Data augmentation on the device: more training data from transforms that keep the class (the options and
+their keys: ``reg_runner.augmentation``).
 
-Applied to training batches only (never validation or test), to the whole batch at once, with
-every image drawing its own parameters:
+Applied to training batches only (never validation or test), to the whole batch at once, with every image
+drawing its own parameters. Noise is in normalized pixel units (1.0 = one standard deviation of the training
+pixels, about 0.31 of the black-to-white range). ``affine`` is one affine map per image through ``affine_grid``
++ ``grid_sample`` (a positive angle turns counterclockwise; pixels from outside the image are black);
+``noise_affine`` is affine, then noise. ``crop`` is the random crop of an image padded by ``pad``: with ``flip``,
+the standard augmentation of CIFAR-10 (flip and 4-pixel crops); without, for digits and characters.
+``torchvision``'s ``v2`` transforms, imported only when chosen, draw one set of parameters for the whole batch
+tensor; the built-in ones draw per image, which is the point.
 
-- ``noise``: additive Gaussian noise of std ``sigma`` in normalized pixel units (1.0 = one standard
-  deviation of the training pixels, about 0.31 of the black-to-white range), optionally clamped
-  back to the range of real pixels.
-- ``affine``: rotation (uniform in ±``degrees``, positive is counterclockwise), zoom (uniform in
-  ``scale``), shift (uniform in ±``translate`` of the image size, per axis) and shear (±``shear``
-  degrees), as one affine map per image through ``affine_grid`` + ``grid_sample``; pixels that come
-  from outside the image are black.
-- ``noise_affine``: affine, then noise.
-- ``crop``: a shift by whole pixels, uniform in ±``pad`` per axis (the random crop of an image padded by
-  ``pad``, black or reflected), and with ``flip`` a left-right mirror with probability 1/2: the standard
-  augmentation of CIFAR-10 (flip and 4-pixel crops); without ``flip`` for digits and characters.
-- ``torchvision``: a list of ``torchvision.transforms.v2`` transforms from the config, imported only
-  when chosen. Note that v2 transforms applied to a batch tensor draw one set of parameters for the
-  whole batch; the built-in ones above draw per image, which is the point.
-
-``p`` is the probability that an image is augmented at all. The draws come from a generator of
-the augmentation's own, so switching augmentation on does not change the batch order or dropout.
+``p`` is the probability that an image is augmented at all. The draws come from a generator of the
+augmentation's own, so switching augmentation on does not change the batch order or dropout.
 """
 
 import math

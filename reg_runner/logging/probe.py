@@ -49,15 +49,14 @@ def histogram(values: torch.Tensor, bins: int = 64) -> dict:
     width = (hi - lo).clamp_min(torch.finfo(torch.float32).tiny)
     index = ((v - lo) / width * bins).long().clamp_(0, bins - 1)
     counts = torch.bincount(index, minlength=bins)
-    stats = torch.stack([lo, hi, v.sum(), v.dot(v)]).tolist()
-    lo_f, hi_f = stats[0], stats[1]
+    lo_f, hi_f, total, squares = torch.stack([lo, hi, v.sum(), v.dot(v)]).tolist()
     if hi_f == lo_f:  # a constant tensor: one bucket
         limits, counts = [hi_f], [v.numel()]
     else:
         limits = [lo_f + (hi_f - lo_f) * (i + 1) / bins for i in range(bins)]
         counts = counts.tolist()
-    return dict(min=lo_f, max=hi_f, num=v.numel(), sum=stats[2], sum_squares=stats[3],
-                bucket_limits=limits, bucket_counts=counts)
+    return dict(min=lo_f, max=hi_f, num=v.numel(), sum=total, sum_squares=squares, bucket_limits=limits,
+                bucket_counts=counts)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -117,13 +116,9 @@ class StepWatcher:
         self._grad_norms = {n: w.grad.norm() if w.grad is not None else torch.zeros(()) for n, w in self.weights.items()}
 
     def after_step(self) -> None:
-        values = []
+        out = {}
         for n, w in self.weights.items():
-            values.append(self._grad_norms[n])
-            values.append((w.detach() - self._before[n]).norm() / self._before[n].norm().clamp_min(1e-12))
-        flat = torch.stack([v.float().cpu() for v in values]).tolist()
-        self.stats = {}
-        for i, n in enumerate(self.weights):
-            self.stats[f"grad_norm/{n}"] = flat[2 * i]
-            self.stats[f"update_ratio/{n}"] = flat[2 * i + 1]
+            out[f"grad_norm/{n}"] = self._grad_norms[n]
+            out[f"update_ratio/{n}"] = (w.detach() - self._before[n]).norm() / self._before[n].norm().clamp_min(1e-12)
+        self.stats = dict(zip(out, torch.stack([v.float().cpu() for v in out.values()]).tolist()))  # one transfer
         self._before = {}

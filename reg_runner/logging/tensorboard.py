@@ -95,16 +95,14 @@ def after_earlier_files(log_dir: Path) -> None:
 
 
 class TBLogger:
-    """One run's event file. ``model`` is a plain network of the run's family that holds the run's current weights whenever
-    a histogram or the untrained model's entropy is taken (the listener below loads it)."""
+    """One run's event file (made only with ``logging.tensorboard``). ``model`` is a plain network of the run's
+    family that holds the run's current weights whenever a histogram or the untrained model's entropy is taken
+    (the listener below loads it)."""
 
     def __init__(self, log_dir: Path, cfg, model, data, epochs: int, eval_batch_size: int, purge_step=None):
-        self.writer = None
-        self.hist_epochs = probe.histogram_epochs(epochs, cfg.histograms) if cfg.tensorboard else set()
-        if not cfg.tensorboard:
-            return
         from torch.utils.tensorboard import SummaryWriter
 
+        self.hist_epochs = probe.histogram_epochs(epochs, cfg.histograms)
         if purge_step is not None:
             after_earlier_files(Path(log_dir))
         # purge_step: TensorBoard drops earlier events at or after this step (a resumed run's overlap)
@@ -122,18 +120,13 @@ class TBLogger:
         self.n_classes = data.n_classes
         self.val_x = data.val.x
 
-    def wants_histograms(self, epoch: int) -> bool:
-        return epoch in self.hist_epochs
-
     @property
     def wants_entropy(self) -> bool:
-        return self.writer is not None and bool(self.hist_epochs) and len(self.val_x) > 0
+        return bool(self.hist_epochs) and len(self.val_x) > 0
 
     def start(self, config: dict, val_entropy=None) -> None:
         """The HParams entry, and the entropy of the untrained model at step 0 (``val_entropy``: its
         entropies on the validation images, from the stack's evaluation; given when ``wants_entropy``)."""
-        if self.writer is None:
-            return
         from torch.utils.tensorboard.summary import hparams
 
         for summary in hparams(flat_hparams(config), {k: 0.0 for k in HPARAM_METRICS}):
@@ -145,18 +138,15 @@ class TBLogger:
     def augmentation_examples(self, augment, generator: torch.Generator, n: int = 16) -> None:
         """The same training images before and after augmentation, once, drawn from the run's
         ``examples`` stream, so that logging them changes no training number."""
-        if self.writer is None or augment is None:
+        if augment is None:
             return
         x = self.probe_x[:n]
-        g = generator
         mean, std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (augment.mean, augment.std))
-        for tag, images in (("augmentation/original", x), ("augmentation/augmented", augment(x, g))):
+        for tag, images in (("augmentation/original", x), ("augmentation/augmented", augment(x, generator))):
             pixels = (images.reshape(len(x), *augment.shape) * std + mean).clamp(0, 1)
             self.writer.add_images(tag, pixels.cpu(), 0)
 
     def scalars(self, row: dict) -> None:
-        if self.writer is None:
-            return
         step = row["epoch"]
         for metric, value in row.items():
             if metric != "epoch":
@@ -166,8 +156,6 @@ class TBLogger:
 
     def histograms(self, epoch: int, step_stats: dict, val_entropy=None) -> None:
         """``val_entropy``: the entropies the epoch's evaluation computed, if it had one."""
-        if self.writer is None:
-            return
         hist = self._histogram
         for name, layer in weight_layers(self.model).items():
             hist(f"hist/weight/{name}", layer.weight, epoch)
@@ -192,16 +180,11 @@ class TBLogger:
 
     def finish(self, metrics: dict) -> None:
         """The HParams metrics of the run (its best and final numbers)."""
-        if self.writer is None or metrics["best"] is None:
+        if metrics["best"] is None:
             return
         step = metrics["epochs_run"]
         for name, get in HPARAM_METRICS.items():
             self.writer.add_scalar(name, get(metrics), step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
 
 
 class TensorBoard:
@@ -211,42 +194,39 @@ class TensorBoard:
     def __init__(self, data, plain, resumed: set):
         self.data, self.plain, self.resumed = data, plain, resumed
 
-    def _load(self, engine, k: int):
-        self.plain.load_state_dict(engine.model.member_state(k))
-        return self.plain
-
     def wants_histograms(self, member, epoch: int) -> bool:
         tb = member.extra.get("tb")
-        return tb is not None and tb.wants_histograms(epoch)
+        return tb is not None and epoch in tb.hist_epochs
 
     def start(self, engine) -> None:
-        fresh = []
         for m in engine.members:
-            resumed = m in self.resumed
             # a resumed run drops what an earlier process logged after its checkpoint
-            m.extra["tb"] = TBLogger(m.run_dir, m.cfg.logging, self.plain, self.data, m.cfg.trainer.epochs,
-                                     m.cfg.trainer.eval_batch_size, purge_step=m.state.epoch + 1 if resumed else None)
-            fresh.append(not resumed and m.extra["tb"].writer is not None)
+            purge, t = m.state.epoch + 1 if m in self.resumed else None, m.cfg.trainer
+            m.extra["tb"] = (TBLogger(m.run_dir, m.cfg.logging, self.plain, self.data, t.epochs, t.eval_batch_size,
+                                      purge) if m.cfg.logging.tensorboard else None)
+        fresh = {k: m.extra["tb"] for k, m in enumerate(engine.members)
+                 if m not in self.resumed and m.extra["tb"] is not None}
         # the untrained models' entropies: one evaluation of the stack, as at every histogram epoch
-        wanted = any(new and m.extra["tb"].wants_entropy for new, m in zip(fresh, engine.members))
+        wanted = any(tb.wants_entropy for tb in fresh.values())
         entropies = engine.evaluate(self.data.val, entropy=True)["entropy"] if wanted else None
-        for k, (new, m) in enumerate(zip(fresh, engine.members)):
-            if new:
-                tb = m.extra["tb"]
-                self._load(engine, k)
-                tb.start(m.config, entropies[k] if tb.wants_entropy else None)
-                tb.augmentation_examples(m.augment, m.gens["examples"])
-                tb.writer.flush()  # on disk before the epoch-0 checkpoint: a resume starts after it
+        for k, tb in fresh.items():
+            m = engine.members[k]
+            self.plain.load_state_dict(engine.model.member_state(k))
+            tb.start(m.config, entropies[k] if tb.wants_entropy else None)
+            tb.augmentation_examples(m.augment, m.gens["examples"])
+            tb.writer.flush()  # on disk before the epoch-0 checkpoint: a resume starts after it
 
     def epoch(self, engine, result) -> None:
         for k, m in enumerate(engine.members):
             tb, row = m.extra["tb"], result.rows.get(m)
+            if tb is None:
+                continue
             if row is not None:
                 tb.scalars(row)
-            if m in result.steps and m.state.status != "diverged" and tb.writer is not None:
-                self._load(engine, k)
+            if m in result.steps and m.state.status != "diverged":
+                self.plain.load_state_dict(engine.model.member_state(k))
                 tb.histograms(m.state.epoch, result.steps[m], result.entropies.get(m))
-            if tb.writer is not None and m.state.epoch % m.cfg.trainer.checkpoint_every == 0:
+            if m.state.epoch % m.cfg.trainer.checkpoint_every == 0:
                 # the events up to a checkpoint are on disk before it: a run killed after writing it resumes
                 # after this epoch, and TensorBoard would otherwise miss the epoch for good
                 tb.writer.flush()
@@ -257,10 +237,10 @@ class TensorBoard:
             return
         if member.state.status != "interrupted":
             tb.finish(member.metrics(None, None, {}))
-        tb.close()
+        tb.writer.close()
 
     def close(self, engine) -> None:
         for m in engine.members:  # after an error: whatever is still open
             tb = m.extra.pop("tb", None)
             if tb is not None:
-                tb.close()
+                tb.writer.close()

@@ -1,28 +1,15 @@
 """The ``model`` group: model families, each chosen by ``_target_`` in ``conf/model/<name>.yaml``.
 
 A family is a subclass of ``ModelFamily`` (named by ``_target_``) plus its yaml. The class is the schema of
-the yaml's other keys, and declares what the rest of reg_runner needs to know of the family:
-
-- which keys decide what can share a stack: every key does, except those marked each run's own
-  (``dropout: Annotated[number(0, 1), OWN]``, ``reg_runner.keys``): runs that differ only in those, such as
-  ``dropout`` or ``init``, still train as one;
-- ``plain(shape, n_classes)``: one network as ``torch.nn`` modules, what a run's checkpoint loads into; its
-  ``layers()`` are the weight layers that L1/L2 (``reg.apply_to=weights``), TensorBoard's probes and the
-  landscapes' filter normalization act on, by display name; its ``hidden()`` the blocks whose outputs
-  TensorBoard's activation histograms show;
-- ``stacked(shape, n_classes, members, dropout_generators)``: K networks as one module whose every
-  parameter has a leading member dimension (``reg_runner.model.stack.Stacked``). Without it (the default:
-  None) each member's own plain network runs on its slice of the parameters (exact by construction, on any
-  device); a family with a faster form overrides it, and ``reg_runner.exactness`` checks before each stack that
-  its members still get their lone runs' numbers to the bit;
-- ``initialize(model, k, generator)``: member k's weights, drawn from its own generator (the default: the
-  plain network's own initialization);
-- ``check(shape, n_classes)``: rules that need the data's image shape; ``unread(key)``: why a key set on the
-  command line would not be read; ``uses_batch_statistics(shape, n_classes)``: whether a batch of one image
-  breaks it.
+the yaml's other keys, and its methods declare what the rest of reg_runner needs to know of the family. Every
+key decides what can share a stack, except those marked each run's own (``dropout: Annotated[number(0, 1),
+OWN]``, ``reg_runner.keys``): runs that differ only in those, such as ``dropout`` or ``init``, still train as
+one. A plain network's ``layers()`` are the weight layers that L1/L2 (``reg.apply_to=weights``), TensorBoard's
+probes and the landscapes' filter normalization act on, by display name; its ``hidden()`` the blocks whose
+outputs TensorBoard's activation histograms show.
 
 Its size is counted, and its network tried once, on the meta device before a run (``reg_runner.model.dry_run``).
-A plain ``torch.nn.Module`` class is a family too (``Module``): the defaults above give it all it needs.
+A plain ``torch.nn.Module`` class is a family too (``Module``): the defaults give it all it needs.
 
 ``shape`` is one image's ``(channels, height, width)``. The schemas import no torch, so a mistyped value is
 refused before torch loads: a family module keeps its torch code in functions (or a companion module, as
@@ -88,15 +75,20 @@ class ModelFamily(FamilyGroup):
         return isinstance(net, torch.nn.Module) and any(isinstance(m, norms) for m in net.modules())
 
     def plain(self, shape: tuple[int, ...], n_classes: int):
+        """One network as ``torch.nn`` modules: what a run's checkpoint loads into."""
         raise NotImplementedError(f"{type(self).__name__}.plain")
 
     def stacked(self, shape: tuple[int, ...], n_classes: int, members: list, dropout_generators: list):
-        """K networks as one, member k configured by ``members[k]`` (this family, equal in the structural keys): the
-        family's faster form, or None, and each member's own plain network runs (``reg_runner.model.stack.stack``)."""
+        """K networks as one module whose every parameter has a leading member dimension, member k configured by
+        ``members[k]`` (this family, equal in the structural keys): the family's faster form, checked before each
+        stack to give its members their lone runs' numbers to the bit (``reg_runner.exactness``); or None (the
+        default), and each member's own plain network runs on its slice of the parameters, exact by construction
+        on any device (``reg_runner.model.stack.stack``)."""
         return None
 
     def initialize(self, model, k: int, generator) -> None:
-        """Member k of a stacked ``model``: the plain network's own initialization, drawn from ``generator``."""
+        """Member k of a stacked ``model``, drawn from its own ``generator``: the default is the plain network's
+        own initialization."""
         model.initialize_as_plain(k, lambda: self.plain(model.shape, model.n_classes), generator)
 
 
@@ -181,12 +173,10 @@ class Module(ModelFamily):
         """The keys the config gives, not the constructor's defaults (which need not be data)."""
         return {k: v for k, v in handler(self).items() if k in ("_target_", "target") or k in self.model_fields_set}
 
-    def arguments(self) -> dict:
-        return {k: getattr(self, k) for k in self.model_fields_set if k != "target"}
-
     def plain(self, shape, n_classes: int):
+        given = {k: getattr(self, k) for k in self.model_fields_set if k != "target"}  # else its own defaults
         data = {"num_classes": n_classes, "n_classes": n_classes, "in_channels": shape[0]}
-        return self.MODULE(**self.arguments(), **{k: data[k] for k in self.FILLS})
+        return self.MODULE(**given, **{k: data[k] for k in self.FILLS})
 
 
 @functools.cache
@@ -232,11 +222,7 @@ def load(run_dir, which: str = "best"):
     checkpoint = torch.load(run_dir / "checkpoints" / f"{which}.pt", map_location="cpu", weights_only=True)
     cfg = parse_config(upgrade(checkpoint["config"])["model"])
     data = json.loads((run_dir / "metrics.json").read_text())["data"]
-    net = cfg.plain(image_shape(data["image_shape"]), data.get("n_classes", 10))
+    shape = data["image_shape"]  # (H, W) in records made before channels were kept
+    net = cfg.plain(tuple(shape) if len(shape) == 3 else (1, *shape), data.get("n_classes", 10))
     net.load_state_dict(checkpoint["model"])
     return net.eval()
-
-
-def image_shape(recorded: list) -> tuple[int, int, int]:
-    """A recorded image shape as (channels, height, width) (records made before channels were kept: (H, W))."""
-    return tuple(recorded) if len(recorded) == 3 else (1, *recorded)

@@ -18,12 +18,8 @@ from pydantic import model_validator
 from reg_runner.errors import ConfigError
 from reg_runner.keys import OWN
 from reg_runner.model import ModelFamily
-from reg_runner.model.mlp import ACTIVATIONS, INITS
+from reg_runner.model.mlp import ACTIVATIONS, INITS, MLP
 from reg_runner.schema import integer, number, one_of, rule
-
-NORMS = ("none", "batchnorm", "layernorm", "groupnorm")
-POOLS = ("max", "avg", "none")
-HEADS = ("flatten", "avgpool")
 
 
 class CNN(ModelFamily):
@@ -34,9 +30,9 @@ class CNN(ModelFamily):
     kernel: rule(int, lambda v: isinstance(v, int) and not isinstance(v, bool) and v in (1, 3, 5, 7, 9, 11),
                  "an odd integer in [1, 11] (the padding keeps the image's size)")
     """square kernels, odd: 'same' padding"""
-    pool: one_of(*POOLS)
+    pool: one_of("max", "avg", "none")
     """2x2 pooling after each block (halves the image)"""
-    norm: one_of(*NORMS)
+    norm: one_of("none", "batchnorm", "layernorm", "groupnorm")
     """the normalization of each conv block: BatchNorm, LayerNorm (one group), GroupNorm or none"""
     groups: integer(1)
     """GroupNorm's groups: divides every block's channels; read only with norm=groupnorm"""
@@ -46,7 +42,7 @@ class CNN(ModelFamily):
     """probability of zeroing a unit after each block and the hidden layer"""
     hidden: integer(0, 1_000_000)
     """units of the fully connected layer before the classifier; 0: none"""
-    head: one_of(*HEADS)
+    head: one_of("flatten", "avgpool")
     """flatten the last feature map, or average it over space (one value per channel)"""
     init: Annotated[one_of(*INITS), OWN]
     """the weights' initialization (default: PyTorch's)"""
@@ -111,7 +107,4 @@ class CNN(ModelFamily):
 
         return StackedCNN(tuple(shape), n_classes, self, [m.dropout for m in members], dropout_generators)
 
-    def initialize(self, model, k: int, generator) -> None:
-        from reg_runner.model.init import initialize
-
-        initialize(model, k, self.init, self.activation, generator)
+    initialize = MLP.initialize  # by its init and activation keys, as the MLP

@@ -19,9 +19,6 @@ from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, FastStacked,
                                     StackedNorm)
 
 
-POOLS = {"max": F.max_pool2d, "avg": F.avg_pool2d}
-
-
 def _same(x: torch.Tensor) -> torch.Tensor:
     return x
 
@@ -118,11 +115,6 @@ class StackedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) -> (K, B, C_out, H, W), one batch per member; or a shared (N, C, H, W)."""
         k, c_out, c_in = self.weight.shape[:3]
-        if x.device.type == "cpu":  # each member's own convolution: a lone run's kernel, a lone run's rounding
-            inputs = [x] * k if x.dim() == 4 else x.unbind(0)
-            outs = [F.conv2d(xk, wk, bk, padding=self.padding)
-                    for xk, wk, bk in zip(inputs, self.weight.unbind(0), self.bias.unbind(0))]
-            return outs[0].unsqueeze(0) if k == 1 else torch.stack(outs)
         if x.dim() == 4:  # one wide convolution for all members: the images are read once
             out = F.conv2d(x, self.weight.reshape(k * c_out, *self.weight.shape[2:]), self.bias.reshape(-1),
                            padding=self.padding)
@@ -141,7 +133,7 @@ class StackedConvBlock(nn.Module):
         kind, groups = cfg.norm_groups()
         self.norm = StackedNorm(kind, members, c_out, groups) if cfg.norm != "none" else None
         self.act = Activation(cfg.activation)
-        self.pool = POOLS.get(cfg.pool)
+        self.pool = {"max": F.max_pool2d, "avg": F.avg_pool2d}.get(cfg.pool)
         self.dropout = dropout
         self.pool_first = cfg.pool == "max" and cfg.activation in EXACT
 
@@ -163,7 +155,7 @@ class StackedConvBlock(nn.Module):
 class StackedHidden(nn.Module):
     def __init__(self, members: int, n_in: int, n_out: int, cfg, dropout: StackedDropout):
         super().__init__()
-        self.linear = StackedLinear(members, n_in, n_out, looped=True)
+        self.linear = StackedLinear(members, n_in, n_out)
         self.act = Activation(cfg.activation)
         self.dropout = dropout
 
@@ -182,7 +174,7 @@ class StackedCNN(FastStacked):
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
         self.fc = StackedHidden(k, features, cfg.hidden, cfg, self.dropout) if cfg.hidden else None
-        self.classifier = StackedLinear(k, cfg.hidden or features, n_classes, looped=True)
+        self.classifier = StackedLinear(k, cfg.hidden or features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) -> (K, B, classes); or a shared (N, C, H, W) -> (K, N, classes)."""
@@ -198,11 +190,9 @@ class StackedCNN(FastStacked):
         k = self.members
         inputs = [x] * k if x.dim() == len(self.shape) + 1 else list(x.unbind(0))
         layers = []  # per block: its tensors' members (unbound once: their gradients are stacked once)
-        for b in self.blocks:
-            norm = b.norm
-            layers.append((b.conv.weight.unbind(0), b.conv.bias.unbind(0),
-                           norm.weight.unbind(0) if norm is not None else [None] * k,
-                           norm.bias.unbind(0) if norm is not None and hasattr(norm, "bias") else [None] * k))
+        for b in self.blocks:  # a CNN's norms (batch and group norms) have a gain and a bias
+            gains = (b.norm.weight.unbind(0), b.norm.bias.unbind(0)) if b.norm is not None else ([None] * k,) * 2
+            layers.append((b.conv.weight.unbind(0), b.conv.bias.unbind(0), *gains))
         top = [(m.weight.unbind(0), m.bias.unbind(0))
                for m in ([self.fc.linear] if self.fc else []) + [self.classifier]]
         logits = []

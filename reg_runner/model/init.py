@@ -12,6 +12,16 @@ import math
 import torch
 from torch import nn
 
+# a scheme's draw of a weight ``w`` from generator ``g``; ``nl``: the activation whose gain it takes
+DRAWS = {
+    "xavier_uniform": lambda w, nl, g: nn.init.xavier_uniform_(w, generator=g),
+    "xavier_normal": lambda w, nl, g: nn.init.xavier_normal_(w, generator=g),
+    "kaiming_uniform": lambda w, nl, g: nn.init.kaiming_uniform_(w, nonlinearity=nl, generator=g),
+    "kaiming_normal": lambda w, nl, g: nn.init.kaiming_normal_(w, nonlinearity=nl, generator=g),
+    "orthogonal": lambda w, nl, g: nn.init.orthogonal_(w, gain=nn.init.calculate_gain(nl), generator=g),
+}
+
+
 def initialize(model, k: int, scheme: str, activation: str, generator: torch.Generator) -> None:
     """Member k's weight layers (``model.weights()``, in order, with their biases) from ``generator``."""
     nonlinearity = activation if activation in ("relu", "leaky_relu", "tanh", "sigmoid") else "relu"
@@ -28,17 +38,6 @@ def initialize(model, k: int, scheme: str, activation: str, generator: torch.Gen
                     bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
                     nn.init.uniform_(b, -bound, bound, generator=g)
                 continue
-            if scheme == "xavier_uniform":
-                nn.init.xavier_uniform_(w, generator=g)
-            elif scheme == "xavier_normal":
-                nn.init.xavier_normal_(w, generator=g)
-            elif scheme == "kaiming_uniform":
-                nn.init.kaiming_uniform_(w, nonlinearity=nonlinearity, generator=g)
-            elif scheme == "kaiming_normal":
-                nn.init.kaiming_normal_(w, nonlinearity=nonlinearity, generator=g)
-            elif scheme == "orthogonal":
-                nn.init.orthogonal_(w, gain=nn.init.calculate_gain(nonlinearity), generator=g)
-            else:
-                raise ValueError(f"unknown init {scheme!r}")
+            DRAWS[scheme](w, nonlinearity, g)
             if b is not None:
                 nn.init.zeros_(b)

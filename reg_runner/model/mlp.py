@@ -18,10 +18,7 @@ from reg_runner.model import ModelFamily
 from reg_runner.schema import Bool, integer, number, one_of
 
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "elu", "tanh", "sigmoid")
-NORMS = ("none", "batchnorm", "layernorm", "rmsnorm")
-NORM_POSITIONS = ("before_activation", "after_activation")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal")
-NO_HIDDEN = "model.depth=0: there is no hidden layer"
 
 
 class MLP(ModelFamily):
@@ -31,9 +28,9 @@ class MLP(ModelFamily):
     """units per hidden layer"""
     activation: one_of(*ACTIVATIONS)
     """the hidden blocks' activation"""
-    norm: one_of(*NORMS)
+    norm: one_of("none", "batchnorm", "layernorm", "rmsnorm")
     """the normalization of each hidden block: BatchNorm, LayerNorm, RMSNorm or none"""
-    norm_position: one_of(*NORM_POSITIONS)
+    norm_position: one_of("before_activation", "after_activation")
     """read only with a norm"""
     dropout: Annotated[number(0, 1, hi_open=True), OWN]  # each run's own: runs that differ in it train as one stack
     """probability of zeroing a hidden unit in training"""
@@ -54,7 +51,7 @@ class MLP(ModelFamily):
 
     def unread(self, key: str) -> str | None:
         if key in ("width", "activation", "norm", "dropout") and self.depth == 0:
-            return NO_HIDDEN
+            return "model.depth=0: there is no hidden layer"
         if key == "norm_position" and (self.norm == "none" or self.depth == 0):
             return "model.norm=none (or model.depth=0): there is no norm to place"
         return None

@@ -10,10 +10,8 @@ matrix products, a wide product on a shared input, elementwise ops on exact arit
 keep that promise depends on the kernels of the machine; ``reg_runner.exactness`` checks a stack's
 shapes before it trains.
 
-``Looped`` is the form every family has: each member's own plain network, called on its slice of the
-parameters (``torch.func.functional_call``) and its own batch, so each member runs exactly its lone
-operations, on any device. A family with a faster form (``mlp``, ``cnn``) builds it on ``FastStacked`` from
-the layers below.
+``Looped`` is the form every family has, exact by construction on any device; a family with a faster form
+(``mlp``, ``cnn``) builds it on ``FastStacked`` from the layers below.
 """
 
 import torch
@@ -39,6 +37,15 @@ def weight_names(net: nn.Module) -> dict[str, str]:
     """Display name -> state_dict name of each weight layer's weight."""
     names = {id(p): n for n, p in net.named_parameters()}
     return {display: names[id(layer.weight)] for display, layer in weight_layers(net).items()}
+
+
+def each_tensor(root: nn.Module, f) -> None:
+    """Every parameter and buffer of ``root``'s modules replaced by ``f`` of it (a parameter by a parameter)."""
+    for module in root.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            setattr(module, name, nn.Parameter(f(p)))
+        for name, b in list(module.named_buffers(recurse=False)):
+            module.register_buffer(name, f(b))
 
 
 class Stacked(nn.Module):
@@ -71,14 +78,10 @@ class Stacked(nn.Module):
     def keep(self, members: list[int]) -> None:
         """Only ``members`` (indices, in order) stay in the stack: the others' slices are dropped."""
         index = torch.tensor(members, device=next(iter(self.parameters())).device)
+        each_tensor(self, lambda t: t.index_select(0, index))
         for module in self.modules():
-            for name, p in list(module.named_parameters(recurse=False)):
-                setattr(module, name, nn.Parameter(p.index_select(0, index)))
-            for name, b in list(module.named_buffers(recurse=False)):
-                module.register_buffer(name, b.index_select(0, index))
-            if module is not self and hasattr(module, "keep_members"):
+            if hasattr(module, "keep_members"):
                 module.keep_members(members)
-        self.keep_members(members)
 
     def keep_members(self, members: list[int]) -> None:
         """What a stacked form keeps per member besides its tensors (dropout probabilities, generators...)."""
@@ -112,7 +115,8 @@ def stack(members: list, shape: tuple[int, ...], n_classes: int, dropout_generat
 
 class Looped(Stacked):
     """Each member's own plain network, configured by its own config, run on its slice of the stacked
-    parameters: (K, B, ...) -> (K, B, classes); a shared (N, ...) -> (K, N, classes).
+    parameters (``torch.func.functional_call``) and its own batch, so each member runs exactly its lone
+    operations: (K, B, ...) -> (K, B, classes); a shared (N, ...) -> (K, N, classes).
 
     The stacked tensors live in a copy of member 0's network whose every parameter and buffer got a leading
     member dimension (so the state_dict names are the plain network's); the members' own networks are built
@@ -131,13 +135,8 @@ class Looped(Stacked):
             self.register_parameter(name, p)
         for name, b in template.named_buffers(recurse=False):
             self.register_buffer(name, b)
-        k = len(members)
         with torch.no_grad():
-            for module in self.modules():
-                for name, p in list(module.named_parameters(recurse=False)):
-                    setattr(module, name, nn.Parameter(p.detach().unsqueeze(0).repeat(k, *[1] * p.dim())))
-                for name, b in list(module.named_buffers(recurse=False)):
-                    module.register_buffer(name, b.unsqueeze(0).repeat(k, *[1] * b.dim()))
+            each_tensor(self, lambda t: t.unsqueeze(0).repeat(len(members), *[1] * t.dim()))
 
     def keep_members(self, members: list[int]) -> None:
         self.nets = [self.nets[i] for i in members]
@@ -166,21 +165,15 @@ class Looped(Stacked):
 
 
 class StackedLinear(nn.Module):
-    """K linear layers: batched matrix products, or (``looped`` on a CPU) each member's own product, as a lone
-    run computes it (OpenBLAS's batched kernels round some shapes differently, e.g. 784 or more inputs)."""
+    """K linear layers: batched matrix products."""
 
-    def __init__(self, members: int, n_in: int, n_out: int, looped: bool = False):
+    def __init__(self, members: int, n_in: int, n_out: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, n_out, n_in))
         self.bias = nn.Parameter(torch.empty(members, n_out))
-        self.looped = looped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, n_in) -> (K, B, n_out), one batch per member; or (N, n_in), one input every member sees."""
-        if self.looped and x.device.type == "cpu":
-            return torch.stack([torch.addmm(bk, x if x.dim() == 2 else xk, wk.t()) for bk, xk, wk in
-                                zip(self.bias.unbind(0), x.expand(len(self.weight), *x.shape).unbind(0)
-                                    if x.dim() == 2 else x.unbind(0), self.weight.unbind(0))])
         if x.dim() == 2:  # one wide matrix product for all members: x is read once
             k, n_out, n_in = self.weight.shape
             out = torch.addmm(self.bias.reshape(-1), x, self.weight.reshape(k * n_out, n_in).t())

@@ -1,10 +1,6 @@
-"""Learning-rate schedules: torch's schedulers, stepped at the right moments.
-
-A schedule preset names a scheduler in ``name``. ``onecycle`` and ``cyclic`` step after every
-optimizer step (their cycle is defined in steps); the others step once per epoch, ``plateau``
-on each evaluation of its monitored metric. ``warmup_epochs > 0`` puts a linear warmup from
-``warmup_start_factor * lr`` to ``lr`` in front; the main schedule then runs over the remaining
-epochs.
+"""Learning-rate schedules: torch's schedulers, stepped at the right moments (the options and when each steps:
+``reg_runner.scheduler``). ``warmup_epochs > 0`` puts a linear warmup from ``warmup_start_factor * lr`` to
+``lr`` in front; the main schedule then runs over the remaining epochs.
 """
 
 import torch
@@ -83,50 +79,25 @@ def cycle_steps(epochs: float, steps_per_epoch: int) -> int:
 
 
 def _main_scheduler(optimizer, cfg, length: int, unit: int):
-    name = cfg.name
+    """The option's torch scheduler (None: ``none``). The option's own keys are the scheduler's arguments of the
+    same names; only the defaults (null: from ``optimizer.lr``), the lengths and plateau's mode are derived."""
     lr = optimizer.param_groups[0]["lr"]
-    if name == "none":
-        return None
-    if name == "step":
-        return sched.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    if name == "exponential":
-        return sched.ExponentialLR(optimizer, gamma=cfg.gamma)
-    if name == "linear":
-        return sched.LinearLR(optimizer, start_factor=1.0, end_factor=cfg.end_factor, total_iters=length)
-    if name == "cosine":
-        return sched.CosineAnnealingLR(optimizer, T_max=length, eta_min=cfg.eta_min)
-    if name == "onecycle":
-        return sched.OneCycleLR(
-            optimizer,
-            max_lr=cfg.max_lr if cfg.max_lr is not None else lr,
-            total_steps=length,
-            pct_start=cfg.pct_start,
-            anneal_strategy=cfg.anneal_strategy,
-            div_factor=cfg.div_factor,
-            final_div_factor=cfg.final_div_factor,
-            cycle_momentum=cfg.cycle_momentum,
-            base_momentum=cfg.base_momentum,
-            max_momentum=cfg.max_momentum,
-        )
-    if name == "cyclic":
-        return sched.CyclicLR(
-            optimizer,
-            base_lr=cfg.base_lr if cfg.base_lr is not None else lr / 10,
-            max_lr=cfg.max_lr if cfg.max_lr is not None else lr,
-            step_size_up=cycle_steps(cfg.step_size_up_epochs, unit),
-            mode=cfg.mode,
-            gamma=cfg.gamma,
-            cycle_momentum=cfg.cycle_momentum,
-            base_momentum=cfg.base_momentum,
-            max_momentum=cfg.max_momentum,
-        )
-    if name == "plateau":
-        return sched.ReduceLROnPlateau(
-            optimizer,
-            mode="max" if cfg.monitor.endswith("acc") else "min",
-            factor=cfg.factor,
-            patience=cfg.patience,
-            threshold=cfg.threshold,
-            min_lr=cfg.min_lr,
-        )
-    raise ValueError(f"unknown scheduler {name!r}")
+    own = {k: v for k, v in dict(cfg).items() if k not in ("name", "warmup_epochs", "warmup_start_factor")}
+    if cfg.name == "step":
+        return sched.StepLR(optimizer, **own)
+    if cfg.name == "exponential":
+        return sched.ExponentialLR(optimizer, **own)
+    if cfg.name == "linear":
+        return sched.LinearLR(optimizer, start_factor=1.0, total_iters=length, **own)
+    if cfg.name == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=length, **own)
+    max_lr = cfg.max_lr if cfg.name in PER_BATCH and cfg.max_lr is not None else lr
+    if cfg.name == "onecycle":
+        return sched.OneCycleLR(optimizer, total_steps=length, **{**own, "max_lr": max_lr})
+    if cfg.name == "cyclic":
+        base_lr = cfg.base_lr if cfg.base_lr is not None else lr / 10
+        half = cycle_steps(own.pop("step_size_up_epochs"), unit)
+        return sched.CyclicLR(optimizer, step_size_up=half, **{**own, "base_lr": base_lr, "max_lr": max_lr})
+    if cfg.name == "plateau":
+        return sched.ReduceLROnPlateau(optimizer, mode="max" if own.pop("monitor").endswith("acc") else "min", **own)
+    return None

@@ -87,18 +87,20 @@ class Engine:
         STOP.starting = False  # from here a signal ends the run with a checkpoint (the first ones are written)
         try:
             if STOP.signal is not None:  # one that came before the run started: every member keeps its first state
-                self.stop_all("interrupted")
+                self.interrupt()
             while self.members:
                 self.epoch()
         finally:
             for listener in self.listeners:
                 listener.close(self)
 
-    def stop_all(self, status: str) -> None:
+    def interrupt(self) -> None:
+        """A signal came: the members still running end ``interrupted``, and every member leaves."""
         for m in self.members:
-            m.state.status = status
-        self.interrupted = status == "interrupted"
-        self.leave([k for k in range(len(self.members))])
+            if m.state.status == "running":
+                m.state.status = "interrupted"
+        self.interrupted = True
+        self.leave(list(range(len(self.members))))
 
     def epoch(self) -> None:
         members = self.members
@@ -126,7 +128,7 @@ class Engine:
             self.model.load_state_dict(saved[0])
             for m, point in zip(members, saved[1]):
                 m.restore(point)
-            self.stop_all("interrupted")
+            self.interrupt()
             return
         means = host_means(sums)  # the epoch's one read back to the host: on a GPU, its work is done here
         self.longest = max(self.longest or 0.0, time.perf_counter() - began)
@@ -146,11 +148,9 @@ class Engine:
         for listener in self.listeners:
             listener.epoch(self, result)
         if STOP.signal is not None:
-            for m in members:
-                if m.state.status == "running":
-                    m.state.status = "interrupted"
-            self.interrupted = True
-        self.leave([k for k, m in enumerate(members) if m.state.status != "running"])
+            self.interrupt()
+        else:
+            self.leave([k for k, m in enumerate(members) if m.state.status != "running"])
 
     def leave(self, done: list[int]) -> None:
         """The members ``done`` (indices) end: listeners record them, then their slices are dropped."""

@@ -56,10 +56,6 @@ class Member:
         self.n_train = len(data.train)
         self.extra: dict = {}  # what listeners keep per member (a TensorBoard writer...)
 
-    @property
-    def name(self) -> str:
-        return str(self.run_dir)
-
     def attach(self, params: list[torch.Tensor], k: int) -> None:
         """Point the member at slice k of the stacked ``params``; the first call builds its optimizer
         and schedule, later calls (after the stack shrank) move them to the new tensors."""
@@ -164,7 +160,8 @@ class Member:
             stopped_at=state.stopped_at,
             best_epoch=state.best["epoch"] if state.best else None,
             best_val=state.best[objective] if state.best else None,
-            test_at_best=_split_metrics(state.best, "test"),
+            test_at_best={k.removeprefix("test/"): v for k, v in state.best.items() if k.startswith("test/")}
+            if state.best else None,
             best=state.best,
             final=state.history[-1] if state.history else None,
             n_parameters=n_params,
@@ -173,8 +170,3 @@ class Member:
             timing=timing,
         )
 
-
-def _split_metrics(row: dict | None, split: str) -> dict | None:
-    if row is None:
-        return None
-    return {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith(f"{split}/")}

@@ -22,12 +22,10 @@ def bf16_unsupported(device: torch.device) -> str | None:
     if device.type == "cuda":
         return None if torch.cuda.is_bf16_supported(including_emulation=False) else "this GPU has no bf16 units"
     if device.type == "cpu":
-        cpu = torch.cpu
-        checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        if all(check is None for check in checks):
-            return None  # this torch cannot tell: let the user judge
-        if any(check is not None and check() for check in checks):
-            return None
+        checks = [check for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+                  if (check := getattr(torch.cpu, name, None)) is not None]
+        if not checks or any(check() for check in checks):
+            return None  # fast, or this torch cannot tell (let the user judge)
         return "this CPU has neither AVX512-BF16 nor AMX: bf16 matmuls are emulated, slower than float32"
     return f"bf16 evaluation is not measured on {device.type}"
 

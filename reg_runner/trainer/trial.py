@@ -183,39 +183,36 @@ class Pruning:
     best objective so far to the trial; a trial its pruner stops ends every run of it, ``pruned``."""
 
     def __init__(self, members: list):
-        self.reporters: dict[int, Reporter] = {}
-        self.runs: dict[int, list] = {}  # trial number -> its runs in this stack, ended ones too
+        self.trials: dict[int, tuple[Reporter, list]] = {}  # trial number -> its channel, its runs here (ended too)
         by_trial: dict[int, list] = {}
         for m in members:
             if m.trial is not None:
                 by_trial.setdefault(m.trial.number, []).append(m)
         for number, runs in by_trial.items():
             trial = runs[0].trial
-            if not trial.prunes:
-                # a curve to record, not a pruner to ask: of a trial whose runs are all here (its seeds' mean),
-                # through a study this process reaches
-                if (len(runs) < trial.seeds_per_trial or trial.n_objectives > 1
-                        or (trial.storage is None and trial.study not in MEMORY)):
-                    continue
-                try:
-                    self.reporters[number] = Reporter(trial, strict=False)
-                except Exception as e:  # the curve is a record, not a result: the run trains without it
-                    log.warning("trial %d: its learning curve is not recorded in the study (%s: %s)", number,
-                                type(e).__name__, masked(e).strip().splitlines()[0][:200] if str(e).strip() else "")
-                    continue
-            else:
-                self.reporters[number] = Reporter(trial)
-            self.runs[number] = runs
+            if trial.prunes:
+                self.trials[number] = Reporter(trial), runs
+                continue
+            # a curve to record, not a pruner to ask: of a trial whose runs are all here (its seeds' mean), through
+            # a study this process reaches
+            if (len(runs) < trial.seeds_per_trial or trial.n_objectives > 1
+                    or (trial.storage is None and trial.study not in MEMORY)):
+                continue
+            try:
+                self.trials[number] = Reporter(trial, strict=False), runs
+            except Exception as e:  # the curve is a record, not a result: the run trains without it
+                log.warning("trial %d: its learning curve is not recorded in the study (%s: %s)", number,
+                            type(e).__name__, masked(e).strip().splitlines()[0][:200] if str(e).strip() else "")
 
     @property
     def active(self) -> bool:
-        return bool(self.reporters)
+        return bool(self.trials)
 
     def start(self, engine) -> None:
         pass
 
     def epoch(self, engine, result) -> None:
-        for number, runs in self.runs.items():
+        for number, (reporter, runs) in self.trials.items():
             evaluated = [m for m in runs if result.rows.get(m) is not None]  # in the stack, evaluated now
             if not evaluated:
                 continue
@@ -224,7 +221,6 @@ class Pruning:
             objective = runs[0].cfg.objective
             value = math.fsum(m.state.best[objective] for m in runs) / len(runs)
             step = max(m.state.epoch for m in evaluated)
-            reporter = self.reporters[number]
             reporter.record(step, value)  # the last epoch's too: the trial's whole curve is in the study
             live = [m for m in evaluated if m.state.status == "running"]
             if live and runs[0].trial.prunes and reporter.should_prune():
