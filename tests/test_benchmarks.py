@@ -305,3 +305,18 @@ def test_the_vmap_form_check_prints_a_row_per_network(tmp_path):
     for row in rows:
         verdict = row[34:].strip()
         assert verdict == "exact" or verdict.startswith(("outputs of member", "the gradient of", "the buffer")), row
+
+
+def test_every_mutation_finds_its_line_once_and_names_tests_that_exist():
+    """``benchmarks/mutations.py`` plants each bug by replacing a line's text: when the code moves, the text must
+    follow it (a mutation whose line is gone cannot be applied), and the tests it names must still exist."""
+    import ast
+
+    mutations = _benchmark("mutations")
+    defined = {path: {node.name for node in ast.walk(ast.parse(path.read_text()))
+                      if isinstance(node, (ast.FunctionDef, ast.ClassDef))} for path in (ROOT / "tests").glob("test_*.py")}
+    for name, path, old, new, tests, _heavy in mutations.MUTATIONS:
+        assert (ROOT / path).read_text().count(old) == 1 and old != new, (name, path)
+        for test in tests:
+            file, _, function = test.partition("::")
+            assert function.split("[")[0] in defined[ROOT / file], (name, test)
