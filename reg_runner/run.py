@@ -146,8 +146,12 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         record_failure(f"{type(e).__name__}: {e}")
         raise
     if engine.interrupted:
-        print(f"interrupted by {STOP.name} after epoch {max(m.state.epoch for m in members)}; checkpoint saved. "
-              f"Resume with: {STOP.resume_hint}", file=sys.stderr, flush=True)
+        if any(m.state.status == "interrupted" for m in members):
+            print(f"interrupted by {STOP.name} after epoch {max(m.state.epoch for m in members)}; checkpoint saved. "
+                  f"Resume with: {STOP.resume_hint}", file=sys.stderr, flush=True)
+        else:  # it came during the last epoch's records: nothing is left to resume
+            print(f"interrupted by {STOP.name} as the run ended; every run had recorded its end", file=sys.stderr,
+                  flush=True)
         if in_worker():  # its command ends the sweep and says so; Hydra would send the exit back to it, pickled
             os._exit(128 + STOP.signal)
         sys.exit(128 + STOP.signal)  # a multirun stops with its run: the signal was meant for the whole command

@@ -217,6 +217,30 @@ def test_a_signal_after_the_last_epochs_check_ends_the_command_with_its_line(cli
     assert read_metrics(proc.run_dir)["status"] == "completed"
 
 
+def test_a_signal_during_the_last_epochs_records_says_the_run_ended(cli, monkeypatch):
+    """A signal while the last epoch is recorded ends the command (128 + the signal) with a line that says the run
+    had ended: no checkpoint to resume from is offered for a completed run."""
+    import signal
+
+    from reg_runner.signals import STOP
+    from reg_runner.trainer.listeners import Records
+
+    monkeypatch.setattr(STOP, "signal", None)
+    recorded = Records.epoch
+
+    def then_a_signal(self, engine, result):
+        recorded(self, engine, result)
+        if all(m.state.status == "completed" for m in engine.members):
+            STOP.signal = signal.SIGTERM  # as STOP's handler records it
+
+    monkeypatch.setattr(Records, "epoch", then_a_signal)
+    proc = cli("trainer.epochs=2", check=False, in_process=True)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("interrupted by SIGTERM as the run ended; every run had "
+                                                    "recorded its end")
+    assert read_metrics(proc.run_dir)["status"] == "completed"
+
+
 def test_runs_train_with_the_cyclic_collector_on(cli, monkeypatch):
     """``python -m reg_runner`` turns Python's cyclic collector off for its start-up (``reg_runner.__main__``):
     the checks passed, a run and every job of a multirun train with it on."""
