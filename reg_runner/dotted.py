@@ -20,3 +20,14 @@ def drop(tree, key: str) -> None:
     node = get(tree, parent) if parent else tree
     if isinstance(node, dict):
         node.pop(leaf, None)
+
+
+def flat(tree, prefix: str = "") -> dict:
+    """``{dotted key: value}`` for every leaf of ``tree`` (a value that is not a mapping)."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from reg_runner import kinds
+from reg_runner import dotted, kinds
 from reg_runner.config import results_config
 from reg_runner.records import TRAINED, RunFolder
 
@@ -120,12 +120,6 @@ def read_run(path: Path, root: Path) -> Run:
     return run
 
 
-def flatten(node, prefix="") -> dict:
-    """A nested config as ``dotted.key: text`` (lists and mappings as JSON)."""
-    out = {}
-    for k, v in node.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-    return out
+def flatten(node) -> dict:
+    """A nested config as ``dotted.key: text`` (lists as JSON)."""
+    return {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in dotted.flat(node).items()}

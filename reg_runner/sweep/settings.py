@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pydantic import ConfigDict, Field, PlainValidator
 
-from reg_runner import checks, keys
+from reg_runner import checks, dotted, keys
 from reg_runner.config import KEYS, check_job_name
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Bool, Group, Name, integer, optional, parse, reject
@@ -159,16 +159,7 @@ def flat_params(v):
         return None
     if not isinstance(v, dict):
         raise reject("null or a mapping of keys to sweeps, e.g. {optimizer.lr: 'interval(1e-4, 1e-1)'}")
-    flat = {}
-
-    def walk(prefix, node):
-        for k, val in node.items():
-            if isinstance(val, dict):
-                walk(f"{prefix}{k}.", val)
-            else:
-                flat[f"{prefix}{k}"] = val
-
-    walk("", v)
+    flat = dotted.flat(v)
     for k, val in flat.items():
         try:
             OverridesParser.create().parse_override(f"{k}={val}")
