@@ -28,6 +28,7 @@ def environment(device, eval_precision: str | None = None) -> dict:
     import torch
 
     versions = distributions()
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return dict(
         python=sys.version.split()[0],
         python_implementation=platform.python_implementation(),
@@ -35,9 +36,9 @@ def environment(device, eval_precision: str | None = None) -> dict:
         distributions=versions,  # every installed distribution, by its normalized name
         torch_build=torch_build(),
         device=str(device),
-        device_name=device_name(device),
+        device_name=gpu or (cpu_name() if device.type == "cpu" else device.type),
         cpu=cpu_name(),
-        gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        gpu=gpu,
         torch_threads=torch.get_num_threads(),  # set it with OMP_NUM_THREADS=<n> to give a run its numbers back
         torch_interop_threads=torch.get_num_interop_threads(),
         precision=dict(
@@ -104,16 +105,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def device_name(device) -> str:
-    if device.type == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return cpu_name()
-    return device.type
 
 
 def git_state(folder: Path) -> dict:

@@ -80,17 +80,13 @@ OWN = StackRole("own", False)  # the default: written only inside a structural g
 CHOICES = {"hparams_search": PRESET}  # the search preset: every trial of a search has it, its keys say what it set
 
 
-def markers(field, kind: type) -> list:
-    """The markers of ``kind`` (``Role`` or ``StackRole``) in a pydantic field's annotation."""
-    return [m for m in field.metadata if isinstance(m, kind)]
-
-
 def role_marker(field) -> Role | None:
-    return next(iter(markers(field, Role)), None)
+    """The record role in a pydantic field's annotation, if it declares one."""
+    return next((m for m in field.metadata if isinstance(m, Role)), None)
 
 
 def stack_marker(field) -> StackRole | None:
-    return next(iter(markers(field, StackRole)), None)
+    return next((m for m in field.metadata if isinstance(m, StackRole)), None)
 
 
 def groups_in(annotation) -> list:
@@ -190,15 +186,11 @@ def _structural(node, prefix: str, inherited: bool) -> list[tuple[str, object]]:
         marker = stack_marker(field)
         structural = marker.structural if marker is not None else inherited
         value = getattr(node, name)
-        if _is_group(value) and _mixed(value, structural):
+        if isinstance(value, BaseModel) and _mixed(value, structural):
             out += _structural(value, f"{prefix}{key}.", structural)
         elif structural:
             out.append((f"{prefix}{key}", value))
     return out
-
-
-def _is_group(value) -> bool:
-    return isinstance(value, BaseModel)
 
 
 def _mixed(group, structural: bool) -> bool:
@@ -208,6 +200,6 @@ def _mixed(group, structural: bool) -> bool:
         if marker is not None and marker.structural != structural:
             return True
         value = getattr(group, name)
-        if _is_group(value) and _mixed(value, marker.structural if marker is not None else structural):
+        if isinstance(value, BaseModel) and _mixed(value, marker.structural if marker is not None else structural):
             return True
     return False

@@ -166,7 +166,8 @@ def test_every_field_has_at_most_one_role_of_each_kind_where_it_means_something(
     def walk(cls, prefix, role, structural):
         for key, _, field in keys.fields_of(cls):
             where = f"{cls.__name__}.{key} ({prefix}{key})"
-            roles, stacks = keys.markers(field, keys.Role), keys.markers(field, keys.StackRole)
+            roles = [m for m in field.metadata if isinstance(m, keys.Role)]
+            stacks = [m for m in field.metadata if isinstance(m, keys.StackRole)]
             assert len(roles) <= 1 and len(stacks) <= 1, where
             assert not (roles and role is not None), f"{where}: a role inside a group that has one ({role!r})"
             assert keys.HYPERPARAMETER not in roles and keys.PRESET not in roles, where  # the default; a choice's
