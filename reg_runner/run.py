@@ -139,11 +139,8 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         for trainer in {m.cfg.trainer.early_stopping.patience: m.cfg.trainer for m in members}.values():
             warn_idle_early_stopping(trainer)
         engine.run()
-    except UserError as e:
-        record_failure(str(e))
-        raise
-    except Exception as e:
-        record_failure(f"{type(e).__name__}: {e}")
+    except Exception as e:  # a user's mistake is said as it is; any other error with its type
+        record_failure(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
         raise
     if engine.interrupted:
         print(f"interrupted by {STOP.name} after epoch {max(m.state.epoch for m in members)}; checkpoint saved. "
