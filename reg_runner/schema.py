@@ -16,13 +16,13 @@ import difflib
 import importlib
 import math
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAny, ValidationError
 from pydantic_core import PydanticCustomError
 
 from reg_runner.errors import ConfigError
-from reg_runner.keys import role_marker
+from reg_runner.keys import groups_in, role_marker
 
 SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence takes anything
 
@@ -201,14 +201,10 @@ def _known_keys(model, path: list, data) -> list[str]:
 
 def _model_of(annotation, value):
     """The pydantic model an annotation stands for, picking a union's member by its ``name``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg, value)
-        if found is not None:
-            tag = found.model_fields.get("name")
-            if tag is None or not isinstance(value, dict) or value.get("name") in getattr(tag.annotation, "__args__", ()):
-                return found
+    for found in groups_in(annotation):
+        tag = found.model_fields.get("name")
+        if tag is None or not isinstance(value, dict) or value.get("name") in get_args(tag.annotation):
+            return found
     return None
 
 
