@@ -296,10 +296,8 @@ class RunFolder:
         Optuna study and trial it ran for, in a study sweep."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
         record = dict(fingerprint.environment(device, self._eval_precision()), stack=stack, trial=trial)
-        git = dict(record["git"])
+        git = record["git"]  # this record's own copy
         diff = git.pop("diff", "")
-        if "untracked" in git:
-            git["untracked"] = list(git["untracked"])
         if diff:  # the changes that ran, beside the records (a resumed run on other code keeps both)
             name = fingerprint.PATCH if resumed_at is None else f"source_resumed_{resumed_at}.patch"
             try:
@@ -308,7 +306,6 @@ class RunFolder:
             except OSError as e:
                 git["patch"] = None
                 git["error"] = f"{name} could not be written ({e.strerror})"
-        record["git"] = git
         atomic.write_json(path, record)
 
     def _eval_precision(self) -> str | None:
