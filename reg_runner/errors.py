@@ -225,7 +225,7 @@ def closest_key(key: str) -> str | None:
         near = difflib.get_close_matches(group, groups, n=1)
         return f"{near[0]}.{rest}" if near and rest else (near[0] if near else None)
     keys = set(dotted(top.get(group)))
-    for path in (root / group).glob("*.yaml") if (root / group).is_dir() else ():
+    for path in (root / group).glob("*.yaml"):
         keys |= set(dotted(_yaml(path)))
     near = difflib.get_close_matches(rest, sorted(keys), n=1) if rest else []
     return f"{group}.{near[0]}" if near else None

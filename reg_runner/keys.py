@@ -71,7 +71,6 @@ SETTING = Role("setting", frozenset({RESULTS, HPARAMS}))
 PATH = Role("path", frozenset({RESULTS, HPARAMS, FOLDER_NAMES, GROUPING}))
 LABEL = Role("label", frozenset({RESULTS, FOLDER_NAMES, GROUPING}))
 PRESET = Role("preset", frozenset({FOLDER_NAMES, GROUPING}))
-ROLES = (HYPERPARAMETER, REPLICATE, DETAIL, SETTING, PATH, LABEL, PRESET)
 
 STRUCTURAL = StackRole("structural", True)
 OWN = StackRole("own", False)  # the default: written only inside a structural group
