@@ -115,7 +115,7 @@ def git_state(folder: Path) -> dict:
 
 
 @functools.cache
-def _git_state(folder: str) -> tuple:
+def _git_state(folder: str) -> dict:  # each caller gets a copy (git_state): the one kept here never changes
     def git(*args) -> str:
         return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout
@@ -123,16 +123,15 @@ def _git_state(folder: str) -> tuple:
     try:
         commit = git("rev-parse", "HEAD").strip()
     except FileNotFoundError:
-        return (("commit", None), ("error", "git is not installed"))
+        return dict(commit=None, error="git is not installed")
     except subprocess.CalledProcessError as e:
         reason = (e.stderr or "").strip().splitlines()
-        return (("commit", None), ("error", f"not a git repository with a commit ({reason[0] if reason else 'git failed'})"))
+        return dict(commit=None, error=f"not a git repository with a commit ({reason[0] if reason else 'git failed'})")
     except (OSError, subprocess.SubprocessError) as e:
-        return (("commit", None), ("error", f"git failed ({type(e).__name__})"))
+        return dict(commit=None, error=f"git failed ({type(e).__name__})")
     try:  # the whole repository's changes, paths from its top
         diff = git("diff", "HEAD", "--no-color", "--no-ext-diff", "--binary")
         untracked = git("ls-files", "--others", "--exclude-standard", "--full-name", ":/").splitlines()
     except (OSError, subprocess.SubprocessError) as e:
-        return (("commit", commit), ("dirty", None), ("error", f"git diff failed ({type(e).__name__})"))
-    return (("commit", commit), ("dirty", bool(diff) or bool(untracked)), ("untracked", tuple(untracked)),
-            ("diff", diff))
+        return dict(commit=commit, dirty=None, error=f"git diff failed ({type(e).__name__})")
+    return dict(commit=commit, dirty=bool(diff) or bool(untracked), untracked=tuple(untracked), diff=diff)
