@@ -69,8 +69,9 @@ def folder_name_excludes() -> list[str]:
     command that Hydra refuses before (a misspelled key, an unknown option) never imports them (about 0.1 s;
     benchmarks/refusal.py)."""
     from reg_runner.config import KEYS
+    from reg_runner.keys import FOLDER_NAMES
 
-    return KEYS.folder_name_excludes()
+    return list(KEYS.left_out_of(FOLDER_NAMES))
 
 
 OmegaConf.register_resolver("run_name", run_name, replace=True)

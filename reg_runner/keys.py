@@ -137,18 +137,10 @@ class Declared:
                 return role
         return HYPERPARAMETER
 
-    def keys_with(self, role: Role) -> tuple[str, ...]:
-        """The keys declared with ``role``, in schema order (a group's own key stands for every key below it)."""
-        return tuple(k for k, r in self.table.items() if r is role)
-
     def left_out_of(self, use: str) -> tuple[str, ...]:
         """The keys whose role leaves them out of ``use`` (``RESULTS``, ``HPARAMS``, ``FOLDER_NAMES``,
         ``GROUPING``), shallowest first: a group stands for its keys."""
         return tuple(k for k, r in self.table.items() if use in r.left_out_of)
-
-    def folder_name_excludes(self) -> list[str]:
-        """Hydra's ``override_dirname.exclude_keys``: what a multirun job's folder name leaves out."""
-        return list(self.left_out_of(FOLDER_NAMES))
 
     def describe(self, key: str, group_schema=None) -> str:
         """A key's roles as the configuration reference shows them (empty for an own hyperparameter);
