@@ -166,7 +166,7 @@ def _summarize(member, wall: float) -> float:
         value = math.nan
         line = f"{state.status} at epoch {state.stopped_at} before any evaluation"
     else:
-        value = math.nan if state.status == "diverged" else state.best[objective]  # diverged: a failed trial to a sweeper
+        value = math.nan if state.status == "diverged" else state.best[objective]  # diverged: a failed trial
         test, final = state.best["test/acc"], state.history[-1]["test/acc"]
         line = (
             f"{state.status}: best {objective} {state.best[objective]:.4f} at epoch {state.best['epoch']}, "
