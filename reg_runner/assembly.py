@@ -28,11 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    """One run, from the command to its member in a stack. What the command gives it: ``composed`` (the config
-    Hydra composed), its folder, the command line's overrides, its Optuna trial in a study sweep. Then what the
-    run makes of these before it trains, in this order: its check (``checked``; ``settings``, the typed config it
-    holds), its folder locked, its config as recorded (``recorded``: plain data, the seed actually used), and the
-    checkpoint it resumes from."""
+    """One run, from the command to its member in a stack: what the command gives it (its config as Hydra composed
+    it, its folder, overrides and Optuna trial), then what the run makes of these before it trains, in this order."""
 
     composed: object  # Hydra's DictConfig, or a plain mapping of the same keys
     run_dir: Path
@@ -40,7 +37,7 @@ class Job:
     trial: TrialLink | None = None
     checked: Checked | None = None  # its config's check so far, if made (the CLI's callback's, a sweeper's)
     folder: RunFolder | None = None  # its folder, once locked (the CLI's callback locks a single run's)
-    recorded: dict | None = None  # resolved_config.yaml's content
+    recorded: dict | None = None  # resolved_config.yaml's content: plain data, the seed actually used
     checkpoint: dict | None = None  # checkpoints/last.pt, when it resumes
 
     @property
@@ -64,8 +61,7 @@ def plain(model_cfg, shape: tuple[int, ...], n_classes: int, device: torch.devic
 
 def holds_network(model_cfg, shape: tuple[int, ...], n_classes: int, state) -> bool:
     """Whether ``state`` (a checkpoint's model) holds the network of ``model_cfg``: its names and shapes."""
-    with torch.device("meta"):
-        expected = model_cfg.plain(tuple(shape), n_classes).state_dict()
+    expected = plain(model_cfg, shape, n_classes, torch.device("meta")).state_dict()
     shapes = ({n: tuple(t.shape) for n, t in state.items() if isinstance(t, torch.Tensor)}
               if isinstance(state, dict) else {})
     return shapes == {n: tuple(t.shape) for n, t in expected.items()}

@@ -81,7 +81,6 @@ def machine_inputs(checked: Checked) -> tuple:
             split.n_train)
 
 
-
 def rules(c: RunConfig) -> None:
     """Stage 2: rules across keys and groups."""
     s, t, m = c.scheduler, c.trainer, c.model
@@ -127,7 +126,6 @@ def rules(c: RunConfig) -> None:
                                   "whether the trial uses it")
 
 
-
 # key set on the command line -> (when the run reads it, why not); ``model.*`` keys: the family's ``unread``
 def _lr_read(c: RunConfig) -> bool:
     """Whether optimizer.lr sets any learning rate (one-cycle with its own max_lr, and a cyclic schedule
@@ -144,21 +142,16 @@ DEPENDENT = {
                             "dampening acts on the momentum"),
     "reg.apply_to": (lambda c: c.reg.l1 > 0 or c.reg.l2 > 0, "reg.l1 = reg.l2 = 0: there is no penalty"),
     "scheduler.warmup_start_factor": (lambda c: c.scheduler.warmup_epochs > 0, "scheduler.warmup_epochs=0"),
-    "scheduler.base_momentum": (lambda c: getattr(c.scheduler, "cycle_momentum", False),
-                                "scheduler.cycle_momentum=false"),
-    "scheduler.max_momentum": (lambda c: getattr(c.scheduler, "cycle_momentum", False),
-                               "scheduler.cycle_momentum=false"),
+    **{f"scheduler.{k}": (lambda c: getattr(c.scheduler, "cycle_momentum", False), "scheduler.cycle_momentum=false")
+       for k in ("base_momentum", "max_momentum")},
     "scheduler.gamma": (lambda c: c.scheduler.name != "cyclic" or c.scheduler.mode == "exp_range",
                         "scheduler.mode is not exp_range"),
     "optimizer.base_batch_size": (lambda c: c.optimizer.lr_scaling != "none", "optimizer.lr_scaling=none"),
     "optimizer.momentum": (lambda c: not getattr(c.scheduler, "cycle_momentum", False),
                            "scheduler.cycle_momentum=true: the cycle sets the momentum"),
-    "trainer.early_stopping.monitor": (lambda c: c.trainer.early_stopping.enabled,
-                                       "trainer.early_stopping.enabled=false"),
-    "trainer.early_stopping.patience": (lambda c: c.trainer.early_stopping.enabled,
-                                        "trainer.early_stopping.enabled=false"),
-    "trainer.early_stopping.min_delta": (lambda c: c.trainer.early_stopping.enabled,
-                                         "trainer.early_stopping.enabled=false"),
+    **{f"trainer.early_stopping.{k}": (lambda c: c.trainer.early_stopping.enabled,
+                                       "trainer.early_stopping.enabled=false")
+       for k in ("monitor", "patience", "min_delta")},
     "logging.histograms": (lambda c: c.logging.tensorboard, "logging.tensorboard=false"),
     "logging.probe_size": (lambda c: c.logging.tensorboard and c.logging.histograms > 0,
                            "no histograms are recorded (logging.tensorboard=false or logging.histograms=0)"),
@@ -166,6 +159,8 @@ DEPENDENT = {
     "data.verify": (lambda c: c.data.root is not None, "data.root=null: the store's files are checked as they are "
                     "placed there"),
 }
+
+
 def unread_overrides(c: RunConfig, overrides) -> None:
     """Stage 2: a value typed on the command line that the run would not read is an error."""
     for key, value in override_items(overrides):

@@ -70,16 +70,15 @@ def folder_name_excludes() -> list[str]:
     command that Hydra refuses before (a misspelled key, an unknown option) never imports them (about 0.1 s;
     benchmarks/refusal.py)."""
     from reg_runner.config import KEYS
+    from reg_runner.keys import FOLDER_NAMES
 
-    return KEYS.folder_name_excludes()
+    return list(KEYS.left_out_of(FOLDER_NAMES))
 
 
-# OmegaConf 2.4 renamed register_new_resolver; keep both working
-_register = getattr(OmegaConf, "register_resolver", OmegaConf.register_new_resolver)
-_register("run_name", run_name, replace=True)
-_register("sweep_direction", sweep_direction, replace=True)
-_register("folder_name_excludes", folder_name_excludes, replace=True)  # what a job's folder name leaves out
-_register("options", lambda group: ", ".join(options(group)), replace=True)  # a group's options, in help texts
+OmegaConf.register_resolver("run_name", run_name, replace=True)
+OmegaConf.register_resolver("sweep_direction", sweep_direction, replace=True)
+OmegaConf.register_resolver("folder_name_excludes", folder_name_excludes, replace=True)
+OmegaConf.register_resolver("options", lambda group: ", ".join(options(group)), replace=True)  # in help texts
 
 
 class EarlyChecks(Callback):

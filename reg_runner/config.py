@@ -87,13 +87,13 @@ def as_data(cfg) -> dict:
 # model family's keys but those it marks each run's own (such as init and dropout), and the shape of the loop.
 def structural_difference(cfgs: list[RunConfig]) -> str | None:
     """The first structural key on which ``cfgs`` differ, or None."""
-    first = cfgs[0]
+    first, dumped = cfgs[0], cfgs[0].model_dump(by_alias=True)
     for c in cfgs[1:]:
-        if keys.structural_values(c) == keys.structural_values(first):
-            continue
-        for key in keys.structural_keys(first):
-            if value_at(c.model_dump(by_alias=True), key) != value_at(first.model_dump(by_alias=True), key):
-                return key
+        if keys.structural_values(c) != keys.structural_values(first):
+            other = c.model_dump(by_alias=True)
+            for key in keys.structural_keys(first):
+                if dotted.get(other, key) != dotted.get(dumped, key):
+                    return key
     return None
 
 

@@ -122,36 +122,33 @@ def folder_arg(text: str) -> Path:
     return Path(text)
 
 
-def integer_arg(lo: int, hi: int | None = None, odd: bool = False, note: str = ""):
-    """An argparse ``type``: an integer >= ``lo`` (and <= ``hi``; odd), refused in the Parser's one line."""
-    allowed = (f"an {'odd ' if odd else ''}integer " + (f"in [{lo}, {hi}]" if hi is not None else f">= {lo}")) + note
+def _argument(convert, ok, allowed: str):
+    """An argparse ``type``: ``convert(text)`` where it converts and ``ok`` takes it; else refused in the Parser's
+    one line, ``'<text>' is not allowed: <allowed>``."""
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            v = int(text)
+            v = convert(text)
         except ValueError:
             v = None
-        if v is None or v < lo or (hi is not None and v > hi) or (odd and v % 2 == 0):
+        if v is None or not ok(v):
             raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}")
         return v
 
     return parse
+
+
+def integer_arg(lo: int, hi: int | None = None, odd: bool = False, note: str = ""):
+    """An integer >= ``lo`` (and <= ``hi``; odd)."""
+    return _argument(int, lambda v: v >= lo and (hi is None or v <= hi) and not (odd and v % 2 == 0),
+                     f"an {'odd ' if odd else ''}integer " + (f"in [{lo}, {hi}]" if hi is not None else f">= {lo}")
+                     + note)
 
 
 def number_arg(lo: float, hi: float, lo_open: bool = True, hi_open: bool = False, note: str = ""):
-    """An argparse ``type``: a number in the interval, refused in the Parser's one line."""
-    allowed = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}{note}"
-
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            v = float("nan")
-        if not ((lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)):
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}")
-        return v
-
-    return parse
+    """A number in the interval."""
+    return _argument(float, lambda v: (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi),
+                     f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}{note}")
 
 
 def hydra_error(e: BaseException, overrides=()) -> str:
@@ -228,7 +225,7 @@ def closest_key(key: str) -> str | None:
         near = difflib.get_close_matches(group, groups, n=1)
         return f"{near[0]}.{rest}" if near and rest else (near[0] if near else None)
     keys = set(dotted(top.get(group)))
-    for path in (root / group).glob("*.yaml") if (root / group).is_dir() else ():
+    for path in (root / group).glob("*.yaml"):
         keys |= set(dotted(_yaml(path)))
     near = difflib.get_close_matches(rest, sorted(keys), n=1) if rest else []
     return f"{group}.{near[0]}" if near else None

@@ -28,6 +28,7 @@ def environment(device, eval_precision: str | None = None) -> dict:
     import torch
 
     versions = distributions()
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return dict(
         python=sys.version.split()[0],
         python_implementation=platform.python_implementation(),
@@ -35,9 +36,9 @@ def environment(device, eval_precision: str | None = None) -> dict:
         distributions=versions,  # every installed distribution, by its normalized name
         torch_build=torch_build(),
         device=str(device),
-        device_name=device_name(device),
+        device_name=gpu or (cpu_name() if device.type == "cpu" else device.type),
         cpu=cpu_name(),
-        gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        gpu=gpu,
         torch_threads=torch.get_num_threads(),  # set it with OMP_NUM_THREADS=<n> to give a run its numbers back
         torch_interop_threads=torch.get_num_interop_threads(),
         precision=dict(
@@ -106,16 +107,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def device_name(device) -> str:
-    if device.type == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return cpu_name()
-    return device.type
-
-
 def git_state(folder: Path) -> dict:
     """The commit of the reg_runner code that ran, whether its tree had changes, which untracked files it held,
     and its changes against the commit (``diff``, written beside the records as ``source.patch``). Read once per
@@ -124,7 +115,7 @@ def git_state(folder: Path) -> dict:
 
 
 @functools.cache
-def _git_state(folder: str) -> tuple:
+def _git_state(folder: str) -> dict:  # each caller gets a copy (git_state): the one kept here never changes
     def git(*args) -> str:
         return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout
@@ -132,16 +123,15 @@ def _git_state(folder: str) -> tuple:
     try:
         commit = git("rev-parse", "HEAD").strip()
     except FileNotFoundError:
-        return (("commit", None), ("error", "git is not installed"))
+        return dict(commit=None, error="git is not installed")
     except subprocess.CalledProcessError as e:
         reason = (e.stderr or "").strip().splitlines()
-        return (("commit", None), ("error", f"not a git repository with a commit ({reason[0] if reason else 'git failed'})"))
+        return dict(commit=None, error=f"not a git repository with a commit ({reason[0] if reason else 'git failed'})")
     except (OSError, subprocess.SubprocessError) as e:
-        return (("commit", None), ("error", f"git failed ({type(e).__name__})"))
+        return dict(commit=None, error=f"git failed ({type(e).__name__})")
     try:  # the whole repository's changes, paths from its top
         diff = git("diff", "HEAD", "--no-color", "--no-ext-diff", "--binary")
         untracked = git("ls-files", "--others", "--exclude-standard", "--full-name", ":/").splitlines()
     except (OSError, subprocess.SubprocessError) as e:
-        return (("commit", commit), ("dirty", None), ("error", f"git diff failed ({type(e).__name__})"))
-    return (("commit", commit), ("dirty", bool(diff) or bool(untracked)), ("untracked", tuple(untracked)),
-            ("diff", diff))
+        return dict(commit=commit, dirty=None, error=f"git diff failed ({type(e).__name__})")
+    return dict(commit=commit, dirty=bool(diff) or bool(untracked), untracked=tuple(untracked), diff=diff)

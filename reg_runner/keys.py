@@ -71,7 +71,6 @@ SETTING = Role("setting", frozenset({RESULTS, HPARAMS}))
 PATH = Role("path", frozenset({RESULTS, HPARAMS, FOLDER_NAMES, GROUPING}))
 LABEL = Role("label", frozenset({RESULTS, FOLDER_NAMES, GROUPING}))
 PRESET = Role("preset", frozenset({FOLDER_NAMES, GROUPING}))
-ROLES = (HYPERPARAMETER, REPLICATE, DETAIL, SETTING, PATH, LABEL, PRESET)
 
 STRUCTURAL = StackRole("structural", True)
 OWN = StackRole("own", False)  # the default: written only inside a structural group
@@ -80,17 +79,13 @@ OWN = StackRole("own", False)  # the default: written only inside a structural g
 CHOICES = {"hparams_search": PRESET}  # the search preset: every trial of a search has it, its keys say what it set
 
 
-def markers(field, kind: type) -> list:
-    """The markers of ``kind`` (``Role`` or ``StackRole``) in a pydantic field's annotation."""
-    return [m for m in field.metadata if isinstance(m, kind)]
-
-
 def role_marker(field) -> Role | None:
-    return next(iter(markers(field, Role)), None)
+    """The record role in a pydantic field's annotation, if it declares one."""
+    return next((m for m in field.metadata if isinstance(m, Role)), None)
 
 
 def stack_marker(field) -> StackRole | None:
-    return next(iter(markers(field, StackRole)), None)
+    return next((m for m in field.metadata if isinstance(m, StackRole)), None)
 
 
 def groups_in(annotation) -> list:
@@ -142,18 +137,10 @@ class Declared:
                 return role
         return HYPERPARAMETER
 
-    def keys_with(self, role: Role) -> tuple[str, ...]:
-        """The keys declared with ``role``, in schema order (a group's own key stands for every key below it)."""
-        return tuple(k for k, r in self.table.items() if r is role)
-
     def left_out_of(self, use: str) -> tuple[str, ...]:
         """The keys whose role leaves them out of ``use`` (``RESULTS``, ``HPARAMS``, ``FOLDER_NAMES``,
         ``GROUPING``), shallowest first: a group stands for its keys."""
         return tuple(k for k, r in self.table.items() if use in r.left_out_of)
-
-    def folder_name_excludes(self) -> list[str]:
-        """Hydra's ``override_dirname.exclude_keys``: what a multirun job's folder name leaves out."""
-        return list(self.left_out_of(FOLDER_NAMES))
 
     def describe(self, key: str, group_schema=None) -> str:
         """A key's roles as the configuration reference shows them (empty for an own hyperparameter);
@@ -190,15 +177,11 @@ def _structural(node, prefix: str, inherited: bool) -> list[tuple[str, object]]:
         marker = stack_marker(field)
         structural = marker.structural if marker is not None else inherited
         value = getattr(node, name)
-        if _is_group(value) and _mixed(value, structural):
+        if isinstance(value, BaseModel) and _mixed(value, structural):
             out += _structural(value, f"{prefix}{key}.", structural)
         elif structural:
             out.append((f"{prefix}{key}", value))
     return out
-
-
-def _is_group(value) -> bool:
-    return isinstance(value, BaseModel)
 
 
 def _mixed(group, structural: bool) -> bool:
@@ -208,6 +191,6 @@ def _mixed(group, structural: bool) -> bool:
         if marker is not None and marker.structural != structural:
             return True
         value = getattr(group, name)
-        if _is_group(value) and _mixed(value, marker.structural if marker is not None else structural):
+        if isinstance(value, BaseModel) and _mixed(value, marker.structural if marker is not None else structural):
             return True
     return False

@@ -22,7 +22,7 @@ def override_items(overrides) -> list[tuple[str, str]]:
     """``(key, value)`` of each ``key=value`` on the command line, without ``+``/``++``/``~``."""
     items = []
     for item in plain_overrides(overrides):
-        key, sep, value = str(item).partition("=")
+        key, sep, value = item.partition("=")
         if sep:
             items.append((key.lstrip("+~"), value))
     return items
@@ -54,7 +54,7 @@ def hydra_overrides(overrides, multirun: bool) -> None:
     folder; a multirun's folder is ``hydra.sweep.dir``, not ``hydra.run.dir``). ``hydra.mode=MULTIRUN`` is
     Hydra's own spelling of --multirun, which Hydra adds to this list itself. (``hparams_search=...`` is a task
     key, allowed in a single run: there it is the search's base config, as a sweep summary's re-run command uses it.)"""
-    overrides = [o for o in plain_overrides(overrides) if str(o).partition("=")[0].lstrip("+~") != "hydra.mode"]
+    overrides = [o for o in plain_overrides(overrides) if o.partition("=")[0].lstrip("+~") != "hydra.mode"]
     chosen_by_group(overrides)
     for key, value in override_items(overrides):
         if multirun and key.startswith("hydra.run."):

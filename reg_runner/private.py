@@ -33,9 +33,8 @@ def hydra_arguments_refused(argv: list[str]) -> str | None:
     """What Hydra's command-line parser refuses in ``argv`` (``unrecognized arguments: --nope``), or None.
 
     ``hydra.main`` parses the command line with the parser of ``hydra._internal.utils.get_args_parser``
-    (``parse_intermixed_args``), whose
-    mistakes argparse prints as the usage, then the message, on several lines. The same parser, asked first,
-    gives the message alone. ``--version`` and ``--help`` act as under Hydra.
+    (``parse_intermixed_args``), whose mistakes argparse prints as the usage, then the message, on several lines.
+    The same parser, asked first, gives the message alone. ``--version`` and ``--help`` act as under Hydra.
     """
 
     class Refused(Exception):

@@ -132,7 +132,7 @@ class RunFolder:
     def refuse_existing(self, key: str = "hydra.run.dir", kind: str = kinds.RUN) -> None:
         """Never overwrite a run, nor write into a folder of other files: a new run needs a new or empty
         folder (or one where Hydra alone has written); an unfinished run is resumed, not restarted."""
-        where = f"{key}={str(self.path)!r}" if key in ("hydra.run.dir", "hydra.sweep.dir") else str(self.path)
+        where = f"{key}={str(self.path)!r}"
         other = kinds.kind_of(self.path)
         if other not in (None, kind):
             raise UserError(f"{where} is {kinds.WHAT[other]}; choose another {key}")
@@ -140,8 +140,7 @@ class RunFolder:
         if status in FINISHED:
             raise UserError(f"{where} already holds a finished run (status {status}); choose another {key}")
         if status == "running":
-            raise UserError(f"{where} holds a run that a live process is training ({self.owner()}); "
-                            f"choose another {key}")
+            raise self._busy(key)
         if status is not None:
             try:
                 self.load_last()  # advise resume only where resume would take the run
@@ -226,10 +225,7 @@ class RunFolder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            if key is not None:
-                raise UserError(f"{key}={str(self.path)!r} holds a run that a live process is training "
-                                f"({self.owner()}); choose another {key}") from None
-            raise self._busy() from None
+            raise self._busy(key) from None
         self._lock_fd = fd
         try:
             if then is not None:
@@ -262,7 +258,11 @@ class RunFolder:
         finally:
             os.close(fd)
 
-    def _busy(self) -> UserError:
+    def _busy(self, key: str | None = None) -> UserError:
+        """A live process trains the run here: ``key``, the setting that named a new run's folder, to choose another."""
+        if key is not None:
+            return UserError(f"{key}={str(self.path)!r} holds a run that a live process is training ({self.owner()}); "
+                             f"choose another {key}")
         return UserError(f"{self.path} is being trained right now ({self.owner()}): a second process would write "
                          "into the same folder; wait for it, or stop it first")
 
@@ -296,10 +296,8 @@ class RunFolder:
         Optuna study and trial it ran for, in a study sweep."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
         record = dict(fingerprint.environment(device, self._eval_precision()), stack=stack, trial=trial)
-        git = dict(record["git"])
+        git = record["git"]  # this record's own copy
         diff = git.pop("diff", "")
-        if "untracked" in git:
-            git["untracked"] = list(git["untracked"])
         if diff:  # the changes that ran, beside the records (a resumed run on other code keeps both)
             name = fingerprint.PATCH if resumed_at is None else f"source_resumed_{resumed_at}.patch"
             try:
@@ -308,7 +306,6 @@ class RunFolder:
             except OSError as e:
                 git["patch"] = None
                 git["error"] = f"{name} could not be written ({e.strerror})"
-        record["git"] = git
         atomic.write_json(path, record)
 
     def _eval_precision(self) -> str | None:

@@ -139,11 +139,8 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         for trainer in {m.cfg.trainer.early_stopping.patience: m.cfg.trainer for m in members}.values():
             warn_idle_early_stopping(trainer)
         engine.run()
-    except UserError as e:
-        record_failure(str(e))
-        raise
-    except Exception as e:
-        record_failure(f"{type(e).__name__}: {e}")
+    except Exception as e:  # a user's mistake is said as it is; any other error with its type
+        record_failure(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
         raise
     if engine.interrupted:
         if any(m.state.status == "interrupted" for m in members):
@@ -173,9 +170,7 @@ def _summarize(member, wall: float) -> float:
         value = math.nan
         line = f"{state.status} at epoch {state.stopped_at} before any evaluation"
     else:
-        value = state.best[objective]
-        if state.status == "diverged":
-            value = math.nan  # a sweeper must see the trial as failed
+        value = math.nan if state.status == "diverged" else state.best[objective]  # diverged: a failed trial
         test, final = state.best["test/acc"], state.history[-1]["test/acc"]
         line = (
             f"{state.status}: best {objective} {state.best[objective]:.4f} at epoch {state.best['epoch']}, "

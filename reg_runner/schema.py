@@ -16,13 +16,13 @@ import difflib
 import importlib
 import math
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAny, ValidationError
 from pydantic_core import PydanticCustomError
 
 from reg_runner.errors import ConfigError
-from reg_runner.keys import role_marker
+from reg_runner.keys import groups_in, role_marker
 
 SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence takes anything
 
@@ -50,16 +50,21 @@ def _interval(lo, hi, lo_open, hi_open) -> str:
     return f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
 
 
-def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_open=False, allowed: str = ""):
-    """A finite float in the interval (ints are taken as floats)."""
-    text = allowed or _interval(lo, hi, lo_open, hi_open)
+def rule(kind, ok, allowed: str, convert=lambda v: v):
+    """A field of type ``kind`` whose values pass ``ok`` (then ``convert``-ed); any other is refused: ``allowed``."""
 
     def check(v):
-        if not is_number(v) or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
-            raise reject(text)
-        return float(v)
+        if not ok(v):
+            raise reject(allowed)
+        return convert(v)
 
-    return Annotated[float, PlainValidator(check)]
+    return Annotated[kind, PlainValidator(check)]
+
+
+def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_open=False, allowed: str = ""):
+    """A finite float in the interval (ints are taken as floats)."""
+    return rule(float, lambda v: is_number(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi),
+                allowed or _interval(lo, hi, lo_open, hi_open), float)
 
 
 INT_LIMIT = 2**63  # numpy and torch count in int64: a larger count fails in their arithmetic, mid-run
@@ -79,15 +84,9 @@ def integer(lo: int = 0, hi: int | None = None):
 
 
 def one_of(*choices):
-    text = "one of " + ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
-
-    def check(v):
-        # True == 1 in Python: compare types too, so that 1 is not taken for true
-        if not any(v == c and type(v) is type(c) for c in choices):
-            raise reject(text)
-        return v
-
-    return Annotated[Any, PlainValidator(check)]
+    # True == 1 in Python: compare types too, so that 1 is not taken for true
+    return rule(Any, lambda v: any(v == c and type(v) is type(c) for c in choices),
+                "one of " + ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices))
 
 
 def optional(field, what: str = "null"):
@@ -112,17 +111,6 @@ class Optional:
         self.field = field
 
 
-def rule(kind, ok, allowed: str, convert=lambda v: v):
-    """A field of type ``kind`` whose values pass ``ok`` (then ``convert``-ed); any other is refused: ``allowed``."""
-
-    def check(v):
-        if not ok(v):
-            raise reject(allowed)
-        return convert(v)
-
-    return Annotated[kind, PlainValidator(check)]
-
-
 Bool = rule(bool, lambda v: isinstance(v, bool), "true or false")
 Tags = rule(list, lambda v: isinstance(v, (list, tuple)) and all(isinstance(t, str) and t.strip() for t in v),
             "a list of words, e.g. tags=[baseline,first_try] (report --tag selects the runs that carry one)", list)
@@ -145,16 +133,10 @@ Probability = number(0, 1)  # [0, 1]
 
 def pair(lo: float, hi: float, hi_open=True):
     """A list of two numbers, each in [lo, hi) (Adam's betas)."""
-    text = f"a list of two numbers, each in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
-
-    def check(v):
-        if not isinstance(v, (list, tuple)) or len(v) != 2:
-            raise reject(text)
-        if not all(is_number(x) and lo <= x and (x < hi if hi_open else x <= hi) for x in v):
-            raise reject(text)
-        return [float(x) for x in v]
-
-    return Annotated[list, PlainValidator(check)]
+    return rule(list, lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+                and all(is_number(x) and lo <= x and (x < hi if hi_open else x <= hi) for x in v),
+                f"a list of two numbers, each in [{lo:g}, {hi:g}{')' if hi_open else ']'}",
+                lambda v: [float(x) for x in v])
 
 
 def parse(model: type[BaseModel], data: Any, prefix: str = ""):
@@ -220,14 +202,10 @@ def _known_keys(model, path: list, data) -> list[str]:
 
 def _model_of(annotation, value):
     """The pydantic model an annotation stands for, picking a union's member by its ``name``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg, value)
-        if found is not None:
-            tag = found.model_fields.get("name")
-            if tag is None or not isinstance(value, dict) or value.get("name") in getattr(tag.annotation, "__args__", ()):
-                return found
+    for found in groups_in(annotation):
+        tag = found.model_fields.get("name")
+        if tag is None or not isinstance(value, dict) or value.get("name") in get_args(tag.annotation):
+            return found
     return None
 
 

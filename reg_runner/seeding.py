@@ -32,11 +32,7 @@ def stream_seed(seed: int, stream: str) -> int:
 
 def generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
     """The run's generators, one per stream."""
-    out = {}
-    for name in STREAMS:
-        out[name] = torch.Generator(device=device)
-        out[name].manual_seed(stream_seed(seed, name))
-    return out
+    return {name: torch.Generator(device=device).manual_seed(stream_seed(seed, name)) for name in STREAMS}
 
 
 @contextlib.contextmanager

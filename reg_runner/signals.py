@@ -40,7 +40,7 @@ def early(quiet: bool = False) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             if signal.getsignal(sig) is not signal.SIG_IGN:  # a job started in the background ignores Ctrl-C
-                signal.signal(sig, _end_now)
+                signal.signal(sig, lambda signum, frame: end(signum))
         atexit.register(_ignore_at_exit)  # registered first, so it runs last
     sys.excepthook = _excepthook
 
@@ -56,10 +56,6 @@ def _ignore_at_exit():
     word, its exit code lost."""
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-
-
-def _end_now(signum, frame):
-    end(signum)
 
 
 def _excepthook(kind, value, tb):

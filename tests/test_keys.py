@@ -71,7 +71,7 @@ def test_a_role_decides_results_hparams_folder_names_and_groups(schema, role, re
     assert ("objective" in shown) is hparam
     if role is keys.LABEL:  # as text, after the hyperparameters, as tags and notes
         assert shown["objective"] == "val/loss" and list(shown).index("objective") > list(shown).index("trainer.epochs")
-    assert ("objective" in KEYS.folder_name_excludes()) is not folder
+    assert ("objective" in KEYS.left_out_of(keys.FOLDER_NAMES)) is not folder
     assert grouped_by({"objective": "val/acc", "seed": "0"}, {"objective": "val/loss", "seed": "1"}) == (
         ["objective"] if group else [])
     # the key's record role never makes it structural
@@ -110,7 +110,7 @@ def test_a_real_multiruns_folder_names_follow_the_role(cli, schema, role, exclud
 
 
 def test_the_preset_choice_is_left_out_of_folder_names_and_groups():
-    assert "hparams_search" in KEYS.folder_name_excludes()
+    assert "hparams_search" in KEYS.left_out_of(keys.FOLDER_NAMES)
     assert grouped_by({"hparams_search": "quick", "seed": "0"}, {"hparams_search": "other", "seed": "1"}) == []
 
 
@@ -118,7 +118,7 @@ def test_a_label_is_never_swept():
     from reg_runner.errors import UserError
     from reg_runner.sweep.settings import labels_not_swept
 
-    for key in KEYS.keys_with(keys.LABEL):
+    for key in [k for k, r in KEYS.table.items() if r is keys.LABEL]:
         with pytest.raises(UserError, match="never swept"):
             labels_not_swept(key, f"{key}=a,b")
     labels_not_swept("objective", "objective=val/acc,val/loss")
@@ -166,7 +166,8 @@ def test_every_field_has_at_most_one_role_of_each_kind_where_it_means_something(
     def walk(cls, prefix, role, structural):
         for key, _, field in keys.fields_of(cls):
             where = f"{cls.__name__}.{key} ({prefix}{key})"
-            roles, stacks = keys.markers(field, keys.Role), keys.markers(field, keys.StackRole)
+            roles = [m for m in field.metadata if isinstance(m, keys.Role)]
+            stacks = [m for m in field.metadata if isinstance(m, keys.StackRole)]
             assert len(roles) <= 1 and len(stacks) <= 1, where
             assert not (roles and role is not None), f"{where}: a role inside a group that has one ({role!r})"
             assert keys.HYPERPARAMETER not in roles and keys.PRESET not in roles, where  # the default; a choice's
@@ -191,7 +192,7 @@ def test_the_shipped_declarations_keep_the_lists_the_code_had():
     assert set(KEYS.left_out_of(keys.FOLDER_NAMES)) == {"data.root", "data.verify", "hparams_search", "tags", "notes"}
     assert set(KEYS.left_out_of(keys.GROUPING)) == {"seed", "data.root", "data.verify", "hparams_search", "tags",
                                                     "notes"}
-    assert KEYS.keys_with(keys.LABEL) == ("tags", "notes")
+    assert [k for k, r in KEYS.table.items() if r is keys.LABEL] == ["tags", "notes"]
     shown = [k for k in RunConfig.model_fields if keys.HPARAMS not in KEYS.role_of(k).left_out_of
              and KEYS.role_of(k) is not keys.LABEL]
     assert shown == ["seed", "objective", "data", "model", "reg", "augmentation", "optimizer", "scheduler", "trainer"]
