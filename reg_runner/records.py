@@ -71,13 +71,16 @@ def folder_to_make(key: str, folder) -> Path:
     return path
 
 
-def make_folder(key: str, path: Path) -> list[Path]:
+def make_folder(key: str, path: Path, into: list | None = None) -> list[Path]:
     """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line.
-    Returns the folders it made, the outermost first (to remove them if the command then stops)."""
+    Returns the folders it made, the outermost first (to remove them if the command then stops); ``into`` gets
+    them before they are made (a signal's handler that removes them then misses none)."""
     made, parent = [], Path(path).absolute()
     while not parent.exists() and parent != parent.parent:
         made.insert(0, parent)
         parent = parent.parent
+    if into is not None:
+        into.extend(made)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

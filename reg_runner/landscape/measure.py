@@ -169,7 +169,7 @@ def landscapes(args, run_dirs: list[Path], made: list, state: dict) -> None:
             folder.lock()
         device = _device(args.device)
         if out_all is not None:
-            made += make_folder("--out", out_all)  # before the work: a folder the file system refuses is one line now
+            make_folder("--out", out_all, into=made)  # before the work: a folder the file system refuses is one line now
             kinds.mark(out_all, kinds.LANDSCAPE)
         results, cache = [], {}
         try:

@@ -50,20 +50,19 @@ __all__ = ["Filters", "Run", "find_runs", "holm", "main", "parse_filters", "read
            "varying_keys"]
 
 
-def writable_folder(out: Path) -> list[Path]:
-    """``out``, made if needed and checked writable; the folders made (the outermost first)."""
+def writable_folder(out: Path, made: list) -> None:
+    """``out``, made if needed and checked writable; ``made`` gets the folders it makes (the outermost first)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for report.md, report.csv and the plots")
     kinds.refuse_other_than(out, (kinds.RUN, kinds.SWEEP), "give another --out for the report")
-    made = make_folder("--out", out)
+    new = make_folder("--out", out, into=made)
     try:
         probe = out / ".reg_runner_write_test"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        signals.remove_empty(made)
+        signals.remove_empty(new)
         raise UserError(f"--out {out} cannot be written ({e.strerror}); give a writable folder") from None
-    return made
 
 
 def _check_keys(facet, interactions, keys, shape, plots: bool) -> None:
@@ -126,7 +125,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     writer = csv.DictWriter(buf, fieldnames=list(table[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)
-    (made if made is not None else []).extend(writable_folder(out))
+    writable_folder(out, made if made is not None else [])
     with signals.deferred(hold=True):  # the report's files together: all of them, or none
         atomic.write_text(out / "report.csv", buf.getvalue())
         for path, data in [(f.path, f.data) for f in blocks if isinstance(f, Figure)] + searched:
