@@ -15,7 +15,7 @@ from pydantic import ConfigDict
 from reg_runner import dotted, keys
 from reg_runner.augmentation import AugmentationConfig
 from reg_runner.data import DataConfig
-from reg_runner.errors import ConfigError, UserError
+from reg_runner.errors import ConfigError, UserError, first_line
 from reg_runner.keys import DETAIL, LABEL, REPLICATE, SETTING, STRUCTURAL
 from reg_runner.logging import LoggingConfig
 from reg_runner.model import ModelConfig
@@ -69,7 +69,7 @@ def as_data(cfg) -> dict:
             data = OmegaConf.to_container(job, resolve=True)
         except Exception as e:  # an interpolation that does not resolve
             key = getattr(e, "full_key", None)
-            reason = str(e).splitlines()[0]
+            reason = first_line(e)
             if key:
                 raw = dotted.get(OmegaConf.to_container(job, resolve=False), str(key))
                 raise ConfigError(str(key), raw, f"a value or an interpolation that resolves ({reason})") from None

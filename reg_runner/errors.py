@@ -41,6 +41,19 @@ def masked(text) -> str:
     return _PASSWORD.sub(rf"\1:{HIDDEN}@", str(text))
 
 
+def first_line(e) -> str:
+    """The first line of an exception's message (its passwords hidden), or "" where it has none."""
+    lines = masked(e).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def cause(e: BaseException, limit: int | None = None) -> str:
+    """``Type: the first line of its message`` (at most ``limit`` characters of it), or ``Type``: an exception in
+    the parentheses of a one-line message."""
+    line = first_line(e)[:limit]
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
 def one_line(text) -> str:
     """``text`` on one line, its passwords hidden: a newline, a tab or any other control character in a value
     shown as Python escapes it (``\\n``), so a value typed with a newline cannot split or forge a message."""

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reg_runner import atomic
+from reg_runner.errors import first_line
 from reg_runner.fingerprint import cpu_name
 from reg_runner.signals import STOP
 
@@ -130,7 +131,7 @@ def remembered(k: dict) -> dict:
         return {}
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("the remembered exactness check %s is damaged (%s): it is ignored, checked again and rewritten",
-                    path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                    path, first_line(e) or type(e).__name__)
         return {}
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from reg_runner import exactness, keys, kinds, signals
-from reg_runner.errors import Parser, UserError, exit_on_user_error
+from reg_runner.errors import Parser, UserError, exit_on_user_error, first_line
 from reg_runner.signals import hand_back, stop_if_signalled
 
 
@@ -36,7 +36,7 @@ def load_config(run_dir: Path):
     try:
         cfg = OmegaConf.load(path)
     except Exception as e:  # YAML syntax, or not text at all
-        raise UserError(f"{path} cannot be read as YAML ({str(e).splitlines()[0]}); restore the file") from None
+        raise UserError(f"{path} cannot be read as YAML ({first_line(e)}); restore the file") from None
     if not OmegaConf.is_dict(cfg):
         raise UserError(f"{path} holds a {type(cfg).__name__}, not a config of keys; restore the file")
     from reg_runner.schema import upgrade
@@ -44,7 +44,7 @@ def load_config(run_dir: Path):
     try:
         return OmegaConf.create(upgrade(OmegaConf.to_container(cfg, resolve=False)))
     except Exception as e:  # keys OmegaConf cannot hold
-        raise UserError(f"{path} cannot be read as a config ({str(e).splitlines()[0]}); restore the file") from None
+        raise UserError(f"{path} cannot be read as a config ({first_line(e)}); restore the file") from None
 
 
 def use_threads(threads: int | None) -> None:

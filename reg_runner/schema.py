@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, get_args
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAny, ValidationError
 from pydantic_core import PydanticCustomError
 
-from reg_runner.errors import ConfigError
+from reg_runner.errors import ConfigError, cause
 from reg_runner.keys import groups_in, role_marker
 
 SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence takes anything
@@ -273,8 +273,7 @@ def family_class(base: type, key: str, target, example: str) -> type:
     try:
         cls = getattr(importlib.import_module(module), name)
     except Exception as e:  # no such module or class, or the module fails to import
-        raise ConfigError(f"{key}._target_", target, f"{allowed} ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ConfigError(f"{key}._target_", target, f"{allowed} ({cause(e)})") from None
     if isinstance(cls, type) and issubclass(cls, base) and cls is not base:
         return cls
     adopted = base.adopt(cls)

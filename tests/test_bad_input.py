@@ -909,3 +909,14 @@ def test_a_conflict_through_the_cli_names_the_key_the_user_set(cli):
     assert_one_line_error(proc, "data.train_fraction=0.001 is not allowed: with it, trainer.batch_size=300 is not "
                                 "allowed: at most 60, the training images")
     assert not proc.run_dir.exists()
+
+
+def test_an_exception_in_a_message_is_its_type_and_first_line_whatever_its_text():
+    """``errors.cause``: what a one-line refusal says of an exception it caught. An exception without a message
+    (``KeyError()``, an ``OSError`` raised bare) is its type, not an IndexError of its own; a URL's password is
+    hidden; the first of several lines, cut at the limit."""
+    from reg_runner.errors import cause, first_line
+
+    assert cause(KeyError()) == "KeyError" and cause(OSError("  \n ")) == "OSError" and first_line(ValueError()) == ""
+    assert cause(ValueError("no such column\nSQL: ...")) == "ValueError: no such column"
+    assert cause(OSError("postgresql://me:secret@db/study refused"), 30) == "OSError: postgresql://me:***@db/study"

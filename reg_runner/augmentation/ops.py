@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from reg_runner.errors import UserError
+from reg_runner.errors import UserError, cause, first_line
 
 
 class Augment:
@@ -151,7 +151,7 @@ def torchvision_transforms(cfg):
     except Exception as e:  # ImportError, or RuntimeError from a torchvision built for another torch
         raise UserError(
             f"augmentation=torchvision needs torchvision, which cannot be imported here "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}); install a torchvision built for "
+            f"({cause(e)}); install a torchvision built for "
             "your torch, or use augmentation=noise, affine or noise_affine (on the device, no torchvision)"
         ) from None
     from torchvision.transforms import v2
@@ -159,7 +159,7 @@ def torchvision_transforms(cfg):
     try:
         return v2.Compose([instantiate(t, _execution_whitelist_=("torchvision.transforms.*",)) for t in cfg.transforms])
     except Exception as e:  # a misspelled class or argument
-        raise UserError(f"augmentation.transforms cannot be built: {str(e).splitlines()[0]}") from None
+        raise UserError(f"augmentation.transforms cannot be built: {first_line(e)}") from None
 
 
 def build(cfg, data) -> Augment | None:

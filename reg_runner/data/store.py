@@ -23,7 +23,7 @@ from pathlib import Path
 
 from reg_runner import atomic
 from reg_runner.data import idx
-from reg_runner.errors import DataError
+from reg_runner.errors import DataError, cause
 
 TIMEOUT_S = 30  # a download that waits this long for a byte fails, rather than hanging the run's checks
 
@@ -124,8 +124,7 @@ def reason(e: BaseException) -> str:
         return "the connection was refused"
     if "timed out" in text.lower():
         return f"no answer within {TIMEOUT_S} s"
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first[:120]}" if first else type(e).__name__
+    return cause(e, 120)
 
 
 def fetch(definition, dataset: str, checksums: dict[str, str], hint: str):

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, ValidationError, create_model, model_serializer, model_validator
 
-from reg_runner.errors import ConfigError, UserError, show
+from reg_runner.errors import ConfigError, UserError, cause, first_line, show
 from reg_runner.keys import OWN, stack_marker
 from reg_runner.schema import FamilyGroup, family, family_parser, upgrade
 
@@ -107,7 +107,7 @@ def calling(cfg: ModelFamily, doing: str, call):
     except (Exception, SystemExit) as e:  # SystemExit: the family's own sys.exit() is no end of the command
         frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith(LIBRARIES)]
         where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        message = first_line(e)
         raise UserError(f"model._target_={show(cfg.target)}: {doing} raised {type(e).__name__}"
                         + (f": {message}" if message else "") + where) from e
 
@@ -197,7 +197,7 @@ def family_of(module: type) -> type[Module]:
         out = create_model(module.__name__, __base__=Module, __module__=module.__module__, **fields)
     except Exception as e:
         raise ConfigError("model._target_", f"{module.__module__}.{module.__qualname__}", "a class whose constructor's "
-                          f"arguments can be checked ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+                          f"arguments can be checked ({cause(e)})") from None
     out.MODULE, out.FILLS = module, tuple(n for n in params if n in FILLED)
     return out
 

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from reg_runner.errors import ConfigError, UserError, show
+from reg_runner.errors import ConfigError, UserError, cause, show
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.schema import FLOAT32_MAX
 
@@ -71,9 +71,9 @@ def step_at(cfg: OptimizerConfig, batch_size: int, lr: float, key: str, value) -
     except Exception as e:
         if "overflow" in str(e):  # the rate (a float32 scalar in the step's arithmetic) is what overflowed
             raise ConfigError(key, value, f"a smaller rate: one step of {cfg.target} at {lr:.4g} overflows float32 "
-                              f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+                              f"({cause(e)})") from None
         raise ConfigError("optimizer._target_", cfg.target, f"an optimizer that steps this model's dense gradients "
-                          f"with its arguments ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e})") from None
+                          f"with its arguments ({cause(e)})") from None
     return sum(isinstance(t, torch.Tensor) and t.shape == probe.shape for t in optimizer.state[probe].values())
 
 

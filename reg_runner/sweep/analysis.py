@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 from reg_runner import kinds
-from reg_runner.errors import HIDDEN, UserError, masked
+from reg_runner.errors import HIDDEN, UserError, cause, masked
 from reg_runner.records import RunFolder
 from reg_runner.schema import is_number
 from reg_runner.sweep.trial import read_only_storage, shown_storage, trial_dirs
@@ -66,17 +66,12 @@ def record_trial(trial, dirs: list[str], artifacts: Path | None) -> None:
         for key, value in trial_results(dirs).items():
             trial.set_user_attr(key, value)
     except Exception as e:  # a storage that refuses a write: the run's own records still hold the numbers
-        log.warning("trial %d: its results could not be recorded on the trial (%s)", trial.number, _line(e))
+        log.warning("trial %d: its results could not be recorded on the trial (%s)", trial.number, cause(e, 200))
     if artifacts is not None and dirs:
         try:
             attach(trial, dirs, artifacts)
         except Exception as e:
-            log.warning("trial %d: its curves and metrics could not be attached (%s)", trial.number, _line(e))
-
-
-def _line(e: Exception) -> str:
-    text = masked(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+            log.warning("trial %d: its curves and metrics could not be attached (%s)", trial.number, cause(e, 200))
 
 
 def attach(trial, dirs: list[str], artifacts: Path) -> None:
@@ -180,7 +175,7 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     except UserError:
         raise
     except Exception as e:
-        return [], "\n".join(section + [f"The study cannot be opened from `{shown}` ({_line(e)})."]) + "\n"
+        return [], "\n".join(section + [f"The study cannot be opened from `{shown}` ({cause(e, 200)})."]) + "\n"
     trials = study.get_trials(deepcopy=False)
     objectives = names_of(study)
     files = [(out / "trials.csv", trials_csv(trials, objectives, study.best_trials if objectives else ()))]
@@ -293,7 +288,7 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
                 plt.close(fig)
         except Exception as e:  # a study this figure cannot show (one distinct value...): the others still are
             plt.close("all")
-            missing.append((name, f"not drawn ({_line(e)})"))
+            missing.append((name, f"not drawn ({cause(e, 200)})"))
             continue
         drawn.append((out / f"{name}.png", buffer.getvalue()))
     return drawn, missing

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pydantic import ConfigDict, Field, PlainValidator
 
-from reg_runner import checks, dotted, keys
+from reg_runner import checks, dotted, errors, keys
 from reg_runner.config import KEYS, check_job_name
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.schema import Bool, Group, Name, integer, optional, parse, reject
@@ -125,12 +125,7 @@ def check_optuna_class(kind: str, target: str, arguments: dict, packages: tuple,
         except Exception as e:  # a value its own checks refuse (a percentile of 120, a reduction factor of 1...)
             cause = e.__cause__ if e.__cause__ is not None and "Error in call to target" in str(e) else e
             raise ConfigError(f"hydra.sweeper.{kind}", arguments, f"arguments {name} accepts "
-                              f"({_first_line(cause)})") from None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+                              f"({errors.cause(cause, 200)})") from None
 
 
 TRUSTED_SPACES = ("reg_runner.",)  # what Hydra may instantiate from this config (reg_runner.cli.TRUSTED)
@@ -220,7 +215,7 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
         try:
             return OmegaConf.to_container(node, resolve=True)
         except Exception as e:
-            raise UserError(f"the sweeper's config does not resolve: {str(e).splitlines()[0]}") from None
+            raise UserError(f"the sweeper's config does not resolve: {errors.first_line(e)}") from None
 
     sweeper = plain(hydra_cfg.get("sweeper"))
     target = sweeper.get("_target_")

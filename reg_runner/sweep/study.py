@@ -48,7 +48,7 @@ from omegaconf import OmegaConf
 from reg_runner import dotted, kinds
 from reg_runner import config as config_lib
 from reg_runner.records import make_folder
-from reg_runner.errors import UserError, exit_on_user_error, show
+from reg_runner.errors import UserError, cause, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
 from reg_runner.sweep import analysis, jobs
 from reg_runner.sweep.settings import flat_params, labels_not_swept
@@ -104,7 +104,7 @@ class StudySweeper(Sweeper):
                                         pruner=pruner, load_if_exists=True, **goal)
         except Exception as e:  # not a database, a server that refuses, a study of another direction...
             raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the study {self.study_name!r} cannot be "
-                            f"opened ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+                            f"opened ({cause(e, 200)})") from None
         if self.objectives and not study.trials and len(study.directions) == len(self.objectives):
             with warnings.catch_warnings():  # experimental: the names optuna-dashboard shows the values under
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

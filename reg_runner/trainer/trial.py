@@ -26,7 +26,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from reg_runner.errors import UserError, masked
+from reg_runner.errors import UserError, cause, masked
 
 log = logging.getLogger(__name__)
 ENV = "REG_RUNNER_TRIAL"
@@ -201,8 +201,7 @@ class Pruning:
             try:
                 self.trials[number] = Reporter(trial, strict=False), runs
             except Exception as e:  # the curve is a record, not a result: the run trains without it
-                log.warning("trial %d: its learning curve is not recorded in the study (%s: %s)", number,
-                            type(e).__name__, masked(e).strip().splitlines()[0][:200] if str(e).strip() else "")
+                log.warning("trial %d: its learning curve is not recorded in the study (%s)", number, cause(e, 200))
 
     @property
     def active(self) -> bool:
