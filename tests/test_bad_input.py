@@ -919,4 +919,4 @@ def test_an_exception_in_a_message_is_its_type_and_first_line_whatever_its_text(
 
     assert cause(KeyError()) == "KeyError" and cause(OSError("  \n ")) == "OSError" and first_line(ValueError()) == ""
     assert cause(ValueError("no such column\nSQL: ...")) == "ValueError: no such column"
-    assert cause(OSError("postgresql://me:secret@db/study refused"), 31) == "OSError: postgresql://me:***@db/study"
+    assert cause(OSError("postgresql://me:secret@db/study refused"), 28) == "OSError: postgresql://me:***@db/study"
