@@ -193,51 +193,31 @@ def test_divergence_ends_the_run_with_a_valid_record(cli):
     assert "diverged" in proc.stdout
 
 
-def test_a_signal_after_the_last_epochs_check_ends_the_command_with_its_line(cli, monkeypatch):
-    """A run acts on a signal after each epoch; one recorded later (while its last records are written, or as a
-    multirun ends) still ends the command in one line, 128 + the signal, not exit 0 without a word."""
+@pytest.mark.parametrize("when, said", [("engine", "while the command ended"), ("records", "as the run ended")])
+def test_a_signal_after_the_last_epochs_check_ends_the_command_with_its_line(cli, monkeypatch, when, said):
+    """A run acts on a signal after each epoch; one recorded later (while its last epoch is recorded, or as the
+    command ends) still ends the command in one line, 128 + the signal, not exit 0 without a word, and offers no
+    checkpoint to resume a completed run from."""
     import signal
 
     from reg_runner.signals import STOP
     from reg_runner.trainer.engine import Engine
-
-    monkeypatch.setattr(STOP, "signal", None)
-    trained = Engine.run
-
-    def then_a_signal(self, *args, **kwargs):
-        out = trained(self, *args, **kwargs)
-        STOP.signal = signal.SIGTERM  # as STOP's handler records it
-        return out
-
-    monkeypatch.setattr(Engine, "run", then_a_signal)
-    proc = cli("trainer.epochs=1", check=False, in_process=True)
-    assert proc.returncode == 143, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == ("interrupted by SIGTERM while the command ended; every run had "
-                                                    "recorded its end")
-    assert read_metrics(proc.run_dir)["status"] == "completed"
-
-
-def test_a_signal_during_the_last_epochs_records_says_the_run_ended(cli, monkeypatch):
-    """A signal while the last epoch is recorded ends the command (128 + the signal) with a line that says the run
-    had ended: no checkpoint to resume from is offered for a completed run."""
-    import signal
-
-    from reg_runner.signals import STOP
     from reg_runner.trainer.listeners import Records
 
     monkeypatch.setattr(STOP, "signal", None)
-    recorded = Records.epoch
+    owner, name = (Engine, "run") if when == "engine" else (Records, "epoch")
+    original = getattr(owner, name)
 
-    def then_a_signal(self, engine, result):
-        recorded(self, engine, result)
-        if all(m.state.status == "completed" for m in engine.members):
+    def then_a_signal(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if when == "engine" or all(m.state.status == "completed" for m in args[0].members):
             STOP.signal = signal.SIGTERM  # as STOP's handler records it
+        return out
 
-    monkeypatch.setattr(Records, "epoch", then_a_signal)
+    monkeypatch.setattr(owner, name, then_a_signal)
     proc = cli("trainer.epochs=2", check=False, in_process=True)
     assert proc.returncode == 143, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == ("interrupted by SIGTERM as the run ended; every run had "
-                                                    "recorded its end")
+    assert proc.stderr.strip().splitlines()[-1] == f"interrupted by SIGTERM {said}; every run had recorded its end"
     assert read_metrics(proc.run_dir)["status"] == "completed"
 
 
