@@ -121,10 +121,11 @@ class EarlyChecks(Callback):
             gc.enable()  # the checks passed: the run begins (``reg_runner.__main__`` turned the collector off)
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
-            made = make_folder("hydra.run.dir", run_dir)  # every check passed: Hydra would make it next
-            if made:  # what a signal during start-up removes while the run has recorded nothing (from its making)
+            # every check passed: Hydra would make it next. What a signal during start-up removes while the run has
+            # recorded nothing, registered before it is made: the folders above it, then the run's own
+            if make_folder("hydra.run.dir", run_dir, into=STOP.parents):
                 STOP.made.append(run_dir)
-                STOP.parents.extend(made[:-1])
+                STOP.parents.pop()  # the run's own folder (made: all of it goes, not only while empty)
             # the folder's one owner from its first byte: its lock, held until the run ends, before Hydra
             # writes .hydra/; then the checks again, under the lock (another run may have started in between)
             try:
