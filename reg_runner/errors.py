@@ -174,15 +174,15 @@ def hydra_error(e: BaseException, overrides=()) -> str:
     from hydra.errors import MissingConfigException, OverrideParseException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-    cause = e.__cause__
+    inner = e.__cause__
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and e.options is not None:
         group, _, option = e.missing_cfg_file.rpartition("/")
         return f"{group}={option} is not allowed: one of {', '.join(e.options)}"
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" not in e.missing_cfg_file:
         primary = sorted(path.stem for path in Path(CONFIG_DIR).glob("*.yaml"))
         return f"--config-name={e.missing_cfg_file} is not allowed: one of {', '.join(primary)}"
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
-        missing = str(cause.full_key)  # the first key of the path the config lacks: trainer.early_stoping of
+    if isinstance(inner, (ConfigAttributeError, ConfigKeyError)) and inner.full_key:
+        missing = str(inner.full_key)  # the first key of the path the config lacks: trainer.early_stoping of
         for written in reversed([str(o) for o in overrides if "=" in str(o)]):  # trainer.early_stoping.patience=3
             key, value = written.split("=", 1)
             key = key.lstrip("+~")
@@ -195,8 +195,8 @@ def hydra_error(e: BaseException, overrides=()) -> str:
         return (f"{e.override} is not allowed: Hydra cannot read it ({complaint.strip()}); the override grammar: "
                 "https://hydra.cc/docs/advanced/override_grammar/basic/")
     text = "; ".join(line.strip().rstrip(".") for line in str(e).splitlines() if line.strip())
-    if isinstance(cause, OmegaConfBaseException):
-        text += "; " + str(cause.msg or cause).splitlines()[0]
+    if isinstance(inner, OmegaConfBaseException):
+        text += "; " + first_line(inner.msg or inner)
     return text.rstrip(".") if text else type(e).__name__
 
 
