@@ -3,27 +3,10 @@
     python -m reg_runner.landscape RUN_DIR [RUN_DIR ...] [--checkpoint best|last] [--grid 41] [--span 1.0]
                                    [--split train|val] [--dims 1|2] [--seed 0] [--out DIR]
 
-For each run: the loss and accuracy at ``theta + a d1`` (``--dims 1``) or ``theta + a d1 + b d2``
-(``--dims 2``, a ``grid x grid`` surface) for a, b in [-span, span], with d1, d2 filter-normalized
-random directions (``reg_runner.landscape.surface``) drawn from ``--seed``: runs of one architecture
-get the same raw directions, each normalized to its own weights. And the linear path
-``(1 - t) theta_0 + t theta`` from the run's initial weights (``checkpoints/init.pt``; for runs made
-before it was kept, the initial weights are drawn again from the run's seed, as the run drew them)
-for t in [-0.5, 1.5], about as many points as the grid, BatchNorm's running statistics mixed alike
-between the ends and the nearest end's beyond them (Goodfellow, Vinyals & Saxe 2015, "Qualitatively characterizing neural network
-optimization problems").
-
-Sharpness: the mean rise of the loss from the checkpoint to the four points at filter-normalized
-distance ``SHARPNESS_RADIUS`` along +-d1 and +-d2 (evaluated exactly, off the grid). Why this and not
-the Hessian's eigenvalues: it is the quantity the plots show, so the number and the picture agree;
-filter normalization makes it comparable across networks whose weights have different scales (a
-raw-radius figure is not: BatchNorm networks can be rescaled without changing their function); and it
-costs four forward passes. It measures the loss at a finite distance, not the curvature at the point.
-
-Output: ``landscape.json`` and PNGs (``landscape_1d.png``, with ``--dims 2`` also ``landscape_2d.png``)
-in the run's folder, and the images in its TensorBoard; several runs also get one figure of all of
-them side by side, on a common scale, in ``--out`` (default ``outputs/landscape/<date>/<time>/``).
-With ``--out``, everything goes there and the run folders are left as they are.
+For each run: the loss and accuracy along a filter-normalized random direction (``--dims 1``) or on a plane of
+two (``--dims 2``), on the linear path from its initial weights, and its sharpness (``surface``, ``measure``),
+written into its folder, or with ``--out`` there alone. The method, its references, why this sharpness, and the
+files written: docs/landscapes.md.
 """
 
 import argparse

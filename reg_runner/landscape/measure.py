@@ -74,22 +74,18 @@ def initial_state(run: dict) -> tuple[dict, str]:
         except Exception:
             raise UserError(f"{path} cannot be read as a checkpoint; it is damaged") from None
         return network(run, state, path), "checkpoints/init.pt"
-    c = run["cfg"]
-    trained_on = _recorded_device(run["dir"])
+    try:
+        trained_on = str(json.loads((run["dir"] / "environment.json").read_text())["device"]).split(":")[0]
+    except (OSError, ValueError, KeyError, TypeError):
+        trained_on = "an unrecorded device"
     if trained_on != "cpu":  # CUDA's and MPS's generators draw other numbers than the CPU's from one seed
         raise UserError(f"{run['dir']} has no checkpoints/init.pt and trained on {trained_on}: its initial weights "
                         "can be drawn again only where they were drawn; run the landscape there")
     gens = generators(run["config"]["seed"], torch.device("cpu"))
-    model = stacked([c.model], run["shape"], run["n_classes"], torch.device("cpu"))
-    c.model.initialize(model, 0, gens["init"])
+    model_cfg = run["cfg"].model
+    model = stacked([model_cfg], run["shape"], run["n_classes"], torch.device("cpu"))
+    model_cfg.initialize(model, 0, gens["init"])
     return model.member_state(0), "drawn again from the run's seed (no init.pt)"
-
-
-def _recorded_device(run_dir: Path) -> str:
-    try:
-        return str(json.loads((run_dir / "environment.json").read_text())["device"]).split(":")[0]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "an unrecorded device"
 
 
 @torch.no_grad()

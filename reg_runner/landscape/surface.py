@@ -1,17 +1,13 @@
 """The loss around a trained network: filter-normalized directions, and many networks evaluated as stacks.
 
-Directions (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", arXiv 1712.09913): a Gaussian
-direction with each filter of each weight rescaled to the norm of that filter in the checkpoint, a filter
-being what one output unit or channel reads (a row of a Linear weight; one output channel's kernel of a
-convolution, all its input channels and positions, Li et al.'s own definition); biases, normalization gains
-and BatchNorm's running statistics get zero, so a point ``theta + a d1 + b d2`` keeps the checkpoint's biases
-and statistics (BatchNorm is evaluated with them, in eval mode). Scaling each filter to its own weights' norm
-makes the picture independent of the scale invariance that BatchNorm (and ReLU's positive homogeneity) give a
-network, so two networks' plots can be compared. The weights are the model family's weight layers'.
+Directions (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", arXiv 1712.09913): Gaussian, each
+filter of each weight (what one output unit or channel reads: a row of a Linear weight, one output channel's kernel
+over all its inputs and positions) rescaled to that filter's norm in the checkpoint, so that the scale invariance
+BatchNorm and ReLU give a network does not change its picture. Biases, norm gains and BatchNorm's running
+statistics get zero: every point keeps the checkpoint's (BatchNorm is evaluated with them, in eval mode).
 
-Every point of a grid is a network of the run's shape: ``points`` loads a chunk of them as the members of one
-stacked model (each member's parameters a combination of the checkpoint and the directions) and sends the
-split through all of them at once, as the training engine evaluates its stack.
+``points`` loads a chunk of points as the members of one stacked model and evaluates them at once, as the training
+engine evaluates its stack.
 """
 
 import math
@@ -50,17 +46,13 @@ def direction(state: dict[str, torch.Tensor], weights: set[str], generator: torc
 
 def points(network, basis: list[dict[str, torch.Tensor]], coefs: list[list[float]], split, device,
            buffer_coefs: list[list[float]] | None = None) -> tuple[list[float], list[float]]:
-    """The mean loss and accuracy on ``split`` of the networks ``sum_b coefs[p][b] * basis[b]``, one per p;
-    ``network``: the (model config, image shape, classes) they all have.
-
-    BatchNorm's running statistics are combined with ``buffer_coefs`` where given (a path extrapolated past
-    its ends must not extrapolate a variance below zero), else with ``coefs``; tensors that are not floating
-    point (BatchNorm's batch counter) are the first basis state's.
-    """
+    """The mean loss and accuracy on ``split`` of the networks ``sum_b coefs[p][b] * basis[b]``, one per p, each of
+    ``network`` (model config, image shape, classes). Buffers are combined with ``buffer_coefs`` where given (a path
+    extrapolated past its ends must not extrapolate a variance below zero); what is not floating point (BatchNorm's
+    batch counter) is the first basis state's."""
     model_cfg, shape, n_classes = network
     buffer_coefs = coefs if buffer_coefs is None else buffer_coefs
-    names = list(basis[0])
-    stacked = {n: torch.stack([b[n].to(device) for b in basis]) for n in names if basis[0][n].dtype.is_floating_point}
+    stacked = {n: torch.stack([b[n].to(device) for b in basis]) for n, t in basis[0].items() if t.is_floating_point()}
     losses, accs = [], []
     precision = EvalPrecision("fp32")
     for start in range(0, len(coefs), CHUNK):
@@ -68,12 +60,11 @@ def points(network, basis: list[dict[str, torch.Tensor]], coefs: list[list[float
         cb = torch.tensor(buffer_coefs[start : start + CHUNK], dtype=torch.float32, device=device)
         model = build([model_cfg] * len(c), shape, n_classes, device)
         buffers = {name for name, _ in model.named_buffers()}
-        with torch.no_grad():
-            for name, t in model.state_dict().items():
-                if name in stacked:
-                    t.copy_(torch.tensordot(cb if name in buffers else c, stacked[name], dims=1))
-                else:
-                    t.copy_(basis[0][name].to(device).expand_as(t))
+        for name, t in model.state_dict().items():  # detached: the parameters' storage
+            if name in stacked:
+                t.copy_(torch.tensordot(cb if name in buffers else c, stacked[name], dims=1))
+            else:
+                t.copy_(basis[0][name].to(device).expand_as(t))
         means = host_means({k: v for k, v in evaluate(model, split, EVAL_BATCH, precision).items() if k != "entropy"})
         losses += means["loss"]
         accs += means["acc"]

@@ -1,23 +1,14 @@
 """The ``lr_find`` group: the learning-rate range test's settings, its checks, and how it reads a curve.
 
-``python -m reg_runner.lr_find [overrides]`` (``reg_runner.lr_find.__main__``) trains the configured
-model, optimizer and data with the lr growing exponentially from ``min_lr`` to ``max_lr`` over
-``steps`` optimizer steps, records each step's training loss, and reads suggestions off the curve.
-The curve is smoothed as fastai and Lightning smooth it: an exponential moving average with bias
-correction (``smoothing`` = β = 0.98). The test stops once the smoothed loss exceeds ``stop_factor``
-times its best (Smith; fastai and torch-lr-finder stop at 4x).
-
-The suggestions are read off the smoothed curve, its first tenth and its last five points left out
-(fastai's window; what comes before the first steps move anything, and after the blow-up, says
-nothing):
-
-- ``valley`` (fastai's default since 2021): the longest stretch over which the loss keeps falling,
-  two thirds of the way down it; the lr this prints as ``optimizer.lr=``.
-- ``steepest``: where the loss falls fastest per decade of lr (torch-lr-finder, Lightning).
-- ``minimum``: the lowest loss; a tenth of its lr is fastai's ``lr_min``, and what this prints as
-  one-cycle's ``max_lr`` and the cyclic schedule's upper bound (Smith: the upper bound is near
-  where the loss stops falling; a tenth of the minimum stays clear of the blow-up). The cyclic
-  lower bound is a quarter of it (Smith 2017 puts the ratio at 3 to 4).
+``python -m reg_runner.lr_find [overrides]`` (``__main__``) trains the run config with the lr growing exponentially
+from ``min_lr`` to ``max_lr`` over ``steps`` optimizer steps, smooths the losses as fastai and Lightning do (a
+bias-corrected exponential moving average, β = ``smoothing``), stops once the smoothed loss exceeds ``stop_factor``
+times its best (Smith; fastai and torch-lr-finder stop at 4x), and reads suggestions off the smoothed curve, its
+first tenth and last five points left out (fastai's window: before the first steps move anything, and after the
+blow-up, it says nothing): ``valley`` (fastai's default), printed as ``optimizer.lr=``; ``steepest`` (torch-lr-finder,
+Lightning); ``minimum``, a tenth of whose lr (fastai's ``lr_min``: near where the loss stops falling, clear of the
+blow-up) is printed as one-cycle's ``max_lr`` and the cyclic upper bound, a quarter of that as the cyclic lower bound
+(Smith 2017 puts the ratio at 3 to 4). Where they land on the reference study: docs/lr_find.md.
 
 Nothing here imports torch: the checks run before it loads.
 """

@@ -1,11 +1,8 @@
 """``python -m reg_runner.lr_find [overrides]``: the learning-rate range test on the run config.
 
-The same config tree as ``python -m reg_runner`` (``conf/lr_find.yaml`` adds the ``lr_find`` keys),
-the same checks, the same engine: one member, the configured model, optimizer, penalties,
-augmentation and batches (its seed's batch order, epoch after epoch), with the lr of optimizer step
-j set to ``lrs[j]``. Its folder (``outputs/lr_find/<date>/<time>/``, or ``hydra.run.dir``) gets
-``resolved_config.yaml``, ``lr_find.json`` (lrs, losses, smoothed losses, suggestions), ``lr_find.png``
-and ``lr_find.log``.
+The run's config tree (``conf/lr_find.yaml`` adds the ``lr_find`` keys), checks and engine: one member, its
+batches in its seed's order epoch after epoch, optimizer step j at ``lrs[j]``. Its folder gets
+``resolved_config.yaml``, ``lr_find.json``, ``lr_find.png`` and ``lr_find.log``.
 """
 
 import io
@@ -33,20 +30,17 @@ class LrRange:
     runs past the planned steps: those steps are not recorded)."""
 
     def __init__(self, optimizer, lrs: list[float]):
-        self.optimizer, self.lrs, self.steps = optimizer, lrs, 0
-        self._set()
+        self.optimizer, self.lrs, self.steps = optimizer, lrs, -1
+        self.after_batch()
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def _set(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lrs[min(self.steps, len(self.lrs) - 1)]
-
     def after_batch(self) -> None:
         self.steps += 1
-        self._set()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lrs[min(self.steps, len(self.lrs) - 1)]
 
 
 def step_losses(batch_sums: list[float], n: int, batch_size: int, accumulate: int) -> list[float]:

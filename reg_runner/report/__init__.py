@@ -5,27 +5,12 @@ own records.
     python -m reg_runner.report outputs/ --out /tmp/report --baseline experiment=baseline
     python -m reg_runner.report outputs/study --facet model.norm --interaction model.norm model.dropout
 
-Every run folder below the path (single runs and multiruns alike) is read from its own files:
-``.hydra/overrides.yaml`` (what was changed), ``metrics.json`` (status, best epoch, test at best,
-final, timing) and ``history.csv`` (the curves). Unfinished, failed or unreadable folders are listed
-with their status, never fatal.
-
-- Runs, one row per run (by its job number and seed, linked to its folder): the overrides that differ between
-  runs, seed, best val acc, test acc at the best-validation epoch, final train / val loss, best epoch, wall time,
-  status.
-- Groups, the runs grouped by those overrides with the seed left out: n, mean ± std of val and test
-  accuracy, and the difference to the baseline group with Welch's t-test p-value (two-sided), Holm-adjusted
-  when several groups are tested against the baseline.
-- Main effects, where the groups are a factorial design (two keys or more, every combination run):
-  ``reg_runner.report.stats``. A design that is not factorial is said so in one line.
-- Figures: ``reg_runner.report.plots``.
-
-Written to the terminal (markdown) and to ``report.md``, ``report.html`` (one self-contained page, sortable
-tables), ``report.csv`` (each run's folder by its whole name) and the PNGs in the folder (or ``--out``). On an
-Optuna search's folder, also its analysis (``reg_runner.sweep.analysis``): Optuna's figures of the study and
-``trials.csv``.
-
-``--where key=value``, ``--status`` and ``--tag`` select the runs the report reads.
+Every run folder below the path, single runs and multiruns alike, is read from its own records (``runs``);
+unfinished, failed or unreadable ones are listed with their status, never fatal. ``--where``, ``--status`` and
+``--tag`` select the runs read (``filters``). The report (``document``: the runs, their groups against the baseline,
+main effects; ``stats``, ``plots``; what each table holds: docs/study.md) is printed as markdown and written to
+``report.md``, ``report.html``, ``report.csv`` and PNGs in the folder or ``--out``; on an Optuna search's folder,
+with its analysis (``reg_runner.sweep.analysis``).
 """
 
 import argparse
