@@ -254,13 +254,12 @@ def test_holm_adjusts_by_hand():
 
 def test_sharpness_keeps_its_significant_figures():
     from reg_runner.report import Run, run_row
-    from reg_runner.report.document import runs_table
-    from reg_runner.report.markdown import page
+    from reg_runner.report.document import markdown, runs_table
 
     run = Run(path=None, name="r", status="completed", sharpness=2.6e-4)
     small = Run(path=None, name="s", status="completed", sharpness=5.4e-6)
     table1 = [run_row(r, [], sharpness=True) for r in (run, small)]
-    text = page([runs_table([run, small], table1, [], "root")])
+    text = markdown([runs_table([run, small], table1, [], "root")])
     assert "| 0.00026 |" in text and "| 5.4e-06 |" in text and "0.0000 " not in text
 
 

@@ -5,9 +5,9 @@ own records.
     python -m reg_runner.report outputs/ --out /tmp/report --baseline experiment=baseline
     python -m reg_runner.report outputs/study --facet model.norm --interaction model.norm model.dropout
 
-Every run folder below the path, single runs and multiruns alike, is read from its own records (``runs``);
-unfinished, failed or unreadable ones are listed with their status, never fatal. ``--where``, ``--status`` and
-``--tag`` select the runs read (``filters``). The report (``document``: the runs, their groups against the baseline,
+Every run folder below the path, single runs and multiruns alike, is read from its own records, and ``--where``,
+``--status`` and ``--tag`` select among them (``runs``); unfinished, failed or unreadable ones are listed with their
+status, never fatal. The report (``document``: the runs, their groups against the baseline,
 main effects; ``stats``, ``plots``; what each table holds: docs/study.md) is printed as markdown and written to
 ``report.md``, ``report.html``, ``report.csv`` and PNGs in the folder or ``--out``; on an Optuna search's folder,
 with its analysis (``reg_runner.sweep.analysis``).
@@ -22,12 +22,11 @@ from pathlib import Path
 from reg_runner import atomic, kinds, signals
 from reg_runner.errors import Parser, UserError, exit_on_user_error, folder_arg, masked
 from reg_runner.records import make_folder
-from reg_runner.report import html, markdown, stats
-from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, run_row
-from reg_runner.report.filters import Filters, parse_filters, select
+from reg_runner.report import html, stats
+from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, markdown, run_row
 from reg_runner.report.groups import by_group, choose_settings, design, varying_keys
 from reg_runner.report.plots import curves, dots, interaction, main_effects, png
-from reg_runner.report.runs import STATUSES, Run, find_runs, read_run
+from reg_runner.report.runs import STATUSES, Filters, Run, find_runs, parse_filters, read_run, select
 from reg_runner.report.stats import holm
 from reg_runner.sweep import analysis
 
@@ -103,7 +102,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
             blocks += [Figure(out / f"interaction_{a}_{b}.png", png(interaction(effects, a, b)))
                        for a, b in interactions]
     searched, section = analysis.search(root, out, storage, plots)  # an Optuna search's figures and trials
-    text = markdown.page(blocks) + section
+    text = markdown(blocks) + section
     page = html.page(blocks + ([Text(section, [f for f in searched if f[0].suffix == ".png"])] if section else []),
                      f"Report: {root}")
     buf = io.StringIO()

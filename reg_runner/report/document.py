@@ -1,13 +1,13 @@
-"""The report as a sequence of blocks (headings, paragraphs, tables, figures), its numbers formatted once: the
-markdown and the HTML page render the same blocks. And the runs table's rows as ``report.csv`` has them."""
+"""The report as a sequence of blocks (headings, paragraphs, tables, figures), its numbers formatted once, and
+their markdown (what the terminal shows and ``report.md`` holds; ``html`` renders the same blocks as a page). And
+the runs table's rows as ``report.csv`` has them."""
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from reg_runner.report.filters import Filters
-from reg_runner.report.runs import Run
+from reg_runner.report.runs import Filters, Run
 from reg_runner.report.stats import Effects, Estimate
 
 
@@ -157,3 +157,26 @@ def build(runs: list[Run], keys: list[str], run_rows: list[dict], groups: list[d
                                                      f"{_p(g.get('p_test_raw'))} (test)" for g in groups if "holm" in g)
                          + "." if holm_m <= 8 else ""))
     return blocks + ([design_line] if design_line else [])
+
+
+def _markdown_cell(cell) -> str:
+    text = f"[{cell.text}]({cell.href})" if isinstance(cell, Link) and cell.href else getattr(cell, "text", cell)
+    return str(text).replace("|", "\\|")
+
+
+def markdown(blocks: list) -> str:
+    out = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out += [f"{'#' * block.level} {block.text}", ""]
+        elif isinstance(block, Table):
+            out += ["| " + " | ".join(block.columns) + " |", "|" + "---|" * len(block.columns)]
+            out += ["| " + " | ".join(map(_markdown_cell, row)) + " |" for row in block.rows]
+            out.append("")
+        elif isinstance(block, Figure):
+            out += [f"![{block.path.stem}]({block.path.name})", ""]
+        elif isinstance(block, Text):
+            out.append(block.markdown)
+        else:
+            out += [block, ""]
+    return "\n".join(out).rstrip("\n") + "\n"

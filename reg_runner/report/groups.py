@@ -36,16 +36,12 @@ def varying_keys(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({r.settings.get(k, "-") for r in runs}) > 1]
 
 
-def label(run: Run, keys: list[str]) -> str:
-    """The group's name, ``key=value,key=value`` (what ``--baseline`` matches)."""
-    return ",".join(f"{k}={run.settings.get(k, '-')}" for k in keys) or "all runs"
-
-
 def by_group(runs: list[Run], keys: list[str]) -> dict[str, list[Run]]:
-    """The runs of each group, the groups in the order of their first run."""
+    """The runs of each group by its name, ``key=value,key=value`` (what ``--baseline`` matches), the groups in the
+    order of their first run."""
     groups: dict[str, list[Run]] = {}
     for r in runs:
-        groups.setdefault(label(r, keys), []).append(r)
+        groups.setdefault(",".join(f"{k}={v}" for k, v in zip(keys, values(r, keys))) or "all runs", []).append(r)
     return groups
 
 

@@ -1,14 +1,7 @@
-"""The report's figures, legible from 2 groups to 100 and never wider than 2,500 pixels. No legend: a group is
-named by the values of the keys that vary (under a header naming the keys), and a line at its right end, outside
-the data.
-
-- ``test_acc.png``: test accuracy per group, a horizontal dot plot sorted by the mean: each seed, and the mean with
-  its 95% interval; as tall as the groups need.
-- ``curves.png``: validation accuracy and loss per epoch (mean over seeds, min-max band): the best groups by
-  validation accuracy and the baseline, or with ``--facet KEY`` one panel per level of the key.
-- ``main_effects.png`` (a factorial design): the mean test accuracy at each level of each key, over the other keys
-  and the seeds, with 95% intervals.
-- ``interaction_A_B.png`` (``--interaction A B``): the mean at each level of A, one line per level of B.
+"""The report's figures (``test_acc.png``, ``curves.png``, ``main_effects.png``, ``interaction_A_B.png``: each
+described in docs/study.md), legible from 2 groups to 100 and never wider than 2,500 pixels. No legend: a group
+is named by the values of the keys that vary (under a header naming the keys), and a line at its right end,
+outside the data.
 """
 
 import io

@@ -1,5 +1,7 @@
-"""The run folders below a path, each read from its own records: what it changed, its status, its numbers."""
+"""The run folders below a path, each read from its own records (what it changed, its status, its numbers), and
+what selects those a report reads: ``--where key=value``, ``--status`` and ``--tag``."""
 
+import difflib
 import json
 import os
 import re
@@ -11,6 +13,7 @@ import yaml
 
 from reg_runner import dotted, kinds
 from reg_runner.config import results_config
+from reg_runner.errors import UserError
 from reg_runner.records import TRAINED, RunFolder
 
 # what --status selects: a run's status as its records say (``unrecorded``: no readable metrics.json)
@@ -48,11 +51,7 @@ class Run:
 
     def number(self, *path) -> float | None:
         """A number recorded at ``path`` in metrics.json; None if absent or not a number (a damaged record)."""
-        m = self.metrics
-        for p in path:
-            if not isinstance(m, dict) or m.get(p) is None:
-                return None
-            m = m[p]
+        m = dotted.get(self.metrics, ".".join(path))
         return None if isinstance(m, bool) or not isinstance(m, (int, float)) else m
 
     @property
@@ -93,7 +92,8 @@ def read_run(path: Path, root: Path) -> Run:
         config = yaml.safe_load((path / "resolved_config.yaml").read_text())
         if isinstance(config, dict):
             run.resolved = config
-            run.config = flatten(results_config(config))
+            run.config = {k: json.dumps(v) if isinstance(v, list) else str(v)  # lists as JSON
+                          for k, v in dotted.flat(results_config(config)).items()}
     folder = RunFolder(path)
     record = folder.recorded()
     if record is None:
@@ -120,6 +120,80 @@ def read_run(path: Path, root: Path) -> Run:
     return run
 
 
-def flatten(node) -> dict:
-    """A nested config as ``dotted.key: text`` (lists as JSON)."""
-    return {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in dotted.flat(node).items()}
+@dataclass(frozen=True)
+class Filters:
+    """Every ``--where`` and every ``--tag`` must hold, and the status must be one of ``--status`` (any, when none
+    is given)."""
+
+    where: tuple = ()  # (key, value, as typed)
+    status: tuple = ()
+    tags: tuple = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.where or self.status or self.tags)
+
+    def describe(self) -> str:
+        return " ".join([*(f"--where {text}" for _, _, text in self.where), *(f"--status {s}" for s in self.status),
+                         *(f"--tag {t}" for t in self.tags)])
+
+
+def parse_filters(where=(), status=(), tags=()) -> Filters:
+    """The command line's filters, checked: one line naming what is allowed for a bad one."""
+    parsed = []
+    for text in where:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip() or " " in key.strip():
+            raise UserError(f"--where {text!r} is not allowed: key=value, with a dotted key of the runs' resolved "
+                            "config, e.g. --where model.norm=batchnorm")
+        parsed.append((key.strip(), _typed(value), text))
+    for s in status:
+        if s not in STATUSES:
+            raise UserError(f"--status {s!r} is not allowed: one of {', '.join(STATUSES)}")
+    for t in tags:
+        if not t.strip():
+            raise UserError(f"--tag {t!r} is not allowed: a tag the runs carry (tags=[...] when they ran)")
+    return Filters(tuple(parsed), tuple(status), tuple(tags))
+
+
+def _typed(text: str):
+    """A value as YAML reads it (``true``, ``null``, ``[a,b]``, ``0.1``), and ``1e-3`` a number too."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        with suppress(ValueError):
+            return float(value)
+    return value
+
+
+def _same(a, b) -> bool:
+    """Equal as values: 0.001 is 1e-3 and 1 is 1.0, but true is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def select(runs: list[Run], filters: Filters) -> list[Run]:
+    """The runs the filters keep. A ``--where`` key that no run's config holds is a mistake, named in one line."""
+    if not filters:
+        return runs
+    known = sorted({leaf.rsplit(".", up)[0] for r in runs if r.resolved for leaf in dotted.flat(r.resolved)
+                    for up in range(leaf.count(".") + 1)})  # every leaf's key and the keys above it
+    for key, _, text in filters.where:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise UserError(f"--where {text!r} is not allowed: no run's resolved config has the key {key!r}"
+                            + (f" (did you mean {hint[0]}?)" if hint else "")
+                            + "; give a dotted key of resolved_config.yaml, e.g. --where model.norm=batchnorm")
+
+    def keep(r: Run) -> bool:
+        if filters.status and r.state not in filters.status:
+            return False
+        if filters.tags and not set(filters.tags) <= set(map(str, (r.resolved or {}).get("tags") or [])):
+            return False
+        return all(_same(dotted.get(r.resolved, key, dotted.MISSING), value) for key, value, _ in filters.where)
+
+    return [r for r in runs if keep(r)]

@@ -1,11 +1,9 @@
 """The numbers of a report: each group's mean and spread over its seeds against the baseline (Welch's t-test,
 Holm's correction), and for a factorial design each factor's main effect and a pair's interaction.
 
-Main effects are contrasts of the cell means (a cell: one combination of the varied keys' levels, its seeds
-trained to the end), each cell weighted alike, as in a two-level factorial analysis (Box, Hunter & Hunter,
-*Statistics for Experimenters*, ch. 5). Their uncertainty is the seeds' spread within the cells, pooled (the full
-model's residual variance, N - cells degrees of freedom); the intervals are Student's t at 95%, the p-values
-two-sided.
+Main effects are contrasts of the cell means (a cell: one combination of the keys' levels), each cell weighted
+alike (Box, Hunter & Hunter, *Statistics for Experimenters*, ch. 5); their uncertainty is the seeds' spread within
+the cells, pooled (N - cells degrees of freedom): Student's t intervals at 95%, two-sided p-values.
 """
 
 import math
