@@ -48,15 +48,12 @@ UNREAD = {
     "optimizer.lr": "the range test sets the lr itself, from lr_find.min_lr to lr_find.max_lr",
     "scheduler": "the range test sets the lr itself: no schedule runs (its suggestions for onecycle and cyclic "
                  "are printed whatever the config's schedule)",
-    "objective": "the range test evaluates nothing",
+    **dict.fromkeys(("objective", "trainer.eval_every", "trainer.eval_batch_size", "trainer.eval_precision",
+                     "data.val_size"), "the range test evaluates nothing"),
     "trainer.epochs": "the range test runs lr_find.steps optimizer steps",
-    "trainer.eval_every": "the range test evaluates nothing",
-    "trainer.eval_batch_size": "the range test evaluates nothing",
-    "trainer.eval_precision": "the range test evaluates nothing",
     "trainer.early_stopping": "the range test stops on lr_find.stop_factor",
     "trainer.checkpoint_every": "the range test writes no checkpoint",
     "logging": "the range test writes lr_find.json and lr_find.png, no TensorBoard",
-    "data.val_size": "the range test evaluates nothing",
     "hparams_search": "the range test is one run, not a search",
 }
 
@@ -141,10 +138,7 @@ def valley(losses: list[float]) -> int:
     best_len, max_end = 0, 0
     for i, loss in enumerate(losses):
         at = bisect.bisect_left(tails, -loss)
-        if at == len(tails):
-            tails.append(-loss)
-        else:
-            tails[at] = -loss
+        tails[at : at + 1] = [-loss]  # replaces tails[at], or appends
         if at + 1 > best_len:  # fastai keeps the first index reaching the longest length
             best_len, max_end = at + 1, i
     max_start = max_end - best_len  # fastai's: one before the run's first point (-1 for a run from point 0,
@@ -176,6 +170,4 @@ def suggest(lrs_: list[float], smoothed: list[float], planned: int) -> dict:
                     "or raise lr_find.steps)")
     out = {name: dict(step=start + j, lr=window_lrs[j], loss=window[j]) for name, j in at.items()}
     top = out["minimum"]["lr"] / 10
-    out["onecycle"] = dict(max_lr=top)
-    out["cyclic"] = dict(base_lr=top / 4, max_lr=top)
-    return out
+    return {**out, "onecycle": dict(max_lr=top), "cyclic": dict(base_lr=top / 4, max_lr=top)}

@@ -79,9 +79,8 @@ def range_test(cfg, out: Path) -> dict:
     with deterministic(tc.deterministic):
         while stop is None and len(losses) < settings.steps:
             sums = engine.train_epoch({})["train/loss"][0][:, 0].tolist()
-            for loss in step_losses(sums, len(data.train), tc.batch_size, tc.accumulate):
-                if len(losses) == settings.steps:
-                    break
+            steps = step_losses(sums, len(data.train), tc.batch_size, tc.accumulate)
+            for loss in steps[: settings.steps - len(losses)]:
                 if not math.isfinite(loss):
                     stop = f"the loss became {loss} at step {len(losses)} (lr {planned[len(losses)]:.3g})"
                     break
@@ -92,18 +91,9 @@ def range_test(cfg, out: Path) -> dict:
             if STOP.signal is not None and stop is None:
                 stop = f"interrupted by {STOP.name}"
     recorded = planned[: len(losses)]
-    suggestions = lr_find.suggest(recorded, smoothed, settings.steps)
-    result = dict(
-        settings=settings.model_dump(),
-        seed=config["seed"],
-        lr_scale=scale,  # optimizer.lr = the lr used / lr_scale
-        initial_loss=losses[0] if losses else None,
-        stopped=stop,
-        lrs=recorded,
-        losses=losses,
-        smoothed=smoothed,
-        suggestions=suggestions,
-    )
+    result = dict(settings=settings.model_dump(), seed=config["seed"], lr_scale=scale,
+                  initial_loss=losses[0] if losses else None, stopped=stop, lrs=recorded, losses=losses,
+                  smoothed=smoothed, suggestions=lr_find.suggest(recorded, smoothed, settings.steps))
     atomic.write_json(out / "lr_find.json", result)
     plot(result, out / "lr_find.png", run_cfg.model.describe() + f", {run_cfg.optimizer.target.rsplit('.', 1)[-1]}")
     if STOP.signal is not None:
