@@ -16,6 +16,7 @@ from pathlib import Path
 from reg_runner import signals
 from reg_runner.errors import Parser, UserError, exit_on_user_error, folder_arg, integer_arg, number_arg
 
+
 def arguments(argv=None) -> argparse.Namespace:
     p = Parser(prog="python -m reg_runner.landscape", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="the folders of finished runs")

@@ -1,14 +1,14 @@
 """The ``lr_find`` group: the learning-rate range test's settings, its checks, and how it reads a curve.
 
 ``python -m reg_runner.lr_find [overrides]`` (``__main__``) trains the run config with the lr growing exponentially
-from ``min_lr`` to ``max_lr`` over ``steps`` optimizer steps, smooths the losses as fastai and Lightning do (a
-bias-corrected exponential moving average, β = ``smoothing``), stops once the smoothed loss exceeds ``stop_factor``
-times its best (Smith; fastai and torch-lr-finder stop at 4x), and reads suggestions off the smoothed curve, its
-first tenth and last five points left out (fastai's window: before the first steps move anything, and after the
-blow-up, it says nothing): ``valley`` (fastai's default), printed as ``optimizer.lr=``; ``steepest`` (torch-lr-finder,
-Lightning); ``minimum``, a tenth of whose lr (fastai's ``lr_min``: near where the loss stops falling, clear of the
-blow-up) is printed as one-cycle's ``max_lr`` and the cyclic upper bound, a quarter of that as the cyclic lower bound
-(Smith 2017 puts the ratio at 3 to 4). Where they land on the reference study: docs/lr_find.md.
+from ``min_lr`` to ``max_lr`` over ``steps`` optimizer steps, and stops once the smoothed loss (the bias-corrected
+moving average of fastai and Lightning) exceeds ``stop_factor`` times its best (Smith; fastai and torch-lr-finder
+stop at 4x). The suggestions are read off the smoothed curve, its first tenth and last five points left out
+(fastai's window: what comes before the first steps move anything, and after the blow-up, says nothing):
+``valley`` (fastai's default), printed as ``optimizer.lr=``; ``steepest`` (torch-lr-finder, Lightning); and
+``minimum``, a tenth of whose lr (fastai's ``lr_min``) is printed as one-cycle's ``max_lr`` and the cyclic upper
+bound (Smith: near where the loss stops falling; a tenth stays clear of the blow-up), a quarter of that as the
+cyclic lower bound (Smith 2017 puts the ratio at 3 to 4). Where they land: docs/lr_find.md.
 
 Nothing here imports torch: the checks run before it loads.
 """

@@ -124,8 +124,7 @@ def effects_blocks(effects: Effects, pairs: list[tuple[str, str]]) -> list:
     if effects.s2 is None:
         note = "One run per combination: no seed-to-seed spread, so no intervals and no p-values (run 2 seeds or more)."
     out.append(note)
-    shown = [(a, b, effects.interaction(a, b)) for a, b in pairs]
-    shown = [(a, b, e) for a, b, e in shown if e is not None]
+    shown = [(a, b, e) for a, b in pairs if (e := effects.interaction(a, b)) is not None]
     if shown:
         out += [Heading("Interactions", 3),
                 Table(["keys", "interaction", "95% interval", "p"],
