@@ -1,17 +1,8 @@
-"""What a search leaves for its analysis: each trial's results on the trial, its files as Optuna artifacts,
-and the study's figures and table, drawn by ``python -m reg_runner.report`` on the sweep's folder.
-
-- When a trial is told (``study.tell``), its user attributes get its runs' test accuracy at their best
-  validation epoch (mean over seeds), the epochs they ran, their wall time and seeds
-  (``reg_runner.test_acc_at_best``, ``reg_runner.epochs_run``, ``reg_runner.wall_s``, ``reg_runner.seeds``).
-- Its curves (``curves.png``) and each run's ``metrics.json`` are attached as Optuna artifacts, in a
-  ``FileSystemArtifactStore`` in the sweep folder's ``artifacts/``: optuna-dashboard shows them beside the
-  trial (``optuna-dashboard <storage> --artifact-dir <sweep folder>/artifacts``).
-- The report draws Optuna's own figures (``optuna.visualization.matplotlib``): parameter importances
-  (PED-ANOVA, which needs no other package), parallel coordinates, the optimization history, slices and the
-  learning curves (intermediate values), and writes ``trials.csv``, one row per trial.
-
-The sweep folder's marker (``.reg_runner.json``) names the study and its storage, so the report finds them.
+"""What a search leaves for its analysis (docs/search.md, "Result"): each trial's results as its user attributes,
+its curves (``curves.png``) and each run's ``metrics.json`` as Optuna artifacts in the sweep folder's
+``artifacts/`` (optuna-dashboard shows them beside the trial), and, drawn by ``python -m reg_runner.report`` on the
+sweep's folder, Optuna's own figures of the study and ``trials.csv``, one row per trial. The sweep folder's marker
+(``.reg_runner.json``) names the study and its storage, so the report finds them.
 """
 
 import csv
