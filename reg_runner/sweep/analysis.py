@@ -168,7 +168,8 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     except Exception as e:
         return [], "\n".join(section + [f"The study cannot be opened from `{shown}` ({cause(e, 200)})."]) + "\n"
     trials = study.get_trials(deepcopy=False)
-    objectives = names_of(study)
+    n = len(study.directions)  # several: the objectives by name
+    objectives = list(study.metric_names or [f"objective {i}" for i in range(n)]) if n > 1 else None
     files = [(out / "trials.csv", trials_csv(trials, objectives, study.best_trials if objectives else ()))]
     complete = sum(t.state.name == "COMPLETE" for t in trials)
     section.append(f"{len(trials)} trials, {complete} complete, in `{shown}`. One row per trial: `trials.csv`.")
@@ -189,13 +190,6 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     section += ["", f"Each trial's curves, metrics and results in optuna-dashboard (`pip install optuna-dashboard`): "
                 f"`{dashboard}`."]
     return files, "\n".join(section) + "\n"
-
-
-def names_of(study) -> list[str] | None:
-    """A multi-objective study's objectives, by name (None for a study of one)."""
-    if len(study.directions) < 2:
-        return None
-    return list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))])
 
 
 def trials_csv(trials, objectives: list | None = None, front=()) -> bytes:
@@ -229,15 +223,6 @@ def _cell(v):
     return v
 
 
-def _log_sizes(ax, objectives: list):
-    """Sizes (parameters, FLOPs) span decades: on a log axis, a front over small and large networks is read."""
-    if len(objectives) == 2:
-        for name, axis in zip(objectives, (ax.xaxis, ax.yaxis)):
-            if name in ("params", "flops"):
-                (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
-    return ax
-
-
 def figures(study, out: Path, objectives: list | None = None) -> tuple[list, list]:
     """Optuna's figures of the study as PNGs: (path, bytes) drawn, and (name, why) of those it could not draw.
     With several ``objectives``: the Pareto front first, and the other figures of the first objective."""
@@ -251,7 +236,7 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
 
     one = dict(target=lambda t: t.values[0], target_name=objectives[0]) if objectives else {}
     makers = {
-        "pareto_front": lambda: _log_sizes(draw.plot_pareto_front(study, target_names=objectives), objectives),
+        "pareto_front": lambda: draw.plot_pareto_front(study, target_names=objectives),
         "importances": lambda: draw.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), **one),
         "parallel_coordinates": lambda: draw.plot_parallel_coordinate(study, **one),
         "optimization_history": lambda: draw.plot_optimization_history(study, **one),
@@ -273,6 +258,10 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
             with warnings.catch_warnings():  # experimental plots, and PED-ANOVA's notes on small samples
                 warnings.simplefilter("ignore")
                 axes = make()
+                if name == "pareto_front" and len(objectives) == 2:  # sizes span decades: read them on a log axis
+                    for objective, scale in zip(objectives, (axes.set_xscale, axes.set_yscale)):
+                        if objective in ("params", "flops"):
+                            scale("log")
                 fig = np.ravel(axes)[0].figure
                 buffer = io.BytesIO()
                 fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
