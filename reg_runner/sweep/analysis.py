@@ -58,29 +58,26 @@ def record_trial(trial, dirs: list[str], artifacts: Path | None) -> None:
             trial.set_user_attr(key, value)
     except Exception as e:  # a storage that refuses a write: the run's own records still hold the numbers
         log.warning("trial %d: its results could not be recorded on the trial (%s)", trial.number, cause(e, 200))
-    if artifacts is not None and dirs:
-        try:
-            attach(trial, dirs, artifacts)
-        except Exception as e:
-            log.warning("trial %d: its curves and metrics could not be attached (%s)", trial.number, cause(e, 200))
+    if artifacts is None or not dirs:
+        return
+    try:
+        import optuna
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-
-def attach(trial, dirs: list[str], artifacts: Path) -> None:
-    import optuna
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-
-    artifacts.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(base_path=str(artifacts))
-    files = [Path(d) / "metrics.json" for d in dirs if (Path(d) / "metrics.json").is_file()]
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        png = trial_curves(dirs)
-        if png is not None:
-            (Path(tmp) / "curves.png").write_bytes(png)
-            files.insert(0, Path(tmp) / "curves.png")
-        for path in files:
-            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
-                            mimetype="image/png" if path.suffix == ".png" else "application/json")
+        artifacts.mkdir(parents=True, exist_ok=True)
+        store = FileSystemArtifactStore(base_path=str(artifacts))
+        files = [Path(d) / "metrics.json" for d in dirs if (Path(d) / "metrics.json").is_file()]
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            png = trial_curves(dirs)
+            if png is not None:
+                (Path(tmp) / "curves.png").write_bytes(png)
+                files.insert(0, Path(tmp) / "curves.png")
+            for path in files:
+                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                                mimetype="image/png" if path.suffix == ".png" else "application/json")
+    except Exception as e:
+        log.warning("trial %d: its curves and metrics could not be attached (%s)", trial.number, cause(e, 200))
 
 
 def trial_curves(dirs: list[str]) -> bytes | None:
@@ -92,12 +89,10 @@ def trial_curves(dirs: list[str]) -> bytes | None:
             histories.append((Path(d).name, rows))
     if not histories:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global figure to close, no GUI backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for name, rows in histories:
         epochs = [r["epoch"] for r in rows]
         label = name if len(histories) > 1 else None
@@ -116,7 +111,6 @@ def trial_curves(dirs: list[str]) -> bytes | None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return buffer.getvalue()
 
 

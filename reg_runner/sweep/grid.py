@@ -49,11 +49,10 @@ class GridSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns, first = [], 0
         for batch in batches:
-            results = launch_with_signals(self.config, lambda: self.launcher.launch(batch, initial_job_idx=first),
-                                          "runs trained", "each stopped with a checkpoint (resume it), or before it "
-                                          "started")
+            returns.append(launch_with_signals(self.config, lambda: self.launcher.launch(batch, initial_job_idx=first),
+                                               "runs trained", "each stopped with a checkpoint (resume it), or before "
+                                               "it started"))
             first += len(batch)
-            returns.append(results)
         failed = [ret for batch in returns for ret in batch if _failed(ret)]
         if failed:
             folders = ", ".join(str(ret.hydra_cfg.hydra.runtime.output_dir) for ret in failed[:5])
