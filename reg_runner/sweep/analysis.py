@@ -36,7 +36,7 @@ def trial_results(dirs: list[str]) -> dict:
         return {}
     out = {}
     tests = [(m.get("test_at_best") or {}).get("acc") for m in records]
-    if tests and all(is_number(t) for t in tests):
+    if all(is_number(t) for t in tests):
         out[TEST_ACC] = math.fsum(tests) / len(tests)
     epochs = [m.get("epochs_run") for m in records]
     if all(isinstance(e, int) for e in epochs):
@@ -239,13 +239,14 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
     }
     # the front needs several objectives; Optuna records intermediate values of single-objective studies only
     del makers["intermediate_values" if objectives else "pareto_front"]
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state.name == "COMPLETE" for t in trials)
     drawn, missing = [], []
     for name, make in makers.items():
-        if name != "intermediate_values" and len(complete) < 2:
-            missing.append((name, f"needs 2 complete trials ({len(complete)} so far)"))
+        if name != "intermediate_values" and complete < 2:
+            missing.append((name, f"needs 2 complete trials ({complete} so far)"))
             continue
-        if name == "intermediate_values" and not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        if name == "intermediate_values" and not any(t.intermediate_values for t in trials):
             missing.append((name, "no trial recorded a learning curve"))
             continue
         try:
@@ -259,10 +260,9 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
                 fig = np.ravel(axes)[0].figure
                 buffer = io.BytesIO()
                 fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-                plt.close(fig)
+            drawn.append((out / f"{name}.png", buffer.getvalue()))
         except Exception as e:  # a study this figure cannot show (one distinct value...): the others still are
-            plt.close("all")
             missing.append((name, f"not drawn ({cause(e, 200)})"))
-            continue
-        drawn.append((out / f"{name}.png", buffer.getvalue()))
+        finally:
+            plt.close("all")
     return drawn, missing
