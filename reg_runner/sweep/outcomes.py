@@ -67,13 +67,14 @@ def cut_numbers(study, trials=None) -> set[int]:
     return set(study.user_attrs.get(INTERRUPTED, [])) | {t.number for t in trials if t.user_attrs.get(CUT)}
 
 
-def count_finished(study) -> int:
-    """Trials that ran to an end: complete, pruned, or failed (diverged), but not cut off by a kill, nor
+def failed(trial, cut: set[int]) -> bool:
+    """A trial that failed as a result (it diverged or crashed): told failed, but not cut off by a kill (``cut``), nor
     refused by the checks (a refused trial is no result: a corrected command runs its share again)."""
+    return trial.state.name == "FAIL" and trial.number not in cut and REJECTED not in trial.user_attrs
+
+
+def count_finished(study) -> int:
+    """Trials that ran to an end: complete, pruned, or ``failed``."""
     trials = study.get_trials(deepcopy=False)
     cut = cut_numbers(study, trials)
-    return sum(
-        t.state.name in ("COMPLETE", "PRUNED")
-        or (t.state.name == "FAIL" and t.number not in cut and REJECTED not in t.user_attrs)
-        for t in trials
-    )
+    return sum(t.state.name in ("COMPLETE", "PRUNED") or failed(t, cut) for t in trials)

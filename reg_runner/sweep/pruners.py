@@ -63,8 +63,8 @@ def _warmup(args: dict, reach: Reach) -> None:
     warmup = _integer(args, "n_warmup_steps", 0, 0)
     _integer(args, "interval_steps", 1, 1)
     if warmup > reach.last:
-        raise ConfigError(f"{KEY}.n_warmup_steps", warmup, f"at most {reach.last}, the last step a run can be pruned at "
-                          f"({reach.runs}): with more, the pruner never prunes")
+        raise ConfigError(f"{KEY}.n_warmup_steps", warmup, f"at most {reach.last}, the last step a run can be pruned "
+                          f"at ({reach.runs}): with more, the pruner never prunes")
 
 
 def _finished_trials(args: dict, names: tuple, reach: Reach, what: str) -> None:

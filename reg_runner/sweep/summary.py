@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from reg_runner import atomic
 from reg_runner.records import RunFolder, ThreadsUnknown
-from reg_runner.sweep.outcomes import REJECTED, cut_numbers
+from reg_runner.sweep.outcomes import REJECTED, cut_numbers, failed
 from reg_runner.sweep.trial import trial_dirs
 
 
@@ -118,7 +118,7 @@ def summarize(study, requested: int, wall_s: float, direction, waits: list, obje
         n_trials_requested=requested,
         n_complete=len(complete),
         n_pruned=sum(t.state.name == "PRUNED" for t in trials),
-        n_failed=sum(t.state.name == "FAIL" and t.number not in cut and REJECTED not in t.user_attrs for t in trials),
+        n_failed=sum(failed(t, cut) for t in trials),
         n_rejected=len(rejected),
         n_interrupted=len(cut),
         n_running=sum(t.state.name == "RUNNING" for t in trials),
