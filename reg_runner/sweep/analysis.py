@@ -1,17 +1,8 @@
-"""What a search leaves for its analysis: each trial's results on the trial, its files as Optuna artifacts,
-and the study's figures and table, drawn by ``python -m reg_runner.report`` on the sweep's folder.
-
-- When a trial is told (``study.tell``), its user attributes get its runs' test accuracy at their best
-  validation epoch (mean over seeds), the epochs they ran, their wall time and seeds
-  (``reg_runner.test_acc_at_best``, ``reg_runner.epochs_run``, ``reg_runner.wall_s``, ``reg_runner.seeds``).
-- Its curves (``curves.png``) and each run's ``metrics.json`` are attached as Optuna artifacts, in a
-  ``FileSystemArtifactStore`` in the sweep folder's ``artifacts/``: optuna-dashboard shows them beside the
-  trial (``optuna-dashboard <storage> --artifact-dir <sweep folder>/artifacts``).
-- The report draws Optuna's own figures (``optuna.visualization.matplotlib``): parameter importances
-  (PED-ANOVA, which needs no other package), parallel coordinates, the optimization history, slices and the
-  learning curves (intermediate values), and writes ``trials.csv``, one row per trial.
-
-The sweep folder's marker (``.reg_runner.json``) names the study and its storage, so the report finds them.
+"""What a search leaves for its analysis (docs/search.md, "Result"): each trial's results as its user attributes,
+its curves (``curves.png``) and each run's ``metrics.json`` as Optuna artifacts in the sweep folder's
+``artifacts/`` (optuna-dashboard shows them beside the trial), and, drawn by ``python -m reg_runner.report`` on the
+sweep's folder, Optuna's own figures of the study and ``trials.csv``, one row per trial. The sweep folder's marker
+(``.reg_runner.json``) names the study and its storage, so the report finds them.
 """
 
 import csv
@@ -45,7 +36,7 @@ def trial_results(dirs: list[str]) -> dict:
         return {}
     out = {}
     tests = [(m.get("test_at_best") or {}).get("acc") for m in records]
-    if tests and all(is_number(t) for t in tests):
+    if all(is_number(t) for t in tests):
         out[TEST_ACC] = math.fsum(tests) / len(tests)
     epochs = [m.get("epochs_run") for m in records]
     if all(isinstance(e, int) for e in epochs):
@@ -67,29 +58,26 @@ def record_trial(trial, dirs: list[str], artifacts: Path | None) -> None:
             trial.set_user_attr(key, value)
     except Exception as e:  # a storage that refuses a write: the run's own records still hold the numbers
         log.warning("trial %d: its results could not be recorded on the trial (%s)", trial.number, cause(e, 200))
-    if artifacts is not None and dirs:
-        try:
-            attach(trial, dirs, artifacts)
-        except Exception as e:
-            log.warning("trial %d: its curves and metrics could not be attached (%s)", trial.number, cause(e, 200))
+    if artifacts is None or not dirs:
+        return
+    try:
+        import optuna
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-
-def attach(trial, dirs: list[str], artifacts: Path) -> None:
-    import optuna
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-
-    artifacts.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(base_path=str(artifacts))
-    files = [Path(d) / "metrics.json" for d in dirs if (Path(d) / "metrics.json").is_file()]
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        png = trial_curves(dirs)
-        if png is not None:
-            (Path(tmp) / "curves.png").write_bytes(png)
-            files.insert(0, Path(tmp) / "curves.png")
-        for path in files:
-            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
-                            mimetype="image/png" if path.suffix == ".png" else "application/json")
+        artifacts.mkdir(parents=True, exist_ok=True)
+        store = FileSystemArtifactStore(base_path=str(artifacts))
+        files = [Path(d) / "metrics.json" for d in dirs if (Path(d) / "metrics.json").is_file()]
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            png = trial_curves(dirs)
+            if png is not None:
+                (Path(tmp) / "curves.png").write_bytes(png)
+                files.insert(0, Path(tmp) / "curves.png")
+            for path in files:
+                upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial,
+                                mimetype="image/png" if path.suffix == ".png" else "application/json")
+    except Exception as e:
+        log.warning("trial %d: its curves and metrics could not be attached (%s)", trial.number, cause(e, 200))
 
 
 def trial_curves(dirs: list[str]) -> bytes | None:
@@ -101,12 +89,10 @@ def trial_curves(dirs: list[str]) -> bytes | None:
             histories.append((Path(d).name, rows))
     if not histories:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global figure to close, no GUI backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for name, rows in histories:
         epochs = [r["epoch"] for r in rows]
         label = name if len(histories) > 1 else None
@@ -125,7 +111,6 @@ def trial_curves(dirs: list[str]) -> bytes | None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -177,7 +162,8 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     except Exception as e:
         return [], "\n".join(section + [f"The study cannot be opened from `{shown}` ({cause(e, 200)})."]) + "\n"
     trials = study.get_trials(deepcopy=False)
-    objectives = names_of(study)
+    n = len(study.directions)  # several: the objectives by name
+    objectives = list(study.metric_names or [f"objective {i}" for i in range(n)]) if n > 1 else None
     files = [(out / "trials.csv", trials_csv(trials, objectives, study.best_trials if objectives else ()))]
     complete = sum(t.state.name == "COMPLETE" for t in trials)
     section.append(f"{len(trials)} trials, {complete} complete, in `{shown}`. One row per trial: `trials.csv`.")
@@ -198,13 +184,6 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     section += ["", f"Each trial's curves, metrics and results in optuna-dashboard (`pip install optuna-dashboard`): "
                 f"`{dashboard}`."]
     return files, "\n".join(section) + "\n"
-
-
-def names_of(study) -> list[str] | None:
-    """A multi-objective study's objectives, by name (None for a study of one)."""
-    if len(study.directions) < 2:
-        return None
-    return list(study.metric_names or [f"objective {i}" for i in range(len(study.directions))])
 
 
 def trials_csv(trials, objectives: list | None = None, front=()) -> bytes:
@@ -238,15 +217,6 @@ def _cell(v):
     return v
 
 
-def _log_sizes(ax, objectives: list):
-    """Sizes (parameters, FLOPs) span decades: on a log axis, a front over small and large networks is read."""
-    if len(objectives) == 2:
-        for name, axis in zip(objectives, (ax.xaxis, ax.yaxis)):
-            if name in ("params", "flops"):
-                (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
-    return ax
-
-
 def figures(study, out: Path, objectives: list | None = None) -> tuple[list, list]:
     """Optuna's figures of the study as PNGs: (path, bytes) drawn, and (name, why) of those it could not draw.
     With several ``objectives``: the Pareto front first, and the other figures of the first objective."""
@@ -260,7 +230,7 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
 
     one = dict(target=lambda t: t.values[0], target_name=objectives[0]) if objectives else {}
     makers = {
-        "pareto_front": lambda: _log_sizes(draw.plot_pareto_front(study, target_names=objectives), objectives),
+        "pareto_front": lambda: draw.plot_pareto_front(study, target_names=objectives),
         "importances": lambda: draw.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), **one),
         "parallel_coordinates": lambda: draw.plot_parallel_coordinate(study, **one),
         "optimization_history": lambda: draw.plot_optimization_history(study, **one),
@@ -269,26 +239,30 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
     }
     # the front needs several objectives; Optuna records intermediate values of single-objective studies only
     del makers["intermediate_values" if objectives else "pareto_front"]
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state.name == "COMPLETE" for t in trials)
     drawn, missing = [], []
     for name, make in makers.items():
-        if name != "intermediate_values" and len(complete) < 2:
-            missing.append((name, f"needs 2 complete trials ({len(complete)} so far)"))
+        if name != "intermediate_values" and complete < 2:
+            missing.append((name, f"needs 2 complete trials ({complete} so far)"))
             continue
-        if name == "intermediate_values" and not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        if name == "intermediate_values" and not any(t.intermediate_values for t in trials):
             missing.append((name, "no trial recorded a learning curve"))
             continue
         try:
             with warnings.catch_warnings():  # experimental plots, and PED-ANOVA's notes on small samples
                 warnings.simplefilter("ignore")
                 axes = make()
+                if name == "pareto_front" and len(objectives) == 2:  # sizes span decades: read them on a log axis
+                    for objective, scale in zip(objectives, (axes.set_xscale, axes.set_yscale)):
+                        if objective in ("params", "flops"):
+                            scale("log")
                 fig = np.ravel(axes)[0].figure
                 buffer = io.BytesIO()
                 fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-                plt.close(fig)
+            drawn.append((out / f"{name}.png", buffer.getvalue()))
         except Exception as e:  # a study this figure cannot show (one distinct value...): the others still are
-            plt.close("all")
             missing.append((name, f"not drawn ({cause(e, 200)})"))
-            continue
-        drawn.append((out / f"{name}.png", buffer.getvalue()))
+        finally:
+            plt.close("all")
     return drawn, missing

@@ -1,12 +1,8 @@
-"""The default multirun sweeper: Hydra's basic sweeper, checked first, failing one job at a time.
-
-    python -m reg_runner --multirun model.norm=none,batchnorm,layernorm seed=0,1,2
-
-It makes the same jobs as Hydra's basic sweeper (the product of the swept values), with two
-differences: every job's config and folder is checked before the first job trains (a bad value in
-job 5 stops the sweep before job 0 starts, with one line), and a job that fails records its failure
-in its own folder while the others run on; the sweep then ends with a line naming the failed runs,
-and exit code 1.
+"""The default multirun sweeper (``python -m reg_runner --multirun model.norm=none,batchnorm seed=0,1,2``): the
+same jobs as Hydra's basic sweeper (the product of the swept values), with two differences. Every job's config
+and folder is checked before the first job trains (a bad value in job 5 stops the sweep before job 0 starts, with
+one line); a job that fails records its failure in its own folder while the others run on, and the sweep then
+ends with a line naming the failed runs, and exit code 1.
 """
 
 import itertools
@@ -28,8 +24,6 @@ from reg_runner.sweep.workers import launch_with_signals
 from reg_runner.sweep import jobs
 
 log = logging.getLogger(__name__)
-
-
 MAX_JOBS = 10_000  # a grid larger than this is a typo (range(0,1000000000)), not a plan: each job is checked first
 
 
@@ -55,11 +49,10 @@ class GridSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns, first = [], 0
         for batch in batches:
-            results = launch_with_signals(self.config, lambda: self.launcher.launch(batch, initial_job_idx=first),
-                                          "runs trained", "each stopped with a checkpoint (resume it), or before it "
-                                          "started")
+            returns.append(launch_with_signals(self.config, lambda: self.launcher.launch(batch, initial_job_idx=first),
+                                               "runs trained", "each stopped with a checkpoint (resume it), or before "
+                                               "it started"))
             first += len(batch)
-            returns.append(results)
         failed = [ret for batch in returns for ret in batch if _failed(ret)]
         if failed:
             folders = ", ".join(str(ret.hydra_cfg.hydra.runtime.output_dir) for ret in failed[:5])

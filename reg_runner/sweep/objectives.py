@@ -1,24 +1,8 @@
-"""What a search optimizes: one metric, or several (a Pareto front), each read from the runs' records.
-
-    python -m reg_runner --multirun hparams_search=pareto
-    python -m reg_runner --multirun hparams_search=regularization 'hydra.sweeper.objectives=[val/acc,near_zero]'
-
-By default a search optimizes the runs' ``objective`` (``val/acc``): a trial's value is its runs' best
-validation value (the mean over its seeds). ``hydra.sweeper.objectives`` lists two or more metrics that
-every run records; the study is then multi-objective (Optuna's ``directions``), and its result is the set
-of Pareto-optimal trials: those no other trial beats in one objective without losing in another. Each
-direction follows from its metric:
-
-| objective | direction | what it is, in the run's ``metrics.json`` |
-|---|---|---|
-| ``val/acc``, ``val/loss`` | max, min | the validation metric at the run's best epoch (``best``) |
-| ``params`` | min | the parameters of one network (``n_parameters``) |
-| ``flops`` | min | the FLOPs of one image's evaluation forward pass (``size.flops_per_image``) |
-| ``near_zero`` | max | the share of weights below 1e-3 in magnitude at the best epoch (``size.near_zero``) |
-| ``train_s`` | min | the run's training time in seconds (``timing.train_s``; a stack's is the stack's) |
-
-The run's best epoch is still chosen by its ``objective``, a validation metric; the test set never steers.
-``reg_runner.model.measures`` defines ``flops`` and ``near_zero``.
+"""What a search optimizes: the runs' ``objective`` (``val/acc``; a trial's value is its runs' best validation
+value, the mean over its seeds), or, with ``hydra.sweeper.objectives``, two or more metrics every run records: a
+multi-objective study (Optuna's ``directions``) whose result is the Pareto front. docs/search.md lists the metrics,
+the direction each follows and where a run's ``metrics.json`` holds it (``reg_runner.model.measures`` defines
+``flops`` and ``near_zero``). A run's best epoch is still chosen by its ``objective``: the test set never steers.
 """
 
 from reg_runner.errors import ConfigError

@@ -10,7 +10,6 @@ from reg_runner.records import FINISHED, TRAINED, RunFolder
 from reg_runner.sweep import analysis
 from reg_runner.sweep import objectives as objectives_lib
 from reg_runner.sweep import trial as trial_lib
-from reg_runner.sweep.trial import trial_dirs
 
 REJECTED = "reg_runner.rejected"  # the checks' one line, for a trial whose config was refused
 CUT = "reg_runner.cut"  # on a trial told failed because a kill cut it off: it is run again
@@ -19,10 +18,9 @@ INTERRUPTED = "reg_runner.interrupted"  # the same as a study attribute (a list 
 
 def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "failed"):
     """How a trial's runs ended, from their records: ``complete`` with the mean of their best objectives (with
-    several ``objectives``: the list of each one's mean over the runs),
-    ``pruned``, ``failed`` (a run diverged or failed: the configuration is a result, a failed one), or
-    ``cut`` (a run was interrupted or killed: the trial is run again). ``unrecorded``: what a run without
-    a record counts as (after its launcher returned, a crash: failed; after the sweeper died, a kill: cut)."""
+    several ``objectives``, a list of each one's mean), ``pruned``, ``failed`` (a run diverged or failed: a result,
+    a failed one), or ``cut`` (a run was interrupted or killed: the trial is run again). ``unrecorded``: what a run
+    without a record counts as (after its launcher returned, a crash: failed; after the sweeper died, a kill: cut)."""
     statuses = [(RunFolder(Path(d)).status() if d else None) or unrecorded for d in dirs] or [unrecorded]
     if any(s not in FINISHED and s != "failed" for s in statuses):
         return "cut", None
@@ -41,34 +39,26 @@ def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "
 def tell(study, trial, storage, artifacts: Path | None, objectives: list | None,
          unrecorded: str = "failed") -> tuple[str, object]:
     """Tell the study how the trial's runs ended, as their records say (``storage``: the study's; ``trial``: one
-    asked, or one read back that a dead sweeper left running; ``unrecorded``: as ``outcome``'s); a trial that ran
-    to its end first gets its results as user attributes, and its curves and metrics as artifacts in
-    ``artifacts``. Returns the outcome and the value told."""
+    asked, or one read back that a dead sweeper left running). A trial that ran to its end first gets its results
+    and artifacts recorded (``analysis.record_trial``). Returns the outcome and the value told."""
     from optuna.trial import TrialState
 
-    result, value = outcome(trial_dirs(trial), objectives, unrecorded)
-    if result != "cut":
-        analysis.record_trial(trial_lib.live(study, storage, trial), trial_dirs(trial), artifacts)
+    dirs = trial_lib.trial_dirs(trial)
+    result, value = outcome(dirs, objectives, unrecorded)
+    if result == "cut":
+        # marked on the trial itself: sweepers sharing a study each mark their own trials, so no mark is lost to
+        # another's write (a list on the study was); and on its runs' folders, for report and resume to know them
+        storage.set_trial_user_attr(trial_lib.trial_id(storage, study.study_name, trial.number), CUT, True)
+        for folder in map(Path, dirs):
+            if folder.is_dir() and kinds.kind_of(folder) in (None, kinds.RUN):
+                kinds.mark(folder, kinds.RUN, cut=dict(study=study.study_name, trial=trial.number))
+    else:
+        analysis.record_trial(trial_lib.live(study, storage, trial), dirs, artifacts)
     if result == "complete":
         study.tell(trial.number, value)
-    elif result == "pruned":
-        study.tell(trial.number, state=TrialState.PRUNED)
     else:
-        if result == "cut":
-            _mark_cut(study, trial, storage)
-        study.tell(trial.number, state=TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.PRUNED if result == "pruned" else TrialState.FAIL)
     return result, value
-
-
-def _mark_cut(study, trial, storage) -> None:
-    """Mark a trial cut off, on the trial itself before it is told failed: sweepers sharing a study each
-    mark their own trials, so no mark is lost to another's write (a list on the study was). Its runs'
-    folders are marked too: report and resume then know them for runs no study will read."""
-    storage.set_trial_user_attr(trial_lib.trial_id(storage, study.study_name, trial.number), CUT, True)
-    for d in trial_dirs(trial):
-        folder = Path(d)
-        if folder.is_dir() and kinds.kind_of(folder) in (None, kinds.RUN):
-            kinds.mark(folder, kinds.RUN, cut=dict(study=study.study_name, trial=trial.number))
 
 
 def cut_numbers(study, trials=None) -> set[int]:
@@ -77,13 +67,14 @@ def cut_numbers(study, trials=None) -> set[int]:
     return set(study.user_attrs.get(INTERRUPTED, [])) | {t.number for t in trials if t.user_attrs.get(CUT)}
 
 
-def count_finished(study) -> int:
-    """Trials that ran to an end: complete, pruned, or failed (diverged), but not cut off by a kill, nor
+def failed(trial, cut: set[int]) -> bool:
+    """A trial that failed as a result (it diverged or crashed): told failed, but not cut off by a kill (``cut``), nor
     refused by the checks (a refused trial is no result: a corrected command runs its share again)."""
+    return trial.state.name == "FAIL" and trial.number not in cut and REJECTED not in trial.user_attrs
+
+
+def count_finished(study) -> int:
+    """Trials that ran to an end: complete, pruned, or ``failed``."""
     trials = study.get_trials(deepcopy=False)
     cut = cut_numbers(study, trials)
-    return sum(
-        t.state.name in ("COMPLETE", "PRUNED")
-        or (t.state.name == "FAIL" and t.number not in cut and REJECTED not in t.user_attrs)
-        for t in trials
-    )
+    return sum(t.state.name in ("COMPLETE", "PRUNED") or failed(t, cut) for t in trials)

@@ -81,15 +81,10 @@ def search_space(arguments: list[str]) -> tuple[dict, dict, list[str]]:
 
 
 def suggest(trial, name: str, distribution) -> object:
-    """Draw ``name`` from ``distribution`` through the trial's public ``suggest_*`` methods."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    """Draw ``name`` from ``distribution`` (one ``distribution`` made) through the trial's public ``suggest_*``."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     if isinstance(distribution, CategoricalDistribution):
         return trial.suggest_categorical(name, distribution.choices)
-    if isinstance(distribution, FloatDistribution):
-        return trial.suggest_float(name, distribution.low, distribution.high, step=distribution.step,
-                                   log=distribution.log)
-    if isinstance(distribution, IntDistribution):
-        return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step,
-                                 log=distribution.log)
-    raise TypeError(f"{name}: no suggest method for {type(distribution).__name__}")
+    draw = trial.suggest_float if isinstance(distribution, FloatDistribution) else trial.suggest_int
+    return draw(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)

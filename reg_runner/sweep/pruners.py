@@ -1,15 +1,9 @@
-"""A search's pruner, checked against what it will do with the runs' epochs, before any trial.
-
-Optuna's constructors accept settings that fail later, inside a trial (hyperband's ``max_resource=0``:
-a math domain error in every run), or that make a pruner that never prunes (a warmup longer than the
-runs). Each run reports its objective at every evaluation (``trainer.eval_every``, and the last epoch);
-a pruner can act only at a step before the last epoch, where stopping saves something. So:
-
-- a setting no pruner of its kind could run with: one line naming it, before any trial;
-- a pruner that could never prune with these epochs and trials: refused the same way (a search that
-  looks pruned and is not);
-- a part of it that never acts (hyperband's brackets whose first rung comes after the last epoch):
-  one warning line, and the search runs.
+"""A search's pruner, checked before any trial against what it will do with the runs' epochs (docs/search.md,
+"Pruners"). A run reports its objective at every evaluation (``trainer.eval_every``, and its last epoch); a pruner
+acts only at a step before the last epoch, where stopping saves something. A setting no pruner of its kind could
+run with (hyperband's ``max_resource=0``: a math domain error in every run), or with which it could never prune (a
+warmup longer than the runs: a search that looks pruned and is not), is refused in one line, before any trial; a
+part that never acts (hyperband's brackets whose first rung comes after the last epoch) gets one warning line.
 """
 
 import logging
@@ -22,42 +16,38 @@ KEY = "hydra.sweeper.pruner"
 
 
 class Reach:
-    """What a search gives its pruner: the steps a run can be pruned at (before its last epoch), how many
-    trials have finished when the last batch starts, and the objective."""
+    """What a search gives its pruner: the steps a run can be pruned at and the last of them, how many trials
+    have finished when the last batch starts, the objective, and the runs' settings as a message names them."""
 
     def __init__(self, epochs: int, eval_every: int, n_trials: int, n_jobs: int, objective: str):
-        self.epochs, self.eval_every, self.objective = epochs, eval_every, objective
+        self.epochs, self.n_trials, self.n_jobs, self.objective = epochs, n_trials, n_jobs, objective
         # a run reports every eval_every epochs and at its last, where pruning would save nothing
         self.prunable = list(range(eval_every, epochs, eval_every))
+        self.last = self.prunable[-1] if self.prunable else None
         # trials are told in batches of n_jobs: the last batch starts with all the others finished
         self.finished_before_last = 0 if n_trials <= n_jobs else n_trials - (n_trials % n_jobs or n_jobs)
-        self.n_trials, self.n_jobs = n_trials, n_jobs
-
-    @property
-    def runs(self) -> str:
-        every = f", trainer.eval_every={self.eval_every}" if self.eval_every > 1 else ""
-        return f"trainer.epochs={self.epochs}{every}"
-
-    def last(self) -> int | None:
-        return self.prunable[-1] if self.prunable else None
+        self.runs = f"trainer.epochs={epochs}" + (f", trainer.eval_every={eval_every}" if eval_every > 1 else "")
 
 
 def check(spec: dict, reach: Reach) -> None:
     """Refuse settings the pruner of ``spec`` cannot run with, or with which it would never prune; warn of a
     part that never acts."""
     name = str(spec.get("_target_", "")).rpartition(".")[2]
-    args = {k: v for k, v in spec.items() if not str(k).startswith("_")}
     if name == "NopPruner":
         return
     if not reach.prunable:
         raise ConfigError(f"{KEY}._target_", spec.get("_target_"), f"a pruner with runs that have a step to prune "
                           f"at: with {reach.runs} a run is evaluated only at its last epoch, where stopping saves "
                           "nothing (use hydra/sweeper/pruner=none)")
+    if name == "PatientPruner":
+        raise ConfigError(f"{KEY}._target_", "optuna.pruners.PatientPruner", "a pruner that compares trials: a trial "
+                          "reports its best value so far, which never gets worse, so PatientPruner (a value worse "
+                          "than patience steps before) would never prune")
     check_one = {"MedianPruner": _median, "PercentilePruner": _median, "ThresholdPruner": _threshold,
                  "SuccessiveHalvingPruner": _successive_halving, "HyperbandPruner": _hyperband,
-                 "PatientPruner": _patient, "WilcoxonPruner": _wilcoxon}.get(name)
+                 "WilcoxonPruner": _wilcoxon}.get(name)
     if check_one is not None:
-        check_one(args, reach)
+        check_one({k: v for k, v in spec.items() if not str(k).startswith("_")}, reach)
 
 
 def _integer(args: dict, name: str, default, lo: int, auto: bool = False, note: str = "") -> int | str:
@@ -69,12 +59,12 @@ def _integer(args: dict, name: str, default, lo: int, auto: bool = False, note: 
     return value
 
 
-def _warmup(args: dict, name: str, reach: Reach) -> None:
-    warmup = _integer(args, name, 0, 0)
+def _warmup(args: dict, reach: Reach) -> None:
+    warmup = _integer(args, "n_warmup_steps", 0, 0)
     _integer(args, "interval_steps", 1, 1)
-    if warmup > reach.last():
-        raise ConfigError(f"{KEY}.{name}", warmup, f"at most {reach.last()}, the last step a run can be pruned at "
-                          f"({reach.runs}): with more, the pruner never prunes")
+    if warmup > reach.last:
+        raise ConfigError(f"{KEY}.n_warmup_steps", warmup, f"at most {reach.last}, the last step a run can be pruned "
+                          f"at ({reach.runs}): with more, the pruner never prunes")
 
 
 def _finished_trials(args: dict, names: tuple, reach: Reach, what: str) -> None:
@@ -94,24 +84,18 @@ def _finished_trials(args: dict, names: tuple, reach: Reach, what: str) -> None:
 
 
 def _median(args: dict, reach: Reach) -> None:
-    _warmup(args, "n_warmup_steps", reach)
+    _warmup(args, reach)
     _finished_trials(args, (("n_startup_trials", 5), ("n_min_trials", 1)), reach, "MedianPruner")
 
 
 def _threshold(args: dict, reach: Reach) -> None:
-    _warmup(args, "n_warmup_steps", reach)
+    _warmup(args, reach)
     lower, upper = args.get("lower"), args.get("upper")
     top = 1.0 if reach.objective == "val/acc" else math.inf  # the objective's range: accuracy, or a loss >= 0
     if (lower is None or lower <= 0) and (upper is None or upper >= top):
         raise ConfigError(KEY, {"lower": lower, "upper": upper}, f"a lower bound above 0 or an upper bound below "
                           f"{top:g}: the objective, {reach.objective}, never leaves [0, {top:g}], so the pruner "
                           "would never prune")
-
-
-def _patient(args: dict, reach: Reach) -> None:
-    raise ConfigError(f"{KEY}._target_", "optuna.pruners.PatientPruner", "a pruner that compares trials: a trial "
-                      "reports its best value so far, which never gets worse, so PatientPruner (a value worse than "
-                      "patience steps before) would never prune")
 
 
 def _wilcoxon(args: dict, reach: Reach) -> None:
@@ -122,21 +106,17 @@ def _wilcoxon(args: dict, reach: Reach) -> None:
     _finished_trials(args, (("n_startup_trials", 1),), reach, "WilcoxonPruner")
 
 
-def _first_rung(min_resource: int, factor: int, rate: int) -> int:
-    return min_resource * factor ** rate
-
-
 def _successive_halving(args: dict, reach: Reach) -> None:
     r = _integer(args, "min_resource", "auto", 1, auto=True)
     factor = _integer(args, "reduction_factor", 4, 2)
     rate = _integer(args, "min_early_stopping_rate", 0, 0)
     _integer(args, "bootstrap_count", 0, 0)
     resource = max(reach.epochs // 100, 1) if r == "auto" else r  # Optuna's auto: a hundredth of a run's steps
-    rung = _first_rung(resource, factor, rate)
-    if rung > reach.last():
+    rung = resource * factor ** rate
+    if rung > reach.last:
         name = "min_resource" if rate == 0 or r == "auto" else "min_early_stopping_rate"
         raise ConfigError(f"{KEY}.{name}", args.get(name, r), f"a first rung (min_resource x reduction_factor ^ "
-                          f"min_early_stopping_rate = {rung}) at most {reach.last()}, the last step a run can be "
+                          f"min_early_stopping_rate = {rung}) at most {reach.last}, the last step a run can be "
                           f"pruned at ({reach.runs}): with a later one, the pruner never prunes")
 
 
@@ -144,7 +124,7 @@ def brackets(min_resource: int, max_resource: int, factor: int) -> list[dict]:
     """Hyperband's brackets as Optuna makes them: each one's first rung and share of the trials."""
     n = math.floor(math.log(max_resource / min_resource, factor)) + 1
     budgets = [math.ceil(n * factor ** (n - 1 - i) / (n - i)) for i in range(n)]
-    return [dict(bracket=i, first_rung=_first_rung(min_resource, factor, i), share=b / sum(budgets))
+    return [dict(bracket=i, first_rung=min_resource * factor ** i, share=b / sum(budgets))
             for i, b in enumerate(budgets)]
 
 
@@ -152,19 +132,19 @@ def _hyperband(args: dict, reach: Reach) -> None:
     r = _integer(args, "min_resource", 1, 1)
     factor = _integer(args, "reduction_factor", 3, 2)
     _integer(args, "bootstrap_count", 0, 0)
-    if r > reach.last():
-        raise ConfigError(f"{KEY}.min_resource", r, f"at most {reach.last()}, the last step a run can be pruned at "
+    if r > reach.last:
+        raise ConfigError(f"{KEY}.min_resource", r, f"at most {reach.last}, the last step a run can be pruned at "
                           f"({reach.runs}): every bracket's first rung would come later, so the pruner never prunes")
     top = _integer(args, "max_resource", "auto", r, auto=True, note=f" ({KEY}.min_resource={r})")
     top = reach.epochs + 1 if top == "auto" else top  # Optuna's auto: a finished trial's last step, plus 1
-    acting = [b for b in brackets(r, top, factor) if b["first_rung"] <= reach.last()]
-    idle = [b for b in brackets(r, top, factor) if b["first_rung"] > reach.last()]
+    acting = [b for b in brackets(r, top, factor) if b["first_rung"] <= reach.last]
+    idle = [b for b in brackets(r, top, factor) if b["first_rung"] > reach.last]
     if not acting:
-        raise ConfigError(f"{KEY}.min_resource", r, f"at most {reach.last()}, the last step a run can be pruned at "
+        raise ConfigError(f"{KEY}.min_resource", r, f"at most {reach.last}, the last step a run can be pruned at "
                           f"({reach.runs}): every bracket's first rung comes later, so the pruner never prunes")
     if idle:
         share = sum(b["share"] for b in idle)
         log.warning("%s: %d of hyperband's %d brackets (first rungs at epochs %s) never act: they come after the last "
                     "step a run can be pruned at (%d, %s); their trials, about %.0f%% of them, run unpruned",
                     KEY, len(idle), len(idle) + len(acting), ", ".join(str(b["first_rung"]) for b in idle),
-                    reach.last(), reach.runs, 100 * share)
+                    reach.last, reach.runs, 100 * share)

@@ -1,7 +1,5 @@
-"""The search space checked before any trial runs, through throwaway studies that nothing records: a
-dry-run trial of the space (``precheck``) and the ends of each range swept on the command line
-(``check_ranges``). ``sweeper``: the ``StudySweeper`` whose space, config and trial overrides are checked.
-"""
+"""The search space checked before any trial runs, through trials that nothing records: a dry-run trial of the
+space, and the ends of each range swept on the command line. ``sweeper``: the ``StudySweeper`` checked."""
 
 import math
 
@@ -13,9 +11,9 @@ from reg_runner.sweep import jobs
 
 
 def precheck(sweeper) -> tuple[dict, dict]:
-    """Before the study is opened: a trial drawn from a throwaway study must search something, and must
-    not be refused for a value the search does not set, which every trial would share. Returns the base
-    config the trials share (what a resumed study must still have), and the trial's parameters."""
+    """A trial drawn from a throwaway study must search something, and must not be refused for a value the search
+    does not set, which every trial would share. Returns the config the trials share (what a resumed study must
+    still have), and the trial's parameters."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -45,11 +43,11 @@ def precheck(sweeper) -> tuple[dict, dict]:
 
 
 def check_ranges(sweeper, drawn: dict, texts: dict) -> None:
-    """Each range swept on the command line, at its ends (each choice of a ``choice``), must be a value its
-    key allows: ``model.dropout=interval(0.5,1.5)`` would otherwise run the trials that fall inside and
-    refuse the others one by one. The upper end of a float range is checked just below it (a draw never
-    reaches it), so ``interval(0,1)`` for a probability in [0, 1) is fine. ``drawn``: the other parameters'
-    values (``precheck``'s), ``texts``: each key's sweep as written."""
+    """Each range swept on the command line, at its ends (each choice of a ``choice``), must be a value its key
+    allows: ``model.dropout=interval(0.5,1.5)`` would otherwise refuse the trials that fall outside one by one. A
+    float range's upper end is checked just below it, which a draw never reaches: ``interval(0,1)`` suits a
+    probability in [0, 1). ``drawn``: the other parameters' values (``precheck``'s); ``texts``: each sweep as
+    written."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from reg_runner import atomic
 from reg_runner.records import RunFolder, ThreadsUnknown
-from reg_runner.sweep.outcomes import REJECTED, cut_numbers
+from reg_runner.sweep.outcomes import REJECTED, cut_numbers, failed
 from reg_runner.sweep.trial import trial_dirs
 
 
@@ -92,12 +92,8 @@ def batch_wait(dirs: list[list[str]], wall_s: float, parallel: int) -> dict:
     """What waiting for a batch's slowest run cost: with runs side by side (joblib, SLURM), a worker
     whose run ended early (pruned, early-stopped) idles until the batch's last run ends. ``idle_s``:
     the worker-seconds idle; ``busy_s``: the runs' own wall time."""
-    walls = []
-    for trial_dirs_ in dirs:
-        for d in trial_dirs_:
-            timing = (RunFolder(Path(d)).recorded() or {}).get("timing") or {}
-            if isinstance(timing.get("wall_s"), (int, float)):
-                walls.append(timing["wall_s"])
+    timings = [(RunFolder(Path(d)).recorded() or {}).get("timing") or {} for trial in dirs for d in trial]
+    walls = [t["wall_s"] for t in timings if isinstance(t.get("wall_s"), (int, float))]
     side_by_side = 2 <= len(walls) <= parallel  # more runs than workers: no single batch end to wait for
     return dict(wall_s=wall_s, busy_s=sum(walls), idle_s=sum(max(walls) - w for w in walls) if side_by_side else 0.0)
 
@@ -122,7 +118,7 @@ def summarize(study, requested: int, wall_s: float, direction, waits: list, obje
         n_trials_requested=requested,
         n_complete=len(complete),
         n_pruned=sum(t.state.name == "PRUNED" for t in trials),
-        n_failed=sum(t.state.name == "FAIL" and t.number not in cut and REJECTED not in t.user_attrs for t in trials),
+        n_failed=sum(failed(t, cut) for t in trials),
         n_rejected=len(rejected),
         n_interrupted=len(cut),
         n_running=sum(t.state.name == "RUNNING" for t in trials),
@@ -138,7 +134,6 @@ def summarize(study, requested: int, wall_s: float, direction, waits: list, obje
     )
 
 
-
 def _objective(trials) -> str | None:
     """The metric the trials' runs optimized, from their own records."""
     for t in trials:
@@ -150,7 +145,6 @@ def _objective(trials) -> str | None:
 
 
 def write_summary(sweep_dir: Path, s: dict) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(sweep_dir / "sweep_summary.json", s)
     metric, best = s["objective"] or "the objective", s["best"]
     lines = [f"# Sweep summary: study `{s['study_name']}`", ""]
