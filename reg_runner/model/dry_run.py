@@ -1,8 +1,6 @@
 """A family's network built and run once on the meta device (no memory, no arithmetic), before anything is
 made: that it is one (a ``torch.nn.Module`` with parameters whose output is (batch, classes)), and what a run
-of it takes in memory.
-
-A mistake in a family's code (``plain`` or ``forward`` raising) is one line (``reg_runner.model.calling``).
+of it takes in memory. A mistake in the family's code is one line (``reg_runner.model.calling``).
 """
 
 import dataclasses

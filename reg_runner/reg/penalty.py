@@ -1,5 +1,5 @@
-"""Explicit L1 / L2 penalties added to the loss, λ1‖θ‖₁ + λ2‖θ‖₂² (Laplace / Gaussian priors, the MAP view); not an
-optimizer's ``weight_decay`` (docs/training.md, "L1/L2 penalties vs. weight decay").
+"""Explicit L1 / L2 penalties added to the loss, λ1‖θ‖₁ + λ2‖θ‖₂² (Laplace / Gaussian priors, the MAP view); not
+an optimizer's ``weight_decay`` (docs/training.md, "L1/L2 penalties vs. weight decay").
 
 In a stack every member has its own λ1, λ2 and ``apply_to``. The penalty's gradient, λ1·sign(θ) + 2λ2·θ, is
 added to each member's gradient once per optimizer step (elementwise, so each member's is what it would be
