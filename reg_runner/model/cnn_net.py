@@ -109,14 +109,11 @@ class StackedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) -> (K, B, C_out, H, W), one batch per member; or a shared (N, C, H, W)."""
         k, c_out, c_in = self.weight.shape[:3]
-        if x.dim() == 4:  # one wide convolution for all members: the images are read once
-            out = F.conv2d(x, self.weight.reshape(k * c_out, *self.weight.shape[2:]), self.bias.reshape(-1),
-                           padding=self.padding)
-            return out.view(len(x), k, c_out, *out.shape[2:]).transpose(0, 1).contiguous()
-        b = x.shape[1]
-        grouped = x.transpose(0, 1).reshape(b, k * c_in, *x.shape[3:])
+        shared = x.dim() == 4  # one wide convolution for all members: the images are read once
+        b = len(x) if shared else x.shape[1]
+        grouped = x if shared else x.transpose(0, 1).reshape(b, k * c_in, *x.shape[3:])
         out = F.conv2d(grouped, self.weight.reshape(k * c_out, *self.weight.shape[2:]), self.bias.reshape(-1),
-                       padding=self.padding, groups=k)
+                       padding=self.padding, groups=1 if shared else k)
         return out.view(b, k, c_out, *out.shape[2:]).transpose(0, 1).contiguous()
 
 
