@@ -54,11 +54,10 @@ def _structure(checked, members: int) -> dict:
     """The arguments of ``key``, ``difference`` and ``measure`` for a stack of ``members`` runs of ``checked``."""
     from reg_runner.device import resolve
 
-    c, split = checked.cfg, checked.split
-    t = c.trainer
+    t, split = checked.cfg.trainer, checked.split
     train_rows, eval_rows = shapes(split.n_train, t.batch_size, t.drop_last, [len(split.val_idx), split.n_test],
                                    t.eval_batch_size)
-    return dict(model_cfg=c.model, shape=tuple(split.shape), n_classes=split.n_classes, members=members,
+    return dict(model_cfg=checked.cfg.model, shape=tuple(split.shape), n_classes=split.n_classes, members=members,
                 train_rows=train_rows, eval_rows=eval_rows, device=resolve(t.device))
 
 
@@ -205,14 +204,6 @@ def too_short(members: int, steps: int) -> bool:
     return (MEASURE_ROUNDS + 1) * (1 + members) > MEASURE_SHARE * members * steps
 
 
-def planned(checked) -> tuple[int, int]:
-    """A run's planned training steps (batches) and evaluation chunks, from its config."""
-    c, split = checked.cfg, checked.split
-    t = c.trainer
-    chunks = sum(math.ceil(n / t.eval_batch_size) for n in (len(split.val_idx), split.n_test))
-    return t.epochs * t.batches_per_epoch(split.n_train), t.evaluations * chunks
-
-
 def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | None, bool]:
     """Whether ``members`` runs of ``checked``'s structure train as a stack here: (None, True) if they do; else (why
     not, False where a stack would not give each run bitwise its lone numbers). Not ``only_if_faster``: every
@@ -225,7 +216,9 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
         return (None, True) if found is None else (_INEXACT.format(found), False)
     k = key(**s)
     entry = remembered(k)
-    steps, chunks = planned(checked)
+    t, split = checked.cfg.trainer, checked.split  # a run's planned training steps and evaluation chunks:
+    steps = t.epochs * t.batches_per_epoch(split.n_train)
+    chunks = t.evaluations * sum(math.ceil(n / t.eval_batch_size) for n in (len(split.val_idx), split.n_test))
     if "speeds" not in entry and too_short(members, steps):
         return (f"their runs are too short for a stack to pay here ({steps} training steps each: timing a stack of "
                 f"them would cost more than {MEASURE_SHARE:.0%} of their own work)"), True
