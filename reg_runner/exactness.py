@@ -9,6 +9,7 @@ runs will pass through and compares each member with itself alone; ``verdict`` f
 (``cache_dir``); a signal stops a check between two steps (``Interrupted``), and nothing of it is remembered.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -238,15 +239,18 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
 _INEXACT = "on this machine a stack of their shapes does not give each run bitwise its lone numbers ({})"
 
 
-def _build(model_cfg, shape, n_classes: int, device: "torch.device", indices):
+def _build(model_cfg, shape, n_classes: int, device: "torch.device", indices, states=None):
     """A stack of the members ``indices``, each with a fresh dropout generator seeded by its index (a member draws
-    the same masks in any stack)."""
+    the same masks in any stack), and with its state from ``states`` if given."""
     import torch
 
     from reg_runner.assembly import stacked
 
-    return stacked([model_cfg] * len(indices), shape, n_classes, device,
-                   [torch.Generator(device=device).manual_seed(1 + i) for i in indices])
+    stack = stacked([model_cfg] * len(indices), shape, n_classes, device,
+                    [torch.Generator(device=device).manual_seed(1 + i) for i in indices])
+    for slot, i in enumerate(indices if states is not None else ()):
+        stack.load_member_state(slot, states[i])
+    return stack
 
 
 def _step(model, x, grad):
@@ -306,12 +310,7 @@ def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows, device=No
     device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(0)  # its own numbers: the runs' random streams are not touched
 
-    def build(indices, states=None):  # each member loaded with its state from ``states``, if given
-        stack = _build(model_cfg, shape, n_classes, device, indices)
-        for slot, i in enumerate(indices if states is not None else ()):
-            stack.load_member_state(slot, states[i])
-        return stack
-
+    build = functools.partial(_build, model_cfg, shape, n_classes, device)
     master = build(range(members))
     for i in range(members):
         model_cfg.initialize(master, i, g)
