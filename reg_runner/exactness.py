@@ -1,29 +1,15 @@
-"""Whether a stack gives each member bitwise what the member gives alone, for given shapes, here, and whether
-it is worth it.
+"""Whether a stack gives each member bitwise what the member gives alone, here, and whether it is worth it
+(docs/stacking.md).
 
-A stacked member equals its lone run only if every batched or wide matrix product computes the
-member's slice exactly as the lone product does. On CPU that is a property of the BLAS kernels torch
-picks, which depend on the shapes, on where each member's slice starts in memory and on the thread
-count, not on the numbers. It holds for the reference MLP (width 100, batches of 300, evaluation in
-2048s), but not for every shape: on the 2-core AMD EPYC of this project, a member's activations that
-start 4 or 8 bytes past a 16-byte boundary (width 50 in batches of 25: 1,250 floats per member) and
-a wide first-layer product of 10 or fewer outputs per member (``model.depth=0``) round differently
-from a lone product, by about 1e-7.
-
-So before members train as a stack, ``probe`` runs the stack's architecture on random numbers at
-every batch shape the runs will use, at every size the stack can shrink to as members end, and
-compares each member's outputs and gradients with the same member's alone. Where they differ, the
-launcher trains those runs one at a time (a stack of one is a lone run by definition) and says why.
-
-The check costs seconds, and a stack is not faster everywhere, so ``verdict`` first times a few steps
-of the stack and of one member alone (``Speeds``), and the stack trains only where it saves time over
-its runs' planned steps (``saving``), after the check's cost while that is still to pay
-(``check_cost``). What it finds is remembered on disk (``cache_dir``: one small JSON file per
-structure, device, torch build, thread count, CPU model and stacked-forms code), for every later stack
-of the same kind. A signal during the check stops it between two steps (``Interrupted``): nothing of
-it is remembered.
+A stacked member equals its lone run only if every batched or wide product computes the member's slice as the
+lone product does: on CPU a property of the BLAS kernels torch picks (shapes, alignment, thread count), not of
+the numbers. ``probe`` runs the stack's architecture on random numbers at every batch shape and stack size its
+runs will pass through and compares each member with itself alone; ``verdict`` first times a few steps
+(``measure``), so that only a stack that saves time pays the check. Findings are remembered on disk
+(``cache_dir``); a signal stops a check between two steps (``Interrupted``), and nothing of it is remembered.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -66,15 +52,13 @@ def shapes(n_train: int, batch_size: int, drop_last: bool, eval_sizes: list[int]
 
 
 def _structure(checked, members: int) -> dict:
-    """What a stack of ``members`` runs of ``checked``'s structure is probed with: the model, the data's shape and
-    classes, the training and evaluation rows, the device."""
+    """The arguments of ``key``, ``difference`` and ``measure`` for a stack of ``members`` runs of ``checked``."""
     from reg_runner.device import resolve
 
-    c, split = checked.cfg, checked.split
-    t = c.trainer
+    t, split = checked.cfg.trainer, checked.split
     train_rows, eval_rows = shapes(split.n_train, t.batch_size, t.drop_last, [len(split.val_idx), split.n_test],
                                    t.eval_batch_size)
-    return dict(model_cfg=c.model, shape=tuple(split.shape), n_classes=split.n_classes, members=members,
+    return dict(model_cfg=checked.cfg.model, shape=tuple(split.shape), n_classes=split.n_classes, members=members,
                 train_rows=train_rows, eval_rows=eval_rows, device=resolve(t.device))
 
 
@@ -148,9 +132,8 @@ def remember(k: dict, entry: dict) -> None:
 
 def difference(model_cfg, shape: tuple[int, ...], n_classes: int, members: int, train_rows, eval_rows,
                device: "torch.device") -> str | None:
-    """None if a stack of ``members`` (and of every smaller size) gives each member bitwise its lone
-    outputs and gradients at these shapes; else where it first differs. Only CPU is checked: on other
-    devices a stacked member is not claimed to equal its lone run to the bit. Remembered (``cache_dir``)."""
+    """``probe``'s finding, remembered (``cache_dir``). Only CPU is checked: on other devices a stacked member is
+    not claimed to equal its lone run to the bit."""
     if members < 2 or device.type != "cpu":
         return None
     k = key(model_cfg, shape, n_classes, members, train_rows, eval_rows, device)
@@ -173,8 +156,7 @@ def _checked(entry: dict, model_cfg, shape, n_classes: int, members: int, train_
 
 @dataclass(frozen=True)
 class Speeds:
-    """Seconds of one training step and of one evaluation chunk (the largest of each the runs use), for one member
-    alone and for the whole stack."""
+    """Seconds of one training step and of one evaluation chunk (the largest), one member alone and the stack."""
 
     lone_step: float
     stack_step: float
@@ -193,8 +175,7 @@ def check_cost(members: int, speeds: Speeds, n_train_shapes: int, n_eval_shapes:
     """The check's seconds, estimated: at each shape each member alone, then a stack of every size from 2 to
     ``members`` (a stack of k taking about its share of the way from one member to all)."""
     def sizes(lone, stack):
-        per = lambda k: lone + (stack - lone) * (k - 1) / (members - 1)  # noqa: E731
-        return members * lone + sum(per(k) for k in range(2, members + 1))
+        return members * lone + sum(lone + (stack - lone) * (k - 1) / (members - 1) for k in range(2, members + 1))
 
     return (n_train_shapes * sizes(speeds.lone_step, speeds.stack_step)
             + n_eval_shapes * sizes(speeds.lone_eval, speeds.stack_eval))
@@ -219,25 +200,15 @@ MEASURE_ROUNDS = 3
 
 
 def too_short(members: int, steps: int) -> bool:
-    """Whether timing a stack would cost more than ``MEASURE_SHARE`` of ``members`` runs of ``steps`` training steps:
-    it takes ``MEASURE_ROUNDS`` + 1 steps of one run alone and of the stack, and a stack's step costs at most its
-    members' lone steps (the member-by-member form), so runs this short cannot repay it, whatever it finds."""
+    """Whether timing a stack (``MEASURE_ROUNDS`` + 1 steps alone and stacked, a stacked step costing at most its
+    members' lone steps) would cost more than ``MEASURE_SHARE`` of ``members`` runs of ``steps`` steps."""
     return (MEASURE_ROUNDS + 1) * (1 + members) > MEASURE_SHARE * members * steps
 
 
-def planned(checked) -> tuple[int, int]:
-    """A run's planned training steps (batches) and evaluation chunks, from its config."""
-    c, split = checked.cfg, checked.split
-    t = c.trainer
-    chunks = sum(math.ceil(n / t.eval_batch_size) for n in (len(split.val_idx), split.n_test))
-    return t.epochs * t.batches_per_epoch(split.n_train), t.evaluations * chunks
-
-
 def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | None, bool]:
-    """Whether ``members`` runs of ``checked``'s structure train as a stack here: (None, True) if they do; else
-    (why not, False if it is because a stack would not give each run bitwise its lone numbers). The speeds are
-    measured first (a few steps), so that runs too short to repay the check skip it; not ``only_if_faster``: every
-    stack that gives each run its lone numbers trains as one, and speed is not asked."""
+    """Whether ``members`` runs of ``checked``'s structure train as a stack here: (None, True) if they do; else (why
+    not, False where a stack would not give each run bitwise its lone numbers). Not ``only_if_faster``: every
+    exact stack trains as one, and speed is not asked."""
     if members < 2:
         return None, True
     s = _structure(checked, members)
@@ -246,7 +217,9 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
         return (None, True) if found is None else (_INEXACT.format(found), False)
     k = key(**s)
     entry = remembered(k)
-    steps, chunks = planned(checked)
+    t, split = checked.cfg.trainer, checked.split  # a run's planned training steps and evaluation chunks:
+    steps = t.epochs * t.batches_per_epoch(split.n_train)
+    chunks = t.evaluations * sum(math.ceil(n / t.eval_batch_size) for n in (len(split.val_idx), split.n_test))
     if "speeds" not in entry and too_short(members, steps):
         return (f"their runs are too short for a stack to pay here ({steps} training steps each: timing a stack of "
                 f"them would cost more than {MEASURE_SHARE:.0%} of their own work)"), True
@@ -266,15 +239,18 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
 _INEXACT = "on this machine a stack of their shapes does not give each run bitwise its lone numbers ({})"
 
 
-def _build(model_cfg, shape, n_classes: int, device: "torch.device", indices):
-    """A stack of the members ``indices``, each with a dropout generator seeded by its index, fresh: a member draws
-    the same masks in any stack."""
+def _build(model_cfg, shape, n_classes: int, device: "torch.device", indices, states=None):
+    """A stack of the members ``indices``, each with a fresh dropout generator seeded by its index (a member draws
+    the same masks in any stack), and with its state from ``states`` if given."""
     import torch
 
     from reg_runner.assembly import stacked
 
-    return stacked([model_cfg] * len(indices), shape, n_classes, device,
-                   [torch.Generator(device=device).manual_seed(1 + i) for i in indices])
+    stack = stacked([model_cfg] * len(indices), shape, n_classes, device,
+                    [torch.Generator(device=device).manual_seed(1 + i) for i in indices])
+    for slot, i in enumerate(indices if states is not None else ()):
+        stack.load_member_state(slot, states[i])
+    return stack
 
 
 def _step(model, x, grad):
@@ -291,10 +267,9 @@ MEASURED_ROWS = 256  # evaluation chunks are timed on this many images and scale
 
 
 def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_rows, device: "torch.device") -> Speeds:
-    """A few steps (forward and backward; the optimizers step each run alone either way) and evaluation chunks of
-    one member alone and of the whole stack at the largest training rows and at most ``MEASURED_ROWS`` evaluation
-    rows (scaled to the largest chunk), in turns (a busy machine slows both alike): the fastest of ``MEASURE_ROUNDS``,
-    after one to warm up. Its cost is a few of the runs' own steps: it must not eat what a stack saves."""
+    """One member's and the stack's ``Speeds``: forward and backward (the optimizers step each run alone either way)
+    at the largest training rows, evaluation at up to ``MEASURED_ROWS`` rows scaled to the largest chunk; in turns
+    (a busy machine slows both alike), the fastest of ``MEASURE_ROUNDS`` after one to warm up."""
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -327,23 +302,15 @@ def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_row
     return Speeds(lone_step=best[0], lone_eval=best[1] * scale, stack_step=best[2], stack_eval=best[3] * scale)
 
 
-def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows,
-          device=None) -> str | None:
-    """``difference``'s comparison itself, on any ``device`` and unremembered: None if every member's outputs and
-    gradients in the stack are bitwise its own alone, else where they first differ (what
-    ``benchmarks/device_check.py`` reports for a GPU). A signal stops it between two steps (``Interrupted``)."""
+def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows, device=None) -> str | None:
+    """None if every member of a stack of ``members`` (and of every smaller size) gives bitwise its lone outputs
+    and gradients at these shapes on ``device``, else where it first differs (unremembered)."""
     import torch
 
     device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(0)  # its own numbers: the runs' random streams are not touched
 
-    def build(indices, states=None):
-        """A stack of the members ``indices``, each loaded with its state from ``states``, if given."""
-        stack = _build(model_cfg, shape, n_classes, device, indices)
-        for slot, i in enumerate(indices if states is not None else ()):
-            stack.load_member_state(slot, states[i])
-        return stack
-
+    build = functools.partial(_build, model_cfg, shape, n_classes, device)
     master = build(range(members))
     for i in range(members):
         model_cfg.initialize(master, i, g)

@@ -12,9 +12,6 @@ Scale = rule(list, lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and al
 Transforms = rule(list[Any], lambda v: isinstance(v, list) and v and all(
     isinstance(t, dict) and isinstance(t.get("_target_"), str) for t in v),
                   "a non-empty list of transforms, each with a _target_ (torchvision.transforms.v2.*)")
-Degrees = number(0, 180)
-Translate = number(0, 1, hi_open=True)
-Shear = number(0, 90, hi_open=True)
 Sigma = number(0)
 
 
@@ -42,13 +39,13 @@ class Noise(Augmented):
 
 class Affine(Augmented):
     name: Literal["affine"]
-    degrees: Degrees
+    degrees: number(0, 180)
     """rotation uniform in ±degrees"""
     scale: Scale
     """zoom uniform in [low, high]"""
-    translate: Translate
+    translate: number(0, 1, hi_open=True)
     """shift uniform in ±translate of the image size, per axis"""
-    shear: Shear
+    shear: number(0, 90, hi_open=True)
     """shear uniform in ±shear degrees"""
 
 

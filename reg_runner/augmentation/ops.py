@@ -1,17 +1,11 @@
-"""Data augmentation on the device: more training data from transforms that keep the class (the options and
-their keys: ``reg_runner.augmentation``).
+"""Data augmentation on the device (the options and their keys: ``reg_runner.augmentation``): training batches
+only, the whole batch at once, every image drawing its own parameters.
 
-Applied to training batches only (never validation or test), to the whole batch at once, with every image
-drawing its own parameters. Noise is in normalized pixel units (1.0 = one standard deviation of the training
-pixels, about 0.31 of the black-to-white range). ``affine`` is one affine map per image through ``affine_grid``
-+ ``grid_sample`` (a positive angle turns counterclockwise; pixels from outside the image are black);
-``noise_affine`` is affine, then noise. ``crop`` is the random crop of an image padded by ``pad``: with ``flip``,
-the standard augmentation of CIFAR-10 (flip and 4-pixel crops); without, for digits and characters.
-``torchvision``'s ``v2`` transforms, imported only when chosen, draw one set of parameters for the whole batch
-tensor; the built-in ones draw per image, which is the point.
-
-``p`` is the probability that an image is augmented at all. The draws come from a generator of the
-augmentation's own, so switching augmentation on does not change the batch order or dropout.
+Noise is in normalized pixel units (1.0 = one standard deviation of the training pixels). ``affine`` maps each
+image through ``affine_grid`` + ``grid_sample`` (a positive angle turns counterclockwise; pixels from outside are
+black); ``crop`` is the random crop of the image padded by ``pad``; ``torchvision``'s ``v2`` transforms, imported
+only when chosen, draw one set of parameters per batch. ``p`` is the probability that an image is augmented; the
+draws come from the augmentation's own generator, so switching it on changes neither the batch order nor dropout.
 """
 
 import math

@@ -1,19 +1,12 @@
 """The ``model`` group: model families, each chosen by ``_target_`` in ``conf/model/<name>.yaml``.
 
-A family is a subclass of ``ModelFamily`` (named by ``_target_``) plus its yaml. The class is the schema of
-the yaml's other keys, and its methods declare what the rest of reg_runner needs to know of the family. Every
-key decides what can share a stack, except those marked each run's own (``dropout: Annotated[number(0, 1),
-OWN]``, ``reg_runner.keys``): runs that differ only in those, such as ``dropout`` or ``init``, still train as
-one. A plain network's ``layers()`` are the weight layers that L1/L2 (``reg.apply_to=weights``), TensorBoard's
-probes and the landscapes' filter normalization act on, by display name; its ``hidden()`` the blocks whose
-outputs TensorBoard's activation histograms show.
-
-Its size is counted, and its network tried once, on the meta device before a run (``reg_runner.model.dry_run``).
+A family is a subclass of ``ModelFamily`` plus its yaml: the class is the schema of the yaml's other keys, and its
+methods declare what the rest of reg_runner needs to know of the family. Every key decides what can share a stack,
+except those marked each run's own (``Annotated[..., OWN]``, ``reg_runner.keys``), such as ``dropout`` or ``init``.
 A plain ``torch.nn.Module`` class is a family too (``Module``): the defaults give it all it needs.
 
 ``shape`` is one image's ``(channels, height, width)``. The schemas import no torch, so a mistyped value is
-refused before torch loads: a family module keeps its torch code in functions (or a companion module, as
-``mlp`` and ``cnn`` do), imported when a network is built.
+refused before torch loads: a family keeps its torch code in functions or a companion module (``mlp_net``).
 """
 
 import functools
@@ -61,9 +54,8 @@ class ModelFamily(FamilyGroup):
         return None
 
     def uses_batch_statistics(self, shape: tuple[int, ...], n_classes: int) -> bool:
-        """Whether the network normalizes with batch statistics (BatchNorm), so a batch of one image breaks it; the
-        default looks for BatchNorm in the plain network, built on the meta device (if it builds: if not, the
-        network's check says why, ``reg_runner.model.dry_run``)."""
+        """Whether the network normalizes with batch statistics (a batch of one image breaks it): the default
+        looks for BatchNorm in the plain network built on the meta device (none if it fails: ``dry_run`` says why)."""
         import torch
 
         try:
@@ -80,10 +72,8 @@ class ModelFamily(FamilyGroup):
 
     def stacked(self, shape: tuple[int, ...], n_classes: int, members: list, dropout_generators: list):
         """K networks as one module whose every parameter has a leading member dimension, member k configured by
-        ``members[k]`` (this family, equal in the structural keys): the family's faster form, checked before each
-        stack to give its members their lone runs' numbers to the bit (``reg_runner.exactness``); or None (the
-        default), and each member's own plain network runs on its slice of the parameters, exact by construction
-        on any device (``reg_runner.model.stack.stack``)."""
+        ``members[k]``: the family's faster form, checked to give each member its lone run's numbers to the bit
+        (``reg_runner.exactness``); None (the default): ``stack.Looped``, exact by construction."""
         return None
 
     def initialize(self, model, k: int, generator) -> None:
@@ -120,9 +110,7 @@ FILLED = {"num_classes": "its classes", "n_classes": "its classes", "in_channels
 class Module(ModelFamily):
     """The family of a plain ``torch.nn.Module`` class (``family_of``): ``_target_`` names the class, the other
     keys are its constructor's arguments (every one structural), and the data fills those of ``FILLED`` that
-    it declares. The defaults give it the rest: a stack runs each member's own network, a member is
-    initialized as the class initializes itself, and its weight layers are its Linear and convolution
-    modules, by module path."""
+    it declares."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     MODULE: ClassVar[type]

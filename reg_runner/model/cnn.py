@@ -1,14 +1,11 @@
-"""The CNN family (``model=cnn``): a small convolutional network for 1- or 3-channel images.
+"""The CNN family (``model=cnn``): a small convolutional network for 1- or 3-channel images; its networks are in
+``reg_runner.model.cnn_net``.
 
 One block per entry of ``channels``: ``Conv2d(kernel, 'same' padding) -> [norm] -> activation -> [2x2 pool]
--> [dropout]``, then the head: the last feature map flattened (``head=flatten``) or averaged over space
-(``head=avgpool``), an optional fully connected layer of ``hidden`` units (``-> activation -> [dropout]``),
-and a linear classifier. The norms: BatchNorm (Ioffe & Szegedy 2015; running statistics in evaluation),
-LayerNorm over each image's (channels, height, width) with a gain and bias per channel (Ba et al. 2016; it
-is GroupNorm with one group), and GroupNorm of ``groups`` groups (Wu & He 2018).
-
-This module is the family's schema and declarations (no torch); its networks are in
-``reg_runner.model.cnn_net``.
+-> [dropout]``, then the head: the last feature map flattened or averaged over space (``head``), an optional
+fully connected layer of ``hidden`` units (``-> activation -> [dropout]``), and a linear classifier. The norms:
+BatchNorm (Ioffe & Szegedy 2015), LayerNorm over each image's (channels, height, width) with a gain and bias per
+channel (Ba et al. 2016; GroupNorm with one group), and GroupNorm of ``groups`` groups (Wu & He 2018).
 """
 
 from typing import Annotated

@@ -1,14 +1,12 @@
 """The CNN family's networks (``reg_runner.model.cnn`` declares the family).
 
-``CNNNet`` is one network as ``torch.nn`` modules: a run's checkpoint loads into it. ``StackedCNN`` is K of
-them trained as one. On a GPU its convolutions are grouped (``groups=K``: every member's batch in one
-kernel; a wide convolution with K x channels outputs when every member sees the same images, as in
-evaluation), its linear layers batched, its activations, pooling and dropout on the whole stack, its norms
-member by member. On a CPU each member runs its own network on its slices of the stacked parameters, layer by
-layer a lone run's own kernels, and only the logits are stacked: oneDNN's grouped convolutions, and
-OpenBLAS's batched products of 784 or more inputs, round differently from a lone run's (by about 1e-7) and
-are no faster there, and stacking the activations after every layer would copy them twice (forward, and
-backward) for nothing.
+``CNNNet`` is one network as ``torch.nn`` modules: a run's checkpoint loads into it. ``StackedCNN`` is K of them
+trained as one. On a GPU its convolutions are grouped (``groups=K``; one wide convolution when every member sees
+the same images, as in evaluation), its linear layers batched, its norms member by member, the rest on the whole
+stack. On a CPU each member runs a lone run's kernels on its slices of the stacked parameters, and only the
+logits are stacked: oneDNN's grouped convolutions and OpenBLAS's batched products of 784 or more inputs round
+differently from a lone run's (by about 1e-7), are no faster there, and stacking every layer's activations would
+copy them twice (forward and backward) for nothing.
 """
 
 import torch
@@ -19,13 +17,9 @@ from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, FastStacked,
                                     StackedNorm)
 
 
-def _same(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
 def block(x: torch.Tensor, conv, norm, act, pool, dropout, pool_first: bool) -> torch.Tensor:
     """One conv block, the plain network's, a stack's and each member's alike (each passes its own layers):
-    conv -> [norm] -> activation -> [2x2 pool] -> dropout. ``pool_first``: max pooling commutes with ReLU and
+    conv -> [norm] -> activation -> [2x2 pool] -> [dropout]. ``pool_first``: max pooling commutes with ReLU and
     LeakyReLU (max(f(a), f(b)) = f(max(a, b)), exactly, for a monotone f computed exactly): pooling first gives
     the same numbers, and the activation touches a quarter of them."""
     x = conv(x)
@@ -37,7 +31,7 @@ def block(x: torch.Tensor, conv, norm, act, pool, dropout, pool_first: bool) -> 
         x = pool(x)
     if pool_first:
         x = act(x)
-    return dropout(x)
+    return dropout(x) if dropout is not None else x
 
 
 def head(x: torch.Tensor, avgpool: bool, fc, classifier) -> torch.Tensor:
@@ -58,17 +52,16 @@ class ConvBlock(nn.Module):
         self.pool_first = cfg.pool == "max" and cfg.activation in EXACT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return block(x, self.conv, self.norm, self.act, self.pool, self.dropout or _same, self.pool_first)
+        return block(x, self.conv, self.norm, self.act, self.pool, self.dropout, self.pool_first)
 
 
 class Hidden(nn.Module):
-    """The head's fully connected layer: Linear -> activation -> [dropout]."""
+    """The head's fully connected layer, the plain network's and a stack's alike (each passes its own layers):
+    linear -> activation -> [dropout]."""
 
-    def __init__(self, n_in: int, n_out: int, cfg):
+    def __init__(self, linear: nn.Module, act: nn.Module, dropout: nn.Module | None):
         super().__init__()
-        self.linear = nn.Linear(n_in, n_out)
-        self.act = ACTIVATIONS[cfg.activation]()
-        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None
+        self.linear, self.act, self.dropout = linear, act, dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.linear(x))
@@ -84,7 +77,8 @@ class CNNNet(nn.Module):
         self.blocks = nn.Sequential(*(ConvBlock(a, b, cfg) for a, b in zip(sizes, sizes[1:])))
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
-        self.fc = Hidden(features, cfg.hidden, cfg) if cfg.hidden else None
+        self.fc = Hidden(nn.Linear(features, cfg.hidden), ACTIVATIONS[cfg.activation](),
+                         nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None) if cfg.hidden else None
         self.classifier = nn.Linear(cfg.hidden or features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,14 +109,11 @@ class StackedConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C, H, W) -> (K, B, C_out, H, W), one batch per member; or a shared (N, C, H, W)."""
         k, c_out, c_in = self.weight.shape[:3]
-        if x.dim() == 4:  # one wide convolution for all members: the images are read once
-            out = F.conv2d(x, self.weight.reshape(k * c_out, *self.weight.shape[2:]), self.bias.reshape(-1),
-                           padding=self.padding)
-            return out.view(len(x), k, c_out, *out.shape[2:]).transpose(0, 1).contiguous()
-        b = x.shape[1]
-        grouped = x.transpose(0, 1).reshape(b, k * c_in, *x.shape[3:])
+        shared = x.dim() == 4  # one wide convolution for all members: the images are read once
+        b = len(x) if shared else x.shape[1]
+        grouped = x if shared else x.transpose(0, 1).reshape(b, k * c_in, *x.shape[3:])
         out = F.conv2d(grouped, self.weight.reshape(k * c_out, *self.weight.shape[2:]), self.bias.reshape(-1),
-                       padding=self.padding, groups=k)
+                       padding=self.padding, groups=1 if shared else k)
         return out.view(b, k, c_out, *out.shape[2:]).transpose(0, 1).contiguous()
 
 
@@ -152,17 +143,6 @@ class StackedConvBlock(nn.Module):
                      lambda h: dropout.member(k, h), self.pool_first)
 
 
-class StackedHidden(nn.Module):
-    def __init__(self, members: int, n_in: int, n_out: int, cfg, dropout: StackedDropout):
-        super().__init__()
-        self.linear = StackedLinear(members, n_in, n_out)
-        self.act = Activation(cfg.activation)
-        self.dropout = dropout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.act(self.linear(x)))
-
-
 class StackedCNN(FastStacked):
     """K CNNs of one architecture, each with its own dropout probability and generator."""
 
@@ -173,7 +153,8 @@ class StackedCNN(FastStacked):
         self.blocks = nn.ModuleList(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:]))
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
-        self.fc = StackedHidden(k, features, cfg.hidden, cfg, self.dropout) if cfg.hidden else None
+        self.fc = (Hidden(StackedLinear(k, features, cfg.hidden), Activation(cfg.activation), self.dropout)
+                   if cfg.hidden else None)
         self.classifier = StackedLinear(k, cfg.hidden or features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,6 @@
 """A family's network built and run once on the meta device (no memory, no arithmetic), before anything is
 made: that it is one (a ``torch.nn.Module`` with parameters whose output is (batch, classes)), and what a run
-of it takes in memory.
-
-A mistake in a family's code (``plain`` or ``forward`` raising) is one line (``reg_runner.model.calling``).
+of it takes in memory. A mistake in the family's code is one line (``reg_runner.model.calling``).
 """
 
 import dataclasses
@@ -53,9 +51,8 @@ class Footprint:
 
 def footprint(cfg, shape: tuple[int, ...], n_classes: int, batch: int, eval_batch: int, copies: int) -> Footprint:
     """The memory of a run of ``cfg``'s network (``copies``: of the parameters, the weights' own included), after
-    checking its output on a training batch: (batch, classes), or one line. A network the meta device cannot
-    run (code that reads values: ``.item()``, ``if x.sum() > 0``) is run on the CPU on two images, if it is
-    small enough to be built there, and its activations scaled to the batches."""
+    checking its output on a training batch. A network the meta device cannot run (code that reads values:
+    ``.item()``) is run on the CPU on two images, if small enough, and its activations scaled to the batches."""
     net = network(cfg, shape, n_classes)
     n = sum(p.numel() for p in net.parameters())
     size = next(net.parameters()).element_size()

@@ -1,25 +1,18 @@
-"""What a network costs, as a run records it in ``metrics.json``'s ``size`` (and a search may optimize):
-
-- ``flops_per_image``: the floating-point operations of one image's evaluation forward pass, as
-  ``torch.utils.flop_counter`` counts them: matrix products and convolutions, 2 per multiply-add (biases,
-  normalization and activations are not counted). Counted on the meta device: no memory, no arithmetic.
-- ``near_zero``: the share of the weight layers' weights (Linear and convolution weights, what L1/L2 act
-  on) whose magnitude is below ``NEAR_ZERO`` at the best epoch: the weights that L1 has all but removed.
-  Gradient descent with an L1 penalty oscillates around zero rather than landing on it, so an exact zero
-  count says nothing; 1e-3 is below a thousandth of the typical initial weight of these layers (about
-  1/sqrt(fan_in), 0.036 to 0.1 in the reference MLP), and removing such weights changes a logit by at
-  most fan_in x 1e-3 x |activation|.
+"""What a network costs, as a run records it in ``metrics.json``'s ``size`` (and a search may optimize): FLOPs
+per image and the share of near-zero weights (docs/search.md, "Two goals").
 """
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+# L1 leaves weights oscillating around zero, not on it; 1e-3 is a 36th to a 100th of the reference MLP's typical
+# initial weight (about 1/sqrt(fan_in)): removing such a weight changes a logit by at most fan_in x 1e-3 x |activation|
 NEAR_ZERO = 1e-3
 
 
 def flops_per_image(model_cfg, shape: tuple[int, ...], n_classes: int) -> int | None:
-    """``model_cfg``'s network's FLOPs on one image in evaluation; None if it cannot run on the meta device (code
-    that reads values)."""
+    """``model_cfg``'s network's FLOPs on one image in evaluation, as ``torch.utils.flop_counter`` counts them (2 per
+    multiply-add of matrix products and convolutions), on the meta device; None if it cannot run there."""
     try:
         with torch.device("meta"):
             net = model_cfg.plain(tuple(shape), n_classes)

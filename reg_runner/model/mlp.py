@@ -1,12 +1,10 @@
-"""The MLP family (``model=mlp``, the default): the reference study's network and its switches.
+"""The MLP family (``model=mlp``, the default): the reference study's network and its switches; its networks are
+in ``reg_runner.model.mlp_net``.
 
 ``depth`` hidden blocks of ``width`` units, then a linear classifier; the image is flattened first. Each
 hidden block is ``Linear -> [norm] -> activation -> [dropout]`` (``norm_position=before_activation``, as in
 Ioffe & Szegedy's BatchNorm paper) or ``Linear -> activation -> [norm] -> [dropout]`` (``after_activation``).
 With ``residual=true`` a block whose input and output widths match adds its input to its output (He et al.).
-
-This module is the family's schema and declarations (no torch); its networks are in
-``reg_runner.model.mlp_net``.
 """
 
 import math
@@ -78,6 +76,4 @@ class MLP(ModelFamily):
         return StackedMLP(shape, n_classes, self, [m.dropout for m in members], dropout_generators)
 
     def initialize(self, model, k: int, generator) -> None:
-        from reg_runner.model.init import initialize
-
-        initialize(model, k, self.init, self.activation, generator)
+        model.initialize_with(k, self.init, self.activation, generator)

@@ -1,18 +1,14 @@
 """K networks of one architecture as one module, and the stacked layers the families build them from.
 
-Every parameter and buffer of a ``Stacked`` module has a leading member dimension; member k's network is
-slice ``[k]`` of each, and the state_dict has the plain network's names, so member k's slice is a checkpoint
-the plain network loads. A single run is a stack of one.
-
-Member k's numbers must not depend on the other members: every operation either acts on each member's slice
-alone, or is one whose per-member result is bitwise the same whatever else is stacked beside it (batched
-matrix products, a wide product on a shared input, elementwise ops on exact arithmetic). Which operations
-keep that promise depends on the kernels of the machine; ``reg_runner.exactness`` checks a stack's
-shapes before it trains.
-
-``Looped`` is the form every family has, exact by construction on any device; a family with a faster form
-(``mlp``, ``cnn``) builds it on ``FastStacked`` from the layers below.
+Every parameter and buffer of a ``Stacked`` module has a leading member dimension; member k's network is slice
+``[k]`` of each, under the plain network's state_dict names (a checkpoint the plain network loads). A single run
+is a stack of one. Member k's numbers must not depend on the other members: every operation acts on each
+member's slice alone, or is one whose per-member result is bitwise the same whatever is stacked beside it, which
+depends on the machine's kernels (``reg_runner.exactness`` checks it). ``Looped`` is the form every family has,
+exact by construction; ``mlp`` and ``cnn`` build a faster one on ``FastStacked`` from the layers below.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -76,15 +72,13 @@ class Stacked(nn.Module):
 
     @torch.no_grad()
     def keep(self, members: list[int]) -> None:
-        """Only ``members`` (indices, in order) stay in the stack: the others' slices are dropped."""
+        """Only ``members`` (indices, in order) stay in the stack: the others' slices, and what a module keeps per
+        member besides its tensors (``keep_members``: dropout probabilities, generators...), are dropped."""
         index = torch.tensor(members, device=next(iter(self.parameters())).device)
         each_tensor(self, lambda t: t.index_select(0, index))
         for module in self.modules():
             if hasattr(module, "keep_members"):
                 module.keep_members(members)
-
-    def keep_members(self, members: list[int]) -> None:
-        """What a stacked form keeps per member besides its tensors (dropout probabilities, generators...)."""
 
     def initialize_as_plain(self, k: int, build, generator: torch.Generator) -> None:
         """Member k's weights as ``build()`` (a plain network) initializes them, its draws seeded from
@@ -94,6 +88,37 @@ class Stacked(nn.Module):
             torch.manual_seed(seed)
             net = build()
         self.load_member_state(k, net.state_dict())
+
+    @torch.no_grad()
+    def initialize_with(self, k: int, scheme: str, activation: str, generator: torch.Generator) -> None:
+        """Member k's weight layers (``weights()``, in order, weight then bias) by ``scheme`` (``model.init``), drawn
+        from ``generator`` alone. ``default`` is PyTorch's ``reset_parameters``; the others zero the bias and take the
+        gain of ``activation`` where torch knows it, else ReLU's."""
+        nonlinearity = activation if activation in ("relu", "leaky_relu", "tanh", "sigmoid") else "relu"
+        modules = {id(p): m for m in self.modules() for p in m.parameters(recurse=False)}
+        for weight in self.weights().values():
+            layer = modules[id(weight)]
+            w, b = layer.weight[k], layer.bias[k] if getattr(layer, "bias", None) is not None else None
+            if scheme == "default":  # nn.Linear's and nn.Conv2d's reset_parameters
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
+                if b is not None:
+                    fan_in = w[0].numel()  # inputs x kernel size: what one output sees
+                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                    nn.init.uniform_(b, -bound, bound, generator=generator)
+                continue
+            DRAWS[scheme](w, nonlinearity, generator)
+            if b is not None:
+                nn.init.zeros_(b)
+
+
+# a scheme's draw of a weight ``w`` from generator ``g``; ``nl``: the activation whose gain it takes
+DRAWS = {
+    "xavier_uniform": lambda w, nl, g: nn.init.xavier_uniform_(w, generator=g),
+    "xavier_normal": lambda w, nl, g: nn.init.xavier_normal_(w, generator=g),
+    "kaiming_uniform": lambda w, nl, g: nn.init.kaiming_uniform_(w, nonlinearity=nl, generator=g),
+    "kaiming_normal": lambda w, nl, g: nn.init.kaiming_normal_(w, nonlinearity=nl, generator=g),
+    "orthogonal": lambda w, nl, g: nn.init.orthogonal_(w, gain=nn.init.calculate_gain(nl), generator=g),
+}
 
 
 class FastStacked(Stacked):
@@ -116,12 +141,10 @@ def stack(members: list, shape: tuple[int, ...], n_classes: int, dropout_generat
 class Looped(Stacked):
     """Each member's own plain network, configured by its own config, run on its slice of the stacked
     parameters (``torch.func.functional_call``) and its own batch, so each member runs exactly its lone
-    operations: (K, B, ...) -> (K, B, classes); a shared (N, ...) -> (K, N, classes).
-
-    The stacked tensors live in a copy of member 0's network whose every parameter and buffer got a leading
-    member dimension (so the state_dict names are the plain network's); the members' own networks are built
-    without memory and only lend their ``forward``. Random draws in training (dropout) come from each member's
-    ``dropout`` generator: the global generator is seeded from it around the member's call, and restored."""
+    operations: (K, B, ...) -> (K, B, classes); a shared (N, ...) -> (K, N, classes). The stacked tensors live
+    in a copy of member 0's network with a leading member dimension; the members' own networks, built without
+    memory, lend their ``forward``. A member's random draws in training (dropout) come from its own generator,
+    which seeds the global one around its call."""
 
     def __init__(self, members: list, shape: tuple[int, ...], n_classes: int, generators: list):
         template = members[0].plain(shape, n_classes)
@@ -149,15 +172,11 @@ class Looped(Stacked):
         for k, net in enumerate(self.nets):
             net.train(self.training)
             member = {name: t[k] for name, t in tensors.items()}
-            args = (x if shared else x[k],)
-            g = self.generators[k]
-            if self.training and g is not None:
-                seed = int(torch.randint(2**62, (1,), generator=g, device=g.device))
-                with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-                    torch.manual_seed(seed)
-                    outs.append(torch.func.functional_call(net, member, args))
-            else:
-                outs.append(torch.func.functional_call(net, member, args))
+            g = self.generators[k] if self.training else None
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else [], enabled=g is not None):
+                if g is not None:
+                    torch.manual_seed(int(torch.randint(2**62, (1,), generator=g, device=g.device)))
+                outs.append(torch.func.functional_call(net, member, (x if shared else x[k],)))
         return torch.stack(outs)
 
 
@@ -262,15 +281,8 @@ class StackedNorm(nn.Module):
         return out
 
 
-ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "elu": nn.ELU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-}
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU,
+               "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 EXACT = {"relu": torch.relu, "leaky_relu": F.leaky_relu}  # exact arithmetic: applied to the whole stack
 
 

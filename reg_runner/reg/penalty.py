@@ -1,21 +1,9 @@
-"""Explicit L1 / L2 penalties: the MAP view of regularization.
+"""Explicit L1 / L2 penalties added to the loss, λ1‖θ‖₁ + λ2‖θ‖₂² (Laplace / Gaussian priors, the MAP view); not
+an optimizer's ``weight_decay`` (docs/training.md, "L1/L2 penalties vs. weight decay").
 
-    loss = CE(θ) + λ1 ‖θ‖₁ + λ2 ‖θ‖₂²
-
-λ2‖θ‖₂² is a Gaussian prior on θ, λ1‖θ‖₁ a Laplace prior. By default the penalty covers the
-weights of the weight layers only (Linear and convolution weights) (``reg.apply_to=weights``), as is usual: penalizing
-biases and normalization gains rarely helps. ``apply_to=all`` covers every parameter.
-
-This is not an optimizer's ``weight_decay``. In SGD and Adam, ``weight_decay=w`` adds ``w·θ`` to
-the gradient, which for SGD equals an L2 penalty with λ2 = w/2 but for Adam is rescaled by the
-adaptive denominator (so it is neither the penalty above nor true decay). AdamW decouples it:
-``θ ← θ - lr·w·θ`` outside the adaptive step. Here the penalty is part of the loss that every
-optimizer sees; it is logged separately from the data loss.
-
-In a stack every member has its own λ1, λ2 and ``apply_to``. The penalty's gradient,
-λ1·sign(θ) + 2λ2·θ, is added to each member's gradient once per optimizer step (elementwise, so
-each member's is what it would be alone); its value, for the logs, is summed over each member's own
-slices.
+In a stack every member has its own λ1, λ2 and ``apply_to``. The penalty's gradient, λ1·sign(θ) + 2λ2·θ, is
+added to each member's gradient once per optimizer step (elementwise, so each member's is what it would be
+alone); its value, for the logs, is summed over each member's own slices.
 """
 
 import torch
@@ -36,8 +24,11 @@ class Penalties:
         self.l1 = [c[0] for c in coefficients]
         self.l2 = [c[1] for c in coefficients]
         self.covers = [penalized(model, c[2]) for c in coefficients]  # [member][param]
-        self.active = any(self.l1) or any(self.l2)
         self.scales = None
+
+    @property
+    def active(self) -> bool:
+        return any(self.l1) or any(self.l2)
 
     def on(self, k: int) -> bool:
         """Whether member k has a penalty (its rows then log it)."""
@@ -46,7 +37,6 @@ class Penalties:
     def keep(self, members: list[int]) -> None:
         self.l1, self.l2 = [self.l1[i] for i in members], [self.l2[i] for i in members]
         self.covers = [self.covers[i] for i in members]
-        self.active = any(self.l1) or any(self.l2)
         self.scales = None
 
     def _scales(self, params: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -73,7 +63,7 @@ class Penalties:
         out = []
         for k in range(len(self.l1)):
             total = params[0].new_zeros(())
-            if self.l1[k] > 0 or self.l2[k] > 0:
+            if self.on(k):
                 covered = [p[k] for p, c in zip(params, self.covers[k]) if c]
                 if self.l1[k] > 0:
                     total = total + self.l1[k] * sum(t.abs().sum() for t in covered)
