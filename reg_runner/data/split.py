@@ -1,6 +1,10 @@
 """The split every data family shares, from the family's images as read: ``split(cfg)`` reads the images once
 per process (no torch), draws the training and validation indices and computes the training subset's
-statistics; ``Images`` and ``checked`` are what every family's reader returns."""
+statistics; ``Images`` and ``checked`` are what every family's reader returns.
+
+The training subset is drawn with its own seed (``data.split_seed``), not the run's ``seed``: runs with different
+seeds then train on the same images, so seed-to-seed spread measures the training procedure, not the luck of the
+draw."""
 
 import functools
 import hashlib
@@ -101,8 +105,6 @@ def split(cfg: DataFamily) -> Split:
 def _split(family, root, fraction, val_size, split_seed, stratified, normalize, verify) -> Split:
     import numpy as np
 
-    from reg_runner.data.indices import split_indices  # numpy's: a command refused before the data imports none
-
     images = read(family, root, verify)
     train_idx, val_idx = split_indices(images.train_labels, fraction, split_seed, stratified, val_size)
     channels = images.train_images.shape[1]
@@ -122,6 +124,37 @@ def _split(family, root, fraction, val_size, split_seed, stratified, normalize, 
                               f"{len(train_idx)} training images has one value (std 0), which cannot be standardized")
         mean, std = tuple(m for m, _ in stats), tuple(s for _, s in stats)
     return Split(images, train_idx, val_idx, mean, std, len(family.CLASSES), family.NAME)
+
+
+def split_indices(labels: "np.ndarray", fraction: float, seed: int, stratified: bool = False,
+                  val_size: int | None = None) -> tuple["np.ndarray", "np.ndarray"]:
+    """Sorted indices of the training subset and of the validation set (everything else, or a random
+    ``val_size`` of it)."""
+    import numpy as np
+
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    if stratified:
+        parts = []
+        for c in np.unique(labels):
+            members = np.flatnonzero(labels == c)
+            parts.append(rng.permutation(members)[: round(fraction * len(members))])
+        train = np.sort(np.concatenate(parts))
+    else:
+        train = np.sort(rng.permutation(n)[: round(fraction * n)])
+    if len(train) == 0:
+        raise ConfigError("data.train_fraction", fraction, f"a larger fraction: this one selects no image of {n}")
+    val = np.setdiff1d(np.arange(n), train, assume_unique=True)
+    if len(val) == 0:
+        raise ConfigError("data.train_fraction", fraction, f"a smaller fraction: this one leaves none of the {n} "
+                          "images for validation, and the best epoch is chosen on validation")
+    if val_size is not None:
+        if val_size > len(val):
+            raise ConfigError("data.val_size", val_size, f"at most {len(val)}, the images outside the training subset, "
+                              "or null for all of them")
+        if val_size < len(val):
+            val = np.sort(rng.permutation(val)[:val_size])
+    return train, val
 
 
 @functools.lru_cache(maxsize=4)  # read once per process: the checks, the run and every job of a multirun
