@@ -10,6 +10,7 @@ The batches are pickles; a pickle can run code when loaded, so they are read wit
 nothing but dicts, lists, bytes, numbers and numpy arrays.
 """
 
+import functools
 import io
 import pickle
 import tarfile
@@ -18,7 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from reg_runner.data import DataFamily, datasets, store
+from reg_runner.data import DataFamily, store
 from reg_runner.data.split import Images, checked
 from reg_runner.data.idx import labels as checked_labels
 from reg_runner.errors import DataError
@@ -52,7 +53,7 @@ class CIFAR10(DataFamily):
             folder = Path(root).expanduser()
             batches, source = find_batches(folder, cls.hint()), f"folder {folder}"
         else:
-            definition = datasets.archive_definition(cls, cls.DATASET_ID)
+            definition = archive_definition(cls, cls.DATASET_ID)
             config = store.fetch(definition, cls.NAME, {}, cls.hint())
             batches, source = find_batches(Path(config.path), cls.hint(), key=None), \
                 f"datamaestro {definition.id} ({definition.datapath})"
@@ -64,6 +65,23 @@ class CIFAR10(DataFamily):
     @classmethod
     def files(cls, folder: Path) -> list[Path]:
         return sorted({p if not isinstance(p, tuple) else p[0] for p in find_batches(folder, cls.hint()).values()})
+
+
+@functools.cache
+def archive_definition(family, identifier: str):
+    """The datamaestro dataset of a family published as one .tar.gz, stored under
+    ``data/__custom__/reg_runner/<identifier>``: the folder it unpacks to, the archive checked."""
+    from datamaestro.data import Folder
+    from datamaestro.definitions import dataset
+    from datamaestro.download.archive import tardownloader
+    from datamaestro.utils import HashCheck
+
+    def folder(batches) -> Folder:
+        return Folder.C(path=batches)
+
+    folder.__doc__ = f"{family.NAME}\n\n{family.__module__} (reg_runner)"
+    return tardownloader("batches", family.URL, checker=HashCheck(family.TAR_MD5))(
+        dataset(Folder, id=identifier, url=family.URL)(folder))
 
 
 def find_batches(folder: Path, hint: str, key: str | None = "data.root") -> dict:

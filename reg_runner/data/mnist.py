@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reg_runner import atomic, signals
-from reg_runner.data import datasets, idx
-from reg_runner.data.idx_dataset import ORIGINALS, IdxDataset
+from reg_runner.data import idx
+from reg_runner.data.idx_dataset import FILES as IDX_FILES, ORIGINALS, IdxDataset
 from reg_runner.data.idx_dataset import find_files as find_idx_files
 from reg_runner.data.store import quiet
 from reg_runner.errors import DataError
@@ -37,7 +37,7 @@ class MnistFile:
     size: int  # of the uncompressed IDX bytes
 
 
-FILES = tuple(MnistFile(key, original, md5, size) for (key, original), md5, size in zip(datasets.FILES, (
+FILES = tuple(MnistFile(key, original, md5, size) for (key, original), md5, size in zip(IDX_FILES, (
     "6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624", "2646ac647ad5339dbf082846283269ea",
     "27ae3e4e09519cfbb04c329615203637"), (47040016, 60008, 7840016, 10008)))
 

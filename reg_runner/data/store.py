@@ -1,7 +1,7 @@
 """datamaestro's store: where a data family's files live when no ``data.root`` is given, and how they get there;
 and the published checksums the files of a ``data.root`` folder are checked against.
 
-``fetch`` prepares a datamaestro dataset definition (``reg_runner.data.datasets``, or datamaestro-image's
+``fetch`` prepares a datamaestro dataset definition (a family's, or datamaestro-image's
 MNIST) and downloads the resources the store lacks, each checked against its published checksum; a failed
 download (no network, a wrong checksum) is one line naming the dataset and the files to place in
 ``data.root`` instead, and leaves no partial file behind.
