@@ -1,21 +1,15 @@
-"""A run's link back to its Optuna trial, and the pruning it makes possible.
+"""A run's link back to its Optuna trial, and the pruning it makes possible
+(``python -m reg_runner --multirun hparams_search=regularization hydra/sweeper/pruner=median``).
 
-    python -m reg_runner --multirun hparams_search=regularization hydra/sweeper/pruner=median
+The study sweeper launches each trial's runs with ``hydra.job.env_set.REG_RUNNER_TRIAL=<number>``, which every
+launcher sets while the job runs (the stacked launcher reads it from each job's config); the job's Hydra config
+carries the rest: the study's storage, its name and ``hydra.sweeper.pruner``. So a run in any process reports to
+its trial through the study's storage (SQLite, PostgreSQL), or, in the sweeper's own process, its in-memory study.
 
-The study sweeper launches each trial's runs with ``hydra.job.env_set.REG_RUNNER_TRIAL=<number>``.
-Hydra's launchers set that variable while the job runs (the basic launcher in this process; joblib,
-submitit and SLURM in theirs), and the stacked launcher reads it from each job's config. The rest of
-the channel is in the job's Hydra config, which every launcher carries: the study's storage, its
-name and ``hydra.sweeper.pruner``. So a run in any process reports to its trial through the study's
-storage (SQLite, PostgreSQL), or, in the sweeper's own process, through its in-memory study.
-
-At every evaluation, the ``Pruning`` listener reports each trial's value so far as an intermediate
-value (``trial.report``), with or without a pruner, so the study holds every trial's learning curve:
-its runs' mean best objective (the value the trial would be told if it stopped now; with
-``seeds_per_trial`` the mean over its seeds, reported when they train in one stack). With a pruner, it
-then asks the study's pruner: a pruned trial's runs stop at once with ``status: pruned``, their
-history, checkpoints and TensorBoard events written as any run's end writes them; the sweeper tells the
-trial PRUNED. Without one, nothing is asked and nothing stops.
+At every evaluation, ``Pruning`` reports each trial's mean best objective so far (over its seeds, when they train
+in one stack) as an intermediate value, with or without a pruner, so the study holds every trial's learning curve.
+With a pruner it then asks it: a pruned trial's runs stop at once with ``status: pruned``, their records written
+as any run's end writes them, and the sweeper tells the trial PRUNED.
 """
 
 import logging
@@ -207,9 +201,6 @@ class Pruning:
     def active(self) -> bool:
         return bool(self.trials)
 
-    def start(self, engine) -> None:
-        pass
-
     def epoch(self, engine, result) -> None:
         for number, (reporter, runs) in self.trials.items():
             evaluated = [m for m in runs if result.rows.get(m) is not None]  # in the stack, evaluated now
@@ -226,9 +217,3 @@ class Pruning:
                 log.info("trial %d pruned at epoch %d (%s so far %.4f)", number, step, objective, value)
                 for m in live:
                     m.state.status, m.state.stopped_at = "pruned", m.state.epoch
-
-    def member_end(self, engine, member, k: int) -> None:
-        pass
-
-    def close(self, engine) -> None:
-        pass
