@@ -241,14 +241,7 @@ def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy: b
 def host_means(sums: dict[str, tuple[torch.Tensor, int]]) -> dict[str, list[float]]:
     """``{name: ((batches, K) sums, count)}`` -> ``{name: [each member's total / count]}``: one transfer
     to the host, the totals added up there exactly (``math.fsum``), whatever the order."""
-    names = list(sums)
-    parts = [sums[n][0].float() for n in names]
-    flat = torch.cat([p.reshape(-1) for p in parts]).cpu().tolist() if parts else []
-    out, at = {}, 0
-    for name, part in zip(names, parts):
-        rows, k = part.shape
-        values = flat[at : at + rows * k]
-        at += rows * k
-        count = sums[name][1]
-        out[name] = [math.fsum(values[j::k]) / count if count else math.nan for j in range(k)]
-    return out
+    parts = [t.float() for t, _ in sums.values()]
+    host = torch.cat([p.reshape(-1) for p in parts]).cpu().split([p.numel() for p in parts]) if parts else ()
+    return {name: [math.fsum(column) / count if count else math.nan for column in h.view(p.shape).T.tolist()]
+            for (name, (_, count)), p, h in zip(sums.items(), parts, host)}
