@@ -1,13 +1,10 @@
 """MNIST (``data=mnist``, the default): LeCun, Cortes & Burges' handwritten digits, 28x28, 10 classes.
 
-Where its files come from, in order:
-1. ``data.root=DIR``: any folder holding the four IDX files (``.gz`` or not, LeCun's names or
-   datamaestro's), read as they are.
-2. Otherwise datamaestro (``prepare_dataset("com.lecun.mnist")``, as in the course). Its store
-   (``$DATAMAESTRO_DIR``, default ``~/datamaestro``) is filled, when it lacks the files, from the
-   copy shipped inside this package, checksum-verified: nothing is ever downloaded, so a run
-   never waits on the network (HPC compute nodes have none).
-3. If the store cannot be written (read-only home), the package copy is read directly.
+Read from ``data.root=DIR`` (the four IDX files, ``.gz`` or not, LeCun's names or datamaestro's), else through
+datamaestro (``prepare_dataset("com.lecun.mnist")``, as in the course), whose store (``$DATAMAESTRO_DIR``, default
+``~/datamaestro``) is filled, when it lacks the files, from the copy shipped inside this package, verified: nothing
+is downloaded, so a run never waits on a network (HPC compute nodes have none). If the store cannot be written
+(read-only home), the package copy is read directly.
 """
 
 import hashlib
@@ -90,11 +87,8 @@ def store_dir() -> Path:
 
 def ensure_store() -> Path:
     """Put into the datamaestro store any of the four files it lacks (or holds damaged), from the package's copy,
-    verified.
-
-    A file already there is trusted if its size is right (a full checksum on every run would cost
-    a tenth of a second for nothing); ``python -m reg_runner.data check`` verifies them all.
-    """
+    verified. A file already there is trusted if its size is right (``python -m reg_runner.data check`` verifies
+    them all): a full checksum on every run would cost a tenth of a second for nothing."""
     dest = store_dir()
     todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
     if todo:

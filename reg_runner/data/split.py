@@ -33,9 +33,8 @@ class Images:
 
 
 def checked(train: tuple, test: tuple, source: str) -> Images:
-    """``train`` and ``test``: (images, labels) as read, already checked file by file (each label an integer in
-    [0, the number of classes): ``reg_runner.data.idx.labels``, which every family's reader calls); here, what holds across
-    files: as many labels as images, one image shape."""
+    """``train`` and ``test`` (images, labels), their labels already checked by ``reg_runner.data.idx.labels``,
+    checked across files: as many labels as images, one image shape."""
     import numpy as np
 
     for split, (images, labels) in (("train", train), ("test", test)):

@@ -1,15 +1,10 @@
-"""datamaestro's store: where a data family's files live when no ``data.root`` is given, and how they get there;
-and the published checksums the files of a ``data.root`` folder are checked against.
+"""datamaestro's store, where a family's files live when no ``data.root`` is given, and the published md5s the
+files of a ``data.root`` folder are checked against.
 
-``fetch`` prepares a datamaestro dataset definition (a family's, or datamaestro-image's
-MNIST) and downloads the resources the store lacks, each checked against its published checksum; a failed
-download (no network, a wrong checksum) is one line naming the dataset and the files to place in
-``data.root`` instead, and leaves no partial file behind.
-
-``check_published`` checks each file a family reads from ``data.root`` against the md5 its dataset publishes
-(``data.verify``). A file's md5 is computed once: it is remembered, with the file's size and modification time,
-beside datamaestro's store in ``$DATAMAESTRO_DIR/reg_runner/md5.json`` (``~/datamaestro/reg_runner/md5.json``),
-and computed again only when either changes.
+``fetch`` downloads what a dataset definition's store lacks, each file checked against its published md5; a failed
+download is one line naming the dataset and the files to place in ``data.root`` instead, and leaves no partial
+file. ``check_published`` (``data.verify``) remembers each file's md5 with its size and modification time in
+``$DATAMAESTRO_DIR/reg_runner/md5.json`` (``~/datamaestro/...``), and computes it again only when either changes.
 """
 
 import contextlib
@@ -63,10 +58,8 @@ def named_folder(folder: Path, hint: str, key: str | None = "data.root") -> str:
 
 
 def check_published(family, folder: Path) -> None:
-    """Each file ``family`` reads from ``folder`` (``data.root``) against its dataset's published md5: one
-    ``DataError`` naming the first file that differs, or that has no published md5 to be checked against. The
-    md5s of a folder that passes are remembered (a cache that cannot be read or written only costs their
-    computation again); a refused folder writes nothing."""
+    """Each file ``family`` reads from ``folder`` against its published md5: one ``DataError`` naming the first
+    that differs or has none. A folder that passes has its md5s remembered; a refused one writes nothing."""
     cache = cache_file()
     try:
         known = json.loads(cache.read_text())
