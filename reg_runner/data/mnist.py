@@ -117,7 +117,4 @@ def verified_bytes(f: MnistFile, path: Path) -> bytes:
 
 
 def _has_size(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except FileNotFoundError:
-        return False
+    return path.is_file() and path.stat().st_size == size

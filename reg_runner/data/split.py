@@ -93,22 +93,18 @@ class Split:
         )
 
 
+@functools.lru_cache(maxsize=8)  # configs are frozen: the checks and the run, and every job of a multirun, share one
 def split(cfg: DataFamily) -> Split:
     """The split ``cfg`` asks for, checked against the data: one ``ConfigError`` for a split that selects no
     training image, leaves none to validate on, or a validation size that is not there."""
-    return _split(type(cfg), cfg.root, cfg.train_fraction, cfg.val_size, cfg.split_seed, cfg.stratified,
-                  cfg.normalize, cfg.verify)
-
-
-@functools.lru_cache(maxsize=8)  # the checks and the run, and every job of a multirun, share one split
-def _split(family, root, fraction, val_size, split_seed, stratified, normalize, verify) -> Split:
     import numpy as np
 
-    images = read(family, root, verify)
-    train_idx, val_idx = split_indices(images.train_labels, fraction, split_seed, stratified, val_size)
+    images = read(type(cfg), cfg.root, cfg.verify)
+    train_idx, val_idx = split_indices(images.train_labels, cfg.train_fraction, cfg.split_seed, cfg.stratified,
+                                       cfg.val_size)
     channels = images.train_images.shape[1]
     mean, std = (0.0,) * channels, (1.0,) * channels
-    if normalize:  # statistics of the training subset only: nothing leaks from val or test
+    if cfg.normalize:  # statistics of the training subset only: nothing leaks from val or test
         subset = images.train_images[train_idx]
         if subset.min() == subset.max():
             raise ConfigError("data.normalize", True, f"false for these images: the {len(train_idx)} training images "
@@ -117,12 +113,11 @@ def _split(family, root, fraction, val_size, split_seed, stratified, normalize, 
         for c in range(channels):
             pixels = subset[:, c].astype(np.float64) / 255.0
             stats.append((float(pixels.mean()), float(pixels.std(ddof=1))))
-        flat = [c for c, (_, s) in enumerate(stats) if s == 0]
-        if flat:
-            raise ConfigError("data.normalize", True, f"false for these images: channel {flat[0]} of the "
+        mean, std = zip(*stats)
+        if 0.0 in std:
+            raise ConfigError("data.normalize", True, f"false for these images: channel {std.index(0.0)} of the "
                               f"{len(train_idx)} training images has one value (std 0), which cannot be standardized")
-        mean, std = tuple(m for m, _ in stats), tuple(s for _, s in stats)
-    return Split(images, train_idx, val_idx, mean, std, len(family.CLASSES), family.NAME)
+    return Split(images, train_idx, val_idx, mean, std, len(cfg.CLASSES), cfg.NAME)
 
 
 def split_indices(labels: "np.ndarray", fraction: float, seed: int, stratified: bool = False,

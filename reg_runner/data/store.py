@@ -89,19 +89,18 @@ def check_published(family, folder: Path) -> None:
             atomic.write_json(cache, known)
 
 
-def _not_datamaestro_info(record: logging.LogRecord) -> bool:
-    """Drops datamaestro's info lines (its warnings and errors pass): the run's own log says where the data is."""
-    return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
-
-
 @contextlib.contextmanager
 def quiet():
-    """A context in which datamaestro's info lines stay out of the run's output."""
-    logging.getLogger().addFilter(_not_datamaestro_info)
+    """A context in which datamaestro's info lines (not its warnings and errors) stay out of the run's output: the
+    run's own log says where the data is."""
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
+
+    logging.getLogger().addFilter(keep)
     try:
         yield
     finally:
-        logging.getLogger().removeFilter(_not_datamaestro_info)
+        logging.getLogger().removeFilter(keep)
 
 
 def reason(e: BaseException) -> str:

@@ -12,6 +12,7 @@ With a pruner it then asks it: a pruned trial's runs stop at once with ``status:
 as any run's end writes them, and the sweeper tells the trial PRUNED.
 """
 
+import functools
 import logging
 import math
 import warnings
@@ -100,18 +101,14 @@ def link(hydra_cfg, env: dict | None = None) -> TrialLink | None:
                      n_objectives=len(sweeper.get("objectives") or [None]))
 
 
-_DATABASES: dict = {}  # storage URL -> its RDBStorage, one per process (a stack's runs share it)
-
-
+@functools.cache  # one per process: a stack's runs share it
 def _database(url: str):
     """The study's database, which its sweeper made: a run writes its trial's curve there, and never makes a new
     database where one was deleted."""
     import optuna
 
-    if url not in _DATABASES:
-        sqlite_file(url)
-        _DATABASES[url] = optuna.storages.RDBStorage(url)
-    return _DATABASES[url]
+    sqlite_file(url)
+    return optuna.storages.RDBStorage(url)
 
 
 def sqlite_file(url: str) -> Path | None:
