@@ -50,8 +50,7 @@ class DataFamily(FamilyGroup):
 
     @classmethod
     def files(cls, folder: Path) -> list[Path]:
-        """The files ``read`` reads from ``folder``, to check against the published md5s; none by default (a
-        family that publishes none)."""
+        """The files ``read`` reads from ``folder``, to check against the published md5s (none by default)."""
         return []
 
 

@@ -71,8 +71,7 @@ class MNIST(IdxDataset):
 
 
 def find_files(folder: Path, key: str | None = "data.root") -> dict[str, Path]:
-    """The path of each of the four files in ``folder``, under any of the names they go by. ``key``: what named
-    the folder, for the message (None: the ``import`` command's argument)."""
+    """``idx_dataset.find_files`` for MNIST (``key`` None: the ``import`` command's argument)."""
     return find_idx_files(folder, "MNIST", HOW_TO_SUPPLY if key else FOLDER_HINT, key)
 
 

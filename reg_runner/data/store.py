@@ -120,9 +120,8 @@ def reason(e: BaseException) -> str:
 
 
 def fetch(definition, dataset: str, checksums: dict[str, str], hint: str):
-    """``definition``'s datamaestro config, every resource in the store. ``checksums``: the md5 each resource's
-    stored file must have (by resource name), checked after a download; ``hint``: what to place in ``data.root``
-    instead, for the message."""
+    """``definition``'s datamaestro config, every resource in the store; a downloaded file is checked against
+    ``checksums`` (by resource name). ``hint``: what to place in ``data.root`` instead, for the message."""
     with quiet():
         config = definition.prepare(download=False)
         missing = [r for r in definition.ordered_resources if not Path(r.prepare()).exists()]

@@ -214,10 +214,9 @@ class Engine:
 
 @torch.inference_mode()
 def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy: bool = False, stop=None) -> dict:
-    """Per-batch, per-member sums of the loss and of the correct predictions of a stacked ``model`` over
-    ``split``, and with ``entropy`` every member's output entropy for every example (from the same
-    logits). The forward pass runs at ``precision``; the loss is computed in float32 from its logits. ``stop``,
-    when given, is called before each batch."""
+    """Per-batch, per-member sums of the loss and of the correct predictions of a stacked ``model`` over ``split``,
+    and with ``entropy`` every member's output entropy for every example. The forward pass runs at ``precision``,
+    the loss in float32 from its logits; ``stop``, when given, is called before each batch."""
     model.eval()
     x = precision.inputs(split.x)
     losses, corrects, entropies = [], [], []

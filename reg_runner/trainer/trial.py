@@ -131,11 +131,11 @@ def trial_id(storage, study_name: str, number: int) -> int:
 class Reporter:
     """One trial's channel, through Optuna's public ``Trial``: record a value at a step, ask the pruner."""
 
-    def __init__(self, trial: TrialLink, strict: bool = True):
-        """``strict``: a value that cannot be recorded is an error (a pruner needs it); else a warning, once."""
+    def __init__(self, trial: TrialLink):
         import optuna
 
-        self.strict, self.number = strict, trial.number
+        # a value that cannot be recorded is an error where a pruner needs it, else a warning, once
+        self.strict, self.number = trial.prunes, trial.number
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = MEMORY.get(trial.study) if trial.storage is None else _database(trial.storage)
         if storage is None:
@@ -190,7 +190,7 @@ class Pruning:
                     or (trial.storage is None and trial.study not in MEMORY)):
                 continue
             try:
-                self.trials[number] = Reporter(trial, strict=False), runs
+                self.trials[number] = Reporter(trial), runs
             except Exception as e:  # the curve is a record, not a result: the run trains without it
                 log.warning("trial %d: its learning curve is not recorded in the study (%s)", number, cause(e, 200))
 
