@@ -1,10 +1,7 @@
 """CIFAR-10 (``data=cifar10``): 32x32 colour images in 10 classes, 50,000 to train and 10,000 to test
-(Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html), in its "python version": pickled batches.
-
-Read from ``data.root`` (``cifar-10-python.tar.gz`` as published, read inside the archive; its
-``cifar-10-batches-py`` folder; or that folder's files), else from datamaestro's store, downloaded there on first
-use and checked. A pickle can run code when loaded, so the batches are read with an unpickler that builds nothing
-but dicts, lists, bytes, numbers and numpy arrays.
+(Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html), in its "python version": pickled batches, read
+with an unpickler that builds nothing but containers, bytes, numbers and numpy arrays (a pickle can run code when
+loaded), from ``data.root`` (``find_batches``) or datamaestro's store, downloaded there on first use and checked.
 """
 
 import functools

@@ -1,10 +1,6 @@
 """datamaestro's store, where a family's files live when no ``data.root`` is given, and the published md5s the
-files of a ``data.root`` folder are checked against.
-
-``fetch`` downloads what a dataset definition's store lacks, each file checked against its published md5; a failed
-download is one line naming the dataset and the files to place in ``data.root`` instead, and leaves no partial
-file. ``check_published`` (``data.verify``) remembers each file's md5 with its size and modification time in
-``$DATAMAESTRO_DIR/reg_runner/md5.json`` (``~/datamaestro/...``), and computes it again only when either changes.
+files of a ``data.root`` folder are checked against (``data.verify``; docs/families.md). A failed download is one
+line naming the dataset and the files to place in ``data.root`` instead, and leaves no partial file behind.
 """
 
 import contextlib

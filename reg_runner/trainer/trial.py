@@ -1,15 +1,10 @@
-"""A run's link back to its Optuna trial, and the pruning it makes possible
-(``python -m reg_runner --multirun hparams_search=regularization hydra/sweeper/pruner=median``).
+"""A run's link back to its Optuna trial, and the pruning it makes possible (docs/search.md, "Pruning").
 
-The study sweeper launches each trial's runs with ``hydra.job.env_set.REG_RUNNER_TRIAL=<number>``, which every
-launcher sets while the job runs (the stacked launcher reads it from each job's config); the job's Hydra config
-carries the rest: the study's storage, its name and ``hydra.sweeper.pruner``. So a run in any process reports to
-its trial through the study's storage (SQLite, PostgreSQL), or, in the sweeper's own process, its in-memory study.
-
-At every evaluation, ``Pruning`` reports each trial's mean best objective so far (over its seeds, when they train
-in one stack) as an intermediate value, with or without a pruner, so the study holds every trial's learning curve.
-With a pruner it then asks it: a pruned trial's runs stop at once with ``status: pruned``, their records written
-as any run's end writes them, and the sweeper tells the trial PRUNED.
+The study sweeper launches each trial's runs with ``hydra.job.env_set.REG_RUNNER_TRIAL=<number>``, and the job's
+Hydra config carries the study's storage, name and pruner: a run in any process reports to its trial through the
+study's storage, or, in the sweeper's own process, its in-memory study (``MEMORY``). At every evaluation
+``Pruning`` records each trial's mean best objective so far as an intermediate value, pruner or not (the study then
+holds every trial's learning curve), and with a pruner asks it whether the trial's runs stop, ``pruned``.
 """
 
 import functools
