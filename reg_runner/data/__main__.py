@@ -34,10 +34,9 @@ def check() -> int:
 
 
 def import_folder(folder: Path) -> int:
-    sources = mnist.find_files(folder, key=None)
-    verified = {f: mnist.verified_bytes(f, sources[f.key]) for f in mnist.FILES}  # all four before any write
     store = mnist.store_dir()
-    mnist.place(store, verified, lambda f: print(f"imported {sources[f.key]} -> {store / (f.key + '.idx')} (md5 ok)"))
+    mnist.fill(store, folder, mnist.FILES, key=None,
+               said=lambda f, source: print(f"imported {source} -> {store / (f.key + '.idx')} (md5 ok)"))
     return 0
 
 

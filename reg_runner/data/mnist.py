@@ -91,28 +91,25 @@ def ensure_store() -> Path:
     dest = store_dir()
     todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
     if todo:
-        sources = find_files(EMBEDDED)
-        place(dest, {f: verified_bytes(f, sources[f.key]) for f in todo},  # all verified before any write
-              lambda f: log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key]))
+        fill(dest, EMBEDDED, todo,
+             lambda f, source: log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, source))
     return dest
 
 
-def place(dest: Path, verified: dict, said) -> None:
-    """The files ``verified`` holds (``MnistFile`` -> its bytes) written into the store ``dest``, each then
-    ``said(f)``; a signal waits for the store's folder and files together."""
+def fill(dest: Path, folder: Path, files, said, key: str | None = "data.root") -> None:
+    """``files`` (``MnistFile``s) from ``folder`` written into the store ``dest``, all verified before any write,
+    each then ``said(f, its source)``; a signal waits for the store's folder and files together."""
+    sources, verified = find_files(folder, key), {}
+    for f in files:
+        raw = idx.read_bytes(sources[f.key])
+        if (digest := hashlib.md5(raw).hexdigest()) != f.md5:
+            raise DataError(f"{sources[f.key]} is not MNIST's {f.original}: md5 {digest}, expected {f.md5}")
+        verified[f] = raw
     with signals.deferred():
         dest.mkdir(parents=True, exist_ok=True)
         for f, raw in verified.items():
             atomic.write_bytes(dest / f"{f.key}.idx", raw)
-            said(f)
-
-
-def verified_bytes(f: MnistFile, path: Path) -> bytes:
-    raw = idx.read_bytes(path)
-    digest = hashlib.md5(raw).hexdigest()
-    if digest != f.md5:
-        raise DataError(f"{path} is not MNIST's {f.original}: md5 {digest}, expected {f.md5}")
-    return raw
+            said(f, sources[f.key])
 
 
 def _has_size(path: Path, size: int) -> bool:
