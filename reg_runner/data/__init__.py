@@ -38,10 +38,6 @@ class DataFamily(FamilyGroup):
     FILE_MD5: ClassVar[dict[str, str]] = {}  # the published md5 of each file, by the name it is published under
     CONTENT_MD5: ClassVar[dict[str, str]] = {}  # the md5 of an IDX file's uncompressed bytes (.gz or not), by name
 
-    @property
-    def n_classes(self) -> int:
-        return len(self.CLASSES)
-
     @classmethod
     def read(cls, root: str | None) -> "Images":
         """The dataset's images, from the folder ``root`` (``data.root``) or, if None, datamaestro's store; one
