@@ -17,6 +17,11 @@ from reg_runner.data import idx
 from reg_runner.errors import DataError, cause
 
 TIMEOUT_S = 30  # a download that waits this long for a byte fails, rather than hanging the run's checks
+REASONS = (  # the words of a failed download's exceptions (requests', datamaestro's HashCheck) -> its reason
+    (r"Failed to resolve '([^']+)'", "{0} cannot be resolved: no network, or no DNS"),
+    (r"Digest do not match \(expected (\w+), got (\w+)\)", "a file arrived with md5 {1}, not the published {0}"),
+    (r"Connection refused|ConnectionRefused", "the connection was refused"),
+    (r"(?i)timed out", f"no answer within {TIMEOUT_S} s"))
 
 
 def md5(path: Path) -> str:
@@ -102,16 +107,9 @@ def quiet():
 def reason(e: BaseException) -> str:
     """Why a download failed, in a few words (requests wraps the exception that says it)."""
     text = " ".join(str(x) for x in (e, e.__cause__, e.__context__) if x is not None)
-    host = re.search(r"Failed to resolve '([^']+)'", text)
-    if host:
-        return f"{host.group(1)} cannot be resolved: no network, or no DNS"
-    digest = re.search(r"Digest do not match \(expected (\w+), got (\w+)\)", text)  # datamaestro's HashCheck
-    if digest:
-        return f"a file arrived with md5 {digest.group(2)}, not the published {digest.group(1)}"
-    if "Connection refused" in text or "ConnectionRefused" in text:
-        return "the connection was refused"
-    if "timed out" in text.lower():
-        return f"no answer within {TIMEOUT_S} s"
+    for pattern, said in REASONS:
+        if found := re.search(pattern, text):
+            return said.format(*found.groups())
     return cause(e, 120)
 
 
