@@ -39,7 +39,7 @@ MUTATIONS = [
      "self.l1, self.l2 = [self.l1[i] for i in members], [self.l2[i] for i in members]",
      "self.l1, self.l2 = [self.l1[i] for i in members], [self.l1[i] for i in members]",
      ["tests/test_engine.py::test_the_penalty_gradient_is_the_gradient_of_each_members_penalty"], False),
-    ("split: the validation set overlaps the training subset", "reg_runner/data/indices.py",
+    ("split: the validation set overlaps the training subset", "reg_runner/data/split.py",
      "val = np.setdiff1d(np.arange(n), train, assume_unique=True)", "val = np.arange(n)",
      ["tests/test_data.py::test_split_is_a_partition_drawn_by_split_seed"], False),
     ("sweep direction: a search on val/loss maximizes it", "reg_runner/sweep/objectives.py",

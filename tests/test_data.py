@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from reg_runner.data import idx, mnist
-from reg_runner.data.indices import split_indices
+from reg_runner.data.split import split_indices
 from reg_runner.errors import ConfigError, DataError
 
 

@@ -241,8 +241,8 @@ def test_a_download_lands_in_the_store_checked_and_a_wrong_checksum_leaves_nothi
             ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte"))}
     script = """
 import json, sys
-from reg_runner.data import datasets, store
-from reg_runner.data.idx_dataset import IdxDataset
+from reg_runner.data import store
+from reg_runner.data.idx_dataset import IdxDataset, idx_definition
 from reg_runner.errors import DataError
 
 class Served(IdxDataset):
@@ -252,7 +252,7 @@ class Served(IdxDataset):
     GZ_MD5 = json.loads(sys.argv[2])
     @classmethod
     def store_files(cls):
-        definition = datasets.idx_definition(cls, sys.argv[3])
+        definition = idx_definition(cls, sys.argv[3])
         config = store.fetch(definition, cls.NAME, cls.GZ_MD5, cls.hint())
         return {"train_images": config.train.images.path, "train_labels": config.train.labels.path,
                 "test_images": config.test.images.path, "test_labels": config.test.labels.path}, "store"

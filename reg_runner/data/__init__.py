@@ -1,17 +1,10 @@
-"""The ``data`` group: data families, each chosen by ``_target_`` in ``conf/data/<name>.yaml``, and the split
-every family shares.
+"""The ``data`` group: data families, each a subclass of ``DataFamily`` chosen by ``_target_`` in
+``conf/data/<name>.yaml``: ``mnist`` (the default), ``fashion_mnist``, ``kmnist`` and ``cifar10``.
 
-A family is a subclass of ``DataFamily`` (its ``_target_``) plus its yaml: ``mnist`` (the default),
-``fashion_mnist``, ``kmnist`` and ``cifar10``. It says where its images come from (``load``: a folder given
-as ``data.root``, or datamaestro's store) and how many classes it has; the split is common to every family:
-``train_fraction`` of the training set is drawn with ``split_seed`` to train on, the rest (or a random
-``val_size`` of it) validates, the family's test set tests, and pixels are standardized per channel with the
-training subset's statistics only. Images keep their shape (channels, height, width) until a model
-flattens them.
-
-``reg_runner.data.split.split(cfg)`` reads the images (no torch), draws the split and computes the statistics;
-the run's checks use its sizes before anything is made, and ``reg_runner.data.tensors`` puts the same split on
-the device.
+A family says where its images come from (``read``: the folder ``data.root``, or datamaestro's store) and names its
+classes. The split is common to every family: ``reg_runner.data.split`` draws it without torch (the run's checks
+use its sizes before anything is made), ``reg_runner.data.tensors`` puts it on the device. Images keep their shape
+(channels, height, width) until a model flattens them.
 """
 
 from pathlib import Path
@@ -45,10 +38,6 @@ class DataFamily(FamilyGroup):
     FILE_MD5: ClassVar[dict[str, str]] = {}  # the published md5 of each file, by the name it is published under
     CONTENT_MD5: ClassVar[dict[str, str]] = {}  # the md5 of an IDX file's uncompressed bytes (.gz or not), by name
 
-    @property
-    def n_classes(self) -> int:
-        return len(self.CLASSES)
-
     @classmethod
     def read(cls, root: str | None) -> "Images":
         """The dataset's images, from the folder ``root`` (``data.root``) or, if None, datamaestro's store; one
@@ -57,8 +46,7 @@ class DataFamily(FamilyGroup):
 
     @classmethod
     def files(cls, folder: Path) -> list[Path]:
-        """The files ``read`` reads from ``folder``, to check against the published md5s; none by default (a
-        family that publishes none)."""
+        """The files ``read`` reads from ``folder``, to check against the published md5s (none by default)."""
         return []
 
 

@@ -33,14 +33,6 @@ def check() -> int:
     return 1 if bad else 0
 
 
-def import_folder(folder: Path) -> int:
-    sources = mnist.find_files(folder, key=None)
-    verified = {f: mnist.verified_bytes(f, sources[f.key]) for f in mnist.FILES}  # all four before any write
-    store = mnist.store_dir()
-    mnist.place(store, verified, lambda f: print(f"imported {sources[f.key]} -> {store / (f.key + '.idx')} (md5 ok)"))
-    return 0
-
-
 def store_state(store: Path):
     """What a signal's line says during place and import: whether the store is complete by then."""
     def what() -> str:
@@ -61,10 +53,13 @@ def main(argv=None) -> int:
     try:
         if args.command == "check":
             return check()
+        store = mnist.store_dir()
         # a signal held while the files are written ends the command after them: its line says so
-        with signals.command(what=store_state(mnist.store_dir())):
+        with signals.command(what=store_state(store)):
             if args.command == "import":
-                return import_folder(args.folder)
+                mnist.fill(store, args.folder, mnist.FILES, key=None,
+                           said=lambda f, source: print(f"imported {source} -> {store / (f.key + '.idx')} (md5 ok)"))
+                return 0
             print(f"store ready: {mnist.ensure_store()}")
             return 0
     except UserError as e:

@@ -1,15 +1,10 @@
 """CIFAR-10 (``data=cifar10``): 32x32 colour images in 10 classes, 50,000 to train and 10,000 to test
-(Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html), in its "python version": pickled batches.
-
-Read from ``data.root``: a folder holding ``cifar-10-python.tar.gz`` as published (read inside the archive,
-nothing extracted), its ``cifar-10-batches-py`` folder, or that folder's files (``data_batch_1`` to
-``data_batch_5``, ``test_batch``). Otherwise from datamaestro's store, downloaded there on first use and
-checked against the published md5 of the archive.
-
-The batches are pickles; a pickle can run code when loaded, so they are read with an unpickler that builds
-nothing but dicts, lists, bytes, numbers and numpy arrays.
+(Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html), in its "python version": pickled batches, read
+with an unpickler that builds nothing but containers, bytes, numbers and numpy arrays (a pickle can run code when
+loaded), from ``data.root`` (``find_batches``) or datamaestro's store, downloaded there on first use and checked.
 """
 
+import functools
 import io
 import pickle
 import tarfile
@@ -18,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from reg_runner.data import DataFamily, datasets, store
+from reg_runner.data import DataFamily, store
 from reg_runner.data.split import Images, checked
 from reg_runner.data.idx import labels as checked_labels
 from reg_runner.errors import DataError
@@ -52,7 +47,7 @@ class CIFAR10(DataFamily):
             folder = Path(root).expanduser()
             batches, source = find_batches(folder, cls.hint()), f"folder {folder}"
         else:
-            definition = datasets.archive_definition(cls, cls.DATASET_ID)
+            definition = archive_definition(cls, cls.DATASET_ID)
             config = store.fetch(definition, cls.NAME, {}, cls.hint())
             batches, source = find_batches(Path(config.path), cls.hint(), key=None), \
                 f"datamaestro {definition.id} ({definition.datapath})"
@@ -64,6 +59,23 @@ class CIFAR10(DataFamily):
     @classmethod
     def files(cls, folder: Path) -> list[Path]:
         return sorted({p if not isinstance(p, tuple) else p[0] for p in find_batches(folder, cls.hint()).values()})
+
+
+@functools.cache
+def archive_definition(family, identifier: str):
+    """The datamaestro dataset of a family published as one .tar.gz, stored under
+    ``data/__custom__/reg_runner/<identifier>``: the folder it unpacks to, the archive checked."""
+    from datamaestro.data import Folder
+    from datamaestro.definitions import dataset
+    from datamaestro.download.archive import tardownloader
+    from datamaestro.utils import HashCheck
+
+    def folder(batches) -> Folder:
+        return Folder.C(path=batches)
+
+    folder.__doc__ = f"{family.NAME}\n\n{family.__module__} (reg_runner)"
+    return tardownloader("batches", family.URL, checker=HashCheck(family.TAR_MD5))(
+        dataset(Folder, id=identifier, url=family.URL)(folder))
 
 
 def find_batches(folder: Path, hint: str, key: str | None = "data.root") -> dict:
@@ -78,24 +90,22 @@ def find_batches(folder: Path, hint: str, key: str | None = "data.root") -> dict
     if archive.is_file():
         return {name: (archive, name) for name in names}
     found = [name for name in names if (folder / name).is_file() or (folder / FOLDER / name).is_file()]
-    lacking = f"lacks {', '.join(n for n in names if n not in found)}" if found else f"holds neither {ARCHIVE} nor " \
-                                                                                     f"{FOLDER}/"
+    lacking = (f"lacks {', '.join(n for n in names if n not in found)}" if found
+               else f"holds neither {ARCHIVE} nor {FOLDER}/")
     raise DataError(f"{where} {lacking} of CIFAR-10; {hint}")
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror}") from None
-
-
-def _member(archive: Path, name: str) -> tuple[bytes, str]:
-    where = f"{archive}:{FOLDER}/{name}"
+def _raw(place) -> tuple[bytes, str]:
+    """A batch's bytes, from its file or ``(archive, name)`` inside the archive, and how messages name it."""
+    if not isinstance(place, tuple):
+        try:
+            return place.read_bytes(), str(place)
+        except OSError as e:
+            raise DataError(f"cannot read {place}: {e.strerror}") from None
+    archive, name = place
     try:
         with tarfile.open(archive, "r:*") as tar:
-            member = tar.extractfile(f"{FOLDER}/{name}")
-            return member.read(), where
+            return tar.extractfile(f"{FOLDER}/{name}").read(), f"{archive}:{FOLDER}/{name}"
     except KeyError:
         raise DataError(f"{archive} lacks {FOLDER}/{name}: it is not CIFAR-10's {ARCHIVE}") from None
     except (tarfile.TarError, OSError, EOFError) as e:
@@ -119,7 +129,7 @@ class _Batch(pickle.Unpickler):
 def read_batch(name: str, place, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One batch (at a place ``find_batches`` gives) as (N, 3, 32, 32) uint8 images and int64 labels, or one line
     naming the file and what is wrong."""
-    raw, where = _member(*place) if isinstance(place, tuple) else (_read(place), str(place))
+    raw, where = _raw(place)
     try:
         batch = _Batch(io.BytesIO(raw), encoding="latin1").load()
     except Exception as e:  # not a pickle, a truncated one, or one that refers to anything else

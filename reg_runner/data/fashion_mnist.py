@@ -1,9 +1,6 @@
 """Fashion-MNIST (``data=fashion_mnist``): Zalando's 28x28 grey images of clothing in 10 classes, in MNIST's
-format and sizes (Xiao, Rasul & Vollgraf 2017, https://github.com/zalandoresearch/fashion-mnist).
-
-Read from ``data.root`` (a folder holding the four IDX files, .gz or not), or from datamaestro's store,
-downloaded there on first use from the URL below and checked against the published md5 of each .gz.
-"""
+format and sizes (Xiao, Rasul & Vollgraf 2017, https://github.com/zalandoresearch/fashion-mnist); read as every
+``IdxDataset`` is, downloaded on first use from ``URL``."""
 
 from reg_runner.data.idx_dataset import IdxDataset, published_gz
 

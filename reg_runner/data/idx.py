@@ -73,8 +73,7 @@ def read_images(path: Path, dataset: str) -> "np.ndarray":
 
 
 def read_labels(path: Path, dataset: str, n_classes: int, split: str) -> "np.ndarray":
-    """An IDX file of ``split``'s labels as int64, each an integer in [0, n_classes), or one line naming the
-    first bad one."""
+    """An IDX file of ``split``'s labels, checked as ``labels`` checks them."""
     array = read(path)
     if array.ndim != 1:
         raise DataError(f"{path} holds an array of shape {array.shape}: {dataset}'s labels are one number per image")

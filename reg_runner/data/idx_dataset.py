@@ -1,19 +1,22 @@
 """Datasets in MNIST's format: four IDX files (train and test images, train and test labels).
 
-``IdxDataset`` reads them from ``data.root`` (any folder holding the four files, gzip-compressed or not,
-under the dataset's own names or datamaestro's) or from datamaestro's store, and checks them as data:
-images of the size the header says, unsigned bytes; labels integers in [0, classes). MNIST, Fashion-MNIST
-and KMNIST are subclasses that name their dataset, classes and store.
+``IdxDataset`` reads them from ``data.root`` (any folder holding the four files, gzip-compressed or not, under the
+dataset's own names or datamaestro's) or from datamaestro's store, where ``idx_definition`` defines the dataset
+with its published URLs and md5s (those torchvision also uses) and ``store.fetch`` downloads what the store
+lacks. MNIST, Fashion-MNIST and KMNIST are subclasses that name their dataset, classes and store.
 """
 
+import functools
 from pathlib import Path
 from typing import ClassVar
 
-from reg_runner.data import DataFamily, datasets, idx, store
+from reg_runner.data import DataFamily, idx, store
 from reg_runner.data.split import Images, checked
-from reg_runner.data.datasets import FILES
 from reg_runner.errors import DataError
 
+# the four files: datamaestro's names (stored as <key>.idx) and the datasets' own (LeCun's), in the order of Images
+FILES = (("train_images", "train-images-idx3-ubyte"), ("train_labels", "train-labels-idx1-ubyte"),
+         ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte"))
 ORIGINALS = ", ".join(original for _, original in FILES)
 
 
@@ -21,7 +24,7 @@ class IdxDataset(DataFamily):
     # the four .gz files' published md5 (what a download is checked against), by datamaestro's name
     GZ_MD5: ClassVar[dict[str, str]] = {}
     URL: ClassVar[str] = ""  # where the files are published
-    DATASET_ID: ClassVar[str] = ""  # its datamaestro identifier (reg_runner.data.datasets)
+    DATASET_ID: ClassVar[str] = ""  # its datamaestro identifier
 
     @classmethod
     def hint(cls) -> str:
@@ -46,11 +49,36 @@ class IdxDataset(DataFamily):
     @classmethod
     def store_files(cls) -> tuple[dict[str, Path], str]:
         """The four files in datamaestro's store (downloaded first if it lacks them), and the source's name."""
-        definition = datasets.idx_definition(cls, cls.DATASET_ID)
+        definition = idx_definition(cls, cls.DATASET_ID)
         config = store.fetch(definition, cls.NAME, cls.GZ_MD5, cls.hint())
         paths = {"train_images": config.train.images.path, "train_labels": config.train.labels.path,
                  "test_images": config.test.images.path, "test_labels": config.test.labels.path}
         return paths, f"datamaestro {definition.id} ({definition.datapath})"
+
+
+@functools.cache
+def idx_definition(family, identifier: str):
+    """The datamaestro dataset of an IDX family, stored under ``data/__custom__/reg_runner/<identifier>``: its four
+    .gz files, kept compressed, each checked."""
+    from datamaestro.data.tensor import IDX
+    from datamaestro.definitions import dataset
+    from datamaestro.download.single import filedownloader
+    from datamaestro.stream import Identity
+    from datamaestro.utils import HashCheck
+    from datamaestro_image.data import IDXImage, ImageClassification, LabelledImages
+
+    def images(train_images, train_labels, test_images, test_labels) -> ImageClassification:
+        return ImageClassification.C(
+            train=LabelledImages.C(images=IDXImage.C(path=train_images), labels=IDX.C(path=train_labels)),
+            test=LabelledImages.C(images=IDXImage.C(path=test_images), labels=IDX.C(path=test_labels)),
+        )
+
+    images.__doc__ = f"{family.NAME}\n\n{family.__module__} (reg_runner)"
+    definition = dataset(ImageClassification, id=identifier, url=family.URL)(images)
+    for name, original in FILES:
+        filedownloader(f"{name}.idx.gz", f"{family.URL}{original}.gz", transforms=Identity(),
+                       checker=HashCheck(family.GZ_MD5[name]))(definition)
+    return definition
 
 
 def published_gz(gz_md5: dict[str, str]) -> dict[str, str]:

@@ -1,9 +1,6 @@
 """Kuzushiji-MNIST (``data=kmnist``): 28x28 grey images of 10 cursive Japanese (Kuzushiji) characters, in
-MNIST's format and sizes (Clanuwat et al. 2018, https://github.com/rois-codh/kmnist).
-
-Read from ``data.root`` (a folder holding the four IDX files, .gz or not), or from datamaestro's store,
-downloaded there on first use from the URL below and checked against the published md5 of each .gz.
-"""
+MNIST's format and sizes (Clanuwat et al. 2018, https://github.com/rois-codh/kmnist); read as every ``IdxDataset``
+is, downloaded on first use from ``URL``."""
 
 from reg_runner.data.idx_dataset import IdxDataset, published_gz
 

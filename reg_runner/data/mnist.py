@@ -1,13 +1,10 @@
 """MNIST (``data=mnist``, the default): LeCun, Cortes & Burges' handwritten digits, 28x28, 10 classes.
 
-Where its files come from, in order:
-1. ``data.root=DIR``: any folder holding the four IDX files (``.gz`` or not, LeCun's names or
-   datamaestro's), read as they are.
-2. Otherwise datamaestro (``prepare_dataset("com.lecun.mnist")``, as in the course). Its store
-   (``$DATAMAESTRO_DIR``, default ``~/datamaestro``) is filled, when it lacks the files, from the
-   copy shipped inside this package, checksum-verified: nothing is ever downloaded, so a run
-   never waits on the network (HPC compute nodes have none).
-3. If the store cannot be written (read-only home), the package copy is read directly.
+Read from ``data.root=DIR`` (the four IDX files, ``.gz`` or not, LeCun's names or datamaestro's), else through
+datamaestro (``prepare_dataset("com.lecun.mnist")``, as in the course), whose store (``$DATAMAESTRO_DIR``, default
+``~/datamaestro``) is filled, when it lacks the files, from the copy shipped inside this package, verified: nothing
+is downloaded, so a run never waits on a network (HPC compute nodes have none). If the store cannot be written
+(read-only home), the package copy is read directly.
 """
 
 import hashlib
@@ -17,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reg_runner import atomic, signals
-from reg_runner.data import datasets, idx
-from reg_runner.data.idx_dataset import ORIGINALS, IdxDataset
+from reg_runner.data import idx
+from reg_runner.data.idx_dataset import FILES as IDX_FILES, ORIGINALS, IdxDataset
 from reg_runner.data.idx_dataset import find_files as find_idx_files
 from reg_runner.data.store import quiet
 from reg_runner.errors import DataError
@@ -37,7 +34,7 @@ class MnistFile:
     size: int  # of the uncompressed IDX bytes
 
 
-FILES = tuple(MnistFile(key, original, md5, size) for (key, original), md5, size in zip(datasets.FILES, (
+FILES = tuple(MnistFile(key, original, md5, size) for (key, original), md5, size in zip(IDX_FILES, (
     "6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624", "2646ac647ad5339dbf082846283269ea",
     "27ae3e4e09519cfbb04c329615203637"), (47040016, 60008, 7840016, 10008)))
 
@@ -74,8 +71,7 @@ class MNIST(IdxDataset):
 
 
 def find_files(folder: Path, key: str | None = "data.root") -> dict[str, Path]:
-    """The path of each of the four files in ``folder``, under any of the names they go by. ``key``: what named
-    the folder, for the message (None: the ``import`` command's argument)."""
+    """``idx_dataset.find_files`` for MNIST (``key`` None: the ``import`` command's argument)."""
     return find_idx_files(folder, "MNIST", HOW_TO_SUPPLY if key else FOLDER_HINT, key)
 
 
@@ -90,40 +86,31 @@ def store_dir() -> Path:
 
 def ensure_store() -> Path:
     """Put into the datamaestro store any of the four files it lacks (or holds damaged), from the package's copy,
-    verified.
-
-    A file already there is trusted if its size is right (a full checksum on every run would cost
-    a tenth of a second for nothing); ``python -m reg_runner.data check`` verifies them all.
-    """
+    verified. A file already there is trusted if its size is right (``python -m reg_runner.data check`` verifies
+    them all): a full checksum on every run would cost a tenth of a second for nothing."""
     dest = store_dir()
     todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
     if todo:
-        sources = find_files(EMBEDDED)
-        place(dest, {f: verified_bytes(f, sources[f.key]) for f in todo},  # all verified before any write
-              lambda f: log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, sources[f.key]))
+        fill(dest, EMBEDDED, todo,
+             lambda f, source: log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, source))
     return dest
 
 
-def place(dest: Path, verified: dict, said) -> None:
-    """The files ``verified`` holds (``MnistFile`` -> its bytes) written into the store ``dest``, each then
-    ``said(f)``; a signal waits for the store's folder and files together."""
+def fill(dest: Path, folder: Path, files, said, key: str | None = "data.root") -> None:
+    """``files`` (``MnistFile``s) from ``folder`` written into the store ``dest``, all verified before any write,
+    each then ``said(f, its source)``; a signal waits for the store's folder and files together."""
+    sources, verified = find_files(folder, key), {}
+    for f in files:
+        raw = idx.read_bytes(sources[f.key])
+        if (digest := hashlib.md5(raw).hexdigest()) != f.md5:
+            raise DataError(f"{sources[f.key]} is not MNIST's {f.original}: md5 {digest}, expected {f.md5}")
+        verified[f] = raw
     with signals.deferred():
         dest.mkdir(parents=True, exist_ok=True)
         for f, raw in verified.items():
             atomic.write_bytes(dest / f"{f.key}.idx", raw)
-            said(f)
-
-
-def verified_bytes(f: MnistFile, path: Path) -> bytes:
-    raw = idx.read_bytes(path)
-    digest = hashlib.md5(raw).hexdigest()
-    if digest != f.md5:
-        raise DataError(f"{path} is not MNIST's {f.original}: md5 {digest}, expected {f.md5}")
-    return raw
+            said(f, sources[f.key])
 
 
 def _has_size(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except FileNotFoundError:
-        return False
+    return path.is_file() and path.stat().st_size == size

@@ -1,6 +1,10 @@
 """The split every data family shares, from the family's images as read: ``split(cfg)`` reads the images once
 per process (no torch), draws the training and validation indices and computes the training subset's
-statistics; ``Images`` and ``checked`` are what every family's reader returns."""
+statistics; ``Images`` and ``checked`` are what every family's reader returns.
+
+The training subset is drawn with its own seed (``data.split_seed``), not the run's ``seed``: runs with different
+seeds then train on the same images, so seed-to-seed spread measures the training procedure, not the luck of the
+draw."""
 
 import functools
 import hashlib
@@ -29,9 +33,8 @@ class Images:
 
 
 def checked(train: tuple, test: tuple, source: str) -> Images:
-    """``train`` and ``test``: (images, labels) as read, already checked file by file (each label an integer in
-    [0, the number of classes): ``reg_runner.data.idx.labels``, which every family's reader calls); here, what holds across
-    files: as many labels as images, one image shape."""
+    """``train`` and ``test`` (images, labels), their labels already checked by ``reg_runner.data.idx.labels``,
+    checked across files: as many labels as images, one image shape."""
     import numpy as np
 
     for split, (images, labels) in (("train", train), ("test", test)):
@@ -90,24 +93,18 @@ class Split:
         )
 
 
+@functools.lru_cache(maxsize=8)  # configs are frozen: the checks and the run, and every job of a multirun, share one
 def split(cfg: DataFamily) -> Split:
     """The split ``cfg`` asks for, checked against the data: one ``ConfigError`` for a split that selects no
     training image, leaves none to validate on, or a validation size that is not there."""
-    return _split(type(cfg), cfg.root, cfg.train_fraction, cfg.val_size, cfg.split_seed, cfg.stratified,
-                  cfg.normalize, cfg.verify)
-
-
-@functools.lru_cache(maxsize=8)  # the checks and the run, and every job of a multirun, share one split
-def _split(family, root, fraction, val_size, split_seed, stratified, normalize, verify) -> Split:
     import numpy as np
 
-    from reg_runner.data.indices import split_indices  # numpy's: a command refused before the data imports none
-
-    images = read(family, root, verify)
-    train_idx, val_idx = split_indices(images.train_labels, fraction, split_seed, stratified, val_size)
+    images = read(type(cfg), cfg.root, cfg.verify)
+    train_idx, val_idx = split_indices(images.train_labels, cfg.train_fraction, cfg.split_seed, cfg.stratified,
+                                       cfg.val_size)
     channels = images.train_images.shape[1]
     mean, std = (0.0,) * channels, (1.0,) * channels
-    if normalize:  # statistics of the training subset only: nothing leaks from val or test
+    if cfg.normalize:  # statistics of the training subset only: nothing leaks from val or test
         subset = images.train_images[train_idx]
         if subset.min() == subset.max():
             raise ConfigError("data.normalize", True, f"false for these images: the {len(train_idx)} training images "
@@ -116,12 +113,42 @@ def _split(family, root, fraction, val_size, split_seed, stratified, normalize, 
         for c in range(channels):
             pixels = subset[:, c].astype(np.float64) / 255.0
             stats.append((float(pixels.mean()), float(pixels.std(ddof=1))))
-        flat = [c for c, (_, s) in enumerate(stats) if s == 0]
-        if flat:
-            raise ConfigError("data.normalize", True, f"false for these images: channel {flat[0]} of the "
+        mean, std = zip(*stats)
+        if 0.0 in std:
+            raise ConfigError("data.normalize", True, f"false for these images: channel {std.index(0.0)} of the "
                               f"{len(train_idx)} training images has one value (std 0), which cannot be standardized")
-        mean, std = tuple(m for m, _ in stats), tuple(s for _, s in stats)
-    return Split(images, train_idx, val_idx, mean, std, len(family.CLASSES), family.NAME)
+    return Split(images, train_idx, val_idx, mean, std, len(cfg.CLASSES), cfg.NAME)
+
+
+def split_indices(labels: "np.ndarray", fraction: float, seed: int, stratified: bool = False,
+                  val_size: int | None = None) -> tuple["np.ndarray", "np.ndarray"]:
+    """Sorted indices of the training subset and of the validation set (everything else, or a random
+    ``val_size`` of it)."""
+    import numpy as np
+
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    if stratified:
+        parts = []
+        for c in np.unique(labels):
+            members = np.flatnonzero(labels == c)
+            parts.append(rng.permutation(members)[: round(fraction * len(members))])
+        train = np.sort(np.concatenate(parts))
+    else:
+        train = np.sort(rng.permutation(n)[: round(fraction * n)])
+    if len(train) == 0:
+        raise ConfigError("data.train_fraction", fraction, f"a larger fraction: this one selects no image of {n}")
+    val = np.setdiff1d(np.arange(n), train, assume_unique=True)
+    if len(val) == 0:
+        raise ConfigError("data.train_fraction", fraction, f"a smaller fraction: this one leaves none of the {n} "
+                          "images for validation, and the best epoch is chosen on validation")
+    if val_size is not None:
+        if val_size > len(val):
+            raise ConfigError("data.val_size", val_size, f"at most {len(val)}, the images outside the training subset, "
+                              "or null for all of them")
+        if val_size < len(val):
+            val = np.sort(rng.permutation(val)[:val_size])
+    return train, val
 
 
 @functools.lru_cache(maxsize=4)  # read once per process: the checks, the run and every job of a multirun

@@ -1,15 +1,6 @@
-"""datamaestro's store: where a data family's files live when no ``data.root`` is given, and how they get there;
-and the published checksums the files of a ``data.root`` folder are checked against.
-
-``fetch`` prepares a datamaestro dataset definition (``reg_runner.data.datasets``, or datamaestro-image's
-MNIST) and downloads the resources the store lacks, each checked against its published checksum; a failed
-download (no network, a wrong checksum) is one line naming the dataset and the files to place in
-``data.root`` instead, and leaves no partial file behind.
-
-``check_published`` checks each file a family reads from ``data.root`` against the md5 its dataset publishes
-(``data.verify``). A file's md5 is computed once: it is remembered, with the file's size and modification time,
-beside datamaestro's store in ``$DATAMAESTRO_DIR/reg_runner/md5.json`` (``~/datamaestro/reg_runner/md5.json``),
-and computed again only when either changes.
+"""datamaestro's store, where a family's files live when no ``data.root`` is given, and the published md5s the
+files of a ``data.root`` folder are checked against (``data.verify``; docs/families.md). A failed download is one
+line naming the dataset and the files to place in ``data.root`` instead, and leaves no partial file behind.
 """
 
 import contextlib
@@ -26,6 +17,11 @@ from reg_runner.data import idx
 from reg_runner.errors import DataError, cause
 
 TIMEOUT_S = 30  # a download that waits this long for a byte fails, rather than hanging the run's checks
+REASONS = (  # the words of a failed download's exceptions (requests', datamaestro's HashCheck) -> its reason
+    (r"Failed to resolve '([^']+)'", "{0} cannot be resolved: no network, or no DNS"),
+    (r"Digest do not match \(expected (\w+), got (\w+)\)", "a file arrived with md5 {1}, not the published {0}"),
+    (r"Connection refused|ConnectionRefused", "the connection was refused"),
+    (r"(?i)timed out", f"no answer within {TIMEOUT_S} s"))
 
 
 def md5(path: Path) -> str:
@@ -63,10 +59,8 @@ def named_folder(folder: Path, hint: str, key: str | None = "data.root") -> str:
 
 
 def check_published(family, folder: Path) -> None:
-    """Each file ``family`` reads from ``folder`` (``data.root``) against its dataset's published md5: one
-    ``DataError`` naming the first file that differs, or that has no published md5 to be checked against. The
-    md5s of a folder that passes are remembered (a cache that cannot be read or written only costs their
-    computation again); a refused folder writes nothing."""
+    """Each file ``family`` reads from ``folder`` against its published md5: one ``DataError`` naming the first
+    that differs or has none. A folder that passes has its md5s remembered; a refused one writes nothing."""
     cache = cache_file()
     try:
         known = json.loads(cache.read_text())
@@ -96,41 +90,32 @@ def check_published(family, folder: Path) -> None:
             atomic.write_json(cache, known)
 
 
-def _not_datamaestro_info(record: logging.LogRecord) -> bool:
-    """Drops datamaestro's info lines (its warnings and errors pass): the run's own log says where the data is."""
-    return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
-
-
 @contextlib.contextmanager
 def quiet():
-    """A context in which datamaestro's info lines stay out of the run's output."""
-    logging.getLogger().addFilter(_not_datamaestro_info)
+    """A context in which datamaestro's info lines (not its warnings and errors) stay out of the run's output: the
+    run's own log says where the data is."""
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "datamaestro" not in record.pathname
+
+    logging.getLogger().addFilter(keep)
     try:
         yield
     finally:
-        logging.getLogger().removeFilter(_not_datamaestro_info)
+        logging.getLogger().removeFilter(keep)
 
 
 def reason(e: BaseException) -> str:
     """Why a download failed, in a few words (requests wraps the exception that says it)."""
     text = " ".join(str(x) for x in (e, e.__cause__, e.__context__) if x is not None)
-    host = re.search(r"Failed to resolve '([^']+)'", text)
-    if host:
-        return f"{host.group(1)} cannot be resolved: no network, or no DNS"
-    digest = re.search(r"Digest do not match \(expected (\w+), got (\w+)\)", text)  # datamaestro's HashCheck
-    if digest:
-        return f"a file arrived with md5 {digest.group(2)}, not the published {digest.group(1)}"
-    if "Connection refused" in text or "ConnectionRefused" in text:
-        return "the connection was refused"
-    if "timed out" in text.lower():
-        return f"no answer within {TIMEOUT_S} s"
+    for pattern, said in REASONS:
+        if found := re.search(pattern, text):
+            return said.format(*found.groups())
     return cause(e, 120)
 
 
 def fetch(definition, dataset: str, checksums: dict[str, str], hint: str):
-    """``definition``'s datamaestro config, every resource in the store. ``checksums``: the md5 each resource's
-    stored file must have (by resource name), checked after a download; ``hint``: what to place in ``data.root``
-    instead, for the message."""
+    """``definition``'s datamaestro config, every resource in the store; a downloaded file is checked against
+    ``checksums`` (by resource name). ``hint``: what to place in ``data.root`` instead, for the message."""
     with quiet():
         config = definition.prepare(download=False)
         missing = [r for r in definition.ordered_resources if not Path(r.prepare()).exists()]

@@ -1,9 +1,6 @@
-"""The data of a run on the device: a family's split into train / validation / test, normalized.
-
-Everything is a float32 tensor on the training device from the start, images as (N, C, H, W): batches
-are slices of a per-epoch permutation, so no per-sample Python runs on the hot path. Nothing float64 is
-made on the device (MPS has none): the statistics are computed on the host, in ``reg_runner.data.split``.
-"""
+"""The data of a run on the device: a family's split, float32 tensors from the start (images (N, C, H, W)), so that
+batches are slices of a per-epoch permutation and no per-sample Python runs on the hot path. Nothing float64 is
+made on the device (MPS has none): the statistics come from the host (``reg_runner.data.split``)."""
 
 import hashlib
 import logging
@@ -66,8 +63,7 @@ def load(cfg: DataFamily, device: torch.device) -> Data:
 
     def put(x: np.ndarray, labels: np.ndarray) -> Part:
         # the only host-to-device copy of the data: uint8 pixels (a quarter of float32's bytes), made float on the
-        # device. Not pinned, not non_blocking: the copy happens once and the next line needs it, so pinning (one
-        # more host copy, into page-locked memory) would only add to it
+        # device; not pinned: the copy happens once and the next line needs it
         t = torch.from_numpy(x).to(device).float()
         for c, (mean, std) in enumerate(zip(s.mean, s.std)):  # (pixel / 255 - mean) / std, per channel, in place
             t[:, c].sub_(255.0 * mean).mul_(1.0 / (255.0 * std))

@@ -1,26 +1,20 @@
-"""The training loop, for a stack of K runs: one stacked model, one step, one evaluation, K records.
+"""The training loop, for a stack of K runs: one stacked model, one step, one evaluation, K records. A single
+run is a stack of one; there is no other loop.
 
-A single run is a stack of one; there is no other loop.
+Protocol (as in the course): ``model.train()`` for the training steps, ``model.eval()`` under ``inference_mode`` for
+evaluation. An epoch's train metrics are the means over its training batches, in train mode; validation and test
+are evaluated on the whole sets every ``eval_every`` epochs and at the last. The best epoch is chosen on the
+validation metric ``objective`` names; test metrics are only reported, never used to choose.
 
-Protocol (as in the course): ``model.train()`` for the training steps (dropout active, BatchNorm
-uses batch statistics and updates its running ones), ``model.eval()`` under ``inference_mode``
-for evaluation (dropout off, BatchNorm uses running statistics). The train metrics of an epoch
-are the means over its training batches, in train mode; validation and test are evaluated on the
-whole sets every ``eval_every`` epochs and at the last epoch. The best epoch is chosen on the
-validation metric named by ``objective`` only; test metrics are only reported, never used to choose.
+Each member draws its own batch order and augmentations (a batch is (K, B, features)); its loss is its own mean,
+so the gradient of their sum is each member's own. The epoch's sums stay on the device in float32 and are added up
+on the host in float64 once per epoch (MPS has no float64). After each epoch the listeners see every member's
+row, and the members that finished (completed, early-stopped, pruned, diverged) leave the stack.
 
-Each member draws its own batch order and augmentations, so the batch is (K, B, features), one batch
-per member; evaluation sends the one validation and test set through every member at once. Each
-member's loss is its own mean; the gradient of their sum is each member's own gradient. The epoch's
-sums stay on the device in float32, one value per batch and member, and are added up on the host
-in float64 once per epoch (nothing float64 is made on the device: MPS has none). After each epoch
-the listeners (records, TensorBoard, progress) see every member's row, and the members that
-finished (completed, early-stopped, diverged) leave the stack: they cost nothing more.
-
-A signal (``reg_runner.signals.STOP``) ends the run at the end of the epoch when epochs are quick; when an epoch
-has taken longer than ``QUICK_EPOCH``, the engine keeps a copy of every member's state as each epoch begins, and a
-signal gives up the epoch at the next training step or evaluation batch: every member goes back to that copy (the
-end of its last epoch, which its checkpoint then holds, as a signal between two epochs would leave it).
+A signal (``reg_runner.signals.STOP``) ends the run at the end of an epoch while epochs are quick; once one has
+taken longer than ``QUICK_EPOCH``, every member's state is copied as each epoch begins, and a signal gives up the
+epoch at the next training step or evaluation batch: every member goes back to that copy, which its checkpoint
+then holds, as a signal between two epochs would leave it.
 """
 
 import math
@@ -81,9 +75,14 @@ class Engine:
         index = {id(p): i for i, p in enumerate(self.params)}
         return {name: self.members[k].proxies[index[id(w)]] for name, w in self.model.weights().items()}
 
-    def run(self) -> None:
+    def tell(self, hook: str, *args) -> None:
+        """Each listener's ``hook`` (``start``, ``epoch``, ``member_end``, ``close``), where it has one."""
         for listener in self.listeners:
-            listener.start(self)
+            if hasattr(listener, hook):
+                getattr(listener, hook)(self, *args)
+
+    def run(self) -> None:
+        self.tell("start")
         STOP.starting = False  # from here a signal ends the run with a checkpoint (the first ones are written)
         try:
             if STOP.signal is not None:  # one that came before the run started: every member keeps its first state
@@ -91,8 +90,7 @@ class Engine:
             while self.members:
                 self.epoch()
         finally:
-            for listener in self.listeners:
-                listener.close(self)
+            self.tell("close")
 
     def interrupt(self) -> None:
         """A signal came: the members still running end ``interrupted``, and every member leaves."""
@@ -145,8 +143,7 @@ class Engine:
                 result.steps[m] = watchers[k].stats
                 if entropies is not None:
                     result.entropies[m] = entropies[k]
-        for listener in self.listeners:
-            listener.epoch(self, result)
+        self.tell("epoch", result)
         if STOP.signal is not None:
             self.interrupt()
         else:
@@ -157,8 +154,7 @@ class Engine:
         if not done:
             return
         for k in done:
-            for listener in self.listeners:
-                listener.member_end(self, self.members[k], k)
+            self.tell("member_end", self.members[k], k)
         keep = [k for k in range(len(self.members)) if k not in done]
         self.members = [self.members[k] for k in keep]
         if not self.members:
@@ -218,10 +214,9 @@ class Engine:
 
 @torch.inference_mode()
 def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy: bool = False, stop=None) -> dict:
-    """Per-batch, per-member sums of the loss and of the correct predictions of a stacked ``model`` over
-    ``split``, and with ``entropy`` every member's output entropy for every example (from the same
-    logits). The forward pass runs at ``precision``; the loss is computed in float32 from its logits. ``stop``,
-    when given, is called before each batch."""
+    """Per-batch, per-member sums of the loss and of the correct predictions of a stacked ``model`` over ``split``,
+    and with ``entropy`` every member's output entropy for every example. The forward pass runs at ``precision``,
+    the loss in float32 from its logits; ``stop``, when given, is called before each batch."""
     model.eval()
     x = precision.inputs(split.x)
     losses, corrects, entropies = [], [], []
@@ -245,14 +240,7 @@ def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy: b
 def host_means(sums: dict[str, tuple[torch.Tensor, int]]) -> dict[str, list[float]]:
     """``{name: ((batches, K) sums, count)}`` -> ``{name: [each member's total / count]}``: one transfer
     to the host, the totals added up there exactly (``math.fsum``), whatever the order."""
-    names = list(sums)
-    parts = [sums[n][0].float() for n in names]
-    flat = torch.cat([p.reshape(-1) for p in parts]).cpu().tolist() if parts else []
-    out, at = {}, 0
-    for name, part in zip(names, parts):
-        rows, k = part.shape
-        values = flat[at : at + rows * k]
-        at += rows * k
-        count = sums[name][1]
-        out[name] = [math.fsum(values[j::k]) / count if count else math.nan for j in range(k)]
-    return out
+    parts = [t.float() for t, _ in sums.values()]
+    host = torch.cat([p.reshape(-1) for p in parts]).cpu().split([p.numel() for p in parts]) if parts else ()
+    return {name: [math.fsum(column) / count if count else math.nan for column in h.view(p.shape).T.tolist()]
+            for (name, (_, count)), p, h in zip(sums.items(), parts, host)}

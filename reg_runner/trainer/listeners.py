@@ -1,8 +1,6 @@
-"""What the engine hands each epoch to: every member's records, and the progress bar.
-
-(TensorBoard's listener is in ``reg_runner.logging.tensorboard``.) Each listener has ``start``
-(before the first epoch), ``epoch`` (after each), ``member_end`` (a member leaves the stack: its
-slice still exists) and ``close``.
+"""What the engine hands each epoch to: every member's records, and the progress bar (TensorBoard's listener is
+in ``reg_runner.logging.tensorboard``). A listener has any of ``start`` (before the first epoch), ``epoch`` (after
+each), ``member_end`` (a member leaves the stack: its slice still exists) and ``close``.
 """
 
 import time
@@ -72,9 +70,6 @@ class Records:
     def member_end(self, engine, member, k: int) -> None:
         self.record(engine, k, member)
 
-    def close(self, engine) -> None:
-        pass
-
     def record(self, engine, k: int, m) -> None:
         folder, timing = RunFolder(m.run_dir), self.clock.timing(m)
         folder.save_checkpoint(folder.last, m.checkpoint(engine.model.member_state(k), timing))
@@ -95,9 +90,6 @@ class Progress:
         self.bar = tqdm(total=epochs, initial=first_epoch, disable=not show, unit="epoch", dynamic_ncols=True,
                         leave=False)
 
-    def start(self, engine) -> None:
-        pass
-
     def epoch(self, engine, result) -> None:
         rows = [r for r in result.rows.values() if r is not None]
         if len(rows) == 1:
@@ -107,9 +99,6 @@ class Progress:
             self.bar.set_postfix_str(f"{len(rows)} runs  best val/acc {max(r['val/acc'] for r in rows):.4f}",
                                      refresh=False)
         self.bar.update(1)  # after the postfix: the bar is drawn with this epoch's numbers, not the last one's
-
-    def member_end(self, engine, member, k: int) -> None:
-        pass
 
     def close(self, engine) -> None:
         self.bar.close()

@@ -1,11 +1,9 @@
 """One run inside a stack: its config, its random streams, its optimizer and schedule, its state.
 
-A member owns everything that is per run. Its optimizer is an ordinary torch optimizer (any class the
-config names) over *proxies*: tensors that are member k's slices of the stacked parameters, so each
-step updates the member's slice in place and nothing else, exactly as that optimizer would update a
-lone network (the same class, on tensors of the same shapes, in the same order). The schedule,
-gradient clipping, LAMB's and LARS's trust ratios and the plateau rule therefore act per member with
-torch's own code. Its checkpoint is a lone run's checkpoint.
+Its optimizer is an ordinary torch optimizer (any class the config names) over *proxies*, member k's slices of the
+stacked parameters: each step updates the member's slice in place, exactly as that optimizer would update a lone
+network. The schedule, gradient clipping, LAMB's and LARS's trust ratios and the plateau rule therefore act per
+member with torch's own code. Its checkpoint is a lone run's checkpoint.
 """
 
 import copy

@@ -1,10 +1,8 @@
 """Evaluation precision: float32 (the default), or bfloat16 where the hardware multiplies it fast.
 
-Evaluation is most of an epoch's arithmetic in the reference study (67,000 forward passes against
-3,000 trained), and it only reads the model: ``trainer.eval_precision=bf16`` runs it under autocast
-on a bfloat16 copy of the validation and test inputs, made once. Training always stays float32,
-so the run's trajectory is the same; only the reported val / test numbers move, by the rounding of
-bfloat16 (8 bits of mantissa): see the README for the change measured on the reference study.
+``trainer.eval_precision=bf16`` runs evaluation (most of an epoch's arithmetic in the reference study) under
+autocast on a bfloat16 copy of the validation and test inputs, made once. Training stays float32, so the run's
+trajectory is the same; only the reported val / test numbers move (the README gives the change measured).
 """
 
 import contextlib

@@ -1,23 +1,13 @@
-"""A run's link back to its Optuna trial, and the pruning it makes possible.
+"""A run's link back to its Optuna trial, and the pruning it makes possible (docs/search.md, "Pruning").
 
-    python -m reg_runner --multirun hparams_search=regularization hydra/sweeper/pruner=median
-
-The study sweeper launches each trial's runs with ``hydra.job.env_set.REG_RUNNER_TRIAL=<number>``.
-Hydra's launchers set that variable while the job runs (the basic launcher in this process; joblib,
-submitit and SLURM in theirs), and the stacked launcher reads it from each job's config. The rest of
-the channel is in the job's Hydra config, which every launcher carries: the study's storage, its
-name and ``hydra.sweeper.pruner``. So a run in any process reports to its trial through the study's
-storage (SQLite, PostgreSQL), or, in the sweeper's own process, through its in-memory study.
-
-At every evaluation, the ``Pruning`` listener reports each trial's value so far as an intermediate
-value (``trial.report``), with or without a pruner, so the study holds every trial's learning curve:
-its runs' mean best objective (the value the trial would be told if it stopped now; with
-``seeds_per_trial`` the mean over its seeds, reported when they train in one stack). With a pruner, it
-then asks the study's pruner: a pruned trial's runs stop at once with ``status: pruned``, their
-history, checkpoints and TensorBoard events written as any run's end writes them; the sweeper tells the
-trial PRUNED. Without one, nothing is asked and nothing stops.
+The study sweeper launches each trial's runs with ``hydra.job.env_set.REG_RUNNER_TRIAL=<number>``, and the job's
+Hydra config carries the study's storage, name and pruner: a run in any process reports to its trial through the
+study's storage, or, in the sweeper's own process, its in-memory study (``MEMORY``). At every evaluation
+``Pruning`` records each trial's mean best objective so far as an intermediate value, pruner or not (the study then
+holds every trial's learning curve), and with a pruner asks it whether the trial's runs stop, ``pruned``.
 """
 
+import functools
 import logging
 import math
 import warnings
@@ -106,18 +96,14 @@ def link(hydra_cfg, env: dict | None = None) -> TrialLink | None:
                      n_objectives=len(sweeper.get("objectives") or [None]))
 
 
-_DATABASES: dict = {}  # storage URL -> its RDBStorage, one per process (a stack's runs share it)
-
-
+@functools.cache  # one per process: a stack's runs share it
 def _database(url: str):
     """The study's database, which its sweeper made: a run writes its trial's curve there, and never makes a new
     database where one was deleted."""
     import optuna
 
-    if url not in _DATABASES:
-        sqlite_file(url)
-        _DATABASES[url] = optuna.storages.RDBStorage(url)
-    return _DATABASES[url]
+    sqlite_file(url)
+    return optuna.storages.RDBStorage(url)
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -140,11 +126,11 @@ def trial_id(storage, study_name: str, number: int) -> int:
 class Reporter:
     """One trial's channel, through Optuna's public ``Trial``: record a value at a step, ask the pruner."""
 
-    def __init__(self, trial: TrialLink, strict: bool = True):
-        """``strict``: a value that cannot be recorded is an error (a pruner needs it); else a warning, once."""
+    def __init__(self, trial: TrialLink):
         import optuna
 
-        self.strict, self.number = strict, trial.number
+        # a value that cannot be recorded is an error where a pruner needs it, else a warning, once
+        self.strict, self.number = trial.prunes, trial.number
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = MEMORY.get(trial.study) if trial.storage is None else _database(trial.storage)
         if storage is None:
@@ -199,16 +185,13 @@ class Pruning:
                     or (trial.storage is None and trial.study not in MEMORY)):
                 continue
             try:
-                self.trials[number] = Reporter(trial, strict=False), runs
+                self.trials[number] = Reporter(trial), runs
             except Exception as e:  # the curve is a record, not a result: the run trains without it
                 log.warning("trial %d: its learning curve is not recorded in the study (%s)", number, cause(e, 200))
 
     @property
     def active(self) -> bool:
         return bool(self.trials)
-
-    def start(self, engine) -> None:
-        pass
 
     def epoch(self, engine, result) -> None:
         for number, (reporter, runs) in self.trials.items():
@@ -226,9 +209,3 @@ class Pruning:
                 log.info("trial %d pruned at epoch %d (%s so far %.4f)", number, step, objective, value)
                 for m in live:
                     m.state.status, m.state.stopped_at = "pruned", m.state.epoch
-
-    def member_end(self, engine, member, k: int) -> None:
-        pass
-
-    def close(self, engine) -> None:
-        pass
