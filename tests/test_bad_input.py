@@ -736,6 +736,23 @@ def test_images_without_variance(cli, tmp_path):
     assert read_ok(cli(f"data.root={folder}", "trainer.batch_size=5", "data.normalize=false"))  # and without, it trains
 
 
+def test_a_colour_channel_without_variance(cli, tmp_path):
+    """One channel of one value (not 0) among channels that vary: refused by its pixels, not by a std that rounding
+    leaves near 1e-17, which standardizing would divide by."""
+    import pickle
+
+    from conftest import make_tiny_cifar
+
+    folder = make_tiny_cifar(tmp_path / "c") / "cifar-10-batches-py"
+    for batch in folder.iterdir():
+        raw = pickle.loads(batch.read_bytes())
+        raw[b"data"][:, 1024:2048] = 77  # the green plane
+        batch.write_bytes(pickle.dumps(raw, protocol=2))
+    proc = cli("data=cifar10", f"data.root={folder.parent}", "trainer.batch_size=5", check=False, in_process=True)
+    assert_one_line_error(proc, "data.normalize=true is not allowed: false for these images: channel 1 of the 20 "
+                                "training images has one value (std 0)")
+
+
 def read_ok(proc) -> bool:
     return proc.returncode == 0 and (proc.run_dir / "metrics.json").exists()
 

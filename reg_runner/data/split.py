@@ -109,14 +109,14 @@ def split(cfg: DataFamily) -> Split:
         if subset.min() == subset.max():
             raise ConfigError("data.normalize", True, f"false for these images: the {len(train_idx)} training images "
                               "all have one pixel value (std 0), which cannot be standardized")
-        stats = []
-        for c in range(channels):
-            pixels = subset[:, c].astype(np.float64) / 255.0
-            stats.append((float(pixels.mean()), float(pixels.std(ddof=1))))
-        mean, std = zip(*stats)
-        if 0.0 in std:
-            raise ConfigError("data.normalize", True, f"false for these images: channel {std.index(0.0)} of the "
+        # one value in a channel, told by its pixels, not by its std: rounding leaves a constant channel's std
+        # near 1e-17, not 0, and it would be divided by that
+        flat = next((c for c in range(channels) if subset[:, c].min() == subset[:, c].max()), None)
+        if flat is not None:
+            raise ConfigError("data.normalize", True, f"false for these images: channel {flat} of the "
                               f"{len(train_idx)} training images has one value (std 0), which cannot be standardized")
+        pixels = [subset[:, c].astype(np.float64) / 255.0 for c in range(channels)]
+        mean, std = tuple(float(p.mean()) for p in pixels), tuple(float(p.std(ddof=1)) for p in pixels)
     return Split(images, train_idx, val_idx, mean, std, len(cfg.CLASSES), cfg.NAME)
 
 
