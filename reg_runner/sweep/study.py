@@ -1,35 +1,11 @@
 """The Optuna sweeper: a resumable study whose trials are runs, launched by any Hydra launcher.
 
-    python -m reg_runner --multirun hparams_search=regularization
-
-Optuna's storage holds the study (SQLite, PostgreSQL, or memory) and its samplers choose the
-trials; Hydra's launchers run them (in process, joblib, submitit/SLURM). The loop that asks, checks,
-launches and tells is ours, reading sweep overrides as hydra-optuna-sweeper does (``sweep/overrides.py``):
-
-1. ``n_trials`` is the number of finished trials the study should hold in total, not a number to
-   add: re-running the same command continues an interrupted sweep up to it, and a finished sweep
-   runs nothing more. Finished means complete or failed (a diverging configuration is a result);
-   a trial cut off by a kill is run again.
-2. Every trial's config is composed and checked before it is launched: a trial the checks reject
-   (a search space that reaches a bad combination) is told failed with the reason, and makes no
-   folder. The base config is checked before the first trial is asked.
-3. Each run folder is numbered by its Optuna trial number (``<number>_<overrides>``), recorded on
-   the trial before launch, so a resumed sweep knows each trial's folder.
-4. A trial left RUNNING by a sweeper that died is adopted if its run finished (the study is told
-   its value: the work of a killed batch is not redone), and otherwise marked failed and run again.
-5. A seeded sampler is re-seeded with ``seed + trials already in the study`` on resume, so it does
-   not draw the first trials' parameters again.
-6. A value fixed on the command line (``optimizer.lr=0.01``) wins over the search space: the space
-   is told the fixed value where it would have suggested one.
-7. At the end, ``sweep_summary.json`` and ``sweep_summary.md`` in the sweep folder: best trial, its
-   parameters, validation and test accuracy (read from its run's metrics.json), counts, wall time,
-   the command that re-runs it, and the top 10; with several objectives (``objectives.py``), the
-   Pareto-optimal trials, each with its values and the command that re-runs it.
-
-This module holds the sweeper and its loop, and the check that a resumed study keeps its settings
-(``same_study``). The rest is beside it: the checks of the search space before any trial
-(``space_check.py``), the adoption of a dead sweeper's trials (``orphans.py``), telling a trial its
-outcome, cut marks and counts (``outcomes.py``), and the summary (``summary.py``).
+Optuna's storage holds the study and its samplers choose the trials; Hydra's launchers run them. The loop
+that asks, checks, launches and tells is ours (its contract: docs/search.md). ``n_trials`` counts the
+finished trials the study should hold in total, so the same command continues a sweep; each trial is
+composed and checked before launch (a rejected one is told failed and makes no folder); its folder is
+numbered by its trial; a resumed seeded sampler is re-seeded with ``seed + trials so far``. Beside it:
+``space_check.py``, ``orphans.py``, ``outcomes.py``, ``summary.py``.
 """
 
 import logging
@@ -40,6 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
@@ -123,7 +100,8 @@ class StudySweeper(Sweeper):
                 raise UserError(f"a sweep override cannot be searched: {e}") from None
             for name in self.swept:
                 labels_not_swept(name, next((p for p in params if p.partition("=")[0].lstrip("+~") == name), name))
-            self.fixed_values = _typed_values(self.fixed)
+            parser = OverridesParser.create()  # the fixed values as Hydra parses them: "0.01" -> 0.01
+            self.fixed_values = {k: parser.parse_override(f"{k}={v}").value() for k, v in self.fixed.items()}
             for name in self.fixed:
                 self.swept.pop(name, None)
             base, drawn = precheck(self)
@@ -301,19 +279,11 @@ class FixedAware:
         return draw
 
 
-def _typed_values(fixed: dict) -> dict:
-    """``{"optimizer.lr": "0.01"}`` -> ``{"optimizer.lr": 0.01}``, as Hydra parses a value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    return {k: parser.parse_override(f"{k}={v}").value() for k, v in fixed.items()}
-
-
 def same_study(study, base: dict, direction, seeds_per_trial: int = 1, objectives: list | None = None) -> None:
     """A study continues with the settings it started with: another objective, direction, budget, data or
     number of seeds per trial would rank incomparable values together. The first invocation records them."""
-    if len(study.directions) != len(objectives or [None]):
-        had, has = len(study.directions), len(objectives or [None])
+    had, has = len(study.directions), len(objectives or [None])
+    if had != has:
         raise UserError(f"the study {study.study_name!r} has {_goals(had)}; this command has "
                         f"{_goals(has)} ({', '.join(objectives) if objectives else 'objective=' + base.get('objective', '?')}"
                         "): a study keeps its objectives. Use another hydra.sweeper.study_name, or the study's own "
