@@ -1,7 +1,5 @@
-"""Orphan adoption: the RUNNING trials of a sweeper process that died are settled when a sweeper opens
-the study, adopted if their runs finished, else marked cut off and run again. A sweeper tags each trial it
-asks with its host and pid (``HOST``, ``PID``), through which a trial's sweeper is known to be gone.
-"""
+"""Orphan adoption: the RUNNING trials of a sweeper that died, settled when a sweeper opens the study. A sweeper
+tags each trial it asks with its host and pid (``HOST``, ``PID``), through which it is known to be gone."""
 
 import datetime
 import logging
@@ -17,9 +15,8 @@ UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseco
 
 
 def adopt_orphans(study, storage, artifacts: Path | None = None, objectives: list | None = None) -> None:
-    """Settle the RUNNING trials whose sweeper process is gone (a dead process on this host, or never
-    tagged and older than a grace period): a trial whose run finished is told its result (adopted);
-    the others are marked failed and noted as cut off, so they are run again. ``storage``: the study's."""
+    """Settle the RUNNING trials whose sweeper is gone: one whose runs finished is told its result (adopted); the
+    others are marked failed and noted as cut off, so they are run again."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -35,9 +32,8 @@ def adopt_orphans(study, storage, artifacts: Path | None = None, objectives: lis
 
 
 def _orphaned(trial) -> bool:
-    """Whether a RUNNING trial's sweeper is gone. Its host and pid are two writes after ``ask``: a trial with
-    one of them only is a live sweeper between the two (another sweeper sharing the study can look then),
-    so only both name a process, and a trial without both is given the grace period."""
+    """Whether a RUNNING trial's sweeper is gone: a dead process on this host, or never tagged within the grace
+    period (host and pid are two writes: a trial with one only may be a live sweeper's between the two)."""
     attrs = trial.user_attrs
     if HOST in attrs and PID in attrs:
         return attrs[HOST] == socket.gethostname() and not (isinstance(attrs[PID], int) and alive(attrs[PID]))
