@@ -215,9 +215,8 @@ class StudySweeper(Sweeper):
         return [run for run, _ in runs]
 
     def trial_runs(self, trial, overrides) -> list[tuple[list[str], object]]:
-        """The overrides and composed config of each of a trial's runs: one run, or with ``seeds_per_trial``
-        = K the seeds ``seed``, ``seed`` + 1, ... + K - 1, each in ``<trial's folder>/seed=<seed>``. Every run
-        carries its trial's number (``hydra.job.env_set``), through which it reports to the study."""
+        """The overrides and composed config of each of a trial's runs: one, or one per seed of ``seeds_per_trial``,
+        each in ``<trial's folder>/seed=<seed>``; each carries its trial's number (``hydra.job.env_set``)."""
         link = [f"++hydra.job.env_set.{trial_lib.ENV}={trial.number}"]
 
         def compose(run):
@@ -239,10 +238,7 @@ class StudySweeper(Sweeper):
     def parallel_runs(self) -> int:
         """How many runs of a batch the launcher runs side by side (1: one after the other, or one stack)."""
         launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
-        workers = joblib_workers(launcher)
-        if workers is not None:
-            return workers
-        return 1 if jobs.in_process(launcher) else 10**6
+        return joblib_workers(launcher) or (1 if jobs.in_process(launcher) else 10**6)
 
     def launch(self, batch) -> None:
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered
@@ -259,9 +255,8 @@ class StudySweeper(Sweeper):
 
 
 class FixedAware:
-    """A trial as a search space sees it: a parameter fixed on the command line is not suggested, its fixed value
-    is returned (so conditional branches follow it); one searched on the command line (interval(...),
-    choice(...)) is the trial's own suggestion."""
+    """A trial as a search space sees it: a parameter fixed on the command line returns its value (conditional
+    branches follow it); one searched on the command line returns the trial's own suggestion."""
 
     def __init__(self, trial, fixed: dict):
         self._trial, self._fixed = trial, fixed
