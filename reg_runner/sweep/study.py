@@ -4,10 +4,12 @@ Optuna's storage holds the study and its samplers choose the trials; Hydra's lau
 that asks, checks, launches and tells is ours (its contract: docs/search.md). ``n_trials`` counts the
 finished trials the study should hold in total, so the same command continues a sweep; each trial is
 composed and checked before launch (a rejected one is told failed and makes no folder); its folder is
-numbered by its trial; a resumed seeded sampler is re-seeded with ``seed + trials so far``. Beside it:
-``space_check.py``, ``orphans.py``, ``outcomes.py``, ``summary.py``.
+numbered by its trial; a resumed seeded sampler is re-seeded with ``seed + trials so far``. A trial left RUNNING
+by a sweeper that died (known by the host and pid it was tagged with) is adopted if its runs finished, else run
+again. Beside it: ``space_check.py``, ``outcomes.py``, ``summary.py``.
 """
 
+import datetime
 import logging
 import os
 import shutil
@@ -29,9 +31,8 @@ from reg_runner.errors import UserError, cause, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
 from reg_runner.sweep import analysis, jobs
 from reg_runner.sweep.settings import flat_params, labels_not_swept
-from reg_runner.sweep.workers import joblib_workers, launch_with_signals
+from reg_runner.sweep.workers import alive, joblib_workers, launch_with_signals
 from reg_runner.sweep import trial as trial_lib
-from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
 from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
 from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, sqlite_path, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
@@ -42,6 +43,8 @@ from reg_runner.trainer.trial import build_pruner
 log = logging.getLogger(__name__)
 MAX_REFUSED = 10  # trials refused in a row before a search is stopped: its space reaches no valid config
 SIGNATURE = "reg_runner.signature"  # study attribute: the objective, direction and shared config of its trials
+HOST, PID = "reg_runner.host", "reg_runner.pid"  # trial attributes: the sweeper process that asked it
+UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseconds
 
 
 class StudySweeper(Sweeper):
@@ -316,3 +319,30 @@ def same_study(study, base: dict, direction, seeds_per_trial: int = 1, objective
 
 def _goals(n: int) -> str:
     return "one objective" if n == 1 else f"{n} objectives"
+
+
+def adopt_orphans(study, storage, artifacts: Path | None = None, objectives: list | None = None) -> None:
+    """Settle the RUNNING trials whose sweeper is gone: one whose runs finished is told its result (adopted); the
+    others are marked failed and noted as cut off, so they are run again."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _orphaned(trial):
+            continue
+        result, value = tell(study, trial, storage, artifacts, objectives, unrecorded="interrupted")
+        if result == "complete":
+            log.warning("trial %d: its sweeper died after its runs finished; adopted with value %s", trial.number,
+                        value)
+        elif result == "cut":
+            log.warning("trial %d was cut off (its sweeper process %s is gone): marked failed, run again",
+                        trial.number, trial.user_attrs.get(PID))
+
+
+def _orphaned(trial) -> bool:
+    """Whether a RUNNING trial's sweeper is gone: a dead process on this host, or never tagged within the grace
+    period (host and pid are two writes: a trial with one only may be a live sweeper's between the two)."""
+    attrs = trial.user_attrs
+    if HOST in attrs and PID in attrs:
+        return attrs[HOST] == socket.gethostname() and not (isinstance(attrs[PID], int) and alive(attrs[PID]))
+    started = trial.datetime_start
+    return started is not None and (datetime.datetime.now() - started).total_seconds() > UNTAGGED_GRACE_S
