@@ -27,17 +27,14 @@ def compose(config_loader, master, overrides, num: int, name: str | None = None)
 
 def output_dir(job) -> Path:
     """The job's folder: ``hydra.sweep.dir/hydra.sweep.subdir``, resolved as Hydra's run_job does."""
-    return Path(os.path.abspath(os.path.join(_resolved(job, "hydra.sweep.dir"), subdir(job))))
+    with hydra_config_of(job):
+        return Path(os.path.abspath(os.path.join(str(OmegaConf.select(job, "hydra.sweep.dir")), subdir(job))))
 
 
 def subdir(job) -> str:
     """``hydra.sweep.subdir``, resolved: e.g. ``3_model.norm=batchnorm,seed=1``."""
-    return _resolved(job, "hydra.sweep.subdir")
-
-
-def _resolved(job, key: str) -> str:
     with hydra_config_of(job):  # the subdir interpolates ${hydra:...} values
-        return str(OmegaConf.select(job, key))
+        return str(OmegaConf.select(job, "hydra.sweep.subdir"))
 
 
 def in_process(launcher) -> bool:
