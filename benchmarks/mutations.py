@@ -90,7 +90,7 @@ MUTATIONS = [
     ("search space: tag(log, ...) is drawn uniformly", "reg_runner/sweep/overrides.py",
      'log = "log" in value.tags', "log = False",
      ["tests/test_private.py::test_a_search_space_is_the_optuna_sweepers"], False),
-    ("orphans: a dead sweeper's trial is taken for a live one", "reg_runner/sweep/orphans.py",
+    ("orphans: a dead sweeper's trial is taken for a live one", "reg_runner/sweep/study.py",
      "and not (isinstance(attrs[PID], int) and alive(attrs[PID]))",
      "and (isinstance(attrs[PID], int) and alive(attrs[PID]))",
      ["tests/test_sweep.py::test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan"], False),

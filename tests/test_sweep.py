@@ -15,8 +15,8 @@ import yaml
 from conftest import printed_command, read_metrics
 
 from reg_runner.sweep.analysis import ARTIFACTS
-from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
 from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers
+from reg_runner.sweep.study import HOST, PID, adopt_orphans
 from reg_runner.sweep.trial import RUN_DIR
 from test_prune import MEDIAN, check_trials
 

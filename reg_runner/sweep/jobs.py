@@ -27,17 +27,14 @@ def compose(config_loader, master, overrides, num: int, name: str | None = None)
 
 def output_dir(job) -> Path:
     """The job's folder: ``hydra.sweep.dir/hydra.sweep.subdir``, resolved as Hydra's run_job does."""
-    return Path(os.path.abspath(os.path.join(_resolved(job, "hydra.sweep.dir"), subdir(job))))
+    with hydra_config_of(job):
+        return Path(os.path.abspath(os.path.join(str(OmegaConf.select(job, "hydra.sweep.dir")), subdir(job))))
 
 
 def subdir(job) -> str:
     """``hydra.sweep.subdir``, resolved: e.g. ``3_model.norm=batchnorm,seed=1``."""
-    return _resolved(job, "hydra.sweep.subdir")
-
-
-def _resolved(job, key: str) -> str:
     with hydra_config_of(job):  # the subdir interpolates ${hydra:...} values
-        return str(OmegaConf.select(job, key))
+        return str(OmegaConf.select(job, "hydra.sweep.subdir"))
 
 
 def in_process(launcher) -> bool:
@@ -46,22 +43,17 @@ def in_process(launcher) -> bool:
     return str(launcher.get("_target_", "")).rpartition(".")[2] in ("BasicLauncher", "StackedLauncher")
 
 
-def check(job, overrides, through: int = 4, task=None) -> checks.Checked:
-    """The job's config, every stage, and its folder: new, or empty. ``task``: the command's task function
-    (``reg_runner.cli.Task``, a sweeper's ``task_function``): when the job's launcher runs it in this process, the
-    job takes this check over from it instead of repeating it; in another process (joblib, submitit), the
-    worker's task makes this same call, ``checks.check``."""
-    checked = checks.check(job, overrides, through=through)
+def check(job, overrides, task=None, passed: set | None = None) -> checks.Checked:
+    """The job's config, every stage, and its folder: new, or empty (``passed``: as ``checks.carry_on``'s).
+    ``task``: the command's task function (``reg_runner.cli.Task``): when the job's launcher runs it in this process,
+    the job takes this check over from it (``task.expect``); in another process (joblib, submitit), the worker's
+    task makes this same call, and nothing here would take the check back."""
+    checked = checks.check(job, overrides, through=3)
     RunFolder(output_dir(job)).refuse_existing("hydra.sweep.dir")
-    hand_over_if_here(checked, job, task)
-    return checked
-
-
-def hand_over_if_here(checked: checks.Checked, job, task) -> None:
-    """``task.expect`` the job's check, if the job's launcher runs it in this process (else nothing would take it
-    back, and the task would be sent to other processes with it)."""
+    checked = checks.carry_on(checked, passed=passed)  # the machine stage, once per setting of what it reads
     if task is not None and in_process(OmegaConf.select(job, "hydra.launcher") or {}):
         task.expect(output_dir(job), checked)
+    return checked
 
 
 def label(num: int, overrides) -> str:
@@ -77,26 +69,22 @@ def varying(job_overrides) -> list[list[str]]:
     return [[o for o in overrides if len(values[str(o).partition("=")[0]]) > 1] for overrides in job_overrides]
 
 
-def check_all(config_loader, master, job_overrides, first_num: int = 0, task=None) -> list:
+def check_all(config_loader, master, job_overrides, task=None) -> None:
     """Every job's config composed and checked, before the first trains: one line for the first bad one
     (``task``: as ``check``'s). Nothing is started meanwhile: a signal ends the command at once."""
-    checked, machine_passed, folders = [], set(), {}
+    machine_passed, folders = set(), {}
     names = varying(job_overrides)
     stop_if_signalled("checking the sweep's jobs")  # a signal that came before
     with at_once("while checking the sweep's jobs; nothing was started"):
-        for i, overrides in enumerate(job_overrides):
-            job = compose(config_loader, master, overrides, first_num + i, label(first_num + i, names[i]))
+        for num, overrides in enumerate(job_overrides):
+            name = label(num, names[num])
+            job = compose(config_loader, master, overrides, num, name)
             folder = output_dir(job)
             if folder in folders:
-                raise UserError(f"{label(first_num + i, names[i])} and job {folders[folder]} would share the folder "
-                                f"{folder}: hydra.sweep.subdir must tell the jobs apart")
-            folders[folder] = first_num + i
+                raise UserError(f"{name} and job {folders[folder]} would share the folder {folder}: "
+                                "hydra.sweep.subdir must tell the jobs apart")
+            folders[folder] = num
             try:
-                c = check(job, overrides, through=3)
-                # the machine stage (torch's device, the optimizer class) once per distinct setting of what it reads
-                c = checks.carry_on(c, passed=machine_passed)
+                check(job, overrides, task, machine_passed)
             except UserError as e:
-                raise UserError(f"{label(first_num + i, names[i])}: {e}") from None
-            hand_over_if_here(c, job, task)
-            checked.append((job, c))
-    return checked
+                raise UserError(f"{name}: {e}") from None

@@ -8,7 +8,6 @@ import inspect
 import os
 import shutil
 import warnings
-from pathlib import Path
 from typing import Annotated, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -52,24 +51,20 @@ def _storage(v):
                      "which is not installed (install its driver, or name an installed one, e.g. "
                      "postgresql+psycopg2://...)") from None
     path = sqlite_path(v)
-    if path is not None:
-        _sqlite_file(path)
-    return v
-
-
-def _sqlite_file(path: Path) -> None:
-    """An SQLite database file: new, or one SQLite wrote (SQLite would take any other file over)."""
+    if path is None:
+        return v
     if path.is_dir():
         raise reject(f"an SQLite database file: {path} is a folder")
-    try:
+    try:  # a new file, or one SQLite wrote: SQLite would take any other file over
         with open(path, "rb") as f:
             head = f.read(16)
     except FileNotFoundError:
-        return
+        return v
     except OSError as e:
         raise reject(f"an SQLite database file that can be read: {path}: {e.strerror}") from None
     if head and head != b"SQLite format 3\x00":
         raise reject(f"an SQLite database file: {path} holds something else, which the study would overwrite")
+    return v
 
 
 def _directions(v):
@@ -79,19 +74,16 @@ def _directions(v):
 
 
 class _Sweeper(Group):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
     target: str = Field(alias="_target_")
 
 
-class Sampler(Group):
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True, populate_by_name=True)
-    target: str = Field(alias="_target_")
+class Pruner(_Sweeper):
+    model_config = ConfigDict(extra="allow")  # the class's own arguments: check_optuna_class checks them
+
+
+class Sampler(Pruner):
     seed: optional(integer(0, 2**32 - 1))  # TPE's and the other samplers' seed
-
-
-class Pruner(Group):
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True, populate_by_name=True)
-    target: str = Field(alias="_target_")
 
 
 def check_optuna_class(kind: str, target: str, arguments: dict, packages: tuple, example: str) -> None:

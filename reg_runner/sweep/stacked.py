@@ -1,16 +1,11 @@
 """``hydra/launcher=stacked``: the jobs of a multirun train as stacks, many runs in one model.
 
     python -m reg_runner --multirun seed=0,1,2,3,4 hydra/launcher=stacked
-    python -m reg_runner --multirun +experiment=baseline,l1,l2,dropout,batchnorm,layernorm seed=0,1,2,3,4 \\
-        hydra/launcher=stacked
-    python -m reg_runner --multirun hparams_search=regularization hydra/launcher=stacked   # each batch of trials
 
-The launcher receives a batch of jobs from any sweeper (every job of a grid; ``n_jobs`` trials of an
-Optuna study), composes each job's config as Hydra's launchers do, and puts the jobs that share their
-structure (``reg_runner.keys.structural_keys``: the data, the architecture, the batch and the loop's
-shape) into one stack, at most ``max_members`` runs each; a stack of one is fine. The log states the
-grouping before anything trains. Each job gets the folder Hydra would have made (with ``.hydra/``) and,
-in it, exactly the records a lone run writes; ``environment.json`` names the stack's other runs.
+The launcher receives a batch of jobs from any sweeper (a grid's jobs, a study's ``n_jobs`` trials), composes each
+as Hydra's launchers do, and stacks the jobs that share their structure (``reg_runner.keys.structural_keys``), at
+most ``max_members`` runs each; the log states the grouping before anything trains. Each job gets the folder Hydra
+would have made (with ``.hydra/``) and, in it, exactly the records a lone run writes (docs/stacking.md).
 """
 
 import copy
@@ -101,22 +96,15 @@ class StackedLauncher(Launcher):
         return handler
 
     def _job_return(self, job, value, failure) -> JobReturn:
-        ret = JobReturn()
-        ret.cfg = _task_config(job["cfg"])
-        ret.hydra_cfg = _hydra_config(job["cfg"])
-        ret.overrides = job["overrides"]
-        ret.working_dir = os.getcwd()
-        ret.task_name = job["cfg"].hydra.job.name
-        if failure is not None:
-            ret.status, ret.return_value = JobStatus.FAILED, failure
-        else:
-            ret.status, ret.return_value = JobStatus.COMPLETED, value
+        ret = JobReturn(overrides=job["overrides"], cfg=_task_config(job["cfg"]), hydra_cfg=_hydra_config(job["cfg"]),
+                        working_dir=os.getcwd(), task_name=job["cfg"].hydra.job.name,
+                        status=JobStatus.COMPLETED if failure is None else JobStatus.FAILED)
+        ret.return_value = value if failure is None else failure
         return ret
 
 
 def save_yaml(cfg, path) -> None:
-    """A config as YAML, unresolved, as Hydra's ``run_job`` writes a job's ``.hydra/`` files (tests/test_private.py
-    compares them)."""
+    """A config as YAML, unresolved, as Hydra's ``run_job`` writes a job's ``.hydra/`` files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
 
@@ -126,7 +114,7 @@ def group(jobs: list[dict], max_members: int) -> list[list[dict]]:
     the runs of one Optuna trial (its seeds) stay in one stack, where the pruner sees their mean."""
     by_structure: dict = {}
     for job in jobs:
-        trial = job.get("trial")
+        trial = job["trial"]
         units = by_structure.setdefault(job["structure"], {})
         units.setdefault(("trial", trial.number) if trial is not None else ("job", job["num"]), []).append(job)
     stacks = []
@@ -142,12 +130,9 @@ def group(jobs: list[dict], max_members: int) -> list[list[dict]]:
 
 
 def exact(stacks: list[list[dict]], only_if_faster: bool = True) -> list[list[dict]]:
-    """The stacks, less those that would not pay here (``reg_runner.exactness.verdict``: no faster than their runs
-    alone, or too short to repay the check; asked only if ``only_if_faster``) or whose members would not each get
-    their lone run's numbers to the bit on this machine: their runs train one at a time, as lone runs, and the log
-    says why in one line. A trial's seeds that a pruner watches stay together (it ranks their mean); where that
-    costs exactness, the log says that they may differ by rounding. A signal stops the check
-    (``exactness.Interrupted``) before any run's folder is made."""
+    """The stacks, less those that would not pay here or whose members would not each get their lone run's numbers
+    to the bit (``exactness.verdict``): their runs train one at a time, and the log says why. A trial's seeds that a
+    pruner watches stay together (it ranks their mean); the log says where they may then differ by rounding."""
     out = []
     for stack in stacks:
         why, exact_here = exactness.verdict(stack[0]["checked"], len(stack), only_if_faster)
@@ -156,9 +141,8 @@ def exact(stacks: list[list[dict]], only_if_faster: bool = True) -> list[list[di
             continue
         units: dict = {}
         for job in stack:
-            trial = job.get("trial")
-            together = trial is not None and trial.prunes
-            units.setdefault(("trial", trial.number) if together else ("job", job["num"]), []).append(job)
+            together = job["trial"] is not None and job["trial"].prunes
+            units.setdefault(("trial", job["trial"].number) if together else ("job", job["num"]), []).append(job)
         lone = [job for unit in units.values() if len(unit) == 1 for job in unit]
         if lone:
             log.warning("jobs %s train one at a time, not as a stack: %s", ", ".join(str(j["num"]) for j in lone), why)

@@ -1,37 +1,15 @@
 """The Optuna sweeper: a resumable study whose trials are runs, launched by any Hydra launcher.
 
-    python -m reg_runner --multirun hparams_search=regularization
-
-Optuna's storage holds the study (SQLite, PostgreSQL, or memory) and its samplers choose the
-trials; Hydra's launchers run them (in process, joblib, submitit/SLURM). The loop that asks, checks,
-launches and tells is ours, reading sweep overrides as hydra-optuna-sweeper does (``sweep/overrides.py``):
-
-1. ``n_trials`` is the number of finished trials the study should hold in total, not a number to
-   add: re-running the same command continues an interrupted sweep up to it, and a finished sweep
-   runs nothing more. Finished means complete or failed (a diverging configuration is a result);
-   a trial cut off by a kill is run again.
-2. Every trial's config is composed and checked before it is launched: a trial the checks reject
-   (a search space that reaches a bad combination) is told failed with the reason, and makes no
-   folder. The base config is checked before the first trial is asked.
-3. Each run folder is numbered by its Optuna trial number (``<number>_<overrides>``), recorded on
-   the trial before launch, so a resumed sweep knows each trial's folder.
-4. A trial left RUNNING by a sweeper that died is adopted if its run finished (the study is told
-   its value: the work of a killed batch is not redone), and otherwise marked failed and run again.
-5. A seeded sampler is re-seeded with ``seed + trials already in the study`` on resume, so it does
-   not draw the first trials' parameters again.
-6. A value fixed on the command line (``optimizer.lr=0.01``) wins over the search space: the space
-   is told the fixed value where it would have suggested one.
-7. At the end, ``sweep_summary.json`` and ``sweep_summary.md`` in the sweep folder: best trial, its
-   parameters, validation and test accuracy (read from its run's metrics.json), counts, wall time,
-   the command that re-runs it, and the top 10; with several objectives (``objectives.py``), the
-   Pareto-optimal trials, each with its values and the command that re-runs it.
-
-This module holds the sweeper and its loop, and the check that a resumed study keeps its settings
-(``same_study``). The rest is beside it: the checks of the search space before any trial
-(``space_check.py``), the adoption of a dead sweeper's trials (``orphans.py``), telling a trial its
-outcome, cut marks and counts (``outcomes.py``), and the summary (``summary.py``).
+Optuna's storage holds the study and its samplers choose the trials; Hydra's launchers run them. The loop
+that asks, checks, launches and tells is ours (its contract: docs/search.md). ``n_trials`` counts the
+finished trials the study should hold in total, so the same command continues a sweep; each trial is
+composed and checked before launch (a rejected one is told failed and makes no folder); its folder is
+numbered by its trial; a resumed seeded sampler is re-seeded with ``seed + trials so far``. A trial left RUNNING
+by a sweeper that died (known by the host and pid it was tagged with) is adopted if its runs finished, else run
+again. Beside it: ``space_check.py``, ``outcomes.py``, ``summary.py``.
 """
 
+import datetime
 import logging
 import os
 import shutil
@@ -40,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
@@ -52,9 +31,8 @@ from reg_runner.errors import UserError, cause, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
 from reg_runner.sweep import analysis, jobs
 from reg_runner.sweep.settings import flat_params, labels_not_swept
-from reg_runner.sweep.workers import joblib_workers, launch_with_signals
+from reg_runner.sweep.workers import alive, joblib_workers, launch_with_signals
 from reg_runner.sweep import trial as trial_lib
-from reg_runner.sweep.orphans import HOST, PID, adopt_orphans
 from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
 from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, sqlite_path, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
@@ -65,6 +43,8 @@ from reg_runner.trainer.trial import build_pruner
 log = logging.getLogger(__name__)
 MAX_REFUSED = 10  # trials refused in a row before a search is stopped: its space reaches no valid config
 SIGNATURE = "reg_runner.signature"  # study attribute: the objective, direction and shared config of its trials
+HOST, PID = "reg_runner.host", "reg_runner.pid"  # trial attributes: the sweeper process that asked it
+UNTAGGED_GRACE_S = 60  # a live sweeper tags the trial it asked within milliseconds
 
 
 class StudySweeper(Sweeper):
@@ -123,7 +103,8 @@ class StudySweeper(Sweeper):
                 raise UserError(f"a sweep override cannot be searched: {e}") from None
             for name in self.swept:
                 labels_not_swept(name, next((p for p in params if p.partition("=")[0].lstrip("+~") == name), name))
-            self.fixed_values = _typed_values(self.fixed)
+            parser = OverridesParser.create()  # the fixed values as Hydra parses them: "0.01" -> 0.01
+            self.fixed_values = {k: parser.parse_override(f"{k}={v}").value() for k, v in self.fixed.items()}
             for name in self.fixed:
                 self.swept.pop(name, None)
             base, drawn = precheck(self)
@@ -237,9 +218,8 @@ class StudySweeper(Sweeper):
         return [run for run, _ in runs]
 
     def trial_runs(self, trial, overrides) -> list[tuple[list[str], object]]:
-        """The overrides and composed config of each of a trial's runs: one run, or with ``seeds_per_trial``
-        = K the seeds ``seed``, ``seed`` + 1, ... + K - 1, each in ``<trial's folder>/seed=<seed>``. Every run
-        carries its trial's number (``hydra.job.env_set``), through which it reports to the study."""
+        """The overrides and composed config of each of a trial's runs: one, or one per seed of ``seeds_per_trial``,
+        each in ``<trial's folder>/seed=<seed>``; each carries its trial's number (``hydra.job.env_set``)."""
         link = [f"++hydra.job.env_set.{trial_lib.ENV}={trial.number}"]
 
         def compose(run):
@@ -261,10 +241,7 @@ class StudySweeper(Sweeper):
     def parallel_runs(self) -> int:
         """How many runs of a batch the launcher runs side by side (1: one after the other, or one stack)."""
         launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
-        workers = joblib_workers(launcher)
-        if workers is not None:
-            return workers
-        return 1 if jobs.in_process(launcher) else 10**6
+        return joblib_workers(launcher) or (1 if jobs.in_process(launcher) else 10**6)
 
     def launch(self, batch) -> None:
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered
@@ -281,9 +258,8 @@ class StudySweeper(Sweeper):
 
 
 class FixedAware:
-    """A trial as a search space sees it: a parameter fixed on the command line is not suggested, its fixed value
-    is returned (so conditional branches follow it); one searched on the command line (interval(...),
-    choice(...)) is the trial's own suggestion."""
+    """A trial as a search space sees it: a parameter fixed on the command line returns its value (conditional
+    branches follow it); one searched on the command line returns the trial's own suggestion."""
 
     def __init__(self, trial, fixed: dict):
         self._trial, self._fixed = trial, fixed
@@ -301,19 +277,11 @@ class FixedAware:
         return draw
 
 
-def _typed_values(fixed: dict) -> dict:
-    """``{"optimizer.lr": "0.01"}`` -> ``{"optimizer.lr": 0.01}``, as Hydra parses a value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    return {k: parser.parse_override(f"{k}={v}").value() for k, v in fixed.items()}
-
-
 def same_study(study, base: dict, direction, seeds_per_trial: int = 1, objectives: list | None = None) -> None:
     """A study continues with the settings it started with: another objective, direction, budget, data or
     number of seeds per trial would rank incomparable values together. The first invocation records them."""
-    if len(study.directions) != len(objectives or [None]):
-        had, has = len(study.directions), len(objectives or [None])
+    had, has = len(study.directions), len(objectives or [None])
+    if had != has:
         raise UserError(f"the study {study.study_name!r} has {_goals(had)}; this command has "
                         f"{_goals(has)} ({', '.join(objectives) if objectives else 'objective=' + base.get('objective', '?')}"
                         "): a study keeps its objectives. Use another hydra.sweeper.study_name, or the study's own "
@@ -351,3 +319,30 @@ def same_study(study, base: dict, direction, seeds_per_trial: int = 1, objective
 
 def _goals(n: int) -> str:
     return "one objective" if n == 1 else f"{n} objectives"
+
+
+def adopt_orphans(study, storage, artifacts: Path | None = None, objectives: list | None = None) -> None:
+    """Settle the RUNNING trials whose sweeper is gone: one whose runs finished is told its result (adopted); the
+    others are marked failed and noted as cut off, so they are run again."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _orphaned(trial):
+            continue
+        result, value = tell(study, trial, storage, artifacts, objectives, unrecorded="interrupted")
+        if result == "complete":
+            log.warning("trial %d: its sweeper died after its runs finished; adopted with value %s", trial.number,
+                        value)
+        elif result == "cut":
+            log.warning("trial %d was cut off (its sweeper process %s is gone): marked failed, run again",
+                        trial.number, trial.user_attrs.get(PID))
+
+
+def _orphaned(trial) -> bool:
+    """Whether a RUNNING trial's sweeper is gone: a dead process on this host, or never tagged within the grace
+    period (host and pid are two writes: a trial with one only may be a live sweeper's between the two)."""
+    attrs = trial.user_attrs
+    if HOST in attrs and PID in attrs:
+        return attrs[HOST] == socket.gethostname() and not (isinstance(attrs[PID], int) and alive(attrs[PID]))
+    started = trial.datetime_start
+    return started is not None and (datetime.datetime.now() - started).total_seconds() > UNTAGGED_GRACE_S

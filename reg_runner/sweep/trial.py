@@ -1,6 +1,5 @@
-"""A search's side of its trials: the folders of a trial's runs, and its study's storage opened to read or to
-write. What a run knows of its trial (its link, its reporter, the pruning listener) is
-``reg_runner.trainer.trial``'s: the names below that come from there are the sweepers' too."""
+"""A search's side of its trials: their runs' folders, and the study's storage opened to read or to write. What a
+run knows of its trial is ``reg_runner.trainer.trial``'s; the names imported from there are the sweepers' too."""
 
 from reg_runner.trainer.trial import ENV, MEMORY, shown_storage, sqlite_file, sqlite_path, trial_id  # noqa: F401
 
@@ -15,10 +14,8 @@ def trial_dirs(trial) -> list[str]:
 
 
 def read_only_storage(url: str):
-    """A study's storage opened to read, never to write: an SQLite file that must exist, opened read-only
-    (SQLite's ``mode=ro``: a write fails, and no file is made); a PostgreSQL database in read-only transactions
-    (``default_transaction_read_only``: a write fails); another database without creating its tables. What the
-    report, and anything else that only reads a study, opens."""
+    """A study's storage opened to read, never to write (a write fails): an SQLite file that must exist, with
+    ``mode=ro``; PostgreSQL in read-only transactions; another database without creating its tables."""
     import optuna
     from urllib.parse import quote
 
@@ -34,16 +31,14 @@ def read_only_storage(url: str):
 
 
 def open_storage(url: str | None):
-    """A study's storage, kept by whoever writes to a trial it did not ask for: a database (``RDBStorage``,
-    what ``optuna.create_study`` opens for a URL), or, for None, a new in-memory one."""
+    """A study's storage, as ``optuna.create_study`` opens a URL; for None, a new in-memory one."""
     import optuna
 
     return optuna.storages.RDBStorage(url) if url is not None else optuna.storages.InMemoryStorage()
 
 
 def live(study, storage, trial):
-    """A ``Trial`` to write to (its user attributes), for a trial asked (already live) or read back from the
-    storage (a ``FrozenTrial`` a dead sweeper left running)."""
+    """A ``Trial`` to write to, for a trial asked or read back (a ``FrozenTrial`` a dead sweeper left running)."""
     import optuna
 
     if isinstance(trial, optuna.trial.Trial):

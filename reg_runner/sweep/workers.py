@@ -1,24 +1,14 @@
 """Hydra's joblib launcher: worker processes started without ``fork``, and ended with their command.
 
-Two hazards of running a sweep's jobs in worker processes, and what reg_runner does about each:
-
-- **fork.** joblib's ``multiprocessing`` backend starts its workers with the platform's default start method,
-  ``fork`` on Linux before Python 3.14, and Hydra's launcher gives it ``maxtasksperchild=1``: after each job, a
-  thread of the pool forks a new worker from the command, whose other threads may hold locks at that instant
-  (the pool's own, torch's, logging's). Such a child can wait forever, and the command with it. Python 3.14 made
-  ``forkserver`` the default on Linux for this reason; reg_runner uses it with every Python: the workers are
-  forked from a server process that has loaded reg_runner and runs no thread of Python's (``reg_runner.fork_server``).
-  joblib's default backend, loky, never forks.
-- **A signal.** SIGTERM (SLURM, ``timeout``, ``kill``) reaches the command alone; Ctrl-C reaches its whole process
-  group. Either way the command passes SIGTERM on to every worker (a run ends at its next step or epoch end, with a
-  checkpoint), gives them ``GRACE`` seconds, kills those left (a worker that has not loaded reg_runner yet has no
-  run, and is killed at once), and ends with one line. Records are written whole (temp file, then rename), so a
-  killed run's last checkpoint stands and ``python -m reg_runner.resume`` continues it.
-
-While a launch runs, the command's main thread blocks SIGTERM and SIGINT, so that the threads and processes
-joblib starts inherit the block (a worker takes signals once reg_runner is loaded in it: one still importing
-would print a traceback). A thread started before the block takes the command's signals meanwhile; Python runs
-the handler in the main thread, which joblib's wait for results leaves every 10 ms.
+- **fork.** joblib's ``multiprocessing`` backend with Hydra's ``maxtasksperchild=1`` forks a new worker after each
+  job from a thread of the command, whose other threads may hold locks then: such a worker can wait forever. Its
+  workers are forked instead from a server that has loaded reg_runner and runs no Python thread
+  (``reg_runner.fork_server``), as Python 3.14 does on Linux. loky never forks.
+- **A signal.** The command passes SIGTERM on to every worker (its run ends with a checkpoint), gives them
+  ``GRACE`` seconds, kills those left, and ends with one line (docs/reliability.md). While a launch runs, the main
+  thread blocks SIGTERM and SIGINT, so that joblib's threads and workers inherit the block (a worker still
+  importing would print a traceback); a thread started before the block takes the command's signals, and Python
+  runs the handler in the main thread, which joblib's wait for results leaves every 10 ms.
 """
 
 import contextlib
@@ -81,9 +71,8 @@ def launched(launcher: dict):
 
 
 def launch_with_signals(config, start, what: str, outcome: str):
-    """``start()``, a launcher's launch, inside ``launched`` for the command's ``config.hydra.launcher``; its result. A signal that stopped the launcher
-    before a run could say so (a stack's check) ends the command in one line: while ``what``; ``outcome``. A run
-    that stopped on the signal has said so in its own line (its ``SystemExit`` passes)."""
+    """``start()`` (a launch) inside ``launched``; its result. A signal that stopped the launcher before a run could
+    say so ends the command in one line: while ``what``; ``outcome`` (a run's ``SystemExit`` passes)."""
     try:
         with launched(OmegaConf.to_container(config.hydra.launcher, resolve=True)):
             return start()
