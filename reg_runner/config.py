@@ -1,16 +1,11 @@
-"""A run's config: the root schema (``RunConfig``, every group's schema under its key), the roles of its keys
-(``KEYS``), and the config as plain data (``as_data``) and as a stack's structure.
-
-The checks of a config, stage by stage, are ``reg_runner.checks``'s; the command line's overrides are read by
-``reg_runner.overrides``.
-"""
+"""A run's config: the root schema (``RunConfig``), the roles of its keys (``KEYS``), and the config as plain data
+(``as_data``) and as a stack's structure. Its checks, stage by stage: ``reg_runner.checks``."""
 
 import copy
 import re
 from typing import Annotated
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import ConfigDict
 
 from reg_runner import dotted, keys
 from reg_runner.augmentation import AugmentationConfig
@@ -22,7 +17,7 @@ from reg_runner.model import ModelConfig
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.reg import RegConfig
 from reg_runner.scheduler import SchedulerConfig
-from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse, rule
+from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional
 from reg_runner.trainer import TrainerConfig
 
 
@@ -82,11 +77,9 @@ def as_data(cfg) -> dict:
     return data
 
 
-# what several runs must share to train as one stack (``reg_runner.run.run_stack``): the keys marked
-# ``STRUCTURAL`` in the schemas (``keys.structural_keys``, their values ``keys.structural_values``): the data, the
-# model family's keys but those it marks each run's own (such as init and dropout), and the shape of the loop.
 def structural_difference(cfgs: list[RunConfig]) -> str | None:
-    """The first structural key on which ``cfgs`` differ, or None."""
+    """The first key marked ``STRUCTURAL`` (``reg_runner.keys``) on which ``cfgs`` differ, or None: runs that agree
+    in all of them can train as one stack (``reg_runner.run.run_stack``)."""
     first, dumped = cfgs[0], cfgs[0].model_dump(by_alias=True)
     for c in cfgs[1:]:
         if keys.structural_values(c) != keys.structural_values(first):
@@ -103,14 +96,10 @@ def effective_lr(c: RunConfig) -> float:
     return scaled_lr(o.lr, o.lr_scaling, c.trainer.batch_size * c.trainer.accumulate, o.base_batch_size)
 
 
-class JobNames(Group):
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: rule(str, lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) and v not in (".", ".."),
-               "a name of letters, digits, '_', '.' and '-' (it names the log file)")  # hydra.job.name: the log file's
-
-
 def check_job_name(hydra_cfg) -> None:
-    parse(JobNames, {"name": hydra_cfg.job.name}, "hydra.job")
+    name = hydra_cfg.job.name
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", name) and name not in (".", "..")):
+        raise ConfigError("hydra.job.name", name, "a name of letters, digits, '_', '.' and '-' (it names the log file)")
 
 
 def results_config(config: dict) -> dict:
@@ -131,5 +120,4 @@ def first_difference(a, b, prefix="") -> str:
     return prefix.rstrip(".")
 
 
-def value_at(d, key: str):
-    return dotted.get(d, key)
+value_at = dotted.get  # the value at a dotted key of a plain config

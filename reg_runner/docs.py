@@ -26,10 +26,11 @@ from reg_runner import atomic, signals
 from reg_runner.config import KEYS, RunConfig
 from reg_runner.data import DataFamily
 from reg_runner.errors import Parser, options, refuse
+from reg_runner.keys import groups_in
 from reg_runner.lr_find import LrFindConfig
 from reg_runner.model import ModelFamily
-from reg_runner.optimizer import ARGUMENTS, DESCRIPTIONS
-from reg_runner.schema import Optional, family_class
+from reg_runner.optimizer import ARGUMENTS
+from reg_runner.schema import Optional, family_class, model_of
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference.md"
@@ -128,12 +129,8 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
     out = []
     for name, field in model.model_fields.items():
         key = field.alias or name
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out += rows(annotation, values.get(key) or {}, f"{prefix}{key}.")
-            continue
-        nested = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if len(nested) == 1 and type(None) in typing.get_args(annotation):  # a group or null
+        nested = groups_in(field.annotation)
+        if len(nested) == 1:  # a group, or a group or null
             out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.")
             continue
         out.append(Row(f"{prefix}{key}", type_of(annotated(field)), shown(values.get(key)) if key in values else "-",
@@ -142,10 +139,10 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
         for key, value in values.items():
             if key in {f.alias or n for n, f in model.model_fields.items()}:
                 continue
-            field = ARGUMENTS.get(key)
+            field, description = ARGUMENTS.get(key, (None, None))
             out.append(Row(f"{prefix}{key}", type_of(field) if field is not None else "-", shown(value),
                            allowed_of(field) if field is not None else "checked against the class's signature",
-                           DESCRIPTIONS.get(key)))
+                           description))
     return out
 
 
@@ -162,27 +159,18 @@ def schema_of(group: str, values: dict) -> type[BaseModel]:
     families = {"model": ModelFamily, "data": DataFamily}
     if group in families:
         return family_class(families[group], group, values["_target_"], "")
-    annotation = RunConfig.model_fields[group].annotation
-    members = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-    if members:
-        return next(m for m in members if values.get("name") in typing.get_args(m.model_fields["name"].annotation))
-    return annotation
+    return model_of(RunConfig.model_fields[group].annotation, values)
 
 
 def header_comment(path: Path) -> str:
     """The first comment paragraph of a YAML file, as one line."""
     words = []
     for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
         text = line.lstrip("#").strip()
-        if text.startswith("@package"):
-            continue
-        if not text:
-            if words:
-                break
-            continue
-        words.append(text)
+        if not line.startswith("#") or (words and not text):
+            break
+        if text and not text.startswith("@package"):
+            words.append(text)
     return " ".join(words)
 
 

@@ -1,15 +1,10 @@
 """The building blocks of every config group's schema, and the one way a bad value is reported.
 
-Each config group declares its schema in its own package (``reg_runner.model`` for ``conf/model/``,
-and so on) as a pydantic model built from the field types below. Why pydantic and not Hydra's
-structured configs: a structured config checks types only, so ranges, choices that depend on
-another key (``scheduler.name``), and rules across groups would still need code of their own,
-and Hydra reports its own errors over several lines. A pydantic model states type, range and
-unknown keys in one declaration, validates the composed config as plain data (so the same schema
-checks a command line, a sweep's trial and a resumed run's recorded config), and reports every
-problem with its location, which becomes ``key=value is not allowed: <what is allowed>``.
-
-The schemas import no torch: a mistyped value is rejected in about a second, before torch loads.
+Each group declares its schema in its own package (``reg_runner.model`` for ``conf/model/``...) as a pydantic
+model of the field types below: one declaration states type, range and unknown keys (Hydra's structured configs
+check types only, and report over several lines), the same schema checks a command line, a sweep's trial and a
+resumed run's recorded config, and every problem becomes ``key=value is not allowed: <what is allowed>``. The
+schemas import no torch: a mistyped value is rejected before torch loads.
 """
 
 import difflib
@@ -44,12 +39,6 @@ def is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _interval(lo, hi, lo_open, hi_open) -> str:
-    if hi == math.inf:
-        return f"a number {'>' if lo_open else '>='} {lo:g}"
-    return f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-
-
 def rule(kind, ok, allowed: str, convert=lambda v: v):
     """A field of type ``kind`` whose values pass ``ok`` (then ``convert``-ed); any other is refused: ``allowed``."""
 
@@ -61,10 +50,12 @@ def rule(kind, ok, allowed: str, convert=lambda v: v):
     return Annotated[kind, PlainValidator(check)]
 
 
-def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_open=False, allowed: str = ""):
+def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_open=False):
     """A finite float in the interval (ints are taken as floats)."""
+    allowed = (f"a number {'>' if lo_open else '>='} {lo:g}" if hi == math.inf
+               else f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
     return rule(float, lambda v: is_number(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi),
-                allowed or _interval(lo, hi, lo_open, hi_open), float)
+                allowed, float)
 
 
 INT_LIMIT = 2**63  # numpy and torch count in int64: a larger count fails in their arithmetic, mid-run
@@ -196,11 +187,11 @@ def _known_keys(model, path: list, data) -> list[str]:
     for part in path:
         here = here.get(part) if isinstance(here, dict) else None
         field = here_model.model_fields.get(part) if here_model is not None else None
-        here_model = _model_of(field.annotation, here) if field is not None else None
+        here_model = model_of(field.annotation, here) if field is not None else None
     return [f.alias or name for name, f in here_model.model_fields.items()] if here_model is not None else []
 
 
-def _model_of(annotation, value):
+def model_of(annotation, value):
     """The pydantic model an annotation stands for, picking a union's member by its ``name``."""
     for found in groups_in(annotation):
         tag = found.model_fields.get("name")

@@ -24,13 +24,6 @@ def optimizer_class(target: str) -> type:
     return cls
 
 
-def named_arguments(cls: type) -> list[str]:
-    """The keyword arguments ``cls`` declares by name (not what a ``**kwargs`` would swallow)."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.name not in ("self", "params")
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
 def arguments(cfg: OptimizerConfig, batch_size: int) -> dict:
     """The constructor's arguments, lr scaled by the large-batch rule (``batch_size``: the effective batch)."""
     kwargs = dict(cfg.arguments)
@@ -43,8 +36,9 @@ def arguments(cfg: OptimizerConfig, batch_size: int) -> dict:
 def check(cfg: OptimizerConfig, batch_size: int) -> int:
     """Before anything is made: every key is an argument of the class, and the class accepts the values.
     Returns the copies of the parameters that its state holds (``step_at``)."""
-    cls = optimizer_class(cfg.target)
-    named = named_arguments(cls)
+    params = inspect.signature(optimizer_class(cfg.target).__init__).parameters.values()
+    named = [p.name for p in params if p.name not in ("self", "params")  # not what a **kwargs would swallow
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for name, value in cfg.arguments.items():
         if name not in named:
             raise ConfigError(f"optimizer.{name}", value, f"{cfg.target} takes no argument {name!r}; "
