@@ -51,24 +51,19 @@ def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
 
 def carry_on(checked: Checked, through: int = 4, passed: set | None = None) -> Checked:
     """``checked`` through the stages after the last it passed, up to ``through``; none of its stages again.
-    ``passed``: the ``machine_inputs`` of configs that passed stage 4 in this process (added to), for a
-    sweep's many jobs: a config equal to one of them in all that stage reads is not checked again."""
+    ``passed``: all that stage 4 read of the configs that passed it in this process (added to), for a sweep's many
+    jobs: a config equal to one of them in all that stage reads is not checked again."""
     if through < 4 or checked.stage >= 4:
         return checked
-    key = machine_inputs(checked) if passed is not None else None
+    c, split = checked.cfg, checked.split
+    key = (c.trainer.model_dump_json(), c.optimizer.model_dump_json(), c.scheduler.model_dump_json(),
+           c.model.model_dump_json(by_alias=True), c.augmentation.model_dump_json(), split.shape, split.n_classes,
+           split.n_train) if passed is not None else None
     if key is None or key not in passed:
-        against_machine(checked.cfg, checked.split)
+        against_machine(c, split)
         if passed is not None:
             passed.add(key)
     return replace(checked, stage=4)
-
-
-def machine_inputs(checked: Checked) -> tuple:
-    """All that stage 4 (``against_machine``) reads of a config and its split: configs equal in it pass it alike."""
-    c, split = checked.cfg, checked.split
-    return (c.trainer.model_dump_json(), c.optimizer.model_dump_json(), c.scheduler.model_dump_json(),
-            c.model.model_dump_json(by_alias=True), c.augmentation.model_dump_json(), split.shape, split.n_classes,
-            split.n_train)
 
 
 def rules(c: RunConfig) -> None:

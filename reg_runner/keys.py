@@ -28,9 +28,6 @@ class Role:
     name: str
     left_out_of: frozenset
 
-    def __repr__(self) -> str:
-        return self.name
-
 
 @dataclass(frozen=True)
 class StackRole:
@@ -38,9 +35,6 @@ class StackRole:
 
     name: str
     structural: bool
-
-    def __repr__(self) -> str:
-        return self.name
 
 
 HYPERPARAMETER = Role("hyperparameter", frozenset())  # the default (no marker): it defines the run

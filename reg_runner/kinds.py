@@ -1,9 +1,8 @@
 """What a folder is, for every tool: a run, a learning-rate range test, a loss landscape's output, a sweep.
 
-Each command marks the folder it makes with ``.reg_runner.json`` (``{"kind": ...}``) as soon as it
-holds it, so that report, resume and landscape can tell a folder of the wrong kind in one line
-instead of reading it as something it is not. Folders made before the marker existed are told by
-the files they hold.
+Each command marks the folder it makes with ``.reg_runner.json`` (``{"kind": ...}``) as soon as it holds it, so
+that report, resume and landscape refuse a folder of the wrong kind in one line instead of reading it as something
+it is not. Folders made before the marker existed are told by the files they hold.
 """
 
 import json
@@ -71,8 +70,8 @@ def _is_lr_find_config(path: Path) -> bool:
 
 
 def refuse_other_than(folder: Path, wanted: tuple, advice: str, advice_for: dict | None = None) -> None:
-    """One line if the folder is of a kind other than ``wanted`` (a folder of no known kind is left to the
-    tool's own checks). ``advice``: what to give instead; ``advice_for``: other advice for some kinds."""
+    """One line if the folder is of a kind other than ``wanted`` (one of no known kind is left to the tool's own
+    checks). ``advice``: what to give instead; ``advice_for``: other advice for some kinds."""
     kind = kind_of(folder)
     if kind is not None and kind not in wanted:
         raise UserError(f"{folder} is {WHAT[kind]}, not {' or '.join(WHAT[w] for w in wanted)}; "

@@ -25,9 +25,8 @@ SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence take
 class Group(BaseModel):
     """A config group: every key declared, none unknown, frozen once checked."""
 
-    # each key's description is the docstring under it, read by the configuration reference (python -m
-    # reg_runner.docs) and not at run time: pydantic's use_attribute_docstrings would parse every schema's source at
-    # each start-up (~25 ms of a refused command's ~0.5 s)
+    # each key's description is the docstring under it, read by python -m reg_runner.docs only: pydantic's
+    # use_attribute_docstrings would parse every schema's source at each start-up (~25 ms of a refused command)
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
@@ -131,36 +130,33 @@ def pair(lo: float, hi: float, hi_open=True):
 
 
 def parse(model: type[BaseModel], data: Any, prefix: str = ""):
-    """Validate ``data`` (plain dicts and lists) against ``model``; the first problem becomes a
-    ``ConfigError`` naming the dotted key, the value given and what is allowed."""
+    """Validate ``data`` (plain dicts and lists) against ``model``; the first problem becomes a ``ConfigError``
+    naming the dotted key, the value given and what is allowed."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise _config_error(model, e.errors()[0], data, prefix) from None
-
-
-def _config_error(model, err: dict, data, prefix: str) -> ConfigError:
+        err = e.errors()[0]
     path = _key_path(err["loc"], data, err["type"])
     key = ".".join(str(p) for p in ([prefix] if prefix else []) + path)
     kind, value = err["type"], err.get("input")
     if kind == "reg_runner":
-        return ConfigError(key, value, err["ctx"]["allowed"])
+        raise ConfigError(key, value, err["ctx"]["allowed"])
     if kind == "extra_forbidden":
         parent = ".".join(key.split(".")[:-1]) or "the config"
         known = _known_keys(model, path[:-1], data)
         hint = difflib.get_close_matches(str(path[-1]), known, n=1)
-        return ConfigError(key, value, f"{parent} has no key {path[-1]!r}"
-                           + (f" (did you mean {hint[0]}?)" if hint else "")
-                           + (f"; its keys are {', '.join(known)}" if known else ""))
+        raise ConfigError(key, value, f"{parent} has no key {path[-1]!r}"
+                          + (f" (did you mean {hint[0]}?)" if hint else "")
+                          + (f"; its keys are {', '.join(known)}" if known else ""))
     if kind == "missing":
-        return ConfigError(key, None, "a value is required (the key is missing)")
+        raise ConfigError(key, None, "a value is required (the key is missing)")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = err.get("ctx", {}).get("expected_tags", "")
         name = value.get("name") if isinstance(value, dict) else value
-        return ConfigError(f"{key}.name", name, f"one of {tags.replace(chr(39), '')}")
+        raise ConfigError(f"{key}.name", name, f"one of {tags.replace(chr(39), '')}")
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return ConfigError(key, value, "a group of keys (a mapping), not a single value")
-    return ConfigError(key, value, err["msg"])
+        raise ConfigError(key, value, "a group of keys (a mapping), not a single value")
+    raise ConfigError(key, value, err["msg"])
 
 
 def _key_path(loc: tuple, data, kind: str) -> list:
@@ -230,7 +226,7 @@ class FamilyGroup(Group):
         for name, field in cls.model_fields.items():
             if name not in base.model_fields and role_marker(field) is not None:
                 raise TypeError(f"{cls.__name__}.{name}: a family's own key takes no record role "
-                                f"({role_marker(field)!r}); declare it on {base.__name__}")
+                                f"({role_marker(field).name}); declare it on {base.__name__}")
 
 
 def family(base: type[FamilyGroup], key: str, example: str):

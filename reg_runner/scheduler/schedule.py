@@ -1,7 +1,6 @@
-"""Learning-rate schedules: torch's schedulers, stepped at the right moments (the options and when each steps:
-``reg_runner.scheduler``). ``warmup_epochs > 0`` puts a linear warmup from ``warmup_start_factor * lr`` to
-``lr`` in front; the main schedule then runs over the remaining epochs.
-"""
+"""Learning-rate schedules: torch's schedulers, stepped at the right moments (``reg_runner.scheduler``). A warmup
+(``warmup_epochs > 0``) goes linearly from ``warmup_start_factor * lr`` to ``lr``; the main schedule then runs over
+the remaining epochs."""
 
 import torch
 from torch.optim import lr_scheduler as sched
