@@ -35,7 +35,8 @@ from reg_runner.schema import Optional, family_class, model_of
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference.md"
 PRESETS = ("experiment", "hparams_search")  # groups of presets: each sets keys of the groups below
-TYPES = {float: "number", int: "integer", bool: "boolean", str: "string", list: "list"}
+TYPES = {float: "number", int: "integer", bool: "boolean", str: "string", list: "list", Literal: "string",
+         Any: "choice"}
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,10 @@ def type_of(annotation) -> str:
     args = typing.get_args(annotation)
     if type(None) in args:  # X | None
         return " or ".join(type_of(a) for a in args if a is not type(None)) + " or null"
-    if typing.get_origin(annotation) is Literal:
-        return "string"
-    if typing.get_origin(annotation) is list:
-        return "list"
-    if annotation is Any:
-        return "choice"
-    if isinstance(annotation, type):
-        return TYPES.get(annotation, annotation.__name__)
-    return str(annotation)
+    kind = typing.get_origin(annotation) or annotation  # list[str]: list, Literal["a"]: Literal
+    if kind in TYPES:
+        return TYPES[kind]
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
 def allowed_of(annotation) -> str:

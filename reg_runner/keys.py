@@ -133,35 +133,30 @@ class Declared:
 def structural_keys(config) -> tuple[str, ...]:
     """The keys of ``config`` (a checked ``RunConfig``, or any group of one) whose values decide which runs can
     share a stack, shallowest first: a structural group none of whose keys is ``OWN`` stands for all of them."""
-    return tuple(key for key, _ in _structural(config, "", False))
+    return tuple(key for key, _ in _structural(config, "", False)[0])
 
 
 def structural_values(config) -> tuple[str, ...]:
     """The values of ``structural_keys(config)``, as text: runs with equal ones can train as one stack."""
     return tuple(value.model_dump_json(by_alias=True) if hasattr(value, "model_dump_json") else repr(value)
-                 for _, value in _structural(config, "", False))
+                 for _, value in _structural(config, "", False)[0])
 
 
-def _structural(node, prefix: str, inherited: bool) -> list[tuple[str, object]]:
-    out = []
+def _structural(node, prefix: str, inherited: bool) -> tuple[list[tuple[str, object]], bool]:
+    """(key, value) of the structural keys below ``node`` (an instance), and whether every key below it has the
+    stack role ``inherited``: such a group is one key."""
+    out, uniform = [], True
     for key, name, field in fields_of(type(node)):
         marker = stack_marker(field)
         structural = marker.structural if marker is not None else inherited
+        uniform &= structural == inherited
         value = getattr(node, name)
-        if isinstance(value, BaseModel) and _mixed(value, structural):
-            out += _structural(value, f"{prefix}{key}.", structural)
-        elif structural:
+        if isinstance(value, BaseModel):
+            below, same = _structural(value, f"{prefix}{key}.", structural)
+            uniform &= same
+            if not same:
+                out += below
+                continue
+        if structural:
             out.append((f"{prefix}{key}", value))
-    return out
-
-
-def _mixed(group, structural: bool) -> bool:
-    """Whether some key below ``group`` (an instance) declares a stack role other than ``structural``."""
-    for _, name, field in fields_of(type(group)):
-        marker = stack_marker(field)
-        if marker is not None and marker.structural != structural:
-            return True
-        value = getattr(group, name)
-        if isinstance(value, BaseModel) and _mixed(value, marker.structural if marker is not None else structural):
-            return True
-    return False
+    return out, uniform

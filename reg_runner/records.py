@@ -1,23 +1,6 @@
-"""What a run leaves in its folder, every file written atomically.
-
-    .hydra/                 Hydra's own: the composed config, the overrides, Hydra's settings
-    resolved_config.yaml    the config with every interpolation resolved and the seed actually used
-    environment.json        where and how it computed (``reg_runner.fingerprint``): every installed distribution's
-                            version, Python, the torch build, CPU and GPU, git commit and changes, command line, host
-    source.patch            ``git diff HEAD`` of the reg_runner code, when it differed from its commit
-    metrics.json            status, best epoch, best val, test at best, final, timing
-    history.csv             one row per evaluation (the curves)
-    checkpoints/last.pt     model, optimizer, scheduler, loop state, RNG states, config
-    checkpoints/best.pt     the same at the best-validation epoch
-    checkpoints/init.pt     the weights before the first step (the loss landscape's linear path)
-    landscape.json, *.png   written later by python -m reg_runner.landscape, if it is run on the folder
-    events.out.tfevents.*   TensorBoard
-    reg_runner.log          the log
-    .lock                   held by the process writing the run (fcntl lock): tells a live run from a killed one
-
-``metrics.json``'s status: running, completed, early_stopped, pruned (its Optuna trial's pruner stopped it),
-diverged, interrupted (SIGTERM or Ctrl-C: resumable), failed (an error after the run started; ``error`` says which,
-resumable). A ``running`` run whose lock no process holds was killed: ``status()`` reports it as ``killed``.
+"""A run's folder: the files a run leaves there, each written atomically (every file and what it holds:
+docs/runs.md), its lock, and the status vocabulary of ``metrics.json``. A ``running`` run whose lock no process
+holds was killed: ``RunFolder.status()`` reports it as ``killed``.
 """
 
 import csv

@@ -121,12 +121,11 @@ Fraction01 = number(0, 1, hi_open=True)  # [0, 1)
 Probability = number(0, 1)  # [0, 1]
 
 
-def pair(lo: float, hi: float, hi_open=True):
+def pair(lo: float, hi: float):
     """A list of two numbers, each in [lo, hi) (Adam's betas)."""
     return rule(list, lambda v: isinstance(v, (list, tuple)) and len(v) == 2
-                and all(is_number(x) and lo <= x and (x < hi if hi_open else x <= hi) for x in v),
-                f"a list of two numbers, each in [{lo:g}, {hi:g}{')' if hi_open else ']'}",
-                lambda v: [float(x) for x in v])
+                and all(is_number(x) and lo <= x < hi for x in v),
+                f"a list of two numbers, each in [{lo:g}, {hi:g})", lambda v: [float(x) for x in v])
 
 
 def parse(model: type[BaseModel], data: Any, prefix: str = ""):
