@@ -48,15 +48,6 @@ class Row:
     description: str | None
 
 
-class _Nothing:
-    """A value every validator refuses, so that it says what it allows."""
-
-
-def annotated(field):
-    """A pydantic field's annotation with its metadata (the validators), as the schema wrote it."""
-    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-
-
 def type_of(annotation) -> str:
     if typing.get_origin(annotation) is Annotated:
         base, *meta = typing.get_args(annotation)
@@ -79,7 +70,7 @@ def allowed_of(annotation) -> str:
         if func is None:
             continue
         try:
-            func(_Nothing())
+            func(object())  # a value every validator refuses, so that it says what it allows
         except PydanticCustomError as e:
             return e.context["allowed"]
         except Exception:  # noqa: BLE001 - a validator that refuses otherwise says nothing usable here
@@ -129,8 +120,9 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
         if len(nested) == 1:  # a group, or a group or null
             out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.")
             continue
-        out.append(Row(f"{prefix}{key}", type_of(annotated(field)), shown(values.get(key)) if key in values else "-",
-                       allowed_of(annotated(field)), docstrings(model).get(name)))
+        annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        out.append(Row(f"{prefix}{key}", type_of(annotation), shown(values.get(key)) if key in values else "-",
+                       allowed_of(annotation), docstrings(model).get(name)))
     if model.model_config.get("extra") == "allow":
         for key, value in values.items():
             if key in {f.alias or n for n, f in model.model_fields.items()}:

@@ -13,8 +13,7 @@ from reg_runner.errors import UserError
 
 MARKER = ".reg_runner.json"
 RUN, LR_FIND, LANDSCAPE, SWEEP = "run", "lr_find", "landscape", "sweep"
-KINDS = (RUN, LR_FIND, LANDSCAPE, SWEEP)
-WHAT = {
+WHAT = {  # every kind, as a message names it
     RUN: "a run's folder",
     LR_FIND: "a learning-rate range test's folder (python -m reg_runner.lr_find)",
     LANDSCAPE: "a loss landscape's output folder (python -m reg_runner.landscape --out)",
@@ -24,7 +23,7 @@ WHAT = {
 
 def mark(folder: Path, kind: str, **extra) -> None:
     """Write the folder's marker (whole, or not at all)."""
-    assert kind in KINDS, kind
+    assert kind in WHAT, kind
     try:
         atomic.write_json(Path(folder) / MARKER, dict(kind=kind, **extra))
     except OSError as e:
@@ -38,7 +37,7 @@ def marker(folder: Path) -> dict:
         recorded = json.loads((Path(folder) / MARKER).read_text())
     except (OSError, ValueError):
         return {}
-    return recorded if isinstance(recorded, dict) and recorded.get("kind") in KINDS else {}
+    return recorded if isinstance(recorded, dict) and recorded.get("kind") in WHAT else {}
 
 
 def kind_of(folder: Path) -> str | None:

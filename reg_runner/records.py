@@ -319,16 +319,15 @@ class RunFolder:
         columns = list(dict.fromkeys(k for row in history for k in row))
         key = os.path.realpath(self.history)
         cached = _CSV.get(key)
+        text, start = "", 0
         if cached and cached[0] == columns and 0 < cached[1] <= len(history) and history[cached[1] - 1] is cached[2]:
             text, start = cached[3], cached[1]  # the same rows as before, and new ones after them
-        else:
-            text, start = None, 0
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        if text is None:
+        if not start:
             writer.writeheader()
         writer.writerows(history[start:])
-        text = (text or "") + out.getvalue()
+        text += out.getvalue()
         _CSV[key] = (columns, len(history), history[-1] if history else None, text)
         atomic.write_text(self.history, text, durable)
 
