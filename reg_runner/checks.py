@@ -17,7 +17,7 @@ from reg_runner.data.split import Split, split as data_split
 from reg_runner.errors import ConfigError
 from reg_runner.model import calling
 from reg_runner.overrides import chosen_by_group, override_items, typed_value
-from reg_runner.scheduler import PER_BATCH
+from reg_runner.scheduler import PER_BATCH, cycle_steps
 from reg_runner.schema import parse
 
 
@@ -181,12 +181,9 @@ def against_data(c: RunConfig) -> Split:
     if a.name == "crop" and a.pad >= min(split.shape[1:]):
         raise ConfigError("augmentation.pad", a.pad, f"less than the images' side ({min(split.shape[1:])} pixels)")
     s = c.scheduler
-    if s.name == "cyclic":
-        from reg_runner.scheduler.schedule import cycle_steps
-
-        if cycle_steps(s.step_size_up_epochs, t.steps_per_epoch(n)) < 1:
-            raise ConfigError("scheduler.step_size_up_epochs", s.step_size_up_epochs,
-                              "at least one optimizer step's worth of an epoch")
+    if s.name == "cyclic" and cycle_steps(s.step_size_up_epochs, t.steps_per_epoch(n)) < 1:
+        raise ConfigError("scheduler.step_size_up_epochs", s.step_size_up_epochs,
+                          "at least one optimizer step's worth of an epoch")
     return split
 
 

@@ -58,23 +58,18 @@ KEYS = keys.Declared(RunConfig)  # every key's role, as the schemas declare it (
 
 def as_data(cfg) -> dict:
     """The composed config as plain data, interpolations resolved, Hydra's own node left out."""
-    if isinstance(cfg, DictConfig):
-        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        try:
-            data = OmegaConf.to_container(job, resolve=True)
-        except Exception as e:  # an interpolation that does not resolve
-            key = getattr(e, "full_key", None)
-            reason = first_line(e)
-            if key:
-                raw = dotted.get(OmegaConf.to_container(job, resolve=False), str(key))
-                raise ConfigError(str(key), raw, f"a value or an interpolation that resolves ({reason})") from None
-            raise UserError(f"the config does not resolve: {reason}") from None
-    else:
-        data = dict(cfg)
-    if not isinstance(data, dict):
-        raise UserError(f"a run's config is a mapping of keys, not {type(data).__name__}")
-    data.pop("hydra", None)
-    return data
+    if not isinstance(cfg, DictConfig):
+        return {k: v for k, v in cfg.items() if k != "hydra"}
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    try:
+        return OmegaConf.to_container(job, resolve=True)
+    except Exception as e:  # an interpolation that does not resolve
+        key = getattr(e, "full_key", None)
+        reason = first_line(e)
+        if key:
+            raw = dotted.get(OmegaConf.to_container(job, resolve=False), str(key))
+            raise ConfigError(str(key), raw, f"a value or an interpolation that resolves ({reason})") from None
+        raise UserError(f"the config does not resolve: {reason}") from None
 
 
 def structural_difference(cfgs: list[RunConfig]) -> str | None:

@@ -16,6 +16,11 @@ Decay = number(0, 1, lo_open=True)  # a factor that lowers the lr: (0, 1]
 PER_BATCH = ("onecycle", "cyclic")
 
 
+def cycle_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Half a cyclic cycle in optimizer steps (the checks refuse less than one)."""
+    return round(epochs * steps_per_epoch)
+
+
 class Warmup(Group):
     warmup_epochs: integer(0)
     """linear warmup in front, in epochs"""

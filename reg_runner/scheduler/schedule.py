@@ -6,7 +6,7 @@ import torch
 from torch.optim import lr_scheduler as sched
 
 from reg_runner.errors import UserError
-from reg_runner.scheduler import PER_BATCH
+from reg_runner.scheduler import PER_BATCH, cycle_steps
 
 
 class Schedule:
@@ -70,11 +70,6 @@ class Schedule:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.plateau is not None:
             self.plateau.load_state_dict(state["plateau"])
-
-
-def cycle_steps(epochs: float, steps_per_epoch: int) -> int:
-    """Half a cyclic cycle in optimizer steps (the checks refuse less than one)."""
-    return round(epochs * steps_per_epoch)
 
 
 def _main_scheduler(optimizer, cfg, length: int, unit: int):
