@@ -136,8 +136,7 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
 
 @functools.cache
 def composed(config: str = "config", overrides: tuple[str, ...] = ()) -> dict:
-    """The config ``config`` with ``overrides``, as a run composes it (interpolations left as written), in the
-    Hydra that ``reference`` initializes."""
+    """The config with ``overrides``, as a run composes it (interpolations unresolved), in ``reference``'s Hydra."""
     return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
 
 

@@ -49,8 +49,7 @@ MULTIRUN_ONLY = ("hydra.sweep.", "hydra.sweeper", "hydra/sweeper", "hydra.launch
 
 def hydra_overrides(overrides, multirun: bool) -> None:
     """Hydra's own keys on the command line (``config.hydra.overrides.hydra``): each once, none that Hydra sets
-    itself, none that this mode does not read. ``hydra.mode=MULTIRUN``, Hydra's own spelling of --multirun, Hydra
-    adds to this list itself."""
+    itself (it adds ``hydra.mode=MULTIRUN`` for --multirun), none that this mode does not read."""
     overrides = [o for o in plain_overrides(overrides) if o.partition("=")[0].lstrip("+~") != "hydra.mode"]
     chosen_by_group(overrides)
     for key, value in override_items(overrides):

@@ -58,11 +58,8 @@ class Schedule:
         self.steps += 1
 
     def state_dict(self) -> dict:
-        return dict(
-            steps=self.steps,
-            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
-            plateau=self.plateau.state_dict() if self.plateau is not None else None,
-        )
+        return dict(steps=self.steps, scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+                    plateau=self.plateau.state_dict() if self.plateau is not None else None)
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = state["steps"]
