@@ -11,7 +11,6 @@ import functools
 import inspect
 import textwrap
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,13 +38,8 @@ TYPES = {float: "number", int: "integer", bool: "boolean", str: "string", list: 
          Any: "choice"}
 
 
-@dataclass(frozen=True)
-class Row:
-    key: str
-    type: str
-    default: str
-    allowed: str
-    description: str | None
+Row = typing.NamedTuple("Row", [("key", str), ("type", str), ("default", str), ("allowed", str),
+                                ("description", str | None)])
 
 
 def type_of(annotation) -> str:
