@@ -105,10 +105,10 @@ def rules(c: RunConfig) -> None:
     if c.search is not None:
         for switch, key, value in (("dropout", "model.dropout", getattr(m, "dropout", 0.0)), ("l1", "reg.l1", c.reg.l1),
                                    ("l2", "reg.l2", c.reg.l2)):
-            if getattr(c.search, switch) != (value > 0):
-                raise ConfigError(key, value, f"{'> 0' if getattr(c.search, switch) else '0'} while "
-                                  f"search.{switch}={str(getattr(c.search, switch)).lower()}: the switch records "
-                                  "whether the trial uses it")
+            on = getattr(c.search, switch)
+            if on != (value > 0):
+                raise ConfigError(key, value, f"{'> 0' if on else '0'} while search.{switch}={str(on).lower()}: the "
+                                  "switch records whether the trial uses it")
 
 
 # key set on the command line -> (when the run reads it, why not); ``model.*`` keys: the family's ``unread``

@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from reg_runner.errors import ConfigError, cause
 from reg_runner.keys import groups_in, role_marker
 
-SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence takes anything
+INT_LIMIT = 2**63  # numpy and torch count in int64 (a larger count fails mid-run); torch.manual_seed takes 64 bits
 
 
 class Group(BaseModel):
@@ -55,9 +55,6 @@ def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_ope
                else f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
     return rule(float, lambda v: is_number(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi),
                 allowed, float)
-
-
-INT_LIMIT = 2**63  # numpy and torch count in int64: a larger count fails in their arithmetic, mid-run
 
 
 def integer(lo: int = 0, hi: int | None = None):
@@ -107,7 +104,7 @@ Tags = rule(list, lambda v: isinstance(v, (list, tuple)) and all(isinstance(t, s
 Text = rule(str, lambda v: isinstance(v, str) and v.strip(), "a non-empty string")
 Name = rule(str, lambda v: isinstance(v, str) and v.strip() and v.isprintable(),  # in messages and file names
             "a non-empty name of printable characters (no newline, tab or other control character)")
-Seed = rule(int | None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < SEED_LIMIT),
+Seed = rule(int | None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < INT_LIMIT),
             "null or an integer in [0, 2^63)")
 VAL_METRICS = ("val/acc", "val/loss")
 Monitor = rule(str, lambda v: v in VAL_METRICS,
