@@ -1,39 +1,29 @@
-"""A run's config, checked whole before anything is made.
+"""A run's config, checked whole before anything is made, in four stages, each raising a ``ConfigError`` (one
+line: the key, the value, what is allowed) at the first problem: 1. every group's schema; 2. rules across groups,
+and keys set on the command line that the run would not read; 3. rules that need the data's sizes, with the split
+itself; 4. what needs torch: the device, the model's memory, the optimizer's class and arguments, the schedule.
 
-Hydra composes the config; ``check`` then takes it through four stages, each raising a
-``ConfigError`` (one line: the key, the value, what is allowed) at the first problem:
-
-1. the schema of every group (``reg_runner.<group>``): types, ranges, choices, unknown keys;
-2. rules across groups (a warmup shorter than the run, a cosine floor under the lr...), and keys
-   set on the command line that the run would not read (``model.norm_position`` without a norm);
-3. rules that need the data's sizes (a batch larger than the training set, BatchNorm meeting a
-   batch of one image), with the split itself, read once per process;
-4. what needs torch: the device exists, the model fits in memory, the optimizer class takes every
-   argument and accepts its values, the schedule can be built.
-
-Stages 1-3 import no torch, so most mistakes are reported in about a third of a second (docs/speed.md): the
-parts stage 3 and 4 build are imported where they are used.
-
-A job's config is checked once: its ``Checked`` knows the last stage it passed and travels with the job
-(``assembly.Job.checked``, through ``cli.Task``); ``carry_on`` takes it through the later stages only.
+Stages 1-3 import no torch, so most mistakes are reported in about a third of a second (docs/speed.md). A job's
+config is checked once: its ``Checked`` knows the last stage it passed and travels with the job
+(``assembly.Job.checked``); ``carry_on`` takes it through the later stages only.
 """
 
 import os
 from dataclasses import dataclass, replace
 
-from reg_runner.config import RunConfig, as_data, effective_lr, value_at
+from reg_runner import dotted
+from reg_runner.config import RunConfig, as_data, effective_lr
 from reg_runner.data.split import Split, split as data_split
 from reg_runner.errors import ConfigError
 from reg_runner.model import calling
 from reg_runner.overrides import chosen_by_group, override_items, typed_value
-from reg_runner.scheduler import PER_BATCH
+from reg_runner.scheduler import PER_BATCH, cycle_steps
 from reg_runner.schema import parse
 
 
 @dataclass(frozen=True)
 class Checked:
-    """A config that passed the stages up to ``stage`` (3: the data; 4: the machine too), and the data split
-    it describes."""
+    """A config that passed the stages up to ``stage`` (3 or 4), and the data split it describes."""
 
     cfg: RunConfig
     split: Split | None  # None before stage 3
@@ -41,8 +31,8 @@ class Checked:
 
 
 def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
-    """The stages, in order, up to ``through``; ``overrides``: the command line's ``key=value``
-    items, for stage 2. Returns the typed config alone when stopping before the data stage."""
+    """The stages up to ``through``; ``overrides``: the command line's, for stage 2. Returns the typed config
+    alone when stopping before the data stage."""
     chosen_by_group(overrides)
     run = parse(RunConfig, as_data(cfg))
     if through < 2:
@@ -61,24 +51,19 @@ def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
 
 def carry_on(checked: Checked, through: int = 4, passed: set | None = None) -> Checked:
     """``checked`` through the stages after the last it passed, up to ``through``; none of its stages again.
-    ``passed``: the ``machine_inputs`` of configs that passed stage 4 in this process (added to), for a
-    sweep's many jobs: a config equal to one of them in all that stage reads is not checked again."""
+    ``passed``: all that stage 4 read of the configs that passed it in this process (added to), for a sweep's many
+    jobs: a config equal to one of them in all that stage reads is not checked again."""
     if through < 4 or checked.stage >= 4:
         return checked
-    key = machine_inputs(checked) if passed is not None else None
+    c, split = checked.cfg, checked.split
+    key = (c.trainer.model_dump_json(), c.optimizer.model_dump_json(), c.scheduler.model_dump_json(),
+           c.model.model_dump_json(by_alias=True), c.augmentation.model_dump_json(), split.shape, split.n_classes,
+           split.n_train) if passed is not None else None
     if key is None or key not in passed:
-        against_machine(checked.cfg, checked.split)
+        against_machine(c, split)
         if passed is not None:
             passed.add(key)
     return replace(checked, stage=4)
-
-
-def machine_inputs(checked: Checked) -> tuple:
-    """All that stage 4 (``against_machine``) reads of a config and its split: configs equal in it pass it alike."""
-    c, split = checked.cfg, checked.split
-    return (c.trainer.model_dump_json(), c.optimizer.model_dump_json(), c.scheduler.model_dump_json(),
-            c.model.model_dump_json(by_alias=True), c.augmentation.model_dump_json(), split.shape, split.n_classes,
-            split.n_train)
 
 
 def rules(c: RunConfig) -> None:
@@ -120,24 +105,18 @@ def rules(c: RunConfig) -> None:
     if c.search is not None:
         for switch, key, value in (("dropout", "model.dropout", getattr(m, "dropout", 0.0)), ("l1", "reg.l1", c.reg.l1),
                                    ("l2", "reg.l2", c.reg.l2)):
-            if getattr(c.search, switch) != (value > 0):
-                raise ConfigError(key, value, f"{'> 0' if getattr(c.search, switch) else '0'} while "
-                                  f"search.{switch}={str(getattr(c.search, switch)).lower()}: the switch records "
-                                  "whether the trial uses it")
+            on = getattr(c.search, switch)
+            if on != (value > 0):
+                raise ConfigError(key, value, f"{'> 0' if on else '0'} while search.{switch}={str(on).lower()}: the "
+                                  "switch records whether the trial uses it")
 
 
 # key set on the command line -> (when the run reads it, why not); ``model.*`` keys: the family's ``unread``
-def _lr_read(c: RunConfig) -> bool:
-    """Whether optimizer.lr sets any learning rate (one-cycle with its own max_lr, and a cyclic schedule
-    with both bounds, replace it)."""
-    s = c.scheduler
-    return not ((s.name == "onecycle" and s.max_lr is not None)
-                or (s.name == "cyclic" and s.base_lr is not None and s.max_lr is not None))
-
-
 DEPENDENT = {
-    "optimizer.lr": (_lr_read, "the schedule sets every learning rate itself (scheduler.max_lr, and base_lr for "
-                     "cyclic): set those instead"),
+    # one-cycle with its own max_lr, and a cyclic schedule with both bounds, set every rate without optimizer.lr
+    "optimizer.lr": (lambda c: None in (getattr(c.scheduler, "max_lr", None), getattr(c.scheduler, "base_lr", 0)),
+                     "the schedule sets every learning rate itself (scheduler.max_lr, and base_lr for cyclic): set "
+                     "those instead"),
     "optimizer.dampening": (lambda c: c.optimizer.arguments.get("momentum", 0) > 0, "optimizer.momentum=0: "
                             "dampening acts on the momentum"),
     "reg.apply_to": (lambda c: c.reg.l1 > 0 or c.reg.l2 > 0, "reg.l1 = reg.l2 = 0: there is no penalty"),
@@ -202,12 +181,9 @@ def against_data(c: RunConfig) -> Split:
     if a.name == "crop" and a.pad >= min(split.shape[1:]):
         raise ConfigError("augmentation.pad", a.pad, f"less than the images' side ({min(split.shape[1:])} pixels)")
     s = c.scheduler
-    if s.name == "cyclic":
-        from reg_runner.scheduler.schedule import cycle_steps
-
-        if cycle_steps(s.step_size_up_epochs, t.steps_per_epoch(n)) < 1:
-            raise ConfigError("scheduler.step_size_up_epochs", s.step_size_up_epochs,
-                              "at least one optimizer step's worth of an epoch")
+    if s.name == "cyclic" and cycle_steps(s.step_size_up_epochs, t.steps_per_epoch(n)) < 1:
+        raise ConfigError("scheduler.step_size_up_epochs", s.step_size_up_epochs,
+                          "at least one optimizer step's worth of an epoch")
     return split
 
 
@@ -309,7 +285,7 @@ def fits(c: RunConfig, split: Split, have: int | None, where: str, copies: int) 
         key, value = "model._target_", c.model.target
     else:
         key = "trainer.batch_size" if need.training >= need.evaluation else "trainer.eval_batch_size"
-        value = value_at(c.model_dump(), key)
+        value = dotted.get(c.model_dump(), key)
     batch, kind = max((need.training, t.batch_size, "a training"), (need.evaluation, eval_batch, "an evaluation"))[1:]
     raise ConfigError(key, value, f"a smaller value: this model has {need.n_parameters:.3g} parameters and the run "
                       f"needs about {need.total / 2**30:.3g} GiB ({need.parameters / 2**30:.3g} GiB for the parameters "

@@ -1,16 +1,11 @@
-"""A run's config: the root schema (``RunConfig``, every group's schema under its key), the roles of its keys
-(``KEYS``), and the config as plain data (``as_data``) and as a stack's structure.
-
-The checks of a config, stage by stage, are ``reg_runner.checks``'s; the command line's overrides are read by
-``reg_runner.overrides``.
-"""
+"""A run's config: the root schema (``RunConfig``), the roles of its keys (``KEYS``), and the config as plain data
+(``as_data``) and as a stack's structure. Its checks, stage by stage: ``reg_runner.checks``."""
 
 import copy
 import re
 from typing import Annotated
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import ConfigDict
 
 from reg_runner import dotted, keys
 from reg_runner.augmentation import AugmentationConfig
@@ -22,7 +17,7 @@ from reg_runner.model import ModelConfig
 from reg_runner.optimizer import OptimizerConfig, scaled_lr
 from reg_runner.reg import RegConfig
 from reg_runner.scheduler import SchedulerConfig
-from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional, parse, rule
+from reg_runner.schema import Bool, Group, Monitor, Seed, Tags, Text, optional
 from reg_runner.trainer import TrainerConfig
 
 
@@ -63,30 +58,23 @@ KEYS = keys.Declared(RunConfig)  # every key's role, as the schemas declare it (
 
 def as_data(cfg) -> dict:
     """The composed config as plain data, interpolations resolved, Hydra's own node left out."""
-    if isinstance(cfg, DictConfig):
-        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        try:
-            data = OmegaConf.to_container(job, resolve=True)
-        except Exception as e:  # an interpolation that does not resolve
-            key = getattr(e, "full_key", None)
-            reason = first_line(e)
-            if key:
-                raw = dotted.get(OmegaConf.to_container(job, resolve=False), str(key))
-                raise ConfigError(str(key), raw, f"a value or an interpolation that resolves ({reason})") from None
-            raise UserError(f"the config does not resolve: {reason}") from None
-    else:
-        data = dict(cfg)
-    if not isinstance(data, dict):
-        raise UserError(f"a run's config is a mapping of keys, not {type(data).__name__}")
-    data.pop("hydra", None)
-    return data
+    if not isinstance(cfg, DictConfig):
+        return {k: v for k, v in cfg.items() if k != "hydra"}
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    try:
+        return OmegaConf.to_container(job, resolve=True)
+    except Exception as e:  # an interpolation that does not resolve
+        key = getattr(e, "full_key", None)
+        reason = first_line(e)
+        if key:
+            raw = dotted.get(OmegaConf.to_container(job, resolve=False), str(key))
+            raise ConfigError(str(key), raw, f"a value or an interpolation that resolves ({reason})") from None
+        raise UserError(f"the config does not resolve: {reason}") from None
 
 
-# what several runs must share to train as one stack (``reg_runner.run.run_stack``): the keys marked
-# ``STRUCTURAL`` in the schemas (``keys.structural_keys``, their values ``keys.structural_values``): the data, the
-# model family's keys but those it marks each run's own (such as init and dropout), and the shape of the loop.
 def structural_difference(cfgs: list[RunConfig]) -> str | None:
-    """The first structural key on which ``cfgs`` differ, or None."""
+    """The first key marked ``STRUCTURAL`` (``reg_runner.keys``) on which ``cfgs`` differ, or None: runs that agree
+    in all of them can train as one stack (``reg_runner.run.run_stack``)."""
     first, dumped = cfgs[0], cfgs[0].model_dump(by_alias=True)
     for c in cfgs[1:]:
         if keys.structural_values(c) != keys.structural_values(first):
@@ -103,14 +91,10 @@ def effective_lr(c: RunConfig) -> float:
     return scaled_lr(o.lr, o.lr_scaling, c.trainer.batch_size * c.trainer.accumulate, o.base_batch_size)
 
 
-class JobNames(Group):
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: rule(str, lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) and v not in (".", ".."),
-               "a name of letters, digits, '_', '.' and '-' (it names the log file)")  # hydra.job.name: the log file's
-
-
 def check_job_name(hydra_cfg) -> None:
-    parse(JobNames, {"name": hydra_cfg.job.name}, "hydra.job")
+    name = hydra_cfg.job.name
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", name) and name not in (".", "..")):
+        raise ConfigError("hydra.job.name", name, "a name of letters, digits, '_', '.' and '-' (it names the log file)")
 
 
 def results_config(config: dict) -> dict:
@@ -131,5 +115,4 @@ def first_difference(a, b, prefix="") -> str:
     return prefix.rstrip(".")
 
 
-def value_at(d, key: str):
-    return dotted.get(d, key)
+value_at = dotted.get  # the value at a dotted key of a plain config

@@ -11,7 +11,6 @@ import functools
 import inspect
 import textwrap
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,33 +25,21 @@ from reg_runner import atomic, signals
 from reg_runner.config import KEYS, RunConfig
 from reg_runner.data import DataFamily
 from reg_runner.errors import Parser, options, refuse
+from reg_runner.keys import groups_in
 from reg_runner.lr_find import LrFindConfig
 from reg_runner.model import ModelFamily
-from reg_runner.optimizer import ARGUMENTS, DESCRIPTIONS
-from reg_runner.schema import Optional, family_class
+from reg_runner.optimizer import ARGUMENTS
+from reg_runner.schema import Optional, family_class, model_of
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference.md"
 PRESETS = ("experiment", "hparams_search")  # groups of presets: each sets keys of the groups below
-TYPES = {float: "number", int: "integer", bool: "boolean", str: "string", list: "list"}
+TYPES = {float: "number", int: "integer", bool: "boolean", str: "string", list: "list", Literal: "string",
+         Any: "choice"}
 
 
-@dataclass(frozen=True)
-class Row:
-    key: str
-    type: str
-    default: str
-    allowed: str
-    description: str | None
-
-
-class _Nothing:
-    """A value every validator refuses, so that it says what it allows."""
-
-
-def annotated(field):
-    """A pydantic field's annotation with its metadata (the validators), as the schema wrote it."""
-    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+Row = typing.NamedTuple("Row", [("key", str), ("type", str), ("default", str), ("allowed", str),
+                                ("description", str | None)])
 
 
 def type_of(annotation) -> str:
@@ -63,15 +50,10 @@ def type_of(annotation) -> str:
     args = typing.get_args(annotation)
     if type(None) in args:  # X | None
         return " or ".join(type_of(a) for a in args if a is not type(None)) + " or null"
-    if typing.get_origin(annotation) is Literal:
-        return "string"
-    if typing.get_origin(annotation) is list:
-        return "list"
-    if annotation is Any:
-        return "choice"
-    if isinstance(annotation, type):
-        return TYPES.get(annotation, annotation.__name__)
-    return str(annotation)
+    kind = typing.get_origin(annotation) or annotation  # list[str]: list, Literal["a"]: Literal
+    if kind in TYPES:
+        return TYPES[kind]
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
 def allowed_of(annotation) -> str:
@@ -82,7 +64,7 @@ def allowed_of(annotation) -> str:
         if func is None:
             continue
         try:
-            func(_Nothing())
+            func(object())  # a value every validator refuses, so that it says what it allows
         except PydanticCustomError as e:
             return e.context["allowed"]
         except Exception:  # noqa: BLE001 - a validator that refuses otherwise says nothing usable here
@@ -128,31 +110,27 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
     out = []
     for name, field in model.model_fields.items():
         key = field.alias or name
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out += rows(annotation, values.get(key) or {}, f"{prefix}{key}.")
-            continue
-        nested = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if len(nested) == 1 and type(None) in typing.get_args(annotation):  # a group or null
+        nested = groups_in(field.annotation)
+        if len(nested) == 1:  # a group, or a group or null
             out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.")
             continue
-        out.append(Row(f"{prefix}{key}", type_of(annotated(field)), shown(values.get(key)) if key in values else "-",
-                       allowed_of(annotated(field)), docstrings(model).get(name)))
+        annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        out.append(Row(f"{prefix}{key}", type_of(annotation), shown(values.get(key)) if key in values else "-",
+                       allowed_of(annotation), docstrings(model).get(name)))
     if model.model_config.get("extra") == "allow":
         for key, value in values.items():
             if key in {f.alias or n for n, f in model.model_fields.items()}:
                 continue
-            field = ARGUMENTS.get(key)
+            field, description = ARGUMENTS.get(key, (None, None))
             out.append(Row(f"{prefix}{key}", type_of(field) if field is not None else "-", shown(value),
                            allowed_of(field) if field is not None else "checked against the class's signature",
-                           DESCRIPTIONS.get(key)))
+                           description))
     return out
 
 
 @functools.cache
 def composed(config: str = "config", overrides: tuple[str, ...] = ()) -> dict:
-    """The config ``config`` with ``overrides``, as a run composes it (interpolations left as written), in the
-    Hydra that ``reference`` initializes."""
+    """The config with ``overrides``, as a run composes it (interpolations unresolved), in ``reference``'s Hydra."""
     return OmegaConf.to_container(compose(config, overrides=list(overrides)), resolve=False)
 
 
@@ -162,27 +140,18 @@ def schema_of(group: str, values: dict) -> type[BaseModel]:
     families = {"model": ModelFamily, "data": DataFamily}
     if group in families:
         return family_class(families[group], group, values["_target_"], "")
-    annotation = RunConfig.model_fields[group].annotation
-    members = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-    if members:
-        return next(m for m in members if values.get("name") in typing.get_args(m.model_fields["name"].annotation))
-    return annotation
+    return model_of(RunConfig.model_fields[group].annotation, values)
 
 
 def header_comment(path: Path) -> str:
     """The first comment paragraph of a YAML file, as one line."""
     words = []
     for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
         text = line.lstrip("#").strip()
-        if text.startswith("@package"):
-            continue
-        if not text:
-            if words:
-                break
-            continue
-        words.append(text)
+        if not line.startswith("#") or (words and not text):
+            break
+        if text and not text.startswith("@package"):
+            words.append(text)
     return " ".join(words)
 
 

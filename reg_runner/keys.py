@@ -1,36 +1,12 @@
 """What each key of a run's config is, declared once, on the key, in its group's schema.
 
 A key's role is a marker in its annotation, ``seed: Annotated[Seed, REPLICATE]``; a role declared on a group
-(``logging: Annotated[LoggingConfig, SETTING]``) is every key's below it. A key has at most one *record role*,
-which says what the key is to the run's records:
-
-=============== ============================================================ ==================================
-role            what the key is                                              left out of
-=============== ============================================================ ==================================
-(none)          a hyperparameter: it defines the run                         nothing
-``REPLICATE``   the seed: runs that differ only in it replicate one setup   grouping
-``DETAIL``      changes numbers, but says how a run is carried out (or       hparams
-                repeats other keys), not what it is
-``SETTING``     changes no number a run records (where it runs, what it      results, hparams
-                shows, how often it checkpoints)
-``PATH``        a setting that is a place on this machine                    results, hparams, folder names,
-                                                                             grouping
-``LABEL``       what a user writes about runs (never swept or searched)      results, folder names, grouping
-``PRESET``      a search preset's name: its keys are recorded as themselves  folder names, grouping
-=============== ============================================================ ==================================
-
-where ``results`` is ``config.results_config`` (what must match for two runs' numbers to compare), ``hparams``
-the columns of TensorBoard's HParams table (a label is there as text), ``folder names`` a multirun job's
-folder (Hydra's ``override_dirname``) and ``grouping`` the keys ``report`` groups runs by.
-
-Apart from it, a key has at most one *stack role*: ``STRUCTURAL``, runs must agree in it to train as one stack
-(``reg_runner.run.run_stack``), or ``OWN``, each member of a stack has its own value (the default; ``OWN`` is
-written where a structural group holds such a key, as a model family's ``dropout``).
-
-Every list of keys reg_runner uses is derived here from these declarations (``Declared``, of the root schema:
-``reg_runner.config.KEYS``). The Hydra choice
-``hparams_search`` is no key of the config, so its role is declared below (``CHOICES``). This module imports
-no numpy, torch or optuna.
+(``logging: Annotated[LoggingConfig, SETTING]``) is every key's below it. A key has at most one *record role*, what
+it is to the run's records (below: the uses it leaves the key out of), and at most one *stack role*:
+``STRUCTURAL``, runs must agree in it to train as one stack (``reg_runner.run.run_stack``), or ``OWN``, each member
+has its own value (the default, written where a structural group holds such a key, as a model family's
+``dropout``). Every list of keys reg_runner uses is derived here (``Declared``, of the root schema:
+``reg_runner.config.KEYS``). This module imports no numpy, torch or optuna.
 """
 
 import functools
@@ -39,6 +15,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+# the uses a record role leaves a key out of: ``config.results_config`` (what must match for two runs' numbers to
+# compare), TensorBoard's HParams columns (a label is there as text), a multirun job's folder name (Hydra's
+# ``override_dirname``) and the keys ``report`` groups runs by
 RESULTS, HPARAMS, FOLDER_NAMES, GROUPING = "results", "hparams", "folder names", "grouping"
 
 
@@ -49,9 +28,6 @@ class Role:
     name: str
     left_out_of: frozenset
 
-    def __repr__(self) -> str:
-        return self.name
-
 
 @dataclass(frozen=True)
 class StackRole:
@@ -60,17 +36,14 @@ class StackRole:
     name: str
     structural: bool
 
-    def __repr__(self) -> str:
-        return self.name
 
-
-HYPERPARAMETER = Role("hyperparameter", frozenset())  # the default: no marker
-REPLICATE = Role("replicate", frozenset({GROUPING}))
-DETAIL = Role("detail", frozenset({HPARAMS}))
-SETTING = Role("setting", frozenset({RESULTS, HPARAMS}))
-PATH = Role("path", frozenset({RESULTS, HPARAMS, FOLDER_NAMES, GROUPING}))
-LABEL = Role("label", frozenset({RESULTS, FOLDER_NAMES, GROUPING}))
-PRESET = Role("preset", frozenset({FOLDER_NAMES, GROUPING}))
+HYPERPARAMETER = Role("hyperparameter", frozenset())  # the default (no marker): it defines the run
+REPLICATE = Role("replicate", frozenset({GROUPING}))  # the seed: runs that differ only in it replicate one setup
+DETAIL = Role("detail", frozenset({HPARAMS}))  # changes numbers, but says how a run is carried out, not what it is
+SETTING = Role("setting", frozenset({RESULTS, HPARAMS}))  # changes no number: where it runs, what it shows
+PATH = Role("path", frozenset({RESULTS, HPARAMS, FOLDER_NAMES, GROUPING}))  # a setting: a place on this machine
+LABEL = Role("label", frozenset({RESULTS, FOLDER_NAMES, GROUPING}))  # what a user writes about runs; never swept
+PRESET = Role("preset", frozenset({FOLDER_NAMES, GROUPING}))  # a search preset: its keys are recorded as themselves
 
 STRUCTURAL = StackRole("structural", True)
 OWN = StackRole("own", False)  # the default: written only inside a structural group
@@ -104,9 +77,8 @@ def fields_of(schema) -> typing.Iterator[tuple[str, str, object]]:
 
 
 class Declared:
-    """The roles ``schema`` (the run's config schema, ``reg_runner.config.RunConfig``) declares, from which every
-    list of keys is derived; a family group's keys are its base class's (a family may declare stack roles only:
-    ``reg_runner.schema.FamilyGroup``)."""
+    """The roles ``schema`` (``reg_runner.config.RunConfig``) declares; a family group's record roles are its base
+    class's (``reg_runner.schema.FamilyGroup``)."""
 
     def __init__(self, schema):
         self.schema = schema
@@ -155,42 +127,36 @@ class Declared:
             here = group_schema if i == 0 and group_schema is not None else next(iter(groups_in(field.annotation)),
                                                                                  None)
         role = self.role_of(key)
-        return ", ".join([*(["structural"] if structural else []), *([role.name] if role is not HYPERPARAMETER
-                                                                     else [])])
+        return ", ".join((["structural"] if structural else []) + ([role.name] if role is not HYPERPARAMETER else []))
 
 
 def structural_keys(config) -> tuple[str, ...]:
     """The keys of ``config`` (a checked ``RunConfig``, or any group of one) whose values decide which runs can
     share a stack, shallowest first: a structural group none of whose keys is ``OWN`` stands for all of them."""
-    return tuple(key for key, _ in _structural(config, "", False))
+    return tuple(key for key, _ in _structural(config, "", False)[0])
 
 
 def structural_values(config) -> tuple[str, ...]:
     """The values of ``structural_keys(config)``, as text: runs with equal ones can train as one stack."""
     return tuple(value.model_dump_json(by_alias=True) if hasattr(value, "model_dump_json") else repr(value)
-                 for _, value in _structural(config, "", False))
+                 for _, value in _structural(config, "", False)[0])
 
 
-def _structural(node, prefix: str, inherited: bool) -> list[tuple[str, object]]:
-    out = []
+def _structural(node, prefix: str, inherited: bool) -> tuple[list[tuple[str, object]], bool]:
+    """(key, value) of the structural keys below ``node`` (an instance), and whether every key below it has the
+    stack role ``inherited``: such a group is one key."""
+    out, uniform = [], True
     for key, name, field in fields_of(type(node)):
         marker = stack_marker(field)
         structural = marker.structural if marker is not None else inherited
+        uniform &= structural == inherited
         value = getattr(node, name)
-        if isinstance(value, BaseModel) and _mixed(value, structural):
-            out += _structural(value, f"{prefix}{key}.", structural)
-        elif structural:
+        if isinstance(value, BaseModel):
+            below, same = _structural(value, f"{prefix}{key}.", structural)
+            uniform &= same
+            if not same:
+                out += below
+                continue
+        if structural:
             out.append((f"{prefix}{key}", value))
-    return out
-
-
-def _mixed(group, structural: bool) -> bool:
-    """Whether some key below ``group`` (an instance) declares a stack role other than ``structural``."""
-    for _, name, field in fields_of(type(group)):
-        marker = stack_marker(field)
-        if marker is not None and marker.structural != structural:
-            return True
-        value = getattr(group, name)
-        if isinstance(value, BaseModel) and _mixed(value, marker.structural if marker is not None else structural):
-            return True
-    return False
+    return out, uniform

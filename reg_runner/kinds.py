@@ -1,9 +1,8 @@
 """What a folder is, for every tool: a run, a learning-rate range test, a loss landscape's output, a sweep.
 
-Each command marks the folder it makes with ``.reg_runner.json`` (``{"kind": ...}``) as soon as it
-holds it, so that report, resume and landscape can tell a folder of the wrong kind in one line
-instead of reading it as something it is not. Folders made before the marker existed are told by
-the files they hold.
+Each command marks the folder it makes with ``.reg_runner.json`` (``{"kind": ...}``) as soon as it holds it, so
+that report, resume and landscape refuse a folder of the wrong kind in one line instead of reading it as something
+it is not. Folders made before the marker existed are told by the files they hold.
 """
 
 import json
@@ -14,8 +13,7 @@ from reg_runner.errors import UserError
 
 MARKER = ".reg_runner.json"
 RUN, LR_FIND, LANDSCAPE, SWEEP = "run", "lr_find", "landscape", "sweep"
-KINDS = (RUN, LR_FIND, LANDSCAPE, SWEEP)
-WHAT = {
+WHAT = {  # every kind, as a message names it
     RUN: "a run's folder",
     LR_FIND: "a learning-rate range test's folder (python -m reg_runner.lr_find)",
     LANDSCAPE: "a loss landscape's output folder (python -m reg_runner.landscape --out)",
@@ -25,7 +23,7 @@ WHAT = {
 
 def mark(folder: Path, kind: str, **extra) -> None:
     """Write the folder's marker (whole, or not at all)."""
-    assert kind in KINDS, kind
+    assert kind in WHAT, kind
     try:
         atomic.write_json(Path(folder) / MARKER, dict(kind=kind, **extra))
     except OSError as e:
@@ -39,7 +37,7 @@ def marker(folder: Path) -> dict:
         recorded = json.loads((Path(folder) / MARKER).read_text())
     except (OSError, ValueError):
         return {}
-    return recorded if isinstance(recorded, dict) and recorded.get("kind") in KINDS else {}
+    return recorded if isinstance(recorded, dict) and recorded.get("kind") in WHAT else {}
 
 
 def kind_of(folder: Path) -> str | None:
@@ -71,8 +69,8 @@ def _is_lr_find_config(path: Path) -> bool:
 
 
 def refuse_other_than(folder: Path, wanted: tuple, advice: str, advice_for: dict | None = None) -> None:
-    """One line if the folder is of a kind other than ``wanted`` (a folder of no known kind is left to the
-    tool's own checks). ``advice``: what to give instead; ``advice_for``: other advice for some kinds."""
+    """One line if the folder is of a kind other than ``wanted`` (one of no known kind is left to the tool's own
+    checks). ``advice``: what to give instead; ``advice_for``: other advice for some kinds."""
     kind = kind_of(folder)
     if kind is not None and kind not in wanted:
         raise UserError(f"{folder} is {WHAT[kind]}, not {' or '.join(WHAT[w] for w in wanted)}; "

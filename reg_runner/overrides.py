@@ -1,6 +1,5 @@
-"""The command line's overrides: read as ``key=value`` items, each key given once, none that Hydra sets itself,
-Hydra's own keys only in the mode that reads them. (A key the run would not read: stage 2 of
-``reg_runner.checks``.)"""
+"""The command line's overrides: ``key=value`` items, each key given once, none that Hydra sets itself, Hydra's own
+keys only in the mode that reads them (a key the run would not read: stage 2 of ``reg_runner.checks``)."""
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -29,8 +28,8 @@ def override_items(overrides) -> list[tuple[str, str]]:
 
 
 def chosen_by_group(overrides) -> None:
-    """An option's ``name`` typed as a key (``scheduler.name=plateau``) would bring none of its keys; a
-    key given twice keeps only its last value; Hydra's own runtime keys are not settings."""
+    """An option's ``name`` typed as a key (``scheduler.name=plateau``) would bring none of its keys; a key given
+    twice keeps only its last value; Hydra's own runtime keys are not settings."""
     seen = {}
     for key, value in override_items(overrides):
         if key in seen:
@@ -49,11 +48,8 @@ MULTIRUN_ONLY = ("hydra.sweep.", "hydra.sweeper", "hydra/sweeper", "hydra.launch
 
 
 def hydra_overrides(overrides, multirun: bool) -> None:
-    """Hydra's own keys on the command line (``config.hydra.overrides.hydra``): each once, none that Hydra
-    sets itself, and none that this mode does not read (a single run has no sweeper, launcher or sweep
-    folder; a multirun's folder is ``hydra.sweep.dir``, not ``hydra.run.dir``). ``hydra.mode=MULTIRUN`` is
-    Hydra's own spelling of --multirun, which Hydra adds to this list itself. (``hparams_search=...`` is a task
-    key, allowed in a single run: there it is the search's base config, as a sweep summary's re-run command uses it.)"""
+    """Hydra's own keys on the command line (``config.hydra.overrides.hydra``): each once, none that Hydra sets
+    itself (it adds ``hydra.mode=MULTIRUN`` for --multirun), none that this mode does not read."""
     overrides = [o for o in plain_overrides(overrides) if o.partition("=")[0].lstrip("+~") != "hydra.mode"]
     chosen_by_group(overrides)
     for key, value in override_items(overrides):

@@ -1,24 +1,6 @@
-"""What a run leaves in its folder, every file written atomically.
-
-    .hydra/                 Hydra's own: the composed config, the overrides, Hydra's settings
-    resolved_config.yaml    the config with every interpolation resolved and the seed actually used
-    environment.json        where and how it computed (``reg_runner.fingerprint``): every installed distribution's
-                            version, Python, the torch build, CPU and GPU, git commit and changes, command line, host
-    source.patch            ``git diff HEAD`` of the reg_runner code, when it differed from its commit
-    metrics.json            status, best epoch, best val, test at best, final, timing
-    history.csv             one row per evaluation (the curves)
-    checkpoints/last.pt     model, optimizer, scheduler, loop state, RNG states, config
-    checkpoints/best.pt     the same at the best-validation epoch
-    checkpoints/init.pt     the weights before the first step (the loss landscape's linear path)
-    landscape.json, *.png   written later by python -m reg_runner.landscape, if it is run on the folder
-    events.out.tfevents.*   TensorBoard
-    reg_runner.log          the log
-    .lock                   held by the process writing the run (fcntl lock): tells a live run from a killed one
-
-``metrics.json``'s status: running, completed, early_stopped, pruned (its Optuna trial's pruner
-stopped it), diverged, interrupted (SIGTERM or
-Ctrl-C: resumable), failed (an error after the run started; ``error`` says which, resumable). A
-``running`` run whose lock no process holds was killed: ``status()`` reports it as ``killed``.
+"""A run's folder: the files a run leaves there, each written atomically (every file and what it holds:
+docs/runs.md), its lock, and the status vocabulary of ``metrics.json``. A ``running`` run whose lock no process
+holds was killed: ``RunFolder.status()`` reports it as ``killed``.
 """
 
 import csv
@@ -72,9 +54,9 @@ def folder_to_make(key: str, folder) -> Path:
 
 
 def make_folder(key: str, path: Path, into: list | None = None) -> list[Path]:
-    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line.
-    Returns the folders it made, the outermost first (to remove them if the command then stops); ``into`` gets
-    them before they are made (a signal's handler that removes them then misses none)."""
+    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line. Returns the
+    folders it made, outermost first, to remove if the command then stops; ``into`` gets them before they are made
+    (a signal's handler that removes them then misses none)."""
     made, parent = [], Path(path).absolute()
     while not parent.exists() and parent != parent.parent:
         made.insert(0, parent)
@@ -114,9 +96,9 @@ class RunFolder:
         return record if isinstance(record, dict) else {"status": "unreadable"}
 
     def status(self) -> str | None:
-        """The run's status, None if the folder holds no run; ``killed`` for a run recorded as
-        running that no live process is writing; ``cut`` for an unfinished run whose search trial a
-        kill cut off and the search ran again (``reg_runner.sweep.outcomes``)."""
+        """The run's status, None if the folder holds no run; ``killed`` for a run recorded as running that no live
+        process is writing; ``cut`` for an unfinished run whose search trial a kill cut off and the search ran again
+        (``reg_runner.sweep.outcomes``)."""
         record = self.recorded()
         if record is None:
             return None
@@ -133,8 +115,8 @@ class RunFolder:
         return cut if isinstance(cut, dict) else None
 
     def refuse_existing(self, key: str = "hydra.run.dir", kind: str = kinds.RUN) -> None:
-        """Never overwrite a run, nor write into a folder of other files: a new run needs a new or empty
-        folder (or one where Hydra alone has written); an unfinished run is resumed, not restarted."""
+        """Never overwrite a run, nor write into a folder of other files: a new run needs a new or empty folder (or
+        one where Hydra alone has written); an unfinished run is resumed, not restarted."""
         where = f"{key}={str(self.path)!r}"
         other = kinds.kind_of(self.path)
         if other not in (None, kind):
@@ -162,8 +144,8 @@ class RunFolder:
             raise UserError(f"{where} is a file, not a folder; choose a folder")
 
     def load_last(self) -> dict | None:
-        """The checkpoint to resume from, checked; None for a run stopped before its first one
-        (it restarts from its first epoch). One clear line for anything that is not one."""
+        """The checkpoint to resume from, checked; None for a run stopped before its first one (it restarts from its
+        first epoch). One clear line for anything that is not one."""
         status = self.status()
         if status is None or not self.config.exists():
             raise UserError(f"{self.path} is not a reg_runner run folder (no metrics.json / resolved_config.yaml); "
@@ -211,12 +193,10 @@ class RunFolder:
         return checkpoint
 
     def lock(self, then=None, key: str | None = None) -> None:
-        """Hold this folder's lock until ``unlock`` (or this process ends): a second process is refused, and a
-        run recorded as running without a holder is known to be dead. A folder this object has locked already
-        (the callback's, before Hydra wrote ``.hydra/``, handed to the task) stays locked.
-
-        ``then``: called once the lock is held, before this process's id is written into ``.lock``: a refusal
-        there changes nothing. ``key``: the setting that named the folder, for the refusal's line."""
+        """Hold this folder's lock until ``unlock`` (or this process ends): a second process is refused, and a run
+        recorded as running without a holder is known to be dead; a lock this object holds already stays held.
+        ``then``: called once the lock is held, before this process's id is written into ``.lock`` (a refusal there
+        changes nothing); ``key``: the setting that named the folder, for the refusal's line."""
         if self._lock_fd is not None:
             return
         try:
@@ -245,8 +225,7 @@ class RunFolder:
         self._lock_fd = None
 
     def in_use(self) -> bool:
-        """Whether another process (or another ``RunFolder`` of this one) holds the folder's lock (not while this
-        object holds it)."""
+        """Whether another process (or another ``RunFolder`` of this one) holds the folder's lock."""
         if self._lock_fd is not None:
             return False
         try:
@@ -298,7 +277,11 @@ class RunFolder:
         ``stack``: the folders of the runs trained together with this one, in one process; ``trial``: the
         Optuna study and trial it ran for, in a study sweep."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
-        record = dict(fingerprint.environment(device, self._eval_precision()), stack=stack, trial=trial)
+        try:  # the resolved config is written first
+            precision = str(OmegaConf.load(self.config).trainer.eval_precision)
+        except Exception:  # no such file or key: the record says null
+            precision = None
+        record = dict(fingerprint.environment(device, precision), stack=stack, trial=trial)
         git = record["git"]  # this record's own copy
         diff = git.pop("diff", "")
         if diff:  # the changes that ran, beside the records (a resumed run on other code keeps both)
@@ -311,16 +294,9 @@ class RunFolder:
                 git["error"] = f"{name} could not be written ({e.strerror})"
         atomic.write_json(path, record)
 
-    def _eval_precision(self) -> str | None:
-        """trainer.eval_precision of the run's resolved config (written before its environment)."""
-        try:
-            return str(OmegaConf.load(self.config).trainer.eval_precision)
-        except Exception:  # no such file or key: the record says null
-            return None
-
     def recorded_threads(self) -> int | None:
-        """The torch threads the run first trained with on a CPU (environment.json), None if unrecorded or not
-        on a CPU. ``ThreadsUnknown`` for a CPU run (or an unreadable record) that does not say them."""
+        """The torch threads the run first trained with (environment.json), None if no CPU is recorded;
+        ``ThreadsUnknown`` for a CPU run (or an unreadable record) that does not say them."""
         try:
             env = json.loads(self.environment.read_text())
         except (OSError, ValueError):
@@ -338,21 +314,20 @@ class RunFolder:
         atomic.write_json(self.metrics, metrics)
 
     def write_history(self, history: list[dict], durable: bool = True) -> None:
-        """history.csv, one row per evaluation. Written at every evaluation (``durable=False`` between
-        checkpoints), so each time only the rows added since are formatted."""
+        """history.csv, one row per evaluation, written at each (``durable=False`` between checkpoints): only the
+        rows added since the last write are formatted."""
         columns = list(dict.fromkeys(k for row in history for k in row))
         key = os.path.realpath(self.history)
         cached = _CSV.get(key)
+        text, start = "", 0
         if cached and cached[0] == columns and 0 < cached[1] <= len(history) and history[cached[1] - 1] is cached[2]:
             text, start = cached[3], cached[1]  # the same rows as before, and new ones after them
-        else:
-            text, start = None, 0
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        if text is None:
+        if not start:
             writer.writeheader()
         writer.writerows(history[start:])
-        text = (text or "") + out.getvalue()
+        text += out.getvalue()
         _CSV[key] = (columns, len(history), history[-1] if history else None, text)
         atomic.write_text(self.history, text, durable)
 
@@ -370,9 +345,8 @@ class RunFolder:
 
 
 def on_host(obj):
-    """``obj`` with every tensor in it on the CPU (a tensor already there is not copied): a checkpoint written
-    on a GPU then loads anywhere with ``torch.load(path, weights_only=True)``, a machine without a GPU included.
-    ``torch.save`` would copy each tensor to the host anyway; this copy is the same, and exact."""
+    """``obj`` with every tensor in it on the CPU (one already there is not copied): a checkpoint written on a GPU
+    then loads anywhere, a machine without a GPU included (``torch.save`` would copy to the host anyway)."""
     import torch
 
     if isinstance(obj, torch.Tensor):

@@ -1,15 +1,10 @@
 """The building blocks of every config group's schema, and the one way a bad value is reported.
 
-Each config group declares its schema in its own package (``reg_runner.model`` for ``conf/model/``,
-and so on) as a pydantic model built from the field types below. Why pydantic and not Hydra's
-structured configs: a structured config checks types only, so ranges, choices that depend on
-another key (``scheduler.name``), and rules across groups would still need code of their own,
-and Hydra reports its own errors over several lines. A pydantic model states type, range and
-unknown keys in one declaration, validates the composed config as plain data (so the same schema
-checks a command line, a sweep's trial and a resumed run's recorded config), and reports every
-problem with its location, which becomes ``key=value is not allowed: <what is allowed>``.
-
-The schemas import no torch: a mistyped value is rejected in about a second, before torch loads.
+Each group declares its schema in its own package (``reg_runner.model`` for ``conf/model/``...) as a pydantic
+model of the field types below: one declaration states type, range and unknown keys (Hydra's structured configs
+check types only, and report over several lines), the same schema checks a command line, a sweep's trial and a
+resumed run's recorded config, and every problem becomes ``key=value is not allowed: <what is allowed>``. The
+schemas import no torch: a mistyped value is rejected before torch loads.
 """
 
 import difflib
@@ -24,15 +19,14 @@ from pydantic_core import PydanticCustomError
 from reg_runner.errors import ConfigError, cause
 from reg_runner.keys import groups_in, role_marker
 
-SEED_LIMIT = 2**63  # torch.manual_seed takes 64 bits; numpy's SeedSequence takes anything
+INT_LIMIT = 2**63  # numpy and torch count in int64 (a larger count fails mid-run); torch.manual_seed takes 64 bits
 
 
 class Group(BaseModel):
     """A config group: every key declared, none unknown, frozen once checked."""
 
-    # each key's description is the docstring under it, read by the configuration reference (python -m
-    # reg_runner.docs) and not at run time: pydantic's use_attribute_docstrings would parse every schema's source at
-    # each start-up (~25 ms of a refused command's ~0.5 s)
+    # each key's description is the docstring under it, read by python -m reg_runner.docs only: pydantic's
+    # use_attribute_docstrings would parse every schema's source at each start-up (~25 ms of a refused command)
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
@@ -42,12 +36,6 @@ def reject(allowed: str):
 
 def is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _interval(lo, hi, lo_open, hi_open) -> str:
-    if hi == math.inf:
-        return f"a number {'>' if lo_open else '>='} {lo:g}"
-    return f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
 
 
 def rule(kind, ok, allowed: str, convert=lambda v: v):
@@ -61,13 +49,12 @@ def rule(kind, ok, allowed: str, convert=lambda v: v):
     return Annotated[kind, PlainValidator(check)]
 
 
-def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_open=False, allowed: str = ""):
+def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open=False, hi_open=False):
     """A finite float in the interval (ints are taken as floats)."""
+    allowed = (f"a number {'>' if lo_open else '>='} {lo:g}" if hi == math.inf
+               else f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
     return rule(float, lambda v: is_number(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi),
-                allowed or _interval(lo, hi, lo_open, hi_open), float)
-
-
-INT_LIMIT = 2**63  # numpy and torch count in int64: a larger count fails in their arithmetic, mid-run
+                allowed, float)
 
 
 def integer(lo: int = 0, hi: int | None = None):
@@ -117,7 +104,7 @@ Tags = rule(list, lambda v: isinstance(v, (list, tuple)) and all(isinstance(t, s
 Text = rule(str, lambda v: isinstance(v, str) and v.strip(), "a non-empty string")
 Name = rule(str, lambda v: isinstance(v, str) and v.strip() and v.isprintable(),  # in messages and file names
             "a non-empty name of printable characters (no newline, tab or other control character)")
-Seed = rule(int | None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < SEED_LIMIT),
+Seed = rule(int | None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < INT_LIMIT),
             "null or an integer in [0, 2^63)")
 VAL_METRICS = ("val/acc", "val/loss")
 Monitor = rule(str, lambda v: v in VAL_METRICS,
@@ -131,45 +118,41 @@ Fraction01 = number(0, 1, hi_open=True)  # [0, 1)
 Probability = number(0, 1)  # [0, 1]
 
 
-def pair(lo: float, hi: float, hi_open=True):
+def pair(lo: float, hi: float):
     """A list of two numbers, each in [lo, hi) (Adam's betas)."""
     return rule(list, lambda v: isinstance(v, (list, tuple)) and len(v) == 2
-                and all(is_number(x) and lo <= x and (x < hi if hi_open else x <= hi) for x in v),
-                f"a list of two numbers, each in [{lo:g}, {hi:g}{')' if hi_open else ']'}",
-                lambda v: [float(x) for x in v])
+                and all(is_number(x) and lo <= x < hi for x in v),
+                f"a list of two numbers, each in [{lo:g}, {hi:g})", lambda v: [float(x) for x in v])
 
 
 def parse(model: type[BaseModel], data: Any, prefix: str = ""):
-    """Validate ``data`` (plain dicts and lists) against ``model``; the first problem becomes a
-    ``ConfigError`` naming the dotted key, the value given and what is allowed."""
+    """Validate ``data`` (plain dicts and lists) against ``model``; the first problem becomes a ``ConfigError``
+    naming the dotted key, the value given and what is allowed."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise _config_error(model, e.errors()[0], data, prefix) from None
-
-
-def _config_error(model, err: dict, data, prefix: str) -> ConfigError:
+        err = e.errors()[0]
     path = _key_path(err["loc"], data, err["type"])
     key = ".".join(str(p) for p in ([prefix] if prefix else []) + path)
     kind, value = err["type"], err.get("input")
     if kind == "reg_runner":
-        return ConfigError(key, value, err["ctx"]["allowed"])
+        raise ConfigError(key, value, err["ctx"]["allowed"])
     if kind == "extra_forbidden":
         parent = ".".join(key.split(".")[:-1]) or "the config"
         known = _known_keys(model, path[:-1], data)
         hint = difflib.get_close_matches(str(path[-1]), known, n=1)
-        return ConfigError(key, value, f"{parent} has no key {path[-1]!r}"
-                           + (f" (did you mean {hint[0]}?)" if hint else "")
-                           + (f"; its keys are {', '.join(known)}" if known else ""))
+        raise ConfigError(key, value, f"{parent} has no key {path[-1]!r}"
+                          + (f" (did you mean {hint[0]}?)" if hint else "")
+                          + (f"; its keys are {', '.join(known)}" if known else ""))
     if kind == "missing":
-        return ConfigError(key, None, "a value is required (the key is missing)")
+        raise ConfigError(key, None, "a value is required (the key is missing)")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tags = err.get("ctx", {}).get("expected_tags", "")
         name = value.get("name") if isinstance(value, dict) else value
-        return ConfigError(f"{key}.name", name, f"one of {tags.replace(chr(39), '')}")
+        raise ConfigError(f"{key}.name", name, f"one of {tags.replace(chr(39), '')}")
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return ConfigError(key, value, "a group of keys (a mapping), not a single value")
-    return ConfigError(key, value, err["msg"])
+        raise ConfigError(key, value, "a group of keys (a mapping), not a single value")
+    raise ConfigError(key, value, err["msg"])
 
 
 def _key_path(loc: tuple, data, kind: str) -> list:
@@ -196,11 +179,11 @@ def _known_keys(model, path: list, data) -> list[str]:
     for part in path:
         here = here.get(part) if isinstance(here, dict) else None
         field = here_model.model_fields.get(part) if here_model is not None else None
-        here_model = _model_of(field.annotation, here) if field is not None else None
+        here_model = model_of(field.annotation, here) if field is not None else None
     return [f.alias or name for name, f in here_model.model_fields.items()] if here_model is not None else []
 
 
-def _model_of(annotation, value):
+def model_of(annotation, value):
     """The pydantic model an annotation stands for, picking a union's member by its ``name``."""
     for found in groups_in(annotation):
         tag = found.model_fields.get("name")
@@ -239,7 +222,7 @@ class FamilyGroup(Group):
         for name, field in cls.model_fields.items():
             if name not in base.model_fields and role_marker(field) is not None:
                 raise TypeError(f"{cls.__name__}.{name}: a family's own key takes no record role "
-                                f"({role_marker(field)!r}); declare it on {base.__name__}")
+                                f"({role_marker(field).name}); declare it on {base.__name__}")
 
 
 def family(base: type[FamilyGroup], key: str, example: str):

@@ -16,7 +16,7 @@ from reg_runner.config import KEYS, RunConfig
 from reg_runner.logging.tensorboard import flat_hparams
 from reg_runner.reg import RegConfig
 from reg_runner.report import Run, varying_keys
-from reg_runner.schema import Monitor
+from reg_runner.schema import Monitor, parse
 
 
 def marked(role=None, stack=None):
@@ -75,15 +75,15 @@ def test_a_role_decides_results_hparams_folder_names_and_groups(schema, role, re
     assert grouped_by({"objective": "val/acc", "seed": "0"}, {"objective": "val/loss", "seed": "1"}) == (
         ["objective"] if group else [])
     # the key's record role never makes it structural
-    plain = config_lib.parse(KEYS.schema, config)
-    other = config_lib.parse(KEYS.schema, data("objective=val/acc"))
+    plain = parse(KEYS.schema, config)
+    other = parse(KEYS.schema, data("objective=val/acc"))
     assert keys.structural_values(plain) == keys.structural_values(other)
 
 
 @pytest.mark.parametrize("stack, structural", [(None, False), (keys.OWN, False), (keys.STRUCTURAL, True)])
 def test_a_structural_group_keeps_runs_that_differ_in_it_out_of_one_stack(schema, stack, structural):
     cls = schema(marked(stack=stack))
-    a, b = (config_lib.parse(cls, data(f"reg.l2={v}")) for v in (0.0, 1e-4))
+    a, b = (parse(cls, data(f"reg.l2={v}")) for v in (0.0, 1e-4))
     assert (keys.structural_values(a) == keys.structural_values(b)) is not structural
     assert config_lib.structural_difference([a, b]) == ("reg" if structural else None)
     assert ("reg" in keys.structural_keys(a)) is structural

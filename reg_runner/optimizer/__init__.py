@@ -1,10 +1,9 @@
 """The ``optimizer`` group: a class named by ``_target_``, and its constructor's arguments.
 
-Every key but ``_target_``, ``lr_scaling`` and ``base_batch_size`` goes to the constructor
-(``reg_runner.optimizer.build``), so any ``torch.optim`` class, or a library's, is one YAML file
-away. The arguments torch's optimizers share are checked here by name and range; before the run
-starts, every key is also checked against the class's own signature, so a misspelled argument is
-an error even for classes that take ``**kwargs`` and would ignore it.
+Every key but ``_target_``, ``lr_scaling`` and ``base_batch_size`` goes to the constructor (``.build``), so any
+``torch.optim`` class, or a library's, is one YAML file away. The arguments torch's optimizers share are checked
+here by name and range; before the run starts, every key is also checked against the class's own signature, so a
+misspelled argument is an error even for classes that take ``**kwargs`` and would ignore it.
 """
 
 import math
@@ -16,57 +15,33 @@ from reg_runner.errors import ConfigError
 from reg_runner.schema import (Bool, Fraction01, Group, LearningRate, NonNegative, Positive, Probability, Target,
                                integer, one_of, optional, pair)
 
-# constructor arguments that torch's optimizers (and pytorch-optimizer's) share, with their ranges
+# constructor arguments that torch's optimizers (and pytorch-optimizer's) share: their ranges, and what each does
+# (the configuration reference: python -m reg_runner.docs)
 ARGUMENTS = {
-    "betas": pair(0, 1),
-    "eps": Positive,
-    "weight_decay": NonNegative,
-    "momentum": Fraction01,
-    "dampening": Probability,
-    "nesterov": Bool,
-    "alpha": Fraction01,  # RMSprop's smoothing constant
-    "centered": Bool,
-    "amsgrad": Bool,
-    "lr_decay": NonNegative,
-    "initial_accumulator_value": NonNegative,
-    "momentum_decay": NonNegative,
-    "decoupled_weight_decay": Bool,
-    "trust_coefficient": Positive,
-    "weight_decouple": Bool,
-    "fixed_decay": Bool,
-    "maximize": Bool,
-    "foreach": optional(Bool),
-    "fused": optional(Bool),
-    "capturable": Bool,
-    "differentiable": Bool,
-}
-
-
-# what each shared argument does (the configuration reference: python -m reg_runner.docs)
-DESCRIPTIONS = {
-    "betas": "the decay rates of the running means of the gradient and of its square (Lion: of its update and "
-             "momentum)",
-    "eps": "added to the denominator, for numerical stability",
-    "weight_decay": "decay of the weights; in sgd, adam and rmsprop added to the gradient as w·θ, in adamw, lion, "
-                    "lamb and lars decoupled from it (see L1/L2 penalties vs. weight decay)",
-    "momentum": "the momentum factor",
-    "dampening": "dampening of the momentum (SGD)",
-    "nesterov": "Nesterov's momentum (SGD; needs momentum > 0 and dampening 0)",
-    "alpha": "RMSprop's smoothing constant of the squared gradient",
-    "centered": "RMSprop: normalize by the estimated variance of the gradient",
-    "amsgrad": "Adam's AMSGrad variant (the maximum of the second moments)",
-    "lr_decay": "Adagrad's learning-rate decay",
-    "initial_accumulator_value": "Adagrad's starting sum of squared gradients",
-    "momentum_decay": "NAdam's momentum decay",
-    "decoupled_weight_decay": "NAdam and RAdam: decay the weights as AdamW does",
-    "trust_coefficient": "LARS's trust coefficient (the layer-wise lr's scale)",
-    "weight_decouple": "pytorch-optimizer: decouple the weight decay, as AdamW does",
-    "fixed_decay": "pytorch-optimizer: a weight decay not scaled by the lr",
-    "maximize": "maximize the objective instead of minimizing it",
-    "foreach": "torch's multi-tensor implementation; null: torch chooses",
-    "fused": "torch's fused implementation; null: torch chooses (it changes the last digits)",
-    "capturable": "torch: the step can be captured in a CUDA graph",
-    "differentiable": "torch: the step can be differentiated through",
+    "betas": (pair(0, 1), "the decay rates of the running means of the gradient and of its square (Lion: of its "
+                          "update and momentum)"),
+    "eps": (Positive, "added to the denominator, for numerical stability"),
+    "weight_decay": (NonNegative, "decay of the weights; in sgd, adam and rmsprop added to the gradient as w·θ, "
+                                  "in adamw, lion, lamb and lars decoupled from it (see L1/L2 penalties vs. weight "
+                                  "decay)"),
+    "momentum": (Fraction01, "the momentum factor"),
+    "dampening": (Probability, "dampening of the momentum (SGD)"),
+    "nesterov": (Bool, "Nesterov's momentum (SGD; needs momentum > 0 and dampening 0)"),
+    "alpha": (Fraction01, "RMSprop's smoothing constant of the squared gradient"),
+    "centered": (Bool, "RMSprop: normalize by the estimated variance of the gradient"),
+    "amsgrad": (Bool, "Adam's AMSGrad variant (the maximum of the second moments)"),
+    "lr_decay": (NonNegative, "Adagrad's learning-rate decay"),
+    "initial_accumulator_value": (NonNegative, "Adagrad's starting sum of squared gradients"),
+    "momentum_decay": (NonNegative, "NAdam's momentum decay"),
+    "decoupled_weight_decay": (Bool, "NAdam and RAdam: decay the weights as AdamW does"),
+    "trust_coefficient": (Positive, "LARS's trust coefficient (the layer-wise lr's scale)"),
+    "weight_decouple": (Bool, "pytorch-optimizer: decouple the weight decay, as AdamW does"),
+    "fixed_decay": (Bool, "pytorch-optimizer: a weight decay not scaled by the lr"),
+    "maximize": (Bool, "maximize the objective instead of minimizing it"),
+    "foreach": (optional(Bool), "torch's multi-tensor implementation; null: torch chooses"),
+    "fused": (optional(Bool), "torch's fused implementation; null: torch chooses (it changes the last digits)"),
+    "capturable": (Bool, "torch: the step can be captured in a CUDA graph"),
+    "differentiable": (Bool, "torch: the step can be differentiated through"),
 }
 
 
@@ -96,11 +71,10 @@ class OptimizerConfig(Group):
     @model_validator(mode="after")
     def _known_arguments(self):
         for name, value in self.model_extra.items():
-            field = ARGUMENTS.get(name)
-            if field is None:
+            if name not in ARGUMENTS:
                 continue  # checked against the class's signature before the run starts
             try:
-                field.__metadata__[0].func(value)
+                ARGUMENTS[name][0].__metadata__[0].func(value)
             except PydanticCustomError as e:
                 raise ConfigError(f"optimizer.{name}", value, e.context["allowed"]) from None
         extra = self.model_extra

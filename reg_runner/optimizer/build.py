@@ -24,32 +24,17 @@ def optimizer_class(target: str) -> type:
     return cls
 
 
-def named_arguments(cls: type) -> list[str]:
-    """The keyword arguments ``cls`` declares by name (not what a ``**kwargs`` would swallow)."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.name not in ("self", "params")
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
-def arguments(cfg: OptimizerConfig, batch_size: int) -> dict:
-    """The constructor's arguments, lr scaled by the large-batch rule (``batch_size``: the effective batch)."""
-    kwargs = dict(cfg.arguments)
-    kwargs["lr"] = scaled_lr(cfg.lr, cfg.lr_scaling, batch_size, cfg.base_batch_size)
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(kwargs["betas"])
-    return kwargs
-
-
 def check(cfg: OptimizerConfig, batch_size: int) -> int:
     """Before anything is made: every key is an argument of the class, and the class accepts the values.
     Returns the copies of the parameters that its state holds (``step_at``)."""
-    cls = optimizer_class(cfg.target)
-    named = named_arguments(cls)
+    params = inspect.signature(optimizer_class(cfg.target).__init__).parameters.values()
+    named = [p.name for p in params if p.name not in ("self", "params")  # not what a **kwargs would swallow
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for name, value in cfg.arguments.items():
         if name not in named:
             raise ConfigError(f"optimizer.{name}", value, f"{cfg.target} takes no argument {name!r}; "
                               f"its arguments are {', '.join(named)}")
-    lr = arguments(cfg, batch_size)["lr"]
+    lr = scaled_lr(cfg.lr, cfg.lr_scaling, batch_size, cfg.base_batch_size)
     if lr > FLOAT32_MAX:  # the large-batch rule scaled it past what the optimizer's float32 step can hold
         raise ConfigError("optimizer.lr", cfg.lr, f"at most {FLOAT32_MAX * cfg.lr / lr:.4g} with optimizer.lr_scaling="
                           f"{cfg.lr_scaling} and a batch of {batch_size}: it scales to {lr:.4g}, past float32's "
@@ -78,7 +63,10 @@ def step_at(cfg: OptimizerConfig, batch_size: int, lr: float, key: str, value) -
 
 
 def build(params, cfg: OptimizerConfig, batch_size: int) -> torch.optim.Optimizer:
-    kwargs = arguments(cfg, batch_size)
+    """The optimizer, its lr scaled by the large-batch rule (``batch_size``: the effective batch)."""
+    kwargs = dict(cfg.arguments, lr=scaled_lr(cfg.lr, cfg.lr_scaling, batch_size, cfg.base_batch_size))
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
     if cfg.lr_scaling != "none":
         log.info("lr %g scaled by the %s rule (batch %d / base %d): %g", cfg.lr, cfg.lr_scaling, batch_size,
                  cfg.base_batch_size, kwargs["lr"])

@@ -1,9 +1,8 @@
 """The ``scheduler`` group: the learning-rate schedule (``reg_runner.scheduler.schedule``).
 
-Each option has its own keys, and only those. ``onecycle`` and ``cyclic`` step after every
-optimizer step; the others once per epoch, ``plateau`` on each evaluation of its monitor (a
-validation metric). Every option can have a linear warmup in front (``warmup_epochs``), except the
-two cyclic ones, which start from their own low learning rate.
+Each option has its own keys, and only those. ``onecycle`` and ``cyclic`` step after every optimizer step; the
+others once per epoch, ``plateau`` on each evaluation of its monitor (a validation metric). Every option can have a
+linear warmup in front (``warmup_epochs``), except the two cyclic ones, which start from their own low lr.
 """
 
 from typing import Annotated, Literal, Union
@@ -15,6 +14,11 @@ from reg_runner.schema import (Bool, Fraction01, Group, LearningRate, Monitor, N
 
 Decay = number(0, 1, lo_open=True)  # a factor that lowers the lr: (0, 1]
 PER_BATCH = ("onecycle", "cyclic")
+
+
+def cycle_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Half a cyclic cycle in optimizer steps (the checks refuse less than one)."""
+    return round(epochs * steps_per_epoch)
 
 
 class Warmup(Group):

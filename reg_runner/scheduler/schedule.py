@@ -1,13 +1,12 @@
-"""Learning-rate schedules: torch's schedulers, stepped at the right moments (the options and when each steps:
-``reg_runner.scheduler``). ``warmup_epochs > 0`` puts a linear warmup from ``warmup_start_factor * lr`` to
-``lr`` in front; the main schedule then runs over the remaining epochs.
-"""
+"""Learning-rate schedules: torch's schedulers, stepped at the right moments (``reg_runner.scheduler``). A warmup
+(``warmup_epochs > 0``) goes linearly from ``warmup_start_factor * lr`` to ``lr``; the main schedule then runs over
+the remaining epochs."""
 
 import torch
 from torch.optim import lr_scheduler as sched
 
 from reg_runner.errors import UserError
-from reg_runner.scheduler import PER_BATCH
+from reg_runner.scheduler import PER_BATCH, cycle_steps
 
 
 class Schedule:
@@ -59,11 +58,8 @@ class Schedule:
         self.steps += 1
 
     def state_dict(self) -> dict:
-        return dict(
-            steps=self.steps,
-            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
-            plateau=self.plateau.state_dict() if self.plateau is not None else None,
-        )
+        return dict(steps=self.steps, scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+                    plateau=self.plateau.state_dict() if self.plateau is not None else None)
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = state["steps"]
@@ -71,11 +67,6 @@ class Schedule:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.plateau is not None:
             self.plateau.load_state_dict(state["plateau"])
-
-
-def cycle_steps(epochs: float, steps_per_epoch: int) -> int:
-    """Half a cyclic cycle in optimizer steps (the checks refuse less than one)."""
-    return round(epochs * steps_per_epoch)
 
 
 def _main_scheduler(optimizer, cfg, length: int, unit: int):
