@@ -1,7 +1,6 @@
-"""Runs, top to bottom (``run_stack``): check the configs, lock the folders, record, assemble the data, the
-stacked model and its members (``reg_runner.assembly``), train. Several runs of one architecture train as one
-(a single run is a stack of one: there is one engine). Each run's folder and records are exactly what it would have
-alone, and on CPU so are its numbers.
+"""Runs, top to bottom (``run_stack``): check, lock, record, assemble (``reg_runner.assembly``), train. Several runs
+of one architecture train as one stack (a single run is a stack of one); each run's records are exactly what it would
+have alone, and on CPU so are its numbers.
 """
 
 import logging
@@ -31,21 +30,13 @@ from reg_runner.trainer.precision import warn_if_slow
 log = logging.getLogger(__name__)
 
 
-def check(job: Job) -> checks.Checked:
-    """The job's config through every stage: only those its ``checked`` has not passed (none, or the machine
-    after a sweeper's check), or all of them if it comes unchecked."""
-    if job.checked is None:
-        return checks.check(job.composed, job.overrides)
-    return checks.carry_on(job.checked)
-
-
 def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> list[float]:
     """Train ``jobs`` as one stack (they must share their structure: ``keys.structural_keys``): check, lock,
     record, assemble, train."""
     t0 = time.perf_counter()
     STOP.install(starting=True)  # installed by the CLI's first callback already, before any folder existed
-    for job in jobs:  # nothing is written before this passes
-        job.checked = check(job)
+    for job in jobs:  # every stage its check has not passed (all, if it comes unchecked); nothing is written before
+        job.checked = checks.check(job.composed, job.overrides) if job.checked is None else checks.carry_on(job.checked)
     differing = config_lib.structural_difference([job.settings for job in jobs])
     if differing:
         raise UserError(f"these runs cannot train as one stack: they differ in {differing}")
@@ -183,9 +174,8 @@ def _summarize(member, wall: float) -> float:
 
 
 def to_own_log(run_dir, message: str) -> None:
-    """``message`` as an INFO line of this module in the run's own log file (``<job name>.log`` in its folder),
-    and in no other: the console already has it (printed plain), and in a stack every run's log file is a handler
-    of the root logger at once."""
+    """``message`` as an INFO line in the run's own log file alone: the console has it already, and in a stack
+    every run's log file is a handler of the root logger."""
     folder = Path(run_dir).resolve()
     record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None)
     for handler in logging.getLogger().handlers:

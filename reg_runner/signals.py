@@ -1,19 +1,12 @@
 """SIGTERM and Ctrl-C: a clean end at any moment, within a step of training.
 
-From a command's first instant (``python -m reg_runner...`` installs ``early`` as the package loads),
-a signal ends the command where it is: the temp file of a write in progress and the folders it made
-that hold nothing yet are removed, and it ends with one line and exit code 128 + the signal number,
-never a traceback. A set of files written together waits for the signal (``deferred``).
-
-A run takes signals over (``STOP``, installed by its first callback, before Hydra makes the run folder).
-During its start-up (the checks, the imports, the data, the model) there is nothing of it to keep: a signal
-ends the command at once, and removes the folder of a new run (a resumed run's checkpoint stands). Once it
-trains, SLURM's SIGTERM before a time limit or a person's Ctrl-C ends the run at the end of its epoch, or,
-when epochs are long, at its next step, back at the end of its last epoch (``reg_runner.trainer.engine``): it
-writes a checkpoint, records ``status: interrupted``, prints the resume command and exits with 128 + the
-signal number. A second Ctrl-C stops at once: every record is written whole (temp file, then rename), so the
-last checkpoint stands and the run resumes from it; a folder this process made whose run has recorded nothing
-yet is removed.
+From a command's first instant (``early``, installed as the package loads) a signal ends it where it is: the temp
+file of a write in progress and the folders it made that hold nothing yet are removed; one line; exit code 128 +
+the signal number, never a traceback. A set of files written together waits for the signal (``deferred``).
+A run takes signals over (``STOP``, before Hydra makes its folder): during its start-up a signal ends the command
+at once and removes a new run's folder; once it trains, the run ends at the end of its epoch or at its next step
+(``reg_runner.trainer.engine``), checkpointed, ``status: interrupted``, with the resume command. A second Ctrl-C
+stops at once: every record is written whole, so the last checkpoint stands.
 """
 
 import atexit
@@ -38,11 +31,15 @@ def early(quiet: bool = False) -> None:
     word: its command says what happened."""
     _STATE["quiet"] = quiet
     if threading.current_thread() is threading.main_thread():
-        for sig in SIGNALS:
-            if signal.getsignal(sig) is not signal.SIG_IGN:  # a job started in the background ignores Ctrl-C
-                signal.signal(sig, lambda signum, frame: end(signum))
+        _take(lambda signum, frame: end(signum))
         atexit.register(_ignore_at_exit)  # registered first, so it runs last
     sys.excepthook = _excepthook
+
+
+def _take(handler) -> dict:
+    """Signals go to ``handler(signum, frame)`` (a job started in the background ignores Ctrl-C: left so); the
+    handlers they had, by signal. Only the main thread can set them."""
+    return {sig: signal.signal(sig, handler) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
 def in_worker() -> bool:
@@ -109,11 +106,11 @@ def command(what=NOTHING, made: list | None = None):
 
 @contextlib.contextmanager
 def _handled_by(handler):
-    """Signals go to ``handler(signum, frame)`` while the block runs (the main thread's alone can be set)."""
+    """Signals go to ``handler(signum, frame)`` while the block runs (in the main thread: elsewhere none can be set)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+    previous = _take(handler)
     try:
         yield
     finally:
@@ -184,13 +181,10 @@ class StopSignals:
     def name(self) -> str:
         return signal.Signals(self.signal).name if self.signal else ""
 
-    def install(self, starting: bool = False) -> "StopSignals":
+    def install(self, starting: bool = False) -> None:
         self.starting = starting
         if not self.previous and threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
-                if signal.getsignal(sig) is not signal.SIG_IGN:
-                    self.previous[sig] = signal.signal(sig, self._handle)
-        return self
+            self.previous = _take(self._handle)
 
     def _handle(self, signum, frame):
         if self.starting and self.signal is None:

@@ -1,17 +1,9 @@
-"""What the histograms show: weights, input gradients, activations, output entropy, BatchNorm statistics.
+"""What the histograms show (docs/tensorboard.md): weights, input gradients, activations, output entropy,
+BatchNorm statistics, and one optimizer step's per-layer gradient norm and update ratio (``StepWatcher``).
 
-Recording never changes a run's numbers: probes run in ``eval()`` mode on fixed batches (no
-dropout draw, no BatchNorm running-statistics update), take gradients with ``torch.autograd.grad``
-(nothing accumulates in ``.grad``) and use no random number.
-
-- ``input_grad``: the gradient of the loss with respect to the input of every weight layer (the model
-  family's ``layers()``: Linear and convolution layers), on a fixed probe batch of training images, so
-  snapshots compare over time.
-- ``activation``: each hidden block's output (the family's ``hidden()``) on the same batch.
-- ``entropy``: the entropy of the predicted class distribution of every validation image (taken
-  from the evaluation's own logits); a uniform guess over 10 classes has the maximum, ln 10 = 2.303.
-- Per-layer gradient norm and ‖update‖/‖weight‖ of one optimizer step (the last of the epoch),
-  measured by ``StepWatcher``.
+Recording never changes a run's numbers: probes run in ``eval()`` mode on fixed batches (no dropout draw, no
+BatchNorm running-statistics update), take gradients with ``torch.autograd.grad`` (nothing accumulates in
+``.grad``) and use no random number.
 """
 
 import numpy as np

@@ -1,25 +1,7 @@
-"""TensorBoard: everything a run records, in the run's own folder.
-
-Tags are grouped so TensorBoard's layout reads well:
-
-    loss/train loss/val loss/test      data loss (train: mean over the epoch's batches, train mode)
-    acc/train acc/val acc/test
-    penalty/train                      λ1‖θ‖₁ + λ2‖θ‖₂² (only with reg.l1 / reg.l2)
-    gap/loss gap/acc                   generalization gap: val − train loss, train − val accuracy
-    lr                                 learning rate of the first parameter group
-    grad_norm/<layer>                  ‖∂L/∂W‖ at the last step of a histogram epoch
-    update_ratio/<layer>               ‖ΔW‖/‖W‖ of that step
-    entropy/val_mean                   mean output entropy on the validation sample; entropy/max = ln(classes)
-    hist/weight/<layer>                weights of each weight layer (the MLP's layer1..3 and output)
-    hist/input_grad/<layer>            ∂L/∂(input of the layer) on a fixed training batch
-    hist/activation/<layer>            output of each hidden block on that batch
-    hist/entropy/val                   output entropy of every validation image; step 0 = the untrained model
-    hist/bn_running_mean|var/<layer>   BatchNorm running statistics
-    augmentation/original|augmented    16 training images before and after augmentation (images, once)
-
-Histograms are recorded at ``logging.histograms`` epochs evenly spaced over the run, first and
-last included; scalars at every evaluation. The HParams dashboard gets one entry per run, written
-into this same event file (``SummaryWriter.add_hparams`` would make a separate run folder).
+"""TensorBoard: everything a run records, in the run's own folder (the tags and what they show:
+docs/tensorboard.md). Scalars at every evaluation; histograms at ``logging.histograms`` epochs evenly spaced, first
+and last included; the HParams entry written into this same event file (``SummaryWriter.add_hparams`` would make a
+separate run folder).
 """
 
 import contextlib
