@@ -128,7 +128,11 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         log.info("model: %s, %d parameters, on %s; %s %s", first.model.describe(), n_params, built.device,
                  "seed" if len(members) == 1 else f"{len(members)} runs as one stack, seeds", seeds)
         for trainer in {m.cfg.trainer.early_stopping.patience: m.cfg.trainer for m in members}.values():
-            warn_idle_early_stopping(trainer)
+            es = trainer.early_stopping  # a patience that outlasts the run's evaluations can never stop it: said
+            if es.enabled and es.patience >= trainer.evaluations:
+                log.warning("trainer.early_stopping.patience=%d is not less than the %d evaluations of this run "
+                            "(trainer.epochs=%d, trainer.eval_every=%d): early stopping cannot stop it", es.patience,
+                            trainer.evaluations, trainer.epochs, trainer.eval_every)
         engine.run()
     except Exception as e:  # a user's mistake is said as it is; any other error with its type
         record_failure(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
@@ -146,15 +150,6 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
     return [_summarize(m, time.perf_counter() - t0) for m in members]
 
 
-def warn_idle_early_stopping(tc) -> None:
-    """Early stopping whose patience outlasts the run's evaluations can never stop it: said, not left silent."""
-    es, evaluations = tc.early_stopping, tc.evaluations
-    if es.enabled and es.patience >= evaluations:
-        log.warning("trainer.early_stopping.patience=%d is not less than the %d evaluations of this run "
-                    "(trainer.epochs=%d, trainer.eval_every=%d): early stopping cannot stop it", es.patience,
-                    evaluations, tc.epochs, tc.eval_every)
-
-
 def _summarize(member, wall: float) -> float:
     state, objective = member.state, member.cfg.objective
     if state.best is None:
@@ -169,15 +164,10 @@ def _summarize(member, wall: float) -> float:
         )
     line = f"{line}; {wall:.1f} s; {member.run_dir}"
     print(line, flush=True)
-    to_own_log(member.run_dir, line)
-    return value
-
-
-def to_own_log(run_dir, message: str) -> None:
-    """``message`` as an INFO line in the run's own log file alone: the console has it already, and in a stack
-    every run's log file is a handler of the root logger."""
-    folder = Path(run_dir).resolve()
-    record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None)
+    # and as an INFO line in its own log file alone: printed already, and in a stack each log file is a root handler
+    folder = Path(member.run_dir).resolve()
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
             handler.handle(record)
+    return value

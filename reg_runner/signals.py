@@ -25,14 +25,15 @@ LEFT_OUT = {".hydra", ".lock", "reg_runner.log", "lr_find.log", ".reg_runner_wri
 
 
 def early(quiet: bool = False) -> None:
-    """A signal ends the command where it is, with one line (``end``). Nothing is raised into the code it
-    interrupts: an exception thrown into an import of a C extension, or into a library's ``except``, would
-    come out as some other error. ``quiet``: a worker process of a command (joblib's), which ends without a
-    word: its command says what happened."""
+    """A signal ends the command where it is, with one line (``end``), raising nothing into the code it interrupts
+    (thrown into an import of a C extension, or a library's ``except``, it would come out as some other error).
+    ``quiet``: a worker process of a command (joblib's), which ends without a word: its command speaks."""
     _STATE["quiet"] = quiet
     if threading.current_thread() is threading.main_thread():
         _take(lambda signum, frame: end(signum))
-        atexit.register(_ignore_at_exit)  # registered first, so it runs last
+        # registered first, so it runs last: once the command has ended, a signal has nothing left to stop (and
+        # with the default handlers Python's finalization puts back, it would kill the process without a word)
+        atexit.register(_take, signal.SIG_IGN)
     sys.excepthook = _excepthook
 
 
@@ -45,14 +46,6 @@ def _take(handler) -> dict:
 def in_worker() -> bool:
     """This process is a worker of a command (joblib's), which speaks for it."""
     return bool(_STATE.get("quiet"))
-
-
-def _ignore_at_exit():
-    """The command has ended (its line said, its exit code set): a signal now has nothing left to stop. Without
-    this, Python's finalization puts the default handlers back and a late signal kills the process without a
-    word, its exit code lost."""
-    for sig in SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def _excepthook(kind, value, tb):
@@ -134,9 +127,8 @@ def deferred(hold: bool = False):
 
 @contextlib.contextmanager
 def at_once(what: str):
-    """A block with nothing to lose (checking, before anything is started): a signal ends the command at once with
-    one line, ``interrupted by SIG... <what>``, where a run's handler (``STOP``) would wait for the block's end. A
-    signal that came before the block is left to ``STOP``'s reader."""
+    """A block with nothing to lose (checking, before anything is started): a signal ends the command at once,
+    ``interrupted by SIG... <what>``, where ``STOP`` would wait; one that came before the block is left to ``STOP``."""
     with _handled_by(lambda signum, frame: end(signum, what)):
         yield
 

@@ -52,13 +52,12 @@ def flat_hparams(config: dict) -> dict:
                 prefix, value = prefix.removesuffix("._target_"), str(value).rsplit(".", 1)[-1]
             out[prefix] = value if isinstance(value, (bool, int, float, str)) else str(value)
 
-    top = [key for key, _, _ in keys.fields_of(KEYS.schema)]
-    for key in top:
+    fields = [key for key, _, _ in keys.fields_of(KEYS.schema)]
+    for key in sorted(fields, key=lambda k: KEYS.role_of(k) is keys.LABEL):  # the labels last
+        value = config.get(key)
         if KEYS.role_of(key) is not keys.LABEL:
-            walk(key, config.get(key))
-    for key in top:
-        if KEYS.role_of(key) is keys.LABEL:
-            value = config.get(key)
+            walk(key, value)
+        else:
             out[key] = ", ".join(str(t) for t in value) if isinstance(value, (list, tuple)) else str(value or "")
     return out
 
