@@ -21,7 +21,7 @@ from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 from reg_runner.overrides import hydra_overrides, plain_overrides
 from reg_runner.private import hydra_arguments_refused
-from reg_runner.signals import STOP, hand_back, stop_if_signalled
+from reg_runner.signals import STOP, hand_back
 from reg_runner.sweep.workers import joblib_workers
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
