@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from reg_runner.errors import masked
+from reg_runner.errors import first_line, masked
 
 # the packages a run's numbers depend on most, named first (``distributions`` holds every installed one)
 PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper",
@@ -123,8 +123,8 @@ def _git_state(folder: str) -> dict:
     except FileNotFoundError:
         return dict(commit=None, error="git is not installed")
     except subprocess.CalledProcessError as e:
-        reason = (e.stderr or "").strip().splitlines()
-        return dict(commit=None, error=f"not a git repository with a commit ({reason[0] if reason else 'git failed'})")
+        reason = first_line(e.stderr or "") or "git failed"
+        return dict(commit=None, error=f"not a git repository with a commit ({reason})")
     except (OSError, subprocess.SubprocessError) as e:
         return dict(commit=None, error=f"git failed ({type(e).__name__})")
     try:  # the whole repository's changes, paths from its top
