@@ -49,9 +49,9 @@ def stacked(model_cfgs: list, shape: tuple[int, ...], n_classes: int, device: to
         return stack(list(model_cfgs), tuple(shape), n_classes, dropout_generators or [None] * len(model_cfgs))
 
 
-def plain(model_cfg, shape: tuple[int, ...], n_classes: int, device: torch.device | None = None):
+def plain(model_cfg, shape: tuple[int, ...], n_classes: int, device: torch.device):
     """One network of the family as ``torch.nn`` modules (what a checkpoint loads into)."""
-    with torch.device(device or "cpu"):
+    with torch.device(device):
         return model_cfg.plain(tuple(shape), n_classes)
 
 

@@ -1,4 +1,4 @@
-"""SIGTERM and Ctrl-C: a clean end at any moment, within a step of training.
+"""SIGTERM and Ctrl-C: a clean end at any moment, within a step of training (docs/reliability.md).
 
 From a command's first instant (``early``, installed as the package loads) a signal ends it where it is: the temp
 file of a write in progress and the folders it made that hold nothing yet are removed; one line; exit code 128 +
@@ -144,12 +144,11 @@ def stop_if_caught() -> None:
             end(signum)
 
 
-def remove_empty(folders: list) -> list:
-    """Remove each folder that holds nothing but a marker, Hydra's files and a lock (deepest first); the
-    folders removed. (No import here: a signal's handler calls it.)"""
+def remove_empty(folders: list) -> None:
+    """Remove each folder that holds nothing but a marker, Hydra's files and a lock, deepest first. (No import
+    here: a signal's handler calls it.)"""
     kinds = sys.modules.get("reg_runner.kinds")  # a folder can hold a marker only once kinds is loaded
     allowed = LEFT_OUT | ({kinds.MARKER} if kinds is not None else set())
-    removed = []
     for folder in sorted({os.fspath(f) for f in folders}, key=lambda f: f.count(os.sep), reverse=True):
         try:
             names = set(os.listdir(folder))
@@ -157,8 +156,6 @@ def remove_empty(folders: list) -> list:
             continue
         if names <= allowed:
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
 
 
 class StopSignals:

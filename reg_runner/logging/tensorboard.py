@@ -116,12 +116,12 @@ class TBLogger:
         if self.wants_entropy:
             self._entropy(val_entropy, 0)
 
-    def augmentation_examples(self, augment, generator: torch.Generator, n: int = 16) -> None:
-        """The same training images before and after augmentation, once, drawn from the run's
-        ``examples`` stream, so that logging them changes no training number."""
+    def augmentation_examples(self, augment, generator: torch.Generator) -> None:
+        """16 training images before and after augmentation, once, drawn from the run's ``examples`` stream, so
+        that logging them changes no training number."""
         if augment is None:
             return
-        x = self.probe_x[:n]
+        x = self.probe_x[:16]
         mean, std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (augment.mean, augment.std))
         for tag, images in (("augmentation/original", x), ("augmentation/augmented", augment(x, generator))):
             pixels = (images.reshape(len(x), *augment.shape) * std + mean).clamp(0, 1)
@@ -208,8 +208,7 @@ class TensorBoard:
                 self.plain.load_state_dict(engine.model.member_state(k))
                 tb.histograms(m.state.epoch, result.steps[m], result.entropies.get(m))
             if m.state.epoch % m.cfg.trainer.checkpoint_every == 0:
-                # the events up to a checkpoint are on disk before it: a run killed after writing it resumes
-                # after this epoch, and TensorBoard would otherwise miss the epoch for good
+                # on disk before the checkpoint: a run killed after it resumes after this epoch, which would be lost
                 tb.writer.flush()
 
     def member_end(self, engine, member, k: int) -> None:
