@@ -30,13 +30,20 @@ from reg_runner.trainer.precision import warn_if_slow
 log = logging.getLogger(__name__)
 
 
+def check(job: Job) -> checks.Checked:
+    """The job's config through the stages its ``checked`` has not passed, or all of them if it comes unchecked."""
+    if job.checked is None:
+        return checks.check(job.composed, job.overrides)
+    return checks.carry_on(job.checked)
+
+
 def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> list[float]:
     """Train ``jobs`` as one stack (they must share their structure: ``keys.structural_keys``): check, lock,
     record, assemble, train."""
     t0 = time.perf_counter()
     STOP.install(starting=True)  # installed by the CLI's first callback already, before any folder existed
-    for job in jobs:  # every stage its check has not passed (all, if it comes unchecked); nothing is written before
-        job.checked = checks.check(job.composed, job.overrides) if job.checked is None else checks.carry_on(job.checked)
+    for job in jobs:  # nothing is written before this passes
+        job.checked = check(job)
     differing = config_lib.structural_difference([job.settings for job in jobs])
     if differing:
         raise UserError(f"these runs cannot train as one stack: they differ in {differing}")
