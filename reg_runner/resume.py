@@ -79,8 +79,8 @@ def main(argv=None) -> None:
                 threads = folder.recorded_threads()  # its numbers depend on them: resumed with the same
             except ThreadsUnknown as e:
                 threads = None
-                log.warning("%s: the torch threads the run trained with are unknown (%s): it resumes with this process's; "
-                            "on a CPU its last digits may differ from an uninterrupted run's", run_dir, e)
+                log.warning("%s: the torch threads the run trained with are unknown (%s): it resumes with this "
+                            "process's; on a CPU its last digits may differ from an uninterrupted run's", run_dir, e)
             stacks.setdefault((keys.structural_values(checked.cfg), threads), []).append((cfg, run_dir, checked))
         if not stacks:
             raise UserError(f"all {len(run_dirs)} runs are finished ({', '.join(sorted({s for _, s in finished}))}): "
