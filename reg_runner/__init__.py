@@ -19,13 +19,9 @@ __version__ = "0.1.0"
 # until its run takes the signals over: the command itself says what happened. Imported as a library,
 # nothing changes.
 _COMMAND = "REG_RUNNER_COMMAND"  # set by a command for the processes it starts
-if _sys.argv[:1] == ["-m"] or _os.path.basename(_sys.argv[0] if _sys.argv else "") == "reg-runner":
-    _worker = False
-elif _os.environ.get(_COMMAND) not in (None, str(_os.getpid())):
-    _worker = True
-else:
-    _worker = None
-if _worker is not None:
+_command = _sys.argv[:1] == ["-m"] or _os.path.basename(_sys.argv[0] if _sys.argv else "") == "reg-runner"
+_worker = not _command and _os.environ.get(_COMMAND) not in (None, str(_os.getpid()))
+if _command or _worker:
     import signal as _signal
 
     def _first(signum, frame):  # the few milliseconds until reg_runner.signals is loaded: nothing exists yet

@@ -1,10 +1,6 @@
 """The assembly seam: checked run configs in; data on the device, a model (stacked and plain) and its members out.
-
-Every entry point builds through here: runs and their resumption (``reg_runner.run``), the range test
-(``reg_runner.lr_find``), the landscapes (``reg_runner.landscape``) and the exactness probe
-(``reg_runner.exactness``). Data flows one way: config -> data -> model -> members; the model is the
-data family's images (their shape, its classes) through the model family's networks, and nothing in
-``reg_runner.model`` or ``reg_runner.data`` knows of runs, configs or the loop.
+Runs, resume, the range test, the landscapes and the exactness probe all build through here, one way: config ->
+data -> model -> members; nothing in ``reg_runner.model`` or ``reg_runner.data`` knows of runs, configs or the loop.
 """
 
 import logging
@@ -53,9 +49,9 @@ def stacked(model_cfgs: list, shape: tuple[int, ...], n_classes: int, device: to
         return stack(list(model_cfgs), tuple(shape), n_classes, dropout_generators or [None] * len(model_cfgs))
 
 
-def plain(model_cfg, shape: tuple[int, ...], n_classes: int, device: torch.device | None = None):
+def plain(model_cfg, shape: tuple[int, ...], n_classes: int, device: torch.device):
     """One network of the family as ``torch.nn`` modules (what a checkpoint loads into)."""
-    with torch.device(device or "cpu"):
+    with torch.device(device):
         return model_cfg.plain(tuple(shape), n_classes)
 
 
@@ -83,10 +79,9 @@ class Assembly:
 
 
 def assemble(jobs: list[Job], on_data=lambda data: None) -> Assembly:
-    """The runs ``jobs`` (checked, of one structure, their configs recorded) as one stack: data on the device,
-    the stacked model with each member initialized from its seed or restored from its checkpoint, and the
-    members attached to their slices. ``on_data``: called once the data is loaded (a run records what it trains
-    on even if what follows fails)."""
+    """The runs ``jobs`` (checked, of one structure, recorded) as one stack: data on the device, the stacked model
+    with each member initialized from its seed or restored from its checkpoint. ``on_data``: called once the data is
+    loaded (a run records what it trains on even if what follows fails)."""
     first = jobs[0].settings
     device = resolve_device(first.trainer.device)
     torch.manual_seed(jobs[0].recorded["seed"])  # torch's global generator, for code outside reg_runner

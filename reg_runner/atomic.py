@@ -1,8 +1,5 @@
-"""Atomic file writes: a kill at any moment leaves the previous complete file, never a partial one.
-
-Each writer writes a temp file in the same folder, fsyncs it, then renames it over the target
-(``os.replace`` is atomic on POSIX and Windows within one file system).
-"""
+"""Atomic file writes: a kill at any moment leaves the previous complete file, never a partial one (a temp file in
+the same folder, fsynced, then renamed over the target: ``os.replace`` is atomic within one file system)."""
 
 import io
 import json

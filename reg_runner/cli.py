@@ -21,7 +21,7 @@ from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 from reg_runner.overrides import hydra_overrides, plain_overrides
 from reg_runner.private import hydra_arguments_refused
-from reg_runner.signals import STOP, hand_back, stop_if_signalled
+from reg_runner.signals import STOP, hand_back
 from reg_runner.sweep.workers import joblib_workers
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
@@ -30,28 +30,12 @@ MAX_NAME = 150  # characters of overrides in a run folder's name (file systems a
 
 
 def run_name(num, overrides: str) -> str:
-    """A multirun job's folder: its number, then its overrides, e.g. ``4_model.norm=batchnorm,seed=1`` (job 4 of
-    ``model.norm=none,batchnorm,layernorm seed=0,1,2``).
-
-    TensorBoard names runs by folder, so runs of a sweep are told apart by what they changed.
-    Slashes in values (``objective=val/loss``) would nest folders and become ``-``.
-    """
+    """A multirun job's folder: its number, then its overrides (``4_model.norm=batchnorm,seed=1``), since
+    TensorBoard names runs by folder. A slash in a value (``objective=val/loss``) becomes ``-``, not a folder."""
     name = str(overrides).replace("/", "-").replace("\\", "-")
     if len(name) > MAX_NAME:
         name = name[:MAX_NAME] + "..."
     return f"{num}_{name}" if name else str(num)
-
-
-def sweep_plugins() -> None:
-    """Make reg_runner's sweepers and launcher known to Hydra, which instantiates only the plugins it knows. Called
-    by the multirun callback, which Hydra runs before it makes the sweeper: a single run, or a command refused,
-    never imports what only a sweep needs."""
-    from reg_runner.sweep.grid import GridSweeper
-    from reg_runner.sweep.stacked import StackedLauncher
-    from reg_runner.sweep.study import StudySweeper
-
-    for plugin in (GridSweeper, StudySweeper, StackedLauncher):
-        Plugins.instance().register(plugin)
 
 
 def sweep_direction(objective: str, objectives=None):
@@ -65,10 +49,8 @@ def sweep_direction(objective: str, objectives=None):
 
 
 def folder_name_excludes() -> list[str]:
-    """Hydra's ``override_dirname.exclude_keys`` (``${folder_name_excludes:}``): what a multirun job's folder name
-    leaves out, from the schemas' declarations. The schemas (pydantic) are imported when a job resolves it: a
-    command that Hydra refuses before (a misspelled key, an unknown option) never imports them (about 0.1 s;
-    benchmarks/refusal.py)."""
+    """Hydra's ``override_dirname.exclude_keys`` (``${folder_name_excludes:}``): what a job's folder name leaves
+    out, from the schemas, imported only when a job resolves it (a command Hydra refuses never loads them)."""
     from reg_runner.config import KEYS
     from reg_runner.keys import FOLDER_NAMES
 
@@ -82,9 +64,8 @@ OmegaConf.register_resolver("options", lambda group: ", ".join(options(group)), 
 
 
 class EarlyChecks(Callback):
-    """Hydra's callback: a run, or a whole multirun, checked before Hydra makes any folder. It owns a single run's
-    check and its folder's lock from ``on_run_start`` to ``on_run_end``; ``on_job_start`` hands both to the
-    ``Task``, which runs without checking again."""
+    """Hydra's callback: a run, or a whole multirun, checked before Hydra makes any folder. A single run's check
+    and locked folder go to the ``Task`` (``on_job_start``), which runs without checking again."""
 
     kind = kinds.RUN  # what the folder it makes holds
 
@@ -92,8 +73,7 @@ class EarlyChecks(Callback):
         self.ready: tuple | None = None  # (folder path, check, locked RunFolder) for the job Hydra runs next
         self.folder = None  # the run's folder (``reg_runner.records.RunFolder``), locked until the run ends
 
-    def check_config(self, config, overrides):
-        """A run's config, through every stage (``reg_runner.checks.check``)."""
+    def check_config(self, config, overrides):  # the range test's callback checks its own way
         from reg_runner import checks
 
         return checks.check(config, overrides)
@@ -121,13 +101,12 @@ class EarlyChecks(Callback):
             gc.enable()  # the checks passed: the run begins (``reg_runner.__main__`` turned the collector off)
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
-            # every check passed: Hydra would make it next. What a signal during start-up removes while the run has
-            # recorded nothing, registered before it is made: the folders above it, then the run's own
+            # what a signal during start-up removes, registered before it is made: the folders above, then the run's
             if make_folder("hydra.run.dir", run_dir, into=STOP.parents):
                 STOP.made.append(run_dir)
                 STOP.parents.pop()  # the run's own folder (made: all of it goes, not only while empty)
-            # the folder's one owner from its first byte: its lock, held until the run ends, before Hydra
-            # writes .hydra/; then the checks again, under the lock (another run may have started in between)
+            # locked before Hydra writes .hydra/, until the run ends; checked again under the lock (another run may
+            # have started in between)
             try:
                 folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
             except UserError:  # another process holds it: not this one's to remove
@@ -139,11 +118,17 @@ class EarlyChecks(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner.records import folder_to_make
+        from reg_runner.sweep.grid import GridSweeper
         from reg_runner.sweep.settings import check_multirun
+        from reg_runner.sweep.stacked import StackedLauncher
+        from reg_runner.sweep.study import StudySweeper
 
         handed_over()
         STOP.install()
-        sweep_plugins()  # Hydra makes the sweeper next
+        # Hydra makes the sweeper next, and instantiates only the plugins it knows: made known here, so that a single
+        # run, or a command refused, never imports what only a sweep needs
+        for plugin in (GridSweeper, StudySweeper, StackedLauncher):
+            Plugins.instance().register(plugin)
         with exit_on_user_error(in_callback=True):
             hydra_overrides(config.hydra.overrides.hydra, multirun=True)
             sweep_dir = folder_to_make("hydra.sweep.dir", config.hydra.sweep.dir)
@@ -156,10 +141,10 @@ class EarlyChecks(Callback):
 
 
 class Task:
-    """The task function Hydra runs for each job of a command (one per command: ``main``), and the one channel
-    by which a job's check reaches it: what checked the job before Hydra made its folder (``EarlyChecks``, or a
-    sweeper whose launcher runs the job in this process; Hydra hands each of them this ``task_function``) calls
-    ``expect``; the job ``take``s its check back by its folder. A job that arrives unchecked is checked whole."""
+    """The task function Hydra runs for each job (one per command), and the one channel by which a job's check
+    reaches it: what checked the job before Hydra made its folder (``EarlyChecks``, or a sweeper whose launcher runs
+    it in this process) ``expect``s it; the job ``take``s it by its folder. A job that arrives unchecked is checked
+    whole."""
 
     def __init__(self):
         self.waiting: dict[str, tuple] = {}  # a job's folder -> (its ``checks.Checked``, its locked RunFolder or None)
@@ -169,7 +154,7 @@ class Task:
         self.waiting[os.path.abspath(run_dir)] = (checked, folder)
 
     def take(self, run_dir) -> tuple:
-        """The check (and locked folder) kept for the job in ``run_dir``, then no longer kept; ``(None, None)``."""
+        """The check (and locked folder) kept for the job in ``run_dir``, no longer kept; or ``(None, None)``."""
         return self.waiting.pop(os.path.abspath(run_dir), (None, None))
 
     def __call__(self, cfg) -> float:
@@ -204,11 +189,10 @@ def main() -> None:
     hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED)(Task())()
 
 
-# Hydra reports a mistake in the command line (an unknown group option, a misspelled key, an override its grammar
-# cannot read) from its own code, before any of ours runs, as several lines and exit 1. Its documented switch
-# HYDRA_FULL_ERROR=1 makes it raise the exception instead: ``entry`` sets it, with the user's own setting kept
-# beside it in the environment (``USER_FULL_ERROR``), until Hydra hands over (our callback or task calls
-# ``handed_over``, which puts the user's setting back), and turns an exception raised before then into one line.
+# Hydra reports a mistake in the command line (an unknown option, a misspelled key, an override it cannot read) from
+# its own code, as several lines and exit 1; its documented HYDRA_FULL_ERROR=1 raises it instead. ``entry`` sets it
+# (the user's own setting kept in ``USER_FULL_ERROR``) until Hydra hands over (``handed_over`` puts it back), and
+# turns an exception raised before then into one line.
 USER_FULL_ERROR = "REG_RUNNER_USER_HYDRA_FULL_ERROR"
 
 
@@ -239,7 +223,6 @@ def entry(task=None) -> None:
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         if USER_FULL_ERROR not in os.environ:  # raised after Hydra handed over: not a command-line mistake
             raise
-        handed_over()
         refuse(hydra_error(e, sys.argv[1:]))
     finally:
         handed_over()

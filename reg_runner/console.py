@@ -1,10 +1,6 @@
-"""How the command's console names who speaks: Hydra's lines tagged ``[HYDRA]``, reg_runner's as a run's log has them.
-
-Hydra formats every line of the sweeper's and launcher's process with its own ``[HYDRA]`` tag
-(``hydra/hydra_logging``); runs that train in that process (the stacked launcher) and reg_runner's sweepers log
-there too. ``conf/config.yaml`` makes this formatter Hydra's console formatter, so reg_runner's lines keep
-the format of a run's log file (``[time][logger][LEVEL] - message``) wherever they are written.
-"""
+"""How the command's console names who speaks: Hydra's lines tagged ``[HYDRA]``, reg_runner's as a run's log has
+them (``RUN_FORMAT``), wherever they are written (conf/config.yaml makes this Hydra's console formatter: the
+sweepers and the stacked launcher log in Hydra's process)."""
 
 import logging
 

@@ -1,8 +1,5 @@
-"""User-facing errors: one line naming the key, the value and what is allowed.
-
-Anything a user can get wrong (a config value, a data folder, a resume path) raises
-``UserError``; the CLI prints its message on one line and exits with ``EXIT_USER_ERROR``.
-Every other exception is a bug in reg_runner and keeps its traceback.
+"""User-facing errors: one line naming the key, the value and what is allowed. Anything a user can get wrong raises
+``UserError``, said on one line with exit ``EXIT_USER_ERROR``; any other exception is a bug and keeps its traceback.
 """
 
 import argparse
@@ -19,10 +16,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the config 
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with its mistakes on one line (``error: ...``, exit 2) instead of usage and a message.
-
-    Its sub-commands' parsers are of this class too (argparse makes them with ``type(self)``).
-    """
+    """argparse, with its mistakes on one line (``error: ...``, exit 2) instead of usage and a message (its
+    sub-commands' parsers too: argparse makes them with ``type(self)``)."""
 
     def error(self, message: str):
         refuse(f"{message} (see {self.prog} --help)")
@@ -108,13 +103,9 @@ class DataError(UserError):
 
 @contextlib.contextmanager
 def exit_on_user_error(in_callback: bool = False):
-    """Turn a ``UserError`` into one line on stderr and exit code 2 (``HYDRA_FULL_ERROR=1``: re-raise).
-
-    ``SystemExit`` passes through Hydra's error reporting, which would print a traceback for
-    any ``Exception``. ``in_callback``: in a Hydra callback, which Hydra would let an exception through
-    only as a warning, and then make the run's folder anyway: with ``HYDRA_FULL_ERROR=1`` the traceback
-    is printed and the command exits all the same.
-    """
+    """A ``UserError`` as one line and exit 2 (a ``SystemExit``, which Hydra's error reporting lets through);
+    ``HYDRA_FULL_ERROR=1`` re-raises it, but ``in_callback`` (Hydra would only warn, then make the run's folder
+    anyway) prints its traceback and exits all the same."""
     try:
         yield
     except UserError as e:
@@ -158,19 +149,16 @@ def integer_arg(lo: int, hi: int | None = None, odd: bool = False, note: str = "
                      + note)
 
 
-def number_arg(lo: float, hi: float, lo_open: bool = True, hi_open: bool = False, note: str = ""):
-    """A number in the interval."""
-    return _argument(float, lambda v: (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi),
-                     f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}{note}")
+def number_arg(lo: float, hi: float, hi_open: bool = False, note: str = ""):
+    """A number in (lo, hi], or (lo, hi) with ``hi_open``."""
+    return _argument(float, lambda v: lo < v and (v < hi if hi_open else v <= hi),
+                     f"a number in ({lo:g}, {hi:g}{')' if hi_open else ']'}{note}")
 
 
 def hydra_error(e: BaseException, overrides=()) -> str:
-    """Hydra's (or OmegaConf's) exception about a command line, on one line, from the exception's attributes:
-    a group option that does not exist (``MissingConfigException.options``), a key the config lacks (the
-    ``full_key`` of the OmegaConf error under Hydra's), an override its grammar cannot read
-    (``OverrideParseException.override``); anything else, the exception's own message, its lines joined.
-    ``overrides``: the command line's, to give a missing key's value as it was written.
-    tests/test_private.py pins the attributes relied on."""
+    """Hydra's (or OmegaConf's) exception about a command line, on one line, from its attributes (an option that
+    does not exist, a key the config lacks, an override the grammar cannot read; tests/test_private.py pins them),
+    else its own message, its lines joined. ``overrides``: the command line's, to give a missing key's value."""
     from hydra.errors import MissingConfigException, OverrideParseException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -179,8 +167,7 @@ def hydra_error(e: BaseException, overrides=()) -> str:
         group, _, option = e.missing_cfg_file.rpartition("/")
         return f"{group}={option} is not allowed: one of {', '.join(e.options)}"
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" not in e.missing_cfg_file:
-        primary = sorted(path.stem for path in Path(CONFIG_DIR).glob("*.yaml"))
-        return f"--config-name={e.missing_cfg_file} is not allowed: one of {', '.join(primary)}"
+        return f"--config-name={e.missing_cfg_file} is not allowed: one of {', '.join(options(''))}"  # conf/*.yaml
     if isinstance(inner, (ConfigAttributeError, ConfigKeyError)) and inner.full_key:
         missing = str(inner.full_key)  # the first key of the path the config lacks: trainer.early_stoping of
         for written in reversed([str(o) for o in overrides if "=" in str(o)]):  # trainer.early_stoping.patience=3
@@ -211,10 +198,11 @@ def no_such_key(key: str, value: str) -> str:
     group, _, rest = key.partition(".")
     having = [o for o in options(group) if rest and dotted_keys.get(_yaml(Path(CONFIG_DIR) / group / f"{o}.yaml"),
                                                                     rest, dotted_keys.MISSING) is not dotted_keys.MISSING]
-    where = f"; the {group} options that have it: {', '.join(f'{group}={h}' for h in having)}" if having else ""
-    near = None if having else closest_key(key)
-    return f"{key}={value} is not allowed: the config has no key {key}" + (f" (did you mean {near}?)" if near else
-                                                                           where)
+    message = f"{key}={value} is not allowed: the config has no key {key}"
+    if having:
+        return f"{message}; the {group} options that have it: {', '.join(f'{group}={h}' for h in having)}"
+    near = closest_key(key)
+    return f"{message} (did you mean {near}?)" if near else message
 
 
 def closest_key(key: str) -> str | None:

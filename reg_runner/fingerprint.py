@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from reg_runner.errors import masked
+from reg_runner.errors import first_line, masked
 
 # the packages a run's numbers depend on most, named first (``distributions`` holds every installed one)
 PACKAGES = ("reg_runner", "torch", "numpy", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper",
@@ -51,7 +51,7 @@ def environment(device, eval_precision: str | None = None) -> dict:
         host=socket.gethostname(),
         pid=os.getpid(),
         argv=[masked(a) for a in sys.argv],  # a storage URL's password hidden
-        git=git_state(SOURCE),
+        git=dict(_git_state(str(SOURCE))),
     )
 
 
@@ -107,15 +107,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def git_state(folder: Path) -> dict:
+@functools.cache
+def _git_state(folder: str) -> dict:
     """The commit of the reg_runner code that ran, whether its tree had changes, which untracked files it held,
     and its changes against the commit (``diff``, written beside the records as ``source.patch``). Read once per
-    process; never an error: without git, or outside a repository, ``commit`` is null and ``error`` says why."""
-    return dict(_git_state(str(Path(folder).resolve())))
+    process (each record gets a copy); never an error: without git, or outside a repository, ``commit`` is null
+    and ``error`` says why."""
 
-
-@functools.cache
-def _git_state(folder: str) -> dict:  # each caller gets a copy (git_state): the one kept here never changes
     def git(*args) -> str:
         return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout
@@ -125,8 +123,8 @@ def _git_state(folder: str) -> dict:  # each caller gets a copy (git_state): the
     except FileNotFoundError:
         return dict(commit=None, error="git is not installed")
     except subprocess.CalledProcessError as e:
-        reason = (e.stderr or "").strip().splitlines()
-        return dict(commit=None, error=f"not a git repository with a commit ({reason[0] if reason else 'git failed'})")
+        reason = first_line(e.stderr or "") or "git failed"
+        return dict(commit=None, error=f"not a git repository with a commit ({reason})")
     except (OSError, subprocess.SubprocessError) as e:
         return dict(commit=None, error=f"git failed ({type(e).__name__})")
     try:  # the whole repository's changes, paths from its top

@@ -1,9 +1,6 @@
-"""The one module of reg_runner that relies on what Hydra and Optuna do not promise in their public API.
-
-Everything else uses their public API (tests/test_private.py walks the package and fails on a private
-name anywhere but here). Each function below has a test in tests/test_private.py that pins exactly the
-behaviour it relies on, so an upgrade that changes it fails that test, not a user's sweep.
-"""
+"""The one module of reg_runner that relies on what Hydra and Optuna do not promise in their public API. Each
+function has a test in tests/test_private.py that pins the behaviour it relies on (and fails on a private name used
+anywhere else), so an upgrade that changes it fails that test, not a user's sweep."""
 
 import contextlib
 
@@ -13,13 +10,9 @@ from hydra.core.hydra_config import HydraConfig
 
 @contextlib.contextmanager
 def hydra_config_of(job):
-    """While inside, ``${hydra:...}`` interpolations resolve against ``job``'s ``hydra`` node.
-
-    Hydra's ``hydra`` resolver reads the ``HydraConfig`` singleton, which its ``run_job`` sets for the job it
-    runs; a sweeper that names a job's folder before the job runs (``hydra.sweep.subdir`` interpolates
-    ``${hydra:job.num}`` and ``${hydra:job.override_dirname}``) sets it the same way, then puts back what it
-    held. Hydra has no public way to put it back: its ``cfg`` attribute is assigned directly.
-    """
+    """While inside, ``${hydra:...}`` interpolations resolve against ``job``'s ``hydra`` node, as Hydra's
+    ``run_job`` sets the ``HydraConfig`` singleton for the job it runs (a sweeper names a job's folder before it
+    runs). Hydra has no public way to put the previous one back: its ``cfg`` attribute is assigned directly."""
     instance = HydraConfig.instance()
     before = instance.cfg
     instance.set_config(job)
@@ -30,12 +23,9 @@ def hydra_config_of(job):
 
 
 def hydra_arguments_refused(argv: list[str]) -> str | None:
-    """What Hydra's command-line parser refuses in ``argv`` (``unrecognized arguments: --nope``), or None.
-
-    ``hydra.main`` parses the command line with the parser of ``hydra._internal.utils.get_args_parser``
-    (``parse_intermixed_args``), whose mistakes argparse prints as the usage, then the message, on several lines.
-    The same parser, asked first, gives the message alone. ``--version`` and ``--help`` act as under Hydra.
-    """
+    """What Hydra's command-line parser (``get_args_parser``, ``parse_intermixed_args``) refuses in ``argv``
+    (``unrecognized arguments: --nope``), or None: the message alone, where argparse would print the usage too.
+    ``--version`` and ``--help`` act as under Hydra."""
 
     class Refused(Exception):
         pass

@@ -3,14 +3,10 @@
     python -m reg_runner.resume outputs/2026-11-22/18-40-01
     python -m reg_runner.resume outputs/multirun/2026-11-22/18-40-01/*/     # the runs of a stacked multirun
 
-The run continues in its own folder with the config it started with, from ``checkpoints/last.pt``
-(written every ``trainer.checkpoint_every`` epochs, and on SIGTERM / Ctrl-C); a run stopped before
-its first checkpoint starts again from its first epoch. On CPU it ends with the metrics.json an
-uninterrupted run would have written (all but ``timing``); history.csv and TensorBoard hold each
-epoch once. A run whose resolved_config.yaml was edited is refused: its numbers would belong to
-neither config. Several folders resume as stacks: those that share their structure train as one;
-among several, a run that had already finished (a stack's member that early-stopped, diverged or was
-pruned before the kill) is named and left as it is.
+A run continues in its own folder, from ``checkpoints/last.pt``, with the config and torch threads it started with
+(an edited resolved_config.yaml is refused); on CPU it ends with the records of an uninterrupted run
+(docs/reliability.md). Several folders resume as stacks; among them, a run that had already finished is named and
+left as it is.
 """
 
 import logging
@@ -19,8 +15,11 @@ import sys
 from pathlib import Path
 
 from reg_runner import exactness, keys, kinds, signals
+from reg_runner.console import RUN_FORMAT
 from reg_runner.errors import Parser, UserError, exit_on_user_error, first_line
 from reg_runner.signals import hand_back, stop_if_signalled
+
+log = logging.getLogger(__name__)
 
 
 def load_config(run_dir: Path):
@@ -47,16 +46,6 @@ def load_config(run_dir: Path):
         raise UserError(f"{path} cannot be read as a config ({first_line(e)}); restore the file") from None
 
 
-def use_threads(threads: int | None) -> None:
-    """The torch threads a run trained with on a CPU, for the rest of it (its numbers depend on them)."""
-    import torch
-
-    if threads is not None and threads != torch.get_num_threads():
-        logging.getLogger(__name__).info("torch threads: %d, as the run trained with (this process had %d)", threads,
-                                         torch.get_num_threads())
-        torch.set_num_threads(threads)
-
-
 def main(argv=None) -> None:
     parser = Parser(prog="python -m reg_runner.resume", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir", help="the folders of the runs to continue")
@@ -79,19 +68,19 @@ def main(argv=None) -> None:
                 checked = checks.check(cfg, through=3)  # a damaged config gets one line before torch loads
             except UserError as e:
                 raise UserError(f"{run_dir}: {e}") from None
-            status = RunFolder(run_dir).status()
+            folder = RunFolder(run_dir)
+            status = folder.status()
             if status in FINISHED and len(run_dirs) > 1:  # the members of a killed stack that had already ended
                 finished.append((run_dir, status))
                 continue
             if status in FINISHED or status == "running":  # before any log file is touched
-                RunFolder(run_dir).load_last()  # says why, in one line
+                folder.load_last()  # says why, in one line
             try:
-                threads = RunFolder(run_dir).recorded_threads()  # its numbers depend on them: resumed with the same
+                threads = folder.recorded_threads()  # its numbers depend on them: resumed with the same
             except ThreadsUnknown as e:
                 threads = None
-                logging.getLogger(__name__).warning(
-                    "%s: the torch threads the run trained with are unknown (%s): it resumes with this process's; on a "
-                    "CPU its last digits may differ from an uninterrupted run's", run_dir, e)
+                log.warning("%s: the torch threads the run trained with are unknown (%s): it resumes with this "
+                            "process's; on a CPU its last digits may differ from an uninterrupted run's", run_dir, e)
             stacks.setdefault((keys.structural_values(checked.cfg), threads), []).append((cfg, run_dir, checked))
         if not stacks:
             raise UserError(f"all {len(run_dirs)} runs are finished ({', '.join(sorted({s for _, s in finished}))}): "
@@ -106,24 +95,26 @@ def main(argv=None) -> None:
             except OSError as e:
                 raise UserError(f"cannot write the run folder {run_dir}: {e.strerror}; resume needs to write "
                                 "into it") from None
-        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-                            handlers=handlers)
-        from reg_runner.run import Job, check_resumable, run_stack  # torch is imported here, after the arguments are checked
+        logging.basicConfig(level=logging.INFO, format=RUN_FORMAT, handlers=handlers)
+        import torch  # here, after the arguments are checked
+
+        from reg_runner.run import Job, check_resumable, run_stack
 
         for stack in stacks.values():  # every checkpoint and config before any run trains
             for cfg, run_dir, _ in stack:
                 check_resumable(cfg, run_dir)
-
         for (_, threads), stack in stacks.items():
-            use_threads(threads)
+            if threads is not None and threads != torch.get_num_threads():  # a CPU run's numbers depend on them
+                log.info("torch threads: %d, as the run trained with (this process had %d)", threads,
+                         torch.get_num_threads())
+                torch.set_num_threads(threads)
             try:
                 why = exactness.for_runs(stack[0][2], len(stack)) if len(stack) > 1 else None
             except exactness.Interrupted:  # a signal after an earlier stack trained: the others are left as they are
                 stop_if_signalled("checking a stack of runs to resume", "the runs not yet resumed are left as they were")
             if why is not None:  # as the stacked launcher does: each run's numbers are its lone run's
-                logging.getLogger(__name__).warning(
-                    "%d runs resume one at a time, not as a stack: on this machine a stack of their shapes does not "
-                    "give each run bitwise its lone numbers (%s)", len(stack), why)
+                log.warning("%d runs resume one at a time, not as a stack: on this machine a stack of their shapes does "
+                            "not give each run bitwise its lone numbers (%s)", len(stack), why)
             for part in [stack] if why is None else [[run] for run in stack]:
                 run_stack([Job(cfg, run_dir, checked=checked) for cfg, run_dir, checked in part], resume=True)
     hand_back("the command ended", "every run had recorded its end")

@@ -1,7 +1,6 @@
-"""Runs, top to bottom (``run_stack``): check the configs, lock the folders, record, assemble the data, the
-stacked model and its members (``reg_runner.assembly``), train. Several runs of one architecture train as one
-(a single run is a stack of one: there is one engine). Each run's folder and records are exactly what it would have
-alone, and on CPU so are its numbers.
+"""Runs, top to bottom (``run_stack``): check, lock, record, assemble (``reg_runner.assembly``), train. Several runs
+of one architecture train as one stack (a single run is a stack of one); each run's records are exactly what it would
+have alone, and on CPU so are its numbers.
 """
 
 import logging
@@ -32,8 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def check(job: Job) -> checks.Checked:
-    """The job's config through every stage: only those its ``checked`` has not passed (none, or the machine
-    after a sweeper's check), or all of them if it comes unchecked."""
+    """The job's config through the stages its ``checked`` has not passed, or all of them if it comes unchecked."""
     if job.checked is None:
         return checks.check(job.composed, job.overrides)
     return checks.carry_on(job.checked)
@@ -137,7 +135,11 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         log.info("model: %s, %d parameters, on %s; %s %s", first.model.describe(), n_params, built.device,
                  "seed" if len(members) == 1 else f"{len(members)} runs as one stack, seeds", seeds)
         for trainer in {m.cfg.trainer.early_stopping.patience: m.cfg.trainer for m in members}.values():
-            warn_idle_early_stopping(trainer)
+            es = trainer.early_stopping  # a patience that outlasts the run's evaluations can never stop it: said
+            if es.enabled and es.patience >= trainer.evaluations:
+                log.warning("trainer.early_stopping.patience=%d is not less than the %d evaluations of this run "
+                            "(trainer.epochs=%d, trainer.eval_every=%d): early stopping cannot stop it", es.patience,
+                            trainer.evaluations, trainer.epochs, trainer.eval_every)
         engine.run()
     except Exception as e:  # a user's mistake is said as it is; any other error with its type
         record_failure(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
@@ -155,15 +157,6 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
     return [_summarize(m, time.perf_counter() - t0) for m in members]
 
 
-def warn_idle_early_stopping(tc) -> None:
-    """Early stopping whose patience outlasts the run's evaluations can never stop it: said, not left silent."""
-    es, evaluations = tc.early_stopping, tc.evaluations
-    if es.enabled and es.patience >= evaluations:
-        log.warning("trainer.early_stopping.patience=%d is not less than the %d evaluations of this run "
-                    "(trainer.epochs=%d, trainer.eval_every=%d): early stopping cannot stop it", es.patience,
-                    evaluations, tc.epochs, tc.eval_every)
-
-
 def _summarize(member, wall: float) -> float:
     state, objective = member.state, member.cfg.objective
     if state.best is None:
@@ -178,16 +171,10 @@ def _summarize(member, wall: float) -> float:
         )
     line = f"{line}; {wall:.1f} s; {member.run_dir}"
     print(line, flush=True)
-    to_own_log(member.run_dir, line)
-    return value
-
-
-def to_own_log(run_dir, message: str) -> None:
-    """``message`` as an INFO line of this module in the run's own log file (``<job name>.log`` in its folder),
-    and in no other: the console already has it (printed plain), and in a stack every run's log file is a handler
-    of the root logger at once."""
-    folder = Path(run_dir).resolve()
-    record = log.makeRecord(log.name, logging.INFO, __file__, 0, message, (), None)
+    # and as an INFO line in its own log file alone: printed already, and in a stack each log file is a root handler
+    folder = Path(member.run_dir).resolve()
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == folder:
             handler.handle(record)
+    return value

@@ -1,13 +1,7 @@
-"""Seeds and random-number state.
-
-A run's ``seed`` seeds independent streams, one per use, derived with numpy's ``SeedSequence``
-(the stream's index as its spawn key): ``init`` (the weights), ``dropout`` (the masks),
-``batches`` (the order of the training set), ``augment`` (the augmentations' draws) and
-``examples`` (TensorBoard's augmented examples). Switching one use on or off therefore moves no
-other stream, and seed s's streams share nothing with seed s+1's: each derived seed is a hash of
-(seed, stream), not ``seed + offset``. Torch's global generator is seeded too, for code outside
-reg_runner, but nothing of reg_runner draws from it. ``seed=null`` draws a seed, which is
-recorded like any other: every run can be repeated.
+"""Seeds: a run's ``seed`` seeds one independent stream per use (``STREAMS``), derived with numpy's
+``SeedSequence`` (the stream's index as its spawn key), so switching one use on or off moves no other stream and
+seed s shares nothing with seed s+1. ``seed=null`` draws a seed, recorded like any other. Torch's global generator
+is seeded too, for code outside reg_runner; nothing of reg_runner draws from it.
 """
 
 import contextlib
@@ -49,18 +43,3 @@ def deterministic(enabled: bool):
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.cudnn.benchmark = before[1]
-
-
-def rng_state(gens: dict[str, torch.Generator]) -> dict:
-    state = {"torch": torch.get_rng_state(), **{name: g.get_state() for name, g in gens.items()}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, gens: dict[str, torch.Generator]) -> None:
-    torch.set_rng_state(state["torch"])
-    for name, g in gens.items():
-        g.set_state(state[name])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,19 +1,12 @@
-"""SIGTERM and Ctrl-C: a clean end at any moment, within a step of training.
+"""SIGTERM and Ctrl-C: a clean end at any moment, within a step of training (docs/reliability.md).
 
-From a command's first instant (``python -m reg_runner...`` installs ``early`` as the package loads),
-a signal ends the command where it is: the temp file of a write in progress and the folders it made
-that hold nothing yet are removed, and it ends with one line and exit code 128 + the signal number,
-never a traceback. A set of files written together waits for the signal (``deferred``).
-
-A run takes signals over (``STOP``, installed by its first callback, before Hydra makes the run folder).
-During its start-up (the checks, the imports, the data, the model) there is nothing of it to keep: a signal
-ends the command at once, and removes the folder of a new run (a resumed run's checkpoint stands). Once it
-trains, SLURM's SIGTERM before a time limit or a person's Ctrl-C ends the run at the end of its epoch, or,
-when epochs are long, at its next step, back at the end of its last epoch (``reg_runner.trainer.engine``): it
-writes a checkpoint, records ``status: interrupted``, prints the resume command and exits with 128 + the
-signal number. A second Ctrl-C stops at once: every record is written whole (temp file, then rename), so the
-last checkpoint stands and the run resumes from it; a folder this process made whose run has recorded nothing
-yet is removed.
+From a command's first instant (``early``, installed as the package loads) a signal ends it where it is: the temp
+file of a write in progress and the folders it made that hold nothing yet are removed; one line; exit code 128 +
+the signal number, never a traceback. A set of files written together waits for the signal (``deferred``).
+A run takes signals over (``STOP``, before Hydra makes its folder): during its start-up a signal ends the command
+at once and removes a new run's folder; once it trains, the run ends at the end of its epoch or at its next step
+(``reg_runner.trainer.engine``), checkpointed, ``status: interrupted``, with the resume command. A second Ctrl-C
+stops at once: every record is written whole, so the last checkpoint stands.
 """
 
 import atexit
@@ -32,30 +25,27 @@ LEFT_OUT = {".hydra", ".lock", "reg_runner.log", "lr_find.log", ".reg_runner_wri
 
 
 def early(quiet: bool = False) -> None:
-    """A signal ends the command where it is, with one line (``end``). Nothing is raised into the code it
-    interrupts: an exception thrown into an import of a C extension, or into a library's ``except``, would
-    come out as some other error. ``quiet``: a worker process of a command (joblib's), which ends without a
-    word: its command says what happened."""
+    """A signal ends the command where it is, with one line (``end``), raising nothing into the code it interrupts
+    (thrown into an import of a C extension, or a library's ``except``, it would come out as some other error).
+    ``quiet``: a worker process of a command (joblib's), which ends without a word: its command speaks."""
     _STATE["quiet"] = quiet
     if threading.current_thread() is threading.main_thread():
-        for sig in SIGNALS:
-            if signal.getsignal(sig) is not signal.SIG_IGN:  # a job started in the background ignores Ctrl-C
-                signal.signal(sig, lambda signum, frame: end(signum))
-        atexit.register(_ignore_at_exit)  # registered first, so it runs last
+        _take(lambda signum, frame: end(signum))
+        # registered first, so it runs last: once the command has ended, a signal has nothing left to stop (and
+        # with the default handlers Python's finalization puts back, it would kill the process without a word)
+        atexit.register(_take, signal.SIG_IGN)
     sys.excepthook = _excepthook
+
+
+def _take(handler) -> dict:
+    """Signals go to ``handler(signum, frame)`` (a job started in the background ignores Ctrl-C: left so); the
+    handlers they had, by signal. Only the main thread can set them."""
+    return {sig: signal.signal(sig, handler) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
 def in_worker() -> bool:
     """This process is a worker of a command (joblib's), which speaks for it."""
     return bool(_STATE.get("quiet"))
-
-
-def _ignore_at_exit():
-    """The command has ended (its line said, its exit code set): a signal now has nothing left to stop. Without
-    this, Python's finalization puts the default handlers back and a late signal kills the process without a
-    word, its exit code lost."""
-    for sig in SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def _excepthook(kind, value, tb):
@@ -109,11 +99,11 @@ def command(what=NOTHING, made: list | None = None):
 
 @contextlib.contextmanager
 def _handled_by(handler):
-    """Signals go to ``handler(signum, frame)`` while the block runs (the main thread's alone can be set)."""
+    """Signals go to ``handler(signum, frame)`` while the block runs (in the main thread: elsewhere none can be set)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+    previous = _take(handler)
     try:
         yield
     finally:
@@ -137,9 +127,8 @@ def deferred(hold: bool = False):
 
 @contextlib.contextmanager
 def at_once(what: str):
-    """A block with nothing to lose (checking, before anything is started): a signal ends the command at once with
-    one line, ``interrupted by SIG... <what>``, where a run's handler (``STOP``) would wait for the block's end. A
-    signal that came before the block is left to ``STOP``'s reader."""
+    """A block with nothing to lose (checking, before anything is started): a signal ends the command at once,
+    ``interrupted by SIG... <what>``, where ``STOP`` would wait; one that came before the block is left to ``STOP``."""
     with _handled_by(lambda signum, frame: end(signum, what)):
         yield
 
@@ -155,12 +144,11 @@ def stop_if_caught() -> None:
             end(signum)
 
 
-def remove_empty(folders: list) -> list:
-    """Remove each folder that holds nothing but a marker, Hydra's files and a lock (deepest first); the
-    folders removed. (No import here: a signal's handler calls it.)"""
+def remove_empty(folders: list) -> None:
+    """Remove each folder that holds nothing but a marker, Hydra's files and a lock, deepest first. (No import
+    here: a signal's handler calls it.)"""
     kinds = sys.modules.get("reg_runner.kinds")  # a folder can hold a marker only once kinds is loaded
     allowed = LEFT_OUT | ({kinds.MARKER} if kinds is not None else set())
-    removed = []
     for folder in sorted({os.fspath(f) for f in folders}, key=lambda f: f.count(os.sep), reverse=True):
         try:
             names = set(os.listdir(folder))
@@ -168,8 +156,6 @@ def remove_empty(folders: list) -> list:
             continue
         if names <= allowed:
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
 
 
 class StopSignals:
@@ -184,13 +170,10 @@ class StopSignals:
     def name(self) -> str:
         return signal.Signals(self.signal).name if self.signal else ""
 
-    def install(self, starting: bool = False) -> "StopSignals":
+    def install(self, starting: bool = False) -> None:
         self.starting = starting
         if not self.previous and threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
-                if signal.getsignal(sig) is not signal.SIG_IGN:
-                    self.previous[sig] = signal.signal(sig, self._handle)
-        return self
+            self.previous = _take(self._handle)
 
     def _handle(self, signum, frame):
         if self.starting and self.signal is None:

@@ -1,17 +1,9 @@
-"""What the histograms show: weights, input gradients, activations, output entropy, BatchNorm statistics.
+"""What the histograms show (docs/tensorboard.md): weights, input gradients, activations, output entropy,
+BatchNorm statistics, and one optimizer step's per-layer gradient norm and update ratio (``StepWatcher``).
 
-Recording never changes a run's numbers: probes run in ``eval()`` mode on fixed batches (no
-dropout draw, no BatchNorm running-statistics update), take gradients with ``torch.autograd.grad``
-(nothing accumulates in ``.grad``) and use no random number.
-
-- ``input_grad``: the gradient of the loss with respect to the input of every weight layer (the model
-  family's ``layers()``: Linear and convolution layers), on a fixed probe batch of training images, so
-  snapshots compare over time.
-- ``activation``: each hidden block's output (the family's ``hidden()``) on the same batch.
-- ``entropy``: the entropy of the predicted class distribution of every validation image (taken
-  from the evaluation's own logits); a uniform guess over 10 classes has the maximum, ln 10 = 2.303.
-- Per-layer gradient norm and ‖update‖/‖weight‖ of one optimizer step (the last of the epoch),
-  measured by ``StepWatcher``.
+Recording never changes a run's numbers: probes run in ``eval()`` mode on fixed batches (no dropout draw, no
+BatchNorm running-statistics update), take gradients with ``torch.autograd.grad`` (nothing accumulates in
+``.grad``) and use no random number.
 """
 
 import numpy as np
@@ -38,12 +30,9 @@ def histogram_epochs(epochs: int, count: int) -> set[int]:
 
 
 def histogram(values: torch.Tensor, bins: int = 64) -> dict:
-    """A TensorBoard histogram of ``values`` computed with torch, on their device.
-
-    TensorBoard's own ``add_histogram`` goes through NumPy, whose BLAS call wakes OpenBLAS's thread
-    pool; its threads then spin and slow the next training epoch by more than the histogram costs.
-    Here only the 64 counts leave the device. Equal-width bins; deterministic on CUDA too.
-    """
+    """A TensorBoard histogram of ``values`` in equal-width bins, computed with torch on their device (only the
+    counts leave it; deterministic on CUDA too). TensorBoard's ``add_histogram`` goes through NumPy, whose BLAS call
+    wakes OpenBLAS's threads, which then spin and slow the next training epoch by more than the histogram costs."""
     v = values.detach().float().flatten()
     lo, hi = v.min(), v.max()
     width = (hi - lo).clamp_min(torch.finfo(torch.float32).tiny)
@@ -99,12 +88,8 @@ def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str,
 
 
 class StepWatcher:
-    """Per-layer gradient norm and ‖ΔW‖/‖W‖ of one optimizer step, on ``weights`` ({layer: tensor},
-    a member's slices of the stacked weights).
-
-    ‖ΔW‖/‖W‖ around 1e-3 is the usual sign of a healthy learning rate (much higher: too large,
-    much lower: the layer barely learns).
-    """
+    """Per-layer gradient norm and ‖ΔW‖/‖W‖ of one optimizer step, on ``weights`` ({layer: tensor}, a member's
+    slices of the stacked weights)."""
 
     def __init__(self, weights: dict[str, torch.Tensor]):
         self.weights = weights

@@ -1,25 +1,7 @@
-"""TensorBoard: everything a run records, in the run's own folder.
-
-Tags are grouped so TensorBoard's layout reads well:
-
-    loss/train loss/val loss/test      data loss (train: mean over the epoch's batches, train mode)
-    acc/train acc/val acc/test
-    penalty/train                      λ1‖θ‖₁ + λ2‖θ‖₂² (only with reg.l1 / reg.l2)
-    gap/loss gap/acc                   generalization gap: val − train loss, train − val accuracy
-    lr                                 learning rate of the first parameter group
-    grad_norm/<layer>                  ‖∂L/∂W‖ at the last step of a histogram epoch
-    update_ratio/<layer>               ‖ΔW‖/‖W‖ of that step
-    entropy/val_mean                   mean output entropy on the validation sample; entropy/max = ln(classes)
-    hist/weight/<layer>                weights of each weight layer (the MLP's layer1..3 and output)
-    hist/input_grad/<layer>            ∂L/∂(input of the layer) on a fixed training batch
-    hist/activation/<layer>            output of each hidden block on that batch
-    hist/entropy/val                   output entropy of every validation image; step 0 = the untrained model
-    hist/bn_running_mean|var/<layer>   BatchNorm running statistics
-    augmentation/original|augmented    16 training images before and after augmentation (images, once)
-
-Histograms are recorded at ``logging.histograms`` epochs evenly spaced over the run, first and
-last included; scalars at every evaluation. The HParams dashboard gets one entry per run, written
-into this same event file (``SummaryWriter.add_hparams`` would make a separate run folder).
+"""TensorBoard: everything a run records, in the run's own folder (the tags and what they show:
+docs/tensorboard.md). Scalars at every evaluation; histograms at ``logging.histograms`` epochs evenly spaced, first
+and last included; the HParams entry written into this same event file (``SummaryWriter.add_hparams`` would make a
+separate run folder).
 """
 
 import contextlib
@@ -70,13 +52,12 @@ def flat_hparams(config: dict) -> dict:
                 prefix, value = prefix.removesuffix("._target_"), str(value).rsplit(".", 1)[-1]
             out[prefix] = value if isinstance(value, (bool, int, float, str)) else str(value)
 
-    top = [key for key, _, _ in keys.fields_of(KEYS.schema)]
-    for key in top:
+    fields = [key for key, _, _ in keys.fields_of(KEYS.schema)]
+    for key in sorted(fields, key=lambda k: KEYS.role_of(k) is keys.LABEL):  # the labels last
+        value = config.get(key)
         if KEYS.role_of(key) is not keys.LABEL:
-            walk(key, config.get(key))
-    for key in top:
-        if KEYS.role_of(key) is keys.LABEL:
-            value = config.get(key)
+            walk(key, value)
+        else:
             out[key] = ", ".join(str(t) for t in value) if isinstance(value, (list, tuple)) else str(value or "")
     return out
 
@@ -135,12 +116,12 @@ class TBLogger:
         if self.wants_entropy:
             self._entropy(val_entropy, 0)
 
-    def augmentation_examples(self, augment, generator: torch.Generator, n: int = 16) -> None:
-        """The same training images before and after augmentation, once, drawn from the run's
-        ``examples`` stream, so that logging them changes no training number."""
+    def augmentation_examples(self, augment, generator: torch.Generator) -> None:
+        """16 training images before and after augmentation, once, drawn from the run's ``examples`` stream, so
+        that logging them changes no training number."""
         if augment is None:
             return
-        x = self.probe_x[:n]
+        x = self.probe_x[:16]
         mean, std = (torch.tensor(v, device=x.device).view(1, -1, 1, 1) for v in (augment.mean, augment.std))
         for tag, images in (("augmentation/original", x), ("augmentation/augmented", augment(x, generator))):
             pixels = (images.reshape(len(x), *augment.shape) * std + mean).clamp(0, 1)
@@ -227,8 +208,7 @@ class TensorBoard:
                 self.plain.load_state_dict(engine.model.member_state(k))
                 tb.histograms(m.state.epoch, result.steps[m], result.entropies.get(m))
             if m.state.epoch % m.cfg.trainer.checkpoint_every == 0:
-                # the events up to a checkpoint are on disk before it: a run killed after writing it resumes
-                # after this epoch, and TensorBoard would otherwise miss the epoch for good
+                # on disk before the checkpoint: a run killed after it resumes after this epoch, which would be lost
                 tb.writer.flush()
 
     def member_end(self, engine, member, k: int) -> None:
