@@ -114,5 +114,3 @@ def first_difference(a, b, prefix="") -> str:
                 return first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
     return prefix.rstrip(".")
 
-
-value_at = dotted.get  # the value at a dotted key of a plain config
