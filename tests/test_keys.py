@@ -62,7 +62,7 @@ ROLES = [
 ]
 
 
-@pytest.mark.parametrize("role, result, hparam, folder, group", ROLES, ids=lambda r: repr(r))
+@pytest.mark.parametrize("role, result, hparam, folder, group", ROLES, ids=lambda r: getattr(r, "name", repr(r)))
 def test_a_role_decides_results_hparams_folder_names_and_groups(schema, role, result, hparam, folder, group):
     schema(marked(role))
     config = data("objective=val/loss")
