@@ -61,7 +61,7 @@ MUTATIONS = [
      ["tests/test_engine.py::test_a_stacked_member_is_its_lone_run_to_the_bit"], False),
     # what keys do to the numbers (tests/test_numbers.py): each changes a run's numbers without a word
     ("optimizer: weight_decay silently dropped", "reg_runner/optimizer/build.py",
-     "kwargs = dict(cfg.arguments)", 'kwargs = {k: v for k, v in cfg.arguments.items() if k != "weight_decay"}',
+     "kwargs = dict(cfg.arguments, ", 'kwargs = dict({k: v for k, v in cfg.arguments.items() if k != "weight_decay"}, ',
      ["tests/test_numbers.py::test_weight_decay_shrinks_the_weights_as_its_optimizer_defines"], False),
     ("accumulation: the last, partial group scaled as a full one", "reg_runner/trainer/engine.py",
      "group_size = min(tc.accumulate, n_batches - group_start)", "group_size = tc.accumulate",
