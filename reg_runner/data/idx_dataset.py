@@ -1,9 +1,6 @@
-"""Datasets in MNIST's format: four IDX files (train and test images, train and test labels).
-
-``IdxDataset`` reads them from ``data.root`` (any folder holding the four files, gzip-compressed or not, under the
-dataset's own names or datamaestro's) or from datamaestro's store, where ``idx_definition`` defines the dataset
-with its published URLs and md5s (those torchvision also uses) and ``store.fetch`` downloads what the store
-lacks. MNIST, Fashion-MNIST and KMNIST are subclasses that name their dataset, classes and store.
+"""Datasets in MNIST's format, four IDX files (train and test images and labels): ``IdxDataset`` reads them from
+``data.root`` (``.gz`` or not, the dataset's own names or datamaestro's) or from datamaestro's store, which
+``idx_definition`` defines with the published URLs and md5s. MNIST, Fashion-MNIST and KMNIST are subclasses.
 """
 
 import functools

@@ -1,10 +1,7 @@
 """The split every data family shares, from the family's images as read: ``split(cfg)`` reads the images once
-per process (no torch), draws the training and validation indices and computes the training subset's
-statistics; ``Images`` and ``checked`` are what every family's reader returns.
-
-The training subset is drawn with its own seed (``data.split_seed``), not the run's ``seed``: runs with different
-seeds then train on the same images, so seed-to-seed spread measures the training procedure, not the luck of the
-draw."""
+per process (no torch), draws the training and validation indices with ``data.split_seed``, not the run's seed
+(docs/runs.md, "Seeds and the split"), and computes the training subset's statistics; ``Images`` and ``checked``
+are what every family's reader returns."""
 
 import functools
 import hashlib
