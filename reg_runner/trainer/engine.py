@@ -1,10 +1,6 @@
 """The training loop, for a stack of K runs: one stacked model, one step, one evaluation, K records. A single
-run is a stack of one; there is no other loop.
-
-Protocol (as in the course): ``model.train()`` for the training steps, ``model.eval()`` under ``inference_mode`` for
-evaluation. An epoch's train metrics are the means over its training batches, in train mode; validation and test
-are evaluated on the whole sets every ``eval_every`` epochs and at the last. The best epoch is chosen on the
-validation metric ``objective`` names; test metrics are only reported, never used to choose.
+run is a stack of one; there is no other loop. The protocol (train and eval modes, when validation and test are
+evaluated, the best epoch chosen on validation alone) is docs/runs.md's "Protocol".
 
 Each member draws its own batch order and augmentations (a batch is (K, B, features)); its loss is its own mean,
 so the gradient of their sum is each member's own. The epoch's sums stay on the device in float32 and are added up
@@ -13,8 +9,7 @@ row, and the members that finished (completed, early-stopped, pruned, diverged) 
 
 A signal (``reg_runner.signals.STOP``) ends the run at the end of an epoch while epochs are quick; once one has
 taken longer than ``QUICK_EPOCH``, every member's state is copied as each epoch begins, and a signal gives up the
-epoch at the next training step or evaluation batch: every member goes back to that copy, which its checkpoint
-then holds, as a signal between two epochs would leave it.
+epoch at the next training step or evaluation batch, every member back at that copy (docs/reliability.md).
 """
 
 import math
