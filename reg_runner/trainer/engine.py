@@ -39,11 +39,6 @@ class Stopped(Exception):
     """A signal came during an epoch: the epoch is given up."""
 
 
-def stop_point() -> None:
-    if STOP.signal is not None:
-        raise Stopped
-
-
 @dataclass
 class Epoch:
     """What the listeners see of an epoch (each member's number is its ``state.epoch``: members resumed
@@ -101,11 +96,10 @@ class Engine:
         watchers = {k: probe.StepWatcher(self.member_weights(k)) for k, m in enumerate(members)
                     if self.detail(m, numbers[k])}
         began = time.perf_counter()
-        stop = None
-        if self.longest is None or self.longest > QUICK_EPOCH:  # where the epoch's start is, to go back to
+        stop = self.longest is None or self.longest > QUICK_EPOCH  # a signal may give the epoch up
+        if stop:  # where the epoch's start is, to go back to
             saved = ({name: t.clone() for name, t in self.model.state_dict().items()},
                      [m.save_point() for m in members])
-            stop = stop_point
         due = [n % self.tc.eval_every == 0 or n == self.tc.epochs for n in numbers]
         entropies = None
         try:
@@ -160,9 +154,9 @@ class Engine:
         for k, m in enumerate(self.members):
             m.attach(self.params, k)
 
-    def train_epoch(self, watchers: dict, stop=None) -> dict:
-        """One pass over the training set for every member: per-batch, per-member sums. ``stop``, when given, is
-        called before each step (it raises ``Stopped`` on a signal)."""
+    def train_epoch(self, watchers: dict, stop: bool = False) -> dict:
+        """One pass over the training set for every member: per-batch, per-member sums. ``stop``: a signal raises
+        ``Stopped`` before the next step."""
         members, tc, train, model, params = self.members, self.tc, self.data.train, self.model, self.params
         n, size, k_members = len(train), tc.batch_size, len(self.members)
         n_batches = tc.batches_per_epoch(n)
@@ -172,8 +166,8 @@ class Engine:
         model.train()
         losses, corrects, penalties = [], [], []
         for i in range(n_batches):
-            if stop is not None:
-                stop()
+            if stop and STOP.signal is not None:
+                raise Stopped
             idx = perms[:, i * size : (i + 1) * size]
             x, y = train.x[idx], train.y[idx]  # (K, b, features), (K, b)
             for k, m in augmented:
@@ -203,21 +197,21 @@ class Engine:
             sums["train/penalty"] = (torch.stack(penalties), n_batches)
         return sums
 
-    def evaluate(self, split, entropy: bool = False, stop=None) -> dict:
+    def evaluate(self, split, entropy: bool = False, stop: bool = False) -> dict:
         return evaluate(self.model, split, self.tc.eval_batch_size, self.precision, entropy, stop)
 
 
 @torch.inference_mode()
-def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy: bool = False, stop=None) -> dict:
+def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy=False, stop=False) -> dict:
     """Per-batch, per-member sums of the loss and of the correct predictions of a stacked ``model`` over ``split``,
     and with ``entropy`` every member's output entropy for every example. The forward pass runs at ``precision``,
-    the loss in float32 from its logits; ``stop``, when given, is called before each batch."""
+    the loss in float32 from its logits; ``stop``: a signal raises ``Stopped`` before the next batch."""
     model.eval()
     x = precision.inputs(split.x)
     losses, corrects, entropies = [], [], []
     for start in range(0, len(split), batch_size):
-        if stop is not None:
-            stop()
+        if stop and STOP.signal is not None:
+            raise Stopped
         with precision.autocast(x.device):
             logits = model(x[start : start + batch_size])
         logits = logits.float()  # (K, n, classes); a no-op in float32
