@@ -125,12 +125,9 @@ def split_indices(labels: "np.ndarray", fraction: float, seed: int, stratified: 
 
     n = len(labels)
     rng = np.random.default_rng(seed)
-    if stratified:
-        parts = []
-        for c in np.unique(labels):
-            members = np.flatnonzero(labels == c)
-            parts.append(rng.permutation(members)[: round(fraction * len(members))])
-        train = np.sort(np.concatenate(parts))
+    if stratified:  # each class's members in a random order, the fraction of each taken
+        classes = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+        train = np.sort(np.concatenate([members[: round(fraction * len(members))] for members in classes]))
     else:
         train = np.sort(rng.permutation(n)[: round(fraction * n)])
     if len(train) == 0:
@@ -150,8 +147,7 @@ def split_indices(labels: "np.ndarray", fraction: float, seed: int, stratified: 
 
 @functools.lru_cache(maxsize=4)  # read once per process: the checks, the run and every job of a multirun
 def read(family: type[DataFamily], root: str | None, verify: bool = True) -> Images:
-    """``family.read(root)``, once per process; ``verify``: the files it reads from ``root`` checked first
-    against their published md5s (``reg_runner.data.store.check_published``)."""
+    """``family.read(root)``; ``verify``: the files it reads from ``root`` checked first against their md5s."""
     if root is not None and verify:
         check_published(family, Path(root).expanduser())
     return family.read(root)
