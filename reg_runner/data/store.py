@@ -61,12 +61,10 @@ def named_folder(folder: Path, hint: str, key: str | None = "data.root") -> str:
 def check_published(family, folder: Path) -> None:
     """Each file ``family`` reads from ``folder`` against its published md5: one ``DataError`` naming the first
     that differs or has none. A folder that passes has its md5s remembered; a refused one writes nothing."""
-    cache = cache_file()
-    try:
+    cache, known = cache_file(), None
+    with contextlib.suppress(OSError, ValueError):  # no cache yet, or a damaged one: the md5s are computed again
         known = json.loads(cache.read_text())
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}
+    known = known if isinstance(known, dict) else {}
     before = dict(known)
     for path in family.files(folder):
         name, plain = path.name, path.name.removesuffix(".gz")
