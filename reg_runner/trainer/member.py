@@ -61,8 +61,7 @@ class Member:
         if self.optimizer is None:
             t, c = self.cfg.trainer, self.cfg
             self.optimizer = optimizer_lib.build(proxies, c.optimizer, t.batch_size * t.accumulate)
-            self.schedule = Schedule(self.optimizer, c.scheduler, t.epochs,
-                                     t.steps_per_epoch(self.n_train))
+            self.schedule = Schedule(self.optimizer, c.scheduler, t.epochs, t.steps_per_epoch(self.n_train))
         else:
             for old, new in zip(self.proxies, proxies):
                 if old in self.optimizer.state:
