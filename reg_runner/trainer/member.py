@@ -142,9 +142,8 @@ class Member:
         self.state.status = "running"  # it was running, interrupted or failed; finished runs are refused
 
     def metrics(self, data_info: dict | None, n_params: int | None, timing: dict, size: dict | None = None) -> dict:
-        """The content of metrics.json; only ``timing`` differs between two runs of the same config on CPU.
-        ``size``: the network's evaluation FLOPs per image and its share of near-zero weights at the best epoch
-        (``reg_runner.model.measures``)."""
+        """The content of metrics.json; only ``timing`` differs between two runs of the same config on CPU. ``size``:
+        the network's FLOPs per image and share of near-zero weights at the best epoch (``reg_runner.model.measures``)."""
         state, objective = self.state, self.cfg.objective
         return dict(
             status=state.status,
