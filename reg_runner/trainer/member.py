@@ -143,7 +143,7 @@ class Member:
 
     def metrics(self, data_info: dict | None, n_params: int | None, timing: dict, size: dict | None = None) -> dict:
         """The content of metrics.json; only ``timing`` differs between two runs of the same config on CPU. ``size``:
-        the network's FLOPs per image and share of near-zero weights at the best epoch (``reg_runner.model.measures``)."""
+        the network's FLOPs per image and share of near-zero weights at the best epoch (``model.measures``)."""
         state, objective = self.state, self.cfg.objective
         return dict(
             status=state.status,
