@@ -1,10 +1,7 @@
-"""The ``data`` group: data families, each a subclass of ``DataFamily`` chosen by ``_target_`` in
-``conf/data/<name>.yaml``: ``mnist`` (the default), ``fashion_mnist``, ``kmnist`` and ``cifar10``.
-
-A family says where its images come from (``read``: the folder ``data.root``, or datamaestro's store) and names its
-classes. The split is common to every family: ``reg_runner.data.split`` draws it without torch (the run's checks
-use its sizes before anything is made), ``reg_runner.data.tensors`` puts it on the device. Images keep their shape
-(channels, height, width) until a model flattens them.
+"""The ``data`` group: data families, subclasses of ``DataFamily`` chosen by ``_target_`` in
+``conf/data/<name>.yaml`` (docs/families.md). A family reads its images (from ``data.root`` or datamaestro's store)
+and names its classes; the split, common to all, is drawn without torch by ``reg_runner.data.split`` (the checks
+use its sizes before anything is made) and put on the device by ``reg_runner.data.tensors``.
 """
 
 from pathlib import Path

@@ -21,12 +21,8 @@ def check() -> int:
     bad = 0
     for f in mnist.FILES:
         path = store / f"{f.key}.idx"
-        if not path.exists():
-            state, bad = "missing", bad + 1
-        elif data_store.md5(path) != f.md5:
-            state, bad = "WRONG CHECKSUM", bad + 1
-        else:
-            state = "ok"
+        state = "missing" if not path.exists() else "ok" if data_store.md5(path) == f.md5 else "WRONG CHECKSUM"
+        bad += state != "ok"
         print(f"  {f.key + '.idx':18} {state}")
     if bad:
         print("fill it with: python -m reg_runner.data place   (or: import DIR)")

@@ -44,10 +44,8 @@ def read(path: Path) -> "np.ndarray":
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(
-            f"{path} is truncated or corrupt: header says shape {tuple(shape)} "
-            f"({expected} bytes of data), file has {len(raw) - header}"
-        )
+        raise DataError(f"{path} is truncated or corrupt: header says shape {tuple(shape)} ({expected} bytes of data), "
+                        f"file has {len(raw) - header}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 

@@ -1,9 +1,6 @@
-"""Datasets in MNIST's format: four IDX files (train and test images, train and test labels).
-
-``IdxDataset`` reads them from ``data.root`` (any folder holding the four files, gzip-compressed or not, under the
-dataset's own names or datamaestro's) or from datamaestro's store, where ``idx_definition`` defines the dataset
-with its published URLs and md5s (those torchvision also uses) and ``store.fetch`` downloads what the store
-lacks. MNIST, Fashion-MNIST and KMNIST are subclasses that name their dataset, classes and store.
+"""Datasets in MNIST's format, four IDX files (train and test images and labels): ``IdxDataset`` reads them from
+``data.root`` (``.gz`` or not, the dataset's own names or datamaestro's) or from datamaestro's store, which
+``idx_definition`` defines with the published URLs and md5s. MNIST, Fashion-MNIST and KMNIST are subclasses.
 """
 
 import functools
@@ -90,15 +87,11 @@ def find_files(folder: Path, dataset: str, hint: str, key: str | None = "data.ro
     """The path of each of the four files in ``folder``, under any of the names they go by. ``key``: what named
     the folder, for the message (None: a command's argument)."""
     where = store.named_folder(folder, hint, key)
-    found, missing = {}, []
+    found = {}
     for name, original in FILES:
         names = [original, name, f"{name}.idx", original.replace("-idx", ".idx")]
         candidates = [folder / n for n in names] + [folder / f"{n}.gz" for n in names]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            missing.append(original)
-        else:
-            found[name] = path
-    if missing:
+        found[name] = next((p for p in candidates if p.is_file()), None)
+    if missing := [original for name, original in FILES if found[name] is None]:
         raise DataError(f"{where} lacks {', '.join(missing)} (.gz or not) of {dataset}; {hint}")
     return found

@@ -1,10 +1,8 @@
 """MNIST (``data=mnist``, the default): LeCun, Cortes & Burges' handwritten digits, 28x28, 10 classes.
 
-Read from ``data.root=DIR`` (the four IDX files, ``.gz`` or not, LeCun's names or datamaestro's), else through
-datamaestro (``prepare_dataset("com.lecun.mnist")``, as in the course), whose store (``$DATAMAESTRO_DIR``, default
-``~/datamaestro``) is filled, when it lacks the files, from the copy shipped inside this package, verified: nothing
-is downloaded, so a run never waits on a network (HPC compute nodes have none). If the store cannot be written
-(read-only home), the package copy is read directly.
+Read from ``data.root`` or through datamaestro (``prepare_dataset("com.lecun.mnist")``), whose store is filled from
+the copy shipped in this package, verified (nothing is downloaded: docs/runs.md, "Data"); a store that cannot be
+written leaves the package copy to be read directly.
 """
 
 import hashlib

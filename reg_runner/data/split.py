@@ -1,10 +1,7 @@
 """The split every data family shares, from the family's images as read: ``split(cfg)`` reads the images once
-per process (no torch), draws the training and validation indices and computes the training subset's
-statistics; ``Images`` and ``checked`` are what every family's reader returns.
-
-The training subset is drawn with its own seed (``data.split_seed``), not the run's ``seed``: runs with different
-seeds then train on the same images, so seed-to-seed spread measures the training procedure, not the luck of the
-draw."""
+per process (no torch), draws the training and validation indices with ``data.split_seed``, not the run's seed
+(docs/runs.md, "Seeds and the split"), and computes the training subset's statistics; ``Images`` and ``checked``
+are what every family's reader returns."""
 
 import functools
 import hashlib
@@ -128,12 +125,9 @@ def split_indices(labels: "np.ndarray", fraction: float, seed: int, stratified: 
 
     n = len(labels)
     rng = np.random.default_rng(seed)
-    if stratified:
-        parts = []
-        for c in np.unique(labels):
-            members = np.flatnonzero(labels == c)
-            parts.append(rng.permutation(members)[: round(fraction * len(members))])
-        train = np.sort(np.concatenate(parts))
+    if stratified:  # each class's members in a random order, the fraction of each taken
+        classes = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+        train = np.sort(np.concatenate([members[: round(fraction * len(members))] for members in classes]))
     else:
         train = np.sort(rng.permutation(n)[: round(fraction * n)])
     if len(train) == 0:
@@ -153,8 +147,7 @@ def split_indices(labels: "np.ndarray", fraction: float, seed: int, stratified: 
 
 @functools.lru_cache(maxsize=4)  # read once per process: the checks, the run and every job of a multirun
 def read(family: type[DataFamily], root: str | None, verify: bool = True) -> Images:
-    """``family.read(root)``, once per process; ``verify``: the files it reads from ``root`` checked first
-    against their published md5s (``reg_runner.data.store.check_published``)."""
+    """``family.read(root)``; ``verify``: the files it reads from ``root`` checked first against their md5s."""
     if root is not None and verify:
         check_published(family, Path(root).expanduser())
     return family.read(root)

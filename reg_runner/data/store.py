@@ -61,19 +61,15 @@ def named_folder(folder: Path, hint: str, key: str | None = "data.root") -> str:
 def check_published(family, folder: Path) -> None:
     """Each file ``family`` reads from ``folder`` against its published md5: one ``DataError`` naming the first
     that differs or has none. A folder that passes has its md5s remembered; a refused one writes nothing."""
-    cache = cache_file()
-    try:
+    cache, known = cache_file(), None
+    with contextlib.suppress(OSError, ValueError):  # no cache yet, or a damaged one: the md5s are computed again
         known = json.loads(cache.read_text())
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}
+    known = known if isinstance(known, dict) else {}
     before = dict(known)
     for path in family.files(folder):
-        name = path.name
-        expected = family.FILE_MD5.get(name)
-        content = expected is None and name.removesuffix(".gz") in family.CONTENT_MD5
-        if content:
-            expected = family.CONTENT_MD5[name.removesuffix(".gz")]
+        name, plain = path.name, path.name.removesuffix(".gz")
+        content = name not in family.FILE_MD5 and plain in family.CONTENT_MD5
+        expected = family.CONTENT_MD5[plain] if content else family.FILE_MD5.get(name)
         if expected is None:
             raise DataError(f"{path} has no published md5 to be checked against ({family.NAME} publishes "
                             f"{', '.join(sorted(family.FILE_MD5) or sorted(family.CONTENT_MD5))}): give the files as "
@@ -81,7 +77,7 @@ def check_published(family, folder: Path) -> None:
         got = remembered_md5(path, content, known)
         if got != expected:
             what = "uncompressed content's " if content else ""
-            raise DataError(f"{path} is not {family.NAME}'s {name.removesuffix('.gz') if content else name}: its "
+            raise DataError(f"{path} is not {family.NAME}'s {plain if content else name}: its "
                             f"{what}md5 is {got}, not the published {expected}; give the files as published, or "
                             "data.verify=false to train on a modified copy knowingly")
     if known != before:
@@ -114,8 +110,9 @@ def reason(e: BaseException) -> str:
 
 
 def fetch(definition, dataset: str, checksums: dict[str, str], hint: str):
-    """``definition``'s datamaestro config, every resource in the store; a downloaded file is checked against
-    ``checksums`` (by resource name). ``hint``: what to place in ``data.root`` instead, for the message."""
+    """``definition``'s datamaestro config, every resource in the store. A download is checked by the definition's
+    own ``HashCheck``; a file a failed one left that differs from ``checksums`` (by resource name) is removed.
+    ``hint``: what to place in ``data.root`` instead, for the message."""
     with quiet():
         config = definition.prepare(download=False)
         missing = [r for r in definition.ordered_resources if not Path(r.prepare()).exists()]
@@ -126,16 +123,6 @@ def fetch(definition, dataset: str, checksums: dict[str, str], hint: str):
         try:
             for resource in missing:
                 resource.download()
-                path = Path(resource.prepare())
-                expected = checksums.get(resource.varname)
-                got = md5(path) if expected is not None and path.is_file() else expected
-                if got != expected:
-                    path.unlink()
-                    raise DataError(f"{getattr(resource, 'url', resource.varname)} arrived with md5 {got}, not the "
-                                    f"published {expected}")
-        except DataError as e:
-            raise DataError(f"{dataset} is not in the datamaestro store ({definition.datapath}) and its download "
-                            f"failed: {e}; {hint}") from None
         except Exception as e:  # no network, a refused connection, a server error, a full disk, a wrong checksum
             for resource in missing:
                 path = Path(resource.prepare())

@@ -1,10 +1,6 @@
 """The training loop, for a stack of K runs: one stacked model, one step, one evaluation, K records. A single
-run is a stack of one; there is no other loop.
-
-Protocol (as in the course): ``model.train()`` for the training steps, ``model.eval()`` under ``inference_mode`` for
-evaluation. An epoch's train metrics are the means over its training batches, in train mode; validation and test
-are evaluated on the whole sets every ``eval_every`` epochs and at the last. The best epoch is chosen on the
-validation metric ``objective`` names; test metrics are only reported, never used to choose.
+run is a stack of one; there is no other loop. The protocol (train and eval modes, when validation and test are
+evaluated, the best epoch chosen on validation alone) is docs/runs.md's "Protocol".
 
 Each member draws its own batch order and augmentations (a batch is (K, B, features)); its loss is its own mean,
 so the gradient of their sum is each member's own. The epoch's sums stay on the device in float32 and are added up
@@ -13,8 +9,7 @@ row, and the members that finished (completed, early-stopped, pruned, diverged) 
 
 A signal (``reg_runner.signals.STOP``) ends the run at the end of an epoch while epochs are quick; once one has
 taken longer than ``QUICK_EPOCH``, every member's state is copied as each epoch begins, and a signal gives up the
-epoch at the next training step or evaluation batch: every member goes back to that copy, which its checkpoint
-then holds, as a signal between two epochs would leave it.
+epoch at the next training step or evaluation batch, every member back at that copy (docs/reliability.md).
 """
 
 import math
@@ -42,11 +37,6 @@ def row_sums(t: torch.Tensor) -> torch.Tensor:
 
 class Stopped(Exception):
     """A signal came during an epoch: the epoch is given up."""
-
-
-def stop_point() -> None:
-    if STOP.signal is not None:
-        raise Stopped
 
 
 @dataclass
@@ -106,11 +96,10 @@ class Engine:
         watchers = {k: probe.StepWatcher(self.member_weights(k)) for k, m in enumerate(members)
                     if self.detail(m, numbers[k])}
         began = time.perf_counter()
-        stop = None
-        if self.longest is None or self.longest > QUICK_EPOCH:  # where the epoch's start is, to go back to
+        stop = self.longest is None or self.longest > QUICK_EPOCH  # a signal may give the epoch up
+        if stop:  # where the epoch's start is, to go back to
             saved = ({name: t.clone() for name, t in self.model.state_dict().items()},
                      [m.save_point() for m in members])
-            stop = stop_point
         due = [n % self.tc.eval_every == 0 or n == self.tc.epochs for n in numbers]
         entropies = None
         try:
@@ -165,9 +154,9 @@ class Engine:
         for k, m in enumerate(self.members):
             m.attach(self.params, k)
 
-    def train_epoch(self, watchers: dict, stop=None) -> dict:
-        """One pass over the training set for every member: per-batch, per-member sums. ``stop``, when given, is
-        called before each step (it raises ``Stopped`` on a signal)."""
+    def train_epoch(self, watchers: dict, stop: bool = False) -> dict:
+        """One pass over the training set for every member: per-batch, per-member sums. ``stop``: a signal raises
+        ``Stopped`` before the next step."""
         members, tc, train, model, params = self.members, self.tc, self.data.train, self.model, self.params
         n, size, k_members = len(train), tc.batch_size, len(self.members)
         n_batches = tc.batches_per_epoch(n)
@@ -177,8 +166,8 @@ class Engine:
         model.train()
         losses, corrects, penalties = [], [], []
         for i in range(n_batches):
-            if stop is not None:
-                stop()
+            if stop and STOP.signal is not None:
+                raise Stopped
             idx = perms[:, i * size : (i + 1) * size]
             x, y = train.x[idx], train.y[idx]  # (K, b, features), (K, b)
             for k, m in augmented:
@@ -208,21 +197,21 @@ class Engine:
             sums["train/penalty"] = (torch.stack(penalties), n_batches)
         return sums
 
-    def evaluate(self, split, entropy: bool = False, stop=None) -> dict:
+    def evaluate(self, split, entropy: bool = False, stop: bool = False) -> dict:
         return evaluate(self.model, split, self.tc.eval_batch_size, self.precision, entropy, stop)
 
 
 @torch.inference_mode()
-def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy: bool = False, stop=None) -> dict:
+def evaluate(model, split, batch_size: int, precision: EvalPrecision, entropy=False, stop=False) -> dict:
     """Per-batch, per-member sums of the loss and of the correct predictions of a stacked ``model`` over ``split``,
     and with ``entropy`` every member's output entropy for every example. The forward pass runs at ``precision``,
-    the loss in float32 from its logits; ``stop``, when given, is called before each batch."""
+    the loss in float32 from its logits; ``stop``: a signal raises ``Stopped`` before the next batch."""
     model.eval()
     x = precision.inputs(split.x)
     losses, corrects, entropies = [], [], []
     for start in range(0, len(split), batch_size):
-        if stop is not None:
-            stop()
+        if stop and STOP.signal is not None:
+            raise Stopped
         with precision.autocast(x.device):
             logits = model(x[start : start + batch_size])
         logits = logits.float()  # (K, n, classes); a no-op in float32

@@ -61,8 +61,7 @@ class Member:
         if self.optimizer is None:
             t, c = self.cfg.trainer, self.cfg
             self.optimizer = optimizer_lib.build(proxies, c.optimizer, t.batch_size * t.accumulate)
-            self.schedule = Schedule(self.optimizer, c.scheduler, t.epochs,
-                                     t.steps_per_epoch(self.n_train))
+            self.schedule = Schedule(self.optimizer, c.scheduler, t.epochs, t.steps_per_epoch(self.n_train))
         else:
             for old, new in zip(self.proxies, proxies):
                 if old in self.optimizer.state:
@@ -143,9 +142,8 @@ class Member:
         self.state.status = "running"  # it was running, interrupted or failed; finished runs are refused
 
     def metrics(self, data_info: dict | None, n_params: int | None, timing: dict, size: dict | None = None) -> dict:
-        """The content of metrics.json; only ``timing`` differs between two runs of the same config on CPU.
-        ``size``: the network's evaluation FLOPs per image and its share of near-zero weights at the best epoch
-        (``reg_runner.model.measures``)."""
+        """The content of metrics.json; only ``timing`` differs between two runs of the same config on CPU. ``size``:
+        the network's FLOPs per image and share of near-zero weights at the best epoch (``model.measures``)."""
         state, objective = self.state, self.cfg.objective
         return dict(
             status=state.status,

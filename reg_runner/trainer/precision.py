@@ -1,8 +1,6 @@
-"""Evaluation precision: float32 (the default), or bfloat16 where the hardware multiplies it fast.
-
-``trainer.eval_precision=bf16`` runs evaluation (most of an epoch's arithmetic in the reference study) under
-autocast on a bfloat16 copy of the validation and test inputs, made once. Training stays float32, so the run's
-trajectory is the same; only the reported val / test numbers move (the README gives the change measured).
+"""Evaluation precision: float32 (the default), or ``trainer.eval_precision=bf16``: evaluation under autocast on a
+bfloat16 copy of the validation and test inputs, made once. Training stays float32, so only the reported val and
+test numbers move (docs/speed.md, "bf16 evaluation").
 """
 
 import contextlib
@@ -42,12 +40,9 @@ class EvalPrecision:
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the evaluation dtype, converted once per tensor (the val and test sets)."""
-        if self.dtype is None:
-            return x
-        key = id(x)
-        if key not in self._inputs:
-            self._inputs[key] = (x, x.to(self.dtype))  # keeps x alive, so its id stays its own
-        return self._inputs[key][1]
+        if self.dtype is not None and id(x) not in self._inputs:
+            self._inputs[id(x)] = (x, x.to(self.dtype))  # keeps x alive, so its id stays its own
+        return x if self.dtype is None else self._inputs[id(x)][1]
 
     def autocast(self, device: torch.device):
         if self.dtype is None:

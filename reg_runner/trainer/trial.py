@@ -1,10 +1,7 @@
-"""A run's link back to its Optuna trial, and the pruning it makes possible (docs/search.md, "Pruning").
-
-The study sweeper launches each trial's runs with ``hydra.job.env_set.REG_RUNNER_TRIAL=<number>``, and the job's
-Hydra config carries the study's storage, name and pruner: a run in any process reports to its trial through the
-study's storage, or, in the sweeper's own process, its in-memory study (``MEMORY``). At every evaluation
-``Pruning`` records each trial's mean best objective so far as an intermediate value, pruner or not (the study then
-holds every trial's learning curve), and with a pruner asks it whether the trial's runs stop, ``pruned``.
+"""A run's link back to its Optuna trial (``REG_RUNNER_TRIAL`` and the study's storage and pruner in the job's Hydra
+config; docs/search.md, "Pruning"), through the study's storage or, in the sweeper's own process, its in-memory
+study (``MEMORY``). At every evaluation ``Pruning`` records each trial's mean best objective so far, pruner or not
+(the study holds every trial's learning curve), and with a pruner asks whether the trial's runs stop, ``pruned``.
 """
 
 import functools
