@@ -35,8 +35,7 @@ class LrFindConfig(Group):
     """stop when the smoothed loss exceeds this times its best"""
 
 
-# keys of the run config the range test does not read: it sets the lr itself, trains for a fixed number
-# of steps and evaluates nothing (no validation, no test, no checkpoints, no TensorBoard)
+# the keys of the run config that the range test does not read, and why: a command line that sets one is refused
 UNREAD = {
     "optimizer.lr": "the range test sets the lr itself, from lr_find.min_lr to lr_find.max_lr",
     "scheduler": "the range test sets the lr itself: no schedule runs (its suggestions for onecycle and cyclic "
