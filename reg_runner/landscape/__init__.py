@@ -1,12 +1,9 @@
 """Loss landscapes of trained runs: the loss around a checkpoint, and on the way to it from the init.
 
-    python -m reg_runner.landscape RUN_DIR [RUN_DIR ...] [--checkpoint best|last] [--grid 41] [--span 1.0]
-                                   [--split train|val] [--dims 1|2] [--seed 0] [--out DIR]
-
 For each run: the loss and accuracy along a filter-normalized random direction (``--dims 1``) or on a plane of
-two (``--dims 2``), on the linear path from its initial weights, and its sharpness (``surface``, ``measure``),
-written into its folder, or with ``--out`` there alone. The method, its references, why this sharpness, and the
-files written: docs/landscapes.md.
+two (``--dims 2``), on the linear path from its initial weights, and its sharpness (``measure``), written into its
+folder, or with ``--out`` there alone. The method, its references, why this sharpness, and the files written:
+docs/landscapes.md.
 """
 
 import argparse

@@ -51,15 +51,15 @@ def load_run(run_dir: Path, which: str) -> dict:
         epoch = checkpoint.get("epoch")
     except Exception as e:  # truncated, not a checkpoint, another format
         raise UserError(f"{path} cannot be read as a checkpoint ({type(e).__name__}); it is damaged") from None
-    run = dict(dir=run_dir, cfg=checked.cfg, config=config_lib.as_data(cfg), shape=checked.split.shape,
-               n_classes=checked.split.n_classes, epoch=epoch)
+    run = dict(dir=run_dir, cfg=checked.cfg, config=config_lib.as_data(cfg), epoch=epoch,
+               network=(checked.cfg.model, checked.split.shape, checked.split.n_classes))
     run["state"] = network(run, state, path)
     return run
 
 
 def network(run: dict, state, path: Path) -> dict:
     """``state``, if it holds the network of the run's config (names and shapes); else one line."""
-    if not holds_network(run["cfg"].model, run["shape"], run["n_classes"], state):
+    if not holds_network(*run["network"], state):
         raise UserError(f"{path} does not hold the network of {run['dir']}/resolved_config.yaml (its weights' names "
                         "or shapes differ): it is another run's, or the config was edited")
     return state
@@ -81,10 +81,9 @@ def initial_state(run: dict) -> tuple[dict, str]:
     if trained_on != "cpu":  # CUDA's and MPS's generators draw other numbers than the CPU's from one seed
         raise UserError(f"{run['dir']} has no checkpoints/init.pt and trained on {trained_on}: its initial weights "
                         "can be drawn again only where they were drawn; run the landscape there")
-    gens = generators(run["config"]["seed"], torch.device("cpu"))
-    model_cfg = run["cfg"].model
-    model = stacked([model_cfg], run["shape"], run["n_classes"], torch.device("cpu"))
-    model_cfg.initialize(model, 0, gens["init"])
+    model_cfg, shape, n_classes = run["network"]
+    model = stacked([model_cfg], shape, n_classes, torch.device("cpu"))
+    model_cfg.initialize(model, 0, generators(run["config"]["seed"], torch.device("cpu"))["init"])
     return model.member_state(0), "drawn again from the run's seed (no init.pt)"
 
 
@@ -94,19 +93,18 @@ def landscape(run: dict, args, data, device) -> dict:
     t0 = time.perf_counter()
     theta = run["state"]
     gen = torch.Generator().manual_seed(args.seed)
-    network = (run["cfg"].model, run["shape"], run["n_classes"])
-    weights = surface.weight_names(*network)
+    weights = surface.weight_names(*run["network"])
     d1, d2 = surface.direction(theta, weights, gen), surface.direction(theta, weights, gen)
     axis = [args.span * (2 * i / (args.grid - 1) - 1) for i in range(args.grid)]
     r = SHARPNESS_RADIUS
     dirs = [[1.0, 0.0, 0.0], [1.0, r, 0.0], [1.0, -r, 0.0], [1.0, 0.0, r], [1.0, 0.0, -r]]
     grid = [[1.0, a, 0.0] for a in axis] if args.dims == 1 else [[1.0, a, b] for b in axis for a in axis]
-    loss, acc = surface.points(network, [theta, d1, d2], dirs + grid, data, device)
+    loss, acc = surface.points(run["network"], [theta, d1, d2], dirs + grid, data, device)
     init, init_source = initial_state(run)
     h = max(2, 2 * ((args.grid - 1) // 4))  # points per unit of t, even: t = 0, 1/2 and 1 are on the path
     ts = [k / h for k in range(-h // 2, 3 * h // 2 + 1)]  # [-0.5, 1.5]
     inside = [min(max(t, 0.0), 1.0) for t in ts]  # BatchNorm's statistics: the nearest end's beyond the ends
-    path_loss, path_acc = surface.points(network, [theta, init], [[t, 1 - t] for t in ts], data, device,
+    path_loss, path_acc = surface.points(run["network"], [theta, init], [[t, 1 - t] for t in ts], data, device,
                                          buffer_coefs=[[t, 1 - t] for t in inside])
     center, rises = loss[0], [v - loss[0] for v in loss[1:5]]
     if not math.isfinite(center):

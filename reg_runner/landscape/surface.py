@@ -1,13 +1,5 @@
-"""The loss around a trained network: filter-normalized directions, and many networks evaluated as stacks.
-
-Directions (Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", arXiv 1712.09913): Gaussian, each
-filter of each weight (what one output unit or channel reads: a row of a Linear weight, one output channel's kernel
-over all its inputs and positions) rescaled to that filter's norm in the checkpoint, so that the scale invariance
-BatchNorm and ReLU give a network does not change its picture. Biases, norm gains and BatchNorm's running
-statistics get zero: every point keeps the checkpoint's (BatchNorm is evaluated with them, in eval mode).
-
-``points`` loads a chunk of points as the members of one stacked model and evaluates them at once, as the training
-engine evaluates its stack.
+"""The loss around a trained network: filter-normalized directions (Li et al. 2018; why: docs/landscapes.md), and
+many networks evaluated at once as the members of one stacked model, as the training engine evaluates its stack.
 """
 
 import math
@@ -30,8 +22,9 @@ def weight_names(model_cfg, shape, n_classes: int) -> set[str]:
 
 
 def direction(state: dict[str, torch.Tensor], weights: set[str], generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """A filter-normalized random direction for the network ``state`` (a plain state_dict); ``weights``: the
-    names of its weights, each (out, ...): one filter per output unit or channel."""
+    """A filter-normalized random direction for the network ``state`` (a plain state_dict): each filter (output unit
+    or channel) of each weight named in ``weights`` scaled to its norm in ``state``; the other floating-point
+    entries (biases, norm gains, BatchNorm's statistics) zero, so every point keeps the checkpoint's."""
     out = {}
     for name, t in state.items():
         if name in weights:

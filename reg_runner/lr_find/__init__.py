@@ -1,15 +1,8 @@
 """The ``lr_find`` group: the learning-rate range test's settings, its checks, and how it reads a curve.
 
 ``python -m reg_runner.lr_find [overrides]`` (``__main__``) trains the run config with the lr growing exponentially
-from ``min_lr`` to ``max_lr`` over ``steps`` optimizer steps, and stops once the smoothed loss (the bias-corrected
-moving average of fastai and Lightning) exceeds ``stop_factor`` times its best (Smith; fastai and torch-lr-finder
-stop at 4x). The suggestions are read off the smoothed curve, its first tenth and last five points left out
-(fastai's window: what comes before the first steps move anything, and after the blow-up, says nothing):
-``valley`` (fastai's default), printed as ``optimizer.lr=``; ``steepest`` (torch-lr-finder, Lightning); and
-``minimum``, a tenth of whose lr (fastai's ``lr_min``) is printed as one-cycle's ``max_lr`` and the cyclic upper
-bound (Smith: near where the loss stops falling; a tenth stays clear of the blow-up), a quarter of that as the
-cyclic lower bound (Smith 2017 puts the ratio at 3 to 4). Where they land: docs/lr_find.md.
-
+from ``min_lr`` to ``max_lr`` and stops once the smoothed loss exceeds ``stop_factor`` times its best; ``suggest``
+reads the suggestions off the smoothed curve (the method, its sources and where they land: docs/lr_find.md).
 Nothing here imports torch: the checks run before it loads.
 """
 
@@ -42,8 +35,7 @@ class LrFindConfig(Group):
     """stop when the smoothed loss exceeds this times its best"""
 
 
-# keys of the run config the range test does not read: it sets the lr itself, trains for a fixed number
-# of steps and evaluates nothing (no validation, no test, no checkpoints, no TensorBoard)
+# the keys of the run config that the range test does not read, and why: a command line that sets one is refused
 UNREAD = {
     "optimizer.lr": "the range test sets the lr itself, from lr_find.min_lr to lr_find.max_lr",
     "scheduler": "the range test sets the lr itself: no schedule runs (its suggestions for onecycle and cyclic "
@@ -155,6 +147,7 @@ def steepest(lrs_: list[float], losses: list[float]) -> int:
 
 def suggest(lrs_: list[float], smoothed: list[float], planned: int) -> dict:
     """The suggestions (lrs the optimizer would use) from the curve; ``planned``: the steps asked for."""
+    # fastai's window: before the first steps move anything, and after the blow-up, the curve says nothing
     start, end = planned // 10, len(smoothed) - SKIP_END
     if end - start < MIN_WINDOW:
         stopped = " before the loss blew up" if len(smoothed) < planned else ""
@@ -169,5 +162,7 @@ def suggest(lrs_: list[float], smoothed: list[float], planned: int) -> dict:
                     f"({window_lrs[0]:.2g}): no lr in the range is better than the smallest (lower lr_find.min_lr, "
                     "or raise lr_find.steps)")
     out = {name: dict(step=start + j, lr=window_lrs[j], loss=window[j]) for name, j in at.items()}
+    # fastai's lr_min, a tenth of the minimum's lr: near where the loss stops falling (Smith), clear of the blow-up;
+    # the cyclic lower bound a quarter of that (Smith 2017 puts the ratio at 3 to 4)
     top = out["minimum"]["lr"] / 10
     return {**out, "onecycle": dict(max_lr=top), "cyclic": dict(base_lr=top / 4, max_lr=top)}

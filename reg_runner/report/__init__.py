@@ -5,12 +5,10 @@ own records.
     python -m reg_runner.report outputs/ --out /tmp/report --baseline experiment=baseline
     python -m reg_runner.report outputs/study --facet model.norm --interaction model.norm model.dropout
 
-Every run folder below the path, single runs and multiruns alike, is read from its own records, and ``--where``,
-``--status`` and ``--tag`` select among them (``runs``); unfinished, failed or unreadable ones are listed with their
-status, never fatal. The report (``document``: the runs, their groups against the baseline,
-main effects; ``stats``, ``plots``; what each table holds: docs/study.md) is printed as markdown and written to
-``report.md``, ``report.html``, ``report.csv`` and PNGs in the folder or ``--out``; on an Optuna search's folder,
-with its analysis (``reg_runner.sweep.analysis``).
+Every run folder below the path is read from its own records (``runs``), unfinished, failed or unreadable ones
+listed with their status; ``--where``, ``--status`` and ``--tag`` select among them. The report (``document``;
+what each table and figure holds: docs/study.md) is printed as markdown and written to ``report.md``,
+``report.html``, ``report.csv`` and PNGs in the folder or ``--out``; on an Optuna search's folder, with its analysis.
 """
 
 import argparse
@@ -84,7 +82,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     groups = by_group(runs, keys)
     shape = design(groups, keys)
     _check_keys(facet, interactions, keys, shape, plots)
-    rows, baseline = stats.group_rows(groups, keys, baseline)  # a --baseline that matches no group: before --out
+    rows, baseline = stats.group_rows(groups, shape, baseline)  # a --baseline that matches no group: before --out
     out = out or root
     table = [run_row(r, keys, sharpness=any(r.sharpness is not None for r in runs)) for r in runs]
     blocks = build(runs, keys, table, rows, baseline, root, out, filters, read, by_configs,

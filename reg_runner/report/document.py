@@ -61,15 +61,8 @@ def run_row(run: Run, keys: list[str], sharpness: bool = False) -> dict:
     return {**row, "status": run.status}
 
 
-def _f(v, digits=4) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
-def _g(v) -> str:
-    """Three significant figures: a sharpness of 2.6e-4 or 5.4e-6 keeps its digits (fixed decimals round it to 0)."""
-    return "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+def _f(v, spec=".4f") -> str:
+    return "-" if v is None else f"{v:{spec}}" if isinstance(v, float) else str(v)
 
 
 def _pm(mean, std) -> str:
@@ -93,8 +86,9 @@ def runs_table(runs: list[Run], rows: list[dict], keys: list[str], out: Path) ->
     cells = []
     for run, row in zip(runs, rows):
         href = quote(os.path.relpath(run.path, out) + "/") if run.path is not None else ""
-        cells.append([Link(run.short, href), *(
-            _f(v, 1) if c == "wall_s" else _g(v) if c == "sharpness" else _f(v) for c, v in list(row.items())[1:])])
+        # a sharpness in 3 significant figures: 2.6e-4 or 5.4e-6 keeps its digits (fixed decimals round it to 0)
+        cells.append([Link(run.short, href), *(_f(v, {"wall_s": ".1f", "sharpness": ".3g"}.get(c, ".4f"))
+                                               for c, v in list(row.items())[1:])])
     return Table([c if c in keys else c.replace("_", " ") for c in columns], cells)
 
 

@@ -46,8 +46,7 @@ def by_group(runs: list[Run], keys: list[str]) -> dict[str, list[Run]]:
 
 
 def values(run: Run, keys: list[str]) -> tuple[str, ...]:
-    """A run's values of the varied keys, in their order: what a figure labels its group by, under a header naming
-    the keys."""
+    """A run's values of the varied keys, in their order (what tables and figures label its group by)."""
     return tuple(run.settings.get(k, "-") for k in keys)
 
 

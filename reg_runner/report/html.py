@@ -1,6 +1,5 @@
-"""The report's blocks as one self-contained page, ``report.html``: the figures embedded, every table sortable by
-any column (a click on its header; again to reverse), the runs linked to their folders. It needs no server and
-no network: it opens from the disk."""
+"""The report's blocks as one self-contained page, ``report.html``, that opens from the disk: the figures embedded,
+every table sortable by any column (a click on its header; again to reverse), the runs linked to their folders."""
 
 import base64
 import html

@@ -1,7 +1,6 @@
-"""The report's figures (``test_acc.png``, ``curves.png``, ``main_effects.png``, ``interaction_A_B.png``: each
-described in docs/study.md), legible from 2 groups to 100 and never wider than 2,500 pixels. No legend: a group
-is named by the values of the keys that vary (under a header naming the keys), and a line at its right end,
-outside the data.
+"""The report's figures (``test_acc.png``, ``curves.png``, ``main_effects.png``, ``interaction_A_B.png``; each in
+docs/study.md), legible from 2 groups to 100: no legend, each group named by its keys' values beside its dot or at
+its line's end.
 """
 
 import io

@@ -1,10 +1,8 @@
 """The numbers of a report: each group's mean and spread over its seeds against the baseline (Welch's t-test,
-Holm's correction), and for a factorial design each factor's main effect and a pair's interaction.
-
-Main effects are contrasts of the cell means (a cell: one combination of the keys' levels), each cell weighted
-alike (Box, Hunter & Hunter, *Statistics for Experimenters*, ch. 5); their uncertainty is the seeds' spread within
-the cells, pooled (N - cells degrees of freedom): Student's t intervals at 95%, two-sided p-values.
-"""
+Holm's correction), and for a factorial design each factor's main effect and a pair's interaction: contrasts of the
+cell means, each cell weighted alike (Box, Hunter & Hunter, *Statistics for Experimenters*, ch. 5), with Student's
+t intervals at 95% and two-sided p-values from the seeds' spread within the cells, pooled (N - cells degrees of
+freedom)."""
 
 import math
 import statistics
@@ -55,22 +53,20 @@ def _std(xs):
     return statistics.stdev(xs) if len(xs) > 1 else (0.0 if xs else None)
 
 
-def group_rows(groups: dict[str, list[Run]], keys: list[str], baseline: str | None) -> tuple[list[dict], str | None]:
+def group_rows(groups: dict[str, list[Run]], design: Design, baseline: str | None) -> tuple[list[dict], str | None]:
     """One row per group: n, mean ± std of best val acc and test acc at best, the 95% interval of the test mean,
     and the difference to the baseline group with Welch's p (Holm-adjusted when several groups are tested)."""
-    labels = list(groups)
+    labels, keys = list(groups), design.keys
     if baseline is None:
         baseline = next((g for g in labels if "experiment=baseline" in g), None)
     if baseline is None:
-        baseline = next((g for g in labels if all(v == "-" for v in values(groups[g][0], keys))),
-                        labels[0] if labels else None)
+        baseline = next((g for g in labels if all(v == "-" for v in values(groups[g][0], keys))), labels[0])
     else:
         matches = [g for g in labels if baseline == g
                    or baseline in (f"{k}={v}" for k, v in zip(keys, values(groups[g][0], keys)))]
         if len(matches) != 1:
             which = "no group" if not matches else f"{len(matches)} groups"
-            levels = "; ".join(f"{k}: {', '.join(dict.fromkeys(values(m[0], keys)[i] for m in groups.values()))}"
-                               for i, k in enumerate(keys))
+            levels = "; ".join(f"{k}: {', '.join(design.levels[k])}" for k in keys)
             raise UserError(f"--baseline {baseline!r} matches {which}: give one group's whole label, or a key=value "
                             f"that names one group; the keys and their values: {levels or 'none vary'}")
         baseline = matches[0]
@@ -127,15 +123,20 @@ class Effects:
 
         return Estimate(value, half_width(se, self.df), float(2 * t.sf(abs(value) / se, self.df)))
 
-    def _where(self, fixed: dict) -> dict[tuple, float]:
-        """Equal weights on the cells that hold ``fixed`` (key: level), summing to 1."""
+    def _weights(self, *terms: tuple[int, dict]) -> dict[tuple, float]:
+        """The sum over ``(sign, fixed)`` terms of ``sign`` times equal weights, summing to 1, on the cells that hold
+        ``fixed`` (key: level)."""
         index = {k: i for i, k in enumerate(self.design.keys)}
-        chosen = [c for c in self.cells if all(c[index[k]] == v for k, v in fixed.items())]
-        return {c: 1 / len(chosen) for c in chosen}
+        weights: dict[tuple, float] = {}
+        for sign, fixed in terms:
+            chosen = [c for c in self.cells if all(c[index[k]] == v for k, v in fixed.items())]
+            for c in chosen:
+                weights[c] = weights.get(c, 0) + sign * (1 / len(chosen))
+        return weights
 
     def mean(self, fixed: dict | None = None) -> Estimate:
         """The mean test accuracy at these levels (key: level), over the other keys' levels (alike) and the seeds."""
-        return self.contrast(self._where(fixed or {}))
+        return self.contrast(self._weights((1, fixed or {})))
 
     def main_effects(self) -> list[dict]:
         """Each key's other levels against its reference level, p-values Holm-adjusted across all of them."""
@@ -144,10 +145,8 @@ class Effects:
             ref = self.reference[k]
             for level in self.design.levels[k]:
                 if level != ref:
-                    weights = self._where({k: level})
-                    for c, w in self._where({k: ref}).items():
-                        weights[c] = weights.get(c, 0) - w
-                    rows.append({"key": k, "level": level, "reference": ref, "effect": self.contrast(weights)})
+                    effect = self.contrast(self._weights((1, {k: level}), (-1, {k: ref})))
+                    rows.append({"key": k, "level": level, "reference": ref, "effect": effect})
         tested = [r for r in rows if r["effect"].p is not None]
         for r, p in zip(tested, holm([r["effect"].p for r in tested])):
             r["p_raw"], r["p"] = r["effect"].p, p
@@ -160,12 +159,8 @@ class Effects:
         if len(la) != 2 or len(lb) != 2:
             return None
         la, lb = sorted(la, key=lambda v: v != self.reference[a]), sorted(lb, key=lambda v: v != self.reference[b])
-        weights: dict[tuple, float] = {}
-        for sa, va in zip((-1, 1), la):
-            for sb, vb in zip((-1, 1), lb):
-                for c, w in self._where({a: va, b: vb}).items():
-                    weights[c] = weights.get(c, 0) + sa * sb * w
-        return self.contrast(weights)
+        return self.contrast(self._weights(*((sa * sb, {a: va, b: vb}) for sa, va in zip((-1, 1), la)
+                                             for sb, vb in zip((-1, 1), lb))))
 
 
 def effects(groups: dict[str, list[Run]], design: Design, baseline_run: Run) -> Effects:
