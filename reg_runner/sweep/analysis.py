@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 TEST_ACC, EPOCHS, WALL, SEEDS = ("reg_runner.test_acc_at_best", "reg_runner.epochs_run", "reg_runner.wall_s",
                                  "reg_runner.seeds")
 ARTIFACTS = "artifacts"  # the artifact store's folder, in the sweep folder
-FIGURES = ("importances", "parallel_coordinates", "optimization_history", "slices", "intermediate_values")
 
 
 def trial_results(dirs: list[str]) -> dict:

@@ -1,10 +1,7 @@
 """A search's pruner, checked before any trial against what it will do with the runs' epochs (docs/search.md,
-"Pruners"). A run reports its objective at every evaluation (``trainer.eval_every``, and its last epoch); a pruner
-acts only at a step before the last epoch, where stopping saves something. A setting no pruner of its kind could
-run with (hyperband's ``max_resource=0``: a math domain error in every run), or with which it could never prune (a
-warmup longer than the runs: a search that looks pruned and is not), is refused in one line, before any trial; a
-part that never acts (hyperband's brackets whose first rung comes after the last epoch) gets one warning line.
-"""
+"Pruners"): a run reports its objective at every evaluation, and a pruner acts only at a step before the last epoch.
+A setting it would fail on in every run, or with which it could never prune, is refused in one line; a part that
+never acts (hyperband's brackets whose first rung comes after the last epoch) gets one warning line."""
 
 import logging
 import math
