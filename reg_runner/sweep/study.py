@@ -73,7 +73,8 @@ class StudySweeper(Sweeper):
         pruner = build_pruner(self.pruner_cfg)
         try:
             if not hasattr(self, "store"):  # the study's storage, kept: a trial read back is written through it
-                self.store = trial_lib.open_storage(self.storage)
+                self.store = (optuna.storages.RDBStorage(self.storage) if self.storage is not None
+                              else optuna.storages.InMemoryStorage())
                 if self.storage is None:
                     trial_lib.MEMORY[self.study_name] = self.store  # the runs of this process report to it
             goal = dict(directions=self.direction) if self.objectives else dict(direction=self.direction)
