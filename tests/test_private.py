@@ -319,10 +319,10 @@ def test_a_stacked_jobs_hydra_files_are_what_run_job_writes(tmp_path):
 
 def test_a_trial_read_back_is_written_through_the_public_storage_methods(tmp_path):
     # a trial left running by a dead sweeper is a FrozenTrial: its id comes from the storage, by number
-    from reg_runner.sweep.trial import open_storage, trial_id
+    from reg_runner.sweep.trial import trial_id
 
-    for url in (None, f"sqlite:///{tmp_path / 'study.db'}"):
-        storage = open_storage(url)
+    for storage in (optuna.storages.InMemoryStorage(),
+                    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")):
         study = optuna.create_study(study_name="s", storage=storage)
         study.ask()
         second = study.ask()

@@ -2,12 +2,11 @@
 its curves (``curves.png``) and each run's ``metrics.json`` as Optuna artifacts in the sweep folder's
 ``artifacts/`` (optuna-dashboard shows them beside the trial), and, drawn by ``python -m reg_runner.report`` on the
 sweep's folder, Optuna's own figures of the study and ``trials.csv``, one row per trial. The sweep folder's marker
-(``.reg_runner.json``) names the study and its storage, so the report finds them.
+(``.reg_runner.json``, written before the search's first trial) names the study and its storage for the report.
 """
 
 import csv
 import io
-import json
 import logging
 import math
 import tempfile
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 TEST_ACC, EPOCHS, WALL, SEEDS = ("reg_runner.test_acc_at_best", "reg_runner.epochs_run", "reg_runner.wall_s",
                                  "reg_runner.seeds")
 ARTIFACTS = "artifacts"  # the artifact store's folder, in the sweep folder
-FIGURES = ("importances", "parallel_coordinates", "optimization_history", "slices", "intermediate_values")
 
 
 def trial_results(dirs: list[str]) -> dict:
@@ -116,32 +114,13 @@ def trial_curves(dirs: list[str]) -> bytes | None:
 
 # --- the report's side ---------------------------------------------------------------------------------------
 
-def locate(root: Path) -> dict | None:
-    """The study a sweep folder's runs belong to: ``{"name", "storage"}`` from the folder's marker, else from
-    its runs' environment.json; None for a folder that is no search's."""
-    marker = kinds.marker(root)
-    study = marker.get("study")
-    if isinstance(study, dict) and study.get("name"):
-        return study
-    if marker.get("kind") != kinds.SWEEP:
-        return None
-    for env in sorted(root.glob("*/environment.json"))[:20] + sorted(root.glob("*/*/environment.json"))[:20]:
-        try:
-            trial = json.loads(env.read_text()).get("trial")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(trial, dict) and trial.get("study"):
-            return dict(name=trial["study"], storage=trial.get("storage"))
-    return None
-
-
 def search(root: Path, out: Path, storage: str | None = None, plots: bool = True) -> tuple[list, str]:
     """A search's analysis for the report: the files to write (path, bytes) and its markdown section; ([], "")
     for a folder that is no search's. The study is opened read-only, and its URL shown without its password.
     Nothing here stops the report but a study database that does not exist (a ``UserError``): what cannot be
     drawn is said."""
-    study_info = locate(root)
-    if study_info is None:
+    study_info = kinds.marker(root).get("study")
+    if not (isinstance(study_info, dict) and study_info.get("name")):
         return [], ""
     name, url = study_info["name"], storage or study_info.get("storage")
     section = ["", f"## Search: study `{name}`", ""]

@@ -118,8 +118,5 @@ def _failed(ret) -> bool:
     """A job that raised, or whose run recorded ``failed`` (or no record that can be read)."""
     if ret.status.name == "FAILED":
         return True
-    try:
-        record = RunFolder(Path(ret.hydra_cfg.hydra.runtime.output_dir)).recorded()
-    except AttributeError:
-        return True
+    record = RunFolder(Path(ret.hydra_cfg.hydra.runtime.output_dir)).recorded()  # Hydra's run_job sets hydra_cfg
     return record is None or record.get("status") in ("failed", "unreadable")

@@ -1,10 +1,7 @@
 """A search's pruner, checked before any trial against what it will do with the runs' epochs (docs/search.md,
-"Pruners"). A run reports its objective at every evaluation (``trainer.eval_every``, and its last epoch); a pruner
-acts only at a step before the last epoch, where stopping saves something. A setting no pruner of its kind could
-run with (hyperband's ``max_resource=0``: a math domain error in every run), or with which it could never prune (a
-warmup longer than the runs: a search that looks pruned and is not), is refused in one line, before any trial; a
-part that never acts (hyperband's brackets whose first rung comes after the last epoch) gets one warning line.
-"""
+"Pruners"): a run reports its objective at every evaluation, and a pruner acts only at a step before the last epoch.
+A setting it would fail on in every run, or with which it could never prune, is refused in one line; a part that
+never acts (hyperband's brackets whose first rung comes after the last epoch) gets one warning line."""
 
 import logging
 import math
@@ -137,14 +134,10 @@ def _hyperband(args: dict, reach: Reach) -> None:
                           f"({reach.runs}): every bracket's first rung would come later, so the pruner never prunes")
     top = _integer(args, "max_resource", "auto", r, auto=True, note=f" ({KEY}.min_resource={r})")
     top = reach.epochs + 1 if top == "auto" else top  # Optuna's auto: a finished trial's last step, plus 1
-    acting = [b for b in brackets(r, top, factor) if b["first_rung"] <= reach.last]
-    idle = [b for b in brackets(r, top, factor) if b["first_rung"] > reach.last]
-    if not acting:
-        raise ConfigError(f"{KEY}.min_resource", r, f"at most {reach.last}, the last step a run can be pruned at "
-                          f"({reach.runs}): every bracket's first rung comes later, so the pruner never prunes")
+    every = brackets(r, top, factor)  # the first one's first rung is min_resource: it acts
+    idle = [b for b in every if b["first_rung"] > reach.last]
     if idle:
-        share = sum(b["share"] for b in idle)
         log.warning("%s: %d of hyperband's %d brackets (first rungs at epochs %s) never act: they come after the last "
                     "step a run can be pruned at (%d, %s); their trials, about %.0f%% of them, run unpruned",
-                    KEY, len(idle), len(idle) + len(acting), ", ".join(str(b["first_rung"]) for b in idle),
-                    reach.last, reach.runs, 100 * share)
+                    KEY, len(idle), len(every), ", ".join(str(b["first_rung"]) for b in idle),
+                    reach.last, reach.runs, 100 * sum(b["share"] for b in idle))

@@ -2,7 +2,6 @@
 (``check_multirun``, from the multirun's callback)."""
 
 import dataclasses
-import difflib
 import importlib
 import inspect
 import os
@@ -13,7 +12,7 @@ from typing import Annotated, Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from pydantic import ConfigDict, Field, PlainValidator
+from pydantic import ConfigDict, Field, PlainValidator, create_model
 
 from reg_runner import checks, dotted, errors, keys
 from reg_runner.config import KEYS, check_job_name
@@ -240,13 +239,9 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     if kind.endswith("JoblibLauncher"):
         from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 
-        known = [f.name for f in dataclasses.fields(JobLibLauncherConf)] + ["maxtasksperchild"]
-        for key in launcher:
-            if key not in known:  # Hydra's joblib launcher would drop it without a word
-                near = difflib.get_close_matches(str(key), known, n=1)
-                raise ConfigError(f"hydra.launcher.{key}", launcher[key], f"hydra.launcher has no key '{key}'"
-                                  + (f" (did you mean {near[0]}?)" if near else "") + f"; its keys are "
-                                  f"{', '.join(known)}")
+        # only the keys Hydra's joblib launcher reads: it would drop another without a word
+        known = {f.name.strip("_"): (Any, Field(None, alias=f.name)) for f in dataclasses.fields(JobLibLauncherConf)}
+        parse(create_model("Joblib", __base__=Group, **known, maxtasksperchild=(Any, None)), launcher, "hydra.launcher")
         if launcher.get("backend") not in (None, "loky", "multiprocessing"):
             raise ConfigError("hydra.launcher.backend", launcher.get("backend"), "loky or multiprocessing (the "
                               "backends Hydra's joblib launcher supports)")

@@ -1,10 +1,6 @@
-"""Conditional search spaces for the Optuna sweeper (``hydra.sweeper.custom_search_space``).
-
-A parameter that only matters when another is on is only suggested then: a trial without
-dropout has no ``model.dropout`` value, so the sampler never learns from a meaningless number.
-The switches are config keys of their own (``search.*``, declared by the preset), so each run
-records which branches its trial took.
-"""
+"""Conditional search spaces for the Optuna sweeper (``hydra.sweeper.custom_search_space``): a parameter that only
+matters when its switch is on is only suggested then (docs/search.md). The switches are config keys of their own
+(``search.*``, declared by the preset), so each run records which branches its trial took."""
 
 
 def regularization(cfg, trial) -> None:

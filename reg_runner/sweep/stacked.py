@@ -77,8 +77,12 @@ class StackedLauncher(Launcher):
                 for handler in handlers:
                     logging.getLogger().removeHandler(handler)
                     handler.close()
-            for j, value in zip(stack, values):
-                returns[j["num"]] = self._job_return(j, value, failure)
+            for j, value in zip(stack, values):  # as Hydra's run_job returns a job's
+                ret = JobReturn(overrides=j["overrides"], cfg=_task_config(j["cfg"]), hydra_cfg=_hydra_config(j["cfg"]),
+                                working_dir=os.getcwd(), task_name=j["cfg"].hydra.job.name,
+                                status=JobStatus.COMPLETED if failure is None else JobStatus.FAILED)
+                ret.return_value = value if failure is None else failure
+                returns[j["num"]] = ret
         return [returns[j["num"]] for j in jobs]
 
     def _prepare(self, job) -> logging.Handler:
@@ -94,13 +98,6 @@ class StackedLauncher(Launcher):
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
         return handler
-
-    def _job_return(self, job, value, failure) -> JobReturn:
-        ret = JobReturn(overrides=job["overrides"], cfg=_task_config(job["cfg"]), hydra_cfg=_hydra_config(job["cfg"]),
-                        working_dir=os.getcwd(), task_name=job["cfg"].hydra.job.name,
-                        status=JobStatus.COMPLETED if failure is None else JobStatus.FAILED)
-        ret.return_value = value if failure is None else failure
-        return ret
 
 
 def save_yaml(cfg, path) -> None:
@@ -147,13 +144,11 @@ def exact(stacks: list[list[dict]], only_if_faster: bool = True) -> list[list[di
         if lone:
             log.warning("jobs %s train one at a time, not as a stack: %s", ", ".join(str(j["num"]) for j in lone), why)
         for unit in units.values():
-            if len(unit) == 1:
-                out.append(unit)
-                continue
-            rounding = not exact_here and exactness.for_runs(unit[0]["checked"], len(unit)) is not None
-            log.log(logging.WARNING if rounding else logging.INFO, "jobs %s (the seeds of trial %d) train as one "
-                    "stack, for the pruner to see their mean%s", ", ".join(str(j["num"]) for j in unit),
-                    unit[0]["trial"].number, ": each may differ from its lone run by rounding" if rounding else "")
+            if len(unit) > 1:
+                rounding = not exact_here and exactness.for_runs(unit[0]["checked"], len(unit)) is not None
+                log.log(logging.WARNING if rounding else logging.INFO, "jobs %s (the seeds of trial %d) train as one "
+                        "stack, for the pruner to see their mean%s", ", ".join(str(j["num"]) for j in unit),
+                        unit[0]["trial"].number, ": each may differ from its lone run by rounding" if rounding else "")
             out.append(unit)
     return out
 

@@ -1,16 +1,14 @@
 """The Optuna sweeper: a resumable study whose trials are runs, launched by any Hydra launcher.
 
-Optuna's storage holds the study and its samplers choose the trials; Hydra's launchers run them. The loop
-that asks, checks, launches and tells is ours (its contract: docs/search.md). ``n_trials`` counts the
-finished trials the study should hold in total, so the same command continues a sweep; each trial is
-composed and checked before launch (a rejected one is told failed and makes no folder); its folder is
-numbered by its trial; a resumed seeded sampler is re-seeded with ``seed + trials so far``. A trial left RUNNING
-by a sweeper that died (known by the host and pid it was tagged with) is adopted if its runs finished, else run
-again. Beside it: ``space_check.py``, ``outcomes.py``, ``summary.py``.
+Optuna's storage holds the study and its samplers choose the trials; Hydra's launchers run them. The loop that asks,
+checks (the search space first, then each trial before its launch), launches and tells is ours. Its contract
+(``n_trials`` in total, resume, the trials a dead sweeper left RUNNING): docs/search.md. Beside it: ``outcomes.py``,
+``summary.py``.
 """
 
 import datetime
 import logging
+import math
 import os
 import shutil
 import socket
@@ -24,10 +22,10 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from reg_runner import dotted, kinds
+from reg_runner import checks, dotted, kinds
 from reg_runner import config as config_lib
 from reg_runner.records import make_folder
-from reg_runner.errors import UserError, cause, exit_on_user_error, show
+from reg_runner.errors import ConfigError, UserError, cause, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
 from reg_runner.sweep import analysis, jobs
 from reg_runner.sweep.settings import flat_params, labels_not_swept
@@ -36,7 +34,6 @@ from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
 from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, sqlite_path, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
-from reg_runner.sweep.space_check import check_ranges, precheck
 from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
 from reg_runner.trainer.trial import build_pruner
 
@@ -76,7 +73,8 @@ class StudySweeper(Sweeper):
         pruner = build_pruner(self.pruner_cfg)
         try:
             if not hasattr(self, "store"):  # the study's storage, kept: a trial read back is written through it
-                self.store = trial_lib.open_storage(self.storage)
+                self.store = (optuna.storages.RDBStorage(self.storage) if self.storage is not None
+                              else optuna.storages.InMemoryStorage())
                 if self.storage is None:
                     trial_lib.MEMORY[self.study_name] = self.store  # the runs of this process report to it
             goal = dict(directions=self.direction) if self.objectives else dict(direction=self.direction)
@@ -107,8 +105,8 @@ class StudySweeper(Sweeper):
             self.fixed_values = {k: parser.parse_override(f"{k}={v}").value() for k, v in self.fixed.items()}
             for name in self.fixed:
                 self.swept.pop(name, None)
-            base, drawn = precheck(self)
-            check_ranges(self, drawn, dict(p.split("=", 1) for p in params if "=" in p))
+            base, drawn = self.precheck()
+            self.check_ranges(drawn, dict(p.split("=", 1) for p in params if "=" in p))
         created = self.make_folders()
         try:
             study = self.study()
@@ -128,7 +126,9 @@ class StudySweeper(Sweeper):
         log.info("study %r: %d finished trials, %d requested in total, %d to run", self.study_name, done,
                  self.n_trials, to_run)
         refused: list[str] = []  # the reasons of the trials refused in a row
-        self.waits = []  # per batch: how long its runs waited for the batch's slowest
+        waits = []  # per batch: how long its runs waited for the batch's slowest
+        launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
+        parallel = joblib_workers(launcher) or (1 if jobs.in_process(launcher) else 10**6)  # runs side by side
         while to_run > 0:
             if STOP.signal is not None:  # between two batches: the next is not asked
                 if not study.trials:  # nothing of this search exists yet: neither does its folder
@@ -156,20 +156,78 @@ class StudySweeper(Sweeper):
                 # otherwise ask forever
                 raise UserError(f"the last {len(refused)} trials were all refused ({'; '.join(sorted(set(refused))[:3])}"
                                 "): the search space reaches no valid config")
-            started = time.time()
             launch_with_signals(self.config, lambda: self.launch(batch), "trials ran",
                                 "their runs stopped with a checkpoint, or before they started; " + (
                                     "the same command continues the search (it takes a trial whose run was resumed "
                                     "to its end as it is, and runs the others again)" if self.storage else
                                     "their study was in memory: their folders hold what they did"))
-            self.waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], time.time() - started,
-                                         self.parallel_runs()))
+            waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], parallel))
             for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)
                 tell(study, trial, self.store, self.artifacts, self.objectives)
             to_run -= len(batch)
-        summary = summarize(study, self.n_trials, time.time() - t0, self.direction, self.waits, self.objectives)
+        summary = summarize(study, self.n_trials, time.time() - t0, self.direction, waits, self.objectives)
         write_summary(self.sweep_dir, summary)
         print_summary(summary, self.sweep_dir)
+
+    def precheck(self) -> tuple[dict, dict]:
+        """A trial drawn from a throwaway study must search something, and must not be refused for a value the
+        search does not set, which every trial would share. Returns the config the trials share (what a resumed
+        study must still have), and the trial's parameters."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+        overrides = self.trial_overrides(trial)
+        if not trial.params:
+            raise UserError("the search has nothing to search: give hydra.sweeper.custom_search_space or sweep a key "
+                            "(optimizer.lr=tag(log,interval(1e-4,1e-1)), model.norm=choice(none,batchnorm))")
+        job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, 0, "the search")
+        if self.seeds_per_trial > 1:
+            if "seed" in trial.params:
+                raise UserError(f"hydra.sweeper.seeds_per_trial={self.seeds_per_trial} runs each trial over its own "
+                                "seeds: seed cannot be searched as well")
+            if not isinstance(job.get("seed"), int):
+                raise ConfigError("seed", job.get("seed"), f"a number with hydra.sweeper.seeds_per_trial="
+                                  f"{self.seeds_per_trial}: a trial runs seeds seed..seed+{self.seeds_per_trial - 1}")
+        try:
+            checks.check(job, overrides)
+        except ConfigError as e:
+            if e.key not in trial.params:
+                raise UserError(f"every trial would be refused: {e}") from None
+        shared = config_lib.results_config(config_lib.as_data(job))
+        for name in trial.params:  # what the trials search is theirs; the rest is the study's
+            dotted.drop(shared, name)
+        return shared, trial.params
+
+    def check_ranges(self, drawn: dict, texts: dict) -> None:
+        """Each range swept on the command line, at its ends (each choice of a ``choice``), must be a value its key
+        allows: ``model.dropout=interval(0.5,1.5)`` would otherwise refuse the trials that fall outside one by one.
+        A float range's upper end is checked just below it, which a draw never reaches: ``interval(0,1)`` suits a
+        probability in [0, 1). ``drawn``: the other parameters' values; ``texts``: each sweep as written."""
+        import optuna
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+        for name, dist in self.swept.items():
+            if isinstance(dist, CategoricalDistribution):
+                ends = [(f"its choice {show(c)}", c) for c in dist.choices]
+            else:
+                top = math.nextafter(dist.high, dist.low) if isinstance(dist, FloatDistribution) and not dist.step \
+                    else dist.high
+                ends = [(f"its lower end {show(dist.low)}", dist.low), (f"its upper end {show(dist.high)}", top)]
+            for which, value in ends:
+                trial = optuna.trial.FixedTrial({**drawn, name: value})
+                try:
+                    overrides = self.trial_overrides(trial)
+                    job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, 0, "the search")
+                    checks.check(job, overrides)
+                except ConfigError as e:  # another key's: a rule between it and the others' drawn values
+                    if e.key == name:
+                        raise UserError(f"{name}={texts.get(name, '...')} is not allowed: {which} is not "
+                                        f"{e.allowed}") from None
+                except UserError as e:  # the config cannot be composed with it (a group option that is not there)
+                    raise UserError(f"{name}={texts.get(name, '...')} is not allowed: {which}: {e}") from None
+                except ValueError:  # a conditional space asks for a parameter this combination does not have
+                    continue
 
     def make_folders(self) -> list[Path]:
         """The sweep folder (the folders made, to remove if the study then cannot be opened). An SQLite
@@ -237,11 +295,6 @@ class StudySweeper(Sweeper):
             run = unseeded + [f"seed={seed}", f"hydra.sweep.subdir='{subdir}'"] + link
             runs.append((run, compose(run)))
         return runs
-
-    def parallel_runs(self) -> int:
-        """How many runs of a batch the launcher runs side by side (1: one after the other, or one stack)."""
-        launcher = OmegaConf.to_container(self.config.hydra.launcher, resolve=True)
-        return joblib_workers(launcher) or (1 if jobs.in_process(launcher) else 10**6)
 
     def launch(self, batch) -> None:
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered

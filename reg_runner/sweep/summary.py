@@ -88,14 +88,14 @@ def epochs_spent(trials, cut: set) -> dict:
     return dict(run=run, unpruned=planned, share=run / planned if planned else None, cut=lost)
 
 
-def batch_wait(dirs: list[list[str]], wall_s: float, parallel: int) -> dict:
-    """What waiting for a batch's slowest run cost: with runs side by side (joblib, SLURM), a worker
-    whose run ended early (pruned, early-stopped) idles until the batch's last run ends. ``idle_s``:
-    the worker-seconds idle; ``busy_s``: the runs' own wall time."""
+def batch_wait(dirs: list[list[str]], parallel: int) -> dict:
+    """What waiting for a batch's slowest run cost: with runs side by side (``parallel`` at most: joblib, SLURM), a
+    worker whose run ended early (pruned, early-stopped) idles until the batch's last run ends. ``idle_s``: the
+    worker-seconds idle; ``busy_s``: the runs' own wall time."""
     timings = [(RunFolder(Path(d)).recorded() or {}).get("timing") or {} for trial in dirs for d in trial]
     walls = [t["wall_s"] for t in timings if isinstance(t.get("wall_s"), (int, float))]
     side_by_side = 2 <= len(walls) <= parallel  # more runs than workers: no single batch end to wait for
-    return dict(wall_s=wall_s, busy_s=sum(walls), idle_s=sum(max(walls) - w for w in walls) if side_by_side else 0.0)
+    return dict(busy_s=sum(walls), idle_s=sum(max(walls) - w for w in walls) if side_by_side else 0.0)
 
 
 def summarize(study, requested: int, wall_s: float, direction, waits: list, objectives: list | None) -> dict:

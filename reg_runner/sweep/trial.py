@@ -30,13 +30,6 @@ def read_only_storage(url: str):
     return optuna.storages.RDBStorage(url, engine_kwargs=engine, skip_table_creation=True)
 
 
-def open_storage(url: str | None):
-    """A study's storage, as ``optuna.create_study`` opens a URL; for None, a new in-memory one."""
-    import optuna
-
-    return optuna.storages.RDBStorage(url) if url is not None else optuna.storages.InMemoryStorage()
-
-
 def live(study, storage, trial):
     """A ``Trial`` to write to, for a trial asked or read back (a ``FrozenTrial`` a dead sweeper left running)."""
     import optuna
