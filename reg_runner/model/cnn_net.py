@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, FastStacked, StackedDropout, StackedLinear,
+from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, Stacked, StackedDropout, StackedLinear,
                                     StackedNorm)
 
 
@@ -143,11 +143,12 @@ class StackedConvBlock(nn.Module):
                      lambda h: dropout.member(k, h), self.pool_first)
 
 
-class StackedCNN(FastStacked):
+class StackedCNN(Stacked):
     """K CNNs of one architecture, each with its own dropout probability and generator."""
 
     def __init__(self, shape: tuple[int, int, int], n_classes: int, cfg, dropout_p: list[float], dropout_generators):
-        super().__init__(shape, n_classes, cfg, dropout_p, dropout_generators)
+        super().__init__(cfg, shape, n_classes)
+        self.dropout = StackedDropout(dropout_p, dropout_generators)
         k = len(dropout_p)
         sizes = [shape[0], *cfg.channels]
         self.blocks = nn.ModuleList(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:]))
@@ -168,7 +169,7 @@ class StackedCNN(FastStacked):
     def _member_by_member(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's network on its own batch (or the shared images), the same operations as ``forward`` gives
         its slice, and the logits stacked."""
-        k = self.members
+        k = len(self.classifier.weight)
         inputs = [x] * k if x.dim() == len(self.shape) + 1 else list(x.unbind(0))
         layers = []  # per block: its tensors' members (unbound once: their gradients are stacked once)
         for b in self.blocks:  # a CNN's norms (batch and group norms) have a gain and a bias

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from reg_runner.model.stack import ACTIVATIONS, Activation, FastStacked, StackedLinear, StackedNorm
+from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDropout, StackedLinear, StackedNorm
 
 NORMS = {"none": None, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
 
@@ -56,12 +56,13 @@ class MLPNet(nn.Module):
         return {f"layer{i + 1}": b for i, b in enumerate(self.blocks)}
 
 
-class StackedMLP(FastStacked):
+class StackedMLP(Stacked):
     """K MLPs of one architecture (``cfg``'s depth, width, activation, norm, residual), each with its own
     dropout probability and generator."""
 
     def __init__(self, shape, n_classes: int, cfg, dropout_p: list[float], dropout_generators):
-        super().__init__(shape, n_classes, cfg, dropout_p, dropout_generators)
+        super().__init__(cfg, shape, n_classes)
+        self.dropout = StackedDropout(dropout_p, dropout_generators)
         k, w = len(dropout_p), cfg.widths(math.prod(shape))
         self.blocks = nn.ModuleList(
             Block(a, b, cfg, StackedLinear(k, a, b), StackedNorm(cfg.norm, k, b) if cfg.norm != "none" else None,
