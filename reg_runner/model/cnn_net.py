@@ -1,12 +1,10 @@
-"""The CNN family's networks (``reg_runner.model.cnn`` declares the family).
+"""The CNN family's networks (``reg_runner.model.cnn`` declares the family): ``CNNNet``, one network as ``torch.nn``
+modules (what a run's checkpoint loads into), and ``StackedCNN``, K of them trained as one (docs/families.md).
 
-``CNNNet`` is one network as ``torch.nn`` modules: a run's checkpoint loads into it. ``StackedCNN`` is K of them
-trained as one. On a GPU its convolutions are grouped (``groups=K``; one wide convolution when every member sees
-the same images, as in evaluation), its linear layers batched, its norms member by member, the rest on the whole
-stack. On a CPU each member runs a lone run's kernels on its slices of the stacked parameters, and only the
-logits are stacked: oneDNN's grouped convolutions and OpenBLAS's batched products of 784 or more inputs round
-differently from a lone run's (by about 1e-7), are no faster there, and stacking every layer's activations would
-copy them twice (forward and backward) for nothing.
+On a GPU the stack's convolutions are grouped (one wide convolution when every member sees the same images) and
+its linear layers batched. On a CPU each member runs a lone run's kernels on its slices of the stacked parameters
+and only the logits are stacked: the grouped and batched kernels round differently there, are no faster, and
+stacking every layer's activations would copy them twice (forward and backward) for nothing.
 """
 
 import torch

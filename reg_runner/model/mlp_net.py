@@ -1,9 +1,6 @@
-"""The MLP family's networks (``reg_runner.model.mlp`` declares the family).
-
-``MLPNet`` is one network as ``torch.nn`` modules: a run's checkpoint loads into it. ``StackedMLP`` is K of
-them trained as one, from the same ``Block`` with stacked layers: the linear layers are batched matrix products
-(one wide product when every member sees the same input, as in evaluation); which norms and activations act on
-the whole stack and which member by member: ``reg_runner.model.stack``.
+"""The MLP family's networks (``reg_runner.model.mlp`` declares the family): ``MLPNet``, one network as ``torch.nn``
+modules (what a run's checkpoint loads into), and ``StackedMLP``, K of them trained as one, built from the same
+``Block`` with stacked layers (which act on the whole stack and which member by member: ``reg_runner.model.stack``).
 """
 
 import math
