@@ -20,16 +20,10 @@ def block(x: torch.Tensor, conv, norm, act, pool, dropout, pool_first: bool) -> 
     conv -> [norm] -> activation -> [2x2 pool] -> [dropout]. ``pool_first``: max pooling commutes with ReLU and
     LeakyReLU (max(f(a), f(b)) = f(max(a, b)), exactly, for a monotone f computed exactly): pooling first gives
     the same numbers, and the activation touches a quarter of them."""
-    x = conv(x)
-    if norm is not None:
-        x = norm(x)
-    if not pool_first:
-        x = act(x)
-    if pool is not None:
-        x = pool(x)
-    if pool_first:
-        x = act(x)
-    return dropout(x) if dropout is not None else x
+    for layer in (conv, norm, pool, act, dropout) if pool_first else (conv, norm, act, pool, dropout):
+        if layer is not None:
+            x = layer(x)
+    return x
 
 
 def head(x: torch.Tensor, avgpool: bool, fc, classifier) -> torch.Tensor:

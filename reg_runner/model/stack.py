@@ -125,12 +125,10 @@ def stack(members: list, shape: tuple[int, ...], n_classes: int, dropout_generat
 
 
 class Looped(Stacked):
-    """Each member's own plain network, configured by its own config, run on its slice of the stacked
-    parameters (``torch.func.functional_call``) and its own batch, so each member runs exactly its lone
-    operations: (K, B, ...) -> (K, B, classes); a shared (N, ...) -> (K, N, classes). The stacked tensors live
-    in a copy of member 0's network with a leading member dimension; the members' own networks, built without
-    memory, lend their ``forward``. A member's random draws in training (dropout) come from its own generator,
-    which seeds the global one around its call."""
+    """Each member's own plain network, built without memory, run on its slice of the stacked tensors (a copy of
+    member 0's network with a leading member dimension) by ``torch.func.functional_call``, on its own batch: each
+    member runs exactly its lone operations, its dropout drawn from its own generator, which seeds the global one
+    around its call."""
 
     def __init__(self, members: list, shape: tuple[int, ...], n_classes: int, generators: list):
         super().__init__(members[0], shape, n_classes)
