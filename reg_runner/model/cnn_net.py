@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reg_runner.model.mlp_net import Block
 from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, Stacked, StackedDropout, StackedLinear,
                                     StackedNorm)
 
@@ -47,19 +48,6 @@ class ConvBlock(nn.Module):
         return block(x, self.conv, self.norm, self.act, self.pool, self.dropout, self.pool_first)
 
 
-class Hidden(nn.Module):
-    """The head's fully connected layer, the plain network's and a stack's alike (each passes its own layers):
-    linear -> activation -> [dropout]."""
-
-    def __init__(self, linear: nn.Module, act: nn.Module, dropout: nn.Module | None):
-        super().__init__()
-        self.linear, self.act, self.dropout = linear, act, dropout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.linear(x))
-        return self.dropout(x) if self.dropout is not None else x
-
-
 class CNNNet(nn.Module):
     """One network: load a run's ``checkpoints/best.pt`` model into it. Takes images (B, C, H, W)."""
 
@@ -69,8 +57,8 @@ class CNNNet(nn.Module):
         self.blocks = nn.Sequential(*(ConvBlock(a, b, cfg) for a, b in zip(sizes, sizes[1:])))
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
-        self.fc = Hidden(nn.Linear(features, cfg.hidden), ACTIVATIONS[cfg.activation](),
-                         nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None) if cfg.hidden else None
+        self.fc = Block(nn.Linear(features, cfg.hidden), None, ACTIVATIONS[cfg.activation](),
+                        nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None) if cfg.hidden else None
         self.classifier = nn.Linear(cfg.hidden or features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +134,7 @@ class StackedCNN(Stacked):
         self.blocks = nn.ModuleList(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:]))
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
-        self.fc = (Hidden(StackedLinear(k, features, cfg.hidden), Activation(cfg.activation), self.dropout)
+        self.fc = (Block(StackedLinear(k, features, cfg.hidden), None, Activation(cfg.activation), self.dropout)
                    if cfg.hidden else None)
         self.classifier = StackedLinear(k, cfg.hidden or features, n_classes)
 
@@ -169,11 +157,11 @@ class StackedCNN(Stacked):
             layers.append((b.conv.weight.unbind(0), b.conv.bias.unbind(0), *gains))
         top = [(m.weight.unbind(0), m.bias.unbind(0))
                for m in ([self.fc.linear] if self.fc else []) + [self.classifier]]
-        logits = []
+        act, logits = self.fc.post[0] if self.fc else None, []  # the hidden layer's activation (it has no norm)
         for i, h in enumerate(inputs):
             for b, (w, bias, gain, shift) in zip(self.blocks, layers):
                 h = b.member(i, h, w[i], bias[i], gain[i], shift[i], self.dropout)
-            fc = None if self.fc is None else lambda h: self.dropout.member(i, self.fc.act.member(
+            fc = None if self.fc is None else lambda h: self.dropout.member(i, act.member(
                 torch.addmm(top[0][1][i], h, top[0][0][i].t())))
             logits.append(head(h, self.avgpool, fc, lambda h: torch.addmm(top[-1][1][i], h, top[-1][0][i].t())))
         for b in self.blocks:
