@@ -109,11 +109,8 @@ class StackedConvBlock(nn.Module):
         self.pool_first = cfg.pool == "max" and cfg.activation in EXACT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return block(x, self.conv, self.norm, self.act, self._pool if self.pool is not None else None, self.dropout,
-                     self.pool_first)
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x.flatten(0, 1), 2).unflatten(0, x.shape[:2])
+        pool = None if self.pool is None else lambda h: self.pool(h.flatten(0, 1), 2).unflatten(0, h.shape[:2])
+        return block(x, self.conv, self.norm, self.act, pool, self.dropout, self.pool_first)
 
     def member(self, k: int, x: torch.Tensor, weight, bias, gain, shift, dropout: StackedDropout) -> torch.Tensor:
         """Member k's block on its own tensor, with its slices of the stacked tensors."""
