@@ -1,12 +1,7 @@
 """Whether a stack gives each member bitwise what the member gives alone, here, and whether it is worth it
-(docs/stacking.md).
-
-A stacked member equals its lone run only if every batched or wide product computes the member's slice as the
-lone product does: on CPU a property of the BLAS kernels torch picks (shapes, alignment, thread count), not of
-the numbers. ``probe`` runs the stack's architecture on random numbers at every batch shape and stack size its
-runs will pass through and compares each member with itself alone; ``verdict`` first times a few steps
-(``measure``), so that only a stack that saves time pays the check. Findings are remembered on disk
-(``cache_dir``); a signal stops a check between two steps (``Interrupted``), and nothing of it is remembered.
+(docs/stacking.md): on CPU a property of the BLAS kernels torch picks (shapes, alignment, thread count), not of
+the numbers. ``probe`` compares each member with itself alone on random numbers; ``verdict`` first times a few
+steps (``measure``), so that only a stack that saves time pays the check. Findings are remembered on disk.
 """
 
 import functools
@@ -71,8 +66,7 @@ def for_runs(checked, members: int) -> str | None:
 
 
 def cache_dir() -> Path:
-    """Where the checks' results are remembered: ``$REG_RUNNER_CACHE_DIR/exactness``, else
-    ``${XDG_CACHE_HOME:-~/.cache}/reg_runner/exactness``."""
+    """Where the checks' results are remembered (docs/stacking.md, "The check is made once")."""
     root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reg_runner"
     return Path(root) / "exactness"
 
@@ -321,9 +315,7 @@ def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows, device=No
     names = [name for name, _ in master.named_parameters()]
     alone = []  # each member's outputs and gradients alone: they do not depend on the stack's size
     for i in range(members):
-        trained = {}
-        for rows, (x, grad) in train.items():
-            trained[rows] = _step(build([i], states), x[i : i + 1], grad[i : i + 1])
+        trained = {rows: _step(build([i], states), x[i : i + 1], grad[i : i + 1]) for rows, (x, grad) in train.items()}
         lone = build([i], states)
         poll()
         with torch.inference_mode():

@@ -11,7 +11,7 @@ from reg_runner.augmentation.ops import Augment, theta_from, warp
 
 def augment(name="affine", **over) -> Augment:
     base = dict(name=name, p=1.0, degrees=15.0, scale=[0.9, 1.1], translate=0.1, shear=5.0, sigma=0.3, clamp=True)
-    return Augment(OmegaConf.create({**base, **over}), (9, 9), mean=0.1, std=0.3)
+    return Augment(OmegaConf.create({**base, **over}), (1, 9, 9), mean=[0.1], std=[0.3])
 
 
 def gen(seed=0) -> torch.Generator:

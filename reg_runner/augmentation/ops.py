@@ -1,11 +1,6 @@
-"""Data augmentation on the device (the options and their keys: ``reg_runner.augmentation``): training batches
-only, the whole batch at once, every image drawing its own parameters.
-
-Noise is in normalized pixel units (1.0 = one standard deviation of the training pixels). ``affine`` maps each
-image through ``affine_grid`` + ``grid_sample`` (a positive angle turns counterclockwise; pixels from outside are
-black); ``crop`` is the random crop of the image padded by ``pad``; ``torchvision``'s ``v2`` transforms, imported
-only when chosen, draw one set of parameters per batch. ``p`` is the probability that an image is augmented; the
-draws come from the augmentation's own generator, so switching it on changes neither the batch order nor dropout.
+"""Data augmentation on the device (the options: docs/training.md; their keys: ``reg_runner.augmentation``):
+training batches only, the whole batch at once, every image drawing its own parameters from the augmentation's
+own generator, so that switching it on changes neither the batch order nor dropout.
 """
 
 import math
@@ -19,22 +14,14 @@ from reg_runner.errors import UserError, cause, first_line
 
 class Augment:
     """Callable on a batch of normalized images: returns an augmented copy of the same shape. ``shape``: one
-    image's (channels, height, width) ((height, width): one channel); ``mean`` and ``std``: the normalization,
-    per channel (a number: every channel's). Any input whose trailing dimensions hold that many values works
-    (an MLP's flattened rows as well as images)."""
+    image's (channels, height, width); ``mean`` and ``std``: the normalization, per channel. Any input whose
+    trailing dimensions hold that many values works (an MLP's flattened rows as well as images)."""
 
-    def __init__(self, cfg, shape: tuple[int, ...], mean, std):
-        self.cfg = cfg
-        self.shape = tuple(shape) if len(shape) == 3 else (1, *shape)
-        channels = self.shape[0]
-        self.mean = _per_channel(mean, channels)
-        self.std = _per_channel(std, channels)
+    def __init__(self, cfg, shape: tuple[int, int, int], mean, std):
+        self.cfg, self.shape, self.mean, self.std = cfg, tuple(shape), tuple(mean), tuple(std)
         # real pixels' range (black..white), normalized, per channel
         self.black = torch.tensor([(0.0 - m) / s for m, s in zip(self.mean, self.std)])
         self.white = torch.tensor([(1.0 - m) / s for m, s in zip(self.mean, self.std)])
-        self.affine = cfg.name in ("affine", "noise_affine")
-        self.noise = cfg.name in ("noise", "noise_affine")
-        self.crop = cfg.name == "crop"
         self.transforms = torchvision_transforms(cfg) if cfg.name == "torchvision" else None
         self._on_device: dict = {}
 
@@ -50,13 +37,13 @@ class Augment:
         n = len(x)
         apply = torch.rand(n, device=x.device, generator=generator) < self.cfg.p
         images = x.reshape(n, *self.shape)
-        black = self._channels(self.black, x)
-        if self.crop:
+        black, name = self._channels(self.black, x), self.cfg.name
+        if name == "crop":
             images = torch.where(apply.view(n, 1, 1, 1), crop(images, self.cfg, generator, black), images)
-        if self.affine:
+        if name in ("affine", "noise_affine"):
             theta = affine_theta(self.cfg, n, x.device, generator, apply)
             images = torch.where(apply.view(n, 1, 1, 1), warp(images, theta, black), images)
-        if self.noise:
+        if name in ("noise", "noise_affine"):
             noisy = images + torch.randn(images.shape, device=x.device, generator=generator) * self.cfg.sigma
             if self.cfg.clamp:
                 noisy = noisy.clamp(black, self._channels(self.white, x))
@@ -72,13 +59,6 @@ class Augment:
                 out = self.transforms(pixels)
             images = torch.where(apply.view(n, 1, 1, 1), (out - mean) / std, images)
         return images.reshape(x.shape)
-
-
-def _per_channel(value, channels: int) -> tuple[float, ...]:
-    values = tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else (float(value),) * channels
-    if len(values) != channels:
-        raise ValueError(f"{len(values)} values for {channels} channels")
-    return values
 
 
 def crop(images: torch.Tensor, cfg, generator: torch.Generator, black: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,8 @@
-"""The ``model`` group: model families, each chosen by ``_target_`` in ``conf/model/<name>.yaml``.
+"""The ``model`` group: model families, each chosen by ``_target_`` in ``conf/model/<name>.yaml`` (docs/families.md).
 
-A family is a subclass of ``ModelFamily`` plus its yaml: the class is the schema of the yaml's other keys, and its
-methods declare what the rest of reg_runner needs to know of the family. Every key decides what can share a stack,
-except those marked each run's own (``Annotated[..., OWN]``, ``reg_runner.keys``), such as ``dropout`` or ``init``.
-A plain ``torch.nn.Module`` class is a family too (``Module``): the defaults give it all it needs.
+A family is a subclass of ``ModelFamily``: the schema of the yaml's other keys, every one deciding what can share a
+stack unless marked each run's own (``Annotated[..., OWN]``), and methods that declare what the rest of reg_runner
+needs to know of it. A plain ``torch.nn.Module`` class is a family too (``Module``).
 
 ``shape`` is one image's ``(channels, height, width)``. The schemas import no torch, so a mistyped value is
 refused before torch loads: a family keeps its torch code in functions or a companion module (``mlp_net``).

@@ -1,11 +1,7 @@
-"""The CNN family (``model=cnn``): a small convolutional network for 1- or 3-channel images; its networks are in
+"""The CNN family (``model=cnn``, docs/families.md): one block per entry of ``channels``, ``Conv2d(kernel, 'same'
+padding) -> [norm] -> activation -> [2x2 pool] -> [dropout]``, then the head: the last feature map flattened or
+averaged over space, an optional fully connected layer and a linear classifier. Its networks are in
 ``reg_runner.model.cnn_net``.
-
-One block per entry of ``channels``: ``Conv2d(kernel, 'same' padding) -> [norm] -> activation -> [2x2 pool]
--> [dropout]``, then the head: the last feature map flattened or averaged over space (``head``), an optional
-fully connected layer of ``hidden`` units (``-> activation -> [dropout]``), and a linear classifier. The norms:
-BatchNorm (Ioffe & Szegedy 2015), LayerNorm over each image's (channels, height, width) with a gain and bias per
-channel (Ba et al. 2016; GroupNorm with one group), and GroupNorm of ``groups`` groups (Wu & He 2018).
 """
 
 from typing import Annotated

@@ -1,19 +1,18 @@
-"""The CNN family's networks (``reg_runner.model.cnn`` declares the family).
+"""The CNN family's networks (``reg_runner.model.cnn`` declares the family): ``CNNNet``, one network as ``torch.nn``
+modules (what a run's checkpoint loads into), and ``StackedCNN``, K of them trained as one (docs/families.md).
 
-``CNNNet`` is one network as ``torch.nn`` modules: a run's checkpoint loads into it. ``StackedCNN`` is K of them
-trained as one. On a GPU its convolutions are grouped (``groups=K``; one wide convolution when every member sees
-the same images, as in evaluation), its linear layers batched, its norms member by member, the rest on the whole
-stack. On a CPU each member runs a lone run's kernels on its slices of the stacked parameters, and only the
-logits are stacked: oneDNN's grouped convolutions and OpenBLAS's batched products of 784 or more inputs round
-differently from a lone run's (by about 1e-7), are no faster there, and stacking every layer's activations would
-copy them twice (forward and backward) for nothing.
+On a GPU the stack's convolutions are grouped (one wide convolution when every member sees the same images) and
+its linear layers batched. On a CPU each member runs a lone run's kernels on its slices of the stacked parameters
+and only the logits are stacked: the grouped and batched kernels round differently there, are no faster, and
+stacking every layer's activations would copy them twice (forward and backward) for nothing.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, FastStacked, StackedDropout, StackedLinear,
+from reg_runner.model.mlp_net import Block
+from reg_runner.model.stack import (ACTIVATIONS, EXACT, Activation, Stacked, StackedDropout, StackedLinear,
                                     StackedNorm)
 
 
@@ -22,16 +21,10 @@ def block(x: torch.Tensor, conv, norm, act, pool, dropout, pool_first: bool) -> 
     conv -> [norm] -> activation -> [2x2 pool] -> [dropout]. ``pool_first``: max pooling commutes with ReLU and
     LeakyReLU (max(f(a), f(b)) = f(max(a, b)), exactly, for a monotone f computed exactly): pooling first gives
     the same numbers, and the activation touches a quarter of them."""
-    x = conv(x)
-    if norm is not None:
-        x = norm(x)
-    if not pool_first:
-        x = act(x)
-    if pool is not None:
-        x = pool(x)
-    if pool_first:
-        x = act(x)
-    return dropout(x) if dropout is not None else x
+    for layer in (conv, norm, pool, act, dropout) if pool_first else (conv, norm, act, pool, dropout):
+        if layer is not None:
+            x = layer(x)
+    return x
 
 
 def head(x: torch.Tensor, avgpool: bool, fc, classifier) -> torch.Tensor:
@@ -55,19 +48,6 @@ class ConvBlock(nn.Module):
         return block(x, self.conv, self.norm, self.act, self.pool, self.dropout, self.pool_first)
 
 
-class Hidden(nn.Module):
-    """The head's fully connected layer, the plain network's and a stack's alike (each passes its own layers):
-    linear -> activation -> [dropout]."""
-
-    def __init__(self, linear: nn.Module, act: nn.Module, dropout: nn.Module | None):
-        super().__init__()
-        self.linear, self.act, self.dropout = linear, act, dropout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.linear(x))
-        return self.dropout(x) if self.dropout is not None else x
-
-
 class CNNNet(nn.Module):
     """One network: load a run's ``checkpoints/best.pt`` model into it. Takes images (B, C, H, W)."""
 
@@ -77,8 +57,8 @@ class CNNNet(nn.Module):
         self.blocks = nn.Sequential(*(ConvBlock(a, b, cfg) for a, b in zip(sizes, sizes[1:])))
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
-        self.fc = Hidden(nn.Linear(features, cfg.hidden), ACTIVATIONS[cfg.activation](),
-                         nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None) if cfg.hidden else None
+        self.fc = Block(nn.Linear(features, cfg.hidden), None, ACTIVATIONS[cfg.activation](),
+                        nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None) if cfg.hidden else None
         self.classifier = nn.Linear(cfg.hidden or features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,11 +109,8 @@ class StackedConvBlock(nn.Module):
         self.pool_first = cfg.pool == "max" and cfg.activation in EXACT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return block(x, self.conv, self.norm, self.act, self._pool if self.pool is not None else None, self.dropout,
-                     self.pool_first)
-
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x.flatten(0, 1), 2).unflatten(0, x.shape[:2])
+        pool = None if self.pool is None else lambda h: self.pool(h.flatten(0, 1), 2).unflatten(0, h.shape[:2])
+        return block(x, self.conv, self.norm, self.act, pool, self.dropout, self.pool_first)
 
     def member(self, k: int, x: torch.Tensor, weight, bias, gain, shift, dropout: StackedDropout) -> torch.Tensor:
         """Member k's block on its own tensor, with its slices of the stacked tensors."""
@@ -143,17 +120,18 @@ class StackedConvBlock(nn.Module):
                      lambda h: dropout.member(k, h), self.pool_first)
 
 
-class StackedCNN(FastStacked):
+class StackedCNN(Stacked):
     """K CNNs of one architecture, each with its own dropout probability and generator."""
 
     def __init__(self, shape: tuple[int, int, int], n_classes: int, cfg, dropout_p: list[float], dropout_generators):
-        super().__init__(shape, n_classes, cfg, dropout_p, dropout_generators)
+        super().__init__(cfg, shape, n_classes)
+        self.dropout = StackedDropout(dropout_p, dropout_generators)
         k = len(dropout_p)
         sizes = [shape[0], *cfg.channels]
         self.blocks = nn.ModuleList(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:]))
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
-        self.fc = (Hidden(StackedLinear(k, features, cfg.hidden), Activation(cfg.activation), self.dropout)
+        self.fc = (Block(StackedLinear(k, features, cfg.hidden), None, Activation(cfg.activation), self.dropout)
                    if cfg.hidden else None)
         self.classifier = StackedLinear(k, cfg.hidden or features, n_classes)
 
@@ -168,7 +146,7 @@ class StackedCNN(FastStacked):
     def _member_by_member(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's network on its own batch (or the shared images), the same operations as ``forward`` gives
         its slice, and the logits stacked."""
-        k = self.members
+        k = len(self.classifier.weight)
         inputs = [x] * k if x.dim() == len(self.shape) + 1 else list(x.unbind(0))
         layers = []  # per block: its tensors' members (unbound once: their gradients are stacked once)
         for b in self.blocks:  # a CNN's norms (batch and group norms) have a gain and a bias
@@ -176,11 +154,11 @@ class StackedCNN(FastStacked):
             layers.append((b.conv.weight.unbind(0), b.conv.bias.unbind(0), *gains))
         top = [(m.weight.unbind(0), m.bias.unbind(0))
                for m in ([self.fc.linear] if self.fc else []) + [self.classifier]]
-        logits = []
+        act, logits = self.fc.post[0] if self.fc else None, []  # the hidden layer's activation (it has no norm)
         for i, h in enumerate(inputs):
             for b, (w, bias, gain, shift) in zip(self.blocks, layers):
                 h = b.member(i, h, w[i], bias[i], gain[i], shift[i], self.dropout)
-            fc = None if self.fc is None else lambda h: self.dropout.member(i, self.fc.act.member(
+            fc = None if self.fc is None else lambda h: self.dropout.member(i, act.member(
                 torch.addmm(top[0][1][i], h, top[0][0][i].t())))
             logits.append(head(h, self.avgpool, fc, lambda h: torch.addmm(top[-1][1][i], h, top[-1][0][i].t())))
         for b in self.blocks:

@@ -31,9 +31,8 @@ def network(cfg, shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
 
 @dataclasses.dataclass(frozen=True)
 class Footprint:
-    """Bytes a run takes on its device: the parameters with their gradients, optimizer state and the best
-    epoch's copy; the activations a training batch keeps for its backward pass, and an evaluation batch's
-    largest input and output of one module (without gradients). The two batches do not overlap in time."""
+    """Bytes a run takes on its device (docs/families.md, "Checked before anything is made"): the parameters with
+    their copies, and the activations of a training batch and of an evaluation batch, which do not overlap in time."""
 
     n_parameters: int
     parameters: int
@@ -71,8 +70,8 @@ def footprint(cfg, shape: tuple[int, ...], n_classes: int, batch: int, eval_batc
 
 
 def _run(cfg, net, shape, n_classes: int, batch: int, eval_batch: int, device: str) -> tuple[int, int]:
-    """The bytes a training batch keeps for its backward pass, and the largest input and output of one module of
-    an evaluation batch."""
+    """The bytes a training batch keeps for its backward pass, and an evaluation batch's largest module's input
+    and output."""
     saved, own = {}, {id(p) for p in net.parameters()}
 
     def pack(t):

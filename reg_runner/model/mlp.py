@@ -1,10 +1,9 @@
-"""The MLP family (``model=mlp``, the default): the reference study's network and its switches; its networks are
-in ``reg_runner.model.mlp_net``.
-
-``depth`` hidden blocks of ``width`` units, then a linear classifier; the image is flattened first. Each
-hidden block is ``Linear -> [norm] -> activation -> [dropout]`` (``norm_position=before_activation``, as in
-Ioffe & Szegedy's BatchNorm paper) or ``Linear -> activation -> [norm] -> [dropout]`` (``after_activation``).
-With ``residual=true`` a block whose input and output widths match adds its input to its output (He et al.).
+"""The MLP family (``model=mlp``, the default): the reference study's network; its networks are in
+``reg_runner.model.mlp_net``. ``depth`` hidden blocks of ``width`` units, then a linear classifier, on the
+flattened image. Each hidden block is ``Linear -> [norm] -> activation -> [dropout]``
+(``norm_position=before_activation``, as in Ioffe & Szegedy's BatchNorm paper) or ``Linear -> activation ->
+[norm] -> [dropout]`` (``after_activation``); with ``residual=true`` a block whose input and output widths match
+adds its input to its output (He et al.).
 """
 
 import math

@@ -1,9 +1,6 @@
-"""The MLP family's networks (``reg_runner.model.mlp`` declares the family).
-
-``MLPNet`` is one network as ``torch.nn`` modules: a run's checkpoint loads into it. ``StackedMLP`` is K of
-them trained as one, from the same ``Block`` with stacked layers: the linear layers are batched matrix products
-(one wide product when every member sees the same input, as in evaluation); which norms and activations act on
-the whole stack and which member by member: ``reg_runner.model.stack``.
+"""The MLP family's networks (``reg_runner.model.mlp`` declares the family): ``MLPNet``, one network as ``torch.nn``
+modules (what a run's checkpoint loads into), and ``StackedMLP``, K of them trained as one, built from the same
+``Block`` with stacked layers (which act on the whole stack and which member by member: ``reg_runner.model.stack``).
 """
 
 import math
@@ -11,22 +8,21 @@ import math
 import torch
 from torch import nn
 
-from reg_runner.model.stack import ACTIVATIONS, Activation, FastStacked, StackedLinear, StackedNorm
+from reg_runner.model.stack import ACTIVATIONS, Activation, Stacked, StackedDropout, StackedLinear, StackedNorm
 
 NORMS = {"none": None, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
 
 
 class Block(nn.Module):
-    """One hidden block, the plain network's and a stack's alike (each passes its own layers): ``linear``, then
-    the norm and the activation in ``cfg``'s order and the dropout, plus the input where ``residual`` applies.
-    The norm keeps its index in ``post`` either way, so that the state_dict names are the same."""
+    """A hidden layer (an MLP's block, a CNN's fully connected layer), the plain network's and a stack's alike (each
+    passes its own layers): ``linear``, then the norm and the activation (the norm first with ``norm_first``) and
+    the dropout, those given, plus the input with ``residual``."""
 
-    def __init__(self, n_in: int, n_out: int, cfg, linear, norm, act, dropout):
+    def __init__(self, linear, norm, act, dropout, norm_first: bool = True, residual: bool = False):
         super().__init__()
-        self.linear = linear
-        post = [norm, act] if cfg.norm_position == "before_activation" else [act, norm]
+        self.linear, self.residual = linear, residual
+        post = [norm, act] if norm_first else [act, norm]
         self.post = nn.Sequential(*(m for m in [*post, dropout] if m is not None))
-        self.residual = cfg.residual and n_in == n_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.post(self.linear(x))
@@ -39,10 +35,11 @@ class MLPNet(nn.Module):
 
     def __init__(self, in_features: int, n_classes: int, cfg):
         super().__init__()
-        w, norm = cfg.widths(in_features), NORMS[cfg.norm]
+        w, norm, first = cfg.widths(in_features), NORMS[cfg.norm], cfg.norm_position == "before_activation"
         self.blocks = nn.Sequential(*(
-            Block(a, b, cfg, nn.Linear(a, b), norm(b) if norm is not None else None, ACTIVATIONS[cfg.activation](),
-                  nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None) for a, b in zip(w, w[1:])))
+            Block(nn.Linear(a, b), norm(b) if norm is not None else None, ACTIVATIONS[cfg.activation](),
+                  nn.Dropout(cfg.dropout) if cfg.dropout > 0 else None, first, cfg.residual and a == b)
+            for a, b in zip(w, w[1:])))
         self.classifier = nn.Linear(w[-1], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,16 +53,17 @@ class MLPNet(nn.Module):
         return {f"layer{i + 1}": b for i, b in enumerate(self.blocks)}
 
 
-class StackedMLP(FastStacked):
+class StackedMLP(Stacked):
     """K MLPs of one architecture (``cfg``'s depth, width, activation, norm, residual), each with its own
     dropout probability and generator."""
 
     def __init__(self, shape, n_classes: int, cfg, dropout_p: list[float], dropout_generators):
-        super().__init__(shape, n_classes, cfg, dropout_p, dropout_generators)
-        k, w = len(dropout_p), cfg.widths(math.prod(shape))
+        super().__init__(cfg, shape, n_classes)
+        self.dropout = StackedDropout(dropout_p, dropout_generators)
+        k, w, first = len(dropout_p), cfg.widths(math.prod(shape)), cfg.norm_position == "before_activation"
         self.blocks = nn.ModuleList(
-            Block(a, b, cfg, StackedLinear(k, a, b), StackedNorm(cfg.norm, k, b) if cfg.norm != "none" else None,
-                  Activation(cfg.activation), self.dropout) for a, b in zip(w, w[1:]))
+            Block(StackedLinear(k, a, b), StackedNorm(cfg.norm, k, b) if cfg.norm != "none" else None,
+                  Activation(cfg.activation), self.dropout, first, cfg.residual and a == b) for a, b in zip(w, w[1:]))
         self.classifier = StackedLinear(k, w[-1], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ Every parameter and buffer of a ``Stacked`` module has a leading member dimensio
 is a stack of one. Member k's numbers must not depend on the other members: every operation acts on each
 member's slice alone, or is one whose per-member result is bitwise the same whatever is stacked beside it, which
 depends on the machine's kernels (``reg_runner.exactness`` checks it). ``Looped`` is the form every family has,
-exact by construction; ``mlp`` and ``cnn`` build a faster one on ``FastStacked`` from the layers below.
+exact by construction; ``mlp`` and ``cnn`` build a faster one from the layers below.
 """
 
 import math
@@ -45,17 +45,14 @@ def each_tensor(root: nn.Module, f) -> None:
 
 
 class Stacked(nn.Module):
-    """Base of every stacked form: ``shape`` and ``n_classes`` of its networks, and ``template``, one plain
-    network of the architecture (built without memory), which names the weights."""
+    """Base of every stacked form: ``shape`` and ``n_classes`` of its networks, and its weights' names, read off
+    ``cfg``'s plain network built without memory."""
 
-    def __init__(self, template: nn.Module, shape: tuple[int, ...], n_classes: int):
+    def __init__(self, cfg, shape: tuple[int, ...], n_classes: int):
         super().__init__()
         self.shape, self.n_classes = tuple(shape), n_classes
-        self.weight_names = weight_names(template)
-
-    @property
-    def members(self) -> int:
-        return next(iter(self.parameters())).shape[0]
+        with torch.device("meta"):
+            self.weight_names = weight_names(cfg.plain(self.shape, n_classes))
 
     def weights(self) -> dict[str, nn.Parameter]:
         """The stacked weights of the weight layers, by display name (what L1/L2 and the probes act on)."""
@@ -121,17 +118,6 @@ DRAWS = {
 }
 
 
-class FastStacked(Stacked):
-    """Base of a family's own stacked form: K networks of ``cfg``'s architecture, each with its own dropout
-    probability and generator (``self.dropout``, which the layers share)."""
-
-    def __init__(self, shape: tuple[int, ...], n_classes: int, cfg, dropout_p: list[float], dropout_generators):
-        with torch.device("meta"):
-            template = cfg.plain(shape, n_classes)
-        super().__init__(template, shape, n_classes)
-        self.dropout = StackedDropout(dropout_p, dropout_generators)
-
-
 def stack(members: list, shape: tuple[int, ...], n_classes: int, dropout_generators: list) -> Stacked:
     """K networks as one, member k configured by ``members[k]``: the family's own stacked form, else ``Looped``."""
     out = members[0].stacked(shape, n_classes, members, dropout_generators)
@@ -139,16 +125,14 @@ def stack(members: list, shape: tuple[int, ...], n_classes: int, dropout_generat
 
 
 class Looped(Stacked):
-    """Each member's own plain network, configured by its own config, run on its slice of the stacked
-    parameters (``torch.func.functional_call``) and its own batch, so each member runs exactly its lone
-    operations: (K, B, ...) -> (K, B, classes); a shared (N, ...) -> (K, N, classes). The stacked tensors live
-    in a copy of member 0's network with a leading member dimension; the members' own networks, built without
-    memory, lend their ``forward``. A member's random draws in training (dropout) come from its own generator,
-    which seeds the global one around its call."""
+    """Each member's own plain network, built without memory, run on its slice of the stacked tensors (a copy of
+    member 0's network with a leading member dimension) by ``torch.func.functional_call``, on its own batch: each
+    member runs exactly its lone operations, its dropout drawn from its own generator, which seeds the global one
+    around its call."""
 
     def __init__(self, members: list, shape: tuple[int, ...], n_classes: int, generators: list):
+        super().__init__(members[0], shape, n_classes)
         template = members[0].plain(shape, n_classes)
-        super().__init__(template, shape, n_classes)
         with torch.device("meta"):
             self.nets = [m.plain(shape, n_classes) for m in members]  # a plain list: not registered, not moved
         self.generators = list(generators)

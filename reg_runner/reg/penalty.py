@@ -1,9 +1,7 @@
-"""Explicit L1 / L2 penalties added to the loss, λ1‖θ‖₁ + λ2‖θ‖₂² (Laplace / Gaussian priors, the MAP view); not
-an optimizer's ``weight_decay`` (docs/training.md, "L1/L2 penalties vs. weight decay").
-
-In a stack every member has its own λ1, λ2 and ``apply_to``. The penalty's gradient, λ1·sign(θ) + 2λ2·θ, is
-added to each member's gradient once per optimizer step (elementwise, so each member's is what it would be
-alone); its value, for the logs, is summed over each member's own slices.
+"""Explicit L1 / L2 penalties added to the loss, λ1‖θ‖₁ + λ2‖θ‖₂², not an optimizer's ``weight_decay``
+(docs/training.md, "L1/L2 penalties vs. weight decay"). In a stack every member has its own λ1, λ2 and
+``apply_to``; the gradient, λ1·sign(θ) + 2λ2·θ, is added to each member's once per optimizer step, elementwise
+(what it would be alone); the value, for the logs, is summed over each member's own slices.
 """
 
 import torch
@@ -17,10 +15,10 @@ def penalized(model, apply_to: str) -> list[bool]:
 
 
 class Penalties:
-    """λ1‖θ‖₁ + λ2‖θ‖₂² per member; free when every λ is 0."""
+    """λ1‖θ‖₁ + λ2‖θ‖₂² per member, ``coefficients`` (l1, l2, apply_to) of each, in stack order; free when every
+    λ is 0."""
 
     def __init__(self, model, coefficients: list[tuple[float, float, str]]):
-        """``coefficients``: (l1, l2, apply_to) of each member, in stack order."""
         self.l1 = [c[0] for c in coefficients]
         self.l2 = [c[1] for c in coefficients]
         self.covers = [penalized(model, c[2]) for c in coefficients]  # [member][param]
@@ -62,12 +60,10 @@ class Penalties:
         """(K,) float32: each member's penalty at the current weights (0 for a member without one)."""
         out = []
         for k in range(len(self.l1)):
-            total = params[0].new_zeros(())
-            if self.on(k):
-                covered = [p[k] for p, c in zip(params, self.covers[k]) if c]
-                if self.l1[k] > 0:
-                    total = total + self.l1[k] * sum(t.abs().sum() for t in covered)
-                if self.l2[k] > 0:
-                    total = total + self.l2[k] * sum(t.square().sum() for t in covered)
+            total, covered = params[0].new_zeros(()), [p[k] for p, c in zip(params, self.covers[k]) if c]
+            if self.l1[k] > 0:
+                total = total + self.l1[k] * sum(t.abs().sum() for t in covered)
+            if self.l2[k] > 0:
+                total = total + self.l2[k] * sum(t.square().sum() for t in covered)
             out.append(total)
         return torch.stack(out)
