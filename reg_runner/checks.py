@@ -1,11 +1,7 @@
-"""A run's config, checked whole before anything is made, in four stages, each raising a ``ConfigError`` (one
-line: the key, the value, what is allowed) at the first problem: 1. every group's schema; 2. rules across groups,
-and keys set on the command line that the run would not read; 3. rules that need the data's sizes, with the split
-itself; 4. what needs torch: the device, the model's memory, the optimizer's class and arguments, the schedule.
-
-Stages 1-3 import no torch, so most mistakes are reported in about a third of a second (docs/speed.md). A job's
-config is checked once: its ``Checked`` knows the last stage it passed and travels with the job
-(``assembly.Job.checked``); ``carry_on`` takes it through the later stages only.
+"""A run's config, checked whole before anything is made, in four stages, each raising a ``ConfigError`` at the
+first problem: 1. every group's schema; 2. rules across groups, and command-line keys the run would not read; 3.
+rules that need the data's sizes; 4. what needs torch (device, memory, optimizer, schedule). Stages 1-3 import no
+torch (docs/speed.md). A job's ``Checked`` knows the last stage it passed; ``carry_on`` runs the later ones only.
 """
 
 import os

@@ -1,9 +1,7 @@
 """``python -m reg_runner.docs``: the configuration reference, ``docs/reference.md``, generated from the schemas.
 
-Every key of every option of every group: its type and allowed values (from the group's schema, the same
-validators that check a command line), its default (the option's YAML, composed by Hydra as a run composes it)
-and its description (the docstring under the key in the schema). ``--check`` writes nothing and exits 1 when
-the committed file differs from what the schemas give, or when a key has no description.
+Every key of every option of every group: its type and allowed values (the schema's validators), its default (the
+option's YAML, composed as a run composes it) and its description (the docstring under the key in the schema).
 """
 
 import ast
