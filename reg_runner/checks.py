@@ -239,9 +239,8 @@ def _eval_batch(t, split: Split) -> int:
 
 
 def stack_fits(stack: list["Checked"], max_members: int) -> None:
-    """A stack of these runs (``hydra/launcher=stacked``: one structure, each run checked alone) fits its device:
-    each member keeps its own parameters, gradients, optimizer state, best epoch's copy and epoch-start copy, and
-    its own activations; else one line naming ``hydra.launcher.max_members``, with how many fit."""
+    """A stack of these runs (``hydra/launcher=stacked``, each run checked alone) fits its device, each member with
+    its own copies and activations; else one line naming ``hydra.launcher.max_members``, with how many fit."""
     from reg_runner.model import dry_run
     from reg_runner.optimizer import build as optimizer_build
 
