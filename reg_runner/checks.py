@@ -27,8 +27,8 @@ class Checked:
 
 
 def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
-    """The stages up to ``through``; ``overrides``: the command line's, for stage 2. Returns the typed config
-    alone when stopping before the data stage."""
+    """The stages up to ``through``: 1 (the typed config alone is returned), 3 or 4; ``overrides``: the command
+    line's, for stage 2."""
     chosen_by_group(overrides)
     run = parse(RunConfig, as_data(cfg))
     if through < 2:
@@ -37,8 +37,6 @@ def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
     try:
         rules(run)
         unread_overrides(run, overrides)
-        if through < 3:
-            return run
         split = against_data(run)
     except ConfigError as e:  # a rule across keys names the key the user set
         raise e.named_as_set(typed) from None
