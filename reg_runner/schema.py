@@ -192,8 +192,6 @@ def model_of(annotation, value):
 
 
 _TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-
-
 Target = rule(str, lambda v: isinstance(v, str) and _TARGET.match(v),
               "a dotted Python path to a class, e.g. torch.optim.Adam")
 
