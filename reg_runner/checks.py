@@ -1,11 +1,7 @@
-"""A run's config, checked whole before anything is made, in four stages, each raising a ``ConfigError`` (one
-line: the key, the value, what is allowed) at the first problem: 1. every group's schema; 2. rules across groups,
-and keys set on the command line that the run would not read; 3. rules that need the data's sizes, with the split
-itself; 4. what needs torch: the device, the model's memory, the optimizer's class and arguments, the schedule.
-
-Stages 1-3 import no torch, so most mistakes are reported in about a third of a second (docs/speed.md). A job's
-config is checked once: its ``Checked`` knows the last stage it passed and travels with the job
-(``assembly.Job.checked``); ``carry_on`` takes it through the later stages only.
+"""A run's config, checked whole before anything is made, in four stages, each raising a ``ConfigError`` at the
+first problem: 1. every group's schema; 2. rules across groups, and command-line keys the run would not read; 3.
+rules that need the data's sizes; 4. what needs torch (device, memory, optimizer, schedule). Stages 1-3 import no
+torch (docs/speed.md). A job's ``Checked`` knows the last stage it passed; ``carry_on`` runs the later ones only.
 """
 
 import os
@@ -31,8 +27,8 @@ class Checked:
 
 
 def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
-    """The stages up to ``through``; ``overrides``: the command line's, for stage 2. Returns the typed config
-    alone when stopping before the data stage."""
+    """The stages up to ``through``: 1 (the typed config alone is returned), 3 or 4; ``overrides``: the command
+    line's, for stage 2."""
     chosen_by_group(overrides)
     run = parse(RunConfig, as_data(cfg))
     if through < 2:
@@ -41,8 +37,6 @@ def check(cfg, overrides=(), through: int = 4) -> Checked | RunConfig:
     try:
         rules(run)
         unread_overrides(run, overrides)
-        if through < 3:
-            return run
         split = against_data(run)
     except ConfigError as e:  # a rule across keys names the key the user set
         raise e.named_as_set(typed) from None
@@ -243,9 +237,8 @@ def _eval_batch(t, split: Split) -> int:
 
 
 def stack_fits(stack: list["Checked"], max_members: int) -> None:
-    """A stack of these runs (``hydra/launcher=stacked``: one structure, each run checked alone) fits its device:
-    each member keeps its own parameters, gradients, optimizer state, best epoch's copy and epoch-start copy, and
-    its own activations; else one line naming ``hydra.launcher.max_members``, with how many fit."""
+    """A stack of these runs (``hydra/launcher=stacked``, each run checked alone) fits its device, each member with
+    its own copies and activations; else one line naming ``hydra.launcher.max_members``, with how many fit."""
     from reg_runner.model import dry_run
     from reg_runner.optimizer import build as optimizer_build
 

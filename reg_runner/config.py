@@ -75,13 +75,12 @@ def as_data(cfg) -> dict:
 def structural_difference(cfgs: list[RunConfig]) -> str | None:
     """The first key marked ``STRUCTURAL`` (``reg_runner.keys``) on which ``cfgs`` differ, or None: runs that agree
     in all of them can train as one stack (``reg_runner.run.run_stack``)."""
-    first, dumped = cfgs[0], cfgs[0].model_dump(by_alias=True)
+    first = cfgs[0].model_dump(by_alias=True)
     for c in cfgs[1:]:
-        if keys.structural_values(c) != keys.structural_values(first):
-            other = c.model_dump(by_alias=True)
-            for key in keys.structural_keys(first):
-                if dotted.get(other, key) != dotted.get(dumped, key):
-                    return key
+        other = c.model_dump(by_alias=True)
+        for key in keys.structural_keys(cfgs[0]):
+            if dotted.get(other, key) != dotted.get(first, key):
+                return key
     return None
 
 

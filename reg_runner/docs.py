@@ -1,9 +1,7 @@
 """``python -m reg_runner.docs``: the configuration reference, ``docs/reference.md``, generated from the schemas.
 
-Every key of every option of every group: its type and allowed values (from the group's schema, the same
-validators that check a command line), its default (the option's YAML, composed by Hydra as a run composes it)
-and its description (the docstring under the key in the schema). ``--check`` writes nothing and exits 1 when
-the committed file differs from what the schemas give, or when a key has no description.
+Every key of every option of every group: its type and allowed values (the schema's validators), its default (the
+option's YAML, composed as a run composes it) and its description (the docstring under the key in the schema).
 """
 
 import ast
@@ -24,7 +22,7 @@ import reg_runner.cli  # noqa: F401 - its resolvers
 from reg_runner import atomic, signals
 from reg_runner.config import KEYS, RunConfig
 from reg_runner.data import DataFamily
-from reg_runner.errors import Parser, options, refuse
+from reg_runner.errors import Parser, options, refuse, show
 from reg_runner.keys import groups_in
 from reg_runner.lr_find import LrFindConfig
 from reg_runner.model import ModelFamily
@@ -73,17 +71,10 @@ def allowed_of(annotation) -> str:
 
 
 def shown(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
+    """A default as the reference writes it: ``errors.show``'s form, but a number as ``%g`` and text bare."""
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(shown(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {shown(v)}" for k, v in value.items()) + "}"
-    return str(value)
+    return value if isinstance(value, str) else show(value)
 
 
 @functools.cache

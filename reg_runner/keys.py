@@ -1,12 +1,9 @@
 """What each key of a run's config is, declared once, on the key, in its group's schema.
 
-A key's role is a marker in its annotation, ``seed: Annotated[Seed, REPLICATE]``; a role declared on a group
-(``logging: Annotated[LoggingConfig, SETTING]``) is every key's below it. A key has at most one *record role*, what
-it is to the run's records (below: the uses it leaves the key out of), and at most one *stack role*:
-``STRUCTURAL``, runs must agree in it to train as one stack (``reg_runner.run.run_stack``), or ``OWN``, each member
-has its own value (the default, written where a structural group holds such a key, as a model family's
-``dropout``). Every list of keys reg_runner uses is derived here (``Declared``, of the root schema:
-``reg_runner.config.KEYS``). This module imports no numpy, torch or optuna.
+A key's role is a marker in its annotation, ``seed: Annotated[Seed, REPLICATE]``; a group's role is every key's
+below it. A key has at most one *record role* (what it is to the run's records) and at most one *stack role*:
+``STRUCTURAL`` (runs must agree in it to train as one stack) or ``OWN`` (the default, written inside a structural
+group, as a model family's ``dropout``). Every list of keys reg_runner uses is derived here.
 """
 
 import functools

@@ -1,8 +1,7 @@
 """What a folder is, for every tool: a run, a learning-rate range test, a loss landscape's output, a sweep.
 
-Each command marks the folder it makes with ``.reg_runner.json`` (``{"kind": ...}``) as soon as it holds it, so
-that report, resume and landscape refuse a folder of the wrong kind in one line instead of reading it as something
-it is not. Folders made before the marker existed are told by the files they hold.
+Each command marks its folder with ``.reg_runner.json`` (``{"kind": ...}``), so that other tools refuse a folder of
+the wrong kind in one line; folders made before the marker existed are told by the files they hold.
 """
 
 import json

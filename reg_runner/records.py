@@ -54,9 +54,8 @@ def folder_to_make(key: str, folder) -> Path:
 
 
 def make_folder(key: str, path: Path, into: list | None = None) -> list[Path]:
-    """Make the folder now, so that what the file system refuses (a name too long, /proc) is one line. Returns the
-    folders it made, outermost first, to remove if the command then stops; ``into`` gets them before they are made
-    (a signal's handler that removes them then misses none)."""
+    """Make the folder now, so that what the file system refuses is one line. Returns the folders it made, outermost
+    first; ``into`` gets them before they are made (a signal's handler that removes them then misses none)."""
     made, parent = [], Path(path).absolute()
     while not parent.exists() and parent != parent.parent:
         made.insert(0, parent)
@@ -193,10 +192,9 @@ class RunFolder:
         return checkpoint
 
     def lock(self, then=None, key: str | None = None) -> None:
-        """Hold this folder's lock until ``unlock`` (or this process ends): a second process is refused, and a run
-        recorded as running without a holder is known to be dead; a lock this object holds already stays held.
-        ``then``: called once the lock is held, before this process's id is written into ``.lock`` (a refusal there
-        changes nothing); ``key``: the setting that named the folder, for the refusal's line."""
+        """Hold this folder's lock until ``unlock`` or this process ends (a second process is refused). ``then``: run
+        once it is held, before this process's id is written (a refusal there changes nothing); ``key``: the setting
+        that named the folder, for the refusal's line."""
         if self._lock_fd is not None:
             return
         try:
@@ -274,8 +272,7 @@ class RunFolder:
     def write_environment(self, device, resumed_at: int | None = None, stack: list[str] | None = None,
                           trial: dict | None = None) -> None:
         """environment.json; a resumed run adds environment_resumed_<epoch>.json (it may be another machine).
-        ``stack``: the folders of the runs trained together with this one, in one process; ``trial``: the
-        Optuna study and trial it ran for, in a study sweep."""
+        ``stack``: the folders of the runs trained with it in one process; ``trial``: its Optuna study and trial."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
         try:  # the resolved config is written first
             precision = str(OmegaConf.load(self.config).trainer.eval_precision)
@@ -345,8 +342,7 @@ class RunFolder:
 
 
 def on_host(obj):
-    """``obj`` with every tensor in it on the CPU (one already there is not copied): a checkpoint written on a GPU
-    then loads anywhere, a machine without a GPU included (``torch.save`` would copy to the host anyway)."""
+    """``obj`` with every tensor in it on the CPU (one already there is not copied): a checkpoint loads anywhere."""
     import torch
 
     if isinstance(obj, torch.Tensor):

@@ -1,10 +1,9 @@
 """The building blocks of every config group's schema, and the one way a bad value is reported.
 
-Each group declares its schema in its own package (``reg_runner.model`` for ``conf/model/``...) as a pydantic
-model of the field types below: one declaration states type, range and unknown keys (Hydra's structured configs
-check types only, and report over several lines), the same schema checks a command line, a sweep's trial and a
-resumed run's recorded config, and every problem becomes ``key=value is not allowed: <what is allowed>``. The
-schemas import no torch: a mistyped value is rejected before torch loads.
+Each group's package (``reg_runner.model`` for ``conf/model/``...) declares a pydantic model of the field types
+below, stating type, range and unknown keys at once (Hydra's structured configs check types only); it checks a
+command line, a trial and a recorded config alike, every problem one line ``key=value is not allowed: <what is
+allowed>``, before torch loads.
 """
 
 import difflib
@@ -193,8 +192,6 @@ def model_of(annotation, value):
 
 
 _TARGET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-
-
 Target = rule(str, lambda v: isinstance(v, str) and _TARGET.match(v),
               "a dotted Python path to a class, e.g. torch.optim.Adam")
 

@@ -1,9 +1,8 @@
 """The ``optimizer`` group: a class named by ``_target_``, and its constructor's arguments.
 
-Every key but ``_target_``, ``lr_scaling`` and ``base_batch_size`` goes to the constructor (``.build``), so any
-``torch.optim`` class, or a library's, is one YAML file away. The arguments torch's optimizers share are checked
-here by name and range; before the run starts, every key is also checked against the class's own signature, so a
-misspelled argument is an error even for classes that take ``**kwargs`` and would ignore it.
+Every key but ``_target_``, ``lr_scaling`` and ``base_batch_size`` goes to the constructor (``.build``). The
+arguments torch's optimizers share are checked here by range; every key is also checked against the class's own
+signature before the run starts, so a misspelled argument is an error even where ``**kwargs`` would swallow it.
 """
 
 import math

@@ -1,8 +1,6 @@
-"""The ``scheduler`` group: the learning-rate schedule (``reg_runner.scheduler.schedule``).
-
-Each option has its own keys, and only those. ``onecycle`` and ``cyclic`` step after every optimizer step; the
-others once per epoch, ``plateau`` on each evaluation of its monitor (a validation metric). Every option can have a
-linear warmup in front (``warmup_epochs``), except the two cyclic ones, which start from their own low lr.
+"""The ``scheduler`` group: the learning-rate schedule (``reg_runner.scheduler.schedule``), each option with its
+own keys. ``onecycle`` and ``cyclic`` step after every optimizer step, the others once per epoch (``plateau`` on
+each evaluation); all but those two may have a linear warmup in front.
 """
 
 from typing import Annotated, Literal, Union

@@ -1,6 +1,5 @@
-"""Learning-rate schedules: torch's schedulers, stepped at the right moments (``reg_runner.scheduler``). A warmup
-(``warmup_epochs > 0``) goes linearly from ``warmup_start_factor * lr`` to ``lr``; the main schedule then runs over
-the remaining epochs."""
+"""Learning-rate schedules: torch's schedulers, stepped at the right moments. A warmup goes linearly from
+``warmup_start_factor * lr`` to ``lr``; the main schedule then runs over the remaining epochs."""
 
 import torch
 from torch.optim import lr_scheduler as sched
@@ -74,10 +73,8 @@ def _main_scheduler(optimizer, cfg, length: int, unit: int):
     same names; only the defaults (null: from ``optimizer.lr``), the lengths and plateau's mode are derived."""
     lr = optimizer.param_groups[0]["lr"]
     own = {k: v for k, v in dict(cfg).items() if k not in ("name", "warmup_epochs", "warmup_start_factor")}
-    if cfg.name == "step":
-        return sched.StepLR(optimizer, **own)
-    if cfg.name == "exponential":
-        return sched.ExponentialLR(optimizer, **own)
+    if cfg.name in ("step", "exponential"):
+        return {"step": sched.StepLR, "exponential": sched.ExponentialLR}[cfg.name](optimizer, **own)
     if cfg.name == "linear":
         return sched.LinearLR(optimizer, start_factor=1.0, total_iters=length, **own)
     if cfg.name == "cosine":
