@@ -39,7 +39,9 @@ def early(quiet: bool = False) -> None:
 
 def _take(handler) -> dict:
     """Signals go to ``handler(signum, frame)`` (a job started in the background ignores Ctrl-C: left so); the
-    handlers they had, by signal. Only the main thread can set them."""
+    handlers they had, by signal. Only the main thread can set them: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
     return {sig: signal.signal(sig, handler) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
@@ -74,9 +76,8 @@ def end(signum: int, what: str | None = None) -> None:
 
 
 def finish(code: int) -> None:
-    """A command's end once its work is done: its output flushed, it exits with ``code`` here, without the
-    interpreter's teardown, in which no Python handler runs (a signal there would pass without a word). A signal
-    until then ends it with its line, which says the work was done."""
+    """A command's end once its work is done: output flushed, exit ``code`` without the interpreter's teardown (no
+    handler runs there: a signal would pass without a word). A signal until then says the work was done."""
     _STATE.update(what="as the command ended, its work done", made=[])
     with contextlib.suppress(Exception):
         sys.stdout.flush()
@@ -86,9 +87,8 @@ def finish(code: int) -> None:
 
 @contextlib.contextmanager
 def command(what=NOTHING, made: list | None = None):
-    """A command's body: what a signal's line says meanwhile (a text, or a function that says it then), and
-    the folders it makes (``made``, which it may add to while it runs), removed by a signal while they hold
-    nothing of the command's yet."""
+    """A command's body: what a signal's line says meanwhile (a text, or a function that says it then), and the
+    folders it makes (``made``, added to as it runs), which a signal removes while they hold nothing of it yet."""
     before = dict(_STATE)
     _STATE.update(what=what, made=made if made is not None else [])
     try:
@@ -99,10 +99,7 @@ def command(what=NOTHING, made: list | None = None):
 
 @contextlib.contextmanager
 def _handled_by(handler):
-    """Signals go to ``handler(signum, frame)`` while the block runs (in the main thread: elsewhere none can be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """Signals go to ``handler(signum, frame)`` while the block runs."""
     previous = _take(handler)
     try:
         yield
@@ -113,9 +110,8 @@ def _handled_by(handler):
 
 @contextlib.contextmanager
 def deferred(hold: bool = False):
-    """Signals wait until the block ends (a set of files written together: all of them, or none); then one
-    that came ends the command, or with ``hold`` waits for ``stop_if_caught`` (the command first says what
-    it did)."""
+    """Signals wait until the block ends (files written together: all of them, or none); then one that came ends
+    the command, or with ``hold`` waits for ``stop_if_caught`` (the command first says what it did)."""
     caught = []
     with _handled_by(lambda signum, frame: caught.append(signum)):
         yield
@@ -172,7 +168,7 @@ class StopSignals:
 
     def install(self, starting: bool = False) -> None:
         self.starting = starting
-        if not self.previous and threading.current_thread() is threading.main_thread():
+        if not self.previous:
             self.previous = _take(self._handle)
 
     def _handle(self, signum, frame):
@@ -216,9 +212,8 @@ STOP = StopSignals()  # one per process: installed early, read by the run
 
 
 def main(function, *args) -> None:
-    """A command's main, whose end skips the interpreter's teardown: in it no handler runs (a signal there would pass
-    without a word), and torch's takes a second or more. On a signal, its line is said, its runs checkpointed, its
-    workers stopped. A command that used joblib and ends normally tears down: joblib's workers are shut down there."""
+    """A command's main, ended by ``finish`` (torch's teardown takes a second or more); one that used joblib and
+    ends normally tears down: joblib's workers are shut down there."""
     try:
         function(*args)
     except SystemExit as e:
