@@ -165,10 +165,8 @@ def _summarize(member, wall: float) -> float:
     else:
         value = math.nan if state.status == "diverged" else state.best[objective]  # diverged: a failed trial
         test, final = state.best["test/acc"], state.history[-1]["test/acc"]
-        line = (
-            f"{state.status}: best {objective} {state.best[objective]:.4f} at epoch {state.best['epoch']}, "
-            f"test/acc {test:.4f} there (final epoch {state.history[-1]['epoch']}: {final:.4f})"
-        )
+        line = (f"{state.status}: best {objective} {state.best[objective]:.4f} at epoch {state.best['epoch']}, "
+                f"test/acc {test:.4f} there (final epoch {state.history[-1]['epoch']}: {final:.4f})")
     line = f"{line}; {wall:.1f} s; {member.run_dir}"
     print(line, flush=True)
     # and as an INFO line in its own log file alone: printed already, and in a stack each log file is a root handler

@@ -1,10 +1,6 @@
-"""What the histograms show (docs/tensorboard.md): weights, input gradients, activations, output entropy,
-BatchNorm statistics, and one optimizer step's per-layer gradient norm and update ratio (``StepWatcher``).
-
-Recording never changes a run's numbers: probes run in ``eval()`` mode on fixed batches (no dropout draw, no
-BatchNorm running-statistics update), take gradients with ``torch.autograd.grad`` (nothing accumulates in
-``.grad``) and use no random number.
-"""
+"""What the histograms show (docs/tensorboard.md). Recording never changes a run's numbers: probes run in
+``eval()`` mode on fixed batches (no dropout draw, no BatchNorm running-statistics update), take gradients with
+``torch.autograd.grad`` (nothing accumulates in ``.grad``) and use no random number."""
 
 import numpy as np
 import torch
