@@ -104,8 +104,7 @@ class EarlyChecks(Callback):
             if make_folder("hydra.run.dir", run_dir, into=STOP.parents):
                 STOP.made.append(run_dir)
                 STOP.parents.pop()  # the run's own folder (made: all of it goes, not only while empty)
-            # locked before Hydra writes .hydra/, until the run ends; checked again under the lock (another run may
-            # have started in between)
+            # locked before Hydra writes .hydra/, until the run ends; checked again under the lock (a run may start)
             try:
                 folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
             except UserError:  # another process holds it: not this one's to remove
@@ -202,8 +201,7 @@ def handed_over() -> None:
 
 
 def entry(task=None) -> None:
-    """The command line: ``python -m reg_runner``, ``reg-runner`` (``task``: another Hydra main of this
-    config tree, e.g. ``reg_runner.lr_find``'s)."""
+    """The command line (``task``: another Hydra main of this config tree, e.g. ``reg_runner.lr_find``'s)."""
     task = task or main
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's tracebacks
         return task()

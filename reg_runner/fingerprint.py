@@ -1,6 +1,4 @@
-"""Where and how a run computed, as its ``environment.json`` records it: every installed distribution's version,
-Python, the torch build (CUDA, cuDNN, MPS), the CPU and GPU, the torch threads, the git commit and changes of the
-reg_runner code that ran, the command line and the host."""
+"""Where and how a run computed, as its ``environment.json`` records it (its fields: docs/runs.md)."""
 
 import contextlib
 import functools

@@ -1,12 +1,10 @@
 """SIGTERM and Ctrl-C: a clean end at any moment, within a step of training (docs/reliability.md).
 
-From a command's first instant (``early``, installed as the package loads) a signal ends it where it is: the temp
-file of a write in progress and the folders it made that hold nothing yet are removed; one line; exit code 128 +
-the signal number, never a traceback. A set of files written together waits for the signal (``deferred``).
-A run takes signals over (``STOP``, before Hydra makes its folder): during its start-up a signal ends the command
-at once and removes a new run's folder; once it trains, the run ends at the end of its epoch or at its next step
-(``reg_runner.trainer.engine``), checkpointed, ``status: interrupted``, with the resume command. A second Ctrl-C
-stops at once: every record is written whole, so the last checkpoint stands.
+From a command's first instant (``early``, as the package loads) a signal ends it where it is, in one line (``end``);
+files written together wait for it (``deferred``). A run takes signals over (``STOP``, before Hydra makes its
+folder): during its start-up a signal ends the command at once and removes a new run's folder; once it trains, the
+run ends at its epoch's end or next step (``reg_runner.trainer.engine``), checkpointed, with the resume command. A
+second Ctrl-C stops at once: every record is written whole, so the last checkpoint stands.
 """
 
 import atexit
@@ -57,9 +55,8 @@ def _excepthook(kind, value, tb):
 
 
 def end(signum: int, what: str | None = None) -> None:
-    """The command's end on a signal: the temp file of a write in progress and the folders it made that hold
-    nothing of it yet are removed; one line; exit code 128 + the signal number. It imports nothing: the
-    signal may have come in the middle of an import."""
+    """The command's end on a signal: temp files in flight and the folders it made that hold nothing yet removed;
+    one line; exit 128 + the signal number. It imports nothing: the signal may have come during an import."""
     atomic = sys.modules.get("reg_runner.atomic")
     for tmp in list(getattr(atomic, "IN_FLIGHT", ())):
         with contextlib.suppress(OSError):
@@ -141,8 +138,8 @@ def stop_if_caught() -> None:
 
 
 def remove_empty(folders: list) -> None:
-    """Remove each folder that holds nothing but a marker, Hydra's files and a lock, deepest first. (No import
-    here: a signal's handler calls it.)"""
+    """Remove each folder that holds nothing but a marker, Hydra's files and a lock, deepest first (no import here:
+    a signal's handler calls it)."""
     kinds = sys.modules.get("reg_runner.kinds")  # a folder can hold a marker only once kinds is loaded
     allowed = LEFT_OUT | ({kinds.MARKER} if kinds is not None else set())
     for folder in sorted({os.fspath(f) for f in folders}, key=lambda f: f.count(os.sep), reverse=True):
@@ -233,8 +230,7 @@ def hand_back(what: str, outcome: str) -> None:
 
 
 def stop_if_signalled(what: str, outcome: str = "nothing was started") -> None:
-    """Where no run is training (checking a sweep's jobs, between a search's batches): a signal ends the
-    command at once, with one line."""
+    """Where no run trains (checking a sweep's jobs, between a search's batches): a signal ends the command now."""
     if STOP.signal is not None:
         print(f"interrupted by {STOP.name} while {what}; {outcome}", file=sys.stderr, flush=True)
         sys.exit(128 + STOP.signal)

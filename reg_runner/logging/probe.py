@@ -60,9 +60,8 @@ def output_entropy(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.
 
 def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """Input gradients of every weight layer and activations of every hidden block, on (x, y)."""
-    layers = weight_layers(model)
     inputs, activations, handles = {}, {}, []
-    for name, layer in layers.items():
+    for name, layer in weight_layers(model).items():
         handles.append(layer.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, args[0])))
     for name, block in hidden_blocks(model).items():
         handles.append(block.register_forward_hook(lambda m, args, out, name=name: activations.__setitem__(name, out)))

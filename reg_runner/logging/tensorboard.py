@@ -60,10 +60,9 @@ def flat_hparams(config: dict) -> dict:
 
 
 def after_earlier_files(log_dir: Path) -> None:
-    """Wait, if needed, until a new event file's name sorts after the folder's earlier ones. TensorBoard reads a
-    folder's files in name order, and a name starts with the second the file was made (then the host and the
-    process id): a run resumed within the second its interrupted process made its file, by a process of a lower
-    id, would be read first, and its purge step would drop nothing. At most a second, once, on resume."""
+    """Wait, if needed, until a new event file's name sorts after the folder's earlier ones: TensorBoard reads them in
+    name order, a name starts with the second the file was made, and a resumed run's file of that same second (from a
+    lower process id) would be read first, its purge step dropping nothing. At most a second, on resume."""
     seconds = []
     for path in log_dir.glob("events.out.tfevents.*"):
         with contextlib.suppress(ValueError, IndexError):
