@@ -174,8 +174,7 @@ class StopSignals:
             end(signum, "before the run started" + self._hint(removed))
         if self.signal is not None and signum == signal.SIGINT:
             removed = self._remove_unrecorded()
-            hint = self._hint(removed) if self.resume_hint and not removed else \
-                ", before any run started" + self._hint(removed) * bool(removed)
+            hint = (", before any run started" if removed or not self.resume_hint else "") + self._hint(removed)
             os.write(2, f"stopped at once by a second Ctrl-C{hint}\n".encode())
             os._exit(128 + signal.SIGINT)
         if self.signal is None:  # the first names the stop (a worker gets Ctrl-C, then its command's SIGTERM)
