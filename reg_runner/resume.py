@@ -85,9 +85,8 @@ def main(argv=None) -> None:
                             "there is nothing to resume")
         for run_dir, status in finished:
             print(f"{run_dir}: finished ({status}), left as it is", flush=True)
-        run_dirs = [d for d in run_dirs if d not in {f for f, _ in finished}]
         handlers = [logging.StreamHandler(sys.stdout)]
-        for run_dir in run_dirs:
+        for run_dir in (d for d in run_dirs if d not in dict(finished)):
             try:
                 handlers.append(logging.FileHandler(run_dir / "reg_runner.log"))
             except OSError as e:
