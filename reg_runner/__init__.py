@@ -14,10 +14,9 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-# A command (python -m reg_runner..., reg-runner): Ctrl-C and SIGTERM end it cleanly from its first
-# instant, before its imports (reg_runner.signals). A worker process it starts (joblib's) ends quietly
-# until its run takes the signals over: the command itself says what happened. Imported as a library,
-# nothing changes.
+# A command (python -m reg_runner..., reg-runner): Ctrl-C and SIGTERM end it cleanly from its first instant, before
+# its imports (reg_runner.signals); a worker process it starts (joblib's) ends quietly until its run takes the signals
+# over. Imported as a library, nothing changes.
 _COMMAND = "REG_RUNNER_COMMAND"  # set by a command for the processes it starts
 _command = _sys.argv[:1] == ["-m"] or _os.path.basename(_sys.argv[0] if _sys.argv else "") == "reg-runner"
 _worker = not _command and _os.environ.get(_COMMAND) not in (None, str(_os.getpid()))

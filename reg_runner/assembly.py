@@ -79,9 +79,8 @@ class Assembly:
 
 
 def assemble(jobs: list[Job], on_data=lambda data: None) -> Assembly:
-    """The runs ``jobs`` (checked, of one structure, recorded) as one stack: data on the device, the stacked model
-    with each member initialized from its seed or restored from its checkpoint. ``on_data``: called once the data is
-    loaded (a run records what it trains on even if what follows fails)."""
+    """The runs ``jobs`` (checked, of one structure, recorded) as one stack, each member initialized from its seed or
+    restored from its checkpoint. ``on_data(data)``: a run records what it trains on even if what follows fails."""
     first = jobs[0].settings
     device = resolve_device(first.trainer.device)
     torch.manual_seed(jobs[0].recorded["seed"])  # torch's global generator, for code outside reg_runner

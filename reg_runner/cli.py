@@ -39,8 +39,7 @@ def run_name(num, overrides: str) -> str:
 
 
 def sweep_direction(objective: str, objectives=None):
-    """A search's direction follows its objective, or its directions its objectives (``${sweep_direction:...}``
-    in a sweeper's config); the sweep package is imported only when a sweep resolves it."""
+    """A search's direction(s), from its objective(s) (``${sweep_direction:...}``, resolved only by a sweep)."""
     from reg_runner.sweep.objectives import direction_of
 
     if isinstance(objectives, (list, tuple, ListConfig)) and len(objectives) > 1:
@@ -105,8 +104,7 @@ class EarlyChecks(Callback):
             if make_folder("hydra.run.dir", run_dir, into=STOP.parents):
                 STOP.made.append(run_dir)
                 STOP.parents.pop()  # the run's own folder (made: all of it goes, not only while empty)
-            # locked before Hydra writes .hydra/, until the run ends; checked again under the lock (another run may
-            # have started in between)
+            # locked before Hydra writes .hydra/, until the run ends; checked again under the lock (a run may start)
             try:
                 folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
             except UserError:  # another process holds it: not this one's to remove
@@ -141,10 +139,8 @@ class EarlyChecks(Callback):
 
 
 class Task:
-    """The task function Hydra runs for each job (one per command), and the one channel by which a job's check
-    reaches it: what checked the job before Hydra made its folder (``EarlyChecks``, or a sweeper whose launcher runs
-    it in this process) ``expect``s it; the job ``take``s it by its folder. A job that arrives unchecked is checked
-    whole."""
+    """The task function Hydra runs for each job: what checked a job before Hydra made its folder (``EarlyChecks``,
+    a sweeper) ``expect``s it, the job ``take``s it by its folder; a job that arrives unchecked is checked whole."""
 
     def __init__(self):
         self.waiting: dict[str, tuple] = {}  # a job's folder -> (its ``checks.Checked``, its locked RunFolder or None)
@@ -189,15 +185,13 @@ def main() -> None:
     hydra.main(config_path=CONFIG_DIR, config_name="config", execution_whitelist=TRUSTED)(Task())()
 
 
-# Hydra reports a mistake in the command line (an unknown option, a misspelled key, an override it cannot read) from
-# its own code, as several lines and exit 1; its documented HYDRA_FULL_ERROR=1 raises it instead. ``entry`` sets it
-# (the user's own setting kept in ``USER_FULL_ERROR``) until Hydra hands over (``handed_over`` puts it back), and
-# turns an exception raised before then into one line.
+# Hydra says a mistake in the command line in several lines, exit 1; HYDRA_FULL_ERROR=1 raises it instead: ``entry``
+# sets it (the user's own setting kept here) until Hydra hands over, and says what is raised before then in one line.
 USER_FULL_ERROR = "REG_RUNNER_USER_HYDRA_FULL_ERROR"
 
 
 def handed_over() -> None:
-    """Hydra has composed the config and runs our code: its errors from now on are reported its own way."""
+    """Hydra has composed the config and runs our code: the user's HYDRA_FULL_ERROR is back."""
     if USER_FULL_ERROR in os.environ:
         previous = os.environ.pop(USER_FULL_ERROR)
         if previous:
@@ -207,8 +201,7 @@ def handed_over() -> None:
 
 
 def entry(task=None) -> None:
-    """The command line: ``python -m reg_runner``, ``reg-runner`` (``task``: another Hydra main of this
-    config tree, e.g. ``reg_runner.lr_find``'s)."""
+    """The command line (``task``: another Hydra main of this config tree, e.g. ``reg_runner.lr_find``'s)."""
     task = task or main
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's tracebacks
         return task()

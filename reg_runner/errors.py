@@ -16,8 +16,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the config 
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with its mistakes on one line (``error: ...``, exit 2) instead of usage and a message (its
-    sub-commands' parsers too: argparse makes them with ``type(self)``)."""
+    """argparse, its mistakes (its sub-commands' too) on one line, ``error: ...``, exit 2, without the usage."""
 
     def error(self, message: str):
         refuse(f"{message} (see {self.prog} --help)")
@@ -43,8 +42,7 @@ def first_line(e) -> str:
 
 
 def cause(e: BaseException, limit: int | None = None) -> str:
-    """``Type: the first line of its message`` (at most ``limit`` characters of it), or ``Type``: an exception in
-    the parentheses of a one-line message."""
+    """``Type: the first line of its message`` (at most ``limit`` characters), or ``Type``."""
     line = first_line(e)[:limit]
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
@@ -66,16 +64,16 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    """``key=value is not allowed: <what is allowed>``, the value written as on a command line. ``others``: the
-    other keys of a rule across keys, ``(key, value)`` each, so that the message can name the one the user set."""
+    """``key=value is not allowed: <what is allowed>``. ``others``: the other keys of a rule across keys,
+    ``(key, value)`` each, so that the message can name the one the user set."""
 
     def __init__(self, key: str, value, allowed: str, others: tuple = ()):
         self.key, self.value, self.allowed, self.others = key, value, allowed, tuple(others)
         super().__init__(f"{key}={show(value)} is not allowed: {allowed}")
 
     def named_as_set(self, typed: set[str]) -> "ConfigError":
-        """This refusal naming a key the user set (``typed``: the command line's keys, and its groups): itself if
-        its key was set (or its group chosen), else the first of ``others`` that was; itself if none was."""
+        """This refusal, naming the first of its keys (then ``others``) that the user set (``typed``: the command
+        line's keys and groups)."""
         if self.key in typed or self.key.partition(".")[0] in typed:
             return self
         for key, value in self.others:
@@ -127,8 +125,7 @@ def folder_arg(text: str) -> Path:
 
 
 def _argument(convert, ok, allowed: str):
-    """An argparse ``type``: ``convert(text)`` where it converts and ``ok`` takes it; else refused in the Parser's
-    one line, ``'<text>' is not allowed: <allowed>``."""
+    """An argparse ``type``: ``convert(text)`` where ``ok`` takes it, else ``'<text>' is not allowed: <allowed>``."""
 
     def parse(text: str):
         try:
@@ -193,8 +190,7 @@ def options(group: str) -> list[str]:
 
 
 def no_such_key(key: str, value: str) -> str:
-    """A key the composed config lacks: which options of its group have it (Hydra would suggest ``+key``,
-    which the group's schema then refuses)."""
+    """A key the composed config lacks: which options of its group have it (Hydra would suggest ``+key``)."""
     group, _, rest = key.partition(".")
     having = [o for o in options(group) if rest and dotted_keys.get(_yaml(Path(CONFIG_DIR) / group / f"{o}.yaml"),
                                                                     rest, dotted_keys.MISSING) is not dotted_keys.MISSING]
@@ -206,8 +202,7 @@ def no_such_key(key: str, value: str) -> str:
 
 
 def closest_key(key: str) -> str | None:
-    """The key of the config tree nearest to a mistyped one (``model.dropuot``: model.dropout; ``modle.depth``:
-    model.depth; ``optimiser``: optimizer), from the groups' option files; None if nothing is near."""
+    """The key of the config tree nearest to a mistyped one (``model.dropuot``: model.dropout), or None."""
     import difflib
 
     def dotted(node, prefix=""):

@@ -1,7 +1,6 @@
-"""Where and how a run computed, as its ``environment.json`` records it: every installed distribution's version,
-Python, the torch build (CUDA, cuDNN, MPS), the CPU and GPU, the torch threads, the git commit and changes of the
-reg_runner code that ran, the command line and the host."""
+"""Where and how a run computed, as its ``environment.json`` records it (its fields: docs/runs.md)."""
 
+import contextlib
 import functools
 import os
 import platform
@@ -22,9 +21,8 @@ PATCH = "source.patch"  # beside the records, when the code that ran differs fro
 
 
 def environment(device, eval_precision: str | None = None) -> dict:
-    """Where and how the run computed: versions, device, and what its numbers depend on besides the config
-    (on a CPU, the number of torch threads splits its sums differently: another count, other last digits).
-    What costs time (the installed distributions, git) is read once per process."""
+    """The record (on a CPU, the torch threads split its sums: another count, other last digits). What costs
+    time (the installed distributions, git) is read once per process."""
     import torch
 
     versions = distributions()
@@ -64,20 +62,17 @@ def _normal(name: str) -> str:
 def distributions() -> dict:
     """Every distribution installed in this environment, name -> version (read once per process)."""
     versions = {}
-    try:
+    with contextlib.suppress(Exception):  # a damaged installation's metadata: the record says what it could read
         for dist in metadata.distributions():
             name = dist.metadata["Name"] if dist.metadata is not None else None
             if name:
                 versions.setdefault(_normal(name), dist.version)
-    except Exception:  # a damaged installation's metadata: the record says what it could read
-        pass
     return dict(sorted(versions.items()))
 
 
 @functools.cache
 def torch_build() -> dict:
-    """What torch was built with: its CUDA and cuDNN versions (null in a CPU build), and whether Apple's MPS
-    backend is there."""
+    """What torch was built with: CUDA and cuDNN (null in a CPU build), Apple's MPS backend."""
     import torch
 
     def attempt(read):
@@ -98,21 +93,17 @@ def torch_build() -> dict:
 
 @functools.cache
 def cpu_name() -> str:
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine() or "unknown"
 
 
 @functools.cache
 def _git_state(folder: str) -> dict:
-    """The commit of the reg_runner code that ran, whether its tree had changes, which untracked files it held,
-    and its changes against the commit (``diff``, written beside the records as ``source.patch``). Read once per
-    process (each record gets a copy); never an error: without git, or outside a repository, ``commit`` is null
-    and ``error`` says why."""
+    """The commit of the code that ran, its untracked files and its changes (``diff``: ``PATCH``). Never an
+    error: without git, or outside a repository, ``commit`` is null and ``error`` says why."""
 
     def git(*args) -> str:
         return subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10,

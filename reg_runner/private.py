@@ -23,9 +23,8 @@ def hydra_config_of(job):
 
 
 def hydra_arguments_refused(argv: list[str]) -> str | None:
-    """What Hydra's command-line parser (``get_args_parser``, ``parse_intermixed_args``) refuses in ``argv``
-    (``unrecognized arguments: --nope``), or None: the message alone, where argparse would print the usage too.
-    ``--version`` and ``--help`` act as under Hydra."""
+    """What Hydra's command-line parser (``get_args_parser``) refuses in ``argv`` (``unrecognized arguments:
+    --nope``), or None: the message alone, without the usage. ``--version`` and ``--help`` act as under Hydra."""
 
     class Refused(Exception):
         pass

@@ -3,10 +3,8 @@
     python -m reg_runner.resume outputs/2026-11-22/18-40-01
     python -m reg_runner.resume outputs/multirun/2026-11-22/18-40-01/*/     # the runs of a stacked multirun
 
-A run continues in its own folder, from ``checkpoints/last.pt``, with the config and torch threads it started with
-(an edited resolved_config.yaml is refused); on CPU it ends with the records of an uninterrupted run
-(docs/reliability.md). Several folders resume as stacks; among them, a run that had already finished is named and
-left as it is.
+A run continues in its own folder with the config and torch threads it started with; on CPU it ends with the
+records of an uninterrupted run (docs/reliability.md). Several folders resume as stacks; a finished run is left.
 """
 
 import logging
@@ -87,9 +85,8 @@ def main(argv=None) -> None:
                             "there is nothing to resume")
         for run_dir, status in finished:
             print(f"{run_dir}: finished ({status}), left as it is", flush=True)
-        run_dirs = [d for d in run_dirs if d not in {f for f, _ in finished}]
         handlers = [logging.StreamHandler(sys.stdout)]
-        for run_dir in run_dirs:
+        for run_dir in (d for d in run_dirs if d not in dict(finished)):
             try:
                 handlers.append(logging.FileHandler(run_dir / "reg_runner.log"))
             except OSError as e:

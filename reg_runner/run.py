@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from reg_runner import checks, dotted
 from reg_runner import config as config_lib
 from reg_runner.assembly import Assembly, Job, assemble
-from reg_runner.config import first_difference
 from reg_runner.device import resolve as resolve_device
 from reg_runner.errors import UserError
 from reg_runner.logging.tensorboard import TensorBoard
@@ -93,7 +92,7 @@ def _same_config(folder: RunFolder, config: dict, checkpoint: dict | None) -> No
     """A run resumes with the config it started with (every run checkpoints its epoch 0), or not at all."""
     started = checkpoint["config"] if checkpoint is not None else config
     if started != config:
-        key = first_difference(started, config)
+        key = config_lib.first_difference(started, config)
         raise UserError(f"{folder.config} was edited after the run started ({key}: {dotted.get(started, key)!r} in "
                         f"its checkpoint, {dotted.get(config, key)!r} in the file); a run resumes with the config it "
                         "started with: restore the file")
@@ -165,10 +164,8 @@ def _summarize(member, wall: float) -> float:
     else:
         value = math.nan if state.status == "diverged" else state.best[objective]  # diverged: a failed trial
         test, final = state.best["test/acc"], state.history[-1]["test/acc"]
-        line = (
-            f"{state.status}: best {objective} {state.best[objective]:.4f} at epoch {state.best['epoch']}, "
-            f"test/acc {test:.4f} there (final epoch {state.history[-1]['epoch']}: {final:.4f})"
-        )
+        line = (f"{state.status}: best {objective} {state.best[objective]:.4f} at epoch {state.best['epoch']}, "
+                f"test/acc {test:.4f} there (final epoch {state.history[-1]['epoch']}: {final:.4f})")
     line = f"{line}; {wall:.1f} s; {member.run_dir}"
     print(line, flush=True)
     # and as an INFO line in its own log file alone: printed already, and in a stack each log file is a root handler

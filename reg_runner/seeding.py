@@ -31,8 +31,7 @@ def generators(seed: int, device: torch.device) -> dict[str, torch.Generator]:
 
 @contextlib.contextmanager
 def deterministic(enabled: bool):
-    """``torch.use_deterministic_algorithms`` for the run, restored after it (the next job of a
-    multirun in the same process starts from the setting it had before)."""
+    """``torch.use_deterministic_algorithms`` for the run, restored after it (for the next job of a multirun)."""
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic

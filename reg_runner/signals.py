@@ -1,12 +1,10 @@
 """SIGTERM and Ctrl-C: a clean end at any moment, within a step of training (docs/reliability.md).
 
-From a command's first instant (``early``, installed as the package loads) a signal ends it where it is: the temp
-file of a write in progress and the folders it made that hold nothing yet are removed; one line; exit code 128 +
-the signal number, never a traceback. A set of files written together waits for the signal (``deferred``).
-A run takes signals over (``STOP``, before Hydra makes its folder): during its start-up a signal ends the command
-at once and removes a new run's folder; once it trains, the run ends at the end of its epoch or at its next step
-(``reg_runner.trainer.engine``), checkpointed, ``status: interrupted``, with the resume command. A second Ctrl-C
-stops at once: every record is written whole, so the last checkpoint stands.
+From a command's first instant (``early``, as the package loads) a signal ends it where it is, in one line (``end``);
+files written together wait for it (``deferred``). A run takes signals over (``STOP``, before Hydra makes its
+folder): during its start-up a signal ends the command at once and removes a new run's folder; once it trains, the
+run ends at its epoch's end or next step (``reg_runner.trainer.engine``), checkpointed, with the resume command. A
+second Ctrl-C stops at once: every record is written whole, so the last checkpoint stands.
 """
 
 import atexit
@@ -39,7 +37,9 @@ def early(quiet: bool = False) -> None:
 
 def _take(handler) -> dict:
     """Signals go to ``handler(signum, frame)`` (a job started in the background ignores Ctrl-C: left so); the
-    handlers they had, by signal. Only the main thread can set them."""
+    handlers they had, by signal. Only the main thread can set them: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
     return {sig: signal.signal(sig, handler) for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
@@ -55,9 +55,8 @@ def _excepthook(kind, value, tb):
 
 
 def end(signum: int, what: str | None = None) -> None:
-    """The command's end on a signal: the temp file of a write in progress and the folders it made that hold
-    nothing of it yet are removed; one line; exit code 128 + the signal number. It imports nothing: the
-    signal may have come in the middle of an import."""
+    """The command's end on a signal: temp files in flight and the folders it made that hold nothing yet removed;
+    one line; exit 128 + the signal number. It imports nothing: the signal may have come during an import."""
     atomic = sys.modules.get("reg_runner.atomic")
     for tmp in list(getattr(atomic, "IN_FLIGHT", ())):
         with contextlib.suppress(OSError):
@@ -74,9 +73,8 @@ def end(signum: int, what: str | None = None) -> None:
 
 
 def finish(code: int) -> None:
-    """A command's end once its work is done: its output flushed, it exits with ``code`` here, without the
-    interpreter's teardown, in which no Python handler runs (a signal there would pass without a word). A signal
-    until then ends it with its line, which says the work was done."""
+    """A command's end once its work is done: output flushed, exit ``code`` without the interpreter's teardown (no
+    handler runs there: a signal would pass without a word). A signal until then says the work was done."""
     _STATE.update(what="as the command ended, its work done", made=[])
     with contextlib.suppress(Exception):
         sys.stdout.flush()
@@ -86,9 +84,8 @@ def finish(code: int) -> None:
 
 @contextlib.contextmanager
 def command(what=NOTHING, made: list | None = None):
-    """A command's body: what a signal's line says meanwhile (a text, or a function that says it then), and
-    the folders it makes (``made``, which it may add to while it runs), removed by a signal while they hold
-    nothing of the command's yet."""
+    """A command's body: what a signal's line says meanwhile (a text, or a function that says it then), and the
+    folders it makes (``made``, added to as it runs), which a signal removes while they hold nothing of it yet."""
     before = dict(_STATE)
     _STATE.update(what=what, made=made if made is not None else [])
     try:
@@ -99,10 +96,7 @@ def command(what=NOTHING, made: list | None = None):
 
 @contextlib.contextmanager
 def _handled_by(handler):
-    """Signals go to ``handler(signum, frame)`` while the block runs (in the main thread: elsewhere none can be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """Signals go to ``handler(signum, frame)`` while the block runs."""
     previous = _take(handler)
     try:
         yield
@@ -113,9 +107,8 @@ def _handled_by(handler):
 
 @contextlib.contextmanager
 def deferred(hold: bool = False):
-    """Signals wait until the block ends (a set of files written together: all of them, or none); then one
-    that came ends the command, or with ``hold`` waits for ``stop_if_caught`` (the command first says what
-    it did)."""
+    """Signals wait until the block ends (files written together: all of them, or none); then one that came ends
+    the command, or with ``hold`` waits for ``stop_if_caught`` (the command first says what it did)."""
     caught = []
     with _handled_by(lambda signum, frame: caught.append(signum)):
         yield
@@ -145,8 +138,8 @@ def stop_if_caught() -> None:
 
 
 def remove_empty(folders: list) -> None:
-    """Remove each folder that holds nothing but a marker, Hydra's files and a lock, deepest first. (No import
-    here: a signal's handler calls it.)"""
+    """Remove each folder that holds nothing but a marker, Hydra's files and a lock, deepest first (no import here:
+    a signal's handler calls it)."""
     kinds = sys.modules.get("reg_runner.kinds")  # a folder can hold a marker only once kinds is loaded
     allowed = LEFT_OUT | ({kinds.MARKER} if kinds is not None else set())
     for folder in sorted({os.fspath(f) for f in folders}, key=lambda f: f.count(os.sep), reverse=True):
@@ -172,7 +165,7 @@ class StopSignals:
 
     def install(self, starting: bool = False) -> None:
         self.starting = starting
-        if not self.previous and threading.current_thread() is threading.main_thread():
+        if not self.previous:
             self.previous = _take(self._handle)
 
     def _handle(self, signum, frame):
@@ -181,8 +174,7 @@ class StopSignals:
             end(signum, "before the run started" + self._hint(removed))
         if self.signal is not None and signum == signal.SIGINT:
             removed = self._remove_unrecorded()
-            hint = self._hint(removed) if self.resume_hint and not removed else \
-                ", before any run started" + self._hint(removed) * bool(removed)
+            hint = (", before any run started" if removed or not self.resume_hint else "") + self._hint(removed)
             os.write(2, f"stopped at once by a second Ctrl-C{hint}\n".encode())
             os._exit(128 + signal.SIGINT)
         if self.signal is None:  # the first names the stop (a worker gets Ctrl-C, then its command's SIGTERM)
@@ -216,9 +208,8 @@ STOP = StopSignals()  # one per process: installed early, read by the run
 
 
 def main(function, *args) -> None:
-    """A command's main, whose end skips the interpreter's teardown: in it no handler runs (a signal there would pass
-    without a word), and torch's takes a second or more. On a signal, its line is said, its runs checkpointed, its
-    workers stopped. A command that used joblib and ends normally tears down: joblib's workers are shut down there."""
+    """A command's main, ended by ``finish`` (torch's teardown takes a second or more); one that used joblib and
+    ends normally tears down: joblib's workers are shut down there."""
     try:
         function(*args)
     except SystemExit as e:
@@ -238,8 +229,7 @@ def hand_back(what: str, outcome: str) -> None:
 
 
 def stop_if_signalled(what: str, outcome: str = "nothing was started") -> None:
-    """Where no run is training (checking a sweep's jobs, between a search's batches): a signal ends the
-    command at once, with one line."""
+    """Where no run trains (checking a sweep's jobs, between a search's batches): a signal ends the command now."""
     if STOP.signal is not None:
         print(f"interrupted by {STOP.name} while {what}; {outcome}", file=sys.stderr, flush=True)
         sys.exit(128 + STOP.signal)

@@ -1,5 +1,4 @@
-"""The ``logging`` group: what a run shows while it trains and records in TensorBoard
-(``reg_runner.logging.tensorboard``, ``reg_runner.logging.probe``)."""
+"""The ``logging`` group: what a run shows while it trains and records in TensorBoard."""
 
 from reg_runner.schema import Bool, Group, integer, one_of
 

@@ -1,10 +1,6 @@
-"""What the histograms show (docs/tensorboard.md): weights, input gradients, activations, output entropy,
-BatchNorm statistics, and one optimizer step's per-layer gradient norm and update ratio (``StepWatcher``).
-
-Recording never changes a run's numbers: probes run in ``eval()`` mode on fixed batches (no dropout draw, no
-BatchNorm running-statistics update), take gradients with ``torch.autograd.grad`` (nothing accumulates in
-``.grad``) and use no random number.
-"""
+"""What the histograms show (docs/tensorboard.md). Recording never changes a run's numbers: probes run in
+``eval()`` mode on fixed batches (no dropout draw, no BatchNorm running-statistics update), take gradients with
+``torch.autograd.grad`` (nothing accumulates in ``.grad``) and use no random number."""
 
 import numpy as np
 import torch
@@ -64,9 +60,8 @@ def output_entropy(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.
 
 def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """Input gradients of every weight layer and activations of every hidden block, on (x, y)."""
-    layers = weight_layers(model)
     inputs, activations, handles = {}, {}, []
-    for name, layer in layers.items():
+    for name, layer in weight_layers(model).items():
         handles.append(layer.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, args[0])))
     for name, block in hidden_blocks(model).items():
         handles.append(block.register_forward_hook(lambda m, args, out, name=name: activations.__setitem__(name, out)))

@@ -1,8 +1,5 @@
-"""TensorBoard: everything a run records, in the run's own folder (the tags and what they show:
-docs/tensorboard.md). Scalars at every evaluation; histograms at ``logging.histograms`` epochs evenly spaced, first
-and last included; the HParams entry written into this same event file (``SummaryWriter.add_hparams`` would make a
-separate run folder).
-"""
+"""TensorBoard: everything a run records, in the run's own folder (docs/tensorboard.md); its HParams entry in the
+same event file (``SummaryWriter.add_hparams`` would make a separate run folder)."""
 
 import contextlib
 import logging
@@ -63,10 +60,9 @@ def flat_hparams(config: dict) -> dict:
 
 
 def after_earlier_files(log_dir: Path) -> None:
-    """Wait, if needed, until a new event file's name sorts after the folder's earlier ones. TensorBoard reads a
-    folder's files in name order, and a name starts with the second the file was made (then the host and the
-    process id): a run resumed within the second its interrupted process made its file, by a process of a lower
-    id, would be read first, and its purge step would drop nothing. At most a second, once, on resume."""
+    """Wait, if needed, until a new event file's name sorts after the folder's earlier ones: TensorBoard reads them in
+    name order, a name starts with the second the file was made, and a resumed run's file of that same second (from a
+    lower process id) would be read first, its purge step dropping nothing. At most a second, on resume."""
     seconds = []
     for path in log_dir.glob("events.out.tfevents.*"):
         with contextlib.suppress(ValueError, IndexError):
@@ -76,9 +72,8 @@ def after_earlier_files(log_dir: Path) -> None:
 
 
 class TBLogger:
-    """One run's event file (made only with ``logging.tensorboard``). ``model`` is a plain network of the run's
-    family that holds the run's current weights whenever a histogram or the untrained model's entropy is taken
-    (the listener below loads it)."""
+    """One run's event file. ``model``: a plain network of the run's family, which ``TensorBoard`` loads with the
+    run's weights before each histogram."""
 
     def __init__(self, log_dir: Path, cfg, model, data, epochs: int, eval_batch_size: int, purge_step=None):
         from torch.utils.tensorboard import SummaryWriter
@@ -89,7 +84,6 @@ class TBLogger:
         # purge_step: TensorBoard drops earlier events at or after this step (a resumed run's overlap)
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
         self.model, self.eval_batch_size = model, eval_batch_size
-        n = min(cfg.probe_size, len(data.train))
         # "up to": said in the log, not capped in silence
         if cfg.histograms > epochs:
             log.warning("logging.histograms=%d is more than trainer.epochs=%d: histograms at every epoch",
@@ -97,7 +91,7 @@ class TBLogger:
         if cfg.histograms and cfg.probe_size > len(data.train):
             log.warning("logging.probe_size=%d is more than the %d training images: the probe batch is all of them",
                         cfg.probe_size, len(data.train))
-        self.probe_x, self.probe_y = data.train.x[:n], data.train.y[:n]  # fixed: the same images every time
+        self.probe_x, self.probe_y = data.train.x[:cfg.probe_size], data.train.y[:cfg.probe_size]  # the same each time
         self.n_classes = data.n_classes
         self.val_x = data.val.x
 
@@ -169,8 +163,7 @@ class TBLogger:
 
 
 class TensorBoard:
-    """The engine's listener: a ``TBLogger`` per member, in the member's folder. ``plain`` is one plain
-    network of the stack's architecture, loaded with a member's weights before its probes run."""
+    """The engine's listener: a ``TBLogger`` per member (with ``logging.tensorboard``), in the member's folder."""
 
     def __init__(self, data, plain, resumed: set):
         self.data, self.plain, self.resumed = data, plain, resumed
