@@ -60,7 +60,9 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
         with deterministic(jobs[0].settings.trainer.deterministic):
             return _train(jobs, multirun, t0)
     finally:
-        STOP.starting, STOP.resume_hint = False, None  # the next run of a multirun has its own
+        STOP.starting = False
+        if STOP.signal is None:  # the next run of a multirun has its own; a stopped run's stands for a second Ctrl-C
+            STOP.resume_hint = None
         for folder in locked:
             folder.unlock()
 

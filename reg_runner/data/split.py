@@ -90,18 +90,23 @@ class Split:
         )
 
 
-@functools.lru_cache(maxsize=8)  # configs are frozen: the checks and the run, and every job of a multirun, share one
 def split(cfg: DataFamily) -> Split:
     """The split ``cfg`` asks for, checked against the data: one ``ConfigError`` for a split that selects no
     training image, leaves none to validate on, or a validation size that is not there."""
+    return _split(type(cfg), cfg.root, cfg.train_fraction, cfg.val_size, cfg.split_seed, cfg.stratified,
+                  cfg.normalize, cfg.verify)
+
+
+# keyed on the keys it reads, not the whole config: a user's family may hold keys that do not hash (a list)
+@functools.lru_cache(maxsize=8)  # the checks and the run, and every job of a multirun, share one split
+def _split(family, root, fraction, val_size, split_seed, stratified, normalize, verify) -> Split:
     import numpy as np
 
-    images = read(type(cfg), cfg.root, cfg.verify)
-    train_idx, val_idx = split_indices(images.train_labels, cfg.train_fraction, cfg.split_seed, cfg.stratified,
-                                       cfg.val_size)
+    images = read(family, root, verify)
+    train_idx, val_idx = split_indices(images.train_labels, fraction, split_seed, stratified, val_size)
     channels = images.train_images.shape[1]
     mean, std = (0.0,) * channels, (1.0,) * channels
-    if cfg.normalize:  # statistics of the training subset only: nothing leaks from val or test
+    if normalize:  # statistics of the training subset only: nothing leaks from val or test
         subset = images.train_images[train_idx]
         if subset.min() == subset.max():
             raise ConfigError("data.normalize", True, f"false for these images: the {len(train_idx)} training images "
@@ -114,7 +119,7 @@ def split(cfg: DataFamily) -> Split:
                               f"{len(train_idx)} training images has one value (std 0), which cannot be standardized")
         pixels = [subset[:, c].astype(np.float64) / 255.0 for c in range(channels)]
         mean, std = tuple(float(p.mean()) for p in pixels), tuple(float(p.std(ddof=1)) for p in pixels)
-    return Split(images, train_idx, val_idx, mean, std, len(cfg.CLASSES), cfg.NAME)
+    return Split(images, train_idx, val_idx, mean, std, len(family.CLASSES), family.NAME)
 
 
 def split_indices(labels: "np.ndarray", fraction: float, seed: int, stratified: bool = False,
