@@ -116,15 +116,17 @@ class EarlyChecks(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from reg_runner.records import folder_to_make
-        from reg_runner.sweep.grid import GridSweeper
         from reg_runner.sweep.settings import check_multirun
-        from reg_runner.sweep.stacked import StackedLauncher
-        from reg_runner.sweep.study import StudySweeper
 
         handed_over()
         STOP.install()
         # Hydra makes the sweeper next, and instantiates only the plugins it knows: made known here, so that a single
-        # run, or a command refused, never imports what only a sweep needs
+        # run, or a command refused, never imports what only a sweep needs (imported once the run holds the signals:
+        # they import torch, a second or more)
+        from reg_runner.sweep.grid import GridSweeper
+        from reg_runner.sweep.stacked import StackedLauncher
+        from reg_runner.sweep.study import StudySweeper
+
         for plugin in (GridSweeper, StudySweeper, StackedLauncher):
             Plugins.instance().register(plugin)
         with exit_on_user_error(in_callback=True):
