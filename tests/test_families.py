@@ -126,6 +126,20 @@ IDX_DAMAGE = [
 ]
 
 
+def test_a_family_whose_keys_do_not_hash_is_split(tiny_data):
+    """A user's data family may declare a key that does not hash (a list): the split is shared between the checks and
+    the run by the keys it reads, not by the whole config."""
+    from reg_runner.data import split as split_lib
+    from reg_runner.data.mnist import MNIST
+
+    class Tagged(MNIST):
+        sources: list[str]
+
+    cfg = Tagged.model_validate(dict(_target_="tests.Tagged", root=str(tiny_data), train_fraction=0.2, val_size=None,
+                                     split_seed=0, stratified=False, normalize=True, verify=False, sources=["a", "b"]))
+    assert len(split_lib.split(cfg).train_idx) == 100 and split_lib.split(cfg) is split_lib.split(cfg)
+
+
 @pytest.mark.parametrize("family", ["fashion_mnist", "kmnist"])
 @pytest.mark.parametrize("case,damage,expected", IDX_DAMAGE, ids=[c[0] for c in IDX_DAMAGE])
 def test_damaged_idx_files_get_one_line_naming_the_file(tmp_path, family, case, damage, expected):
