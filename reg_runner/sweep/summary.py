@@ -145,6 +145,7 @@ def _objective(trials) -> str | None:
 
 
 def write_summary(sweep_dir: Path, s: dict) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)  # removed while the search ran: its trials' summary still lands
     atomic.write_json(sweep_dir / "sweep_summary.json", s)
     metric, best = s["objective"] or "the objective", s["best"]
     lines = [f"# Sweep summary: study `{s['study_name']}`", ""]
