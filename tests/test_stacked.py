@@ -116,31 +116,36 @@ def mnist28(tmp_path_factory) -> Path:
     return make_tiny_mnist(tmp_path_factory.mktemp("mnist28"), n_train=300, n_test=100, side=28)
 
 
-@pytest.mark.slow  # per shape, a stacked sweep and its lone runs, each a real process with 2 torch threads
+@pytest.mark.slow  # per shape, a stacked sweep and its lone runs at 2 torch threads
 @pytest.mark.parametrize("shape", [["model.width=50"], ["model.depth=0"], ["model.width=7", "model.activation=tanh"]])
 def test_members_get_their_lone_numbers_whatever_the_shape(tmp_path, mnist28, shape):
     # the BLAS kernels give a stacked member bitwise its lone product for some shapes only (on this project's
     # 2-core CPU, with 2 threads and 784 inputs, not for the first two: a member's activations off a 16-byte
     # boundary, few outputs per member in the wide product): the launcher checks the stack's shapes first and
-    # trains as lone runs what a stack would change
+    # trains as lone runs what a stack would change. Both sweeps run in this process (the numbers are the
+    # claim, not the process) at the thread count the kernels' rounding depends on.
     from conftest import CLI
 
     cli = CLI(tmp_path, mnist28)
-    cli.env["OMP_NUM_THREADS"] = "2"  # the runs' thread count, which the kernels' rounding depends on
+    cli.env["OMP_NUM_THREADS"] = "2"  # what stack_difference's comparison runs at
     common = [*shape, "optimizer.lr=0.01", "trainer.epochs=3"]
-    sweep = cli("--multirun", "seed=0,1,2", *common, "hydra/launcher=stacked", run_dir=tmp_path / "stacked",
-                in_process=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sweep = cli("--multirun", "seed=0,1,2", *common, "hydra/launcher=stacked", run_dir=tmp_path / "stacked")
+        lone = cli("--multirun", "seed=0,1,2", *common, run_dir=tmp_path / "lone")
+    finally:
+        torch.set_num_threads(before)
     out = sweep.stdout + sweep.stderr
     split = "train one at a time, not as a stack: on this machine" in out
     assert split or "3 jobs in 1 stacks" in out
     # the launcher splits exactly where this machine's kernels would give a stacked member other numbers: the
-    # same comparison, in this process, at the runs' thread count (split, the runs are lone runs, and the claim
-    # rests on this comparison; stacked, on theirs)
+    # same comparison, at the runs' thread count (split, the runs are lone runs, and the claim rests on this
+    # comparison; stacked, on theirs)
     why = stack_difference(cli, ["seed=0", *common], members=3)
     assert split == (why is not None), (shape, why)
     if split:
         assert f"({why})" in out
-    lone = cli("--multirun", "seed=0,1,2", *common, run_dir=tmp_path / "lone", in_process=False)
     lone_runs = {read_metrics(run)["seed"]: run for run in lone.run_dir.iterdir() if run.is_dir()}
     for run in (p for p in sweep.run_dir.iterdir() if p.is_dir()):
         alone = lone_runs[read_metrics(run)["seed"]]
