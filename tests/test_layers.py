@@ -13,7 +13,7 @@ PACKAGE = ROOT / "reg_runner"
 LAYERS = {
     "reg_runner": 0, "reg_runner.errors": 0, "reg_runner.keys": 0, "reg_runner.atomic": 0, "reg_runner.signals": 0,
     "reg_runner.seeding": 0, "reg_runner.device": 0, "reg_runner.dotted": 0, "reg_runner.private": 0,
-    "reg_runner.kinds": 0,
+    "reg_runner.kinds": 0, "reg_runner.figures": 0,
     "reg_runner.schema": 1, "reg_runner.config": 1, "reg_runner.overrides": 1,
     **{f"reg_runner.{group}": 1 for group in ("data", "model", "reg", "optimizer", "scheduler", "augmentation",
                                               "trainer", "logging")},

@@ -392,18 +392,18 @@ def factorial_report(factorial, tmp_path_factory):
 
     out, figures = tmp_path_factory.mktemp("factorial_report"), []
 
-    def keep(fig):
+    def keep(fig, dpi):
         figures.append(fig)
-        return png(fig)
+        return png(fig, dpi)
 
-    png, module.png = module.png, keep
+    png, module.to_png = module.to_png, keep
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             text = module.report(factorial, out=out, facet="model.activation",
                                  interactions=[("model.dropout", "reg.l2")])
     finally:
-        module.png = png
+        module.to_png = png
     return out, text, figures, caught
 
 

@@ -1,11 +1,11 @@
 """The landscape's figures: curves of several runs on one set of axes, surfaces side by side on one scale."""
 
-import io
 import math
 import re
 from pathlib import Path
 
 from reg_runner import atomic
+from reg_runner.figures import to_png
 
 
 def labels(results: list[dict]) -> list[str]:
@@ -19,13 +19,6 @@ def labels(results: list[dict]) -> list[str]:
     if len(set(out)) < len(out) or not all(out):  # not told apart by their overrides: their folders' paths
         out = ["/".join(Path(r["run"]).parts[-2:]) for r in results]
     return out
-
-
-def _save(fig, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    atomic.write_bytes(path, buffer.getvalue())
-    return path
 
 
 def _g(v) -> str:
@@ -69,7 +62,8 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
     fig.suptitle(f"{results[0]['checkpoint']}.pt, {results[0]['n_images']} {split} images, directions seed "
                  f"{results[0]['seed']}", fontsize=10)
     fig.tight_layout()
-    images = {"landscape/1d": _save(fig, folder / "landscape_1d.png")}
+    images = {"landscape/1d": folder / "landscape_1d.png"}
+    atomic.write_bytes(images["landscape/1d"], to_png(fig, 100, tight=True))
     if results[0]["surface"] is None:
         return images
     surfaces = [np.array([[_log10(v) for v in row] for row in r["surface"]["loss"]]) for r in results]
@@ -94,7 +88,8 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
         ax3.plot_surface(x, y, np.clip(z, lo, hi), cmap="viridis", vmin=lo, vmax=hi, linewidth=0, antialiased=True)
         ax3.set(zlim=(lo, hi), xlabel="d1", ylabel="d2", zlabel=f"log10 {split} loss")
     fig.colorbar(cs, ax=fig.axes[0::2], shrink=0.6, label=f"log10 {split} loss (one scale for every run)")
-    images["landscape/2d"] = _save(fig, folder / "landscape_2d.png")
+    images["landscape/2d"] = folder / "landscape_2d.png"
+    atomic.write_bytes(images["landscape/2d"], to_png(fig, 100, tight=True))
     return images
 
 

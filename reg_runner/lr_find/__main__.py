@@ -5,7 +5,6 @@ batches in its seed's order epoch after epoch, optimizer step j at ``lrs[j]``. I
 ``resolved_config.yaml``, ``lr_find.json``, ``lr_find.png`` and ``lr_find.log``.
 """
 
-import io
 import logging
 import math
 import sys
@@ -18,6 +17,7 @@ from omegaconf import OmegaConf
 from reg_runner import atomic, lr_find, signals
 from reg_runner.cli import CONFIG_DIR, TRUSTED, entry, handed_over
 from reg_runner.errors import exit_on_user_error
+from reg_runner.figures import to_png
 from reg_runner.schema import parse
 from reg_runner.signals import STOP
 
@@ -142,9 +142,7 @@ def plot(result: dict, path: Path, title: str) -> None:
     ax.set_title(f"LR range test: {title}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    atomic.write_bytes(path, buffer.getvalue())
+    atomic.write_bytes(path, to_png(fig, 110, tight=True))
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="lr_find", execution_whitelist=TRUSTED)

@@ -18,12 +18,13 @@ import sys
 from pathlib import Path
 
 from reg_runner import atomic, kinds, signals
+from reg_runner.figures import to_png
 from reg_runner.errors import Parser, UserError, exit_on_user_error, folder_arg, masked
 from reg_runner.records import make_folder
 from reg_runner.report import html, stats
 from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, markdown, run_row
 from reg_runner.report.groups import by_group, choose_settings, design, varying_keys
-from reg_runner.report.plots import curves, dots, interaction, main_effects, png
+from reg_runner.report.plots import DPI, curves, dots, interaction, main_effects
 from reg_runner.report.runs import STATUSES, Filters, Run, find_runs, parse_filters, read_run, select
 from reg_runner.report.stats import holm
 from reg_runner.sweep import analysis
@@ -91,13 +92,13 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     drawn = plots and any(r.trained for r in runs)
     if drawn:
         figures = {"test_acc": dots(rows, keys, baseline), "curves": curves(rows, groups, keys, baseline, facet)}
-        figures = [Figure(out / f"{name}.png", png(fig)) for name, fig in figures.items() if fig is not None]
+        figures = [Figure(out / f"{name}.png", to_png(fig, DPI)) for name, fig in figures.items() if fig is not None]
         blocks += [Heading("Figures"), *figures] if figures else []
     if effects is not None:
         blocks += effects_blocks(effects, list(interactions))
         if drawn:
-            blocks.append(Figure(out / "main_effects.png", png(main_effects(effects))))
-            blocks += [Figure(out / f"interaction_{a}_{b}.png", png(interaction(effects, a, b)))
+            blocks.append(Figure(out / "main_effects.png", to_png(main_effects(effects), DPI)))
+            blocks += [Figure(out / f"interaction_{a}_{b}.png", to_png(interaction(effects, a, b), DPI))
                        for a, b in interactions]
     searched, section = analysis.search(root, out, storage, plots)  # an Optuna search's figures and trials
     text = markdown(blocks) + section

@@ -3,7 +3,6 @@ docs/study.md), legible from 2 groups to 100: no legend, each group named by its
 its line's end.
 """
 
-import io
 import math
 import statistics
 
@@ -22,12 +21,6 @@ def _figure(width: float, height: float):
     from matplotlib.figure import Figure  # no pyplot: no global figure to close, no GUI backend
 
     return Figure(figsize=(min(width, MAX_WIDTH), height), dpi=DPI, layout="constrained")
-
-
-def png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    return buffer.getvalue()
 
 
 def _name_ends(ax, ends: list[tuple[float, str, str]], height: float) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from reg_runner import kinds
 from reg_runner.errors import HIDDEN, UserError, cause, masked
+from reg_runner.figures import to_png
 from reg_runner.records import RunFolder
 from reg_runner.schema import is_number
 from reg_runner.sweep.trial import read_only_storage, shown_storage, trial_dirs
@@ -107,9 +108,7 @@ def trial_curves(dirs: list[str]) -> bytes | None:
     if len(histories) > 1:
         axes[0].legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return to_png(fig, 100)
 
 
 # --- the report's side ---------------------------------------------------------------------------------------
@@ -236,10 +235,8 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
                     for objective, scale in zip(objectives, (axes.set_xscale, axes.set_yscale)):
                         if objective in ("params", "flops"):
                             scale("log")
-                fig = np.ravel(axes)[0].figure
-                buffer = io.BytesIO()
-                fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-            drawn.append((out / f"{name}.png", buffer.getvalue()))
+                image = to_png(np.ravel(axes)[0].figure, 100, tight=True)
+            drawn.append((out / f"{name}.png", image))
         except Exception as e:  # a study this figure cannot show (one distinct value...): the others still are
             missing.append((name, f"not drawn ({cause(e, 200)})"))
         finally:
