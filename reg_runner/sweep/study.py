@@ -32,7 +32,7 @@ from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import alive, joblib_workers, launch_with_signals
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
-from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, sqlite_path, trial_dirs
+from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
 from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
 from reg_runner.trainer.trial import build_pruner
@@ -107,7 +107,7 @@ class StudySweeper(Sweeper):
                 self.swept.pop(name, None)
             base, drawn = self.precheck()
             self.check_ranges(drawn, dict(p.split("=", 1) for p in params if "=" in p))
-        created = self.make_folders()
+        created = make_folder("hydra.sweep.dir", self.sweep_dir)  # removed if the study cannot be opened
         try:
             study = self.study()
             same_study(study, base, self.direction, self.seeds_per_trial, self.objectives)
@@ -228,17 +228,6 @@ class StudySweeper(Sweeper):
                     raise UserError(f"{name}={texts.get(name, '...')} is not allowed: {which}: {e}") from None
                 except ValueError:  # a conditional space asks for a parameter this combination does not have
                     continue
-
-    def make_folders(self) -> list[Path]:
-        """The sweep folder (the folders made, to remove if the study then cannot be opened). An SQLite
-        database elsewhere must be in a folder that exists."""
-        database = sqlite_path(self.storage) if isinstance(self.storage, str) else None
-        if database is not None:
-            folder = database.absolute().parent
-            if not folder.is_relative_to(self.sweep_dir.absolute()) and not folder.is_dir():
-                raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
-                                "create it first, or keep the database in the sweep folder")
-        return make_folder("hydra.sweep.dir", self.sweep_dir)
 
     def trial_overrides(self, trial) -> list[str]:
         """The trial's overrides: the values it draws (the keys swept on the command line, then the search space's),
