@@ -58,7 +58,7 @@ class StudySweeper(Sweeper):
                               else params) or {}
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        self.config, self.task_function = config, task_function
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
         self.sweep_dir = Path(config.hydra.sweep.dir)
