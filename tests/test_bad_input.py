@@ -276,6 +276,9 @@ MULTIRUN_CASES = [
     ("hparams_search=quick data.val_size=null hydra.sweeper.storage=postgresql+psycopg2://u:${oc.env:NO_SUCH_VAR,"
      "hunter2}@127.0.0.1:1/db", "hydra.sweeper.storage='postgresql+psycopg2://u:***@127.0.0.1:1/db': the study 'quick' "
      "cannot be opened"),
+    ("hparams_search=quick data.val_size=null hydra.sweeper.storage=sqlite:////no/such/folder/study.db",
+     "hydra.sweeper.storage='sqlite:////no/such/folder/study.db': the folder /no/such/folder does not exist; create it "
+     "first, or keep the database in the sweep folder"),
     ("hparams_search=quick hydra.sweeper.study_name='a\x07b'", "hydra.sweeper.study_name='a\\x07b' is not allowed: a "
      "non-empty name of printable characters"),
     ("hparams_search=quick hydra.sweeper.sampler.seed=-5", "hydra.sweeper.sampler.seed=-5 is not allowed: null or an "

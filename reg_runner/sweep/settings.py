@@ -7,6 +7,7 @@ import inspect
 import os
 import shutil
 import warnings
+from pathlib import Path
 from typing import Annotated, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -16,7 +17,7 @@ from pydantic import ConfigDict, Field, PlainValidator, create_model
 
 from reg_runner import checks, dotted, errors, keys
 from reg_runner.config import KEYS, check_job_name
-from reg_runner.errors import ConfigError, UserError
+from reg_runner.errors import ConfigError, UserError, show
 from reg_runner.schema import Bool, Group, Name, integer, optional, parse, reject
 from reg_runner.sweep import jobs, pruners
 from reg_runner.sweep import objectives as objectives_lib
@@ -215,6 +216,11 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
     elif target == STUDY:
         study = parse(StudyConfig, sweeper, "hydra.sweeper")
         _no_saved_password(OmegaConf.to_container(hydra_cfg.sweeper, resolve=False).get("storage"), study.storage)
+        database = sqlite_path(study.storage) if study.storage else None
+        folder = database.absolute().parent if database else None  # made with the sweep folder, if in it
+        if folder and not folder.is_dir() and not folder.is_relative_to(Path(hydra_cfg.sweep.dir).absolute()):
+            raise UserError(f"hydra.sweeper.storage={show(study.storage)}: the folder {folder} does not exist; "
+                            "create it first, or keep the database in the sweep folder")
         sampler_arguments = {"seed": study.sampler.seed, **study.sampler.model_extra}
         check_optuna_class("sampler", study.sampler.target, sampler_arguments,
                            ("optuna.samplers.", "hydra_plugins.hydra_optuna_sweeper."), "TPESampler")

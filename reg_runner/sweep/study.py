@@ -7,6 +7,7 @@ checks (the search space first, then each trial before its launch), launches and
 """
 
 import datetime
+import functools
 import logging
 import math
 import os
@@ -32,7 +33,7 @@ from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import alive, joblib_workers, launch_with_signals
 from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
-from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, sqlite_path, trial_dirs
+from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
 from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
 from reg_runner.trainer.trial import build_pruner
@@ -57,15 +58,15 @@ class StudySweeper(Sweeper):
                               else params) or {}
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        self.config, self.task_function = config, task_function
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.compose = functools.partial(jobs.compose, hydra_context.config_loader, config)  # (overrides, num, name)
 
     def study(self, n_before: int = 0):
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log says what its INFO lines would
         sampler_cfg = OmegaConf.to_container(self.sampler_cfg, resolve=True)
         if n_before and sampler_cfg.get("seed") is not None:
             sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
@@ -107,7 +108,7 @@ class StudySweeper(Sweeper):
                 self.swept.pop(name, None)
             base, drawn = self.precheck()
             self.check_ranges(drawn, dict(p.split("=", 1) for p in params if "=" in p))
-        created = self.make_folders()
+        created = make_folder("hydra.sweep.dir", self.sweep_dir)  # removed if the study cannot be opened
         try:
             study = self.study()
             same_study(study, base, self.direction, self.seeds_per_trial, self.objectives)
@@ -175,13 +176,13 @@ class StudySweeper(Sweeper):
         study must still have), and the trial's parameters."""
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # for the search: our log says what its INFO lines would
         trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
         overrides = self.trial_overrides(trial)
         if not trial.params:
             raise UserError("the search has nothing to search: give hydra.sweeper.custom_search_space or sweep a key "
                             "(optimizer.lr=tag(log,interval(1e-4,1e-1)), model.norm=choice(none,batchnorm))")
-        job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, 0, "the search")
+        job = self.compose(overrides, 0, "the search")
         if self.seeds_per_trial > 1:
             if "seed" in trial.params:
                 raise UserError(f"hydra.sweeper.seeds_per_trial={self.seeds_per_trial} runs each trial over its own "
@@ -218,7 +219,7 @@ class StudySweeper(Sweeper):
                 trial = optuna.trial.FixedTrial({**drawn, name: value})
                 try:
                     overrides = self.trial_overrides(trial)
-                    job = jobs.compose(self.hydra_context.config_loader, self.config, overrides, 0, "the search")
+                    job = self.compose(overrides, 0, "the search")
                     checks.check(job, overrides)
                 except ConfigError as e:  # another key's: a rule between it and the others' drawn values
                     if e.key == name:
@@ -228,17 +229,6 @@ class StudySweeper(Sweeper):
                     raise UserError(f"{name}={texts.get(name, '...')} is not allowed: {which}: {e}") from None
                 except ValueError:  # a conditional space asks for a parameter this combination does not have
                     continue
-
-    def make_folders(self) -> list[Path]:
-        """The sweep folder (the folders made, to remove if the study then cannot be opened). An SQLite
-        database elsewhere must be in a folder that exists."""
-        database = sqlite_path(self.storage) if isinstance(self.storage, str) else None
-        if database is not None:
-            folder = database.absolute().parent
-            if not folder.is_relative_to(self.sweep_dir.absolute()) and not folder.is_dir():
-                raise UserError(f"hydra.sweeper.storage={show(self.storage)}: the folder {folder} does not exist; "
-                                "create it first, or keep the database in the sweep folder")
-        return make_folder("hydra.sweep.dir", self.sweep_dir)
 
     def trial_overrides(self, trial) -> list[str]:
         """The trial's overrides: the values it draws (the keys swept on the command line, then the search space's),
@@ -279,21 +269,17 @@ class StudySweeper(Sweeper):
         """The overrides and composed config of each of a trial's runs: one, or one per seed of ``seeds_per_trial``,
         each in ``<trial's folder>/seed=<seed>``; each carries its trial's number (``hydra.job.env_set``)."""
         link = [f"++hydra.job.env_set.{trial_lib.ENV}={trial.number}"]
-
-        def compose(run):
-            return jobs.compose(self.hydra_context.config_loader, self.config, run, trial.number)
-
         if self.seeds_per_trial == 1:
             run = list(overrides) + link
-            return [(run, compose(run))]
-        trial_job = compose(list(overrides))  # its seed is the first; its folder, less the seed, the trial's
+            return [(run, self.compose(run, trial.number))]
+        trial_job = self.compose(list(overrides), trial.number)  # its seed is the first
         unseeded = [o for o in overrides if o.partition("=")[0].lstrip("+") != "seed"]
-        folder = jobs.subdir(compose(unseeded))
+        folder = jobs.subdir(self.compose(unseeded, trial.number))  # the trial's: its runs' folders less the seed
         runs = []
         for seed in range(trial_job.seed, trial_job.seed + self.seeds_per_trial):
             subdir = f"{folder}/seed={seed}".replace("'", "\\'")  # quoted for Hydra's override grammar
             run = unseeded + [f"seed={seed}", f"hydra.sweep.subdir='{subdir}'"] + link
-            runs.append((run, compose(run)))
+            runs.append((run, self.compose(run, trial.number)))
         return runs
 
     def launch(self, batch) -> None:

@@ -230,13 +230,12 @@ def print_summary(s: dict, sweep_dir: Path) -> None:
             print(f"  trial {t['number']}: {values}; test/acc at best {_fmt(t['test_acc_at_best'])}; {t['params']}")
             print(f"    re-run: {t['command']}")
     if best:
-        if best.get("seeds"):
-            print(f"best trial {best['number']}: {s['objective'] or 'objective'} {_pm(best['val_mean'], best['val_std'])}"
-                  f", test/acc at best {_pm(best['test_acc_mean'], best['test_acc_std'])} over "
-                  f"{len(best['seeds'])} seeds; {best['params']}")
-        else:
-            print(f"best trial {best['number']}: {s['objective'] or 'objective'} {best['value']:.4f}, test/acc at best "
-                  f"{_fmt(best['test_acc_at_best'])}; {best['params']}")
+        seeds = len(best.get("seeds") or ())
+        value = _pm(best["val_mean"], best["val_std"]) if seeds else f"{best['value']:.4f}"
+        test = (f"{_pm(best['test_acc_mean'], best['test_acc_std'])} over {seeds} seeds" if seeds
+                else _fmt(best["test_acc_at_best"]))
+        print(f"best trial {best['number']}: {s['objective'] or 'objective'} {value}, test/acc at best {test}; "
+              f"{best['params']}")
         print(f"re-run: {best['command']}")
     print(f"summary: {sweep_dir / 'sweep_summary.md'}", flush=True)
 

@@ -1,7 +1,7 @@
 """A search's side of its trials: their runs' folders, and the study's storage opened to read or to write. What a
 run knows of its trial is ``reg_runner.trainer.trial``'s; the names imported from there are the sweepers' too."""
 
-from reg_runner.trainer.trial import ENV, MEMORY, shown_storage, sqlite_file, sqlite_path, trial_id  # noqa: F401
+from reg_runner.trainer.trial import ENV, MEMORY, shown_storage, sqlite_file, trial_id  # noqa: F401
 
 RUN_DIR = "reg_runner.run_dir"  # a trial's user attribute: its run's folder
 RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders
