@@ -27,7 +27,7 @@ from reg_runner.keys import groups_in
 from reg_runner.lr_find import LrFindConfig
 from reg_runner.model import ModelFamily
 from reg_runner.optimizer import ARGUMENTS
-from reg_runner.schema import Optional, family_class, model_of
+from reg_runner.schema import family_class, model_of
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference.md"
@@ -42,9 +42,7 @@ Row = typing.NamedTuple("Row", [("key", str), ("type", str), ("default", str), (
 
 def type_of(annotation) -> str:
     if typing.get_origin(annotation) is Annotated:
-        base, *meta = typing.get_args(annotation)
-        marker = next((m for m in meta if isinstance(m, Optional)), None)
-        return f"{type_of(marker.field)} or null" if marker is not None else type_of(base)
+        return type_of(typing.get_args(annotation)[0])
     args = typing.get_args(annotation)
     if type(None) in args:  # X | None
         return " or ".join(type_of(a) for a in args if a is not type(None)) + " or null"

@@ -87,14 +87,7 @@ def optional(field, what: str = "null"):
         except PydanticCustomError as e:
             raise reject(f"{what} or {e.context['allowed']}") from None
 
-    return Annotated[Any, PlainValidator(check), Optional(field)]
-
-
-class Optional:
-    """Marks ``optional(field)``'s annotation: ``field`` or null (the reference names the type)."""
-
-    def __init__(self, field):
-        self.field = field
+    return Annotated[get_args(field)[0] | None, PlainValidator(check)]  # the reference's type: X or null
 
 
 Bool = rule(bool, lambda v: isinstance(v, bool), "true or false")
