@@ -23,7 +23,7 @@ from reg_runner import atomic, signals
 from reg_runner.config import KEYS, RunConfig
 from reg_runner.data import DataFamily
 from reg_runner.errors import Parser, options, refuse, show
-from reg_runner.keys import groups_in
+from reg_runner.keys import fields_of, groups_in
 from reg_runner.lr_find import LrFindConfig
 from reg_runner.model import ModelFamily
 from reg_runner.optimizer import ARGUMENTS
@@ -97,8 +97,7 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
     """One row per key of ``model`` (nested groups flattened), with ``values`` as the defaults; then the keys of
     ``values`` the model takes as extra arguments (the optimizer's constructor)."""
     out = []
-    for name, field in model.model_fields.items():
-        key = field.alias or name
+    for key, name, field in fields_of(model):
         nested = groups_in(field.annotation)
         if len(nested) == 1:  # a group, or a group or null
             out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.")
@@ -108,7 +107,7 @@ def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
                        allowed_of(annotation), docstrings(model).get(name)))
     if model.model_config.get("extra") == "allow":
         for key, value in values.items():
-            if key in {f.alias or n for n, f in model.model_fields.items()}:
+            if key in {k for k, _, _ in fields_of(model)}:
                 continue
             field, description = ARGUMENTS.get(key, (None, None))
             out.append(Row(f"{prefix}{key}", type_of(field) if field is not None else "-", shown(value),
