@@ -23,11 +23,11 @@ from reg_runner import atomic, signals
 from reg_runner.config import KEYS, RunConfig
 from reg_runner.data import DataFamily
 from reg_runner.errors import Parser, options, refuse, show
-from reg_runner.keys import groups_in
+from reg_runner.keys import STRUCTURAL, fields_of, groups_in, stack_marker
 from reg_runner.lr_find import LrFindConfig
 from reg_runner.model import ModelFamily
 from reg_runner.optimizer import ARGUMENTS
-from reg_runner.schema import Optional, family_class, model_of
+from reg_runner.schema import family_class, model_of
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference.md"
@@ -37,14 +37,12 @@ TYPES = {float: "number", int: "integer", bool: "boolean", str: "string", list: 
 
 
 Row = typing.NamedTuple("Row", [("key", str), ("type", str), ("default", str), ("allowed", str),
-                                ("description", str | None)])
+                                ("description", str | None), ("role", str)])
 
 
 def type_of(annotation) -> str:
     if typing.get_origin(annotation) is Annotated:
-        base, *meta = typing.get_args(annotation)
-        marker = next((m for m in meta if isinstance(m, Optional)), None)
-        return f"{type_of(marker.field)} or null" if marker is not None else type_of(base)
+        return type_of(typing.get_args(annotation)[0])
     args = typing.get_args(annotation)
     if type(None) in args:  # X | None
         return " or ".join(type_of(a) for a in args if a is not type(None)) + " or null"
@@ -95,27 +93,29 @@ def docstrings(model: type) -> dict[str, str]:
     return out
 
 
-def rows(model: type[BaseModel], values: dict, prefix: str) -> list[Row]:
+def rows(model: type[BaseModel], values: dict, prefix: str, structural: bool = False) -> list[Row]:
     """One row per key of ``model`` (nested groups flattened), with ``values`` as the defaults; then the keys of
-    ``values`` the model takes as extra arguments (the optimizer's constructor)."""
+    ``values`` the model takes as extra arguments (the optimizer's constructor). ``structural``: the stack role of
+    ``model``'s keys that declare none (``reg_runner.keys``)."""
     out = []
-    for name, field in model.model_fields.items():
-        key = field.alias or name
+    for key, name, field in fields_of(model):
+        marker = stack_marker(field)
+        here = structural if marker is None else marker.structural
         nested = groups_in(field.annotation)
         if len(nested) == 1:  # a group, or a group or null
-            out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.")
+            out += rows(nested[0], values.get(key) or {}, f"{prefix}{key}.", here)
             continue
         annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
         out.append(Row(f"{prefix}{key}", type_of(annotation), shown(values.get(key)) if key in values else "-",
-                       allowed_of(annotation), docstrings(model).get(name)))
+                       allowed_of(annotation), docstrings(model).get(name), KEYS.describe(f"{prefix}{key}", here)))
     if model.model_config.get("extra") == "allow":
         for key, value in values.items():
-            if key in {f.alias or n for n, f in model.model_fields.items()}:
+            if key in {k for k, _, _ in fields_of(model)}:
                 continue
             field, description = ARGUMENTS.get(key, (None, None))
             out.append(Row(f"{prefix}{key}", type_of(field) if field is not None else "-", shown(value),
                            allowed_of(field) if field is not None else "checked against the class's signature",
-                           description))
+                           description, KEYS.describe(f"{prefix}{key}", structural)))
     return out
 
 
@@ -146,17 +146,16 @@ def header_comment(path: Path) -> str:
     return " ".join(words)
 
 
-def table(rs: list[Row], roles: list[str] | None = None) -> list[str]:
-    """``roles``: each row's role (``reg_runner.keys.Declared.describe``), a column of its own; None: no such column."""
+def table(rs: list[Row], role: bool = True) -> list[str]:
+    """``role``: the rows' roles, a column of its own."""
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    role = roles is not None
     lines = ["| key | type | default | allowed |" + (" role |" if role else "") + " description |",
              "|---|---|---|---|" + ("---|" if role else "") + "---|"]
-    for i, r in enumerate(rs):
+    for r in rs:
         lines.append(f"| `{r.key}` | {cell(r.type)} | `{cell(r.default)}` | {cell(r.allowed)} | "
-                     + (f"{roles[i]} | " if role else "") + f"{cell(r.description or '')} |")
+                     + (f"{r.role} | " if role else "") + f"{cell(r.description or '')} |")
     return lines
 
 
@@ -188,9 +187,9 @@ def _reference() -> tuple[str, list[str]]:
            "*replicate*: the seed, which the report's groups leave out: runs that differ only in it replicate "
            "one setup.", ""]
 
-    def section(rs: list[Row], schema=None) -> None:
+    def section(rs: list[Row], role: bool = True) -> None:
         missing.extend(r.key for r in rs if not r.description)
-        out.extend(table(rs, [KEYS.describe(r.key, schema) for r in rs] if schema is not False else None))
+        out.extend(table(rs, role))
         out.append("")
 
     out += ["## Top level", ""]
@@ -209,9 +208,9 @@ def _reference() -> tuple[str, list[str]]:
             if comment:
                 out += [comment, ""]
             out += [f"Schema: `{cls.__module__}.{cls.__name__}`.", ""]
-            section(rows(cls, values, f"{group}."), cls)
+            section(rows(cls, values, f"{group}.", stack_marker(RunConfig.model_fields[group]) is STRUCTURAL))
     out += ["## `lr_find`", "", "The range test's own keys (`python -m reg_runner.lr_find`, `conf/lr_find.yaml`).", ""]
-    section(rows(LrFindConfig, composed("lr_find")["lr_find"], "lr_find."), False)
+    section(rows(LrFindConfig, composed("lr_find")["lr_find"], "lr_find."), role=False)
     for group in PRESETS:
         out += [f"## `{group}` (presets)", "",
                 "Each preset sets keys of the groups above" + (" (`+experiment=name`)." if group == "experiment" else

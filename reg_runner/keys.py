@@ -111,18 +111,9 @@ class Declared:
         ``GROUPING``), shallowest first: a group stands for its keys."""
         return tuple(k for k, r in self.table.items() if use in r.left_out_of)
 
-    def describe(self, key: str, group_schema=None) -> str:
+    def describe(self, key: str, structural: bool) -> str:
         """A key's roles as the configuration reference shows them (empty for an own hyperparameter);
-        ``group_schema``: the class that checks the key's top-level group, for a family's or union member's keys."""
-        here, structural = self.schema, False
-        for i, part in enumerate(key.split(".")):
-            field = next((f for k, _, f in fields_of(here) if k == part), None) if here is not None else None
-            if field is None:
-                break
-            marker = stack_marker(field)
-            structural = marker.structural if marker is not None else structural
-            here = group_schema if i == 0 and group_schema is not None else next(iter(groups_in(field.annotation)),
-                                                                                 None)
+        ``structural``: its stack role."""
         role = self.role_of(key)
         return ", ".join((["structural"] if structural else []) + ([role.name] if role is not HYPERPARAMETER else []))
 

@@ -88,7 +88,7 @@ class RunFolder:
         """metrics.json as recorded, None if there is none; ``{"status": "unreadable"}`` if damaged."""
         try:
             record = json.loads(self.metrics.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no such file, or the folder's path is a file's
             return None
         except (OSError, ValueError):
             return {"status": "unreadable"}

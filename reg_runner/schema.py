@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, SerializeAsAn
 from pydantic_core import PydanticCustomError
 
 from reg_runner.errors import ConfigError, cause
-from reg_runner.keys import groups_in, role_marker
+from reg_runner.keys import fields_of, groups_in, role_marker
 
 INT_LIMIT = 2**63  # numpy and torch count in int64 (a larger count fails mid-run); torch.manual_seed takes 64 bits
 
@@ -87,14 +87,7 @@ def optional(field, what: str = "null"):
         except PydanticCustomError as e:
             raise reject(f"{what} or {e.context['allowed']}") from None
 
-    return Annotated[Any, PlainValidator(check), Optional(field)]
-
-
-class Optional:
-    """Marks ``optional(field)``'s annotation: ``field`` or null (the reference names the type)."""
-
-    def __init__(self, field):
-        self.field = field
+    return Annotated[get_args(field)[0] | None, PlainValidator(check)]  # the reference's type: X or null
 
 
 Bool = rule(bool, lambda v: isinstance(v, bool), "true or false")
@@ -179,7 +172,7 @@ def _known_keys(model, path: list, data) -> list[str]:
         here = here.get(part) if isinstance(here, dict) else None
         field = here_model.model_fields.get(part) if here_model is not None else None
         here_model = model_of(field.annotation, here) if field is not None else None
-    return [f.alias or name for name, f in here_model.model_fields.items()] if here_model is not None else []
+    return [key for key, _, _ in fields_of(here_model)] if here_model is not None else []
 
 
 def model_of(annotation, value):

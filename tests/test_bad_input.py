@@ -12,7 +12,8 @@ from conftest import ROOT, TINY, make_tiny_mnist
 
 from reg_runner.data import idx
 from reg_runner.data.mnist import EMBEDDED
-from reg_runner.errors import options
+from reg_runner.errors import UserError, options
+from reg_runner.records import RunFolder
 
 # (command-line overrides, a part of the one line it must print)
 CONFIG_CASES = [
@@ -669,6 +670,8 @@ def test_output_folder_under_a_file_or_among_other_files(cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     assert_one_line_error(cli(run_dir=blocker / "run", check=False, in_process=True), "cannot be created: ")
+    with pytest.raises(UserError, match="is a file, not a folder; choose a folder"):  # a sweep's job folder
+        RunFolder(blocker).refuse_existing("hydra.sweep.dir")
     crowded = tmp_path / "crowded"
     crowded.mkdir()
     (crowded / "notes.txt").write_text("mine")

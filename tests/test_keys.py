@@ -221,7 +221,10 @@ def test_a_familys_own_key_takes_no_record_role():
 
 
 def test_the_reference_shows_each_keys_role():
-    assert KEYS.describe("trainer.device") == "structural, setting"
-    assert KEYS.describe("model.dropout", next(c for c in schemas() if c.__name__ == "MLP")) == ""
-    assert KEYS.describe("model.width", next(c for c in schemas() if c.__name__ == "MLP")) == "structural"
-    assert KEYS.describe("tags") == "label"
+    from reg_runner import docs
+
+    top = {r.key: r.role for r in docs.rows(RunConfig, {}, "")}
+    mlp = {r.key: r.role for r in docs.rows(next(c for c in schemas() if c.__name__ == "MLP"), {}, "model.", True)}
+    assert top["trainer.device"] == "structural, setting" and top["tags"] == "label"
+    assert top["model._target_"] == "structural"  # the model group's role, for the keys that declare none
+    assert mlp["model.dropout"] == "" and mlp["model.width"] == "structural"
