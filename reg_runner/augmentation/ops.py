@@ -37,28 +37,24 @@ class Augment:
         n = len(x)
         apply = torch.rand(n, device=x.device, generator=generator) < self.cfg.p
         images = x.reshape(n, *self.shape)
-        black, name = self._channels(self.black, x), self.cfg.name
+        out, black, name = images, self._channels(self.black, x), self.cfg.name
         if name == "crop":
-            images = torch.where(apply.view(n, 1, 1, 1), crop(images, self.cfg, generator, black), images)
+            out = crop(out, self.cfg, generator, black)
         if name in ("affine", "noise_affine"):
-            theta = affine_theta(self.cfg, n, x.device, generator, apply)
-            images = torch.where(apply.view(n, 1, 1, 1), warp(images, theta, black), images)
+            out = warp(out, affine_theta(self.cfg, n, x.device, generator, apply), black)
         if name in ("noise", "noise_affine"):
-            noisy = images + torch.randn(images.shape, device=x.device, generator=generator) * self.cfg.sigma
+            out = out + torch.randn(out.shape, device=x.device, generator=generator) * self.cfg.sigma
             if self.cfg.clamp:
-                noisy = noisy.clamp(black, self._channels(self.white, x))
-            images = torch.where(apply.view(n, 1, 1, 1), noisy, images)  # only the images drawn by p
+                out = out.clamp(black, self._channels(self.white, x))
         if self.transforms is not None:
             mean, std = self._channels(self.mean, x), self._channels(self.std, x)
-            pixels = images * std + mean  # torchvision expects [0, 1] images
             # torchvision draws from torch's global generator: seed it from this augmentation's own stream,
             # and restore it after, so that torchvision neither depends on nor moves anything else's draws
             seed = int(torch.randint(2**62, (1,), device=x.device, generator=generator))
             with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
                 torch.manual_seed(seed)
-                out = self.transforms(pixels)
-            images = torch.where(apply.view(n, 1, 1, 1), (out - mean) / std, images)
-        return images.reshape(x.shape)
+                out = (self.transforms(out * std + mean) - mean) / std  # torchvision expects [0, 1] images
+        return torch.where(apply.view(n, 1, 1, 1), out, images).reshape(x.shape)  # only the images drawn by p
 
 
 def crop(images: torch.Tensor, cfg, generator: torch.Generator, black: torch.Tensor) -> torch.Tensor:
