@@ -128,7 +128,7 @@ class StackedCNN(Stacked):
         self.dropout = StackedDropout(dropout_p, dropout_generators)
         k = len(dropout_p)
         sizes = [shape[0], *cfg.channels]
-        self.blocks = nn.ModuleList(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:]))
+        self.blocks = nn.Sequential(*(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:])))
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
         self.fc = (Block(StackedLinear(k, features, cfg.hidden), None, Activation(cfg.activation), self.dropout)
@@ -139,9 +139,7 @@ class StackedCNN(Stacked):
         """(K, B, C, H, W) -> (K, B, classes); or a shared (N, C, H, W) -> (K, N, classes)."""
         if x.device.type == "cpu":
             return self._member_by_member(x)
-        for b in self.blocks:
-            x = b(x)
-        return head(x, self.avgpool, self.fc, self.classifier)
+        return head(self.blocks(x), self.avgpool, self.fc, self.classifier)
 
     def _member_by_member(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's network on its own batch (or the shared images), the same operations as ``forward`` gives
