@@ -41,7 +41,7 @@ class Augment:
         if name == "crop":
             out = crop(out, self.cfg, generator, black)
         if name in ("affine", "noise_affine"):
-            out = warp(out, affine_theta(self.cfg, n, x.device, generator, apply), black)
+            out = warp(out, affine_theta(self.cfg, n, x.device, generator), black)
         if name in ("noise", "noise_affine"):
             out = out + torch.randn(out.shape, device=x.device, generator=generator) * self.cfg.sigma
             if self.cfg.clamp:
@@ -80,8 +80,8 @@ def crop(images: torch.Tensor, cfg, generator: torch.Generator, black: torch.Ten
     return images
 
 
-def affine_theta(cfg, n: int, device, generator, apply: torch.Tensor) -> torch.Tensor:
-    """Per-image (n, 2, 3) matrices for ``affine_grid``; identity where ``apply`` is False."""
+def affine_theta(cfg, n: int, device, generator) -> torch.Tensor:
+    """Per-image (n, 2, 3) matrices for ``affine_grid`` (drawn for every image; ``Augment`` keeps those drawn by p)."""
 
     def uniform(lo, hi):
         return torch.rand(n, device=device, generator=generator) * (hi - lo) + lo
@@ -89,10 +89,9 @@ def affine_theta(cfg, n: int, device, generator, apply: torch.Tensor) -> torch.T
     angle = uniform(-cfg.degrees, cfg.degrees) * (math.pi / 180)
     scale = uniform(cfg.scale[0], cfg.scale[1])
     shear = uniform(-cfg.shear, cfg.shear) * (math.pi / 180)
+    # normalized coordinates span 2 across the image
     shift = torch.stack([uniform(-cfg.translate, cfg.translate), uniform(-cfg.translate, cfg.translate)], 1) * 2
-    angle, shear = angle * apply, shear * apply  # normalized coordinates span 2 across the image
-    scale = torch.where(apply, scale, torch.ones_like(scale))
-    return theta_from(angle, scale, shear, shift * apply.unsqueeze(1))
+    return theta_from(angle, scale, shear, shift)
 
 
 def theta_from(angle: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
