@@ -116,15 +116,13 @@ def warp(images: torch.Tensor, theta: torch.Tensor, background: float) -> torch.
 
 def torchvision_transforms(cfg):
     try:
-        import torchvision  # noqa: F401  (only for augmentation=torchvision)
+        from torchvision.transforms import v2  # only for augmentation=torchvision
     except Exception as e:  # ImportError, or RuntimeError from a torchvision built for another torch
         raise UserError(
             f"augmentation=torchvision needs torchvision, which cannot be imported here "
             f"({cause(e)}); install a torchvision built for "
             "your torch, or use augmentation=noise, affine or noise_affine (on the device, no torchvision)"
         ) from None
-    from torchvision.transforms import v2
-
     try:
         return v2.Compose([instantiate(t, _execution_whitelist_=("torchvision.transforms.*",)) for t in cfg.transforms])
     except Exception as e:  # a misspelled class or argument
