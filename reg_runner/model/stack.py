@@ -106,7 +106,7 @@ class Stacked(nn.Module):
 
 # a scheme's draw of a weight ``w`` from generator ``g``; ``nl``: the activation whose gain it takes
 DRAWS = {
-    "default": lambda w, nl, g: nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g),  # and a uniform bias
+    "default": lambda w, nl, g: nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g),  # bias: initialize_with
     "xavier_uniform": lambda w, nl, g: nn.init.xavier_uniform_(w, generator=g),
     "xavier_normal": lambda w, nl, g: nn.init.xavier_normal_(w, generator=g),
     "kaiming_uniform": lambda w, nl, g: nn.init.kaiming_uniform_(w, nonlinearity=nl, generator=g),
