@@ -12,7 +12,6 @@ Scale = rule(list, lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and al
 Transforms = rule(list[Any], lambda v: isinstance(v, list) and v and all(
     isinstance(t, dict) and isinstance(t.get("_target_"), str) for t in v),
                   "a non-empty list of transforms, each with a _target_ (torchvision.transforms.v2.*)")
-Sigma = number(0)
 
 
 class Option(Group):
@@ -31,7 +30,7 @@ class Augmented(Option):
 
 class Noise(Augmented):
     name: Literal["noise"]
-    sigma: Sigma
+    sigma: number(0)
     """noise std, in normalized pixel units"""
     clamp: Bool
     """back to the range of real pixels"""
@@ -49,12 +48,8 @@ class Affine(Augmented):
     """shear uniform in ±shear degrees"""
 
 
-class NoiseAffine(Affine):
+class NoiseAffine(Noise, Affine):  # the affine keys, then the noise's
     name: Literal["noise_affine"]
-    sigma: Sigma
-    """noise std, in normalized pixel units"""
-    clamp: Bool
-    """clamp back to the range of real pixels"""
 
 
 class Crop(Augmented):

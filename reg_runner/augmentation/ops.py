@@ -37,28 +37,24 @@ class Augment:
         n = len(x)
         apply = torch.rand(n, device=x.device, generator=generator) < self.cfg.p
         images = x.reshape(n, *self.shape)
-        black, name = self._channels(self.black, x), self.cfg.name
+        out, black, name = images, self._channels(self.black, x), self.cfg.name
         if name == "crop":
-            images = torch.where(apply.view(n, 1, 1, 1), crop(images, self.cfg, generator, black), images)
+            out = crop(out, self.cfg, generator, black)
         if name in ("affine", "noise_affine"):
-            theta = affine_theta(self.cfg, n, x.device, generator, apply)
-            images = torch.where(apply.view(n, 1, 1, 1), warp(images, theta, black), images)
+            out = warp(out, affine_theta(self.cfg, n, x.device, generator), black)
         if name in ("noise", "noise_affine"):
-            noisy = images + torch.randn(images.shape, device=x.device, generator=generator) * self.cfg.sigma
+            out = out + torch.randn(out.shape, device=x.device, generator=generator) * self.cfg.sigma
             if self.cfg.clamp:
-                noisy = noisy.clamp(black, self._channels(self.white, x))
-            images = torch.where(apply.view(n, 1, 1, 1), noisy, images)  # only the images drawn by p
+                out = out.clamp(black, self._channels(self.white, x))
         if self.transforms is not None:
             mean, std = self._channels(self.mean, x), self._channels(self.std, x)
-            pixels = images * std + mean  # torchvision expects [0, 1] images
             # torchvision draws from torch's global generator: seed it from this augmentation's own stream,
             # and restore it after, so that torchvision neither depends on nor moves anything else's draws
             seed = int(torch.randint(2**62, (1,), device=x.device, generator=generator))
             with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
                 torch.manual_seed(seed)
-                out = self.transforms(pixels)
-            images = torch.where(apply.view(n, 1, 1, 1), (out - mean) / std, images)
-        return images.reshape(x.shape)
+                out = (self.transforms(out * std + mean) - mean) / std  # torchvision expects [0, 1] images
+        return torch.where(apply.view(n, 1, 1, 1), out, images).reshape(x.shape)  # only the images drawn by p
 
 
 def crop(images: torch.Tensor, cfg, generator: torch.Generator, black: torch.Tensor) -> torch.Tensor:
@@ -84,8 +80,8 @@ def crop(images: torch.Tensor, cfg, generator: torch.Generator, black: torch.Ten
     return images
 
 
-def affine_theta(cfg, n: int, device, generator, apply: torch.Tensor) -> torch.Tensor:
-    """Per-image (n, 2, 3) matrices for ``affine_grid``; identity where ``apply`` is False."""
+def affine_theta(cfg, n: int, device, generator) -> torch.Tensor:
+    """Per-image (n, 2, 3) matrices for ``affine_grid`` (drawn for every image; ``Augment`` keeps those drawn by p)."""
 
     def uniform(lo, hi):
         return torch.rand(n, device=device, generator=generator) * (hi - lo) + lo
@@ -93,10 +89,9 @@ def affine_theta(cfg, n: int, device, generator, apply: torch.Tensor) -> torch.T
     angle = uniform(-cfg.degrees, cfg.degrees) * (math.pi / 180)
     scale = uniform(cfg.scale[0], cfg.scale[1])
     shear = uniform(-cfg.shear, cfg.shear) * (math.pi / 180)
+    # normalized coordinates span 2 across the image
     shift = torch.stack([uniform(-cfg.translate, cfg.translate), uniform(-cfg.translate, cfg.translate)], 1) * 2
-    angle, shear = angle * apply, shear * apply  # normalized coordinates span 2 across the image
-    scale = torch.where(apply, scale, torch.ones_like(scale))
-    return theta_from(angle, scale, shear, shift * apply.unsqueeze(1))
+    return theta_from(angle, scale, shear, shift)
 
 
 def theta_from(angle: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -121,15 +116,13 @@ def warp(images: torch.Tensor, theta: torch.Tensor, background: float) -> torch.
 
 def torchvision_transforms(cfg):
     try:
-        import torchvision  # noqa: F401  (only for augmentation=torchvision)
+        from torchvision.transforms import v2  # only for augmentation=torchvision
     except Exception as e:  # ImportError, or RuntimeError from a torchvision built for another torch
         raise UserError(
             f"augmentation=torchvision needs torchvision, which cannot be imported here "
             f"({cause(e)}); install a torchvision built for "
             "your torch, or use augmentation=noise, affine or noise_affine (on the device, no torchvision)"
         ) from None
-    from torchvision.transforms import v2
-
     try:
         return v2.Compose([instantiate(t, _execution_whitelist_=("torchvision.transforms.*",)) for t in cfg.transforms])
     except Exception as e:  # a misspelled class or argument

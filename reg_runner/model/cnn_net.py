@@ -112,12 +112,12 @@ class StackedConvBlock(nn.Module):
         pool = None if self.pool is None else lambda h: self.pool(h.flatten(0, 1), 2).unflatten(0, h.shape[:2])
         return block(x, self.conv, self.norm, self.act, pool, self.dropout, self.pool_first)
 
-    def member(self, k: int, x: torch.Tensor, weight, bias, gain, shift, dropout: StackedDropout) -> torch.Tensor:
+    def member(self, k: int, x: torch.Tensor, weight, bias, gain, shift) -> torch.Tensor:
         """Member k's block on its own tensor, with its slices of the stacked tensors."""
         norm = None if self.norm is None else lambda h: self.norm.member(k, h, gain, shift)
         pool = None if self.pool is None else lambda h: self.pool(h, 2)
         return block(x, lambda h: F.conv2d(h, weight, bias, padding=self.conv.padding), norm, self.act.member, pool,
-                     lambda h: dropout.member(k, h), self.pool_first)
+                     lambda h: self.dropout.member(k, h), self.pool_first)
 
 
 class StackedCNN(Stacked):
@@ -128,7 +128,7 @@ class StackedCNN(Stacked):
         self.dropout = StackedDropout(dropout_p, dropout_generators)
         k = len(dropout_p)
         sizes = [shape[0], *cfg.channels]
-        self.blocks = nn.ModuleList(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:]))
+        self.blocks = nn.Sequential(*(StackedConvBlock(k, a, b, cfg, self.dropout) for a, b in zip(sizes, sizes[1:])))
         self.avgpool = cfg.head == "avgpool"
         features = cfg.features(shape)
         self.fc = (Block(StackedLinear(k, features, cfg.hidden), None, Activation(cfg.activation), self.dropout)
@@ -139,9 +139,7 @@ class StackedCNN(Stacked):
         """(K, B, C, H, W) -> (K, B, classes); or a shared (N, C, H, W) -> (K, N, classes)."""
         if x.device.type == "cpu":
             return self._member_by_member(x)
-        for b in self.blocks:
-            x = b(x)
-        return head(x, self.avgpool, self.fc, self.classifier)
+        return head(self.blocks(x), self.avgpool, self.fc, self.classifier)
 
     def _member_by_member(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's network on its own batch (or the shared images), the same operations as ``forward`` gives
@@ -157,7 +155,7 @@ class StackedCNN(Stacked):
         act, logits = self.fc.post[0] if self.fc else None, []  # the hidden layer's activation (it has no norm)
         for i, h in enumerate(inputs):
             for b, (w, bias, gain, shift) in zip(self.blocks, layers):
-                h = b.member(i, h, w[i], bias[i], gain[i], shift[i], self.dropout)
+                h = b.member(i, h, w[i], bias[i], gain[i], shift[i])
             fc = None if self.fc is None else lambda h: self.dropout.member(i, act.member(
                 torch.addmm(top[0][1][i], h, top[0][0][i].t())))
             logits.append(head(h, self.avgpool, fc, lambda h: torch.addmm(top[-1][1][i], h, top[-1][0][i].t())))

@@ -61,14 +61,11 @@ class StackedMLP(Stacked):
         super().__init__(cfg, shape, n_classes)
         self.dropout = StackedDropout(dropout_p, dropout_generators)
         k, w, first = len(dropout_p), cfg.widths(math.prod(shape)), cfg.norm_position == "before_activation"
-        self.blocks = nn.ModuleList(
+        self.blocks = nn.Sequential(*(
             Block(StackedLinear(k, a, b), StackedNorm(cfg.norm, k, b) if cfg.norm != "none" else None,
-                  Activation(cfg.activation), self.dropout, first, cfg.residual and a == b) for a, b in zip(w, w[1:]))
+                  Activation(cfg.activation), self.dropout, first, cfg.residual and a == b) for a, b in zip(w, w[1:])))
         self.classifier = StackedLinear(k, w[-1], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, *shape) -> (K, B, classes); or a shared (N, *shape) -> (K, N, classes)."""
-        x = x.flatten(x.dim() - len(self.shape))
-        for block in self.blocks:
-            x = block(x)
-        return self.classifier(x)
+        return self.classifier(self.blocks(x.flatten(x.dim() - len(self.shape))))

@@ -92,24 +92,21 @@ class Stacked(nn.Module):
         from ``generator`` alone. ``default`` is PyTorch's ``reset_parameters``; the others zero the bias and take the
         gain of ``activation`` where torch knows it, else ReLU's."""
         nonlinearity = activation if activation in ("relu", "leaky_relu", "tanh", "sigmoid") else "relu"
-        modules = {id(p): m for m in self.modules() for p in m.parameters(recurse=False)}
-        for weight in self.weights().values():
-            layer = modules[id(weight)]
+        for name in self.weight_names.values():
+            layer = self.get_submodule(name.rpartition(".")[0])  # the module whose weight it is
             w, b = layer.weight[k], layer.bias[k] if getattr(layer, "bias", None) is not None else None
-            if scheme == "default":  # nn.Linear's and nn.Conv2d's reset_parameters
-                nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
-                if b is not None:
-                    fan_in = w[0].numel()  # inputs x kernel size: what one output sees
-                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-                    nn.init.uniform_(b, -bound, bound, generator=generator)
-                continue
             DRAWS[scheme](w, nonlinearity, generator)
-            if b is not None:
+            if b is not None and scheme == "default":  # nn.Linear's and nn.Conv2d's reset_parameters
+                fan_in = w[0].numel()  # inputs x kernel size: what one output sees
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                nn.init.uniform_(b, -bound, bound, generator=generator)
+            elif b is not None:
                 nn.init.zeros_(b)
 
 
 # a scheme's draw of a weight ``w`` from generator ``g``; ``nl``: the activation whose gain it takes
 DRAWS = {
+    "default": lambda w, nl, g: nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g),  # bias: initialize_with
     "xavier_uniform": lambda w, nl, g: nn.init.xavier_uniform_(w, generator=g),
     "xavier_normal": lambda w, nl, g: nn.init.xavier_normal_(w, generator=g),
     "kaiming_uniform": lambda w, nl, g: nn.init.kaiming_uniform_(w, nonlinearity=nl, generator=g),
