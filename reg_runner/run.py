@@ -22,9 +22,8 @@ from reg_runner.records import RunFolder
 from reg_runner.seeding import deterministic, resolve_seed
 from reg_runner.signals import STOP, in_worker
 from reg_runner.trainer.trial import Pruning
-from reg_runner.trainer.engine import Engine
+from reg_runner.trainer.engine import Engine, warn_if_slow
 from reg_runner.trainer.listeners import Progress, Records
-from reg_runner.trainer.precision import warn_if_slow
 
 log = logging.getLogger(__name__)
 
