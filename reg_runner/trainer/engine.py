@@ -62,11 +62,6 @@ class Engine:
         self.interrupted = False
         self.longest = None  # the longest epoch so far, in seconds
 
-    def member_weights(self, k: int) -> dict[str, torch.Tensor]:
-        """Member k's slices of the weight layers' weights, by layer name."""
-        index = {id(p): i for i, p in enumerate(self.params)}
-        return {name: self.members[k].proxies[index[id(w)]] for name, w in self.model.weights().items()}
-
     def tell(self, hook: str, *args) -> None:
         """Each listener's ``hook`` (``start``, ``epoch``, ``member_end``, ``close``), where it has one."""
         for listener in self.listeners:
@@ -95,8 +90,9 @@ class Engine:
     def epoch(self) -> None:
         members = self.members
         numbers = [m.state.epoch + 1 for m in members]
-        watchers = {k: probe.StepWatcher(self.member_weights(k)) for k, m in enumerate(members)
-                    if self.detail(m, numbers[k])}
+        index = {id(p): i for i, p in enumerate(self.params)}  # a weight's member slice: proxies[index[id(weight)]]
+        watchers = {k: probe.StepWatcher({name: m.proxies[index[id(w)]] for name, w in self.model.weights().items()})
+                    for k, m in enumerate(members) if self.detail(m, numbers[k])}
         began = time.perf_counter()
         stop = self.longest is None or self.longest > QUICK_EPOCH  # a signal may give the epoch up
         if stop:  # where the epoch's start is, to go back to
@@ -189,8 +185,7 @@ class Engine:
                     self.penalty.add_gradients(params)
                 last = i == n_batches - 1
                 for k, m in enumerate(members):
-                    m.take_gradients(params, k)
-                    m.step(watchers.get(k) if last else None)
+                    m.step(params, k, watchers.get(k) if last else None)
                 model.zero_grad(set_to_none=True)
             losses.append(data_loss.detach() * b)
             corrects.append((logits.detach().argmax(2) == y).sum(1))
