@@ -108,8 +108,7 @@ class Member:
                     state.stale_evals += 1
                     if state.stale_evals >= es.patience:
                         state.status, state.stopped_at = "early_stopped", epoch
-        monitor = self.schedule.monitor
-        self.schedule.after_epoch(row[monitor] if (row and monitor) else None)
+        self.schedule.after_epoch(row)
         if state.status == "running" and epoch >= t.epochs:
             state.status = "completed"
 
