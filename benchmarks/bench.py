@@ -297,7 +297,7 @@ def main() -> None:
     stack_sizes = args.stacks
     from omegaconf import OmegaConf
 
-    from reg_runner.trainer.precision import bf16_unsupported
+    from reg_runner.trainer.engine import bf16_unsupported
     from reg_runner.device import resolve as resolve_device
 
     eval_batch_size = OmegaConf.load(HERE.parent / "conf" / "trainer" / "default.yaml").eval_batch_size

@@ -22,9 +22,8 @@ from reg_runner.records import RunFolder
 from reg_runner.seeding import deterministic, resolve_seed
 from reg_runner.signals import STOP, in_worker
 from reg_runner.trainer.trial import Pruning
-from reg_runner.trainer.engine import Engine
-from reg_runner.trainer.listeners import Clock, Progress, Records
-from reg_runner.trainer.precision import warn_if_slow
+from reg_runner.trainer.engine import Engine, warn_if_slow
+from reg_runner.trainer.listeners import Progress, Records
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         listeners = [pruning] if pruning.active else []
         # TensorBoard before Records: an epoch's events are written (and flushed at a checkpoint) before its
         # checkpoint, so a kill between the two never loses them
-        listeners += [tensorboard, Records(data.info, n_params, Clock(t0), built.resumed),
+        listeners += [tensorboard, Records(data.info, n_params, t0, built.resumed),
                       Progress(show, tc.epochs, min(m.state.epoch for m in members))]
         engine = Engine(built.model, data, members, listeners, detail=tensorboard.wants_histograms)
         seeds = ", ".join(str(m.seed) for m in members)

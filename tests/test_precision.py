@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from reg_runner.trainer.precision import EvalPrecision
+from reg_runner.trainer.engine import EvalPrecision
 
 NORMS = "none,batchnorm,layernorm"
 

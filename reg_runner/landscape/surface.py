@@ -8,8 +8,7 @@ import torch
 
 from reg_runner.assembly import stacked as build
 from reg_runner.model import stack
-from reg_runner.trainer.engine import evaluate, host_means
-from reg_runner.trainer.precision import EvalPrecision
+from reg_runner.trainer.engine import EvalPrecision, evaluate, host_means
 
 CHUNK = 64  # networks per stack: (64, 2048, 100) activations, about 50 MB per layer of the MLP
 EVAL_BATCH = 2048

@@ -58,10 +58,19 @@ class Cosine(Warmup):
     """the lr at the end; at most optimizer.lr"""
 
 
-class OneCycle(Warmup):
-    name: Literal["onecycle"]
+class Cycle(Warmup):  # the keys of onecycle and cyclic (PER_BATCH)
     max_lr: optional(LearningRate)
     """null: optimizer.lr"""
+    cycle_momentum: Bool
+    """cycle momentum (or beta1) inversely to the lr, between the two below"""
+    base_momentum: Fraction01
+    """the lowest momentum of the cycle (at the highest lr); read only with cycle_momentum"""
+    max_momentum: Fraction01
+    """the highest momentum of the cycle (at the lowest lr); read only with cycle_momentum"""
+
+
+class OneCycle(Cycle):
+    name: Literal["onecycle"]
     pct_start: number(0, 1, lo_open=True, hi_open=True)
     """of the steps spent going up"""
     anneal_strategy: one_of("cos", "linear")
@@ -70,32 +79,18 @@ class OneCycle(Warmup):
     """starts at max_lr / div_factor"""
     final_div_factor: number(1)
     """ends at max_lr / (div_factor * final_div_factor)"""
-    cycle_momentum: Bool
-    """cycle momentum (or beta1) inversely to the lr, between the two below"""
-    base_momentum: Fraction01
-    """the lowest momentum of the cycle (at the highest lr); read only with cycle_momentum"""
-    max_momentum: Fraction01
-    """the highest momentum of the cycle (at the lowest lr); read only with cycle_momentum"""
 
 
-class Cyclic(Warmup):
+class Cyclic(Cycle):
     name: Literal["cyclic"]
     base_lr: optional(LearningRate)
     """null: optimizer.lr / 10"""
-    max_lr: optional(LearningRate)
-    """null: optimizer.lr"""
     step_size_up_epochs: number(0, lo_open=True)
     """half a cycle, in epochs (at least one optimizer step)"""
     mode: one_of("triangular", "triangular2", "exp_range")
     """triangular: constant amplitude; triangular2: halved each cycle; exp_range: times gamma per step"""
     gamma: Decay
     """exp_range's decay per step; read only with mode=exp_range"""
-    cycle_momentum: Bool
-    """cycle momentum (or beta1) inversely to the lr, between the two below"""
-    base_momentum: Fraction01
-    """the lowest momentum of the cycle (at the highest lr); read only with cycle_momentum"""
-    max_momentum: Fraction01
-    """the highest momentum of the cycle (at the lowest lr); read only with cycle_momentum"""
 
 
 class Plateau(Warmup):

@@ -41,13 +41,13 @@ class Schedule:
         if self.per_batch:
             self._step()
 
-    def after_epoch(self, metric: float | None) -> None:
-        """``metric``: the monitored value if this epoch was evaluated, else None."""
+    def after_epoch(self, row: dict | None) -> None:
+        """``row``: the epoch's history row if it was evaluated, else None."""
         if self.per_batch:
             return
         if self.plateau is not None and self.steps >= self.warmup_steps:
-            if metric is not None:
-                self.plateau.step(metric)
+            if row is not None:
+                self.plateau.step(row[self.monitor])
             return
         self._step()
 

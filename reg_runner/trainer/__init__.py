@@ -7,8 +7,6 @@ from typing import Annotated
 from reg_runner.keys import DETAIL, SETTING, STRUCTURAL
 from reg_runner.schema import Bool, Group, Monitor, NonNegative, Positive, integer, one_of, optional, rule
 
-PRECISIONS = ("fp32", "bf16")
-
 
 class EarlyStopping(Group):
     enabled: Bool
@@ -30,7 +28,7 @@ class TrainerConfig(Group):
     """evaluate every this many epochs, and at the last"""
     eval_batch_size: Annotated[integer(1), STRUCTURAL, SETTING]
     """images per forward pass in evaluation (memory, not results)"""
-    eval_precision: Annotated[one_of(*PRECISIONS), STRUCTURAL]
+    eval_precision: Annotated[one_of("fp32", "bf16"), STRUCTURAL]
     """fp32, or bf16: evaluation under bfloat16 autocast (training stays float32)"""
     accumulate: Annotated[integer(1), STRUCTURAL]
     """micro-batches per optimizer step, at most the batches of an epoch"""

@@ -12,6 +12,8 @@ taken longer than ``QUICK_EPOCH``, every member's state is copied as each epoch 
 epoch at the next training step or evaluation batch, every member back at that copy (docs/reliability.md).
 """
 
+import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,8 +24,8 @@ import torch.nn.functional as F
 from reg_runner.logging import probe
 from reg_runner.reg.penalty import Penalties
 from reg_runner.signals import STOP
-from reg_runner.trainer.precision import EvalPrecision
 
+log = logging.getLogger(__name__)
 QUICK_EPOCH = 0.5  # seconds: a signal waits for the end of an epoch no longer than this (no copy of the state)
 CHUNK = 16384  # columns per row reduction: below torch's grain size, so a row's sum never depends on K
 
@@ -60,11 +62,6 @@ class Engine:
         self.interrupted = False
         self.longest = None  # the longest epoch so far, in seconds
 
-    def member_weights(self, k: int) -> dict[str, torch.Tensor]:
-        """Member k's slices of the weight layers' weights, by layer name."""
-        index = {id(p): i for i, p in enumerate(self.params)}
-        return {name: self.members[k].proxies[index[id(w)]] for name, w in self.model.weights().items()}
-
     def tell(self, hook: str, *args) -> None:
         """Each listener's ``hook`` (``start``, ``epoch``, ``member_end``, ``close``), where it has one."""
         for listener in self.listeners:
@@ -93,8 +90,9 @@ class Engine:
     def epoch(self) -> None:
         members = self.members
         numbers = [m.state.epoch + 1 for m in members]
-        watchers = {k: probe.StepWatcher(self.member_weights(k)) for k, m in enumerate(members)
-                    if self.detail(m, numbers[k])}
+        index = {id(p): i for i, p in enumerate(self.params)}  # a weight's member slice: proxies[index[id(weight)]]
+        watchers = {k: probe.StepWatcher({name: m.proxies[index[id(w)]] for name, w in self.model.weights().items()})
+                    for k, m in enumerate(members) if self.detail(m, numbers[k])}
         began = time.perf_counter()
         stop = self.longest is None or self.longest > QUICK_EPOCH  # a signal may give the epoch up
         if stop:  # where the epoch's start is, to go back to
@@ -187,8 +185,7 @@ class Engine:
                     self.penalty.add_gradients(params)
                 last = i == n_batches - 1
                 for k, m in enumerate(members):
-                    m.take_gradients(params, k)
-                    m.step(watchers.get(k) if last else None)
+                    m.step(params, k, watchers.get(k) if last else None)
                 model.zero_grad(set_to_none=True)
             losses.append(data_loss.detach() * b)
             corrects.append((logits.detach().argmax(2) == y).sum(1))
@@ -199,6 +196,48 @@ class Engine:
 
     def evaluate(self, split, entropy: bool = False, stop: bool = False) -> dict:
         return evaluate(self.model, split, self.tc.eval_batch_size, self.precision, entropy, stop)
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def bf16_unsupported(device: torch.device) -> str | None:
+    """Why bfloat16 matmuls would not be fast on ``device``, or None when they are."""
+    if device.type == "cuda":
+        return None if torch.cuda.is_bf16_supported(including_emulation=False) else "this GPU has no bf16 units"
+    if device.type == "cpu":
+        checks = [check for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+                  if (check := getattr(torch.cpu, name, None)) is not None]
+        if not checks or any(check() for check in checks):
+            return None  # fast, or this torch cannot tell (let the user judge)
+        return "this CPU has neither AVX512-BF16 nor AMX: bf16 matmuls are emulated, slower than float32"
+    return f"bf16 evaluation is not measured on {device.type}"
+
+
+def warn_if_slow(precision: str, device: torch.device) -> None:
+    if PRECISIONS[precision] is not None and (reason := bf16_unsupported(device)):
+        log.warning("trainer.eval_precision=%s: %s", precision, reason)
+
+
+class EvalPrecision:
+    """The autocast context and the low-precision input copies for evaluation at ``precision``: float32, or
+    ``trainer.eval_precision=bf16``, under autocast on a bfloat16 copy of the validation and test inputs, made once.
+    Training stays float32, so only the reported val and test numbers move (docs/speed.md, "bf16 evaluation")."""
+
+    def __init__(self, precision: str):
+        self.dtype = PRECISIONS[precision]
+        self._inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the evaluation dtype, converted once per tensor (the val and test sets)."""
+        if self.dtype is not None and id(x) not in self._inputs:
+            self._inputs[id(x)] = (x, x.to(self.dtype))  # keeps x alive, so its id stays its own
+        return x if self.dtype is None else self._inputs[id(x)][1]
+
+    def autocast(self, device: torch.device):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
 
 
 @torch.inference_mode()

@@ -11,32 +11,6 @@ from reg_runner.model import measures
 from reg_runner.records import RunFolder
 
 
-class Clock:
-    """The timing a member's metrics.json records."""
-
-    def __init__(self, t0: float):
-        self.t0, self.t_train = t0, time.perf_counter()
-        self.t_loop = self.loop_started_at = None
-
-    def loop_started(self) -> None:
-        self.loop_started_at, self.t_loop = time.time(), time.perf_counter()
-
-    def timing(self, member) -> dict:
-        now, before = time.perf_counter(), member.extra.get("timing_before", {})
-        first = member.extra.get("first_epoch", 0)
-        loop = now - self.t_loop if self.t_loop is not None else 0.0
-        return dict(
-            wall_s=before.get("wall_s", 0.0) + now - self.t0,
-            train_s=before.get("train_s", 0.0) + now - self.t_train,  # the loop, with what is written before and after
-            loop_s=before.get("loop_s", 0.0) + loop,  # the epochs alone, with their logging and checkpoints
-            epochs_per_s=(member.state.epoch - first) / loop if loop and member.state.epoch > first else None,
-            resumed_at=before.get("resumed_at", []) + ([first] if member.extra.get("resumed") else []),
-            # unix time this process began its first epoch: with the launch time, the start-up cost
-            loop_started_at=self.loop_started_at,
-            stack_size=member.extra.get("stack_size", 1),  # the runs trained together in this process
-        )
-
-
 class Records:
     """Each member's folder: ``last.pt`` (and ``best.pt`` when the best epoch moved), then history.csv,
     then metrics.json, at epoch 0, every ``trainer.checkpoint_every`` epochs and when the member ends.
@@ -44,11 +18,13 @@ class Records:
     the checkpoint does not hold. history.csv also follows each evaluation in between (a resumed run
     rewrites it from its checkpoint's rows: each epoch once)."""
 
-    def __init__(self, data_info: dict, n_params: int, clock: Clock, resumed: set):
-        self.data_info, self.n_params, self.clock, self.resumed = data_info, n_params, clock, resumed
+    def __init__(self, data_info: dict, n_params: int, t0: float, resumed: set):
+        self.data_info, self.n_params, self.resumed = data_info, n_params, resumed
+        self.t0, self.t_train = t0, time.perf_counter()  # wall_s counts from t0, train_s from now
+        self.t_loop = self.loop_started_at = None
 
     def start(self, engine) -> None:
-        self.clock.loop_started()
+        self.loop_started_at, self.t_loop = time.time(), time.perf_counter()
         self.flops = measures.flops_per_image(engine.members[0].cfg.model, engine.data.shape, engine.data.n_classes)
         self.weights = list(engine.model.weight_names.values())  # the weight layers' parameters, by state_dict name
         for k, m in enumerate(engine.members):
@@ -71,7 +47,7 @@ class Records:
         self.record(engine, k, member)
 
     def record(self, engine, k: int, m) -> None:
-        folder, timing = RunFolder(m.run_dir), self.clock.timing(m)
+        folder, timing = RunFolder(m.run_dir), self.timing(m)
         folder.save_checkpoint(folder.last, m.checkpoint(engine.model.member_state(k), timing))
         state = m.state
         if state.best_snapshot is not None and state.best["epoch"] != m.extra["saved_best"]:
@@ -81,6 +57,22 @@ class Records:
         best = state.best_snapshot["model"] if state.best_snapshot is not None else None
         size = dict(flops_per_image=self.flops, near_zero=measures.near_zero(best, self.weights) if best else None)
         folder.write_metrics(m.metrics(self.data_info, self.n_params, timing, size))
+
+    def timing(self, member) -> dict:
+        """The timing a member's metrics.json records."""
+        now, before = time.perf_counter(), member.extra.get("timing_before", {})
+        first = member.extra.get("first_epoch", 0)
+        loop = now - self.t_loop if self.t_loop is not None else 0.0
+        return dict(
+            wall_s=before.get("wall_s", 0.0) + now - self.t0,
+            train_s=before.get("train_s", 0.0) + now - self.t_train,  # the loop, with what is written before and after
+            loop_s=before.get("loop_s", 0.0) + loop,  # the epochs alone, with their logging and checkpoints
+            epochs_per_s=(member.state.epoch - first) / loop if loop and member.state.epoch > first else None,
+            resumed_at=before.get("resumed_at", []) + ([first] if member.extra.get("resumed") else []),
+            # unix time this process began its first epoch: with the launch time, the start-up cost
+            loop_started_at=self.loop_started_at,
+            stack_size=member.extra.get("stack_size", 1),  # the runs trained together in this process
+        )
 
 
 class Progress:

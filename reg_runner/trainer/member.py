@@ -71,12 +71,11 @@ class Member:
         self.proxies = proxies
         self._index = {id(p): i for i, p in enumerate(proxies)}
 
-    def take_gradients(self, params: list[torch.Tensor], k: int) -> None:
+    def step(self, params: list[torch.Tensor], k: int, watcher=None) -> None:
+        """Take slice k of the stacked ``params``' gradients, clip (per member), step the optimizer, step a per-batch
+        schedule; ``watcher`` sees the step."""
         for proxy, p in zip(self.proxies, params):
             proxy.grad = p.grad[k] if p.grad is not None else None
-
-    def step(self, watcher=None) -> None:
-        """Clip (per member), step the optimizer, step a per-batch schedule; ``watcher`` sees the step."""
         if watcher is not None:
             watcher.before_step()  # the gradient as computed, before any clipping
         if self.cfg.trainer.grad_clip is not None:
@@ -109,8 +108,7 @@ class Member:
                     state.stale_evals += 1
                     if state.stale_evals >= es.patience:
                         state.status, state.stopped_at = "early_stopped", epoch
-        monitor = self.schedule.monitor
-        self.schedule.after_epoch(row[monitor] if (row and monitor) else None)
+        self.schedule.after_epoch(row)
         if state.status == "running" and epoch >= t.epochs:
             state.status = "completed"
 
