@@ -2,7 +2,7 @@
 
 import csv
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -67,8 +67,13 @@ def _not_blank(path: Path) -> None:
 @pytest.mark.slow  # a search, then every figure of its analysis
 def test_the_report_draws_the_search_and_tables_its_trials(search, tmp_path):
     sweep, study = search
-    proc = subprocess.run([sys.executable, "-m", "reg_runner.report", str(sweep), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    from conftest import call_in_process
+
+    from reg_runner.report import main
+
+    # through the report's main in this process (the real command draws in tests/test_interrupts.py)
+    proc = call_in_process(lambda: sys.exit(main()), ["python -m reg_runner.report", str(sweep), "--out", str(tmp_path)],
+                           tmp_path, dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("importances", "parallel_coordinates", "optimization_history", "slices", "intermediate_values"):
         _not_blank(tmp_path / f"{name}.png")

@@ -83,8 +83,9 @@ def test_a_run_into_a_folder_of_another_kind_is_refused(folders, capsys):
     cli = folders["cli"]
     for kind, key in ((kinds.LR_FIND, "hydra.run.dir"), (kinds.LANDSCAPE, "hydra.run.dir")):
         before = snapshot(folders[kind])
-        # the first through the real CLI, the second through its entry point in this process
-        proc = cli("trainer.epochs=1", run_dir=folders[kind], check=False, in_process=kind == kinds.LANDSCAPE)
+        # through the command's entry point in this process (the real CLI's refusals of a folder of another kind:
+        # test_the_real_cli_refuses_a_folder_of_another_kind)
+        proc = cli("trainer.epochs=1", run_dir=folders[kind], check=False)
         assert proc.returncode == 2 and f"is {kinds.WHAT[kind]}; choose another {key}" in proc.stderr, proc.stderr
         assert snapshot(folders[kind]) == before
     before = snapshot(folders["run"])
