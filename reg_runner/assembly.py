@@ -96,11 +96,10 @@ def assemble(jobs: list[Job], on_data=lambda data: None) -> Assembly:
         checkpoint = job.checkpoint
         if checkpoint is None:
             m.cfg.model.initialize(model, k, m.gens["init"])
+        elif not holds_network(m.cfg.model, data.shape, data.n_classes, checkpoint["model"]):
+            raise UserError(f"{m.run_dir}/checkpoints/last.pt does not hold this run's network (its weights' names or "
+                            "shapes differ from the config's): it is damaged or another run's; start the run again")
         else:
-            if not holds_network(m.cfg.model, data.shape, data.n_classes, checkpoint["model"]):
-                raise UserError(f"{m.run_dir}/checkpoints/last.pt does not hold this run's network (its weights' names "
-                                "or shapes differ from the config's): it is damaged or another run's; start the run "
-                                "again")
             model.load_member_state(k, checkpoint["model"])
         m.attach(params, k)
         m.extra["stack_size"] = len(members)
