@@ -99,8 +99,7 @@ def check_resumable(cfg, folder: RunFolder) -> dict | None:
 def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
     first = jobs[0].settings
     tc = first.trainer
-    built: Assembly | None = None
-    data_info = {}
+    built: Assembly | None = None  # a failed run's record says what it had reached
 
     try:
         device = resolve_device(tc.device)
@@ -109,7 +108,7 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         for job in jobs:
             job.folder.write_environment(device, resumed_at=job.checkpoint["state"]["epoch"] if job.checkpoint else None,
                                          stack=stack, trial=job.trial.describe() if job.trial else None)
-        built = assemble(jobs, on_data=lambda data: data_info.update(data.info))
+        built = assemble(jobs)
         members, data, n_params = built.members, built.data, built.n_parameters
         show = first.logging.progress if first.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
         tensorboard = TensorBoard(data, built.plain, built.resumed)
@@ -134,7 +133,7 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         error = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
         for i, job in enumerate(jobs):
             if built is not None:
-                metrics = built.members[i].metrics(data_info or None, built.n_parameters, {})
+                metrics = built.members[i].metrics(built.data.info or None, built.n_parameters, {})
             else:
                 metrics = dict(status=None, seed=job.recorded["seed"], objective=job.settings.objective, epochs_run=0)
             job.folder.write_metrics(dict(metrics, status="failed", error=error))
