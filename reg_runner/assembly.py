@@ -78,14 +78,13 @@ class Assembly:
         return sum(p[0].numel() for p in self.model.parameters())
 
 
-def assemble(jobs: list[Job], on_data=lambda data: None) -> Assembly:
+def assemble(jobs: list[Job]) -> Assembly:
     """The runs ``jobs`` (checked, of one structure, recorded) as one stack, each member initialized from its seed or
-    restored from its checkpoint. ``on_data(data)``: a run records what it trains on even if what follows fails."""
+    restored from its checkpoint."""
     first = jobs[0].settings
     device = resolve_device(first.trainer.device)
     torch.manual_seed(jobs[0].recorded["seed"])  # torch's global generator, for code outside reg_runner
     data = tensors.load(first.data, device)
-    on_data(data)
     members = [Member(job.settings, job.recorded, job.run_dir, job.recorded["seed"], data, device, job.trial)
                for job in jobs]
     model = stacked([m.cfg.model for m in members], data.shape, data.n_classes, device,
@@ -96,11 +95,10 @@ def assemble(jobs: list[Job], on_data=lambda data: None) -> Assembly:
         checkpoint = job.checkpoint
         if checkpoint is None:
             m.cfg.model.initialize(model, k, m.gens["init"])
+        elif not holds_network(m.cfg.model, data.shape, data.n_classes, checkpoint["model"]):
+            raise UserError(f"{m.run_dir}/checkpoints/last.pt does not hold this run's network (its weights' names or "
+                            "shapes differ from the config's): it is damaged or another run's; start the run again")
         else:
-            if not holds_network(m.cfg.model, data.shape, data.n_classes, checkpoint["model"]):
-                raise UserError(f"{m.run_dir}/checkpoints/last.pt does not hold this run's network (its weights' names "
-                                "or shapes differ from the config's): it is damaged or another run's; start the run "
-                                "again")
             model.load_member_state(k, checkpoint["model"])
         m.attach(params, k)
         m.extra["stack_size"] = len(members)

@@ -99,7 +99,7 @@ def main(argv=None) -> None:
 
         for stack in stacks.values():  # every checkpoint and config before any run trains
             for cfg, run_dir, _ in stack:
-                check_resumable(cfg, run_dir)
+                check_resumable(cfg, RunFolder(run_dir))
         for (_, threads), stack in stacks.items():
             if threads is not None and threads != torch.get_num_threads():  # a CPU run's numbers depend on them
                 log.info("torch threads: %d, as the run trained with (this process had %d)", threads,

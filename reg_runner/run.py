@@ -68,50 +68,37 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
 
 def record(job: Job, resume: bool) -> None:
     """The job's folder made ready and its config recorded (a new run, with the seed it uses), or its checkpoint
-    loaded and its config compared with the one it started with (a resumed run)."""
+    loaded once its config is the one it started with (a resumed run)."""
     folder = job.folder
-    job.checkpoint = folder.load_last() if resume else None
-    if not resume:
+    if resume:
+        job.checkpoint = check_resumable(job.composed, folder)
+    else:
         folder.refuse_existing()
     folder.prepare()
     job.recorded = config_lib.as_data(job.composed)
-    if resume:
-        _same_config(folder, job.recorded, job.checkpoint)
-    else:
+    if not resume:
         job.recorded["seed"] = resolve_seed(job.recorded["seed"])  # the seed actually used is what gets recorded
         folder.write_config(OmegaConf.create(job.recorded))
 
 
-def check_resumable(cfg, run_dir: Path) -> None:
-    """What ``run_stack(..., resume=True)`` checks of a run before it trains: its checkpoint loads and its config
-    is the one it started with (so that among several runs, a damaged one is named before the others train)."""
-    folder = RunFolder(run_dir)
-    _same_config(folder, config_lib.as_data(cfg), folder.load_last())
-
-
-def _same_config(folder: RunFolder, config: dict, checkpoint: dict | None) -> None:
-    """A run resumes with the config it started with (every run checkpoints its epoch 0), or not at all."""
+def check_resumable(cfg, folder: RunFolder) -> dict | None:
+    """The checkpoint the run in ``folder`` resumes from (None: its first epoch), once ``cfg`` is the config it started
+    with (every run checkpoints its epoch 0); ``reg_runner.resume`` checks every run so before any trains."""
+    checkpoint = folder.load_last()
+    config = config_lib.as_data(cfg)
     started = checkpoint["config"] if checkpoint is not None else config
     if started != config:
         key = config_lib.first_difference(started, config)
         raise UserError(f"{folder.config} was edited after the run started ({key}: {dotted.get(started, key)!r} in "
                         f"its checkpoint, {dotted.get(config, key)!r} in the file); a run resumes with the config it "
                         "started with: restore the file")
+    return checkpoint
 
 
 def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
     first = jobs[0].settings
     tc = first.trainer
-    built: Assembly | None = None
-    data_info = {}
-
-    def record_failure(error: str) -> None:
-        for i, job in enumerate(jobs):
-            if built is not None:
-                metrics = built.members[i].metrics(data_info or None, built.n_parameters, {})
-            else:
-                metrics = dict(status=None, seed=job.recorded["seed"], objective=job.settings.objective, epochs_run=0)
-            job.folder.write_metrics(dict(metrics, status="failed", error=error))
+    built: Assembly | None = None  # a failed run's record says what it had reached
 
     try:
         device = resolve_device(tc.device)
@@ -120,7 +107,7 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         for job in jobs:
             job.folder.write_environment(device, resumed_at=job.checkpoint["state"]["epoch"] if job.checkpoint else None,
                                          stack=stack, trial=job.trial.describe() if job.trial else None)
-        built = assemble(jobs, on_data=lambda data: data_info.update(data.info))
+        built = assemble(jobs)
         members, data, n_params = built.members, built.data, built.n_parameters
         show = first.logging.progress if first.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
         tensorboard = TensorBoard(data, built.plain, built.resumed)
@@ -141,8 +128,14 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
                             "(trainer.epochs=%d, trainer.eval_every=%d): early stopping cannot stop it", es.patience,
                             trainer.evaluations, trainer.epochs, trainer.eval_every)
         engine.run()
-    except Exception as e:  # a user's mistake is said as it is; any other error with its type
-        record_failure(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
+    except Exception as e:  # recorded as each run's failure: a user's mistake as it is, any other error with its type
+        error = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        for i, job in enumerate(jobs):
+            if built is not None:
+                metrics = built.members[i].metrics(built.data.info or None, built.n_parameters, {})
+            else:
+                metrics = dict(status=None, seed=job.recorded["seed"], objective=job.settings.objective, epochs_run=0)
+            job.folder.write_metrics(dict(metrics, status="failed", error=error))
         raise
     if engine.interrupted:
         if any(m.state.status == "interrupted" for m in members):

@@ -18,11 +18,9 @@ def batchnorm_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def histogram_epochs(epochs: int, count: int) -> set[int]:
     """``count`` epochs evenly spaced over 1..epochs, first and last included (all epochs if fewer)."""
-    if count <= 0:
-        return set()
     if count == 1:
         return {epochs}
-    return {int(e) for e in np.unique(np.round(np.linspace(1, epochs, min(count, epochs))))}
+    return {round(e) for e in np.linspace(1, epochs, min(count, epochs))}
 
 
 def histogram(values: torch.Tensor, bins: int = 64) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from reg_runner import keys
+from reg_runner import dotted, keys
 from reg_runner.config import KEYS
 from reg_runner.logging import probe
 from reg_runner.model.stack import weight_layers
@@ -36,26 +36,18 @@ def tag(metric: str) -> str:
 def flat_hparams(config: dict) -> dict:
     """What the HParams table shows: the keys that define an experiment (``reg_runner.keys``: not the settings, paths
     or details), then the labels, as text (the dashboard filters on it)."""
-    out = {}
-
-    def walk(prefix: str, value) -> None:
-        if keys.HPARAMS in KEYS.role_of(prefix).left_out_of:
-            return
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}", v)
-        else:
-            if prefix.endswith("._target_"):  # the optimizer's, the model's and the data's class, by its name
-                prefix, value = prefix.removesuffix("._target_"), str(value).rsplit(".", 1)[-1]
-            out[prefix] = value if isinstance(value, (bool, int, float, str)) else str(value)
-
     fields = [key for key, _, _ in keys.fields_of(KEYS.schema)]
-    for key in sorted(fields, key=lambda k: KEYS.role_of(k) is keys.LABEL):  # the labels last
+    labels = [key for key in fields if KEYS.role_of(key) is keys.LABEL]
+    out = {}
+    for key, value in dotted.flat({key: config.get(key) for key in fields if key not in labels}).items():
+        if keys.HPARAMS in KEYS.role_of(key).left_out_of:
+            continue
+        if key.endswith("._target_"):  # the optimizer's, the model's and the data's class, by its name
+            key, value = key.removesuffix("._target_"), str(value).rsplit(".", 1)[-1]
+        out[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    for key in labels:
         value = config.get(key)
-        if KEYS.role_of(key) is not keys.LABEL:
-            walk(key, value)
-        else:
-            out[key] = ", ".join(str(t) for t in value) if isinstance(value, (list, tuple)) else str(value or "")
+        out[key] = ", ".join(str(t) for t in value) if isinstance(value, (list, tuple)) else str(value or "")
     return out
 
 
