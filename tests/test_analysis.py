@@ -72,8 +72,8 @@ def test_the_report_draws_the_search_and_tables_its_trials(search, tmp_path):
     from reg_runner.report import main
 
     # through the report's main in this process (the real command draws in tests/test_interrupts.py)
-    proc = call_in_process(lambda: sys.exit(main()), ["python -m reg_runner.report", str(sweep), "--out", str(tmp_path)],
-                           tmp_path, dict(os.environ))
+    argv = ["python -m reg_runner.report", str(sweep), "--out", str(tmp_path)]
+    proc = call_in_process(lambda: sys.exit(main()), argv, tmp_path, dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("importances", "parallel_coordinates", "optimization_history", "slices", "intermediate_values"):
         _not_blank(tmp_path / f"{name}.png")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, call_in_process, read_metrics, tiny, wait_for_epoch, without_timing, write_presets
+from conftest import ROOT, call_in_process, killable, read_metrics, tiny, wait_for_epoch, without_timing, write_presets
 from omegaconf import OmegaConf
 
 from reg_runner import resume
@@ -38,8 +38,7 @@ def test_a_killed_cnn_run_resumes_to_the_uninterrupted_numbers(cli, tmp_path):
     settings = (*CNN, "optimizer.lr=0.003", "model.dropout=0.2", "augmentation=crop", "trainer.checkpoint_every=5", "trainer.epochs=30")
     whole = cli(*settings, run_dir=tmp_path / "whole").run_dir
     killed = tmp_path / "killed"
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *tiny(*settings), f"hydra.run.dir={killed}"]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = killable([f"data.root={cli.data}", *tiny(*settings), f"hydra.run.dir={killed}"], tmp_path, cli.env)
     try:
         wait_for_epoch(killed, 10, proc)
         proc.send_signal(signal.SIGKILL)

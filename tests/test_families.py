@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (CLI, ROOT, TINY, call_in_process, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny,
+from conftest import (CLI, ROOT, TINY, call_in_process, killable, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny,
                       wait_for_epoch, without_timing)
 
 from reg_runner import resume
@@ -370,9 +370,9 @@ def test_a_throwaway_model_family_trains_stacks_and_resumes(tmp_path, tiny_data,
     # killed, then resumed: the numbers of the uninterrupted run
     uninterrupted = cli(*family, "model.dropout=0.3", "trainer.epochs=40", "trainer.checkpoint_every=5",
                         run_dir=tmp_path / "whole").run_dir
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={tiny_data}", *tiny("trainer.epochs=40"), *family,
-            "model.dropout=0.3", "trainer.checkpoint_every=5", f"hydra.run.dir={tmp_path / 'killed'}"]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [f"data.root={tiny_data}", *tiny("trainer.epochs=40"), *family, "model.dropout=0.3",
+            "trainer.checkpoint_every=5", f"hydra.run.dir={tmp_path / 'killed'}"]
+    proc = killable(argv, tmp_path, cli.env)
     try:
         wait_for_epoch(tmp_path / "killed", 10, proc)
         proc.send_signal(signal.SIGKILL)

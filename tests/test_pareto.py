@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import ROOT, TINY, printed_command, read_metrics
+from conftest import ROOT, TINY, killable, printed_command, read_metrics
 from test_bad_input import assert_one_line_error
 
 from reg_runner.model import measures
@@ -147,13 +147,12 @@ def test_a_study_keeps_its_number_of_objectives(cli, tmp_path):
     assert_one_line_error(proc, "was started with objectives=['val/acc', 'params']; this command has ['val/acc', 'flops']")
 
 
-@pytest.mark.slow  # a two-objective search killed through the real CLI, then resumed
+@pytest.mark.slow  # a two-objective search killed, then resumed
 def test_a_killed_two_objective_search_resumes_to_its_trials(cli, tmp_path):
     sweep = tmp_path / "killed"
     args = [*PARETO, "trainer.epochs=4", "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=1"]
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *TINY[:3], "data.verify=false",
-            *args, f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [f"data.root={cli.data}", *TINY[:3], "data.verify=false", *args, f"hydra.sweep.dir={sweep}"]
+    proc = killable(argv, tmp_path, cli.env)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)

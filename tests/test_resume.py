@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EVERY_STACK, call_in_process, folder_state, read_metrics, tiny, wait_for_epoch, without_timing
+from conftest import (EVERY_STACK, call_in_process, folder_state, killable, read_metrics, tiny, wait_for_epoch,
+                      without_timing)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from test_tensorboard import hparams_sessions
@@ -41,6 +42,14 @@ def start(cli, run_dir: Path, *overrides) -> subprocess.Popen:
     argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *tiny(*overrides), f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen(argv, cwd=cli.tmp_path, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+    STARTED.append(proc)
+    return proc
+
+
+def start_to_kill(cli, run_dir: Path, *overrides):
+    """A run that only SIGKILL ends: forked from this process (conftest.killable); the real ``python -m`` process
+    killed is test_sigkill_then_resume_gives_the_uninterrupted_numbers'."""
+    proc = killable([f"data.root={cli.data}", *tiny(*overrides), f"hydra.run.dir={run_dir}"], cli.tmp_path, cli.env)
     STARTED.append(proc)
     return proc
 
@@ -101,9 +110,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(cli, tmp_path, refe
 @pytest.mark.slow  # a stack killed, resumed, and its lone runs
 def test_a_killed_stack_resumes_to_the_numbers_of_its_lone_runs(cli, tmp_path, reference):
     sweep = tmp_path / "stack"
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", *tiny(*STATEFUL), "--multirun", "seed=0,1",
-            "hydra/launcher=stacked", EVERY_STACK, f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen(argv, cwd=cli.tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [f"data.root={cli.data}", *tiny(*STATEFUL), "--multirun", "seed=0,1", "hydra/launcher=stacked", EVERY_STACK,
+            f"hydra.sweep.dir={sweep}"]
+    proc = killable(argv, cli.tmp_path, cli.env)
     STARTED.append(proc)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -227,7 +236,7 @@ def test_a_run_resumes_with_the_config_it_started_with_or_not_at_all(cli, tmp_pa
         assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
 
     run_dir = tmp_path / "edited"
-    proc = start(cli, run_dir, "trainer.epochs=100000", "trainer.checkpoint_every=5")
+    proc = start_to_kill(cli, run_dir, "trainer.epochs=100000", "trainer.checkpoint_every=5")
     wait_for_epoch(run_dir, 5, proc)
     # a second process may not write into a folder a live process is training (each resume below through its main
     # in this process: the real command's refusals are test_bad_resume_folders')
@@ -266,7 +275,7 @@ def test_bad_resume_folders(cli, tmp_path):
     assert folder_state(finished) == records  # what resume read and refused, it left as it was: no log, no lock
 
     broken = tmp_path / "broken"
-    proc = start(cli, broken, "trainer.epochs=100000", "trainer.checkpoint_every=5")
+    proc = start_to_kill(cli, broken, "trainer.epochs=100000", "trainer.checkpoint_every=5")
     wait_for_epoch(broken, 5, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -291,7 +300,7 @@ def test_bad_resume_folders(cli, tmp_path):
 
     # among several folders of other structures, the damaged one is named before any other trains
     other = tmp_path / "other"
-    proc = start(cli, other, "trainer.epochs=400", "trainer.checkpoint_every=5", "model.width=20")
+    proc = start_to_kill(cli, other, "trainer.epochs=400", "trainer.checkpoint_every=5", "model.width=20")
     wait_for_epoch(other, 5, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -334,7 +343,8 @@ def test_a_kill_during_a_write_leaves_the_previous_complete_file(tmp_path):
 def test_history_follows_each_evaluation_between_checkpoints(cli, tmp_path):
     """history.csv is the curves so far: rewritten at each evaluation, not only with the checkpoints."""
     run_dir = tmp_path / "follows"
-    proc = start(cli, run_dir, "trainer.epochs=400", "trainer.checkpoint_every=400", "logging.tensorboard=false")
+    proc = start_to_kill(cli, run_dir, "trainer.epochs=400", "trainer.checkpoint_every=400",
+                         "logging.tensorboard=false")
     deadline, rows = time.time() + 120, []
     while time.time() < deadline and proc.poll() is None and len(rows) < 3:
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import printed_command, read_metrics
+from conftest import killable, printed_command, read_metrics
 
 from reg_runner.sweep.analysis import ARTIFACTS
 from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers
@@ -91,10 +91,9 @@ def test_rerunning_a_finished_sweep_runs_nothing_more(cli, tmp_path):
 def test_a_killed_sweep_resumes_to_exactly_the_requested_trials(cli, tmp_path):
     sweep = tmp_path / "killed"
     args = [*QUICK, "trainer.epochs=4", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1", *MEDIAN]
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.verify=false",
-            "data.train_fraction=0.2", "trainer.batch_size=25", *args, f"hydra.sweep.dir={sweep}"]
-    log = (tmp_path / "killed.log").open("w")
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=log, stderr=subprocess.STDOUT)
+    argv = [f"data.root={cli.data}", "data.verify=false", "data.train_fraction=0.2", "trainer.batch_size=25", *args,
+            f"hydra.sweep.dir={sweep}"]
+    proc = killable(argv, tmp_path, cli.env, log=tmp_path / "killed.log")
     deadline = time.time() + 120
     # watch the run folders, not the database: opening a study that the sweeper is still creating
     # races Optuna's schema set-up between the two processes
@@ -143,9 +142,9 @@ def test_a_sweep_killed_mid_batch_adopts_the_trial_that_finished(cli, tmp_path):
     RUNNING although its run completed. On resume, trial 0 is adopted with its run's value, not run again."""
     sweep = tmp_path / "mid_batch"
     args = [*QUICK, "trainer.epochs=8", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
-    argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.verify=false",
-            "data.train_fraction=0.2", "trainer.batch_size=25", *args, f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [f"data.root={cli.data}", "data.verify=false", "data.train_fraction=0.2", "trainer.batch_size=25", *args,
+            f"hydra.sweep.dir={sweep}"]
+    proc = killable(argv, tmp_path, cli.env)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
