@@ -309,7 +309,7 @@ class Forked:
     """``python -m reg_runner *argv`` in a child forked from this process, with everything already imported: a real
     process to kill with SIGKILL, without an interpreter's start-up (about 2.5 s of CPU). ``Popen``'s ``poll``,
     ``wait``, ``send_signal`` and ``kill``; killed with its process group when the test ends. Its output goes to
-    ``log``. Only where torch runs one thread (pytest's workers): OpenMP's thread pool does not survive a fork."""
+    ``log``. Only where torch runs one thread and has not started CUDA (see killable)."""
 
     started: list = []
 
@@ -324,6 +324,7 @@ class Forked:
         code = 99
         try:
             os.setsid()  # its own group, as GroupLeader's processes
+            _die_with_parent()  # a test's worker that dies abruptly (a crash, a timeout) leaves no run behind
             os.chdir(cwd)
             os.environ.clear()
             os.environ.update(env)
@@ -376,13 +377,25 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
 
+def _die_with_parent() -> None:
+    """Linux's PR_SET_PDEATHSIG: SIGKILL when the parent ends (a forked child is detached from the worker's group)."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it ended before the call
+        os._exit(1)
+
+
 def killable(argv: list[str], cwd: Path, env: dict, log: Path | None = None):
     """A run to kill with SIGKILL (``python -m reg_runner *argv``): forked from this process where torch runs one
-    thread (its numbers are then this process's), else a real ``python -m`` process. Its output goes to ``log``
-    (default: nowhere). tests/test_resume.py's SIGKILL test kills a real ``python -m`` process."""
+    thread and has not started CUDA (neither survives a fork; its numbers are then this process's), else a real
+    ``python -m`` process. Its output goes to ``log`` (default: nowhere). tests/test_resume.py's SIGKILL test kills
+    a real ``python -m`` process."""
     import torch
 
-    if torch.get_num_threads() == 1:
+    if torch.get_num_threads() == 1 and not torch.cuda.is_initialized():
         return Forked(argv, cwd, env, str(log or os.devnull))
     with open(log or os.devnull, "w") as out:
         return subprocess.Popen([sys.executable, "-m", "reg_runner", *argv], cwd=cwd, env=env, stdout=out,
