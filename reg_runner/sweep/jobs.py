@@ -43,16 +43,16 @@ def in_process(launcher) -> bool:
     return str(launcher.get("_target_", "")).rpartition(".")[2] in ("BasicLauncher", "StackedLauncher")
 
 
-def check(job, overrides, task=None, passed: set | None = None) -> checks.Checked:
-    """The job's config, every stage, and its folder: new, or empty (``passed``: as ``checks.carry_on``'s).
-    ``task``: the command's task function (``reg_runner.cli.Task``): when the job's launcher runs it in this process,
-    the job takes this check over from it (``task.expect``); in another process (joblib, submitit), the worker's
-    task makes this same call, and nothing here would take the check back."""
+def check(job, overrides, folder: Path, task=None, passed: set | None = None) -> checks.Checked:
+    """The job's config, every stage, and its folder (``output_dir(job)``): new, or empty (``passed``: as
+    ``checks.carry_on``'s). ``task``: the command's task function (``reg_runner.cli.Task``): when the job's launcher
+    runs it in this process, the job takes this check over from it (``task.expect``); in another process (joblib,
+    submitit), the worker's task makes this same call, and nothing here would take the check back."""
     checked = checks.check(job, overrides, through=3)
-    RunFolder(output_dir(job)).refuse_existing("hydra.sweep.dir")
+    RunFolder(folder).refuse_existing("hydra.sweep.dir")
     checked = checks.carry_on(checked, passed=passed)  # the machine stage, once per setting of what it reads
     if task is not None and in_process(OmegaConf.select(job, "hydra.launcher") or {}):
-        task.expect(output_dir(job), checked)
+        task.expect(folder, checked)
     return checked
 
 
@@ -85,6 +85,6 @@ def check_all(config_loader, master, job_overrides, task=None) -> None:
                                 "hydra.sweep.subdir must tell the jobs apart")
             folders[folder] = num
             try:
-                check(job, overrides, task, machine_passed)
+                check(job, overrides, folder, task, machine_passed)
             except UserError as e:
                 raise UserError(f"{name}: {e}") from None

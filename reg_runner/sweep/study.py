@@ -246,19 +246,20 @@ class StudySweeper(Sweeper):
 
         try:
             runs = self.trial_runs(trial, self.trial_overrides(trial))
+            dirs = []
             for run, job in runs:
-                jobs.check(job, run, task=self.task_function)
                 folder = jobs.output_dir(job)
+                jobs.check(job, run, folder, task=self.task_function)
                 if folder in folders:
                     raise UserError(f"its folder {folder} is another trial's of this batch: hydra.sweep.subdir must "
                                     "tell trials apart")
                 folders.add(folder)
+                dirs.append(str(folder))
         except UserError as e:
             trial.set_user_attr(REJECTED, str(e))
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d rejected (told failed, no folder made): %s", trial.number, e)
             return str(e)
-        dirs = [str(jobs.output_dir(job)) for _, job in runs]
         if self.seeds_per_trial == 1:
             trial.set_user_attr(RUN_DIR, dirs[0])
         else:
@@ -274,7 +275,8 @@ class StudySweeper(Sweeper):
             return [(run, self.compose(run, trial.number))]
         trial_job = self.compose(list(overrides), trial.number)  # its seed is the first
         unseeded = [o for o in overrides if o.partition("=")[0].lstrip("+") != "seed"]
-        folder = jobs.subdir(self.compose(unseeded, trial.number))  # the trial's: its runs' folders less the seed
+        # the trial's folder: its runs' folders less the seed (the same config where no seed is given)
+        folder = jobs.subdir(trial_job if unseeded == list(overrides) else self.compose(unseeded, trial.number))
         runs = []
         for seed in range(trial_job.seed, trial_job.seed + self.seeds_per_trial):
             subdir = f"{folder}/seed={seed}".replace("'", "\\'")  # quoted for Hydra's override grammar
