@@ -313,7 +313,8 @@ class Forked:
 
     started: list = []
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict, log: str = os.devnull):
+    def __init__(self, argv: list[str], cwd: Path, env: dict, log: str = os.devnull, before=None):
+        """``before``: called in the child just before the command's entry (e.g. to wait on a gate)."""
         import traceback
 
         self.returncode = None
@@ -332,6 +333,11 @@ class Forked:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)  # not pytest's capture
+            import torch
+
+            torch.set_num_threads(1)  # OpenMP's threads do not survive a fork (a no-op where killable forks)
+            if before is not None:
+                before()
             from hydra.core.global_hydra import GlobalHydra
 
             from reg_runner.cli import entry

@@ -8,14 +8,13 @@ race is decided in the CLI and not in Python's start-up.
 import json
 import os
 import random
-import sys
 import time
-import traceback
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import tiny
+from conftest import Forked, tiny
 
 import reg_runner.cli  # noqa: F401  everything a run imports, imported once before the forks
 import reg_runner.run  # noqa: F401
@@ -28,38 +27,10 @@ ROUNDS = 20
 RIVALS = {"a": ["seed=1", "model.dropout=0.0"], "b": ["seed=2", "model.dropout=0.3"]}
 
 
-def _start(gate: int, argv: list[str], log: str, delay: float, env: dict) -> int:
+def _start(gate: int, argv: list[str], log: str, delay: float, env: dict) -> Forked:
     """A child that waits on ``gate``, then runs ``python -m reg_runner argv``; its output goes to ``log``."""
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 99
-    try:
-        torch.set_num_threads(1)  # OpenMP's threads do not survive a fork: one thread, no pool
-        os.environ.update(env)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)  # not pytest's capture
-        os.read(gate, 1)
-        time.sleep(delay)
-        from hydra.core.global_hydra import GlobalHydra
-
-        from reg_runner.cli import entry
-
-        GlobalHydra.instance().clear()
-        sys.argv = ["reg_runner", *argv]
-        try:
-            entry()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    return Forked(argv, Path(log).parent, {**os.environ, **env}, log,
+                  before=lambda: (os.read(gate, 1), time.sleep(delay)))
 
 
 def _race(tmp_path, tiny_data, n: int, delays: dict) -> tuple[str, dict]:
@@ -71,7 +42,7 @@ def _race(tmp_path, tiny_data, n: int, delays: dict) -> tuple[str, dict]:
         argv = [f"data.root={tiny_data}", *tiny(*own, "trainer.epochs=1"), f"hydra.run.dir={run_dir}"]
         pids[name] = _start(gate_r, argv, str(tmp_path / f"{n}{name}.log"), delays[name], env)
     os.write(gate_w, b"go")  # both at once
-    codes = {name: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for name, pid in pids.items()}
+    codes = {name: proc.wait(timeout=120) for name, proc in pids.items()}
     os.close(gate_r)
     os.close(gate_w)
     return run_dir, codes
