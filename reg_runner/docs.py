@@ -7,6 +7,7 @@ option's YAML, composed as a run composes it) and its description (the docstring
 import ast
 import functools
 import inspect
+import re
 import textwrap
 import typing
 from pathlib import Path
@@ -148,8 +149,8 @@ def header_comment(path: Path) -> str:
 
 def table(rs: list[Row], role: bool = True) -> list[str]:
     """``role``: the rows' roles, a column of its own."""
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+    def cell(text: str) -> str:  # "<option>" is text, not an HTML tag the page would swallow
+        return re.sub(r"<(?=[A-Za-z/])", "&lt;", text.replace("|", "\\|").replace("\n", " "))
 
     lines = ["| key | type | default | allowed |" + (" role |" if role else "") + " description |",
              "|---|---|---|---|" + ("---|" if role else "") + "---|"]
