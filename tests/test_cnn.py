@@ -3,8 +3,6 @@ would have had, whatever each member's seed, lr, dropout and L2."""
 
 import json
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch

@@ -6,8 +6,6 @@ import importlib.util
 import io
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
