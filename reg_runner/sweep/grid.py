@@ -21,7 +21,7 @@ from reg_runner.errors import UserError, exit_on_user_error, hydra_error
 from reg_runner.records import RunFolder, make_folder
 from reg_runner.sweep.settings import labels_not_swept
 from reg_runner.sweep.workers import launch_with_signals
-from reg_runner.sweep import jobs
+from reg_runner.sweep import jobs, stacked
 
 log = logging.getLogger(__name__)
 MAX_JOBS = 10_000  # a grid larger than this is a typo (range(0,1000000000)), not a plan: each job is checked first
@@ -40,7 +40,8 @@ class GridSweeper(Sweeper):
         with exit_on_user_error():
             batches = self.batches(arguments)
             all_jobs = [job for batch in batches for job in batch]
-            jobs.check_all(self.hydra_context.config_loader, self.config, all_jobs, task=self.task_function)
+            composed = jobs.check_all(self.hydra_context.config_loader, self.config, all_jobs, task=self.task_function,
+                                      keep=isinstance(self.launcher, stacked.StackedLauncher))
             log.info("checked the configs and folders of %d jobs", len(all_jobs))
             sweep_dir = Path(self.config.hydra.sweep.dir)
             make_folder("hydra.sweep.dir", sweep_dir)
@@ -49,7 +50,8 @@ class GridSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns, first = [], 0
         for batch in batches:
-            returns.append(launch_with_signals(self.config, lambda: self.launcher.launch(batch, initial_job_idx=first),
+            configs = composed[first:first + len(batch)]
+            returns.append(launch_with_signals(self.config, lambda: stacked.launch(self.launcher, batch, first, configs),
                                                "runs trained", "each stopped with a checkpoint (resume it), or before "
                                                "it started"))
             first += len(batch)

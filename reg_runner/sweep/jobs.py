@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict, read_write
 
 from reg_runner import checks
 from reg_runner.errors import UserError, hydra_error
@@ -19,7 +19,12 @@ def compose(config_loader, master, overrides, num: int, name: str | None = None)
         job = config_loader.load_sweep_config(master, list(overrides))
     except Exception as e:  # Hydra's own: an unknown group option, a key not in the config...
         raise UserError(f"{name or label(num, overrides)}: {hydra_error(e, overrides)}") from None
-    with open_dict(job):
+    return numbered(job, num)
+
+
+def numbered(job, num: int):
+    """``job`` as job ``num`` (``hydra.job.id`` and ``num``), as launchers number the jobs they compose."""
+    with read_write(job.hydra), open_dict(job):  # a job whose folder was named has a read-only hydra node
         job.hydra.job.id = str(num)
         job.hydra.job.num = num
     return job
@@ -69,10 +74,11 @@ def varying(job_overrides) -> list[list[str]]:
     return [[o for o in overrides if len(values[str(o).partition("=")[0]]) > 1] for overrides in job_overrides]
 
 
-def check_all(config_loader, master, job_overrides, task=None) -> None:
+def check_all(config_loader, master, job_overrides, task=None, keep: bool = False) -> list:
     """Every job's config composed and checked, before the first trains: one line for the first bad one
-    (``task``: as ``check``'s). Nothing is started meanwhile: a signal ends the command at once."""
-    machine_passed, folders = set(), {}
+    (``task``: as ``check``'s). Nothing is started meanwhile: a signal ends the command at once. Returns the
+    composed configs where ``keep`` (for a launcher that takes them: ``stacked.launch``), else none."""
+    machine_passed, folders, composed = set(), {}, []
     names = varying(job_overrides)
     stop_if_signalled("checking the sweep's jobs")  # a signal that came before
     with at_once("while checking the sweep's jobs; nothing was started"):
@@ -88,3 +94,6 @@ def check_all(config_loader, master, job_overrides, task=None) -> None:
                 check(job, overrides, folder, task, machine_passed)
             except UserError as e:
                 raise UserError(f"{name}: {e}") from None
+            if keep:
+                composed.append(job)
+    return composed

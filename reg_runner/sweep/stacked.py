@@ -33,7 +33,9 @@ class StackedLauncher(Launcher):
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+    def launch(self, job_overrides, initial_job_idx: int, composed: list | None = None) -> list[JobReturn]:
+        """``composed``: the jobs' configs as one of reg_runner's sweepers composed them to check them (``launch``
+        below); else each is composed here, as Hydra's launchers do."""
         from reg_runner.run import Job, run_stack
 
         setup_globals()
@@ -41,7 +43,8 @@ class StackedLauncher(Launcher):
         for i, overrides in enumerate(job_overrides):
             exactness.poll()  # a signal while the jobs are composed: the launch stops, no run's folder made
             num = initial_job_idx + i
-            cfg = jobs_lib.compose(self.hydra_context.config_loader, self.config, overrides, num)
+            cfg = (jobs_lib.numbered(composed[i], num) if composed else
+                   jobs_lib.compose(self.hydra_context.config_loader, self.config, overrides, num))
             out = jobs_lib.output_dir(cfg)
             with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
                 cfg.hydra.runtime.output_dir = str(out)
@@ -98,6 +101,14 @@ class StackedLauncher(Launcher):
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
         return handler
+
+
+def launch(launcher, job_overrides, initial_job_idx: int, composed: list) -> list[JobReturn]:
+    """``launcher.launch``; this module's launcher takes the configs the sweeper composed to check the jobs
+    (composing a job again costs about 0.1 s of CPU: more than a tiny run trains)."""
+    if isinstance(launcher, StackedLauncher):
+        return launcher.launch(job_overrides, initial_job_idx, composed)
+    return launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
 
 
 def save_yaml(cfg, path) -> None:

@@ -28,7 +28,7 @@ from reg_runner import config as config_lib
 from reg_runner.records import make_folder
 from reg_runner.errors import ConfigError, UserError, cause, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
-from reg_runner.sweep import analysis, jobs
+from reg_runner.sweep import analysis, jobs, stacked
 from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import alive, joblib_workers, launch_with_signals
 from reg_runner.sweep import trial as trial_lib
@@ -239,9 +239,10 @@ class StudySweeper(Sweeper):
             self.space(self.config, FixedAware(trial, self.fixed_values))
         return [f"{k}={v}" for k, v in [*trial.params.items(), *self.fixed.items()]] + list(self.deletions)
 
-    def rejected(self, study, trial, folders: set) -> list[list[str]] | str:
-        """Compose and check the trial's runs: their overrides if they may run; else the reason, and the
-        trial is told failed with it (it makes no folder). ``folders``: the batch's, which must differ."""
+    def rejected(self, study, trial, folders: set) -> list[tuple[list[str], object]] | str:
+        """Compose and check the trial's runs: their overrides and configs (``trial_runs``) if they may run; else
+        the reason, and the trial is told failed with it (it makes no folder). ``folders``: the batch's, which must
+        differ."""
         from optuna.trial import TrialState
 
         try:
@@ -264,7 +265,7 @@ class StudySweeper(Sweeper):
             trial.set_user_attr(RUN_DIR, dirs[0])
         else:
             trial.set_user_attr(RUN_DIRS, dirs)
-        return [run for run, _ in runs]
+        return runs
 
     def trial_runs(self, trial, overrides) -> list[tuple[list[str], object]]:
         """The overrides and composed config of each of a trial's runs: one, or one per seed of ``seeds_per_trial``,
@@ -287,14 +288,15 @@ class StudySweeper(Sweeper):
     def launch(self, batch) -> None:
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered
         by its trial (``hydra.job.num`` names its folder); the seeds of a trial have folders named for it."""
-        runs = [run for _, trial_runs in batch for run in trial_runs]
+        runs = [run for _, trial_runs in batch for run, _ in trial_runs]
+        configs = [job for _, trial_runs in batch for _, job in trial_runs]
         if self.seeds_per_trial > 1:
-            self.launcher.launch(runs, initial_job_idx=batch[0][0].number * self.seeds_per_trial)
+            stacked.launch(self.launcher, runs, batch[0][0].number * self.seeds_per_trial, configs)
             return
         start, numbers = 0, [trial.number for trial, _ in batch]
         for end in range(1, len(batch) + 1):
             if end == len(batch) or numbers[end] != numbers[end - 1] + 1:
-                self.launcher.launch(runs[start:end], initial_job_idx=numbers[start])
+                stacked.launch(self.launcher, runs[start:end], numbers[start], configs[start:end])
                 start = end
 
 
