@@ -5,7 +5,6 @@ have alone, and on CPU so are its numbers.
 
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from reg_runner.errors import UserError
 from reg_runner.logging.tensorboard import TensorBoard
 from reg_runner.records import RunFolder
 from reg_runner.seeding import deterministic, resolve_seed
-from reg_runner.signals import STOP, in_worker
+from reg_runner.signals import STOP, in_worker, settle
 from reg_runner.trainer.trial import Pruning
 from reg_runner.trainer.engine import Engine, warn_if_slow
 from reg_runner.trainer.listeners import Progress, Records
@@ -145,7 +144,7 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
             print(f"interrupted by {STOP.name} as the run ended; every run had recorded its end", file=sys.stderr,
                   flush=True)
         if in_worker():  # its command ends the sweep and says so; Hydra would send the exit back to it, pickled
-            os._exit(128 + STOP.signal)
+            settle(128 + STOP.signal)
         sys.exit(128 + STOP.signal)  # a multirun stops with its run: the signal was meant for the whole command
     return [_summarize(m, time.perf_counter() - t0) for m in members]
 

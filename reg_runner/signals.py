@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 NOTHING = "before anything was written"
@@ -67,9 +68,24 @@ def end(signum: int, what: str | None = None) -> None:
             what = _STATE["what"]() if callable(_STATE["what"]) else _STATE["what"]
     with contextlib.suppress(Exception):
         sys.stdout.flush()
-    if not _STATE.get("quiet"):
-        os.write(2, f"interrupted by {signal.Signals(signum).name} {what or NOTHING}\n".encode())
+    if _STATE.get("quiet"):
+        settle(128 + signum)
+    os.write(2, f"interrupted by {signal.Signals(signum).name} {what or NOTHING}\n".encode())
     os._exit(128 + signum)
+
+
+SETTLE_S = 10.0  # how long an ended worker waits for its command to end it (more than sweep.workers.GRACE)
+
+
+def settle(code: int) -> None:
+    """A worker's end, its run's records written: it ignores signals and waits for its command, which ends all its
+    workers together once none can still act (loky kills a pool's other workers, their checkpoints half written, as
+    soon as one ends); exit ``code`` after ``SETTLE_S`` if the command does not (a signal sent to this worker alone)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        time.sleep(SETTLE_S)
+    os._exit(code)
 
 
 def finish(code: int) -> None:

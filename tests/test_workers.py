@@ -169,6 +169,51 @@ def test_a_joblib_multirun_always_returns(cli, tmp_path, backend):
         f"returned {i} forks 0 threads {[share, share]}" for i in range(LOOP)], proc.stdout[-3000:]
 
 
+WRITERS = '''
+import os, signal, sys, time
+from pathlib import Path
+
+from joblib.externals.loky import get_reusable_executor
+
+from reg_runner import signals
+from reg_runner.sweep import workers
+
+
+def run(delay, out):
+    """A worker's run: SIGTERM stops it, its records take ``delay`` seconds to write, then it ends as a run does."""
+    def stop(signum, frame):
+        time.sleep(delay)
+        Path(out).write_text("recorded")
+        signals.settle(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    Path(out + ".started").touch()
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    executor = get_reusable_executor(max_workers=2)
+    outs = [f"{sys.argv[1]}/{i}" for i in range(2)]
+    for out, delay in zip(outs, (0.0, 1.5)):
+        executor.submit(run, delay, out)
+    while not all(Path(out + ".started").exists() for out in outs):
+        time.sleep(0.05)
+    print("could still act:", workers.end_workers(os.getpid()), flush=True)
+    os._exit(0)
+'''
+
+
+def test_a_worker_that_ended_first_waits_for_the_others_records(tmp_path):
+    """loky kills a pool's other workers as soon as one ends: a worker whose run has written its records waits
+    (``signals.settle``), and the command ends them together once none is still writing, within the grace."""
+    script = tmp_path / "writers.py"
+    script.write_text(WRITERS)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == ["could still act: 0"], proc.stdout + proc.stderr[-3000:]
+    assert [(tmp_path / str(i)).read_text() for i in range(2)] == ["recorded", "recorded"]
+
+
 def test_the_start_method_is_put_back_after_a_launch():
     """The multiprocessing backend's workers come from a fork server during the launch only: the process's own
     start method is left as it was."""

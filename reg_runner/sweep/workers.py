@@ -5,8 +5,8 @@
   workers are forked instead from a server that has loaded reg_runner and runs no Python thread
   (``reg_runner.fork_server``), as Python 3.14 does on Linux. loky never forks.
 - **A signal.** The command passes SIGTERM on to every worker (its run ends with a checkpoint), gives them
-  ``GRACE`` seconds, kills those left, and ends with one line (docs/reliability.md). While a launch runs, the main
-  thread blocks SIGTERM and SIGINT, so that joblib's threads and workers inherit the block (a worker still
+  ``GRACE`` seconds, kills them all together, and ends with one line (docs/reliability.md). While a launch runs,
+  the main thread blocks SIGTERM and SIGINT, so that joblib's threads and workers inherit the block (a worker still
   importing would print a traceback); a thread started before the block takes the command's signals, and Python
   runs the handler in the main thread, which joblib's wait for results leaves every 10 ms.
 """
@@ -95,24 +95,21 @@ def _end_with_workers(signum, frame) -> None:
 
 def end_workers(parent: int) -> int:
     """SIGTERM to every process under ``parent`` (resource trackers aside: they end when the processes they serve
-    have), SIGKILL at once to those that cannot act on it yet (signals blocked or ignored), then to those still
-    alive after ``GRACE`` seconds. Returns how many were killed after the grace."""
-    deadline, sent, killed = time.monotonic() + GRACE, set(), set()
+    have); once none can act on it any more (ended, or signals blocked or ignored: not started, stuck, or its run's
+    records written: ``signals.settle``), or after ``GRACE`` seconds, SIGKILL to all left, together (loky kills a
+    pool's other workers as soon as one ends, their checkpoints half written). Returns how many could still act."""
+    deadline, sent = time.monotonic() + GRACE, set()
     while True:
         workers = {pid for pid in descendants(parent) if not _is_tracker(pid)} | sent
         running = {pid for pid in workers if alive(pid)}
         for pid in running - sent:
             _send(pid, signal.SIGTERM)
             sent.add(pid)
-            if _cannot_act(pid):
+        acting = {pid for pid in running if not _cannot_act(pid)}
+        if not acting or time.monotonic() > deadline:
+            for pid in running:
                 _send(pid, signal.SIGKILL)
-                killed.add(pid)
-        if not running - killed:
-            return 0
-        if time.monotonic() > deadline:
-            for pid in running - killed:
-                _send(pid, signal.SIGKILL)
-            return len(running - killed)
+            return len(acting)
         time.sleep(0.05)
 
 
@@ -160,7 +157,8 @@ def alive(pid: int) -> bool:
 
 
 def _cannot_act(pid: int) -> bool:
-    """SIGTERM blocked or ignored: a worker that has not loaded reg_runner yet, so no run of its would stop."""
+    """SIGTERM blocked or ignored: a worker that has not loaded reg_runner yet (no run of its would stop), or that
+    has ended its run and waits (``signals.settle``)."""
     status, bit = _status(pid), 1 << (signal.SIGTERM - 1)
     return any(int(status.get(field, "0"), 16) & bit for field in ("SigBlk", "SigIgn"))
 
