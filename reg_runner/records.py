@@ -334,7 +334,11 @@ class RunFolder:
         return [r for r in rows if {"epoch", "val/acc", "val/loss"} <= r.keys()]
 
     def save_checkpoint(self, path: Path, payload: dict) -> None:
-        atomic.torch_save(path, on_host(payload))
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(on_host(payload), buffer)
+        atomic.write_bytes(path, buffer.getvalue())
 
 
 def on_host(obj):
