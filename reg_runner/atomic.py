@@ -1,7 +1,6 @@
 """Atomic file writes: a kill at any moment leaves the previous complete file, never a partial one (a temp file in
 the same folder, fsynced, then renamed over the target: ``os.replace`` is atomic within one file system)."""
 
-import io
 import json
 import os
 import tempfile
@@ -39,11 +38,3 @@ def write_text(path: Path, text: str, durable: bool = True) -> None:
 
 def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
-
-
-def torch_save(path: Path, obj) -> None:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes(path, buffer.getvalue())

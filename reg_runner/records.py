@@ -269,16 +269,12 @@ class RunFolder:
     def write_config(self, cfg) -> None:
         atomic.write_text(self.config, OmegaConf.to_yaml(cfg, resolve=True))
 
-    def write_environment(self, device, resumed_at: int | None = None, stack: list[str] | None = None,
-                          trial: dict | None = None) -> None:
+    def write_environment(self, device, eval_precision: str | None = None, resumed_at: int | None = None,
+                          stack: list[str] | None = None, trial: dict | None = None) -> None:
         """environment.json; a resumed run adds environment_resumed_<epoch>.json (it may be another machine).
         ``stack``: the folders of the runs trained with it in one process; ``trial``: its Optuna study and trial."""
         path = self.environment if resumed_at is None else self.path / f"environment_resumed_{resumed_at}.json"
-        try:  # the resolved config is written first
-            precision = str(OmegaConf.load(self.config).trainer.eval_precision)
-        except Exception:  # no such file or key: the record says null
-            precision = None
-        record = dict(fingerprint.environment(device, precision), stack=stack, trial=trial)
+        record = dict(fingerprint.environment(device, eval_precision), stack=stack, trial=trial)
         git = record["git"]  # this record's own copy
         diff = git.pop("diff", "")
         if diff:  # the changes that ran, beside the records (a resumed run on other code keeps both)
@@ -338,7 +334,11 @@ class RunFolder:
         return [r for r in rows if {"epoch", "val/acc", "val/loss"} <= r.keys()]
 
     def save_checkpoint(self, path: Path, payload: dict) -> None:
-        atomic.torch_save(path, on_host(payload))
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(on_host(payload), buffer)
+        atomic.write_bytes(path, buffer.getvalue())
 
 
 def on_host(obj):

@@ -106,12 +106,11 @@ def main(argv=None) -> None:
                          torch.get_num_threads())
                 torch.set_num_threads(threads)
             try:
-                why = exactness.for_runs(stack[0][2], len(stack)) if len(stack) > 1 else None
+                why = exactness.verdict(stack[0][2], len(stack), only_if_faster=False)[0]
             except exactness.Interrupted:  # a signal after an earlier stack trained: the others are left as they are
                 stop_if_signalled("checking a stack of runs to resume", "the runs not yet resumed are left as they were")
             if why is not None:  # as the stacked launcher does: each run's numbers are its lone run's
-                log.warning("%d runs resume one at a time, not as a stack: on this machine a stack of their shapes does "
-                            "not give each run bitwise its lone numbers (%s)", len(stack), why)
+                log.warning("%d runs resume one at a time, not as a stack: %s", len(stack), why)
             for part in [stack] if why is None else [[run] for run in stack]:
                 run_stack([Job(cfg, run_dir, checked=checked) for cfg, run_dir, checked in part], resume=True)
     hand_back("the command ended", "every run had recorded its end")

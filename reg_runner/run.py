@@ -104,8 +104,9 @@ def _train(jobs: list[Job], multirun: bool, t0: float) -> list[float]:
         warn_if_slow(tc.eval_precision, device)
         stack = [str(job.folder.path) for job in jobs] if len(jobs) > 1 else None
         for job in jobs:
-            job.folder.write_environment(device, resumed_at=job.checkpoint["state"]["epoch"] if job.checkpoint else None,
-                                         stack=stack, trial=job.trial.describe() if job.trial else None)
+            resumed_at = job.checkpoint["state"]["epoch"] if job.checkpoint else None
+            trial = job.trial.describe() if job.trial else None
+            job.folder.write_environment(device, tc.eval_precision, resumed_at, stack, trial)
         built = assemble(jobs)
         members, data, n_params = built.members, built.data, built.n_parameters
         show = first.logging.progress if first.logging.progress != "auto" else (sys.stderr.isatty() and not multirun)
