@@ -13,7 +13,7 @@ from reg_runner import config as config_lib
 from reg_runner import exactness
 from reg_runner.assembly import Job, assemble, plain, stacked
 from reg_runner.errors import CONFIG_DIR
-from reg_runner.reg.penalty import penalized
+from reg_runner.reg.penalty import Penalties
 from reg_runner.signals import STOP
 from reg_runner.trainer.engine import Engine
 
@@ -202,7 +202,7 @@ def test_a_plain_module_stacks_to_its_lone_runs_and_resumes_to_the_uninterrupted
         assert_same_run(members[k], weights[members[k]], lone, lone_weights[lone])
     assert members[0].state.history != members[1].state.history
     model = stacked([runs[0][0].cfg.model], (1, 28, 28), 10, torch.device("cpu"))
-    covered = [n for (n, _), on in zip(model.named_parameters(), penalized(model, "weights")) if on]
+    covered = [n for (n, _), on in zip(model.named_parameters(), Penalties(model, [(0, 0, "weights")]).covers[0]) if on]
     assert covered == [f"{layer}.weight" for layer in ("features.0", "features.3", "classifier.1", "classifier.4",
                                                        "classifier.6")]
     saved = stopped_after_2(runs, tmp_path / "first")
@@ -248,8 +248,6 @@ def test_stacked_mlp_gives_each_member_its_lone_outputs_and_gradients(tiny_data,
 
 def test_the_penalty_gradient_is_the_gradient_of_each_members_penalty(tiny_data):
     # λ1·sign(θ) + 2λ2·θ, per member and only where its apply_to covers: autograd of the logged value agrees
-    from reg_runner.reg.penalty import Penalties
-
     (c, _), = [checked(tiny_data)]
     net = stacked([c.cfg.model] * 3, c.split.shape, c.split.n_classes, torch.device("cpu"),
                   [torch.Generator().manual_seed(i) for i in range(3)])

@@ -15,6 +15,8 @@ from reg_runner.errors import DataError
 FILES = (("train_images", "train-images-idx3-ubyte"), ("train_labels", "train-labels-idx1-ubyte"),
          ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte"))
 ORIGINALS = ", ".join(original for _, original in FILES)
+# the names each file goes by in a folder (each .gz or not): its own, datamaestro's, and either as .idx
+ALIASES = {name: (original, name, f"{name}.idx", original.replace("-idx", ".idx")) for name, original in FILES}
 
 
 class IdxDataset(DataFamily):
@@ -88,8 +90,7 @@ def find_files(folder: Path, dataset: str, hint: str, key: str | None = "data.ro
     the folder, for the message (None: a command's argument)."""
     where = store.named_folder(folder, hint, key)
     found = {}
-    for name, original in FILES:
-        names = [original, name, f"{name}.idx", original.replace("-idx", ".idx")]
+    for name, names in ALIASES.items():
         candidates = [folder / n for n in names] + [folder / f"{n}.gz" for n in names]
         found[name] = next((p for p in candidates if p.is_file()), None)
     if missing := [original for name, original in FILES if found[name] is None]:

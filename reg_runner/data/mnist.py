@@ -13,7 +13,7 @@ from pathlib import Path
 
 from reg_runner import atomic, signals
 from reg_runner.data import idx
-from reg_runner.data.idx_dataset import FILES as IDX_FILES, ORIGINALS, IdxDataset
+from reg_runner.data.idx_dataset import ALIASES, FILES as IDX_FILES, ORIGINALS, IdxDataset
 from reg_runner.data.idx_dataset import find_files as find_idx_files
 from reg_runner.data.store import quiet
 from reg_runner.errors import DataError
@@ -45,8 +45,7 @@ class MNIST(IdxDataset):
     NAME = "MNIST"
     CLASSES = tuple("0123456789")
     # the uncompressed bytes' md5 (a copy compressed again, as the one shipped here, is still MNIST)
-    CONTENT_MD5 = {name: f.md5 for f in FILES for name in (f.original, f.key, f"{f.key}.idx",
-                                                         f.original.replace("-idx", ".idx"))}
+    CONTENT_MD5 = {name: f.md5 for f in FILES for name in ALIASES[f.key]}
 
     @classmethod
     def hint(cls) -> str:

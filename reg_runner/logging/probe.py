@@ -47,24 +47,13 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=-1)
 
 
-@torch.inference_mode()
-def output_entropy(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    out = torch.cat([entropy(model(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return out
-
-
 def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Input gradients of every weight layer and activations of every hidden block, on (x, y)."""
+    """Input gradients of every weight layer and activations of every hidden block, on (x, y) (``model`` in eval)."""
     inputs, activations, handles = {}, {}, []
     for name, layer in weight_layers(model).items():
         handles.append(layer.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, args[0])))
     for name, block in hidden_blocks(model).items():
         handles.append(block.register_forward_hook(lambda m, args, out, name=name: activations.__setitem__(name, out)))
-    was_training = model.training
-    model.eval()
     try:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
@@ -74,7 +63,6 @@ def layer_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str,
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     out = {f"input_grad/{n}": g.detach() for n, g in zip(names, grads)}
     out.update({f"activation/{n}": a.detach() for n, a in activations.items()})
     return out

@@ -132,7 +132,8 @@ class TBLogger:
         for name, values in probe.layer_probe(self.model, self.probe_x, self.probe_y).items():
             hist(f"hist/{name}", values, epoch)
         if val_entropy is None and len(self.val_x):
-            val_entropy = probe.output_entropy(self.model, self.val_x, self.eval_batch_size)
+            with torch.inference_mode():
+                val_entropy = torch.cat([probe.entropy(self.model(x)) for x in self.val_x.split(self.eval_batch_size)])
         if val_entropy is not None:
             self._entropy(val_entropy, epoch)
         for name, value in step_stats.items():
@@ -158,7 +159,8 @@ class TensorBoard:
     """The engine's listener: a ``TBLogger`` per member (with ``logging.tensorboard``), in the member's folder."""
 
     def __init__(self, data, plain, resumed: set):
-        self.data, self.plain, self.resumed = data, plain, resumed
+        # the probes' network, in eval mode: no dropout draw, no update of BatchNorm's running statistics
+        self.data, self.plain, self.resumed = data, plain.eval(), resumed
 
     def wants_histograms(self, member, epoch: int) -> bool:
         tb = member.extra.get("tb")

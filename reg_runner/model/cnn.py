@@ -79,9 +79,6 @@ class CNN(ModelFamily):
             return f"model.norm={self.norm}: only groupnorm has groups"
         return None
 
-    def uses_batch_statistics(self, shape, n_classes: int) -> bool:
-        return self.norm == "batchnorm"
-
     def describe(self) -> str:
         parts = [f"CNN {'-'.join(map(str, self.channels))} ({self.kernel}x{self.kernel}"
                  + (f", {self.pool} pool" if self.pool != "none" else "") + f") {self.activation}"]
@@ -100,4 +97,5 @@ class CNN(ModelFamily):
 
         return StackedCNN(tuple(shape), n_classes, self, [m.dropout for m in members], dropout_generators)
 
+    uses_batch_statistics = MLP.uses_batch_statistics  # model.norm=batchnorm, as the MLP
     initialize = MLP.initialize  # by its init and activation keys, as the MLP

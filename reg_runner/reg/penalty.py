@@ -7,13 +7,6 @@
 import torch
 
 
-def penalized(model, apply_to: str) -> list[bool]:
-    """For each of ``model.parameters()``: whether ``apply_to`` covers it (``weights``: the family's weight
-    layers' weights, ``model.weights()``)."""
-    weights = {id(w) for w in model.weights().values()}
-    return [apply_to == "all" or id(p) in weights for p in model.parameters()]
-
-
 class Penalties:
     """λ1‖θ‖₁ + λ2‖θ‖₂² per member, ``coefficients`` (l1, l2, apply_to) of each, in stack order; free when every
     λ is 0."""
@@ -21,7 +14,9 @@ class Penalties:
     def __init__(self, model, coefficients: list[tuple[float, float, str]]):
         self.l1 = [c[0] for c in coefficients]
         self.l2 = [c[1] for c in coefficients]
-        self.covers = [penalized(model, c[2]) for c in coefficients]  # [member][param]
+        # [member][param]: whether its apply_to covers the parameter (weights: the family's, ``model.weights()``)
+        weights = {id(w) for w in model.weights().values()}
+        self.covers = [[c[2] == "all" or id(p) in weights for p in model.parameters()] for c in coefficients]
         self.scales = None
 
     @property

@@ -12,7 +12,6 @@ taken longer than ``QUICK_EPOCH``, every member's state is copied as each epoch 
 epoch at the next training step or evaluation batch, every member back at that copy (docs/reliability.md).
 """
 
-import contextlib
 import logging
 import math
 import time
@@ -235,9 +234,7 @@ class EvalPrecision:
         return x if self.dtype is None else self._inputs[id(x)][1]
 
     def autocast(self, device: torch.device):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=self.dtype)
+        return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
 
 @torch.inference_mode()
