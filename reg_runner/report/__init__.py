@@ -1,14 +1,11 @@
 """Compare runs: tables with mean ± std over seeds, main effects of a factorial design, and figures, from the runs'
 own records.
 
-    python -m reg_runner.report outputs/multirun/<date>/<time>     # or any folder: it finds the runs below it
-    python -m reg_runner.report outputs/ --out /tmp/report --baseline experiment=baseline
-    python -m reg_runner.report outputs/study --facet model.norm --interaction model.norm model.dropout
-
 Every run folder below the path is read from its own records (``runs``), unfinished, failed or unreadable ones
 listed with their status; ``--where``, ``--status`` and ``--tag`` select among them. The report (``document``;
-what each table and figure holds: docs/study.md) is printed as markdown and written to ``report.md``,
-``report.html``, ``report.csv`` and PNGs in the folder or ``--out``; on an Optuna search's folder, with its analysis.
+what each table and figure holds, and its commands: docs/study.md) is printed as markdown and written to
+``report.md``, ``report.html``, ``report.csv`` and PNGs in the folder or ``--out``; on an Optuna search's folder,
+with its analysis.
 """
 
 import argparse
