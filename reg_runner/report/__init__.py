@@ -22,12 +22,8 @@ from reg_runner.report import html, stats
 from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, markdown, run_row
 from reg_runner.report.groups import by_group, choose_settings, design, varying_keys
 from reg_runner.report.plots import DPI, curves, dots, interaction, main_effects
-from reg_runner.report.runs import STATUSES, Filters, Run, find_runs, parse_filters, read_run, select
-from reg_runner.report.stats import holm
+from reg_runner.report.runs import STATUSES, Filters, find_runs, parse_filters, select
 from reg_runner.sweep import analysis
-
-__all__ = ["Filters", "Run", "find_runs", "holm", "main", "parse_filters", "read_run", "report", "run_row", "select",
-           "varying_keys"]
 
 
 def writable_folder(out: Path, made: list) -> None:
