@@ -81,7 +81,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     table = [run_row(r, keys, sharpness=any(r.sharpness is not None for r in runs)) for r in runs]
     blocks = build(runs, keys, table, rows, baseline, root, out, filters, read, by_configs,
                    shape.describe() if len(keys) > 1 else None)
-    effects = stats.effects(groups, shape, groups[baseline][0]) if shape.factorial else None
+    effects = stats.effects(rows, shape, baseline) if shape.factorial else None
     drawn = plots and any(r.trained for r in runs)
     if drawn:
         figures = {"test_acc": dots(rows, keys, baseline), "curves": curves(rows, groups, keys, baseline, facet)}
