@@ -26,16 +26,12 @@ CONSTANT = dict(name="none", warmup_epochs=0, warmup_start_factor=0.01)  # the r
 
 
 class LrRange:
-    """Stands for the member's schedule: optimizer step j uses ``lrs[j]`` (then the last, if the epoch
-    runs past the planned steps: those steps are not recorded)."""
+    """The member's schedule in ``Engine.train_epoch``, which calls only ``after_batch``: optimizer step j uses
+    ``lrs[j]`` (then the last, if the epoch runs past the planned steps: those steps are not recorded)."""
 
     def __init__(self, optimizer, lrs: list[float]):
         self.optimizer, self.lrs, self.steps = optimizer, lrs, -1
         self.after_batch()
-
-    @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
 
     def after_batch(self) -> None:
         self.steps += 1
