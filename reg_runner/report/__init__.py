@@ -104,7 +104,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     writable_folder(out, made if made is not None else [])
     with signals.deferred(hold=True):  # the report's files together: all of them, or none
         atomic.write_text(out / "report.csv", buf.getvalue())
-        for path, data in [(f.path, f.data) for f in blocks if isinstance(f, Figure)] + searched:
+        for path, data in [f for f in blocks if isinstance(f, Figure)] + searched:  # a Figure is (path, data)
             atomic.write_bytes(path, data)
         atomic.write_text(out / "report.html", page)
         atomic.write_text(out / "report.md", text)
