@@ -1,6 +1,5 @@
-"""The landscapes of runs (``python -m reg_runner.landscape``, whose arguments ``reg_runner.landscape`` reads):
-each run's config and checkpoint read and checked, its curve, surface, path and sharpness measured
-(``surface``), and the results written into its folder or ``--out``."""
+"""The landscapes of the runs ``reg_runner.landscape``'s arguments name: each run's config and checkpoint read and
+checked, its curve, surface, path and sharpness measured (``surface``), written into its folder or ``--out``."""
 
 import json
 import math

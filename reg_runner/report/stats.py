@@ -149,7 +149,7 @@ class Effects:
                     rows.append({"key": k, "level": level, "reference": ref, "effect": effect})
         tested = [r for r in rows if r["effect"].p is not None]
         for r, p in zip(tested, holm([r["effect"].p for r in tested])):
-            r["p_raw"], r["p"] = r["effect"].p, p
+            r["p"] = p
         return rows
 
     def interaction(self, a: str, b: str) -> Estimate | None:
