@@ -15,7 +15,8 @@ from reg_runner import keys
 from reg_runner.config import KEYS, RunConfig
 from reg_runner.logging.tensorboard import flat_hparams
 from reg_runner.reg import RegConfig
-from reg_runner.report import Run, varying_keys
+from reg_runner.report.groups import varying_keys
+from reg_runner.report.runs import Run
 from reg_runner.schema import Monitor, parse
 
 

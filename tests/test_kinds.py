@@ -113,7 +113,7 @@ def test_landscape_refuses_a_run_a_live_process_trains(folders, capsys):
 
 
 def test_report_reads_runs_and_passes_over_the_other_kinds_below_it(folders, tmp_path):
-    from reg_runner.report import find_runs
+    from reg_runner.report.runs import find_runs
 
     root = folders["cli"].tmp_path
     found = {r.path for r in find_runs(root)}

@@ -242,6 +242,12 @@ def test_a_damaged_checkpoint_gets_one_line(runs, tmp_path):
     proc = landscape(cli, copy, check=False, in_process=True)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "cannot be read as a checkpoint" in lines[0], proc.stderr
+    shutil.copy(plain / "checkpoints" / "best.pt", copy / "checkpoints" / "best.pt")
+    (copy / "checkpoints" / "init.pt").write_bytes(b"not a checkpoint")  # the path's start: the same line
+    proc = landscape(cli, copy, "--grid", 3, "--out", tmp_path / "out", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: {copy}/checkpoints/init.pt cannot be read as a checkpoint (UnpicklingError); it is damaged"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_report_shows_each_runs_sharpness(runs, tmp_path):

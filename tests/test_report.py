@@ -245,7 +245,7 @@ def test_no_runs_is_one_line(tmp_path):
 
 
 def test_holm_adjusts_by_hand():
-    from reg_runner.report import holm
+    from reg_runner.report.stats import holm
 
     # sorted 0.01, 0.03, 0.04: times 3, 2, 1 -> 0.03, 0.06, 0.04, kept non-decreasing -> 0.06
     assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
@@ -253,8 +253,8 @@ def test_holm_adjusts_by_hand():
 
 
 def test_sharpness_keeps_its_significant_figures():
-    from reg_runner.report import Run, run_row
-    from reg_runner.report.document import markdown, runs_table
+    from reg_runner.report.document import markdown, run_row, runs_table
+    from reg_runner.report.runs import Run
 
     run = Run(path=None, name="r", status="completed", sharpness=2.6e-4)
     small = Run(path=None, name="s", status="completed", sharpness=5.4e-6)
@@ -290,7 +290,7 @@ def labelled(study, tmp_path_factory):
     (("model.norm=none", "trainer.epochs=4"), ("completed",), (), "abc"),
 ])
 def test_filters_select_the_runs(labelled, where, status, tags, expected):
-    from reg_runner.report import find_runs, parse_filters, select
+    from reg_runner.report.runs import find_runs, parse_filters, select
 
     assert yaml_l2(labelled / "d") == 1e-4  # runs[3:5] are l2's (+experiment=l2 sets reg.l2)
     chosen = select(find_runs(labelled), parse_filters(where, status, tags))

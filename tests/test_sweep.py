@@ -174,7 +174,7 @@ def test_a_sweep_killed_mid_batch_adopts_the_trial_that_finished(cli, tmp_path):
     # what it says afterwards: the cut trial counted and named as cut, never as a saving, never offered for resume
     from reg_runner.errors import UserError
     from reg_runner.records import RunFolder
-    from reg_runner.report import read_run
+    from reg_runner.report.runs import read_run
 
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert summary["n_interrupted"] == 1 and summary["n_failed"] == 0

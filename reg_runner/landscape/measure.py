@@ -1,6 +1,5 @@
-"""The landscapes of runs (``python -m reg_runner.landscape``, whose arguments ``reg_runner.landscape`` reads):
-each run's config and checkpoint read and checked, its curve, surface, path and sharpness measured
-(``surface``), and the results written into its folder or ``--out``."""
+"""The landscapes of the runs ``reg_runner.landscape``'s arguments name: each run's config and checkpoint read and
+checked, its curve, surface, path and sharpness measured (``surface``), written into its folder or ``--out``."""
 
 import json
 import math
@@ -45,35 +44,30 @@ def load_run(run_dir: Path, which: str) -> dict:
     if not path.is_file():
         raise UserError(f"{run_dir} has no checkpoints/{which}.pt (a run writes best.pt at its first evaluation); "
                         f"choose --checkpoint {'last' if which == 'best' else 'best'} or a run that trained")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        state = checkpoint["model"]
-        epoch = checkpoint.get("epoch")
-    except Exception as e:  # truncated, not a checkpoint, another format
-        raise UserError(f"{path} cannot be read as a checkpoint ({type(e).__name__}); it is damaged") from None
-    run = dict(dir=run_dir, cfg=checked.cfg, config=config_lib.as_data(cfg), epoch=epoch,
+    run = dict(dir=run_dir, cfg=checked.cfg, config=config_lib.as_data(cfg),
                network=(checked.cfg.model, checked.split.shape, checked.split.n_classes))
-    run["state"] = network(run, state, path)
+    run["state"], run["epoch"] = weights(run, path)
     return run
 
 
-def network(run: dict, state, path: Path) -> dict:
-    """``state``, if it holds the network of the run's config (names and shapes); else one line."""
+def weights(run: dict, path: Path) -> tuple[dict, int | None]:
+    """A checkpoint's weights and epoch, if they are the run config's network (names and shapes); else one line."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state, epoch = checkpoint["model"], checkpoint.get("epoch")
+    except Exception as e:  # truncated, not a checkpoint, another format
+        raise UserError(f"{path} cannot be read as a checkpoint ({type(e).__name__}); it is damaged") from None
     if not holds_network(*run["network"], state):
         raise UserError(f"{path} does not hold the network of {run['dir']}/resolved_config.yaml (its weights' names "
                         "or shapes differ): it is another run's, or the config was edited")
-    return state
+    return state, epoch
 
 
 def initial_state(run: dict) -> tuple[dict, str]:
     """The run's weights before its first step: init.pt, or drawn again from its seed."""
     path = run["dir"] / "checkpoints" / "init.pt"
     if path.is_file():
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-        except Exception:
-            raise UserError(f"{path} cannot be read as a checkpoint; it is damaged") from None
-        return network(run, state, path), "checkpoints/init.pt"
+        return weights(run, path)[0], "checkpoints/init.pt"
     try:
         trained_on = str(json.loads((run["dir"] / "environment.json").read_text())["device"]).split(":")[0]
     except (OSError, ValueError, KeyError, TypeError):

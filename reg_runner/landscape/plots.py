@@ -1,6 +1,5 @@
 """The landscape's figures: curves of several runs on one set of axes, surfaces side by side on one scale."""
 
-import math
 import re
 from pathlib import Path
 
@@ -25,10 +24,6 @@ def _g(v) -> str:
     return "overflow" if v is None else f"{v:.3g}"
 
 
-def _log10(v):
-    return math.log10(v) if v is not None and v > 0 else math.nan
-
-
 def draw(results: list[dict], folder: Path) -> dict[str, Path]:
     """``landscape_1d.png`` (the curve along d1 and the path from the init) and, for surfaces,
     ``landscape_2d.png`` (contours and 3D, one column per run); returns {TensorBoard tag: file}."""
@@ -41,11 +36,11 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
     names = labels(results)
     for i, r in enumerate(results):
         color, name = f"C{i % 10}", names[i]
-        axes[0, 0].plot(r["axis"], [v if v is not None else math.nan for v in r["curve"]["loss"]], color=color,
+        # a loss that overflowed is null in the results: NaN (dtype=float) leaves a gap in the line
+        axes[0, 0].plot(r["axis"], np.array(r["curve"]["loss"], dtype=float), color=color,
                         label=f"{name} (sharpness {_g(r['sharpness']['value'])})")
         axes[0, 1].plot(r["axis"], r["curve"]["acc"], color=color, label=name)
-        axes[1, 0].plot(r["path"]["t"], [v if v is not None else math.nan for v in r["path"]["loss"]], color=color,
-                        label=name)
+        axes[1, 0].plot(r["path"]["t"], np.array(r["path"]["loss"], dtype=float), color=color, label=name)
         axes[1, 1].plot(r["path"]["t"], r["path"]["acc"], color=color, label=name)
     axes[0, 0].set(yscale="log", xlabel="a  (theta + a d1, d1 filter-normalized)", ylabel=f"{split} loss",
                    title="loss along a random direction")
@@ -66,7 +61,8 @@ def draw(results: list[dict], folder: Path) -> dict[str, Path]:
     atomic.write_bytes(images["landscape/1d"], to_png(fig, 100, tight=True))
     if results[0]["surface"] is None:
         return images
-    surfaces = [np.array([[_log10(v) for v in row] for row in r["surface"]["loss"]]) for r in results]
+    losses = [np.array(r["surface"]["loss"], dtype=float) for r in results]
+    surfaces = [np.log10(np.where(z > 0, z, np.nan)) for z in losses]
     finite = np.concatenate([s[np.isfinite(s)] for s in surfaces])
     if not finite.size:  # every point overflowed: nothing to draw but the curves
         return images

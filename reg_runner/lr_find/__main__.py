@@ -26,28 +26,17 @@ CONSTANT = dict(name="none", warmup_epochs=0, warmup_start_factor=0.01)  # the r
 
 
 class LrRange:
-    """Stands for the member's schedule: optimizer step j uses ``lrs[j]`` (then the last, if the epoch
-    runs past the planned steps: those steps are not recorded)."""
+    """The member's schedule in ``Engine.train_epoch``, which calls only ``after_batch``: optimizer step j uses
+    ``lrs[j]`` (then the last, if the epoch runs past the planned steps: those steps are not recorded)."""
 
     def __init__(self, optimizer, lrs: list[float]):
         self.optimizer, self.lrs, self.steps = optimizer, lrs, -1
         self.after_batch()
 
-    @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
-
     def after_batch(self) -> None:
         self.steps += 1
         for group in self.optimizer.param_groups:
             group["lr"] = self.lrs[min(self.steps, len(self.lrs) - 1)]
-
-
-def step_losses(batch_sums: list[float], n: int, batch_size: int, accumulate: int) -> list[float]:
-    """An epoch's per-batch loss sums -> the mean loss of each optimizer step (its micro-batches')."""
-    sizes = [min(batch_size, n - i * batch_size) for i in range(len(batch_sums))]
-    return [math.fsum(batch_sums[start : start + accumulate]) / sum(sizes[start : start + accumulate])
-            for start in range(0, len(batch_sums), accumulate)]
 
 
 def range_test(cfg, out: Path) -> dict:
@@ -78,8 +67,10 @@ def range_test(cfg, out: Path) -> dict:
     losses, smoothed = curve.losses, curve.smoothed
     with deterministic(tc.deterministic):
         while stop is None and len(losses) < settings.steps:
-            sums = engine.train_epoch({})["train/loss"][0][:, 0].tolist()
-            steps = step_losses(sums, len(data.train), tc.batch_size, tc.accumulate)
+            sums = engine.train_epoch({})["train/loss"][0][:, 0].tolist()  # each batch's loss sum
+            sizes = [min(tc.batch_size, len(data.train) - i * tc.batch_size) for i in range(len(sums))]
+            steps = [math.fsum(sums[j : j + tc.accumulate]) / sum(sizes[j : j + tc.accumulate])  # each step's mean
+                     for j in range(0, len(sums), tc.accumulate)]
             for loss in steps[: settings.steps - len(losses)]:
                 if not math.isfinite(loss):
                     stop = f"the loss became {loss} at step {len(losses)} (lr {planned[len(losses)]:.3g})"

@@ -1,14 +1,11 @@
 """Compare runs: tables with mean ± std over seeds, main effects of a factorial design, and figures, from the runs'
 own records.
 
-    python -m reg_runner.report outputs/multirun/<date>/<time>     # or any folder: it finds the runs below it
-    python -m reg_runner.report outputs/ --out /tmp/report --baseline experiment=baseline
-    python -m reg_runner.report outputs/study --facet model.norm --interaction model.norm model.dropout
-
 Every run folder below the path is read from its own records (``runs``), unfinished, failed or unreadable ones
 listed with their status; ``--where``, ``--status`` and ``--tag`` select among them. The report (``document``;
-what each table and figure holds: docs/study.md) is printed as markdown and written to ``report.md``,
-``report.html``, ``report.csv`` and PNGs in the folder or ``--out``; on an Optuna search's folder, with its analysis.
+what each table and figure holds, and its commands: docs/study.md) is printed as markdown and written to
+``report.md``, ``report.html``, ``report.csv`` and PNGs in the folder or ``--out``; on an Optuna search's folder,
+with its analysis.
 """
 
 import argparse
@@ -25,12 +22,8 @@ from reg_runner.report import html, stats
 from reg_runner.report.document import Figure, Heading, Text, build, effects_blocks, markdown, run_row
 from reg_runner.report.groups import by_group, choose_settings, design, varying_keys
 from reg_runner.report.plots import DPI, curves, dots, interaction, main_effects
-from reg_runner.report.runs import STATUSES, Filters, Run, find_runs, parse_filters, read_run, select
-from reg_runner.report.stats import holm
+from reg_runner.report.runs import STATUSES, Filters, find_runs, parse_filters, select
 from reg_runner.sweep import analysis
-
-__all__ = ["Filters", "Run", "find_runs", "holm", "main", "parse_filters", "read_run", "report", "run_row", "select",
-           "varying_keys"]
 
 
 def writable_folder(out: Path, made: list) -> None:
@@ -88,7 +81,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     table = [run_row(r, keys, sharpness=any(r.sharpness is not None for r in runs)) for r in runs]
     blocks = build(runs, keys, table, rows, baseline, root, out, filters, read, by_configs,
                    shape.describe() if len(keys) > 1 else None)
-    effects = stats.effects(groups, shape, groups[baseline][0]) if shape.factorial else None
+    effects = stats.effects(rows, shape, baseline) if shape.factorial else None
     drawn = plots and any(r.trained for r in runs)
     if drawn:
         figures = {"test_acc": dots(rows, keys, baseline), "curves": curves(rows, groups, keys, baseline, facet)}
@@ -111,7 +104,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     writable_folder(out, made if made is not None else [])
     with signals.deferred(hold=True):  # the report's files together: all of them, or none
         atomic.write_text(out / "report.csv", buf.getvalue())
-        for path, data in [(f.path, f.data) for f in blocks if isinstance(f, Figure)] + searched:
+        for path, data in [f for f in blocks if isinstance(f, Figure)] + searched:  # a Figure is (path, data)
             atomic.write_bytes(path, data)
         atomic.write_text(out / "report.html", page)
         atomic.write_text(out / "report.md", text)

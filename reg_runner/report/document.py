@@ -3,44 +3,21 @@ their markdown (what the terminal shows and ``report.md`` holds; ``html`` render
 the runs table's rows as ``report.csv`` has them."""
 
 import os
-from dataclasses import dataclass, field
+from collections import namedtuple
 from pathlib import Path
 from urllib.parse import quote
 
 from reg_runner.report.runs import Filters, Run
 from reg_runner.report.stats import Effects, Estimate
 
-
-@dataclass
-class Link:
-    text: str
-    href: str
-
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[list]  # cells: text or Link
-
-
-@dataclass
-class Figure:
-    path: Path
-    data: bytes
-
-
-@dataclass
-class Text:
-    """Markdown written by another part (a search's analysis): kept as it is in report.md."""
-
-    markdown: str
-    figures: list = field(default_factory=list)  # its (path, bytes), for a page that embeds them
+# the blocks (a paragraph is a str), and a table's cell that links
+Link = namedtuple("Link", "text href")
+Heading = namedtuple("Heading", "text level", defaults=[2])
+Table = namedtuple("Table", "columns rows")  # cells: text or Link
+Figure = namedtuple("Figure", "path data")  # a PNG's path and bytes
+# markdown another part wrote (a search's analysis), kept as it is in report.md, and its figures' (path, bytes) for
+# a page that embeds them
+Text = namedtuple("Text", "markdown figures")
 
 
 def run_row(run: Run, keys: list[str], sharpness: bool = False) -> dict:

@@ -149,7 +149,7 @@ class Effects:
                     rows.append({"key": k, "level": level, "reference": ref, "effect": effect})
         tested = [r for r in rows if r["effect"].p is not None]
         for r, p in zip(tested, holm([r["effect"].p for r in tested])):
-            r["p_raw"], r["p"] = r["effect"].p, p
+            r["p"] = p
         return rows
 
     def interaction(self, a: str, b: str) -> Estimate | None:
@@ -163,12 +163,11 @@ class Effects:
                                              for sb, vb in zip((-1, 1), lb))))
 
 
-def effects(groups: dict[str, list[Run]], design: Design, baseline_run: Run) -> Effects:
-    cells = {values(members[0], design.keys): [r.test_acc for r in members if r.test_acc is not None]
-             for members in groups.values()}
-    cells = {c: accs for c, accs in cells.items() if accs}
+def effects(rows: list[dict], design: Design, baseline: str) -> Effects:
+    """The design's cells from ``group_rows``'s rows: each group's values and its test accuracies."""
+    cells = {r["values"]: r["tests"] for r in rows if r["tests"]}
     n = sum(len(accs) for accs in cells.values())
     df = n - len(cells)
     residual = sum((y - statistics.mean(accs)) ** 2 for accs in cells.values() for y in accs)
-    reference = {k: baseline_run.settings.get(k, "-") for k in design.keys}
+    reference = dict(zip(design.keys, next(r["values"] for r in rows if r["group"] == baseline)))
     return Effects(design, reference, cells, residual / df if df > 0 else None, df)
