@@ -40,8 +40,10 @@ class GridSweeper(Sweeper):
         with exit_on_user_error():
             batches = self.batches(arguments)
             all_jobs = [job for batch in batches for job in batch]
+            # the stacked launcher takes the configs composed here, of one batch (180 KB each: not of 10,000 jobs)
+            keep = isinstance(self.launcher, stacked.StackedLauncher) and len(batches) == 1
             composed = jobs.check_all(self.hydra_context.config_loader, self.config, all_jobs, task=self.task_function,
-                                      keep=isinstance(self.launcher, stacked.StackedLauncher))
+                                      keep=keep)
             log.info("checked the configs and folders of %d jobs", len(all_jobs))
             sweep_dir = Path(self.config.hydra.sweep.dir)
             make_folder("hydra.sweep.dir", sweep_dir)
