@@ -14,10 +14,9 @@ import pytest
 import yaml
 from conftest import killable, printed_command, read_metrics
 
-from reg_runner.sweep.analysis import ARTIFACTS
+from reg_runner.sweep.analysis import ARTIFACTS, RUN_DIR
 from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers
 from reg_runner.sweep.study import HOST, PID, adopt_orphans
-from reg_runner.sweep.trial import RUN_DIR
 from test_prune import MEDIAN, check_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

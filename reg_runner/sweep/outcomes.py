@@ -9,7 +9,7 @@ from reg_runner import kinds
 from reg_runner.records import FINISHED, TRAINED, RunFolder
 from reg_runner.sweep import analysis
 from reg_runner.sweep import objectives as objectives_lib
-from reg_runner.sweep import trial as trial_lib
+from reg_runner.trainer.trial import trial_id
 
 REJECTED = "reg_runner.rejected"  # the checks' one line, for a trial whose config was refused
 CUT = "reg_runner.cut"  # on a trial told failed because a kill cut it off: it is run again
@@ -43,17 +43,17 @@ def tell(study, trial, storage, artifacts: Path | None, objectives: list | None,
     and artifacts recorded (``analysis.record_trial``). Returns the outcome and the value told."""
     from optuna.trial import TrialState
 
-    dirs = trial_lib.trial_dirs(trial)
+    dirs = analysis.trial_dirs(trial)
     result, value = outcome(dirs, objectives, unrecorded)
     if result == "cut":
         # marked on the trial itself: sweepers sharing a study each mark their own trials, so no mark is lost to
         # another's write (a list on the study was); and on its runs' folders, for report and resume to know them
-        storage.set_trial_user_attr(trial_lib.trial_id(storage, study.study_name, trial.number), CUT, True)
+        storage.set_trial_user_attr(trial_id(storage, study.study_name, trial.number), CUT, True)
         for folder in map(Path, dirs):
             if folder.is_dir() and kinds.kind_of(folder) in (None, kinds.RUN):
                 kinds.mark(folder, kinds.RUN, cut=dict(study=study.study_name, trial=trial.number))
     else:
-        analysis.record_trial(trial_lib.live(study, storage, trial), dirs, artifacts)
+        analysis.record_trial(analysis.live(study, storage, trial), dirs, artifacts)
     if result == "complete":
         study.tell(trial.number, value)
     else:

@@ -31,12 +31,10 @@ from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
 from reg_runner.sweep import analysis, jobs
 from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import alive, joblib_workers, launch_with_signals
-from reg_runner.sweep import trial as trial_lib
 from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
-from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, trial_dirs
 from reg_runner.sweep.overrides import search_space, suggest
 from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
-from reg_runner.trainer.trial import build_pruner
+from reg_runner.trainer import trial as trial_lib
 
 log = logging.getLogger(__name__)
 MAX_REFUSED = 10  # trials refused in a row before a search is stopped: its space reaches no valid config
@@ -71,7 +69,7 @@ class StudySweeper(Sweeper):
         if n_before and sampler_cfg.get("seed") is not None:
             sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
         sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
-        pruner = build_pruner(self.pruner_cfg)
+        pruner = trial_lib.build_pruner(self.pruner_cfg)
         try:
             if not hasattr(self, "store"):  # the study's storage, kept: a trial read back is written through it
                 self.store = (optuna.storages.RDBStorage(self.storage) if self.storage is not None
@@ -162,7 +160,7 @@ class StudySweeper(Sweeper):
                                     "the same command continues the search (it takes a trial whose run was resumed "
                                     "to its end as it is, and runs the others again)" if self.storage else
                                     "their study was in memory: their folders hold what they did"))
-            waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], parallel))
+            waits.append(batch_wait([analysis.trial_dirs(trial) for trial, _ in batch], parallel))
             for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)
                 tell(study, trial, self.store, self.artifacts, self.objectives)
             to_run -= len(batch)
@@ -261,9 +259,9 @@ class StudySweeper(Sweeper):
             log.warning("trial %d rejected (told failed, no folder made): %s", trial.number, e)
             return str(e)
         if self.seeds_per_trial == 1:
-            trial.set_user_attr(RUN_DIR, dirs[0])
+            trial.set_user_attr(analysis.RUN_DIR, dirs[0])
         else:
-            trial.set_user_attr(RUN_DIRS, dirs)
+            trial.set_user_attr(analysis.RUN_DIRS, dirs)
         return [run for run, _ in runs]
 
     def trial_runs(self, trial, overrides) -> list[tuple[list[str], object]]:

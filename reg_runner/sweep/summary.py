@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from reg_runner import atomic
 from reg_runner.records import RunFolder, ThreadsUnknown
 from reg_runner.sweep.outcomes import REJECTED, cut_numbers, failed
-from reg_runner.sweep.trial import trial_dirs
+from reg_runner.sweep.analysis import trial_dirs
 
 
 def _run_record(trial, objectives: list | None = None) -> dict:
