@@ -16,7 +16,7 @@ from conftest import killable, printed_command, read_metrics
 
 from reg_runner.sweep.analysis import ARTIFACTS, RUN_DIR
 from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers
-from reg_runner.sweep.study import HOST, PID, adopt_orphans
+from reg_runner.sweep.study import HOST, PID, StudySweeper, adopt_orphans
 from test_prune import MEDIAN, check_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -244,6 +244,18 @@ def test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan():
     study.set_user_attr(INTERRUPTED, [half.number])  # a study from before kept the cut trials in a list
     assert cut_numbers(study) == {half.number, gone.number}
 
+
+
+@pytest.mark.parametrize("seeds_per_trial", [1, 2])
+def test_a_batch_whose_trials_were_all_refused_launches_nothing(seeds_per_trial):
+    # the checks refused every trial of the batch (a combination the space allows and a rule between keys
+    # refuses): the search asks the next batch; with seeds per trial this was an IndexError
+    launched = []
+    sweeper = StudySweeper.__new__(StudySweeper)  # what launch reads, without a Hydra context
+    sweeper.seeds_per_trial = seeds_per_trial
+    sweeper.launcher = type("Launcher", (), {"launch": lambda self, runs, initial_job_idx: launched.append(runs)})()
+    sweeper.launch([])
+    assert launched == []
 
 # --- PostgreSQL: several sweeper processes share one study -----------------------------------
 

@@ -286,7 +286,7 @@ class StudySweeper(Sweeper):
         """Launch the batch's runs together (how each ended is in its records). A trial of one run is numbered
         by its trial (``hydra.job.num`` names its folder); the seeds of a trial have folders named for it."""
         runs = [run for _, trial_runs in batch for run in trial_runs]
-        if self.seeds_per_trial > 1:
+        if batch and self.seeds_per_trial > 1:  # a batch the checks refused whole launches nothing
             self.launcher.launch(runs, initial_job_idx=batch[0][0].number * self.seeds_per_trial)
             return
         start, numbers = 0, [trial.number for trial, _ in batch]
