@@ -2,8 +2,8 @@
 
 Optuna's storage holds the study and its samplers choose the trials; Hydra's launchers run them. The loop that asks,
 checks (the search space first, then each trial before its launch), launches and tells is ours. Its contract
-(``n_trials`` in total, resume, the trials a dead sweeper left RUNNING): docs/search.md. Beside it: ``outcomes.py``,
-``summary.py``.
+(``n_trials`` in total, resume, the trials a dead sweeper left RUNNING): docs/search.md. Beside it: ``outcomes.py``
+(what its trials came to, and its summary).
 """
 
 import datetime
@@ -31,9 +31,9 @@ from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
 from reg_runner.sweep import analysis, jobs
 from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import alive, joblib_workers, launch_with_signals
-from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
+from reg_runner.sweep.outcomes import (REJECTED, batch_wait, count_finished, print_summary, summarize, tell,
+                                       write_summary)
 from reg_runner.sweep.overrides import search_space, suggest
-from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
 from reg_runner.trainer import trial as trial_lib
 
 log = logging.getLogger(__name__)
