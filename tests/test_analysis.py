@@ -101,19 +101,6 @@ def test_too_few_trials_are_said_not_fatal(tmp_path):
     assert dict(missing)["intermediate_values"] == "no trial recorded a learning curve"
 
 
-def test_a_trial_read_back_is_written_to_through_the_public_api():
-    """A trial a dead sweeper left running (read back as a FrozenTrial) gets its attributes through a public
-    ``Trial`` over the storage the sweeper opened; an asked trial is used as it is."""
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(storage=storage)
-    study.ask()
-    asked = study.ask()
-    assert analysis.live(study, storage, asked) is asked
-    frozen = study.get_trials(deepcopy=False)[1]
-    analysis.live(study, storage, frozen).set_user_attr("k", 1)
-    assert [t.user_attrs for t in study.get_trials(deepcopy=False)] == [{}, {"k": 1}]
-
-
 def _study_folder(tmp_path, url=None):
     """A sweep folder whose marker names a real study of two trials (no run trained), in SQLite in the folder or
     in the database ``url``."""

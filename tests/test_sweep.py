@@ -15,7 +15,7 @@ import yaml
 from conftest import killable, printed_command, read_metrics
 
 from reg_runner.sweep.analysis import ARTIFACTS, RUN_DIR
-from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers
+from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers, tell
 from reg_runner.sweep.study import HOST, PID, StudySweeper, adopt_orphans
 from test_prune import MEDIAN, check_trials
 
@@ -245,6 +245,19 @@ def test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan():
     assert cut_numbers(study) == {half.number, gone.number}
 
 
+
+def test_a_trial_read_back_is_told_through_the_public_api():
+    """A trial a dead sweeper left running (read back as a FrozenTrial) is marked and told through a public
+    ``Trial`` over the storage the sweeper opened; an asked trial is used as it is."""
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    study.ask()
+    asked = study.ask()
+    frozen = study.get_trials(deepcopy=False)[0]
+    for trial in (frozen, asked):  # no run recorded, after the sweeper died: cut off
+        assert tell(study, trial, storage, None, None, unrecorded="interrupted") == ("cut", None)
+    assert [(t.state.name, t.user_attrs) for t in study.get_trials(deepcopy=False)] == [("FAIL", {CUT: True})] * 2
+    assert asked.user_attrs == {CUT: True}  # written through the asked Trial itself
 
 @pytest.mark.parametrize("seeds_per_trial", [1, 2])
 def test_a_batch_whose_trials_were_all_refused_launches_nothing(seeds_per_trial):

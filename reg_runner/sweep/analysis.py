@@ -18,7 +18,7 @@ from reg_runner.errors import HIDDEN, UserError, cause, masked
 from reg_runner.figures import to_png
 from reg_runner.records import RunFolder
 from reg_runner.schema import is_number
-from reg_runner.trainer.trial import shown_storage, sqlite_file, trial_id
+from reg_runner.trainer.trial import shown_storage, sqlite_file
 
 log = logging.getLogger(__name__)
 TEST_ACC, EPOCHS, WALL, SEEDS = ("reg_runner.test_acc_at_best", "reg_runner.epochs_run", "reg_runner.wall_s",
@@ -32,15 +32,6 @@ def trial_dirs(trial) -> list[str]:
     """The folders of a trial's runs (one, or one per seed)."""
     attrs = trial.user_attrs
     return list(attrs[RUN_DIRS]) if RUN_DIRS in attrs else [attrs[RUN_DIR]] if RUN_DIR in attrs else []
-
-
-def live(study, storage, trial):
-    """A ``Trial`` to write to, for a trial asked or read back (a ``FrozenTrial`` a dead sweeper left running)."""
-    import optuna
-
-    if isinstance(trial, optuna.trial.Trial):
-        return trial
-    return optuna.trial.Trial(study, trial_id(storage, study.study_name, trial.number))
 
 
 def trial_results(dirs: list[str]) -> dict:

@@ -46,19 +46,21 @@ def tell(study, trial, storage, artifacts: Path | None, objectives: list | None,
     """Tell the study how the trial's runs ended, as their records say (``storage``: the study's; ``trial``: one
     asked, or one read back that a dead sweeper left running). A trial that ran to its end first gets its results
     and artifacts recorded (``analysis.record_trial``). Returns the outcome and the value told."""
-    from optuna.trial import TrialState
+    from optuna.trial import Trial, TrialState
 
     dirs = trial_dirs(trial)
     result, value = outcome(dirs, objectives, unrecorded)
+    if not isinstance(trial, Trial):  # a FrozenTrial read back: written to through a public Trial over the storage
+        trial = Trial(study, trial_id(storage, study.study_name, trial.number))
     if result == "cut":
         # marked on the trial itself: sweepers sharing a study each mark their own trials, so no mark is lost to
         # another's write (a list on the study was); and on its runs' folders, for report and resume to know them
-        storage.set_trial_user_attr(trial_id(storage, study.study_name, trial.number), CUT, True)
+        trial.set_user_attr(CUT, True)
         for folder in map(Path, dirs):
             if folder.is_dir() and kinds.kind_of(folder) in (None, kinds.RUN):
                 kinds.mark(folder, kinds.RUN, cut=dict(study=study.study_name, trial=trial.number))
     else:
-        analysis.record_trial(analysis.live(study, storage, trial), dirs, artifacts)
+        analysis.record_trial(trial, dirs, artifacts)
     if result == "complete":
         study.tell(trial.number, value)
     else:
