@@ -12,9 +12,11 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from conftest import killable, printed_command, read_metrics
 
 from reg_runner.sweep.analysis import ARTIFACTS, RUN_DIR
+from reg_runner.sweep.grid import GridSweeper
 from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers, tell
 from reg_runner.sweep.study import HOST, PID, StudySweeper, adopt_orphans
 from test_prune import MEDIAN, check_trials
@@ -258,6 +260,14 @@ def test_a_trial_read_back_is_told_through_the_public_api():
         assert tell(study, trial, storage, None, None, unrecorded="interrupted") == ("cut", None)
     assert [(t.state.name, t.user_attrs) for t in study.get_trials(deepcopy=False)] == [("FAIL", {CUT: True})] * 2
     assert asked.user_attrs == {CUT: True}  # written through the asked Trial itself
+
+def test_a_grids_params_may_nest_as_the_check_reads_them():
+    # hydra.sweeper.params written as YAML nests its keys: the check flattened them, the grid's sweeper did not
+    # (optimizer={'lr': '0.1,0.2'} could not be parsed)
+    sweeper = GridSweeper(params=OmegaConf.create({"optimizer": {"lr": "0.1,0.2"}}))
+    sweeper.hydra_context = type("Context", (), {"config_loader": None})()  # what batches reads, without Hydra's
+    assert sweeper.batches(["seed=0"]) == [[["optimizer.lr=0.1", "seed=0"], ["optimizer.lr=0.2", "seed=0"]]]
+
 
 @pytest.mark.parametrize("seeds_per_trial", [1, 2])
 def test_a_batch_whose_trials_were_all_refused_launches_nothing(seeds_per_trial):

@@ -52,8 +52,7 @@ class StudySweeper(Sweeper):
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.seeds_per_trial, self.pruner_cfg = seeds_per_trial, pruner
         self.space = instantiate({"_target_": custom_search_space, "_partial_": True}) if custom_search_space else None
-        self.params = flat_params(OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params)
-                              else params) or {}
+        self.params = flat_params(params) or {}
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.task_function = config, task_function
