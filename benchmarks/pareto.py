@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 
 from reg_runner.records import RunFolder
-from reg_runner.sweep.trial import trial_dirs
+from reg_runner.sweep.analysis import trial_dirs
 
 
 def main(argv=None) -> None:

@@ -8,7 +8,7 @@ curve (history.csv) and the stack it trained in (environment.json). This replays
 reg_runner's sweeper ran them: trials in batches of ``--n-jobs`` (the search's hydra.sweeper.n_jobs),
 told when the whole batch is done; in a batch, one stack after another (a lone run is a stack of one);
 in a stack, epoch by epoch, each trial recording its runs' mean best objective so far (what
-``reg_runner/sweep/trial.py`` records) and asking the pruner. Runs side by side in other processes
+``reg_runner/trainer/trial.py`` records) and asking the pruner. Runs side by side in other processes
 (joblib, SLURM) are replayed one after another, which they were not. Only the pruner is replayed, not the sampler: a real pruned
 search also feeds its pruned trials to TPE, which then samples other trials. So the figures rank
 pruner settings on one population of trials; confirm the chosen one with a real search.

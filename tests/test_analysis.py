@@ -12,9 +12,8 @@ import pytest
 from conftest import read_metrics
 
 from reg_runner.sweep import analysis
-from reg_runner.sweep import trial as trial_lib
 from reg_runner.trainer import trial as run_trial
-from reg_runner.sweep.trial import RUN_DIR
+from reg_runner.sweep.analysis import RUN_DIR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -102,19 +101,6 @@ def test_too_few_trials_are_said_not_fatal(tmp_path):
     assert dict(missing)["intermediate_values"] == "no trial recorded a learning curve"
 
 
-def test_a_trial_read_back_is_written_to_through_the_public_api():
-    """A trial a dead sweeper left running (read back as a FrozenTrial) gets its attributes through a public
-    ``Trial`` over the storage the sweeper opened; an asked trial is used as it is."""
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(storage=storage)
-    study.ask()
-    asked = study.ask()
-    assert trial_lib.live(study, storage, asked) is asked
-    frozen = study.get_trials(deepcopy=False)[1]
-    trial_lib.live(study, storage, frozen).set_user_attr("k", 1)
-    assert [t.user_attrs for t in study.get_trials(deepcopy=False)] == [{}, {"k": 1}]
-
-
 def _study_folder(tmp_path, url=None):
     """A sweep folder whose marker names a real study of two trials (no run trained), in SQLite in the folder or
     in the database ``url``."""
@@ -131,7 +117,7 @@ def _study_folder(tmp_path, url=None):
             params={"x": x, "db": db}, value=x,
             distributions={"x": FloatDistribution(0, 1), "db": CategoricalDistribution(["postgresql://user:hunter2@"
                                                                                         "host/db", "sqlite:///a.db"])}))
-    kinds.mark(root, kinds.SWEEP, study=dict(name="s", storage=trial_lib.shown_storage(url)))
+    kinds.mark(root, kinds.SWEEP, study=dict(name="s", storage=run_trial.shown_storage(url)))
     return root, url
 
 
@@ -177,7 +163,7 @@ def test_the_reports_search_reads_a_postgresql_study_in_read_only_transactions(t
     files, section = analysis.search(root, tmp_path / "out", plots=True)
     assert "2 trials, 2 complete" in section and "trials.csv" in [p.name for p, _ in files]
     assert rows() == before
-    study = optuna.load_study(study_name="s", storage=trial_lib.read_only_storage(postgres))
+    study = optuna.load_study(study_name="s", storage=analysis.read_only_storage(postgres))
     with pytest.raises(optuna.exceptions.StorageInternalError) as refused:
         study.set_user_attr("written", True)
     assert "cannot execute INSERT in a read-only transaction" in str(refused.value.__cause__)

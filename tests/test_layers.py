@@ -185,5 +185,5 @@ def test_the_heavy_package_rule_sees_through_what_a_module_imports():
 
 def test_every_module_has_a_layer():
     assert all(isinstance(layer(m), int) for m in MODULES)
-    assert layer("reg_runner.data") == 1 and layer("reg_runner.data.store") == 2 and layer("reg_runner.sweep.trial") == 4
+    assert layer("reg_runner.data") == 1 and layer("reg_runner.data.store") == 2 and layer("reg_runner.sweep.analysis") == 4
     assert layer("reg_runner.trainer.trial") == 2  # what a run knows of its search's trial: below the run

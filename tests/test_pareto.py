@@ -16,7 +16,7 @@ from conftest import ROOT, TINY, killable, printed_command, read_metrics
 from test_bad_input import assert_one_line_error
 
 from reg_runner.model import measures
-from reg_runner.sweep.trial import trial_dirs
+from reg_runner.sweep.analysis import trial_dirs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PARETO = ("--multirun", "hparams_search=pareto", "data.val_size=null", "trainer.epochs=2")

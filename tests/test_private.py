@@ -319,7 +319,7 @@ def test_a_stacked_jobs_hydra_files_are_what_run_job_writes(tmp_path):
 
 def test_a_trial_read_back_is_written_through_the_public_storage_methods(tmp_path):
     # a trial left running by a dead sweeper is a FrozenTrial: its id comes from the storage, by number
-    from reg_runner.sweep.trial import trial_id
+    from reg_runner.trainer.trial import trial_id
 
     for storage in (optuna.storages.InMemoryStorage(),
                     optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")):

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from conftest import printed_command, read_metrics
 
-from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS
+from reg_runner.sweep.analysis import RUN_DIR, RUN_DIRS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # a median pruner that may act early on tiny runs: after 2 finished trials, from epoch 2

@@ -12,12 +12,13 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from conftest import killable, printed_command, read_metrics
 
-from reg_runner.sweep.analysis import ARTIFACTS
-from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers
-from reg_runner.sweep.study import HOST, PID, adopt_orphans
-from reg_runner.sweep.trial import RUN_DIR
+from reg_runner.sweep.analysis import ARTIFACTS, RUN_DIR
+from reg_runner.sweep.grid import GridSweeper
+from reg_runner.sweep.outcomes import CUT, INTERRUPTED, count_finished, cut_numbers, tell
+from reg_runner.sweep.study import HOST, PID, StudySweeper, adopt_orphans
 from test_prune import MEDIAN, check_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -245,6 +246,39 @@ def test_a_trial_half_tagged_by_a_live_sweeper_is_not_taken_for_an_orphan():
     study.set_user_attr(INTERRUPTED, [half.number])  # a study from before kept the cut trials in a list
     assert cut_numbers(study) == {half.number, gone.number}
 
+
+
+def test_a_trial_read_back_is_told_through_the_public_api():
+    """A trial a dead sweeper left running (read back as a FrozenTrial) is marked and told through a public
+    ``Trial`` over the storage the sweeper opened; an asked trial is used as it is."""
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    study.ask()
+    asked = study.ask()
+    frozen = study.get_trials(deepcopy=False)[0]
+    for trial in (frozen, asked):  # no run recorded, after the sweeper died: cut off
+        assert tell(study, trial, storage, None, None, unrecorded="interrupted") == ("cut", None)
+    assert [(t.state.name, t.user_attrs) for t in study.get_trials(deepcopy=False)] == [("FAIL", {CUT: True})] * 2
+    assert asked.user_attrs == {CUT: True}  # written through the asked Trial itself
+
+def test_a_grids_params_may_nest_as_the_check_reads_them():
+    # hydra.sweeper.params written as YAML nests its keys: the check flattened them, the grid's sweeper did not
+    # (optimizer={'lr': '0.1,0.2'} could not be parsed)
+    sweeper = GridSweeper(params=OmegaConf.create({"optimizer": {"lr": "0.1,0.2"}}))
+    sweeper.hydra_context = type("Context", (), {"config_loader": None})()  # what batches reads, without Hydra's
+    assert sweeper.batches(["seed=0"]) == [[["optimizer.lr=0.1", "seed=0"], ["optimizer.lr=0.2", "seed=0"]]]
+
+
+@pytest.mark.parametrize("seeds_per_trial", [1, 2])
+def test_a_batch_whose_trials_were_all_refused_launches_nothing(seeds_per_trial):
+    # the checks refused every trial of the batch (a combination the space allows and a rule between keys
+    # refuses): the search asks the next batch; with seeds per trial this was an IndexError
+    launched = []
+    sweeper = StudySweeper.__new__(StudySweeper)  # what launch reads, without a Hydra context
+    sweeper.seeds_per_trial = seeds_per_trial
+    sweeper.launcher = type("Launcher", (), {"launch": lambda self, runs, initial_job_idx: launched.append(runs)})()
+    sweeper.launch([])
+    assert launched == []
 
 # --- PostgreSQL: several sweeper processes share one study -----------------------------------
 

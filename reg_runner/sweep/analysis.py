@@ -1,5 +1,5 @@
-"""What a search leaves for its analysis (docs/search.md, "Result"): each trial's results as its user attributes,
-its curves (``curves.png``) and each run's ``metrics.json`` as Optuna artifacts in the sweep folder's
+"""What a search leaves for its analysis (docs/search.md, "Result"): each trial's runs' folders and results as its
+user attributes, its curves (``curves.png``) and each run's ``metrics.json`` as Optuna artifacts in the sweep folder's
 ``artifacts/`` (optuna-dashboard shows them beside the trial), and, drawn by ``python -m reg_runner.report`` on the
 sweep's folder, Optuna's own figures of the study and ``trials.csv``, one row per trial. The sweep folder's marker
 (``.reg_runner.json``, written before the search's first trial) names the study and its storage for the report.
@@ -18,12 +18,20 @@ from reg_runner.errors import HIDDEN, UserError, cause, masked
 from reg_runner.figures import to_png
 from reg_runner.records import RunFolder
 from reg_runner.schema import is_number
-from reg_runner.sweep.trial import read_only_storage, shown_storage, trial_dirs
+from reg_runner.trainer.trial import shown_storage, sqlite_file
 
 log = logging.getLogger(__name__)
 TEST_ACC, EPOCHS, WALL, SEEDS = ("reg_runner.test_acc_at_best", "reg_runner.epochs_run", "reg_runner.wall_s",
                                  "reg_runner.seeds")
 ARTIFACTS = "artifacts"  # the artifact store's folder, in the sweep folder
+RUN_DIR = "reg_runner.run_dir"  # a trial's user attribute: its run's folder
+RUN_DIRS = "reg_runner.run_dirs"  # a trial of several seeds: its runs' folders
+
+
+def trial_dirs(trial) -> list[str]:
+    """The folders of a trial's runs (one, or one per seed)."""
+    attrs = trial.user_attrs
+    return list(attrs[RUN_DIRS]) if RUN_DIRS in attrs else [attrs[RUN_DIR]] if RUN_DIR in attrs else []
 
 
 def trial_results(dirs: list[str]) -> dict:
@@ -162,6 +170,23 @@ def search(root: Path, out: Path, storage: str | None = None, plots: bool = True
     section += ["", f"Each trial's curves, metrics and results in optuna-dashboard (`pip install optuna-dashboard`): "
                 f"`{dashboard}`."]
     return files, "\n".join(section) + "\n"
+
+
+def read_only_storage(url: str):
+    """A study's storage opened to read, never to write (a write fails): an SQLite file that must exist, with
+    ``mode=ro``; PostgreSQL in read-only transactions; another database without creating its tables."""
+    import optuna
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+
+    path, engine = sqlite_file(url), {}
+    if path is not None:
+        url = f"sqlite:///file:{quote(str(path.absolute()))}?mode=ro&uri=true"
+    elif make_url(url).get_backend_name() == "postgresql":  # options given in the URL are kept
+        options = f"{make_url(url).query.get('options', '')} -c default_transaction_read_only=on".strip()
+        engine = {"connect_args": {"options": options}}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine, skip_table_creation=True)
 
 
 def trials_csv(trials, objectives: list | None = None, front=()) -> bytes:

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from reg_runner import kinds
 from reg_runner.errors import UserError, exit_on_user_error, hydra_error
 from reg_runner.records import RunFolder, make_folder
-from reg_runner.sweep.settings import labels_not_swept
+from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import launch_with_signals
 from reg_runner.sweep import jobs, stacked
 
@@ -29,7 +29,7 @@ MAX_JOBS = 10_000  # a grid larger than this is a typo (range(0,1000000000)), no
 
 class GridSweeper(Sweeper):
     def __init__(self, max_batch_size: int | None = None, params: dict | None = None):
-        self.max_batch_size, self.params = max_batch_size, params or {}
+        self.max_batch_size, self.params = max_batch_size, flat_params(params) or {}
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function

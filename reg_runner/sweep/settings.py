@@ -141,7 +141,9 @@ def _space(v):
 
 
 def flat_params(v):
-    """Search spaces declared in the config: ``{dotted key: sweep}``, as on the command line."""
+    """Search spaces declared in the config, nested keys too: ``{dotted key: sweep}``, as on the command line."""
+    if OmegaConf.is_config(v):
+        v = OmegaConf.to_container(v, resolve=True)
     if v is None:
         return None
     if not isinstance(v, dict):

@@ -2,8 +2,8 @@
 
 Optuna's storage holds the study and its samplers choose the trials; Hydra's launchers run them. The loop that asks,
 checks (the search space first, then each trial before its launch), launches and tells is ours. Its contract
-(``n_trials`` in total, resume, the trials a dead sweeper left RUNNING): docs/search.md. Beside it: ``outcomes.py``,
-``summary.py``.
+(``n_trials`` in total, resume, the trials a dead sweeper left RUNNING): docs/search.md. Beside it: ``outcomes.py``
+(what its trials came to, and its summary).
 """
 
 import datetime
@@ -31,12 +31,10 @@ from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
 from reg_runner.sweep import analysis, jobs, stacked
 from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import alive, joblib_workers, launch_with_signals
-from reg_runner.sweep import trial as trial_lib
-from reg_runner.sweep.outcomes import REJECTED, count_finished, tell
-from reg_runner.sweep.trial import RUN_DIR, RUN_DIRS, trial_dirs
+from reg_runner.sweep.outcomes import (REJECTED, batch_wait, count_finished, print_summary, summarize, tell,
+                                       write_summary)
 from reg_runner.sweep.overrides import search_space, suggest
-from reg_runner.sweep.summary import batch_wait, print_summary, summarize, write_summary
-from reg_runner.trainer.trial import build_pruner
+from reg_runner.trainer import trial as trial_lib
 
 log = logging.getLogger(__name__)
 MAX_REFUSED = 10  # trials refused in a row before a search is stopped: its space reaches no valid config
@@ -54,8 +52,7 @@ class StudySweeper(Sweeper):
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.seeds_per_trial, self.pruner_cfg = seeds_per_trial, pruner
         self.space = instantiate({"_target_": custom_search_space, "_partial_": True}) if custom_search_space else None
-        self.params = flat_params(OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params)
-                              else params) or {}
+        self.params = flat_params(params) or {}
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config, self.task_function = config, task_function
@@ -71,7 +68,7 @@ class StudySweeper(Sweeper):
         if n_before and sampler_cfg.get("seed") is not None:
             sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
         sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
-        pruner = build_pruner(self.pruner_cfg)
+        pruner = trial_lib.build_pruner(self.pruner_cfg)
         try:
             if not hasattr(self, "store"):  # the study's storage, kept: a trial read back is written through it
                 self.store = (optuna.storages.RDBStorage(self.storage) if self.storage is not None
@@ -162,7 +159,7 @@ class StudySweeper(Sweeper):
                                     "the same command continues the search (it takes a trial whose run was resumed "
                                     "to its end as it is, and runs the others again)" if self.storage else
                                     "their study was in memory: their folders hold what they did"))
-            waits.append(batch_wait([trial_dirs(trial) for trial, _ in batch], parallel))
+            waits.append(batch_wait([analysis.trial_dirs(trial) for trial, _ in batch], parallel))
             for trial, _ in batch:  # the runs' records say how each ended (a job that raised recorded it)
                 tell(study, trial, self.store, self.artifacts, self.objectives)
             to_run -= len(batch)
@@ -262,9 +259,9 @@ class StudySweeper(Sweeper):
             log.warning("trial %d rejected (told failed, no folder made): %s", trial.number, e)
             return str(e)
         if self.seeds_per_trial == 1:
-            trial.set_user_attr(RUN_DIR, dirs[0])
+            trial.set_user_attr(analysis.RUN_DIR, dirs[0])
         else:
-            trial.set_user_attr(RUN_DIRS, dirs)
+            trial.set_user_attr(analysis.RUN_DIRS, dirs)
         return runs
 
     def trial_runs(self, trial, overrides) -> list[tuple[list[str], object]]:
@@ -290,7 +287,7 @@ class StudySweeper(Sweeper):
         by its trial (``hydra.job.num`` names its folder); the seeds of a trial have folders named for it."""
         runs = [run for _, trial_runs in batch for run, _ in trial_runs]
         configs = [job for _, trial_runs in batch for _, job in trial_runs]
-        if self.seeds_per_trial > 1:
+        if batch and self.seeds_per_trial > 1:  # a batch the checks refused whole launches nothing
             stacked.launch(self.launcher, runs, batch[0][0].number * self.seeds_per_trial, configs)
             return
         start, numbers = 0, [trial.number for trial, _ in batch]

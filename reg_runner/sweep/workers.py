@@ -1,9 +1,8 @@
 """Hydra's joblib launcher: worker processes started without ``fork``, and ended with their command.
 
-- **fork.** joblib's ``multiprocessing`` backend with Hydra's ``maxtasksperchild=1`` forks a new worker after each
-  job from a thread of the command, whose other threads may hold locks then: such a worker can wait forever. Its
-  workers are forked instead from a server that has loaded reg_runner and runs no Python thread
-  (``reg_runner.fork_server``), as Python 3.14 does on Linux. loky never forks.
+- **fork.** joblib's ``multiprocessing`` backend starts a worker per job, which a fork from the command could leave
+  waiting forever on a lock another thread held (docs/search.md): its workers are forked from a server that has
+  loaded reg_runner and runs no Python thread (``reg_runner.fork_server``). loky never forks.
 - **A signal.** The command passes SIGTERM on to every worker (its run ends with a checkpoint), gives them
   ``GRACE`` seconds, kills them all together, and ends with one line (docs/reliability.md). While a launch runs,
   the main thread blocks SIGTERM and SIGINT, so that joblib's threads and workers inherit the block (a worker still
