@@ -8,6 +8,8 @@ the direction each follows and where a run's ``metrics.json`` holds it (``reg_ru
 from reg_runner.errors import ConfigError
 from reg_runner.schema import is_number, reject
 
+# what hydra.sweeper.sampler._target_ may name: Optuna's samplers, and the plugin's makers of NSGA-II and NSGA-III
+SAMPLERS = ("optuna.samplers.*", "hydra_plugins.hydra_optuna_sweeper.*")
 DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize", "params": "minimize", "flops": "minimize",
               "near_zero": "maximize", "train_s": "minimize"}
 # where each is in a run's metrics.json (None: the run's own objective, at its best); the others: ("best", name)
@@ -58,8 +60,7 @@ def check_sampler(target: str, arguments: dict, objectives: list[str]) -> None:
 
     def tried(directions) -> Exception | None:
         try:
-            sampler = instantiate({"_target_": target, **arguments}, _execution_whitelist_=(
-                "optuna.samplers.*", "hydra_plugins.hydra_optuna_sweeper.*"))
+            sampler = instantiate({"_target_": target, **arguments}, _execution_whitelist_=SAMPLERS)
             optuna.create_study(sampler=sampler, directions=directions).ask().suggest_float("x", 0.0, 1.0)
         except Exception as e:
             return e

@@ -225,7 +225,7 @@ def check_hydra(hydra_cfg, objective) -> "StudyConfig | None":
                             "create it first, or keep the database in the sweep folder")
         sampler_arguments = {"seed": study.sampler.seed, **study.sampler.model_extra}
         check_optuna_class("sampler", study.sampler.target, sampler_arguments,
-                           ("optuna.samplers.", "hydra_plugins.hydra_optuna_sweeper."), "TPESampler")
+                           tuple(p.rstrip("*") for p in objectives_lib.SAMPLERS), "TPESampler")
         check_optuna_class("pruner", study.pruner.target, dict(study.pruner.model_extra), ("optuna.pruners.",),
                            "MedianPruner")
         goals = study.objectives or [objective]

@@ -29,6 +29,7 @@ from reg_runner.records import make_folder
 from reg_runner.errors import ConfigError, UserError, cause, exit_on_user_error, show
 from reg_runner.signals import STOP, at_once, remove_empty, stop_if_signalled
 from reg_runner.sweep import analysis, jobs, stacked
+from reg_runner.sweep.objectives import SAMPLERS
 from reg_runner.sweep.settings import flat_params, labels_not_swept
 from reg_runner.sweep.workers import alive, joblib_workers, launch_with_signals
 from reg_runner.sweep.outcomes import (REJECTED, batch_wait, count_finished, print_summary, summarize, tell,
@@ -67,7 +68,7 @@ class StudySweeper(Sweeper):
         sampler_cfg = OmegaConf.to_container(self.sampler_cfg, resolve=True)
         if n_before and sampler_cfg.get("seed") is not None:
             sampler_cfg["seed"] = int(sampler_cfg["seed"]) + n_before  # a resumed sweep draws new parameters
-        sampler = instantiate(sampler_cfg, _execution_whitelist_=("optuna.samplers.*",))
+        sampler = instantiate(sampler_cfg, _execution_whitelist_=SAMPLERS)
         pruner = trial_lib.build_pruner(self.pruner_cfg)
         try:
             if not hasattr(self, "store"):  # the study's storage, kept: a trial read back is written through it
