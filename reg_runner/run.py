@@ -63,6 +63,10 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
             STOP.resume_hint = None
         for folder in locked:
             folder.unlock()
+        if in_worker():  # idle now: its command's signal ends it as a worker ends (``signals.settle``)
+            STOP.restore()
+            if STOP.signal is not None:  # it came as the run ended
+                settle(128 + STOP.signal)
 
 
 def record(job: Job, resume: bool) -> None:

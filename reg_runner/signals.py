@@ -79,8 +79,8 @@ SETTLE_S = 10.0  # how long an ended worker waits for its command to end it (mor
 
 def settle(code: int) -> None:
     """A worker's end, its run's records written: it ignores signals and waits for its command, which ends all its
-    workers together once none can still act (loky kills a pool's other workers, their checkpoints half written, as
-    soon as one ends); exit ``code`` after ``SETTLE_S`` if the command does not (a signal sent to this worker alone)."""
+    workers together once none can still act (loky kills a pool's other workers as soon as one ends, before their runs
+    record their end); exit ``code`` after ``SETTLE_S`` if the command does not (a signal sent to this worker alone)."""
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN)

@@ -40,7 +40,8 @@ class GridSweeper(Sweeper):
         with exit_on_user_error():
             batches = self.batches(arguments)
             all_jobs = [job for batch in batches for job in batch]
-            # the stacked launcher takes the configs composed here, of one batch (180 KB each: not of 10,000 jobs)
+            # the stacked launcher takes the configs composed here where the grid is one batch, which it would hold
+            # anyway (about 180 KB each); batch by batch, it composes its own
             keep = isinstance(self.launcher, stacked.StackedLauncher) and len(batches) == 1
             composed = jobs.check_all(self.hydra_context.config_loader, self.config, all_jobs, task=self.task_function,
                                       keep=keep)

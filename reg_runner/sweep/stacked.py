@@ -2,10 +2,11 @@
 
     python -m reg_runner --multirun seed=0,1,2,3,4 hydra/launcher=stacked
 
-The launcher receives a batch of jobs from any sweeper (a grid's jobs, a study's ``n_jobs`` trials), composes each
-as Hydra's launchers do, and stacks the jobs that share their structure (``reg_runner.keys.structural_keys``), at
-most ``max_members`` runs each; the log states the grouping before anything trains. Each job gets the folder Hydra
-would have made (with ``.hydra/``) and, in it, exactly the records a lone run writes (docs/stacking.md).
+The launcher receives a batch of jobs from any sweeper (a grid's jobs, a study's ``n_jobs`` trials), composed as
+Hydra's launchers compose them (reg_runner's sweepers hand over theirs), and stacks the jobs that share their
+structure (``reg_runner.keys.structural_keys``), at most ``max_members`` runs each; the log states the grouping before
+anything trains. Each job gets the folder Hydra would have made (with ``.hydra/``) and, in it, exactly the records a
+lone run writes (docs/stacking.md).
 """
 
 import copy

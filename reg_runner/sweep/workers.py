@@ -96,7 +96,7 @@ def end_workers(parent: int) -> int:
     """SIGTERM to every process under ``parent`` (resource trackers aside: they end when the processes they serve
     have); once none can act on it any more (ended, or signals blocked or ignored: not started, stuck, or its run's
     records written: ``signals.settle``), or after ``GRACE`` seconds, SIGKILL to all left, together (loky kills a
-    pool's other workers as soon as one ends, their checkpoints half written). Returns how many could still act."""
+    pool's other workers as soon as one ends, before their runs record their end). Returns how many could still act."""
     deadline, sent = time.monotonic() + GRACE, set()
     while True:
         workers = {pid for pid in descendants(parent) if not _is_tracker(pid)} | sent
