@@ -187,10 +187,18 @@ def test_a_workers_job_hands_the_signals_back_as_it_ends(cli, monkeypatch):
         after.append(signal.getsignal(signal.SIGTERM))
         return value
 
+    def waiting(signum, frame):  # the handler the process had before its job
+        pass
+
     monkeypatch.setattr(run, "in_worker", lambda: True)  # this process, as a worker sees itself
     monkeypatch.setattr(cli_lib.Task, "__call__", call)
-    cli("--multirun", "seed=0", "trainer.epochs=1")
-    assert len(after) == 1 and after[0] != STOP._handle
+    monkeypatch.setattr(STOP, "previous", {})  # what another test's direct calls may have left
+    before = signal.signal(signal.SIGTERM, waiting)
+    try:
+        cli("--multirun", "seed=0", "trainer.epochs=1")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert after == [waiting]  # its run's STOP._handle no longer
 
 
 WRITERS = '''
