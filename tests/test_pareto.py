@@ -85,11 +85,10 @@ def test_a_two_objective_search_tells_each_trial_its_seeds_mean_and_finds_the_fr
     assert matplotlib.image.imread(tmp_path / "front.png")[..., :3].std() > 0.05
 
 
-@pytest.mark.parametrize("sampler", ["nsgaii", "nsgaiii"])
-def test_the_plugins_multi_objective_samplers_search(cli, sampler):
-    """The sampler group's NSGA-II and NSGA-III (the Optuna plugin's functions that make Optuna's samplers) run a
+def test_the_plugins_multi_objective_sampler_searches(cli):
+    """The sampler group's NSGA-II (as NSGA-III, a function of the Optuna plugin that makes Optuna's sampler) runs a
     two-objective search."""
-    proc = cli("--multirun", "hydra/sweeper=study", f"hydra/sweeper/sampler={sampler}", "model.width=choice(8,16)",
+    proc = cli("--multirun", "hydra/sweeper=study", "hydra/sweeper/sampler=nsgaii", "model.width=choice(8,16)",
                "hydra.sweeper.objectives=[val/acc,params]", "hydra.sweeper.n_trials=2", "trainer.epochs=1")
     summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
     assert summary["n_complete"] == 2 and summary["pareto"] and summary["objectives"] == ["val/acc", "params"], summary
