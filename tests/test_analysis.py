@@ -71,9 +71,16 @@ def test_the_report_draws_the_search_and_tables_its_trials(search, tmp_path):
     from reg_runner.report import main
 
     # through the report's main in this process (the real command draws in tests/test_interrupts.py)
+    import matplotlib
+
+    def style():  # the process's style (the backend aside: Agg, set for the figures)
+        return {key: value for key, value in matplotlib.rcParams.items() if not key.startswith("backend")}
+
+    before = style()
     argv = ["python -m reg_runner.report", str(sweep), "--out", str(tmp_path)]
     proc = call_in_process(lambda: sys.exit(main()), argv, tmp_path, dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert style() == before  # Optuna's ggplot style stays in its figures, not in the next report's colours
     for name in ("importances", "parallel_coordinates", "optimization_history", "slices", "intermediate_values"):
         _not_blank(tmp_path / f"{name}.png")
         assert f"![{name}]({name}.png)" in proc.stdout

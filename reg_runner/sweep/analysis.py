@@ -245,25 +245,26 @@ def figures(study, out: Path, objectives: list | None = None) -> tuple[list, lis
     trials = study.get_trials(deepcopy=False)
     complete = sum(t.state.name == "COMPLETE" for t in trials)
     drawn, missing = [], []
-    for name, make in makers.items():
-        if name != "intermediate_values" and complete < 2:
-            missing.append((name, f"needs 2 complete trials ({complete} so far)"))
-            continue
-        if name == "intermediate_values" and not any(t.intermediate_values for t in trials):
-            missing.append((name, "no trial recorded a learning curve"))
-            continue
-        try:
-            with warnings.catch_warnings():  # experimental plots, and PED-ANOVA's notes on small samples
-                warnings.simplefilter("ignore")
-                axes = make()
-                if name == "pareto_front" and len(objectives) == 2:  # sizes span decades: read them on a log axis
-                    for objective, scale in zip(objectives, (axes.set_xscale, axes.set_yscale)):
-                        if objective in ("params", "flops"):
-                            scale("log")
-                image = to_png(np.ravel(axes)[0].figure, 100, tight=True)
-            drawn.append((out / f"{name}.png", image))
-        except Exception as e:  # a study this figure cannot show (one distinct value...): the others still are
-            missing.append((name, f"not drawn ({cause(e, 200)})"))
-        finally:
-            plt.close("all")
+    with matplotlib.rc_context():  # Optuna's plots set the ggplot style for the whole process: for theirs only
+        for name, make in makers.items():
+            if name != "intermediate_values" and complete < 2:
+                missing.append((name, f"needs 2 complete trials ({complete} so far)"))
+                continue
+            if name == "intermediate_values" and not any(t.intermediate_values for t in trials):
+                missing.append((name, "no trial recorded a learning curve"))
+                continue
+            try:
+                with warnings.catch_warnings():  # experimental plots, and PED-ANOVA's notes on small samples
+                    warnings.simplefilter("ignore")
+                    axes = make()
+                    if name == "pareto_front" and len(objectives) == 2:  # sizes span decades: read them on a log axis
+                        for objective, scale in zip(objectives, (axes.set_xscale, axes.set_yscale)):
+                            if objective in ("params", "flops"):
+                                scale("log")
+                    image = to_png(np.ravel(axes)[0].figure, 100, tight=True)
+                drawn.append((out / f"{name}.png", image))
+            except Exception as e:  # a study this figure cannot show (one distinct value...): the others still are
+                missing.append((name, f"not drawn ({cause(e, 200)})"))
+            finally:
+                plt.close("all")
     return drawn, missing
