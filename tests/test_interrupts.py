@@ -64,7 +64,8 @@ ENTRY_POINTS = {  # each command as a user types it, with what it would write
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_a_signal_in_the_first_instant(finished, entry):
-    """Before the handlers of a run exist, while Python imports Hydra and torch."""
+    """Before the handlers of a run exist, while Python imports Hydra and torch (0.2-0.4 s in: on a fast machine
+    the command may be checking, or starting its run, by then)."""
     cli, run = finished
     folder = cli.tmp_path / f"first_{entry}"
     sig = RNG.choice([signal.SIGINT, signal.SIGTERM])
@@ -77,7 +78,9 @@ def test_a_signal_in_the_first_instant(finished, entry):
     if "Resume with: python -m reg_runner.resume" in line:  # a quiet machine: the run had made its folder (once
         assert folder.exists() and entry in ("run", "multirun", "search"), line  # Hydra is in, before torch is)
         return
-    assert line.endswith(("before anything was written", "nothing was written")), line
+    # the imports (the usual case), or, on a faster machine, the checks or a run's start-up: nothing is left
+    before = ("before anything was written", "nothing was written", "nothing was started", "before the run started")
+    assert line.endswith(before) or "before the run started; its folder" in line, line
     assert not folder.exists()
 
 
