@@ -11,9 +11,8 @@ from omegaconf import OmegaConf
 
 from reg_runner import atomic, kinds
 from reg_runner.records import FINISHED, TRAINED, RunFolder, ThreadsUnknown
-from reg_runner.sweep import analysis
 from reg_runner.sweep import objectives as objectives_lib
-from reg_runner.sweep.analysis import trial_dirs
+from reg_runner.sweep.analysis import record_trial, trial_dirs
 from reg_runner.trainer.trial import trial_id
 
 REJECTED = "reg_runner.rejected"  # the checks' one line, for a trial whose config was refused
@@ -36,7 +35,7 @@ def outcome(dirs: list[str], objectives: list | None = None, unrecorded: str = "
             return "failed", None
         means = [math.fsum(v) / len(v) for v in values]
         return "complete", means if objectives else means[0]
-    if any(s == "pruned" for s in statuses) and all(s in (*TRAINED, "pruned") for s in statuses):
+    if "pruned" in statuses and all(s in (*TRAINED, "pruned") for s in statuses):
         return "pruned", None
     return "failed", None
 
@@ -60,7 +59,7 @@ def tell(study, trial, storage, artifacts: Path | None, objectives: list | None,
             if folder.is_dir() and kinds.kind_of(folder) in (None, kinds.RUN):
                 kinds.mark(folder, kinds.RUN, cut=dict(study=study.study_name, trial=trial.number))
     else:
-        analysis.record_trial(trial, dirs, artifacts)
+        record_trial(trial, dirs, artifacts)
     if result == "complete":
         study.tell(trial.number, value)
     else:
@@ -137,12 +136,10 @@ def _run_record(trial, objectives: list | None = None) -> dict:
 
 
 def _mean_std(values) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n - 1) of the values, or None if one is missing."""
-    if not values or any(not isinstance(v, (int, float)) for v in values):
+    """Mean and sample standard deviation (n - 1) of two or more values, or None if one is missing."""
+    if any(not isinstance(v, (int, float)) for v in values):
         return None, None
     mean = math.fsum(values) / len(values)
-    if len(values) == 1:
-        return mean, None
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
@@ -318,9 +315,7 @@ def print_summary(s: dict, sweep_dir: Path) -> None:
 
 
 def _pm(mean, std) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+    return "-" if mean is None else f"{mean:.4f} ± {std:.4f}"
 
 
 def _fmt(v) -> str:
