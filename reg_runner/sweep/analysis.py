@@ -1,7 +1,6 @@
 """What a search leaves for its analysis (docs/search.md, "Result"): each trial's runs' folders and results as its
-user attributes, its curves (``curves.png``) and each run's ``metrics.json`` as Optuna artifacts in the sweep folder's
-``artifacts/`` (optuna-dashboard shows them beside the trial), and, drawn by ``python -m reg_runner.report`` on the
-sweep's folder, Optuna's own figures of the study and ``trials.csv``, one row per trial. The sweep folder's marker
+user attributes, its curves and its runs' ``metrics.json`` as Optuna artifacts (the sweep folder's ``artifacts/``),
+and, for the report, Optuna's figures of the study and ``trials.csv``. The sweep folder's marker
 (``.reg_runner.json``, written before the search's first trial) names the study and its storage for the report.
 """
 
@@ -89,11 +88,8 @@ def record_trial(trial, dirs: list[str], artifacts: Path | None) -> None:
 
 def trial_curves(dirs: list[str]) -> bytes | None:
     """The trial's learning curves, one line per run: training loss, validation loss and accuracy per epoch."""
-    histories = []
-    for d in dirs:
-        rows = RunFolder(Path(d)).read_history()
-        if rows:
-            histories.append((Path(d).name, rows))
+    histories = [(Path(d).name, RunFolder(Path(d)).read_history()) for d in dirs]
+    histories = [(name, rows) for name, rows in histories if rows]
     if not histories:
         return None
     from matplotlib.figure import Figure  # no pyplot: no global figure to close, no GUI backend
@@ -109,8 +105,7 @@ def trial_curves(dirs: list[str]) -> bytes | None:
             axes[1].plot(epochs, [r["train/loss"] for r in rows], linestyle="--", color=line.get_color(),
                          label=f"train {name}" if label else "train")
     for ax, title in zip(axes, ("validation accuracy", "loss")):
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
+        ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     if len(histories) > 1:
