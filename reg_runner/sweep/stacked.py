@@ -1,12 +1,9 @@
-"""``hydra/launcher=stacked``: the jobs of a multirun train as stacks, many runs in one model.
-
-    python -m reg_runner --multirun seed=0,1,2,3,4 hydra/launcher=stacked
+"""``hydra/launcher=stacked``: the jobs of a multirun train as stacks, many runs in one model (docs/stacking.md).
 
 The launcher receives a batch of jobs from any sweeper (a grid's jobs, a study's ``n_jobs`` trials), composed as
 Hydra's launchers compose them (reg_runner's sweepers hand over theirs), and stacks the jobs that share their
-structure (``reg_runner.keys.structural_keys``), at most ``max_members`` runs each; the log states the grouping before
-anything trains. Each job gets the folder Hydra would have made (with ``.hydra/``) and, in it, exactly the records a
-lone run writes (docs/stacking.md).
+structure (``reg_runner.keys.structural_keys``), at most ``max_members`` runs each. Each job gets the folder Hydra
+would have made (with ``.hydra/``) and, in it, exactly the records a lone run writes.
 """
 
 import copy
