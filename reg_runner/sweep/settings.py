@@ -128,7 +128,7 @@ def _space(v):
     if v is None:
         return None
     allowed = "null or a function (cfg, trial) in reg_runner, e.g. reg_runner.sweep.spaces.regularization"
-    if not isinstance(v, str) or not v.startswith(TRUSTED_SPACES) or "." not in v:
+    if not isinstance(v, str) or not v.startswith(TRUSTED_SPACES):
         raise reject(allowed)
     module, _, name = v.rpartition(".")
     try:
