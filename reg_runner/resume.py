@@ -1,10 +1,7 @@
 """Continue killed, interrupted or failed runs where their last checkpoints left them.
 
-    python -m reg_runner.resume outputs/2026-11-22/18-40-01
-    python -m reg_runner.resume outputs/multirun/2026-11-22/18-40-01/*/     # the runs of a stacked multirun
-
-A run continues in its own folder with the config and torch threads it started with; on CPU it ends with the
-records of an uninterrupted run (docs/reliability.md). Several folders resume as stacks; a finished run is left.
+Each in its own folder, with the config and torch threads it started with; several folders as stacks; a finished
+run is left as it is (docs/reliability.md, with the commands).
 """
 
 import logging

@@ -1,10 +1,7 @@
 """Manage MNIST in the datamaestro store.
 
-    python -m reg_runner.data check          # where the store is; verify the four files' checksums
-    python -m reg_runner.data import DIR     # copy MNIST from DIR (.gz or not) into the store, verified
-    python -m reg_runner.data place          # fill the store from the copy shipped with reg_runner
-
-The store is $DATAMAESTRO_DIR (default ~/datamaestro); MNIST lives in data/image/com/lecun/mnist.
+Its commands, check, import DIR and place: their --help and docs/runs.md, "Data". The store is $DATAMAESTRO_DIR
+(default ~/datamaestro); MNIST lives in data/image/com/lecun/mnist.
 """
 
 import sys

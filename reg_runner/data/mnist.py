@@ -8,7 +8,7 @@ written leaves the package copy to be read directly.
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from reg_runner import atomic, signals
@@ -23,15 +23,9 @@ log = logging.getLogger(__name__)
 DATASET_ID = "com.lecun.mnist"
 EMBEDDED = Path(__file__).parent / "mnist"
 
-
-@dataclass(frozen=True)
-class MnistFile:
-    key: str  # datamaestro's name, stored as <key>.idx
-    original: str  # LeCun's name, shipped as <original>.gz
-    md5: str  # of the uncompressed IDX bytes
-    size: int  # of the uncompressed IDX bytes
-
-
+# key: datamaestro's name, stored as <key>.idx; original: LeCun's, shipped as <original>.gz; md5 and size: of the
+# uncompressed IDX bytes
+MnistFile = namedtuple("MnistFile", "key original md5 size")
 FILES = tuple(MnistFile(key, original, md5, size) for (key, original), md5, size in zip(IDX_FILES, (
     "6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624", "2646ac647ad5339dbf082846283269ea",
     "27ae3e4e09519cfbb04c329615203637"), (47040016, 60008, 7840016, 10008)))

@@ -1,8 +1,6 @@
 """Loss landscapes of trained runs: the loss around a checkpoint, and on the way to it from the init.
 
-For each run: the loss and accuracy along a filter-normalized random direction (``--dims 1``) or on a plane of
-two (``--dims 2``), on the linear path from its initial weights, and its sharpness (``measure``), written into its
-folder, or with ``--out`` there alone. The method, its references, why this sharpness, and the files written:
+What is measured (``measure``), the method, its references, why this sharpness, and the files written:
 docs/landscapes.md.
 """
 

@@ -1,8 +1,5 @@
-"""The ``lr_find`` group: the learning-rate range test's settings, its checks, and how it reads a curve.
-
-``python -m reg_runner.lr_find [overrides]`` (``__main__``) trains the run config with the lr growing exponentially
-from ``min_lr`` to ``max_lr`` and stops once the smoothed loss exceeds ``stop_factor`` times its best; ``suggest``
-reads the suggestions off the smoothed curve (the method, its sources and where they land: docs/lr_find.md).
+"""The ``lr_find`` group: the learning-rate range test's settings, its checks, and how it reads a curve (the test
+itself: ``__main__``; the method, its sources and where the suggestions land: docs/lr_find.md).
 Nothing here imports torch: the checks run before it loads.
 """
 

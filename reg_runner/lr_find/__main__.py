@@ -117,9 +117,11 @@ def plot(result: dict, path: Path, title: str) -> None:
 
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    if result["losses"]:
+    if result["losses"]:  # framed from the lowest loss to a little above the start: the blow-up leaves the frame
         ax.plot(result["lrs"], result["losses"], color="0.75", lw=1, label="loss of the step's batch")
         ax.plot(result["lrs"], result["smoothed"], color="C0", lw=2, label=f"smoothed (β={result['settings']['smoothing']:g})")
+        lo, first = min(result["losses"] + result["smoothed"]), result["smoothed"][0]
+        ax.set_ylim(lo - 0.05 * (first - lo + 1e-9), first + 0.3 * (first - lo + 1e-9))
     sug = result["suggestions"]
     for name, color in (("valley", "C3"), ("steepest", "C2"), ("minimum", "C1")):
         if name in sug:
@@ -127,9 +129,6 @@ def plot(result: dict, path: Path, title: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (as the optimizer uses it)")
     ax.set_ylabel("training loss (cross-entropy)")
-    if result["smoothed"]:  # from the lowest loss to a little above the start: the blow-up leaves the frame
-        lo, first = min(result["losses"] + result["smoothed"]), result["smoothed"][0]
-        ax.set_ylim(lo - 0.05 * (first - lo + 1e-9), first + 0.3 * (first - lo + 1e-9))
     ax.set_title(f"LR range test: {title}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

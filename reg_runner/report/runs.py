@@ -14,11 +14,10 @@ import yaml
 from reg_runner import dotted, kinds
 from reg_runner.config import results_config
 from reg_runner.errors import UserError
-from reg_runner.records import TRAINED, RunFolder
+from reg_runner.records import FINISHED, TRAINED, RunFolder
 
 # what --status selects: a run's status as its records say (``unrecorded``: no readable metrics.json)
-STATUSES = ("completed", "early_stopped", "pruned", "diverged", "failed", "interrupted", "killed", "running", "cut",
-            "unrecorded")
+STATUSES = (*FINISHED, "failed", "interrupted", "killed", "running", "cut", "unrecorded")
 SKIP_DIRS = {"checkpoints", ".hydra", ".submitit", "__pycache__"}
 
 

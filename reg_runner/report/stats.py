@@ -7,6 +7,7 @@ freedom)."""
 import math
 import statistics
 import warnings
+from collections import namedtuple
 from dataclasses import dataclass
 
 from reg_runner.errors import UserError
@@ -95,11 +96,8 @@ def group_rows(groups: dict[str, list[Run]], design: Design, baseline: str | Non
     return rows, baseline
 
 
-@dataclass
-class Estimate:
-    value: float
-    half: float | None  # of the 95% interval; None without a seed-to-seed spread to take it from
-    p: float | None = None  # two-sided, against 0
+# half: of the 95% interval, None without a seed-to-seed spread to take it from; p: two-sided, against 0
+Estimate = namedtuple("Estimate", "value half p", defaults=[None])
 
 
 @dataclass
