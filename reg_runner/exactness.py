@@ -115,11 +115,10 @@ def remembered(k: dict) -> dict:
 
 def remember(k: dict, entry: dict) -> None:
     """``entry`` remembered for ``k`` (one small JSON file, written whole)."""
-    entry = {**entry, "key": k}
     path = _path(k)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(path, entry)
+        atomic.write_json(path, {**entry, "key": k})
     except OSError as e:  # an unwritable cache costs the check again next time, nothing more
         log.warning("the exactness check's result cannot be remembered in %s (%s)", path.parent, e.strerror)
 

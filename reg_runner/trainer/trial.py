@@ -133,8 +133,7 @@ class Reporter:
         if storage is None:
             raise UserError(f"trial {trial.number} of study {trial.study!r} runs in another process than its "
                             "in-memory study: give hydra.sweeper.storage (sqlite:///...) to prune there")
-        pruner = build_pruner(trial.pruner)
-        study = optuna.load_study(study_name=trial.study, storage=storage, pruner=pruner)
+        study = optuna.load_study(study_name=trial.study, storage=storage, pruner=build_pruner(trial.pruner))
         self.trial, self.open = optuna.trial.Trial(study, trial_id(storage, trial.study, trial.number)), True
 
     def record(self, step: int, value: float) -> None:
