@@ -217,9 +217,8 @@ def warn_if_slow(precision: str, device: torch.device) -> None:
 
 
 class EvalPrecision:
-    """The autocast context and the low-precision input copies for evaluation at ``precision``: float32, or
-    ``trainer.eval_precision=bf16``, under autocast on a bfloat16 copy of the validation and test inputs, made once.
-    Training stays float32, so only the reported val and test numbers move (docs/speed.md, "bf16 evaluation")."""
+    """The autocast context and the bfloat16 copies of the validation and test inputs (made once) for evaluation
+    at ``trainer.eval_precision`` (docs/speed.md, "bf16 evaluation": training stays float32)."""
 
     def __init__(self, precision: str):
         self.dtype = PRECISIONS[precision]

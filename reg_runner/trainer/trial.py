@@ -192,9 +192,7 @@ class Pruning:
     def epoch(self, engine, result) -> None:
         for number, (reporter, runs) in self.trials.items():
             evaluated = [m for m in runs if result.rows.get(m) is not None]  # in the stack, evaluated now
-            if not evaluated:
-                continue
-            if any(m.state.best is None or m.state.status == "diverged" for m in runs):
+            if not evaluated or any(m.state.best is None or m.state.status == "diverged" for m in runs):
                 continue  # a diverged seed fails the trial; nothing to rank yet
             objective = runs[0].cfg.objective
             value = math.fsum(m.state.best[objective] for m in runs) / len(runs)
