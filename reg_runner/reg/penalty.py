@@ -34,13 +34,14 @@ class Penalties:
 
     def _scales(self, params: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per parameter: λ1 and 2λ2 of every member as (K, 1, ...) tensors, 0 where it is not covered."""
-        def scale(values: list[float], j: int, p: torch.Tensor) -> torch.Tensor:
-            return torch.tensor([v if covers[j] else 0.0 for v, covers in zip(values, self.covers)], dtype=p.dtype,
-                                device=p.device).view(-1, *[1] * (p.dim() - 1))
-
         if self.scales is None:
-            doubled = [2 * v for v in self.l2]
-            self.scales = [(scale(self.l1, j, p), scale(doubled, j, p)) for j, p in enumerate(params)]
+            self.scales = []
+            for j, p in enumerate(params):
+                shape = (len(self.l1),) + (1,) * (p.dim() - 1)
+                l1 = [self.l1[k] if self.covers[k][j] else 0.0 for k in range(len(self.l1))]
+                l2 = [2 * self.l2[k] if self.covers[k][j] else 0.0 for k in range(len(self.l2))]
+                self.scales.append((torch.tensor(l1, dtype=p.dtype, device=p.device).view(shape),
+                                    torch.tensor(l2, dtype=p.dtype, device=p.device).view(shape)))
         return self.scales
 
     @torch.no_grad()
