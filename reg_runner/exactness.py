@@ -115,11 +115,10 @@ def remembered(k: dict) -> dict:
 
 def remember(k: dict, entry: dict) -> None:
     """``entry`` remembered for ``k`` (one small JSON file, written whole)."""
-    entry = {**entry, "key": k}
     path = _path(k)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(path, entry)
+        atomic.write_json(path, {**entry, "key": k})
     except OSError as e:  # an unwritable cache costs the check again next time, nothing more
         log.warning("the exactness check's result cannot be remembered in %s (%s)", path.parent, e.strerror)
 
@@ -233,9 +232,9 @@ def verdict(checked, members: int, only_if_faster: bool = True) -> tuple[str | N
 _INEXACT = "on this machine a stack of their shapes does not give each run bitwise its lone numbers ({})"
 
 
-def _build(model_cfg, shape, n_classes: int, device: "torch.device", indices, states=None):
+def _build(model_cfg, shape, n_classes: int, device: "torch.device", indices, states=None, generator=None):
     """A stack of the members ``indices``, each with a fresh dropout generator seeded by its index (a member draws
-    the same masks in any stack), and with its state from ``states`` if given."""
+    the same masks in any stack), and with its state from ``states``, or drawn from ``generator``, if given."""
     import torch
 
     from reg_runner.assembly import stacked
@@ -244,6 +243,8 @@ def _build(model_cfg, shape, n_classes: int, device: "torch.device", indices, st
                     [torch.Generator(device=device).manual_seed(1 + i) for i in indices])
     for slot, i in enumerate(indices if states is not None else ()):
         stack.load_member_state(slot, states[i])
+    for slot in range(len(indices) if generator is not None else 0):
+        model_cfg.initialize(stack, slot, generator)
     return stack
 
 
@@ -271,9 +272,7 @@ def measure(model_cfg, shape, n_classes: int, members: int, train_rows, eval_row
     scale = max(eval_rows) / chunk
     calls = []
     for k in (1, members):
-        model = _build(model_cfg, tuple(shape), n_classes, device, range(k))
-        for i in range(k):
-            model_cfg.initialize(model, i, g)
+        model = _build(model_cfg, tuple(shape), n_classes, device, range(k), generator=g)
         x = torch.randn(k, rows, *shape, generator=g).to(device)
         grad = torch.randn(k, rows, n_classes, generator=g).to(device)
         shared = torch.randn(chunk, *shape, generator=g).to(device)
@@ -305,9 +304,7 @@ def probe(model_cfg, shape, n_classes, members, train_rows, eval_rows, device=No
     g = torch.Generator().manual_seed(0)  # its own numbers: the runs' random streams are not touched
 
     build = functools.partial(_build, model_cfg, shape, n_classes, device)
-    master = build(range(members))
-    for i in range(members):
-        model_cfg.initialize(master, i, g)
+    master = build(range(members), generator=g)
     states = [master.member_state(i) for i in range(members)]
     train = {rows: (torch.randn(members, rows, *shape, generator=g).to(device),
                     torch.randn(members, rows, n_classes, generator=g).to(device)) for rows in train_rows}

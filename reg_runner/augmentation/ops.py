@@ -20,8 +20,7 @@ class Augment:
     def __init__(self, cfg, shape: tuple[int, int, int], mean, std):
         self.cfg, self.shape, self.mean, self.std = cfg, tuple(shape), tuple(mean), tuple(std)
         # real pixels' range (black..white), normalized, per channel
-        self.black = torch.tensor([(0.0 - m) / s for m, s in zip(self.mean, self.std)])
-        self.white = torch.tensor([(1.0 - m) / s for m, s in zip(self.mean, self.std)])
+        self.black, self.white = (torch.tensor([(v - m) / s for m, s in zip(self.mean, self.std)]) for v in (0.0, 1.0))
         self.transforms = torchvision_transforms(cfg) if cfg.name == "torchvision" else None
         self._on_device: dict = {}
 

@@ -1,6 +1,4 @@
-"""The CNN family (``model=cnn``, docs/families.md): one block per entry of ``channels``, ``Conv2d(kernel, 'same'
-padding) -> [norm] -> activation -> [2x2 pool] -> [dropout]``, then the head: the last feature map flattened or
-averaged over space, an optional fully connected layer and a linear classifier. Its networks are in
+"""The CNN family (``model=cnn``; its blocks and head: docs/families.md); its networks are in
 ``reg_runner.model.cnn_net``.
 """
 

@@ -1,10 +1,9 @@
 """The CNN family's networks (``reg_runner.model.cnn`` declares the family): ``CNNNet``, one network as ``torch.nn``
 modules (what a run's checkpoint loads into), and ``StackedCNN``, K of them trained as one (docs/families.md).
 
-On a GPU the stack's convolutions are grouped (one wide convolution when every member sees the same images) and
-its linear layers batched. On a CPU each member runs a lone run's kernels on its slices of the stacked parameters
-and only the logits are stacked: the grouped and batched kernels round differently there, are no faster, and
-stacking every layer's activations would copy them twice (forward and backward) for nothing.
+On a GPU the stack's convolutions are grouped and its linear layers batched; on a CPU each member runs a lone
+run's kernels on its slices of the stacked parameters and only the logits are stacked (docs/families.md: the
+grouped and batched kernels round differently there and are no faster; stacked activations would be copied twice).
 """
 
 import torch

@@ -7,9 +7,8 @@ so the gradient of their sum is each member's own. The epoch's sums stay on the 
 on the host in float64 once per epoch (MPS has no float64). After each epoch the listeners see every member's
 row, and the members that finished (completed, early-stopped, pruned, diverged) leave the stack.
 
-A signal (``reg_runner.signals.STOP``) ends the run at the end of an epoch while epochs are quick; once one has
-taken longer than ``QUICK_EPOCH``, every member's state is copied as each epoch begins, and a signal gives up the
-epoch at the next training step or evaluation batch, every member back at that copy (docs/reliability.md).
+A signal (``reg_runner.signals.STOP``) ends the run at the end of a quick epoch, or gives a longer one up, every
+member back at the copy made as it began (``QUICK_EPOCH``; docs/reliability.md, "Signals").
 """
 
 import logging
@@ -157,8 +156,7 @@ class Engine:
         members, tc, train, model, params = self.members, self.tc, self.data.train, self.model, self.params
         n, size, k_members = len(train), tc.batch_size, len(self.members)
         n_batches = tc.batches_per_epoch(n)
-        device = train.x.device
-        perms = torch.stack([torch.randperm(n, device=device, generator=m.gens["batches"]) for m in members])
+        perms = torch.stack([torch.randperm(n, device=train.x.device, generator=m.gens["batches"]) for m in members])
         augmented = [(k, m) for k, m in enumerate(members) if m.augment is not None]
         model.train()
         losses, corrects, penalties = [], [], []
@@ -219,9 +217,8 @@ def warn_if_slow(precision: str, device: torch.device) -> None:
 
 
 class EvalPrecision:
-    """The autocast context and the low-precision input copies for evaluation at ``precision``: float32, or
-    ``trainer.eval_precision=bf16``, under autocast on a bfloat16 copy of the validation and test inputs, made once.
-    Training stays float32, so only the reported val and test numbers move (docs/speed.md, "bf16 evaluation")."""
+    """The autocast context and the bfloat16 copies of the validation and test inputs (made once) for evaluation
+    at ``trainer.eval_precision`` (docs/speed.md, "bf16 evaluation": training stays float32)."""
 
     def __init__(self, precision: str):
         self.dtype = PRECISIONS[precision]

@@ -34,19 +34,16 @@ class Records:
             if m not in self.resumed:
                 folder = RunFolder(m.run_dir)  # the initial weights, kept for the landscape's linear path
                 folder.save_checkpoint(folder.init, dict(model=engine.model.member_state(k), epoch=0, config=m.config))
-                self.record(engine, k, m)  # epoch 0: every run can be resumed, and knows its starting config
+                self.record(engine, m, k)  # epoch 0: every run can be resumed, and knows its starting config
 
     def epoch(self, engine, result) -> None:
         for k, m in enumerate(engine.members):
             if m.state.status == "running" and m.state.epoch % m.cfg.trainer.checkpoint_every == 0:
-                self.record(engine, k, m)
+                self.record(engine, m, k)
             elif m.state.status == "running" and result.rows.get(m) is not None:  # the curves follow training
                 RunFolder(m.run_dir).write_history(m.state.history, durable=False)
 
-    def member_end(self, engine, member, k: int) -> None:
-        self.record(engine, k, member)
-
-    def record(self, engine, k: int, m) -> None:
+    def record(self, engine, m, k: int) -> None:
         folder, timing = RunFolder(m.run_dir), self.timing(m)
         folder.save_checkpoint(folder.last, m.checkpoint(engine.model.member_state(k), timing))
         state = m.state
@@ -57,6 +54,8 @@ class Records:
         best = state.best_snapshot["model"] if state.best_snapshot is not None else None
         size = dict(flops_per_image=self.flops, near_zero=measures.near_zero(best, self.weights) if best else None)
         folder.write_metrics(m.metrics(self.data_info, self.n_params, timing, size))
+
+    member_end = record  # a member that leaves the stack is recorded as it ends
 
     def timing(self, member) -> dict:
         """The timing a member's metrics.json records."""

@@ -1,9 +1,8 @@
 """One run inside a stack: its config, its random streams, its optimizer and schedule, its state.
 
 Its optimizer is an ordinary torch optimizer (any class the config names) over *proxies*, member k's slices of the
-stacked parameters: each step updates the member's slice in place, exactly as that optimizer would update a lone
-network. The schedule, gradient clipping, LAMB's and LARS's trust ratios and the plateau rule therefore act per
-member with torch's own code. Its checkpoint is a lone run's checkpoint.
+stacked parameters, each updated in place as a lone network would be, so that torch's own code acts per member
+(docs/stacking.md). Its checkpoint is a lone run's checkpoint.
 """
 
 import copy

@@ -133,8 +133,7 @@ class Reporter:
         if storage is None:
             raise UserError(f"trial {trial.number} of study {trial.study!r} runs in another process than its "
                             "in-memory study: give hydra.sweeper.storage (sqlite:///...) to prune there")
-        pruner = build_pruner(trial.pruner)
-        study = optuna.load_study(study_name=trial.study, storage=storage, pruner=pruner)
+        study = optuna.load_study(study_name=trial.study, storage=storage, pruner=build_pruner(trial.pruner))
         self.trial, self.open = optuna.trial.Trial(study, trial_id(storage, trial.study, trial.number)), True
 
     def record(self, step: int, value: float) -> None:
@@ -193,9 +192,7 @@ class Pruning:
     def epoch(self, engine, result) -> None:
         for number, (reporter, runs) in self.trials.items():
             evaluated = [m for m in runs if result.rows.get(m) is not None]  # in the stack, evaluated now
-            if not evaluated:
-                continue
-            if any(m.state.best is None or m.state.status == "diverged" for m in runs):
+            if not evaluated or any(m.state.best is None or m.state.status == "diverged" for m in runs):
                 continue  # a diverged seed fails the trial; nothing to rank yet
             objective = runs[0].cfg.objective
             value = math.fsum(m.state.best[objective] for m in runs) / len(runs)
