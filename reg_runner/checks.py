@@ -7,7 +7,6 @@ torch (docs/speed.md). A job's ``Checked`` knows the last stage it passed; ``car
 import os
 from dataclasses import dataclass, replace
 
-from reg_runner import dotted
 from reg_runner.config import RunConfig, as_data, effective_lr
 from reg_runner.data.split import Split, split as data_split
 from reg_runner.errors import ConfigError
@@ -277,8 +276,8 @@ def fits(c: RunConfig, split: Split, have: int | None, where: str, copies: int) 
     elif part == "parameters":
         key, value = "model._target_", c.model.target
     else:
-        key = "trainer.batch_size" if need.training >= need.evaluation else "trainer.eval_batch_size"
-        value = dotted.get(c.model_dump(), key)
+        key, value = (("trainer.batch_size", t.batch_size) if need.training >= need.evaluation
+                      else ("trainer.eval_batch_size", t.eval_batch_size))
     batch, kind = max((need.training, t.batch_size, "a training"), (need.evaluation, eval_batch, "an evaluation"))[1:]
     raise ConfigError(key, value, f"a smaller value: this model has {need.n_parameters:.3g} parameters and the run "
                       f"needs about {need.total / 2**30:.3g} GiB ({need.parameters / 2**30:.3g} GiB for the parameters "
