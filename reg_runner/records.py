@@ -279,8 +279,7 @@ class RunFolder:
                 atomic.write_text(self.path / name, diff)
                 git["patch"] = name
             except OSError as e:
-                git["patch"] = None
-                git["error"] = f"{name} could not be written ({e.strerror})"
+                git.update(patch=None, error=f"{name} could not be written ({e.strerror})")
         atomic.write_json(path, record)
 
     def recorded_threads(self) -> int | None:
