@@ -7,7 +7,6 @@ torch (docs/speed.md). A job's ``Checked`` knows the last stage it passed; ``car
 import os
 from dataclasses import dataclass, replace
 
-from reg_runner import dotted
 from reg_runner.config import RunConfig, as_data, effective_lr
 from reg_runner.data.split import Split, split as data_split
 from reg_runner.errors import ConfigError
@@ -196,7 +195,7 @@ def against_machine(c: RunConfig, split: Split) -> None:
     from reg_runner.optimizer import build as optimizer_build
     from reg_runner.scheduler.schedule import Schedule
 
-    device = c.trainer.device
+    t, device = c.trainer, c.trainer.device
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError("trainer.device", device, "auto or cpu: CUDA is not available on this machine")
@@ -205,7 +204,7 @@ def against_machine(c: RunConfig, split: Split) -> None:
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.device", device, "auto or cpu: MPS is not available on this machine")
 
-    batch = c.trainer.batch_size * c.trainer.accumulate
+    batch = t.batch_size * t.accumulate
     states = optimizer_build.check(c.optimizer, batch)
     # the weights, their gradients, the best epoch's copy, and a copy of the weights and the optimizer's state as each
     # epoch begins (reg_runner.trainer.engine: where a signal takes a long epoch back to)
@@ -214,7 +213,6 @@ def against_machine(c: RunConfig, split: Split) -> None:
     if max_lr is not None:  # one-cycle's and the cyclic schedule's peak: the step must hold it too
         optimizer_build.step_at(c.optimizer, batch, max_lr, "scheduler.max_lr", max_lr)
     probe = optimizer_build.build([torch.zeros(1, requires_grad=True)], c.optimizer, batch)
-    t = c.trainer
     Schedule(probe, c.scheduler, t.epochs, t.steps_per_epoch(split.n_train))
     if c.augmentation.name == "torchvision":
         from reg_runner.augmentation.ops import torchvision_transforms
@@ -277,8 +275,8 @@ def fits(c: RunConfig, split: Split, have: int | None, where: str, copies: int) 
     elif part == "parameters":
         key, value = "model._target_", c.model.target
     else:
-        key = "trainer.batch_size" if need.training >= need.evaluation else "trainer.eval_batch_size"
-        value = dotted.get(c.model_dump(), key)
+        key, value = (("trainer.batch_size", t.batch_size) if need.training >= need.evaluation
+                      else ("trainer.eval_batch_size", t.eval_batch_size))
     batch, kind = max((need.training, t.batch_size, "a training"), (need.evaluation, eval_batch, "an evaluation"))[1:]
     raise ConfigError(key, value, f"a smaller value: this model has {need.n_parameters:.3g} parameters and the run "
                       f"needs about {need.total / 2**30:.3g} GiB ({need.parameters / 2**30:.3g} GiB for the parameters "

@@ -75,13 +75,9 @@ def as_data(cfg) -> dict:
 def structural_difference(cfgs: list[RunConfig]) -> str | None:
     """The first key marked ``STRUCTURAL`` (``reg_runner.keys``) on which ``cfgs`` differ, or None: runs that agree
     in all of them can train as one stack (``reg_runner.run.run_stack``)."""
-    first = cfgs[0].model_dump(by_alias=True)
-    for c in cfgs[1:]:
-        other = c.model_dump(by_alias=True)
-        for key in keys.structural_keys(cfgs[0]):
-            if dotted.get(other, key) != dotted.get(first, key):
-                return key
-    return None
+    first, *others = [c.model_dump(by_alias=True) for c in cfgs]
+    return next((key for other in others for key in keys.structural_keys(cfgs[0])
+                 if dotted.get(other, key) != dotted.get(first, key)), None)
 
 
 def effective_lr(c: RunConfig) -> float:

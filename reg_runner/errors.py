@@ -37,8 +37,7 @@ def masked(text) -> str:
 
 def first_line(e) -> str:
     """The first line of an exception's message (its passwords hidden), or "" where it has none."""
-    lines = masked(e).strip().splitlines()
-    return lines[0] if lines else ""
+    return (masked(e).strip().splitlines() or [""])[0]
 
 
 def cause(e: BaseException, limit: int | None = None) -> str:
@@ -128,13 +127,11 @@ def _argument(convert, ok, allowed: str):
     """An argparse ``type``: ``convert(text)`` where ``ok`` takes it, else ``'<text>' is not allowed: <allowed>``."""
 
     def parse(text: str):
-        try:
+        with contextlib.suppress(ValueError):
             v = convert(text)
-        except ValueError:
-            v = None
-        if v is None or not ok(v):
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}")
-        return v
+            if ok(v):
+                return v
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}")
 
     return parse
 
@@ -220,9 +217,7 @@ def closest_key(key: str) -> str | None:
     if group not in groups:
         near = difflib.get_close_matches(group, groups, n=1)
         return f"{near[0]}.{rest}" if near and rest else (near[0] if near else None)
-    keys = set(dotted(top.get(group)))
-    for path in (root / group).glob("*.yaml"):
-        keys |= set(dotted(_yaml(path)))
+    keys = {k for node in [top.get(group), *map(_yaml, (root / group).glob("*.yaml"))] for k in dotted(node)}
     near = difflib.get_close_matches(rest, sorted(keys), n=1) if rest else []
     return f"{group}.{near[0]}" if near else None
 

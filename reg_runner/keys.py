@@ -100,11 +100,8 @@ class Declared:
     def role_of(self, key: str) -> Role:
         """The record role of a dotted key: its own, else its nearest enclosing group's, else a hyperparameter's."""
         parts = key.split(".")
-        for n in range(len(parts), 0, -1):
-            role = self.table.get(".".join(parts[:n]))
-            if role is not None:
-                return role
-        return HYPERPARAMETER
+        enclosing = (".".join(parts[:n]) for n in range(len(parts), 0, -1))  # the key itself first
+        return next((self.table[k] for k in enclosing if k in self.table), HYPERPARAMETER)
 
     def left_out_of(self, use: str) -> tuple[str, ...]:
         """The keys whose role leaves them out of ``use`` (``RESULTS``, ``HPARAMS``, ``FOLDER_NAMES``,

@@ -19,12 +19,8 @@ def plain_overrides(overrides) -> list[str]:
 
 def override_items(overrides) -> list[tuple[str, str]]:
     """``(key, value)`` of each ``key=value`` on the command line, without ``+``/``++``/``~``."""
-    items = []
-    for item in plain_overrides(overrides):
-        key, sep, value = item.partition("=")
-        if sep:
-            items.append((key.lstrip("+~"), value))
-    return items
+    split = [item.partition("=") for item in plain_overrides(overrides)]
+    return [(key.lstrip("+~"), value) for key, sep, value in split if sep]
 
 
 def chosen_by_group(overrides) -> None:

@@ -36,30 +36,26 @@ def folder_to_make(key: str, folder) -> Path:
         raise UserError(f"{key}={str(folder or '')!r} is not allowed: a folder path (empty would mean the "
                         "current folder)")
     path = Path(os.path.abspath(str(folder)))  # as Hydra makes a job's output_dir
-    parent = path
+    parent, cannot = path, f"{key}={str(folder)!r} cannot be created:"
     try:
         while not parent.exists():
             if parent.is_symlink():
-                raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a link to nothing; choose "
-                                "another folder")
+                raise UserError(f"{cannot} {parent} is a link to nothing; choose another folder")
             parent = parent.parent
     except OSError as e:  # a name too long, a loop of links
         raise UserError(f"{key}={str(folder)[:80]!r}... cannot be created: {e.strerror}; choose another folder") from None
     if not parent.is_dir():
-        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is a file; choose a folder elsewhere")
+        raise UserError(f"{cannot} {parent} is a file; choose a folder elsewhere")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{key}={str(folder)!r} cannot be created: {parent} is not writable; choose a writable "
-                        "folder")
+        raise UserError(f"{cannot} {parent} is not writable; choose a writable folder")
     return path
 
 
 def make_folder(key: str, path: Path, into: list | None = None) -> list[Path]:
     """Make the folder now, so that what the file system refuses is one line. Returns the folders it made, outermost
     first; ``into`` gets them before they are made (a signal's handler that removes them then misses none)."""
-    made, parent = [], Path(path).absolute()
-    while not parent.exists() and parent != parent.parent:
-        made.insert(0, parent)
-        parent = parent.parent
+    absolute = Path(path).absolute()
+    made = [p for p in reversed([absolute, *absolute.parents]) if not p.exists()]
     if into is not None:
         into.extend(made)
     try:
@@ -283,8 +279,7 @@ class RunFolder:
                 atomic.write_text(self.path / name, diff)
                 git["patch"] = name
             except OSError as e:
-                git["patch"] = None
-                git["error"] = f"{name} could not be written ({e.strerror})"
+                git.update(patch=None, error=f"{name} could not be written ({e.strerror})")
         atomic.write_json(path, record)
 
     def recorded_threads(self) -> int | None:

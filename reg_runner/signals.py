@@ -82,8 +82,7 @@ def settle(code: int) -> None:
     workers together once none can still act (loky kills a pool's other workers as soon as one ends, before their runs
     record their end); exit ``code`` after ``SETTLE_S`` if the command does not (a signal sent to this worker alone)."""
     if threading.current_thread() is threading.main_thread():
-        for sig in SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+        _take(signal.SIG_IGN)
         time.sleep(SETTLE_S)
     os._exit(code)
 
