@@ -211,6 +211,29 @@ def test_a_plain_module_stacks_to_its_lone_runs_and_resumes_to_the_uninterrupted
         assert_same_run(a, resumed_weights[a], b, weights[b])
 
 
+def test_a_modules_constants_kept_out_of_its_state_dict_stay_out_and_are_used(tmp_path, monkeypatch):
+    """Non-persistent buffers (a top-level and a child's): the generic stacked form runs each member with them, a
+    member's checkpoint is its plain network's state_dict (the plain class loads it strictly), and a stacked member
+    is still its lone run to the bit."""
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    from lenet import LeNet5Constants
+
+    data = make_tiny_mnist(tmp_path / "data", side=28)
+    shared = ["~model", "+model._target_=lenet.LeNet5Constants", "+model.width=4", "trainer.epochs=2",
+              "logging.histograms=0"]
+    runs = [checked(data, *m, shared=shared) for m in (["seed=0"], ["seed=1"])]
+    members, weights = train(runs, tmp_path / "stack")
+    (lone,), lone_weights = train([runs[1]], tmp_path / "lone")
+    assert_same_run(members[1], weights[members[1]], lone, lone_weights[lone])
+    model = stacked([runs[0][0].cfg.model] * 2, (1, 28, 28), 10, torch.device("cpu"))
+    assert {n for n, _ in model.named_buffers()} == {"shift", "features.0.scale"}
+    net = LeNet5Constants(1, 10, width=4)
+    assert model.member_state(1).keys() == net.state_dict().keys()
+    net.load_state_dict(model.member_state(1))  # strict: no key more, none less
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(model.eval()(x)[1], net.eval()(x))  # the constants count: 2 * (x - 0.5), not x
+
+
 @pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
 def test_stacked_mlp_gives_each_member_its_lone_outputs_and_gradients(tiny_data, norm):
     # a lone run is a stack of one: a member of a stack of 3 gets its outputs and gradients to the bit; the plain

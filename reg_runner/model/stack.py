@@ -41,7 +41,7 @@ def each_tensor(root: nn.Module, f) -> None:
         for name, p in list(module.named_parameters(recurse=False)):
             setattr(module, name, nn.Parameter(f(p)))
         for name, b in list(module.named_buffers(recurse=False)):
-            module.register_buffer(name, f(b))
+            setattr(module, name, f(b))  # a buffer kept out of the state_dict stays out
 
 
 class Stacked(nn.Module):
@@ -138,7 +138,7 @@ class Looped(Stacked):
         for name, p in template.named_parameters(recurse=False):
             self.register_parameter(name, p)
         for name, b in template.named_buffers(recurse=False):
-            self.register_buffer(name, b)
+            self.register_buffer(name, b, persistent=name in template.state_dict())
         with torch.no_grad():
             each_tensor(self, lambda t: t.unsqueeze(0).repeat(len(members), *[1] * t.dim()))
 
@@ -148,7 +148,7 @@ class Looped(Stacked):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shared = x.dim() == len(self.shape) + 1
-        tensors = self.state_dict(keep_vars=True)
+        tensors = dict(self.named_parameters()) | dict(self.named_buffers())  # with those out of the state_dict
         outs = []
         for k, net in enumerate(self.nets):
             net.train(self.training)

@@ -37,3 +37,27 @@ class LeNet5Checked(LeNet5):
         if not torch.isfinite(x).all():
             raise ValueError("the images hold a NaN or an infinity")
         return super().forward(x)
+
+
+class Scaled(nn.Module):
+    """x * scale: a constant kept out of the state_dict (a non-persistent buffer), as a normalization or a
+    positional table often is."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(scale), persistent=False)
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class LeNet5Constants(LeNet5):
+    """With non-persistent buffers at the top and in a child: not in a checkpoint, there in every forward."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 6, dropout: float = 0.0):
+        super().__init__(in_channels, num_classes, width, dropout)
+        self.register_buffer("shift", torch.tensor(0.5), persistent=False)
+        self.features.insert(0, Scaled(2.0))
+
+    def forward(self, x):
+        return super().forward(x - self.shift)
