@@ -286,6 +286,8 @@ PRUNER_CASES = [
      (20, 3, 2), "n_min_trials", "at most 2"),
     ({"_target_": "optuna.pruners.MedianPruner"}, (20, 2, 2), "_target_", "every trial starts before any has "
      "finished"),
+    ({"_target_": "optuna.pruners.PercentilePruner", "percentile": 25.0}, (20, 2, 2), "_target_",
+     "_target_='optuna.pruners.PercentilePruner' is not allowed: a pruner that compares with trials that have finished"),
     ({"_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 10, "reduction_factor": 3}, (10, 8, 2),
      "min_resource", "a first rung (min_resource x reduction_factor ^ min_early_stopping_rate = 10) at most 9"),
     ({"_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 2, "reduction_factor": 3,

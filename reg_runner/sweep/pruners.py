@@ -44,7 +44,7 @@ def check(spec: dict, reach: Reach) -> None:
                  "SuccessiveHalvingPruner": _successive_halving, "HyperbandPruner": _hyperband,
                  "WilcoxonPruner": _wilcoxon}.get(name)
     if check_one is not None:
-        check_one({k: v for k, v in spec.items() if not str(k).startswith("_")}, reach)
+        check_one({k: v for k, v in spec.items() if k == "_target_" or not str(k).startswith("_")}, reach)
 
 
 def _integer(args: dict, name: str, default, lo: int, auto: bool = False, note: str = "") -> int | str:
@@ -64,14 +64,14 @@ def _warmup(args: dict, reach: Reach) -> None:
                           f"at ({reach.runs}): with more, the pruner never prunes")
 
 
-def _finished_trials(args: dict, names: tuple, reach: Reach, what: str) -> None:
+def _finished_trials(args: dict, names: tuple, reach: Reach) -> None:
     """A pruner that compares with finished trials: some must have finished before a trial it could prune."""
     have = reach.finished_before_last
     for name, default in names:
         need = _integer(args, name, default, 1 if name == "n_min_trials" else 0)
         if max(1, need) > have:
             if have == 0:
-                raise ConfigError(f"{KEY}._target_", f"optuna.pruners.{what}", f"a pruner that compares with trials "
+                raise ConfigError(f"{KEY}._target_", args["_target_"], f"a pruner that compares with trials "
                                   f"that have finished: with hydra.sweeper.n_trials={reach.n_trials} and n_jobs="
                                   f"{reach.n_jobs}, every trial starts before any has finished (run more trials "
                                   "than n_jobs, or no pruner)")
@@ -82,7 +82,7 @@ def _finished_trials(args: dict, names: tuple, reach: Reach, what: str) -> None:
 
 def _median(args: dict, reach: Reach) -> None:
     _warmup(args, reach)
-    _finished_trials(args, (("n_startup_trials", 5), ("n_min_trials", 1)), reach, "MedianPruner")
+    _finished_trials(args, (("n_startup_trials", 5), ("n_min_trials", 1)), reach)
 
 
 def _threshold(args: dict, reach: Reach) -> None:
@@ -100,7 +100,7 @@ def _wilcoxon(args: dict, reach: Reach) -> None:
     if max(2, startup) > len(reach.prunable):
         raise ConfigError(f"{KEY}.n_startup_steps", startup, f"at most {len(reach.prunable)}, the steps a run "
                           f"can be pruned at ({reach.runs}); and the pruner compares at least 2")
-    _finished_trials(args, (("n_startup_trials", 1),), reach, "WilcoxonPruner")
+    _finished_trials(args, (("n_startup_trials", 1),), reach)
 
 
 def _successive_halving(args: dict, reach: Reach) -> None:
