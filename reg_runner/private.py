@@ -1,4 +1,4 @@
-"""The one module of reg_runner that relies on what Hydra and Optuna do not promise in their public API. Each
+"""The one module of reg_runner that relies on what Hydra, Optuna and torch do not promise in their public API. Each
 function has a test in tests/test_private.py that pins the behaviour it relies on (and fails on a private name used
 anywhere else), so an upgrade that changes it fails that test, not a user's sweep."""
 
@@ -39,3 +39,18 @@ def hydra_arguments_refused(argv: list[str]) -> str | None:
     except Refused as e:
         return str(e)
     return None
+
+
+def cpu_has_bf16_units() -> bool | None:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), or None where this torch cannot tell:
+    ``torch.cpu``'s ``_is_avx512_bf16_supported`` and ``_is_amx_tile_supported`` are its only way to ask."""
+    import torch
+
+    checks = [check for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+              if (check := getattr(torch.cpu, name, None)) is not None]
+    return any(check() for check in checks) if checks else None
+
+
+def memory_owner(t):
+    """The tensor whose memory ``t`` is (``t`` itself, or the tensor it is a view of: ``Tensor._base``)."""
+    return t if t._base is None else t._base

@@ -1,6 +1,7 @@
-"""What reg_runner relies on in Hydra and Optuna beyond their public API, pinned.
+"""What reg_runner relies on in Hydra, Optuna and torch beyond their public API, pinned.
 
-- No module but ``reg_runner/private.py`` touches a private name of hydra, hydra_plugins or optuna.
+- No module but ``reg_runner/private.py`` touches a private name of hydra, hydra_plugins or optuna, or one of
+  torch's that the adapter uses.
 - Each function of ``reg_runner/private.py`` gets a test of exactly the behaviour it relies on.
 - Where reg_runner redoes what a plugin does privately (the grid's jobs, an Optuna search space from
   sweep overrides, a job's ``.hydra/`` files), the result is compared with the plugin's own.
@@ -94,6 +95,44 @@ def test_only_the_adapter_uses_private_names_of_hydra_and_optuna():
     uses = {str(path.relative_to(ROOT)): private_uses(tree, theirs, own) for path, tree in trees.items()
             if path != ADAPTER}
     assert {path: found for path, found in uses.items() if found} == {}
+
+
+TORCH_PRIVATE = ("_base", "_is_avx512_bf16_supported", "_is_amx_tile_supported")  # what the adapter uses of torch
+
+
+def test_only_the_adapter_uses_torchs_private_names():
+    """torch's source is too large to walk: the names the adapter relies on, looked for everywhere else."""
+    def used(path):  # as an attribute (t._base) or a name looked up (getattr(torch.cpu, "_is_..."))
+        return {n.attr if isinstance(n, ast.Attribute) else n.value for n in ast.walk(ast.parse(path.read_text()))
+                if isinstance(n, ast.Attribute) or isinstance(n, ast.Constant)} & set(TORCH_PRIVATE)
+
+    assert {str(p.relative_to(ROOT)): used(p) for p in PACKAGE.rglob("*.py") if p != ADAPTER and used(p)} == {}
+    assert used(ADAPTER) == set(TORCH_PRIVATE)
+
+
+def test_a_views_memory_owner_is_the_tensor_it_views():
+    import torch
+
+    from reg_runner.private import memory_owner
+
+    w = torch.ones(3, 4)
+    assert memory_owner(w) is w and memory_owner(w.t()) is w and memory_owner(w[1:].t()) is w
+    with torch.device("meta"):  # where the footprint is measured: views of meta tensors know their owner too
+        m = torch.empty(3, 4)
+        assert memory_owner(m.t()) is m
+
+
+def test_the_cpu_bf16_question_is_answered_by_the_private_checks_torch_has():
+    import torch
+
+    from reg_runner.private import cpu_has_bf16_units
+
+    checks = [getattr(torch.cpu, name, None) for name in TORCH_PRIVATE[1:]]
+    answer = cpu_has_bf16_units()
+    if all(check is None for check in checks):  # a torch without them: no answer, not a guess
+        assert answer is None
+    else:
+        assert answer == any(check() for check in checks if check is not None) and isinstance(answer, bool)
 
 
 def test_the_walk_finds_each_kind_of_private_use():

@@ -9,6 +9,7 @@ import torch
 
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.model import calling
+from reg_runner.private import memory_owner
 
 CPU_TRIAL = 2**28  # bytes of parameters up to which a network the meta device cannot run is tried on the CPU
 
@@ -75,7 +76,7 @@ def _run(cfg, net, shape, n_classes: int, batch: int, eval_batch: int, device: s
     saved, own = {}, {id(p) for p in net.parameters()}
 
     def pack(t):
-        base = t if t._base is None else t._base  # a weight's transpose is the weight
+        base = memory_owner(t)  # a weight's transpose is the weight
         if id(base) not in own:
             saved[id(base)] = base.numel() * base.element_size()
         return t

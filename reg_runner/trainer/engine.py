@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from reg_runner.logging import probe
+from reg_runner.private import cpu_has_bf16_units
 from reg_runner.reg.penalty import Penalties
 from reg_runner.signals import STOP
 
@@ -203,9 +204,7 @@ def bf16_unsupported(device: torch.device) -> str | None:
     if device.type == "cuda":
         return None if torch.cuda.is_bf16_supported(including_emulation=False) else "this GPU has no bf16 units"
     if device.type == "cpu":
-        checks = [check for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-                  if (check := getattr(torch.cpu, name, None)) is not None]
-        if not checks or any(check() for check in checks):
+        if cpu_has_bf16_units() is not False:
             return None  # fast, or this torch cannot tell (let the user judge)
         return "this CPU has neither AVX512-BF16 nor AMX: bf16 matmuls are emulated, slower than float32"
     return f"bf16 evaluation is not measured on {device.type}"
