@@ -37,8 +37,9 @@ class DataFamily(FamilyGroup):
 
     @classmethod
     def read(cls, root: str | None) -> "Images":
-        """The dataset's images, from the folder ``root`` (``data.root``) or, if None, datamaestro's store; one
-        ``DataError`` line for anything amiss (missing, unreadable, or not what the files claim to be)."""
+        """The dataset's images (``reg_runner.data.split.Images``), from the folder ``root`` (``data.root``) or, if
+        None, datamaestro's store; one ``DataError`` line for anything amiss (missing, unreadable, or not what the
+        files claim to be)."""
         raise NotImplementedError(f"{cls.__name__}.read")
 
     @classmethod
