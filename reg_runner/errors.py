@@ -209,8 +209,10 @@ def closest_key(key: str) -> str | None:
             yield f"{prefix}{k}"
             yield from dotted(v, f"{prefix}{k}.")
 
-    root = Path(CONFIG_DIR)
-    top = _yaml(root / "config.yaml")
+    root, prefix = Path(CONFIG_DIR), ""
+    if key.startswith("hydra.") and (root / "hydra" / key.split(".")[1]).is_dir():  # hydra.sweeper.n_trial
+        root, prefix, key = root / "hydra", "hydra.", key.removeprefix("hydra.")
+    top = {} if prefix else _yaml(root / "config.yaml")
     groups = sorted({p.name for p in root.iterdir() if p.is_dir() and p.name != "hydra"} | {str(k) for k in top
                                                                                            if k != "defaults"})
     group, _, rest = key.partition(".")
@@ -219,7 +221,7 @@ def closest_key(key: str) -> str | None:
         return f"{near[0]}.{rest}" if near and rest else (near[0] if near else None)
     keys = {k for node in [top.get(group), *map(_yaml, (root / group).glob("*.yaml"))] for k in dotted(node)}
     near = difflib.get_close_matches(rest, sorted(keys), n=1) if rest else []
-    return f"{group}.{near[0]}" if near else None
+    return f"{prefix}{group}.{near[0]}" if near else None
 
 
 def _yaml(path: Path) -> dict:

@@ -315,6 +315,8 @@ MULTIRUN_CASES = [
      "TPESampler takes no argument 'bogus'"),
     ("hparams_search=quick hydra.sweeper.sampler._target_=os.system", "hydra.sweeper.sampler._target_='os.system' is "
      "not allowed: an Optuna sampler"),
+    ("hparams_search=quick hydra.sweeper.n_trial=3", "hydra.sweeper.n_trial=3 is not allowed: the config has no key "
+     "hydra.sweeper.n_trial (did you mean hydra.sweeper.n_trials?)"),
     ("seed=0,1 hydra/launcher=joblib +hydra.launcher.n_job=2", "hydra.launcher.n_job=2 is not allowed: "
      "hydra.launcher has no key 'n_job' (did you mean n_jobs?)"),
     ("seed=0,1 hydra/launcher=joblib hydra.launcher.backend=threading", "hydra.launcher.backend='threading' is not "
