@@ -51,6 +51,8 @@ from pathlib import Path
 
 import torch
 
+from reg_runner import device as device_lib
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from loops import mlp  # noqa: E402
@@ -220,18 +222,9 @@ def arguments(parser) -> argparse.Namespace:
     if args.tiny and args.full:
         parser.error("--full and --tiny cannot be combined: --tiny is a smoke test of seconds, --full adds the "
                      f"{REFERENCE_EPOCHS}-epoch run")
-    if args.device not in ("auto", "cpu", "cuda", "mps") and not (args.device.startswith("cuda:")
-                                                                   and args.device[5:].isdigit()):
-        parser.error(f"argument --device: {args.device!r} is not allowed: one of auto, cpu, cuda, cuda:N, mps")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"argument --device: {args.device!r} is not allowed: auto or cpu: CUDA is not available "
-                     "on this machine")
-    if args.device.startswith("cuda:") and int(args.device[5:]) >= torch.cuda.device_count():
-        parser.error(f"argument --device: {args.device!r} is not allowed: cuda:0 to "
-                     f"cuda:{torch.cuda.device_count() - 1}")
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        parser.error(f"argument --device: {args.device!r} is not allowed: auto or cpu: MPS is not available "
-                     "on this machine")
+    if allowed := (None if device_lib.well_formed(args.device) else device_lib.NAMES) or device_lib.unavailable(
+            args.device):
+        parser.error(f"argument --device: {args.device!r} is not allowed: {allowed}")
     if args.json is not None:  # the figures are written at the end: a path that cannot take them, now
         folder = args.json.parent
         if args.json.is_dir():

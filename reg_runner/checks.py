@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 from reg_runner.config import RunConfig, as_data, effective_lr
 from reg_runner.data.split import Split, split as data_split
+from reg_runner.device import unavailable
 from reg_runner.errors import ConfigError
 from reg_runner.model import calling
 from reg_runner.overrides import chosen_by_group, override_items, typed_value
@@ -196,13 +197,8 @@ def against_machine(c: RunConfig, split: Split) -> None:
     from reg_runner.scheduler.schedule import Schedule
 
     t, device = c.trainer, c.trainer.device
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("trainer.device", device, "auto or cpu: CUDA is not available on this machine")
-        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-            raise ConfigError("trainer.device", device, f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("trainer.device", device, "auto or cpu: MPS is not available on this machine")
+    if allowed := unavailable(device):
+        raise ConfigError("trainer.device", device, allowed)
 
     batch = t.batch_size * t.accumulate
     states = optimizer_build.check(c.optimizer, batch)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reg_runner import atomic
+from reg_runner.device import resolve
 from reg_runner.errors import first_line
 from reg_runner.fingerprint import cpu_name
 from reg_runner.signals import STOP
@@ -48,8 +49,6 @@ def shapes(n_train: int, batch_size: int, drop_last: bool, eval_sizes: list[int]
 
 def _structure(checked, members: int) -> dict:
     """The arguments of ``key``, ``difference`` and ``measure`` for a stack of ``members`` runs of ``checked``."""
-    from reg_runner.device import resolve
-
     t, split = checked.cfg.trainer, checked.split
     train_rows, eval_rows = shapes(split.n_train, t.batch_size, t.drop_last, [len(split.val_idx), split.n_test],
                                    t.eval_batch_size)

@@ -16,6 +16,7 @@ from reg_runner import config as config_lib
 from reg_runner.assembly import holds_network, stacked
 from reg_runner.data import tensors as data_lib
 from reg_runner.data.tensors import Part
+from reg_runner.device import NAMES, unavailable, well_formed
 from reg_runner.device import resolve as resolve_device
 from reg_runner.errors import UserError
 from reg_runner.landscape import plots, surface
@@ -190,16 +191,9 @@ def landscapes(args, run_dirs: list[Path], made: list, state: dict) -> None:
 
 
 def _device(name: str):
-    allowed = "cpu, cuda, cuda:N, mps or auto"
-    if name not in ("cpu", "cuda", "mps", "auto") and not (name.startswith("cuda:") and name[5:].isdigit()):
+    if allowed := (None if well_formed(name) else NAMES) or unavailable(name):
         raise UserError(f"--device={name!r} is not allowed: {allowed}")
-    device = resolve_device(name)
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise UserError(f"--device={name!r} is not allowed here: this machine has {torch.cuda.device_count()} CUDA "
-                        f"devices; {allowed}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device={name!r} is not allowed here: this machine has no MPS device; {allowed}")
-    return device
+    return resolve_device(name)
 
 
 def _write(folder: Path, results: list[dict], tensorboard: bool) -> None:

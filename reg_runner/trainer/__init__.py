@@ -4,6 +4,7 @@
 import math
 from typing import Annotated
 
+from reg_runner import device as device_lib
 from reg_runner.keys import DETAIL, SETTING, STRUCTURAL
 from reg_runner.schema import Bool, Group, Monitor, NonNegative, Positive, integer, one_of, optional, rule
 
@@ -37,8 +38,7 @@ class TrainerConfig(Group):
     grad_clip: optional(Positive)
     """the global gradient L2 norm is clipped to this"""
     early_stopping: EarlyStopping
-    device: Annotated[rule(str, lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps") or (
-        v.startswith("cuda:") and v[5:].isdigit())), "one of auto, cpu, cuda, cuda:N, mps"), STRUCTURAL, SETTING]
+    device: Annotated[rule(str, device_lib.well_formed, device_lib.NAMES), STRUCTURAL, SETTING]
     """auto: CUDA, else MPS, else the CPU"""
     deterministic: Annotated[Bool, STRUCTURAL, DETAIL]
     """torch.use_deterministic_algorithms: the same numbers on a GPU, more slowly"""
