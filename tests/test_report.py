@@ -161,10 +161,10 @@ def in_process(words: list[str], cwd) -> "InProcess":
     (["reg_runner.report", "{tmp}", "--nope"], "unrecognized arguments: --nope"),
     # a --storage that names no database: refused before anything, not a report that says it cannot open it
     (["reg_runner.report", "{tmp}", "--storage", "notadb://x"], "argument --storage: 'notadb://x' is not allowed: a "
-     "database URL, e.g. sqlite:///path/study.db"),
+     "database SQLAlchemy knows: 'notadb' is none"),
     (["reg_runner.report", "{tmp}", "--storage", ""], "argument --storage: '' is not allowed: a database URL"),
     (["reg_runner.report", "{tmp}", "--storage", "mysql://u:hunter2@h/db"], "argument --storage: 'mysql://u:***@h/db' "
-     "is not allowed: a URL whose database driver is installed (it needs the Python module MySQLdb)"),
+     "is not allowed: a URL whose database driver is installed: mysql needs the Python module MySQLdb"),
     (["reg_runner.data", "frobnicate"], "argument command: invalid choice: 'frobnicate'"),
     (["reg_runner.data", "import"], "the following arguments are required: folder"),
     (["reg_runner.resume"], "the following arguments are required: run_dir"),

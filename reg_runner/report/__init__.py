@@ -24,6 +24,7 @@ from reg_runner.report.groups import by_group, choose_settings, design, varying_
 from reg_runner.report.plots import DPI, curves, dots, interaction, main_effects
 from reg_runner.report.runs import STATUSES, Filters, find_runs, parse_filters, select
 from reg_runner.sweep import analysis
+from reg_runner.trainer.trial import database_refused
 
 
 def writable_folder(out: Path, made: list) -> None:
@@ -113,16 +114,8 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
 
 def _storage(text: str) -> str:
     """``--storage``: a database URL SQLAlchemy reads, whose driver is installed (one that is not is no study)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        make_url(text).get_dialect().import_dbapi()
-    except ImportError as e:
-        raise argparse.ArgumentTypeError(f"{masked(text)!r} is not allowed: a URL whose database driver is installed "
-                                         f"(it needs the Python module {e.name})") from None
-    except Exception:
-        raise argparse.ArgumentTypeError(f"{masked(text)!r} is not allowed: a database URL, e.g. sqlite:///path/study.db "
-                                         "or postgresql+psycopg2://user@host/db") from None
+    if refused := database_refused(text):
+        raise argparse.ArgumentTypeError(f"{masked(text)!r} is not allowed: {refused}")
     return text
 
 

@@ -22,7 +22,7 @@ from reg_runner.schema import Bool, Group, Name, integer, optional, parse, rejec
 from reg_runner.sweep import jobs, pruners
 from reg_runner.sweep import objectives as objectives_lib
 from reg_runner.sweep.objectives import direction_of
-from reg_runner.trainer.trial import NO_PRUNER, sqlite_path
+from reg_runner.trainer.trial import NO_PRUNER, database_refused, sqlite_path
 
 GRID = "reg_runner.sweep.grid.GridSweeper"
 STACKED = "reg_runner.sweep.stacked.StackedLauncher"
@@ -32,24 +32,8 @@ STUDY = "reg_runner.sweep.study.StudySweeper"
 def _storage(v):
     if v is None:
         return None
-    if not isinstance(v, str) or not v.strip():
-        raise reject("null (in memory) or a database URL such as sqlite:///study.db")
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = make_url(v)
-    except Exception:
-        raise reject("a database URL such as sqlite:///path/study.db or postgresql+psycopg2://user@host/db") from None
-    try:
-        dialect = url.get_dialect()
-    except Exception:
-        raise reject(f"a database SQLAlchemy knows: {url.drivername!r} is none (sqlite, postgresql, mysql...)") from None
-    try:
-        dialect.import_dbapi()
-    except ImportError as e:
-        raise reject(f"a URL whose database driver is installed: {url.drivername} needs the Python module {e.name}, "
-                     "which is not installed (install its driver, or name an installed one, e.g. "
-                     "postgresql+psycopg2://...)") from None
+    if refused := database_refused(v):
+        raise reject(f"null (in memory) or {refused}" if not isinstance(v, str) or not v.strip() else refused)
     path = sqlite_path(v)
     if path is None:
         return v

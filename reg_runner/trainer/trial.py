@@ -32,6 +32,26 @@ def build_pruner(spec: dict):
         return instantiate(spec, _execution_whitelist_=("optuna.pruners.*",))
 
 
+def database_refused(url) -> str | None:
+    """What a study's storage must be, where ``url`` is no database URL whose driver is installed; or None."""
+    from sqlalchemy.engine import make_url
+
+    if not isinstance(url, str) or not url.strip():
+        return "a database URL such as sqlite:///path/study.db or postgresql+psycopg2://user@host/db"
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return "a database URL such as sqlite:///path/study.db or postgresql+psycopg2://user@host/db"
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as e:
+        return (f"a URL whose database driver is installed: {parsed.drivername} needs the Python module {e.name}, "
+                "which is not installed (install its driver, or name an installed one, e.g. postgresql+psycopg2://...)")
+    except Exception:
+        return f"a database SQLAlchemy knows: {parsed.drivername!r} is none (sqlite, postgresql, mysql...)"
+    return None
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file an SQLite storage URL names (``sqlite:///study.db``; ``sqlite:///file:study.db?...&uri=true``
     too), None for an in-memory SQLite database or another database: the one reading of a storage URL's file."""
