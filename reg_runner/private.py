@@ -4,15 +4,14 @@ anywhere else), so an upgrade that changes it fails that test, not a user's swee
 
 import contextlib
 
-from hydra._internal.utils import get_args_parser
-from hydra.core.hydra_config import HydraConfig
-
 
 @contextlib.contextmanager
 def hydra_config_of(job):
     """While inside, ``${hydra:...}`` interpolations resolve against ``job``'s ``hydra`` node, as Hydra's
     ``run_job`` sets the ``HydraConfig`` singleton for the job it runs (a sweeper names a job's folder before it
     runs). Hydra has no public way to put the previous one back: its ``cfg`` attribute is assigned directly."""
+    from hydra.core.hydra_config import HydraConfig  # here: the training engine imports this module too
+
     instance = HydraConfig.instance()
     before = instance.cfg
     instance.set_config(job)
@@ -25,6 +24,7 @@ def hydra_config_of(job):
 def hydra_arguments_refused(argv: list[str]) -> str | None:
     """What Hydra's command-line parser (``get_args_parser``) refuses in ``argv`` (``unrecognized arguments:
     --nope``), or None: the message alone, without the usage. ``--version`` and ``--help`` act as under Hydra."""
+    from hydra._internal.utils import get_args_parser
 
     class Refused(Exception):
         pass
