@@ -1,12 +1,6 @@
 """reg_runner: a Hydra-configured runner for studying regularization on small networks.
 
-From ``python -m reg_runner`` to the training loop, five files, each call made where it is written:
-
-    __main__.py        cli.entry() (through signals.main: the exit after it)
-    cli.py             parse (Hydra), check and lock (EarlyChecks, before Hydra makes the folder), Task
-    run.py             run_stack: check what is left, lock, record, assemble, train
-    assembly.py        Job (one run of a stack); assemble: data on the device, the stacked model, its members
-    trainer/engine.py  Engine: the loop, its evaluations and listeners
+The five files from ``python -m reg_runner`` to the training loop: README.md, "Reading the code".
 """
 
 import os as _os

@@ -1,6 +1,5 @@
 """The assembly seam: checked run configs in; data on the device, a model (stacked and plain) and its members out.
-Runs, resume, the range test, the landscapes and the exactness probe all build through here, one way: config ->
-data -> model -> members; nothing in ``reg_runner.model`` or ``reg_runner.data`` knows of runs, configs or the loop.
+Runs, resume, the range test, the landscapes and the exactness probe all build through here, one way: docs/families.md.
 """
 
 import logging

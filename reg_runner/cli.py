@@ -1,6 +1,6 @@
 """``python -m reg_runner [overrides]``: the command line (``entry``), Hydra's callback that checks a run and
 locks its folder before Hydra makes it (``EarlyChecks``), and the task Hydra runs (``Task``: ``run.run_stack``).
-The whole path from the command to the loop is in the package's docstring."""
+The whole path from the command to the loop: README.md, "Reading the code"."""
 
 import gc
 import math

@@ -1,7 +1,4 @@
 """``python -m reg_runner.docs``: the configuration reference, ``docs/reference.md``, generated from the schemas.
-
-Every key of every option of every group: its type and allowed values (the schema's validators), its default (the
-option's YAML, composed as a run composes it) and its description (the docstring under the key in the schema).
 """
 
 import ast

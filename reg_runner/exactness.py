@@ -1,7 +1,6 @@
 """Whether a stack gives each member bitwise what the member gives alone, here, and whether it is worth it
-(docs/stacking.md): on CPU a property of the BLAS kernels torch picks (shapes, alignment, thread count), not of
-the numbers. ``probe`` compares each member with itself alone on random numbers; ``verdict`` first times a few
-steps (``measure``), so that only a stack that saves time pays the check. Findings are remembered on disk.
+(docs/stacking.md: why the machine decides, when a stack is timed, where findings are remembered). ``probe``
+compares each member with itself alone on random numbers; ``verdict`` first times a few steps (``measure``).
 """
 
 import functools

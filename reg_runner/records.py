@@ -1,6 +1,5 @@
 """A run's folder: the files a run leaves there, each written atomically (every file and what it holds:
-docs/runs.md), its lock, and the status vocabulary of ``metrics.json``. A ``running`` run whose lock no process
-holds was killed: ``RunFolder.status()`` reports it as ``killed``.
+docs/runs.md), its lock, and the status vocabulary of ``metrics.json`` (a run's own: ``RunFolder.status``).
 """
 
 import csv

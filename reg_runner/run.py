@@ -1,6 +1,5 @@
-"""Runs, top to bottom (``run_stack``): check, lock, record, assemble (``reg_runner.assembly``), train. Several runs
-of one architecture train as one stack (a single run is a stack of one); each run's records are exactly what it would
-have alone, and on CPU so are its numbers.
+"""Runs, top to bottom (``run_stack``): check, lock, record, assemble (``reg_runner.assembly``), train. A single run
+is a stack of one; what a run in a larger stack records and computes: docs/stacking.md, "Records", "The same numbers".
 """
 
 import logging

@@ -1,7 +1,6 @@
-"""Seeds: a run's ``seed`` seeds one independent stream per use (``STREAMS``), derived with numpy's
-``SeedSequence`` (the stream's index as its spawn key), so switching one use on or off moves no other stream and
-seed s shares nothing with seed s+1. ``seed=null`` draws a seed, recorded like any other. Torch's global generator
-is seeded too, for code outside reg_runner; nothing of reg_runner draws from it.
+"""Seeds: a run's ``seed`` seeds one independent stream per use (``STREAMS``; why: docs/runs.md, "Seeds and the
+split"), derived with numpy's ``SeedSequence``, the stream's index as its spawn key. Torch's global generator is
+seeded too, for code outside reg_runner.
 """
 
 import contextlib

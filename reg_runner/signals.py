@@ -2,9 +2,7 @@
 
 From a command's first instant (``early``, as the package loads) a signal ends it where it is, in one line (``end``);
 files written together wait for it (``deferred``). A run takes signals over (``STOP``, before Hydra makes its
-folder): during its start-up a signal ends the command at once and removes a new run's folder; once it trains, the
-run ends at its epoch's end or next step (``reg_runner.trainer.engine``), checkpointed, with the resume command. A
-second Ctrl-C stops at once: every record is written whole, so the last checkpoint stands.
+folder: what it does then, docs/reliability.md, "Signals"; once it trains, ``reg_runner.trainer.engine`` stops it).
 """
 
 import atexit

@@ -1,7 +1,6 @@
 """CIFAR-10 (``data=cifar10``): 32x32 colour images in 10 classes, 50,000 to train and 10,000 to test
-(Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html), in its "python version": pickled batches, read
-with an unpickler that builds nothing but containers, bytes, numbers and numpy arrays (a pickle can run code when
-loaded), from ``data.root`` (``find_batches``) or datamaestro's store, downloaded there on first use and checked.
+(Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html); its pickled batches read by ``_Batch``, which runs
+no code, from ``data.root`` (``find_batches``) or datamaestro's store: docs/families.md, "The built-in families".
 """
 
 import functools

@@ -1,8 +1,7 @@
 """MNIST (``data=mnist``, the default): LeCun, Cortes & Burges' handwritten digits, 28x28, 10 classes.
 
-Read from ``data.root`` or through datamaestro (``prepare_dataset("com.lecun.mnist")``), whose store is filled from
-the copy shipped in this package, verified (nothing is downloaded: docs/runs.md, "Data"); a store that cannot be
-written leaves the package copy to be read directly.
+Read from ``data.root`` or through datamaestro (``prepare_dataset("com.lecun.mnist")``), its store filled from the
+copy shipped in this package: docs/runs.md, "Data".
 """
 
 import hashlib

@@ -1,8 +1,7 @@
 """The ``model`` group: model families, each chosen by ``_target_`` in ``conf/model/<name>.yaml`` (docs/families.md).
 
-A family is a subclass of ``ModelFamily``: the schema of the yaml's other keys, every one deciding what can share a
-stack unless marked each run's own (``Annotated[..., OWN]``), and methods that declare what the rest of reg_runner
-needs to know of it. A plain ``torch.nn.Module`` class is a family too (``Module``).
+A family is a ``ModelFamily`` subclass or a plain ``torch.nn.Module`` class (``Module``): docs/families.md, "Your
+own network".
 
 ``shape`` is one image's ``(channels, height, width)``. The schemas import no torch, so a mistyped value is
 refused before torch loads: a family keeps its torch code in functions or a companion module (``mlp_net``).
@@ -107,9 +106,8 @@ FILLED = {"num_classes": "its classes", "n_classes": "its classes", "in_channels
 
 
 class Module(ModelFamily):
-    """The family of a plain ``torch.nn.Module`` class (``family_of``): ``_target_`` names the class, the other
-    keys are its constructor's arguments (every one structural), and the data fills those of ``FILLED`` that
-    it declares."""
+    """The family of a plain ``torch.nn.Module`` class (``family_of``; docs/families.md, "Your own network"): the
+    data fills the arguments of ``FILLED`` the constructor declares."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     MODULE: ClassVar[type]

@@ -1,11 +1,8 @@
 """Compare runs: tables with mean ± std over seeds, main effects of a factorial design, and figures, from the runs'
 own records.
 
-Every run folder below the path is read from its own records (``runs``), unfinished, failed or unreadable ones
-listed with their status; ``--where``, ``--status`` and ``--tag`` select among them. The report (``document``;
-what each table and figure holds, and its commands: docs/study.md) is printed as markdown and written to
-``report.md``, ``report.html``, ``report.csv`` and PNGs in the folder or ``--out``; on an Optuna search's folder,
-with its analysis.
+Every run folder below the path is read from its own records (``runs``), the report built as blocks (``document``):
+what it selects, holds and writes: docs/study.md; a search's analysis added: docs/search.md.
 """
 
 import argparse

@@ -1,7 +1,5 @@
-"""The report's figures (``test_acc.png``, ``curves.png``, ``main_effects.png``, ``interaction_A_B.png``; each in
-docs/study.md), legible from 2 groups to 100: no legend, each group named by its keys' values beside its dot or at
-its line's end.
-"""
+"""The report's figures, ``test_acc.png``, ``curves.png``, ``main_effects.png``, ``interaction_A_B.png``: what each
+shows, legible from 2 groups to 100 with no legend, docs/study.md, "Figures"."""
 
 import math
 import statistics

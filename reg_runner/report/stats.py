@@ -1,8 +1,6 @@
-"""The numbers of a report: each group's mean and spread over its seeds against the baseline (Welch's t-test,
-Holm's correction), and for a factorial design each factor's main effect and a pair's interaction: contrasts of the
-cell means, each cell weighted alike (Box, Hunter & Hunter, *Statistics for Experimenters*, ch. 5), with Student's
-t intervals at 95% and two-sided p-values from the seeds' spread within the cells, pooled (N - cells degrees of
-freedom)."""
+"""The numbers of a report (what each is: docs/study.md, "Groups", "Main effects"). A factorial design's effects are
+contrasts of the cell means (Box, Hunter & Hunter, *Statistics for Experimenters*, ch. 5): Student's t intervals
+and two-sided p-values, the seeds' spread within the cells pooled (N - cells degrees of freedom)."""
 
 import math
 import statistics

@@ -1,6 +1,5 @@
 """The ``scheduler`` group: the learning-rate schedule (``reg_runner.scheduler.schedule``), each option with its
-own keys. ``onecycle`` and ``cyclic`` step after every optimizer step, the others once per epoch (``plateau`` on
-each evaluation); all but those two may have a linear warmup in front.
+own keys; when each steps, and its warmup: docs/training.md, "Schedules".
 """
 
 from typing import Annotated, Literal, Union

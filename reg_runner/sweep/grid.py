@@ -1,8 +1,6 @@
 """The default multirun sweeper (``python -m reg_runner --multirun model.norm=none,batchnorm seed=0,1,2``): the
-same jobs as Hydra's basic sweeper (the product of the swept values), with two differences. Every job's config
-and folder is checked before the first job trains (a bad value in job 5 stops the sweep before job 0 starts, with
-one line); a job that fails records its failure in its own folder while the others run on, and the sweep then
-ends with a line naming the failed runs, and exit code 1.
+same jobs as Hydra's basic sweeper (the product of the swept values), every job checked before the first trains and
+a failed job failing alone (docs/runs.md, "What is checked before anything runs"; docs/reliability.md, "Failures").
 """
 
 import itertools

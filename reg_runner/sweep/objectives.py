@@ -1,8 +1,7 @@
-"""What a search optimizes: the runs' ``objective`` (``val/acc``; a trial's value is its runs' best validation
-value, the mean over its seeds), or, with ``hydra.sweeper.objectives``, two or more metrics every run records: a
-multi-objective study (Optuna's ``directions``) whose result is the Pareto front. docs/search.md lists the metrics,
-the direction each follows and where a run's ``metrics.json`` holds it (``reg_runner.model.measures`` defines
-``flops`` and ``near_zero``). A run's best epoch is still chosen by its ``objective``: the test set never steers.
+"""What a search optimizes: the runs' ``objective`` (a trial's value is its runs' best validation value, the mean
+over its seeds), or with ``hydra.sweeper.objectives`` two or more metrics every run records (``flops`` and
+``near_zero``: ``reg_runner.model.measures``), a multi-objective study whose result is the Pareto front. The metrics,
+their directions and where ``metrics.json`` holds each: docs/search.md, "Two goals".
 """
 
 from reg_runner.errors import ConfigError

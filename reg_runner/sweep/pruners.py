@@ -1,7 +1,5 @@
-"""A search's pruner, checked before any trial against what it will do with the runs' epochs (docs/search.md,
-"Pruners"): a run reports its objective at every evaluation, and a pruner acts only at a step before the last epoch.
-A setting it would fail on in every run, or with which it could never prune, is refused in one line; a part that
-never acts (hyperband's brackets whose first rung comes after the last epoch) gets one warning line."""
+"""A search's pruner, checked before any trial against what it will do with the runs' epochs (what is refused, what
+warned: docs/search.md, "Pruning, and several seeds per trial"): a pruner acts only at a step before the last epoch."""
 
 import logging
 import math

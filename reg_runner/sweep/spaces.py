@@ -35,9 +35,7 @@ def showcase(cfg, trial) -> None:
 
 
 def pareto(cfg, trial) -> None:
-    """Accuracy against size: the family (MLP or CNN), its size, and its regularization. MLP: 1 to 4 hidden
-    layers of 16 to 256 units. CNN: two conv blocks of 4 to 16 channels (the second twice the first), 0 to 64
-    hidden units. Either: dropout, L1 and L2 switched on or off, their strengths searched."""
+    """Accuracy against size: the family, its size and its regularization (docs/search.md, "Two goals")."""
     if trial.suggest_categorical("model", ["mlp", "cnn"]) == "mlp":
         trial.suggest_int("model.depth", 1, 4)
         trial.suggest_int("model.width", 16, 256, log=True)

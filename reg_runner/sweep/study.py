@@ -1,9 +1,8 @@
 """The Optuna sweeper: a resumable study whose trials are runs, launched by any Hydra launcher.
 
-Optuna's storage holds the study and its samplers choose the trials; Hydra's launchers run them. The loop that asks,
-checks (the search space first, then each trial before its launch), launches and tells is ours. Its contract
-(``n_trials`` in total, resume, the trials a dead sweeper left RUNNING): docs/search.md. Beside it: ``outcomes.py``
-(what its trials came to, and its summary).
+Optuna's storage and samplers, Hydra's launchers, and our own loop, which asks, checks (the search space first,
+then each trial before its launch), launches and tells. Its contract (``n_trials`` in total, resume, the trials a
+dead sweeper left RUNNING): docs/search.md. Beside it: ``outcomes.py`` (what its trials came to, and its summary).
 """
 
 import datetime

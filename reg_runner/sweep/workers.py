@@ -3,11 +3,10 @@
 - **fork.** joblib's ``multiprocessing`` backend starts a worker per job, which a fork from the command could leave
   waiting forever on a lock another thread held (docs/search.md): its workers are forked from a server that has
   loaded reg_runner and runs no Python thread (``reg_runner.fork_server``). loky never forks.
-- **A signal.** The command passes SIGTERM on to every worker (its run ends with a checkpoint), gives them
-  ``GRACE`` seconds, kills them all together, and ends with one line (docs/reliability.md). While a launch runs,
-  the main thread blocks SIGTERM and SIGINT, so that joblib's threads and workers inherit the block (a worker still
-  importing would print a traceback); a thread started before the block takes the command's signals, and Python
-  runs the handler in the main thread, which joblib's wait for results leaves every 10 ms.
+- **A signal**: docs/reliability.md, "Worker processes" (``GRACE``: the wait). While a launch runs, the main thread
+  blocks SIGTERM and SIGINT, so that joblib's threads and workers inherit the block (a worker still importing
+  would print a traceback); a thread started before the block takes the command's signals, and Python runs the
+  handler in the main thread, which joblib's wait for results leaves every 10 ms.
 """
 
 import contextlib

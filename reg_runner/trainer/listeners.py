@@ -12,11 +12,9 @@ from reg_runner.records import RunFolder
 
 
 class Records:
-    """Each member's folder: ``last.pt`` (and ``best.pt`` when the best epoch moved), then history.csv,
-    then metrics.json, at epoch 0, every ``trainer.checkpoint_every`` epochs and when the member ends.
-    The checkpoint comes first, so a kill between two writes never leaves metrics.json claiming epochs
-    the checkpoint does not hold. history.csv also follows each evaluation in between (a resumed run
-    rewrites it from its checkpoint's rows: each epoch once)."""
+    """Each member's folder: ``last.pt`` (and ``best.pt`` when the best epoch moved), then history.csv, then
+    metrics.json, at epoch 0, every ``trainer.checkpoint_every`` epochs and when the member ends; history.csv also
+    at each evaluation in between (why in that order: docs/reliability.md, "Whole records")."""
 
     def __init__(self, data_info: dict, n_params: int, t0: float, resumed: set):
         self.data_info, self.n_params, self.resumed = data_info, n_params, resumed

@@ -1,7 +1,6 @@
-"""A run's link back to its Optuna trial (``REG_RUNNER_TRIAL`` and the study's storage and pruner in the job's Hydra
-config; docs/search.md, "Pruning"), through the study's storage or, in the sweeper's own process, its in-memory
-study (``MEMORY``). At every evaluation ``Pruning`` records each trial's mean best objective so far, pruner or not
-(the study holds every trial's learning curve), and with a pruner asks whether the trial's runs stop, ``pruned``.
+"""A run's link back to its Optuna trial (the channel: docs/search.md, "Pruning, and several seeds per trial"),
+through the study's storage or, in the sweeper's own process, its in-memory study (``MEMORY``). ``Pruning``
+records each trial's mean best objective so far, pruner or not, and with a pruner asks whether its runs stop.
 """
 
 import functools
