@@ -35,11 +35,9 @@ def database_refused(url) -> str | None:
     """What a study's storage must be, where ``url`` is no database URL whose driver is installed; or None."""
     from sqlalchemy.engine import make_url
 
-    if not isinstance(url, str) or not url.strip():
-        return "a database URL such as sqlite:///path/study.db or postgresql+psycopg2://user@host/db"
     try:
         parsed = make_url(url)
-    except Exception:
+    except Exception:  # not text, empty, or no URL
         return "a database URL such as sqlite:///path/study.db or postgresql+psycopg2://user@host/db"
     try:
         parsed.get_dialect().import_dbapi()
