@@ -346,13 +346,14 @@ def test_public_suggest_draws_what_the_private_one_draws():
 def test_a_stacked_jobs_hydra_files_are_what_run_job_writes(tmp_path):
     from hydra.core.utils import _save_config
 
-    from reg_runner.sweep.stacked import _hydra_config, _task_config, save_yaml
+    from reg_runner.sweep.stacked import _hydra_config, _task_config
 
     job = _job(2)
     for name, cfg in [("config.yaml", _task_config(job)), ("hydra.yaml", _hydra_config(job)),
                       ("overrides.yaml", job.hydra.overrides.task)]:
         _save_config(cfg, name, tmp_path / "hydra")
-        save_yaml(cfg, tmp_path / "ours" / name)
+        (tmp_path / "ours").mkdir(exist_ok=True)
+        OmegaConf.save(cfg, tmp_path / "ours" / name)  # what the stacked launcher writes
         assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "hydra" / name).read_bytes()
 
 

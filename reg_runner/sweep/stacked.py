@@ -92,9 +92,10 @@ class StackedLauncher(Launcher):
         out.mkdir(parents=True, exist_ok=True)
         if cfg.hydra.output_subdir is not None:
             hydra_dir = out / str(cfg.hydra.output_subdir)
-            save_yaml(_task_config(cfg), hydra_dir / "config.yaml")
-            save_yaml(_hydra_config(cfg), hydra_dir / "hydra.yaml")
-            save_yaml(cfg.hydra.overrides.task, hydra_dir / "overrides.yaml")
+            hydra_dir.mkdir(parents=True, exist_ok=True)  # the files Hydra's run_job writes, byte for byte
+            OmegaConf.save(_task_config(cfg), hydra_dir / "config.yaml")
+            OmegaConf.save(_hydra_config(cfg), hydra_dir / "hydra.yaml")
+            OmegaConf.save(cfg.hydra.overrides.task, hydra_dir / "overrides.yaml")
         handler = logging.FileHandler(out / f"{cfg.hydra.job.name}.log")
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         logging.getLogger().addHandler(handler)
@@ -107,12 +108,6 @@ def launch(launcher, job_overrides, initial_job_idx: int, composed: list) -> lis
     if isinstance(launcher, StackedLauncher):
         return launcher.launch(job_overrides, initial_job_idx, composed)
     return launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
-
-
-def save_yaml(cfg, path) -> None:
-    """A config as YAML, unresolved, as Hydra's ``run_job`` writes a job's ``.hydra/`` files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
 
 
 def group(jobs: list[dict], max_members: int) -> list[list[dict]]:
