@@ -234,6 +234,30 @@ def test_a_modules_constants_kept_out_of_its_state_dict_stay_out_and_are_used(tm
     assert torch.equal(model.eval()(x)[1], net.eval()(x))  # the constants count: 2 * (x - 0.5), not x
 
 
+def test_a_modules_tied_weights_stay_tied_in_a_stack(tmp_path, monkeypatch):
+    """Two layers that share one weight (tests/families/lenet.py): the generic stacked form keeps one stacked
+    parameter for both (functional_call ties them in each member's forward), a stacked member is its lone run to
+    the bit, and a member's checkpoint loads strictly into the plain class, still tied."""
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    from lenet import LeNet5Tied
+
+    data = make_tiny_mnist(tmp_path / "data", side=28)
+    shared = ["~model", "+model._target_=lenet.LeNet5Tied", "+model.width=4", "trainer.epochs=2",
+              "logging.histograms=0", "reg.l2=1e-3"]
+    runs = [checked(data, *m, shared=shared) for m in (["seed=0"], ["seed=1"])]
+    members, weights = train(runs, tmp_path / "stack")
+    (lone,), lone_weights = train([runs[1]], tmp_path / "lone")
+    assert_same_run(members[1], weights[members[1]], lone, lone_weights[lone])
+    model = stacked([runs[0][0].cfg.model] * 2, (1, 28, 28), 10, torch.device("cpu"))
+    assert model.first.weight is model.second.weight and model.first.bias is not model.second.bias
+    net = LeNet5Tied(1, 10, width=4)
+    assert len(list(model.parameters())) == len(list(net.parameters()))  # the shared weight counted once
+    net.load_state_dict(model.member_state(1))
+    assert net.first.weight is net.second.weight
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(model.eval()(x)[1], net.eval()(x))
+
+
 @pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
 def test_stacked_mlp_gives_each_member_its_lone_outputs_and_gradients(tiny_data, norm):
     # a lone run is a stack of one: a member of a stack of 3 gets its outputs and gradients to the bit; the plain

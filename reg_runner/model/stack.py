@@ -36,12 +36,14 @@ def weight_names(net: nn.Module) -> dict[str, str]:
 
 
 def each_tensor(root: nn.Module, f) -> None:
-    """Every parameter and buffer of ``root``'s modules replaced by ``f`` of it (a parameter by a parameter)."""
+    """Every parameter and buffer of ``root``'s modules replaced by ``f`` of it (a parameter by a parameter; one that
+    modules share, tied weights, stays shared; a buffer kept out of the state_dict stays out)."""
+    new: dict[int, tuple] = {}  # id -> (the old tensor, kept alive so that its id is not reused; its replacement)
     for module in root.modules():
-        for name, p in list(module.named_parameters(recurse=False)):
-            setattr(module, name, nn.Parameter(f(p)))
-        for name, b in list(module.named_buffers(recurse=False)):
-            setattr(module, name, f(b))  # a buffer kept out of the state_dict stays out
+        for name, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if id(t) not in new:
+                new[id(t)] = (t, nn.Parameter(f(t)) if isinstance(t, nn.Parameter) else f(t))
+            setattr(module, name, new[id(t)][1])
 
 
 class Stacked(nn.Module):

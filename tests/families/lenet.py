@@ -61,3 +61,15 @@ class LeNet5Constants(LeNet5):
 
     def forward(self, x):
         return super().forward(x - self.shift)
+
+
+class LeNet5Tied(LeNet5):
+    """Two layers after the classifier that share one weight (tied weights), each with its own bias."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 6, dropout: float = 0.0):
+        super().__init__(in_channels, num_classes, width, dropout)
+        self.first, self.second = nn.Linear(num_classes, num_classes), nn.Linear(num_classes, num_classes)
+        self.second.weight = self.first.weight
+
+    def forward(self, x):
+        return self.second(torch.relu(self.first(super().forward(x))))
