@@ -525,6 +525,9 @@ FAMILY_CASES = [
     ("broken.Exits", f"model._target_='broken.Exits': building its network raised SystemExit: 3 at {BROKEN}:87"),
     ("broken.ParameterInForward", "model._target_='broken.ParameterInForward' is not allowed: a network whose "
      "parameters are made before its forward, which the optimizer is given (its forward made new ones"),
+    ("broken.PlainTensor", "model._target_='broken.PlainTensor' is not allowed: a network whose tensors are "
+     "parameters or buffers, which .to(device), a checkpoint and a stack carry (its fc.2.scale is a plain attribute: "
+     "self.register_buffer(name, tensor, persistent=False) keeps it out of the checkpoint)"),
     ("broken.CheckReturns", "model._target_='broken.CheckReturns' is not allowed: a family whose check() raises "
      "ConfigError to refuse and returns None (it returned 'needs 28x28 images')"),
 ]

@@ -27,6 +27,12 @@ def network(cfg, shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
     if any(torch.nn.parameter.is_lazy(p) for p in net.parameters()):
         raise ConfigError("model._target_", cfg.target, "a network whose parameters have their shapes once it is "
                           "built, which a checkpoint and a stack need (it has lazy modules)")
+    plain = next((f"{m}.{name}".lstrip(".") for m, module in net.named_modules() for name, value in vars(module).items()
+                  if isinstance(value, torch.Tensor)), None)  # parameters and buffers live in their own dicts
+    if plain is not None:
+        raise ConfigError("model._target_", cfg.target, f"a network whose tensors are parameters or buffers, which "
+                          f".to(device), a checkpoint and a stack carry (its {plain} is a plain attribute: "
+                          "self.register_buffer(name, tensor, persistent=False) keeps it out of the checkpoint)")
     return net
 
 

@@ -95,6 +95,12 @@ class CheckReturns(ModelFamily):
         return nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], n_classes))
 
 
+class PlainTensor(Head):
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__(in_channels, num_classes)
+        self.fc[2].scale = self.fc[2].weight.detach().new_ones(1)  # not a buffer: a stack builds it on the meta device
+
+
 class ParameterInForward(Head):
     def forward(self, x):
         self.scale = nn.Parameter(x.new_ones(1))
