@@ -222,9 +222,6 @@ def arguments(parser) -> argparse.Namespace:
     if args.tiny and args.full:
         parser.error("--full and --tiny cannot be combined: --tiny is a smoke test of seconds, --full adds the "
                      f"{REFERENCE_EPOCHS}-epoch run")
-    if allowed := (None if device_lib.well_formed(args.device) else device_lib.NAMES) or device_lib.unavailable(
-            args.device):
-        parser.error(f"argument --device: {args.device!r} is not allowed: {allowed}")
     if args.json is not None:  # the figures are written at the end: a path that cannot take them, now
         folder = args.json.parent
         if args.json.is_dir():
@@ -266,7 +263,8 @@ def main() -> None:
     parser = Parser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=integer_arg(1), default=None, help="default 30; --tiny: 2")
     parser.add_argument("--repeats", type=integer_arg(1), default=None, help="default 3; --tiny: 1")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--device", default="auto", type=device_lib.device_arg,
+                        help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     parser.add_argument("--data-root", default=None, help="MNIST IDX folder; default: the datamaestro store")
     parser.add_argument("--no-verify", action="store_true", help="read --data-root's files as they are, unchecked "
                         "against MNIST's published md5s (data.verify=false): a modified copy, or test data")

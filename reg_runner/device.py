@@ -1,6 +1,7 @@
 """Devices: the names a run or a command may give, whether this machine has the one given, and ``auto`` resolved
 (torch is imported only where a device is looked at: the schemas use ``well_formed``)."""
 
+import argparse
 import re
 
 NAMES = "one of auto, cpu, cuda, cuda:N, mps"
@@ -21,6 +22,13 @@ def unavailable(name: str) -> str | None:
     if name == "mps" and not torch.backends.mps.is_available():
         return "auto or cpu: MPS is not available on this machine"
     return None
+
+
+def device_arg(text: str) -> str:
+    """An argparse ``type``: a device this machine has."""
+    if allowed := (None if well_formed(text) else NAMES) or unavailable(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: {allowed}")
+    return text
 
 
 def resolve(name: str):

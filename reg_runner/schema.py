@@ -201,7 +201,6 @@ class FamilyGroup(Group):
     @classmethod
     def adopt(cls, target: type) -> type | None:
         """The family of a class that is not a subclass of this base (None: ``_target_`` may not name it)."""
-        return None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs):

@@ -173,9 +173,9 @@ def test_the_path_never_extrapolates_a_variance_below_zero(runs, tmp_path):
     (["{plain}", "--grid", "4"], "'4' is not allowed: an odd integer in [3, 201]"),
     (["{plain}", "--span", "0"], "'0' is not allowed: a number in (0, 10]"),
     (["{plain}", "--checkpoint", "first"], "invalid choice: 'first'"),
-    (["{plain}", "--device", "tpu"], "--device='tpu' is not allowed: one of auto, cpu, cuda, cuda:N, mps"),
-    (["{plain}", "--device", "cuda:\u00b2"], "--device='cuda:\u00b2' is not allowed: one of"),  # a digit int() refuses
-    (["{plain}", "--device", "mps"], "--device='mps' is not allowed: auto or cpu: MPS is not available"),
+    (["{plain}", "--device", "tpu"], "argument --device: 'tpu' is not allowed: one of auto, cpu, cuda, cuda:N, mps"),
+    (["{plain}", "--device", "cuda:\u00b2"], "argument --device: 'cuda:\u00b2' is not allowed: one of"),  # int() refuses
+    (["{plain}", "--device", "mps"], "argument --device: 'mps' is not allowed: auto or cpu: MPS is not available"),
     (["{plain}", "--out", ""], "empty would mean the current folder"),
     (["{plain}", "--out", "{plain}"], "it already holds files"),
     (["{plain}", "{plain}/"], "is given twice"),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from reg_runner import signals
+from reg_runner.device import device_arg
 from reg_runner.errors import Parser, UserError, exit_on_user_error, folder_arg, integer_arg, number_arg
 
 
@@ -28,7 +29,7 @@ def arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=integer_arg(0, 2**63 - 1), default=0, help="draws the directions (default 0)")
     p.add_argument("--out", type=_new_folder, default=None, help="a new folder: write everything there, not into "
                    "the run folders")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    p.add_argument("--device", default="cpu", type=device_arg, help="cpu (default), cuda, mps or auto")
     argv = sys.argv[1:] if argv is None else list(argv)
     given = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
     for option in given:

@@ -16,7 +16,6 @@ from reg_runner import config as config_lib
 from reg_runner.assembly import holds_network, stacked
 from reg_runner.data import tensors as data_lib
 from reg_runner.data.tensors import Part
-from reg_runner.device import NAMES, unavailable, well_formed
 from reg_runner.device import resolve as resolve_device
 from reg_runner.errors import UserError
 from reg_runner.landscape import plots, surface
@@ -156,7 +155,7 @@ def landscapes(args, run_dirs: list[Path], made: list, state: dict) -> None:
     try:
         for folder in locked:
             folder.lock()
-        device = _device(args.device)
+        device = resolve_device(args.device)
         if out_all is not None:
             make_folder("--out", out_all, into=made)  # before the work: a folder the file system refuses is one line now
             kinds.mark(out_all, kinds.LANDSCAPE)
@@ -188,12 +187,6 @@ def landscapes(args, run_dirs: list[Path], made: list, state: dict) -> None:
     finally:
         for folder in locked:
             folder.unlock()
-
-
-def _device(name: str):
-    if allowed := (None if well_formed(name) else NAMES) or unavailable(name):
-        raise UserError(f"--device={name!r} is not allowed: {allowed}")
-    return resolve_device(name)
 
 
 def _write(folder: Path, results: list[dict], tensorboard: bool) -> None:

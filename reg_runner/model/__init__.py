@@ -49,7 +49,6 @@ class ModelFamily(FamilyGroup):
 
     def unread(self, key: str) -> str | None:
         """Why ``model.<key>``, set on the command line, would not be read by this config (None: it is read)."""
-        return None
 
     def uses_batch_statistics(self, shape: tuple[int, ...], n_classes: int) -> bool:
         """Whether the network normalizes with batch statistics (a batch of one image breaks it): the default
@@ -72,7 +71,6 @@ class ModelFamily(FamilyGroup):
         """K networks as one module whose every parameter has a leading member dimension, member k configured by
         ``members[k]``: the family's faster form, checked to give each member its lone run's numbers to the bit
         (``reg_runner.exactness``); None (the default): ``stack.Looped``, exact by construction."""
-        return None
 
     def initialize(self, model, k: int, generator) -> None:
         """Member k of a stacked ``model``, drawn from its own ``generator``: the default is the plain network's
