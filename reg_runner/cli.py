@@ -207,8 +207,7 @@ def entry(task=None) -> None:
     task = task or main
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's tracebacks
         return task()
-    refused = hydra_arguments_refused(sys.argv[1:])  # Hydra's own would print its usage, then the message
-    if refused:
+    if refused := hydra_arguments_refused(sys.argv[1:]):  # Hydra's own would print its usage, then the message
         refuse(refused)
     os.environ[USER_FULL_ERROR] = os.environ.get("HYDRA_FULL_ERROR", "")
     os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -202,8 +202,7 @@ def _reference() -> tuple[str, list[str]]:
             values = composed(overrides=(f"{group}={option}",))[group]
             cls = schema_of(group, values)
             out += [f"### `{group}={option}`", ""]
-            comment = header_comment(ROOT / "conf" / group / f"{option}.yaml")
-            if comment:
+            if comment := header_comment(ROOT / "conf" / group / f"{option}.yaml"):
                 out += [comment, ""]
             out += [f"Schema: `{cls.__module__}.{cls.__name__}`.", ""]
             section(rows(cls, values, f"{group}.", stack_marker(RunConfig.model_fields[group]) is STRUCTURAL))

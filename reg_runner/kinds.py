@@ -42,8 +42,7 @@ def marker(folder: Path) -> dict:
 def kind_of(folder: Path) -> str | None:
     """The folder's kind: its marker's, else what its files say; None for a folder of none of them."""
     folder = Path(folder)
-    recorded = marker(folder).get("kind")
-    if recorded:
+    if recorded := marker(folder).get("kind"):
         return recorded
     if not folder.is_dir():
         return None

@@ -93,8 +93,7 @@ class RunFolder:
         """The run's status, None if the folder holds no run; ``killed`` for a run recorded as running that no live
         process is writing; ``cut`` for an unfinished run whose search trial a kill cut off and the search ran again
         (``reg_runner.sweep.outcomes``)."""
-        record = self.recorded()
-        if record is None:
+        if (record := self.recorded()) is None:
             return None
         status = str(record.get("status", "unknown"))
         if status == "running" and not self.in_use():
@@ -172,8 +171,7 @@ class RunFolder:
         missing = set(parts) - set(checkpoint if isinstance(checkpoint, dict) else {})
         if not isinstance(checkpoint, dict) or missing:
             raise UserError(f"{self.last} is not a reg_runner checkpoint (missing {sorted(missing)})")
-        bad = [k for k in parts if not isinstance(checkpoint[k], dict)]
-        if bad:
+        if bad := [k for k in parts if not isinstance(checkpoint[k], dict)]:
             raise UserError(f"{self.last} is damaged: its {bad[0]} is not what reg_runner writes; start the run again")
         checkpoint["config"] = upgrade(checkpoint["config"])
         state = checkpoint["state"]

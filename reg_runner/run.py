@@ -40,8 +40,7 @@ def run_stack(jobs: list[Job], multirun: bool = False, resume: bool = False) -> 
     STOP.install(starting=True)  # installed by the CLI's first callback already, before any folder existed
     for job in jobs:  # nothing is written before this passes
         job.checked = check(job)
-    differing = config_lib.structural_difference([job.settings for job in jobs])
-    if differing:
+    if differing := config_lib.structural_difference([job.settings for job in jobs]):
         raise UserError(f"these runs cannot train as one stack: they differ in {differing}")
     locked = []
     try:

@@ -248,8 +248,7 @@ def family_class(base: type, key: str, target, example: str) -> type:
         raise ConfigError(f"{key}._target_", target, f"{allowed} ({cause(e)})") from None
     if isinstance(cls, type) and issubclass(cls, base) and cls is not base:
         return cls
-    adopted = base.adopt(cls)
-    if adopted is None:
+    if (adopted := base.adopt(cls)) is None:
         raise ConfigError(f"{key}._target_", target, allowed)
     return adopted
 

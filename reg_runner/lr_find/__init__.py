@@ -64,8 +64,7 @@ class Checks(EarlyChecks):
 
         chosen_by_group(overrides)  # a key given twice, lr_find's included
         for key, value in override_items(overrides):
-            why = unread(key)
-            if why:
+            if why := unread(key):
                 raise ConfigError(key, typed_value(value), f"not set for lr_find: {why}")
         s = settings(config)
         run = OmegaConf.masked_copy(config, [k for k in config if k != "lr_find"])

@@ -41,8 +41,7 @@ class CNN(ModelFamily):
     @model_validator(mode="after")
     def _groups_divide(self):
         if self.norm == "groupnorm":
-            bad = next((c for c in self.channels if c % self.groups), None)
-            if bad is not None:
+            if (bad := next((c for c in self.channels if c % self.groups), None)) is not None:
                 raise ConfigError("model.groups", self.groups, f"a divisor of every block's channels "
                                   f"(model.channels={self.channels}: {bad} is not a multiple of it)")
         return self

@@ -25,8 +25,7 @@ def distribution(override):
 
     def listed():
         choices = list(override.sweep_iterator(transformer=Transformer.encode))
-        odd = [c for c in choices if not isinstance(c, (str, int, float, bool, type(None)))]
-        if odd:
+        if odd := [c for c in choices if not isinstance(c, (str, int, float, bool, type(None)))]:
             raise ValueError(f"{override.input_line}: a choice takes str, int, float, bool or null, not "
                              f"{type(odd[0]).__name__}")
         return CategoricalDistribution(choices)

@@ -34,8 +34,7 @@ def _storage(v):
         return None
     if refused := database_refused(v):
         raise reject(f"null (in memory) or {refused}" if not isinstance(v, str) or not v.strip() else refused)
-    path = sqlite_path(v)
-    if path is None:
+    if (path := sqlite_path(v)) is None:
         return v
     if path.is_dir():
         raise reject(f"an SQLite database file: {path} is a folder")
