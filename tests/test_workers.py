@@ -202,7 +202,7 @@ def test_a_workers_job_hands_the_signals_back_as_it_ends(cli, monkeypatch):
 
 
 WRITERS = '''
-import os, signal, sys, time
+import os, signal, sys, threading, time
 from pathlib import Path
 
 from joblib.externals.loky import get_reusable_executor
@@ -219,8 +219,31 @@ def run(delay, out):
         signals.settle(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+    Path(out + ".pid").write_text(str(os.getpid()))
     Path(out + ".started").touch()
     time.sleep(60)
+
+
+def hold(quick):
+    """The worker ``quick`` takes end_workers' SIGTERM, then waits 2 s before its handler runs, as a loaded machine
+    can hold it: SIGSTOP comes before it runs (it waits on this thread's CPU, in the idle class), SIGCONT 2 s later."""
+    send, every = workers._send, os.sched_getaffinity(0)
+    cpu = {min(every)}
+
+    def held(pid, sig):
+        if pid != quick or sig != signal.SIGTERM:
+            return send(pid, sig)
+        os.sched_setaffinity(pid, cpu)
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setaffinity(0, cpu)
+        send(pid, sig)
+        os.kill(pid, signal.SIGSTOP)
+        os.sched_setaffinity(0, every)
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setaffinity(pid, every)
+        threading.Timer(2.0, os.kill, (pid, signal.SIGCONT)).start()
+
+    workers._send = held
 
 
 if __name__ == "__main__":
@@ -230,17 +253,25 @@ if __name__ == "__main__":
         executor.submit(run, delay, out)
     while not all(Path(out + ".started").exists() for out in outs):
         time.sleep(0.05)
+    if sys.argv[2:] == ["held"]:
+        hold(int(Path(outs[0] + ".pid").read_text()))
     print("could still act:", workers.end_workers(os.getpid()), flush=True)
     os._exit(0)
 '''
 
 
-def test_a_worker_that_ended_first_waits_for_the_others_records(tmp_path):
+@pytest.mark.parametrize("held", [False, True])
+def test_a_worker_that_ended_first_waits_for_the_others_records(tmp_path, held):
     """loky kills a pool's other workers as soon as one ends: a worker whose run has written its records waits
-    (``signals.settle``), and the command ends them together once none is still writing, within the grace."""
+    (``signals.settle``), and the command ends them together once none is still writing, within the grace. ``held``:
+    a worker that has taken the signal and not run its handler yet, which /proc shows with SIGTERM blocked (the
+    kernel's, while a handler starts), is waited for: it is no worker that cannot act (read so in the instant after
+    the SIGTERM, both workers of this test were once killed before their records, in the full suite)."""
     script = tmp_path / "writers.py"
     script.write_text(WRITERS)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"} if held else None  # numpy's thread could take the signal
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), *(["held"] if held else [])],
+                          capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines() == ["could still act: 0"], proc.stdout + proc.stderr[-3000:]
     assert [(tmp_path / str(i)).read_text() for i in range(2)] == ["recorded", "recorded"]

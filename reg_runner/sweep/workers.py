@@ -93,17 +93,30 @@ def _end_with_workers(signum, frame) -> None:
 
 def end_workers(parent: int) -> int:
     """SIGTERM to every process under ``parent`` (resource trackers aside: they end when the processes they serve
-    have); once none can act on it any more (ended, or signals blocked or ignored: not started, stuck, or its run's
-    records written: ``signals.settle``), or after ``GRACE`` seconds, SIGKILL to all left, together (loky kills a
-    pool's other workers as soon as one ends, before their runs record their end). Returns how many could still act."""
-    deadline, sent = time.monotonic() + GRACE, set()
+    have); once none can act on it any more (ended, or signals ignored: its run's records written,
+    ``signals.settle``; or SIGTERM blocked since before it was sent: not started, or stuck), or after ``GRACE``
+    seconds, SIGKILL to all left, together (loky kills a pool's other workers as soon as one ends, before their runs
+    record their end). Returns how many could still act.
+
+    A block seen only after the signal was sent is not one: the kernel blocks a signal while its handler starts (the
+    C one, before the run's in Python), and on a loaded machine a process can wait there."""
+    deadline, sent, held = time.monotonic() + GRACE, set(), set()
     while True:
         workers = {pid for pid in descendants(parent) if not _is_tracker(pid)} | sent
         running = {pid for pid in workers if alive(pid)}
-        for pid in running - sent:
+        new = running - sent
+        for pid in new:
+            if _sigterm(pid)[0]:
+                held.add(pid)
             _send(pid, signal.SIGTERM)
             sent.add(pid)
-        acting = {pid for pid in running if not _cannot_act(pid)}
+        acting = set()
+        for pid in running:
+            blocked, ignored = _sigterm(pid)
+            if not blocked:
+                held.discard(pid)
+            if not (ignored or (pid in held and pid not in new)):  # a block is trusted once it has lasted a poll
+                acting.add(pid)
         if not acting or time.monotonic() > deadline:
             for pid in running:
                 _send(pid, signal.SIGKILL)
@@ -154,11 +167,10 @@ def alive(pid: int) -> bool:
     return True
 
 
-def _cannot_act(pid: int) -> bool:
-    """SIGTERM blocked or ignored: a worker that has not loaded reg_runner yet (no run of its would stop), or that
-    has ended its run and waits (``signals.settle``)."""
+def _sigterm(pid: int) -> tuple[bool, bool]:
+    """SIGTERM blocked (by its main thread, which runs Python's handlers), and ignored (``signals.settle``)."""
     status, bit = _status(pid), 1 << (signal.SIGTERM - 1)
-    return any(int(status.get(field, "0"), 16) & bit for field in ("SigBlk", "SigIgn"))
+    return bool(int(status.get("SigBlk", "0"), 16) & bit), bool(int(status.get("SigIgn", "0"), 16) & bit)
 
 
 def _is_tracker(pid: int) -> bool:
