@@ -105,18 +105,14 @@ def end_workers(parent: int) -> int:
         workers = {pid for pid in descendants(parent) if not _is_tracker(pid)} | sent
         running = {pid for pid in workers if alive(pid)}
         new = running - sent
+        held |= {pid for pid in new if _sigterm(pid)[0]}  # blocked before the signal: not started, or stuck
         for pid in new:
-            if _sigterm(pid)[0]:
-                held.add(pid)
             _send(pid, signal.SIGTERM)
-            sent.add(pid)
-        acting = set()
-        for pid in running:
-            blocked, ignored = _sigterm(pid)
-            if not blocked:
-                held.discard(pid)
-            if not (ignored or (pid in held and pid not in new)):  # a block is trusted once it has lasted a poll
-                acting.add(pid)
+        sent |= new
+        status = {pid: _sigterm(pid) for pid in running}  # (blocked, ignored)
+        held -= {pid for pid, (blocked, _) in status.items() if not blocked}
+        # a block is trusted once it has lasted a poll
+        acting = {pid for pid, (_, ignored) in status.items() if not (ignored or (pid in held and pid not in new))}
         if not acting or time.monotonic() > deadline:
             for pid in running:
                 _send(pid, signal.SIGKILL)
