@@ -528,6 +528,9 @@ FAMILY_CASES = [
     ("broken.PlainTensor", "model._target_='broken.PlainTensor' is not allowed: a network whose tensors are "
      "parameters or buffers, which .to(device), a checkpoint and a stack carry (its fc.2.scale is a plain attribute: "
      "self.register_buffer(name, tensor, persistent=False) keeps it out of the checkpoint)"),
+    ("broken.WeightNormed", "model._target_='broken.WeightNormed' is not allowed: a network whose layers' weights are "
+     "parameters, which L1/L2, the histograms and the landscapes act on (its fc.2 is computed, as by a "
+     "parametrization such as weight_norm)"),
     ("broken.CheckReturns", "model._target_='broken.CheckReturns' is not allowed: a family whose check() raises "
      "ConfigError to refuse and returns None (it returned 'needs 28x28 images')"),
 ]

@@ -79,8 +79,7 @@ def ensure_store() -> Path:
     verified. A file already there is trusted if its size is right (``python -m reg_runner.data check`` verifies
     them all): a full checksum on every run would cost a tenth of a second for nothing."""
     dest = store_dir()
-    todo = [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]
-    if todo:
+    if todo := [f for f in FILES if not _has_size(dest / f"{f.key}.idx", f.size)]:
         fill(dest, EMBEDDED, todo,
              lambda f, source: log.info("placed %s in the datamaestro store %s (from %s)", f.key, dest, source))
     return dest

@@ -9,6 +9,7 @@ import torch
 
 from reg_runner.errors import ConfigError, UserError
 from reg_runner.model import calling
+from reg_runner.model.stack import weight_layers
 from reg_runner.private import memory_owner
 
 CPU_TRIAL = 2**28  # bytes of parameters up to which a network the meta device cannot run is tried on the CPU
@@ -33,6 +34,11 @@ def network(cfg, shape: tuple[int, ...], n_classes: int) -> torch.nn.Module:
         raise ConfigError("model._target_", cfg.target, f"a network whose tensors are parameters or buffers, which "
                           f".to(device), a checkpoint and a stack carry (its {plain} is a plain attribute: "
                           "self.register_buffer(name, tensor, persistent=False) keeps it out of the checkpoint)")
+    own = {id(p) for p in net.parameters()}
+    if (computed := next((n for n, m in weight_layers(net).items() if id(m.weight) not in own), None)) is not None:
+        raise ConfigError("model._target_", cfg.target, f"a network whose layers' weights are parameters, which L1/L2, "
+                          f"the histograms and the landscapes act on (its {computed or 'weight'} is computed, as by a "
+                          "parametrization such as weight_norm)")
     return net
 
 

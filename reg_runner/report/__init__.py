@@ -80,8 +80,7 @@ def report(root: Path, out: Path | None = None, baseline: str | None = None, plo
     blocks = build(runs, keys, table, rows, baseline, root, out, filters, read, by_configs,
                    shape.describe() if len(keys) > 1 else None)
     effects = stats.effects(rows, shape, baseline) if shape.factorial else None
-    drawn = plots and any(r.trained for r in runs)
-    if drawn:
+    if drawn := plots and any(r.trained for r in runs):
         figures = {"test_acc": dots(rows, keys, baseline), "curves": curves(rows, groups, keys, baseline, facet)}
         figures = [Figure(out / f"{name}.png", to_png(fig, DPI)) for name, fig in figures.items() if fig is not None]
         blocks += [Heading("Figures"), *figures] if figures else []

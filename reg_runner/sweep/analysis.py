@@ -75,8 +75,7 @@ def record_trial(trial, dirs: list[str], artifacts: Path | None) -> None:
         files = [Path(d) / "metrics.json" for d in dirs if (Path(d) / "metrics.json").is_file()]
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            png = trial_curves(dirs)
-            if png is not None:
+            if (png := trial_curves(dirs)) is not None:
                 (Path(tmp) / "curves.png").write_bytes(png)
                 files.insert(0, Path(tmp) / "curves.png")
             for path in files:

@@ -34,8 +34,7 @@ def parse(v):
                          f"a search ({known})")
         if o not in DIRECTIONS:
             raise reject(f"metrics every run records: {o} is none ({known})")
-    twice = next((o for i, o in enumerate(v) if o in v[:i]), None)
-    if twice is not None:
+    if (twice := next((o for i, o in enumerate(v) if o in v[:i]), None)) is not None:
         raise reject(f"each metric once: {twice} is given twice")
     return list(v)
 

@@ -133,8 +133,7 @@ def _hyperband(args: dict, reach: Reach) -> None:
     top = _integer(args, "max_resource", "auto", r, auto=True, note=f" ({KEY}.min_resource={r})")
     top = reach.epochs + 1 if top == "auto" else top  # Optuna's auto: a finished trial's last step, plus 1
     every = brackets(r, top, factor)  # the first one's first rung is min_resource: it acts
-    idle = [b for b in every if b["first_rung"] > reach.last]
-    if idle:
+    if idle := [b for b in every if b["first_rung"] > reach.last]:
         log.warning("%s: %d of hyperband's %d brackets (first rungs at epochs %s) never act: they come after the last "
                     "step a run can be pruned at (%d, %s); their trials, about %.0f%% of them, run unpruned",
                     KEY, len(idle), len(every), ", ".join(str(b["first_rung"]) for b in idle),

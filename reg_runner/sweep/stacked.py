@@ -144,8 +144,7 @@ def exact(stacks: list[list[dict]], only_if_faster: bool = True) -> list[list[di
         for job in stack:
             together = job["trial"] is not None and job["trial"].prunes
             units.setdefault(("trial", job["trial"].number) if together else ("job", job["num"]), []).append(job)
-        lone = [job for unit in units.values() if len(unit) == 1 for job in unit]
-        if lone:
+        if lone := [job for unit in units.values() if len(unit) == 1 for job in unit]:
             log.warning("jobs %s train one at a time, not as a stack: %s", ", ".join(str(j["num"]) for j in lone), why)
         for unit in units.values():
             if len(unit) > 1:

@@ -101,6 +101,12 @@ class PlainTensor(Head):
         self.fc[2].scale = self.fc[2].weight.detach().new_ones(1)  # not a buffer: a stack builds it on the meta device
 
 
+class WeightNormed(Head):
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__(in_channels, num_classes)
+        nn.utils.parametrizations.weight_norm(self.fc[2])
+
+
 class ParameterInForward(Head):
     def forward(self, x):
         self.scale = nn.Parameter(x.new_ones(1))
