@@ -285,18 +285,21 @@ def test_a_batch_whose_trials_were_all_refused_launches_nothing(seeds_per_trial)
 @pytest.mark.slow  # a PostgreSQL server and two sweeper processes
 def test_two_sweepers_share_one_postgresql_study(cli, tmp_path, postgres):
     # the recipe: create the study once, then start any number of sweepers against it
-    optuna.create_study(study_name="shared", storage=postgres, direction="maximize")
+    storage = optuna.storages.RDBStorage(postgres)
+    optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    storage.engine.dispose()  # no connection of this process's is inherited by the sweepers forked below
     sweep = tmp_path / "shared"
-    procs = []
-    for seed in (0, 1):
-        argv = [sys.executable, "-m", "reg_runner", f"data.root={cli.data}", "data.verify=false",
-                "data.train_fraction=0.2", "trainer.batch_size=25", *QUICK, "hydra.sweeper.n_jobs=1",
-                "hydra.sweeper.n_trials=4", "hydra.sweeper.study_name=shared", f"hydra.sweeper.storage={postgres}", *MEDIAN,
-                f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweep.dir={sweep}"]
-        procs.append(subprocess.Popen(argv, cwd=tmp_path, env=cli.env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    procs, logs = [], [tmp_path / f"sweeper{seed}.log" for seed in (0, 1)]
+    for seed, log in zip((0, 1), logs):
+        argv = [f"data.root={cli.data}", "data.verify=false", "data.train_fraction=0.2", "trainer.batch_size=25",
+                *QUICK, "hydra.sweeper.n_jobs=1", "hydra.sweeper.n_trials=4", "hydra.sweeper.study_name=shared",
+                f"hydra.sweeper.storage={postgres}", *MEDIAN, f"hydra.sweeper.sampler.seed={seed}",
+                f"hydra.sweep.dir={sweep}"]
+        # two sweeper processes at once, each `python -m reg_runner *argv`: forked from this one where it can be
+        # (killable: a real process, its own pid, without an interpreter's start-up), not killed here
+        procs.append(killable(argv, tmp_path, cli.env, log=log))
+    codes = [p.wait(timeout=300) for p in procs]
+    assert codes == [0, 0], logs[0].read_text()[-2000:] + logs[1].read_text()[-2000:]
 
     study = optuna.load_study(study_name="shared", storage=postgres)
     trials = study.get_trials(deepcopy=False)
