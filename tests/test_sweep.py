@@ -78,14 +78,15 @@ def test_tiny_sweep_records_conditional_params_and_a_summary(cli):
 
 
 def test_rerunning_a_finished_sweep_runs_nothing_more(cli, tmp_path):
+    # one trial, then one more: a sampler not reseeded on the second run would draw the first trial's params again
     sweep = tmp_path / "done"
-    cli(*QUICK, "hydra.sweeper.n_trials=2", run_dir=sweep)
-    proc = cli(*QUICK, "hydra.sweeper.n_trials=2", run_dir=sweep)
-    assert len(load_study(sweep).trials) == 2 and "0 to run" in proc.stdout + proc.stderr
-    cli(*QUICK, "hydra.sweeper.n_trials=3", run_dir=sweep)  # a larger total continues the same study
+    cli(*QUICK, "hydra.sweeper.n_trials=1", run_dir=sweep)
+    proc = cli(*QUICK, "hydra.sweeper.n_trials=1", run_dir=sweep)
+    assert len(load_study(sweep).trials) == 1 and "0 to run" in proc.stdout + proc.stderr
+    cli(*QUICK, "hydra.sweeper.n_trials=2", run_dir=sweep)  # a larger total continues the same study
     study = load_study(sweep)
-    assert states(study) == {"COMPLETE": 3}
-    assert len({t.params["model.norm"] + str(t.params) for t in study.trials}) == 3  # reseeded: no repeat
+    assert states(study) == {"COMPLETE": 2}
+    assert len({t.params["model.norm"] + str(t.params) for t in study.trials}) == 2  # reseeded: no repeat
 
 
 @pytest.mark.slow  # a sweep killed, then resumed
