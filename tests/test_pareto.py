@@ -94,6 +94,15 @@ def test_the_plugins_multi_objective_sampler_searches(cli):
     assert summary["n_complete"] == 2 and summary["pareto"] and summary["objectives"] == ["val/acc", "params"], summary
 
 
+def test_a_front_member_reruns_from_its_printed_line(cli):
+    proc = cli(*PARETO, "hydra.sweeper.n_trials=3")
+    summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
+    member = summary["pareto"][-1]
+    env, command = printed_command(member["command"])
+    again = read_metrics(cli(*command, tiny=False, env=env).run_dir)
+    assert [again["best"]["val/acc"], again["n_parameters"]] == list(member["value"].values())
+
+
 @pytest.mark.parametrize("overrides,expected", [
     ("hydra/sweeper/pruner=median", "hydra.sweeper.pruner._target_='optuna.pruners.MedianPruner' is not allowed: "
      "optuna.pruners.NopPruner (hydra/sweeper/pruner=none) with several objectives"),
@@ -130,19 +139,13 @@ def test_a_refused_multi_objective_search_makes_nothing(cli, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-def test_a_study_keeps_its_number_of_objectives_and_a_front_member_reruns_from_its_printed_line(cli, tmp_path):
-    """Two claims on one two-objective search (study 'two', 3 trials): a one-objective command is refused on it and
-    a two-objective one on a one-objective study; its front's last member re-runs from its printed line."""
+def test_a_study_keeps_its_number_of_objectives(cli, tmp_path):
     sweep, storage = tmp_path / "study", f"sqlite:///{tmp_path / 'shared.db'}"
     same = (f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=1")
     cli("--multirun", "hparams_search=quick", "data.val_size=null", *same, run_dir=sweep)
     proc = cli(*PARETO, *same, run_dir=tmp_path / "two", check=False)
     assert_one_line_error(proc, "the study 'shared' has one objective; this command has 2 objectives (val/acc, params)")
-    two = cli(*PARETO, *same[:1], "hydra.sweeper.study_name=two", "hydra.sweeper.n_trials=3", run_dir=tmp_path / "two")
-    member = json.loads((two.run_dir / "sweep_summary.json").read_text())["pareto"][-1]
-    env, command = printed_command(member["command"])
-    again = read_metrics(cli(*command, tiny=False, env=env).run_dir)
-    assert [again["best"]["val/acc"], again["n_parameters"]] == list(member["value"].values())
+    cli(*PARETO, *same[:1], "hydra.sweeper.study_name=two", "hydra.sweeper.n_trials=1", run_dir=tmp_path / "two")
     proc = cli("--multirun", "hparams_search=quick", "data.val_size=null", *same[:1], "hydra.sweeper.study_name=two",
                run_dir=tmp_path / "one", check=False)
     assert_one_line_error(proc, "the study 'two' has 2 objectives; this command has one objective (objective=val/acc)")
