@@ -18,8 +18,8 @@ from test_tensorboard import hparams_sessions
 
 # every kind of state a resume must restore: dropout and augmentation RNGs, BatchNorm running stats, Adam moments,
 # a plateau schedule, early-stopping counters, the batch order, histograms on a schedule
-STATEFUL = ("model.dropout=0.2", "model.norm=batchnorm", "augmentation=noise_affine", "scheduler=plateau", "scheduler.patience=3",
-            "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=10000",
+STATEFUL = ("model.dropout=0.2", "model.norm=batchnorm", "augmentation=noise_affine", "scheduler=plateau",
+            "scheduler.patience=3", "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=10000",
             "trainer.checkpoint_every=10", "logging.histograms=10", "trainer.epochs=150")
 
 
@@ -180,7 +180,8 @@ def test_sigterm_during_start_up_ends_at_once_and_leaves_no_folder(cli, tmp_path
     _, err = proc.communicate(timeout=60)
     waited = time.time() - signalled
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == f"interrupted by SIGTERM before the run started; its folder {run_dir} was removed"
+    assert err.strip().splitlines()[-1] == (f"interrupted by SIGTERM before the run started; its folder {run_dir} was "
+                                            "removed")
     assert not run_dir.exists() and waited < 10  # generous: it acts at once, whatever the load
     rerun = read_metrics(cli(run_dir=run_dir).run_dir)
     assert rerun["status"] == "completed" and rerun["epochs_run"] == 2
@@ -271,12 +272,15 @@ def test_bad_resume_folders(cli, tmp_path):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
 
-    one_line(resume(cli, tmp_path, check=False), "is not a reg_runner run folder")  # the real CLI; the others in this process
+    # the real CLI; the others in this process
+    one_line(resume(cli, tmp_path, check=False), "is not a reg_runner run folder")
     finished = cli("trainer.epochs=2").run_dir
     records = folder_state(finished)
-    one_line(resume(cli, finished, check=False, in_process=True), "holds a finished run (status completed): there is nothing")
+    one_line(resume(cli, finished, check=False, in_process=True),
+             "holds a finished run (status completed): there is nothing")
     other = cli("trainer.epochs=1").run_dir
-    one_line(resume(cli, finished, other, check=False, in_process=True), "all 2 runs are finished (completed): there is nothing")
+    one_line(resume(cli, finished, other, check=False, in_process=True),
+             "all 2 runs are finished (completed): there is nothing")
     assert folder_state(finished) == records  # what resume read and refused, it left as it was: no log, no lock
 
     broken = tmp_path / "broken"
