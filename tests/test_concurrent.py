@@ -16,10 +16,13 @@ import torch
 import yaml
 from conftest import Forked, tiny
 
-import reg_runner.cli  # noqa: F401  everything a run imports, imported once before the forks
-import reg_runner.run  # noqa: F401
-import torch._dynamo  # noqa: F401  what an optimizer imports on first use
-import torch.utils.tensorboard  # noqa: F401
+import reg_runner.cli
+import reg_runner.run
+import torch._dynamo
+import torch.utils.tensorboard
+
+# everything a run imports (torch._dynamo: what an optimizer imports on first use), imported once before the forks
+PRE_FORK = (reg_runner.cli, reg_runner.run, torch._dynamo, torch.utils.tensorboard)
 
 pytestmark = pytest.mark.slow  # every test races real processes
 
