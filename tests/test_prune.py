@@ -211,19 +211,25 @@ def finished(tmp_path_factory, tiny_data):
     return search, grid, loss_search
 
 
-def _replay_cli(*args):
+def _replay_cli(*args, in_process=True):
+    """``python benchmarks/prune_replay.py *args``: its ``main()`` in this process (argv, exit code, stdout and stderr
+    as the script's process has them), or ``in_process=False``: a real process (the script's one real-process check,
+    its refusal of a grid multirun)."""
+    import os
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from conftest import ROOT, call_in_process
 
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prune_replay.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    argv = [str(ROOT / "benchmarks" / "prune_replay.py"), *map(str, args)]
+    if in_process:
+        return call_in_process(_replay_module().main, argv, Path.cwd(), dict(os.environ))
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
 
 
 def test_the_replay_refuses_a_grid_multirun_in_one_line(finished):
     _, grid, _ = finished
-    proc = _replay_cli(grid)
+    proc = _replay_cli(grid, in_process=False)  # a real process: exit code 2, one line, no traceback
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith(f"error: {grid}: not an Optuna search") and proc.stdout == ""
 
