@@ -58,14 +58,15 @@ def check_trials(study) -> dict:
 
 def test_median_pruner_stops_trials_in_the_sweepers_own_process(cli):
     """In-memory study, basic launcher: the runs report to the sweeper's study in this process."""
-    proc = cli(*SEARCH, *MEDIAN, "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=6", "trainer.epochs=5")
+    # 4 trials in batches of 2 (the preset's n_jobs): the second batch starts once the 2 start-up trials have finished
+    proc = cli(*SEARCH, *MEDIAN, "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=4", "trainer.epochs=5")
     summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
     assert summary["n_pruned"] >= 1 and summary["n_complete"] >= 2
-    assert summary["n_pruned"] + summary["n_complete"] == 6
+    assert summary["n_pruned"] + summary["n_complete"] == 4
     folders = [p for p in proc.run_dir.iterdir() if p.is_dir()]
     records = [read_metrics(f) for f in folders]
     assert sum(m["status"] == "pruned" for m in records) == summary["n_pruned"]
-    assert summary["epochs"]["run"] == sum(m["epochs_run"] for m in records) < summary["epochs"]["unpruned"] == 6 * 5
+    assert summary["epochs"]["run"] == sum(m["epochs_run"] for m in records) < summary["epochs"]["unpruned"] == 4 * 5
     for folder, m in zip(folders, records):
         env = json.loads((folder / "environment.json").read_text())
         assert env["trial"]["study"] == "quick" and env["trial"]["pruner"] == "optuna.pruners.MedianPruner"
@@ -80,7 +81,8 @@ def test_median_pruner_stops_trials_in_the_sweepers_own_process(cli):
 
 @pytest.mark.slow  # a search of stacks, then each seed alone
 def test_seeds_per_trial_train_as_one_stack_and_the_trial_is_their_mean(cli):
-    proc = cli(*SEARCH, *MEDIAN, "trainer.epochs=5", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
+    # 5 trials in batches of 3: the second batch (2 trials) can be pruned, the 2 start-up trials having finished
+    proc = cli(*SEARCH, *MEDIAN, "trainer.epochs=5", "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=3",
                "hydra.sweeper.seeds_per_trial=3", "hydra/launcher=stacked", "seed=4")
     study = optuna.load_study(study_name="quick", storage=f"sqlite:///{proc.run_dir / 'study.db'}")
     counts = check_trials(study)
