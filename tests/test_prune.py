@@ -205,8 +205,8 @@ def finished(tmp_path_factory, tiny_data):
     from conftest import CLI
 
     cli = CLI(tmp_path_factory.mktemp("replay"), tiny_data)
-    common = ("--multirun", "hparams_search=quick", "data.val_size=null", "trainer.epochs=3", "logging.tensorboard=false",
-              "hydra.sweeper.n_trials=2", "hydra.sweeper.storage=null")
+    common = ("--multirun", "hparams_search=quick", "data.val_size=null", "trainer.epochs=3",
+              "logging.tensorboard=false", "hydra.sweeper.n_trials=2", "hydra.sweeper.storage=null")
     search = cli(*common).run_dir
     grid = cli("--multirun", "seed=0,1", "logging.tensorboard=false").run_dir
     loss_search = cli(*common, "objective=val/loss").run_dir
@@ -295,7 +295,8 @@ PRUNER_CASES = [
     ({"_target_": "optuna.pruners.MedianPruner"}, (20, 2, 2), "_target_", "every trial starts before any has "
      "finished"),
     ({"_target_": "optuna.pruners.PercentilePruner", "percentile": 25.0}, (20, 2, 2), "_target_",
-     "_target_='optuna.pruners.PercentilePruner' is not allowed: a pruner that compares with trials that have finished"),
+     "_target_='optuna.pruners.PercentilePruner' is not allowed: a pruner that compares with trials that have "
+     "finished"),
     ({"_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 10, "reduction_factor": 3}, (10, 8, 2),
      "min_resource", "a first rung (min_resource x reduction_factor ^ min_early_stopping_rate = 10) at most 9"),
     ({"_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 2, "reduction_factor": 3,
