@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (CLI, ROOT, TINY, call_in_process, killable, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny,
+from conftest import (CLI, ROOT, call_in_process, killable, make_tiny_cifar, make_tiny_mnist, read_metrics, tiny,
                       wait_for_epoch, without_timing)
 
 from reg_runner import resume
@@ -253,45 +253,51 @@ def test_a_download_lands_in_the_store_checked_and_a_wrong_checksum_leaves_nothi
     md5 = {key: hashlib.md5((served / f"{name}.gz").read_bytes()).hexdigest() for key, name in
            (("train_images", "train-images-idx3-ubyte"), ("train_labels", "train-labels-idx1-ubyte"),
             ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte"))}
+    # both datasets read in one process (a process's start-up costs more than the reads), each as its own family
     script = """
 import json, sys
 from reg_runner.data import store
 from reg_runner.data.idx_dataset import IdxDataset, idx_definition
 from reg_runner.errors import DataError
 
-class Served(IdxDataset):
-    NAME = "Served"
-    CLASSES = tuple("0123456789")
-    URL = sys.argv[1]
-    GZ_MD5 = json.loads(sys.argv[2])
-    @classmethod
-    def store_files(cls):
-        definition = idx_definition(cls, sys.argv[3])
-        config = store.fetch(definition, cls.NAME, cls.GZ_MD5, cls.hint())
-        return {"train_images": config.train.images.path, "train_labels": config.train.labels.path,
-                "test_images": config.test.images.path, "test_labels": config.test.labels.path}, "store"
-try:
-    images = Served.read(None)
-    print(json.dumps(dict(n=len(images.train_labels), labels=images.test_labels.tolist())))
-except DataError as e:
-    print("error:", e)
+def read(url, md5, dataset_id):
+    class Served(IdxDataset):
+        NAME = "Served"
+        CLASSES = tuple("0123456789")
+        URL = url
+        GZ_MD5 = md5
+        @classmethod
+        def store_files(cls):
+            definition = idx_definition(cls, dataset_id)
+            config = store.fetch(definition, cls.NAME, cls.GZ_MD5, cls.hint())
+            return {"train_images": config.train.images.path, "train_labels": config.train.labels.path,
+                    "test_images": config.test.images.path, "test_labels": config.test.labels.path}, "store"
+    try:
+        images = Served.read(None)
+        return dict(n=len(images.train_labels), labels=images.test_labels.tolist())
+    except DataError as e:
+        return dict(error=str(e))
+
+print(json.dumps([read(sys.argv[1], md5, dataset_id) for md5, dataset_id in json.loads(sys.argv[2])]))
 """
     env = {"DATAMAESTRO_DIR": str(tmp_path / "store"), "PATH": "/usr/bin:/bin", "NO_PROXY": "127.0.0.1"}
+    if "PYTHONPATH" in os.environ:  # the checkout under test, where it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     url = f"http://127.0.0.1:{server.server_address[1]}/"
+    wrong = dict(md5, test_labels="0" * 32)
     try:
-        ok = subprocess.run([sys.executable, "-c", script, url, json.dumps(md5), "test.served"], env=env,
-                            capture_output=True, text=True, timeout=120)
-        wrong = dict(md5, test_labels="0" * 32)
-        bad = subprocess.run([sys.executable, "-c", script, url, json.dumps(wrong), "test.wrong"], env=env,
-                             capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([sys.executable, "-c", script, url,
+                               json.dumps([(md5, "test.served"), (wrong, "test.wrong")])],
+                              env=env, capture_output=True, text=True, timeout=120)
     finally:
         server.shutdown()
-    result = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result, bad = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["n"] == 60 and result["labels"] == idx.read(served / "t10k-labels-idx1-ubyte.gz").tolist()
     stored = tmp_path / "store" / "data" / "__custom__" / "reg_runner" / "test" / "served"
     assert sorted(p.name for p in stored.iterdir()) == ["test_images.idx.gz", "test_labels.idx.gz",
                                                        "train_images.idx.gz", "train_labels.idx.gz"]
-    assert bad.stdout.startswith("error: Served is not in the datamaestro store") and "md5" in bad.stdout, bad.stdout
+    assert bad.get("error", "").startswith("Served is not in the datamaestro store") and "md5" in bad["error"], bad
     assert not (tmp_path / "store" / "data" / "__custom__" / "reg_runner" / "test" / "wrong" /
                 "test_labels.idx.gz").exists()
 
@@ -299,22 +305,22 @@ except DataError as e:
 # --- a family no file of reg_runner knows -----------------------------------------------------------------
 
 
-def test_a_plain_module_trains_through_the_cli_shown_by_module_name(tmp_path):
+def test_a_plain_module_trains_through_the_cli_shown_by_module_name(tmp_path, monkeypatch):
     """LeNet-5 written as a plain nn.Module, named by model._target_: its keyword arguments from the command line,
     in_channels and num_classes from the data; TensorBoard shows its Linear and convolution layers by module path
     (what L1/L2 and the landscapes act on too)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cli = CLI(tmp_path, make_tiny_mnist(tmp_path / "data", side=28))
+    # the user's module on the path: PYTHONPATH for a real process (REG_RUNNER_TEST_CLI=subprocess), sys.path for the
+    # command run in this one (the real CLI's runs: tests/test_cli.py)
     cli.env["PYTHONPATH"] = os.pathsep.join([str(FAMILIES), *filter(None, [os.environ.get("PYTHONPATH")])])
-    proc = cli("~model", "+model._target_=lenet.LeNet5", "+model.width=4", "logging.histograms=1", in_process=False)
+    monkeypatch.syspath_prepend(str(FAMILIES))
+    proc = cli("~model", "+model._target_=lenet.LeNet5", "+model.width=4", "logging.histograms=1")
     m = read_metrics(proc.run_dir)
     assert m["status"] == "completed" and m["epochs_run"] == 2 and np.isfinite(m["final"]["val/loss"])
-    sys.path.insert(0, str(FAMILIES))
-    try:
-        from lenet import LeNet5
-    finally:
-        sys.path.remove(str(FAMILIES))
+    from lenet import LeNet5
+
     assert m["n_parameters"] == sum(p.numel() for p in LeNet5(1, 10, width=4).parameters())
     recorded = (proc.run_dir / "resolved_config.yaml").read_text()
     assert "model:\n  _target_: lenet.LeNet5\n  width: 4\n" in recorded
@@ -325,11 +331,7 @@ def test_a_plain_module_trains_through_the_cli_shown_by_module_name(tmp_path):
     # the landscapes (in this process) load its checkpoint into the class and normalize its filters
     from reg_runner import landscape
 
-    sys.path.insert(0, str(FAMILIES))
-    try:
-        landscape.main([str(proc.run_dir), "--grid", "3", "--dims", "1", "--out", str(tmp_path / "land")])
-    finally:
-        sys.path.remove(str(FAMILIES))
+    landscape.main([str(proc.run_dir), "--grid", "3", "--dims", "1", "--out", str(tmp_path / "land")])
     result = json.loads((tmp_path / "land" / "landscape.json").read_text())
     assert result["center"]["loss"] == pytest.approx(m["best"]["train/loss"], rel=0.5)
     assert len(result["curve"]["loss"]) == 3
@@ -401,8 +403,8 @@ def test_the_memory_a_network_takes_is_measured_on_the_meta_device_as_on_the_cpu
     assert meta.training > 20 * (6 * 28 * 28 + 16 * 10 * 10) * 4
 
 
-@pytest.mark.slow  # a copy of the project, one command of each kind and the tests that list families, run there
-def test_a_new_built_in_family_is_its_module_and_its_yaml(tmp_path, tiny_data):
+@pytest.mark.slow  # a copy of the project, the reference regenerated and the tests that list families, run there
+def test_a_new_built_in_family_is_its_module_and_its_yaml(tmp_path):
     """A contributor adds ``reg_runner/model/softmax.py`` and ``conf/model/softmax.yaml`` to a copy of the project
     and edits nothing else: the help lists it, a refusal offers it, it trains, the reference documents it once
     regenerated (a generated file), and the tests that list or count families pass unchanged."""
@@ -414,24 +416,28 @@ def test_a_new_built_in_family_is_its_module_and_its_yaml(tmp_path, tiny_data):
     shutil.copy(FAMILIES / "builtin" / "softmax.py", tree / "reg_runner" / "model" / "softmax.py")
     shutil.copy(FAMILIES / "builtin" / "softmax.yaml", tree / "conf" / "model" / "softmax.yaml")
     env = {**os.environ, "PYTHONPATH": str(tree), "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}
-
-    def command(*args, check=True):
-        proc = subprocess.run([sys.executable, *args], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
-        assert not check or proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        return proc
-
-    refused = command("-m", "reg_runner", "model=resnet", check=False)
-    assert refused.returncode == 2 and "one of cnn, mlp, softmax" in refused.stderr, refused.stderr
-    trained = command("-m", "reg_runner", "model=softmax", f"data.root={tiny_data}", *TINY, f"hydra.run.dir={tmp_path / 'run'}")
-    assert read_metrics(tmp_path / "run")["n_parameters"] == 64 * 10 + 10, trained.stderr
-    command("-m", "reg_runner.docs")
+    # one process of the copy (a process's start-up costs more than what it checks here): `python -m reg_runner.docs`
+    # regenerates the reference, then the tests run; the refusal and the training are the copy's own tests, in-process
+    # through the CLI's entry point (test_private's one-line refusals, test_every_model_family_trains_on_...)
+    script = "import sys, pytest\nfrom reg_runner import docs\ndocs.main([])\nsys.exit(pytest.main(sys.argv[1:]))"
+    tests = subprocess.run(
+        [sys.executable, "-c", script, "-v", "-n", "0", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'tests'}",
+         "tests/test_help.py", "tests/test_docs.py",
+         "tests/test_private.py::test_a_missing_group_option_carries_the_file_and_the_options",
+         "tests/test_private.py::test_hydras_errors_become_one_line_and_the_users_setting_comes_back",
+         "tests/test_families.py::test_every_model_family_trains_on_every_data_family", "-k",
+         "not cifar and not fashion and not kmnist"], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    assert tests.returncode == 0, tests.stdout[-2000:] + tests.stderr[-2000:]
+    assert f"written: {tree / 'docs' / 'reference.md'}" in tests.stdout, tests.stdout[:2000]
     assert "Schema: `reg_runner.model.softmax.Softmax`." in (tree / "docs" / "reference.md").read_text()
-    tests = command("-m", "pytest", "-v", "-n", "0", "-p", "no:cacheprovider", "tests/test_help.py", "tests/test_docs.py",
-                    "tests/test_private.py::test_a_missing_group_option_carries_the_file_and_the_options",
-                    "tests/test_families.py::test_every_model_family_trains_on_every_data_family", "-k",
-                    "not cifar and not fashion and not kmnist")
-    assert " passed" in tests.stdout  # the tests that list the families (the helps: tests/test_help.py) list it
-    assert "test_help_lists_every_group_with_its_options PASSED" in tests.stdout, tests.stdout[-2000:]
-    assert "test_lr_find_help_lists_only_the_groups_it_reads PASSED" in tests.stdout, tests.stdout[-2000:]
-    # and it trains there too
-    assert any("softmax" in line and "PASSED" in line for line in tests.stdout.splitlines()), tests.stdout[-2000:]
+    passed = [line for line in tests.stdout.splitlines() if " PASSED" in line]
+    # the tests that list the families (the helps: tests/test_help.py) list it
+    assert any("test_help_lists_every_group_with_its_options PASSED" in line for line in passed), tests.stdout[-2000:]
+    assert any("test_lr_find_help_lists_only_the_groups_it_reads PASSED" in line for line in passed)
+    # a refusal offers it: the one line the CLI prints for model=resnet, from the copy's own options
+    assert any("model=resnet is not allowed: one of cnn, mlp, softmax" in line for line in passed), tests.stdout[-3000:]
+    # and it trains there: its run's record (the copy's tests' temp folder) counts its 8 x 8 x 10 + 10 parameters
+    assert any("softmax" in line and "mnist" in line for line in passed), tests.stdout[-2000:]
+    runs = [p.parent for p in (tmp_path / "tests").rglob("resolved_config.yaml")
+            if "reg_runner.model.softmax.Softmax" in p.read_text()]
+    assert len(runs) == 1 and read_metrics(runs[0])["n_parameters"] == 64 * 10 + 10, runs

@@ -58,14 +58,15 @@ def check_trials(study) -> dict:
 
 def test_median_pruner_stops_trials_in_the_sweepers_own_process(cli):
     """In-memory study, basic launcher: the runs report to the sweeper's study in this process."""
-    proc = cli(*SEARCH, *MEDIAN, "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=6", "trainer.epochs=5")
+    # 4 trials in batches of 2 (the preset's n_jobs): the second batch starts once the 2 start-up trials have finished
+    proc = cli(*SEARCH, *MEDIAN, "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=4", "trainer.epochs=5")
     summary = json.loads((proc.run_dir / "sweep_summary.json").read_text())
     assert summary["n_pruned"] >= 1 and summary["n_complete"] >= 2
-    assert summary["n_pruned"] + summary["n_complete"] == 6
+    assert summary["n_pruned"] + summary["n_complete"] == 4
     folders = [p for p in proc.run_dir.iterdir() if p.is_dir()]
     records = [read_metrics(f) for f in folders]
     assert sum(m["status"] == "pruned" for m in records) == summary["n_pruned"]
-    assert summary["epochs"]["run"] == sum(m["epochs_run"] for m in records) < summary["epochs"]["unpruned"] == 6 * 5
+    assert summary["epochs"]["run"] == sum(m["epochs_run"] for m in records) < summary["epochs"]["unpruned"] == 4 * 5
     for folder, m in zip(folders, records):
         env = json.loads((folder / "environment.json").read_text())
         assert env["trial"]["study"] == "quick" and env["trial"]["pruner"] == "optuna.pruners.MedianPruner"
@@ -80,7 +81,8 @@ def test_median_pruner_stops_trials_in_the_sweepers_own_process(cli):
 
 @pytest.mark.slow  # a search of stacks, then each seed alone
 def test_seeds_per_trial_train_as_one_stack_and_the_trial_is_their_mean(cli):
-    proc = cli(*SEARCH, *MEDIAN, "trainer.epochs=5", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
+    # 5 trials in batches of 3: the second batch (2 trials) can be pruned, the 2 start-up trials having finished
+    proc = cli(*SEARCH, *MEDIAN, "trainer.epochs=5", "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=3",
                "hydra.sweeper.seeds_per_trial=3", "hydra/launcher=stacked", "seed=4")
     study = optuna.load_study(study_name="quick", storage=f"sqlite:///{proc.run_dir / 'study.db'}")
     counts = check_trials(study)
@@ -203,27 +205,33 @@ def finished(tmp_path_factory, tiny_data):
     from conftest import CLI
 
     cli = CLI(tmp_path_factory.mktemp("replay"), tiny_data)
-    common = ("--multirun", "hparams_search=quick", "data.val_size=null", "trainer.epochs=3", "logging.tensorboard=false",
-              "hydra.sweeper.n_trials=2", "hydra.sweeper.storage=null")
+    common = ("--multirun", "hparams_search=quick", "data.val_size=null", "trainer.epochs=3",
+              "logging.tensorboard=false", "hydra.sweeper.n_trials=2", "hydra.sweeper.storage=null")
     search = cli(*common).run_dir
     grid = cli("--multirun", "seed=0,1", "logging.tensorboard=false").run_dir
     loss_search = cli(*common, "objective=val/loss").run_dir
     return search, grid, loss_search
 
 
-def _replay_cli(*args):
+def _replay_cli(*args, in_process=True):
+    """``python benchmarks/prune_replay.py *args``: its ``main()`` in this process (argv, exit code, stdout and stderr
+    as the script's process has them), or ``in_process=False``: a real process (the script's one real-process check,
+    its refusal of a grid multirun)."""
+    import os
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from conftest import ROOT, call_in_process
 
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prune_replay.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    argv = [str(ROOT / "benchmarks" / "prune_replay.py"), *map(str, args)]
+    if in_process:
+        return call_in_process(_replay_module().main, argv, Path.cwd(), dict(os.environ))
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
 
 
 def test_the_replay_refuses_a_grid_multirun_in_one_line(finished):
     _, grid, _ = finished
-    proc = _replay_cli(grid)
+    proc = _replay_cli(grid, in_process=False)  # a real process: exit code 2, one line, no traceback
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith(f"error: {grid}: not an Optuna search") and proc.stdout == ""
 
@@ -287,7 +295,8 @@ PRUNER_CASES = [
     ({"_target_": "optuna.pruners.MedianPruner"}, (20, 2, 2), "_target_", "every trial starts before any has "
      "finished"),
     ({"_target_": "optuna.pruners.PercentilePruner", "percentile": 25.0}, (20, 2, 2), "_target_",
-     "_target_='optuna.pruners.PercentilePruner' is not allowed: a pruner that compares with trials that have finished"),
+     "_target_='optuna.pruners.PercentilePruner' is not allowed: a pruner that compares with trials that have "
+     "finished"),
     ({"_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 10, "reduction_factor": 3}, (10, 8, 2),
      "min_resource", "a first rung (min_resource x reduction_factor ^ min_early_stopping_rate = 10) at most 9"),
     ({"_target_": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 2, "reduction_factor": 3,
