@@ -312,11 +312,10 @@ def test_a_plain_module_trains_through_the_cli_shown_by_module_name(tmp_path, mo
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cli = CLI(tmp_path, make_tiny_mnist(tmp_path / "data", side=28))
-    # the user's module on the path: PYTHONPATH for a real process (REG_RUNNER_TEST_CLI=subprocess), sys.path for the
-    # command run in this one (the real CLI's runs: tests/test_cli.py)
+    # through the real CLI, in its own process: what a user types, the module found on PYTHONPATH
     cli.env["PYTHONPATH"] = os.pathsep.join([str(FAMILIES), *filter(None, [os.environ.get("PYTHONPATH")])])
-    monkeypatch.syspath_prepend(str(FAMILIES))
-    proc = cli("~model", "+model._target_=lenet.LeNet5", "+model.width=4", "logging.histograms=1")
+    proc = cli("~model", "+model._target_=lenet.LeNet5", "+model.width=4", "logging.histograms=1", in_process=False)
+    monkeypatch.syspath_prepend(str(FAMILIES))  # the class, for its parameter count and the landscapes here
     m = read_metrics(proc.run_dir)
     assert m["status"] == "completed" and m["epochs_run"] == 2 and np.isfinite(m["final"]["val/loss"])
     from lenet import LeNet5
