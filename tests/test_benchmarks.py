@@ -46,6 +46,9 @@ def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path, 
         # the estimate of a 1000-epoch run: this process's fixed costs and 1000 epochs (one repeat: no median)
         assert r["est_1000_s"] == pytest.approx(r["process_s"] + 997 * r["epoch_s"], rel=1e-9), name
         assert r["peak_mb"] > 50 and 0 <= r["val_acc"] <= 1, name
+        assert 3 * r["epoch_s"] < r["process_s"], name  # the epochs are a part of the process
+        if name.startswith("runner"):  # its first step: its loop's start (metrics.json): start-up, then the epochs
+            assert r["first_step_s"] + 3 * r["epoch_s"] < r["process_s"], name
         assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
     assert rows["compute floor (fp32)"]["epoch_s"] > 0
     assert {c["ratio"] for c in result["checks"]} >= {"runner / lean", "typical / runner"}
