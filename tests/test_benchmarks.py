@@ -222,7 +222,8 @@ def _benchmark(name: str):
 def _script(monkeypatch, name: str, argv: list[str], cwd, env: dict):
     """``python benchmarks/<name>.py *argv`` through the script's main in this process (conftest's call_in_process:
     sys.argv, the environment, the folder and the output as the command has them, what it changes put back, and
-    sys.path here); its ``sys.exit("...")`` message on its stderr, as Python prints it."""
+    sys.path and torch's random state here); its ``sys.exit("...")`` message on its stderr, as Python prints it."""
+    import torch
     from conftest import call_in_process
 
     monkeypatch.setattr(sys, "path", list(sys.path))  # a script puts its folder first
@@ -236,7 +237,8 @@ def _script(monkeypatch, name: str, argv: list[str], cwd, env: dict):
                 print(e.code, file=sys.stderr)
             raise
 
-    return call_in_process(command, [str(ROOT / "benchmarks" / f"{name}.py"), *argv], cwd, env)
+    with torch.random.fork_rng(devices=[]):  # what a script draws or seeds (bench's matmuls, vmap_form's members)
+        return call_in_process(command, [str(ROOT / "benchmarks" / f"{name}.py"), *argv], cwd, env)
 
 
 def _device_check():
@@ -317,11 +319,8 @@ def test_the_stacking_benchmark_runs_every_row_and_prints_its_table(tiny_data, t
 def test_the_vmap_form_check_prints_a_row_per_network(tmp_path, monkeypatch):
     """Whether torch.func's vectorized form gives the members their lone numbers depends on the machine's kernels:
     the row says exact or what differs first, never asserted here (the script through its main, in this process:
-    it starts none; torch's random state, which it seeds, put back)."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        proc = _script(monkeypatch, "vmap_form", ["--quick"], tmp_path, dict(os.environ))
+    it starts none)."""
+    proc = _script(monkeypatch, "vmap_form", ["--quick"], tmp_path, dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-2000:]
     header, *rows = proc.stdout.splitlines()
     assert header.split()[:3] == ["network", "K", "batch"] and header.endswith("on cpu")
