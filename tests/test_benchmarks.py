@@ -24,14 +24,13 @@ def test_compare_runs_variants_and_prints_ratios(tiny_data, tmp_path):
 
 
 @pytest.mark.slow  # every loop of the benchmark, each in its own process: minutes
-def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
+def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path, monkeypatch):
+    """Every row's figures, each row's run in its own process (bench.py itself through its main, in this process:
+    its real command runs in test_bench_with_a_missing_data_folder_says_so_in_one_line)."""
     out = tmp_path / "bench.json"
     env = {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--data-root", str(tiny_data), "--no-verify",
-         "--json", str(out), "--epochs", "3"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
-    )
+    proc = _script(monkeypatch, "bench", ["--tiny", "--data-root", str(tiny_data), "--no-verify", "--json", str(out),
+                                          "--epochs", "3"], tmp_path, env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert (result["epochs"], result["repeats"]) == (3, 1)  # --tiny's epochs give way to the ones given
@@ -47,6 +46,9 @@ def test_bench_times_every_implementation_on_the_same_work(tiny_data, tmp_path):
         # the estimate of a 1000-epoch run: this process's fixed costs and 1000 epochs (one repeat: no median)
         assert r["est_1000_s"] == pytest.approx(r["process_s"] + 997 * r["epoch_s"], rel=1e-9), name
         assert r["peak_mb"] > 50 and 0 <= r["val_acc"] <= 1, name
+        assert 3 * r["epoch_s"] < r["process_s"], name  # the epochs are a part of the process
+        if name.startswith("runner"):  # its first step: its loop's start (metrics.json): start-up, then the epochs
+            assert r["first_step_s"] + 3 * r["epoch_s"] < r["process_s"], name
         assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
     assert rows["compute floor (fp32)"]["epoch_s"] > 0
     assert {c["ratio"] for c in result["checks"]} >= {"runner / lean", "typical / runner"}
@@ -217,6 +219,28 @@ def _benchmark(name: str):
     return importlib.import_module(name)
 
 
+def _script(monkeypatch, name: str, argv: list[str], cwd, env: dict):
+    """``python benchmarks/<name>.py *argv`` through the script's main in this process (conftest's call_in_process:
+    sys.argv, the environment, the folder and the output as the command has them, what it changes put back, and
+    sys.path and torch's random state here); its ``sys.exit("...")`` message on its stderr, as Python prints it."""
+    import torch
+    from conftest import call_in_process
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # a script puts its folder first
+    main = _benchmark(name).main
+
+    def command():
+        try:
+            main()
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+            raise
+
+    with torch.random.fork_rng(devices=[]):  # what a script draws or seeds (bench's matmuls, vmap_form's members)
+        return call_in_process(command, [str(ROOT / "benchmarks" / f"{name}.py"), *argv], cwd, env)
+
+
 def _device_check():
     """benchmarks/device_check.py as a module (its main takes the command line as a list)."""
     return _benchmark("device_check")
@@ -269,15 +293,14 @@ def test_the_refusal_benchmark_runs_each_kind_of_mistake_and_prints_its_table(tm
 
 
 @pytest.mark.slow  # 3 multiruns, each in its own process
-def test_the_stacking_benchmark_runs_every_row_and_prints_its_table(tiny_data, tmp_path):
+def test_the_stacking_benchmark_runs_every_row_and_prints_its_table(tiny_data, tmp_path, monkeypatch):
     """Every launcher's row, for a user's own ``nn.Module`` (the generic stacked form); a built-in family's rows are
     the same commands with ``model=mlp`` or ``model=cnn`` in place of the ``_target_`` (their stacks are
-    tests/test_stacked.py's and tests/test_cnn.py's)."""
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "stacking.py"), "--quick", "--data-root",
-                           str(tiny_data), "--no-verify", "--json", str(tmp_path / "rows.json"),
-                           "--families", "generic"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
-                          env={**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")})
+    tests/test_stacked.py's and tests/test_cnn.py's). Each row's multirun is a process of its own, as the script
+    measures it; the script itself runs through its main in this process."""
+    proc = _script(monkeypatch, "stacking", ["--quick", "--data-root", str(tiny_data), "--no-verify", "--json",
+                                             str(tmp_path / "rows.json"), "--families", "generic"], tmp_path,
+                   {**os.environ, "DATAMAESTRO_DIR": str(tmp_path / "datamaestro")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("family")))
@@ -293,11 +316,11 @@ def test_the_stacking_benchmark_runs_every_row_and_prints_its_table(tiny_data, t
     assert len(recorded) == 3 and all(r["stacked"] in (0, 2) for r in recorded)
 
 
-def test_the_vmap_form_check_prints_a_row_per_network(tmp_path):
+def test_the_vmap_form_check_prints_a_row_per_network(tmp_path, monkeypatch):
     """Whether torch.func's vectorized form gives the members their lone numbers depends on the machine's kernels:
-    the row says exact or what differs first, never asserted here."""
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "vmap_form.py"), "--quick"], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120)
+    the row says exact or what differs first, never asserted here (the script through its main, in this process:
+    it starts none)."""
+    proc = _script(monkeypatch, "vmap_form", ["--quick"], tmp_path, dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-2000:]
     header, *rows = proc.stdout.splitlines()
     assert header.split()[:3] == ["network", "K", "batch"] and header.endswith("on cpu")
@@ -314,7 +337,8 @@ def test_every_mutation_finds_its_line_once_and_names_tests_that_exist():
 
     mutations = _benchmark("mutations")
     defined = {path: {node.name for node in ast.walk(ast.parse(path.read_text()))
-                      if isinstance(node, (ast.FunctionDef, ast.ClassDef))} for path in (ROOT / "tests").glob("test_*.py")}
+                      if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+               for path in (ROOT / "tests").glob("test_*.py")}
     for name, path, old, new, tests, _heavy in mutations.MUTATIONS:
         assert (ROOT / path).read_text().count(old) == 1 and old != new, (name, path)
         for test in tests:
