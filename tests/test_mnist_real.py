@@ -80,13 +80,16 @@ def test_import_command_verifies_then_fills_the_store(tmp_path):
     assert ok.returncode == 0 and ok.stdout.count(" ok") == 4
 
 
-def test_affine_augmentation_does_not_hurt_on_mnist(tmp_path):
-    """20 epochs, seed 0: measured 0.9142 without, 0.9189 with (seeds 0-2: 0.9122 ± 0.0019 vs 0.9188 ± 0.0028)."""
+def test_affine_augmentation_helps_on_mnist(tmp_path):
+    """40 epochs on the 3,000 training images, validation on 10,000, seed 0: best val/acc 0.9163 without, 0.9376
+    with affine augmentation (seeds 0-2: 0.9171 ± 0.0010 against 0.9397 ± 0.0018; at 20 epochs the two are still
+    within the seeds' spread, docs/training.md)."""
     cli = CLI(tmp_path, data=None)
     # no TensorBoard events: they change no number (the same best_val to the last digit with them), and the claim
     # reads only metrics.json
-    proc = cli("--multirun", "augmentation=none,affine", "trainer.epochs=20", "logging.tensorboard=false", tiny=False)
+    proc = cli("--multirun", "augmentation=none,affine", "trainer.epochs=40", "data.val_size=10000",
+               "logging.tensorboard=false", tiny=False)
     runs = sorted(p for p in proc.run_dir.iterdir() if p.is_dir())
     none, affine = (read_metrics(r)["best_val"] for r in runs)
     assert "augmentation=none" in runs[0].name and "augmentation=affine" in runs[1].name
-    assert affine >= none - 0.005  # seed-to-seed std is about 0.002-0.003
+    assert affine >= none + 0.01, (none, affine)  # 2.1 to 2.4 points over seeds 0-2, whose spread is 0.1-0.2
