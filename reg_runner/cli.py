@@ -100,10 +100,10 @@ class EarlyChecks(Callback):
             gc.enable()  # the checks passed: the run begins (``reg_runner.__main__`` turned the collector off)
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
-            # what a signal during start-up removes, registered before it is made: the folders above, then the run's
+            # what a signal during start-up removes, known before it is made: the run's folder, the ones above if empty
+            STOP.made += [] if run_dir.exists() else [run_dir]
             if make_folder("hydra.run.dir", run_dir, into=STOP.parents):
-                STOP.made.append(run_dir)
-                STOP.parents.pop()  # the run's own folder (made: all of it goes, not only while empty)
+                STOP.parents.pop()  # the run's own: in STOP.made
             # locked before Hydra writes .hydra/, until the run ends; checked again under the lock (a run may start)
             try:
                 folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")

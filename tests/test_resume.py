@@ -188,6 +188,26 @@ def test_sigterm_during_start_up_ends_at_once_and_leaves_no_folder(cli, tmp_path
     assert without_timing(rerun) == without_timing(read_metrics(cli().run_dir))
 
 
+def test_a_signal_the_instant_the_runs_folder_is_made_removes_it_and_says_so(cli, tmp_path, monkeypatch):
+    """The instant after the run's folder is made (a process is often descheduled as a system call returns): the
+    folder is already the run's to remove, so a signal there removes it and the line says so, and the folders made
+    above it go too (what the handler does, ``STOP._remove_unrecorded``, run at that instant)."""
+    from reg_runner import records
+    from reg_runner.signals import STOP
+
+    said, make = [], records.make_folder
+
+    def made_then_signalled(key, path, into=None):
+        make(key, path, into)
+        said.append((STOP._hint(STOP._remove_unrecorded()), path.exists()))
+        raise SystemExit(128 + signal.SIGTERM)  # the handler's exit
+
+    monkeypatch.setattr(records, "make_folder", made_then_signalled)
+    run_dir = tmp_path / "above" / "run"
+    assert cli(run_dir=run_dir, check=False, in_process=True).returncode == 128 + signal.SIGTERM
+    assert said == [(f"; its folder {run_dir} was removed", False)] and not (tmp_path / "above").exists()
+
+
 def test_a_signal_during_a_runs_start_up_keeps_what_was_recorded(tmp_path):
     """STOP's start-up branch: a new run's folder that recorded no end is removed; a resumed run's stands."""
     new, old = tmp_path / "new", tmp_path / "old"
