@@ -21,7 +21,7 @@ from reg_runner import kinds
 from reg_runner.errors import CONFIG_DIR, UserError, exit_on_user_error, hydra_error, one_line, options, refuse
 from reg_runner.overrides import hydra_overrides, plain_overrides
 from reg_runner.private import hydra_arguments_refused
-from reg_runner.signals import STOP, hand_back
+from reg_runner.signals import STOP, deferred, hand_back
 from reg_runner.sweep.workers import joblib_workers
 
 # What Hydra may instantiate from a config: our callbacks, Optuna's samplers and pruners.
@@ -100,16 +100,16 @@ class EarlyChecks(Callback):
             gc.enable()  # the checks passed: the run begins (``reg_runner.__main__`` turned the collector off)
             folder = RunFolder(run_dir)
             folder.refuse_existing(kind=self.kind)  # before any write: a finished run's folder is left as it is
-            # what a signal during start-up removes, known before it is made: the run's folder, the ones above if empty
-            STOP.made += [] if run_dir.exists() else [run_dir]
-            if make_folder("hydra.run.dir", run_dir, into=STOP.parents):
-                STOP.parents.pop()  # the run's own: in STOP.made
-            # locked before Hydra writes .hydra/, until the run ends; checked again under the lock (a run may start)
-            try:
-                folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
-            except UserError:  # another process holds it: not this one's to remove
-                STOP.made[:] = [f for f in STOP.made if f != run_dir]
-                raise
+            # made, locked before Hydra writes .hydra/ (checked again under it) and known as the run's in one step, a
+            # signal held meanwhile: a signal during start-up removes all of it, and the folders made above while empty
+            with deferred():
+                if make_folder("hydra.run.dir", run_dir, into=STOP.parents):
+                    STOP.made.append(STOP.parents.pop())  # the run's own folder, the last one made
+                try:
+                    folder.lock(then=lambda: folder.refuse_existing(kind=self.kind), key="hydra.run.dir")
+                except UserError:  # another process holds it: not this one's to remove
+                    STOP.made[:] = [f for f in STOP.made if f != run_dir]
+                    raise
             if not kinds.marker(run_dir):
                 kinds.mark(run_dir, self.kind)
             self.ready, self.folder = (run_dir, checked, folder), folder

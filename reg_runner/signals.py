@@ -197,7 +197,7 @@ class StopSignals:
         """The folders this process made for a run that has recorded no end yet (no metrics.json), removed."""
         removed = []
         for folder in self.made:  # made by this process, under its lock: no run of it recorded yet, no use
-            if folder.exists() and not any((folder / record).exists() for record in ("metrics.json", "lr_find.json")):
+            if not any((folder / record).exists() for record in ("metrics.json", "lr_find.json")):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
         for parent in reversed(self.parents):

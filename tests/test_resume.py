@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (EVERY_STACK, call_in_process, folder_state, killable, read_metrics, tiny, wait_for_epoch,
-                      without_timing)
+from conftest import (EVERY_STACK, Forked, call_in_process, folder_state, killable, read_metrics, tiny,
+                      wait_for_epoch, without_timing)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from test_tensorboard import hparams_sessions
@@ -188,24 +189,29 @@ def test_sigterm_during_start_up_ends_at_once_and_leaves_no_folder(cli, tmp_path
     assert without_timing(rerun) == without_timing(read_metrics(cli().run_dir))
 
 
-def test_a_signal_the_instant_the_runs_folder_is_made_removes_it_and_says_so(cli, tmp_path, monkeypatch):
-    """The instant after the run's folder is made (a process is often descheduled as a system call returns): the
-    folder is already the run's to remove, so a signal there removes it and the line says so, and the folders made
-    above it go too (what the handler does, ``STOP._remove_unrecorded``, run at that instant)."""
+@pytest.mark.slow  # a forked command signalled
+def test_a_signal_as_the_runs_folder_is_made_waits_for_its_lock_then_removes_it_and_says_so(cli, tmp_path):
+    """The run's folder is made, locked and known as the run's in one step, the signals held meanwhile: a signal
+    the instant the folder is made (a process is often descheduled as a system call returns) ends the command once
+    the step is done, removing the folder and the folders made above it, and the line names it."""
     from reg_runner import records
-    from reg_runner.signals import STOP
 
-    said, make = [], records.make_folder
+    def signalled_as_made():  # in the child: the signal sent the instant make_folder has made the folder
+        make = records.make_folder
 
-    def made_then_signalled(key, path, into=None):
-        make(key, path, into)
-        said.append((STOP._hint(STOP._remove_unrecorded()), path.exists()))
-        raise SystemExit(128 + signal.SIGTERM)  # the handler's exit
+        def made_then_signalled(key, path, into=None):
+            made = make(key, path, into)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return made
 
-    monkeypatch.setattr(records, "make_folder", made_then_signalled)
-    run_dir = tmp_path / "above" / "run"
-    assert cli(run_dir=run_dir, check=False, in_process=True).returncode == 128 + signal.SIGTERM
-    assert said == [(f"; its folder {run_dir} was removed", False)] and not (tmp_path / "above").exists()
+        records.make_folder = made_then_signalled
+
+    run_dir, log = tmp_path / "above" / "run", tmp_path / "log"
+    argv = [f"data.root={cli.data}", *tiny(), f"hydra.run.dir={run_dir}"]
+    assert Forked(argv, tmp_path, cli.env, str(log), before=signalled_as_made).wait(timeout=120) == 128 + signal.SIGTERM
+    assert log.read_text().strip().splitlines()[-1] == (f"interrupted by SIGTERM before the run started; its folder "
+                                                        f"{run_dir} was removed"), log.read_text()[-2000:]
+    assert not (tmp_path / "above").exists()
 
 
 def test_a_signal_during_a_runs_start_up_keeps_what_was_recorded(tmp_path):
