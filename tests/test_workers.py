@@ -128,6 +128,30 @@ def test_ctrl_c_ends_a_multirun_and_its_workers_with_their_checkpoints(cli, tmp_
     assert not alive(under)
 
 
+def test_sigterm_ends_a_submitit_local_search_and_its_jobs_with_their_checkpoints(cli, tmp_path):
+    """submitit's local executor (``hydra/launcher=submitit_local``) runs each job in processes of its own, as
+    joblib's workers: SIGTERM to the command is passed on to them, each run ends with a checkpoint, and the command
+    ends within seconds with one line, not after its jobs have trained; nothing of it is left running."""
+    sweep = tmp_path / "sweep"
+    proc = start(cli, "--multirun", "hparams_search=quick", "data.val_size=null", *tiny_args(cli), "trainer.epochs=500",
+                 "logging.tensorboard=false", "hydra/launcher=submitit_local", "hydra.sweeper.n_trials=2",
+                 "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep}")
+    trained = lambda: [h for h in sweep.glob("*/history.csv") if len(h.read_text().splitlines()) > 1]  # noqa: E731
+    wait_for(lambda: len(trained()) == 2, proc, timeout=180)  # both jobs past their first epoch
+    under = workers.descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("interrupted by SIGTERM while runs trained in worker processes: each "
+                                            "stopped with a checkpoint (resume it), or before it started"), err[-3000:]
+    metrics = [json.loads(m.read_text()) for m in sweep.glob("*/metrics.json")]
+    assert [m["status"] for m in metrics] == ["interrupted"] * 2 and all(m["epochs_run"] < 500 for m in metrics)
+    deadline = time.monotonic() + 10
+    while alive(under) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(under), [open(f"/proc/{p}/cmdline").read() for p in alive(under)]
+
+
 LOOP = 2  # launches in one process: the second reuses what the first left (fork server, executor)
 
 

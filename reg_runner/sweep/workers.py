@@ -1,4 +1,4 @@
-"""Hydra's joblib launcher: worker processes started without ``fork``, and ended with their command.
+"""Hydra's joblib launcher: workers started without ``fork``; they, and submitit_local's jobs, end with their command.
 
 - **fork.** joblib's ``multiprocessing`` backend starts a worker per job, which a fork from the command could leave
   waiting forever on a lock another thread held (docs/search.md): its workers are forked from a server that has
@@ -36,9 +36,10 @@ def joblib_workers(launcher) -> int | None:
 
 @contextlib.contextmanager
 def launched(launcher: dict):
-    """Around ``launcher.launch(...)``: for joblib's launcher, its workers started without ``fork`` and ended with
-    the command (see the module's docstring); any other launcher runs as it is."""
-    if joblib_workers(launcher) is None or threading.current_thread() is not threading.main_thread():
+    """Around ``launcher.launch(...)``: joblib's workers started without ``fork``; they, and submitit_local's jobs,
+    ended with the command (see the module's docstring); any other launcher (SLURM's jobs run elsewhere) runs as is."""
+    local = joblib_workers(launcher) is not None or str(launcher.get("_target_")).endswith(".LocalLauncher")
+    if not local or threading.current_thread() is not threading.main_thread():
         yield
         return
     method = multiprocessing.get_start_method(allow_none=True)
